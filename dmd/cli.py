@@ -1,0 +1,69 @@
+"""The ``dmd`` command line.
+
+Each sub-command lives in its own module under :mod:`dmd.commands` and exposes
+``register(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
+Heavy imports (jax, openmm, gemmi) happen inside ``run`` so that ``dmd --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dmd.errors import UserInputError
+
+# name on the command line -> module under dmd.commands
+COMMANDS: dict[str, str] = {
+    "quickstart": "quickstart",
+    "energy": "energy",
+    "simulate": "simulate",
+    "diffuse": "diffuse",
+    "xrd": "xrd",
+    "reweight": "reweight",
+    "fit": "fit",
+    "index": "index",
+    "merge": "merge",
+    "xrd-refine": "xrd_refine",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dmd",
+        description="Differentiable molecular dynamics and crystallographic analysis in JAX.",
+    )
+    parser.add_argument("--x64", action="store_true", help="run in float64 (jax_enable_x64)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"dmd.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"dmd.commands.{module_name}":
+                continue  # command not built yet in this checkout
+            raise
+        p = module.register(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.x64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    try:
+        return int(args._run(args) or 0)
+    except UserInputError as exc:  # a clear message, no traceback
+        print(f"dmd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

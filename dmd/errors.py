@@ -1,0 +1,25 @@
+"""Exceptions raised for bad user input.
+
+Every message names the offending file or argument *and* the fix, e.g.
+``"traj.dcd: 12 atoms but topology top.pdb has 14; pass the matching --top"``.
+"""
+
+from __future__ import annotations
+
+
+class UserInputError(ValueError):
+    """Bad input from the user (file, shape, unit, option). The CLI prints it without a traceback."""
+
+
+class SimulationDiverged(RuntimeError):
+    """A simulation produced NaN/inf or exploding coordinates.
+
+    Attributes:
+      step: the first step at which the state was bad.
+      last_good_checkpoint: path of the last good checkpoint written, or None.
+    """
+
+    def __init__(self, message: str, step: int, last_good_checkpoint: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.last_good_checkpoint = last_good_checkpoint
