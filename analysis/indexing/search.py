@@ -1,0 +1,511 @@
+"""Batched generate-and-test search for unit cells (SVD-Index / ML-Index style), in JAX.
+
+One batch, all candidates in parallel (``vmap`` inside one ``jit``)::
+
+    candidates x₀  ── random cells in volume bounds (SVD-Index)  or
+                   ── exact solves H_S x = q_S of n_params peaks with Miller indices
+                      drawn from the learned prior (prior.py)
+    repeat n_iter:   Miller-index assignment against the reference rows H_ref
+                        nearest:  j_k = argmin_j |q²_k − H_j·x|
+                        soft:     j_k ~ softmax_j(−(q²_k − H_j·x)² / 2s_k²)   (Gumbel-max)
+                     random peak subsampling m_k ~ Bernoulli(p_keep) and SVD-Index
+                     weights (d_k/d_1)^m, m ~ U(0, 4) (Coelho 2003, Eq. 18 of the seed)
+                     weighted least squares  x ← argmin Σ_k w_k (q²_k − H_k·x − g_k·z)²
+                        w_k = m_k (d_k/d_1)^m / (σ_k² + r_k²)   (robust; σ_k error model)
+                     optional MALA noise x += s·chol((HᵀWH)⁻¹)·ε and Metropolis
+                     acceptance on the score (temperature T)
+                     reduction of the reciprocal basis (Selling for triclinic,
+                     Lagrange in the a*c* plane for monoclinic) so indices stay small
+    score: log M = log(Q_N / (2 ε̄ N_calc)), ε̄ with unindexed lines counted at the cap n_σ·σ_k
+
+Linear model q²(hkl) = H(hkl)·x from :func:`analysis.cell.design_matrix`; zero shift
+z (degrees 2θ) enters linearly through g_k = ∂q²/∂(2θ) at the observed line.
+
+References: Coelho (2003), J. Appl. Cryst. 36, 86-95, doi:10.1107/S0021889802019878
+(SVD-Index); seed "ML-Index Methods" (assignment, subsampling/resampling, MALA-style
+acceptance, Eqs. 29-34).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from analysis import cell as cell_mod
+from analysis.indexing.reference import reference_rows, search_system
+
+__all__ = ["SearchConfig", "SearchResult", "search_cells", "gstar_from_x", "reduce_x", "volume_from_x"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Knobs of the batched search (defaults tuned on synthetic 20-line lists).
+
+    Attributes:
+      n_candidates: candidates per batch (all refined in parallel).
+      max_batches: upper bound on batches per lattice system.
+      min_batches: batches always run before the stopping test.
+      n_iter: assignment / least-squares iterations per batch.
+      candidates: "prior" (learned prior + random), "random" (random cells only) or "uniform"
+        (exact solves with uniformly drawn low indices: the untrained prior).
+      random_fraction: share of random-cell candidates when ``candidates`` is "prior"/"uniform".
+      n_first: peaks the prior-driven generator draws from.
+      p_keep: probability of keeping a peak in each subsampled least-squares step.
+      p_soft: probability that an iteration uses the soft (sampled) assignment.
+      acceptance: "greedy" (keep if the score improves), "metropolis", or "always".
+      temperature: Metropolis temperature on the log-M score.
+      mala_scale: scale of the MALA noise added after each least-squares step (0 = off).
+      tol_k: error-model scale k of σ(q²) = k (8.7e-5 + 9.2e-4 q²) used as tolerance.
+      n_sigma: a line is indexed when |Δq²| ≤ n_sigma·σ.
+      refine_zero: refine a 2θ zero shift (needs 2θ input).
+      volume_bounds: (V_min, V_max) Å³ of the cell searched, or None (from the line density).
+      top_k: candidates returned per batch.
+      stop_m20: stop when the best approximate M20 reaches this.
+      seed: PRNG seed.
+    """
+
+    n_candidates: int = 2048
+    max_batches: int = 12
+    min_batches: int = 1
+    n_iter: int = 10
+    candidates: str = "prior"
+    random_fraction: float = 0.25
+    n_first: int = 8
+    p_keep: float = 0.8
+    p_soft: float = 0.25
+    acceptance: str = "greedy"
+    temperature: float = 0.5
+    mala_scale: float = 0.0
+    tol_k: float = 1.0
+    n_sigma: float = 4.0
+    refine_zero: bool = False
+    volume_bounds: tuple | None = None
+    top_k: int = 16
+    stop_m20: float = 40.0
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Best candidates of a search in one lattice system.
+
+    Attributes:
+      system: search lattice system.
+      x: ``[k, n_params]`` reciprocal-metric parameters (Å⁻²), best first.
+      zero: ``[k]`` zero shifts (degrees 2θ; 0 without ``refine_zero``).
+      score: ``[k]`` approximate log M20 (P lattice).
+      n_batches: batches run; n_evaluated: candidates generated.
+    """
+
+    system: str
+    x: np.ndarray
+    zero: np.ndarray
+    score: np.ndarray
+    n_batches: int
+    n_evaluated: int
+
+
+# ---------------------------------------------------------------------------- metric helpers
+def _full_params(x, system: str):
+    """(A, B, C, D, E, F) of q² = Ah² + Bk² + Cl² + Dhk + Ehl + Fkl from x (jnp)."""
+    z = jnp.zeros_like(x[..., 0])
+    if system == "cubic":
+        return (x[..., 0], x[..., 0], x[..., 0], z, z, z)
+    if system == "tetragonal":
+        return (x[..., 0], x[..., 0], x[..., 1], z, z, z)
+    if system == "hexagonal":
+        return (x[..., 0], x[..., 0], x[..., 1], x[..., 0], z, z)
+    if system == "orthorhombic":
+        return (x[..., 0], x[..., 1], x[..., 2], z, z, z)
+    if system == "monoclinic":
+        return (x[..., 0], x[..., 1], x[..., 2], z, x[..., 3], z)
+    return tuple(x[..., i] for i in range(6))
+
+
+def gstar_from_x(x, system: str):
+    """Reciprocal metric G* ``[..., 3, 3]`` (Å⁻²) from x ``[..., n_params]``."""
+    A, B, C, D, E, F = _full_params(x, system)
+    r0 = jnp.stack([A, D / 2, E / 2], -1)
+    r1 = jnp.stack([D / 2, B, F / 2], -1)
+    r2 = jnp.stack([E / 2, F / 2, C], -1)
+    return jnp.stack([r0, r1, r2], -2)
+
+
+def volume_from_x(x, system: str):
+    """Cell volume (Å³) = 1/sqrt(det G*); NaN where G* is not positive definite."""
+    g = gstar_from_x(x, system)
+    det = jnp.linalg.det(g)
+    ok = _positive_definite(g) & (det > 0)
+    return jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, det, 1.0)), jnp.nan)
+
+
+def _positive_definite(g):
+    m1 = g[..., 0, 0]
+    m2 = g[..., 0, 0] * g[..., 1, 1] - g[..., 0, 1] ** 2
+    m3 = jnp.linalg.det(g)
+    return (m1 > 0) & (m2 > 0) & (m3 > 0)
+
+
+# Selling reduction: for the superbase b1..b4 (b4 = −b1−b2−b3) with b_i·b_j > 0, replace
+# b_i → −b_i, b_k → b_k + b_i, b_l → b_l + b_i (k, l the other two); ends when all
+# b_i·b_j ≤ 0 (Delaunay reduced). Selling (1874); Conway & Sloane (1992).
+_PAIRS = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+
+
+def _selling_mats() -> np.ndarray:
+    mats = []
+    for i, j in _PAIRS:
+        t = np.eye(4)
+        t[i, i] = -1.0
+        for k in range(4):
+            if k not in (i, j):
+                t[k, i] = 1.0
+        mats.append(t)
+    return np.array(mats)
+
+
+_SELLING_T = _selling_mats()
+_SUPERBASE = np.array([[1.0, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1]])
+
+
+def _selling_reduce(g, n_steps: int = 40):
+    """Selling-reduce a 3×3 metric (works for G or G*), returns a reduced 3×3 metric."""
+    e = jnp.asarray(_SUPERBASE, g.dtype)
+    g4 = e.T @ g @ e
+    tmats = jnp.asarray(_SELLING_T, g.dtype)
+    ii = jnp.array([p[0] for p in _PAIRS])
+    jj = jnp.array([p[1] for p in _PAIRS])
+    tol = 1e-7 * jnp.trace(g)
+
+    def step(_, g4):
+        s = g4[ii, jj]
+        k = jnp.argmax(s)
+        t = jnp.where(s[k] > tol, tmats[k], jnp.eye(4, dtype=g.dtype))
+        return t @ g4 @ t.T
+
+    g4 = jax.lax.fori_loop(0, n_steps, step, g4)
+    return g4[:3, :3]
+
+
+def _lagrange_ac(A, C, E, n_steps: int = 8):
+    """2D Lagrange reduction of q² = Ah² + Cl² + Ehl (a*c* plane, monoclinic); E ≥ 0, A ≤ C on exit."""
+
+    def step(_, s):
+        A, C, E = s
+        swap = C < A
+        A, C = jnp.where(swap, C, A), jnp.where(swap, A, C)
+        mu = jnp.round(E / (2 * A))
+        C = C - mu * E + mu * mu * A
+        E = E - 2 * mu * A
+        return A, C, E
+
+    A, C, E = jax.lax.fori_loop(0, n_steps, step, (A, C, E))
+    swap = C < A
+    A, C = jnp.where(swap, C, A), jnp.where(swap, A, C)
+    return A, C, jnp.abs(E)
+
+
+def reduce_x(x, system: str):
+    """Reduce the reciprocal basis of one candidate so low-angle lines get small indices."""
+    if system == "triclinic":
+        g = _selling_reduce(gstar_from_x(x, system))
+        return jnp.stack([g[0, 0], g[1, 1], g[2, 2], 2 * g[0, 1], 2 * g[0, 2], 2 * g[1, 2]])
+    if system == "monoclinic":
+        A, C, E = _lagrange_ac(x[0], x[2], x[3])
+        return jnp.stack([A, x[1], C, E])
+    return x
+
+
+# ---------------------------------------------------------------------------- candidate generators
+def _random_x(key, system: str, vlo, vhi, dtype):
+    """Random cell with volume log-uniform in [vlo, vhi] → x (one candidate)."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    shape = jnp.exp(jax.random.uniform(k1, (3,), dtype, 0.0, jnp.log(4.0)))
+    ang = jnp.full((3,), 90.0, dtype)
+    if system == "cubic":
+        shape = jnp.ones(3, dtype)
+    elif system in ("tetragonal", "hexagonal"):
+        shape = shape.at[1].set(shape[0])
+        if system == "hexagonal":
+            ang = ang.at[2].set(120.0)
+    elif system == "monoclinic":
+        ang = ang.at[1].set(jax.random.uniform(k2, (), dtype, 90.0, 125.0))
+    elif system == "triclinic":
+        ang = jax.random.uniform(k2, (3,), dtype, 70.0, 110.0)
+    cell = jnp.concatenate([shape, ang])
+    v0 = cell_mod.volume(cell)
+    v = jnp.exp(jax.random.uniform(k3, (), dtype, jnp.log(vlo), jnp.log(vhi)))
+    cell = cell.at[:3].multiply((v / v0) ** (1.0 / 3.0))
+    gstar = jnp.linalg.inv(cell_mod.metric(cell))
+    A, B, C = gstar[0, 0], gstar[1, 1], gstar[2, 2]
+    D, E, F = 2 * gstar[0, 1], 2 * gstar[0, 2], 2 * gstar[1, 2]
+    sel = {
+        "cubic": [A],
+        "tetragonal": [A, C],
+        "hexagonal": [A, C],
+        "orthorhombic": [A, B, C],
+        "monoclinic": [A, B, C, E],
+        "triclinic": [A, B, C, D, E, F],
+    }[system]
+    return jnp.stack(sel)
+
+
+def _prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
+    """Exact solve H_S x = q_S for p peaks among the first n_first, indices drawn from the prior.
+
+    Args:
+      logits: ``[n_first, n_vocab]`` log-probabilities of each vocabulary row per peak position.
+      vocab_rows: ``[n_vocab, p]`` design rows of the vocabulary.
+    """
+    k1, k2 = jax.random.split(key)
+    pos = jnp.argsort(jax.random.uniform(k1, (n_first,)))[:p]
+    pos = jnp.sort(pos)
+    lab = jax.random.categorical(k2, logits[pos], axis=-1)
+    hs = vocab_rows[lab]
+    qs = q_obs[pos]
+    det = jnp.linalg.det(hs)
+    scale = jnp.prod(jnp.max(jnp.abs(hs), axis=1) + 1e-30)
+    ok = jnp.abs(det) > 1e-6 * scale
+    x = jnp.linalg.solve(jnp.where(ok, hs, jnp.eye(p, dtype=hs.dtype)), qs)
+    return jnp.where(ok, x, jnp.nan)
+
+
+# ---------------------------------------------------------------------------- one batch (jit)
+def _score(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
+    """Approximate log M_N (P lattice) and per-line nearest assignment."""
+    q_ref = rows @ x
+    q_model = q_obs - g * z  # observed line moved by the zero shift
+    diff = q_model[:, None] - q_ref[None, :]
+    idx = jnp.argmin(jnp.abs(diff), axis=1)
+    r = q_model - q_ref[idx]
+    cap = n_sigma * sig
+    e = jnp.minimum(jnp.abs(r), cap)[:n_fom]
+    eps = jnp.mean(e) + 1e-4 * jnp.mean(sig[:n_fom])
+    q_n = q_obs[n_fom - 1]
+    n_calc = jnp.sum(q_ref <= q_n * (1 + 1e-6)).astype(x.dtype)
+    logm = jnp.log(q_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
+    return logm, idx, r
+
+
+def _valid(x, system, vlo, vhi):
+    v = volume_from_x(x, system)
+    return jnp.all(jnp.isfinite(x)) & jnp.isfinite(v) & (v >= vlo) & (v <= vhi)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("system", "n_cand", "n_iter", "n_first", "n_random", "refine_zero", "acceptance", "n_fom", "top_k"),
+)
+def _run_batch(
+    key,
+    q_obs,
+    sig,
+    g,
+    rows,
+    logits,
+    vocab_rows,
+    vlo,
+    vhi,
+    p_keep,
+    p_soft,
+    temperature,
+    mala_scale,
+    n_sigma,
+    *,
+    system: str,
+    n_cand: int,
+    n_iter: int,
+    n_first: int,
+    n_random: int,
+    refine_zero: bool,
+    acceptance: str,
+    n_fom: int,
+    top_k: int,
+):
+    dtype = q_obs.dtype
+    p = rows.shape[1]
+    n_obs = q_obs.shape[0]
+    kgen, kref = jax.random.split(key)
+    keys = jax.random.split(kgen, n_cand)
+    x_rand = jax.vmap(lambda k: _random_x(k, system, vlo, vhi, dtype))(keys[:n_random])
+    x_prior = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(keys[n_random:])
+    x0 = jnp.concatenate([x_rand, x_prior], axis=0).astype(dtype)
+    x0 = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x0)
+    d_rel = jnp.sqrt(q_obs[0] / q_obs)  # d_k / d_1
+
+    def score_of(x, z):
+        s, _, _ = _score(x, z, q_obs, sig, g, rows, n_sigma, n_fom)
+        return jnp.where(_valid(x, system, vlo, vhi), s, -jnp.inf)
+
+    def refine_one(x, key):
+        z = jnp.zeros((), dtype)
+        s = score_of(x, z)
+
+        def body(it, carry):
+            x, z, s, best_x, best_z, best_s, key = carry
+            key, k1, k2, k3, k4, k5, k6 = jax.random.split(key, 7)
+            _, idx, r = _score(x, z, q_obs, sig, g, rows, n_sigma, n_obs)
+            # soft assignment: sample a row per peak from a Gaussian softmax (Gumbel-max)
+            q_ref = rows @ x
+            scale = jnp.maximum(jnp.median(jnp.abs(r)), sig)[:, None] * 2.0
+            gum = jax.random.gumbel(k1, (n_obs, rows.shape[0]), dtype)
+            logp = -0.5 * ((q_obs - g * z)[:, None] - q_ref[None, :]) ** 2 / scale**2
+            idx_soft = jnp.argmax(logp + gum, axis=1)
+            use_soft = jax.random.uniform(k2) < p_soft
+            idx = jnp.where(use_soft, idx_soft, idx)
+            h = rows[idx]
+            r = q_obs - g * z - h @ x
+            last = it == n_iter - 1
+            keep = (jax.random.uniform(k3, (n_obs,)) < p_keep) | last
+            m = jax.random.uniform(k4, (), dtype, 0.0, 4.0)
+            w = keep * d_rel**m / (sig**2 + r**2)
+            if refine_zero:
+                hz = jnp.concatenate([h, g[:, None]], axis=1)
+            else:
+                hz = h
+            a = (hz * w[:, None]).T @ hz
+            b = (hz * w[:, None]).T @ q_obs
+            cs = jnp.sqrt(jnp.diag(a)) + 1e-30
+            a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
+            sol = jnp.linalg.solve(a_s, b / cs) / cs
+            if mala_scale is not None:
+                cov = jnp.linalg.inv(a_s) / (cs[:, None] * cs[None, :])
+                chol = jnp.linalg.cholesky(cov + 1e-30 * jnp.eye(a.shape[0], dtype=dtype))
+                noise = chol @ jax.random.normal(k5, (a.shape[0],), dtype)
+                sol = sol + mala_scale * jnp.where(jnp.all(jnp.isfinite(noise)), noise, 0.0)
+            x_new = sol[:p]
+            z_new = sol[p] if refine_zero else z
+            x_new = reduce_x(jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), system)
+            s_new = score_of(x_new, z_new)
+            s_new = jnp.where(jnp.isfinite(s_new), s_new, -jnp.inf)
+            if acceptance == "always":
+                acc = jnp.isfinite(s_new)
+            elif acceptance == "metropolis":
+                u = jax.random.uniform(k6, (), dtype)
+                acc = jnp.isfinite(s_new) & (jnp.log(u) * temperature < s_new - s)
+            else:
+                acc = s_new >= s
+            x, z, s = jnp.where(acc, x_new, x), jnp.where(acc, z_new, z), jnp.where(acc, s_new, s)
+            better = s > best_s
+            best_x = jnp.where(better, x, best_x)
+            best_z = jnp.where(better, z, best_z)
+            best_s = jnp.where(better, s, best_s)
+            return x, z, s, best_x, best_z, best_s, key
+
+        carry = (x, z, s, x, z, s, key)
+        carry = jax.lax.fori_loop(0, n_iter, body, carry)
+        return carry[3], carry[4], carry[5]
+
+    rkeys = jax.random.split(kref, n_cand)
+    bx, bz, bs = jax.vmap(refine_one)(x0, rkeys)
+    bs = jnp.where(jnp.isfinite(bs), bs, -jnp.inf)
+    top_s, top_i = jax.lax.top_k(bs, top_k)
+    return bx[top_i], bz[top_i], top_s
+
+
+# ---------------------------------------------------------------------------- driver
+def _default_volume_bounds(q_obs: np.ndarray, system: str) -> tuple[float, float]:
+    """Volume bounds (Å³) from the line density: N lines up to Q_N ⇒ V ≈ 3 m N / (4π Q_N^{3/2}).
+
+    m is the mean number of reciprocal-lattice points per observed line (Friedel pairs,
+    Laue symmetry, absences); the bounds span the range of m for the system with margin.
+    """
+    n = q_obs.size
+    qn = q_obs[-1] ** 1.5
+    m_lo, m_hi = {
+        "cubic": (6, 200),
+        "tetragonal": (3, 100),
+        "hexagonal": (3, 150),
+        "orthorhombic": (2, 60),
+        "monoclinic": (1.5, 30),
+        "triclinic": (1.0, 12),
+    }[system]
+    v = 3 * n / (4 * np.pi * qn)
+    return 0.3 * m_lo * v, 1.5 * m_hi * v
+
+
+def search_cells(
+    inv_d2,
+    system: str,
+    config: SearchConfig = SearchConfig(),
+    *,
+    prior=None,
+    g_zero=None,
+    dtype=jnp.float32,
+    progress=None,
+) -> SearchResult:
+    """Search one lattice system for cells that index ``inv_d2``.
+
+    Args:
+      inv_d2: ``[n]`` observed q² (Å⁻²), ascending.
+      system: lattice system ("rhombohedral" searches hexagonal axes).
+      config: :class:`SearchConfig`.
+      prior: :class:`analysis.indexing.prior.IndexPrior` or None (uniform low-index draw).
+      g_zero: ``[n]`` ∂q²/∂(2θ) per line (Å⁻² per degree) for zero-shift refinement.
+      dtype: compute dtype of the search (float32: fast; the final refinement is float64).
+      progress: optional callable(batch_index, best_score) for progress reporting.
+
+    Returns:
+      :class:`SearchResult` with the best ``config.top_k × batches`` candidates, best first.
+    """
+    from analysis.indexing import prior as prior_mod
+
+    system = search_system(system)
+    q = np.asarray(inv_d2, np.float64)
+    n_obs = q.size
+    n_fom = min(20, n_obs)
+    ref = reference_rows(system)
+    vlo, vhi = config.volume_bounds or _default_volume_bounds(q, system)
+    n_first = min(config.n_first, n_obs)
+    logits, vocab = prior_mod.generator_logits(prior, system, q, n_first, uniform=config.candidates == "uniform")
+    n_random = config.n_candidates if config.candidates == "random" else int(config.random_fraction * config.n_candidates)
+    refine_zero = bool(config.refine_zero and g_zero is not None)
+    g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
+    sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
+    args = [jnp.asarray(a, dtype) for a in (q, sig, g, ref.rows, logits, vocab)]
+    scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]
+    mala = None if config.mala_scale <= 0 else jnp.asarray(config.mala_scale, dtype)
+    key = jax.random.PRNGKey(config.seed)
+    xs, zs, ss = [], [], []
+    best = -np.inf
+    nb = 0
+    for nb in range(1, config.max_batches + 1):
+        key, sub = jax.random.split(key)
+        bx, bz, bs = _run_batch(
+            sub,
+            *args,
+            *scal,
+            mala,
+            jnp.asarray(config.n_sigma, dtype),
+            system=system,
+            n_cand=config.n_candidates,
+            n_iter=config.n_iter,
+            n_first=n_first,
+            n_random=n_random,
+            refine_zero=refine_zero,
+            acceptance=config.acceptance,
+            n_fom=n_fom,
+            top_k=config.top_k,
+        )
+        xs.append(np.asarray(bx, np.float64))
+        zs.append(np.asarray(bz, np.float64))
+        ss.append(np.asarray(bs, np.float64))
+        best = max(best, float(np.max(ss[-1])))
+        if progress is not None:
+            progress(nb, best)
+        if nb >= config.min_batches and best >= np.log(config.stop_m20):
+            break
+    x = np.concatenate(xs)
+    order = np.argsort(-np.concatenate(ss), kind="stable")
+    return SearchResult(
+        system=system,
+        x=x[order],
+        zero=np.concatenate(zs)[order],
+        score=np.concatenate(ss)[order],
+        n_batches=nb,
+        n_evaluated=nb * config.n_candidates,
+    )

@@ -1,0 +1,257 @@
+"""From search candidates to ranked, refined, de-duplicated indexing solutions.
+
+For each candidate (float64, numpy): iterate nearest-row assignment and weighted least
+squares (weights 1/σ_k², unindexed lines excluded, optional 2θ zero shift); then test
+every lattice centring of the system (reference.py), re-assigning lines among the
+allowed rows only, and keep the centring with the best de Wolff M20 that indexes as
+many lines as P. esds come from the least-squares covariance s²(HᵀWH)⁻¹ propagated to
+the cell by a central-difference Jacobian. Equivalent solutions (same lattice in
+another setting, or index-2..4 sub/supercells) are merged, keeping the better M20 and,
+within a factor ``SYMMETRY_MARGIN``, the higher symmetry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from analysis import cell as cell_mod
+from analysis.indexing import fom, reduce
+from analysis.indexing.reference import BRAVAIS_OF, CENTRINGS, reference_rows, search_system
+
+__all__ = ["Solution", "refine_candidate", "rank_solutions", "SYMMETRY_ORDER"]
+
+SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 5}
+SYMMETRY_MARGIN = 0.5
+
+
+@dataclasses.dataclass
+class Solution:
+    """One indexing solution (all cells Å / degrees).
+
+    Attributes:
+      bravais: Pearson symbol (e.g. "mP"); system: lattice system; centring: letter.
+      cell, cell_esd: conventional cell ``[6]`` in the search setting and its esds.
+      niggli_cell: Niggli-reduced primitive cell ``[6]``.
+      volume: conventional volume (Å³).
+      zero_shift, zero_shift_esd: 2θ zero shift (degrees; 0 when not refined).
+      M20, F20, F20_delta_2theta, F20_n_poss: figures of merit (F20 needs a wavelength).
+      n_indexed, unindexed: count and 0-based peak indices not indexed.
+      hkl: ``[n, 3]`` int Miller indices per observed peak; inv_d2_calc: ``[n]`` Å⁻².
+      x: reciprocal-metric parameters (Å⁻²).
+      related: descriptions of merged equivalent / sub- / supercells.
+    """
+
+    bravais: str
+    system: str
+    centring: str
+    cell: np.ndarray
+    cell_esd: np.ndarray
+    niggli_cell: np.ndarray
+    volume: float
+    zero_shift: float
+    zero_shift_esd: float
+    M20: float
+    F20: float | None
+    F20_delta_2theta: float | None
+    F20_n_poss: int | None
+    n_indexed: int
+    unindexed: list
+    hkl: np.ndarray
+    inv_d2_calc: np.ndarray
+    x: np.ndarray
+    related: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def fl(v):
+            return None if v is None else float(v)
+
+        return {
+            "bravais": self.bravais,
+            "system": self.system,
+            "centring": self.centring,
+            "cell": [float(v) for v in self.cell],
+            "cell_esd": [float(v) for v in self.cell_esd],
+            "niggli_cell": [float(v) for v in self.niggli_cell],
+            "volume": float(self.volume),
+            "zero_shift": float(self.zero_shift),
+            "zero_shift_esd": float(self.zero_shift_esd),
+            "M20": fl(self.M20),
+            "F20": fl(self.F20),
+            "F20_delta_2theta": fl(self.F20_delta_2theta),
+            "F20_n_poss": self.F20_n_poss,
+            "n_indexed": int(self.n_indexed),
+            "unindexed": [int(i) for i in self.unindexed],
+            "hkl": np.asarray(self.hkl).astype(int).tolist(),
+            "inv_d2_calc": [float(v) for v in self.inv_d2_calc],
+            "related": list(self.related),
+        }
+
+
+def _cell_of(x, system):
+    return np.asarray(cell_mod.cell_from_reciprocal_params(np.asarray(x, float), system), float)
+
+
+def _lsq(q, h, g, w, refine_zero):
+    """Weighted least squares q ≈ h x (+ g z); returns params and covariance (unscaled)."""
+    hz = np.concatenate([h, g[:, None]], axis=1) if refine_zero else h
+    a = (hz * w[:, None]).T @ hz
+    b = (hz * w[:, None]).T @ q
+    cs = np.sqrt(np.diag(a)) + 1e-300
+    a_s = a / np.outer(cs, cs)
+    try:
+        inv = np.linalg.inv(a_s + 1e-14 * np.eye(a.shape[0]))
+    except np.linalg.LinAlgError:
+        return None, None
+    sol = inv @ (b / cs) / cs
+    return sol, inv / np.outer(cs, cs)
+
+
+def refine_candidate(
+    x0,
+    z0: float,
+    inv_d2,
+    system: str,
+    *,
+    sigma=None,
+    g_zero=None,
+    refine_zero: bool = False,
+    n_sigma: float = 4.0,
+    wavelength: float | None = None,
+    n_fom: int = 20,
+    centrings=None,
+) -> Solution | None:
+    """Refine one candidate and choose its centring (module docstring). None if it breaks down."""
+    system = search_system(system)
+    ref = reference_rows(system)
+    q = np.asarray(inv_d2, float)
+    n = q.size
+    sig = 8.7e-5 + 9.2e-4 * q if sigma is None else np.asarray(sigma, float)
+    g = np.zeros(n) if g_zero is None else np.asarray(g_zero, float)
+    refine_zero = bool(refine_zero and g_zero is not None)
+    best = None
+    for cen in centrings or CENTRINGS[system]:
+        allowed = ref.allowed[cen]
+        rows = ref.rows[allowed]
+        x, z = np.asarray(x0, float).copy(), float(z0)
+        cov = None
+        for _ in range(6):
+            q_ref = rows @ x
+            qm = q - g * z
+            idx = np.argmin(np.abs(qm[:, None] - q_ref[None, :]), axis=1)
+            r = qm - q_ref[idx]
+            ok = np.abs(r) <= n_sigma * sig
+            if ok.sum() < rows.shape[1] + 2:
+                break
+            sol, cov = _lsq(q, rows[idx], g, ok / sig**2, refine_zero)
+            if sol is None or not np.all(np.isfinite(sol)):
+                cov = None
+                break
+            x = sol[: rows.shape[1]]
+            z = float(sol[-1]) if refine_zero else z
+        if cov is None:
+            continue
+        cell = _cell_of(x, system)
+        if not np.all(np.isfinite(cell)):
+            continue
+        q_ref = rows @ x
+        qm = q - g * z
+        idx = np.argmin(np.abs(qm[:, None] - q_ref[None, :]), axis=1)
+        q_cal = q_ref[idx] + g * z
+        r = q - q_cal
+        ok = np.abs(r) <= n_sigma * sig
+        m20 = fom.de_wolff_m(q, q_cal, q_ref, n=n_fom, indexed=ok)
+        cand = (cen, x, z, cov, idx, q_cal, ok, m20, q_ref)
+        if best is None:
+            best = cand
+            continue
+        if ok[:n_fom].sum() >= best[6][:n_fom].sum() and m20 > best[7]:
+            best = cand
+    if best is None:
+        return None
+    cen, x, z, cov, idx, q_cal, ok, m20, q_ref = best
+    n_par = x.size + (1 if refine_zero else 0)
+    dof = max(int(ok.sum()) - n_par, 1)
+    r = q - q_cal
+    s2 = float(np.sum((r[ok] / sig[ok]) ** 2) / dof)
+    cov = cov * s2
+    cell = _cell_of(x, system)
+    # esd of the cell: J cov Jᵀ with J = ∂cell/∂x by central differences
+    jac = np.zeros((6, x.size))
+    for i in range(x.size):
+        hstep = 1e-6 * abs(x[i]) + 1e-12
+        xp, xm = x.copy(), x.copy()
+        xp[i] += hstep
+        xm[i] -= hstep
+        jac[:, i] = (_cell_of(xp, system) - _cell_of(xm, system)) / (2 * hstep)
+    cov_x = cov[: x.size, : x.size]
+    esd = np.sqrt(np.maximum(np.diag(jac @ cov_x @ jac.T), 0.0))
+    f20 = dtt = nposs = None
+    if wavelength is not None:
+        f20, dtt, nposs = fom.smith_snyder_f(q, q_cal, q_ref, wavelength, n=n_fom, indexed=ok)
+    hkl = reference_rows(system).rep_hkl[cen][np.flatnonzero(reference_rows(system).allowed[cen])][idx]
+    return Solution(
+        bravais=BRAVAIS_OF[(system, cen)],
+        system=system,
+        centring=cen,
+        cell=cell,
+        cell_esd=esd,
+        niggli_cell=reduce.niggli_cell(cell, cen),
+        volume=float(cell_mod.volume(cell)),
+        zero_shift=z,
+        zero_shift_esd=float(np.sqrt(max(cov[-1, -1], 0.0))) if refine_zero else 0.0,
+        M20=m20,
+        F20=f20,
+        F20_delta_2theta=dtt,
+        F20_n_poss=nposs,
+        n_indexed=int(ok.sum()),
+        unindexed=[int(i) for i in np.flatnonzero(~ok)],
+        hkl=hkl,
+        inv_d2_calc=q_cal,
+        x=x,
+    )
+
+
+def _rank_key(s: Solution):
+    return s.M20
+
+
+def rank_solutions(solutions: list[Solution], top: int = 10, rel_tol: float = 5e-3) -> list[Solution]:
+    """Sort by M20 and merge equivalent cells (same lattice, or index-2..4 sub/supercells).
+
+    When two solutions describe the same lattice, the higher-symmetry one is kept if its
+    M20 is at least ``SYMMETRY_MARGIN`` times the other's (extra free parameters always
+    lower the residual a little).
+    """
+    sols = sorted([s for s in solutions if s is not None and np.isfinite(s.volume)], key=_rank_key, reverse=True)
+    kept: list[Solution] = []
+    for s in sols:
+        merged = False
+        for i, k in enumerate(kept):
+            if reduce.same_lattice(k.cell, k.centring, s.cell, s.centring, rel_tol):
+                if SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[k.system] and s.M20 >= SYMMETRY_MARGIN * k.M20:
+                    s.related = k.related + [f"same lattice as {k.bravais} {np.round(k.cell, 4).tolist()}"]
+                    kept[i] = s
+                else:
+                    k.related.append(f"same lattice as {s.bravais} {np.round(s.cell, 4).tolist()}")
+                merged = True
+                break
+            if k.M20 >= s.M20:
+                n = reduce.supercell_index(k.cell, k.centring, s.cell, s.centring, rel_tol=rel_tol)
+                if n == 0:
+                    n_sub = reduce.supercell_index(s.cell, s.centring, k.cell, k.centring, rel_tol=rel_tol)
+                    if n_sub:
+                        k.related.append(f"subcell (1/{n_sub}) {s.bravais} {np.round(s.cell, 4).tolist()}")
+                        merged = True
+                        break
+                else:
+                    k.related.append(f"supercell (x{n}) {s.bravais} {np.round(s.cell, 4).tolist()}")
+                    merged = True
+                    break
+        if not merged:
+            kept.append(s)
+        if len(kept) >= top and not merged:
+            pass
+    kept.sort(key=_rank_key, reverse=True)
+    return kept[:top]

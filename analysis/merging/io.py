@@ -1,0 +1,393 @@
+"""Unmerged MTZ in, merged MTZ out (gemmi), and the observation table the merging model works on.
+
+An unmerged MTZ holds one row per observation: H K L (stored in the ASU) and M/ISYM (which symmetry
+operation brought the observed index there), BATCH (image), I, SIGI and any number of per-observation
+metadata columns (XDET, YDET, wavelength, ...). :func:`read_unmerged` restores the observed indices,
+groups observations by unique reflection in gemmi's (CCP4) ASU — keeping Friedel mates apart when
+``anomalous`` — and validates every row: rows with a non-finite I/SIGI/metadata or SIGI ≤ 0 are dropped
+and *counted* in the returned table's ``rejected`` record (and the log), never silently.
+
+All arrays are numpy; ``hkl`` int32 ``[n, 3]``; intensities in the file's arbitrary units;
+``inv_d2`` = 1/d² (Å⁻²).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import gemmi
+import numpy as np
+
+from analysis import cell as cell_mod
+from analysis import symmetry
+
+__all__ = [
+    "Unmerged",
+    "group_observations",
+    "read_unmerged",
+    "write_unmerged",
+    "write_merged",
+    "read_merged",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unmerged:
+    """Observations grouped by unique reflection.
+
+    Attributes:
+      hkl: int32 ``[n_refl, 3]`` unique reflections in gemmi's ASU. With ``anomalous`` a (−) reflection is
+        stored as the negated ASU index (so ``-hkl`` is its ASU partner); centric reflections are always (+).
+      refl: int32 ``[n_obs]`` row of ``hkl`` each observation belongs to.
+      image: int32 ``[n_obs]`` dense image index 0 … n_images−1.
+      batch: int32 ``[n_images]`` the file's BATCH number of each dense image index.
+      intensity, sigma: float64 ``[n_obs]`` I and σ(I) (σ > 0), file units.
+      metadata: float64 ``[n_obs, n_meta]`` user-named per-observation columns (raw, not standardized).
+      metadata_names: names of the metadata columns.
+      hkl_obs: int32 ``[n_obs, 3]`` observed (original) indices.
+      cell: ``[6]`` Å/degrees; spacegroup: HM symbol; anomalous: Friedel mates kept apart.
+      inv_d2: float64 ``[n_refl]`` 1/d² (Å⁻²); epsilon: int32 ``[n_refl]``; centric: bool ``[n_refl]``.
+      rejected: counts of dropped rows by reason.
+      wavelength: Å (from the MTZ dataset; 0 when unknown).
+    """
+
+    hkl: np.ndarray
+    refl: np.ndarray
+    image: np.ndarray
+    batch: np.ndarray
+    intensity: np.ndarray
+    sigma: np.ndarray
+    metadata: np.ndarray
+    metadata_names: tuple[str, ...]
+    hkl_obs: np.ndarray
+    cell: np.ndarray
+    spacegroup: str
+    anomalous: bool
+    inv_d2: np.ndarray
+    epsilon: np.ndarray
+    centric: np.ndarray
+    rejected: dict
+    wavelength: float = 0.0
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.refl.shape[0])
+
+    @property
+    def n_refl(self) -> int:
+        return int(self.hkl.shape[0])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.batch.shape[0])
+
+    def multiplicity(self) -> np.ndarray:
+        """Observations per unique reflection, int ``[n_refl]``."""
+        return np.bincount(self.refl, minlength=self.n_refl)
+
+    def subset(self, obs_mask: np.ndarray) -> Unmerged:
+        """Keep the observations where ``obs_mask`` is True (reflection list and images unchanged)."""
+        m = np.asarray(obs_mask, bool)
+        return dataclasses.replace(
+            self,
+            refl=self.refl[m],
+            image=self.image[m],
+            intensity=self.intensity[m],
+            sigma=self.sigma[m],
+            metadata=self.metadata[m],
+            hkl_obs=self.hkl_obs[m],
+        )
+
+
+def _asu_keys(hkl: np.ndarray) -> np.ndarray:
+    h = hkl.astype(np.int64) + 512
+    return (h[:, 0] * 1024 + h[:, 1]) * 1024 + h[:, 2]
+
+
+def group_observations(
+    hkl_obs,
+    intensity,
+    sigma,
+    batch,
+    cell,
+    spacegroup,
+    *,
+    anomalous: bool = False,
+    metadata=None,
+    metadata_names=(),
+    source: str = "observations",
+    wavelength: float = 0.0,
+) -> Unmerged:
+    """Validate observations, map them to the ASU and group them by unique reflection.
+
+    Args:
+      hkl_obs: int ``[n_obs, 3]`` observed Miller indices (any symmetry equivalent).
+      intensity, sigma: ``[n_obs]`` I and σ(I).
+      batch: int ``[n_obs]`` image (BATCH) numbers.
+      cell: ``[6]`` Å/degrees. spacegroup: anything gemmi resolves.
+      anomalous: keep I(+) and I(−) apart.
+      metadata: optional ``[n_obs, n_meta]`` per-observation columns.
+      source: name used in log/error messages (the file).
+
+    Rows with non-finite values or σ ≤ 0 are dropped and counted (``rejected``); so are systematically
+    absent reflections and 000.
+    """
+    from dmd.errors import UserInputError
+
+    hkl_obs = np.asarray(hkl_obs, np.int32).reshape(-1, 3)
+    n = hkl_obs.shape[0]
+    intensity = np.asarray(intensity, np.float64).reshape(-1)
+    sigma = np.asarray(sigma, np.float64).reshape(-1)
+    batch = np.asarray(batch).reshape(-1)
+    meta = np.zeros((n, 0)) if metadata is None else np.asarray(metadata, np.float64).reshape(n, -1)
+    if not (intensity.shape[0] == sigma.shape[0] == batch.shape[0] == n):
+        raise UserInputError(f"{source}: hkl, I, SIGI and BATCH have different lengths; pass matching columns")
+    group = symmetry.spacegroup(spacegroup)
+    rejected = {
+        "nonfinite_intensity_or_sigma": int(np.count_nonzero(~(np.isfinite(intensity) & np.isfinite(sigma)))),
+        "sigma_not_positive": int(np.count_nonzero(np.isfinite(sigma) & (sigma <= 0))),
+        "nonfinite_metadata": int(np.count_nonzero(~np.all(np.isfinite(meta), axis=1))),
+        "hkl_000": int(np.count_nonzero(np.all(hkl_obs == 0, axis=1))),
+    }
+    good = np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0) & np.all(np.isfinite(meta), axis=1)
+    good &= ~np.all(hkl_obs == 0, axis=1)
+    absent = np.zeros(n, bool)
+    absent[good] = symmetry.is_absent(hkl_obs[good], group)
+    rejected["systematically_absent"] = int(np.count_nonzero(absent))
+    good &= ~absent
+    n_bad = n - int(np.count_nonzero(good))
+    if n_bad:
+        log.warning("%s: rejected %d of %d observations: %s", source, n_bad, n, rejected)
+    if not np.any(good):
+        raise UserInputError(f"{source}: no valid observations left ({rejected}); check the I/SIGI column names")
+    hkl_obs, intensity, sigma, batch, meta = hkl_obs[good], intensity[good], sigma[good], batch[good], meta[good]
+
+    # Vectorized orbit representative first, then one gemmi ASU call per *unique* reflection.
+    rep = symmetry.canonical_hkl(hkl_obs, group, anomalous=anomalous)
+    rep_keys = _asu_keys(rep)
+    uniq_keys, first, refl = np.unique(rep_keys, return_index=True, return_inverse=True)
+    uniq_rep = rep[first]
+    hkl_asu, isym = symmetry.to_asu(uniq_rep, group, anomalous=False)
+    centric = symmetry.centric_flags(hkl_asu, group)
+    if anomalous:
+        # a (−) reflection (reached through a Friedel operation) is stored negated; centric ones stay (+)
+        minus = (isym % 2 == 0) & ~centric
+        hkl_asu = np.where(minus[:, None], -hkl_asu, hkl_asu)
+    epsilon = symmetry.epsilon_factors(hkl_asu, group)  # ε(−h) = ε(h)
+    images, image = np.unique(batch, return_inverse=True)
+    cell = np.asarray(cell, np.float64)
+    return Unmerged(
+        hkl=hkl_asu.astype(np.int32),
+        refl=refl.astype(np.int32).ravel(),
+        image=image.astype(np.int32).ravel(),
+        batch=images.astype(np.int32),
+        intensity=intensity,
+        sigma=sigma,
+        metadata=meta,
+        metadata_names=tuple(metadata_names),
+        hkl_obs=hkl_obs,
+        cell=cell,
+        spacegroup=group.hm,
+        anomalous=bool(anomalous),
+        inv_d2=np.asarray(cell_mod.inv_d2(hkl_asu.astype(np.float64), cell), np.float64),
+        epsilon=np.asarray(epsilon, np.int32),
+        centric=np.asarray(centric, bool),
+        rejected=rejected,
+        wavelength=float(wavelength),
+    )
+
+
+_DERIVED_METADATA = ("DHKL", "INV_D2", "RESOLUTION")
+
+
+def read_unmerged(
+    path: str | os.PathLike,
+    *,
+    anomalous: bool = False,
+    metadata: tuple[str, ...] | list[str] = (),
+    intensity: str | None = None,
+    sigma: str | None = None,
+    batch: str = "BATCH",
+) -> Unmerged:
+    """Read an unmerged MTZ with gemmi.
+
+    Args:
+      path: the MTZ file.
+      anomalous: keep Friedel mates apart.
+      metadata: per-observation column labels to carry (e.g. ``("XDET", "YDET")``); ``DHKL`` (resolution,
+        Å) is computed from the cell rather than read.
+      intensity, sigma: column labels; default: the first J-type column (``I`` preferred) and its Q sigma.
+      batch: image column label.
+
+    Raises:
+      UserInputError: missing file/columns, merged input, or nothing valid left — naming the fix.
+    """
+    from dmd.errors import UserInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file; pass an unmerged MTZ (e.g. from XDS/DIALS/AIMLESS --unmerged)")
+    try:
+        mtz = gemmi.read_mtz_file(str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise UserInputError(f"{path}: gemmi cannot read it as MTZ ({exc}); pass an unmerged MTZ file") from exc
+    labels = mtz.column_labels()
+    if batch not in labels:
+        raise UserInputError(
+            f"{path}: no {batch!r} column (columns: {labels}); this looks merged — pass an unmerged MTZ or "
+            "name the image column with --batch"
+        )
+    if intensity is None:
+        js = [c.label for c in mtz.columns if c.type == "J"]
+        if not js:
+            raise UserInputError(f"{path}: no intensity (type J) column among {labels}; name it with --intensity")
+        intensity = "I" if "I" in js else js[0]
+    if sigma is None:
+        cand = [f"SIG{intensity}", "SIGI"]
+        sigma = next((c for c in cand if c in labels), None)
+        if sigma is None:
+            raise UserInputError(f"{path}: no sigma column for {intensity!r} among {labels}; name it with --sigma")
+    meta_names = [m for m in metadata if m]
+    for col in (intensity, sigma, *[m for m in meta_names if m.upper() not in _DERIVED_METADATA]):
+        if col not in labels:
+            raise UserInputError(f"{path}: column {col!r} not found (columns: {labels}); fix --metadata/--intensity")
+    if "M/ISYM" in labels:
+        mtz.switch_to_original_hkl()
+    data = np.array(mtz, copy=False)
+    idx = {lab: i for i, lab in enumerate(labels)}
+    hkl = data[:, [idx["H"], idx["K"], idx["L"]]].astype(np.int32)
+    cell = np.array(mtz.cell.parameters, np.float64)
+    meta_cols = []
+    for m in meta_names:
+        if m.upper() in _DERIVED_METADATA:
+            q2 = cell_mod.inv_d2(hkl.astype(np.float64), cell)
+            meta_cols.append(q2 if m.upper() == "INV_D2" else 1.0 / np.sqrt(np.maximum(q2, 1e-12)))
+        else:
+            meta_cols.append(data[:, idx[m]].astype(np.float64))
+    meta = np.stack(meta_cols, axis=1) if meta_cols else None
+    wavelength = 0.0
+    if mtz.datasets:
+        wavelength = float(mtz.datasets[-1].wavelength)
+    if mtz.spacegroup is None:
+        raise UserInputError(f"{path}: no space group in the MTZ header; set one (e.g. with gemmi or CCP4 reindex)")
+    return group_observations(
+        hkl,
+        data[:, idx[intensity]],
+        data[:, idx[sigma]],
+        np.rint(data[:, idx[batch]]).astype(np.int64),
+        cell,
+        mtz.spacegroup,
+        anomalous=anomalous,
+        metadata=meta,
+        metadata_names=meta_names,
+        source=str(path),
+        wavelength=wavelength,
+    )
+
+
+def write_unmerged(
+    path: str | os.PathLike,
+    hkl_obs,
+    intensity,
+    sigma,
+    batch,
+    cell,
+    spacegroup,
+    *,
+    metadata: dict[str, np.ndarray] | None = None,
+    wavelength: float = 1.0,
+) -> Path:
+    """Write an unmerged MTZ (H K L in the ASU + M/ISYM, BATCH, I, SIGI, metadata columns), atomically.
+
+    Args:
+      hkl_obs: int ``[n_obs, 3]`` observed indices; batch: int ``[n_obs]`` image numbers (≥ 1);
+      metadata: label → ``[n_obs]`` float columns (MTZ type R).
+    """
+    from dmd.io_utils import atomic_path
+
+    hkl_obs = np.asarray(hkl_obs, np.int32).reshape(-1, 3)
+    metadata = metadata or {}
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = symmetry.spacegroup(spacegroup)
+    mtz.set_cell_for_all(gemmi.UnitCell(*[float(v) for v in cell]))
+    ds = mtz.add_dataset("unmerged")
+    ds.wavelength = float(wavelength)
+    mtz.add_column("M/ISYM", "Y")
+    mtz.add_column("BATCH", "B")
+    mtz.add_column("I", "J")
+    mtz.add_column("SIGI", "Q")
+    for name in metadata:
+        mtz.add_column(name, "R")
+    # H K L are stored in the ASU with M/ISYM = 256·M + ISYM (M = 0: fully recorded) saying how to get back
+    hkl_asu, isym = symmetry.to_asu(hkl_obs, spacegroup)
+    cols = [
+        hkl_asu.astype(np.float32),
+        isym.astype(np.float32)[:, None],
+        np.asarray(batch, np.float32)[:, None],
+        np.asarray(intensity, np.float32)[:, None],
+        np.asarray(sigma, np.float32)[:, None],
+    ] + [np.asarray(v, np.float32)[:, None] for v in metadata.values()]
+    mtz.set_data(np.ascontiguousarray(np.concatenate(cols, axis=1)))
+    for b in np.unique(np.asarray(batch, int)):
+        bt = gemmi.Mtz.Batch()
+        bt.number = int(b)
+        bt.dataset_id = ds.id
+        bt.wavelength = float(wavelength)
+        mtz.batches.append(bt)
+    mtz.sort(5)
+    with atomic_path(path) as tmp:
+        mtz.write_to_file(str(tmp))
+    return Path(path)
+
+
+def write_merged(
+    path: str | os.PathLike,
+    hkl,
+    cell,
+    spacegroup,
+    columns: dict[str, tuple[str, np.ndarray]],
+    *,
+    inputs=(),
+    title: str = "dmd merge",
+    wavelength: float = 1.0,
+) -> Path:
+    """Write a merged MTZ atomically.
+
+    Args:
+      hkl: int ``[n, 3]`` reflections in the ASU (one row each).
+      columns: label → (MTZ column type, ``[n]`` values); NaN marks a missing value (e.g. absent F(−)).
+      inputs: paths that must not be overwritten.
+    """
+    from dmd.io_utils import atomic_path
+
+    hkl = np.asarray(hkl, np.int32).reshape(-1, 3)
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.title = title
+    mtz.spacegroup = symmetry.spacegroup(spacegroup)
+    mtz.set_cell_for_all(gemmi.UnitCell(*[float(v) for v in cell]))
+    ds = mtz.add_dataset("merged")
+    ds.wavelength = float(wavelength)
+    arrays = [hkl.astype(np.float32)]
+    for label, (ctype, values) in columns.items():
+        mtz.add_column(label, ctype)
+        arrays.append(np.asarray(values, np.float32).reshape(-1, 1))
+    mtz.set_data(np.ascontiguousarray(np.concatenate(arrays, axis=1)))
+    mtz.update_reso()
+    with atomic_path(path, inputs) as tmp:
+        mtz.write_to_file(str(tmp))
+    return Path(path)
+
+
+def read_merged(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray], gemmi.Mtz]:
+    """Read a merged MTZ: returns (hkl int32 ``[n, 3]``, {label: ``[n]`` float}, the gemmi Mtz)."""
+    mtz = gemmi.read_mtz_file(str(path))
+    data = np.array(mtz, copy=False)
+    labels = mtz.column_labels()
+    cols = {lab: data[:, i].astype(np.float64) for i, lab in enumerate(labels)}
+    hkl = np.stack([cols["H"], cols["K"], cols["L"]], axis=1).astype(np.int32)
+    return hkl, cols, mtz

@@ -1,0 +1,246 @@
+"""End-to-end merging: fit, quality statistics, merged MTZ, JSON summary and plots.
+
+``merge`` runs the VI fit (``fit.fit``), the optional half-dataset refits (CC1/2, CCanom), CCpred on
+held-out observations and, when the truth is known (synthetic data), CC with the true amplitudes.
+``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` and ``OUT_loss.png`` / ``OUT_cc.png`` atomically.
+Amplitudes are on the scale of the Wilson prior (flat Σ = 1: normalized amplitudes, ⟨F²⟩ = ε).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis.merging import quality
+from analysis.merging.fit import FitResult, fit, fit_half_datasets, posterior_summary
+from analysis.merging.io import Unmerged, write_merged
+from analysis.merging.likelihoods import error_model_values
+from analysis.merging.model import MergeConfig, predict_intensity
+
+__all__ = ["MergeOutput", "merge", "merged_columns", "write_outputs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class MergeOutput:
+    """Result of :func:`merge`: the fit, per-reflection posterior summary, multiplicity and quality stats."""
+
+    result: FitResult
+    posterior: dict
+    n_obs: np.ndarray
+    quality: dict
+    timings: dict
+
+
+def _ccpred_by_shell(res: FitResult, n_shells: int) -> dict | None:
+    w = np.asarray(res.data.weight)
+    hold = np.flatnonzero(w == 0)
+    if hold.size < 3:
+        return None
+    pred = np.asarray(predict_intensity(res.params, res.config, res.data, hold), float)
+    obs = np.asarray(res.data.intensity, float)[hold]
+    q2 = np.asarray(res.data.inv_d2, float)[hold]
+    _, idx, d_range = quality.shells(q2, n_shells)
+    return {
+        "overall": quality.cc(pred, obs),
+        "per_shell": quality.cc_by_shell(pred, obs, idx, n_shells),
+        "d_range": d_range,
+        "n_obs": int(hold.size),
+    }
+
+
+def merge(
+    unmerged: Unmerged,
+    config: MergeConfig = MergeConfig(),
+    *,
+    half_datasets: bool = False,
+    half_steps: int | None = None,
+    n_shells: int = 10,
+    f_true: np.ndarray | None = None,
+    progress: bool = False,
+) -> MergeOutput:
+    """Scale and merge ``unmerged``; see the module docstring.
+
+    Args:
+      half_datasets: also refit on two random image halves (scale frozen) for CC1/2 (and CCanom).
+      f_true: optional ``[n_refl]`` true amplitudes (synthetic data) for CC(true).
+    """
+    t0 = time.perf_counter()
+    res = fit(unmerged, config, progress=progress)
+    timings = {"fit_s": res.wall_time_s}
+    post = posterior_summary(res.params, config)
+    train = np.asarray(res.data.weight) > 0
+    n_obs = np.bincount(unmerged.refl[train], minlength=unmerged.n_refl)
+    q: dict = {"n_obs": unmerged.n_obs, "n_refl": unmerged.n_refl, "n_images": unmerged.n_images,
+               "rejected": unmerged.rejected, "mean_multiplicity": float(n_obs.mean())}
+    q["ccpred"] = _ccpred_by_shell(res, n_shells)
+    if "error" in res.params:
+        q["error_model"] = error_model_values(res.params["error"])
+    if half_datasets:
+        t1 = time.perf_counter()
+        halves, counts = fit_half_datasets(res, steps=half_steps, seed=config.seed, progress=progress)
+        timings["half_datasets_s"] = time.perf_counter() - t1
+        q["cchalf"] = quality.cc_half(halves[0]["F"], halves[1]["F"], unmerged.inv_d2, counts, n_shells)
+        if unmerged.anomalous:
+            q["ccanom_half"] = quality.cc_anom([halves[0]["F"], halves[1]["F"]], unmerged.hkl, unmerged.spacegroup,
+                                               unmerged.inv_d2, counts=counts, n_shells=n_shells)
+    if f_true is not None:
+        seen = n_obs > 0
+        q["cc_true"] = quality.cc_truth(post["F"], f_true, unmerged.inv_d2, n_shells, mask=seen)
+        if unmerged.anomalous:
+            q["ccanom_true"] = quality.cc_anom([post["F"], None], unmerged.hkl, unmerged.spacegroup,
+                                               unmerged.inv_d2, f_ref=f_true, n_shells=n_shells)
+    timings["total_s"] = time.perf_counter() - t0
+    return MergeOutput(res, post, n_obs, q, timings)
+
+
+def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
+    """(hkl ``[m, 3]`` in the ASU, {label: (MTZ type, values)}) for the merged MTZ.
+
+    Non-anomalous: F, SIGF, I, SIGI, N. Anomalous: additionally F(+), SIGF(+), F(−), SIGF(−), I(±), SIGI(±),
+    N(±), with the mean columns combining the available mates (NaN where a mate is missing).
+    """
+    f, sf, i, si = posterior["F"], posterior["SIGF"], posterior["I"], posterior["SIGI"]
+    seen = n_obs > 0
+    if not unmerged.anomalous:
+        hkl = unmerged.hkl[seen]
+        cols = {
+            "F": ("F", f[seen]),
+            "SIGF": ("Q", sf[seen]),
+            "I": ("J", i[seen]),
+            "SIGI": ("Q", si[seen]),
+            "N": ("I", n_obs[seen].astype(float)),
+        }
+        return hkl, cols
+    hkl_all = unmerged.hkl
+    from analysis.merging.quality import friedel_pairs  # noqa: F401  (same convention)
+    import gemmi
+
+    from analysis import symmetry
+
+    asu = gemmi.ReciprocalAsu(symmetry.spacegroup(unmerged.spacegroup))
+    is_plus = np.array([asu.is_in(list(map(int, h))) for h in hkl_all], bool) | unmerged.centric
+    base = np.where(is_plus[:, None], hkl_all, -hkl_all)
+    keys = ((base[:, 0].astype(np.int64) + 512) * 1024 + base[:, 1] + 512) * 1024 + base[:, 2] + 512
+    use = seen
+    uk, row = np.unique(keys[use], return_inverse=True)
+    m = uk.size
+    hkl = np.zeros((m, 3), np.int32)
+    hkl[row] = base[use]
+    out = {}
+    for sign, label in ((True, "+"), (False, "-")):
+        sel = use & (is_plus == sign)
+        r = row[np.flatnonzero(sel[use])]
+        for name, arr in (("F", f), ("SIGF", sf), ("I", i), ("SIGI", si), ("N", n_obs.astype(float))):
+            col = np.full(m, np.nan)
+            col[r] = arr[sel]
+            out[f"{name}({label})"] = col
+    n_p = np.nan_to_num(out["N(+)"])
+    n_m = np.nan_to_num(out["N(-)"])
+    both = np.isfinite(out["F(+)"]) & np.isfinite(out["F(-)"])
+
+    def mean_of(a, b):
+        return np.where(both, 0.5 * (np.nan_to_num(a) + np.nan_to_num(b)), np.where(np.isfinite(a), a, b))
+
+    def sd_of(a, b):
+        return np.where(both, 0.5 * np.sqrt(np.nan_to_num(a) ** 2 + np.nan_to_num(b) ** 2), np.where(np.isfinite(a), a, b))
+
+    cols = {
+        "F": ("F", mean_of(out["F(+)"], out["F(-)"])),
+        "SIGF": ("Q", sd_of(out["SIGF(+)"], out["SIGF(-)"])),
+        "I": ("J", mean_of(out["I(+)"], out["I(-)"])),
+        "SIGI": ("Q", sd_of(out["SIGI(+)"], out["SIGI(-)"])),
+        "N": ("I", n_p + n_m),
+        "F(+)": ("G", out["F(+)"]),
+        "SIGF(+)": ("L", out["SIGF(+)"]),
+        "F(-)": ("G", out["F(-)"]),
+        "SIGF(-)": ("L", out["SIGF(-)"]),
+        "I(+)": ("K", out["I(+)"]),
+        "SIGI(+)": ("M", out["SIGI(+)"]),
+        "I(-)": ("K", out["I(-)"]),
+        "SIGI(-)": ("M", out["SIGI(-)"]),
+        "N(+)": ("I", n_p),
+        "N(-)": ("I", n_m),
+    }
+    return hkl, cols
+
+
+def _plot(out: MergeOutput, loss_png: Path, cc_png: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dmd.io_utils import atomic_path
+
+    h = out.result.history
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(h["step"], h["loss"], label="−ELBO / obs")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if np.any(np.isfinite(h["ccpred"])):
+        ax2 = ax.twinx()
+        ax2.plot(h["step"], h["ccpred"], color="C1", label="CCpred")
+        ax2.set_ylabel("CCpred (held out)")
+    ax.set_title("merge: loss")
+    fig.tight_layout()
+    with atomic_path(loss_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in (("cchalf", "CC1/2"), ("cc_true", "CC(true)"), ("ccpred", "CCpred"), ("ccanom_half", "CCanom")):
+        stat = out.quality.get(key)
+        if stat is None:
+            continue
+        d_mid = np.sqrt(np.prod(stat["d_range"], axis=1))
+        ax.plot(1.0 / d_mid**2, stat["per_shell"], marker="o", label=label)
+    ax.set_xlabel("1/d² (Å⁻²)")
+    ax.set_ylabel("CC")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
+    ax.legend()
+    ax.set_title("merge: CC per resolution shell")
+    fig.tight_layout()
+    with atomic_path(cc_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), extra: dict | None = None) -> dict:
+    """Write the merged MTZ, ``<stem>.json`` and ``<stem>_loss.png`` / ``<stem>_cc.png``; returns the paths."""
+    from dmd.io_utils import write_json
+
+    out_mtz = Path(out_mtz)
+    u = out.result.unmerged
+    hkl, cols = merged_columns(u, out.posterior, out.n_obs)
+    write_merged(out_mtz, hkl, u.cell, u.spacegroup, cols, inputs=inputs, wavelength=u.wavelength or 1.0)
+    stem = out_mtz.with_suffix("")
+    paths = {
+        "mtz": out_mtz,
+        "json": Path(f"{stem}.json"),
+        "loss_png": Path(f"{stem}_loss.png"),
+        "cc_png": Path(f"{stem}_cc.png"),
+    }
+    summary = {
+        "config": dataclasses.asdict(out.result.config),
+        "spacegroup": u.spacegroup,
+        "cell": u.cell,
+        "anomalous": u.anomalous,
+        "metadata": list(u.metadata_names),
+        "quality": out.quality,
+        "timings_s": out.timings,
+        "history": out.result.history,
+        "n_merged_rows": int(hkl.shape[0]),
+        "outputs": {k: str(v) for k, v in paths.items()},
+    }
+    if extra:
+        summary.update(extra)
+    write_json(paths["json"], summary, inputs=inputs)
+    _plot(out, paths["loss_png"], paths["cc_png"])
+    return paths

@@ -1,0 +1,148 @@
+"""A balanced half neighbour list with exclusions, packaged as jax-md ``NeighborList`` objects.
+
+Each unordered pair {i, j} within ``cutoff + skin`` (minimum image, orthorhombic box) is stored
+exactly once, in row i when (i + j) is even and j > i or (i + j) is odd and j < i. This
+parity rule splits every atom's neighbours about evenly between the two rows, so the dense
+``idx: [n_atoms, max_neighbors]`` array (padding value ``n_atoms``) wastes little space, and
+each pair's energy is computed once. Excluded pairs (OpenMM exclusions/exceptions) are never
+listed.
+
+The build is a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)),
+run only when an atom has moved more than ``skin / 2`` since the last build; overflow of
+``max_neighbors`` sets jax-md's ``NEIGHBOR_LIST_OVERFLOW`` bit (``nbrs.did_buffer_overflow``),
+which stays set until the caller reallocates.
+
+Usage (jax-md's contract)::
+
+    nbrs = neighbor_fn.allocate(pos, box=box)      # outside jit: sizes the buffer
+    nbrs = nbrs.update(pos, box=box)               # inside jit: rebuilds only when needed
+    if nbrs.did_buffer_overflow: nbrs = neighbor_fn.allocate(pos, box=box)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax_md import partition
+
+from dmd.errors import UserInputError
+
+__all__ = ["half_neighbor_list", "exclusion_table"]
+
+
+def exclusion_table(n_atoms: int, pairs) -> np.ndarray:
+    """``[n_atoms, max_excl]`` int32 table of excluded partners per atom, padded with ``n_atoms``."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    partners = [[] for _ in range(n_atoms)]
+    for i, j in pairs:
+        partners[i].append(j)
+        partners[j].append(i)
+    width = max([len(p) for p in partners] + [1])
+    table = np.full((n_atoms, width), n_atoms, dtype=np.int32)
+    for i, p in enumerate(partners):
+        table[i, : len(p)] = p
+    return table
+
+
+def half_neighbor_list(
+    n_atoms: int,
+    box,
+    cutoff: float,
+    skin: float = 0.2,
+    excluded_pairs=None,
+    capacity_multiplier: float = 1.25,
+    block: int = 256,
+) -> partition.NeighborListFns:
+    """Neighbour-list functions for a periodic orthorhombic system.
+
+    Args:
+      n_atoms: number of atoms N.
+      box: ``[3]`` nm, default box (``allocate``/``update`` accept ``box=`` to override).
+      cutoff: interaction cutoff r_c, nm (absolute).
+      skin: extra list radius, nm; the list is rebuilt when an atom moves more than skin/2.
+      excluded_pairs: ``[n_pairs, 2]`` atom pairs never to list.
+      capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation.
+      block: rows per step of the blocked build.
+    """
+    r_list = float(cutoff) + float(skin)
+    default_box = np.asarray(box, dtype=np.float64)
+    excl = exclusion_table(n_atoms, np.zeros((0, 2)) if excluded_pairs is None else excluded_pairs)
+    n_blocks = -(-n_atoms // block)
+    n_pad = n_blocks * block
+    excl_pad = np.full((n_pad, excl.shape[1]), n_atoms, dtype=np.int32)
+    excl_pad[:n_atoms] = excl
+
+    def _check_box(box):
+        b = np.asarray(box, dtype=np.float64)
+        if b.shape == (3, 3):
+            if np.abs(b - np.diag(np.diag(b))).max() > 0:
+                raise UserInputError("triclinic boxes are not supported yet by the neighbour list; use a rectangular box")
+            b = np.diag(b)
+        if 2 * r_list > b.min():
+            raise UserInputError(
+                f"cutoff + skin = {r_list:.3f} nm exceeds half the smallest box edge ({b.min():.3f} nm); "
+                "use a smaller --cutoff or a larger box"
+            )
+
+    def _box_vec(box, dtype):
+        box = jnp.asarray(box, dtype)
+        return jnp.diag(box) if box.ndim == 2 else box
+
+    def _mask_block(pos, box, b):
+        rows = b * block + jnp.arange(block)
+        valid = rows < n_atoms
+        rows_c = jnp.minimum(rows, n_atoms - 1)
+        d = pos[None, :, :] - pos[rows_c][:, None, :]
+        d = d - box * jnp.round(d / box)
+        r2 = jnp.sum(d * d, axis=-1)
+        j = jnp.arange(n_atoms)
+        even = (rows_c[:, None] + j[None, :]) % 2 == 0
+        half = jnp.where(even, j[None, :] > rows_c[:, None], j[None, :] < rows_c[:, None])
+        m = (r2 < r_list**2) & half & valid[:, None]
+        ex = jax.lax.dynamic_slice_in_dim(jnp.asarray(excl_pad), b * block, block)
+        return m.at[jnp.arange(block)[:, None], ex].set(False, mode="drop")
+
+    def _counts(pos, box):
+        return jax.lax.map(lambda b: jnp.sum(_mask_block(pos, box, b), axis=1), jnp.arange(n_blocks)).reshape(-1)
+
+    def _build(pos, box, max_neighbors):
+        def one(b):
+            m = _mask_block(pos, box, b)
+            idx = jax.vmap(lambda row: jnp.nonzero(row, size=max_neighbors, fill_value=n_atoms)[0])(m)
+            return idx.astype(jnp.int32), jnp.sum(m, axis=1)
+
+        idx, count = jax.lax.map(one, jnp.arange(n_blocks))
+        return idx.reshape(n_pad, max_neighbors)[:n_atoms], jnp.max(count)
+
+    counts_jit = jax.jit(_counts)
+    build_jit = jax.jit(_build, static_argnums=2)
+
+    def allocate(pos, extra_capacity: int = 0, **kwargs) -> partition.NeighborList:
+        box = kwargs.get("box", default_box)
+        _check_box(box)
+        pos = jnp.asarray(pos)
+        boxv = _box_vec(box, pos.dtype)
+        max_count = int(jnp.max(counts_jit(pos, boxv)))
+        max_neighbors = max(int(max_count * capacity_multiplier) + 1 + int(extra_capacity), 1)
+        max_neighbors = min(max_neighbors, n_atoms)
+        idx, _ = build_jit(pos, boxv, max_neighbors)
+        err = partition.PartitionError(jnp.zeros((), jnp.uint8))
+        return partition.NeighborList(
+            idx, pos, err, None, max_neighbors, partition.NeighborListFormat.Dense, None, None, update
+        )
+
+    def update(pos, nbrs: partition.NeighborList, **kwargs) -> partition.NeighborList:
+        box = kwargs.get("box", default_box)
+        boxv = _box_vec(box, pos.dtype)
+        disp = pos - nbrs.reference_position
+        moved = jnp.max(jnp.sum(disp * disp, axis=-1)) > (0.5 * skin) ** 2
+
+        def rebuild(_):
+            idx, max_count = _build(pos, boxv, nbrs.max_occupancy)
+            err = nbrs.error.update(partition.PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW, max_count > nbrs.max_occupancy)
+            return nbrs.set(idx=idx, reference_position=pos, error=err)
+
+        return jax.lax.cond(moved, rebuild, lambda _: nbrs, None)
+
+    return partition.NeighborListFns(allocate, update)

@@ -1,0 +1,280 @@
+"""Nonbonded terms, as OpenMM's Reference platform computes them.
+
+Pair energy between non-excluded atoms i < j at distance r (nm), ke = 1/(4π ε0):
+
+    LJ:        E_LJ = 4 ε_ij ((σ_ij/r)¹² − (σ_ij/r)⁶),  σ_ij = (σ_i + σ_j)/2,  ε_ij = √(ε_i ε_j)
+               (Lorentz-Berthelot), plain cutoff at r_c for cutoff methods, times OpenMM's switch
+               S(x) = 1 − 10x³ + 15x⁴ − 6x⁵, x = (r − r_s)/(r_c − r_s), when a switching distance is set.
+    NoCutoff:  E_C = ke q_i q_j / r
+    CutoffPeriodic (reaction field, dielectric ε_rf):
+               E_C = ke q_i q_j (1/r + k_rf r² − c_rf),  k_rf = (ε_rf − 1)/((2ε_rf + 1) r_c³),
+               c_rf = 3ε_rf/((2ε_rf + 1) r_c); OpenMM 8 adds nothing for excluded pairs or self terms.
+    PME:       E_C = ke q_i q_j erfc(α r)/r  (r < r_c), plus
+               − ke q_i q_j erf(α r)/r for every excluded pair (exclusion correction),
+               − ke α/√π Σ q_i²       (self energy), plus the reciprocal sum (:mod:`dmd.forces.pme`).
+
+Exceptions (OpenMM ``addException``: 1-4 pairs) are excluded from the sums above and add
+ke q_ij / r + 4 ε_ij ((σ_ij/r)¹² − (σ_ij/r)⁶) with their own (q_ij, σ_ij, ε_ij), without cutoff
+and without periodic images (unless ``exceptionsUsePeriodicBoundaryConditions``).
+
+Long-range dispersion correction (OpenMM ``NonbondedForceImpl::calcDispersionCorrection``,
+checked numerically against OpenMM), for N atoms in LJ classes c with counts n_c:
+
+    E_disp = 8π N² / V · [Σ_{c≤d} w_cd ε_cd σ_cd¹² / (9 r_c⁹) − Σ_{c≤d} w_cd ε_cd σ_cd⁶ / (3 r_c³)] / (N(N+1)/2),
+    w_cc = n_c(n_c + 1)/2,  w_cd = n_c n_d (c ≠ d).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.forces.pme import ONE_4PI_EPS0, bspline_moduli, pme_reciprocal_energy
+
+__all__ = [
+    "NonbondedSpec",
+    "nonbonded_energy",
+    "lj_energy",
+    "switch_factor",
+    "dispersion_correction",
+    "TabulatedLJSpec",
+    "tabulated_lj_energy",
+    "lj_bond_energy",
+    "safe_sqrt",
+]
+
+
+def safe_sqrt(x):
+    """√x with a zero (not infinite/NaN) gradient at x = 0 (double-where)."""
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def lj_energy(sigma, epsilon, r):
+    """4 ε ((σ/r)¹² − (σ/r)⁶), elementwise; r in nm."""
+    s2 = (sigma / r) ** 2
+    s6 = s2 * s2 * s2
+    return 4.0 * epsilon * (s6 * s6 - s6)
+
+
+def switch_factor(r, cutoff, switch_distance):
+    """OpenMM's LJ switch S(r): 1 below r_s, 1 − 10x³ + 15x⁴ − 6x⁵ between r_s and r_c."""
+    x = jnp.clip((r - switch_distance) / (cutoff - switch_distance), 0.0, 1.0)
+    return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+
+
+def _min_image(d, box):
+    return d - box * jnp.round(d / box)
+
+
+def _box_vector(box, dtype):
+    box = jnp.asarray(box, dtype)
+    return jnp.diag(box) if box.ndim == 2 else box
+
+
+@dataclasses.dataclass(frozen=True)
+class NonbondedSpec:
+    """Static description of an OpenMM ``NonbondedForce`` (everything but θ).
+
+    Attributes:
+      method: "NoCutoff", "CutoffPeriodic" or "PME".
+      cutoff: r_c, nm (None for NoCutoff).
+      type_index: ``[N]`` LJ type of each atom (θ σ, ε are per type).
+      type_counts: ``[T]`` atoms per type (dispersion correction).
+      excluded: ``[E, 2]`` every excluded/exception pair (i < j).
+      exc_pairs: ``[X, 2]`` exceptions that interact.
+      exc_q_scale, exc_q_fixed: ``[X]``: q_ij = scale · q_i q_j + fixed (scale ≠ 0 when OpenMM's
+        chargeProd was a multiple of q_i q_j, e.g. 1/1.2 for AMBER 1-4s, so θ changes follow).
+      exc_eps_scale, exc_eps_fixed: ``[X]``: ε_ij = scale · √(ε_i ε_j) + fixed.
+      exc_sig_mix: ``[X]`` bool: σ_ij = (σ_i + σ_j)/2 if True else ``exc_sig_fixed``.
+      exceptions_periodic: exceptions use minimum-image distances.
+      rf_dielectric: ε_rf (CutoffPeriodic).
+      switch_distance: r_s, nm, or None.
+      dispersion_correction: add E_disp (PME/CutoffPeriodic).
+      alpha, grid, order: PME α (1/nm), grid sizes, B-spline order.
+      nocutoff_pairs: ``[P, 2]`` non-excluded pairs for NoCutoff.
+    """
+
+    method: str
+    cutoff: float | None
+    type_index: np.ndarray
+    type_counts: np.ndarray
+    excluded: np.ndarray
+    exc_pairs: np.ndarray
+    exc_q_scale: np.ndarray
+    exc_q_fixed: np.ndarray
+    exc_eps_scale: np.ndarray
+    exc_eps_fixed: np.ndarray
+    exc_sig_mix: np.ndarray
+    exc_sig_fixed: np.ndarray
+    exceptions_periodic: bool = False
+    rf_dielectric: float = 78.3
+    switch_distance: float | None = None
+    dispersion_correction: bool = False
+    alpha: float | None = None
+    grid: tuple[int, int, int] | None = None
+    order: int = 5
+    nocutoff_pairs: np.ndarray | None = None
+
+
+def dispersion_correction(sigma_t, epsilon_t, type_counts, cutoff, volume):
+    """Long-range LJ correction E_disp (kJ/mol) from per-type σ, ε (see module docstring)."""
+    n = jnp.asarray(type_counts, sigma_t.dtype)
+    n_atoms = float(np.sum(type_counts))
+    sig = 0.5 * (sigma_t[:, None] + sigma_t[None, :])
+    seps = safe_sqrt(epsilon_t)
+    eps = seps[:, None] * seps[None, :]
+    s6 = sig**6
+    w = 0.5 * n[:, None] * n[None, :] + 0.5 * jnp.diag(n)
+    sum1 = jnp.sum(w * eps * s6 * s6)
+    sum2 = jnp.sum(w * eps * s6)
+    n_int = n_atoms * (n_atoms + 1) / 2
+    return 8 * np.pi * n_atoms**2 / volume * (sum1 / (9 * cutoff**9) - sum2 / (3 * cutoff**3)) / n_int
+
+
+def _exceptions_energy(spec, q, sig_a, seps_a, pos, box):
+    if len(spec.exc_pairs) == 0:
+        return 0.0
+    i, j = spec.exc_pairs[:, 0], spec.exc_pairs[:, 1]
+    dt = pos.dtype
+    d = pos[j] - pos[i]
+    if spec.exceptions_periodic:
+        d = _min_image(d, box)
+    r = jnp.sqrt(jnp.sum(d * d, axis=-1))
+    qq = jnp.asarray(spec.exc_q_scale, dt) * q[i] * q[j] + jnp.asarray(spec.exc_q_fixed, dt)
+    eps = jnp.asarray(spec.exc_eps_scale, dt) * seps_a[i] * seps_a[j] + jnp.asarray(spec.exc_eps_fixed, dt)
+    sig = jnp.where(spec.exc_sig_mix, 0.5 * (sig_a[i] + sig_a[j]), jnp.asarray(spec.exc_sig_fixed, dt))
+    return jnp.sum(ONE_4PI_EPS0 * qq / r + lj_energy(sig, eps, r))
+
+
+def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=None):
+    """Energy (kJ/mol) of an OpenMM NonbondedForce.
+
+    Args:
+      spec: static data (:class:`NonbondedSpec`).
+      params: ``{"charge": [N] e, "sigma": [T] nm, "epsilon": [T] kJ/mol}``.
+      pos: ``[N, 3]`` nm.
+      box: ``[3]`` nm (periodic methods).
+      neighbor: half neighbour list (:mod:`dmd.forces.neighbors`) for cutoff methods.
+    """
+    dt = pos.dtype
+    q = params["charge"]
+    sig_a = params["sigma"][spec.type_index]
+    seps_a = safe_sqrt(params["epsilon"])[spec.type_index]
+    n = pos.shape[0]
+    if spec.method == "NoCutoff":
+        i, j = spec.nocutoff_pairs[:, 0], spec.nocutoff_pairs[:, 1]
+        d = pos[j] - pos[i]
+        r = jnp.sqrt(jnp.sum(d * d, axis=-1))
+        e = jnp.sum(ONE_4PI_EPS0 * q[i] * q[j] / r + lj_energy(0.5 * (sig_a[i] + sig_a[j]), seps_a[i] * seps_a[j], r))
+        return e + _exceptions_energy(spec, q, sig_a, seps_a, pos, None)
+
+    if box is None or neighbor is None:
+        raise ValueError(f"{spec.method} needs box= and neighbor= (allocate with system.neighbor_fn)")
+    boxv = _box_vector(box, dt)
+    rc = spec.cutoff
+    idx = neighbor.idx  # [N, M], padded with N
+    valid = idx < n
+    jc = jnp.where(valid, idx, 0)
+    d = _min_image(pos[jc] - pos[:, None, :], boxv)
+    r2 = jnp.sum(d * d, axis=-1)
+    inside = valid & (r2 < rc * rc)
+    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+    qq = q[:, None] * q[jc]
+    lj = lj_energy(0.5 * (sig_a[:, None] + sig_a[jc]), seps_a[:, None] * seps_a[jc], r)
+    if spec.switch_distance is not None:
+        lj = lj * switch_factor(r, rc, spec.switch_distance)
+    if spec.method == "PME":
+        coul = ONE_4PI_EPS0 * qq * jax.scipy.special.erfc(spec.alpha * r) / r
+    elif spec.method == "CutoffPeriodic":
+        eps_rf = spec.rf_dielectric
+        krf = (eps_rf - 1.0) / ((2.0 * eps_rf + 1.0) * rc**3)
+        crf = 3.0 * eps_rf / ((2.0 * eps_rf + 1.0) * rc)
+        coul = ONE_4PI_EPS0 * qq * (1.0 / r + krf * r * r - crf)
+    else:
+        raise ValueError(f"unsupported nonbonded method {spec.method!r}")
+    e = jnp.sum(jnp.where(inside, coul + lj, 0.0))
+    e = e + _exceptions_energy(spec, q, sig_a, seps_a, pos, boxv)
+    volume = boxv[0] * boxv[1] * boxv[2]
+    if spec.dispersion_correction:
+        e = e + dispersion_correction(params["sigma"], params["epsilon"], spec.type_counts, rc, volume)
+    if spec.method == "PME":
+        if len(spec.excluded):
+            i, j = spec.excluded[:, 0], spec.excluded[:, 1]
+            dx = _min_image(pos[j] - pos[i], boxv)
+            rx = jnp.sqrt(jnp.sum(dx * dx, axis=-1))
+            e = e - jnp.sum(ONE_4PI_EPS0 * q[i] * q[j] * jax.scipy.special.erf(spec.alpha * rx) / rx)
+        e = e - ONE_4PI_EPS0 * spec.alpha / np.sqrt(np.pi) * jnp.sum(q * q)
+        moduli = tuple(bspline_moduli(k, spec.order) for k in spec.grid)
+        e = e + pme_reciprocal_energy(q, pos, boxv, spec.alpha, spec.grid, spec.order, moduli)
+    return e
+
+
+@dataclasses.dataclass(frozen=True)
+class TabulatedLJSpec:
+    """CHARMM-style LJ from OpenMM's ``CustomNonbondedForce`` ``acoef(type1,type2)/r^12 - bcoef(type1,type2)/r^6``.
+
+    θ is per-type σ_t, ε_t (A_tu = 4 ε_tu σ_tu¹², B_tu = 4 ε_tu σ_tu⁶ with Lorentz-Berthelot mixing)
+    plus explicit NBFIX pairs (σ, ε) that override the mixing rule.
+
+    Attributes:
+      method: "NoCutoff" or "CutoffPeriodic".
+      cutoff: nm or None.
+      type_index: ``[N]`` table type of each atom.
+      nbfix_pairs: ``[F, 2]`` type pairs overridden by NBFIX values.
+      pairs: ``[P, 2]`` non-excluded atom pairs (NoCutoff).
+      switch_distance: nm or None.
+    """
+
+    method: str
+    cutoff: float | None
+    type_index: np.ndarray
+    nbfix_pairs: np.ndarray
+    pairs: np.ndarray | None = None
+    switch_distance: float | None = None
+
+
+def _pair_tables(spec: TabulatedLJSpec, params: dict):
+    sig_t, eps_t = params["sigma"], params["epsilon"]
+    seps = safe_sqrt(eps_t)
+    sig = 0.5 * (sig_t[:, None] + sig_t[None, :])
+    eps = seps[:, None] * seps[None, :]
+    if len(spec.nbfix_pairs):
+        a, b = spec.nbfix_pairs[:, 0], spec.nbfix_pairs[:, 1]
+        sig = sig.at[a, b].set(params["nbfix_sigma"]).at[b, a].set(params["nbfix_sigma"])
+        eps = eps.at[a, b].set(params["nbfix_epsilon"]).at[b, a].set(params["nbfix_epsilon"])
+    return sig, eps
+
+
+def tabulated_lj_energy(spec: TabulatedLJSpec, params: dict, pos, box=None, neighbor=None):
+    """Energy (kJ/mol) of the tabulated LJ CustomNonbondedForce (see :class:`TabulatedLJSpec`)."""
+    sig_tab, eps_tab = _pair_tables(spec, params)
+    t = spec.type_index
+    if spec.method == "NoCutoff":
+        i, j = spec.pairs[:, 0], spec.pairs[:, 1]
+        d = pos[j] - pos[i]
+        r = jnp.sqrt(jnp.sum(d * d, axis=-1))
+        return jnp.sum(lj_energy(sig_tab[t[i], t[j]], eps_tab[t[i], t[j]], r))
+    n = pos.shape[0]
+    boxv = _box_vector(box, pos.dtype)
+    idx = neighbor.idx
+    valid = idx < n
+    jc = jnp.where(valid, idx, 0)
+    d = _min_image(pos[jc] - pos[:, None, :], boxv)
+    r2 = jnp.sum(d * d, axis=-1)
+    inside = valid & (r2 < spec.cutoff**2)
+    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+    lj = lj_energy(sig_tab[t[:, None], t[jc]], eps_tab[t[:, None], t[jc]], r)
+    if spec.switch_distance is not None:
+        lj = lj * switch_factor(r, spec.cutoff, spec.switch_distance)
+    return jnp.sum(jnp.where(inside, lj, 0.0))
+
+
+def lj_bond_energy(sigma, epsilon, pos, idx):
+    """CustomBondForce ``4*epsilon*((sigma/r)^12-(sigma/r)^6)`` (CHARMM 1-4 LJ); per-bond σ, ε."""
+    d = pos[idx[:, 1]] - pos[idx[:, 0]]
+    r = jnp.sqrt(jnp.sum(d * d, axis=-1))
+    return jnp.sum(lj_energy(sigma, epsilon, r))

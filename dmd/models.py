@@ -1,0 +1,313 @@
+"""Small model systems for tests and benchmarks, each returned as a :class:`dmd.System`.
+
+Units are OpenMM's (nm, kJ/mol, amu, ps, K). The defaults of :func:`lj_fluid` are argon
+(σ = 0.34 nm, ε = 0.996 kJ/mol = 119.8 K·k_B, m = 39.948 amu), so reduced units map as
+length σ, energy ε, time τ = σ sqrt(m/ε) ≈ 2.15 ps, temperature ε/k_B ≈ 119.8 K.
+
+Lennard-Jones with an *absolute* cutoff r_c (nm, as OpenMM's NonbondedForce)::
+
+    E = Σ_{i<j, r_ij < r_c} 4 ε_ij [(σ_ij/r_ij)^12 − (σ_ij/r_ij)^6] · S(r_ij)
+    σ_ij = (σ_i + σ_j)/2,  ε_ij = sqrt(ε_i ε_j)            (Lorentz-Berthelot)
+    S(r) = 1 − 6x⁵ + 15x⁴ − 10x³,  x = (r − r_s)/(r_c − r_s) for r_s < r < r_c, else 1
+
+(S is OpenMM's switching function, used when ``switch_distance`` is given; without it the
+potential is plainly truncated, as OpenMM's default.) The cutoff does **not** move with σ:
+d/dσ is the derivative at fixed r_c, which is what OpenMM would compute too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.errors import UserInputError
+from dmd.integrators import BOLTZMANN_KJ_MOL_K
+from dmd.system import System
+
+__all__ = ["lj_fluid", "harmonic_chain", "harmonic_oscillator", "ARGON"]
+
+# Argon LJ parameters (nm, kJ/mol, amu): Rahman 1964 values, ε/k_B = 119.8 K.
+ARGON = {"sigma": 0.34, "epsilon": 119.8 * BOLTZMANN_KJ_MOL_K, "mass": 39.948}
+
+
+def _type_names(n_types: int) -> tuple[str, ...]:
+    return tuple(chr(ord("A") + i) if n_types <= 26 else f"T{i}" for i in range(n_types))
+
+
+def _lattice_positions(n_atoms: int, box_length: float, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """n_atoms on the first sites of a simple cubic lattice filling the box, plus a small jitter."""
+    m = math.ceil(n_atoms ** (1.0 / 3.0) - 1e-9)
+    a = box_length / m
+    grid = np.stack(np.meshgrid(*(np.arange(m),) * 3, indexing="ij"), -1).reshape(-1, 3)[:n_atoms]
+    pos = (grid + 0.5) * a + rng.normal(scale=jitter * a, size=(n_atoms, 3))
+    return np.mod(pos, box_length)
+
+
+def _switch(r2, r_switch, r_cut):
+    """OpenMM switching function S(r) (see module docstring); 1 below r_switch, 0 at r_cut."""
+    r = jnp.sqrt(r2)
+    x = jnp.clip((r - r_switch) / (r_cut - r_switch), 0.0, 1.0)
+    return 1 - x**3 * (10 - 15 * x + 6 * x**2)
+
+
+def _lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch):
+    """Masked LJ pair energies; the double-where keeps gradients finite for masked pairs."""
+    r2_safe = jnp.where(mask, r2, 1.0)
+    s6 = (sig * sig / r2_safe) ** 3
+    e = 4 * eps * (s6 * s6 - s6)
+    if r_switch is not None:
+        e = e * _switch(r2_safe, r_switch, r_cut)
+    return jnp.where(mask, e, 0.0)
+
+
+def lj_fluid(
+    n_atoms: int = 500,
+    density: float = 0.8,
+    temperature: float = 1.0 * ARGON["epsilon"] / BOLTZMANN_KJ_MOL_K,
+    *,
+    cutoff: float | None = None,
+    sigma: float = ARGON["sigma"],
+    epsilon: float = ARGON["epsilon"],
+    mass: float = ARGON["mass"],
+    n_types: int = 1,
+    switch_distance: float | None = None,
+    skin: float | None = None,
+    capacity_multiplier: float = 1.25,
+    dtype=jnp.float32,
+    seed: int = 0,
+    neighbor_impl: str = "dmd",
+) -> System:
+    """A periodic Lennard-Jones fluid in a cubic box.
+
+    Args:
+      n_atoms: number of atoms N.
+      density: reduced number density ρσ³ (box edge L = (N/ρ)^(1/3) σ).
+      temperature: K; stored in ``metadata["temperature_K"]`` as the state point the
+        caller should simulate at (default ε/k_B, i.e. T* = 1, ≈ 119.8 K).
+      cutoff: absolute LJ cutoff r_c in **nm** (default 2.5 σ). Fixed: θ changes never move it.
+      sigma: σ in nm (every type starts at this value).
+      epsilon: ε in kJ/mol.
+      mass: amu per atom.
+      n_types: atom types, assigned round-robin and named "A", "B", ...; θ has one σ and one ε per type.
+      switch_distance: nm; when given, OpenMM's switching function from here to r_c (smooth energy,
+        for NVE). None: plain truncation (OpenMM's default).
+      skin: neighbour-list skin in nm (default 0.3 σ); the list is rebuilt only when some atom has
+        moved more than skin/2 since the last build.
+      capacity_multiplier: neighbour-list slack over the occupancy found at allocation.
+      dtype: float dtype of positions, masses and θ (float32 production, float64 validation).
+      seed: numpy seed of the lattice jitter.
+      neighbor_impl: "dmd" (:mod:`dmd.neighbors`, cell-sorted, fast) or "jax_md"
+        (``jax_md.partition.neighbor_list``, dense format).
+
+    Returns:
+      System with θ = ``{"lj": {"sigma": [n_types] nm, "epsilon": [n_types] kJ/mol}}`` labelled by
+      type name, ``box`` ``[3]`` nm, a neighbour list, and ``metadata`` (cutoff_nm, skin_nm,
+      temperature_K, tau_ps, types, ...).
+    """
+    if n_atoms < 2:
+        raise UserInputError(f"lj_fluid: n_atoms={n_atoms}; pass n_atoms >= 2")
+    if not density > 0:
+        raise UserInputError(f"lj_fluid: density={density}; pass a positive reduced density such as 0.8")
+    box_length = (n_atoms / density) ** (1.0 / 3.0) * sigma
+    r_cut = 2.5 * sigma if cutoff is None else float(cutoff)
+    skin = 0.3 * sigma if skin is None else float(skin)
+    if r_cut + skin > box_length / 2:
+        raise UserInputError(
+            f"lj_fluid: cutoff + skin = {r_cut + skin:.3f} nm exceeds half the box ({box_length / 2:.3f} nm); "
+            "use more atoms or a smaller --cutoff"
+        )
+    if switch_distance is not None and not 0 < switch_distance < r_cut:
+        raise UserInputError(f"lj_fluid: switch_distance={switch_distance} must lie in (0, cutoff={r_cut})")
+    rng = np.random.default_rng(seed)
+    positions = _lattice_positions(n_atoms, box_length, rng, jitter=0.02)
+    types = np.arange(n_atoms) % n_types
+    names = _type_names(n_types)
+    box = jnp.full((3,), box_length, dtype)
+    r_switch = None if switch_distance is None else float(switch_distance)
+    types_j = jnp.asarray(types, jnp.int32)
+
+    def _pair_params(params, i_types, j_types):
+        sig_t = params["lj"]["sigma"]
+        eps_t = params["lj"]["epsilon"]
+        sig = 0.5 * (sig_t[i_types] + sig_t[j_types])
+        eps = jnp.sqrt(eps_t[i_types] * eps_t[j_types])
+        return sig, eps
+
+    def energy_fn(params, pos, *, box=box, neighbor=None):
+        box = jnp.asarray(box, pos.dtype)
+        n = pos.shape[0]
+        if neighbor is None:  # all pairs i<j: O(N²), for small systems and checks
+            i, j = np.triu_indices(n, 1)
+            dr = pos[i] - pos[j]
+            dr = dr - box * jnp.round(dr / box)
+            r2 = jnp.sum(dr * dr, -1)
+            sig, eps = _pair_params(params, types_j[i], types_j[j])
+            return jnp.sum(_lj_pair_energy(r2, sig, eps, r2 < r_cut * r_cut, r_cut, r_switch))
+        idx = neighbor.idx  # [N, C] dense, padding = N; each pair appears twice
+        valid = idx < n
+        jdx = jnp.where(valid, idx, 0)
+        dr = pos[:, None, :] - pos[jdx]
+        dr = dr - box * jnp.round(dr / box)
+        r2 = jnp.sum(dr * dr, -1)
+        sig, eps = _pair_params(params, types_j[:, None], types_j[jdx])
+        mask = valid & (r2 < r_cut * r_cut)
+        return 0.5 * jnp.sum(_lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch))
+
+    def terms_fn(params, pos, *, box=box, neighbor=None):
+        return {"lj": energy_fn(params, pos, box=box, neighbor=neighbor)}
+
+    if neighbor_impl == "jax_md":
+        from jax_md import partition, space
+
+        displacement, _ = space.periodic(box_length)
+        fns = partition.neighbor_list(
+            displacement,
+            box_length,
+            r_cut,
+            dr_threshold=skin,
+            capacity_multiplier=capacity_multiplier,
+            format=partition.NeighborListFormat.Dense,
+        )
+        # space.periodic takes no box keyword: drop the one System.allocate_neighbors passes
+        neighbor_fn = partition.NeighborListFns(
+            lambda pos, extra_capacity=0, **kw: fns.allocate(pos, extra_capacity), fns.update
+        )
+    elif neighbor_impl == "dmd":
+        from dmd.neighbors import cell_neighbor_list
+
+        neighbor_fn = cell_neighbor_list(box_length, r_cut, skin=skin, capacity_multiplier=capacity_multiplier)
+    else:
+        raise UserInputError(f"lj_fluid: neighbor_impl={neighbor_impl!r}; use 'dmd' or 'jax_md'")
+
+    params = {
+        "lj": {
+            "sigma": jnp.full((n_types,), sigma, dtype),
+            "epsilon": jnp.full((n_types,), epsilon, dtype),
+        }
+    }
+    labels = {"lj": {"sigma": names, "epsilon": names}}
+    return System(
+        energy_fn=energy_fn,
+        params=params,
+        param_labels=labels,
+        masses=jnp.full((n_atoms,), mass, dtype),
+        positions=jnp.asarray(positions, dtype),
+        box=box,
+        terms_fn=terms_fn,
+        neighbor_fn=neighbor_fn,
+        name=f"lj_fluid(N={n_atoms}, rho*={density})",
+        metadata={
+            "model": "lj_fluid",
+            "cutoff_nm": r_cut,
+            "switch_distance_nm": r_switch,
+            "skin_nm": skin,
+            "density_reduced": density,
+            "temperature_K": float(temperature),
+            "tau_ps": sigma * math.sqrt(mass / epsilon),
+            "types": [names[t] for t in types],
+            "neighbor_impl": neighbor_impl,
+        },
+    )
+
+
+def harmonic_chain(
+    n_atoms: int = 8,
+    k: float = 1000.0,
+    r0: float = 0.15,
+    mass: float = 12.0,
+    temperature: float = 300.0,
+    *,
+    dtype=jnp.float32,
+    seed: int = 0,
+) -> System:
+    """A free linear chain of beads joined by harmonic springs (no box, no neighbour list).
+
+        E = Σ_b ½ k_b (|x_{b+1} − x_b| − r0_b)²
+
+    Args:
+      n_atoms: beads (n_atoms − 1 bonds).
+      k: spring constant, kJ/mol/nm² (every bond starts here).
+      r0: rest length, nm.
+      mass: amu per bead.
+      temperature: K, stored in ``metadata["temperature_K"]``.
+
+    Returns:
+      System with θ = ``{"bond": {"k": [n_bonds] kJ/mol/nm², "r0": [n_bonds] nm}}`` labelled ``"i-j"``
+      (atom indices of the bond). A bonded chain has no box and no neighbour list.
+    """
+    if n_atoms < 2:
+        raise UserInputError(f"harmonic_chain: n_atoms={n_atoms}; pass n_atoms >= 2")
+    rng = np.random.default_rng(seed)
+    pos = np.zeros((n_atoms, 3))
+    pos[:, 0] = np.arange(n_atoms) * r0
+    pos += rng.normal(scale=0.01 * r0, size=pos.shape)
+    i = np.arange(n_atoms - 1)
+    j = i + 1
+
+    def energy_fn(params, pos, *, box=None, neighbor=None):
+        d = pos[j] - pos[i]
+        r = jnp.sqrt(jnp.sum(d * d, -1))
+        return jnp.sum(0.5 * params["bond"]["k"] * (r - params["bond"]["r0"]) ** 2)
+
+    def terms_fn(params, pos, *, box=None, neighbor=None):
+        return {"bond": energy_fn(params, pos)}
+
+    labels = tuple(f"{a}-{b}" for a, b in zip(i, j, strict=True))
+    return System(
+        energy_fn=energy_fn,
+        params={"bond": {"k": jnp.full((n_atoms - 1,), k, dtype), "r0": jnp.full((n_atoms - 1,), r0, dtype)}},
+        param_labels={"bond": {"k": labels, "r0": labels}},
+        masses=jnp.full((n_atoms,), mass, dtype),
+        positions=jnp.asarray(pos, dtype),
+        terms_fn=terms_fn,
+        name=f"harmonic_chain(N={n_atoms})",
+        metadata={"model": "harmonic_chain", "temperature_K": float(temperature)},
+    )
+
+
+def harmonic_oscillator(
+    n_atoms: int = 1,
+    dim: int = 3,
+    k: float = 100.0,
+    mass: float = 1.0,
+    temperature: float = 300.0,
+    *,
+    dtype=jnp.float32,
+    seed: int = 0,
+) -> System:
+    """Independent isotropic harmonic wells, the analytic limit for integrator checks.
+
+        E = Σ_i ½ k_i |x_i − c_i|²,   exactly ⟨E⟩ = n_atoms·dim·kT/2,  Var(x) = kT/k per dof.
+
+    Args:
+      n_atoms: number of particles; dim: spatial dimension (positions ``[n_atoms, dim]``).
+      k: kJ/mol/nm²; mass: amu; temperature: K (``metadata["temperature_K"]``).
+
+    Returns:
+      System with θ = ``{"spring": {"k": [n_atoms], "center": [n_atoms, dim] nm}}``.
+    """
+    rng = np.random.default_rng(seed)
+    center = np.zeros((n_atoms, dim))
+    pos = center + rng.normal(scale=math.sqrt(BOLTZMANN_KJ_MOL_K * temperature / k), size=(n_atoms, dim))
+
+    def energy_fn(params, pos, *, box=None, neighbor=None):
+        d = pos - params["spring"]["center"]
+        return jnp.sum(0.5 * params["spring"]["k"][:, None] * d * d)
+
+    def terms_fn(params, pos, *, box=None, neighbor=None):
+        return {"spring": energy_fn(params, pos)}
+
+    labels = tuple(str(a) for a in range(n_atoms))
+    center_labels = tuple(f"{a}.{c}" for a in range(n_atoms) for c in "xyzw"[:dim])
+    return System(
+        energy_fn=energy_fn,
+        params={"spring": {"k": jnp.full((n_atoms,), k, dtype), "center": jnp.asarray(center, dtype)}},
+        param_labels={"spring": {"k": labels, "center": center_labels}},
+        masses=jnp.full((n_atoms,), mass, dtype),
+        positions=jnp.asarray(pos, dtype),
+        terms_fn=terms_fn,
+        name=f"harmonic_oscillator(n={n_atoms}, dim={dim})",
+        metadata={"model": "harmonic_oscillator", "temperature_K": float(temperature)},
+    )

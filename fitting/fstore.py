@@ -1,0 +1,193 @@
+"""Per-frame structure factors F(h, t), computed once and stored as the sufficient-statistics design matrix.
+
+The reweighted diffuse prediction (seed, "x′(h)")::
+
+    x′(h) = Σ_t w_t |F(h,t)|² − |Σ_t w_t F(h,t)|²,   Σ_t w_t = 1
+
+is invariant to a per-voxel shift F → F − c(h) when the weights sum to one, so the store keeps the centered
+G = F − F̄ (F̄ = uniform frame mean), which removes the Bragg part |F̄|² and the float32 cancellation that
+comes with it. Each frame's row of the store is
+
+    Z_t = [ |G_t|², Re G_t, Im G_t ]        Z: [n_frames, 3, n_voxels] float
+
+so that the sufficient statistics S = Σ_t w_t Z_t are one matrix–vector product (memory-bound, streamed
+once per evaluation) and x′ = S₀ − S₁² − S₂² (:func:`fitting.reweight.diffuse_from_stats`). Its gradient in w
+is the transposed product Z·(∂L/∂S): a second streaming pass.
+
+A store lives in memory (numpy, handed to JAX on use) or, when too big, in a chunked HDF5 file
+(:func:`open_store`), read frame-chunk by frame-chunk by :func:`stream_stats` / :func:`stream_vjp`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FrameStore",
+    "store_from_array",
+    "build_store",
+    "open_store",
+    "stream_stats",
+    "stream_vjp",
+]
+
+
+@dataclass(frozen=True)
+class FrameStore:
+    """Centered sufficient-statistics rows of every frame.
+
+    Attributes:
+      z: ``[n_frames, 3, n_voxels]`` float (numpy array or h5py dataset): |G|², Re G, Im G, G = F − F̄.
+      f_mean: ``[n_voxels]`` complex, F̄ = uniform frame mean of F (electrons), needed only for
+        unnormalized weights (:func:`fitting.baselines.sigmoid_baseline`) and Bragg output.
+      path: HDF5 file backing ``z``, or None when in memory.
+    """
+
+    z: object
+    f_mean: np.ndarray
+    path: str | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.z.shape[2])
+
+    @property
+    def dtype(self):
+        return np.dtype(self.z.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.z.shape)) * self.dtype.itemsize
+
+    @property
+    def on_disk(self) -> bool:
+        return self.path is not None
+
+    def array(self) -> np.ndarray:
+        """The whole ``z`` as an in-memory numpy array (reads the file for an on-disk store)."""
+        return np.asarray(self.z[...]) if self.on_disk else np.asarray(self.z)
+
+
+def _rows(f: np.ndarray, f_mean: np.ndarray, dtype) -> np.ndarray:
+    g = f - f_mean
+    return np.stack([g.real**2 + g.imag**2, g.real, g.imag], axis=1).astype(dtype)
+
+
+def store_from_array(f, dtype=None) -> FrameStore:
+    """In-memory store from per-frame structure factors ``f [n_frames, n_voxels]`` complex.
+
+    Args:
+      dtype: float dtype of the store; default float32 for complex64 input, float64 for complex128.
+    """
+    f = np.asarray(f)
+    if f.ndim != 2 or not np.iscomplexobj(f):
+        raise ValueError(f"F must be complex [n_frames, n_voxels], got {f.dtype} {f.shape}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("F contains NaN/inf values: recompute the structure factors of the offending frames")
+    dtype = np.dtype(dtype or (np.float64 if f.dtype == np.complex128 else np.float32))
+    f_mean = f.mean(axis=0, dtype=np.complex128)
+    return FrameStore(z=_rows(f, f_mean, dtype), f_mean=f_mean)
+
+
+def build_store(
+    chunks: Iterable[np.ndarray],
+    n_frames: int,
+    n_voxels: int,
+    *,
+    path: str | os.PathLike | None = None,
+    dtype=np.float32,
+    frames_per_chunk: int = 16,
+    progress: bool = True,
+) -> FrameStore:
+    """Stream per-frame F chunks ``[n_chunk, n_voxels]`` complex into a store (memory, or HDF5 at ``path``).
+
+    Two passes: the first writes Re F, Im F and accumulates F̄ in float64; the second centers each chunk
+    and fills |G|². With ``path`` the store is an HDF5 file chunked by ``frames_per_chunk`` frames, written
+    to a temporary name and renamed into place on success.
+    """
+    from tqdm.auto import tqdm
+
+    dtype = np.dtype(dtype)
+    shape = (n_frames, 3, n_voxels)
+    h5 = None
+    if path is None:
+        z = np.empty(shape, dtype)
+    else:
+        import h5py
+
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.partial")
+        h5 = h5py.File(tmp, "w")
+        z = h5.create_dataset("z", shape=shape, dtype=dtype, chunks=(min(frames_per_chunk, n_frames), 3, n_voxels))
+    acc = np.zeros(n_voxels, np.complex128)
+    t = 0
+    bar = tqdm(total=n_frames, desc="F(h,t)", unit="frame", disable=not progress)
+    for chunk in chunks:
+        chunk = np.asarray(chunk)
+        if chunk.ndim != 2 or chunk.shape[1] != n_voxels:
+            raise ValueError(f"F chunk has shape {chunk.shape}; expected [n, {n_voxels}]")
+        if not np.all(np.isfinite(chunk)):
+            raise ValueError(f"F of frames {t}..{t + len(chunk) - 1} contains NaN/inf: check those frames")
+        n = chunk.shape[0]
+        if t + n > n_frames:
+            raise ValueError(f"more frames than announced ({n_frames})")
+        block = np.zeros((n, 3, n_voxels), dtype)
+        block[:, 1], block[:, 2] = chunk.real, chunk.imag
+        z[t : t + n] = block
+        acc += chunk.sum(axis=0, dtype=np.complex128)
+        t += n
+        bar.update(n)
+    bar.close()
+    if t != n_frames:
+        raise ValueError(f"got {t} frames, expected {n_frames}")
+    f_mean = acc / n_frames
+    for s in range(0, n_frames, frames_per_chunk):
+        block = np.asarray(z[s : s + frames_per_chunk])
+        f = block[:, 1].astype(np.float64) + 1j * block[:, 2]
+        z[s : s + frames_per_chunk] = _rows(f, f_mean, dtype)
+    if h5 is None:
+        return FrameStore(z=z, f_mean=f_mean)
+    h5.create_dataset("f_mean", data=f_mean)
+    h5.close()
+    os.replace(tmp, final)
+    return open_store(final)
+
+
+def open_store(path: str | os.PathLike) -> FrameStore:
+    """Open an HDF5 store written by :func:`build_store` (kept open read-only; ``z`` stays on disk)."""
+    import h5py
+
+    fh = h5py.File(path, "r")
+    if "z" not in fh or "f_mean" not in fh:
+        raise ValueError(f"{path}: not a frame store (needs datasets 'z' and 'f_mean'); rebuild it with build_store")
+    return FrameStore(z=fh["z"], f_mean=np.asarray(fh["f_mean"]), path=str(path))
+
+
+def stream_stats(store: FrameStore, w: np.ndarray, frames_per_chunk: int = 64) -> np.ndarray:
+    """S = Σ_t w_t Z_t ``[3, n_voxels]`` read chunk by chunk (float64 accumulation)."""
+    w = np.asarray(w, np.float64)
+    s = np.zeros((3, store.n_voxels), np.float64)
+    for a in range(0, store.n_frames, frames_per_chunk):
+        block = np.asarray(store.z[a : a + frames_per_chunk])
+        s += np.tensordot(w[a : a + frames_per_chunk], block, axes=(0, 0))
+    return s
+
+
+def stream_vjp(store: FrameStore, g_stats: np.ndarray, frames_per_chunk: int = 64) -> np.ndarray:
+    """∂L/∂w_t = ⟨Z_t, ∂L/∂S⟩ for every frame, ``[n_frames]``, read chunk by chunk."""
+    g = np.asarray(g_stats)
+    out = np.empty(store.n_frames, np.float64)
+    for a in range(0, store.n_frames, frames_per_chunk):
+        block = np.asarray(store.z[a : a + frames_per_chunk])
+        out[a : a + len(block)] = np.tensordot(block, g.astype(block.dtype), axes=([1, 2], [0, 1]))
+    return out
