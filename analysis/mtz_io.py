@@ -2,7 +2,7 @@
 
 API::
 
-    data = read_mtz("obs.mtz", ["I_diffuse", "SIGI"])   # MtzData(hkl [M,3] int32, columns {label: [M]}, cell, spacegroup)
+    data = read_mtz("obs.mtz", ["I_diffuse", "SIGI"])   # MtzData(hkl [M,3] int32, columns, cell, spacegroup)
     write_mtz("pred.mtz", hkl, {"ID": i_d, "MEANF2": f2}, cell, "P 1")   # atomic write
 
 Missing columns raise :class:`dmd.errors.UserInputError` listing the columns present with their MTZ types.

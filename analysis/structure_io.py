@@ -104,7 +104,11 @@ def _read_small(path: str) -> CrystalStructure:
             raise UserInputError(f"{path}: site {site.label}: {exc}") from exc
         u = site.u_iso
         if u == 0 and site.aniso.nonzero():
-            u = site.aniso.trace() / 3  # U_eq for an orthonormal-ish description; fine for powder/SF defaults
+            # U_eq = tr(U_cart)/3 with U_cart = A N U Nᵀ Aᵀ, N = diag(a*, b*, c*) (CIF U^ij convention)
+            a_mat = cell_mod.orthogonalization_matrix(np.array(small.cell.parameters, float))
+            n_mat = np.diag(cell_mod.reciprocal_cell(np.array(small.cell.parameters, float))[:3])
+            u_cif = np.array(site.aniso.as_mat33().tolist(), float)
+            u = float(np.trace(a_mat @ n_mat @ u_cif @ n_mat @ a_mat.T) / 3)
         b.append(8 * np.pi**2 * u)
         occ.append(site.occ)
     return CrystalStructure(
@@ -211,8 +215,7 @@ def trajectory_frames(traj, top=None, *, stride: int = 1, chunk: int = 100, atom
             sym = None if atom.element is None else atom.element.symbol
             if not sym or sym == "VS":
                 raise UserInputError(
-                    f"{top or traj}: atom {atom} has no element (virtual site?); select real atoms or fix "
-                    "the topology"
+                    f"{top or traj}: atom {atom} has no element (virtual site?); select real atoms or fix the topology"
                 )
             out.append(normalize_element(sym))
         return out

@@ -41,7 +41,6 @@ import numpy as np
 from dmd.errors import UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.params import select
-from dmd.sensitivity import allocate_neighbors, update_neighbors
 
 __all__ = [
     "GradientEstimate",
@@ -196,22 +195,30 @@ def reweighting_gradient(A_plus, A_minus, dU_plus, dU_minus, beta, delta, n_bloc
 
 
 def _frame_values(system, fn, positions):
-    """``fn(nbr, pos) -> pytree`` evaluated per frame in one jitted scan, neighbour list carried and updated."""
+    """``fn(nbr, z) -> pytree`` per frame in one jitted scan; ``positions [F, 1 + P, N, 3]`` (x then dx/dθ_p),
+    neighbour list carried and updated from x."""
+    from dmd.integrators import _wrap_for_neighbors
+    from dmd.simulate import _grow_neighbors
+
     positions = jnp.asarray(positions)
-    nbr = allocate_neighbors(system, positions[0])
+    nbr = system.allocate_neighbors(positions[0, 0]) if system.neighbor_fn is not None else None
+    wrap = _wrap_for_neighbors(system, nbr)
 
     @jax.jit
     def run(nbr, positions):
-        def body(nbr, x):
-            nbr = update_neighbors(nbr, x, system.box)
-            return nbr, fn(nbr, x)
+        def body(nbr, z):
+            nbr = None if nbr is None else nbr.update(wrap(z[0]))
+            return nbr, fn(nbr, z)
 
         return jax.lax.scan(body, nbr, positions)
 
     nbr_out, vals = run(nbr, positions)
     if nbr_out is not None and bool(nbr_out.did_buffer_overflow):
-        nbr = allocate_neighbors(system, positions[0], extra_capacity=max(16, nbr.idx.shape[-1]))
-        nbr_out, vals = run(nbr, positions)
+        for attempt in range(1, 9):
+            nbr = _grow_neighbors(system, nbr, positions[0, 0], attempt)
+            nbr_out, vals = run(nbr, positions)
+            if not bool(nbr_out.did_buffer_overflow):
+                break
     return jax.device_get(vals)
 
 

@@ -1,6 +1,11 @@
-"""Integrators (jax-md based): seed-form Langevin, BAOAB / LangevinMiddle, velocity Verlet.
+"""Integrators: seed-form Langevin, BAOAB / LangevinMiddle, velocity Verlet.
 
-Seed-form Langevin (the "exact solution for fitting parameters to ensemble observables" note, eq. 4-5)::
+Each integrator is a factory returning pure ``init`` and ``step`` functions over an
+:class:`IntegratorState` pytree (positions, velocities, forces, potential energy, PRNG key, step,
+neighbour list), as jax-md's ``simulate`` does; θ is an explicit argument of ``step``.
+
+**Seed-form Langevin** (the "exact solution for fitting parameters to ensemble observables" note,
+eq. 4-5), :func:`langevin`::
 
     v_t = a v_{t-1} - b ∇E(x_{t-1}; θ) + c n_{t-1}
     x_t = x_{t-1} + v_t δt
@@ -8,20 +13,56 @@ Seed-form Langevin (the "exact solution for fitting parameters to ensemble obser
 with, per atom of mass m (amu), friction γ (1/ps), thermal energy kT (kJ/mol), step δt (ps):
 a = exp(−γ δt), b = (1 − a)/(γ m) (→ δt/m as γ → 0), c = sqrt((1 − a²) kT / m).
 The velocity update is the exact Ornstein-Uhlenbeck step for a force held constant over δt.
+
+**LangevinMiddle / BAOAB** (Zhang, Liu, Zhang & Ju 2019, J. Phys. Chem. A 123, 6056,
+doi:10.1021/acs.jpca.9b02771; OpenMM's ``LangevinMiddleIntegrator``), :func:`langevin_middle`::
+
+    v ← v + δt F(x)/m                       (B, then constrain velocities)
+    x' = x + v δt/2                           (A)
+    v ← a v + c n                            (O, a = exp(−γ δt), c = sqrt((1 − a²) kT/m))
+    x' ← x' + v δt/2                          (A)
+    x'' = constrain(x');  v ← v + (x'' − x')/δt;  x ← x''   (as OpenMM)
+
+Velocities are leapfrog (half-step) velocities, as in OpenMM.
+
+**Velocity Verlet** (NVE), :func:`velocity_verlet`::
+
+    v ← v + δt/2 F(x)/m;  x ← x + δt v;  v ← v + δt/2 F(x)/m
+
+With constraints (:mod:`dmd.constraints`) positions are SHAKEn after each drift and velocities
+RATTLEd after each kick; after SHAKE the velocity gets the constraint displacement,
+v ← v + (x_c − x_unc)/δt (for the seed form and Verlet this equals (x_c − x)/δt).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 
-__all__ = ["BOLTZMANN_KJ_MOL_K", "langevin_coefficients"]
+__all__ = [
+    "BOLTZMANN_KJ_MOL_K",
+    "langevin_coefficients",
+    "IntegratorState",
+    "Integrator",
+    "langevin",
+    "langevin_middle",
+    "velocity_verlet",
+    "make_integrator",
+    "INTEGRATORS",
+    "kinetic_energy",
+    "n_degrees_of_freedom",
+]
 
 # k_B in kJ/(mol K), the value OpenMM uses (CODATA 2018 × N_A).
 BOLTZMANN_KJ_MOL_K = 0.00831446261815324
 
 
 def langevin_coefficients(dt, friction, kT, masses):
-    """Seed-form Langevin coefficients (a, b, c).
+    """Seed-form Langevin coefficients (a, b, c) of "v ← a v − b∇E + c n; x ← x + v δt".
 
     Args:
       dt: time step δt, ps.
@@ -37,3 +78,231 @@ def langevin_coefficients(dt, friction, kT, masses):
     b = ((1 - a) / (friction * masses))[:, None]
     c = jnp.sqrt((1 - a**2) * kT / masses)[:, None]
     return a, b, c
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["positions", "velocities", "forces", "potential_energy", "key", "step", "neighbor"],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class IntegratorState:
+    """Dynamical state (a pytree).
+
+    Attributes:
+      positions: ``[n_atoms, 3]`` nm (not wrapped into the box: trajectories stay continuous).
+      velocities: ``[n_atoms, 3]`` nm/ps (half-step velocities for the Langevin forms).
+      forces: ``[n_atoms, 3]`` kJ/mol/nm at ``positions``.
+      potential_energy: scalar kJ/mol at ``positions``.
+      key: PRNG key (split every step).
+      step: int32 scalar, steps taken.
+      neighbor: neighbour list (jax-md ``NeighborList`` or :class:`dmd.neighbors.CellNeighborList`) or None.
+    """
+
+    positions: jax.Array
+    velocities: jax.Array
+    forces: jax.Array
+    potential_energy: jax.Array
+    key: jax.Array
+    step: jax.Array
+    neighbor: object = None
+
+    def replace(self, **kwargs) -> IntegratorState:
+        return dataclasses.replace(self, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Integrator:
+    """``init(key, params, positions=None, velocities=None, neighbor=None) -> IntegratorState`` and
+    ``step(state, params) -> IntegratorState``, with the settings they were built with."""
+
+    init: Callable
+    step: Callable
+    name: str
+    dt: float
+    temperature: float | None
+    friction: float | None
+    n_dof: int
+
+
+def kinetic_energy(velocities, masses):
+    """½ Σ m v², kJ/mol (velocities nm/ps, masses amu)."""
+    return 0.5 * jnp.sum(masses[:, None] * velocities * velocities)
+
+
+def n_degrees_of_freedom(system) -> int:
+    """3N minus constraints (Langevin thermalizes the centre of mass too, so it is not removed)."""
+    from dmd.constraints import n_constraint_dof
+
+    dim = int(jnp.shape(system.positions)[1])
+    return dim * system.n_atoms - n_constraint_dof(system.constraints)
+
+
+def _wrap_for_neighbors(system, neighbor):
+    """Positions as the neighbour list wants them.
+
+    jax-md's own cell lists bin positions without wrapping (negative coordinates land in wrong
+    cells), so they get positions wrapped into an orthorhombic box; :mod:`dmd.neighbors` and
+    minimum-image lists take unwrapped positions (wrapping would trigger needless rebuilds).
+    """
+    box = system.box
+    if box is None or jnp.ndim(box) != 1 or getattr(neighbor, "cell_list_fn", None) is None:
+        return lambda x: x
+    return lambda x: jnp.mod(x, jnp.asarray(box, x.dtype))
+
+
+def _energy_and_forces(system):
+    """(params, x, neighbor) -> (E kJ/mol, F = −∇E kJ/mol/nm, updated neighbor)."""
+    box = system.box
+
+    def fn(params, x, neighbor):
+        if neighbor is not None:
+            neighbor = neighbor.update(_wrap_for_neighbors(system, neighbor)(x))
+        e, g = jax.value_and_grad(lambda p: system.energy_fn(params, p, box=box, neighbor=neighbor))(x)
+        return e, -g, neighbor
+
+    return fn
+
+
+def _constraint_fns(system, masses):
+    from dmd.constraints import make_constraint_fns
+
+    return make_constraint_fns(system.constraints, masses)
+
+
+def _maxwell_velocities(key, masses, kT, shape, dtype):
+    return jax.random.normal(key, shape, dtype) * jnp.sqrt(kT / masses)[:, None]
+
+
+def _make_init(system, kT, efn, cons, masses):
+    def init(key, params, positions=None, velocities=None, neighbor=None):
+        x = jnp.asarray(system.positions if positions is None else positions)
+        key, vkey = jax.random.split(key)
+        if velocities is None:
+            t = 0.0 if kT is None else kT
+            v = _maxwell_velocities(vkey, masses.astype(x.dtype), t, x.shape, x.dtype)
+        else:
+            v = jnp.asarray(velocities, x.dtype)
+        if cons is not None:
+            v = cons.velocities(v, x)
+        if neighbor is None and system.neighbor_fn is not None:
+            neighbor = system.allocate_neighbors(x)
+        e, f, neighbor = efn(params, x, neighbor)
+        return IntegratorState(x, v, f, e, key, jnp.zeros((), jnp.int32), neighbor)
+
+    return init
+
+
+def langevin(system, *, dt: float, temperature: float, friction: float) -> Integrator:
+    """Seed-form Langevin "v ← a v − b∇E + c n; x ← x + v δt" (module docstring; coefficients from
+    :func:`langevin_coefficients`).
+
+    Args:
+      system: :class:`dmd.System`.
+      dt: ps. temperature: K. friction: γ, 1/ps (> 0).
+    """
+    if not friction > 0:
+        raise ValueError("seed-form Langevin needs friction > 0; use velocity_verlet for NVE")
+    kT = BOLTZMANN_KJ_MOL_K * temperature
+    masses = jnp.asarray(system.masses)
+    a, b, c = langevin_coefficients(dt, friction, kT, masses)
+    efn = _energy_and_forces(system)
+    cons = _constraint_fns(system, masses)
+
+    def step(state, params):
+        key, nkey = jax.random.split(state.key)
+        x = state.positions
+        noise = jax.random.normal(nkey, x.shape, x.dtype)
+        # −b∇E = +b F
+        v = a * state.velocities + b.astype(x.dtype) * state.forces + c.astype(x.dtype) * noise
+        x_new = x + v * dt
+        if cons is not None:
+            x_new = cons.positions(x_new, x)
+            v = (x_new - x) / dt
+        e, f, nbr = efn(params, x_new, state.neighbor)
+        return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
+
+    return Integrator(_make_init(system, kT, efn, cons, masses), step, "langevin", dt, temperature, friction,
+                      n_degrees_of_freedom(system))
+
+
+def langevin_middle(system, *, dt: float, temperature: float, friction: float) -> Integrator:
+    """BAOAB / LangevinMiddle, matching OpenMM's ``LangevinMiddleIntegrator`` (module docstring).
+
+    Args:
+      system: :class:`dmd.System`. dt: ps. temperature: K. friction: γ, 1/ps (≥ 0).
+    """
+    kT = BOLTZMANN_KJ_MOL_K * temperature
+    masses = jnp.asarray(system.masses)
+    a = jnp.exp(-friction * dt)
+    c = jnp.sqrt((1 - a**2) * kT / masses)[:, None]
+    inv_m = (1.0 / masses)[:, None]
+    efn = _energy_and_forces(system)
+    cons = _constraint_fns(system, masses)
+
+    def step(state, params):
+        key, nkey = jax.random.split(state.key)
+        x = state.positions
+        dtype = x.dtype
+        v = state.velocities + (dt * inv_m.astype(dtype)) * state.forces
+        if cons is not None:
+            v = cons.velocities(v, x)
+        x_new = x + (0.5 * dt) * v
+        v = a.astype(dtype) * v + c.astype(dtype) * jax.random.normal(nkey, x.shape, dtype)
+        x_new = x_new + (0.5 * dt) * v
+        if cons is not None:
+            x_unc = x_new
+            x_new = cons.positions(x_unc, x)
+            # OpenMM: v += (x_c − x_unc)/δt, which keeps the post-O velocity (not (x_c − x)/δt,
+            # the mean of the pre- and post-O velocities, which would halve the noise and T)
+            v = v + (x_new - x_unc) / dt
+        e, f, nbr = efn(params, x_new, state.neighbor)
+        return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
+
+    return Integrator(_make_init(system, kT, efn, cons, masses), step, "baoab", dt, temperature, friction,
+                      n_degrees_of_freedom(system))
+
+
+def velocity_verlet(system, *, dt: float, temperature: float | None = None, friction=None) -> Integrator:
+    """Velocity Verlet (NVE); ``temperature`` only sets the initial Maxwell-Boltzmann velocities.
+
+    Args:
+      system: :class:`dmd.System`. dt: ps. temperature: K for ``init`` (None: start at rest).
+    """
+    kT = None if temperature is None else BOLTZMANN_KJ_MOL_K * temperature
+    masses = jnp.asarray(system.masses)
+    inv_m = (1.0 / masses)[:, None]
+    efn = _energy_and_forces(system)
+    cons = _constraint_fns(system, masses)
+
+    def step(state, params):
+        x = state.positions
+        dtype = x.dtype
+        half = (0.5 * dt) * inv_m.astype(dtype)
+        v = state.velocities + half * state.forces
+        x_new = x + dt * v
+        if cons is not None:
+            x_new = cons.positions(x_new, x)
+            v = (x_new - x) / dt
+        e, f, nbr = efn(params, x_new, state.neighbor)
+        v = v + half * f
+        if cons is not None:
+            v = cons.velocities(v, x_new)
+        return IntegratorState(x_new, v, f, e, state.key, state.step + 1, nbr)
+
+    return Integrator(_make_init(system, kT, efn, cons, masses), step, "verlet", dt, temperature, None,
+                      n_degrees_of_freedom(system))
+
+
+INTEGRATORS = {"langevin": langevin, "baoab": langevin_middle, "verlet": velocity_verlet}
+
+
+def make_integrator(name: str, system, *, dt: float, temperature: float, friction: float) -> Integrator:
+    """Build an integrator by CLI name: ``langevin`` (seed form), ``baoab`` (LangevinMiddle), ``verlet``."""
+    from dmd.errors import UserInputError
+
+    if name not in INTEGRATORS:
+        raise UserInputError(f"--integrator {name!r} is unknown; choose one of {', '.join(INTEGRATORS)}")
+    if name == "langevin" and not friction > 0:
+        raise UserInputError("--friction must be > 0 for the langevin integrator; use --integrator verlet for NVE")
+    return INTEGRATORS[name](system, dt=dt, temperature=temperature, friction=friction)

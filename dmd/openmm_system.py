@@ -26,7 +26,7 @@ energies (Reference platform, float64) to ~1e-10 relative.
 Nonbonded methods: NoCutoff (all pairs), CutoffPeriodic (reaction field, as OpenMM) and PME (OpenMM's
 own α and grid, B-spline order 5). The cutoff is absolute, in nm, and never moves with σ. The
 long-range dispersion correction is included exactly when OpenMM's force has it on (createSystem's
-default for PME and CutoffPeriodic). Cutoff systems get ``neighbor_fn``: a balanced half neighbour
+default for PME and CutoffPeriodic). Cutoff systems get ``neighbor_fn``: a full neighbour
 list with exclusions (:mod:`dmd.forces.neighbors`) in real (not fractional) coordinates, radius
 cutoff + skin (default 0.2 nm), orthorhombic boxes only. Virtual sites (e.g. OPC, TIP4P) are not
 supported and raise :class:`~dmd.errors.UserInputError`.
@@ -43,7 +43,7 @@ import numpy as np
 
 from dmd.errors import UserInputError
 from dmd.forces import bonded, nonbonded
-from dmd.forces.neighbors import half_neighbor_list
+from dmd.forces.neighbors import pair_neighbor_list
 from dmd.system import Constraints, System
 
 __all__ = ["system_from_pdb", "system_from_openmm", "openmm_system_from_pdb", "NONBONDED_METHODS"]
@@ -77,14 +77,16 @@ def _load_forcefield(forcefield):
     files = list(forcefield)
     if not files:
         raise UserInputError("no force field given; pass e.g. --forcefield amber14-all.xml amber14/tip3pfb.xml")
-    for f in files:
-        try:
-            app.ForceField(f)
-        except Exception as exc:  # OpenMM raises ValueError/OSError for unknown names
-            raise UserInputError(f"force-field file {f!r} could not be loaded ({exc}); {_ff_names_hint()}") from None
     try:
         return app.ForceField(*files), files
-    except Exception as exc:
+    except Exception as exc:  # OpenMM raises ValueError/OSError for unknown names: find the culprit
+        for f in files:
+            try:
+                app.ForceField(f)
+            except Exception as exc_one:
+                raise UserInputError(
+                    f"force-field file {f!r} could not be loaded ({exc_one}); {_ff_names_hint()}"
+                ) from None
         raise UserInputError(f"force-field files {files} could not be combined: {exc}") from None
 
 
@@ -421,7 +423,8 @@ def system_from_openmm(
                 "CustomTorsionForce/CustomNonbondedForce/CustomBondForce, CMMotionRemover"
             )
 
-    dtype = np.float64 if dtype is None else dtype
+    # default: float64 values, which jax keeps as float64 under x64 and as float32 otherwise (no warning)
+    dtype = jax.dtypes.canonicalize_dtype(np.float64) if dtype is None else dtype
     params = {t[0]: {k: jnp.asarray(v, dtype) for k, v in t[1].items()} for t in terms}
     labels = {t[0]: {k: tuple(v) for k, v in t[2].items()} for t in terms}
     fns = tuple((t[0], t[3], t[4]) for t in terms)
@@ -441,7 +444,7 @@ def system_from_openmm(
 
     neighbor_fn = None
     if uses_nbr:
-        neighbor_fn = half_neighbor_list(n, box, neighbor_cutoff, skin=skin, excluded_pairs=excluded_for_nlist)
+        neighbor_fn = pair_neighbor_list(n, box, neighbor_cutoff, skin=skin, excluded_pairs=excluded_for_nlist, full=True)
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([_vals(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])
     return System(
@@ -470,9 +473,12 @@ def _pme_parameters(openmm_system, force, pos):
     """OpenMM's own PME α (1/nm) and grid, from a throw-away Reference context."""
     import openmm as mm
 
+    import openmm.unit as unit
+
     alpha, nx, ny, nz = force.getPMEParameters()
+    alpha = _vals(alpha, unit.nanometer**-1)
     if alpha > 0 and nx > 0:
-        return float(_vals(alpha)), (int(nx), int(ny), int(nz))
+        return float(alpha), (int(nx), int(ny), int(nz))
     sys_copy = mm.System()
     for i in range(openmm_system.getNumParticles()):
         sys_copy.addParticle(openmm_system.getParticleMass(i))
@@ -714,7 +720,3 @@ def _constraints(openmm_system, topology):
         settle=np.array(settle, dtype=np.int32).reshape(-1, 3) if settle else None,
         settle_geometry=geometry,
     )
-
-
-def _jit_check():  # pragma: no cover - documentation aid
-    return jax.jit

@@ -72,8 +72,6 @@ __all__ = [
     "run_sensitivities",
     "write_sensitivities",
     "read_sensitivities",
-    "langevin_keys",
-    "langevin_noise",
 ]
 
 METHODS = ("tangent", "window")
@@ -131,47 +129,7 @@ class SensitivityResult:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the jitted chunk runner
-
-
-def langevin_keys(seed):
-    """(noise key, start-velocity key) for a run with PRNG ``seed``."""
-    key, key_vel = jax.random.split(jax.random.PRNGKey(seed))
-    return key, key_vel
-
-
-def langevin_noise(key, t, shape, dtype):
-    """The standard normal noise n_t of step ``t`` (eq. 4), ``shape`` e.g. ``[N, 3]``.
-
-    It depends only on (key, t), never on θ or on how the run is chunked: re-runs with other θ see the same
-    noise (finite differences with the same noise) and a chunk redone after a neighbour-list overflow is the
-    same trajectory.
-    """
-    return jax.random.normal(jax.random.fold_in(key, t), shape, dtype)
-
-
-def allocate_neighbors(system, x, **kwargs):
-    """``system.allocate_neighbors`` that also accepts jax-md lists whose displacement takes no ``box``."""
-    try:
-        return system.allocate_neighbors(x, **kwargs)
-    except Exception as exc:  # jax_md.space.UnexpectedBoxException is not a TypeError
-        if "box" not in str(exc):
-            raise
-        return system.neighbor_fn.allocate(x, **kwargs)
-
-
-def update_neighbors(nbr, x, box=None):
-    """``nbr.update(x, box=box)``; lists whose displacement takes no ``box`` (jax-md ``space.periodic``) get none."""
-    if nbr is None:
-        return None
-    if box is None:
-        return nbr.update(x)
-    try:
-        return nbr.update(x, box=box)
-    except Exception as exc:  # raised while tracing, not at run time
-        if "box" not in str(exc):
-            raise
-        return nbr.update(x)
+# the jitted chunk runner, built on the engine's seed-form Langevin step (dmd.integrators.langevin)
 
 
 def _scaled_norm(d):
@@ -181,83 +139,133 @@ def _scaled_norm(d):
     return m * jnp.sqrt(jnp.sum((d / safe[:, None, None]) ** 2, axis=(-2, -1)))
 
 
-@functools.lru_cache(maxsize=64)
-def _build_chunk(energy_fn, sel, method: str, window: int | None, report_every: int, n_tangents: int):
-    """A jitted ``chunk(carry, consts, n_frames) -> (carry, frames)``; cached so re-runs do not recompile.
+_CHUNK_CACHE: dict = {}
 
-    ``energy_fn`` and the selection ``sel`` define the structure; θ, the full params, box and Langevin
-    coefficients are arguments (``consts``), so finite-difference re-runs with other θ reuse the compiled code.
+
+def _cache_key(system, sel, dt, temperature, friction, method, capacity, report_every, n_tangents):
+    """What the compiled chunk depends on besides its array arguments (θ, params, k and the state are arguments)."""
+    arr = (system.masses, system.box)
+    return (
+        system.energy_fn,
+        system.neighbor_fn,
+        id(system.constraints),
+        tuple(np.asarray(a).tobytes() if a is not None else None for a in arr),
+        sel,
+        float(dt),
+        float(temperature),
+        float(friction),
+        method,
+        capacity,
+        report_every,
+        n_tangents,
+    )
+
+
+def _build_chunk(system, sel, dt, temperature, friction, method, capacity, report_every, n_tangents):
+    """A jitted ``chunk(carry, theta, params, k, n_frames) -> (carry, frames)``, cached across runs.
+
+    The primal step is :func:`dmd.integrators.langevin` (so positions equal ``dmd simulate``'s for the same seed),
+    differentiated with ``jax.jvp`` in P directions (vmapped; the primal is computed once). The state's forces
+    are part of the differentiated state: their tangent is −ζE (eq. 7), a Hessian-vector product.
     """
+    key = _cache_key(system, sel, dt, temperature, friction, method, capacity, report_every, n_tangents)
+    if key in _CHUNK_CACHE:
+        return _CHUNK_CACHE[key]
+    from dmd.integrators import langevin
 
-    def energy_of(theta, params, x, nbr, box):
-        return energy_fn(sel.set(params, theta), x, box=box, neighbor=nbr)
+    integ = langevin(system, dt=dt, temperature=temperature, friction=friction)
+    box = system.box
+    a, b, _ = langevin_coefficients(dt, friction, BOLTZMANN_KJ_MOL_K * temperature, jnp.asarray(system.masses))
 
-    grad_x = jax.grad(energy_of, argnums=2)
+    def energy_of(theta, params, x, nbr):
+        return system.energy_fn(sel.set(params, theta), x, box=box, neighbor=nbr)
 
-    def force_and_zeta(theta, params, x, dx, nbr, box):
-        """∇E and ζE (eq. 7) for P directions: jvp of the gradient, vmapped over (e_p, dx_p)."""
-        if n_tangents == 0:
-            return grad_x(theta, params, x, nbr, box), None
+    def jvp_step(state, theta, params, dx, dv, dfrc):
+        """One engine step and its tangents in P directions: (new state, dx', dv', dF')."""
+
+        def f(x, v, frc, th):
+            new = integ.step(state.replace(positions=x, velocities=v, forces=frc), sel.set(params, th))
+            return (new.positions, new.velocities, new.forces), new
+
         eye = jnp.eye(n_tangents, dtype=theta.dtype)
 
-        def one(e_p, dx_p):
-            return jax.jvp(lambda th, xx: grad_x(th, params, xx, nbr, box), (theta, x), (e_p, dx_p))
+        def one(dx_p, dv_p, df_p, e_p):
+            return jax.jvp(
+                f, (state.positions, state.velocities, state.forces, theta), (dx_p, dv_p, df_p, e_p), has_aux=True
+            )
 
-        return jax.vmap(one, out_axes=(None, 0))(eye, dx)
+        _, tan, new = jax.vmap(one, out_axes=(None, 0, None))(dx, dv, dfrc, eye)
+        return new, tan
 
-    def step(carry, consts):
-        theta, params, box, a, b, c, dt, key = consts
-        x, v, dx, dv, nbr, t = carry["x"], carry["v"], carry["dx"], carry["dv"], carry["nbr"], carry["t"]
-        g, zeta = force_and_zeta(theta, params, x, dx, nbr, box)
-        v_new = a * v - b * g + c * langevin_noise(key, t, x.shape, x.dtype)  # eq. 4
-        x_new = x + dt * v_new  # eq. 5
-        out = dict(carry, x=x_new, v=v_new, nbr=update_neighbors(nbr, x_new, box), t=t + 1)
+    def step(carry, theta, params, k):
+        state = carry["state"]
         if n_tangents == 0:
-            return out
+            return dict(carry, state=integ.step(state, params))
         if method == "tangent":
-            dv_new = a * dv - b[None] * zeta
-            dx_new = dx + dt * dv_new
-            return dict(out, dx=dx_new, dv=dv_new)
-        # method == "window": eq. (9) with the last k ζ terms exact and older ones folded (see module docstring)
-        k = window
+            new, (dx, dv, dfrc) = jvp_step(state, theta, params, carry["dx"], carry["dv"], carry["dF"])
+            return dict(carry, state=new, dx=dx, dv=dv, dF=dfrc)
+        # method == "window": eq. (9), the last k ζ terms exact, older ones folded with 1/(1−a)
+        zeta = -carry["dF"]  # ζE(x_t) evaluated with the windowed dx_t/dθ
+        t = state.step
         slot = t % k
         old = jnp.where(t >= k, carry["Z"][slot], jnp.zeros_like(zeta))
         s_k = (1 - a**k) / (1 - a)
         q_new = zeta + (carry["B"] - old) + a * (carry["Q"] - s_k * old)
         b_new = carry["B"] - old + zeta
         r_new = carry["R"] + old
-        dx_new = -dt * b[None] * (q_new + r_new / (1 - a))
-        dv_new = (dx_new - dx) / dt
-        return dict(out, dx=dx_new, dv=dv_new, Z=carry["Z"].at[slot].set(zeta), B=b_new, Q=q_new, R=r_new)
+        dx_new = (-dt * b[None] * (q_new + r_new / (1 - a))).astype(zeta.dtype)
+        # feeding (dx_{t+1}, 0, 0) as the tangent of (x_t, v_t, F_t) makes the step's position tangent dx_{t+1}
+        # (x_{t+1} = x_t + δt(a v_t + b F_t + c n)), so its force tangent is −ζE(x_{t+1}) with the windowed dx
+        zeros = jnp.zeros_like(dx_new)
+        new, (_, _, dfrc) = jvp_step(state, theta, params, dx_new, zeros, zeros)
+        return dict(
+            carry,
+            state=new,
+            dx=dx_new,
+            dv=(dx_new - carry["dx"]) / dt,
+            dF=dfrc,
+            Z=carry["Z"].at[slot].set(zeta),
+            B=b_new,
+            Q=q_new,
+            R=r_new,
+        )
 
     energy_and_dtheta = jax.value_and_grad(energy_of, argnums=0)
 
-    def frame(carry, consts):
-        carry = jax.lax.fori_loop(0, report_every, lambda _, c: step(c, consts), carry)
-        theta, params, box = consts[0], consts[1], consts[2]
-        e, du = energy_and_dtheta(theta, params, carry["x"], carry["nbr"], box)
-        out = {"x": carry["x"], "v": carry["v"], "e": e, "du": du}
+    def frame(carry, theta, params, k):
+        carry = jax.lax.fori_loop(0, report_every, lambda _, c: step(c, theta, params, k), carry)
+        st = carry["state"]
+        _, du = energy_and_dtheta(theta, params, st.positions, st.neighbor)
+        out = {"x": st.positions, "v": st.velocities, "e": st.potential_energy, "du": du}
         if n_tangents:
             out.update(dx=carry["dx"], dv=carry["dv"], growth=_scaled_norm(carry["dx"]))
         return carry, out
 
-    @functools.partial(jax.jit, static_argnums=2)
-    def chunk(carry, consts, n_frames):
-        return jax.lax.scan(lambda c, _: frame(c, consts), carry, None, length=n_frames)
+    @functools.partial(jax.jit, static_argnums=4)
+    def chunk(carry, theta, params, k, n_frames):
+        return jax.lax.scan(lambda c, _: frame(c, theta, params, k), carry, None, length=n_frames)
 
-    return chunk
+    def init(seed, theta, params, pos, vel, nbr):
+        """Engine start state and its θ-tangents: x_0, v_0 independent of θ, dF_0 = −∂²E/∂x∂θ."""
 
+        def g(th):
+            st = integ.init(jax.random.PRNGKey(seed), sel.set(params, th), positions=pos, velocities=vel, neighbor=nbr)
+            return st.forces, st
 
-def _init_carry(x, v, nbr, n_tangents, method, window):
-    carry = {"x": x, "v": v, "nbr": nbr, "t": jnp.asarray(0, jnp.int32)}
-    if n_tangents:
-        zeros = jnp.zeros((n_tangents, *x.shape), x.dtype)
-        carry.update(dx=zeros, dv=zeros)
+        if n_tangents == 0:
+            return {"state": g(theta)[1]}
+        eye = jnp.eye(n_tangents, dtype=theta.dtype)
+        _, dfrc, state = jax.vmap(lambda e: jax.jvp(g, (theta,), (e,), has_aux=True), out_axes=(None, 0, None))(eye)
+        zeros = jnp.zeros_like(dfrc)
+        carry = {"state": state, "dx": zeros, "dv": zeros, "dF": dfrc}
         if method == "window":
-            carry.update(Z=jnp.zeros((window, n_tangents, *x.shape), x.dtype), B=zeros, Q=zeros, R=zeros)
-    else:
-        carry.update(dx=None, dv=None)
-    return carry
+            carry.update(Z=jnp.zeros((capacity, *dfrc.shape), dfrc.dtype), B=zeros, Q=zeros, R=zeros)
+        return carry
+
+    if len(_CHUNK_CACHE) > 16:
+        _CHUNK_CACHE.pop(next(iter(_CHUNK_CACHE)))
+    _CHUNK_CACHE[key] = (chunk, init)
+    return chunk, init
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -283,7 +291,7 @@ def _state_array(name, arr, shape, dtype):
     return jnp.asarray(arr, dtype)
 
 
-def _check_args(system, names, steps, dt, temperature, friction, method, window, report_every):
+def _check_args(system, names, steps, dt, temperature, friction, method, window, report_every, window_capacity=None):
     if isinstance(names, str):
         names = [names]
     names = list(names)
@@ -312,6 +320,10 @@ def _check_args(system, names, steps, dt, temperature, friction, method, window,
                 "method='window': the geometric series (eq. 9) assumes unconstrained dynamics and this system has "
                 "constraints; use method='tangent'"
             )
+        if window_capacity is not None and (
+            not isinstance(window_capacity, (int, np.integer)) or window_capacity < window
+        ):
+            raise UserInputError(f"window_capacity={window_capacity!r} must be an integer >= window={window}")
     elif window is not None:
         raise UserInputError(
             "window is only used with method='window'; drop --window or pass --sensitivity-method window"
@@ -337,6 +349,7 @@ def run_sensitivities(
     report_every=1,
     pos=None,
     vel=None,
+    window_capacity=None,
     chunk_steps=2000,
     progress=None,
 ) -> SensitivityResult:
@@ -347,14 +360,17 @@ def run_sensitivities(
       names: P parameter names ``"force/field/label"`` (or ``"force/field"`` for a whole leaf), see
         :mod:`dmd.params`.
       steps: number of time steps; dt: ps; temperature: K; friction: γ, 1/ps (> 0).
-      seed: PRNG seed. The noise of step t is drawn from ``fold_in(key, t)``, so the same seed gives the same
-        noise sequence for any θ (finite-difference re-runs with the same noise).
+      seed: PRNG seed, used exactly as ``dmd simulate`` uses it (same start velocities, same noise: the frames
+        equal the plain run's). The key chain does not depend on θ, so re-runs with other θ see the same noise
+        (finite differences with the same noise).
       method: "tangent" (exact tangent carry, default) or "window" (the seed's rolling window, eq. 9).
       window: k, the number of recent ζ terms kept exactly (``method="window"`` only).
+      window_capacity: ring-buffer size for ``method="window"`` (default k; must be ≥ k). Runs with the same
+        capacity and different k share one compilation (scanning k).
       report_every: steps between stored frames (must divide ``steps``).
       pos: ``[N, 3]`` nm start positions (default ``system.positions``); vel: ``[N, 3]`` nm/ps start velocities
-        (default Maxwell-Boltzmann at ``temperature`` from the seed). The start state is taken as independent
-        of θ (dx_0/dθ = dv_0/dθ = 0).
+        (default Maxwell-Boltzmann at ``temperature`` from the seed, as the engine's ``init``). The start state
+        is taken as independent of θ (dx_0/dθ = dv_0/dθ = 0).
       chunk_steps: steps per jitted chunk (progress, neighbour-list checks and host transfers between chunks).
       progress: show a tqdm bar (default: when more than one chunk).
 
@@ -374,10 +390,22 @@ def run_sensitivities(
     from dmd.chaos import assess
 
     sel, steps, dt, temperature, friction, report_every = _check_args(
-        system, names, steps, dt, temperature, friction, method, window, report_every
+        system, names, steps, dt, temperature, friction, method, window, report_every, window_capacity
     )
     frames, chunk, carry, consts = _prepare(
-        system, sel, steps, dt, temperature, friction, seed, method, window, report_every, pos, vel
+        system,
+        sel,
+        steps,
+        dt,
+        temperature,
+        friction,
+        seed,
+        method,
+        window,
+        report_every,
+        pos,
+        vel,
+        capacity=window_capacity,
     )
     outs, notes = _run_chunks(system, chunk, carry, consts, frames, report_every, chunk_steps, progress)
     out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
@@ -413,35 +441,45 @@ def run_sensitivities(
 
 
 def _prepare(
-    system, sel, steps, dt, temperature, friction, seed, method, window, report_every, pos, vel, n_tangents=None
+    system,
+    sel,
+    steps,
+    dt,
+    temperature,
+    friction,
+    seed,
+    method,
+    window,
+    report_every,
+    pos,
+    vel,
+    n_tangents=None,
+    capacity=None,
 ):
-    """Start state, constants and the compiled chunk function (shared with the benchmark's plain-dynamics run)."""
+    """Start carry, arguments and the compiled chunk (shared with the benchmark's plain-dynamics run)."""
     dtype = jnp.asarray(system.positions).dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     shape = np.shape(system.positions)
     x = _state_array("pos", system.positions if pos is None else pos, shape, dtype)
-    kT = BOLTZMANN_KJ_MOL_K * temperature
-    masses = jnp.asarray(system.masses, dtype)
-    key, key_vel = langevin_keys(seed)
-    if vel is None:
-        v = jnp.sqrt(kT / masses)[:, None] * jax.random.normal(key_vel, shape, dtype)
-    else:
-        v = _state_array("vel", vel, shape, dtype)
-    a, b, c = langevin_coefficients(
-        jnp.asarray(dt, dtype), jnp.asarray(friction, dtype), jnp.asarray(kT, dtype), masses
-    )
+    v = None if vel is None else _state_array("vel", vel, shape, dtype)
     theta = sel.get(system.params)
     n_tangents = sel.size if n_tangents is None else n_tangents
-    nbr = allocate_neighbors(system, x)
-    carry = _init_carry(x, v, nbr, n_tangents, method, window)
-    consts = (theta, system.params, system.box, a, b, c, jnp.asarray(dt, dtype), key)
-    chunk = _build_chunk(system.energy_fn, sel, method, window, report_every, n_tangents)
-    return steps // report_every, chunk, carry, consts
+    if method == "window":
+        capacity = window if capacity is None else capacity
+    else:
+        window = capacity = None
+    chunk, init = _build_chunk(system, sel, dt, temperature, friction, method, capacity, report_every, n_tangents)
+    nbr = system.allocate_neighbors(x) if system.neighbor_fn is not None else None
+    carry = init(seed, theta, system.params, x, v, nbr)
+    args = (theta, system.params, jnp.asarray(0 if window is None else window, jnp.int32))
+    return steps // report_every, chunk, carry, args
 
 
-def _run_chunks(system, chunk, carry, consts, frames, report_every, chunk_steps, progress):
+def _run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, progress):
     """Run ``frames`` frames in fixed-size jitted chunks (at most two compilations: full and last chunk)."""
+    from dmd.simulate import _grow_neighbors
+
     per_chunk = max(1, min(frames, int(chunk_steps) // report_every))
     n_chunks = -(-frames // per_chunk)
     bar = None
@@ -449,17 +487,20 @@ def _run_chunks(system, chunk, carry, consts, frames, report_every, chunk_steps,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=frames * report_every, unit="step", desc="sensitivities")
-    outs, notes, done = [], [], 0
+    outs, notes, done, attempt = [], [], 0, 0
     while done < frames:
         nf = min(per_chunk, frames - done)
-        new_carry, out = chunk(carry, consts, nf)
-        nbr = new_carry["nbr"]
+        new_carry, out = chunk(carry, *args, nf)
+        nbr = new_carry["state"].neighbor
         if nbr is not None and bool(nbr.did_buffer_overflow):
-            # the neighbour list overflowed during this chunk: re-allocate with more room at the chunk's start
-            # and redo it (the noise is keyed by step index, so the redo is the same trajectory)
-            extra = max(8, int(0.25 * nbr.idx.shape[-1])) * (1 + len(notes))
-            carry = dict(carry, nbr=allocate_neighbors(system, carry["x"], extra_capacity=extra))
-            notes.append(f"neighbour list overflowed near step {done * report_every}; re-allocated (+{extra})")
+            # the list overflowed (pairs were dropped): grow it at the chunk's start and redo the chunk; the
+            # PRNG key is part of the state, so the redo is the same trajectory
+            attempt += 1
+            if attempt > 8:
+                raise RuntimeError("neighbour list still overflows after 8 reallocations")
+            st = carry["state"]
+            carry = dict(carry, state=st.replace(neighbor=_grow_neighbors(system, st.neighbor, st.positions, attempt)))
+            notes.append(f"neighbour list overflowed near step {done * report_every}; grown and chunk redone")
             continue
         out = jax.device_get(out)
         if not np.all(np.isfinite(out["x"])):

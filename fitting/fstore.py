@@ -34,6 +34,7 @@ __all__ = [
     "open_store",
     "stream_stats",
     "stream_vjp",
+    "store_from_trajectory",
 ]
 
 
@@ -191,3 +192,68 @@ def stream_vjp(store: FrameStore, g_stats: np.ndarray, frames_per_chunk: int = 6
         block = np.asarray(store.z[a : a + frames_per_chunk])
         out[a : a + len(block)] = np.tensordot(block, g.astype(block.dtype), axes=([1, 2], [0, 1]))
     return out
+
+
+def store_from_trajectory(
+    traj,
+    top,
+    hkl,
+    *,
+    method: str = "fft",
+    dtype=np.float32,
+    path: str | os.PathLike | None = None,
+    stride: int = 1,
+    chunk: int = 16,
+    progress: bool = True,
+) -> tuple[FrameStore, np.ndarray]:
+    """Compute F(h, t) of every frame once, streaming trajectory chunks straight into a store.
+
+    Args:
+      traj, top: trajectory and topology paths (any mdtraj format) or an ``mdtraj.Trajectory``.
+      hkl: int ``[n_voxels, 3]`` indices in the trajectory box's reciprocal lattice.
+      method: ``"fft"`` (spread + FFT, :func:`analysis.structure_factors.structure_factors_fft`) or
+        ``"direct"``; dtype: float32 (production) or float64.
+      path: HDF5 file for an on-disk store (None: in memory).
+
+    Returns:
+      ``(store, cells)`` with ``cells [n_frames, 6]`` (Å, degrees) of every frame.
+    """
+    import jax.numpy as jnp
+
+    from analysis import structure_factors as sf
+    from analysis.structure_io import trajectory_frames
+
+    hkl = np.asarray(hkl, np.int32)
+    cells_all: list[np.ndarray] = []
+    state = {}
+
+    def chunks():
+        for frac, cells, els in trajectory_frames(traj, top, stride=stride, chunk=chunk):
+            cells_all.append(cells)
+            pos = jnp.asarray(frac, dtype)
+            if method == "fft":
+                if "plan" not in state:
+                    state["plan"] = sf.make_fft_plan(hkl, cells[0], els)
+                f = sf.structure_factors_fft(state["plan"], pos, jnp.asarray(cells, dtype))
+            else:
+                f = sf.structure_factors_direct(hkl, pos, jnp.asarray(cells, dtype), els)
+            yield np.asarray(f)
+
+    n_frames = _count_frames(traj, top, stride)
+    store = build_store(
+        chunks(), n_frames, hkl.shape[0], path=path, dtype=dtype, frames_per_chunk=chunk, progress=progress
+    )
+    return store, np.concatenate(cells_all)
+
+
+def _count_frames(traj, top, stride: int) -> int:
+    import mdtraj
+
+    if isinstance(traj, mdtraj.Trajectory):
+        return len(range(0, traj.n_frames, stride))
+    from analysis.structure_io import trajectory_frames
+
+    n = 0
+    for frac, _, _ in trajectory_frames(traj, top, stride=stride, chunk=1000):
+        n += len(frac)
+    return n

@@ -87,8 +87,17 @@ def diffuse_of_weights(f, w) -> np.ndarray:
     return np.einsum("t,tm->m", w, np.abs(f) ** 2) - np.abs(np.einsum("t,tm->m", w, f)) ** 2
 
 
-def noisy_data(x_true, target_cc: float, seed: int = 0) -> np.ndarray:
-    """x_true + Gaussian noise with variance var(x)(1/cc² − 1), so that E[CC(data, x_true)] ≈ target_cc."""
+def noisy_data(x_true, target_cc: float, seed: int = 0, hkl=None) -> np.ndarray:
+    """x_true + Gaussian noise with variance var(x)(1/cc² − 1), so that E[CC(data, x_true)] ≈ target_cc.
+
+    With ``hkl`` (int ``[m, 3]``) the noise is shared by Friedel mates h and −h, as in merged data.
+    """
     rng = np.random.default_rng(seed)
     sd = np.std(x_true) * np.sqrt(1.0 / target_cc**2 - 1.0)
-    return x_true + rng.normal(scale=sd, size=x_true.shape)
+    noise = rng.normal(scale=sd, size=x_true.shape)
+    if hkl is not None:
+        from analysis.symmetry import canonical_hkl
+
+        _, orbit = np.unique(canonical_hkl(np.asarray(hkl), "P 1"), axis=0, return_inverse=True)
+        noise = rng.normal(scale=sd, size=orbit.max() + 1)[orbit.ravel()]
+    return x_true + noise

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis import symmetry
-
-__all__ = ["CrystalSpec", "STRUCTURES", "get_structure", "expand_spec", "to_pymatgen"]
+__all__ = ["CrystalSpec", "STRUCTURES", "get_structure", "expand_spec", "spacegroup_param", "to_pymatgen"]
 
 
 @dataclass(frozen=True)
@@ -83,9 +81,7 @@ _LIST = [
     CrystalSpec("Fe", "I m -3 m", _cub(2.866), (("Fe", (0, 0, 0)),)),
     CrystalSpec("Cu3Au", "P m -3 m", _cub(3.749), (("Au", (0, 0, 0)), ("Cu", (0, 0.5, 0.5)))),
     CrystalSpec("Ni3Al", "P m -3 m", _cub(3.572), (("Al", (0, 0, 0)), ("Ni", (0, 0.5, 0.5)))),
-    CrystalSpec(
-        "SrTiO3", "P m -3 m", _cub(3.905), (("Sr", (0, 0, 0)), ("Ti", (0.5, 0.5, 0.5)), ("O", (0, 0.5, 0.5)))
-    ),
+    CrystalSpec("SrTiO3", "P m -3 m", _cub(3.905), (("Sr", (0, 0, 0)), ("Ti", (0.5, 0.5, 0.5)), ("O", (0, 0.5, 0.5)))),
     CrystalSpec(
         "BaTiO3-cubic", "P m -3 m", _cub(4.006), (("Ba", (0, 0, 0)), ("Ti", (0.5, 0.5, 0.5)), ("O", (0, 0.5, 0.5)))
     ),
@@ -104,7 +100,9 @@ _LIST = [
         _tet(3.992, 4.036),
         (("Ba", (0, 0, 0)), ("Ti", (0.5, 0.5, 0.512)), ("O", (0.5, 0.5, 0.975)), ("O", (0.5, 0, 0.486))),
     ),
-    CrystalSpec("ZnS-wurtzite", "P 63 m c", _hex(3.811, 6.234), (("Zn", (1 / 3, 2 / 3, 0)), ("S", (1 / 3, 2 / 3, 0.375)))),
+    CrystalSpec(
+        "ZnS-wurtzite", "P 63 m c", _hex(3.811, 6.234), (("Zn", (1 / 3, 2 / 3, 0)), ("S", (1 / 3, 2 / 3, 0.375)))
+    ),
     CrystalSpec("ZnO", "P 63 m c", _hex(3.250, 5.207), (("Zn", (1 / 3, 2 / 3, 0)), ("O", (1 / 3, 2 / 3, 0.382)))),
     CrystalSpec("CdS", "P 63 m c", _hex(4.136, 6.714), (("Cd", (1 / 3, 2 / 3, 0)), ("S", (1 / 3, 2 / 3, 0.377)))),
     CrystalSpec("Mg", "P 63/m m c", _hex(3.209, 5.211), (("Mg", (1 / 3, 2 / 3, 0.25)),)),
@@ -138,23 +136,22 @@ def get_structure(name: str) -> CrystalSpec:
         raise KeyError(f"unknown structure {name!r}; known: {', '.join(STRUCTURES)}") from None
 
 
-def expand_spec(spec: CrystalSpec, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Full conventional cell of a spec (duplicates from special positions removed).
+def expand_spec(spec: CrystalSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Full conventional cell of a spec, in the atom order of :class:`fitting.xrd_params.SpaceGroupParam`.
 
     Returns:
       cell ``[6]`` (Å, degrees), pos_frac ``[n_atoms, 3]`` in [0, 1), elements (length n_atoms).
     """
-    rot, trans = symmetry.symmetry_operations(spec.spacegroup)
-    pos, els = [], []
-    for el, xyz in spec.sites:
-        orbit = np.mod(np.einsum("oij,j->oi", rot, np.asarray(xyz, float)) + trans, 1.0)
-        kept: list[np.ndarray] = []
-        for p in orbit:
-            if not any(np.all(np.abs((p - q + 0.5) % 1.0 - 0.5) < tol) for q in kept):
-                kept.append(p)
-        pos.extend(kept)
-        els.extend([el] * len(kept))
-    return np.asarray(spec.cell, float), np.array(pos), els
+    param = spacegroup_param(spec)
+    _, pos = param.crystal(param.init(spec.cell))
+    return np.asarray(spec.cell, float), np.mod(np.asarray(pos, float), 1.0), list(param.elements)
+
+
+def spacegroup_param(spec: CrystalSpec):
+    """The :class:`fitting.xrd_params.SpaceGroupParam` of a spec (reference positions = the spec's sites)."""
+    from fitting.xrd_params import SpaceGroupParam
+
+    return SpaceGroupParam(spec.spacegroup, spec.elements, spec.site_frac)
 
 
 def to_pymatgen(cell, pos_frac, elements):

@@ -27,7 +27,7 @@ from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, search_system
 from analysis.indexing.search import SearchConfig, search_cells
-from analysis.indexing.solution import Solution, rank_solutions, refine_candidate
+from analysis.indexing.solution import Solution, rank_solutions, refine_candidate, smaller_cells, standard_setting
 from analysis.indexing.synth import ErrorModel, SyntheticPattern, synthetic_pattern
 
 __all__ = [
@@ -89,10 +89,7 @@ def lattice_systems_for(lattice: str | None) -> tuple[list[str], list[str] | Non
         raise UserInputError(
             f"--lattice {lattice!r} is not a lattice system or Bravais lattice; use e.g. monoclinic or mP"
         ) from exc
-    cens = ["P", "R"] if lattice == "rhombohedral" else None
-    if lattice == "rhombohedral":
-        cens = ["R"]
-    return [system], cens
+    return [system], (["R"] if lattice == "rhombohedral" else None)
 
 
 def index_peaks(
@@ -103,6 +100,7 @@ def index_peaks(
     prior: IndexPrior | None | str = "default",
     top: int = 5,
     n_candidates_refined: int = 24,
+    n_polish: int = 6,
     progress=None,
 ) -> IndexingResult:
     """Index a peak list.
@@ -115,6 +113,7 @@ def index_peaks(
       prior: :class:`IndexPrior`, "default" (shipped weights) or None (untrained, uniform).
       top: number of solutions returned.
       n_candidates_refined: best search candidates per system refined in float64.
+      n_polish: best refined solutions per system tested for smaller cells and re-set.
       progress: optional callable(system, batch, best_score).
 
     Returns:
@@ -144,15 +143,21 @@ def index_peaks(
             if key in seen or not np.all(np.isfinite(x)):
                 continue
             seen.add(key)
-            sols.append(
-                refine_candidate(
-                    x, z, q, system, sigma=sig, g_zero=g, refine_zero=refine_zero, n_sigma=config.n_sigma,
-                    wavelength=peaks.wavelength, centrings=centrings,
-                )
-            )  # fmt: skip
+            kw = dict(sigma=sig, g_zero=g, refine_zero=refine_zero, n_sigma=config.n_sigma,
+                      wavelength=peaks.wavelength, centrings=centrings)  # fmt: skip
+            sol = refine_candidate(x, z, q, system, **kw)
+            if sol is not None:
+                sols.append(sol)
             n_done += 1
             if n_done >= n_candidates_refined:
                 break
+        # the best few: try smaller (index 2/3) cells, then the conventional setting
+        mine = sorted([s for s in sols if s.system == system], key=lambda s: s.score, reverse=True)
+        sols = [s for s in sols if s.system != system]
+        for i, sol in enumerate(mine):
+            if i < n_polish:
+                sol = standard_setting(smaller_cells(sol, q, **kw), q, **kw)
+            sols.append(sol)
         seconds[system] = time.perf_counter() - t0
         ncand[system] = res.n_evaluated
     return IndexingResult(solutions=rank_solutions(sols, top=top), seconds=seconds, n_candidates=ncand)

@@ -31,6 +31,8 @@ from analysis import cell as cell_mod
 from analysis.indexing.reference import SEARCH_SYSTEMS, reference_rows, search_system
 
 __all__ = [
+    "search_rows",
+    "N_SEARCH_ROWS",
     "VOCAB_SIZE",
     "N_FIRST_MAX",
     "N_FEATURES",
@@ -55,21 +57,10 @@ def canonical_x(cell, system: str) -> np.ndarray:
     Triclinic: Selling-reduced reciprocal basis sorted a*² ≤ b*² ≤ c*²; monoclinic:
     a*c* plane Lagrange-reduced (A ≤ C, E ≥ 0); orthorhombic: a ≤ b ≤ c (A ≥ B ≥ C).
     """
-    from analysis.indexing.search import _PAIRS, _SELLING_T, _SUPERBASE
-
     system = search_system(system)
     x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), system), float)
-    if system == "triclinic":  # Selling reduction (same steps as search.reduce_x, in float64)
-        g = np.array([[x[0], x[3] / 2, x[4] / 2], [x[3] / 2, x[1], x[5] / 2], [x[4] / 2, x[5] / 2, x[2]]])
-        g4 = _SUPERBASE.T @ g @ _SUPERBASE
-        for _ in range(100):
-            s = np.array([g4[i, j] for i, j in _PAIRS])
-            k = int(np.argmax(s))
-            if s[k] <= 1e-12 * np.trace(g4):
-                break
-            g4 = _SELLING_T[k] @ g4 @ _SELLING_T[k].T
-        g = g4[:3, :3]
-        x = np.array([g[0, 0], g[1, 1], g[2, 2], 2 * g[0, 1], 2 * g[0, 2], 2 * g[1, 2]])
+    if system == "triclinic":
+        x = _selling_np(x)
     if system == "monoclinic":  # Lagrange reduction in the a*c* plane
         A, C, E = x[0], x[2], x[3]
         for _ in range(50):
@@ -93,6 +84,23 @@ def canonical_x(cell, system: str) -> np.ndarray:
     return x
 
 
+def _selling_np(x) -> np.ndarray:
+    """Selling reduction of a triclinic reciprocal metric x (same steps as search.reduce_x, float64)."""
+    from analysis.indexing.search import _PAIRS, _SELLING_T, _SUPERBASE
+
+    x = np.asarray(x, float)
+    g = np.array([[x[0], x[3] / 2, x[4] / 2], [x[3] / 2, x[1], x[5] / 2], [x[4] / 2, x[5] / 2, x[2]]])
+    g4 = _SUPERBASE.T @ g @ _SUPERBASE
+    for _ in range(100):
+        s = np.array([g4[i, j] for i, j in _PAIRS])
+        k = int(np.argmax(s))
+        if s[k] <= 1e-12 * np.trace(g4):
+            break
+        g4 = _SELLING_T[k] @ g4 @ _SELLING_T[k].T
+    g = g4[:3, :3]
+    return np.array([g[0, 0], g[1, 1], g[2, 2], 2 * g[0, 1], 2 * g[0, 2], 2 * g[1, 2]])
+
+
 def peak_features(inv_d2, n: int = N_FEATURES + 1) -> np.ndarray:
     """Scale-free features ``[..., 19]``: log(q²_i/q²_1) for i = 2..20, zero-padded."""
     q = np.asarray(inv_d2, float)
@@ -103,11 +111,16 @@ def peak_features(inv_d2, n: int = N_FEATURES + 1) -> np.ndarray:
     return f
 
 
-def assignment_labels(inv_d2, cell, system: str, rel_tol: float = 2e-3) -> np.ndarray:
+def assignment_labels(inv_d2, cell, system: str, rel_tol: float = 1e-6) -> np.ndarray:
     """Vocabulary row of each of the first N_FIRST_MAX lines under the true canonical cell (−1: none).
 
+    Args:
+      inv_d2: ``[n]`` q² of the lines (Å⁻²); pass the *true* positions of observed lines
+        (NaN for impurity lines) so noisy patterns get exact labels.
+      cell: true conventional cell.
+
     A line is labelled with the lowest vocabulary row whose q² lies within ``rel_tol``
-    (relative) of it; impurity lines and lines needing rows outside the vocabulary get −1.
+    (relative); impurity lines and lines needing rows outside the vocabulary get −1.
     """
     system = search_system(system)
     x = canonical_x(cell, system)
@@ -168,6 +181,35 @@ def load_prior(path: str | None = None) -> IndexPrior:
         if f"{s}/w1" in data:
             mlps[s] = {k: data[f"{s}/{k}"] for k in ("w1", "b1", "w2", "b2")}
     return IndexPrior(tables=tables, mlps=mlps)
+
+
+# Reference rows searched per system: the rows any training pattern used (most used first) cover
+# the first 20 lines of the training distribution; a margin of size-ordered rows follows.
+N_SEARCH_ROWS = {"cubic": 80, "tetragonal": 160, "hexagonal": 160, "orthorhombic": 200, "monoclinic": 240, "triclinic": 180}
+
+
+def search_rows(system: str, n_rows: int | None = None, path: str | None = None) -> np.ndarray:
+    """Reference rows ``[n, n_params]`` used by the batched search (subset of reference_rows).
+
+    Uses the learned usage order stored with the prior weights when present (falls back
+    to index-size order); the float64 refinement always uses the full list.
+    """
+    system = search_system(system)
+    ref = reference_rows(system)
+    n_rows = N_SEARCH_ROWS[system] if n_rows is None else int(n_rows)
+    order = _ref_order(system, path or DEFAULT_WEIGHTS)
+    if order is None:
+        return ref.rows[:n_rows]
+    return ref.rows[order[:n_rows]]
+
+
+@functools.lru_cache(maxsize=16)
+def _ref_order(system: str, path: str):
+    if not os.path.exists(path):
+        return None
+    data = np.load(path)
+    key = f"{system}/ref_order"
+    return np.asarray(data[key]) if key in data else None
 
 
 def generator_logits(prior, system: str, inv_d2, n_first: int, uniform: bool = False):

@@ -68,7 +68,7 @@ BRAVAIS_OF = {
 
 # Default index bound per system: enough for the first ~30 lines of cells whose axis
 # ratios stay below ~5 once reduced (the search reduces candidates before testing).
-_N_MAX = {"cubic": 9, "tetragonal": 8, "hexagonal": 8, "orthorhombic": 7, "monoclinic": 6, "triclinic": 5}
+_N_MAX = {"cubic": 12, "tetragonal": 12, "hexagonal": 12, "orthorhombic": 10, "monoclinic": 8, "triclinic": 6}
 
 
 def search_system(system: str) -> str:

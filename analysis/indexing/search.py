@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
-from analysis.indexing.reference import reference_rows, search_system
+from analysis.indexing.reference import search_system
 
 __all__ = ["SearchConfig", "SearchResult", "search_cells", "gstar_from_x", "reduce_x", "volume_from_x"]
 
@@ -46,7 +46,9 @@ class SearchConfig:
     """Knobs of the batched search (defaults tuned on synthetic 20-line lists).
 
     Attributes:
-      n_candidates: candidates per batch (all refined in parallel).
+      n_generate: exact-solve candidates drawn from the prior per batch, each tested once.
+      n_candidates: candidates refined iteratively per batch (the best generated ones plus the
+        random cells), all in parallel.
       max_batches: upper bound on batches per lattice system.
       min_batches: batches always run before the stopping test.
       n_iter: assignment / least-squares iterations per batch.
@@ -65,13 +67,15 @@ class SearchConfig:
       volume_bounds: (V_min, V_max) Å³ of the cell searched, or None (from the line density).
       top_k: candidates returned per batch.
       stop_m20: stop when the best approximate M20 reaches this.
+      n_ref_rows: reference rows searched (None: prior.N_SEARCH_ROWS per system).
       seed: PRNG seed.
     """
 
-    n_candidates: int = 2048
-    max_batches: int = 12
+    n_generate: int = 8192
+    n_candidates: int = 512
+    max_batches: int = 6
     min_batches: int = 1
-    n_iter: int = 10
+    n_iter: int = 8
     candidates: str = "prior"
     random_fraction: float = 0.25
     n_first: int = 8
@@ -85,7 +89,8 @@ class SearchConfig:
     refine_zero: bool = False
     volume_bounds: tuple | None = None
     top_k: int = 16
-    stop_m20: float = 40.0
+    stop_m20: float = 1000.0
+    n_ref_rows: int | None = None
     seed: int = 0
 
 
@@ -217,6 +222,8 @@ def reduce_x(x, system: str):
     if system == "monoclinic":
         A, C, E = _lagrange_ac(x[0], x[2], x[3])
         return jnp.stack([A, x[1], C, E])
+    if system == "orthorhombic":  # canonical a ≤ b ≤ c, as in prior.canonical_x
+        return -jnp.sort(-x)
     return x
 
 
@@ -275,20 +282,22 @@ def _prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
 
 
 # ---------------------------------------------------------------------------- one batch (jit)
-def _score(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
-    """Approximate log M_N (P lattice) and per-line nearest assignment."""
+def _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
+    """Nearest-row assignment, second-nearest row, residuals and approximate log M_N (P lattice)."""
     q_ref = rows @ x
-    q_model = q_obs - g * z  # observed line moved by the zero shift
-    diff = q_model[:, None] - q_ref[None, :]
-    idx = jnp.argmin(jnp.abs(diff), axis=1)
+    q_model = q_obs - g * z  # observed line moved back by the zero shift
+    adiff = jnp.abs(q_model[:, None] - q_ref[None, :])
+    idx = jnp.argmin(adiff, axis=1)
+    idx2 = jnp.argmin(adiff.at[jnp.arange(q_obs.shape[0]), idx].set(jnp.inf), axis=1)
     r = q_model - q_ref[idx]
+    r2 = q_model - q_ref[idx2]
     cap = n_sigma * sig
     e = jnp.minimum(jnp.abs(r), cap)[:n_fom]
     eps = jnp.mean(e) + 1e-4 * jnp.mean(sig[:n_fom])
     q_n = q_obs[n_fom - 1]
     n_calc = jnp.sum(q_ref <= q_n * (1 + 1e-6)).astype(x.dtype)
     logm = jnp.log(q_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
-    return logm, idx, r
+    return logm, idx, idx2, r, r2
 
 
 def _valid(x, system, vlo, vhi):
@@ -298,8 +307,10 @@ def _valid(x, system, vlo, vhi):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("system", "n_cand", "n_iter", "n_first", "n_random", "refine_zero", "acceptance", "n_fom", "top_k"),
-)
+    static_argnames=(
+        "system", "n_gen", "n_cand", "n_iter", "n_first", "n_random", "refine_zero", "acceptance", "n_fom", "top_k",
+    ),
+)  # fmt: skip
 def _run_batch(
     key,
     q_obs,
@@ -317,6 +328,7 @@ def _run_batch(
     n_sigma,
     *,
     system: str,
+    n_gen: int,
     n_cand: int,
     n_iter: int,
     n_first: int,
@@ -329,79 +341,85 @@ def _run_batch(
     dtype = q_obs.dtype
     p = rows.shape[1]
     n_obs = q_obs.shape[0]
-    kgen, kref = jax.random.split(key)
-    keys = jax.random.split(kgen, n_cand)
-    x_rand = jax.vmap(lambda k: _random_x(k, system, vlo, vhi, dtype))(keys[:n_random])
-    x_prior = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(keys[n_random:])
-    x0 = jnp.concatenate([x_rand, x_prior], axis=0).astype(dtype)
-    x0 = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x0)
+    kgen, krand, kref = jax.random.split(key, 3)
+    x_rand = jax.vmap(lambda k: _random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
+    x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
     d_rel = jnp.sqrt(q_obs[0] / q_obs)  # d_k / d_1
 
-    def score_of(x, z):
-        s, _, _ = _score(x, z, q_obs, sig, g, rows, n_sigma, n_fom)
-        return jnp.where(_valid(x, system, vlo, vhi), s, -jnp.inf)
+    def evaluate(x, z):
+        s, idx, idx2, r, r2 = _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom)
+        s = jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
+        return s, idx, idx2, r, r2
 
-    def refine_one(x, key):
-        z = jnp.zeros((), dtype)
-        s = score_of(x, z)
+    def step(x, z, s, ev, key, use_soft):
+        """One assignment + weighted-least-squares move of one candidate."""
+        _, idx, idx2, r, r2 = ev
+        k1, k3, k4, k5, k6 = jax.random.split(key, 5)
+        # soft assignment: choose between the two nearest rows with Gaussian weights
+        scale = 2.0 * jnp.maximum(jnp.median(jnp.abs(r)), sig)
+        p2 = jax.nn.sigmoid((r**2 - r2**2) / (2 * scale**2))
+        pick2 = use_soft & (jax.random.uniform(k1, (n_obs,), dtype) < p2)
+        idx = jnp.where(pick2, idx2, idx)
+        r = jnp.where(pick2, r2, r)
+        h = rows[idx]
+        keep = jax.random.uniform(k3, (n_obs,)) < p_keep
+        m = jax.random.uniform(k4, (), dtype, 0.0, 4.0)
+        w = keep * d_rel**m / (sig**2 + r**2)
+        hz = jnp.concatenate([h, g[:, None]], axis=1) if refine_zero else h
+        a = (hz * w[:, None]).T @ hz
+        b = (hz * w[:, None]).T @ q_obs
+        cs = jnp.sqrt(jnp.diag(a)) + 1e-30
+        a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
+        sol = jnp.linalg.solve(a_s, b / cs) / cs
+        if mala_scale is not None:
+            cov = jnp.linalg.inv(a_s) / (cs[:, None] * cs[None, :])
+            chol = jnp.linalg.cholesky(cov + 1e-30 * jnp.eye(a.shape[0], dtype=dtype))
+            noise = chol @ jax.random.normal(k5, (a.shape[0],), dtype)
+            sol = sol + mala_scale * jnp.where(jnp.all(jnp.isfinite(noise)), noise, 0.0)
+        x_new = sol[:p]
+        z_new = sol[p] if refine_zero else z
+        x_new = reduce_x(jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), system)
+        ev_new = evaluate(x_new, z_new)
+        s_new = ev_new[0]
+        if acceptance == "always":
+            acc = jnp.isfinite(s_new)
+        elif acceptance == "metropolis":
+            u = jax.random.uniform(k6, (), dtype)
+            acc = jnp.isfinite(s_new) & (jnp.log(u) * temperature < s_new - s)
+        else:
+            acc = s_new >= s
+        ev = jax.tree_util.tree_map(lambda a_new, a_old: jnp.where(acc, a_new, a_old), ev_new, ev)
+        return jnp.where(acc, x_new, x), jnp.where(acc, z_new, z), jnp.where(acc, s_new, s), ev
 
-        def body(it, carry):
-            x, z, s, best_x, best_z, best_s, key = carry
-            key, k1, k2, k3, k4, k5, k6 = jax.random.split(key, 7)
-            _, idx, r = _score(x, z, q_obs, sig, g, rows, n_sigma, n_obs)
-            # soft assignment: sample a row per peak from a Gaussian softmax (Gumbel-max)
-            q_ref = rows @ x
-            scale = jnp.maximum(jnp.median(jnp.abs(r)), sig)[:, None] * 2.0
-            gum = jax.random.gumbel(k1, (n_obs, rows.shape[0]), dtype)
-            logp = -0.5 * ((q_obs - g * z)[:, None] - q_ref[None, :]) ** 2 / scale**2
-            idx_soft = jnp.argmax(logp + gum, axis=1)
-            use_soft = jax.random.uniform(k2) < p_soft
-            idx = jnp.where(use_soft, idx_soft, idx)
-            h = rows[idx]
-            r = q_obs - g * z - h @ x
-            last = it == n_iter - 1
-            keep = (jax.random.uniform(k3, (n_obs,)) < p_keep) | last
-            m = jax.random.uniform(k4, (), dtype, 0.0, 4.0)
-            w = keep * d_rel**m / (sig**2 + r**2)
-            if refine_zero:
-                hz = jnp.concatenate([h, g[:, None]], axis=1)
-            else:
-                hz = h
-            a = (hz * w[:, None]).T @ hz
-            b = (hz * w[:, None]).T @ q_obs
-            cs = jnp.sqrt(jnp.diag(a)) + 1e-30
-            a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
-            sol = jnp.linalg.solve(a_s, b / cs) / cs
-            if mala_scale is not None:
-                cov = jnp.linalg.inv(a_s) / (cs[:, None] * cs[None, :])
-                chol = jnp.linalg.cholesky(cov + 1e-30 * jnp.eye(a.shape[0], dtype=dtype))
-                noise = chol @ jax.random.normal(k5, (a.shape[0],), dtype)
-                sol = sol + mala_scale * jnp.where(jnp.all(jnp.isfinite(noise)), noise, 0.0)
-            x_new = sol[:p]
-            z_new = sol[p] if refine_zero else z
-            x_new = reduce_x(jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), system)
-            s_new = score_of(x_new, z_new)
-            s_new = jnp.where(jnp.isfinite(s_new), s_new, -jnp.inf)
-            if acceptance == "always":
-                acc = jnp.isfinite(s_new)
-            elif acceptance == "metropolis":
-                u = jax.random.uniform(k6, (), dtype)
-                acc = jnp.isfinite(s_new) & (jnp.log(u) * temperature < s_new - s)
-            else:
-                acc = s_new >= s
-            x, z, s = jnp.where(acc, x_new, x), jnp.where(acc, z_new, z), jnp.where(acc, s_new, s)
-            better = s > best_s
-            best_x = jnp.where(better, x, best_x)
-            best_z = jnp.where(better, z, best_z)
-            best_s = jnp.where(better, s, best_s)
-            return x, z, s, best_x, best_z, best_s, key
+    # stage A: many exact-solve candidates from the prior, one quick test each; the best
+    # n_cand − n_random go on to the iterative refinement together with the random cells
+    n_sel = n_cand - n_random
+    if n_sel > 0:
+        x_gen = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(jax.random.split(kgen, n_gen))
+        x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
+        s_gen = jax.vmap(evaluate)(x_gen, jnp.zeros((n_gen,), dtype))[0]
+        _, sel = jax.lax.top_k(s_gen, n_sel)
+        x0 = jnp.concatenate([x_rand, x_gen[sel]], axis=0)
+    else:
+        x0 = x_rand
+    z0 = jnp.zeros((n_cand,), dtype)
+    ev0 = jax.vmap(evaluate)(x0, z0)
+    s0 = ev0[0]
 
-        carry = (x, z, s, x, z, s, key)
-        carry = jax.lax.fori_loop(0, n_iter, body, carry)
-        return carry[3], carry[4], carry[5]
+    def body(it, carry):
+        x, z, s, ev, bx, bz, bs, key = carry
+        key, ks, kc = jax.random.split(key, 3)
+        use_soft = (jax.random.uniform(ks) < p_soft) & (it < n_iter - 1)  # batch-level switch: no wasted work
+        x, z, s, ev = jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None))(x, z, s, ev, jax.random.split(kc, n_cand), use_soft)
+        better = s > bs
+        bx = jnp.where(better[:, None], x, bx)
+        bz = jnp.where(better, z, bz)
+        bs = jnp.where(better, s, bs)
+        return x, z, s, ev, bx, bz, bs, key
 
-    rkeys = jax.random.split(kref, n_cand)
-    bx, bz, bs = jax.vmap(refine_one)(x0, rkeys)
+    carry = (x0, z0, s0, ev0, x0, z0, s0, kref)
+    carry = jax.lax.fori_loop(0, n_iter, body, carry)
+    bx, bz, bs = carry[4], carry[5], carry[6]
     bs = jnp.where(jnp.isfinite(bs), bs, -jnp.inf)
     top_s, top_i = jax.lax.top_k(bs, top_k)
     return bx[top_i], bz[top_i], top_s
@@ -458,7 +476,7 @@ def search_cells(
     q = np.asarray(inv_d2, np.float64)
     n_obs = q.size
     n_fom = min(20, n_obs)
-    ref = reference_rows(system)
+    rows = prior_mod.search_rows(system, config.n_ref_rows)
     vlo, vhi = config.volume_bounds or _default_volume_bounds(q, system)
     n_first = min(config.n_first, n_obs)
     logits, vocab = prior_mod.generator_logits(prior, system, q, n_first, uniform=config.candidates == "uniform")
@@ -466,7 +484,7 @@ def search_cells(
     refine_zero = bool(config.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
     sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
-    args = [jnp.asarray(a, dtype) for a in (q, sig, g, ref.rows, logits, vocab)]
+    args = [jnp.asarray(a, dtype) for a in (q, sig, g, rows, logits, vocab)]
     scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]
     mala = None if config.mala_scale <= 0 else jnp.asarray(config.mala_scale, dtype)
     key = jax.random.PRNGKey(config.seed)
@@ -482,6 +500,7 @@ def search_cells(
             mala,
             jnp.asarray(config.n_sigma, dtype),
             system=system,
+            n_gen=config.n_generate,
             n_cand=config.n_candidates,
             n_iter=config.n_iter,
             n_first=n_first,
@@ -507,5 +526,5 @@ def search_cells(
         zero=np.concatenate(zs)[order],
         score=np.concatenate(ss)[order],
         n_batches=nb,
-        n_evaluated=nb * config.n_candidates,
+        n_evaluated=nb * (config.n_candidates + (config.n_generate if n_random < config.n_candidates else 0)),
     )

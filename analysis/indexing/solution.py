@@ -20,7 +20,7 @@ from analysis import cell as cell_mod
 from analysis.indexing import fom, reduce
 from analysis.indexing.reference import BRAVAIS_OF, CENTRINGS, reference_rows, search_system
 
-__all__ = ["Solution", "refine_candidate", "rank_solutions", "SYMMETRY_ORDER"]
+__all__ = ["Solution", "refine_candidate", "standard_setting", "smaller_cells", "rank_solutions", "SYMMETRY_ORDER"]
 
 SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 5}
 SYMMETRY_MARGIN = 0.5
@@ -36,7 +36,8 @@ class Solution:
       niggli_cell: Niggli-reduced primitive cell ``[6]``.
       volume: conventional volume (Å³).
       zero_shift, zero_shift_esd: 2θ zero shift (degrees; 0 when not refined).
-      M20, F20, F20_delta_2theta, F20_n_poss: figures of merit (F20 needs a wavelength).
+      M20, F20, F20_delta_2theta, F20_n_poss: figures of merit over the indexed lines (F20 needs λ).
+      score: ranking figure, M20 with every unindexed line counted at the tolerance n_σ·σ.
       n_indexed, unindexed: count and 0-based peak indices not indexed.
       hkl: ``[n, 3]`` int Miller indices per observed peak; inv_d2_calc: ``[n]`` Å⁻².
       x: reciprocal-metric parameters (Å⁻²).
@@ -53,6 +54,7 @@ class Solution:
     zero_shift: float
     zero_shift_esd: float
     M20: float
+    score: float
     F20: float | None
     F20_delta_2theta: float | None
     F20_n_poss: int | None
@@ -78,6 +80,7 @@ class Solution:
             "zero_shift": float(self.zero_shift),
             "zero_shift_esd": float(self.zero_shift_esd),
             "M20": fl(self.M20),
+            "score": fl(self.score),
             "F20": fl(self.F20),
             "F20_delta_2theta": fl(self.F20_delta_2theta),
             "F20_n_poss": self.F20_n_poss,
@@ -99,6 +102,8 @@ def _lsq(q, h, g, w, refine_zero):
     a = (hz * w[:, None]).T @ hz
     b = (hz * w[:, None]).T @ q
     cs = np.sqrt(np.diag(a)) + 1e-300
+    if not np.all(np.isfinite(a)) or np.any(cs <= 1e-300):
+        return None, None
     a_s = a / np.outer(cs, cs)
     try:
         inv = np.linalg.inv(a_s + 1e-14 * np.eye(a.shape[0]))
@@ -161,16 +166,18 @@ def refine_candidate(
         q_cal = q_ref[idx] + g * z
         r = q - q_cal
         ok = np.abs(r) <= n_sigma * sig
-        m20 = fom.de_wolff_m(q, q_cal, q_ref, n=n_fom, indexed=ok)
-        cand = (cen, x, z, cov, idx, q_cal, ok, m20, q_ref)
-        if best is None:
-            best = cand
-            continue
-        if ok[:n_fom].sum() >= best[6][:n_fom].sum() and m20 > best[7]:
+        # ranking score: M20 with unindexed lines counted at the tolerance n_σ·σ_k
+        # a floor of 1e-3 σ on |Δ| keeps perfect (noise-free) fits comparable: the cell with fewer
+        # calculated lines (the smaller cell) then wins, as de Wolff's M20 intends
+        r_cap = np.where(ok, np.maximum(np.abs(r), 1e-3 * sig), n_sigma * sig)
+        score = fom.de_wolff_m(q, q - r_cap, q_ref, n=n_fom)
+        cand = (cen, x, z, cov, idx, q_cal, ok, score, q_ref)
+        if best is None or score > best[7]:
             best = cand
     if best is None:
         return None
-    cen, x, z, cov, idx, q_cal, ok, m20, q_ref = best
+    cen, x, z, cov, idx, q_cal, ok, score, q_ref = best
+    m20 = fom.de_wolff_m(q, q_cal, q_ref, n=n_fom, indexed=ok)
     n_par = x.size + (1 if refine_zero else 0)
     dof = max(int(ok.sum()) - n_par, 1)
     r = q - q_cal
@@ -202,6 +209,7 @@ def refine_candidate(
         zero_shift=z,
         zero_shift_esd=float(np.sqrt(max(cov[-1, -1], 0.0))) if refine_zero else 0.0,
         M20=m20,
+        score=score,
         F20=f20,
         F20_delta_2theta=dtt,
         F20_n_poss=nposs,
@@ -213,8 +221,99 @@ def refine_candidate(
     )
 
 
+def _reduce_ac_real(cell: np.ndarray) -> np.ndarray:
+    """Monoclinic cell with a, c Lagrange-reduced in the ac plane (real space) and β ≥ 90°."""
+    g = np.asarray(cell_mod.metric(cell), float)
+    a2, c2, ac = g[0, 0], g[2, 2], g[0, 2]
+    for _ in range(50):
+        if c2 < a2:
+            a2, c2 = c2, a2
+        mu = np.round(ac / a2)
+        if mu == 0:
+            break
+        c2, ac = c2 - 2 * mu * ac + mu * mu * a2, ac - mu * a2
+    if c2 < a2:
+        a2, c2 = c2, a2
+    a, c = np.sqrt(a2), np.sqrt(c2)
+    beta = np.rad2deg(np.arccos(-abs(ac) / (a * c)))
+    return np.array([a, cell[1], c, 90.0, beta, 90.0])
+
+
+def standard_setting(sol: Solution, inv_d2, **kw) -> Solution:
+    """Re-express a solution in a conventional setting and re-refine it.
+
+    Triclinic: the Niggli-reduced cell (gemmi); monoclinic: ac-plane reduced, β ≥ 90°;
+    other systems are already conventional. The search works on a reduced *reciprocal*
+    basis, which is not the reduced real-space cell crystallographers expect.
+    """
+    if sol.system == "triclinic":
+        cell = reduce.niggli_cell(sol.cell, "P")
+    elif sol.system == "monoclinic" and sol.centring == "P":
+        cell = _reduce_ac_real(sol.cell)
+    else:
+        return sol
+    x = np.asarray(cell_mod.reciprocal_params(cell, sol.system), float)
+    new = refine_candidate(x, sol.zero_shift, inv_d2, sol.system, **kw)
+    return sol if new is None or new.score < 0.5 * sol.score else new
+
+
+def _x_from_gstar(gs: np.ndarray, system: str, tol: float = 1e-6):
+    """x of a reciprocal metric if it has the zero pattern of ``system`` (else None)."""
+    A, B, C = gs[0, 0], gs[1, 1], gs[2, 2]
+    D, E, F = 2 * gs[0, 1], 2 * gs[0, 2], 2 * gs[1, 2]
+    scale = tol * (A + B + C)
+    if system == "triclinic":
+        return np.array([A, B, C, D, E, F])
+    if system == "monoclinic":
+        return np.array([A, B, C, E]) if abs(D) < scale and abs(F) < scale else None
+    if abs(D) > scale and system != "hexagonal" or abs(E) > scale or abs(F) > scale:
+        return None
+    if system == "orthorhombic":
+        return np.array([A, B, C])
+    if system in ("tetragonal", "hexagonal"):
+        ok = abs(A - B) < scale and (system == "tetragonal" or abs(D - A) < scale)
+        return np.array([A, C]) if ok else None
+    return np.array([A]) if abs(A - B) < scale and abs(A - C) < scale else None
+
+
+def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
+    """Replace a solution by an index-2/3 smaller cell that indexes the same lines better.
+
+    If every observed line has indices in a sublattice of Z³ (e.g. all h even), the true cell
+    is smaller: its reciprocal metric is G*' = Hᵀ G* H for the Hermite-normal-form H of that
+    sublattice (det 2: 7 choices, det 3: 13). Each H whose G*' keeps the lattice system's form
+    is refined; the best-scoring one that indexes at least as many lines replaces ``sol``.
+    Repeated until nothing improves (index 4 = 2 × 2).
+    """
+    from analysis.indexing.search import gstar_from_x
+
+    best = sol
+    for _ in range(3):
+        improved = False
+        gs = np.asarray(gstar_from_x(np.asarray(best.x, float), best.system), float)
+        for n in (2, 3):
+            for h in reduce._hnf(n):
+                x = _x_from_gstar(h.T @ gs @ h, best.system)
+                if x is None:
+                    continue
+                if best.system == "triclinic":
+                    x = _canonical_tri(x)
+                new = refine_candidate(x, best.zero_shift, inv_d2, best.system, **kw)
+                if new is not None and new.n_indexed >= best.n_indexed and new.score > best.score * 1.01:
+                    best, improved = new, True
+        if not improved:
+            break
+    return best
+
+
+def _canonical_tri(x):
+    from analysis.indexing.prior import _selling_np
+
+    return _selling_np(x)
+
+
 def _rank_key(s: Solution):
-    return s.M20
+    return s.score
 
 
 def rank_solutions(solutions: list[Solution], top: int = 10, rel_tol: float = 5e-3) -> list[Solution]:
@@ -230,14 +329,14 @@ def rank_solutions(solutions: list[Solution], top: int = 10, rel_tol: float = 5e
         merged = False
         for i, k in enumerate(kept):
             if reduce.same_lattice(k.cell, k.centring, s.cell, s.centring, rel_tol):
-                if SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[k.system] and s.M20 >= SYMMETRY_MARGIN * k.M20:
+                if SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[k.system] and s.score >= SYMMETRY_MARGIN * k.score:
                     s.related = k.related + [f"same lattice as {k.bravais} {np.round(k.cell, 4).tolist()}"]
                     kept[i] = s
                 else:
                     k.related.append(f"same lattice as {s.bravais} {np.round(s.cell, 4).tolist()}")
                 merged = True
                 break
-            if k.M20 >= s.M20:
+            if k.score >= s.score:
                 n = reduce.supercell_index(k.cell, k.centring, s.cell, s.centring, rel_tol=rel_tol)
                 if n == 0:
                     n_sub = reduce.supercell_index(s.cell, s.centring, k.cell, k.centring, rel_tol=rel_tol)

@@ -1,0 +1,54 @@
+"""Variational-inference scaling and merging of diffraction data (careless-style, in JAX).
+
+Pipeline: :func:`read_unmerged` (gemmi) → :func:`merge` (ELBO fit of a Wilson prior, a surrogate q(F),
+a scale model and a Normal/Student-t likelihood; optional half-dataset refits) → :func:`write_outputs`
+(merged MTZ, JSON summary, plots). Baselines in :mod:`analysis.merging.classical`; synthetic data with
+known truth in :mod:`analysis.merging.synth`.
+
+Example::
+
+    from analysis.merging import read_unmerged, merge, write_outputs, MergeConfig
+    u = read_unmerged("unmerged.mtz", metadata=["XDET", "YDET"])
+    out = merge(u, MergeConfig(likelihood="student", dof=4.0), half_datasets=True)
+    write_outputs("merged.mtz", out)
+"""
+
+from analysis.merging.classical import amplitudes, french_wilson, inverse_variance_merge, scale_b_merge
+from analysis.merging.fit import FitResult, fit, fit_half_datasets, image_halves, posterior_summary
+from analysis.merging.io import Unmerged, group_observations, read_merged, read_unmerged, write_merged, write_unmerged
+from analysis.merging.model import MergeConfig, MergeData, negative_elbo
+from analysis.merging.pipeline import MergeOutput, merge, merged_columns, write_outputs
+from analysis.merging.quality import cc_anom, cc_half, cc_truth
+from analysis.merging.synth import SyntheticConfig, SyntheticData, make_synthetic, write_synthetic
+
+__all__ = [
+    "Unmerged",
+    "group_observations",
+    "read_unmerged",
+    "write_unmerged",
+    "write_merged",
+    "read_merged",
+    "MergeConfig",
+    "MergeData",
+    "negative_elbo",
+    "FitResult",
+    "fit",
+    "fit_half_datasets",
+    "image_halves",
+    "posterior_summary",
+    "MergeOutput",
+    "merge",
+    "merged_columns",
+    "write_outputs",
+    "cc_truth",
+    "cc_half",
+    "cc_anom",
+    "inverse_variance_merge",
+    "scale_b_merge",
+    "french_wilson",
+    "amplitudes",
+    "SyntheticConfig",
+    "SyntheticData",
+    "make_synthetic",
+    "write_synthetic",
+]

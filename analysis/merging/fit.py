@@ -11,9 +11,9 @@ term is rescaled to the full data set and the KL is counted once per unique refl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,7 @@ class FitResult:
       history: {"step", "loss", "nll", "kl", "ccpred"} lists (recorded once per jitted call).
       meta_mean, meta_std: standardization of the metadata columns (user columns + q²).
       wall_time_s: optimization wall time (includes compilation), seconds.
+      i_pred: ``[n_obs]`` predicted intensities s·E_q[F²] after the last step (None if no step ran).
     """
 
     params: dict
@@ -50,6 +51,7 @@ class FitResult:
     meta_mean: np.ndarray
     meta_std: np.ndarray
     wall_time_s: float
+    i_pred: np.ndarray | None = None
 
 
 def _initial_guess(unmerged: Unmerged, train: np.ndarray, n_shells: int = 10):
@@ -104,41 +106,62 @@ def prepare(unmerged: Unmerged, config: MergeConfig, dtype=jnp.float32):
         meta=jnp.asarray(z, dtype),
         inv_d2=jnp.asarray(q2_obs, dtype),
         weight=jnp.asarray(train, dtype),
-        prior_variance=wilson_variance(jnp.asarray(unmerged.epsilon, dtype), jnp.asarray(unmerged.inv_d2, dtype),
-                                       config.wilson_b),
+        prior_variance=wilson_variance(
+            jnp.asarray(unmerged.epsilon, dtype), jnp.asarray(unmerged.inv_d2, dtype), config.wilson_b
+        ),
         centric=jnp.asarray(unmerged.centric),
     )
     return data, mean, std, train
 
 
-def _lr_schedule(config: MergeConfig, steps: int):
-    return optax.cosine_decay_schedule(config.learning_rate, max(steps, 1), alpha=config.final_lr_fraction)
+def _lr(config: MergeConfig, step, total):
+    """Cosine decay lr(t) = lr·(α + (1−α)(1 + cos(π t/T))/2), computed from traced t, T (no recompilation)."""
+    frac = jnp.clip(step.astype(jnp.float32) / jnp.maximum(total, 1).astype(jnp.float32), 0.0, 1.0)
+    a = config.final_lr_fraction
+    return config.learning_rate * (a + (1.0 - a) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
 
 
-def _make_chunk_runner(loss_fn: Callable, optimizer, n_steps_per_call: int, batched: bool):
-    """jit(scan over ``n_steps_per_call`` Adam steps); steps with index ≥ total are masked out."""
+@functools.lru_cache(maxsize=16)
+def _chunk_runner(config: MergeConfig, n_steps_per_call: int, batched: bool):
+    """jit(scan over ``n_steps_per_call`` Adam steps) of −ELBO, cached per (config, chunk, batched).
+
+    Arguments of the returned function are all data (params, optimizer state, step, total steps, n_train,
+    a 0/1 ``trainable`` mask per leaf, the data, the minibatch indices), so the full fit and the
+    half-dataset refits (scale frozen through ``trainable``) share one compilation. Steps with index ≥ total
+    are masked out. Also returns the predicted intensities of all observations after the last step (CCpred).
+    """
+    adam = optax.scale_by_adam()
+
+    def loss_fn(params, key, step, data, obs, obs_mask, n_train):
+        return negative_elbo(params, key, config, data, obs, obs_mask, n_train=n_train, step=step)
 
     def one_step(carry, xs):
-        params, opt_state, key, step, total = carry[0], carry[1], carry[2], carry[3], carry[4]
-        fixed, data = carry[5], carry[6]
+        params, opt_state, key, step, total, n_train, trainable, data = carry
         obs, obs_mask = xs if batched else (None, None)
-        key, sub = jax.random.split(key)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, fixed, sub, data, obs, obs_mask)
-        updates, new_opt = optimizer.update(grads, opt_state, params)
+        if config.sampler == "random":
+            key, sub = jax.random.split(key)
+        else:
+            sub = key
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, sub, step, data, obs, obs_mask, n_train)
+        updates, new_opt = adam.update(grads, opt_state, params)
+        lr = _lr(config, step, total)
+        updates = jax.tree_util.tree_map(lambda u, m: -lr * m * u, updates, trainable)
         new_params = optax.apply_updates(params, updates)
         active = step < total
         sel = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(active, x, y), a, b)
         params, opt_state = sel(new_params, params), sel(new_opt, opt_state)
-        return (params, opt_state, key, step + 1, total, fixed, data), (loss, aux["nll"], aux["kl"])
+        carry = (params, opt_state, key, step + 1, total, n_train, trainable, data)
+        return carry, (loss, aux["nll"], aux["kl"])
 
     @jax.jit
-    def run(params, opt_state, key, step, total, fixed, data, batch_obs, batch_mask):
-        carry = (params, opt_state, key, step, total, fixed, data)
+    def run(params, opt_state, key, step, total, n_train, trainable, data, batch_obs, batch_mask):
+        carry = (params, opt_state, key, step, total, n_train, trainable, data)
         xs = (batch_obs, batch_mask) if batched else None
         carry, (loss, nll, kl) = jax.lax.scan(one_step, carry, xs, length=n_steps_per_call)
-        return carry[0], carry[1], carry[2], loss, nll, kl
+        params, opt_state, key = carry[0], carry[1], carry[2]
+        return params, opt_state, key, loss, nll, kl, predict_intensity(params, config, data)
 
-    return run
+    return run, adam
 
 
 class _ImageBatcher:
@@ -166,13 +189,32 @@ class _ImageBatcher:
         return idx, mask
 
 
-def _optimize(loss_fn, params, fixed, data, config: MergeConfig, steps: int, key, *, batcher=None,
-              callback=None, progress=None, desc="merge"):
-    """Run Adam (cosine-decayed lr) for ``steps`` steps; returns (params, history)."""
-    optimizer = optax.adam(_lr_schedule(config, steps))
-    opt_state = optimizer.init(params)
-    k = max(1, min(config.steps_per_call, steps))
-    runner = _make_chunk_runner(loss_fn, optimizer, k, batcher is not None)
+def _optimize(
+    params,
+    data,
+    config: MergeConfig,
+    steps: int,
+    key,
+    *,
+    trainable=None,
+    batcher=None,
+    holdout=None,
+    progress=None,
+    desc="merge",
+):
+    """Run Adam (cosine-decayed lr) for ``steps`` steps; returns (params, history, Î of all observations).
+
+    Args:
+      trainable: pytree like ``params`` of 0/1 scalars (None: all trainable).
+      holdout: optional int indices of held-out observations for CCpred.
+    """
+    k = max(1, min(config.steps_per_call, max(config.steps, 1)))
+    runner, adam = _chunk_runner(config, k, batcher is not None)
+    opt_state = adam.init(params)
+    dtype = data.intensity.dtype
+    if trainable is None:
+        trainable = jax.tree_util.tree_map(lambda x: jnp.ones((), dtype), params)
+    n_train = jnp.sum(data.weight)
     history = {"step": [], "loss": [], "nll": [], "kl": [], "ccpred": []}
     n_calls = -(-steps // k) if steps > 0 else 0
     bar = None
@@ -182,13 +224,17 @@ def _optimize(loss_fn, params, fixed, data, config: MergeConfig, steps: int, key
         bar = tqdm(total=steps, desc=desc, unit="step", leave=False)
     step = jnp.asarray(0, jnp.int32)
     total = jnp.asarray(steps, jnp.int32)
+    obs_i = np.asarray(data.intensity, np.float64)
+    i_pred = None
     for c in range(n_calls):
         if batcher is not None:
             bo, bm = batcher.draw(k)
-            bo, bm = jnp.asarray(bo), jnp.asarray(bm, data.intensity.dtype)
+            bo, bm = jnp.asarray(bo), jnp.asarray(bm, dtype)
         else:
             bo = bm = None
-        params, opt_state, key, loss, nll, kl = runner(params, opt_state, key, step, total, fixed, data, bo, bm)
+        params, opt_state, key, loss, nll, kl, i_pred = runner(
+            params, opt_state, key, step, total, n_train, trainable, data, bo, bm
+        )
         step = step + k
         done = min((c + 1) * k, steps)
         n_valid = done - c * k
@@ -196,10 +242,12 @@ def _optimize(loss_fn, params, fixed, data, config: MergeConfig, steps: int, key
         history["loss"].append(float(jnp.mean(loss[:n_valid])))
         history["nll"].append(float(jnp.mean(nll[:n_valid])))
         history["kl"].append(float(jnp.mean(kl[:n_valid])))
-        cc = callback(params) if callback is not None else float("nan")
+        cc = float("nan")
+        if holdout is not None and holdout.size >= 3:
+            cc = quality_cc(np.asarray(i_pred, np.float64)[holdout], obs_i[holdout])
         history["ccpred"].append(cc)
         if not np.isfinite(history["loss"][-1]):
-            raise FloatingPointError(f"{desc}: loss became {history['loss'][-1]} at step {done}; lower --lr")
+            raise FloatingPointError(f"{desc}: loss became {history['loss'][-1]} at step {done}; lower the lr")
         if bar is not None:
             post = {"loss": f"{history['loss'][-1]:.4g}"}
             if np.isfinite(cc):
@@ -208,27 +256,29 @@ def _optimize(loss_fn, params, fixed, data, config: MergeConfig, steps: int, key
             bar.update(n_valid)
     if bar is not None:
         bar.close()
-    return params, history
+    return params, history, (None if i_pred is None else np.asarray(i_pred, np.float64))
 
 
-def _full_loss(config: MergeConfig, n_train):
-    def loss_fn(params, fixed, key, data, obs, obs_mask):
-        return negative_elbo(params, key, config, data, obs, obs_mask, n_train=n_train)
-
-    return loss_fn
+def quality_cc(x, y) -> float:
+    """Pearson CC in numpy (no JAX dispatch)."""
+    x = x - x.mean()
+    y = y - y.mean()
+    d = np.sqrt(np.sum(x * x) * np.sum(y * y))
+    return float(np.sum(x * y) / d) if d > 0 else float("nan")
 
 
 def ccpred(params, config: MergeConfig, data: MergeData, holdout: np.ndarray) -> float:
     """Pearson CC between held-out intensities and their predictions s·E_q[F²] (nan without hold-out)."""
     if not np.any(holdout):
         return float("nan")
-    idx = jnp.asarray(np.flatnonzero(holdout))
-    pred = predict_intensity(params, config, data, idx)
-    return float(stats.pearson_cc(pred, data.intensity[idx]))
+    idx = np.flatnonzero(holdout)
+    pred = np.asarray(predict_intensity(params, config, data), np.float64)[idx]
+    return quality_cc(pred, np.asarray(data.intensity, np.float64)[idx])
 
 
-def fit(unmerged: Unmerged, config: MergeConfig = MergeConfig(), *, progress: bool = False,
-        dtype=jnp.float32) -> FitResult:
+def fit(
+    unmerged: Unmerged, config: MergeConfig = MergeConfig(), *, progress: bool = False, dtype=jnp.float32
+) -> FitResult:
     """Fit scales and q(F) to the observations by maximizing the ELBO (module docstring of ``model``)."""
     t0 = time.perf_counter()
     data, mean, std, train = prepare(unmerged, config, dtype)
@@ -236,37 +286,23 @@ def fit(unmerged: Unmerged, config: MergeConfig = MergeConfig(), *, progress: bo
     key = jax.random.PRNGKey(config.seed)
     key, kinit = jax.random.split(key)
     params = init_params(kinit, config, data, loc0, scale0, unmerged.n_images, c0, b0)
-    holdout = ~train
-    cc_fn = None
-    if np.any(holdout):
-        hold_idx = jnp.asarray(np.flatnonzero(holdout))
-        pred_fn = jax.jit(lambda p, d: stats.pearson_cc(predict_intensity(p, config, d, hold_idx),
-                                                        d.intensity[hold_idx]))
-        cc_fn = lambda p: float(pred_fn(p, data))
+    holdout = np.flatnonzero(~train)
     batcher = None
     if config.batch_images:
         batcher = _ImageBatcher(unmerged.image, unmerged.n_images, config.batch_images, config.seed)
-    n_train = jnp.asarray(float(np.count_nonzero(train)), dtype)
-    params, history = _optimize(_full_loss(config, n_train), params, {}, data, config, config.steps, key,
-                                batcher=batcher, callback=cc_fn, progress=progress, desc="merge")
+    params, history, i_pred = _optimize(
+        params, data, config, config.steps, key, batcher=batcher, holdout=holdout, progress=progress, desc="merge"
+    )
     jax.block_until_ready(params)
-    return FitResult(params, config, data, unmerged, history, mean, std, time.perf_counter() - t0)
+    return FitResult(params, config, data, unmerged, history, mean, std, time.perf_counter() - t0, i_pred)
 
 
 def posterior_summary(params: dict, config: MergeConfig) -> dict:
     """Per-reflection posterior moments (numpy float64): F, SIGF, I (= E F²), SIGI (= sd F²), loc, scale."""
-    from analysis.merging.model import surrogate_params
-
-    loc, scale = surrogate_params(params["q"])
-    m1, var_f, m2, var_f2 = posteriors.moments(config.surrogate, loc, scale)
-    return {
-        "F": np.asarray(m1, np.float64),
-        "SIGF": np.sqrt(np.asarray(var_f, np.float64)),
-        "I": np.asarray(m2, np.float64),
-        "SIGI": np.sqrt(np.asarray(var_f2, np.float64)),
-        "loc": np.asarray(loc, np.float64),
-        "scale": np.asarray(scale, np.float64),
-    }
+    sp = lambda x: np.logaddexp(0.0, np.asarray(x, np.float64))  # softplus, as in surrogate_params
+    loc, scale = sp(params["q"]["loc_raw"]), sp(params["q"]["scale_raw"]) + 1e-6
+    m1, var_f, m2, var_f2 = posteriors.moments_np(config.surrogate, loc, scale)
+    return {"F": m1, "SIGF": np.sqrt(var_f), "I": m2, "SIGI": np.sqrt(var_f2), "loc": loc, "scale": scale}
 
 
 def image_halves(n_images: int, seed: int = 0) -> np.ndarray:
@@ -280,8 +316,8 @@ def image_halves(n_images: int, seed: int = 0) -> np.ndarray:
 def fit_half_datasets(result: FitResult, *, steps: int | None = None, seed: int = 0, progress: bool = False):
     """Refit q(F) on two random image halves with the scale model frozen.
 
-    Both halves are one problem with 2·n_refl surrogate parameters (reflection h of half k is row
-    h + k·n_refl), started from the full fit's q.
+    Each half reuses the full fit's compiled step (same shapes: the other half's observations get weight 0,
+    the scale parameters a zero ``trainable`` mask) and starts from the full fit's q.
 
     Returns:
       (summaries [2] of :func:`posterior_summary`, counts int ``[2, n_refl]`` of observations per half).
@@ -289,27 +325,23 @@ def fit_half_datasets(result: FitResult, *, steps: int | None = None, seed: int 
     cfg = result.config
     data = result.data
     n_refl = int(data.prior_variance.shape[0])
-    half_of_image = image_halves(result.unmerged.n_images, seed)
-    half = jnp.asarray(half_of_image)[data.image]
-    data2 = data._replace(
-        refl=data.refl + half * n_refl,
-        prior_variance=jnp.concatenate([data.prior_variance, data.prior_variance]),
-        centric=jnp.concatenate([data.centric, data.centric]),
-    )
-    q = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x]), result.params["q"])
-    fixed = {k: v for k, v in result.params.items() if k != "q"}
-    n_train = jnp.sum(data.weight)
+    half = image_halves(result.unmerged.n_images, seed)[np.asarray(data.image)]
     steps = max(cfg.steps // 3, 100) if steps is None else steps
-
-    def loss_fn(qp, fixed, key, d, obs, obs_mask):
-        return negative_elbo({"q": qp, **fixed}, key, cfg, d, obs, obs_mask, n_train=n_train)
-
-    key = jax.random.PRNGKey(seed + 7919)
-    q, _ = _optimize(loss_fn, q, fixed, data2, cfg, steps, key, progress=progress, desc="half-datasets")
-    summ = posterior_summary({"q": q}, cfg)
-    halves = [{k: v[i * n_refl : (i + 1) * n_refl] for k, v in summ.items()} for i in range(2)]
+    dtype = data.intensity.dtype
+    trainable = {
+        k: jax.tree_util.tree_map(lambda x, on=(k == "q"): jnp.asarray(1.0 if on else 0.0, dtype), v)
+        for k, v in result.params.items()
+    }
     train = np.asarray(data.weight) > 0
     refl = np.asarray(data.refl)
-    hobs = np.asarray(half)
-    counts = np.stack([np.bincount(refl[train & (hobs == i)], minlength=n_refl) for i in range(2)])
-    return halves, counts
+    halves, counts = [], []
+    for i in range(2):
+        sel = train & (half == i)
+        d_i = data._replace(weight=jnp.asarray(sel, dtype))
+        key = jax.random.PRNGKey(seed + 7919 + i)
+        params, _, _ = _optimize(
+            result.params, d_i, cfg, steps, key, trainable=trainable, progress=progress, desc=f"half-dataset {i + 1}/2"
+        )
+        halves.append(posterior_summary(params, cfg))
+        counts.append(np.bincount(refl[sel], minlength=n_refl))
+    return halves, np.stack(counts)

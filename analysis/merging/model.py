@@ -42,6 +42,8 @@ class MergeConfig:
       likelihood: "normal" or "student"; dof: Student-t degrees of freedom.
       error_model: learn SdFac/SdB/SdAdd.
       mc_samples: samples of F per reflection per step (stratified).
+      sampler: "lattice" (stratified, rotated-lattice uniforms, no RNG: deterministic, fast to compile) or
+        "random" (stratified, jax.random uniforms).
       analytic_likelihood: use the exact Normal expected log-likelihood when possible.
       mlp_width, mlp_depth: scale MLP size; image_scales, image_b: per-image log-scale and B terms.
       wilson_b: prior falloff B (Å²) or None for a flat Wilson prior (normalized amplitudes).
@@ -58,6 +60,7 @@ class MergeConfig:
     dof: float = 16.0
     error_model: bool = False
     mc_samples: int = 8
+    sampler: str = "lattice"
     analytic_likelihood: bool = True
     mlp_width: int = 32
     mlp_depth: int = 2
@@ -82,6 +85,8 @@ class MergeConfig:
             raise ValueError(f"likelihood {self.likelihood!r}: choose one of {likelihoods.LIKELIHOODS}")
         if self.likelihood == "student" and not self.dof > 0:
             raise ValueError(f"dof must be > 0 for the Student-t likelihood, got {self.dof}")
+        if self.sampler not in ("lattice", "random"):
+            raise ValueError(f"sampler {self.sampler!r}: choose 'lattice' or 'random'")
         if self.mc_samples < 1 or self.steps < 0:
             raise ValueError("mc_samples must be ≥ 1 and steps ≥ 0")
         if not 0.0 <= self.holdout_fraction < 1.0:
@@ -116,8 +121,16 @@ def _softplus_inv(x):
     return np.where(x > 20, x, np.log(np.expm1(np.maximum(x, 1e-8))))
 
 
-def init_params(key, config: MergeConfig, data: MergeData, loc0: np.ndarray, scale0: np.ndarray, n_images: int,
-                log_scale0: float, b0: float) -> dict:
+def init_params(
+    key,
+    config: MergeConfig,
+    data: MergeData,
+    loc0: np.ndarray,
+    scale0: np.ndarray,
+    n_images: int,
+    log_scale0: float,
+    b0: float,
+) -> dict:
     """Initial parameter pytree {"q": …, "scale": …, ["error": …]}.
 
     Args:
@@ -171,13 +184,14 @@ def _kl(config: MergeConfig, loc, scale, f, prior_variance, centric):
     return -ent - priors.wilson_expected_log_prob(mean_log_f, m2, prior_variance, centric)
 
 
-def negative_elbo(params: dict, key, config: MergeConfig, data: MergeData, obs=None, obs_mask=None,
-                  n_train=None):
+def negative_elbo(
+    params: dict, key, config: MergeConfig, data: MergeData, obs=None, obs_mask=None, n_train=None, step=0
+):
     """−ELBO / N_train and diagnostics.
 
     Args:
       params: pytree from :func:`init_params`.
-      key: PRNG key for the samples.
+      key: PRNG key for the samples (``sampler="random"``); step: step number (``sampler="lattice"``).
       obs: optional int ``[batch]`` observation indices (a minibatch of images); ``obs_mask`` ``[batch]``
         marks padding (False). The batch's expected log-likelihood is scaled by N_train / (weight in batch).
       n_train: number of training observations (defaults to Σ weight).
@@ -187,12 +201,22 @@ def negative_elbo(params: dict, key, config: MergeConfig, data: MergeData, obs=N
     """
     loc, scale = surrogate_params(params["q"])
     n_refl = loc.shape[0]
-    u = posteriors.stratified_uniform(key, config.mc_samples, n_refl, loc.dtype)
+    if config.sampler == "random":
+        u = posteriors.stratified_uniform(key, config.mc_samples, n_refl, loc.dtype)
+    else:
+        u = posteriors.lattice_uniform(step, config.mc_samples, n_refl, loc.dtype)
     f = posteriors.sample(config.surrogate, loc, scale, u)  # [S, n_refl]
 
     if obs is None:
-        refl, image, intensity, sigma, meta, q2, w = data.refl, data.image, data.intensity, data.sigma, \
-            data.meta, data.inv_d2, data.weight
+        refl, image, intensity, sigma, meta, q2, w = (
+            data.refl,
+            data.image,
+            data.intensity,
+            data.sigma,
+            data.meta,
+            data.inv_d2,
+            data.weight,
+        )
     else:
         refl, image, intensity, sigma = data.refl[obs], data.image[obs], data.intensity[obs], data.sigma[obs]
         meta, q2, w = data.meta[obs], data.inv_d2[obs], data.weight[obs]

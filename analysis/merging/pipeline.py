@@ -43,7 +43,8 @@ def _ccpred_by_shell(res: FitResult, n_shells: int) -> dict | None:
     hold = np.flatnonzero(w == 0)
     if hold.size < 3:
         return None
-    pred = np.asarray(predict_intensity(res.params, res.config, res.data, hold), float)
+    i_pred = res.i_pred if res.i_pred is not None else predict_intensity(res.params, res.config, res.data)
+    pred = np.asarray(i_pred, float)[hold]
     obs = np.asarray(res.data.intensity, float)[hold]
     q2 = np.asarray(res.data.inv_d2, float)[hold]
     _, idx, d_range = quality.shells(q2, n_shells)
@@ -77,8 +78,13 @@ def merge(
     post = posterior_summary(res.params, config)
     train = np.asarray(res.data.weight) > 0
     n_obs = np.bincount(unmerged.refl[train], minlength=unmerged.n_refl)
-    q: dict = {"n_obs": unmerged.n_obs, "n_refl": unmerged.n_refl, "n_images": unmerged.n_images,
-               "rejected": unmerged.rejected, "mean_multiplicity": float(n_obs.mean())}
+    q: dict = {
+        "n_obs": unmerged.n_obs,
+        "n_refl": unmerged.n_refl,
+        "n_images": unmerged.n_images,
+        "rejected": unmerged.rejected,
+        "mean_multiplicity": float(n_obs.mean()),
+    }
     q["ccpred"] = _ccpred_by_shell(res, n_shells)
     if "error" in res.params:
         q["error_model"] = error_model_values(res.params["error"])
@@ -88,14 +94,21 @@ def merge(
         timings["half_datasets_s"] = time.perf_counter() - t1
         q["cchalf"] = quality.cc_half(halves[0]["F"], halves[1]["F"], unmerged.inv_d2, counts, n_shells)
         if unmerged.anomalous:
-            q["ccanom_half"] = quality.cc_anom([halves[0]["F"], halves[1]["F"]], unmerged.hkl, unmerged.spacegroup,
-                                               unmerged.inv_d2, counts=counts, n_shells=n_shells)
+            q["ccanom_half"] = quality.cc_anom(
+                [halves[0]["F"], halves[1]["F"]],
+                unmerged.hkl,
+                unmerged.spacegroup,
+                unmerged.inv_d2,
+                counts=counts,
+                n_shells=n_shells,
+            )
     if f_true is not None:
         seen = n_obs > 0
         q["cc_true"] = quality.cc_truth(post["F"], f_true, unmerged.inv_d2, n_shells, mask=seen)
         if unmerged.anomalous:
-            q["ccanom_true"] = quality.cc_anom([post["F"], None], unmerged.hkl, unmerged.spacegroup,
-                                               unmerged.inv_d2, f_ref=f_true, n_shells=n_shells)
+            q["ccanom_true"] = quality.cc_anom(
+                [post["F"], None], unmerged.hkl, unmerged.spacegroup, unmerged.inv_d2, f_ref=f_true, n_shells=n_shells
+            )
     timings["total_s"] = time.perf_counter() - t0
     return MergeOutput(res, post, n_obs, q, timings)
 
@@ -119,7 +132,6 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
         }
         return hkl, cols
     hkl_all = unmerged.hkl
-    from analysis.merging.quality import friedel_pairs  # noqa: F401  (same convention)
     import gemmi
 
     from analysis import symmetry
@@ -149,7 +161,9 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
         return np.where(both, 0.5 * (np.nan_to_num(a) + np.nan_to_num(b)), np.where(np.isfinite(a), a, b))
 
     def sd_of(a, b):
-        return np.where(both, 0.5 * np.sqrt(np.nan_to_num(a) ** 2 + np.nan_to_num(b) ** 2), np.where(np.isfinite(a), a, b))
+        return np.where(
+            both, 0.5 * np.sqrt(np.nan_to_num(a) ** 2 + np.nan_to_num(b) ** 2), np.where(np.isfinite(a), a, b)
+        )
 
     cols = {
         "F": ("F", mean_of(out["F(+)"], out["F(-)"])),

@@ -21,7 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
-__all__ = ["FAMILIES", "sample", "log_prob", "entropy", "moments", "stratified_uniform"]
+__all__ = [
+    "FAMILIES",
+    "sample",
+    "log_prob",
+    "entropy",
+    "moments",
+    "moments_np",
+    "stratified_uniform",
+    "lattice_uniform",
+]
 
 FAMILIES = ("truncated_normal", "folded_normal")
 _LOG_SQRT_2PI = float(0.5 * np.log(2 * np.pi))
@@ -77,7 +86,9 @@ def moments(family: str, loc, scale):
         m2 = loc * m1 + scale**2
         var_f2 = scale * (2.0 * scale * (m2 + loc * m1) - loc * lam * m2)
     else:
-        m1 = scale * jnp.sqrt(2.0 / jnp.pi) * jnp.exp(-0.5 * (loc / scale) ** 2) + loc * (1.0 - 2.0 * ndtr(-loc / scale))
+        m1 = scale * jnp.sqrt(2.0 / jnp.pi) * jnp.exp(-0.5 * (loc / scale) ** 2) + loc * (
+            1.0 - 2.0 * ndtr(-loc / scale)
+        )
         m2 = loc**2 + scale**2
         var_f2 = 4.0 * loc**2 * scale**2 + 2.0 * scale**4
     var_f = jnp.maximum(m2 - m1**2, 0.0)
@@ -95,3 +106,43 @@ def stratified_uniform(key, n_samples: int, n: int, dtype=jnp.float32):
     v = jax.random.uniform(key, (n_samples, n), dtype=dtype, minval=tiny, maxval=1.0 - 1e-7)
     k = jnp.arange(n_samples, dtype=dtype)[:, None]
     return jnp.clip((k + v) / n_samples, tiny, 1.0 - 1e-7)
+
+
+def lattice_uniform(step, n_samples: int, n: int, dtype=jnp.float32):
+    """Stratified uniforms from a rotated lattice, ``[n_samples, n]``, without a random-number generator:
+
+        u_{k,h} = (k + c_h)/S,  c_h = frac(h·(√5−1)/2 + t·(√2−1))
+
+    for reflection h at step t: S points, one per stratum, with a Weyl-sequence offset that is equidistributed
+    over reflections and steps (a Cranley-Patterson rotation). Cheap to compile (no threefry).
+    """
+    # exact fractional parts with wrap-around uint32 arithmetic (Knuth's multiplicative hashing constants)
+    h = jnp.arange(n, dtype=jnp.uint32)
+    t = jnp.asarray(step).astype(jnp.uint32)
+    w = h * jnp.uint32(2654435769) + t * jnp.uint32(1779033704)  # round(2³²·0.618…), round(2³²·0.414…)
+    c = (w >> 8).astype(jnp.float32) * (1.0 / 16777216.0)
+    k = jnp.arange(n_samples, dtype=jnp.float32)[:, None]
+    tiny = 1e-7
+    return jnp.clip((k + c[None, :]) / n_samples, tiny, 1.0 - tiny).astype(dtype)
+
+
+def moments_np(family: str, loc, scale):
+    """:func:`moments` in numpy float64 (for summaries outside ``jit``; no JAX dispatch)."""
+    from scipy.special import log_ndtr as np_log_ndtr
+    from scipy.special import ndtr as np_ndtr
+
+    _check(family)
+    loc, scale = np.asarray(loc, np.float64), np.asarray(scale, np.float64)
+    if family == "truncated_normal":
+        alpha = -loc / scale
+        lam = np.exp(-0.5 * alpha**2 - _LOG_SQRT_2PI - np_log_ndtr(loc / scale))
+        m1 = loc + scale * lam
+        m2 = loc * m1 + scale**2
+        var_f2 = scale * (2.0 * scale * (m2 + loc * m1) - loc * lam * m2)
+    else:
+        m1 = scale * np.sqrt(2.0 / np.pi) * np.exp(-0.5 * (loc / scale) ** 2) + loc * (
+            1.0 - 2.0 * np_ndtr(-loc / scale)
+        )
+        m2 = loc**2 + scale**2
+        var_f2 = 4.0 * loc**2 * scale**2 + 2.0 * scale**4
+    return m1, np.maximum(m2 - m1**2, 0.0), m2, np.maximum(var_f2, 0.0)

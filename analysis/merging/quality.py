@@ -35,7 +35,10 @@ def cc(x, y, mask=None) -> float:
         m &= np.asarray(mask, bool)
     if np.count_nonzero(m) < 3:
         return float("nan")
-    return float(stats.pearson_cc(x[m], y[m]))
+    # numpy twin of analysis.stats.pearson_cc (no JAX dispatch/compilation per array shape)
+    dx, dy = x[m] - x[m].mean(), y[m] - y[m].mean()
+    den = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
+    return float(np.sum(dx * dy) / den) if den > 0 else 0.0
 
 
 def cc_by_shell(x, y, shell_idx, n_shells: int, mask=None) -> np.ndarray:
@@ -105,7 +108,7 @@ def cc_anom(f, hkl, spacegroup, inv_d2, f_ref=None, counts=None, n_shells: int =
     """
     plus, minus = friedel_pairs(hkl, spacegroup)
     a = np.asarray(f[0])[plus] - np.asarray(f[0])[minus]
-    b = (np.asarray(f[1]) if f_ref is None else np.asarray(f_ref))
+    b = np.asarray(f[1]) if f_ref is None else np.asarray(f_ref)
     b = b[plus] - b[minus]
     m = np.ones(plus.shape, bool)
     if counts is not None:

@@ -151,7 +151,10 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
     # truth for each grouped reflection: look up by its ASU index (negated = the (−) mate)
     lookup = {tuple(h): i for i, h in enumerate(symmetry.to_asu(hkl_u, group)[0])}
     is_minus = np.array([tuple(h) not in lookup for h in unmerged.hkl.tolist()], bool)
-    pos = np.array([lookup[tuple(-x for x in h) if m else tuple(h)] for h, m in zip(unmerged.hkl.tolist(), is_minus)], int)
+    pos = np.array(
+        [lookup[tuple(-x for x in h) if m else tuple(h)] for h, m in zip(unmerged.hkl.tolist(), is_minus, strict=True)],
+        int,
+    )
     f_true = f[pos] * np.exp(np.where(is_minus, -delta[pos], delta[pos]))
     return SyntheticData(
         unmerged=unmerged,

@@ -1,11 +1,14 @@
-"""A balanced half neighbour list with exclusions, packaged as jax-md ``NeighborList`` objects.
+"""Neighbour lists with exclusions, packaged as jax-md ``NeighborList`` objects.
 
-Each unordered pair {i, j} within ``cutoff + skin`` (minimum image, orthorhombic box) is stored
-exactly once, in row i when (i + j) is even and j > i or (i + j) is odd and j < i. This
-parity rule splits every atom's neighbours about evenly between the two rows, so the dense
-``idx: [n_atoms, max_neighbors]`` array (padding value ``n_atoms``) wastes little space, and
-each pair's energy is computed once. Excluded pairs (OpenMM exclusions/exceptions) are never
-listed.
+Dense ``idx: [n_atoms, max_neighbors]`` int32, padded with ``n_atoms``; pairs within
+``cutoff + skin`` (minimum image, orthorhombic box, real coordinates). Excluded pairs (OpenMM
+exclusions/exceptions) are never listed.
+
+* ``full=True`` (used by the nonbonded energy): row i lists every neighbour j ≠ i, so each pair
+  appears twice. Forces and parameter gradients are then row reductions (no scatter-add, which
+  is slow on CPU) — see :func:`dmd.forces.nonbonded.pair_energy_full`.
+* ``full=False``: each unordered pair once, in row i when (i + j) is even and j > i or (i + j) is
+  odd and j < i; this parity rule splits every atom's neighbours about evenly between the rows.
 
 The build is a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)),
 run only when an atom has moved more than ``skin / 2`` since the last build; overflow of
@@ -28,7 +31,7 @@ from jax_md import partition
 
 from dmd.errors import UserInputError
 
-__all__ = ["half_neighbor_list", "exclusion_table"]
+__all__ = ["pair_neighbor_list", "exclusion_table"]
 
 
 def exclusion_table(n_atoms: int, pairs) -> np.ndarray:
@@ -45,7 +48,7 @@ def exclusion_table(n_atoms: int, pairs) -> np.ndarray:
     return table
 
 
-def half_neighbor_list(
+def pair_neighbor_list(
     n_atoms: int,
     box,
     cutoff: float,
@@ -53,6 +56,7 @@ def half_neighbor_list(
     excluded_pairs=None,
     capacity_multiplier: float = 1.25,
     block: int = 256,
+    full: bool = True,
 ) -> partition.NeighborListFns:
     """Neighbour-list functions for a periodic orthorhombic system.
 
@@ -64,6 +68,7 @@ def half_neighbor_list(
       excluded_pairs: ``[n_pairs, 2]`` atom pairs never to list.
       capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation.
       block: rows per step of the blocked build.
+      full: list each pair in both rows (True) or once (False), see the module docstring.
     """
     r_list = float(cutoff) + float(skin)
     default_box = np.asarray(box, dtype=np.float64)
@@ -97,8 +102,11 @@ def half_neighbor_list(
         d = d - box * jnp.round(d / box)
         r2 = jnp.sum(d * d, axis=-1)
         j = jnp.arange(n_atoms)
-        even = (rows_c[:, None] + j[None, :]) % 2 == 0
-        half = jnp.where(even, j[None, :] > rows_c[:, None], j[None, :] < rows_c[:, None])
+        if full:
+            half = j[None, :] != rows_c[:, None]
+        else:
+            even = (rows_c[:, None] + j[None, :]) % 2 == 0
+            half = jnp.where(even, j[None, :] > rows_c[:, None], j[None, :] < rows_c[:, None])
         m = (r2 < r_list**2) & half & valid[:, None]
         ex = jax.lax.dynamic_slice_in_dim(jnp.asarray(excl_pad), b * block, block)
         return m.at[jnp.arange(block)[:, None], ex].set(False, mode="drop")

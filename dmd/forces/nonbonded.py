@@ -11,7 +11,9 @@ Pair energy between non-excluded atoms i < j at distance r (nm), ke = 1/(4π ε0
                c_rf = 3ε_rf/((2ε_rf + 1) r_c); OpenMM 8 adds nothing for excluded pairs or self terms.
     PME:       E_C = ke q_i q_j erfc(α r)/r  (r < r_c), plus
                − ke q_i q_j erf(α r)/r for every excluded pair (exclusion correction),
-               − ke α/√π Σ q_i²       (self energy), plus the reciprocal sum (:mod:`dmd.forces.pme`).
+               − ke α/√π Σ q_i²       (self energy),
+               − ke π Q² / (2 V α²)   (neutralising plasma for a net charge Q = Σ q_i, as OpenMM),
+               plus the reciprocal sum (:mod:`dmd.forces.pme`).
 
 Exceptions (OpenMM ``addException``: 1-4 pairs) are excluded from the sums above and add
 ke q_ij / r + 4 ε_ij ((σ_ij/r)¹² − (σ_ij/r)⁶) with their own (q_ij, σ_ij, ε_ij), without cutoff
@@ -27,6 +29,7 @@ checked numerically against OpenMM), for N atoms in LJ classes c with counts n_c
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +47,7 @@ __all__ = [
     "tabulated_lj_energy",
     "lj_bond_energy",
     "safe_sqrt",
+    "pair_energy_full",
 ]
 
 
@@ -73,6 +77,98 @@ def _min_image(d, box):
 def _box_vector(box, dtype):
     box = jnp.asarray(box, dtype)
     return jnp.diag(box) if box.ndim == 2 else box
+
+
+def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, with_grads):
+    """Per-pair energies over a full neighbour list, and (optionally) the row-reduced gradients.
+
+    Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
+    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME) or 1/r + k_rf r² − c_rf (reaction field).
+    Because each pair appears in both rows, E = ½ Σ_i Σ_j e_ij and every gradient is a row sum:
+    ∂E/∂x_i = Σ_j e'(r_ij) (x_i − x_j)/r_ij, ∂E/∂q_i = Σ_j ∂e_ij/∂q_i, and likewise for σ_i, √ε_i.
+    """
+    n = pos.shape[0]
+    valid = idx < n
+    jc = jnp.where(valid, idx, 0)
+    raw = pos[jc] - pos[:, None, :]
+    shift = jnp.round(raw / box)
+    d = raw - box * shift
+    r2 = jnp.sum(d * d, axis=-1)
+    inside = valid & (r2 < rc * rc)
+    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+    inv_r = 1.0 / r
+    qj, sj, ej = q[jc], sig[jc], seps[jc]
+    qq = ONE_4PI_EPS0 * q[:, None] * qj
+    sig_ij = 0.5 * (sig[:, None] + sj)
+    eps_ij = seps[:, None] * ej
+    s2 = (sig_ij * inv_r) ** 2
+    s6 = s2 * s2 * s2
+    lj_shape = 4.0 * (s6 * s6 - s6)  # LJ energy per unit ε
+    if kind == "PME":
+        erfc = jax.scipy.special.erfc(alpha * r)
+        f = erfc * inv_r
+    else:
+        f = inv_r + krf * r2 - crf
+    if switch is not None:
+        x = jnp.clip((r - switch) / (rc - switch), 0.0, 1.0)
+        sw = 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+    else:
+        sw = 1.0
+    e_pair = jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0)
+    energy = 0.5 * jnp.sum(e_pair)
+    if not with_grads:
+        return energy, None
+    if kind == "PME":
+        df = -erfc * inv_r * inv_r - (2.0 * alpha / math.sqrt(math.pi)) * jnp.exp(-((alpha * r) ** 2)) * inv_r
+    else:
+        df = -inv_r * inv_r + 2.0 * krf * r
+    dlj_dr = eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r
+    de_dr = qq * df + sw * dlj_dr
+    if switch is not None:
+        dsw = -(30.0 * x**2 - 60.0 * x**3 + 30.0 * x**4) / (rc - switch)
+        de_dr = de_dr + dsw * eps_ij * lj_shape
+    de_dr = jnp.where(inside, de_dr, 0.0)
+    # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
+    g_pos = -jnp.sum((de_dr * inv_r)[..., None] * d, axis=1)
+    # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n)
+    g_box = -0.5 * jnp.sum((de_dr * inv_r)[..., None] * d * shift, axis=(0, 1))
+    g_q = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
+    dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / sig_ij
+    g_sig = jnp.sum(jnp.where(inside, 0.5 * sw * jnp.where(sig_ij > 0, dlj_dsig, 0.0), 0.0), axis=1)
+    g_seps = jnp.sum(jnp.where(inside, sw * ej * lj_shape, 0.0), axis=1)
+    return energy, (g_pos, g_box, g_q, g_sig, g_seps)
+
+
+def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None):
+    """``E(pos, box, idx, q, sig, seps)`` over a full neighbour list, with an analytic JVP.
+
+    The JVP is ``Σ_i ∂E/∂x_i·ẋ_i + ∂E/∂L·L̇ + Σ_i (∂E/∂q_i q̇_i + ∂E/∂σ_i σ̇_i + ∂E/∂√ε_i (√ε_i)˙)``
+    with the gradients from row sums (:func:`_pair_terms`), so reverse mode needs no scatter-add.
+    The gradients are plain jnp functions of the inputs, so forward-over-reverse (Hessian-vector
+    products for the sensitivity engine) works by ordinary autodiff.
+    """
+
+    @jax.custom_jvp
+    def energy(pos, box, idx, q, sig, seps):
+        return _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, False)[0]
+
+    @energy.defjvp
+    def _energy_jvp(primals, tangents):
+        pos, box, idx, q, sig, seps = primals
+        t_pos, t_box, _, t_q, t_sig, t_seps = tangents
+        e, (g_pos, g_box, g_q, g_sig, g_seps) = _pair_terms(
+            kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, True
+        )
+        t = (
+            jnp.sum(g_pos * t_pos)
+            + jnp.sum(g_box * t_box)
+            + jnp.sum(g_q * t_q)
+            + jnp.sum(g_sig * t_sig)
+            + jnp.sum(g_seps * t_seps)
+        )
+        return e, t
+
+    return energy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,27 +272,16 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
         raise ValueError(f"{spec.method} needs box= and neighbor= (allocate with system.neighbor_fn)")
     boxv = _box_vector(box, dt)
     rc = spec.cutoff
-    idx = neighbor.idx  # [N, M], padded with N
-    valid = idx < n
-    jc = jnp.where(valid, idx, 0)
-    d = _min_image(pos[jc] - pos[:, None, :], boxv)
-    r2 = jnp.sum(d * d, axis=-1)
-    inside = valid & (r2 < rc * rc)
-    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
-    qq = q[:, None] * q[jc]
-    lj = lj_energy(0.5 * (sig_a[:, None] + sig_a[jc]), seps_a[:, None] * seps_a[jc], r)
-    if spec.switch_distance is not None:
-        lj = lj * switch_factor(r, rc, spec.switch_distance)
     if spec.method == "PME":
-        coul = ONE_4PI_EPS0 * qq * jax.scipy.special.erfc(spec.alpha * r) / r
+        pair = pair_energy_full("PME", rc, alpha=spec.alpha, switch=spec.switch_distance)
     elif spec.method == "CutoffPeriodic":
         eps_rf = spec.rf_dielectric
         krf = (eps_rf - 1.0) / ((2.0 * eps_rf + 1.0) * rc**3)
         crf = 3.0 * eps_rf / ((2.0 * eps_rf + 1.0) * rc)
-        coul = ONE_4PI_EPS0 * qq * (1.0 / r + krf * r * r - crf)
+        pair = pair_energy_full("RF", rc, krf=krf, crf=crf, switch=spec.switch_distance)
     else:
         raise ValueError(f"unsupported nonbonded method {spec.method!r}")
-    e = jnp.sum(jnp.where(inside, coul + lj, 0.0))
+    e = pair(pos, boxv, neighbor.idx, q, sig_a, seps_a)
     e = e + _exceptions_energy(spec, q, sig_a, seps_a, pos, boxv)
     volume = boxv[0] * boxv[1] * boxv[2]
     if spec.dispersion_correction:
@@ -207,7 +292,9 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
             dx = _min_image(pos[j] - pos[i], boxv)
             rx = jnp.sqrt(jnp.sum(dx * dx, axis=-1))
             e = e - jnp.sum(ONE_4PI_EPS0 * q[i] * q[j] * jax.scipy.special.erf(spec.alpha * rx) / rx)
-        e = e - ONE_4PI_EPS0 * spec.alpha / np.sqrt(np.pi) * jnp.sum(q * q)
+        e = e - ONE_4PI_EPS0 * spec.alpha / math.sqrt(math.pi) * jnp.sum(q * q)
+        # neutralising background for a net charge Q (zero for neutral systems)
+        e = e - ONE_4PI_EPS0 * np.pi * jnp.sum(q) ** 2 / (2.0 * volume * spec.alpha**2)
         moduli = tuple(bspline_moduli(k, spec.order) for k in spec.grid)
         e = e + pme_reciprocal_energy(q, pos, boxv, spec.alpha, spec.grid, spec.order, moduli)
     return e
@@ -270,7 +357,7 @@ def tabulated_lj_energy(spec: TabulatedLJSpec, params: dict, pos, box=None, neig
     lj = lj_energy(sig_tab[t[:, None], t[jc]], eps_tab[t[:, None], t[jc]], r)
     if spec.switch_distance is not None:
         lj = lj * switch_factor(r, spec.cutoff, spec.switch_distance)
-    return jnp.sum(jnp.where(inside, lj, 0.0))
+    return 0.5 * jnp.sum(jnp.where(inside, lj, 0.0))  # full list: each pair twice
 
 
 def lj_bond_energy(sigma, epsilon, pos, idx):

@@ -37,7 +37,11 @@ def bspline_weights(frac, order: int):
     Returns:
       ``[..., order]``: weight of grid point ``floor(t) + k`` (OpenMM's ``pme_update_bsplines``).
     """
-    data = [1.0 - frac, frac] + [jnp.zeros_like(frac)] * (order - 2)
+    return jnp.stack(_bspline_data(frac, order), axis=-1)
+
+
+def _bspline_data(frac, order: int) -> list:
+    data = [1.0 - frac, frac] + [0.0 * frac] * (order - 2)
     for k in range(3, order + 1):
         div = 1.0 / (k - 1.0)
         new = list(data)
@@ -46,12 +50,12 @@ def bspline_weights(frac, order: int):
             new[k - l - 1] = div * ((frac + l) * data[k - l - 2] + (k - l - frac) * data[k - l - 1])
         new[0] = div * (1.0 - frac) * data[0]
         data = new
-    return jnp.stack(data, axis=-1)
+    return data
 
 
 def bspline_moduli(n: int, order: int) -> np.ndarray:
     """|b(k)|² for k = 0..n−1 (numpy float64), with near-zero entries replaced as OpenMM does."""
-    w = np.asarray(bspline_weights(np.zeros(()), order), dtype=np.float64)
+    w = np.array(_bspline_data(0.0, order), dtype=np.float64)
     data = np.zeros(n)
     data[1 : order + 1] = w[:order] if order + 1 <= n else w[: n - 1]
     k = np.arange(n)

@@ -1,5 +1,6 @@
 """Make tests/data/tripeptide_charmm.pdb: ALA-VAL-PHE (villin residues 8-10 of OpenMM's test.pdb), zwitterionic
 termini, hydrogens from Modeller.addHydrogens(charmm36); OXT placed at the next residue's N position."""
+
 import os
 import numpy as np
 import openmm.app as app, openmm.unit as u

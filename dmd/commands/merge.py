@@ -1,0 +1,110 @@
+"""``dmd merge``: variational scaling and merging of an unmerged MTZ (analysis.merging)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "merge",
+        help="scale and merge unmerged intensities by variational inference (careless-style)",
+        description="Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, "
+        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI N [+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
+    )
+    p.add_argument("unmerged", help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns])")
+    p.add_argument("--out", required=True, help="merged MTZ to write")
+    p.add_argument("--anomalous", action="store_true", help="keep Friedel mates apart (F(+)/F(-) columns)")
+    p.add_argument(
+        "--metadata",
+        default="",
+        help="comma-separated metadata columns for the scale model, e.g. "
+        "XDET,YDET (DHKL is computed from the cell); resolution is always included",
+    )
+    p.add_argument("--intensity", default=None, help="intensity column (default: I or the first J column)")
+    p.add_argument("--sigma", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
+    p.add_argument("--batch", default="BATCH", help="image column (default BATCH)")
+    p.add_argument("--likelihood", choices=["normal", "student"], default="normal")
+    p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
+    p.add_argument("--surrogate", choices=["truncated_normal", "folded_normal"], default="truncated_normal")
+    p.add_argument("--error-model", action="store_true", help="learn SdFac/SdB/SdAdd")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)")
+    p.add_argument("--mc-samples", type=int, default=8, help="stratified samples of F per step (default 8)")
+    p.add_argument("--mlp-width", type=int, default=32)
+    p.add_argument("--mlp-depth", type=int, default=2)
+    p.add_argument("--no-image-terms", action="store_true", help="drop the per-image scale and B terms")
+    p.add_argument("--wilson-b", type=float, default=None, help="prior falloff B (Å²); default flat")
+    p.add_argument("--batch-images", type=int, default=None, help="images per minibatch (large data)")
+    p.add_argument("--holdout", type=float, default=0.05, help="fraction of observations held out for CCpred")
+    p.add_argument("--half-datasets", action="store_true", help="CC1/2 (and CCanom) from random image halves")
+    p.add_argument("--half-steps", type=int, default=None, help="steps of each half-dataset refit")
+    p.add_argument("--shells", type=int, default=10, help="resolution shells in the summary (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    import logging
+
+    from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+    from dmd.errors import UserInputError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.steps < 1:
+        raise UserInputError(f"--steps {args.steps}: must be ≥ 1")
+    if not 0.0 <= args.holdout < 0.5:
+        raise UserInputError(f"--holdout {args.holdout}: must be in [0, 0.5)")
+    if args.likelihood == "student" and args.dof <= 0:
+        raise UserInputError(f"--dof {args.dof}: must be > 0")
+    metadata = [m.strip() for m in args.metadata.split(",") if m.strip()]
+    u = read_unmerged(
+        args.unmerged,
+        anomalous=args.anomalous,
+        metadata=metadata,
+        intensity=args.intensity,
+        sigma=args.sigma,
+        batch=args.batch,
+    )
+    n_bad = sum(u.rejected.values())
+    print(
+        f"read {args.unmerged}: {u.n_obs} observations of {u.n_refl} unique reflections on {u.n_images} images "
+        f"({u.spacegroup}); rejected {n_bad} rows {u.rejected}"
+    )
+    config = MergeConfig(
+        surrogate=args.surrogate,
+        likelihood=args.likelihood,
+        dof=args.dof,
+        error_model=args.error_model,
+        mc_samples=args.mc_samples,
+        mlp_width=args.mlp_width,
+        mlp_depth=args.mlp_depth,
+        image_scales=not args.no_image_terms,
+        image_b=not args.no_image_terms,
+        wilson_b=args.wilson_b,
+        steps=args.steps,
+        learning_rate=args.lr,
+        batch_images=args.batch_images,
+        holdout_fraction=args.holdout,
+        seed=args.seed,
+    )
+    out = merge(
+        u,
+        config,
+        half_datasets=args.half_datasets,
+        half_steps=args.half_steps,
+        n_shells=args.shells,
+        progress=not args.no_progress,
+    )
+    paths = write_outputs(args.out, out, inputs=[args.unmerged])
+    q = out.quality
+    print(f"fit: {config.steps} steps in {out.timings['fit_s']:.1f} s; final loss {out.result.history['loss'][-1]:.4g}")
+    if q.get("ccpred"):
+        print(f"CCpred (held out, {q['ccpred']['n_obs']} obs): {q['ccpred']['overall']:.3f}")
+    for key, label in (("cchalf", "CC1/2"), ("ccanom_half", "CCanom")):
+        if key in q:
+            shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
+            print(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

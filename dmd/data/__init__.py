@@ -1,0 +1,1 @@
+"""Bundled example data (alanine dipeptide, amber14, for ``dmd quickstart``)."""

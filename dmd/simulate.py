@@ -1,0 +1,473 @@
+"""The run loop: jitted chunks of ``lax.scan``, neighbour-list care, divergence checks, checkpoints.
+
+A run is a sequence of *chunks*; a chunk is ``reports_per_chunk`` reports of ``report_every`` steps,
+one jitted ``lax.scan`` (no host round trip per step, no recompilation per chunk). After each chunk
+the host:
+
+1. checks the neighbour list's overflow flag; on overflow it reallocates with a **larger** capacity
+   at the chunk's start positions and **redoes the chunk** (an overflowed list silently drops pairs,
+   so the chunk's forces were wrong);
+2. checks divergence: inside the scan every step tests finite positions/energy and a per-step
+   displacement below ``max_step_nm``; the first bad step is recorded and the state frozen at the
+   last good one. The host then writes the good frames, keeps the last good checkpoint, writes the
+   summary and raises :class:`dmd.errors.SimulationDiverged` naming the step;
+3. appends frames / log rows, and at checkpoint steps writes the checkpoint, trajectory and log
+   atomically.
+
+Checkpoints hold positions, velocities, forces, energy, the PRNG key, the step and the neighbour list
+(arrays and capacities), so a resumed run continues bit for bit as the uninterrupted one would
+(same machine, same settings). The neighbour list is rebuilt inside the step only when needed (see
+:mod:`dmd.neighbors`); rebuilds are counted inside the scan for any list type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.errors import SimulationDiverged, UserInputError
+from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
+from dmd.io_utils import atomic_path, write_json
+
+__all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint"]
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Settings of one run (CLI keys of ``dmd simulate``).
+
+    Attributes:
+      steps: total steps of the run (a resumed run continues up to this step).
+      dt: ps. temperature: K. friction: 1/ps.
+      integrator: "langevin" (seed form), "baoab" (LangevinMiddle) or "verlet" (NVE).
+      seed: PRNG seed (initial velocities and noise).
+      report_every: steps between frames / log rows.
+      checkpoint_every: steps between checkpoints (rounded up to whole chunks); None: only at the end.
+      out: trajectory path (.dcd, .xtc, .h5); None: no files at all (in-memory run).
+      log, summary, checkpoint: paths; default beside ``out`` (``<stem>.log.csv``,
+        ``<stem>.summary.json``, ``<stem>.chk.npz``).
+      resume: continue from ``checkpoint``.
+      max_step_nm: a per-step displacement above this (nm) counts as exploding coordinates.
+      chunk_steps: approximate steps per jitted chunk (rounded to whole reports).
+      progress: show a tqdm bar.
+      inputs: the run's input files (outputs never overwrite them).
+    """
+
+    steps: int
+    dt: float = 0.002
+    temperature: float = 300.0
+    friction: float = 1.0
+    integrator: str = "langevin"
+    seed: int = 0
+    report_every: int = 100
+    checkpoint_every: int | None = None
+    out: str | Path | None = None
+    log: str | Path | None = None
+    summary: str | Path | None = None
+    checkpoint: str | Path | None = None
+    resume: bool = False
+    max_step_nm: float = 0.1
+    chunk_steps: int = 1000
+    progress: bool = True
+    inputs: tuple = ()
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`simulate` returns.
+
+    Attributes:
+      state: final :class:`dmd.integrators.IntegratorState`.
+      log: ``[n_reports, 5]`` (time_ps, potential, kinetic, total kJ/mol, temperature K) of this run
+        (including reloaded rows on resume).
+      frames: ``[n_reports, n_atoms, 3]`` nm float32 when no trajectory file was requested, else None.
+      summary: the JSON run summary as a dict.
+    """
+
+    state: object
+    log: np.ndarray
+    frames: np.ndarray | None
+    summary: dict
+
+
+def default_paths(out) -> dict:
+    """log / summary / checkpoint paths beside trajectory ``out``."""
+    p = Path(out)
+    stem = p.with_suffix("")
+    return {
+        "log": Path(f"{stem}.log.csv"),
+        "summary": Path(f"{stem}.summary.json"),
+        "checkpoint": Path(f"{stem}.chk.npz"),
+    }
+
+
+# -- neighbour-list helpers ------------------------------------------------------------------
+def _wrap(system, x):
+    """Positions wrapped into an orthorhombic box (for allocating jax-md cell lists)."""
+    if system.box is None or np.ndim(system.box) != 1:
+        return x
+    return jnp.mod(x, jnp.asarray(system.box, x.dtype))
+
+
+def _is_dmd_list(nbr) -> bool:
+    from dmd.neighbors import CellNeighborList
+
+    return isinstance(nbr, CellNeighborList)
+
+
+def _grow_neighbors(system, nbr, x, attempt: int):
+    """A larger neighbour list at positions ``x`` (capacity grows with every attempt)."""
+    factor = 1.5**attempt
+    if _is_dmd_list(nbr):
+        return nbr.fns.grow(nbr, x, factor=1.25 * factor)
+    # jax-md NeighborList: pad the neighbour capacity; grow the cell list through extra_capacity only
+    # when the cell list itself overflowed (it slows every step, DESIGN.md).
+    from jax_md.partition import PartitionErrorCode as PEC
+
+    code = int(nbr.error.code)
+    extra = int(math.ceil(0.25 * factor * nbr.max_occupancy))
+    cell_extra = extra if code & int(PEC.CELL_LIST_OVERFLOW) else 0
+    new = system.allocate_neighbors(_wrap(system, x), extra_capacity=cell_extra)
+    target = max(new.max_occupancy, nbr.max_occupancy) + extra
+    pad = target - new.max_occupancy
+    if pad > 0 and new.idx.ndim == 2:
+        idx = jnp.pad(new.idx, ((0, 0), (0, pad)), constant_values=new.idx.shape[0])
+        new = dataclasses.replace(new, idx=idx, max_occupancy=target)
+    return new
+
+
+def _neighbor_meta(nbr) -> dict:
+    if nbr is None:
+        return {}
+    meta = {"max_occupancy": int(nbr.max_occupancy)}
+    if _is_dmd_list(nbr):
+        meta["cell_capacity"] = int(nbr.cell_capacity)
+    else:
+        meta["cell_list_capacity"] = -1 if nbr.cell_list_capacity is None else int(nbr.cell_list_capacity)
+    return meta
+
+
+def _neighbor_template(system, x_ref, meta: dict):
+    """A neighbour list with the static fields recorded in a checkpoint (arrays replaced after)."""
+    if system.neighbor_fn is None:
+        return None
+    probe = system.allocate_neighbors(_wrap(system, x_ref))
+    if _is_dmd_list(probe):
+        return probe.fns.allocate(x_ref, max_occupancy=meta["max_occupancy"], cell_capacity=meta["cell_capacity"])
+    occ = meta["max_occupancy"]
+    if probe.max_occupancy < occ:
+        idx = jnp.pad(probe.idx, ((0, 0), (0, occ - probe.max_occupancy)), constant_values=probe.idx.shape[0])
+    else:
+        idx = probe.idx[:, :occ]
+    cl = meta.get("cell_list_capacity", -1)
+    return dataclasses.replace(probe, idx=idx, max_occupancy=occ, cell_list_capacity=None if cl < 0 else cl)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def _save_checkpoint(path, state, info: dict, inputs=()):
+    leaves = jax.tree_util.tree_leaves(state.neighbor) if state.neighbor is not None else []
+    arrays = {
+        "positions": np.asarray(state.positions),
+        "velocities": np.asarray(state.velocities),
+        "forces": np.asarray(state.forces),
+        "potential_energy": np.asarray(state.potential_energy),
+        "key": np.asarray(jax.random.key_data(state.key) if jnp.issubdtype(state.key.dtype, jax.dtypes.prng_key)
+                          else state.key),
+        "step": np.asarray(state.step),
+    }
+    for k, leaf in enumerate(leaves):
+        arrays[f"neighbor_{k}"] = np.asarray(leaf)
+    import json
+
+    arrays["info"] = np.asarray(json.dumps(info))
+    with atomic_path(path, inputs) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_checkpoint(path, system):
+    """(IntegratorState, info dict) from a checkpoint written by :func:`simulate`."""
+    import json
+
+    from dmd.integrators import IntegratorState
+
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{path}: no checkpoint to resume from; run without --resume first")
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    info = json.loads(str(data["info"]))
+    if info.get("version") != CHECKPOINT_VERSION:
+        raise UserInputError(f"{path}: checkpoint version {info.get('version')} is not {CHECKPOINT_VERSION}")
+    if data["positions"].shape != tuple(np.shape(system.positions)):
+        raise UserInputError(
+            f"{path}: checkpoint has {data['positions'].shape[0]} atoms but the system has {system.n_atoms}; "
+            "resume with the same --pdb/--forcefield as the checkpointed run"
+        )
+    nbr = None
+    if system.neighbor_fn is not None:
+        n_leaves = len([k for k in data if k.startswith("neighbor_")])
+        ref = jnp.asarray(data["positions"])
+        template = _neighbor_template(system, ref, info["neighbor"])
+        treedef = jax.tree_util.tree_structure(template)
+        leaves = [jnp.asarray(data[f"neighbor_{k}"]) for k in range(n_leaves)]
+        nbr = jax.tree_util.tree_unflatten(treedef, leaves)
+    state = IntegratorState(
+        positions=jnp.asarray(data["positions"]),
+        velocities=jnp.asarray(data["velocities"]),
+        forces=jnp.asarray(data["forces"]),
+        potential_energy=jnp.asarray(data["potential_energy"]),
+        key=jnp.asarray(data["key"]),
+        step=jnp.asarray(data["step"]),
+        neighbor=nbr,
+    )
+    return state, info
+
+
+# -- the jitted chunk -------------------------------------------------------------------------
+def _make_chunk_fn(system, integ, max_step_nm: float):
+    masses = jnp.asarray(system.masses)
+
+    def chunk(state, params, n_reports: int, report_every: int):
+        def one_step(carry, _):
+            st, bad_step, rebuilds = carry
+            new = integ.step(st, params)
+            disp = jnp.max(jnp.abs(new.positions - st.positions))
+            ok = jnp.all(jnp.isfinite(new.positions)) & jnp.isfinite(new.potential_energy) & (disp < max_step_nm)
+            bad_step = jnp.where((bad_step < 0) & ~ok, new.step, bad_step)
+            if new.neighbor is not None:
+                moved = jnp.any(new.neighbor.reference_position != st.neighbor.reference_position)
+                rebuilds = rebuilds + moved.astype(jnp.int32)
+            frozen = bad_step >= 0  # keep the last good state once anything went wrong
+            st = jax.tree_util.tree_map(lambda a, b: jnp.where(frozen, a, b), st, new)
+            return (st, bad_step, rebuilds), None
+
+        def report(carry, _):
+            carry, _ = jax.lax.scan(one_step, carry, None, length=report_every)
+            st = carry[0]
+            ke = kinetic_energy(st.velocities, masses.astype(st.velocities.dtype))
+            return carry, (st.positions.astype(jnp.float32), st.potential_energy, ke, st.step)
+
+        init = (state, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32))
+        (state, bad_step, rebuilds), frames = jax.lax.scan(report, init, None, length=n_reports)
+        return state, frames, bad_step, rebuilds
+
+    return jax.jit(chunk, static_argnums=(2, 3))
+
+
+def _overflowed(nbr) -> bool:
+    return nbr is not None and bool(nbr.did_buffer_overflow)
+
+
+def simulate(system, config: RunConfig, params=None) -> RunResult:
+    """Run ``config.steps`` steps of ``system``; write trajectory, log, checkpoints and summary.
+
+    Args:
+      system: :class:`dmd.System`.
+      config: :class:`RunConfig`.
+      params: θ (default ``system.params``).
+
+    Returns:
+      :class:`RunResult`.
+
+    Raises:
+      SimulationDiverged: NaN/inf or exploding coordinates (``.step``, ``.last_good_checkpoint``).
+      UserInputError: bad settings or a checkpoint that does not fit.
+    """
+    from tqdm.auto import tqdm
+
+    from dmd.trajectory import EnergyLog, TrajectoryWriter, check_out_path, mdtraj_topology
+
+    params = system.params if params is None else params
+    cfg = config
+    if cfg.steps < 0:
+        raise UserInputError(f"--steps {cfg.steps}: pass a non-negative number of steps")
+    if cfg.report_every < 1:
+        raise UserInputError(f"--report-every {cfg.report_every}: pass a positive number of steps")
+    if not cfg.dt > 0:
+        raise UserInputError(f"--dt {cfg.dt}: pass a positive time step in ps (e.g. 0.002)")
+    integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
+
+    paths = {}
+    traj = elog = None
+    if cfg.out is not None:
+        check_out_path(cfg.out)
+        paths = default_paths(cfg.out)
+        for k in ("log", "summary", "checkpoint"):
+            if getattr(cfg, k) is not None:
+                paths[k] = Path(getattr(cfg, k))
+        paths["trajectory"] = Path(cfg.out)
+        traj = TrajectoryWriter(cfg.out, mdtraj_topology(system), system.box, inputs=cfg.inputs)
+        elog = EnergyLog(paths["log"], inputs=cfg.inputs)
+    elif cfg.resume:
+        raise UserInputError("--resume needs --out (the checkpoint lives beside the trajectory)")
+
+    info_base = {
+        "version": CHECKPOINT_VERSION,
+        "integrator": cfg.integrator,
+        "dt": cfg.dt,
+        "temperature": cfg.temperature,
+        "friction": cfg.friction,
+        "seed": cfg.seed,
+        "report_every": cfg.report_every,
+        "n_atoms": system.n_atoms,
+    }
+    mem_frames: list[np.ndarray] = []
+    mem_log: list[tuple] = []
+    if cfg.resume:
+        state, info = load_checkpoint(paths["checkpoint"], system)
+        for k in ("integrator", "dt", "report_every"):
+            if info[k] != info_base[k]:
+                raise UserInputError(
+                    f"{paths['checkpoint']}: checkpoint was written with {k}={info[k]!r} but this run has "
+                    f"{info_base[k]!r}; resume with the same settings"
+                )
+        traj.load_existing(info["n_frames"])
+        elog.load_existing(info["n_frames"])
+    else:
+        state = integ.init(jax.random.PRNGKey(cfg.seed), params)
+        if _overflowed(state.neighbor):
+            state = state.replace(neighbor=_grow_neighbors(system, state.neighbor, state.positions, 1))
+        info = {}
+
+    start_step = int(state.step)
+    if start_step > cfg.steps:
+        raise UserInputError(f"--steps {cfg.steps} is below the checkpoint's step {start_step}; pass a larger --steps")
+    n_dof = integ.n_dof
+    chunk_fn = _make_chunk_fn(system, integ, cfg.max_step_nm)
+    reports_per_chunk = max(1, cfg.chunk_steps // cfg.report_every)
+    chunk_len = reports_per_chunk * cfg.report_every
+    ckpt_every = None
+    if cfg.checkpoint_every:
+        ckpt_every = max(chunk_len, int(math.ceil(cfg.checkpoint_every / chunk_len)) * chunk_len)
+
+    total_rebuilds = int(info.get("rebuilds", 0))
+    reallocations = int(info.get("reallocations", 0))
+    last_ckpt = str(paths["checkpoint"]) if cfg.resume else None
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=not cfg.progress, desc=system.name or "md")
+
+    def n_written():
+        return traj.n_frames if traj is not None else len(mem_frames)
+
+    def flush(st, reason: str | None = None):
+        nonlocal last_ckpt
+        if traj is None:
+            return
+        traj.flush()
+        elog.flush()
+        if reason is None:
+            meta = dict(info_base, n_frames=n_written(), rebuilds=total_rebuilds, reallocations=reallocations,
+                        neighbor=_neighbor_meta(st.neighbor))
+            _save_checkpoint(paths["checkpoint"], st, meta, inputs=cfg.inputs)
+            last_ckpt = str(paths["checkpoint"])
+
+    def record(frames, upto_step: int | None):
+        xyz, pe, ke, steps = (np.asarray(a) for a in frames)
+        keep = np.ones(len(steps), bool) if upto_step is None else steps < upto_step
+        rows = []
+        for k in np.nonzero(keep)[0]:
+            t = float(steps[k]) * cfg.dt
+            temp = 2 * float(ke[k]) / (n_dof * BOLTZMANN_KJ_MOL_K) if n_dof else 0.0
+            rows.append((int(steps[k]), t, float(pe[k]), float(ke[k]), float(pe[k] + ke[k]), temp))
+        if traj is not None:
+            traj.append(xyz[keep], [r[1] for r in rows])
+            elog.append(rows)
+        else:
+            mem_frames.extend(xyz[keep])
+            mem_log.extend(rows)
+
+    diverged = None
+    step = start_step
+    try:
+        while step < cfg.steps:
+            remaining = cfg.steps - step
+            if remaining >= chunk_len:
+                n_rep, rep = reports_per_chunk, cfg.report_every
+            elif remaining >= cfg.report_every:
+                n_rep, rep = remaining // cfg.report_every, cfg.report_every
+            else:
+                n_rep, rep = 1, remaining
+            attempt = 0
+            while True:
+                new_state, frames, bad_step, rebuilds = chunk_fn(state, params, n_rep, rep)
+                if not _overflowed(new_state.neighbor):
+                    break
+                attempt += 1
+                reallocations += 1
+                if attempt > 8:
+                    raise RuntimeError("neighbour list still overflows after 8 reallocations")
+                state = state.replace(neighbor=_grow_neighbors(system, state.neighbor, state.positions, attempt))
+            bad_step = int(bad_step)
+            total_rebuilds += int(rebuilds)
+            if bad_step >= 0:
+                record(frames, bad_step)
+                diverged = bad_step
+                state = new_state
+                break
+            record(frames, None)
+            state = new_state
+            step = int(state.step)
+            bar.update(n_rep * rep)
+            if ckpt_every and (step - start_step) % ckpt_every == 0 and step < cfg.steps:
+                flush(state)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+
+    if diverged is None:
+        flush(state)
+    else:
+        flush(state, reason="diverged")  # frames and log up to the bad step; the last checkpoint stays
+
+    log = elog.as_array() if elog is not None else np.asarray([r[1:] for r in mem_log], float).reshape(-1, 5)
+    steps_run = int(state.step) - start_step
+    summary = {
+        "system": system.name,
+        "n_atoms": system.n_atoms,
+        "n_dof": n_dof,
+        "integrator": cfg.integrator,
+        "dt_ps": cfg.dt,
+        "temperature_K": cfg.temperature,
+        "friction_per_ps": cfg.friction,
+        "seed": cfg.seed,
+        "steps_requested": cfg.steps,
+        "start_step": start_step,
+        "final_step": int(state.step),
+        "resumed": bool(cfg.resume),
+        "wall_s": wall,
+        "steps_per_s": steps_run / wall if wall > 0 else None,
+        "ns_per_day": steps_run * cfg.dt * 1e-3 * 86400 / wall if wall > 0 else None,
+        "neighbor_rebuilds": total_rebuilds,
+        "neighbor_reallocations": reallocations,
+        "n_frames": int(len(log)),
+        "mean_potential_kj_mol": float(np.mean(log[:, 1])) if len(log) else None,
+        "mean_temperature_K": float(np.mean(log[:, 4])) if len(log) else None,
+        "dtype": str(jnp.asarray(state.positions).dtype),
+        "backend": jax.default_backend(),
+        "diverged_at_step": diverged,
+        "last_good_checkpoint": last_ckpt if diverged is not None else None,
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "metadata": {k: v for k, v in system.metadata.items() if k != "types"},
+    }
+    if cfg.out is not None:
+        write_json(paths["summary"], summary, inputs=cfg.inputs)
+    if diverged is not None:
+        where = f"; last good checkpoint: {last_ckpt}" if last_ckpt else "; no checkpoint had been written yet"
+        raise SimulationDiverged(
+            f"simulation diverged at step {diverged} (NaN/inf or an atom moving > {cfg.max_step_nm} nm in one step)"
+            f"{where}; frames up to step {diverged - 1} were kept. Try a smaller --dt, minimize the structure "
+            "first, or check the force field",
+            step=diverged,
+            last_good_checkpoint=last_ckpt,
+        )
+    frames_arr = None if traj is not None else (np.stack(mem_frames) if mem_frames else None)
+    return RunResult(state=state, log=log, frames=frames_arr, summary=summary)

@@ -1,0 +1,703 @@
+"""Force-field fitting to ensemble observables: simulate → observables → loss → gradient → optax → repeat.
+
+Each round samples the ensemble at the current θ, averages per-frame observables o(θ, x) (see
+:mod:`fitting.observables`), and compares ``prediction = combine(⟨o⟩)`` with the targets::
+
+    L(θ) = Σ_targets w · mean_k [(prediction_k − data_k) / scale_k]²
+
+Parameters are fitted in an unconstrained space z (``log`` for positive parameters, ``logit`` between two
+bounds); one fitted parameter may be *tied* to several θ entries (e.g. the same torsion k in many copies of a
+molecule). The Jacobian J = d⟨o⟩/dz comes from one of three routes, reported per round:
+
+* ``pathwise``: frames and tangents dx_t/dθ from :func:`dmd.sensitivity.run_sensitivities` (seed eq. 3),
+  J = ⟨∂o/∂x · dx/dz + ∂o/∂z⟩. Valid over short, non-chaotic horizons only (see :mod:`dmd.chaos`).
+* ``fluctuation``: J = ⟨∂o/∂z⟩ − β cov(o, ∂U/∂z) from equilibrium frames (the thermodynamic estimator).
+* ``reweighting``: reuse the last trajectory for several optimizer steps with
+  w_t ∝ exp(−β[U(x_t; z) − U(x_t; z₀)]) (DiffTRe): ⟨o⟩_z = Σ w_t o_t / Σ w_t and J by forward-mode autodiff
+  of that estimate; re-simulate when the Kish N_eff = (Σw)²/Σw² falls below ``neff_fraction``·N.
+
+Updates go through optax: ``adam``/``sgd`` use the gradient 2Jᵀr; ``lm`` (default) feeds the
+Levenberg-Marquardt direction −(JᵀJ + λ diag JᵀJ)⁻¹Jᵀr as the update of an ``optax.sgd`` step; either is
+clipped per component to ``max_step`` (a trust region in z: 0.2 in log space is ±20%).
+
+Robustness: a checkpoint per round (``--resume`` continues exactly), history as JSON and CSV, plots of the loss
+and parameters per round, and a diverging simulation (NaN/inf or exploding coordinates) stops the round, keeps
+the last good θ, halves the step and retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dmd.errors import SimulationDiverged, UserInputError
+from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
+from dmd.io_utils import atomic_path, write_json
+from dmd.params import select
+from dmd.simulate import _grow_neighbors as grow_neighbors
+from dmd.simulate import _wrap
+from fitting.observables import Observable, frame_values
+
+__all__ = ["FitParam", "FitTarget", "FitConfig", "FitResult", "fit", "sample"]
+
+ESTIMATORS = ("fluctuation", "pathwise", "reweighting")
+OPTIMIZERS = ("lm", "adam", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitParam:
+    """One fitted scalar.
+
+    Attributes:
+      name: display name (defaults to the first θ entry).
+      entries: θ names ``"force/field/label"`` (or ``"force/field"`` for a whole leaf) set to this value.
+      lower, upper: bounds in θ units (None: unbounded). ``lower=0`` → positive (log transform).
+      transform: "auto" (log if lower is 0 and no upper, logit if both bounds, else identity), "log",
+        "logit" or "identity".
+    """
+
+    entries: tuple[str, ...]
+    name: str | None = None
+    lower: float | None = None
+    upper: float | None = None
+    transform: str = "auto"
+
+    @property
+    def label(self) -> str:
+        return self.name or self.entries[0]
+
+    def kind(self) -> str:
+        if self.transform != "auto":
+            return self.transform
+        if self.lower is not None and self.upper is not None:
+            return "logit"
+        if self.lower is not None and self.lower == 0:
+            return "log"
+        return "identity"
+
+
+@dataclasses.dataclass(frozen=True)
+class FitTarget:
+    """Target data for one observable.
+
+    Attributes:
+      observable: :class:`fitting.observables.Observable`.
+      data: ``[K]`` target values on ``observable.axis``.
+      weight: weight of this target in the loss.
+      sigma: ``[K]`` or scalar uncertainty; default the RMS of ``data`` (a dimensionless, scale-free loss).
+    """
+
+    observable: Observable
+    data: np.ndarray
+    weight: float = 1.0
+    sigma: np.ndarray | float | None = None
+
+
+@dataclasses.dataclass
+class FitConfig:
+    """Settings of a fit (the ``dmd fit`` YAML keys).
+
+    Attributes:
+      rounds: optimizer rounds. steps: production steps per simulation. equilibration: steps discarded first.
+      report_every: steps between frames. dt: ps. temperature: K. friction: 1/ps. integrator: see
+        :func:`dmd.integrators.make_integrator`.
+      estimator: "fluctuation", "pathwise" or "reweighting".
+      sensitivity_method / window: for the pathwise route (:func:`dmd.sensitivity.run_sensitivities`).
+      optimizer: "lm", "adam" or "sgd"; learning_rate: optax learning rate (lm: fraction of the LM step).
+      damping: LM λ. max_step: per-component clip of an update in z.
+      neff_fraction: reweighting re-simulates below this fraction of frames; max_reuse: most steps per trajectory.
+      seed: PRNG seed (round r uses seed + r). out: folder for checkpoint/history/plots (None: in memory).
+      resume: continue from ``out/checkpoint.npz``. progress: show a per-round progress bar.
+      average_last: report the mean θ of the last this-many good rounds (iterate averaging damps the
+        sampling noise of stochastic gradients); 0 reports the last iterate.
+    """
+
+    rounds: int = 20
+    steps: int = 4000
+    equilibration: int = 1000
+    report_every: int = 20
+    dt: float = 0.005
+    temperature: float = 300.0
+    friction: float = 1.0
+    integrator: str = "langevin"
+    estimator: str = "fluctuation"
+    sensitivity_method: str = "tangent"
+    window: int | None = None
+    optimizer: str = "lm"
+    learning_rate: float = 1.0
+    damping: float = 1e-3
+    max_step: float = 0.2
+    neff_fraction: float = 0.9
+    max_reuse: int = 5
+    seed: int = 0
+    out: str | Path | None = None
+    resume: bool = False
+    progress: bool = True
+    average_last: int = 0
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      values: fitted θ by :attr:`FitParam.label` (averaged over the last rounds when ``average_last``).
+      last: the last iterate θ. history: one dict per round. params: θ pytree of ``values``.
+      converged_loss: loss of the last good round.
+    """
+
+    values: dict
+    last: dict
+    history: list
+    params: dict
+    converged_loss: float
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parameter transforms
+
+
+def _forward(kind, lo, hi, theta):
+    """θ → z."""
+    if kind == "log":
+        return math.log(theta - (lo or 0.0))
+    if kind == "logit":
+        u = (theta - lo) / (hi - lo)
+        return math.log(u / (1 - u))
+    return float(theta)
+
+
+def _inverse(kind, lo, hi, z):
+    """z → θ (jax, differentiable)."""
+    if kind == "log":
+        return (lo or 0.0) + jnp.exp(z)
+    if kind == "logit":
+        return lo + (hi - lo) * jax.nn.sigmoid(z)
+    return z
+
+
+class _Mapping:
+    """z ``[Pz]`` → params pytree, with ties and transforms (differentiable)."""
+
+    def __init__(self, system, fit_params):
+        self.base = system.params
+        self.fit_params = list(fit_params)
+        self.selections = []
+        for fp in self.fit_params:
+            try:
+                self.selections.append(select(system.param_labels, list(fp.entries)))
+            except KeyError as exc:
+                raise UserInputError(f"fit parameter {fp.label!r}: {exc.args[0]}") from None
+        self.kinds = [fp.kind() for fp in self.fit_params]
+        for fp, kind in zip(self.fit_params, self.kinds, strict=True):
+            if kind == "logit" and not (fp.lower is not None and fp.upper is not None and fp.lower < fp.upper):
+                raise UserInputError(f"fit parameter {fp.label!r}: a logit transform needs lower < upper")
+            if kind == "log" and fp.lower is None:
+                raise UserInputError(f"fit parameter {fp.label!r}: a log transform needs a lower bound (e.g. 0)")
+
+    def theta_of(self, z):
+        return jnp.stack(
+            [
+                _inverse(k, fp.lower, fp.upper, z[i])
+                for i, (k, fp) in enumerate(zip(self.kinds, self.fit_params, strict=True))
+            ]
+        )
+
+    def params_of(self, z, base=None):
+        params = self.base if base is None else base
+        theta = self.theta_of(z)
+        for i, sel in enumerate(self.selections):
+            params = sel.set(params, jnp.full((sel.size,), theta[i]))
+        return params
+
+    def z_of_params(self, params):
+        z = []
+        for fp, kind, sel in zip(self.fit_params, self.kinds, self.selections, strict=True):
+            vals = np.asarray(sel.get(params), float)
+            z.append(_forward(kind, fp.lower, fp.upper, float(vals.mean())))
+        return np.array(z)
+
+    def check_start(self, params):
+        for fp, sel in zip(self.fit_params, self.selections, strict=True):
+            v = np.asarray(sel.get(params), float)
+            if np.ptp(v) > 1e-12 * max(1.0, np.abs(v).max()):
+                raise UserInputError(
+                    f"fit parameter {fp.label!r} ties entries with different start values {v.min():g}..{v.max():g}; "
+                    "give them a common start value or fit them separately"
+                )
+            lo = -np.inf if fp.lower is None else fp.lower
+            hi = np.inf if fp.upper is None else fp.upper
+            if not (lo < v[0] < hi) and not (fp.kind() == "identity" and lo <= v[0] <= hi):
+                raise UserInputError(f"fit parameter {fp.label!r}: start value {v[0]:g} is outside ({lo:g}, {hi:g})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sampling
+
+
+def _make_sampler(system, cfg: FitConfig):
+    """A jitted Langevin sampler: (state, params, n_reports) → (state, frames, energies); compiled once."""
+    integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
+    every = int(cfg.report_every)
+
+    @jax.jit
+    def advance(state, params, dummy):
+        def report(st, _):
+            st = jax.lax.fori_loop(0, every, lambda _, s: integ.step(s, params), st)
+            return st, (st.positions, st.potential_energy)
+
+        return jax.lax.scan(report, state, None, length=dummy.shape[0])
+
+    return integ, advance
+
+
+def _overflowed(nbr) -> bool:
+    return nbr is not None and bool(getattr(nbr, "did_buffer_overflow", False))
+
+
+def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler=None):
+    """Equilibrate and sample at ``params``: returns (frames ``[F, N, 3]`` nm, energies ``[F]`` kJ/mol).
+
+    Raises:
+      SimulationDiverged: non-finite or exploding frames (the caller keeps its last good θ).
+    """
+    integ, advance = sampler or _make_sampler(system, cfg)
+    pos = system.positions if positions is None else positions
+    n_eq = max(0, cfg.equilibration // cfg.report_every)
+    n_prod = max(2, cfg.steps // cfg.report_every)
+    key = jax.random.PRNGKey(seed)
+    nbr = system.allocate_neighbors(_wrap(system, jnp.asarray(pos))) if system.neighbor_fn is not None else None
+    for attempt in range(1, 8):
+        state = integ.init(key, params, positions=pos, neighbor=nbr)
+        if n_eq:
+            state, _ = advance(state, params, jnp.zeros(n_eq))
+        state, (frames, energies) = advance(state, params, jnp.zeros(n_prod))
+        if not _overflowed(state.neighbor):
+            break
+        # an overflowed list drops pairs: redo the sample with a larger one (grown on every attempt)
+        nbr = grow_neighbors(system, state.neighbor, jnp.asarray(pos), attempt)
+    frames = np.asarray(frames)
+    energies = np.asarray(energies)
+    if not (np.all(np.isfinite(frames)) and np.all(np.isfinite(energies))):
+        bad = int(np.argmax(~np.isfinite(energies) | ~np.all(np.isfinite(frames), axis=(1, 2))))
+        raise SimulationDiverged(f"simulation diverged: non-finite state at frame {bad}", step=bad * cfg.report_every)
+    jumps = np.max(np.abs(np.diff(frames, axis=0)), initial=0.0)
+    if jumps > 0.5 * float(np.min(np.asarray(system.box))) if system.box is not None else jumps > 5.0:
+        raise SimulationDiverged(f"simulation diverged: a frame-to-frame jump of {jumps:.3g} nm", step=-1)
+    return frames, energies
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# estimators of the Jacobian d⟨o⟩/dz
+
+
+def _per_frame_all(targets):
+    """Concatenate every target's per-frame vector: (params, pos, box) → [K_total]."""
+    fns = [t.observable.per_frame for t in targets]
+    return lambda params, pos, box=None: jnp.concatenate([jnp.atleast_1d(f(params, pos, box)) for f in fns])
+
+
+def _splits(targets, params, pos0, box):
+    sizes = [int(np.size(t.observable.per_frame(params, pos0, box))) for t in targets]
+    return np.cumsum([0] + sizes)
+
+
+class _Objective:
+    """Residuals r(⟨o⟩) = sqrt(w/K)·(combine(⟨o⟩) − data)/scale for all targets, concatenated."""
+
+    def __init__(self, targets, offsets):
+        self.targets = targets
+        self.offsets = offsets
+        self.scales, self.data, self.weights = [], [], []
+        for t in targets:
+            data = np.asarray(t.data, float)
+            scale = np.sqrt(np.mean(data**2)) if t.sigma is None else np.asarray(t.sigma, float)
+            scale = np.where(np.asarray(scale) > 0, scale, 1.0)
+            self.scales.append(scale)
+            self.data.append(data)
+            self.weights.append(float(t.weight))
+
+    def residuals(self, mean):
+        out = []
+        for i, t in enumerate(self.targets):
+            m = mean[self.offsets[i] : self.offsets[i + 1]]
+            pred = t.observable.predict(m)
+            k = self.data[i].size
+            out.append(jnp.sqrt(self.weights[i] / k) * (pred - self.data[i]) / self.scales[i])
+        return jnp.concatenate(out)
+
+    def predictions(self, mean):
+        return [
+            np.asarray(t.observable.predict(mean[self.offsets[i] : self.offsets[i + 1]]))
+            for i, t in enumerate(self.targets)
+        ]
+
+
+def _predict_all(objective, mean):
+    return [
+        t.observable.predict(mean[objective.offsets[i] : objective.offsets[i + 1]])
+        for i, t in enumerate(objective.targets)
+    ]
+
+
+def _kish(w):
+    w = np.asarray(w, float)
+    return float(w.sum() ** 2 / np.sum(w**2))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _optimizer(cfg):
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserInputError(f"optimizer {cfg.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    base = {"lm": optax.sgd, "sgd": optax.sgd, "adam": optax.adam}[cfg.optimizer](cfg.learning_rate)
+    return optax.chain(base, optax.clip(cfg.max_step))
+
+
+def _direction(cfg, r, J):
+    """The 'gradient' fed to optax: 2Jᵀr (adam/sgd) or −Δz_LM (lm)."""
+    g = 2.0 * J.T @ r
+    if cfg.optimizer != "lm":
+        return g
+    jtj = J.T @ J
+    a = jtj + cfg.damping * np.diag(np.diag(jtj)) + 1e-12 * np.eye(len(g)) * max(1.0, np.trace(jtj))
+    return np.linalg.solve(a, J.T @ r)  # Δz = −this; optax.sgd(lr) applies −lr·this
+
+
+def _save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history):
+    leaves = jax.tree_util.tree_leaves(opt_state)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                z=np.asarray(z),
+                z_good=np.asarray(z_good),
+                round=round_,
+                step_scale=step_scale,
+                positions=np.asarray(positions),
+                history=json.dumps(history),
+                **{f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
+            )
+
+
+def _load_checkpoint(path, opt_state_template):
+    with np.load(path, allow_pickle=False) as d:
+        leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
+        opt_leaves = [jnp.asarray(d[f"opt_{i}"], dtype=jnp.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]
+        return (
+            np.asarray(d["z"]),
+            np.asarray(d["z_good"]),
+            jax.tree_util.tree_unflatten(treedef, opt_leaves),
+            int(d["round"]),
+            float(d["step_scale"]),
+            np.asarray(d["positions"]),
+            json.loads(str(d["history"])),
+        )
+
+
+def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
+    """Fit ``fit_params`` of ``system`` so that ensemble observables match ``targets`` (module docstring).
+
+    Args:
+      system: :class:`dmd.System` (start θ = ``system.params``).
+      fit_params: list of :class:`FitParam`.
+      targets: list of :class:`FitTarget`.
+      config: :class:`FitConfig`.
+
+    Returns:
+      :class:`FitResult`; with ``config.out`` also ``history.json``, ``history.csv``, ``checkpoint.npz``,
+      ``summary.json``, ``loss.png`` and ``params.png`` in that folder.
+    """
+    cfg = config
+    if cfg.estimator not in ESTIMATORS:
+        raise UserInputError(f"estimator {cfg.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+    if not targets:
+        raise UserInputError("fit: no targets given")
+    for t in targets:
+        if t.observable.name == "density" and system.box is not None:
+            raise UserInputError(
+                "target 'density': the engine samples at constant volume (NVT), where the density cannot change; "
+                "a density target needs constant-pressure sampling, which dmd does not provide yet"
+            )
+        k = len(np.atleast_1d(t.observable.axis))
+        if np.shape(np.atleast_1d(t.data)) != (k,):
+            raise UserInputError(
+                f"target {t.observable.name!r}: data has shape {np.shape(t.data)} but the observable gives {k} "
+                f"values on {t.observable.axis_name}; resample the target onto the observable's grid"
+            )
+        if not np.all(np.isfinite(t.data)):
+            raise UserInputError(f"target {t.observable.name!r}: data contains NaN/inf")
+    mapping = _Mapping(system, fit_params)
+    mapping.check_start(system.params)
+    box = system.box
+    beta = 1.0 / (BOLTZMANN_KJ_MOL_K * cfg.temperature)
+    dtype = jnp.asarray(system.positions).dtype
+    pos0 = jnp.asarray(system.positions)
+    offsets = _splits(targets, system.params, pos0, box)
+    objective = _Objective(targets, offsets)
+    per_frame = _per_frame_all(targets)
+    explicit = any(t.observable.explicit_params for t in targets)
+
+    # per-frame quantities, each compiled once for the whole fit
+    def o_of_z(z, x):
+        return per_frame(mapping.params_of(z), x, box)
+
+    def u_of_z(z, x):
+        return system.energy_fn(mapping.params_of(z), x, box=box, neighbor=None)
+
+    o_frames = frame_values(lambda z, x, b: o_of_z(z, x))
+    du_frames = frame_values(lambda z, x, b: jax.jacfwd(u_of_z)(z, x))
+    u_frames = frame_values(lambda z, x, b: u_of_z(z, x))
+    do_dz_frames = frame_values(lambda z, x, b: jax.jacfwd(o_of_z)(z, x)) if explicit else None
+
+    @jax.jit
+    def reweighted_mean(z, frames_o, frames_u0, frames):
+        u = jax.lax.map(lambda x: u_of_z(z, x), frames, batch_size=64)
+        logw = -beta * (u - frames_u0)
+        w = jax.nn.softmax(logw - jnp.max(logw))
+        o = jax.lax.map(lambda x: o_of_z(z, x), frames, batch_size=64) if explicit else frames_o
+        return jnp.sum(w[:, None] * o, axis=0), w
+
+    resid = jax.jit(objective.residuals)
+    pred_jac = jax.jit(jax.jacfwd(lambda m: jnp.concatenate([jnp.ravel(p) for p in _predict_all(objective, m)])))
+    dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
+    resid_jac = jax.jit(jax.jacfwd(objective.residuals))
+
+    opt = _optimizer(cfg)
+    z = jnp.asarray(mapping.z_of_params(system.params), dtype)
+    opt_state = opt.init(z)
+    z_good = z
+    start_round, step_scale, positions, history = 0, 1.0, np.asarray(pos0), []
+    out = None if cfg.out is None else Path(cfg.out)
+    ckpt = None if out is None else out / "checkpoint.npz"
+    if cfg.resume:
+        if ckpt is None or not ckpt.exists():
+            raise UserInputError(f"--resume: no checkpoint at {ckpt}; run without --resume first")
+        z, z_good, opt_state, start_round, step_scale, positions, history = _load_checkpoint(ckpt, opt_state)
+        z, z_good = jnp.asarray(z, dtype), jnp.asarray(z_good, dtype)
+    sampler = _make_sampler(system, cfg)
+    pathwise_names = [n for sel in mapping.selections for n in sel.names]
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start_round, cfg.rounds), desc="fit", unit="round", disable=not cfg.progress)
+    for rnd in bar:
+        t0 = time.perf_counter()
+        params = mapping.params_of(z)
+        row = {"round": rnd, "estimator": cfg.estimator}
+        try:
+            if cfg.estimator == "pathwise":
+                frames, dx_dz = _pathwise_sample(system, params, cfg, rnd, positions, pathwise_names, mapping, z,
+                                                 sampler)  # fmt: skip
+            else:
+                frames, _ = sample(system, params, cfg, seed=cfg.seed + rnd, positions=positions, sampler=sampler)
+        except SimulationDiverged as exc:
+            row.update(status="diverged", message=str(exc), theta=_theta_dict(mapping, z))
+            history.append(row)
+            z = z_good + 0.5 * (z - z_good)  # keep the last good θ, halve the step
+            step_scale *= 0.5
+            opt_state = opt.init(z)
+            bar.write(f"round {rnd}: {exc}; back towards the last good θ with half the step")
+            _write_outputs(out, ckpt, z, z_good, opt_state, rnd + 1, step_scale, positions, history, mapping)
+            continue
+        frames = jnp.asarray(frames, dtype)
+        n = frames.shape[0]
+        o = np.asarray(o_frames(z, frames))
+        mean = o.mean(axis=0)
+        n_updates, neff = 1, float(n)
+        if cfg.estimator == "pathwise":
+            J_o = _pathwise_jacobian(o_of_z, z, frames, dx_dz, explicit)
+        else:
+            du = np.asarray(du_frames(z, frames))  # [F, Pz]
+            J_o = _fluctuation_jacobian(o, du, beta)
+            if explicit:
+                J_o = J_o + np.asarray(do_dz_frames(z, frames)).mean(axis=0)
+        r = np.asarray(resid(jnp.asarray(mean)))
+        Jr = np.asarray(resid_jac(jnp.asarray(mean))) @ J_o
+        loss0 = float(r @ r)
+        # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on
+        jac_theta = (np.asarray(pred_jac(jnp.asarray(mean))) @ J_o) / np.diag(np.asarray(dtheta_dz(z)))[None, :]
+        g = _direction(cfg, r, Jr)
+        updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
+        z_new = z + step_scale * updates
+        if cfg.estimator == "reweighting":
+            # DiffTRe: keep stepping on the same frames while the reweighted ensemble stays representative
+            u0 = jnp.asarray(u_frames(z, frames))
+            o_j = jnp.asarray(o)
+            rw_mean = functools.partial(_first, reweighted_mean, o_j=o_j, u0=u0, frames=frames)
+            for _ in range(cfg.max_reuse - 1):
+                m_rw, w = reweighted_mean(z_new, o_j, u0, frames)
+                neff_new = _kish(np.asarray(w))
+                if neff_new < cfg.neff_fraction * n:
+                    break
+                neff = neff_new
+                z = z_new
+                jac = jax.jacfwd(rw_mean)(z)
+                r = np.asarray(resid(m_rw))
+                Jr = np.asarray(resid_jac(m_rw)) @ np.asarray(jac)
+                g = _direction(cfg, r, Jr)
+                updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
+                z_new = z + step_scale * updates
+                n_updates += 1
+        z_good = z
+        z = z_new
+        positions = np.asarray(frames[-1])
+        step_scale = min(1.0, step_scale * 1.5)
+        row.update(
+            status="ok",
+            loss=loss0,
+            grad_norm=float(np.linalg.norm(2 * Jr.T @ r)),
+            prediction=[p.tolist() for p in objective.predictions(jnp.asarray(mean))],
+            jacobian_theta=jac_theta.tolist(),
+            n_eff=neff,
+            n_frames=int(n),
+            updates=n_updates,
+            theta=_theta_dict(mapping, z_good),
+            theta_next=_theta_dict(mapping, z),
+            seconds=time.perf_counter() - t0,
+        )
+        history.append(row)
+        bar.set_postfix(loss=f"{loss0:.3g}", neff=f"{neff:.0f}")
+        _write_outputs(out, ckpt, z, z_good, opt_state, rnd + 1, step_scale, positions, history, mapping)
+    bar.close()
+    last = _theta_dict(mapping, z)
+    good = [h for h in history if h.get("status") == "ok"]
+    values = dict(last)
+    if cfg.average_last > 0 and good:
+        tail = good[-cfg.average_last :]
+        values = {k: float(np.mean([h["theta"][k] for h in tail])) for k in last}
+    final_loss = good[-1]["loss"] if good else float("nan")
+    z_val = jnp.asarray(mapping.z_of_params(mapping.params_of(jnp.asarray(z))), dtype)
+    for fp, kind, i in zip(mapping.fit_params, mapping.kinds, range(len(mapping.kinds)), strict=True):
+        z_val = z_val.at[i].set(_forward(kind, fp.lower, fp.upper, values[fp.label]))
+    result = FitResult(values, last, history, mapping.params_of(z_val), final_loss)
+    if out is not None:
+        summary = {
+            "fitted": values,
+            "last_iterate": last,
+            "averaged_over_rounds": min(cfg.average_last, len(good)) if cfg.average_last else 0,
+            "rounds": len(history),
+            "diverged_rounds": sum(h.get("status") == "diverged" for h in history),
+            "estimator": cfg.estimator,
+            "optimizer": cfg.optimizer,
+            "last_loss": final_loss,
+            "n_eff_last": good[-1]["n_eff"] if good else None,
+        }
+        write_json(out / "summary.json", summary)
+        _plots(out, history, mapping)
+    return result
+
+
+def _first(fn, z, *, o_j, u0, frames):
+    return fn(z, o_j, u0, frames)[0]
+
+
+def _theta_dict(mapping, z):
+    theta = np.asarray(mapping.theta_of(jnp.asarray(z)))
+    return {fp.label: float(v) for fp, v in zip(mapping.fit_params, theta, strict=True)}
+
+
+def _fluctuation_jacobian(o, du, beta):
+    """d⟨o⟩/dz = −β cov(o, ∂U/∂z) (explicit ⟨∂o/∂z⟩ added by the caller). o: [F, K], du: [F, P] → [K, P]."""
+    oc = o - o.mean(axis=0)
+    dc = du - du.mean(axis=0)
+    return -beta * (oc.T @ dc) / o.shape[0]
+
+
+def _pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):
+    from dmd.sensitivity import run_sensitivities
+
+    eq_cfg = dataclasses.replace(cfg, steps=max(cfg.equilibration, 2 * cfg.report_every), equilibration=0)
+    eq_frames, _ = sample(system, params, eq_cfg, seed=cfg.seed + 10_000 + rnd, positions=positions, sampler=sampler)
+    sys_r = dataclasses.replace(system, params=params)
+    res = run_sensitivities(
+        sys_r, names, steps=cfg.steps, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction,
+        seed=cfg.seed + rnd, method=cfg.sensitivity_method, window=cfg.window, report_every=cfg.report_every,
+        pos=jnp.asarray(eq_frames[-1]), progress=False,
+    )  # fmt: skip
+    if res.first_nonfinite_frame is not None:
+        raise SimulationDiverged("pathwise tangents overflowed (chaos); use the fluctuation estimator", step=-1)
+    # dθ_entries/dz: each fitted z sets all of its tied entries
+    dtheta_dz = np.asarray(jax.jacfwd(mapping.theta_of)(jnp.asarray(z)))  # [Pz, Pz] diagonal
+    sizes = [sel.size for sel in mapping.selections]
+    cols = np.repeat(np.arange(len(sizes)), sizes)
+    dx = np.asarray(res.dx)  # [F, E, N, 3]
+    dx_dz = np.zeros((dx.shape[0], len(sizes)) + dx.shape[2:])
+    for e, p in enumerate(cols):
+        dx_dz[:, p] += dx[:, e] * dtheta_dz[p, p]
+    return np.asarray(res.positions), dx_dz
+
+
+def _pathwise_jacobian(o_of_z, z, frames, dx_dz, explicit):
+    """⟨∂o/∂x · dx/dz (+ ∂o/∂z)⟩ by jvps, [K, Pz]."""
+    dx_dz = jnp.asarray(dx_dz, frames.dtype)
+
+    @jax.jit
+    def per_frame(x, dxs):
+        def col(dxp, ez):
+            return jax.jvp(lambda xx, zz: o_of_z(zz, xx), (x, z), (dxp, ez if explicit else jnp.zeros_like(z)))[1]
+
+        return jax.vmap(col)(dxs, jnp.eye(z.shape[0], dtype=z.dtype))  # [Pz, K]
+
+    jac = jax.lax.map(lambda a: per_frame(*a), (frames, dx_dz))
+    return np.asarray(jac).mean(axis=0).T
+
+
+def _write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, mapping):
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _save_checkpoint(ckpt, z, z_good, opt_state, next_round, step_scale, positions, history)
+    write_json(out / "history.json", {"history": history})
+    labels = [fp.label for fp in mapping.fit_params]
+    with atomic_path(out / "history.csv") as tmp:
+        lines = ["round,status,estimator,loss,grad_norm,n_eff," + ",".join(labels)]
+        for h in history:
+            th = h.get("theta", {})
+            lines.append(
+                f"{h['round']},{h.get('status')},{h.get('estimator')},{h.get('loss', '')},{h.get('grad_norm', '')},"
+                f"{h.get('n_eff', '')}," + ",".join(str(th.get(lab, "")) for lab in labels)
+            )
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _plots(out, history, mapping):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [h for h in history if h.get("status") == "ok"]
+    if not ok:
+        return
+    rounds = [h["round"] for h in ok]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.semilogy(rounds, [max(h["loss"], 1e-300) for h in ok], "o-")
+    ax.set_xlabel("round")
+    ax.set_ylabel("loss")
+    ax.set_title("force-field fit: loss per round")
+    fig.tight_layout()
+    with atomic_path(out / "loss.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    labels = [fp.label for fp in mapping.fit_params]
+    fig, axes = plt.subplots(len(labels), 1, figsize=(5, 2.2 * len(labels)), squeeze=False)
+    for ax, lab in zip(axes[:, 0], labels, strict=True):
+        ax.plot(rounds, [h["theta"][lab] for h in ok], "o-")
+        ax.set_ylabel(lab, fontsize=7)
+    axes[-1, 0].set_xlabel("round")
+    fig.tight_layout()
+    with atomic_path(out / "params.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,256 @@
+"""Ensemble observables that force-field fitting can target.
+
+An :class:`Observable` is a per-frame vector ``o(θ, x) ∈ R^K`` plus a ``combine`` map from the ensemble mean
+``⟨o⟩`` to the prediction compared with data::
+
+    prediction = combine(⟨o⟩),   ⟨o⟩ = (1/F) Σ_t o(θ, x_t)
+
+Most observables are plain averages (``combine`` = identity). Diffuse scattering is not: with per-frame
+``o = [|F|², Re F, Im F]`` the prediction is I_D = ⟨|F|²⟩ − |⟨F⟩|² (Guinier), a function of two averages.
+Writing every observable this way lets one chain rule serve all gradient routes: for a loss L(prediction),
+``dL/dθ = (∂L/∂⟨o⟩) · d⟨o⟩/dθ`` and d⟨o⟩/dθ comes from the pathwise, fluctuation or reweighting estimator.
+
+Units: positions nm, box nm, energies kJ/mol, r in nm, q in 1/nm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.errors import UserInputError
+
+__all__ = [
+    "Observable",
+    "rdf",
+    "structure_factor",
+    "mean_energy",
+    "density",
+    "dihedral_cosines",
+    "diffuse_scattering",
+    "powder_pattern",
+    "custom",
+    "frame_values",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Observable:
+    """A per-frame vector observable and the map from its ensemble mean to the prediction.
+
+    Attributes:
+      name: label used in histories and error messages.
+      per_frame: ``(params, pos [N, 3] nm, box) -> [K]``; jit-able; may depend on ``params`` explicitly.
+      axis: ``[K_pred]`` abscissa of the prediction (r in nm, q in 1/nm, 2θ in degrees, or indices).
+      axis_name: what ``axis`` is, with units (checked against target files).
+      combine: ``[K] -> [K_pred]`` map from ⟨o⟩ to the prediction (identity by default).
+      explicit_params: True when ``per_frame`` depends on θ directly (e.g. the potential energy).
+    """
+
+    name: str
+    per_frame: Callable
+    axis: np.ndarray
+    axis_name: str = "index"
+    combine: Callable | None = None
+    explicit_params: bool = False
+
+    def predict(self, mean):
+        return mean if self.combine is None else self.combine(mean)
+
+
+def _min_image(d, box):
+    return d - box * jnp.round(d / box)
+
+
+def rdf(n_atoms: int, box, r_max: float, n_bins: int = 50, smoothing: float | None = None) -> Observable:
+    """Radial distribution function g(r) of a periodic one-component system, Gaussian-smoothed.
+
+    Each pair distance contributes a normalized Gaussian of width ``smoothing`` (nm; default one bin) at the
+    bin centres, so g(r) is differentiable in positions (needed by the pathwise route)::
+
+        g(r_b) = V / (N (N−1)/2) · Σ_{i<j} G(r_b − r_ij) / (4π r_b²)
+
+    Args:
+      n_atoms: N; box: ``[3]`` nm (fixed, NVT); r_max: nm (≤ half the box); n_bins: bins on (0, r_max].
+    """
+    box = np.asarray(box, float)
+    if r_max > box.min() / 2 + 1e-9:
+        raise UserInputError(f"rdf: r_max={r_max} nm exceeds half the box ({box.min() / 2:.3f} nm); lower r_max")
+    dr = r_max / n_bins
+    centres = (np.arange(n_bins) + 0.5) * dr
+    width = dr if smoothing is None else float(smoothing)
+    i, j = np.triu_indices(n_atoms, 1)
+    volume = float(np.prod(box))
+    norm = volume / (n_atoms * (n_atoms - 1) / 2) / (4 * math.pi * centres**2)
+
+    def per_frame(params, pos, box_=None):
+        b = jnp.asarray(box, pos.dtype)
+        d = _min_image(pos[i] - pos[j], b)
+        r = jnp.sqrt(jnp.sum(d * d, -1))
+        z = (jnp.asarray(centres, pos.dtype)[:, None] - r[None, :]) / width
+        dens = jnp.sum(jnp.exp(-0.5 * z * z), axis=1) / (width * math.sqrt(2 * math.pi))
+        return dens * jnp.asarray(norm, pos.dtype)
+
+    return Observable("rdf", per_frame, centres, "r_nm")
+
+
+def structure_factor(
+    n_atoms: int, box, q_values, r_max: float | None = None, n_bins: int = 100, smoothing: float | None = None
+) -> Observable:
+    """Static structure factor S(q) from g(r) by the radial Fourier transform with a Lorch window::
+
+        S(q) = 1 + 4πρ ∫₀^{r_max} r² (g(r) − 1) sin(qr)/(qr) · W(r) dr,   W(r) = sin(πr/r_max)/(πr/r_max)
+
+    (The window damps the truncation ripples of a finite r_max.) q in 1/nm.
+    """
+    box = np.asarray(box, float)
+    r_max = box.min() / 2 if r_max is None else float(r_max)
+    g = rdf(n_atoms, box, r_max, n_bins, smoothing)
+    r = g.axis
+    dr = r[1] - r[0]
+    q = np.asarray(q_values, float)
+    rho = n_atoms / float(np.prod(box))
+    window = np.sinc(r / r_max)
+    kernel = 4 * math.pi * rho * dr * (r**2 * np.sinc(np.outer(q, r) / math.pi) * window)  # [Q, R]
+
+    def combine(g_mean):
+        return 1.0 + jnp.asarray(kernel, g_mean.dtype) @ (g_mean - 1.0)
+
+    return Observable("structure_factor", g.per_frame, q, "q_per_nm", combine=combine)
+
+
+def mean_energy(system, per_atom: bool = False) -> Observable:
+    """⟨U⟩ (kJ/mol, or kJ/mol per atom). Depends on θ explicitly, so ⟨∂U/∂θ⟩ enters every estimator."""
+    scale = 1.0 / system.n_atoms if per_atom else 1.0
+
+    def per_frame(params, pos, box=None):
+        return jnp.reshape(system.energy_fn(params, pos, box=system.box if box is None else box) * scale, (1,))
+
+    return Observable("mean_energy", per_frame, np.zeros(1), "index", explicit_params=True)
+
+
+def density(system) -> Observable:
+    """Mass density (g/cm³) of the periodic box.
+
+    NVT runs keep the box, so this is constant and its θ-gradient is zero: a density target needs
+    constant-pressure sampling (not provided by the engine yet). It is here so that a config can name it;
+    :func:`fitting.forcefield.fit` refuses it for NVT runs with that explanation.
+    """
+    if system.box is None:
+        raise UserInputError("density: the system has no periodic box; density needs a box")
+    amu_g = 1.66053906660e-24
+    mass = float(np.sum(np.asarray(system.masses))) * amu_g
+
+    def per_frame(params, pos, box=None):
+        b = jnp.asarray(system.box if box is None else box, pos.dtype)
+        vol_cm3 = (jnp.prod(b) if b.ndim == 1 else jnp.abs(jnp.linalg.det(b))) * 1e-21
+        return jnp.reshape(mass / vol_cm3, (1,))
+
+    return Observable("density", per_frame, np.zeros(1), "index")
+
+
+def dihedral_cosines(quads, harmonics=(1, 2, 3)) -> Observable:
+    """⟨cos nφ⟩ averaged over the dihedrals ``quads [n_dihedrals, 4]`` (atom indices), for each n.
+
+    φ is the IUPAC dihedral (OpenMM's convention). A torsion barrier V_n shifts ⟨cos nφ⟩ directly, so these
+    moments identify torsion force constants.
+    """
+    quads = np.asarray(quads, int).reshape(-1, 4)
+    ns = np.asarray(harmonics, float)
+
+    def per_frame(params, pos, box=None):
+        p0, p1, p2, p3 = (pos[quads[:, k]] for k in range(4))
+        b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+        n1, n2 = jnp.cross(b0, b1), jnp.cross(b1, b2)
+        m1 = jnp.cross(n1, b1 / jnp.linalg.norm(b1, axis=-1, keepdims=True))
+        phi = jnp.arctan2(jnp.sum(m1 * n2, -1), jnp.sum(n1 * n2, -1))
+        return jnp.mean(jnp.cos(jnp.asarray(ns, pos.dtype)[:, None] * phi[None, :]), axis=1)
+
+    return Observable("dihedral_cosines", per_frame, ns, "harmonic_n")
+
+
+def diffuse_scattering(hkl, cell, elements, *, b_iso=None, atom_indices=None) -> Observable:
+    """Diffuse intensity I_D(h) = ⟨|F(h)|²⟩ − |⟨F(h)⟩|² of the simulation box taken as the unit cell.
+
+    Per frame o = [|F|², Re F, Im F] (3M values); ``combine`` forms I_D. Structure factors come from
+    :func:`analysis.structure_factors.structure_factors` (direct sum, IT92 form factors); positions are
+    converted nm → Å at this boundary.
+
+    Args:
+      hkl: ``[M, 3]`` indices of the box lattice; cell: ``[6]`` (Å, degrees) of the box;
+      elements: element symbols per (selected) atom; b_iso: ``[n]`` Å² (default 0);
+      atom_indices: atoms that scatter (default all).
+    """
+    from analysis import cell as cell_mod
+    from analysis.structure_factors import structure_factors
+
+    hkl = np.asarray(hkl, np.int32)
+    m = hkl.shape[0]
+    idx = None if atom_indices is None else np.asarray(atom_indices, int)
+    frac_mat = np.asarray(cell_mod.fractionalization_matrix(np.asarray(cell, float)))
+    n_sel = len(elements)
+    b = np.zeros(n_sel) if b_iso is None else np.asarray(b_iso, float)
+
+    def per_frame(params, pos, box=None):
+        x = pos if idx is None else pos[idx]
+        frac = (10.0 * x) @ jnp.asarray(frac_mat, x.dtype).T
+        f = structure_factors(hkl, frac, jnp.asarray(cell, x.dtype), elements, jnp.asarray(b, x.dtype))
+        return jnp.concatenate([jnp.abs(f) ** 2, jnp.real(f), jnp.imag(f)])
+
+    def combine(mean):
+        return mean[:m] - (mean[m : 2 * m] ** 2 + mean[2 * m :] ** 2)
+
+    return Observable("diffuse", per_frame, np.arange(m, dtype=float), "reflection_index", combine=combine)
+
+
+def powder_pattern(
+    structure_fn, hkl, multiplicity, elements, two_theta, *, wavelength: float = 1.54184, **profile_kwargs
+) -> Observable:
+    """Profiled powder pattern averaged over frames (stick pattern and profile from :mod:`analysis.powder`).
+
+    Args:
+      structure_fn: ``(pos [N, 3] nm) -> (cell [6] Å/deg, frac [n, 3])``: a frame as a P1 crystal.
+      hkl: ``[M, 3]`` reflections (fixed list); multiplicity: ``[M]``; elements: n symbols.
+      two_theta: ``[K]`` degrees, the grid of the target pattern.
+      profile_kwargs: width model for :func:`analysis.powder.profile` (U, V, W, eta, shape).
+    """
+    from analysis import powder
+
+    grid = np.asarray(two_theta, float)
+
+    def per_frame(params, pos, box=None):
+        cell, frac = structure_fn(pos)
+        st = powder.stick_pattern(hkl, multiplicity, frac, cell, elements, wavelength=wavelength)
+        return powder.profile(jnp.asarray(grid, pos.dtype), st["two_theta"], st["intensity"], **profile_kwargs)
+
+    return Observable("powder", per_frame, grid, "two_theta_deg")
+
+
+def custom(fn: Callable, name: str = "custom", axis=None, explicit_params: bool = False) -> Observable:
+    """Wrap a user's JAX function ``fn(params, pos, box) -> [K]`` (or ``fn(pos) -> [K]``) as an observable."""
+    import inspect
+
+    n_args = len(inspect.signature(fn).parameters)
+    per_frame = fn if n_args >= 2 else (lambda params, pos, box=None: fn(pos))
+    ax = np.arange(1.0) if axis is None else np.asarray(axis, float)
+    return Observable(name, lambda p, x, box=None: jnp.atleast_1d(per_frame(p, x, box)), ax, "index", None,
+                      explicit_params)  # fmt: skip
+
+
+def frame_values(fn, box=None, batch: int = 64):
+    """Compile ``fn(params, pos, box)`` over frames once: returns ``f(params, frames [F, N, 3]) -> [F, ...]``.
+
+    Frames are evaluated with ``lax.map`` in vmapped batches of ``batch`` (memory ∝ batch), inside one jit,
+    so repeated rounds with new θ or new frames of the same shape never recompile.
+    """
+
+    @jax.jit
+    def run(params, frames):
+        return jax.lax.map(lambda x: fn(params, x, box), frames, batch_size=batch)
+
+    return run

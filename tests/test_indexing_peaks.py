@@ -1,0 +1,75 @@
+"""Input parsing and validation of powder peak lists (analysis.indexing.peaks)."""
+
+import numpy as np
+import pytest
+
+from analysis import cell as cell_mod
+from analysis.indexing import peaks_from_values, read_peak_file
+from dmd.errors import UserInputError
+
+Q2 = np.array([0.0123, 0.0310, 0.0452, 0.0611, 0.0799, 0.0943, 0.1100, 0.1302, 0.1450, 0.1601, 0.1800, 0.2000])
+
+
+def test_three_unit_conventions_agree():
+    lam = 1.5406
+    tth = cell_mod.two_theta_from_inv_d2(Q2, lam)
+    a = peaks_from_values(tth, "2theta", wavelength=lam)
+    b = peaks_from_values(1 / np.sqrt(Q2)[::1], "d")
+    c = peaks_from_values(Q2, "q2")
+    # float64 round trip of sin/arcsin: relative error ~1e-15; 1e-12 leaves margin
+    np.testing.assert_allclose(a.inv_d2, Q2, rtol=1e-12)
+    np.testing.assert_allclose(b.inv_d2, Q2, rtol=1e-12)
+    np.testing.assert_allclose(c.inv_d2, Q2, rtol=0)
+    np.testing.assert_allclose(a.two_theta, tth, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "values, units, kw, match",
+    [
+        (Q2[:3], "q2", {}, "needs at least"),
+        (Q2[::-1], "q2", {}, "out of order"),
+        (np.r_[Q2[:5], Q2[4], Q2[5:]], "q2", {}, "duplicates"),
+        (np.r_[-0.01, Q2], "q2", {}, "non-positive"),
+        (np.r_[Q2[:5], np.nan, Q2[5:]], "q2", {}, "not a finite"),
+        (Q2, "furlongs", {}, "unknown units"),
+        (np.linspace(10, 80, 12), "2theta", {}, "need the wavelength"),
+        (np.linspace(10, 190, 12), "2theta", {"wavelength": 1.54}, r"\(0, 180\)"),
+        (np.linspace(10, 80, 12), "2theta", {"wavelength": -1.0}, "not positive"),
+        (1 / np.sqrt(Q2), "d", {"intensities": np.ones(3)}, "intensities"),
+    ],
+)
+def test_bad_input_raises_with_fix(values, units, kw, match):
+    with pytest.raises(UserInputError, match=match):
+        peaks_from_values(values, units, system="cubic" if len(values) > 3 else None, **kw)
+
+
+def test_d_spacings_must_descend():
+    with pytest.raises(UserInputError, match="descending"):
+        peaks_from_values(np.sqrt(Q2), "d")
+
+
+def test_min_peaks_depends_on_lattice():
+    peaks_from_values(Q2[:4], "q2", system="cubic")  # 4 lines are enough for one parameter
+    with pytest.raises(UserInputError, match="triclinic lattice system needs at least 12"):
+        peaks_from_values(Q2[:11], "q2", system="triclinic")
+
+
+def test_read_file_header_and_override(tmp_path):
+    f = tmp_path / "p.txt"
+    lines = "\n".join(f"{v:.6f} {10 * i + 1}" for i, v in enumerate(Q2))
+    f.write_text(f"# units: q2\n# wavelength: 1.5406\n{lines}\n")
+    pk = read_peak_file(f)
+    np.testing.assert_allclose(pk.inv_d2, np.round(Q2, 6), rtol=0)
+    assert pk.intensity is not None and pk.intensity[0] == 1.0
+    assert pk.wavelength == 1.5406 and pk.two_theta is not None
+    g = tmp_path / "nounits.txt"
+    g.write_text(lines + "\n")
+    with pytest.raises(UserInputError, match="units unknown"):
+        read_peak_file(g)
+    assert read_peak_file(g, units="q2").n == Q2.size
+    h = tmp_path / "bad.txt"
+    h.write_text("# units: d\n1.0\nabc\n")
+    with pytest.raises(UserInputError, match=r"bad.txt:3"):
+        read_peak_file(h)
+    with pytest.raises(UserInputError, match="no such peak file"):
+        read_peak_file(tmp_path / "missing.txt", units="d")

@@ -1,0 +1,69 @@
+"""Cell reduction and lattice equivalence, checked against gemmi's Niggli reduction."""
+
+import gemmi
+import jax.numpy as jnp
+import numpy as np
+
+from analysis import cell as cell_mod
+from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
+from analysis.indexing.search import reduce_x
+
+
+def _gemmi_niggli(cell):
+    gv = gemmi.GruberVector(gemmi.UnitCell(*cell), "P", False)
+    gv.niggli_reduce()
+    return np.array(gv.cell_parameters())
+
+
+def test_selling_reduction_matches_gemmi_niggli_lattice():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        cell = np.r_[rng.uniform(4, 12, 3), rng.uniform(70, 110, 3)]
+        # a badly chosen basis of the same lattice: b' = b + 2a, c' = c - 3b + a
+        m = np.array([[1, 0, 0], [2, 1, 0], [1, -3, 1]], float)
+        g_bad = m @ cell_mod.metric(cell) @ m.T
+        cell_bad = cell_mod.cell_from_metric(g_bad)
+        x_bad = cell_mod.reciprocal_params(cell_bad, "triclinic")
+        x_red = np.asarray(reduce_x(jnp.asarray(x_bad), "triclinic"))
+        cell_red = cell_mod.cell_from_reciprocal_params(x_red, "triclinic")
+        # the reduced reciprocal basis spans the same lattice (tolerance: float64 round-off ~1e-12)
+        assert same_lattice(cell_red, "P", cell, "P", rel_tol=1e-8)
+        np.testing.assert_allclose(cell_mod.volume(cell_red), cell_mod.volume(cell), rtol=1e-10)
+        # and gemmi's Niggli cell of our reduced cell is gemmi's Niggli cell of the input
+        np.testing.assert_allclose(_gemmi_niggli(cell_red), _gemmi_niggli(cell), rtol=1e-7, atol=1e-6)
+        # reduced reciprocal vectors are short: the three lengths² are the smallest of the input's
+        assert x_red[:3].max() <= x_bad[:3].max() + 1e-12
+
+
+def test_monoclinic_lagrange_reduction_keeps_lattice():
+    cell = np.array([6.0, 7.0, 9.0, 90.0, 104.0, 90.0])
+    # c' = c + 2a: same lattice, oblique setting
+    g = cell_mod.metric(cell)
+    m = np.array([[1, 0, 0], [0, 1, 0], [2, 0, 1]], float)
+    cell_bad = cell_mod.cell_from_metric(m @ g @ m.T)
+    x = cell_mod.reciprocal_params(cell_bad, "monoclinic")
+    x_red = np.asarray(reduce_x(jnp.asarray(x), "monoclinic"))
+    assert x_red[0] <= x_red[2] and x_red[3] >= 0  # canonical: A ≤ C, E ≥ 0
+    cell_red = cell_mod.cell_from_reciprocal_params(x_red, "monoclinic")
+    assert same_lattice(cell_red, "P", cell, "P", rel_tol=1e-8)
+
+
+def test_niggli_cell_of_centred_lattices():
+    # cF a: primitive rhombohedral cell a/√2, 60° (ITA); cI a: a√3/2, 109.47°
+    np.testing.assert_allclose(niggli_cell([10, 10, 10, 90, 90, 90], "F"), [7.0710678, 7.0710678, 7.0710678, 60, 60, 60],
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(np.sort(niggli_cell([10, 10, 10, 90, 90, 90], "I")[:3]), [8.6602540] * 3, rtol=1e-6)
+
+
+def test_same_lattice_settings_and_centrings():
+    assert same_lattice([10, 10, 10, 90, 90, 90], "F", [7.0710678, 7.0710678, 7.0710678, 60, 60, 60], "P")
+    assert not same_lattice([10, 10, 10, 90, 90, 90], "I", [7.0710678, 7.0710678, 7.0710678, 60, 60, 60], "P")
+    assert same_lattice([5, 6, 7, 90, 90, 90], "P", [7, 5, 6, 90, 90, 90], "P")  # axis permutation
+    assert not same_lattice([5, 6, 7, 90, 90, 90], "P", [5, 6, 7.1, 90, 90, 90], "P")  # 1.4 % off in c
+
+
+def test_supercell_index():
+    assert supercell_index([5, 6, 7, 90, 100, 90], "P", [10, 6, 7, 90, 100, 90], "P") == 2
+    assert supercell_index([5, 6, 7, 90, 90, 90], "P", [5, 18, 7, 90, 90, 90], "P") == 3
+    assert supercell_index([5, 6, 7, 90, 90, 90], "P", [5, 6, 7, 90, 90, 90], "C") == 0  # C-centred: smaller lattice
+    assert supercell_index([5, 6, 7, 90, 90, 90], "P", [5, 6, 7.5, 90, 90, 90], "P") == 0
