@@ -26,8 +26,15 @@ Two routes, both differentiable in ``pos_frac``, ``b_iso`` and ``occ`` and both 
 
   Per-atom B spread within a type is handled by Chebyshev interpolation of exp(−δx) in x = s²/4 with
   ``n_rank`` nodes x_k and Lagrange basis ψ_k (one channel per node; ``n_rank = 1`` when B is uniform per
-  type, as for MD frames). The kernel width sets the accuracy (≈ 10^(1−width) relative at 2× oversampling);
-  the default plan reaches |F| R ≈ 1e-6 vs the direct sum.
+  type, as for MD frames). The kernel width w = ceil(ln(1/tol)/(π√(1−1/σ))) sets the accuracy; σ (grid
+  oversampling, 1.25 … 2) is chosen by a CPU cost model (small grids for few atoms, narrow kernels for many).
+  Measured vs the float64 direct sum: tolerance 1e-4 → |F| R ≈ 3e-5, 1e-5 → R ≈ 3e-6 (gemmi's
+  DensityCalculator at rate 1.5: R ≈ 3e-5). Spreading is a scatter of contiguous z-rows (w² per atom) into a
+  z-padded grid, folded back periodically; on CPU that is ~3× faster than w³ scalar scatters.
+
+Benchmark (benchmarks/bench_structure_factors.py; 50 Å P1 cell, 2.0 Å, 32,633 reflections, float32; loaded
+2-core CPU, CPU seconds per frame, same run): 2,000 atoms 18.5 ms vs gemmi 62 ms (3.4×); 20,000 atoms
+58 ms vs gemmi 582 ms (10×), both at |F| R ≤ gemmi's.
 
 API::
 

@@ -63,14 +63,16 @@ def main(argv=None):
         jax.block_until_ready(vg(x, nbrs))
         t_compile = time.perf_counter() - t
         label = f"dmd {jnp.dtype(dtype).name}"
-        results[label] = _median_time(lambda: jax.block_until_ready(vg(x, nbrs)), args.repeats)
+        results[label] = _median_time(lambda f=vg, x=x, nb=nbrs: jax.block_until_ready(f(x, nb)), args.repeats)
         update = jax.jit(lambda x, nb, b=box: nb.update(x, box=b))
         shifted = x + 0.15  # every atom moved > skin/2: forces a rebuild
         jax.block_until_ready(update(shifted, nbrs).idx)
-        t_rebuild = _median_time(lambda: jax.block_until_ready(update(shifted, nbrs).idx), max(2, args.repeats // 2))
+        t_rebuild = _median_time(
+            lambda u=update, y=shifted, nb=nbrs: jax.block_until_ready(u(y, nb).idx), max(2, args.repeats // 2)
+        )
         print(
-            f"{label}: neighbour list {tuple(nbrs.idx.shape)} allocate {t_alloc:.2f} s, rebuild {t_rebuild * 1e3:.0f} ms, "
-            f"first call (compile) {t_compile:.1f} s"
+            f"{label}: neighbour list {tuple(nbrs.idx.shape)} allocate {t_alloc:.2f} s, "
+            f"rebuild {t_rebuild * 1e3:.0f} ms, first call (compile) {t_compile:.1f} s"
         )
     ref = results["OpenMM CPU (2 threads)"]
     print(f"villin+water ({system.n_atoms} atoms), {args.nonbonded}, energy+forces, median of {args.repeats}:")

@@ -44,8 +44,14 @@ from analysis.indexing import SearchConfig, index_peaks, peaks_from_values, same
 from analysis.indexing.train_prior import BRAVAIS_BY_SYSTEM
 
 SYSTEMS = ("cubic", "tetragonal", "hexagonal", "orthorhombic", "monoclinic", "triclinic")
-TARGET_CLEAN = {"cubic": 99.5, "tetragonal": 99.5, "hexagonal": 99.5, "orthorhombic": 99.5, "monoclinic": 97.0,
-                "triclinic": 90.0}  # fmt: skip
+TARGET_CLEAN = {
+    "cubic": 99.5,
+    "tetragonal": 99.5,
+    "hexagonal": 99.5,
+    "orthorhombic": 99.5,
+    "monoclinic": 97.0,
+    "triclinic": 90.0,
+}
 MLINDEX_SYSTEMS = ("cubic", "tetragonal", "hexagonal")
 MLINDEX_BRAVAIS = {"cubic": "cF,cI,cP", "tetragonal": "tI,tP", "hexagonal": "hP,hR"}
 
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
     cfg = SearchConfig()
     report: dict = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "results": {}}
     print("# powder indexing benchmark (lattice system given; machine shared and loaded: timings are noisy)")
-    for mode in args.modes.split(","):
+    for mode in [m for m in args.modes.split(",") if m]:
         noisy = mode == "noisy"
         tol = 2e-2 if noisy else 5e-3
         for system in systems:
@@ -142,15 +148,27 @@ def main(argv=None) -> int:
                 oks.append(ok)
                 times.append(dt)
                 if not ok:
-                    fails.append({"truth": p.cell.tolist(), "sg": p.spacegroup,
-                                  "found": None if best is None else [best.bravais, best.cell.tolist()]})  # fmt: skip
+                    fails.append(
+                        {
+                            "truth": p.cell.tolist(),
+                            "sg": p.spacegroup,
+                            "found": None if best is None else [best.bravais, best.cell.tolist()],
+                        }
+                    )
             rate = 100 * np.mean(oks)
             med = float(np.median(times))
             tgt = f" (target ≥ {TARGET_CLEAN[system]}%)" if not noisy else ""
-            print(f"{mode:5s} {system:12s} success {rate:6.1f}% ({sum(oks)}/{len(oks)}){tgt}  median {med:.2f} s/pattern",
-                  flush=True)  # fmt: skip
-            report["results"][f"{mode}/{system}"] = {"success_pct": rate, "n": len(oks), "median_s": med,
-                                                     "mean_s": float(np.mean(times)), "failures": fails[:10]}  # fmt: skip
+            print(
+                f"{mode:5s} {system:12s} success {rate:6.1f}% ({sum(oks)}/{len(oks)}){tgt}  median {med:.2f} s/pattern",
+                flush=True,
+            )
+            report["results"][f"{mode}/{system}"] = {
+                "success_pct": rate,
+                "n": len(oks),
+                "median_s": med,
+                "mean_s": float(np.mean(times)),
+                "failures": fails[:10],
+            }
     if args.compare > 0:
         print("# learned prior vs random candidates alone (clean, same patterns, same budget)")
         for system in systems:
@@ -165,8 +183,10 @@ def main(argv=None) -> int:
                     times.append(dt)
                 rate = 100 * np.mean(oks)
                 med = float(np.median(times))
-                print(f"{name:8s} {system:12s} success {rate:6.1f}% ({sum(oks)}/{len(oks)})  median {med:.2f} s/pattern",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{name:8s} {system:12s} success {rate:6.1f}% ({sum(oks)}/{len(oks)})  median {med:.2f} s/pattern",
+                    flush=True,
+                )
                 report["results"][f"compare/{name}/{system}"] = {"success_pct": rate, "n": len(oks), "median_s": med}
     if args.mlindex > 0:
         print("# peer: mlindex 0.1.3 run_analytical (model-free), same patterns, same machine, same run")
@@ -178,16 +198,31 @@ def main(argv=None) -> int:
             ok_o, dt_o, _ = run_ours(p, cfg, 5e-3)
             ok_o, dt_o, best = run_ours(p, cfg, 5e-3)  # second call: compiled
             ok_m, dt_m, top_m, err = run_mlindex(py, p, args.mlindex_timeout)
-            rows.append({"system": system, "truth": p.cell.tolist(), "ours_ok": ok_o, "ours_s": dt_o,
-                         "mlindex_ok": ok_m, "mlindex_s": dt_m, "mlindex_top": top_m, "mlindex_err": err})  # fmt: skip
-            print(f"  {system:10s} ours {'OK ' if ok_o else 'FAIL'} {dt_o:7.2f} s | mlindex {'OK ' if ok_m else 'FAIL'} "
-                  f"{dt_m:8.1f} s | speed-up x{dt_m / dt_o:.0f} {err[:80]}", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "system": system,
+                    "truth": p.cell.tolist(),
+                    "ours_ok": ok_o,
+                    "ours_s": dt_o,
+                    "mlindex_ok": ok_m,
+                    "mlindex_s": dt_m,
+                    "mlindex_top": top_m,
+                    "mlindex_err": err,
+                }
+            )
+            print(
+                f"  {system:10s} ours {'OK ' if ok_o else 'FAIL'} {dt_o:7.2f} s | mlindex {'OK ' if ok_m else 'FAIL'} "
+                f"{dt_m:8.1f} s | speed-up x{dt_m / dt_o:.0f} {err[:80]}",
+                flush=True,
+            )
         t_o = sum(r["ours_s"] for r in rows)
         t_m = sum(r["mlindex_s"] for r in rows)
         s_o = sum(r["ours_ok"] for r in rows)
         s_m = sum(r["mlindex_ok"] for r in rows)
-        print(f"  total: ours {s_o}/{len(rows)} in {t_o:.1f} s, mlindex {s_m}/{len(rows)} in {t_m:.1f} s, "
-              f"ratio x{t_m / max(t_o, 1e-9):.0f} (target ≥ 20x at equal or better success)")  # fmt: skip
+        print(
+            f"  total: ours {s_o}/{len(rows)} in {t_o:.1f} s, mlindex {s_m}/{len(rows)} in {t_m:.1f} s, "
+            f"ratio x{t_m / max(t_o, 1e-9):.0f} (target ≥ 20x at equal or better success)"
+        )
         report["results"]["mlindex"] = rows
     if args.out:
         from dmd.io_utils import write_json

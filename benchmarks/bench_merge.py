@@ -131,7 +131,7 @@ def main(argv=None):
     p.add_argument("--isigi", type=float, default=2.0)
     p.add_argument("--d-min", type=float, default=2.13)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1000, help="dmd optimizer steps")
+    p.add_argument("--steps", type=int, default=600, help="dmd optimizer steps")
     p.add_argument("--dof", type=float, default=4.0, help="Student-t dof (dmd and careless)")
     p.add_argument("--likelihood", choices=["normal", "student", "both"], default="both", help="dmd runs")
     p.add_argument("--careless-likelihood", choices=["normal", "student", "both"], default="normal")

@@ -55,7 +55,6 @@ def main(argv=None):
     print(f"numpy streaming read (Z.sum): {t_np * 1e3:.1f} ms  -> {bw_np / 1e9:.2f} GB/s")
 
     prob = rw.make_problem(store, y)
-    del z
     mask = np.ones((1, m), bool)
     spec = rw.FitSpec(steps=args.steps, learning_rate=0.05)
     l0 = np.zeros((1, t), np.float32)
@@ -75,7 +74,8 @@ def main(argv=None):
         runb()
         tb, _ = _best(runb, args.repeats)
         print(
-            f"batched: {b} fits per step {tb / args.steps * 1e3:.1f} ms = {tb / args.steps / b * 1e3:.1f} ms per fit-step "
+            f"batched: {b} fits per step {tb / args.steps * 1e3:.1f} ms = "
+            f"{tb / args.steps / b * 1e3:.1f} ms per fit-step "
             f"({t_step * b / (tb / args.steps):.1f}x faster than {b} separate fits)"
         )
 

@@ -104,13 +104,15 @@ def make_constraint_fns(
     coupling = ((load[pairs[:, 0]] - 1) * inv_np[pairs[:, 0]] + (load[pairs[:, 1]] - 1) * inv_np[pairs[:, 1]]) / w_np
     relax = jnp.asarray(1.0 / (1.0 + coupling), dtype)
     n_atoms = int(masses.shape[0])
+    # below this error a non-decreasing step means the rounding floor is reached: stop there
+    floor = 1e3 * float(jnp.finfo(dtype).eps)
 
     def positions(x, x_ref):
         r = x_ref[i] - x_ref[j]
 
         def cond(c):
             it, _, err, prev = c
-            return (it < max_iter) & (err > tol) & (err < prev)
+            return (it < max_iter) & (err > tol) & ((err < prev) | (err > floor))
 
         def body(c):
             it, x, err_in, _ = c
@@ -140,7 +142,7 @@ def make_constraint_fns(
 
         def cond(c):
             it, v, err, prev = c
-            return (it < max_iter) & (err > tol) & (err < prev)
+            return (it < max_iter) & (err > tol) & ((err < prev) | (err > floor))
 
         def body(c):
             it, v, err_in, _ = c

@@ -37,12 +37,30 @@ def _type_names(n_types: int) -> tuple[str, ...]:
 
 
 def _lattice_positions(n_atoms: int, box_length: float, rng: np.random.Generator, jitter: float) -> np.ndarray:
-    """n_atoms on the first sites of a simple cubic lattice filling the box, plus a small jitter."""
-    m = math.ceil(n_atoms ** (1.0 / 3.0) - 1e-9)
-    a = box_length / m
-    grid = np.stack(np.meshgrid(*(np.arange(m),) * 3, indexing="ij"), -1).reshape(-1, 3)[:n_atoms]
-    pos = (grid + 0.5) * a + rng.normal(scale=jitter * a, size=(n_atoms, 3))
-    return np.mod(pos, box_length)
+    """n_atoms spread over the sites of a cubic lattice filling the box, plus a small jitter.
+
+    Simple cubic, BCC and FCC are tried with the atoms spread evenly over the sites (taking the
+    first n would pack them into part of the box); the one with the largest nearest-neighbour
+    distance wins, so the start does not heat the fluid much when it melts.
+    """
+    from scipy.spatial import cKDTree
+
+    bases = {
+        "sc": np.zeros((1, 3)),
+        "bcc": np.array([[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "fcc": np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]),
+    }
+    best, best_d = None, -1.0
+    for basis in bases.values():
+        m = math.ceil((n_atoms / len(basis)) ** (1.0 / 3.0) - 1e-9)
+        cells = np.stack(np.meshgrid(*(np.arange(m),) * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+        sites = (cells + basis[None]).reshape(-1, 3)
+        sites = sites[np.round(np.linspace(0, len(sites) - 1, n_atoms)).astype(int)]
+        pos = np.mod((sites + 0.25) * (box_length / m), box_length)
+        d = cKDTree(pos, boxsize=box_length).query(pos, k=2)[0][:, 1].min()
+        if d > best_d + 1e-9:
+            best, best_d = pos, d
+    return np.mod(best + rng.normal(scale=jitter * best_d, size=(n_atoms, 3)), box_length)
 
 
 def _switch(r2, r_switch, r_cut):

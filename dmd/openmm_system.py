@@ -49,7 +49,14 @@ from dmd.system import Constraints, System
 __all__ = ["system_from_pdb", "system_from_openmm", "openmm_system_from_pdb", "NONBONDED_METHODS"]
 
 NONBONDED_METHODS = ("NoCutoff", "CutoffPeriodic", "PME")
-_CONSTRAINTS = {None: None, "None": None, "none": None, "HBonds": "HBonds", "AllBonds": "AllBonds", "HAngles": "HAngles"}
+_CONSTRAINTS = {
+    None: None,
+    "None": None,
+    "none": None,
+    "HBonds": "HBonds",
+    "AllBonds": "AllBonds",
+    "HAngles": "HAngles",
+}
 _HARMONIC_TORSION = {"k*(theta-theta0)^2"}
 _TAB_LJ = {"acoef(type1,type2)/r^12-bcoef(type1,type2)/r^6", "acoef(type1,type2)/r^12-bcoef(type1,type2)/r^6;"}
 _LJ14 = {"4*epsilon*((sigma/r)^12-(sigma/r)^6)", "4*epsilon*((sigma/r)^12-(sigma/r)^6);"}
@@ -64,7 +71,7 @@ def _ff_names_hint() -> str:
     return (
         f"valid names are OpenMM's bundled files, e.g. 'amber14-all.xml', 'amber14/tip3pfb.xml', "
         f"'charmm36.xml' (top level: {', '.join(names[:25])}...; folders: {', '.join(subs)}; "
-        f"list them with: python -c \"import openmm.app, os; print(os.listdir(os.path.join("
+        f'list them with: python -c "import openmm.app, os; print(os.listdir(os.path.join('
         f"os.path.dirname(openmm.app.__file__), 'data')))\"), or a path to your own XML file"
     )
 
@@ -101,7 +108,9 @@ def _read_structure(path):
             return app.PDBxFile(path)
         return app.PDBFile(path)
     except Exception as exc:
-        raise UserInputError(f"{path}: could not read structure ({type(exc).__name__}: {exc}); check the file format") from None
+        raise UserInputError(
+            f"{path}: could not read structure ({type(exc).__name__}: {exc}); check the file format"
+        ) from None
 
 
 def openmm_system_from_pdb(
@@ -129,7 +138,9 @@ def openmm_system_from_pdb(
         )
     method = getattr(app, nonbonded)
     cons = _CONSTRAINTS[constraints]
-    kwargs = dict(nonbondedMethod=method, constraints=None if cons is None else getattr(app, cons), rigidWater=rigid_water)
+    kwargs = dict(
+        nonbondedMethod=method, constraints=None if cons is None else getattr(app, cons), rigidWater=rigid_water
+    )
     if nonbonded != "NoCutoff":
         kwargs["nonbondedCutoff"] = float(cutoff) * unit.nanometer
     try:
@@ -170,7 +181,9 @@ def system_from_pdb(
       skin: neighbour-list skin, nm.
       dtype: dtype of θ and positions (default float64 numpy, which jax turns into float32 unless x64).
     """
-    omm_system, structure, ff = openmm_system_from_pdb(pdb_path, forcefield, nonbonded, cutoff, constraints, rigid_water)
+    omm_system, structure, ff = openmm_system_from_pdb(
+        pdb_path, forcefield, nonbonded, cutoff, constraints, rigid_water
+    )
     import openmm.unit as unit
 
     pos = np.asarray(structure.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
@@ -315,7 +328,7 @@ def system_from_openmm(
             per = np.array([int(r[4]) for r in rows], dtype=np.int32)
             phase = np.array([_vals(r[5], unit.radian) for r in rows])
             k = np.array([_vals(r[6], unit.kilojoule_per_mole) for r in rows])
-            lab = _unique(f"{_idx_label(i)}(n={m})" for i, m in zip(idx, per))
+            lab = _unique(f"{_idx_label(i)}(n={m})" for i, m in zip(idx, per, strict=True))
             add(
                 name,
                 {"k": k, "phase": phase},
@@ -359,7 +372,11 @@ def system_from_openmm(
             add(
                 name,
                 {"maps": np.stack(maps)},
-                {"maps": _unique(f"map{m}[{i},{j}]" for m in range(len(maps)) for i in range(size) for j in range(size))},
+                {
+                    "maps": _unique(
+                        f"map{m}[{i},{j}]" for m in range(len(maps)) for i in range(size) for j in range(size)
+                    )
+                },
                 lambda p, x, b, nb, mi=map_index, ia=ia, ib=ib, op=op: bonded.cmap_energy(p["maps"], mi, op, x, ia, ib),
             )
         elif isinstance(force, mm.NonbondedForce):
@@ -444,7 +461,9 @@ def system_from_openmm(
 
     neighbor_fn = None
     if uses_nbr:
-        neighbor_fn = pair_neighbor_list(n, box, neighbor_cutoff, skin=skin, excluded_pairs=excluded_for_nlist, full=True)
+        neighbor_fn = pair_neighbor_list(
+            n, box, neighbor_cutoff, skin=skin, excluded_pairs=excluded_for_nlist, full=True
+        )
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([_vals(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])
     return System(
@@ -472,7 +491,6 @@ def _replace(spec, **kw):
 def _pme_parameters(openmm_system, force, pos):
     """OpenMM's own PME α (1/nm) and grid, from a throw-away Reference context."""
     import openmm as mm
-
     import openmm.unit as unit
 
     alpha, nx, ny, nz = force.getPMEParameters()
@@ -540,7 +558,11 @@ def _convert_nonbonded(force, n, atom_types, atom_labels, box):
     eps = np.zeros(n)
     for i in range(n):
         c, s, e = force.getParticleParameters(i)
-        q[i], sig[i], eps[i] = _vals(c, unit.elementary_charge), _vals(s, unit.nanometer), _vals(e, unit.kilojoule_per_mole)
+        q[i], sig[i], eps[i] = (
+            _vals(c, unit.elementary_charge),
+            _vals(s, unit.nanometer),
+            _vals(e, unit.kilojoule_per_mole),
+        )
     if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
         raise UserInputError("NonbondedForce parameter offsets are not supported")
     tindex, sig_t, eps_t, tlabels = _lj_types(sig, eps, atom_types)
@@ -640,7 +662,9 @@ def _convert_tabulated_lj(force, n, atom_types):
             s = 0.5 * (sig_t[i] + sig_t[j])
             e = np.sqrt(eps_t[i] * eps_t[j])
             ea, eb = 4 * e * s**12, 4 * e * s**6
-            if abs(ea - a[i, j]) > 1e-9 * max(abs(a[i, j]), 1e-30) or abs(eb - b[i, j]) > 1e-9 * max(abs(b[i, j]), 1e-30):
+            if abs(ea - a[i, j]) > 1e-9 * max(abs(a[i, j]), 1e-30) or abs(eb - b[i, j]) > 1e-9 * max(
+                abs(b[i, j]), 1e-30
+            ):
                 okp = a[i, j] > 0 and b[i, j] > 0
                 nbfix.append((i, j))
                 nbfix_sig.append((a[i, j] / b[i, j]) ** (1 / 6) if okp else 0.1)
@@ -677,9 +701,6 @@ def _convert_tabulated_lj(force, n, atom_types):
         params.update(nbfix_sigma=np.array(nbfix_sig), nbfix_epsilon=np.array(nbfix_eps))
         nl = _unique(f"{tlabels[i]}:{tlabels[j]}" for i, j in nbfix)
         labels.update(nbfix_sigma=nl, nbfix_epsilon=nl)
-    if method != "NoCutoff" and excl:
-        # the neighbour list built from NonbondedForce exclusions must cover these too
-        pass
     return spec, params, labels
 
 
@@ -702,12 +723,14 @@ def _constraints(openmm_system, topology):
             if sorted(els) != ["H", "H", "O"]:
                 continue
             o = atoms[els.index("O")].index
-            h = [a.index for a, e in zip(atoms, els) if e == "H"]
+            h = [a.index for a, e in zip(atoms, els, strict=True) if e == "H"]
             keys = [tuple(sorted((o, h[0]))), tuple(sorted((o, h[1]))), tuple(sorted((h[0], h[1])))]
             if not all(k in pairs for k in keys):
                 continue
             d_oh, d_oh2, d_hh = (pairs[k] for k in keys)
-            if abs(d_oh - d_oh2) > 1e-12 or (geometry is not None and (abs(geometry[0] - d_oh) + abs(geometry[1] - d_hh)) > 1e-12):
+            if abs(d_oh - d_oh2) > 1e-12 or (
+                geometry is not None and (abs(geometry[0] - d_oh) + abs(geometry[1] - d_hh)) > 1e-12
+            ):
                 continue
             geometry = (d_oh, d_hh)
             settle.append((o, h[0], h[1]))

@@ -19,11 +19,13 @@ and, for x_0, v_0 independent of θ, these sum to the seed's geometric series::
 
 Two methods (``method=``):
 
-* ``"tangent"`` (default): carry (dx/dθ, dv/dθ) through every step, i.e. the forward-mode derivative of the
-  step. Exact (same numbers as ``jax.jacfwd`` through the whole trajectory) and O(1) memory in the number of
-  steps. ζE is a Hessian-vector product, ``jax.jvp`` of ``jax.grad(E)`` in the direction (dx/dθ_p, e_p); the
-  dense (N, 3, N, 3) Hessian is never built. P parameters are done at once: the jvp is vmapped over the P
-  tangent directions, the primal force is computed once.
+* ``"tangent"`` (default): carry (dx/dθ, dv/dθ, dF/dθ) through every step: ``jax.jvp`` of the engine's
+  seed-form step (:func:`dmd.integrators.langevin`, the step ``dmd simulate`` runs, so the frames are the plain
+  run's frames) with the forces part of the differentiated state. The force tangent is −ζE, a Hessian-vector
+  product (forward-over-reverse: jvp of the gradient in the direction (dx/dθ_p, e_p)); the dense
+  (N, 3, N, 3) Hessian is never built. Exact (same numbers as ``jax.jacfwd`` through the whole trajectory) and
+  O(1) memory in the number of steps. P parameters at once: the jvp is vmapped over the P tangent directions,
+  the primal step is computed once.
 * ``"window"`` with ``window=k``: the seed's rolling geometric-series window, eq. (9)-(10). The last k ζ terms
   keep their exact partial-sum coefficients S^a_n; older ones are folded into a running sum R with the
   converged coefficient S^a_∞ = 1/(1−a)::
@@ -41,12 +43,12 @@ the pairs in the list, not through the list itself. This is exact as long as eve
 is in the list (the list's skin guarantees it) and the energy is continuous at the cutoff (a pair crossing a
 plain, unshifted cutoff adds a jump that no derivative sees).
 
-Constraints. With holonomic constraints the step becomes x_t = C(x_{t-1} + v δt), v_t = (x_t − x_{t-1})/δt,
-where C is the constraint projection (SHAKE/RATTLE-type solver). The tangent method differentiates the whole
-step, C included, with ``jax.jvp``: if C is a differentiable JAX function, the tangent is the derivative of
-the solver's output (to the solver's tolerance, the tangent projected onto the constraint manifold,
-dC·(dx + dv δt)). The window method's geometric series assumes the unconstrained update and is refused for
-constrained systems.
+Constraints. With holonomic constraints the engine's step is x_t = C(x_{t-1} + v δt), v_t = (x_t − x_{t-1})/δt,
+C the SHAKE iteration of :mod:`dmd.constraints` (a ``lax.while_loop``). The tangent method differentiates the
+whole step, C included, with ``jax.jvp``: the tangent of the converged iterate, i.e. (to the solver's
+tolerance) dC·(dx + δt dv), the tangent projected onto the constraint manifold along the SHAKE directions.
+The window method's geometric series (eq. 9) assumes the unconstrained update and is refused for constrained
+systems.
 
 Ensemble observables, the estimators and their validity: :mod:`dmd.estimators`. Chaos diagnostics and the
 "which estimator to trust" verdict: :mod:`dmd.chaos`.

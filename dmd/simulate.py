@@ -377,7 +377,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         for k in np.nonzero(keep)[0]:
             t = float(steps[k]) * cfg.dt
             temp = 2 * float(ke[k]) / (n_dof * BOLTZMANN_KJ_MOL_K) if n_dof else 0.0
-            rows.append((int(steps[k]), t, float(pe[k]), float(ke[k]), float(pe[k] + ke[k]), temp))
+            rows.append((int(steps[k]), t, float(pe[k]), float(ke[k]), float(pe[k]) + float(ke[k]), temp))
         if traj is not None:
             traj.append(xyz[keep], [r[1] for r in rows])
             elog.append(rows)

@@ -119,6 +119,9 @@ class FitConfig:
       resume: continue from ``out/checkpoint.npz``. progress: show a per-round progress bar.
       average_last: report the mean θ of the last this-many good rounds (iterate averaging damps the
         sampling noise of stochastic gradients); 0 reports the last iterate.
+      decay_after: from this round on, steps shrink as 1/(1 + r − decay_after) (Robbins-Monro), so the iterate
+        becomes a running average of the per-round estimates instead of jumping with the sampling noise;
+        None keeps full steps.
     """
 
     rounds: int = 20
@@ -143,6 +146,7 @@ class FitConfig:
     resume: bool = False
     progress: bool = True
     average_last: int = 0
+    decay_after: int | None = None
 
 
 @dataclasses.dataclass
@@ -530,7 +534,8 @@ def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
         jac_theta = (np.asarray(pred_jac(jnp.asarray(mean))) @ J_o) / np.diag(np.asarray(dtheta_dz(z)))[None, :]
         g = _direction(cfg, r, Jr)
         updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
-        z_new = z + step_scale * updates
+        decay = 1.0 if cfg.decay_after is None or rnd < cfg.decay_after else 1.0 / (1 + rnd - cfg.decay_after)
+        z_new = z + step_scale * decay * updates
         if cfg.estimator == "reweighting":
             # DiffTRe: keep stepping on the same frames while the reweighted ensemble stays representative
             u0 = jnp.asarray(u_frames(z, frames))
@@ -548,7 +553,7 @@ def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
                 Jr = np.asarray(resid_jac(m_rw)) @ np.asarray(jac)
                 g = _direction(cfg, r, Jr)
                 updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
-                z_new = z + step_scale * updates
+                z_new = z + step_scale * decay * updates
                 n_updates += 1
         z_good = z
         z = z_new

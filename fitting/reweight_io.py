@@ -346,7 +346,9 @@ def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summa
     ax1.set_ylabel("training CC")
     ax1.legend(fontsize=8)
     th = np.asarray(result.cv["theta_grid"], float)
-    ax2.semilogx(np.where(th > 0, th, th[th > 0].min() / 10 if np.any(th > 0) else 1e-6), result.cv["mean_heldout_score"], "o-")
+    ax2.semilogx(
+        np.where(th > 0, th, th[th > 0].min() / 10 if np.any(th > 0) else 1e-6), result.cv["mean_heldout_score"], "o-"
+    )
     ax2.axvline(max(summary["theta"], 1e-12), color="r", lw=0.8)
     ax2.set_xlabel("θ (θ = 0 drawn at the left)")
     ax2.set_ylabel("mean held-out score")

@@ -2,6 +2,7 @@
 harmonic limits, constraints, and alanine dipeptide ⟨U⟩ against OpenMM's LangevinMiddleIntegrator."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -58,19 +59,19 @@ def test_langevin_coefficients_limits():
 
 @pytest.mark.parametrize("name", ["langevin", "baoab"])
 def test_equipartition_lj_fluid(name):
-    """Per-dof kinetic temperature within 2% on an LJ fluid (float32, N = 256, 80 ps ≈ 37 τ)."""
+    """Per-dof kinetic temperature within 2% on an LJ fluid (float32, N = 256, 40 ps ≈ 19 τ)."""
     system = models.lj_fluid(256, density=0.8, dtype=jnp.float32, seed=1)
     temp = system.metadata["temperature_K"]  # T* = 1
-    integ = make_integrator(name, system, dt=0.01, temperature=temp, friction=2.0)
+    integ = make_integrator(name, system, dt=0.01, temperature=temp, friction=5.0)
     state = integ.init(jax.random.PRNGKey(3), system.params)
     m = jnp.asarray(system.masses)[:, None]
     # per Cartesian component: Σ_i m v_iα² / N = k_B T_α; equipartition says every T_α = T
     observe = lambda st: jnp.sum(m * st.velocities**2, axis=0) / system.n_atoms / KB  # noqa: E731
-    state, t_xyz = _run(integ, system.params, state, 800, 10, observe)
-    t_xyz = np.asarray(t_xyz, float)[100:]  # drop 10 ps of melting from the lattice start
+    state, t_xyz = _run(integ, system.params, state, 400, 10, observe)
+    t_xyz = np.asarray(t_xyz, float)[50:]  # drop 5 ps of melting from the lattice start
     t_dof = t_xyz.mean(0)
     se = statistical_inefficiency_se(t_xyz.mean(1))
-    # 2% is the acceptance bound; the statistical SE here is ≈ 0.3%, the leapfrog-velocity bias at
+    # 2% is the acceptance bound; the statistical SE here is ≈ 0.4%, the leapfrog-velocity bias at
     # δt = 0.0046 τ is < 0.1%: a failure means a wrong noise/friction coefficient or mass handling
     assert np.all(np.abs(t_dof / temp - 1) < 0.02), (t_dof, temp, se)
     assert se / temp < 0.005
@@ -78,7 +79,7 @@ def test_equipartition_lj_fluid(name):
     assert state.positions.dtype == jnp.float32  # dtype kept
     # the neighbour list is rebuilt, but far from every step
     n_rebuild = int(state.neighbor.n_rebuilds)
-    assert 0 < n_rebuild < 8000 / 3, n_rebuild
+    assert 0 < n_rebuild < 4000 / 3, n_rebuild
 
 
 def test_nve_energy_drift_lj():
@@ -86,18 +87,18 @@ def test_nve_energy_drift_lj():
 
     Bound and why: Verlet is symplectic and time reversible, so with a C² potential (OpenMM's switch
     2.0σ→2.5σ) it conserves a shadow energy and E only fluctuates, O(δt²). We require the drift
-    over 10 ps (a linear fit) and the standard deviation of E each below 1% of the kinetic-energy
+    over 8 ps (a linear fit) and the standard deviation of E each below 1% of the kinetic-energy
     standard deviation (measured: 0.3% and 0.8% at δt = 0.01 ps); a wrong force, a missed pair
     (neighbour list) or a non-symplectic update gives drifts of order the KE fluctuation.
     """
     sigma = models.ARGON["sigma"]
-    system = models.lj_fluid(256, switch_distance=2.0 * sigma, dtype=jnp.float64, seed=2)
+    system = models.lj_fluid(128, cutoff=2.4 * sigma, switch_distance=2.0 * sigma, dtype=jnp.float64, seed=2)
     temp = system.metadata["temperature_K"]
     integ = velocity_verlet(system, dt=0.01, temperature=temp)
     state = integ.init(jax.random.PRNGKey(0), system.params)
     obs = lambda st: (st.potential_energy, kinetic_energy(st.velocities, system.masses))  # noqa: E731
-    state, _ = _run(integ, system.params, state, 50, 10, obs)  # 5 ps equilibration (lattice melts)
-    state, (pe, ke) = _run(integ, system.params, state, 100, 10, obs)
+    state, _ = _run(integ, system.params, state, 30, 10, obs)  # 3 ps equilibration (lattice melts)
+    state, (pe, ke) = _run(integ, system.params, state, 80, 10, obs)
     e = np.asarray(pe + ke)
     t = np.arange(len(e)) * 0.1
     drift = abs(np.polyfit(t, e, 1)[0]) * t[-1]
@@ -126,29 +127,41 @@ def test_harmonic_oscillator_configurational_temperature(name):
 
 
 def test_constraints_hold_and_reduce_dof():
-    """A chain with every bond constrained (SHAKE/RATTLE): lengths kept to the tolerance, and the
-    kinetic temperature with 3N − N_c degrees of freedom equals T (equipartition over the
-    constrained dof, within 3%: SE ≈ 1% for 16 beads × 2,000 samples)."""
+    """A free 16-bead chain with every bond constrained (SHAKE/RATTLE), 8 replicas (vmap): lengths
+    kept to the tolerance, and the kinetic temperature over 3N − N_c degrees of freedom equals T
+    (equipartition over the constrained dof). Tolerance 4%: the SE is ≈ 1% (264 dof, γ = 20/ps so
+    the kinetic energy decorrelates in 0.025 ps, 4 ps of samples)."""
     chain = models.harmonic_chain(16, k=0.0, r0=0.15, dtype=jnp.float64)
     pairs = np.stack([np.arange(15), np.arange(1, 16)], 1)
     system = dataclasses.replace(chain, constraints=Constraints(pairs=pairs, lengths=np.full(15, 0.15)))
     for name in ("baoab", "langevin", "verlet"):
-        integ = make_integrator(name, system, dt=0.002, temperature=300.0, friction=5.0)
+        integ = make_integrator(name, system, dt=0.002, temperature=300.0, friction=20.0)
         assert integ.n_dof == 3 * 16 - 15
-        state = integ.init(jax.random.PRNGKey(2), system.params)
-        obs = lambda st: kinetic_energy(st.velocities, system.masses)  # noqa: E731
-        state, ke = _run(integ, system.params, state, 2000 if name != "verlet" else 50, 5, obs)
-        x = np.asarray(state.positions)
-        lengths = np.linalg.norm(x[1:] - x[:-1], axis=1)
+        keys = jax.random.split(jax.random.PRNGKey(2), 8)
+        state = jax.vmap(lambda k: integ.init(k, system.params))(keys)
+        n_rep = 400 if name != "verlet" else 20
+
+        @jax.jit
+        def go(st):
+            def rep(st, _):
+                st, _ = jax.lax.scan(lambda s, _: (jax.vmap(integ.step, (0, None))(s, system.params), None), st,
+                                     None, length=5)
+                return st, jax.vmap(kinetic_energy, (0, None))(st.velocities, system.masses)
+
+            return jax.lax.scan(rep, st, None, length=n_rep)
+
+        state, ke = go(state)
+        x = np.asarray(state.positions)  # [replica, atom, 3]
+        lengths = np.linalg.norm(x[:, 1:] - x[:, :-1], axis=-1)
         # float64 SHAKE tolerance 1e-10 on r² → 5e-11 on r
         assert np.max(np.abs(lengths / 0.15 - 1)) < 1e-9, name
         v = np.asarray(state.velocities)
         if name == "verlet":  # RATTLE: relative velocities ⟂ bonds
-            rel = np.sum((v[1:] - v[:-1]) * (x[1:] - x[:-1]), 1) / (0.15 * np.linalg.norm(v, axis=1).max())
+            rel = np.sum((v[:, 1:] - v[:, :-1]) * (x[:, 1:] - x[:, :-1]), -1) / (0.15 * np.abs(v).max())
             assert np.max(np.abs(rel)) < 1e-8
         else:
-            t_kin = 2 * np.asarray(ke)[200:].mean() / (integ.n_dof * KB)
-            assert abs(t_kin / 300.0 - 1) < 0.03, (name, t_kin)
+            t_kin = 2 * np.asarray(ke)[50:].mean() / (integ.n_dof * KB)
+            assert abs(t_kin / 300.0 - 1) < 0.04, (name, t_kin)
 
 
 def test_step_is_jitted_once():
@@ -207,7 +220,7 @@ def test_alanine_dipeptide_mean_potential_matches_openmm():
     keys = jax.random.split(jax.random.PRNGKey(11), n_rep)
     states = jax.vmap(lambda k: integ.init(k, system.params))(keys)
 
-    @jax.jit
+    @functools.partial(jax.jit, static_argnums=1)
     def go(st, n):
         def rep(st, _):
             st, _ = jax.lax.scan(lambda s, _: (jax.vmap(integ.step, (0, None))(s, system.params), None), st, None,

@@ -173,3 +173,36 @@ def test_resume_reproduces_uninterrupted_fit(tmp_path):
     assert resumed.values == full.values
     for name in ("history.csv", "summary.json", "loss.png", "params.png", "checkpoint.npz"):
         assert (tmp_path / "b" / name).exists()
+
+
+def test_cli_fit_example_runs_and_resumes(tmp_path, capsys):
+    # The bundled example config end to end through the CLI (2 rounds, then resumed to 3).
+    from pathlib import Path
+
+    from dmd.cli import main
+
+    cfg = Path(__file__).resolve().parents[1] / "examples" / "fit" / "lj_rdf.yaml"
+    out = tmp_path / "fit"
+    assert main(["fit", str(cfg), "--out", str(out), "--rounds", "2"]) == 0
+    assert main(["fit", str(cfg), "--out", str(out), "--rounds", "3", "--resume"]) == 0
+    hist = json.loads((out / "history.json").read_text())["history"]
+    assert [h["round"] for h in hist] == [0, 1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    # the first rounds already move σ from 0.272 towards 0.34 nm
+    assert summary["last_iterate"]["lj/sigma/A"] > 0.29
+    assert "lj/epsilon/A" in capsys.readouterr().out
+
+
+def test_cli_fit_bad_target_units(tmp_path, capsys):
+    from pathlib import Path
+
+    from dmd.cli import main
+
+    src = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    (tmp_path / "cfg.yaml").write_text((src / "lj_rdf.yaml").read_text())
+    r = np.linspace(0.015, 0.885, 30) * 10  # Å, wrong units
+    np.savetxt(tmp_path / "target_rdf.csv", np.column_stack([r, np.ones(30)]), delimiter=",", header="r_A,g",
+               comments="")  # fmt: skip
+    assert main(["fit", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "target_rdf.csv" in err and "looks like Å" in err and "divide r by 10" in err

@@ -1,12 +1,15 @@
 """Cell reduction and lattice equivalence, checked against gemmi's Niggli reduction."""
 
 import gemmi
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
-from analysis.indexing.search import reduce_x
+from analysis.indexing.search import reduce_x as _reduce_x
+
+reduce_x = jax.jit(_reduce_x, static_argnames="system")  # one compile per system, not op-by-op
 
 
 def _gemmi_niggli(cell):
@@ -50,8 +53,9 @@ def test_monoclinic_lagrange_reduction_keeps_lattice():
 
 def test_niggli_cell_of_centred_lattices():
     # cF a: primitive rhombohedral cell a/√2, 60° (ITA); cI a: a√3/2, 109.47°
-    np.testing.assert_allclose(niggli_cell([10, 10, 10, 90, 90, 90], "F"), [7.0710678, 7.0710678, 7.0710678, 60, 60, 60],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        niggli_cell([10, 10, 10, 90, 90, 90], "F"), [7.0710678, 7.0710678, 7.0710678, 60, 60, 60], rtol=1e-6
+    )
     np.testing.assert_allclose(np.sort(niggli_cell([10, 10, 10, 90, 90, 90], "I")[:3]), [8.6602540] * 3, rtol=1e-6)
 
 

@@ -72,9 +72,11 @@ def test_merge_cli_anomalous_half_datasets(unmerged_mtz, capsys):
     summary = json.loads(out.with_suffix(".json").read_text())
     q = summary["quality"]
     assert q["cchalf"]["n_pairs"] > 100 and len(q["cchalf"]["per_shell"]) == 10
-    # anomalous signal sd 0.15 at I/σ 3: half-dataset ΔF agree positively (measured ~0.3)
-    assert q["ccanom_half"]["overall"] > 0.1
-    assert q["ccpred"]["overall"] > 0.5
+    # anomalous signal sd 0.15 (|ΔF|/F ≈ 0.3) at I/σ 3: measured CCanom 0.76 on 94 Bijvoet pairs seen in both
+    # halves (standard error ~0.05), CCpred 0.87 on 5% held-out observations; bars well inside both
+    assert q["ccanom_half"]["n_pairs"] > 50
+    assert q["ccanom_half"]["overall"] > 0.5
+    assert q["ccpred"]["overall"] > 0.7
     for key in ("loss_png", "cc_png"):
         png = summary["outputs"][key]
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -62,14 +62,15 @@ def test_vi_beats_averaging_per_shell_and_scale_b_overall(low, vi_student):
     print("per shell VI − average:", np.round(cc_vi["per_shell"] - cc_avg["per_shell"], 3))
     print("per shell VI − scale+B:", np.round(cc_vi["per_shell"] - cc_sb["per_shell"], 3))
     print("per shell VI − scale+B+FW:", np.round(cc_vi["per_shell"] - cc_fw["per_shell"], 3))
-    # every resolution shell improves on plain averaging (measured margins ≥ 0.02 per shell, seed 11)
+    # measured (seed 11): VI 0.872, averaging 0.805, scale+B 0.790, scale+B+French-Wilson 0.818; per shell
+    # VI − averaging 0.03…0.08, VI − scale+B 0.01…0.19. The standard error of a CC near 0.85 on ~240
+    # reflections per shell is ~0.02 (on ~2,400 overall ~0.006), so the bars below leave room for
+    # platform-level numerical differences while still failing without the scale model or the prior.
     assert np.all(cc_vi["per_shell"] > cc_avg["per_shell"])
-    # overall: clear margins over scale+B then averaging, with and without French-Wilson (measured
-    # ≥ 0.02 and ≥ 0.01; a CC standard error on ~2,400 reflections is ~0.004)
-    assert cc_vi["overall"] > cc_sb["overall"] + 0.01
-    assert cc_vi["overall"] > cc_fw["overall"] + 0.005
-    # and in most shells (small shells are noisy: ~240 reflections each)
-    assert np.count_nonzero(cc_vi["per_shell"] > cc_sb["per_shell"]) >= 8
+    assert cc_vi["overall"] > cc_avg["overall"] + 0.04
+    assert cc_vi["overall"] > cc_sb["overall"] + 0.04
+    assert cc_vi["overall"] > cc_fw["overall"] + 0.025
+    assert np.count_nonzero(cc_vi["per_shell"] > cc_sb["per_shell"]) >= 9
 
 
 def test_half_datasets_split_and_cchalf(low, vi_student):

@@ -74,7 +74,7 @@ def test_heldout_cc_does_not_gain_by_chance():
     masks = np.concatenate([orbit, rand])
     logits, _ = rw.fit_batch(prob, rw.FitSpec(steps=300, learning_rate=0.1), np.zeros((6, 40)), masks, [0.0] * 6)
     gain_train, gain_test = [], []
-    for lg, tr in zip(logits, masks):
+    for lg, tr in zip(logits, masks, strict=True):
         xf = rw.predict(prob, jax.nn.softmax(lg))
         cc = lambda v, m: float(pearson_cc(v, y, mask=m))
         gain_train.append(cc(xf, tr) - cc(x, tr))

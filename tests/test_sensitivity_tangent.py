@@ -2,12 +2,14 @@
 
 Oracles: ``jax.jacfwd`` through a separately written seed-form Langevin loop (eq. 4-5) that uses all pairs
 (no neighbour list), and central finite differences of re-runs with the same noise. Two force-field types:
-a Lennard-Jones fluid with a neighbour list, and a bonded molecule (bonds, angles, torsions).
+a Lennard-Jones fluid with a neighbour list, and alanine dipeptide from OpenMM's amber14 (bonds, angles,
+torsions, nonbonded; dmd.openmm_system).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
 from dmd.params import select
 from dmd.sensitivity import read_sensitivities, run_sensitivities, write_sensitivities
 
+DATA = Path(__file__).parent / "data"
 LJ_RUN = dict(dt=0.01, temperature=120.0, friction=2.0)  # argon: τ ≈ 2.15 ps, so dt ≈ τ/215
 
 
@@ -29,47 +32,12 @@ def lj():
     return models.lj_fluid(64, density=0.8, cutoff=0.6, switch_distance=0.5, skin=0.1, dtype=jnp.float64)
 
 
-def bonded_molecule(dtype):
-    """A 6-bead bonded chain (hexane-like, united atoms): bonds, angles and periodic torsions (dmd.forces.bonded)."""
-    from dmd.forces import bonded
-    from dmd.system import System
-
-    n = 6
-    bonds = np.array([[i, i + 1] for i in range(n - 1)])
-    angles = np.array([[i, i + 1, i + 2] for i in range(n - 2)])
-    torsions = np.array([[i, i + 1, i + 2, i + 3] for i in range(n - 3)])
-    period = np.full(len(torsions), 3)
-    # zig-zag start geometry, 0.153 nm bonds, ~112° angles, slightly out of plane so torsions are generic
-    rng = np.random.default_rng(0)
-    pos = np.array([[0.127 * i, 0.085 * (i % 2), 0.0] for i in range(n)]) + rng.normal(scale=0.01, size=(n, 3))
-
-    def energy_fn(params, x, *, box=None, neighbor=None):
-        return (
-            bonded.harmonic_bond_energy(params["bond"]["k"], params["bond"]["length"], x, bonds)
-            + bonded.harmonic_angle_energy(params["angle"]["k"], params["angle"]["theta0"], x, angles)
-            + bonded.periodic_torsion_energy(params["torsion"]["k"], params["torsion"]["phase"], period, x, torsions)
-        )
-
-    def lab(idx):
-        return tuple("-".join(map(str, row)) for row in idx)
-
-    params = {
-        "bond": {"k": np.full(n - 1, 2.5e5), "length": np.full(n - 1, 0.153)},
-        "angle": {"k": np.full(n - 2, 520.0), "theta0": np.full(n - 2, 1.955)},
-        "torsion": {"k": np.full(n - 3, 5.9), "phase": np.zeros(n - 3)},
-    }
-    params = {f: {k: jnp.asarray(v, dtype) for k, v in d.items()} for f, d in params.items()}
-    labels = {
-        "bond": {"k": lab(bonds), "length": lab(bonds)},
-        "angle": {"k": lab(angles), "theta0": lab(angles)},
-        "torsion": {"k": lab(torsions), "phase": lab(torsions)},
-    }
-    return System(energy_fn, params, labels, jnp.full(n, 14.0, dtype), jnp.asarray(pos, dtype), name="hexane-like")
-
-
 @pytest.fixture(scope="module")
 def bonded():
-    return bonded_molecule(jnp.float64)
+    """Alanine dipeptide (ACE-ALA-NME, 22 atoms), amber14, no cutoff: bonds, angles, torsions, LJ + Coulomb."""
+    from dmd.openmm_system import system_from_pdb
+
+    return system_from_pdb(DATA / "alanine_dipeptide.pdb", ["amber14-all.xml"], nonbonded="NoCutoff")
 
 
 def _reference_positions(system, names, theta, *, steps, dt, temperature, friction, seed=0):
@@ -102,9 +70,9 @@ STEPS = 100
 CASES = {
     # LJ: dt ≈ τ/215; window test at γ = 40/ps gives a = exp(−γδt) = 0.67
     "lj": (["lj/epsilon/A", "lj/sigma/A"], dict(dt=0.01, temperature=120.0, friction=2.0), 40.0),
-    # bonded: 0.5 fs steps (stiff bonds); window test at γ = 800/ps gives the same a = 0.67
+    # alanine dipeptide: 0.5 fs steps (unconstrained X-H bonds); window test at γ = 800/ps gives the same a = 0.67
     "bonded": (
-        ["bond/k/0-1", "angle/theta0/0-1-2", "torsion/k/0-1-2-3"],
+        ["HarmonicBondForce/k/4-5", "PeriodicTorsionForce/k/1-0-4-5(n=3)", "NonbondedForce/epsilon/protein-CT"],
         dict(dt=0.0005, temperature=300.0, friction=5.0),
         800.0,
     ),
@@ -131,8 +99,10 @@ def test_tangent_matches_jacfwd_through_whole_scan(case):
     ref_dx = np.moveaxis(np.asarray(ref_dx), -1, 1)  # [T, N, 3, P] -> [T, P, N, 3]
     # same floating-point operations up to summation order (and the neighbour list vs all pairs): agreement
     # to ~1e-14 times the growth; 1e-10 is the spec
-    assert _rel(res.positions, np.asarray(ref_x)) < 1e-12
-    assert _rel(res.dx, ref_dx) < 1e-10
+    err_x, err_dx = _rel(res.positions, np.asarray(ref_x)), _rel(res.dx, ref_dx)
+    print(f"{system.name}: positions vs reference {err_x:.2e}, tangent vs jacfwd {err_dx:.2e} (max per frame)")
+    assert err_x < 1e-12
+    assert err_dx < 1e-10
     assert res.dx.shape == (STEPS, len(names), system.n_atoms, 3)
 
 
@@ -140,6 +110,7 @@ def test_window_with_k_at_least_T_equals_tangent(case):
     system, names, run, _, tan = case
     win = run_sensitivities(system, names, steps=STEPS, method="window", window=STEPS, **run)
     # with k >= T no ζ term is folded: eq. (9) is the exact series, only the summation order differs
+    print(f"{system.name}: window k = T vs tangent: dx {_rel(win.dx, tan.dx):.2e}, dv {_rel(win.dv, tan.dv):.2e}")
     assert _rel(win.dx, tan.dx) < 1e-10
     assert _rel(win.dv, tan.dv) < 1e-10
     assert win.method == "window" and win.window == STEPS
@@ -150,7 +121,7 @@ def test_tangent_matches_same_noise_central_differences(case):
     sel = select(system.param_labels, names)
     theta = np.asarray(sel.get(system.params))
     for p in range(sel.size):
-        h = 1e-4 * abs(theta[p])
+        h = 1e-5 * abs(theta[p])
         xs = []
         for sign in (1, -1):
             th = theta.copy()
@@ -158,8 +129,8 @@ def test_tangent_matches_same_noise_central_differences(case):
             sys_p = dataclasses.replace(system, params=sel.set(system.params, jnp.asarray(th)))
             xs.append(run_sensitivities(sys_p, names, steps=STEPS, **run).positions)
         fd = (xs[0] - xs[1]) / (2 * h)
-        # relative error over the whole short trajectory (frames × atoms × xyz): O(h²) truncation ≈ 1e-8·growth,
-        # rounding eps·|x|/h ≈ 1e-12 nm against |dx/dθ|·... ; 1e-6 is the spec
+        # relative error over the whole short trajectory (frames × atoms × xyz). h = 1e-5 θ: O(h²) truncation
+        # ≈ 1e-10 × (a factor ~400 for σ in r⁻¹²), rounding eps·|x|/h ≈ 1e-11 × growth; 1e-6 is the spec
         err = np.linalg.norm(res.dx[:, p] - fd) / np.linalg.norm(fd)
         print(f"{system.name} {names[p]}: tangent vs same-noise central FD, relative error {err:.2e}")
         assert err < 1e-6, names[p]
@@ -191,15 +162,18 @@ def test_window_error_falls_like_a_to_the_k(case):
 
 
 def test_float32_overflow_of_tangents_is_reported():
-    # an unstable potential (negative spring constant) makes dx/dθ grow like t·e^{ωt} while positions stay
-    # finite until much later: the tangents overflow float32 first and must be reported, not returned silently
+    # An inverted well E = −½k|x − c|² started 1e-20 nm from its top, nearly without noise: x − c and dx/dc both
+    # grow like e^{ωt} (ω = 63/ps), but dx/dc ~ 1 while x − c ~ 1e-20, so the float32 tangent overflows (at
+    # ~1.4 ps) while the positions are still finite (~1e18 nm): the run must report it, not return inf silently.
     system = models.harmonic_oscillator(1, dim=3, k=4000.0, mass=1.0, dtype=jnp.float32)
-    system = dataclasses.replace(
-        system, params={"spring": dict(system.params["spring"], k=-system.params["spring"]["k"])}
-    )
+    spring = dict(system.params["spring"], k=-system.params["spring"]["k"])
+    system = dataclasses.replace(system, params={"spring": spring})
+    start = dict(pos=np.full((1, 3), 1e-20, np.float32), vel=np.zeros((1, 3), np.float32))
+    run = dict(steps=2000, dt=0.001, temperature=1e-34, friction=1.0, report_every=10)
     with pytest.warns(RuntimeWarning, match="non-finite"):
-        res = run_sensitivities(system, ["spring/center"], steps=400, dt=0.001, temperature=1.0, friction=1.0)
-    assert res.first_nonfinite_frame is not None
+        res = run_sensitivities(system, ["spring/center"], **run, **start)
+    assert res.first_nonfinite_frame is not None and np.all(np.isfinite(res.positions))
+    assert not np.all(np.isfinite(res.dx))  # the overflow is there, and it was reported:
     assert any("non-finite" in w for w in res.warnings)
     assert res.estimator_advice.startswith("trust: fluctuation")
     assert res.dx.dtype == np.float32  # input dtype kept

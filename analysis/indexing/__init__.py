@@ -143,8 +143,14 @@ def index_peaks(
             if key in seen or not np.all(np.isfinite(x)):
                 continue
             seen.add(key)
-            kw = dict(sigma=sig, g_zero=g, refine_zero=refine_zero, n_sigma=config.n_sigma,
-                      wavelength=peaks.wavelength, centrings=centrings)  # fmt: skip
+            kw = dict(
+                sigma=sig,
+                g_zero=g,
+                refine_zero=refine_zero,
+                n_sigma=config.n_sigma,
+                wavelength=peaks.wavelength,
+                centrings=centrings,
+            )
             sol = refine_candidate(x, z, q, system, **kw)
             if sol is not None:
                 sols.append(sol)

@@ -156,8 +156,10 @@ class IndexPrior:
         f = peak_features(inv_d2)
         h = np.asarray(jax.nn.gelu(jnp.asarray(f @ p["w1"] + p["b1"])))
         logits = (h @ p["w2"] + p["b2"]).reshape(table.shape) + table
-        return logits - np.log(np.sum(np.exp(logits - logits.max(1, keepdims=True)), 1, keepdims=True)) - logits.max(
-            1, keepdims=True
+        return (
+            logits
+            - np.log(np.sum(np.exp(logits - logits.max(1, keepdims=True)), 1, keepdims=True))
+            - logits.max(1, keepdims=True)
         )
 
     def save(self, path) -> None:
@@ -185,7 +187,14 @@ def load_prior(path: str | None = None) -> IndexPrior:
 
 # Reference rows searched per system: the rows any training pattern used (most used first) cover
 # the first 20 lines of the training distribution; a margin of size-ordered rows follows.
-N_SEARCH_ROWS = {"cubic": 80, "tetragonal": 160, "hexagonal": 160, "orthorhombic": 200, "monoclinic": 240, "triclinic": 180}
+N_SEARCH_ROWS = {
+    "cubic": 80,
+    "tetragonal": 160,
+    "hexagonal": 160,
+    "orthorhombic": 200,
+    "monoclinic": 240,
+    "triclinic": 180,
+}
 
 
 def search_rows(system: str, n_rows: int | None = None, path: str | None = None) -> np.ndarray:

@@ -281,6 +281,40 @@ def _prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
     return jnp.where(ok, x, jnp.nan)
 
 
+def _zone_x(key, q_obs, sig, n_first: int):
+    """Triclinic candidate from three axial lines and three zone pairs (Ito 1949; de Wolff 1957).
+
+    Three lines among the first ``n_first`` are taken as 100, 010, 001 (A, B, C). In the zone
+    of a* and b*, q²(110) + q²(1-10) = 2(A + B) and q²(110) − q²(1-10) = 2D, so a pair of
+    observed lines whose sum matches 2(A + B) fixes |D| (likewise E, F). The pair is drawn
+    with Gaussian weights on the sum mismatch (Gumbel-max); a line may pair with itself
+    (D = 0). Signs: flipping an axis flips two of D, E, F, so only sign(D·E·F) matters:
+    D, E ≤ 0 and F of random sign.
+    """
+    n = q_obs.shape[0]
+    k1, k2, k3 = jax.random.split(key, 3)
+    pos = jnp.argsort(jax.random.uniform(k1, (n_first,)))[:3]
+    a, b, c = q_obs[pos[0]], q_obs[pos[1]], q_obs[pos[2]]
+    pair_sum = q_obs[:, None] + q_obs[None, :]
+    pair_sig = sig[:, None] + sig[None, :]
+    pair_dif = jnp.abs(q_obs[:, None] - q_obs[None, :]) / 2
+    upper = jnp.triu(jnp.ones((n, n), bool))
+
+    def zone(target, k):
+        logw = -0.5 * ((pair_sum - target) / pair_sig) ** 2
+        logw = jnp.where(upper, logw, -jnp.inf)
+        g = jax.random.gumbel(k, (n, n), q_obs.dtype)
+        flat = jnp.argmax((logw + g).ravel())
+        ok = jnp.max(logw) > -8.0  # some pair within 4σ
+        return jnp.where(ok, pair_dif.ravel()[flat], jnp.nan)
+
+    kd, ke, kf = jax.random.split(k2, 3)
+    d = -zone(2 * (a + b), kd)
+    e = -zone(2 * (a + c), ke)
+    f = zone(2 * (b + c), kf) * jnp.where(jax.random.uniform(k3) < 0.5, -1.0, 1.0)
+    return jnp.stack([a, b, c, d, e, f])
+
+
 # ---------------------------------------------------------------------------- one batch (jit)
 def _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
     """Nearest-row assignment, second-nearest row, residuals and approximate log M_N (P lattice)."""
@@ -308,9 +342,19 @@ def _valid(x, system, vlo, vhi):
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "system", "n_gen", "n_cand", "n_iter", "n_first", "n_random", "refine_zero", "acceptance", "n_fom", "top_k",
+        "system",
+        "n_gen",
+        "n_cand",
+        "n_iter",
+        "n_first",
+        "n_random",
+        "refine_zero",
+        "acceptance",
+        "n_fom",
+        "top_k",
+        "use_zones",
     ),
-)  # fmt: skip
+)
 def _run_batch(
     key,
     q_obs,
@@ -337,6 +381,7 @@ def _run_batch(
     acceptance: str,
     n_fom: int,
     top_k: int,
+    use_zones: bool = True,
 ):
     dtype = q_obs.dtype
     p = rows.shape[1]
@@ -395,7 +440,11 @@ def _run_batch(
     # n_cand − n_random go on to the iterative refinement together with the random cells
     n_sel = n_cand - n_random
     if n_sel > 0:
-        x_gen = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(jax.random.split(kgen, n_gen))
+        gen_keys = jax.random.split(kgen, n_gen)
+        x_gen = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(gen_keys)
+        if system == "triclinic" and use_zones:  # half of the draws from the zone construction
+            x_zone = jax.vmap(lambda k: _zone_x(k, q_obs, sig, n_first))(gen_keys[: n_gen // 2])
+            x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen[n_gen // 2 :]], axis=0)
         x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
         s_gen = jax.vmap(evaluate)(x_gen, jnp.zeros((n_gen,), dtype))[0]
         _, sel = jax.lax.top_k(s_gen, n_sel)
@@ -480,7 +529,9 @@ def search_cells(
     vlo, vhi = config.volume_bounds or _default_volume_bounds(q, system)
     n_first = min(config.n_first, n_obs)
     logits, vocab = prior_mod.generator_logits(prior, system, q, n_first, uniform=config.candidates == "uniform")
-    n_random = config.n_candidates if config.candidates == "random" else int(config.random_fraction * config.n_candidates)
+    n_random = (
+        config.n_candidates if config.candidates == "random" else int(config.random_fraction * config.n_candidates)
+    )
     refine_zero = bool(config.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
     sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
@@ -509,6 +560,7 @@ def search_cells(
             acceptance=config.acceptance,
             n_fom=n_fom,
             top_k=config.top_k,
+            use_zones=config.candidates != "random",
         )
         xs.append(np.asarray(bx, np.float64))
         zs.append(np.asarray(bz, np.float64))

@@ -48,8 +48,9 @@ class ErrorModel:
 
     @staticmethod
     def clean(wavelength: float = CU_KALPHA1) -> ErrorModel:
-        return ErrorModel(k=0.0, p_missing=0.0, n_impurity=0, zero_shift_deg=0.0, resolution_deg=0.0,
-                          wavelength=wavelength)  # fmt: skip
+        return ErrorModel(
+            k=0.0, p_missing=0.0, n_impurity=0, zero_shift_deg=0.0, resolution_deg=0.0, wavelength=wavelength
+        )
 
 
 def sigma_q2(inv_d2, k: float = 1.0):
@@ -110,7 +111,7 @@ def _bravais_of(sg: gemmi.SpaceGroup) -> str | None:
         return "hP"
     letter = {"cubic": "c", "tetragonal": "t", "orthorhombic": "o", "monoclinic": "m", "triclinic": "a"}[system]
     if system == "monoclinic":
-        if sg.monoclinic_unique_axis() != "b":
+        if sg.monoclinic_unique_axis() != "b" or c == "B":  # B-centred b-unique cells are mP in disguise
             return None
         return "mP" if c == "P" else "mC"
     if system == "orthorhombic" and c in "ABC":

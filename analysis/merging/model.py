@@ -62,7 +62,7 @@ class MergeConfig:
     mc_samples: int = 8
     sampler: str = "lattice"
     analytic_likelihood: bool = True
-    mlp_width: int = 32
+    mlp_width: int = 8
     mlp_depth: int = 2
     image_scales: bool = True
     image_b: bool = True
@@ -70,7 +70,7 @@ class MergeConfig:
     image_scale_sd: float = 1.0
     image_b_sd: float = 10.0
     kl_weight: float = 1.0
-    steps: int = 1500
+    steps: int = 600
     learning_rate: float = 0.03
     final_lr_fraction: float = 0.03
     batch_images: int | None = None

@@ -213,8 +213,8 @@ def _plot(out: MergeOutput, loss_png: Path, cc_png: Path):
         stat = out.quality.get(key)
         if stat is None:
             continue
-        d_mid = np.sqrt(np.prod(stat["d_range"], axis=1))
-        ax.plot(1.0 / d_mid**2, stat["per_shell"], marker="o", label=label)
+        inv_d2_mid = 0.5 * np.sum(1.0 / np.asarray(stat["d_range"], float) ** 2, axis=1)
+        ax.plot(inv_d2_mid, stat["per_shell"], marker="o", label=label)
     ax.set_xlabel("1/d² (Å⁻²)")
     ax.set_ylabel("CC")
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)

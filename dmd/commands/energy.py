@@ -29,8 +29,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         metavar="F",
         help="OpenMM force-field XML names or paths (default: amber14-all.xml amber14/tip3pfb.xml)",
     )
-    p.add_argument("--nonbonded", choices=["PME", "NoCutoff", "CutoffPeriodic"], default=None,
-                   help="nonbonded method (default: PME if the file has a box, else NoCutoff)")
+    p.add_argument(
+        "--nonbonded",
+        choices=["PME", "NoCutoff", "CutoffPeriodic"],
+        default=None,
+        help="nonbonded method (default: PME if the file has a box, else NoCutoff)",
+    )
     p.add_argument("--cutoff", type=float, default=1.0, help="nonbonded cutoff in nm (default 1.0)")
     p.add_argument("--json", action="store_true", help='print {"total_kj_mol": ..., "terms": {...}} as JSON')
     return p

@@ -25,7 +25,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("peaks", help="peak-list file (position [intensity] per line) or a folder of them (batch mode)")
     p.add_argument("--wavelength", type=float, default=None, help="wavelength in Å (needed for 2θ input)")
     p.add_argument("--units", default=None, help="2theta | d | q2 (default: the file's '# units:' line)")
-    p.add_argument("--lattice", default=None, help="lattice system or Bravais lattice (e.g. monoclinic, mP); default all")
+    p.add_argument(
+        "--lattice", default=None, help="lattice system or Bravais lattice (e.g. monoclinic, mP); default all"
+    )
     p.add_argument("--top", type=int, default=5, help="number of solutions reported (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
@@ -128,7 +130,9 @@ def _plot(peaks, solution, path, inputs) -> None:
     ax.set_xlabel(xlabel)
     ax.set_yticks([])
     a, b, c, al, be, ga = solution.cell
-    ax.set_title(f"{solution.bravais}  a={a:.4f} b={b:.4f} c={c:.4f} α={al:.2f} β={be:.2f} γ={ga:.2f}  M20={solution.M20:.1f}")
+    ax.set_title(
+        f"{solution.bravais}  a={a:.4f} b={b:.4f} c={c:.4f} α={al:.2f} β={be:.2f} γ={ga:.2f}  M20={solution.M20:.1f}"
+    )
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     with atomic_path(path, inputs) as tmp:
@@ -147,9 +151,7 @@ def run(args) -> int:
     if not os.path.exists(args.peaks):
         raise UserInputError(f"{args.peaks}: no such file or folder; pass a peak-list file or a folder of them")
     if os.path.isdir(args.peaks):
-        files = sorted(
-            os.path.join(args.peaks, f) for f in os.listdir(args.peaks) if f.lower().endswith(_PEAK_EXTS)
-        )
+        files = sorted(os.path.join(args.peaks, f) for f in os.listdir(args.peaks) if f.lower().endswith(_PEAK_EXTS))
         if not files:
             raise UserInputError(f"{args.peaks}: no peak files ({', '.join(_PEAK_EXTS)}) in this folder")
         if args.plot:
@@ -166,8 +168,13 @@ def run(args) -> int:
 
             ctx = mp.get_context("spawn")  # JAX is not fork-safe
             with ctx.Pool(jobs) as pool:
-                for r in tqdm(pool.imap(_worker, [(f, args) for f in files]), total=len(files), desc="indexing",
-                              unit="pattern", file=sys.stderr):  # fmt: skip
+                for r in tqdm(
+                    pool.imap(_worker, [(f, args) for f in files]),
+                    total=len(files),
+                    desc="indexing",
+                    unit="pattern",
+                    file=sys.stderr,
+                ):
                     results.append(r)
         payload = {"patterns": results}
         if args.out:

@@ -159,9 +159,7 @@ def cmap_coefficients(maps, spline_op):
         a_i1 = jnp.roll(a, -1, axis=1)
         return jnp.stack([a, a_i1, jnp.roll(a_i1, -1, axis=2), jnp.roll(a, -1, axis=2)], axis=-1)
 
-    rhs = jnp.concatenate(
-        [corners(maps), corners(d1) * delta, corners(d2) * delta, corners(d12) * delta**2], axis=-1
-    )
+    rhs = jnp.concatenate([corners(maps), corners(d1) * delta, corners(d2) * delta, corners(d12) * delta**2], axis=-1)
     return jnp.einsum("kl,mijl->mijk", jnp.asarray(_BICUBIC_W, maps.dtype), rhs)
 
 

@@ -82,7 +82,9 @@ def pair_neighbor_list(
         b = np.asarray(box, dtype=np.float64)
         if b.shape == (3, 3):
             if np.abs(b - np.diag(np.diag(b))).max() > 0:
-                raise UserInputError("triclinic boxes are not supported yet by the neighbour list; use a rectangular box")
+                raise UserInputError(
+                    "triclinic boxes are not supported yet by the neighbour list; use a rectangular box"
+                )
             b = np.diag(b)
         if 2 * r_list > b.min():
             raise UserInputError(

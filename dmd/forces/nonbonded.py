@@ -79,18 +79,13 @@ def _box_vector(box, dtype):
     return jnp.diag(box) if box.ndim == 2 else box
 
 
-def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, with_grads):
-    """Per-pair energies over a full neighbour list, and (optionally) the row-reduced gradients.
-
-    Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
-    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME) or 1/r + k_rf r² − c_rf (reaction field).
-    Because each pair appears in both rows, E = ½ Σ_i Σ_j e_ij and every gradient is a row sum:
-    ∂E/∂x_i = Σ_j e'(r_ij) (x_i − x_j)/r_ij, ∂E/∂q_i = Σ_j ∂e_ij/∂q_i, and likewise for σ_i, √ε_i.
-    """
+def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, sig, seps, with_grads):
+    """Per-row pair sums over a full neighbour list for the atoms ``rows`` (see :func:`_pair_terms`)."""
     n = pos.shape[0]
-    valid = idx < n
-    jc = jnp.where(valid, idx, 0)
-    raw = pos[jc] - pos[:, None, :]
+    valid = (idx_rows < n) & (rows < n)[:, None]
+    jc = jnp.where(valid, idx_rows, 0)
+    ic = jnp.minimum(rows, n - 1)
+    raw = pos[jc] - pos[ic][:, None, :]
     shift = jnp.round(raw / box)
     d = raw - box * shift
     r2 = jnp.sum(d * d, axis=-1)
@@ -98,9 +93,9 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
     r = jnp.sqrt(jnp.where(inside, r2, 1.0))
     inv_r = 1.0 / r
     qj, sj, ej = q[jc], sig[jc], seps[jc]
-    qq = ONE_4PI_EPS0 * q[:, None] * qj
-    sig_ij = 0.5 * (sig[:, None] + sj)
-    eps_ij = seps[:, None] * ej
+    qq = ONE_4PI_EPS0 * q[ic][:, None] * qj
+    sig_ij = 0.5 * (sig[ic][:, None] + sj)
+    eps_ij = seps[ic][:, None] * ej
     s2 = (sig_ij * inv_r) ** 2
     s6 = s2 * s2 * s2
     lj_shape = 4.0 * (s6 * s6 - s6)  # LJ energy per unit ε
@@ -114,10 +109,9 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
         sw = 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
     else:
         sw = 1.0
-    e_pair = jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0)
-    energy = 0.5 * jnp.sum(e_pair)
+    energy = 0.5 * jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
     if not with_grads:
-        return energy, None
+        return energy
     if kind == "PME":
         df = -erfc * inv_r * inv_r - (2.0 * alpha / math.sqrt(math.pi)) * jnp.exp(-((alpha * r) ** 2)) * inv_r
     else:
@@ -127,16 +121,49 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
     if switch is not None:
         dsw = -(30.0 * x**2 - 60.0 * x**3 + 30.0 * x**4) / (rc - switch)
         de_dr = de_dr + dsw * eps_ij * lj_shape
-    de_dr = jnp.where(inside, de_dr, 0.0)
+    w = jnp.where(inside, de_dr * inv_r, 0.0)
     # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
-    g_pos = -jnp.sum((de_dr * inv_r)[..., None] * d, axis=1)
+    g_pos = -jnp.sum(w[..., None] * d, axis=1)
     # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n)
-    g_box = -0.5 * jnp.sum((de_dr * inv_r)[..., None] * d * shift, axis=(0, 1))
+    g_box = -0.5 * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
     g_q = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
-    dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / sig_ij
-    g_sig = jnp.sum(jnp.where(inside, 0.5 * sw * jnp.where(sig_ij > 0, dlj_dsig, 0.0), 0.0), axis=1)
+    dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
+    g_sig = jnp.sum(jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0), axis=1)
     g_seps = jnp.sum(jnp.where(inside, sw * ej * lj_shape, 0.0), axis=1)
     return energy, (g_pos, g_box, g_q, g_sig, g_seps)
+
+
+_ROW_BLOCK = 512  # rows per block: keeps the [block, max_neighbors] temporaries in cache
+
+
+def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, with_grads):
+    """Pair energy over a full neighbour list and (optionally) its row-reduced gradients.
+
+    Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
+    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME) or 1/r + k_rf r² − c_rf (reaction field).
+    Because each pair appears in both rows, E = ½ Σ_i Σ_j e_ij and every gradient is a row sum:
+    ∂E/∂x_i = Σ_j e'(r_ij) (x_i − x_j)/r_ij, ∂E/∂q_i = Σ_j ∂e_ij/∂q_i, and likewise for σ_i, √ε_i.
+    Rows are processed in blocks (``lax.map``) so temporaries stay small.
+    """
+    n, m = idx.shape
+    n_blocks = -(-n // _ROW_BLOCK)
+    pad = n_blocks * _ROW_BLOCK - n
+    idx_p = jnp.pad(idx, ((0, pad), (0, 0)), constant_values=n).reshape(n_blocks, _ROW_BLOCK, m)
+    rows = jnp.arange(n_blocks * _ROW_BLOCK, dtype=idx.dtype).reshape(n_blocks, _ROW_BLOCK)
+
+    def one(args):
+        r, i = args
+        return _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, r, i, q, sig, seps, with_grads)
+
+    out = jax.lax.map(one, (rows, idx_p))
+    if not with_grads:
+        return jnp.sum(out), None
+    energy, (g_pos, g_box, g_q, g_sig, g_seps) = out
+
+    def unblock(g):
+        return g.reshape((n_blocks * _ROW_BLOCK,) + g.shape[2:])[:n]
+
+    return jnp.sum(energy), (unblock(g_pos), jnp.sum(g_box, axis=0), unblock(g_q), unblock(g_sig), unblock(g_seps))
 
 
 def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None):
@@ -260,7 +287,6 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
     q = params["charge"]
     sig_a = params["sigma"][spec.type_index]
     seps_a = safe_sqrt(params["epsilon"])[spec.type_index]
-    n = pos.shape[0]
     if spec.method == "NoCutoff":
         i, j = spec.nocutoff_pairs[:, 0], spec.nocutoff_pairs[:, 1]
         d = pos[j] - pos[i]

@@ -75,9 +75,9 @@ def main():
     jax.config.update("jax_enable_x64", True)  # a script, not library code: the truth is made in float64
 
     from analysis.mtz_io import write_mtz
-    from fitting.synthetic import diffuse_of_weights, noisy_data
     from analysis.structure_factors import trajectory_structure_factors
     from analysis.symmetry import generate_hkl
+    from fitting.synthetic import diffuse_of_weights, noisy_data
 
     top, frames = simulate()
     traj = mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(top))

@@ -1,52 +1,46 @@
-"""Make tests/data/alanine_dipeptide.pdb: ACE-ALA-NME cut from villin (test.pdb) residue ALA 7, H by Modeller."""
+"""Make alanine_dipeptide.pdb: ACE-ALA-NME cut from villin (OpenMM's test.pdb, residues LYS7-ALA8-VAL9).
+
+ACE = CA, C, O of residue 7; ALA = heavy atoms of residue 8; NME = N, CA of residue 9; hydrogens
+are added by Modeller.addHydrogens(amber14-all).
+"""
 
 import os
-import openmm.app as app, openmm as mm, openmm.unit as u
 
-d = os.path.dirname(app.__file__) + "/data"
-pdb = app.PDBFile(d + "/test.pdb")
-res = list(pdb.topology.residues())
-pos = pdb.positions
-top = app.Topology()
-ch = top.addChain()
-
-
-def atom(r, name, el, src):
-    a = top.addAtom(name, app.Element.getBySymbol(el), r)
-    coords.append(pos[src.index])
-    return a
-
-
-coords = []
-prev, ala, nxt = res[6], res[7], res[8]
-get = lambda r, n: [a for a in r.atoms() if a.name == n][0]
-r0 = top.addResidue("ACE", ch)
-c_ch3 = atom(r0, "CH3", "C", get(prev, "CA"))
-c_c = atom(r0, "C", "C", get(prev, "C"))
-c_o = atom(r0, "O", "O", get(prev, "O"))
-r1 = top.addResidue("ALA", ch)
-a = {n: atom(r1, n, n[0], get(ala, n)) for n in ["N", "CA", "CB", "C", "O"]}
-r2 = top.addResidue("NME", ch)
-n_n = atom(r2, "N", "N", get(nxt, "N"))
-n_c = atom(r2, "C", "C", get(nxt, "CA"))
-for x, y in [
-    (c_ch3, c_c),
-    (c_c, c_o),
-    (c_c, a["N"]),
-    (a["N"], a["CA"]),
-    (a["CA"], a["CB"]),
-    (a["CA"], a["C"]),
-    (a["C"], a["O"]),
-    (a["C"], n_n),
-    (n_n, n_c),
-]:
-    top.addBond(x, y)
 import numpy as np
+import openmm.app as app
+import openmm.unit as u
 
-m = app.Modeller(top, u.Quantity(np.array([c.value_in_unit(u.nanometer) for c in coords]), u.nanometer))
-ff = app.ForceField("amber14-all.xml")
-m.addHydrogens(ff)
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alanine_dipeptide.pdb")
-with open(out, "w") as f:
+here = os.path.dirname(os.path.abspath(__file__))
+pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+res = list(pdb.topology.residues())
+pos = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+top = app.Topology()
+chain = top.addChain()
+coords = []
+
+
+def get(r, name):
+    return [a for a in r.atoms() if a.name == name][0]
+
+
+def atom(r, name, element, src):
+    coords.append(pos[src.index])
+    return top.addAtom(name, app.Element.getBySymbol(element), r)
+
+
+prev, ala, nxt = res[6], res[7], res[8]
+r0 = top.addResidue("ACE", chain)
+ch3 = atom(r0, "CH3", "C", get(prev, "CA"))
+c, o = atom(r0, "C", "C", get(prev, "C")), atom(r0, "O", "O", get(prev, "O"))
+r1 = top.addResidue("ALA", chain)
+a = {n: atom(r1, n, n[0], get(ala, n)) for n in ["N", "CA", "CB", "C", "O"]}
+r2 = top.addResidue("NME", chain)
+n_n, n_c = atom(r2, "N", "N", get(nxt, "N")), atom(r2, "C", "C", get(nxt, "CA"))
+bonds = [(ch3, c), (c, o), (c, a["N"]), (a["N"], a["CA"]), (a["CA"], a["CB"]), (a["CA"], a["C"]), (a["C"], a["O"])]
+for x, y in bonds + [(a["C"], n_n), (n_n, n_c)]:
+    top.addBond(x, y)
+m = app.Modeller(top, u.Quantity(np.array(coords), u.nanometer))
+m.addHydrogens(app.ForceField("amber14-all.xml"))
+with open(os.path.join(here, "alanine_dipeptide.pdb"), "w") as f:
     app.PDBFile.writeFile(m.topology, m.positions, f)
 print(m.topology.getNumAtoms())

@@ -2,8 +2,10 @@
 termini, hydrogens from Modeller.addHydrogens(charmm36); OXT placed at the next residue's N position."""
 
 import os
+
 import numpy as np
-import openmm.app as app, openmm.unit as u
+import openmm.app as app
+import openmm.unit as u
 
 here = os.path.dirname(os.path.abspath(__file__))
 pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))

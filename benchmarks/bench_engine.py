@@ -1,0 +1,175 @@
+"""Engine speed: steps/s of this engine vs stock jax-md vs OpenMM's CPU platform, in ONE run.
+
+LJ fluid (ρσ³ = 0.8, cutoff 2.5σ, T* = 1, argon units, float32, Langevin γ = 1/ps, δt = 0.01 ps) at
+N = 1,000 and 8,000, and villin in water (OpenMM's test.pdb, amber14 + tip3p, PME 0.9 nm, HBonds,
+2 fs) when the PME loader is available. Prints steps/s and the ratios dmd/jax-md and dmd/OpenMM.
+
+    python benchmarks/bench_engine.py            # full
+    python benchmarks/bench_engine.py --quick    # N = 1,000 only, short runs
+
+Stock jax-md is written as a user would: ``energy.lennard_jones_neighbor_list`` +
+``simulate.nvt_langevin`` in a jitted ``lax.fori_loop`` chunk, reallocating on overflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd import models
+from dmd.integrators import make_integrator
+
+SIGMA, EPS, MASS = models.ARGON["sigma"], models.ARGON["epsilon"], models.ARGON["mass"]
+T_STAR = EPS / 0.00831446261815324
+
+
+def _time(fn, state, n_chunks):
+    state = fn(state)  # compile + warm up
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(n_chunks):
+        state = fn(state)
+    jax.block_until_ready(state)
+    return time.perf_counter() - t0, state
+
+
+def bench_dmd(n, steps, chunk=100, skin=0.3):
+    system = models.lj_fluid(n, density=0.8, cutoff=2.5 * SIGMA, skin=skin * SIGMA, dtype=jnp.float32)
+    integ = make_integrator("baoab", system, dt=0.01, temperature=T_STAR, friction=1.0)
+    st = integ.init(jax.random.PRNGKey(0), system.params)
+    run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (integ.step(c, system.params), None), s, None, length=chunk)[0])
+    # equilibrate a little so the list sees fluid-like occupancy, then reallocate with room to spare
+    st = run(st)
+    st = st.replace(neighbor=system.neighbor_fn.grow(st.neighbor, st.positions, factor=1.15))
+    wall, st = _time(run, st, max(1, steps // chunk))
+    assert not bool(st.neighbor.overflow)
+    rebuilds = int(st.neighbor.n_rebuilds)
+    return steps / wall, rebuilds
+
+
+def bench_jaxmd(n, steps, chunk=100):
+    from jax_md import energy, partition, simulate, space
+
+    box = (n / 0.8) ** (1 / 3) * SIGMA
+    displacement, shift = space.periodic(box)
+    neighbor_fn, energy_fn = energy.lennard_jones_neighbor_list(
+        displacement, box, sigma=SIGMA, epsilon=EPS, r_cutoff=2.5, dr_threshold=0.5 * SIGMA,
+        format=partition.NeighborListFormat.Dense,
+    )
+    init, apply = simulate.nvt_langevin(energy_fn, shift, 0.01, EPS, gamma=1.0)
+    pos = jnp.asarray(models.lj_fluid(n, dtype=jnp.float32).positions)
+    nbrs = neighbor_fn.allocate(pos)
+    state = init(jax.random.PRNGKey(0), pos, mass=MASS, neighbor=nbrs)
+
+    @jax.jit
+    def run(carry):
+        def body(i, c):
+            s, nb = c
+            s = apply(s, neighbor=nb)
+            return s, nb.update(s.position)
+
+        return jax.lax.fori_loop(0, chunk, body, carry)
+
+    carry = run((state, nbrs))
+    jax.block_until_ready(carry)
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps:
+        new = run(carry)
+        if new[1].did_buffer_overflow:  # as the jax-md docs do: reallocate and redo
+            carry = (carry[0], neighbor_fn.allocate(carry[0].position))
+            continue
+        carry = new
+        done += chunk
+    jax.block_until_ready(carry)
+    return steps / (time.perf_counter() - t0)
+
+
+def bench_openmm_lj(n, steps, threads=2):
+    import openmm as mm
+    import openmm.unit as u
+
+    system = models.lj_fluid(n, dtype=jnp.float32)
+    box = float(system.box[0])
+    s = mm.System()
+    s.setDefaultPeriodicBoxVectors(mm.Vec3(box, 0, 0), mm.Vec3(0, box, 0), mm.Vec3(0, 0, box))
+    nb = mm.NonbondedForce()
+    nb.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nb.setCutoffDistance(2.5 * SIGMA)
+    nb.setUseDispersionCorrection(False)
+    for _ in range(n):
+        s.addParticle(MASS)
+        nb.addParticle(0.0, SIGMA, EPS)
+    s.addForce(nb)
+    integ = mm.LangevinMiddleIntegrator(T_STAR * u.kelvin, 1.0 / u.picosecond, 0.01 * u.picoseconds)
+    ctx = mm.Context(s, integ, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
+    ctx.setPositions(np.asarray(system.positions, float))
+    ctx.setVelocitiesToTemperature(T_STAR * u.kelvin, 1)
+    integ.step(200)
+    ctx.getState(getEnergy=True)
+    t0 = time.perf_counter()
+    integ.step(steps)
+    ctx.getState(getEnergy=True)
+    return steps / (time.perf_counter() - t0)
+
+
+def bench_villin(steps, threads=2):
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as u
+
+    from dmd.openmm_system import openmm_system_from_pdb, system_from_pdb
+
+    pdb = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
+    kw = dict(forcefield=["amber14-all.xml", "amber14/tip3p.xml"], nonbonded="PME", cutoff=0.9, constraints="HBonds")
+    system = system_from_pdb(pdb, dtype=jnp.float32, **kw)
+    integ = make_integrator("baoab", system, dt=0.002, temperature=300.0, friction=1.0)
+    st = integ.init(jax.random.PRNGKey(0), system.params)
+    chunk = 50
+    run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (integ.step(c, system.params), None), s, None, length=chunk)[0])
+    wall, st = _time(run, st, max(1, steps // chunk))
+    ours = steps / wall
+    omm, structure, _ = openmm_system_from_pdb(pdb, **kw)
+    li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
+    ctx = mm.Context(omm, li, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
+    ctx.setPositions(structure.positions)
+    li.step(20)
+    ctx.getState(getEnergy=True)
+    t0 = time.perf_counter()
+    li.step(steps)
+    ctx.getState(getEnergy=True)
+    return ours, steps / (time.perf_counter() - t0), system.n_atoms
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N = 1,000 only, short runs, no villin")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per engine (default 2000; quick 300)")
+    args = ap.parse_args()
+    steps = args.steps or (300 if args.quick else 2000)
+    sizes = [1000] if args.quick else [1000, 8000]
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs (timings on a shared machine "
+          "are noisy: compare the ratios, measured in this same run)")
+    for n in sizes:
+        s = steps if n <= 1000 else max(200, steps // 4)
+        ours, rebuilds = bench_dmd(n, s)
+        stock = bench_jaxmd(n, max(100, s // 4))
+        omm = bench_openmm_lj(n, s)
+        print(f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps) | stock jax-md {stock:7.1f} | "
+              f"OpenMM CPU(2) {omm:7.1f} | dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x", flush=True)
+    if not args.quick:
+        try:
+            ours, omm, n_atoms = bench_villin(max(50, steps // 20))
+            print(f"villin+water PME ({n_atoms} atoms): dmd {ours:.1f} steps/s | OpenMM CPU(2) {omm:.1f} | "
+                  f"dmd/OpenMM {ours / omm:.2f}x")
+        except Exception as exc:  # the PME loader may be missing in this checkout: say so, do not hide it
+            print(f"villin+water PME: not measured ({type(exc).__name__}: {exc})")
+
+
+if __name__ == "__main__":
+    main()

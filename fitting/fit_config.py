@@ -1,0 +1,187 @@
+"""The ``dmd fit`` YAML config: system, parameters, targets, estimator, optimizer, rounds.
+
+Example (``examples/fit/lj_rdf.yaml``)::
+
+    system:
+      model: lj_fluid            # or: pdb: protein.pdb + forcefield: [amber14-all.xml] + nonbonded: NoCutoff
+      n_atoms: 128
+      density: 0.8
+      cutoff: 0.75               # nm, absolute
+      sigma: 0.272               # start values (nm, kJ/mol)
+      epsilon: 1.195
+    parameters:
+      - {name: lj/epsilon/A, lower: 0}
+      - {name: lj/sigma/A, lower: 0}
+    targets:
+      - {observable: rdf, file: target_rdf.csv, r_max: 0.9, n_bins: 30, weight: 1.0}
+    estimator: fluctuation       # fluctuation | pathwise | reweighting
+    optimizer: {name: lm, learning_rate: 1.0, max_step: 0.2}
+    rounds: 8
+    average_last: 4
+    simulation: {steps: 3000, equilibration: 600, report_every: 20, dt: 0.005, temperature: 240, friction: 2.0}
+
+Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
+structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
+relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from dmd.errors import UserInputError
+from fitting.forcefield import FitConfig, FitParam, FitTarget
+
+__all__ = ["load_fit_config", "read_target_csv"]
+
+_SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
+_TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
+             "sensitivity_method", "window", "neff_fraction", "max_reuse"}  # fmt: skip
+
+
+def read_target_csv(path: Path, observable) -> np.ndarray:
+    """Read a target file and check it against the observable's axis (name, units, grid)."""
+    if not path.exists():
+        raise UserInputError(f"{path}: target file not found; give a path relative to the config file")
+    try:
+        with open(path) as fh:
+            header = fh.readline().strip().split(",")
+        arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as exc:
+        raise UserInputError(f"{path}: not a numeric CSV with a header line ({exc})") from None
+    if arr.shape[1] < 2:
+        raise UserInputError(f"{path}: needs two columns ({observable.axis_name}, value); found {arr.shape[1]}")
+    axis_col = header[0].strip()
+    axis = np.asarray(observable.axis, float)
+    if observable.axis_name == "r_nm" and (
+        axis_col.lower() in {"r_a", "r_angstrom"} or arr[:, 0].max() > 5 * axis.max()
+    ):
+        raise UserInputError(
+            f"{path}: the r column ({axis_col!r}, up to {arr[:, 0].max():g}) looks like Å; the rdf axis is in nm "
+            f"(up to {axis.max():g}): divide r by 10 and name the column r_nm"
+        )
+    if axis_col != observable.axis_name:
+        raise UserInputError(
+            f"{path}: first column is {axis_col!r} but observable {observable.name!r} is on {observable.axis_name!r}; "
+            f"write the target on that axis (units in the name)"
+        )
+    if arr.shape[0] != axis.size or not np.allclose(arr[:, 0], axis, rtol=1e-4, atol=1e-9):
+        raise UserInputError(
+            f"{path}: {arr.shape[0]} rows on {axis_col} from {arr[0, 0]:g} to {arr[-1, 0]:g}, but observable "
+            f"{observable.name!r} has {axis.size} points from {axis[0]:g} to {axis[-1]:g}; resample the target "
+            "onto the observable's grid (or change r_max / n_bins / q in the config)"
+        )
+    if not np.all(np.isfinite(arr[:, 1])):
+        raise UserInputError(f"{path}: the target values contain NaN/inf")
+    return arr[:, 1]
+
+
+def _system(spec: dict, base: Path):
+    import jax.numpy as jnp
+
+    spec = dict(spec)
+    if "model" in spec:
+        from dmd import models
+
+        name = spec.pop("model")
+        factories = {"lj_fluid": models.lj_fluid, "harmonic_chain": models.harmonic_chain,
+                     "harmonic_oscillator": models.harmonic_oscillator}  # fmt: skip
+        if name not in factories:
+            raise UserInputError(f"system.model {name!r}: use one of {', '.join(factories)}")
+        dtype = {"float32": jnp.float32, "float64": jnp.float64}[spec.pop("dtype", "float32")]
+        try:
+            return factories[name](dtype=dtype, **spec)
+        except TypeError as exc:
+            raise UserInputError(f"system: {exc}") from None
+    if "pdb" in spec:
+        from dmd.openmm_system import system_from_pdb
+
+        pdb = base / spec.pop("pdb")
+        ff = spec.pop("forcefield", None)
+        if not ff:
+            raise UserInputError("system: a pdb system needs forcefield: [file.xml, ...]")
+        return system_from_pdb(str(pdb), forcefield=list(ff), **spec)
+    raise UserInputError("system: give either model: lj_fluid|harmonic_chain|harmonic_oscillator or pdb: + forcefield:")
+
+
+def _observable(spec: dict, system):
+    from fitting import observables as ob
+
+    spec = dict(spec)
+    kind = spec.pop("observable", None)
+    for k in ("file", "weight", "sigma"):
+        spec.pop(k, None)
+    box = None if system.box is None else np.asarray(system.box, float)
+    if kind == "rdf":
+        return ob.rdf(system.n_atoms, box, **spec)
+    if kind == "structure_factor":
+        return ob.structure_factor(system.n_atoms, box, **spec)
+    if kind == "mean_energy":
+        return ob.mean_energy(system, **spec)
+    if kind == "density":
+        return ob.density(system)
+    if kind == "dihedral_cosines":
+        return ob.dihedral_cosines(**spec)
+    raise UserInputError(
+        f"target observable {kind!r}: use rdf, structure_factor, mean_energy, density or dihedral_cosines "
+        "(diffuse and powder targets and custom JAX functions are available from Python: fitting.observables)"
+    )
+
+
+def load_fit_config(path, out=None, resume: bool = False):
+    """Parse a ``dmd fit`` config. Returns (system, [FitParam], [FitTarget], FitConfig)."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"{path}: not valid YAML ({exc})") from None
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise UserInputError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {sorted(_TOP_KEYS)}")
+    for key in ("system", "parameters", "targets"):
+        if key not in raw:
+            raise UserInputError(f"{path}: missing '{key}:' section (see examples/fit/lj_rdf.yaml)")
+    base = path.parent
+    system = _system(raw["system"], base)
+    params = []
+    for p in raw["parameters"]:
+        names = p.get("tie") or [p["name"]]
+        params.append(FitParam(tuple(names), name=p.get("name"), lower=p.get("lower"), upper=p.get("upper"),
+                               transform=p.get("transform", "auto")))  # fmt: skip
+    targets = []
+    for t in raw["targets"]:
+        obs = _observable(t, system)
+        if "file" not in t:
+            raise UserInputError(f"{path}: target {t.get('observable')!r} needs file: (CSV of axis,value)")
+        data = read_target_csv(base / t["file"], obs)
+        targets.append(FitTarget(obs, data, weight=float(t.get("weight", 1.0)), sigma=t.get("sigma")))
+    sim = dict(raw.get("simulation", {}))
+    bad = set(sim) - _SIM_KEYS
+    if bad:
+        raise UserInputError(f"{path}: unknown simulation keys {sorted(bad)}; valid: {sorted(_SIM_KEYS)}")
+    opt = raw.get("optimizer", {})
+    opt = {"name": opt} if isinstance(opt, str) else dict(opt)
+    cfg = FitConfig(
+        rounds=int(raw.get("rounds", 20)),
+        estimator=raw.get("estimator", "fluctuation"),
+        optimizer=opt.get("name", "lm"),
+        learning_rate=float(opt.get("learning_rate", 1.0)),
+        max_step=float(opt.get("max_step", 0.2)),
+        damping=float(opt.get("damping", 1e-3)),
+        average_last=int(raw.get("average_last", 0)),
+        sensitivity_method=raw.get("sensitivity_method", "tangent"),
+        window=raw.get("window"),
+        neff_fraction=float(raw.get("neff_fraction", 0.9)),
+        max_reuse=int(raw.get("max_reuse", 5)),
+        out=out,
+        resume=resume,
+    )
+    cfg = dataclasses.replace(cfg, **sim)
+    return system, params, targets, cfg

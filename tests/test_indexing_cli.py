@@ -1,0 +1,64 @@
+"""`dmd index` on the example peak lists in all three unit conventions, batch mode, plot, errors."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from dmd.cli import main
+
+EX = os.path.join(os.path.dirname(__file__), "..", "examples", "indexing")
+ANATASE = np.array([3.7852, 3.7852, 9.5139, 90, 90, 90])
+FAST = ["--n-candidates", "256", "--max-batches", "4"]
+
+
+@pytest.mark.parametrize(
+    "name, units", [("anatase_2theta.txt", "2theta"), ("anatase_d.txt", "d"), ("anatase_q2.txt", "q2")]
+)
+def test_cli_json_all_unit_conventions(name, units, capsys):
+    rc = main(
+        ["index", os.path.join(EX, name), "--units", units, "--lattice", "tetragonal", "--top", "3", "--json", *FAST]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    best = out["solutions"][0]
+    assert best["bravais"] == "tI"
+    # file positions carry 4-6 significant digits: cell good to ~1e-3 Å
+    np.testing.assert_allclose(best["cell"], ANATASE, atol=2e-3)
+    assert best["M20"] > 100 and len(best["hkl"]) == 20 and best["unindexed"] == []
+    assert len(out["solutions"]) <= 3
+
+
+def test_cli_table_and_plot(tmp_path, capsys):
+    png = tmp_path / "fit.png"
+    rc = main(["index", os.path.join(EX, "anatase_2theta.txt"), "--lattice", "tI", "--plot", str(png), *FAST])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "tI" in text and "M20" in text and "3.785" in text
+    assert png.stat().st_size > 10_000  # a real PNG figure, not an empty file
+
+
+def test_cli_batch_folder(tmp_path, capsys):
+    for f in ("anatase_q2.txt", "anatase_d.txt"):
+        shutil.copy(os.path.join(EX, f), tmp_path / f)
+    out_json = tmp_path / "res" / "all.json"
+    rc = main(
+        ["index", str(tmp_path), "--lattice", "tetragonal", "--jobs", "1", "--json", "--out", str(out_json), *FAST]
+    )
+    assert rc == 0
+    data = json.loads(out_json.read_text())
+    assert len(data["patterns"]) == 2
+    for r in data["patterns"]:
+        np.testing.assert_allclose(r["solutions"][0]["cell"], ANATASE, atol=2e-3)
+
+
+def test_cli_bad_input_exit_code(tmp_path, capsys):
+    f = tmp_path / "p.txt"
+    f.write_text("10.0\n9.0\n12.0\n")
+    assert main(["index", str(f), "--units", "2theta", "--wavelength", "1.54", "--lattice", "cubic"]) == 2
+    assert "out of order" in capsys.readouterr().err
+    assert main(["index", str(f), "--units", "parsecs"]) == 2
+    assert "unknown units" in capsys.readouterr().err
+    assert main(["index", str(tmp_path / "nope.txt"), "--units", "d"]) == 2

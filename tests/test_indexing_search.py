@@ -1,0 +1,94 @@
+"""Fast subset of the indexing benchmark (fixed seeds) and properties of the batched search."""
+
+import gemmi
+import numpy as np
+import pytest
+
+from analysis import cell as cell_mod
+from analysis.indexing import (
+    ErrorModel,
+    SearchConfig,
+    index_peaks,
+    load_prior,
+    peaks_from_values,
+    same_lattice,
+    synthetic_pattern,
+)
+from analysis.indexing import search as search_mod
+from analysis.indexing.prior import VOCAB_SIZE, assignment_labels
+
+# small budget shared by every test (same static shapes: one compilation per system)
+CFG = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6)
+
+CASES = {  # lattice system -> Bravais lattices drawn, one pattern each, fixed seeds
+    "cubic": ("cP", "cF"),
+    "tetragonal": ("tI",),
+    "hexagonal": ("hR",),
+    "orthorhombic": ("oP", "oC"),
+    "monoclinic": ("mP",),
+    "triclinic": ("aP",),
+}
+
+
+def _truth_centring(p):
+    return gemmi.find_spacegroup_by_name(p.spacegroup).centring_type()
+
+
+@pytest.mark.parametrize("system", list(CASES))
+def test_clean_patterns_index_correctly(system):
+    rng = np.random.default_rng([20240, list(CASES).index(system)])
+    for br in CASES[system]:
+        p = synthetic_pattern(br, rng)
+        pk = peaks_from_values(p.two_theta, "2theta", wavelength=p.wavelength)
+        res = index_peaks(pk, system, config=CFG)
+        best = res.solutions[0]
+        # same lattice as the truth: metric within 0.5 % (exact data; refined cells agree to ~1e-8)
+        assert same_lattice(p.cell, _truth_centring(p), best.cell, best.centring, 5e-3), (br, p.cell, best.cell)
+        assert best.bravais == br
+        assert best.n_indexed == p.inv_d2.size and best.unindexed == []
+        # hkl reported per peak reproduce the observed q² with the reported cell (exact data: 1e-7 relative)
+        q_hkl = cell_mod.inv_d2(best.hkl.astype(float), best.cell)
+        np.testing.assert_allclose(q_hkl, p.inv_d2, rtol=1e-7)
+        assert best.M20 > 1e4  # exact data: M20 limited only by round-off
+
+
+def test_noisy_pattern_with_zero_shift():
+    rng = np.random.default_rng(77)
+    errors = ErrorModel(k=0.5, p_missing=0.0, n_impurity=1, zero_shift_deg=0.05)
+    p = synthetic_pattern("oP", rng, errors=errors, cell=[5.1, 7.3, 9.8, 90, 90, 90], spacegroup="P 21 21 21")
+    pk = peaks_from_values(p.two_theta, "2theta", wavelength=p.wavelength)
+    cfg = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6, refine_zero=True)
+    best = index_peaks(pk, "orthorhombic", config=cfg).solutions[0]
+    assert same_lattice(p.cell, "P", best.cell, "P", 2e-2)
+    # zero shift recovered to within ~3 esd (σ(2θ) ≈ 0.01° per line at k = 0.5 over ~19 lines)
+    assert abs(best.zero_shift - p.zero_shift) < max(3 * best.zero_shift_esd, 0.01), (best.zero_shift, p.zero_shift)
+    # the impurity line is among the unindexed ones
+    imp = int(np.flatnonzero(p.impurity)[0])
+    assert imp in best.unindexed
+    # cell esds are positive and small (a few 1e-3 Å at this noise level)
+    assert np.all(best.cell_esd[:3] > 0) and np.all(best.cell_esd[:3] < 0.05)
+
+
+def test_search_does_not_recompile():
+    rng = np.random.default_rng(5)
+    p1, p2 = (synthetic_pattern("tP", rng) for _ in range(2))
+    cfg = SearchConfig(n_generate=512, n_candidates=64, n_iter=3, max_batches=1)
+    search_mod.search_cells(p1.inv_d2, "tetragonal", cfg, prior=load_prior())
+    n = search_mod._run_batch._cache_size()
+    search_mod.search_cells(p2.inv_d2, "tetragonal", cfg, prior=load_prior())
+    assert search_mod._run_batch._cache_size() == n
+
+
+def test_shipped_prior_beats_uniform_on_fresh_patterns():
+    """The learned prior puts more probability on the true Miller indices than a uniform draw."""
+    prior = load_prior()
+    rng = np.random.default_rng(99)  # patterns not in the training set (different seed stream)
+    for system, br in (("monoclinic", "mP"), ("triclinic", "aP")):
+        lp_true = []
+        for _ in range(30):
+            p = synthetic_pattern(br, rng)
+            lab = assignment_labels(p.inv_d2, p.cell, system)
+            lp = prior.log_probs(system, p.inv_d2)
+            lp_true += [lp[i, lab[i]] for i in range(8) if lab[i] >= 0]
+        # uniform: log(1/V); the trained model must be clearly better (measured ≈ 1.5-2.5 nats better)
+        assert np.mean(lp_true) > np.log(1.0 / VOCAB_SIZE[system]) + 0.7, system
