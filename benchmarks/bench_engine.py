@@ -58,7 +58,12 @@ def bench_jaxmd(n, steps, chunk=100):
     box = (n / 0.8) ** (1 / 3) * SIGMA
     displacement, shift = space.periodic(box)
     neighbor_fn, energy_fn = energy.lennard_jones_neighbor_list(
-        displacement, box, sigma=SIGMA, epsilon=EPS, r_cutoff=2.5, dr_threshold=0.5 * SIGMA,
+        displacement,
+        box,
+        sigma=SIGMA,
+        epsilon=EPS,
+        r_cutoff=2.5,
+        dr_threshold=0.5 * SIGMA,
         format=partition.NeighborListFormat.Dense,
     )
     init, apply = simulate.nvt_langevin(energy_fn, shift, 0.01, EPS, gamma=1.0)
@@ -153,20 +158,27 @@ def main():
     args = ap.parse_args()
     steps = args.steps or (300 if args.quick else 2000)
     sizes = [1000] if args.quick else [1000, 8000]
-    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs (timings on a shared machine "
-          "are noisy: compare the ratios, measured in this same run)")
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs (timings on a shared machine "
+        "are noisy: compare the ratios, measured in this same run)"
+    )
     for n in sizes:
         s = steps if n <= 1000 else max(200, steps // 4)
         ours, rebuilds = bench_dmd(n, s)
         stock = bench_jaxmd(n, max(100, s // 4))
         omm = bench_openmm_lj(n, s)
-        print(f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps) | stock jax-md {stock:7.1f} | "
-              f"OpenMM CPU(2) {omm:7.1f} | dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x", flush=True)
+        print(
+            f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps) | stock jax-md {stock:7.1f} | "
+            f"OpenMM CPU(2) {omm:7.1f} | dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x",
+            flush=True,
+        )
     if not args.quick:
         try:
             ours, omm, n_atoms = bench_villin(max(50, steps // 20))
-            print(f"villin+water PME ({n_atoms} atoms): dmd {ours:.1f} steps/s | OpenMM CPU(2) {omm:.1f} | "
-                  f"dmd/OpenMM {ours / omm:.2f}x")
+            print(
+                f"villin+water PME ({n_atoms} atoms): dmd {ours:.1f} steps/s | OpenMM CPU(2) {omm:.1f} | "
+                f"dmd/OpenMM {ours / omm:.2f}x"
+            )
         except Exception as exc:  # the PME loader may be missing in this checkout: say so, do not hide it
             print(f"villin+water PME: not measured ({type(exc).__name__}: {exc})")
 

@@ -92,7 +92,10 @@ def run_mlindex(py: str, pattern, timeout: float):
         out = os.path.join(tmp, "res.json")
         peaks = ",".join(f"{v:.10g}" for v in pattern.inv_d2)
         code = (
-            "import cctbx, runpy, sys\n"  # cctbx first: mlindex may crash otherwise
+            # cctbx's boost extensions must load before mlindex's own imports, or the process segfaults
+            "from cctbx import sgtbx, uctbx, crystal\n"
+            "from cctbx.sgtbx.lattice_symmetry import metric_subgroups\n"
+            "import runpy, sys\n"
             f"sys.argv = ['run_analytical', '--peaks', '{peaks}', '--peak-units', 'q2', '--output-file', '{out}',"
             f" '--bravais-lattices', '{MLINDEX_BRAVAIS[pattern.system]}']\n"
             "runpy.run_module('mlindex.command_line.run_analytical', run_name='__main__')\n"

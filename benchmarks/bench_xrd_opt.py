@@ -12,6 +12,7 @@ family/space group would):
   p1+anneal   P1 + multi-scale smoothed metric, σ annealed from 1° to 0
   family      lattice constrained to the true crystal family, coordinates free
   spacegroup  lattice + Wyckoff free parameters of the true space group
+  spacegroup+anneal   space group + annealed metric (ablation: the combined method without energy)
   combined    space group + energy + annealed metric
 
 Success: pymatgen StructureMatcher (ltol 0.02, stol 0.05, angle_tol 1°, no volume scaling) against the truth.
@@ -36,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ("p1", "p1+energy", "p1+anneal", "family", "spacegroup", "combined")
+METHODS = ("p1", "p1+energy", "p1+anneal", "family", "spacegroup", "spacegroup+anneal", "combined")
 QUICK_STRUCTURES = (
     "NaCl",
     "CsCl",
@@ -122,32 +123,33 @@ def run_structure(name, args, eparams):
         raw[f"{method}/xrd_loss"] = res.xrd_loss[sel]
         timing[method] = {"seconds_per_refinement": res.seconds / n_in_call, "compile_seconds": res.compile_seconds}
 
-    # P1-shaped methods share one compiled, vmapped call: p1, p1+energy, p1+anneal
-    par = xp.P1Param(tuple(els))
-    pm = make_pattern_model(els, starts[0][0], grid, shape=args.shape)
-    p_starts = [as_dtype(par.init(c, p)) for c, p in starts]
-    res = Refiner(par, pm, "cosine", energy, config)(
-        p_starts * 3, obs, tile(zeros, zeros, sigma_a), tile(zeros, w_e, zeros)
-    )
     c0 = np.array([c for c, _ in starts])
     x0 = np.array([p for _, p in starts])
-    for j, m in enumerate(("p1", "p1+energy", "p1+anneal")):
-        keep(m, res, np.arange(j * n, (j + 1) * n), c0, x0, 3 * n)
-    # family
-    par_f = xp.FamilyParam(tuple(els), crystal_family=family)
-    f_starts = [as_dtype(par_f.init(c, p)) for c, p in starts]
-    res_f = Refiner(par_f, pm, "cosine", None, config)(f_starts, obs, zeros, zeros)
-    proj = [par_f.crystal(ps) for ps in f_starts]
-    keep("family", res_f, np.arange(n), [np.asarray(c) for c, _ in proj], [np.asarray(p) for _, p in proj], n)
-    # space group, plain and combined (+ energy + annealed metric), one call
+    if not args.spacegroup_only:
+        # P1-shaped methods share one compiled, vmapped call: p1, p1+energy, p1+anneal
+        par = xp.P1Param(tuple(els))
+        pm = make_pattern_model(els, starts[0][0], grid, shape=args.shape)
+        p_starts = [as_dtype(par.init(c, p)) for c, p in starts]
+        ref = Refiner(par, pm, "cosine", energy, config)
+        res = ref(p_starts * 3, obs, tile(zeros, zeros, sigma_a), tile(zeros, w_e, zeros))
+        for j, m in enumerate(("p1", "p1+energy", "p1+anneal")):
+            keep(m, res, np.arange(j * n, (j + 1) * n), c0, x0, 3 * n)
+        # family
+        par_f = xp.FamilyParam(tuple(els), crystal_family=family)
+        f_starts = [as_dtype(par_f.init(c, p)) for c, p in starts]
+        res_f = Refiner(par_f, pm, "cosine", None, config)(f_starts, obs, zeros, zeros)
+        proj = [par_f.crystal(ps) for ps in f_starts]
+        keep("family", res_f, np.arange(n), [np.asarray(c) for c, _ in proj], [np.asarray(p) for _, p in proj], n)
+    # space group: plain, annealed, combined (+ energy + annealed metric), one compiled call
     par_s = spacegroup_param(spec)
     pm_s = make_pattern_model(els, starts[0][0], grid, spacegroup=spec.spacegroup, shape=args.shape)
     s_starts = [as_dtype(par_s.init(c, p)) for c, p in starts]
-    res_s = Refiner(par_s, pm_s, "cosine", energy, config)(s_starts * 2, obs, tile(zeros, sigma_a), tile(zeros, w_e))
+    ref_s = Refiner(par_s, pm_s, "cosine", energy, config)
+    res_s = ref_s(s_starts * 3, obs, tile(zeros, sigma_a, sigma_a), tile(zeros, zeros, w_e))
     proj = [par_s.crystal(ps) for ps in s_starts]
     pc, pp = [np.asarray(c) for c, _ in proj], [np.asarray(p) for _, p in proj]
-    keep("spacegroup", res_s, np.arange(n), pc, pp, 2 * n)
-    keep("combined", res_s, np.arange(n, 2 * n), pc, pp, 2 * n)
+    for j, m in enumerate(("spacegroup", "spacegroup+anneal", "combined")):
+        keep(m, res_s, np.arange(j * n, (j + 1) * n), pc, pp, 3 * n)
     return raw, {"n_atoms": len(els), "family": family, "spacegroup": spec.spacegroup, "timing": timing}
 
 
@@ -159,7 +161,7 @@ def match_structure(name, raw, matcher) -> dict:
     truth = to_pymatgen(raw["truth_cell"], raw["truth_pos"], els)
     mag = raw["mag"]
     out = {}
-    for m in METHODS:
+    for m in [m for m in METHODS if f"{m}/cell" in raw]:
 
         def fits(cell, pos):
             if not (np.all(np.isfinite(cell)) and np.all(np.isfinite(pos))):
@@ -240,6 +242,7 @@ def main(argv=None):
         "landscape: scans and structure-vs-XRD similarity correlation (not part of 'all')",
     )
     ap.add_argument("--resume", action="store_true", help="skip structures already in OUT/raw.npz")
+    ap.add_argument("--spacegroup-only", action="store_true", help="only the space-group methods (ablations)")
     args = ap.parse_args(argv)
     names = args.structures or (list(QUICK_STRUCTURES) if args.quick else None)
     if names is None:
@@ -386,7 +389,7 @@ def match_phase(args, raw_path, run_path, res_path):
 def summarize(results, run):
     mags = [f"s={s:.2f},σ={d:.2f}Å" for s, d in MAGNITUDES]
     table = {}
-    for m in METHODS:
+    for m in [m for m in METHODS if all(m in results[n]["methods"] for n in results)]:
         match = np.array([results[n]["methods"][m]["match"] for n in results])  # [n_struct, n_mag]
         start = np.array([results[n]["methods"][m]["start_match"] for n in results])
         secs = np.array([results[n]["timing"][m]["seconds_per_refinement"] for n in results])

@@ -222,8 +222,15 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
-    return Integrator(_make_init(system, kT, efn, cons, masses), step, "langevin", dt, temperature, friction,
-                      n_degrees_of_freedom(system))
+    return Integrator(
+        _make_init(system, kT, efn, cons, masses),
+        step,
+        "langevin",
+        dt,
+        temperature,
+        friction,
+        n_degrees_of_freedom(system),
+    )
 
 
 def langevin_middle(system, *, dt: float, temperature: float, friction: float) -> Integrator:
@@ -259,8 +266,15 @@ def langevin_middle(system, *, dt: float, temperature: float, friction: float) -
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
-    return Integrator(_make_init(system, kT, efn, cons, masses), step, "baoab", dt, temperature, friction,
-                      n_degrees_of_freedom(system))
+    return Integrator(
+        _make_init(system, kT, efn, cons, masses),
+        step,
+        "baoab",
+        dt,
+        temperature,
+        friction,
+        n_degrees_of_freedom(system),
+    )
 
 
 def velocity_verlet(system, *, dt: float, temperature: float | None = None, friction=None) -> Integrator:
@@ -290,8 +304,9 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
             v = cons.velocities(v, x_new)
         return IntegratorState(x_new, v, f, e, state.key, state.step + 1, nbr)
 
-    return Integrator(_make_init(system, kT, efn, cons, masses), step, "verlet", dt, temperature, None,
-                      n_degrees_of_freedom(system))
+    return Integrator(
+        _make_init(system, kT, efn, cons, masses), step, "verlet", dt, temperature, None, n_degrees_of_freedom(system)
+    )
 
 
 INTEGRATORS = {"langevin": langevin, "baoab": langevin_middle, "verlet": velocity_verlet}

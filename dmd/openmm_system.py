@@ -405,6 +405,21 @@ def system_from_openmm(
             )
         elif isinstance(force, mm.CustomNonbondedForce):
             spec, params, labels = _convert_tabulated_lj(force, n, atom_types)
+            custom_excl = {tuple(sorted(force.getExclusionParticles(k))) for k in range(force.getNumExclusions())}
+            nb_forces = [f for f in openmm_system.getForces() if isinstance(f, mm.NonbondedForce)]
+            nb_excl = (
+                {
+                    tuple(sorted(nb_forces[0].getExceptionParameters(k)[:2]))
+                    for k in range(nb_forces[0].getNumExceptions())
+                }
+                if nb_forces
+                else set()
+            )
+            if spec.method != "NoCutoff" and custom_excl != nb_excl:
+                raise UserInputError(
+                    "CustomNonbondedForce exclusions differ from the NonbondedForce exceptions; "
+                    "not supported with cutoffs"
+                )
             if spec.method != "NoCutoff":
                 if neighbor_cutoff is not None and abs(neighbor_cutoff - spec.cutoff) > 1e-12:
                     raise UserInputError("CustomNonbondedForce and NonbondedForce cutoffs differ; not supported")

@@ -179,8 +179,9 @@ def _save_checkpoint(path, state, info: dict, inputs=()):
         "velocities": np.asarray(state.velocities),
         "forces": np.asarray(state.forces),
         "potential_energy": np.asarray(state.potential_energy),
-        "key": np.asarray(jax.random.key_data(state.key) if jnp.issubdtype(state.key.dtype, jax.dtypes.prng_key)
-                          else state.key),
+        "key": np.asarray(
+            jax.random.key_data(state.key) if jnp.issubdtype(state.key.dtype, jax.dtypes.prng_key) else state.key
+        ),
         "step": np.asarray(state.step),
     }
     for k, leaf in enumerate(leaves):
@@ -365,14 +366,22 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         traj.flush()
         elog.flush()
         if reason is None:
-            meta = dict(info_base, n_frames=n_written(), rebuilds=total_rebuilds, reallocations=reallocations,
-                        neighbor=_neighbor_meta(st.neighbor))
+            meta = dict(
+                info_base,
+                n_frames=n_written(),
+                rebuilds=total_rebuilds,
+                reallocations=reallocations,
+                neighbor=_neighbor_meta(st.neighbor),
+            )
             _save_checkpoint(paths["checkpoint"], st, meta, inputs=cfg.inputs)
             last_ckpt = str(paths["checkpoint"])
 
-    def record(frames, upto_step: int | None):
+    def record(frames, upto_step: int | None, chunk_start: int, rep: int):
         xyz, pe, ke, steps = (np.asarray(a) for a in frames)
-        keep = np.ones(len(steps), bool) if upto_step is None else steps < upto_step
+        # after a bad step the state is frozen, so later reports repeat it: keep reports scheduled
+        # before the bad step only
+        scheduled = chunk_start + rep * (1 + np.arange(len(steps)))
+        keep = np.ones(len(steps), bool) if upto_step is None else scheduled < upto_step
         rows = []
         for k in np.nonzero(keep)[0]:
             t = float(steps[k]) * cfg.dt
@@ -409,11 +418,11 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             bad_step = int(bad_step)
             total_rebuilds += int(rebuilds)
             if bad_step >= 0:
-                record(frames, bad_step)
+                record(frames, bad_step, step, rep)
                 diverged = bad_step
                 state = new_state
                 break
-            record(frames, None)
+            record(frames, None, step, rep)
             state = new_state
             step = int(state.step)
             bar.update(n_rep * rep)

@@ -102,8 +102,10 @@ class System:
             kwargs.setdefault("box", self.box)
         try:
             return self.neighbor_fn.allocate(pos, **kwargs)
-        except TypeError:
-            kwargs.pop("box", None)
+        except Exception as exc:  # TypeError, or jax-md's UnexpectedBoxException for space.periodic
+            if "box" not in kwargs or ("box" not in str(exc) and not isinstance(exc, TypeError)):
+                raise
+            kwargs.pop("box")
             return self.neighbor_fn.allocate(pos, **kwargs)
 
     def energy(self, pos=None, params=None) -> float:

@@ -122,7 +122,10 @@ class TrajectoryWriter:
             return
         lengths, angles = _box_lengths(self.box, len(self.xyz))
         traj = mdtraj.Trajectory(
-            np.stack(self.xyz), self.topology, time=np.asarray(self.time), unitcell_lengths=lengths,
+            np.stack(self.xyz),
+            self.topology,
+            time=np.asarray(self.time),
+            unitcell_lengths=lengths,
             unitcell_angles=angles,
         )
         with atomic_path(self.path, self.inputs) as tmp:

@@ -18,7 +18,7 @@ molecule). The Jacobian J = d⟨o⟩/dz comes from one of three routes, reported
 
 Updates go through optax: ``adam``/``sgd`` use the gradient 2Jᵀr; ``lm`` (default) feeds the
 Levenberg-Marquardt direction −(JᵀJ + λ diag JᵀJ)⁻¹Jᵀr as the update of an ``optax.sgd`` step; either is
-clipped per component to ``max_step`` (a trust region in z: 0.2 in log space is ±20%).
+scaled to a global norm of at most ``max_step`` (a trust region in z: 0.2 in log space is ±20%).
 
 Robustness: a checkpoint per round (``--resume`` continues exactly), history as JSON and CSV, plots of the loss
 and parameters per round, and a diverging simulation (NaN/inf or exploding coordinates) stops the round, keeps
@@ -113,7 +113,7 @@ class FitConfig:
       estimator: "fluctuation", "pathwise" or "reweighting".
       sensitivity_method / window: for the pathwise route (:func:`dmd.sensitivity.run_sensitivities`).
       optimizer: "lm", "adam" or "sgd"; learning_rate: optax learning rate (lm: fraction of the LM step).
-      damping: LM λ. max_step: per-component clip of an update in z.
+      damping: LM λ. max_step: largest norm of one update in z (trust region).
       neff_fraction: reweighting re-simulates below this fraction of frames; max_reuse: most steps per trajectory.
       seed: PRNG seed (round r uses seed + r). out: folder for checkpoint/history/plots (None: in memory).
       resume: continue from ``out/checkpoint.npz``. progress: show a per-round progress bar.
@@ -366,17 +366,30 @@ def _optimizer(cfg):
     if cfg.optimizer not in OPTIMIZERS:
         raise UserInputError(f"optimizer {cfg.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
     base = {"lm": optax.sgd, "sgd": optax.sgd, "adam": optax.adam}[cfg.optimizer](cfg.learning_rate)
-    return optax.chain(base, optax.clip(cfg.max_step))
+    # the trust region scales the whole step (global norm), keeping the LM/gradient direction
+    return optax.chain(base, optax.clip_by_global_norm(cfg.max_step))
 
 
 def _direction(cfg, r, J):
-    """The 'gradient' fed to optax: 2Jᵀr (adam/sgd) or −Δz_LM (lm)."""
+    """The 'gradient' fed to optax: 2Jᵀr (adam/sgd) or −Δz_LM (lm).
+
+    The LM step is a trust-region step: the damping λ grows until ‖Δz‖ ≤ max_step, so that an ill-determined
+    direction (a small singular value of J, amplified sampling noise) cannot dominate the step; as λ grows the
+    step turns towards the gradient, which the well-determined parameters dominate.
+    """
     g = 2.0 * J.T @ r
     if cfg.optimizer != "lm":
         return g
     jtj = J.T @ J
-    a = jtj + cfg.damping * np.diag(np.diag(jtj)) + 1e-12 * np.eye(len(g)) * max(1.0, np.trace(jtj))
-    return np.linalg.solve(a, J.T @ r)  # Δz = −this; optax.sgd(lr) applies −lr·this
+    n = len(g)
+    scale = max(np.trace(jtj) / n, 1e-300)
+    lam = cfg.damping * scale
+    for _ in range(80):
+        step = np.linalg.solve(jtj + lam * np.eye(n), J.T @ r)
+        if np.linalg.norm(step) <= cfg.max_step:
+            break
+        lam *= 3.0
+    return step  # Δz = −step; optax.sgd(lr) applies −lr·step
 
 
 def _save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history):

@@ -56,7 +56,7 @@ def test_cli_batch_folder(tmp_path, capsys):
 
 def test_cli_bad_input_exit_code(tmp_path, capsys):
     f = tmp_path / "p.txt"
-    f.write_text("10.0\n9.0\n12.0\n")
+    f.write_text("10.0\n9.0\n12.0\n14.0\n15.0\n")
     assert main(["index", str(f), "--units", "2theta", "--wavelength", "1.54", "--lattice", "cubic"]) == 2
     assert "out of order" in capsys.readouterr().err
     assert main(["index", str(f), "--units", "parsecs"]) == 2

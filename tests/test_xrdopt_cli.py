@@ -75,11 +75,18 @@ def test_landscape_scan_minimum_and_correlation(tmp_path):
     assert z.shape == (9, 9) and np.argmin(z) == 40  # the truth sits at the centre of the plane
     xl.plot_scan_1d(tmp_path / "s1.png", a, {"cosine": y}, xlabel="a (Å)", truth=4.123)
     xl.plot_scan_2d(tmp_path / "s2.png", np.linspace(-0.1, 0.1, 9), np.linspace(-0.1, 0.1, 9), z)
-    corr = xl.similarity_correlation(
-        lambda c, p: xrd_loss("cosine", obs, pm(c, p), grid), cell, pos, np.random.default_rng(0), n=40
-    )
-    # larger distortions give worse patterns on average (rank correlation clearly positive)
-    assert corr["spearman"] > 0.3 and corr["mutual_information"] > 0
+    corr = {
+        sig: xl.similarity_correlation(
+            lambda c, p, sig=sig: xrd_loss("cosine", obs, pm(c, p), grid, sig), cell, pos,
+            np.random.default_rng(0), n=40, max_strain=0.01, max_disp=0.2,
+        )
+        for sig in (0.0, 1.0)
+    }  # fmt: skip
+    # the exact cosine loss barely ranks structures by distance (measured ρ ≈ −0.2: the rough landscape); the
+    # 1°-smoothed metric does (measured ρ ≈ 0.49, seed 0, n = 40): the reason for the annealed metric
+    assert corr[1.0]["spearman"] > 0.3 and corr[1.0]["spearman"] > corr[0.0]["spearman"] + 0.3
+    assert corr[1.0]["mutual_information"] > 0
+    corr = corr[1.0]
     xl.plot_correlation(tmp_path / "c.png", {"cosine": corr})
     for f in ("s1.png", "s2.png", "c.png"):
         assert (tmp_path / f).stat().st_size > 1000

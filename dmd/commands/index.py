@@ -196,8 +196,10 @@ def run(args) -> int:
         bar.set_postfix_str(f"{system} best M≈{float(__import__('numpy').exp(best)):.1f}")
         bar.update(1)
 
-    peaks, result, out = _index_file(args.peaks, args, progress=progress)
-    bar.close()
+    try:
+        peaks, result, out = _index_file(args.peaks, args, progress=progress)
+    finally:
+        bar.close()
     if args.out:
         write_json(args.out, out, inputs=[args.peaks])
     if args.plot and result.solutions:

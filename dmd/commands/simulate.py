@@ -52,29 +52,51 @@ def register(subparsers) -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # unset flags stay absent so YAML values are not overridden
     p.add_argument("config", nargs="?", help="YAML file with the same keys as the flags (flags win)")
     p.add_argument("--pdb", default=S, help="structure: PDB or mmCIF (CRYST1/cell gives the periodic box)")
-    p.add_argument("--forcefield", nargs="+", default=S, help="force-field XML names, e.g. amber14-all.xml amber14/tip3pfb.xml")
+    p.add_argument("--forcefield", nargs="+", default=S, help="force-field XML names, e.g. amber14-all.xml")
     p.add_argument("--steps", type=int, default=S, help="total number of steps")
     p.add_argument("--dt", type=float, default=S, help="time step, ps (default 0.002)")
     p.add_argument("--temperature", type=float, default=S, help="K (default 300)")
     p.add_argument("--friction", type=float, default=S, help="1/ps (default 1)")
     p.add_argument("--seed", type=int, default=S, help="PRNG seed (default 0)")
-    p.add_argument("--report-every", dest="report_every", type=int, default=S, help="steps per frame/log row (default 100)")
-    p.add_argument("--integrator", choices=["langevin", "baoab", "verlet"], default=S,
-                   help="langevin: seed form v←av−b∇E+cn, x←x+vδt (default); baoab: OpenMM's LangevinMiddle; verlet: NVE")
+    p.add_argument("--report-every", dest="report_every", type=int, default=S, help="steps per frame/log row")
+    p.add_argument(
+        "--integrator",
+        choices=["langevin", "baoab", "verlet"],
+        default=S,
+        help="langevin: seed form v←av−b∇E+cn, x←x+vδt; baoab: OpenMM's LangevinMiddle; verlet: NVE",
+    )
     p.add_argument("--out", default=S, help="trajectory path: .dcd, .xtc, .h5")
-    p.add_argument("--nonbonded", choices=["PME", "NoCutoff", "CutoffPeriodic"], default=S,
-                   help="default: PME if the structure has a box, else NoCutoff")
+    p.add_argument(
+        "--nonbonded",
+        choices=["PME", "NoCutoff", "CutoffPeriodic"],
+        default=S,
+        help="default: PME if the structure has a box, else NoCutoff",
+    )
     p.add_argument("--cutoff", type=float, default=S, help="nonbonded cutoff, nm (default 1.0)")
-    p.add_argument("--constraints", choices=["None", "HBonds", "AllBonds", "HAngles"], default=S,
-                   help="bond constraints (default None; waters are rigid unless --flexible-water)")
+    p.add_argument(
+        "--constraints",
+        choices=["None", "HBonds", "AllBonds", "HAngles"],
+        default=S,
+        help="bond constraints (default None; waters are rigid unless --flexible-water)",
+    )
     p.add_argument("--flexible-water", dest="rigid_water", action="store_false", default=S, help="no rigid water")
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=S, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
-    p.add_argument("--sensitivity", action="append", default=S, metavar="NAME",
-                   help="also compute dx_t/dθ for parameter NAME (force/field/label); repeatable")
-    p.add_argument("--sensitivity-method", dest="sensitivity_method", choices=["tangent", "window"], default=S,
-                   help="tangent: exact tangent carry (default); window: the seed's rolling window")
+    p.add_argument(
+        "--sensitivity",
+        action="append",
+        default=S,
+        metavar="NAME",
+        help="also compute dx_t/dθ for parameter NAME (force/field/label); repeatable",
+    )
+    p.add_argument(
+        "--sensitivity-method",
+        dest="sensitivity_method",
+        choices=["tangent", "window"],
+        default=S,
+        help="tangent: exact tangent carry (default); window: the seed's rolling window",
+    )
     p.add_argument("--window", type=int, default=S, help="window length k for --sensitivity-method window")
     return p
 

@@ -3,8 +3,8 @@
     dmd xrd-refine PATTERN.csv --start STRUCTURE.cif [--constraint p1|family|spacegroup] [--energy-weight W]
                    [--metric cosine] [--smooth 1.0] [--steps 400] [--starts 4] --out DIR
 
-PATTERN.csv: two columns, 2θ (degrees) and intensity (comma, semicolon or whitespace separated; lines that
-do not start with a number, e.g. a header or ``#`` comments, are skipped). A non-uniform grid is resampled to
+PATTERN.csv: two columns, 2θ (degrees) and intensity (comma, semicolon or whitespace separated; ``#`` comments
+and header lines before the first numeric row are skipped). A non-uniform grid is resampled to
 its median step. Writes into DIR: ``refined.cif`` (space-group CIF for ``spacegroup``, P1 otherwise),
 ``pattern.png`` (observed vs fitted, difference, loss history), ``fitted_pattern.csv`` and ``summary.json``.
 """
@@ -57,12 +57,14 @@ def read_pattern_csv(path):
     with open(path) as fh:
         for line in fh:
             line = line.strip()
-            if not line or not re.match(r"^[-+]?(\d|\.\d)", line):
+            if not line or line.startswith("#"):
                 continue
             parts = [x for x in re.split(r"[,;\s]+", line) if x]
             try:
                 rows.append((float(parts[0]), float(parts[1])))
             except (ValueError, IndexError) as exc:
+                if not rows:
+                    continue  # header lines before the data
                 raise UserInputError(f"{path}: cannot read line {line!r}; need two numbers: 2θ, intensity") from exc
     if len(rows) < 16:
         raise UserInputError(f"{path}: {len(rows)} data rows; need at least 16 (2θ in degrees, intensity)")

@@ -365,7 +365,7 @@ def _pair_tables(spec: TabulatedLJSpec, params: dict):
 def tabulated_lj_energy(spec: TabulatedLJSpec, params: dict, pos, box=None, neighbor=None):
     """Energy (kJ/mol) of the tabulated LJ CustomNonbondedForce (see :class:`TabulatedLJSpec`)."""
     sig_tab, eps_tab = _pair_tables(spec, params)
-    t = spec.type_index
+    t = jnp.asarray(spec.type_index)
     if spec.method == "NoCutoff":
         i, j = spec.pairs[:, 0], spec.pairs[:, 1]
         d = pos[j] - pos[i]
