@@ -109,7 +109,7 @@ class CellNeighborListFns:
     def _candidates(self, pos, cell_capacity):
         """``[N, K]`` candidate neighbours (padding N) and the cell-overflow flag."""
         n = pos.shape[0]
-        if not self.use_cells:
+        if not self.use_cells or cell_capacity == 0:
             cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
             return cand, jnp.zeros((), bool)
         ncx, ncy, ncz = self.cells_per_side
@@ -141,7 +141,9 @@ class CellNeighborListFns:
         dr = dr - box * jnp.round(dr / box)
         r2 = jnp.sum(dr * dr, -1)
         mask = ok & (r2 < self.list_cutoff**2)
-        csum = jnp.cumsum(mask, axis=1, dtype=jnp.int32)
+        # associative_scan: XLA CPU lowers jnp.cumsum along a long row to an O(K²) reduce-window
+        # (measured here 110 ms vs 17 ms for N = K = 1,000)
+        csum = jax.lax.associative_scan(jnp.add, mask.astype(jnp.int32), axis=1)
         occupancy = jnp.max(csum[:, -1])
         if max_occupancy is None:
             return None, occupancy, cell_overflow
@@ -150,6 +152,15 @@ class CellNeighborListFns:
         out = jnp.full((n, max_occupancy + 1), n, jnp.int32)
         out = out.at[jnp.arange(n)[:, None], col].set(jnp.where(mask, cand, n), mode="drop")
         return out[:, :max_occupancy], occupancy, cell_overflow
+
+    def _cell_capacity_for(self, count: int, n: int, factor: float) -> int:
+        """Atoms-per-cell capacity for a max cell count, or 0 (all pairs) when the 27-cell stencil
+        would hold as many padded candidates as there are atoms (e.g. 3 cells per side), which
+        makes the cell list slower than the plain all-pairs candidate set."""
+        if not self.use_cells:
+            return 0
+        cap = max(int(count * factor), count + 2)
+        return 0 if 27 * cap >= n else cap
 
     def _max_cell_count(self, pos) -> int:
         if not self.use_cells:
@@ -167,8 +178,7 @@ class CellNeighborListFns:
         pos = jnp.asarray(position)
         n = pos.shape[0]
         if cell_capacity is None:
-            c = self._max_cell_count(pos)
-            cell_capacity = 0 if not self.use_cells else max(int(c * self.capacity_multiplier), c + 2)
+            cell_capacity = self._cell_capacity_for(self._max_cell_count(pos), n, self.capacity_multiplier)
         if max_occupancy is None:
             _, occ, _ = jax.jit(self._build, static_argnums=(1, 2))(pos, None, cell_capacity)
             occ = int(occ)
@@ -208,7 +218,8 @@ class CellNeighborListFns:
         overflow again forever).
         """
         c = self._max_cell_count(position)
-        cell_capacity = 0 if not self.use_cells else max(int(factor * max(c, neighbors.cell_capacity)), c + 2)
+        n = int(jnp.shape(position)[0])
+        cell_capacity = self._cell_capacity_for(max(c, neighbors.cell_capacity), n, factor)
         _, occ, _ = jax.jit(self._build, static_argnums=(1, 2))(jnp.asarray(position), None, cell_capacity)
         max_occ = max(int(factor * max(int(occ), neighbors.max_occupancy)), int(occ) + 4)
         return self.allocate(position, max_occupancy=max_occ, cell_capacity=cell_capacity)

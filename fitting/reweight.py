@@ -680,13 +680,14 @@ def reweight(
     )
 
 
-EXAMPLE_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "reweight"
+EXAMPLE_DIR = __import__("pathlib").Path(__import__("dmd.data").data.__file__).resolve().parent / "reweight"
 
 
 def quickstart_stage(out_dir, *, steps: int = 150, progress: bool = True) -> dict:
     """Last stage of ``dmd quickstart``: reweight the bundled example trajectory against its bundled data.
 
-    The example (``examples/reweight``: 60 real OpenMM frames of alanine dipeptide held in three backbone
+    The example (``dmd/data/reweight``, made by ``examples/reweight/make_example.py``: 60 real OpenMM frames of
+    alanine dipeptide held in three backbone
     conformers, 20 frames each, and synthetic diffuse data of their 0.6/0.3/0.1 mixture with noise at
     CC 0.98) is reweighted exactly as ``dmd reweight`` would; outputs go to ``out_dir`` (weights.csv,
     summary.json, reweighted.mtz, PNGs). Returns the summary with ``recovered_state_weights``,

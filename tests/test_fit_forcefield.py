@@ -116,7 +116,7 @@ def test_butane_torsion_barrier_recovered():
     names = tuple(f"PeriodicTorsionForce/k/{lab}" for lab in labels)
     obs = ob.dihedral_cosines(quads, (1, 2, 3))
     cfg = FitConfig(rounds=6, steps=3000, equilibration=500, report_every=10, dt=0.002, temperature=400.0,
-                    friction=5.0, progress=False, average_last=3)  # fmt: skip
+                    friction=5.0, progress=False, average_last=3, decay_after=3)  # fmt: skip
     frames, _ = sample(system, system.params, dataclasses.replace(cfg, steps=20000), seed=7)
     target = np.asarray(jax.vmap(lambda x: obs.per_frame(system.params, x))(jnp.asarray(frames))).mean(0)
     fp = FitParam(names, name="k3", lower=0.0)

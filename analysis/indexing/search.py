@@ -38,7 +38,22 @@ import numpy as np
 from analysis import cell as cell_mod
 from analysis.indexing.reference import search_system
 
-__all__ = ["SearchConfig", "SearchResult", "search_cells", "gstar_from_x", "reduce_x", "volume_from_x"]
+__all__ = ["BATCH_SIZES", "SearchConfig", "SearchResult", "search_cells", "gstar_from_x", "reduce_x", "volume_from_x"]
+
+
+# (n_generate, n_candidates) per batch: more free parameters need more draws per hit
+BATCH_SIZES = {
+    "cubic": (1024, 128),
+    "tetragonal": (2048, 256),
+    "hexagonal": (2048, 256),
+    "orthorhombic": (4096, 384),
+    "monoclinic": (8192, 512),
+    "triclinic": (8192, 512),
+}
+
+
+# batches before giving up (clean data stop at the first batch that finds an M20 ≥ stop_m20 cell)
+MAX_BATCHES = {"cubic": 6, "tetragonal": 6, "hexagonal": 6, "orthorhombic": 6, "monoclinic": 8, "triclinic": 12}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +61,11 @@ class SearchConfig:
     """Knobs of the batched search (defaults tuned on synthetic 20-line lists).
 
     Attributes:
-      n_generate: exact-solve candidates drawn from the prior per batch, each tested once.
+      n_generate: exact-solve candidates drawn from the prior per batch, each tested once
+        (None: per-system default, BATCH_SIZES).
       n_candidates: candidates refined iteratively per batch (the best generated ones plus the
-        random cells), all in parallel.
-      max_batches: upper bound on batches per lattice system.
+        random cells), all in parallel (None: per-system default).
+      max_batches: upper bound on batches per lattice system (None: MAX_BATCHES per system).
       min_batches: batches always run before the stopping test.
       n_iter: assignment / least-squares iterations per batch.
       candidates: "prior" (learned prior + random), "random" (random cells only) or "uniform"
@@ -71,9 +87,9 @@ class SearchConfig:
       seed: PRNG seed.
     """
 
-    n_generate: int = 8192
-    n_candidates: int = 512
-    max_batches: int = 6
+    n_generate: int | None = None
+    n_candidates: int | None = None
+    max_batches: int | None = None
     min_batches: int = 1
     n_iter: int = 8
     candidates: str = "prior"
@@ -528,10 +544,10 @@ def search_cells(
     rows = prior_mod.search_rows(system, config.n_ref_rows)
     vlo, vhi = config.volume_bounds or _default_volume_bounds(q, system)
     n_first = min(config.n_first, n_obs)
+    n_gen = max(config.n_generate or BATCH_SIZES[system][0], config.n_candidates or 0)
+    n_cand = config.n_candidates or BATCH_SIZES[system][1]
     logits, vocab = prior_mod.generator_logits(prior, system, q, n_first, uniform=config.candidates == "uniform")
-    n_random = (
-        config.n_candidates if config.candidates == "random" else int(config.random_fraction * config.n_candidates)
-    )
+    n_random = n_cand if config.candidates == "random" else int(config.random_fraction * n_cand)
     refine_zero = bool(config.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
     sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
@@ -542,7 +558,7 @@ def search_cells(
     xs, zs, ss = [], [], []
     best = -np.inf
     nb = 0
-    for nb in range(1, config.max_batches + 1):
+    for nb in range(1, (config.max_batches or MAX_BATCHES[system]) + 1):
         key, sub = jax.random.split(key)
         bx, bz, bs = _run_batch(
             sub,
@@ -551,8 +567,8 @@ def search_cells(
             mala,
             jnp.asarray(config.n_sigma, dtype),
             system=system,
-            n_gen=config.n_generate,
-            n_cand=config.n_candidates,
+            n_gen=n_gen,
+            n_cand=n_cand,
             n_iter=config.n_iter,
             n_first=n_first,
             n_random=n_random,
@@ -578,5 +594,5 @@ def search_cells(
         zero=np.concatenate(zs)[order],
         score=np.concatenate(ss)[order],
         n_batches=nb,
-        n_evaluated=nb * (config.n_candidates + (config.n_generate if n_random < config.n_candidates else 0)),
+        n_evaluated=nb * (n_cand + (n_gen if n_random < n_cand else 0)),
     )

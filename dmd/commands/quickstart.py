@@ -5,6 +5,9 @@ HBonds constraints, 2 fs, 300 K LangevinMiddle (BAOAB); stage "plot": energy and
 (PNG). Outputs go to ``./dmd-quickstart/`` (or ``--out DIR``): ``traj.dcd``, ``traj.log.csv``,
 ``traj.summary.json``, ``traj.chk.npz``, ``energy.png``, ``quickstart.json``.
 
+Stage "reweight": frame reweighting of the bundled example trajectory against bundled synthetic diffuse
+data (:func:`fitting.reweight.quickstart_stage`), outputs in ``reweight/``.
+
 Later features append stages to :data:`STAGES`: each is ``(name, fn(ctx) -> str)``, reads and
 extends the shared ``ctx`` dict and returns one report line.
 """
@@ -84,8 +87,21 @@ def stage_plot(ctx: dict) -> str:
     return f"plot: energy and temperature vs time in {png}"
 
 
+def stage_reweight(ctx: dict) -> str:
+    from fitting.reweight import quickstart_stage
+
+    s = quickstart_stage(ctx["out"] / "reweight", progress=ctx["progress"])
+    w = ", ".join(f"{v:.2f}" for v in s["recovered_state_weights"])
+    t = ", ".join(f"{v:.2f}" for v in s["true_state_weights"])
+    return (
+        f"reweight: bundled 60-frame alanine-dipeptide trajectory against synthetic diffuse data; state weights "
+        f"{w} (truth {t}, L1 error {s['state_weight_l1_error']:.3f}); CC train {s['cc_train']:.3f} / test "
+        f"{s['cc_test']:.3f}, N_eff {s['n_eff']:.1f}; outputs in {ctx['out'] / 'reweight'}/"
+    )
+
+
 # (name, function); later issues append their stages here
-STAGES: list[tuple[str, object]] = [("simulate", stage_simulate), ("plot", stage_plot)]
+STAGES: list[tuple[str, object]] = [("simulate", stage_simulate), ("plot", stage_plot), ("reweight", stage_reweight)]
 
 
 def run(args) -> int:

@@ -17,6 +17,8 @@ import openmm.app as app
 import openmm.unit as u
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the data ship inside the package (dmd/data/reweight) so that `pip install . && dmd quickstart` finds them
+OUT = os.path.join(HERE, "..", "..", "dmd", "data", "reweight")
 BOX_NM = 2.4
 STATES = {"C7eq": (-80.0, 80.0), "alphaR": (-70.0, -40.0), "alphaL": (60.0, 50.0)}
 TRUE_WEIGHTS = (0.6, 0.3, 0.1)
@@ -82,17 +84,17 @@ def main():
     top, frames = simulate()
     traj = mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(top))
     traj.unitcell_vectors = np.tile(np.eye(3) * BOX_NM, (len(frames), 1, 1))
-    traj.save_dcd(os.path.join(HERE, "traj.dcd"))
-    traj[0].save_pdb(os.path.join(HERE, "top.pdb"))
+    traj.save_dcd(os.path.join(OUT, "traj.dcd"))
+    traj[0].save_pdb(os.path.join(OUT, "top.pdb"))
     cell = np.array([BOX_NM * 10] * 3 + [90.0] * 3)
     hkl = generate_hkl(cell, D_MIN, "P 1", unique=True)
     hkl, f, _ = trajectory_structure_factors(
-        os.path.join(HERE, "traj.dcd"), os.path.join(HERE, "top.pdb"), hkl, method="direct", dtype=np.float64
+        os.path.join(OUT, "traj.dcd"), os.path.join(OUT, "top.pdb"), hkl, method="direct", dtype=np.float64
     )
     w = np.repeat(np.asarray(TRUE_WEIGHTS) / FRAMES_PER_STATE, FRAMES_PER_STATE)
     x = diffuse_of_weights(f, w)
     y = noisy_data(x, TARGET_CC, seed=3)
-    write_mtz(os.path.join(HERE, "data.mtz"), hkl, {"IDIFF": y}, cell, "P 1")
+    write_mtz(os.path.join(OUT, "data.mtz"), hkl, {"IDIFF": y}, cell, "P 1")
     truth = {
         "states": list(STATES),
         "frames_per_state": FRAMES_PER_STATE,
@@ -100,7 +102,7 @@ def main():
         "d_min": D_MIN,
         "noise_cc": float(np.corrcoef(x, y)[0, 1]),
     }
-    with open(os.path.join(HERE, "truth.json"), "w") as fh:
+    with open(os.path.join(OUT, "truth.json"), "w") as fh:
         json.dump(truth, fh, indent=2)
     print(truth)
 
