@@ -106,10 +106,13 @@ class CellNeighborListFns:
         cxyz = jnp.clip(jnp.floor(frac * nc).astype(jnp.int32), 0, nc - 1)
         return cxyz, (cxyz[:, 0] * nc[1] + cxyz[:, 1]) * nc[2] + cxyz[:, 2]
 
+    def _cells_used(self, cell_capacity) -> bool:
+        return self.use_cells and cell_capacity > 0
+
     def _candidates(self, pos, cell_capacity):
         """``[N, K]`` candidate neighbours (padding N) and the cell-overflow flag."""
         n = pos.shape[0]
-        if not self.use_cells or cell_capacity == 0:
+        if not self._cells_used(cell_capacity):
             cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
             return cand, jnp.zeros((), bool)
         ncx, ncy, ncz = self.cells_per_side
@@ -137,7 +140,8 @@ class CellNeighborListFns:
         ok = (cand < n) & (cand != self_id)
         cj = jnp.where(ok, cand, 0)
         box = jnp.asarray(self.box, pos.dtype)
-        dr = pos[:, None, :] - pos[cj]
+        # all pairs: broadcast instead of gathering N² rows
+        dr = pos[:, None, :] - (pos[None] if cand.shape[1] == n and not self._cells_used(cell_capacity) else pos[cj])
         dr = dr - box * jnp.round(dr / box)
         r2 = jnp.sum(dr * dr, -1)
         mask = ok & (r2 < self.list_cutoff**2)

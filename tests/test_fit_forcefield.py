@@ -66,9 +66,12 @@ def test_lj_recovers_epsilon_and_sigma_from_rdf():
     temp = 240.0
     true = lj_fluid(128, density=0.8, temperature=temp, cutoff=0.75, dtype=jnp.float32, seed=1)
     g = ob.rdf(128, np.asarray(true.box), r_max=0.9, n_bins=30)
-    cfg = FitConfig(rounds=8, steps=3000, equilibration=600, report_every=20, dt=0.005, temperature=temp,
-                    friction=2.0, progress=False, average_last=4)  # fmt: skip
-    frames, _ = sample(true, true.params, dataclasses.replace(cfg, steps=16000, equilibration=2000), seed=99)
+    # ε is the weakly determined direction of g(r) (dense liquid: structure is set mostly by the repulsive core),
+    # so the target needs a long run (its noise maps straight into ε) and the late rounds are averaged
+    # (Robbins-Monro decay + iterate averaging); measured: ε −1.7%, σ +0.1%.
+    cfg = FitConfig(rounds=8, steps=5000, equilibration=600, report_every=20, dt=0.005, temperature=temp,
+                    friction=2.0, progress=False, average_last=3, decay_after=4)  # fmt: skip
+    frames, _ = sample(true, true.params, dataclasses.replace(cfg, steps=64000, equilibration=2000), seed=99)
     target = np.asarray(jax.vmap(lambda x: g.per_frame(true.params, x))(jnp.asarray(frames))).mean(0)
     eps0, sig0 = float(true.params["lj"]["epsilon"][0]), float(true.params["lj"]["sigma"][0])
     start = dataclasses.replace(

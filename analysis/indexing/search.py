@@ -16,7 +16,8 @@ One batch, all candidates in parallel (``vmap`` inside one ``jit``)::
                      acceptance on the score (temperature T)
                      reduction of the reciprocal basis (Selling for triclinic,
                      Lagrange in the a*c* plane for monoclinic) so indices stay small
-    score: log M = log(Q_N / (2 ε̄ N_calc)), ε̄ with unindexed lines counted at the cap n_σ·σ_k
+    score: log M = log(Q_N / (2 ε̄ N_calc)), ε̄ with each unindexed line counted at
+           max(n_σ·σ_k, Q_N / (2 N_calc)) (half the mean calculated-line spacing)
 
 Linear model q²(hkl) = H(hkl)·x from :func:`analysis.cell.design_matrix`; zero shift
 z (degrees 2θ) enters linearly through g_k = ∂q²/∂(2θ) at the observed line.
@@ -341,11 +342,13 @@ def _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
     idx2 = jnp.argmin(adiff.at[jnp.arange(q_obs.shape[0]), idx].set(jnp.inf), axis=1)
     r = q_model - q_ref[idx]
     r2 = q_model - q_ref[idx2]
-    cap = n_sigma * sig
-    e = jnp.minimum(jnp.abs(r), cap)[:n_fom]
-    eps = jnp.mean(e) + 1e-4 * jnp.mean(sig[:n_fom])
     q_n = q_obs[n_fom - 1]
     n_calc = jnp.sum(q_ref <= q_n * (1 + 1e-6)).astype(x.dtype)
+    # an unindexed line costs half the mean calculated-line spacing (what a random line would
+    # score), never less than the tolerance: small cells that index a few lines cannot win
+    cap = jnp.maximum(n_sigma * sig, q_n / (2 * jnp.maximum(n_calc, 1.0)))
+    e = jnp.where(jnp.abs(r) <= n_sigma * sig, jnp.abs(r), cap)[:n_fom]
+    eps = jnp.mean(e) + 1e-4 * jnp.mean(sig[:n_fom])
     logm = jnp.log(q_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
     return logm, idx, idx2, r, r2
 

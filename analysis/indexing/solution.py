@@ -37,7 +37,7 @@ class Solution:
       volume: conventional volume (Å³).
       zero_shift, zero_shift_esd: 2θ zero shift (degrees; 0 when not refined).
       M20, F20, F20_delta_2theta, F20_n_poss: figures of merit over the indexed lines (F20 needs λ).
-      score: ranking figure, M20 with every unindexed line counted at the tolerance n_σ·σ.
+      score: ranking figure, M20 with every unindexed line counted at max(n_σ·σ, Q_20/(2 N_calc)).
       n_indexed, unindexed: count and 0-based peak indices not indexed.
       hkl: ``[n, 3]`` int Miller indices per observed peak; inv_d2_calc: ``[n]`` Å⁻².
       x: reciprocal-metric parameters (Å⁻²).
@@ -169,7 +169,10 @@ def refine_candidate(
         # ranking score: M20 with unindexed lines counted at the tolerance n_σ·σ_k
         # a floor of 1e-3 σ on |Δ| keeps perfect (noise-free) fits comparable: the cell with fewer
         # calculated lines (the smaller cell) then wins, as de Wolff's M20 intends
-        r_cap = np.where(ok, np.maximum(np.abs(r), 1e-3 * sig), n_sigma * sig)
+        # unindexed lines cost max(n_σ σ, Q_N / (2 N_calc)): half the mean calculated-line spacing
+        n_calc = max(fom.count_distinct(q_ref, q[min(n_fom, n) - 1]), 1)
+        cap = np.maximum(n_sigma * sig, q[min(n_fom, n) - 1] / (2 * n_calc))
+        r_cap = np.where(ok, np.maximum(np.abs(r), 1e-3 * sig), cap)
         score = fom.de_wolff_m(q, q - r_cap, q_ref, n=n_fom)
         cand = (cen, x, z, cov, idx, q_cal, ok, score, q_ref)
         if best is None or score > best[7]:
