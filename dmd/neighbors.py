@@ -117,19 +117,22 @@ class CellNeighborListFns:
             return cand, jnp.zeros((), bool)
         ncx, ncy, ncz = self.cells_per_side
         n_cells = ncx * ncy * ncz
-        cxyz, cid = self._cell_ids(pos)
+        _, cid = self._cell_ids(pos)
         order = jnp.argsort(cid).astype(jnp.int32)
         counts = jnp.zeros((n_cells,), jnp.int32).at[cid].add(1)
         starts = jnp.cumsum(counts) - counts
         shifts = jnp.asarray(list(itertools.product((-1, 0, 1), repeat=3)), jnp.int32)  # [27, 3]
         nc = jnp.asarray(self.cells_per_side, jnp.int32)
-        nb = jnp.mod(cxyz[:, None, :] + shifts[None], nc)  # [N, 27, 3]
-        nb_id = (nb[..., 0] * ncy + nb[..., 1]) * ncz + nb[..., 2]  # [N, 27]
+        # candidates per *cell* (every atom of a cell shares them), then one row gather per atom:
+        # n_cells·27·Cc index work instead of N·27·Cc
+        cells = jnp.asarray(list(itertools.product(range(ncx), range(ncy), range(ncz))), jnp.int32)  # [n_cells, 3]
+        nb = jnp.mod(cells[:, None, :] + shifts[None], nc)  # [n_cells, 27, 3]
+        nb_id = (nb[..., 0] * ncy + nb[..., 1]) * ncz + nb[..., 2]  # [n_cells, 27]
         slot = jnp.arange(cell_capacity, dtype=jnp.int32)
-        where_sorted = starts[nb_id][..., None] + slot  # [N, 27, Cc]
+        where_sorted = starts[nb_id][..., None] + slot  # [n_cells, 27, Cc]
         valid = slot < counts[nb_id][..., None]
-        cand = order[jnp.clip(where_sorted, 0, n - 1)]
-        cand = jnp.where(valid, cand, n).reshape(n, -1)
+        table = jnp.where(valid, order[jnp.clip(where_sorted, 0, n - 1)], n).reshape(n_cells, -1)
+        cand = table[cid]
         return cand, jnp.max(counts) > cell_capacity
 
     def _build(self, pos, max_occupancy, cell_capacity):

@@ -108,19 +108,21 @@ def _butanes(n_copies, k3):
 
 
 def test_butane_torsion_barrier_recovered():
-    # Issue 6 (b): the n=3 torsion force constant (the barrier) of united-atom butane, tied across 128
+    # Issue 6 (b): the n=3 torsion force constant (the barrier) of united-atom butane, tied across 256
     # non-interacting copies (parallel sampling), from target ⟨cos nφ⟩, n = 1..3, starting 20% off: within 5%.
+    # 600 K and γ = 2/ps make trans-gauche crossings frequent enough that 40 ps per copy converges the target
+    # (two seeds agree to 0.2% on ⟨cos 3φ⟩); measured: k3 within 1.8%.
     from dmd.openmm_system import system_from_openmm
 
     k_true = 6.579
-    omm, pos, quads = _butanes(128, k_true)
+    omm, pos, quads = _butanes(256, k_true)
     system = system_from_openmm(omm, pos)
     labels = [f"{a}-{b}-{c}-{d}(n=3)" for a, b, c, d in quads]
     names = tuple(f"PeriodicTorsionForce/k/{lab}" for lab in labels)
     obs = ob.dihedral_cosines(quads, (1, 2, 3))
-    cfg = FitConfig(rounds=6, steps=3000, equilibration=500, report_every=10, dt=0.002, temperature=400.0,
-                    friction=5.0, progress=False, average_last=3, decay_after=3)  # fmt: skip
-    frames, _ = sample(system, system.params, dataclasses.replace(cfg, steps=20000), seed=7)
+    cfg = FitConfig(rounds=6, steps=3000, equilibration=500, report_every=10, dt=0.002, temperature=600.0,
+                    friction=2.0, progress=False, average_last=3, decay_after=3)  # fmt: skip
+    frames, _ = sample(system, system.params, dataclasses.replace(cfg, steps=20000), seed=8)
     target = np.asarray(jax.vmap(lambda x: obs.per_frame(system.params, x))(jnp.asarray(frames))).mean(0)
     fp = FitParam(names, name="k3", lower=0.0)
     from dmd.params import select
