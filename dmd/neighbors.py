@@ -13,6 +13,9 @@ Differences from jax-md, each for speed or safety (DESIGN.md, "Engine and force 
   buffer); its per-cell capacity and the neighbour capacity are separate explicit sizes, so a retry
   after overflow grows only what overflowed (jax-md's ``extra_capacity`` also inflates the cell list
   and slows every step).
+* When the 27-cell stencil would hold as many padded candidates as there are atoms (3 cells per
+  side, e.g. N = 1,000 at ρσ³ = 0.8), the candidates are all atoms instead (``cell_capacity = 0``),
+  with distances from a broadcast rather than a gather.
 * Overflow is data (``overflow`` flag, sticky until reallocation): the run loop detects it after a
   chunk, grows the capacity with :meth:`CellNeighborListFns.grow` and redoes the chunk.
 """
