@@ -50,15 +50,8 @@ __all__ = [
 ]
 
 FAMILIES = ("cubic", "tetragonal", "hexagonal", "rhombohedral", "orthorhombic", "monoclinic", "triclinic")
-_N_LAT = {
-    "cubic": 1,
-    "tetragonal": 2,
-    "hexagonal": 2,
-    "rhombohedral": 2,
-    "orthorhombic": 3,
-    "monoclinic": 4,
-    "triclinic": 6,
-}
+# free lattice parameters per family = free reciprocal-metric parameters of that lattice system
+_N_LAT = {fam: cell_mod.n_reciprocal_params(fam) for fam in FAMILIES}
 
 
 def _check_family(family: str) -> str:
