@@ -71,6 +71,16 @@ def write_json(path: str | os.PathLike, data: dict, inputs: Iterable[str | os.Pa
     return Path(path)
 
 
+def save_figure(fig, path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, inputs) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
 def savez(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), **arrays) -> Path:
     """``np.savez`` atomically."""
     with atomic_path(path, inputs) as tmp:

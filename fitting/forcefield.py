@@ -41,7 +41,7 @@ import optax
 
 from dmd.errors import SimulationDiverged, UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
-from dmd.io_utils import atomic_path, write_json
+from dmd.io_utils import atomic_path, save_figure, write_json
 from dmd.params import select
 from dmd.simulate import _grow_neighbors as grow_neighbors
 from dmd.simulate import _wrap
@@ -706,9 +706,7 @@ def _plots(out, history, mapping):
     ax.set_ylabel("loss")
     ax.set_title("force-field fit: loss per round")
     fig.tight_layout()
-    with atomic_path(out / "loss.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "loss.png")
     labels = [fp.label for fp in mapping.fit_params]
     fig, axes = plt.subplots(len(labels), 1, figsize=(5, 2.2 * len(labels)), squeeze=False)
     for ax, lab in zip(axes[:, 0], labels, strict=True):
@@ -716,6 +714,4 @@ def _plots(out, history, mapping):
         ax.set_ylabel(lab, fontsize=7)
     axes[-1, 0].set_xlabel("round")
     fig.tight_layout()
-    with atomic_path(out / "params.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "params.png")

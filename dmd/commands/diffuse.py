@@ -76,7 +76,7 @@ def run(args) -> int:
     from analysis import diffuse, structure_factors
     from analysis.mtz_io import write_mtz
     from analysis.structure_io import trajectory_frames
-    from dmd.io_utils import atomic_path, savez, write_json
+    from dmd.io_utils import save_figure, savez, write_json
 
     if args.d_min <= 0:
         raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")
@@ -186,9 +186,7 @@ def run(args) -> int:
     ax.set_title(f"{os.path.basename(args.traj)}: {state.n_frames} frames, {len(hkl)} reflections")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(stem + ".png", inputs) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, stem + ".png", inputs)
     summary = {
         "traj": args.traj,
         "top": args.top,

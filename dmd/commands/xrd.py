@@ -43,7 +43,7 @@ def run(args) -> int:
 
     from analysis import powder
     from analysis.structure_io import read_structure
-    from dmd.io_utils import atomic_path, write_json
+    from dmd.io_utils import atomic_path, save_figure, write_json
 
     try:
         lam = powder.wavelength_of(args.wavelength)
@@ -101,9 +101,7 @@ def run(args) -> int:
     ax.set_title(f"{os.path.basename(args.structure)}  {xs.spacegroup}  λ = {lam:.5f} Å")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(stem + ".png", inputs) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, stem + ".png", inputs, dpi=110)
     top = [
         {
             "hkl": sticks.hkl[i].tolist(),
