@@ -157,9 +157,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N = 1,000 only, short runs, no villin")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per engine (default 2000; quick 300)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="LJ sizes N (default 1000 8000)")
+    ap.add_argument("--no-villin", action="store_true", help="skip villin + water PME")
     args = ap.parse_args()
     steps = args.steps or (300 if args.quick else 2000)
-    sizes = [1000] if args.quick else [1000, 8000]
+    sizes = args.sizes or ([1000] if args.quick else [1000, 8000])
     print(
         f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs (timings on a shared machine "
         "are noisy: compare the ratios, measured in this same run)"
@@ -174,7 +176,7 @@ def main():
             f"OpenMM CPU(2) {omm:7.1f} | dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x",
             flush=True,
         )
-    if not args.quick:
+    if not (args.quick or args.no_villin):
         try:
             ours, omm, n_atoms = bench_villin(max(50, steps // 20))
             print(

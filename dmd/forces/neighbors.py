@@ -10,8 +10,11 @@ exclusions/exceptions) are never listed.
 * ``full=False``: each unordered pair once, in row i when (i + j) is even and j > i or (i + j) is
   odd and j < i; this parity rule splits every atom's neighbours about evenly between the rows.
 
-The build is a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)),
-run only when an atom has moved more than ``skin / 2`` since the last build; overflow of
+When the box holds at least 3 cells of side ``cutoff + skin`` per edge, the build takes its
+candidates from a cell list (27 cells around each atom, :class:`dmd.neighbors.CellNeighborListFns`),
+compacts them with :func:`dmd.neighbors.compact_rows` and then blanks excluded partners; smaller
+boxes use a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)). Either
+build runs only when an atom has moved more than ``skin / 2`` since the last build; overflow of
 ``max_neighbors`` sets jax-md's ``NEIGHBOR_LIST_OVERFLOW`` bit (``nbrs.did_buffer_overflow``),
 which stays set until the caller reallocates.
 
@@ -30,8 +33,14 @@ import numpy as np
 from jax_md import partition
 
 from dmd.errors import UserInputError
+from dmd.neighbors import CellNeighborListFns, compact_rows
 
 __all__ = ["pair_neighbor_list", "exclusion_table"]
+
+
+def _diag(box) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64)
+    return np.diag(b) if b.ndim == 2 else b
 
 
 def exclusion_table(n_atoms: int, pairs) -> np.ndarray:
@@ -125,32 +134,87 @@ def pair_neighbor_list(
         idx, count = jax.lax.map(one, jnp.arange(n_blocks))
         return idx.reshape(n_pad, max_neighbors)[:n_atoms], jnp.max(count)
 
+    cells = CellNeighborListFns(tuple(float(b) for b in np.broadcast_to(_diag(default_box), (3,))), cutoff, skin)
+    excl_j = jnp.asarray(excl)
+
+    def _cell_mask(pos, box, cell_capacity):
+        """Candidates ``[N, K]`` from the 27 cells around each atom, their in-range mask, cell overflow."""
+        cand, cell_overflow = cells._candidates(pos, cell_capacity)
+        i = jnp.arange(n_atoms, dtype=jnp.int32)[:, None]
+        ok = cand < n_atoms
+        cj = jnp.where(ok, cand, 0)
+        d = pos[:, None, :] - pos[cj]
+        d = d - box * jnp.round(d / box)
+        r2 = jnp.sum(d * d, axis=-1)
+        if full:
+            half = cand != i
+        else:
+            half = jnp.where((i + cand) % 2 == 0, cand > i, cand < i)
+        return cand, ok & half & (r2 < r_list**2), cell_overflow
+
+    def _cell_build(pos, box, max_neighbors, cell_capacity):
+        # excluded partners are blanked after compaction: testing all K candidates against the
+        # exclusion table would cost K/max_neighbors times more; the capacity counts them (conservative)
+        cand, mask, cell_overflow = _cell_mask(pos, box, cell_capacity)
+        idx, count = compact_rows(mask, cand, max_neighbors, n_atoms)
+        excluded = jnp.zeros(idx.shape, bool)
+        for e in range(excl_j.shape[1]):
+            excluded = excluded | (idx == excl_j[:, e : e + 1])
+        return jnp.where(excluded, n_atoms, idx), count, cell_overflow
+
+    def _cell_counts(pos, box, cell_capacity):
+        return jnp.sum(_cell_mask(pos, box, cell_capacity)[1], axis=1)
+
     counts_jit = jax.jit(_counts)
     build_jit = jax.jit(_build, static_argnums=2)
+    cell_counts_jit = jax.jit(_cell_counts, static_argnums=2)
+    cell_build_jit = jax.jit(_cell_build, static_argnums=(2, 3))
+
+    def _cell_capacity(pos, box, extra: int) -> int:
+        """Atoms-per-cell capacity for the cell build at ``pos``, or 0 to use the all-pairs build (box too
+        small for 3 cells per edge, or a box other than the one the cell grid was laid out for)."""
+        if not cells.use_cells or not np.allclose(_diag(box), cells.box):
+            return 0
+        count = cells._max_cell_count(pos)
+        cap = max(int(count * capacity_multiplier), count + 2) + int(extra)
+        return 0 if 27 * cap >= n_atoms else cap  # the 27-cell stencil would cover the box anyway
 
     def allocate(pos, extra_capacity: int = 0, **kwargs) -> partition.NeighborList:
         box = kwargs.get("box", default_box)
         _check_box(box)
         pos = jnp.asarray(pos)
         boxv = _box_vec(box, pos.dtype)
-        max_count = int(jnp.max(counts_jit(pos, boxv)))
+        cell_capacity = _cell_capacity(pos, box, extra_capacity)
+        if cell_capacity:
+            max_count = int(jnp.max(cell_counts_jit(pos, boxv, cell_capacity)))
+        else:
+            max_count = int(jnp.max(counts_jit(pos, boxv)))
         max_neighbors = max(int(max_count * capacity_multiplier) + 1 + int(extra_capacity), 1)
         max_neighbors = min(max_neighbors, n_atoms)
-        idx, _ = build_jit(pos, boxv, max_neighbors)
+        if cell_capacity:
+            idx = cell_build_jit(pos, boxv, max_neighbors, cell_capacity)[0]
+        else:
+            idx, _ = build_jit(pos, boxv, max_neighbors)
         err = partition.PartitionError(jnp.zeros((), jnp.uint8))
         return partition.NeighborList(
-            idx, pos, err, None, max_neighbors, partition.NeighborListFormat.Dense, None, None, update
+            idx, pos, err, cell_capacity or None, max_neighbors, partition.NeighborListFormat.Dense, None, None, update
         )
 
     def update(pos, nbrs: partition.NeighborList, **kwargs) -> partition.NeighborList:
         box = kwargs.get("box", default_box)
         boxv = _box_vec(box, pos.dtype)
         disp = pos - nbrs.reference_position
+        disp = disp - boxv * jnp.round(disp / boxv)  # an atom re-wrapped across the box has not moved
         moved = jnp.max(jnp.sum(disp * disp, axis=-1)) > (0.5 * skin) ** 2
 
         def rebuild(_):
-            idx, max_count = _build(pos, boxv, nbrs.max_occupancy)
-            err = nbrs.error.update(partition.PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW, max_count > nbrs.max_occupancy)
+            err = nbrs.error
+            if nbrs.cell_list_capacity:
+                idx, max_count, cell_overflow = _cell_build(pos, boxv, nbrs.max_occupancy, nbrs.cell_list_capacity)
+                err = err.update(partition.PartitionErrorCode.CELL_LIST_OVERFLOW, cell_overflow)
+            else:
+                idx, max_count = _build(pos, boxv, nbrs.max_occupancy)
+            err = err.update(partition.PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW, max_count > nbrs.max_occupancy)
             return nbrs.set(idx=idx, reference_position=pos, error=err)
 
         return jax.lax.cond(moved, rebuild, lambda _: nbrs, None)
