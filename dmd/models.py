@@ -115,7 +115,7 @@ def lj_fluid(
       switch_distance: nm; when given, OpenMM's switching function from here to r_c (smooth energy,
         for NVE). None: plain truncation (OpenMM's default).
       skin: neighbour-list skin in nm (default 0.3 σ); the list is rebuilt only when some atom has
-        moved more than skin/2 since the last build.
+        moved so far that a pair may have entered cutoff + skin (two largest displacements > skin).
       capacity_multiplier: neighbour-list slack over the occupancy found at allocation.
       dtype: float dtype of positions, masses and θ (float32 production, float64 validation).
       seed: numpy seed of the lattice jitter.
@@ -152,6 +152,8 @@ def lj_fluid(
     def _pair_params(params, i_types, j_types):
         sig_t = params["lj"]["sigma"]
         eps_t = params["lj"]["epsilon"]
+        if n_types == 1:  # one type: scalars, not two [N, C] gathers per evaluation
+            return sig_t[0], eps_t[0]
         sig = 0.5 * (sig_t[i_types] + sig_t[j_types])
         eps = jnp.sqrt(eps_t[i_types] * eps_t[j_types])
         return sig, eps

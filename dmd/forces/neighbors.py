@@ -14,7 +14,7 @@ When the box holds at least 3 cells of side ``cutoff + skin`` per edge, the buil
 candidates from a cell list (27 cells around each atom, :class:`dmd.neighbors.CellNeighborListFns`),
 compacts them with :func:`dmd.neighbors.compact_rows` and then blanks excluded partners; smaller
 boxes use a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)). Either
-build runs only when an atom has moved more than ``skin / 2`` since the last build; overflow of
+build runs only when the two largest displacements since the last build sum past ``skin``; overflow of
 ``max_neighbors`` sets jax-md's ``NEIGHBOR_LIST_OVERFLOW`` bit (``nbrs.did_buffer_overflow``),
 which stays set until the caller reallocates.
 
@@ -33,7 +33,7 @@ import numpy as np
 from jax_md import partition
 
 from dmd.errors import UserInputError
-from dmd.neighbors import CellNeighborListFns, compact_rows
+from dmd.neighbors import CellNeighborListFns, compact_rows, needs_rebuild
 
 __all__ = ["pair_neighbor_list", "exclusion_table"]
 
@@ -41,6 +41,21 @@ __all__ = ["pair_neighbor_list", "exclusion_table"]
 def _diag(box) -> np.ndarray:
     b = np.asarray(box, dtype=np.float64)
     return np.diag(b) if b.ndim == 2 else b
+
+
+def _choose_cells(n_atoms: int, box, cutoff: float, skin: float) -> CellNeighborListFns:
+    """The cell grid (subdivision 1 or 2) with the fewer expected padded candidates per atom:
+    stencil size × (mean + 3 sd of a Poisson cell count, with 25% slack)."""
+    best, best_k = None, np.inf
+    for m in (1, 2):
+        fns = CellNeighborListFns(box, float(cutoff), float(skin), 1.25, m)
+        if not fns.use_cells:
+            continue
+        mean = n_atoms / np.prod(fns.cells_per_side)
+        k = len(fns.stencil) * (1.25 * (mean + 3 * np.sqrt(mean)) + 2)
+        if k < best_k:
+            best, best_k = fns, k
+    return best or CellNeighborListFns(box, float(cutoff), float(skin))
 
 
 def exclusion_table(n_atoms: int, pairs) -> np.ndarray:
@@ -73,7 +88,7 @@ def pair_neighbor_list(
       n_atoms: number of atoms N.
       box: ``[3]`` nm, default box (``allocate``/``update`` accept ``box=`` to override).
       cutoff: interaction cutoff r_c, nm (absolute).
-      skin: extra list radius, nm; the list is rebuilt when an atom moves more than skin/2.
+      skin: extra list radius, nm; rebuilt when the two largest displacements sum past it.
       excluded_pairs: ``[n_pairs, 2]`` atom pairs never to list.
       capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation.
       block: rows per step of the blocked build.
@@ -134,36 +149,54 @@ def pair_neighbor_list(
         idx, count = jax.lax.map(one, jnp.arange(n_blocks))
         return idx.reshape(n_pad, max_neighbors)[:n_atoms], jnp.max(count)
 
-    cells = CellNeighborListFns(tuple(float(b) for b in np.broadcast_to(_diag(default_box), (3,))), cutoff, skin)
+    cells = _choose_cells(n_atoms, tuple(float(b) for b in np.broadcast_to(_diag(default_box), (3,))), cutoff, skin)
     excl_j = jnp.asarray(excl)
 
-    def _cell_mask(pos, box, cell_capacity):
-        """Candidates ``[N, K]`` from the 27 cells around each atom, their in-range mask, cell overflow."""
-        cand, cell_overflow = cells._candidates(pos, cell_capacity)
-        i = jnp.arange(n_atoms, dtype=jnp.int32)[:, None]
+    def _cell_rows(pos, box, rows, cand):
+        """In-range mask of candidates ``cand [B, K]`` for atoms ``rows [B]``."""
+        i = rows[:, None]
         ok = cand < n_atoms
-        cj = jnp.where(ok, cand, 0)
-        d = pos[:, None, :] - pos[cj]
+        d = pos[jnp.minimum(rows, n_atoms - 1)][:, None, :] - pos[jnp.where(ok, cand, 0)]
         d = d - box * jnp.round(d / box)
         r2 = jnp.sum(d * d, axis=-1)
-        if full:
-            half = cand != i
-        else:
-            half = jnp.where((i + cand) % 2 == 0, cand > i, cand < i)
-        return cand, ok & half & (r2 < r_list**2), cell_overflow
+        half = cand != i if full else jnp.where((i + cand) % 2 == 0, cand > i, cand < i)
+        return ok & half & (r2 < r_list**2) & (i < n_atoms)
+
+    def _cell_blocks(pos, box, cell_capacity, per_block):
+        """Map ``per_block(rows, cand, mask)`` over row blocks of the 27-cell candidates; the blocks keep
+        the [rows, K] temporaries near 2·10⁶ entries (K ≈ 5,000 for a water box with a 1 nm cutoff)."""
+        table, cid, cell_overflow = cells._cell_table(pos, cell_capacity)
+        k = table.shape[1]
+        rows_per = int(min(n_atoms, max(64, 2_000_000 // k)))
+        n_blk = -(-n_atoms // rows_per)
+        rows = jnp.arange(n_blk * rows_per, dtype=jnp.int32).reshape(n_blk, rows_per)
+        cid_p = jnp.pad(cid, (0, n_blk * rows_per - n_atoms)).reshape(n_blk, rows_per)
+
+        def one(args):
+            r, c = args
+            cand = table[c]
+            return per_block(r, cand, _cell_rows(pos, box, r, cand))
+
+        out = jax.lax.map(one, (rows, cid_p))
+        return jax.tree_util.tree_map(lambda a: a.reshape((n_blk * rows_per,) + a.shape[2:])[:n_atoms], out), (
+            cell_overflow
+        )
 
     def _cell_build(pos, box, max_neighbors, cell_capacity):
         # excluded partners are blanked after compaction: testing all K candidates against the
         # exclusion table would cost K/max_neighbors times more; the capacity counts them (conservative)
-        cand, mask, cell_overflow = _cell_mask(pos, box, cell_capacity)
-        idx, count = compact_rows(mask, cand, max_neighbors, n_atoms)
+        def per_block(r, cand, mask):
+            idx, _ = compact_rows(mask, cand, max_neighbors, n_atoms)
+            return idx, jnp.sum(mask, axis=1, dtype=jnp.int32)
+
+        (idx, counts), cell_overflow = _cell_blocks(pos, box, cell_capacity, per_block)
         excluded = jnp.zeros(idx.shape, bool)
         for e in range(excl_j.shape[1]):
             excluded = excluded | (idx == excl_j[:, e : e + 1])
-        return jnp.where(excluded, n_atoms, idx), count, cell_overflow
+        return jnp.where(excluded, n_atoms, idx), jnp.max(counts), cell_overflow
 
     def _cell_counts(pos, box, cell_capacity):
-        return jnp.sum(_cell_mask(pos, box, cell_capacity)[1], axis=1)
+        return _cell_blocks(pos, box, cell_capacity, lambda r, c, m: jnp.sum(m, axis=1, dtype=jnp.int32))[0]
 
     counts_jit = jax.jit(_counts)
     build_jit = jax.jit(_build, static_argnums=2)
@@ -205,7 +238,7 @@ def pair_neighbor_list(
         boxv = _box_vec(box, pos.dtype)
         disp = pos - nbrs.reference_position
         disp = disp - boxv * jnp.round(disp / boxv)  # an atom re-wrapped across the box has not moved
-        moved = jnp.max(jnp.sum(disp * disp, axis=-1)) > (0.5 * skin) ** 2
+        moved = needs_rebuild(jnp.sum(disp * disp, axis=-1), skin)
 
         def rebuild(_):
             err = nbrs.error
