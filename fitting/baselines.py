@@ -5,7 +5,8 @@
   equal weights, remove the frame whose removal raises the training CC most, repeat until no removal
   raises it. All T candidate removals of a round are scored at once from the sufficient statistics:
   with n active frames and S = (1/n) Σ_active Z_t, removing frame j gives S′_j = (n S − Z_j)/(n − 1);
-  one streaming pass over the store per round, no Python loop over candidates;
+  one streaming pass over the store per round (two when the store is streamed from disk: S, then the
+  candidates chunk by chunk), no Python loop over candidates;
 * the seed prototype: unnormalized sigmoid weights w_t = σ(z_t) ∈ (0, 1) and −CC optimized by Adam.
   With W = Σw ≠ 1 the prediction Σw|F|² − |ΣwF|² contains the Bragg leak W(1−W)|⟨F⟩|² + …
   (:func:`fitting.reweight.diffuse_unnormalized`), which is why the main method uses softmax.
@@ -21,7 +22,14 @@ import numpy as np
 import optax
 
 from analysis.stats import pearson_cc
-from fitting.reweight import Problem, _to_data_voxels, diffuse_from_stats, diffuse_unnormalized
+from fitting.reweight import (
+    Problem,
+    _to_data_voxels,
+    diffuse_from_stats,
+    diffuse_unnormalized,
+    stream_adam,
+    weighted_stats,
+)
 
 __all__ = ["greedy_elimination", "sigmoid_baseline"]
 
@@ -31,18 +39,48 @@ def _candidate_scorer(stats_fn, n_data: int, batch_size: int):
     def score(z, data, active, mask):
         n = jnp.sum(active).astype(z.dtype)
         t_real = active.shape[0]
-        s = stats_fn(active.astype(z.dtype) / n, z)  # [3, M]
+        s = stats_fn(active.astype(z.dtype) / n, z)  # [3, M]; z rows are flattened [T, 3M]
         x0 = _to_data_voxels(diffuse_from_stats(s), data, n_data)
         cc0 = pearson_cc(x0, data["y"], mask=mask)
 
         def one(z_j):
-            s_j = (n * s - z_j) / (n - 1)
+            s_j = (n * s - z_j.reshape(s.shape)) / (n - 1)
             return pearson_cc(_to_data_voxels(diffuse_from_stats(s_j), data, n_data), data["y"], mask=mask)
 
         cand = jax.lax.map(one, z[:t_real], batch_size=batch_size)
         return cc0, jnp.where(active, cand, -jnp.inf)
 
     return jax.jit(score)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunk_scorer(n_data: int):
+    """Out-of-core scorer: CC of every removal j of one chunk of frames ``z_chunk [n, 3, M]`` given S."""
+
+    def score(s, n, z_chunk, data, mask):
+        def one(z_j):
+            s_j = (n * s - z_j) / (n - 1)
+            return pearson_cc(_to_data_voxels(diffuse_from_stats(s_j), data, n_data), data["y"], mask=mask)
+
+        cc0 = pearson_cc(_to_data_voxels(diffuse_from_stats(s), data, n_data), data["y"], mask=mask)
+        return cc0, jax.vmap(one)(z_chunk)
+
+    return jax.jit(score)
+
+
+def _score_streaming(problem: Problem, active: np.ndarray, mask):
+    from fitting.fstore import iter_chunks
+
+    n = int(active.sum())
+    s = weighted_stats(problem, active / n)
+    scorer = _chunk_scorer(problem.n_data)
+    dtype = problem.dtype
+    cand = np.empty(problem.n_frames)
+    cc0 = None
+    for a, block in iter_chunks(problem.store, problem.frames_per_chunk):
+        cc0, c = scorer(s, jnp.asarray(n, dtype), jnp.asarray(block, dtype), problem.data, mask)
+        cand[a : a + len(block)] = np.asarray(c)
+    return cc0, jnp.asarray(np.where(active, cand, -np.inf))
 
 
 def greedy_elimination(
@@ -68,9 +106,12 @@ def greedy_elimination(
     from tqdm.auto import tqdm
 
     t = problem.n_frames
-    score = _candidate_scorer(problem.stats_fn, problem.n_data, batch_size)
     active = np.ones(t, bool)
     mask = jnp.asarray(train_mask, bool)
+    if problem.out_of_core:
+        score = lambda _z, _data, act, msk: _score_streaming(problem, np.asarray(act), msk)
+    else:
+        score = _candidate_scorer(problem.stats_fn, problem.n_data, batch_size)
     removed, path = [], []
     limit = t - min_frames if max_removals is None else min(max_removals, t - min_frames)
     bar = tqdm(total=limit, desc="greedy elimination", unit="frame", disable=not progress)
@@ -115,21 +156,56 @@ def _sigmoid_fitter(stats_fn, n_data: int, steps: int, learning_rate: float):
     return jax.jit(run)
 
 
-def sigmoid_baseline(problem: Problem, train_mask, *, steps: int = 200, learning_rate: float = 0.05) -> dict:
+def sigmoid_baseline(
+    problem: Problem, train_mask, *, steps: int = 200, learning_rate: float = 0.05, progress: bool = False
+) -> dict:
     """The seed prototype: weights σ(z) (not normalized), start at 0.5 each, Adam on −CC of the training voxels.
 
     Returns dict: ``weights [n_frames]`` (their sum is reported as the Bragg-leak indicator), ``x [n_data]``
     the prediction with those weights, ``cc_history [steps]``.
     """
-    dtype = problem.z.dtype
-    run = _sigmoid_fitter(problem.stats_fn, problem.n_data, int(steps), float(learning_rate))
+    dtype = problem.dtype
     f_mean = np.asarray(problem.f_mean)
-    lg, x, hist = run(
-        problem.z,
-        problem.data,
-        jnp.asarray(f_mean.real, dtype),
-        jnp.asarray(f_mean.imag, dtype),
-        jnp.zeros(problem.n_frames, dtype),
-        jnp.asarray(train_mask, bool),
-    )
+    f_re, f_im = jnp.asarray(f_mean.real, dtype), jnp.asarray(f_mean.imag, dtype)
+    mask = jnp.asarray(train_mask, bool)
+    if problem.out_of_core:
+        vg = _sigmoid_loss_of_stats(problem.n_data)
+        lg, _, (cc_hist,) = stream_adam(
+            problem.store,
+            lambda s, lg: vg(s, lg, problem.data, f_re, f_im, mask),
+            jnp.zeros((1, problem.n_frames), dtype),
+            steps=int(steps),
+            learning_rate=float(learning_rate),
+            weights="sigmoid",
+            frames_per_chunk=problem.frames_per_chunk,
+            desc="sigmoid baseline (streaming)",
+            progress=progress,
+        )
+        w = jax.nn.sigmoid(jnp.asarray(lg[0], dtype))
+        s = weighted_stats(problem, np.asarray(w))
+        x = _to_data_voxels(diffuse_unnormalized(s, jnp.sum(w), f_re + 1j * f_im), problem.data, problem.n_data)
+        return {"weights": np.asarray(w, np.float64), "x": np.asarray(x), "cc_history": cc_hist[0]}
+    run = _sigmoid_fitter(problem.stats_fn, problem.n_data, int(steps), float(learning_rate))
+    lg, x, hist = run(problem.z, problem.data, f_re, f_im, jnp.zeros(problem.n_frames, dtype), mask)
     return {"weights": np.asarray(jax.nn.sigmoid(lg), np.float64), "x": np.asarray(x), "cc_history": np.asarray(hist)}
+
+
+@functools.lru_cache(maxsize=8)
+def _sigmoid_loss_of_stats(n_data: int):
+    """Out-of-core −CC of the sigmoid baseline as a function of (S [B,3,M], logits [B,T]), with gradients."""
+
+    def one(s, lg, data, f_re, f_im, mask):
+        x = diffuse_unnormalized(s, jnp.sum(jax.nn.sigmoid(lg)), f_re + 1j * f_im)
+        return -pearson_cc(_to_data_voxels(x, data, n_data), data["y"], mask=mask)
+
+    def total(s, lg, data, f_re, f_im, mask):
+        loss = jax.vmap(one, in_axes=(0, 0, None, None, None, None))(s, lg, data, f_re, f_im, mask)
+        return jnp.sum(loss), loss
+
+    vg = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)
+
+    def run(*args):
+        (_, loss), (g_s, g_l) = vg(*args)
+        return loss, (-loss,), g_s, g_l
+
+    return jax.jit(run)

@@ -29,9 +29,11 @@ import numpy as np
 
 __all__ = [
     "FrameStore",
+    "aligned_empty",
     "store_from_array",
     "build_store",
     "open_store",
+    "iter_chunks",
     "stream_stats",
     "stream_vjp",
     "store_from_trajectory",
@@ -78,9 +80,22 @@ class FrameStore:
         return np.asarray(self.z[...]) if self.on_disk else np.asarray(self.z)
 
 
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """Uninitialized C-contiguous array whose data start on a 64-byte boundary, which JAX on CPU can use
+    without a copy (:func:`fitting.reweight.make_problem` then shares an in-memory store instead of
+    duplicating it)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.empty(n * dtype.itemsize + 64, np.uint8)
+    off = -buf.ctypes.data % 64
+    return buf[off : off + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def _rows(f: np.ndarray, f_mean: np.ndarray, dtype) -> np.ndarray:
     g = f - f_mean
-    return np.stack([g.real**2 + g.imag**2, g.real, g.imag], axis=1).astype(dtype)
+    out = aligned_empty((f.shape[0], 3, f.shape[1]), dtype)
+    out[:, 0], out[:, 1], out[:, 2] = g.real**2 + g.imag**2, g.real, g.imag
+    return out
 
 
 def store_from_array(f, dtype=None) -> FrameStore:
@@ -121,7 +136,7 @@ def build_store(
     shape = (n_frames, 3, n_voxels)
     h5 = None
     if path is None:
-        z = np.empty(shape, dtype)
+        z = aligned_empty(shape, dtype)
     else:
         import h5py
 
@@ -174,24 +189,42 @@ def open_store(path: str | os.PathLike) -> FrameStore:
     return FrameStore(z=fh["z"], f_mean=np.asarray(fh["f_mean"]), path=str(path))
 
 
-def stream_stats(store: FrameStore, w: np.ndarray, frames_per_chunk: int = 64) -> np.ndarray:
-    """S = Σ_t w_t Z_t ``[3, n_voxels]`` read chunk by chunk (float64 accumulation)."""
-    w = np.asarray(w, np.float64)
-    s = np.zeros((3, store.n_voxels), np.float64)
+def iter_chunks(store: FrameStore, frames_per_chunk: int = 64):
+    """Yield ``(first_frame, block [n, 3, n_voxels])`` numpy chunks of the store in frame order."""
     for a in range(0, store.n_frames, frames_per_chunk):
-        block = np.asarray(store.z[a : a + frames_per_chunk])
-        s += np.tensordot(w[a : a + frames_per_chunk], block, axes=(0, 0))
-    return s
+        yield a, np.asarray(store.z[a : a + frames_per_chunk])
+
+
+def stream_stats(store: FrameStore, w: np.ndarray, frames_per_chunk: int = 64) -> np.ndarray:
+    """S = Σ_t w_t Z_t read chunk by chunk (float64 accumulation).
+
+    Args:
+      w: ``[n_frames]`` weights, or ``[batch, n_frames]`` for several weight vectors in one pass.
+
+    Returns ``[3, n_voxels]`` (or ``[batch, 3, n_voxels]``) float64.
+    """
+    w = np.asarray(w, np.float64)
+    w2 = w.reshape(-1, store.n_frames)
+    s = np.zeros((w2.shape[0], 3, store.n_voxels), np.float64)
+    for a, block in iter_chunks(store, frames_per_chunk):
+        s += np.tensordot(w2[:, a : a + len(block)], block, axes=(1, 0))
+    return s.reshape(*w.shape[:-1], 3, store.n_voxels)
 
 
 def stream_vjp(store: FrameStore, g_stats: np.ndarray, frames_per_chunk: int = 64) -> np.ndarray:
-    """∂L/∂w_t = ⟨Z_t, ∂L/∂S⟩ for every frame, ``[n_frames]``, read chunk by chunk."""
+    """∂L/∂w_t = ⟨Z_t, ∂L/∂S⟩ for every frame, read chunk by chunk.
+
+    Args:
+      g_stats: ``[3, n_voxels]`` cotangent of S, or ``[batch, 3, n_voxels]``.
+
+    Returns ``[n_frames]`` (or ``[batch, n_frames]``) float64.
+    """
     g = np.asarray(g_stats)
-    out = np.empty(store.n_frames, np.float64)
-    for a in range(0, store.n_frames, frames_per_chunk):
-        block = np.asarray(store.z[a : a + frames_per_chunk])
-        out[a : a + len(block)] = np.tensordot(block, g.astype(block.dtype), axes=([1, 2], [0, 1]))
-    return out
+    g2 = g.reshape(-1, 3, store.n_voxels)
+    out = np.empty((g2.shape[0], store.n_frames), np.float64)
+    for a, block in iter_chunks(store, frames_per_chunk):
+        out[:, a : a + len(block)] = np.tensordot(g2.astype(block.dtype), block, axes=([1, 2], [1, 2]))
+    return out.reshape(*g.shape[:-2], store.n_frames)
 
 
 def store_from_trajectory(

@@ -19,7 +19,13 @@ Kish N_eff = (Σw)²/Σw², entropy, weights over frame index, and an identifiab
 weights (flat directions of CC, e.g. any two-state mixture, are reported as not identifiable).
 
 Fits of several (θ, fold, initialization) problems run as one vmapped batch: the store is streamed once
-per step for all of them (a matrix–matrix product instead of many matrix–vector products).
+per step for all of them (a matrix–matrix product instead of many matrix–vector products); a single fit runs
+unbatched, as two matrix–vector passes per step at the memory bandwidth (benchmarks/bench_reweight.py).
+
+Out of core: ``make_problem(store, …, max_memory=bytes)`` with an on-disk store larger than the cap keeps
+it on disk; every evaluation of :func:`reweight` (θ fits, final fit, baselines, identifiability) then
+streams it chunk by chunk (:func:`stream_adam`, :func:`weighted_stats`), holding only ``[batch, 3, n_voxels]``
+statistics in memory, with the same results as in memory.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ __all__ = [
     "predict",
     "fit_batch",
     "fit_streaming",
+    "stream_adam",
+    "weighted_stats",
     "evaluate_weights",
     "identifiability",
     "reweight",
@@ -159,11 +167,15 @@ class Problem:
     """Data bound to a store: everything a fit needs except the per-fit mask, θ and start.
 
     Attributes:
-      z: the store's ``[n_frames(+pad), 3, n_voxels]`` as a jax array (possibly sharded over frames).
+      z: the store's rows ``[n_frames(+pad), 3·n_voxels]`` (2-D, :func:`fitting.sharding.local_stats`) as a
+        jax array (possibly sharded over frames), or
+        None when the problem is out of core (the store stays on disk and is streamed, see ``store``).
       n_frames: number of real frames; stats_fn: ``(w [n_frames], z) -> S [3, n_voxels]``.
       data: pytree of jax arrays: ``y [n_data]``, optional ``weights``, ``sigma``, ``shells`` (int),
         ``reduce_index`` (store voxel → data voxel), ``reduce_counts``.
       log_w0: ``[n_frames]`` log prior weights; f_mean: ``[n_voxels]`` complex F̄.
+      store: the on-disk :class:`fitting.fstore.FrameStore` streamed by out-of-core problems (else None).
+      frames_per_chunk: frames read per chunk when streaming.
     """
 
     z: object
@@ -174,6 +186,8 @@ class Problem:
     f_mean: np.ndarray
     n_shells: int = 0
     n_data: int = 0
+    store: FrameStore | None = None
+    frames_per_chunk: int = 64
 
     @property
     def y(self):
@@ -182,6 +196,15 @@ class Problem:
     @property
     def n_voxels(self) -> int:
         return int(self.data["y"].shape[0])
+
+    @property
+    def out_of_core(self) -> bool:
+        """True when every evaluation streams the on-disk store instead of holding it in memory."""
+        return self.z is None
+
+    @property
+    def dtype(self):
+        return self.log_w0.dtype
 
 
 def make_problem(
@@ -195,6 +218,8 @@ def make_problem(
     prior=None,
     reduce_index=None,
     mesh=None,
+    max_memory: float | None = None,
+    frames_per_chunk: int = 64,
 ) -> Problem:
     """Bind data ``y [n_data]`` (and optional voxel weights, σ, shells) to a store.
 
@@ -203,6 +228,9 @@ def make_problem(
       reduce_index: optional int ``[n_voxels]`` mapping each store voxel to a data voxel; the prediction of
         a data voxel is the mean over its store voxels (e.g. the P1 equivalents of an ASU reflection).
       mesh: optional 1-D ``frames`` mesh (:func:`fitting.sharding.frame_mesh`) to shard frames over devices.
+      max_memory: bytes the store may occupy in memory. An on-disk store larger than this is not loaded:
+        the problem is out of core and every evaluation streams it from disk, ``frames_per_chunk`` frames at
+        a time (``mesh`` is then ignored). None: always load.
     """
     from fitting import sharding
 
@@ -233,8 +261,11 @@ def make_problem(
     w0 = np.full(t, 1.0 / t) if prior is None else np.asarray(prior, np.float64) / np.sum(prior)
     if w0.shape != (t,) or np.any(w0 <= 0):
         raise ValueError(f"prior weights must be {t} positive numbers (one per frame)")
-    if mesh is None:
-        z, stats_fn = jnp.asarray(store.array()), local_stats
+    out_of_core = store.on_disk and max_memory is not None and store.nbytes > max_memory
+    if out_of_core:
+        z, stats_fn = None, None
+    elif mesh is None:
+        z, stats_fn = _as_rows(store), local_stats
     else:
         z, stats_fn = sharding.shard_frames(store.array(), mesh), _cached_sharded_stats(mesh, t)
     return Problem(
@@ -246,7 +277,23 @@ def make_problem(
         f_mean=store.f_mean,
         n_shells=int(n_shells),
         n_data=n_data,
+        store=store if out_of_core else None,
+        frames_per_chunk=int(frames_per_chunk),
     )
+
+
+def _as_rows(store: FrameStore):
+    """The store as a 2-D ``[n_frames, 3·n_voxels]`` jax array.
+
+    A C-contiguous, writeable, 64-byte-aligned numpy store (e.g. ``fitting.fstore.aligned_empty``) is shared
+    with JAX through DLPack without a copy, so a store as large as half the memory can still be fitted; the
+    store must then not be modified while the problem is in use. Anything else is copied.
+    """
+    rows = store.array().reshape(store.n_frames, -1)
+    shareable = rows.flags.c_contiguous and rows.flags.writeable and rows.ctypes.data % 64 == 0
+    if shareable and jax.default_backend() == "cpu":
+        return jax.dlpack.from_dlpack(rows)
+    return jnp.asarray(rows)
 
 
 @functools.lru_cache(maxsize=16)
@@ -327,7 +374,15 @@ def _batched_fitter(spec: FitSpec, stats_fn):
     return jax.jit(jax.vmap(f, in_axes=(None, None, None, 0, 0, 0)))
 
 
-def fit_batch(problem: Problem, spec: FitSpec, logits0, masks, thetas):
+@functools.lru_cache(maxsize=32)
+def _single_fitter(spec: FitSpec, stats_fn):
+    def _fit_one_unbatched(z, data, log_w0, logits0, mask, theta):
+        return _fit_one(spec, stats_fn, z, data, log_w0, logits0, mask, theta)
+
+    return jax.jit(_fit_one_unbatched)
+
+
+def fit_batch(problem: Problem, spec: FitSpec, logits0, masks, thetas, *, progress: bool = False):
     """Run a batch of independent fits in one compiled, vmapped optimizer loop.
 
     Args:
@@ -337,20 +392,144 @@ def fit_batch(problem: Problem, spec: FitSpec, logits0, masks, thetas):
     Returns:
       logits ``[batch, n_frames]`` and a history dict of ``[batch, steps]`` arrays (``loss``,
       ``objective``, ``cc`` = training CC after each step).
+
+    A problem whose store stays on disk (:attr:`Problem.out_of_core`) is fitted by streaming the store
+    chunk by chunk every step (:func:`_fit_batch_streaming`, Adam only; ``progress`` shows its steps).
     """
     spec = FitSpec(**{**asdict(spec), "n_shells": problem.n_shells, "n_data": problem.n_data})
-    fitter = _batched_fitter(spec, problem.stats_fn)
+    if problem.out_of_core:
+        return _fit_batch_streaming(problem, spec, logits0, masks, thetas, progress=progress)
     dtype = problem.log_w0.dtype
     logits0, masks, thetas = jnp.asarray(logits0, dtype), jnp.asarray(masks, bool), jnp.asarray(thetas, dtype)
-    b = logits0.shape[0]
-    if b == 1:
-        # a batch of one makes XLA:CPU fuse the degenerate [1, T]·[T, N] product into a naive loop (measured
-        # 4.1 s vs 1.6 s per step for a batch of four at T=1000, N=6e5); a second copy keeps the library GEMM
-        logits0, masks, thetas = (jnp.concatenate([a, a]) for a in (logits0, masks, thetas))
-    logits, hist = fitter(problem.z, problem.data, problem.log_w0, logits0, masks, thetas)
-    if b == 1:
-        logits, hist = logits[:1], {k: v[:1] for k, v in hist.items()}
-    return logits, hist
+    if logits0.shape[0] == 1:
+        # a single fit runs unbatched: S = w·Z stays a matrix–vector product, which XLA:CPU streams at full
+        # memory bandwidth; a [1, T]·[T, N] (or duplicated [2, T]) matrix product runs 1.5–5x slower (measured
+        # at T=1000, N=6e5: 162 ms vs 236 ms (batch 1) vs 901 ms (batch 2) per pass)
+        logits, hist = _single_fitter(spec, problem.stats_fn)(
+            problem.z, problem.data, problem.log_w0, logits0[0], masks[0], thetas[0]
+        )
+        return logits[None], {k: v[None] for k, v in hist.items()}
+    return _batched_fitter(spec, problem.stats_fn)(problem.z, problem.data, problem.log_w0, logits0, masks, thetas)
+
+
+# --------------------------------------------------------------------------- out of core: streaming the store
+
+
+def _x_from_stats(s, data, n_data):
+    return _to_data_voxels(diffuse_from_stats(s), data, n_data)
+
+
+@functools.lru_cache(maxsize=32)
+def _softmax_loss_of_stats(spec: FitSpec):
+    """Jitted ``(S [B,3,N], logits [B,T], data, log_w0, masks [B,n], thetas [B])`` →
+    ``(loss [B], (objective [B], cc [B]), ∂/∂S [B,3,N], ∂/∂logits [B,T])`` of objective(x′(S)) + θ·KL."""
+
+    def one(s, logits, data, log_w0, mask, theta):
+        x = _x_from_stats(s, data, spec.n_data)
+        o = _objective(spec, x, data, mask)
+        return o + theta * kl_divergence(logits, log_w0), (o, pearson_cc(x, data["y"], mask=mask))
+
+    def total(s, logits, data, log_w0, masks, thetas):
+        loss, aux = jax.vmap(one, in_axes=(0, 0, None, None, 0, 0))(s, logits, data, log_w0, masks, thetas)
+        return jnp.sum(loss), (loss, aux)  # fits are independent: ∂Σ/∂(S_b, z_b) is fit b's own gradient
+
+    vg = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)
+
+    def run(*args):
+        (_, (loss, aux)), (g_s, g_l) = vg(*args)
+        return loss, aux, g_s, g_l
+
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=8)
+def _weight_map(kind: str):
+    fn = {"softmax": lambda lg: jax.nn.softmax(lg, axis=-1), "sigmoid": jax.nn.sigmoid}[kind]
+    pull = lambda lg, gw: jax.vjp(fn, lg)[1](gw)[0]
+    return jax.jit(fn), jax.jit(pull)
+
+
+@functools.lru_cache(maxsize=8)
+def _adam_update(learning_rate: float):
+    opt = optax.adam(learning_rate)
+
+    def update(g, state, logits):
+        upd, state = opt.update(g, state, logits)
+        return optax.apply_updates(logits, upd), state
+
+    return opt.init, jax.jit(update)
+
+
+def stream_adam(
+    store: FrameStore,
+    loss_of_stats,
+    logits0,
+    *,
+    steps: int,
+    learning_rate: float,
+    weights: str = "softmax",
+    frames_per_chunk: int = 64,
+    desc: str = "reweight (streaming)",
+    progress: bool = True,
+):
+    """Adam on a batch of weight vectors whose store stays on disk.
+
+    Each step streams the store twice: S_b = Σ_t w_bt Z_t for every fit b at once, then
+    ∂L/∂w_bt = ⟨Z_t, ∂L/∂S_b⟩ (:func:`fitting.fstore.stream_stats`, :func:`fitting.fstore.stream_vjp`);
+    only ``[batch, 3, n_voxels]`` statistics are held in memory.
+
+    Args:
+      loss_of_stats: ``(S [B,3,N], logits [B,T]) -> (loss [B], aux tuple of [B] arrays, ∂L/∂S, ∂L/∂logits)``
+        where ∂L/∂logits is the direct dependence (e.g. the KL term), not the one through S.
+      logits0: ``[B, n_frames]``; weights: ``"softmax"`` (per row) or ``"sigmoid"`` (unnormalized).
+
+    Returns ``(logits [B, n_frames], loss [B, steps], aux tuple of [B, steps])`` (numpy), each history entry
+    evaluated at the logits before that step's update (as in the in-memory loop).
+    """
+    from tqdm.auto import tqdm
+
+    from fitting.fstore import stream_stats, stream_vjp
+
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    dtype = store.dtype
+    w_fn, w_pull = _weight_map(weights)
+    init, update = _adam_update(float(learning_rate))
+    logits = jnp.asarray(logits0, dtype)
+    state = init(logits)
+    hist_loss, hist_aux = [], []
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        w = w_fn(logits)
+        s = jnp.asarray(stream_stats(store, np.asarray(w), frames_per_chunk), dtype)
+        loss, aux, g_s, g_l = loss_of_stats(s, logits)
+        g_w = jnp.asarray(stream_vjp(store, np.asarray(g_s), frames_per_chunk), dtype)
+        logits, state = update(w_pull(logits, g_w) + g_l, state, logits)
+        hist_loss.append(np.asarray(loss))
+        hist_aux.append(tuple(np.asarray(a) for a in aux))
+    aux_hist = tuple(np.stack([a[i] for a in hist_aux], axis=-1) for i in range(len(hist_aux[0])))
+    return np.asarray(logits), np.stack(hist_loss, axis=-1), aux_hist
+
+
+def _fit_batch_streaming(problem: Problem, spec: FitSpec, logits0, masks, thetas, *, progress: bool = False):
+    """:func:`fit_batch` for an out-of-core problem: same loss, Adam, history; the store is streamed."""
+    if spec.optimizer != "adam":
+        raise ValueError(
+            "out-of-core fits (store larger than the memory cap) use Adam: L-BFGS line searches would re-read the "
+            "store many times per step. Use optimizer 'adam' (dmd reweight --optimizer adam) or raise the memory cap"
+        )
+    dtype = problem.dtype
+    masks, thetas = jnp.asarray(masks, bool), jnp.asarray(thetas, dtype)
+    vg = _softmax_loss_of_stats(spec)
+    logits, loss, (o, cc) = stream_adam(
+        problem.store,
+        lambda s, lg: vg(s, lg, problem.data, problem.log_w0, masks, thetas),
+        jnp.asarray(logits0, dtype),
+        steps=spec.steps,
+        learning_rate=spec.learning_rate,
+        frames_per_chunk=problem.frames_per_chunk,
+        progress=progress,
+    )
+    return jnp.asarray(logits), {"loss": loss, "objective": o, "cc": cc}
 
 
 def fit_streaming(
@@ -367,46 +546,30 @@ def fit_streaming(
 ):
     """Adam fit of one problem whose store stays on disk (:func:`fitting.fstore.open_store`).
 
-    Each step streams the store twice (S = Σ w_t Z_t, then ∂L/∂w_t = ⟨Z_t, ∂L/∂S⟩, chunk by chunk); the
-    objective and its gradient in S run in JAX on ``[3, n_voxels]`` arrays only. Same loss as
-    :func:`fit_batch` (objective + θ·KL); ``problem_data`` is ``Problem.data`` (y and optional
-    weights/σ/shells; no reduce_index). Returns ``(logits [n_frames], history dict of [steps] arrays)``.
+    Each step streams the store twice (:func:`stream_adam`). Same loss as :func:`fit_batch` (objective +
+    θ·KL); ``problem_data`` is ``Problem.data`` (y and optional weights/σ/shells; no reduce_index). Returns
+    ``(logits [n_frames], history dict of [steps] arrays)``. For whole cross-validated runs use
+    ``make_problem(store, …, max_memory=…)``, which streams every evaluation of :func:`reweight`.
     """
-    from tqdm.auto import tqdm
-
-    from fitting.fstore import stream_stats, stream_vjp
-
     if spec.optimizer != "adam":
         raise ValueError("streaming fits use Adam (L-BFGS line searches would re-stream the store many times)")
     t = store.n_frames
     dtype = store.dtype
     log_w0 = jnp.full(t, -np.log(t), dtype) if log_w0 is None else jnp.asarray(log_w0, dtype)
-    logits = jnp.asarray(log_w0 if logits0 is None else logits0, dtype)
-    mask = jnp.asarray(mask, bool)
-
-    @jax.jit
-    def obj_of_stats(s):
-        x = diffuse_from_stats(s)
-        return _objective(spec, x, problem_data, mask), pearson_cc(x, problem_data["y"], mask=mask)
-
-    obj_vg = jax.jit(jax.value_and_grad(obj_of_stats, has_aux=True))
-    reg_vg = jax.jit(jax.value_and_grad(lambda lg: theta * kl_divergence(lg, log_w0)))
-    opt = optax.adam(spec.learning_rate)
-    state = opt.init(logits)
-    hist = {"loss": [], "objective": [], "cc": []}
-    for _ in tqdm(range(spec.steps), desc="reweight (streaming)", disable=not progress):
-        w = np.asarray(jax.nn.softmax(logits), np.float64)
-        s = jnp.asarray(stream_stats(store, w, frames_per_chunk), dtype)
-        (o, cc), g_s = obj_vg(s)
-        g_w = jnp.asarray(stream_vjp(store, np.asarray(g_s), frames_per_chunk), dtype)
-        _, g_soft = jax.vjp(jax.nn.softmax, logits)
-        kl, g_kl = reg_vg(logits)
-        grad = g_soft(g_w)[0] + g_kl
-        upd, state = opt.update(grad, state, logits)
-        logits = optax.apply_updates(logits, upd)
-        for k, v in (("loss", o + kl), ("objective", o), ("cc", cc)):
-            hist[k].append(float(v))
-    return logits, {k: np.asarray(v) for k, v in hist.items()}
+    logits0 = jnp.asarray(log_w0 if logits0 is None else logits0, dtype)
+    spec = FitSpec(**{**asdict(spec), "n_data": 0})
+    vg = _softmax_loss_of_stats(spec)
+    masks, thetas = jnp.asarray(mask, bool)[None], jnp.asarray([theta], dtype)
+    logits, loss, (o, cc) = stream_adam(
+        store,
+        lambda s, lg: vg(s, lg, problem_data, log_w0, masks, thetas),
+        logits0[None],
+        steps=spec.steps,
+        learning_rate=spec.learning_rate,
+        frames_per_chunk=frames_per_chunk,
+        progress=progress,
+    )
+    return jnp.asarray(logits[0]), {"loss": loss[0], "objective": o[0], "cc": cc[0]}
 
 
 @functools.lru_cache(maxsize=16)
@@ -414,10 +577,41 @@ def _predictor(stats_fn, n_data):
     return jax.jit(lambda z, w, data: _x_from_weights(stats_fn, z, w, data, n_data))
 
 
+@functools.lru_cache(maxsize=16)
+def _batch_stats(stats_fn):
+    return jax.jit(lambda z, w: jax.vmap(lambda wi: stats_fn(wi, z))(w))
+
+
+@functools.lru_cache(maxsize=16)
+def _x_of_stats(n_data):
+    return jax.jit(lambda s, data: _x_from_stats(s, data, n_data))
+
+
+def weighted_stats(problem: Problem, w):
+    """S = Σ_t w_t Z_t for ``w [n_frames]`` or ``[batch, n_frames]`` → ``[3, N]`` or ``[batch, 3, N]``.
+
+    One pass over the store for the whole batch (streamed from disk for out-of-core problems).
+    """
+    w = np.asarray(w)
+    if problem.out_of_core:
+        from fitting.fstore import stream_stats
+
+        return jnp.asarray(stream_stats(problem.store, w, problem.frames_per_chunk), problem.dtype)
+    wj = jnp.asarray(w, problem.dtype)
+    if w.ndim == 1:
+        return problem.stats_fn(wj, problem.z)
+    return _batch_stats(problem.stats_fn)(problem.z, wj)
+
+
 def predict(problem: Problem, w):
-    """x′ on the data voxels for normalized weights ``w [n_frames]`` (Σw = 1), ``[n_data]``."""
-    w = jnp.asarray(w, problem.z.dtype)
-    return _predictor(problem.stats_fn, problem.n_data)(problem.z, w, problem.data)
+    """x′ on the data voxels for normalized weights ``w [n_frames]`` (Σw = 1), ``[n_data]``;
+    ``w [batch, n_frames]`` gives ``[batch, n_data]`` from one pass over the store."""
+    w = np.asarray(w)
+    if problem.out_of_core or w.ndim == 2:
+        s = weighted_stats(problem, w)
+        fn = _x_of_stats(problem.n_data)
+        return fn(s, problem.data) if w.ndim == 1 else jax.vmap(fn, in_axes=(0, None))(s, problem.data)
+    return _predictor(problem.stats_fn, problem.n_data)(problem.z, jnp.asarray(w, problem.dtype), problem.data)
 
 
 def evaluate_weights(problem: Problem, x, train_mask, test_mask) -> dict:
@@ -470,44 +664,45 @@ def identifiability(
     """
     groups = np.asarray(groups)
     _, gidx = np.unique(groups, return_inverse=True)
+    gidx = gidx.ravel()
     k = int(gidx.max()) + 1
-    w = jnp.asarray(w, problem.z.dtype)
-    onehot = jax.nn.one_hot(jnp.asarray(gidx), k, dtype=w.dtype)  # [T, K]
+    w = np.asarray(w, np.float64)
+    onehot = np.eye(k)[gidx]  # [T, K]
+    # per-group statistics S_g = Σ_{t∈g} w_t Z_t (one pass over the store, in memory or streamed); then
+    # S(u) = Σ_g e^{u_g} S_g / Σ_g e^{u_g} W_g with W_g = Σ_{t∈g} w_t, so everything below is on [K, 3, N]
+    s_g = weighted_stats(problem, (onehot * w[:, None]).T)
+    w_g = jnp.asarray(onehot.T @ w, problem.dtype)
     mask = jnp.asarray(mask, bool)
     spec = FitSpec(objective=objective, n_shells=problem.n_shells, n_data=problem.n_data)
 
-    def weights_of(u):
-        ww = w * jnp.exp(onehot @ u)
-        return ww / jnp.sum(ww)
+    def x_of(u, s_g, w_g, data):
+        e = jnp.exp(u - jnp.max(u))
+        s = jnp.tensordot(e, s_g, axes=1) / jnp.dot(e, w_g)
+        return _x_from_stats(s, data, problem.n_data)
 
-    def x_of(u):
-        return _x_from_weights(problem.stats_fn, problem.z, weights_of(u), problem.data, problem.n_data)
+    # the [K, 3, N] statistics are arguments, not closed-over constants (large constants slow compilation)
+    hess_fn = jax.jit(jax.hessian(lambda u, *a: _objective(spec, x_of(u, *a), a[2], mask)))
+    cc_fn = jax.jit(lambda u, *a: pearson_cc(x_of(u, *a), a[2]["y"], mask=mask))
+    args = (s_g, w_g, problem.data)
 
-    def f(u):
-        return _objective(spec, x_of(u), problem.data, mask)
-
-    def cc(u):
-        return pearson_cc(x_of(u), problem.y, mask=mask)
-
-    u0 = jnp.zeros(k, w.dtype)
+    u0 = jnp.zeros(k, problem.dtype)
     if k < 2:
         return {"identifiable": True, "n_groups": k, "reason": "a single group has no free weight"}
-    hess = np.asarray(jax.jit(jax.hessian(f))(u0), np.float64)
+    hess = np.asarray(hess_fn(u0, *args), np.float64)
     # orthonormal basis of the sum-zero subspace
     basis = np.linalg.svd(np.eye(k) - 1.0 / k)[0][:, : k - 1]
     evals, evecs = np.linalg.eigh(basis.T @ hess @ basis)
     dirs = basis @ evecs  # [K, K-1]
-    cc_fn = jax.jit(cc)
-    cc0 = float(cc_fn(u0))
+    cc0 = float(cc_fn(u0, *args))
     drops = []
     for j in range(k - 1):
-        v = jnp.asarray(dirs[:, j], w.dtype)
-        drops.append(cc0 - max(float(cc_fn(step * v)), float(cc_fn(-step * v))))
+        v = jnp.asarray(dirs[:, j], problem.dtype)
+        drops.append(cc0 - max(float(cc_fn(step * v, *args)), float(cc_fn(-step * v, *args))))
     n_vox = int(np.sum(np.asarray(mask)))
     if cc_tol is None:
         cc_tol = max(1e-6, (1 - cc0**2) / np.sqrt(max(n_vox, 1)))
     flat = [j for j in range(k - 1) if drops[j] <= cc_tol]
-    gw = np.asarray(jax.ops.segment_sum(w, jnp.asarray(gidx), num_segments=k)).tolist()
+    gw = np.asarray(w_g, np.float64).tolist()
     if flat:
         reason = (
             f"{len(flat)} of {k - 1} weight directions are flat: moving the group log-weights by ±{step} along "
@@ -610,11 +805,9 @@ def reweight(
     combos = [(th, k) for th in thetas for k in inner]
     masks = np.stack([train & (folds != k) for _, k in combos])
     logits0 = np.tile(np.asarray(problem.log_w0), (len(combos), 1))
-    logits_cv, _ = fit_batch(problem, spec, logits0, masks, [c[0] for c in combos])
-    val = []
-    for i, (_, k) in enumerate(combos):
-        x = predict(problem, jax.nn.softmax(logits_cv[i]))
-        val.append(-float(_objective(spec, x, problem.data, jnp.asarray(folds == k))))
+    logits_cv, _ = fit_batch(problem, spec, logits0, masks, [c[0] for c in combos], progress=progress)
+    x_cv = predict(problem, np.asarray(jax.nn.softmax(logits_cv, axis=-1)))  # one pass for all fits
+    val = [-float(_objective(spec, x_cv[i], problem.data, jnp.asarray(folds == k))) for i, (_, k) in enumerate(combos)]
     val = np.asarray(val).reshape(len(thetas), len(inner))
     mean_val = val.mean(axis=1)
     # ties (within 1e-4) go to the larger θ: prefer the weights closer to the prior
@@ -622,7 +815,7 @@ def reweight(
     theta = float(thetas[best])
 
     # 2. final fit
-    logits, hist = fit_batch(problem, spec, np.asarray(problem.log_w0)[None], train[None], [theta])
+    logits, hist = fit_batch(problem, spec, np.asarray(problem.log_w0)[None], train[None], [theta], progress=progress)
     w = np.asarray(jax.nn.softmax(logits[0]), np.float64)
     x = predict(problem, w)
     stats = evaluate_weights(problem, x, train, test)
@@ -632,6 +825,7 @@ def reweight(
         "optimizer": config.optimizer,
         "n_frames": t,
         "n_voxels": problem.n_voxels,
+        "out_of_core": problem.out_of_core,
         "n_train_voxels": int(train.sum()),
         "n_test_voxels": int(test.sum()),
         "theta": theta,
@@ -655,7 +849,9 @@ def reweight(
             "n_eff": kish_neff(g["weights"]),
             "n_removed": g["n_removed"],
         }
-    s = baselines.sigmoid_baseline(problem, train, steps=config.sigmoid_steps, learning_rate=config.learning_rate)
+    s = baselines.sigmoid_baseline(
+        problem, train, steps=config.sigmoid_steps, learning_rate=config.learning_rate, progress=progress
+    )
     bw["sigmoid"] = s["weights"]
     base["sigmoid"] = {
         **evaluate_weights(problem, s["x"], train, test),

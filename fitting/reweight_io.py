@@ -22,7 +22,7 @@ import numpy as np
 
 from dmd.errors import UserInputError
 
-__all__ = ["DataOnBox", "check_and_map", "run_reweight", "write_outputs"]
+__all__ = ["DataOnBox", "available_memory", "check_and_map", "run_reweight", "write_outputs"]
 
 
 @dataclass
@@ -190,11 +190,11 @@ def check_and_map(
     )
 
 
-def _box_cell(traj, top, stride: int) -> np.ndarray:
+def _box_cells(traj, top, stride: int) -> np.ndarray:
+    """Box of every frame used, ``[n_frames, 6]`` (Å, degrees)."""
     from analysis.structure_io import trajectory_frames
 
-    cells = [c for _, c, _ in trajectory_frames(traj, top, stride=stride, chunk=500)]
-    return np.concatenate(cells).mean(axis=0)
+    return np.concatenate([c for _, c, _ in trajectory_frames(traj, top, stride=stride, chunk=500)])
 
 
 def run_reweight(
@@ -213,11 +213,16 @@ def run_reweight(
     method: str = "fft",
     stride: int = 1,
     store_path: str | None = None,
+    max_memory: float | None = None,
     groups=None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """The whole ``dmd reweight`` run; returns the summary dict (also written to ``out_dir/summary.json``)."""
+    """The whole ``dmd reweight`` run; returns the summary dict (also written to ``out_dir/summary.json``).
+
+    With ``store_path`` F(h, t) goes to that HDF5 store; a store larger than ``max_memory`` bytes (default:
+    half the memory available now) is never loaded: every evaluation streams it from disk (out of core).
+    """
     import jax
 
     from analysis import stats
@@ -228,7 +233,8 @@ def run_reweight(
     config = config or rw.ReweightConfig()
     cols = [column] + ([sigma_column] if sigma_column else [])
     mtz = read_mtz(data, cols)
-    box = _box_cell(traj, top, stride)
+    box_cells = _box_cells(traj, top, stride)
+    box = box_cells.mean(axis=0)
     dob = check_and_map(
         mtz,
         column,
@@ -240,6 +246,15 @@ def run_reweight(
         data_path=str(data),
     )
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    if store_path is not None and max_memory is None:
+        max_memory = 0.5 * available_memory()
+    store_bytes = len(box_cells) * 3 * len(dob.hkl_box) * np.dtype(dtype).itemsize
+    if store_path is not None and store_bytes > max_memory and config.optimizer != "adam":
+        raise UserInputError(
+            f"the F store ({store_bytes / 1e9:.2f} GB) exceeds the memory cap ({max_memory / 1e9:.2f} GB) and will be "
+            f"streamed from {store_path}, which works with --optimizer adam only (L-BFGS line searches would "
+            "re-read it many times per step): pass --optimizer adam, or a larger --max-memory"
+        )
     store, cells = store_from_trajectory(
         traj, top, dob.hkl_box, method=method, dtype=dtype, path=store_path, stride=stride, progress=progress
     )
@@ -253,7 +268,13 @@ def run_reweight(
         n_shells=n_sh,
         reduce_index=dob.reduce_index,
         mesh=_mesh_if_many(),
+        max_memory=max_memory,
     )
+    if problem.out_of_core and progress:
+        print(
+            f"F store {store.nbytes / 1e9:.2f} GB > memory cap {max_memory / 1e9:.2f} GB: streaming it from "
+            f"{store_path} at every step (out of core)"
+        )
     folds = rw.holdout_folds(
         dob.hkl_data, config.n_folds, kind=holdout, sg=dob.spacegroup, inv_d2=dob.inv_d2, seed=seed
     )
@@ -267,6 +288,18 @@ def run_reweight(
     }
     write_outputs(out_dir, result, problem, dob, folds, config, summary, inputs=[traj, top, data])
     return summary
+
+
+def available_memory() -> float:
+    """Bytes of memory available now (Linux MemAvailable; total physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _mesh_if_many():

@@ -57,6 +57,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("fft", "direct"), default="fft", help="structure-factor route")
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     p.add_argument("--store", default=None, help="HDF5 file for F(h,t) when it does not fit in memory")
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="with --store: a store larger than this is streamed from disk at every step instead of loaded "
+        "(default: half the memory available at start)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output directory")
@@ -81,6 +89,8 @@ def run(args) -> int:
         print("note: no --sigma-column; the likelihood assumes equal errors on every voxel")
     if args.folds < 3:
         raise UserInputError(f"--folds must be ≥ 3 (one test fold, two for choosing θ), got {args.folds}")
+    if args.max_memory is not None and (args.max_memory < 0 or args.store is None):
+        raise UserInputError("--max-memory needs --store PATH (the on-disk F store) and a value ≥ 0 GB")
     if args.steps < 1:
         raise UserInputError(f"--steps must be ≥ 1, got {args.steps}")
     config = ReweightConfig(
@@ -109,6 +119,7 @@ def run(args) -> int:
         method=args.method,
         stride=args.stride,
         store_path=args.store,
+        max_memory=None if args.max_memory is None else args.max_memory * 1e9,
         seed=args.seed,
         progress=not args.quiet,
     )
@@ -122,7 +133,7 @@ def format_summary(s: dict) -> str:
     rows += [(k, v["cc_train"], v["cc_test"], v["n_eff"]) for k, v in s["baselines"].items()]
     lines = [
         f"frames {s['n_frames']}, voxels {s['n_voxels']} (test {s['n_test_voxels']}), objective {s['objective']}, "
-        f"θ = {s['theta']:g} (cross-validated)",
+        f"θ = {s['theta']:g} (cross-validated)" + (", store streamed from disk" if s.get("out_of_core") else ""),
         f"{'method':<12}{'CC train':>10}{'CC test':>10}{'N_eff':>9}",
     ]
     lines += [f"{n:<12}{a:>10.4f}{b:>10.4f}{c:>9.1f}" for n, a, b, c in rows]
