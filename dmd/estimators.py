@@ -197,12 +197,12 @@ def reweighting_gradient(A_plus, A_minus, dU_plus, dU_minus, beta, delta, n_bloc
 def _frame_values(system, fn, positions):
     """``fn(nbr, z) -> pytree`` per frame in one jitted scan; ``positions [F, 1 + P, N, 3]`` (x then dx/dθ_p),
     neighbour list carried and updated from x."""
-    from dmd.integrators import _wrap_for_neighbors
-    from dmd.simulate import _grow_neighbors
+    from dmd.integrators import wrap_for_neighbors
+    from dmd.simulate import grow_neighbors
 
     positions = jnp.asarray(positions)
     nbr = system.allocate_neighbors(positions[0, 0]) if system.neighbor_fn is not None else None
-    wrap = _wrap_for_neighbors(system, nbr)
+    wrap = wrap_for_neighbors(system, nbr)
 
     @jax.jit
     def run(nbr, positions):
@@ -215,7 +215,7 @@ def _frame_values(system, fn, positions):
     nbr_out, vals = run(nbr, positions)
     if nbr_out is not None and bool(nbr_out.did_buffer_overflow):
         for attempt in range(1, 9):
-            nbr = _grow_neighbors(system, nbr, positions[0, 0], attempt)
+            nbr = grow_neighbors(system, nbr, positions[0, 0], attempt)
             nbr_out, vals = run(nbr, positions)
             if not bool(nbr_out.did_buffer_overflow):
                 break

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "BOLTZMANN_KJ_MOL_K",
+    "wrap_for_neighbors",
     "langevin_coefficients",
     "IntegratorState",
     "Integrator",
@@ -138,7 +139,7 @@ def n_degrees_of_freedom(system) -> int:
     return dim * system.n_atoms - n_constraint_dof(system.constraints)
 
 
-def _wrap_for_neighbors(system, neighbor):
+def wrap_for_neighbors(system, neighbor):
     """Positions as the neighbour list wants them.
 
     jax-md's own cell lists bin positions without wrapping (negative coordinates land in wrong
@@ -157,7 +158,7 @@ def _energy_and_forces(system):
 
     def fn(params, x, neighbor):
         if neighbor is not None:
-            neighbor = neighbor.update(_wrap_for_neighbors(system, neighbor)(x))
+            neighbor = neighbor.update(wrap_for_neighbors(system, neighbor)(x))
         e, g = jax.value_and_grad(lambda p: system.energy_fn(params, p, box=box, neighbor=neighbor))(x)
         return e, -g, neighbor
 

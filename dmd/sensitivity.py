@@ -480,7 +480,7 @@ def _prepare(
 
 def _run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, progress):
     """Run ``frames`` frames in fixed-size jitted chunks (at most two compilations: full and last chunk)."""
-    from dmd.simulate import _grow_neighbors
+    from dmd.simulate import grow_neighbors
 
     per_chunk = max(1, min(frames, int(chunk_steps) // report_every))
     n_chunks = -(-frames // per_chunk)
@@ -501,7 +501,7 @@ def _run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, p
             if attempt > 8:
                 raise RuntimeError("neighbour list still overflows after 8 reallocations")
             st = carry["state"]
-            carry = dict(carry, state=st.replace(neighbor=_grow_neighbors(system, st.neighbor, st.positions, attempt)))
+            carry = dict(carry, state=st.replace(neighbor=grow_neighbors(system, st.neighbor, st.positions, attempt)))
             notes.append(f"neighbour list overflowed near step {done * report_every}; grown and chunk redone")
             continue
         out = jax.device_get(out)

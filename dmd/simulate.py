@@ -35,7 +35,7 @@ from dmd.errors import SimulationDiverged, UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
 from dmd.io_utils import atomic_path, write_json
 
-__all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint"]
+__all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint", "grow_neighbors"]
 
 CHECKPOINT_VERSION = 1
 
@@ -123,8 +123,9 @@ def _is_dmd_list(nbr) -> bool:
     return isinstance(nbr, CellNeighborList)
 
 
-def _grow_neighbors(system, nbr, x, attempt: int):
-    """A larger neighbour list at positions ``x`` (capacity grows with every attempt)."""
+def grow_neighbors(system, nbr, x, attempt: int):
+    """A larger neighbour list at positions ``x`` [N, 3] nm after an overflow (capacity grows by 1.5× per
+    ``attempt``); the caller redoes the steps since the last good state with it."""
     factor = 1.5**attempt
     if _is_dmd_list(nbr):
         return nbr.fns.grow(nbr, x, factor=1.25 * factor)
@@ -336,7 +337,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
     else:
         state = integ.init(jax.random.PRNGKey(cfg.seed), params)
         if _overflowed(state.neighbor):
-            state = state.replace(neighbor=_grow_neighbors(system, state.neighbor, state.positions, 1))
+            state = state.replace(neighbor=grow_neighbors(system, state.neighbor, state.positions, 1))
         info = {}
 
     start_step = int(state.step)
@@ -414,7 +415,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
                 reallocations += 1
                 if attempt > 8:
                     raise RuntimeError("neighbour list still overflows after 8 reallocations")
-                state = state.replace(neighbor=_grow_neighbors(system, state.neighbor, state.positions, attempt))
+                state = state.replace(neighbor=grow_neighbors(system, state.neighbor, state.positions, attempt))
             bad_step = int(bad_step)
             total_rebuilds += int(rebuilds)
             if bad_step >= 0:
@@ -480,3 +481,6 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         )
     frames_arr = None if traj is not None else (np.stack(mem_frames) if mem_frames else None)
     return RunResult(state=state, log=log, frames=frames_arr, summary=summary)
+
+
+_grow_neighbors = grow_neighbors  # old private name, still imported by fitting.forcefield

@@ -34,8 +34,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from dmd.forces.pme import ONE_4PI_EPS0, bspline_moduli, pme_reciprocal_energy
 
@@ -188,7 +188,7 @@ def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None):
         t = jnp.zeros((), e.dtype)
         # skip the terms whose tangent is a symbolic zero (plain MD differentiates positions only): their
         # gradients are then unused and XLA drops the per-pair work and gathers behind them
-        for g, dt in zip(grads, (tangents[0], tangents[1], tangents[3], tangents[4], tangents[5])):
+        for g, dt in zip(grads, (tangents[0], tangents[1], tangents[3], tangents[4], tangents[5]), strict=True):
             if not isinstance(dt, SymbolicZero):
                 t = t + jnp.sum(g * dt)
         return e, t
