@@ -71,3 +71,25 @@ def test_supercell_index():
     assert supercell_index([5, 6, 7, 90, 90, 90], "P", [5, 18, 7, 90, 90, 90], "P") == 3
     assert supercell_index([5, 6, 7, 90, 90, 90], "P", [5, 6, 7, 90, 90, 90], "C") == 0  # C-centred: smaller lattice
     assert supercell_index([5, 6, 7, 90, 90, 90], "P", [5, 6, 7.5, 90, 90, 90], "P") == 0
+
+
+def test_supercell_index_finds_every_index2_sublattice():
+    """All 7 index-2 superlattices are recognized, including those along face and body diagonals."""
+    small = np.array([5.0, 6.0, 7.0, 80.0, 100.0, 95.0])
+    g = cell_mod.metric(small)
+    # the 7 index-2 sublattices of Z³ as basis matrices (columns: new axes in old coordinates)
+    bases = [
+        [[2, 0, 0], [0, 1, 0], [0, 0, 1]],
+        [[1, 0, 0], [0, 2, 0], [0, 0, 1]],
+        [[1, 0, 0], [0, 1, 0], [0, 0, 2]],
+        [[1, 1, 0], [1, -1, 0], [0, 0, 1]],  # a ± b
+        [[1, 1, 0], [0, 0, 1], [1, -1, 0]],  # a ± c
+        [[1, 0, 0], [0, 1, 1], [0, 1, -1]],  # b ± c
+        [[1, 1, 0], [0, 1, 1], [1, 0, 1]],  # a+b, b+c, a+c (det 2)
+    ]
+    for m in bases:
+        m = np.array(m, float)
+        assert abs(abs(np.linalg.det(m)) - 2) < 1e-9
+        big = cell_mod.cell_from_metric(m.T @ g @ m)
+        # exact metrics: the index is found for each of the 7 (a row-style HNF finds only the 3 axial ones)
+        assert supercell_index(small, "P", big, "P") == 2, m.tolist()

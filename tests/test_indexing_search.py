@@ -92,3 +92,34 @@ def test_shipped_prior_beats_uniform_on_fresh_patterns():
             lp_true += [lp[i, lab[i]] for i in range(8) if lab[i] >= 0]
         # uniform: log(1/V); the trained model must be clearly better (measured ≈ 1.5-2.5 nats better)
         assert np.mean(lp_true) > np.log(1.0 / VOCAB_SIZE[system]) + 0.7, system
+
+
+def test_zone_construction_reaches_axes_beyond_the_first_lines():
+    """A cell whose first 9 lines all lie in the a*b* zone (c* is the 10th line, 0-based 9)."""
+    import jax
+    import jax.numpy as jnp
+
+    cell = [4.567, 10.257, 11.836, 81.048, 85.798, 88.324]
+    p = synthetic_pattern("aP", np.random.default_rng(0), cell=cell, spacegroup="P 1")
+    q = jnp.asarray(p.inv_d2, jnp.float32)
+    sig = 8.7e-5 + 9.2e-4 * q
+    keys = jax.random.split(jax.random.PRNGKey(0), 2048)
+
+    def hits(xs):
+        xs = np.asarray(xs, float)
+        vol = np.asarray(search_mod.volume_from_x(jnp.asarray(xs), "triclinic"))
+        close = xs[np.abs(vol / cell_mod.volume(np.asarray(cell, float)) - 1) < 1e-3]
+        # same lattice within 1e-3 (float32 zone arithmetic on exact lines: ~1e-6 relative)
+        return sum(
+            same_lattice(cell_mod.cell_from_reciprocal_params(x, "triclinic"), "P", cell, "P", 1e-3) for x in close
+        )
+
+    # with lines 0, 1, 9 as axes the Ito pairs of the three zones give the cell in a fair share of draws
+    # (measured 87 / 2048 = 4.2 %: pair chosen with prob. 0.75 per zone, chance pairs compete, F sign 1/2);
+    # threshold at half of that
+    pos = jnp.array([0, 1, 9])
+    from_axes = jax.jit(jax.vmap(lambda k: search_mod._zone_from_axes(jax.random.split(k, 4), q, sig, pos)))
+    assert hits(from_axes(keys)) > 0.02 * keys.shape[0]
+    # drawing axes only among the first 8 lines (the former bound) can never give this cell
+    first8 = jax.jit(jax.vmap(lambda k: search_mod._zone_x(k, q, sig, 8)))
+    assert hits(first8(keys)) == 0

@@ -27,7 +27,14 @@ from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, search_system
 from analysis.indexing.search import SearchConfig, search_cells
-from analysis.indexing.solution import Solution, rank_solutions, refine_candidate, smaller_cells, standard_setting
+from analysis.indexing.solution import (
+    Solution,
+    from_primitive,
+    rank_solutions,
+    refine_candidate,
+    smaller_cells,
+    standard_setting,
+)
 from analysis.indexing.synth import ErrorModel, SyntheticPattern, synthetic_pattern
 
 __all__ = [
@@ -92,6 +99,33 @@ def lattice_systems_for(lattice: str | None) -> tuple[list[str], list[str] | Non
     return [system], (["R"] if lattice == "rhombohedral" else None)
 
 
+# below this ranking score (≈ M20) a monoclinic / orthorhombic search also runs the triclinic search
+# and converts its cells (exact data: true cells score ≥ 5e3; noisy data always take this path)
+PRIMITIVE_FALLBACK_SCORE = 1000.0
+
+
+def _via_primitive(q, system, config, prior, g, kw, n_refine, n_convert: int = 3) -> list:
+    """Solutions of ``system`` from the triclinic search (centred lattices; see solution.from_primitive)."""
+    res = search_cells(q, "triclinic", config, prior=prior, g_zero=g)
+    kw_tri = dict(kw, centrings=None)
+    tri, seen = [], set()
+    for x, z in zip(res.x, res.zero, strict=True):
+        key = tuple(np.round(np.log(np.abs(x) + 1e-12), 3))
+        if key in seen or not np.all(np.isfinite(x)):
+            continue
+        seen.add(key)
+        sol = refine_candidate(x, z, q, "triclinic", **kw_tri)
+        if sol is not None:
+            tri.append(sol)
+        if len(seen) >= n_refine:
+            break
+    out = []
+    for sol in sorted(tri, key=lambda s: s.score, reverse=True)[:n_convert]:
+        for new in from_primitive(sol, q, system, **kw):
+            out.append(standard_setting(smaller_cells(new, q, **kw), q, **kw))
+    return out
+
+
 def index_peaks(
     peaks: PeakList,
     lattice: str | None = None,
@@ -136,6 +170,14 @@ def index_peaks(
         t0 = time.perf_counter()
         cb = None if progress is None else (lambda b, s, _sys=system: progress(_sys, b, s))
         res = search_cells(q, system, config, prior=prior, g_zero=g, progress=cb)
+        kw = dict(
+            sigma=sig,
+            g_zero=g,
+            refine_zero=refine_zero,
+            n_sigma=config.n_sigma,
+            wavelength=peaks.wavelength,
+            centrings=centrings,
+        )
         seen = set()
         n_done = 0
         for x, z in zip(res.x, res.zero, strict=True):
@@ -143,14 +185,6 @@ def index_peaks(
             if key in seen or not np.all(np.isfinite(x)):
                 continue
             seen.add(key)
-            kw = dict(
-                sigma=sig,
-                g_zero=g,
-                refine_zero=refine_zero,
-                n_sigma=config.n_sigma,
-                wavelength=peaks.wavelength,
-                centrings=centrings,
-            )
             sol = refine_candidate(x, z, q, system, **kw)
             if sol is not None:
                 sols.append(sol)
@@ -166,4 +200,11 @@ def index_peaks(
             sols.append(sol)
         seconds[system] = time.perf_counter() - t0
         ncand[system] = res.n_evaluated
+        if (
+            system in ("monoclinic", "orthorhombic")
+            and max([s.score for s in mine] or [0.0]) < PRIMITIVE_FALLBACK_SCORE
+        ):
+            t0 = time.perf_counter()
+            sols += _via_primitive(q, system, config, prior, g, kw, n_candidates_refined)
+            seconds[system] += time.perf_counter() - t0
     return IndexingResult(solutions=rank_solutions(sols, top=top), seconds=seconds, n_candidates=ncand)

@@ -7,8 +7,8 @@ Between two Niggli-reduced bases of one lattice M has entries in {-1, 0, 1}, so 
 exhaustive test over those matrices is exact up to the tolerance.
 
 A cell is an index-n supercell of another when its lattice is a sublattice of index n:
-every sublattice is B·M for M in Hermite normal form with det M = n
-(upper-triangular, 0 ≤ off-diagonal < diagonal), 7 of them for n = 2, 13 for n = 3.
+every sublattice is B·M for M in (column) Hermite normal form with det M = n
+(upper-triangular, 0 ≤ M_ij < M_ii for j > i), 7 of them for n = 2, 13 for n = 3.
 
 Niggli (1928); Křivý & Gruber (1976), Acta Cryst. A32, 297-298,
 doi:10.1107/S0567739476000636; gemmi ``GruberVector``.
@@ -59,7 +59,9 @@ def _hnf(n: int) -> np.ndarray:
             if n % (a * c):
                 continue
             f = n // (a * c)
-            for b, d, e in itertools.product(range(c), range(f), range(f)):
+            # the sublattice is spanned by the COLUMNS of M (new basis vectors in old coordinates):
+            # column HNF reduces each off-diagonal entry modulo the diagonal entry of its row
+            for b, d, e in itertools.product(range(a), range(a), range(c)):
                 out.append([[a, b, d], [0, c, e], [0, 0, f]])
     return np.array(out, dtype=float)
 
