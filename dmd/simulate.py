@@ -481,6 +481,3 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         )
     frames_arr = None if traj is not None else (np.stack(mem_frames) if mem_frames else None)
     return RunResult(state=state, log=log, frames=frames_arr, summary=summary)
-
-
-_grow_neighbors = grow_neighbors  # old private name, still imported by fitting.forcefield

@@ -4,8 +4,8 @@ Example (``examples/fit/lj_rdf.yaml``)::
 
     system:
       model: lj_fluid            # or: pdb: protein.pdb + forcefield: [amber14-all.xml] + nonbonded: NoCutoff
-      n_atoms: 128
-      density: 0.8
+      n_atoms: 512
+      density: 0.4096            # reduced by the start σ: the target's box
       cutoff: 0.75               # nm, absolute
       sigma: 0.272               # start values (nm, kJ/mol)
       epsilon: 1.195
@@ -16,9 +16,9 @@ Example (``examples/fit/lj_rdf.yaml``)::
       - {observable: rdf, file: target_rdf.csv, r_max: 0.9, n_bins: 30, weight: 1.0}
     estimator: fluctuation       # fluctuation | pathwise | reweighting
     optimizer: {name: lm, learning_rate: 1.0, max_step: 0.2}
-    rounds: 8
-    average_last: 4
-    simulation: {steps: 3000, equilibration: 600, report_every: 20, dt: 0.005, temperature: 240, friction: 2.0}
+    rounds: 12
+    decay_after: 3             # Robbins-Monro: from round 3 the iterate is the running mean of the round estimates
+    simulation: {steps: 5000, equilibration: 500, report_every: 40, dt: 0.02, temperature: 240, friction: 2.0}
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
@@ -39,7 +39,7 @@ __all__ = ["load_fit_config", "read_target_csv"]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
-             "sensitivity_method", "window", "neff_fraction", "max_reuse"}  # fmt: skip
+             "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse"}  # fmt: skip
 
 
 def read_target_csv(path: Path, observable) -> np.ndarray:
@@ -176,6 +176,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         max_step=float(opt.get("max_step", 0.2)),
         damping=float(opt.get("damping", 1e-3)),
         average_last=int(raw.get("average_last", 0)),
+        decay_after=None if raw.get("decay_after") is None else int(raw["decay_after"]),
         sensitivity_method=raw.get("sensitivity_method", "tangent"),
         window=raw.get("window"),
         neff_fraction=float(raw.get("neff_fraction", 0.9)),

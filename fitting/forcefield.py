@@ -11,9 +11,11 @@ molecule). The Jacobian J = d⟨o⟩/dz comes from one of three routes, reported
 
 * ``pathwise``: frames and tangents dx_t/dθ from :func:`dmd.sensitivity.run_sensitivities` (seed eq. 3),
   J = ⟨∂o/∂x · dx/dz + ∂o/∂z⟩. Valid over short, non-chaotic horizons only (see :mod:`dmd.chaos`).
-* ``fluctuation``: J = ⟨∂o/∂z⟩ − β cov(o, ∂U/∂z) from equilibrium frames (the thermodynamic estimator).
+* ``fluctuation``: J = ⟨∂o/∂z⟩ − β cov(o, ∂Ũ/∂z) from equilibrium frames (the thermodynamic estimator). Ũ is the
+  potential the dynamics actually samples: U itself, except that a plain (unshifted) cutoff is replaced by the
+  cut-and-shifted form (:func:`sampled_energy_fn`; the forces never see the jump at r_c).
 * ``reweighting``: reuse the last trajectory for several optimizer steps with
-  w_t ∝ exp(−β[U(x_t; z) − U(x_t; z₀)]) (DiffTRe): ⟨o⟩_z = Σ w_t o_t / Σ w_t and J by forward-mode autodiff
+  w_t ∝ exp(−β[Ũ(x_t; z) − Ũ(x_t; z₀)]) (DiffTRe): ⟨o⟩_z = Σ w_t o_t / Σ w_t and J by forward-mode autodiff
   of that estimate; re-simulate when the Kish N_eff = (Σw)²/Σw² falls below ``neff_fraction``·N.
 
 Updates go through optax: ``adam``/``sgd`` use the gradient 2Jᵀr; ``lm`` (default) feeds the
@@ -43,11 +45,11 @@ from dmd.errors import SimulationDiverged, UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
 from dmd.io_utils import atomic_path, save_figure, write_json
 from dmd.params import select
-from dmd.simulate import _grow_neighbors as grow_neighbors
+from dmd.simulate import grow_neighbors
 from dmd.simulate import _wrap
 from fitting.observables import Observable, frame_values
 
-__all__ = ["FitParam", "FitTarget", "FitConfig", "FitResult", "fit", "sample"]
+__all__ = ["FitParam", "FitTarget", "FitConfig", "FitResult", "fit", "sample", "sampled_energy_fn"]
 
 ESTIMATORS = ("fluctuation", "pathwise", "reweighting")
 OPTIMIZERS = ("lm", "adam", "sgd")
@@ -301,6 +303,61 @@ def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the potential the dynamics samples
+
+
+def sampled_energy_fn(system, *, warn: bool = True):
+    """Ũ(params, pos [N, 3] nm, box) kJ/mol: the potential whose Boltzmann distribution the dynamics samples.
+
+    The integrator moves atoms with F = −∇U, which is blind to the jump of a *plain* (unshifted, unswitched) cutoff:
+    a pair crossing r_c changes U by u(r_c) but exerts no impulse. Langevin dynamics therefore samples
+    exp(−βŨ) with the cut-and-shifted potential
+
+        Ũ(x; θ) = U(x; θ) − Σ_{i<j, r_ij<r_c} u_ij(r_c; θ)
+
+    and the fluctuation estimator −β cov(o, ∂Ũ/∂θ) and the reweighting weights exp(−βΔŨ) must use Ũ: with U they
+    miss −β cov(o, N_in) ∂u(r_c)/∂θ, N_in the number of pairs inside r_c (a bias that grows with ∂u(r_c)/∂θ, larger
+    for σ than for ε). For :func:`dmd.models.lj_fluid` with a plain cutoff Ũ is formed here exactly
+    (Lorentz-Berthelot pairs, as the model builds them); switched or cutoff-free energies are continuous and
+    returned unchanged. An OpenMM system with a plain LJ cutoff cannot be corrected pair by pair here: a warning
+    says so (use a switch distance, which makes U continuous).
+    """
+    meta = system.metadata or {}
+
+    def plain(params, pos, box):
+        return system.energy_fn(params, pos, box=box, neighbor=None)
+
+    if meta.get("model") == "lj_fluid" and meta.get("switch_distance_nm") is None and meta.get("cutoff_nm"):
+        r_c = float(meta["cutoff_nm"])
+        names = list(system.param_labels["lj"]["sigma"])
+        types = np.array([names.index(t) for t in meta["types"]], np.int32)
+        i, j = np.triu_indices(len(types), 1)
+
+        def shifted(params, pos, box):
+            b = jnp.asarray(system.box if box is None else box, pos.dtype)
+            d = pos[i] - pos[j]
+            d = d - b * jnp.round(d / b)
+            inside = jnp.sum(d * d, -1) < r_c * r_c
+            sig = 0.5 * (params["lj"]["sigma"][types[i]] + params["lj"]["sigma"][types[j]])
+            eps = jnp.sqrt(params["lj"]["epsilon"][types[i]] * params["lj"]["epsilon"][types[j]])
+            s6 = (sig / r_c) ** 6
+            jump = jnp.sum(jnp.where(inside, 4 * eps * (s6 * s6 - s6), 0.0))
+            return plain(params, pos, box) - jump
+
+        return shifted
+    if warn and meta.get("cutoff_nm") and meta.get("switch_distance_nm") is None and meta.get("model") != "lj_fluid":
+        import warnings
+
+        warnings.warn(
+            f"{system.name}: plain nonbonded cutoff ({meta['cutoff_nm']} nm, no switch): the sampled ensemble is that "
+            "of the cut-and-shifted LJ potential, so fluctuation/reweighting derivatives of LJ parameters carry a "
+            "small bias; build the system with a switch distance to remove it",
+            stacklevel=3,
+        )
+    return plain
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # estimators of the Jacobian d⟨o⟩/dz
 
 
@@ -470,8 +527,10 @@ def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
     def o_of_z(z, x):
         return per_frame(mapping.params_of(z), x, box)
 
+    sampled_energy = sampled_energy_fn(system, warn=cfg.estimator != "pathwise")
+
     def u_of_z(z, x):
-        return system.energy_fn(mapping.params_of(z), x, box=box, neighbor=None)
+        return sampled_energy(mapping.params_of(z), x, box)
 
     o_frames = frame_values(lambda z, x, b: o_of_z(z, x))
     du_frames = frame_values(lambda z, x, b: jax.jacfwd(u_of_z)(z, x))

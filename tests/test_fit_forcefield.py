@@ -17,9 +17,10 @@ from dmd.errors import UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.models import harmonic_oscillator, lj_fluid
 from fitting import observables as ob
-from fitting.forcefield import FitConfig, FitParam, FitTarget, fit, sample
+from fitting.forcefield import FitConfig, FitParam, FitTarget, fit, sample, sampled_energy_fn
 
 T_HO = 300.0
+ROUNDS_LJ, STEPS_LJ = 12, 5000  # the LJ recovery fit (and examples/fit/lj_rdf.yaml)
 KT_HO = BOLTZMANN_KJ_MOL_K * T_HO
 
 
@@ -62,28 +63,62 @@ def test_oscillator_fit_recovers_k():
 
 
 def test_lj_recovers_epsilon_and_sigma_from_rdf():
-    # Issue 6 (a): LJ fluid, target g(r) at hidden (ε, σ), start 20% off in both (σ −20%, ε +20%).
-    # σ sets the length scale of g(r) and comes back within 2% (measured: ≤ 0.3% in every run). ε enters only
-    # through T* = kT/ε, to which a dense liquid's structure is weakly sensitive, so the noise of a 64k-step
-    # target maps into ε: four runs at these CI settings gave ε errors −2.1%, −1.7%, +3.7%, +7.4%. The test
-    # therefore checks that ε moves from +20% to within 10%; the 2% goal for ε needs a longer target
-    # (benchmarks/bench_fit.py) and is reported as not met at CI scale.
-    temp = 240.0
-    true = lj_fluid(128, density=0.8, temperature=temp, cutoff=0.75, dtype=jnp.float32, seed=1)
-    g = ob.rdf(128, np.asarray(true.box), r_max=0.9, n_bins=30)
-    cfg = FitConfig(rounds=8, steps=5000, equilibration=600, report_every=20, dt=0.005, temperature=temp,
-                    friction=2.0, progress=False, average_last=3, decay_after=4)  # fmt: skip
-    frames, _ = sample(true, true.params, dataclasses.replace(cfg, steps=64000, equilibration=2000), seed=99)
-    target = np.asarray(jax.vmap(lambda x: g.per_frame(true.params, x))(jnp.asarray(frames))).mean(0)
+    # Issue 6 (a): LJ fluid, target g(r) at hidden (ε, σ), start 20% off in both (σ −20%, ε +20%): within 2% each.
+    # ε enters a dense liquid's g(r) only through T* = kT/ε and its estimate is −0.98 correlated with σ's, so g(r)
+    # from 10,000 steps of N = 512 pins ln ε to only ~1.6% (σ to 0.1%; benchmarks/bench_fit.py and make_target.py).
+    # Hence: the target is the shipped long-run g(r) of examples/fit/make_target.py (10 × 20,000 steps, ~0.4% in ε),
+    # and the fit averages its round estimates (Robbins-Monro steps from round 3), which brings the fit noise of ε
+    # to ~0.7% (measured over seeds: see the closing note). 2% is the issue's tolerance.
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    meta = json.loads((here / "target_rdf.json").read_text())
+    s = meta["settings"]
+    true = lj_fluid(s["n_atoms"], density=s["density"], temperature=s["temperature"], cutoff=s["cutoff"],
+                    dtype=jnp.float32, seed=1)  # fmt: skip
     eps0, sig0 = float(true.params["lj"]["epsilon"][0]), float(true.params["lj"]["sigma"][0])
+    assert (eps0, sig0) == pytest.approx((meta["epsilon_kj_mol"], meta["sigma_nm"]), rel=1e-6)
+    g = ob.rdf(s["n_atoms"], np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
+    target = np.loadtxt(here / "target_rdf.csv", delimiter=",", skiprows=1)[:, 1]
+    cfg = FitConfig(rounds=ROUNDS_LJ, steps=STEPS_LJ, equilibration=500, report_every=40, dt=s["dt"],
+                    temperature=s["temperature"], friction=s["friction"], progress=False, decay_after=3)  # fmt: skip
     start = dataclasses.replace(
         true, params={"lj": {"sigma": true.params["lj"]["sigma"] * 0.8, "epsilon": true.params["lj"]["epsilon"] * 1.2}}
     )
     res = fit(start, [FitParam(("lj/epsilon/A",), lower=0.0), FitParam(("lj/sigma/A",), lower=0.0)],
               [FitTarget(g, target)], cfg)  # fmt: skip
     assert res.values["lj/sigma/A"] == pytest.approx(sig0, rel=0.02)
-    assert res.values["lj/epsilon/A"] == pytest.approx(eps0, rel=0.10)
+    assert res.values["lj/epsilon/A"] == pytest.approx(eps0, rel=0.02)
     assert res.history[-1]["loss"] < 0.01 * res.history[0]["loss"]
+
+
+def test_sampled_energy_is_continuous_at_a_plain_cutoff():
+    # The engine's forces ignore the jump of a plain LJ cutoff, so the dynamics samples the cut-and-shifted Ũ; the
+    # fluctuation/reweighting routes use Ũ. Move one pair across r_c by ±1e-9 nm: U jumps by u(r_c) = 4ε(x¹²−x⁶),
+    # x = σ/r_c (−0.034 kJ/mol here), Ũ changes by only F·2δ (< 1e-6 kJ/mol; float64).
+    lj = lj_fluid(128, density=0.8, cutoff=0.75, dtype=jnp.float64, seed=1)
+    box = np.asarray(lj.box)
+    pos = np.asarray(lj.positions)
+    d = pos[:, None] - pos[None]
+    d -= box * np.round(d / box)
+    r = np.linalg.norm(d, axis=-1) + np.eye(128) * 10
+    a, b = np.unravel_index(np.argmin(np.abs(r - 0.75)), r.shape)
+    unit = -d[a, b] / r[a, b]  # from a towards b
+
+    def at(dist):
+        return jnp.asarray(pos).at[b].add(jnp.asarray(unit * (dist - r[a, b])))
+
+    u_t = sampled_energy_fn(lj)
+    lo, hi = at(0.75 - 1e-9), at(0.75 + 1e-9)
+    eps, sig = float(lj.params["lj"]["epsilon"][0]), float(lj.params["lj"]["sigma"][0])
+    x6 = (sig / 0.75) ** 6
+    jump = float(lj.energy_fn(lj.params, hi) - lj.energy_fn(lj.params, lo))
+    assert jump == pytest.approx(-4 * eps * (x6 * x6 - x6), rel=1e-4)
+    assert abs(float(u_t(lj.params, hi, lj.box) - u_t(lj.params, lo, lj.box))) < 1e-6
+    # same forces as U (the shift is piecewise constant in x)
+    g1 = jax.grad(lambda x: u_t(lj.params, x, lj.box))(lo)
+    g2 = jax.grad(lambda x: lj.energy_fn(lj.params, x))(lo)
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-12, atol=1e-9)
 
 
 def _butanes(n_copies, k3):
@@ -184,12 +219,17 @@ def test_resume_reproduces_uninterrupted_fit(tmp_path):
 
 
 def test_cli_fit_example_runs_and_resumes(tmp_path, capsys):
-    # The bundled example config end to end through the CLI (2 rounds, then resumed to 3).
     from pathlib import Path
 
     from dmd.cli import main
 
-    cfg = Path(__file__).resolve().parents[1] / "examples" / "fit" / "lj_rdf.yaml"
+    # The bundled example config end to end through the CLI (2 rounds, then resumed to 3), with short rounds.
+    src = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    text = (src / "lj_rdf.yaml").read_text()
+    assert "steps: 5000, equilibration: 500," in text
+    cfg = tmp_path / "lj_rdf.yaml"
+    cfg.write_text(text.replace("steps: 5000, equilibration: 500,", "steps: 600, equilibration: 200,"))
+    (tmp_path / "target_rdf.csv").write_text((src / "target_rdf.csv").read_text())
     out = tmp_path / "fit"
     assert main(["fit", str(cfg), "--out", str(out), "--rounds", "2"]) == 0
     assert main(["fit", str(cfg), "--out", str(out), "--rounds", "3", "--resume"]) == 0
