@@ -27,6 +27,11 @@ n ∈ ℤ³ the lattice images and N the number of atoms (E is per atom, eV/atom
     V_ij(r) = k q_i q_j [erfc(αr)/r − erfc(αR_c)/R_c + (erfc(αR_c)/R_c² + 2α/√π · exp(−α²R_c²)/R_c)(r − R_c)]
     E_self  = −(erfc(αR_c)/(2R_c) + α/√π) · k Σ_i q_i²,        k = 14.399645 eV·Å/e²
 
+Core: for r < r_core = 0.3 r_ij (``CORE_FRACTION``; φ there is already ≥ 10⁶ ε) the pair term continues
+linearly in r² from r_core (C¹: same value and slope there, same radial push) and the Coulomb r is held at r_core.
+Without it, nearly coincident atoms overflow float32 ((r_ij/r)¹² → inf, inf − inf = NaN), and a NaN energy
+spoils the gradient even where its weight is 0 (0 · NaN = NaN), e.g. in a batch whose other starts use it.
+
 Units: Å, eV, elementary charges. Positions are fractional ``[n_atoms, 3]``, the cell ``[6]`` (Å, degrees).
 The image set is fixed ahead of ``jit`` from a reference cell with a safety margin (``margin``): cells that
 shrink by more than that margin would miss images; :func:`EnergyModel.covers` checks it.
@@ -46,6 +51,7 @@ from analysis import cell as cell_mod
 __all__ = ["EnergyModel", "element_parameters", "make_energy_model"]
 
 COULOMB_K = 14.399645  # eV·Å / e²
+CORE_FRACTION = 0.3  # r_core / r_ij below which the pair term is continued linearly in r²
 
 
 def element_parameters(elements) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -136,11 +142,16 @@ class EnergyModel:
         self_pair = (jnp.eye(n, dtype=bool)[:, :, None]) & jnp.all(jnp.asarray(self.shifts) == 0, axis=-1)[None, None]
         valid = (~self_pair) & (r2 < self.cutoff**2)
         r2_safe = jnp.where(valid, r2, 1.0)  # double-where: no inf/NaN gradients from masked pairs
-        r = jnp.sqrt(r2_safe)
         rp = jnp.asarray(self.r_pair, dt)[:, :, None]
         att = jnp.asarray(self.attract)[:, :, None]
-        x6 = (rp * rp / r2_safe) ** 3
+        # core: below r_core = CORE_FRACTION · r_ij the pair term continues linearly in r² (module docstring)
+        r2_core = (CORE_FRACTION * rp) ** 2
+        r2c = jnp.maximum(r2_safe, r2_core)
+        r = jnp.sqrt(r2c)
+        x6 = (rp * rp / r2c) ** 3
         lj = self.epsilon * (x6 * x6 - 2 * x6)
+        slope = -6.0 * self.epsilon * x6 * (x6 - 1) / r2c  # dφ/d(r²) at r_core
+        lj = lj + jnp.where(r2_safe < r2_core, slope * (r2_safe - r2_core), 0.0)
         wca = jnp.where(r2_safe < rp * rp, lj + self.epsilon, 0.0)
         phi = jnp.where(att, lj, wca) * _switch(r, self.r_on, self.cutoff)
         e = 0.5 * jnp.sum(jnp.where(valid, phi, 0.0))
@@ -157,10 +168,15 @@ class EnergyModel:
 
 
 def _image_extent(cell, cutoff) -> np.ndarray:
-    """Images needed per axis: ceil(r_c / d_k) + 1 with d_k the interplanar spacing of the cell axis k."""
+    """Images needed per axis: floor(r_c / d_k + ½) with d_k the interplanar spacing of the cell axis k.
+
+    Why this bound is complete: fractional differences are wrapped to |Δx_k| ≤ ½, and any vector's length is at
+    least its fractional component along axis k times d_k (|r| ≥ |r·a*_k| / |a*_k|), so an image n can be within
+    r_c only if |n_k| − ½ ≤ |Δx_k + n_k| < r_c / d_k. (A looser ceil(r_c/d_k) + 1 costs up to 13× more pairs.)
+    """
     gstar = cell_mod.reciprocal_metric(np.asarray(cell, float))
     d = 1.0 / np.sqrt(np.diag(gstar))
-    return np.ceil(cutoff / d).astype(int) + 1
+    return np.floor(cutoff / d + 0.5).astype(int)
 
 
 def make_energy_model(

@@ -3,13 +3,15 @@ differences in float64 (conftest enables x64)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fitting import xrd_params as xp
-from fitting.xrd_energy import make_energy_model
+from fitting.xrd_energy import element_parameters, make_energy_model
 from fitting.xrd_refine import make_loss_fn, make_pattern_model, smooth_pattern
 from fitting.xrd_structures import STRUCTURES, expand_spec, spacegroup_param
 
@@ -126,3 +128,50 @@ def test_smoothing_preserves_area_and_widens():
     assert abs(ys.sum() / y.sum() - 1) < 1e-6  # Gaussian kernel of unit area, no wrap-around
     var = np.sum(ys * (x - 20) ** 2) / ys.sum()
     assert abs(np.sqrt(var) - np.sqrt(0.05**2 + 0.5**2)) < 1e-3  # variances add under convolution
+
+
+def test_windowed_gaussian_profile_equals_dense_profile_and_gradient():
+    cell, pos, els, obs, c0, p0 = _setup()
+    pm = make_pattern_model(els, c0, GRID, shape="gaussian")
+    assert 0 < pm.window < GRID.size // 10  # each peak really is evaluated on a short window only
+    dense = dataclasses.replace(pm, window=0)  # analysis.powder.profile on the whole grid
+    c1, p1 = xp.perturb_structure(np.random.default_rng(4), cell, pos, strain=0.03, displacement=0.2)
+    y_w, y_d = np.asarray(pm(c1, p1)), np.asarray(dense(c1, p1))
+    # ± 5 FWHM window: the neglected Gaussian tails are < e⁻⁶⁹ of a peak, so only float64 round-off remains
+    assert np.max(np.abs(y_w - y_d)) < 1e-12 * np.max(y_d)
+    par = xp.P1Param(tuple(els))
+    q = jax.tree_util.tree_map(jnp.asarray, par.init(c1, p1))
+    g_w = jax.jit(jax.grad(lambda q: make_loss_fn(par, pm, obs)(q, 0.2, 0.0)[0]))(q)
+    g_d = jax.jit(jax.grad(lambda q: make_loss_fn(par, dense, obs)(q, 0.2, 0.0)[0]))(q)
+    for k in g_d:  # same tolerance reason: the two gradients differ by round-off only
+        assert float(jnp.max(jnp.abs(g_w[k] - g_d[k]))) < 1e-10 * float(jnp.max(jnp.abs(g_d[k])))
+
+
+def test_energy_image_set_is_complete_and_tight():
+    # an oblique, strained cell: the image bound uses interplanar spacings, which matter when angles ≠ 90°
+    spec = STRUCTURES["Al2O3-corundum"]
+    cell, pos, els = expand_spec(spec)
+    c1, p1 = xp.perturb_structure(np.random.default_rng(2), cell, pos, strain=0.1, displacement=0.3)
+    radius, charge, _ = element_parameters(els)
+    kw = {"charge_scale": 0.5, "radius": radius, "charge": charge}  # with the DSF Coulomb term
+    tight = make_energy_model(els, c1, margin=1.0, **kw)
+    many = make_energy_model(els, c1, margin=2.5, **kw)  # far more images than the cutoff needs
+    assert tight.covers(c1) and len(tight.shifts) * 3 < len(many.shifts)
+    e_t, e_m = float(tight(c1, p1)), float(many(c1, p1))
+    assert abs(e_t - e_m) < 1e-12 * max(1.0, abs(e_m))  # identical sums: the extra images are beyond the cutoff
+
+
+def test_energy_finite_when_atoms_coincide():
+    # two atoms nearly on top of each other: (r_ij/r)¹² overflows float32 without the linear core, and the
+    # resulting NaN would poison the gradient of every start in a batch even at energy weight 0
+    cell, pos, els = expand_spec(STRUCTURES["NaCl"])
+    model = make_energy_model(els, cell)
+    pos_c = pos.copy()
+    pos_c[1] = pos_c[0] + np.array([1e-4, 0.0, 0.0])  # two Na atoms 5.6e-4 Å apart (a like-charged WCA pair)
+    e32, g32 = jax.value_and_grad(model, argnums=1)(jnp.asarray(cell, jnp.float32), jnp.asarray(pos_c, jnp.float32))
+    assert np.isfinite(float(e32)) and bool(jnp.all(jnp.isfinite(g32)))
+    # still repulsive inside the core: the energy rises as the pair closes, and the gradient pushes them apart
+    e_far = float(model(cell, np.where(np.arange(len(pos))[:, None] == 1, pos[0] + [0.05, 0, 0], pos)))
+    assert float(model(cell, pos_c)) > e_far
+    g = np.asarray(jax.grad(model, argnums=1)(jnp.asarray(cell), jnp.asarray(pos_c)))
+    assert g[1, 0] < 0 < g[0, 0]  # separating the pair (atom 1 to +x, atom 0 to −x) lowers E
