@@ -22,6 +22,7 @@ Checkpoints hold positions, velocities, forces, energy, the PRNG key, the step a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -235,6 +236,26 @@ def load_checkpoint(path, system):
 
 
 # -- the jitted chunk -------------------------------------------------------------------------
+# compiled chunk functions of recent (system, integrator settings): a second simulate() call on the same system
+# (e.g. a script looping over temperatures' restarts) reuses the compilation instead of tracing again
+_CHUNK_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CHUNK_CACHE_SIZE = 8
+
+
+def _chunk_fn(system, integ, max_step_nm: float):
+    """The jitted chunk of :func:`_make_chunk_fn`, cached per (system object, integrator, δt, T, γ, max step)."""
+    key = (id(system), integ.name, integ.dt, integ.temperature, integ.friction, max_step_nm)
+    hit = _CHUNK_CACHE.get(key)
+    if hit is not None and hit[0] is system:
+        _CHUNK_CACHE.move_to_end(key)
+        return hit[1]
+    fn = _make_chunk_fn(system, integ, max_step_nm)
+    _CHUNK_CACHE[key] = (system, fn)  # holding the system keeps its id from being reused
+    while len(_CHUNK_CACHE) > _CHUNK_CACHE_SIZE:
+        _CHUNK_CACHE.popitem(last=False)
+    return fn
+
+
 def _make_chunk_fn(system, integ, max_step_nm: float):
     masses = jnp.asarray(system.masses)
 
@@ -344,7 +365,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
     if start_step > cfg.steps:
         raise UserInputError(f"--steps {cfg.steps} is below the checkpoint's step {start_step}; pass a larger --steps")
     n_dof = integ.n_dof
-    chunk_fn = _make_chunk_fn(system, integ, cfg.max_step_nm)
+    chunk_fn = _chunk_fn(system, integ, cfg.max_step_nm)
     reports_per_chunk = max(1, cfg.chunk_steps // cfg.report_every)
     chunk_len = reports_per_chunk * cfg.report_every
     ckpt_every = None

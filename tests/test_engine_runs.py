@@ -209,3 +209,23 @@ def test_cli_simulate_alanine_dipeptide(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_second_run_on_the_same_system_reuses_the_compiled_chunk(tmp_path):
+    # simulate() used to trace and compile its chunk on every call; a script calling it in a loop paid the
+    # compilation (seconds) each time. The second call with the same system and integrator settings must
+    # find the same jitted function with no new compilation (cache size unchanged), other seeds included.
+    from dmd import simulate as sim_mod
+
+    system = _lj()
+    simulate(system, _cfg(tmp_path, None, steps=100))
+    entries = [v for v in sim_mod._CHUNK_CACHE.values() if v[0] is system]
+    assert len(entries) == 1
+    fn = entries[0][1]
+    n_compiled = fn._cache_size()
+    simulate(system, _cfg(tmp_path, None, steps=100, seed=7))
+    assert [v[1] for v in sim_mod._CHUNK_CACHE.values() if v[0] is system] == [fn]
+    assert fn._cache_size() == n_compiled
+    # another temperature is another integrator: a new entry, the old one kept
+    simulate(system, _cfg(tmp_path, None, steps=100, temperature=150.0))
+    assert len([v for v in sim_mod._CHUNK_CACHE.values() if v[0] is system]) == 2
