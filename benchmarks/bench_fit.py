@@ -167,9 +167,9 @@ def main():
     target = np.loadtxt(here / "target_rdf.csv", delimiter=",", skiprows=1)[:, 1]
     start = dataclasses.replace(true, params={"lj": {"sigma": true.params["lj"]["sigma"] * 0.8,
                                                      "epsilon": true.params["lj"]["epsilon"] * 1.2}})  # fmt: skip
-    rounds = 4 if args.quick else 12
+    rounds = 4 if args.quick else 16
     rcfg = FitConfig(rounds=rounds, steps=5000, equilibration=500, report_every=40, dt=s["dt"],
-                     temperature=s["temperature"], friction=s["friction"], progress=False, decay_after=3,
+                     temperature=s["temperature"], friction=s["friction"], progress=False, decay_after=6,
                      average_last=0)  # fmt: skip
     t0 = time.perf_counter()
     res = fit(start, fps, [FitTarget(g512, target)], rcfg)

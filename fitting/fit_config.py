@@ -16,8 +16,8 @@ Example (``examples/fit/lj_rdf.yaml``)::
       - {observable: rdf, file: target_rdf.csv, r_max: 0.9, n_bins: 30, weight: 1.0}
     estimator: fluctuation       # fluctuation | pathwise | reweighting
     optimizer: {name: lm, learning_rate: 1.0, max_step: 0.2}
-    rounds: 12
-    decay_after: 3             # Robbins-Monro: from round 3 the iterate is the running mean of the round estimates
+    rounds: 16
+    decay_after: 6             # Robbins-Monro: from round 6 the iterate is the running mean of the round estimates
     simulation: {steps: 5000, equilibration: 500, report_every: 40, dt: 0.02, temperature: 240, friction: 2.0}
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for

@@ -45,8 +45,7 @@ from dmd.errors import SimulationDiverged, UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
 from dmd.io_utils import atomic_path, save_figure, write_json
 from dmd.params import select
-from dmd.simulate import grow_neighbors
-from dmd.simulate import _wrap
+from dmd.simulate import _wrap, grow_neighbors
 from fitting.observables import Observable, frame_values
 
 __all__ = ["FitParam", "FitTarget", "FitConfig", "FitResult", "fit", "sample", "sampled_energy_fn"]
