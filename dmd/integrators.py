@@ -32,6 +32,12 @@ Velocities are leapfrog (half-step) velocities, as in OpenMM.
 With constraints (:mod:`dmd.constraints`) positions are SHAKEn after each drift and velocities
 RATTLEd after each kick; after SHAKE the velocity gets the constraint displacement,
 v ← v + (x_c − x_unc)/δt (for the seed form and Verlet this equals (x_c − x)/δt).
+
+**Massless particles** (mass 0: OpenMM virtual sites such as OPC's M site, or atoms OpenMM holds
+fixed) get 1/m = 0 and zero noise, so their velocity stays 0 and they add nothing to the kinetic
+energy or the degrees of freedom. Virtual sites (``system.virtual_sites``) are put back on their
+sites (:meth:`dmd.system.VirtualSites.place`) in ``init`` and after every position update, as
+OpenMM's integrators do, so trajectories show them where the energy puts them.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "BOLTZMANN_KJ_MOL_K",
@@ -72,13 +79,34 @@ def langevin_coefficients(dt, friction, kT, masses):
       masses: ``[n_atoms]`` amu.
 
     Returns:
-      a: scalar; b: ``[n_atoms, 1]`` ps/amu; c: ``[n_atoms, 1]`` nm/ps.
+      a: scalar; b: ``[n_atoms, 1]`` ps/amu; c: ``[n_atoms, 1]`` nm/ps (b = c = 0 for massless particles).
     """
     masses = jnp.asarray(masses)
+    massive, safe = _massive(masses)
     a = jnp.exp(-friction * dt)
-    b = ((1 - a) / (friction * masses))[:, None]
-    c = jnp.sqrt((1 - a**2) * kT / masses)[:, None]
+    b = jnp.where(massive, (1 - a) / (friction * safe), 0.0)[:, None]
+    c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
     return a, b, c
+
+
+def _massive(masses):
+    """(m > 0 mask, masses with the zeros replaced by 1 so that 1/m and √(kT/m) stay finite under ``where``)."""
+    massive = masses > 0
+    return massive, jnp.where(massive, masses, 1.0)
+
+
+def _inverse_masses(masses):
+    """``[n_atoms, 1]`` 1/m, amu⁻¹, 0 for massless particles (they never move on their own)."""
+    massive, safe = _massive(masses)
+    return jnp.where(massive, 1.0 / safe, 0.0)[:, None]
+
+
+def _site_placer(system):
+    """``x -> x`` with virtual sites on their places (identity without virtual sites)."""
+    vsites = getattr(system, "virtual_sites", None)
+    if vsites is None or vsites.n_sites == 0:
+        return lambda x: x
+    return vsites.place
 
 
 @functools.partial(
@@ -132,11 +160,15 @@ def kinetic_energy(velocities, masses):
 
 
 def n_degrees_of_freedom(system) -> int:
-    """3N minus constraints (Langevin thermalizes the centre of mass too, so it is not removed)."""
+    """3 N_massive minus constraints (Langevin thermalizes the centre of mass too, so it is not removed).
+
+    Massless particles (virtual sites) carry no kinetic energy and are not counted, as in OpenMM.
+    """
     from dmd.constraints import n_constraint_dof
 
     dim = int(jnp.shape(system.positions)[1])
-    return dim * system.n_atoms - n_constraint_dof(system.constraints)
+    n_massive = int(np.count_nonzero(np.asarray(system.masses) > 0))
+    return dim * n_massive - n_constraint_dof(system.constraints)
 
 
 def wrap_for_neighbors(system, neighbor):
@@ -167,23 +199,43 @@ def _energy_and_forces(system):
 
 def _constraint_fns(system, masses):
     from dmd.constraints import make_constraint_fns
+    from dmd.errors import UserInputError
 
-    return make_constraint_fns(system.constraints, masses)
+    cons = system.constraints
+    if cons is not None:
+        m = np.asarray(masses)
+        atoms = [np.asarray(cons.pairs).reshape(-1)]
+        if cons.settle is not None:
+            atoms.append(np.asarray(cons.settle).reshape(-1))
+        atoms = np.concatenate(atoms).astype(np.int64)
+        if atoms.size and np.any(m[atoms] <= 0):
+            bad = int(atoms[m[atoms] <= 0][0])
+            raise UserInputError(
+                f"particle {bad} is massless but constrained; constraints need massive particles: drop the "
+                "constraint or give the particle a mass"
+            )
+    # massless particles are never constrained (checked above): unit mass keeps SHAKE's 1/m finite
+    return make_constraint_fns(cons, _massive(jnp.asarray(masses))[1])
 
 
 def _maxwell_velocities(key, masses, kT, shape, dtype):
-    return jax.random.normal(key, shape, dtype) * jnp.sqrt(kT / masses)[:, None]
+    massive, safe = _massive(masses)
+    sd = jnp.where(massive, jnp.sqrt(kT / safe), 0.0)
+    return jax.random.normal(key, shape, dtype) * sd[:, None]
 
 
 def _make_init(system, kT, efn, cons, masses):
+    place = _site_placer(system)
+    massive = (jnp.asarray(masses) > 0)[:, None]
+
     def init(key, params, positions=None, velocities=None, neighbor=None):
-        x = jnp.asarray(system.positions if positions is None else positions)
+        x = place(jnp.asarray(system.positions if positions is None else positions))
         key, vkey = jax.random.split(key)
         if velocities is None:
             t = 0.0 if kT is None else kT
             v = _maxwell_velocities(vkey, masses.astype(x.dtype), t, x.shape, x.dtype)
         else:
-            v = jnp.asarray(velocities, x.dtype)
+            v = jnp.where(massive, jnp.asarray(velocities, x.dtype), 0.0)
         if cons is not None:
             v = cons.velocities(v, x)
         if neighbor is None and system.neighbor_fn is not None:
@@ -209,6 +261,7 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
     a, b, c = langevin_coefficients(dt, friction, kT, masses)
     efn = _energy_and_forces(system)
     cons = _constraint_fns(system, masses)
+    place = _site_placer(system)
 
     def step(state, params):
         key, nkey = jax.random.split(state.key)
@@ -220,6 +273,7 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
         if cons is not None:
             x_new = cons.positions(x_new, x)
             v = (x_new - x) / dt
+        x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
@@ -242,11 +296,13 @@ def langevin_middle(system, *, dt: float, temperature: float, friction: float) -
     """
     kT = BOLTZMANN_KJ_MOL_K * temperature
     masses = jnp.asarray(system.masses)
+    massive, safe = _massive(masses)
     a = jnp.exp(-friction * dt)
-    c = jnp.sqrt((1 - a**2) * kT / masses)[:, None]
-    inv_m = (1.0 / masses)[:, None]
+    c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
+    inv_m = _inverse_masses(masses)
     efn = _energy_and_forces(system)
     cons = _constraint_fns(system, masses)
+    place = _site_placer(system)
 
     def step(state, params):
         key, nkey = jax.random.split(state.key)
@@ -264,6 +320,7 @@ def langevin_middle(system, *, dt: float, temperature: float, friction: float) -
             # OpenMM: v += (x_c − x_unc)/δt, which keeps the post-O velocity (not (x_c − x)/δt,
             # the mean of the pre- and post-O velocities, which would halve the noise and T)
             v = v + (x_new - x_unc) / dt
+        x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
@@ -286,9 +343,10 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
     """
     kT = None if temperature is None else BOLTZMANN_KJ_MOL_K * temperature
     masses = jnp.asarray(system.masses)
-    inv_m = (1.0 / masses)[:, None]
+    inv_m = _inverse_masses(masses)
     efn = _energy_and_forces(system)
     cons = _constraint_fns(system, masses)
+    place = _site_placer(system)
 
     def step(state, params):
         x = state.positions
@@ -299,6 +357,7 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
         if cons is not None:
             x_new = cons.positions(x_new, x)
             v = (x_new - x) / dt
+        x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         v = v + half * f
         if cons is not None:

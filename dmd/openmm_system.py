@@ -28,8 +28,16 @@ own α and grid, B-spline order 5). The cutoff is absolute, in nm, and never mov
 long-range dispersion correction is included exactly when OpenMM's force has it on (createSystem's
 default for PME and CutoffPeriodic). Cutoff systems get ``neighbor_fn``: a full neighbour
 list with exclusions (:mod:`dmd.forces.neighbors`) in real (not fractional) coordinates, radius
-cutoff + skin (default 0.2 nm), orthorhombic boxes only. Virtual sites (e.g. OPC, TIP4P) are not
-supported and raise :class:`~dmd.errors.UserInputError`.
+cutoff + skin (default 0.2 nm), orthorhombic boxes only.
+
+Virtual sites (4-site water such as OPC ``amber19/opc.xml`` / TIP4P-Ew, 5-site TIP5P, lone pairs):
+TwoParticleAverageSite, ThreeParticleAverageSite, OutOfPlaneSite and LocalCoordinatesSite are
+supported (:class:`dmd.system.VirtualSites`); other types (SymmetrySite) and sites built on other
+sites raise :class:`~dmd.errors.UserInputError`. ``energy_fn`` places the sites from their parents
+before computing the energy, so the sites' forces reach the parents by the chain rule, as OpenMM
+distributes them; ``system.positions`` start with the sites in place (OpenMM's ``computeVirtualSites``).
+Their exclusions are OpenMM's NonbondedForce exceptions. Structures need the extra particles
+(``Modeller.addExtraParticles(forcefield)``); rigid 4-site waters get SETTLE on (O, H1, H2).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import numpy as np
 from dmd.errors import UserInputError
 from dmd.forces import bonded, nonbonded
 from dmd.forces.neighbors import pair_neighbor_list
-from dmd.system import Constraints, System
+from dmd.system import Constraints, System, VirtualSites
 
 __all__ = ["system_from_pdb", "system_from_openmm", "openmm_system_from_pdb", "NONBONDED_METHODS"]
 
@@ -258,13 +266,9 @@ def system_from_openmm(
     n = openmm_system.getNumParticles()
     if pos.shape != (n, 3) or not np.all(np.isfinite(pos)):
         raise UserInputError(f"positions must be a finite [{n}, 3] array in nm; got shape {pos.shape}")
-    vsites = [i for i in range(n) if openmm_system.isVirtualSite(i)]
-    if vsites:
-        raise UserInputError(
-            f"the system has {len(vsites)} virtual sites (e.g. 4-site water such as OPC or TIP4P-Ew); dmd does not "
-            "support virtual sites yet: use a 3-site water model (amber14/tip3pfb.xml, amber14/tip3p.xml, "
-            "amber14/spce.xml, charmm36/water.xml)"
-        )
+    vsites = _virtual_sites(openmm_system)
+    if vsites is not None:
+        pos = vsites.place(pos)  # start on the sites, as OpenMM's computeVirtualSites would put them
     periodic = openmm_system.usesPeriodicBoundaryConditions()
     if box is None and periodic:
         vecs = openmm_system.getDefaultPeriodicBoxVectors()
@@ -366,8 +370,8 @@ def system_from_openmm(
             size = sizes.pop()
             rows = [force.getTorsionParameters(i) for i in range(force.getNumTorsions())]
             map_index = np.array([r[0] for r in rows], dtype=np.int32)
-            ia = np.array([r[1:5] for r in rows], dtype=np.int32)
-            ib = np.array([r[5:9] for r in rows], dtype=np.int32)
+            ia = np.array([r[1:5] for r in rows], dtype=np.int32).reshape(-1, 4)  # (0, 4) for water-only systems
+            ib = np.array([r[5:9] for r in rows], dtype=np.int32).reshape(-1, 4)
             op = bonded.cmap_spline_operator(size)
             add(
                 name,
@@ -467,6 +471,10 @@ def system_from_openmm(
         unknown = set(params) - {f[0] for f in fns}
         if unknown:
             raise KeyError(f"unknown forces in params: {sorted(unknown)}; valid: {[f[0] for f in fns]}")
+        if vsites is not None:
+            # sites follow their parents inside the energy: ∂E/∂x_site = 0 and the site's force reaches the
+            # parents through the chain rule (OpenMM's force distribution)
+            pos = vsites.place(pos)
         return {name: fn(params[name], pos, box, neighbor) for name, fn, _ in fns}
 
     def energy_fn(params, pos, *, box=None, neighbor=None):
@@ -481,6 +489,14 @@ def system_from_openmm(
         )
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([_vals(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])
+    if vsites is not None:
+        metadata["n_virtual_sites"] = vsites.n_sites
+        heavy = vsites.indices[masses[vsites.indices] != 0]
+        if len(heavy):
+            raise UserInputError(
+                f"virtual site particle {int(heavy[0])} has mass {masses[heavy[0]]} amu; OpenMM requires virtual "
+                "sites to be massless: set their mass to 0 (System.setParticleMass)"
+            )
     return System(
         energy_fn=energy_fn,
         params=params,
@@ -494,6 +510,7 @@ def system_from_openmm(
         topology=topology,
         name="openmm-system",
         metadata=metadata,
+        virtual_sites=vsites,
     )
 
 
@@ -719,6 +736,95 @@ def _convert_tabulated_lj(force, n, atom_types):
     return spec, params, labels
 
 
+_VSITE_TYPES = "TwoParticleAverageSite, ThreeParticleAverageSite, OutOfPlaneSite, LocalCoordinatesSite"
+
+
+def _virtual_sites(openmm_system) -> VirtualSites | None:
+    """The System's virtual sites as :class:`dmd.system.VirtualSites` index/weight arrays, or None if it has none."""
+    import openmm as mm
+    import openmm.unit as unit
+
+    n = openmm_system.getNumParticles()
+    average, oop, local = [], [], []
+    for i in range(n):
+        if not openmm_system.isVirtualSite(i):
+            continue
+        site = openmm_system.getVirtualSite(i)
+        parents = [int(site.getParticle(k)) for k in range(site.getNumParticles())]
+        nested = [p for p in parents if openmm_system.isVirtualSite(p)]
+        if nested:
+            raise UserInputError(
+                f"virtual site {i} is built on virtual site {nested[0]}; dmd places sites from real particles only: "
+                "define the site directly from real atoms (e.g. in the force-field XML's <VirtualSite>)"
+            )
+        if isinstance(site, (mm.TwoParticleAverageSite, mm.ThreeParticleAverageSite)):
+            average.append((i, parents, [float(site.getWeight(k)) for k in range(len(parents))]))
+        elif isinstance(site, mm.OutOfPlaneSite):
+            w = (float(site.getWeight12()), float(site.getWeight13()), _vals(site.getWeightCross(), unit.nanometer**-1))
+            oop.append((i, parents, w))
+        elif isinstance(site, mm.LocalCoordinatesSite):
+            weights = [
+                [float(v) for v in site.getOriginWeights()],
+                [float(v) for v in site.getXWeights()],
+                [float(v) for v in site.getYWeights()],
+            ]
+            loc = site.getLocalPosition()
+            loc = [_vals(loc[k], unit.nanometer) for k in range(3)]
+            local.append((i, parents, weights, loc))
+        else:
+            raise UserInputError(
+                f"particle {i} is an OpenMM {_site_type_name(openmm_system, i, site)} virtual site, which dmd does "
+                "not support "
+                f"(supported: {_VSITE_TYPES}); use a force field whose extra sites are of a supported type "
+                "(e.g. amber19/opc.xml or amber14/tip4pew.xml water)"
+            )
+    if not (average or oop or local):
+        return None
+
+    def padded(rows, width):
+        parents = np.zeros((len(rows), width), np.int32)
+        for s, r in enumerate(rows):
+            parents[s, : len(r[1])] = r[1]
+        return parents
+
+    k_avg = max((len(r[1]) for r in average), default=1)
+    w_avg = np.zeros((len(average), k_avg))
+    for s, r in enumerate(average):
+        w_avg[s, : len(r[2])] = r[2]
+    k_loc = max((len(r[1]) for r in local), default=1)
+    w_loc = np.zeros((len(local), 3, k_loc))
+    for s, r in enumerate(local):
+        for j in range(3):
+            w_loc[s, j, : len(r[2][j])] = r[2][j]
+    return VirtualSites(
+        average_sites=np.array([r[0] for r in average], np.int32),
+        average_parents=padded(average, k_avg),
+        average_weights=w_avg,
+        out_of_plane_sites=np.array([r[0] for r in oop], np.int32),
+        out_of_plane_parents=padded(oop, 3),
+        out_of_plane_weights=np.array([r[2] for r in oop], np.float64).reshape(-1, 3),
+        local_sites=np.array([r[0] for r in local], np.int32),
+        local_parents=padded(local, k_loc),
+        local_weights=w_loc,
+        local_positions=np.array([r[3] for r in local], np.float64).reshape(-1, 3),
+    )
+
+
+def _site_type_name(openmm_system, i, site) -> str:
+    """OpenMM class name of virtual site ``i`` (SWIG returns some types, e.g. SymmetrySite, as the base class)."""
+    import openmm as mm
+
+    if type(site) is not mm.VirtualSite:
+        return type(site).__name__
+    import xml.etree.ElementTree as ET
+
+    try:  # error path only: the serialized System names the site's type
+        particles = ET.fromstring(mm.XmlSerializer.serialize(openmm_system)).find("Particles")
+        return particles[i][0].tag
+    except Exception:
+        return "VirtualSite (unknown type)"
+
+
 def _constraints(openmm_system, topology):
     nc = openmm_system.getNumConstraints()
     if nc == 0:
@@ -731,7 +837,8 @@ def _constraints(openmm_system, topology):
     geometry = None
     if topology is not None:
         for res in topology.residues():
-            atoms = list(res.atoms())
+            # a 4/5-site water's extra sites are massless virtual sites, placed after SETTLE moves O, H1, H2
+            atoms = [a for a in res.atoms() if not openmm_system.isVirtualSite(a.index)]
             if len(atoms) != 3:
                 continue
             els = [a.element.symbol if a.element is not None else "" for a in atoms]

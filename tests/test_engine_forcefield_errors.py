@@ -58,21 +58,47 @@ def test_bad_method_and_constraints():
         system_from_pdb(ALA, ["amber14-all.xml"], nonbonded="NoCutoff", constraints="hbonds-typo")
 
 
-def test_virtual_sites_raise_clear_error():
-    # OPC water (amber19) has a massless extra site: not supported, must say so rather than compute garbage
+def _opc_water_pair():
+    """Two OPC waters (amber19/opc.xml: O, H1, H2 and a massless M site each), NoCutoff."""
+    import openmm.app as app
+
     ff = app.ForceField("amber19-all.xml", "amber19/opc.xml")
     top = app.Topology()
-    res = top.addResidue("HOH", top.addChain())
-    o = top.addAtom("O", app.element.oxygen, res)
-    for name in ("H1", "H2"):
-        top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
-    xyz = np.array([[0.0, 0.0, 0.0], [0.09572, 0.0, 0.0], [-0.024, 0.0927, 0.0]])
-    m = app.Modeller(top, xyz * unit.nanometer)
+    chain = top.addChain()
+    xyz = []
+    for shift in (0.0, 0.4):
+        res = top.addResidue("HOH", chain)
+        o = top.addAtom("O", app.element.oxygen, res)
+        for name in ("H1", "H2"):
+            top.addBond(o, top.addAtom(name, app.element.hydrogen, res))
+        xyz += [[shift, 0.0, 0.0], [shift + 0.09572, 0.0, 0.0], [shift - 0.024, 0.0927, 0.0]]
+    m = app.Modeller(top, np.array(xyz) * unit.nanometer)
     m.addExtraParticles(ff)
     omm = ff.createSystem(m.topology, nonbondedMethod=app.NoCutoff)
-    pos = np.asarray(m.getPositions().value_in_unit(unit.nanometer))
-    with pytest.raises(UserInputError, match="virtual sites"):
-        system_from_openmm(omm, pos, topology=m.topology)
+    return omm, m
+
+
+def test_unsupported_virtual_site_type_is_named():
+    # OpenMM's SymmetrySite (a rotated copy of one particle) is not supported: refuse, naming the type and the
+    # supported ones, rather than compute garbage
+    import openmm as mm
+
+    omm, m = _opc_water_pair()
+    eye = [mm.Vec3(1, 0, 0), mm.Vec3(0, 1, 0), mm.Vec3(0, 0, 1)]
+    omm.setVirtualSite(7, mm.SymmetrySite(4, *eye, mm.Vec3(0.01, 0, 0), False))
+    with pytest.raises(UserInputError) as err:
+        system_from_openmm(omm, m.positions, topology=m.topology)
+    msg = str(err.value)
+    assert "SymmetrySite" in msg and "particle 7" in msg and "ThreeParticleAverageSite" in msg
+
+
+def test_virtual_site_on_virtual_site_is_refused():
+    import openmm as mm
+
+    omm, m = _opc_water_pair()
+    omm.setVirtualSite(7, mm.TwoParticleAverageSite(3, 4, 0.5, 0.5))  # parent 3 is the first water's M site
+    with pytest.raises(UserInputError, match="virtual site 7 is built on virtual site 3"):
+        system_from_openmm(omm, m.positions, topology=m.topology)
 
 
 def test_cutoff_larger_than_half_box():
