@@ -54,3 +54,35 @@ def test_smith_snyder_f5_by_hand():
     assert math.isclose(mean_dtt, dtt, rel_tol=1e-9)
     assert math.isclose(f, expected, rel_tol=1e-9)
     assert 40 < f < 60  # mean Δ2θ ≈ 0.019°: F5 ≈ 52, a typical good-quality value
+
+
+def test_impurity_line_does_not_hand_the_win_to_a_supercell():
+    """One impurity line: the true cP cell (19/20 indexed) outranks the cI 2a supercell that indexes it."""
+    from analysis import cell as cell_mod
+    from analysis.indexing import ErrorModel, synthetic_pattern
+    from analysis.indexing.solution import refine_candidate
+
+    truth = np.array([6.743, 6.743, 6.743, 90.0, 90.0, 90.0])
+    sup = np.array([13.486, 13.486, 13.486, 90.0, 90.0, 90.0])
+    rng = np.random.default_rng(11)
+    for _ in range(50):  # draw until the supercell indexes the impurity line by chance (about half the draws)
+        p = synthetic_pattern("cP", rng, errors=ErrorModel(zero_shift_deg=0.0), cell=truth, spacegroup="P 42 3 2")
+        q = p.inv_d2
+        sig = 8.7e-5 + 9.2e-4 * q
+        fit = {
+            (name, n_imp): refine_candidate(
+                cell_mod.reciprocal_params(c, "cubic"), 0.0, q, "cubic", sigma=sig, n_impurity=n_imp, centrings=[cen]
+            )
+            for name, c, cen in (("truth", truth, "P"), ("super", sup, "I"))
+            for n_imp in (0, 1)
+        }
+        if fit[("super", 1)].n_indexed == q.size and fit[("truth", 1)].n_indexed == q.size - 1:
+            break
+    else:
+        raise AssertionError("no draw with the impurity indexed by the supercell")
+    # de Wolff M20 over the indexed lines prefers the true cell (fewer calculated lines, same residuals)
+    assert fit[("truth", 1)].M20 > fit[("super", 1)].M20
+    # with the impurity tolerated (cost n_σ·σ) the ranking agrees; charging it a random line's discrepancy
+    # Q20/(2 N_calc) caps the true cell's score near 20 and the supercell wins
+    assert fit[("truth", 1)].score > fit[("super", 1)].score
+    assert fit[("truth", 0)].score < fit[("super", 0)].score

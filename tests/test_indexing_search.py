@@ -120,6 +120,14 @@ def test_zone_construction_reaches_axes_beyond_the_first_lines():
     pos = jnp.array([0, 1, 9])
     from_axes = jax.jit(jax.vmap(lambda k: search_mod._zone_from_axes(jax.random.split(k, 4), q, sig, pos)))
     assert hits(from_axes(keys)) > 0.02 * keys.shape[0]
-    # drawing axes only among the first 8 lines (the former bound) can never give this cell
-    first8 = jax.jit(jax.vmap(lambda k: search_mod._zone_x(k, q, sig, 8)))
-    assert hits(first8(keys)) == 0
+    # axial positions: half the draws among the first n_axes lines, half with one axis among the later
+    # lines (dominant-zone patterns: 15 of 20 lines 0kl put the third axial line at position 15)
+    pos = np.asarray(jax.jit(jax.vmap(lambda k: search_mod._axis_positions(k, 8, 20)))(keys))
+    assert np.all((pos[:, 0] != pos[:, 1]) & (pos[:, 0] != pos[:, 2]) & (pos[:, 1] != pos[:, 2]))
+    assert pos.min() >= 0 and pos.max() <= 19
+    late = np.any(pos >= 8, axis=1)
+    # binomial: 2048 draws of p = 0.5 have sd 0.011; 4 sd margin
+    assert abs(late.mean() - 0.5) < 0.045
+    # each late line is reached: line 9 in 1/12 of the late draws (sd 0.0044 around 0.042 at 2048 draws)
+    assert abs(np.mean(np.any(pos == 9, axis=1)) - 0.5 / 12) < 0.018
+    assert set(np.unique(pos[late].max(axis=1))) == set(range(8, 20))

@@ -175,6 +175,7 @@ def index_peaks(
             g_zero=g,
             refine_zero=refine_zero,
             n_sigma=config.n_sigma,
+            n_impurity=config.n_impurity,
             wavelength=peaks.wavelength,
             centrings=centrings,
         )

@@ -48,7 +48,8 @@ class Solution:
       volume: conventional volume (Å³).
       zero_shift, zero_shift_esd: 2θ zero shift (degrees; 0 when not refined).
       M20, F20, F20_delta_2theta, F20_n_poss: figures of merit over the indexed lines (F20 needs λ).
-      score: ranking figure, M20 with every unindexed line counted at max(n_σ·σ, Q_20/(2 N_calc)).
+      score: ranking figure, M20 with unindexed lines counted at max(n_σ·σ, Q_20/(2 N_calc)), the
+        first ``n_impurity`` of them at n_σ·σ (refine_candidate).
       n_indexed, unindexed: count and 0-based peak indices not indexed.
       hkl: ``[n, 3]`` int Miller indices per observed peak; inv_d2_calc: ``[n]`` Å⁻².
       x: reciprocal-metric parameters (Å⁻²).
@@ -104,7 +105,12 @@ class Solution:
 
 
 def _cell_of(x, system):
-    return np.asarray(cell_mod.cell_from_reciprocal_params(np.asarray(x, float), system), float)
+    """Cell ``[6]`` of reciprocal parameters x; NaN when the reciprocal metric is singular."""
+    try:
+        with np.errstate(invalid="ignore"):  # non-positive-definite candidates give NaN lengths/angles
+            return np.asarray(cell_mod.cell_from_reciprocal_params(np.asarray(x, float), system), float)
+    except np.linalg.LinAlgError:  # a degenerate candidate (e.g. a refined x with G* of rank < 3)
+        return np.full(6, np.nan)
 
 
 def _lsq(q, h, g, w, refine_zero):
@@ -134,11 +140,17 @@ def refine_candidate(
     g_zero=None,
     refine_zero: bool = False,
     n_sigma: float = 4.0,
+    n_impurity: int = 1,
     wavelength: float | None = None,
     n_fom: int = 20,
     centrings=None,
 ) -> Solution | None:
-    """Refine one candidate and choose its centring (module docstring). None if it breaks down."""
+    """Refine one candidate and choose its centring (module docstring). None if it breaks down.
+
+    Ranking score (``Solution.score``): M20 with each unindexed line among the first 20 counted
+    at max(n_σ·σ, Q_20/(2 N_calc)) (what a random line would score), except the first
+    ``n_impurity`` of them, which cost only the tolerance n_σ·σ.
+    """
     system = search_system(system)
     ref = reference_rows(system)
     q = np.asarray(inv_d2, float)
@@ -183,6 +195,10 @@ def refine_candidate(
         # unindexed lines cost max(n_σ σ, Q_N / (2 N_calc)): half the mean calculated-line spacing
         n_calc = max(fom.count_distinct(q_ref, q[min(n_fom, n) - 1]), 1)
         cap = np.maximum(n_sigma * sig, q[min(n_fom, n) - 1] / (2 * n_calc))
+        # the first n_impurity unindexed lines (impurity phases) cost only the tolerance: with the
+        # random-line cost one impurity caps M at ≈ 20 and a supercell indexing it by chance wins
+        bad = np.flatnonzero(~ok[: min(n_fom, n)])[:n_impurity]
+        cap[bad] = n_sigma * sig[bad]
         r_cap = np.where(ok, np.maximum(np.abs(r), 1e-3 * sig), cap)
         score = fom.de_wolff_m(q, q - r_cap, q_ref, n=n_fom)
         cand = (cen, x, z, cov, idx, q_cal, ok, score, q_ref)
