@@ -225,16 +225,47 @@ class CellNeighborListFns:
         table, cid, overflow = self._cell_table(pos, cell_capacity)
         return table[cid], overflow
 
-    def _build(self, pos, max_occupancy, cell_capacity, rows_per_block: int | None = None):
-        """(idx [N, max_occupancy], occupancy, cell_overflow) for positions ``pos``.
+    def map_row_blocks(
+        self, pos, cell_capacity, per_block, *, box=None, pair_filter=None, block_entries=250_000, min_rows=32
+    ):
+        """Map ``per_block(rows [B], cand [B, K], mask [B, K])`` over blocks of rows of the cell candidates.
 
-        With a cell list the rows are built in blocks (``lax.map``) of about 2.5·10⁵ candidates, so the
-        candidate, distance and mask temporaries of a block stay in cache instead of streaming
-        ``N × K`` arrays (K = 27 × cell capacity ≈ 1,000 at ρσ³ = 0.8) through memory several times.
+        ``cand`` holds each row's candidates from its cell's stencil (padding N) and ``mask`` those that are
+        real atoms within cutoff + skin (minimum image in ``box``, default :attr:`box`) and pass
+        ``pair_filter(rows [B, 1], cand)`` (default: not the row's own atom). A block has about
+        ``block_entries`` candidates (at least ``min_rows`` rows), so its candidate, distance and mask
+        temporaries stay in cache instead of streaming ``N × K`` arrays through memory several times.
+
+        Returns ``(per_block outputs stacked over rows [N, ...], cell_overflow)``.
         """
         n = pos.shape[0]
-        box = jnp.asarray(self.box, pos.dtype)
+        box = jnp.asarray(self.box if box is None else box, pos.dtype)
+        table, cid, cell_overflow = self._cell_table(pos, cell_capacity)
+        k = table.shape[1]
+        rows_per = int(min(n, max(min_rows, block_entries // k)))
+        n_blk = -(-n // rows_per)
+        rows = jnp.arange(n_blk * rows_per, dtype=jnp.int32).reshape(n_blk, rows_per)
+        cid_b = jnp.pad(cid, (0, n_blk * rows_per - n)).reshape(n_blk, rows_per)
+
+        def block(args):
+            r, c = args
+            cand = table[c]
+            real = cand < n
+            keep = (cand != r[:, None]) if pair_filter is None else pair_filter(r[:, None], cand)
+            dr = pos[jnp.minimum(r, n - 1)][:, None, :] - pos[jnp.where(real, cand, 0)]
+            dr = dr - box * jnp.round(dr / box)
+            mask = real & keep & (r < n)[:, None] & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
+            return per_block(r, cand, mask)
+
+        out = jax.lax.map(block, (rows, cid_b))
+        return jax.tree_util.tree_map(lambda a: a.reshape((n_blk * rows_per,) + a.shape[2:])[:n], out), cell_overflow
+
+    def _build(self, pos, max_occupancy, cell_capacity):
+        """(idx [N, max_occupancy], occupancy, cell_overflow) for positions ``pos``; with a cell list the
+        rows are built in blocks of about 2.5·10⁵ candidates (:meth:`map_row_blocks`)."""
+        n = pos.shape[0]
         if not self._cells_used(cell_capacity):
+            box = jnp.asarray(self.box, pos.dtype)
             cand, cell_overflow = self._candidates(pos, cell_capacity)
             ok = (cand < n) & (cand != jnp.arange(n, dtype=jnp.int32)[:, None])
             dr = pos[:, None, :] - pos[None]  # all pairs: broadcast instead of gathering N² rows
@@ -244,37 +275,25 @@ class CellNeighborListFns:
                 return None, jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32)), cell_overflow
             idx, occupancy = compact_rows(mask, cand, max_occupancy, n)
             return idx, occupancy, cell_overflow
-        table, cid, cell_overflow = self._cell_table(pos, cell_capacity)
-        k = table.shape[1]
-        rows_per = rows_per_block or int(min(n, max(32, 250_000 // k)))
-        n_blk = -(-n // rows_per)
-        rows = jnp.arange(n_blk * rows_per, dtype=jnp.int32).reshape(n_blk, rows_per)
-        cid_b = jnp.pad(cid, (0, n_blk * rows_per - n)).reshape(n_blk, rows_per)
         cap = 1 if max_occupancy is None else max_occupancy
 
-        def block(args):
-            r, c = args
-            cand = table[c]
-            ok = (cand < n) & (cand != r[:, None]) & (r < n)[:, None]
-            dr = pos[jnp.minimum(r, n - 1)][:, None, :] - pos[jnp.where(ok, cand, 0)]
-            dr = dr - box * jnp.round(dr / box)
-            mask = ok & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
-            idx, count = compact_rows(mask, cand, cap, n)
-            return idx, count
+        def per_block(r, cand, mask):
+            idx, block_max = compact_rows(mask, cand, cap, n)
+            return idx, jnp.broadcast_to(block_max, r.shape)  # per-row outputs: the block's max on every row
 
-        idx, count = jax.lax.map(block, (rows, cid_b))
+        (idx, count), cell_overflow = self.map_row_blocks(pos, cell_capacity, per_block)
         occupancy = jnp.max(count)
         if max_occupancy is None:
             return None, occupancy, cell_overflow
-        return idx.reshape(n_blk * rows_per, cap)[:n], occupancy, cell_overflow
+        return idx, occupancy, cell_overflow
 
-    def _cell_capacity_for(self, count: int, n: int, factor: float) -> int:
-        """Atoms-per-cell capacity for a max cell count, or 0 (all pairs) when the 27-cell stencil
-        would hold as many padded candidates as there are atoms (e.g. 3 cells per side), which
+    def _cell_capacity_for(self, count: int, n: int, factor: float, extra: int = 0) -> int:
+        """Atoms-per-cell capacity for a max cell count (plus ``extra``), or 0 (all pairs) when the
+        stencil would hold as many padded candidates as there are atoms (e.g. 3 cells per side), which
         makes the cell list slower than the plain all-pairs candidate set."""
         if not self.use_cells:
             return 0
-        cap = max(int(count * factor), count + 2)
+        cap = max(int(count * factor), count + 2) + int(extra)
         return 0 if len(self.stencil) * cap >= n else cap
 
     def _max_cell_count(self, pos) -> int:

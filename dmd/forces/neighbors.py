@@ -11,7 +11,7 @@ exclusions/exceptions) are never listed.
   odd and j < i; this parity rule splits every atom's neighbours about evenly between the rows.
 
 When the box holds at least 3 cells of side ``cutoff + skin`` per edge, the build takes its
-candidates from a cell list (27 cells around each atom, :class:`dmd.neighbors.CellNeighborListFns`),
+candidates from a cell list (the cell stencil around each atom, :class:`dmd.neighbors.CellNeighborListFns`),
 compacts them with :func:`dmd.neighbors.compact_rows` and then blanks excluded partners; smaller
 boxes use a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)). Either
 build runs only when the two largest displacements since the last build sum past ``skin``; overflow of
@@ -152,34 +152,15 @@ def pair_neighbor_list(
     cells = _choose_cells(n_atoms, tuple(float(b) for b in np.broadcast_to(_diag(default_box), (3,))), cutoff, skin)
     excl_j = jnp.asarray(excl)
 
-    def _cell_rows(pos, box, rows, cand):
-        """In-range mask of candidates ``cand [B, K]`` for atoms ``rows [B]``."""
-        i = rows[:, None]
-        ok = cand < n_atoms
-        d = pos[jnp.minimum(rows, n_atoms - 1)][:, None, :] - pos[jnp.where(ok, cand, 0)]
-        d = d - box * jnp.round(d / box)
-        r2 = jnp.sum(d * d, axis=-1)
-        half = cand != i if full else jnp.where((i + cand) % 2 == 0, cand > i, cand < i)
-        return ok & half & (r2 < r_list**2) & (i < n_atoms)
+    def _pair_filter(rows, cand):
+        if full:
+            return cand != rows
+        return jnp.where((rows + cand) % 2 == 0, cand > rows, cand < rows)
 
     def _cell_blocks(pos, box, cell_capacity, per_block):
-        """Map ``per_block(rows, cand, mask)`` over row blocks of the 27-cell candidates; the blocks keep
-        the [rows, K] temporaries near 2·10⁶ entries (K ≈ 5,000 for a water box with a 1 nm cutoff)."""
-        table, cid, cell_overflow = cells._cell_table(pos, cell_capacity)
-        k = table.shape[1]
-        rows_per = int(min(n_atoms, max(64, 2_000_000 // k)))
-        n_blk = -(-n_atoms // rows_per)
-        rows = jnp.arange(n_blk * rows_per, dtype=jnp.int32).reshape(n_blk, rows_per)
-        cid_p = jnp.pad(cid, (0, n_blk * rows_per - n_atoms)).reshape(n_blk, rows_per)
-
-        def one(args):
-            r, c = args
-            cand = table[c]
-            return per_block(r, cand, _cell_rows(pos, box, r, cand))
-
-        out = jax.lax.map(one, (rows, cid_p))
-        return jax.tree_util.tree_map(lambda a: a.reshape((n_blk * rows_per,) + a.shape[2:])[:n_atoms], out), (
-            cell_overflow
+        # blocks of ~2·10⁶ candidates: K ≈ 5,000 per row for a water box with a 1 nm cutoff
+        return cells.map_row_blocks(
+            pos, cell_capacity, per_block, box=box, pair_filter=_pair_filter, block_entries=2_000_000, min_rows=64
         )
 
     def _cell_build(pos, box, max_neighbors, cell_capacity):
@@ -208,9 +189,7 @@ def pair_neighbor_list(
         small for 3 cells per edge, or a box other than the one the cell grid was laid out for)."""
         if not cells.use_cells or not np.allclose(_diag(box), cells.box):
             return 0
-        count = cells._max_cell_count(pos)
-        cap = max(int(count * capacity_multiplier), count + 2) + int(extra)
-        return 0 if 27 * cap >= n_atoms else cap  # the 27-cell stencil would cover the box anyway
+        return cells._cell_capacity_for(cells._max_cell_count(pos), n_atoms, capacity_multiplier, extra)
 
     def allocate(pos, extra_capacity: int = 0, **kwargs) -> partition.NeighborList:
         box = kwargs.get("box", default_box)
