@@ -30,7 +30,7 @@ from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.io_utils import write_json
 from dmd.models import lj_fluid
 from fitting import observables as ob
-from fitting.forcefield import FitConfig, FitParam, FitTarget, fit, sample, sampled_energy_fn
+from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget, fit, sample, sampled_energy_fn
 
 
 def _frame_obs(obs_fns, params, frames):
@@ -47,6 +47,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short runs (minutes)")
     ap.add_argument("--out", type=Path, default=Path("bench_fit.json"))
     ap.add_argument("--skip-recovery", action="store_true", help="only the gradient comparison")
+    ap.add_argument("--skip-routes", action="store_true", help="only the recovery fits")
+    ap.add_argument("--recovery-seeds", default="0", help="comma-separated fit seeds of the recovery runs (default 0)")
+    ap.add_argument(
+        "--recovery-dense-only",
+        action="store_true",
+        help="also fit from the dense g(r) alone (one state point), for comparison",
+    )
     args = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
     temp, n = 240.0, 128
@@ -66,122 +73,139 @@ def main():
     def save():
         write_json(args.out, report)
 
-    # the three routes, one round each (the pathwise one on a shorter horizon: tangents grow ~e^{λt})
-    routes = {}
-    for est in ("fluctuation", "reweighting", "pathwise"):
-        c = dataclasses.replace(cfg, estimator=est, steps=min(steps, 2000) if est == "pathwise" else steps)
+    if not args.skip_routes:
+        # the three routes, one round each (the pathwise one on a shorter horizon: tangents grow ~e^{λt})
+        routes = {}
+        for est in ("fluctuation", "reweighting", "pathwise"):
+            c = dataclasses.replace(cfg, estimator=est, steps=min(steps, 2000) if est == "pathwise" else steps)
+            t0 = time.perf_counter()
+            res = fit(system, fps, targets, c)
+            routes[est] = (np.asarray(res.history[0]["jacobian_theta"]), time.perf_counter() - t0)
+
+        # the fluctuation route by hand on the same frames: block-jackknife error, and plain U versus sampled Ũ
+        theta0 = np.array([float(system.params["lj"]["epsilon"][0]), float(system.params["lj"]["sigma"][0])])
+
+        def params_of(th):
+            return {"lj": {"epsilon": th[:1], "sigma": th[1:]}}
+
+        # the frames of the fluctuation round: the fit samples at θ = exp(ln θ) (log transform), and LJ dynamics is
+        # chaotic enough (λ ≈ 2/ps) that a 1e-16 change of θ gives another realization; use the fit's exact θ
+        theta_fit = np.asarray(jnp.exp(jnp.asarray(np.log(theta0))))  # as the fit's log transform computes it
+        frames, _ = sample(system, params_of(jnp.asarray(theta_fit)), cfg, seed=cfg.seed)
+        o = _frame_obs([g.per_frame, u.per_frame], system.params, frames)
+
+        shifted = sampled_energy_fn(system)
+        du = {}
+        for label, ufn in (("sampled", lambda th, x: shifted(params_of(th), x, system.box)),
+                           ("plain", lambda th, x: system.energy_fn(params_of(th), x))):  # fmt: skip
+            du_fn = jax.jit(jax.vmap(jax.grad(ufn), (None, 0)))
+            du[label] = np.asarray(du_fn(jnp.asarray(theta0), jnp.asarray(frames)))
+        du_plain_u = np.asarray(  # explicit ⟨∂(U/N)/∂θ⟩ of the energy observable (the plain U is what it reports)
+            jax.vmap(jax.grad(lambda th, x: system.energy_fn(params_of(th), x) / n), (None, 0))(
+                jnp.asarray(theta0), jnp.asarray(frames)
+            )
+        ).mean(0)
+
+        def fluct(o_, du_):
+            oc, dc = o_ - o_.mean(0), du_ - du_.mean(0)
+            return -beta * (oc.T @ dc) / len(o_)
+
+        by_hand = {}
+        for label in ("sampled", "plain"):
+            J, err = block_jackknife(fluct, (o, du[label]), n_blocks=20)
+            J = J.copy()
+            J[30] += du_plain_u
+            by_hand[label] = (J, err)
+
+        # finite differences of long-run averages, δ = 2% of each parameter, 4 blocks each side (common seeds ±)
+        fd_cols, fd_err = [], []
         t0 = time.perf_counter()
-        res = fit(system, fps, targets, c)
-        routes[est] = (np.asarray(res.history[0]["jacobian_theta"]), time.perf_counter() - t0)
+        for p in range(2):
+            blocks = {}
+            for sgn in (+1, -1):
+                th = theta0.copy()
+                th[p] *= 1 + sgn * 0.02
+                params = params_of(jnp.asarray(th))
+                means = []
+                for b in range(4):
+                    fr, _ = sample(system, params, dataclasses.replace(cfg, steps=fd_steps // 4), seed=1000 + 10 * b)
+                    means.append(_frame_obs([g.per_frame, u.per_frame], params, fr).mean(0))
+                blocks[sgn] = np.array(means)
+            diff = (blocks[1] - blocks[-1]) / (2 * 0.02 * theta0[p])
+            fd_cols.append(diff.mean(0))
+            fd_err.append(diff.std(0, ddof=1) / 2)
+        t_fd = time.perf_counter() - t0
+        J_fd, E_fd = np.array(fd_cols).T, np.array(fd_err).T  # [31, 2]
+        report["fd_seconds"] = t_fd
 
-    # the fluctuation route by hand on the same frames: block-jackknife error, and plain U versus sampled Ũ
-    theta0 = np.array([float(system.params["lj"]["epsilon"][0]), float(system.params["lj"]["sigma"][0])])
-
-    def params_of(th):
-        return {"lj": {"epsilon": th[:1], "sigma": th[1:]}}
-
-    # the frames of the fluctuation round: the fit samples at θ = exp(ln θ) (log transform), and LJ dynamics is chaotic
-    # enough (λ ≈ 2/ps) that a 1e-16 change of θ gives another realization; use the fit's exact θ
-    theta_fit = np.asarray(jnp.exp(jnp.asarray(np.log(theta0))))  # as the fit's log transform computes it
-    frames, _ = sample(system, params_of(jnp.asarray(theta_fit)), cfg, seed=cfg.seed)
-    o = _frame_obs([g.per_frame, u.per_frame], system.params, frames)
-
-    shifted = sampled_energy_fn(system)
-    du = {}
-    for label, ufn in (("sampled", lambda th, x: shifted(params_of(th), x, system.box)),
-                       ("plain", lambda th, x: system.energy_fn(params_of(th), x))):  # fmt: skip
-        du[label] = np.asarray(jax.jit(jax.vmap(jax.grad(ufn), (None, 0)))(jnp.asarray(theta0), jnp.asarray(frames)))
-    du_plain_u = np.asarray(  # explicit ⟨∂(U/N)/∂θ⟩ of the energy observable (the plain U is what it reports)
-        jax.vmap(jax.grad(lambda th, x: system.energy_fn(params_of(th), x) / n), (None, 0))(
-            jnp.asarray(theta0), jnp.asarray(frames)
+        print(
+            f"LJ fluid N={n}, T={temp} K, o = g(r)[30] + U/N; routes {steps} steps (pathwise {min(steps, 2000)}); "
+            f"FD {fd_steps} steps per side ({t_fd:.0f} s); loaded machine: compare seconds within this run"
         )
-    ).mean(0)
-
-    def fluct(o_, du_):
-        oc, dc = o_ - o_.mean(0), du_ - du_.mean(0)
-        return -beta * (oc.T @ dc) / len(o_)
-
-    by_hand = {}
-    for label in ("sampled", "plain"):
-        J, err = block_jackknife(fluct, (o, du[label]), n_blocks=20)
-        J = J.copy()
-        J[30] += du_plain_u
-        by_hand[label] = (J, err)
-
-    # finite differences of long-run averages, δ = 2% of each parameter, 4 blocks each side (common seeds ±)
-    fd_cols, fd_err = [], []
-    t0 = time.perf_counter()
-    for p in range(2):
-        blocks = {}
-        for sgn in (+1, -1):
-            th = theta0.copy()
-            th[p] *= 1 + sgn * 0.02
-            params = params_of(jnp.asarray(th))
-            means = []
-            for b in range(4):
-                fr, _ = sample(system, params, dataclasses.replace(cfg, steps=fd_steps // 4), seed=1000 + 10 * b)
-                means.append(_frame_obs([g.per_frame, u.per_frame], params, fr).mean(0))
-            blocks[sgn] = np.array(means)
-        diff = (blocks[1] - blocks[-1]) / (2 * 0.02 * theta0[p])
-        fd_cols.append(diff.mean(0))
-        fd_err.append(diff.std(0, ddof=1) / 2)
-    t_fd = time.perf_counter() - t0
-    J_fd, E_fd = np.array(fd_cols).T, np.array(fd_err).T  # [31, 2]
-    report["fd_seconds"] = t_fd
-
-    print(f"LJ fluid N={n}, T={temp} K, o = g(r)[30] + U/N; routes {steps} steps (pathwise {min(steps, 2000)}); "
-          f"FD {fd_steps} steps per side ({t_fd:.0f} s); loaded machine: compare seconds within this run")  # fmt: skip
-    head = ("route", "param", "err all", "err g(r)", "FD noise", "route noise", "s/round")
-    print("{:<22} {:<14} {:>8} {:>9} {:>9} {:>12} {:>8}".format(*head))
-    rows = []
-    entries = [(est, J, None, secs) for est, (J, secs) in routes.items()]
-    entries += [(f"fluctuation {lab} U", J, err, None) for lab, (J, err) in by_hand.items()]
-    for est, J, err, secs in entries:
-        for p, nm in enumerate(names):
-            scale = np.linalg.norm(J_fd[:, p])
-            row = dict(route=est, param=nm, err_all=_rel(J[:, p], J_fd[:, p]),
-                       err_g=_rel(J[:30, p], J_fd[:30, p]),
-                       fd_noise=float(np.linalg.norm(E_fd[:, p]) / np.linalg.norm(J_fd[:, p])),
-                       route_noise=None if err is None else float(np.linalg.norm(err[:, p]) / scale),
-                       seconds=secs)  # fmt: skip
-            rows.append(row)
-            rn = "" if row["route_noise"] is None else f"{row['route_noise']:.3f}"
-            sc = "" if secs is None else f"{secs:.1f}"
-            cols = (est, nm, row["err_all"], row["err_g"], row["fd_noise"], rn, sc)
-            print("{:<22} {:<14} {:8.3f} {:9.3f} {:9.3f} {:>12} {:>8}".format(*cols))
-    report["routes"] = rows
-    save()
+        head = ("route", "param", "err all", "err g(r)", "FD noise", "route noise", "s/round")
+        print("{:<22} {:<14} {:>8} {:>9} {:>9} {:>12} {:>8}".format(*head))
+        rows = []
+        entries = [(est, J, None, secs) for est, (J, secs) in routes.items()]
+        entries += [(f"fluctuation {lab} U", J, err, None) for lab, (J, err) in by_hand.items()]
+        for est, J, err, secs in entries:
+            for p, nm in enumerate(names):
+                scale = np.linalg.norm(J_fd[:, p])
+                row = dict(route=est, param=nm, err_all=_rel(J[:, p], J_fd[:, p]),
+                           err_g=_rel(J[:30, p], J_fd[:30, p]),
+                           fd_noise=float(np.linalg.norm(E_fd[:, p]) / np.linalg.norm(J_fd[:, p])),
+                           route_noise=None if err is None else float(np.linalg.norm(err[:, p]) / scale),
+                           seconds=secs)  # fmt: skip
+                rows.append(row)
+                rn = "" if row["route_noise"] is None else f"{row['route_noise']:.3f}"
+                sc = "" if secs is None else f"{secs:.1f}"
+                cols = (est, nm, row["err_all"], row["err_g"], row["fd_noise"], rn, sc)
+                print("{:<22} {:<14} {:8.3f} {:9.3f} {:9.3f} {:>12} {:>8}".format(*cols))
+        report["routes"] = rows
+        save()
     if args.skip_recovery:
         return
 
-    # whole recovery fit, timed (the shipped long target and settings of the test, fewer rounds in --quick)
+    # whole recovery fits, timed: the shipped long targets and the settings of the test (fewer rounds in --quick),
+    # two state points (ρσ³ = 0.8 and 0.4) and, for comparison, the dense state alone; one fit per seed
     here = Path(__file__).resolve().parents[1] / "examples" / "fit"
     import sys
 
     sys.path.insert(0, str(here))
     import make_target
 
-    true = make_target.true_system()
     s = make_target.SETTINGS
-    g512 = ob.rdf(s["n_atoms"], np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
-    target = np.loadtxt(here / "target_rdf.csv", delimiter=",", skiprows=1)[:, 1]
-    start = dataclasses.replace(true, params={"lj": {"sigma": true.params["lj"]["sigma"] * 0.8,
-                                                     "epsilon": true.params["lj"]["epsilon"] * 1.2}})  # fmt: skip
-    rounds = 4 if args.quick else 16
-    rcfg = FitConfig(rounds=rounds, steps=5000, equilibration=500, report_every=40, dt=s["dt"],
-                     temperature=s["temperature"], friction=s["friction"], progress=False, decay_after=6,
-                     average_last=0)  # fmt: skip
-    t0 = time.perf_counter()
-    res = fit(start, fps, [FitTarget(g512, target)], rcfg)
-    secs = time.perf_counter() - t0
-    true_theta = [float(true.params["lj"]["epsilon"][0]), float(true.params["lj"]["sigma"][0])]
-    report["recovery"] = {"seconds": secs, "rounds": rounds}
-    for p, nm in enumerate(names):
-        e = 100 * (res.values[nm] / true_theta[p] - 1)
-        report["recovery"][nm] = {"fitted": res.values[nm], "true": true_theta[p], "error_percent": e}
-        print(f"recovery {nm}: fitted {res.values[nm]:.5g}, true {true_theta[p]:.5g}, error {e:+.2f}%")
-    print(f"recovery fit (N={s['n_atoms']}): {rounds} rounds in {secs:.1f} s ({secs / rounds:.1f} s per round)")
-    save()
+    dense, low = make_target.true_system(), make_target.true_system(density=0.4)
+
+    def start_of(true):
+        lj = true.params["lj"]
+        return dataclasses.replace(true, params={"lj": {"sigma": lj["sigma"] * 0.8, "epsilon": lj["epsilon"] * 1.2}})
+
+    def target_of(true, csv):
+        g = ob.rdf(s["n_atoms"], np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
+        return FitTarget(g, np.loadtxt(here / csv, delimiter=",", skiprows=1)[:, 1])
+
+    low_state = FitState(start_of(low), (target_of(low, "target_rdf_low.csv"),), name="low_density")
+    rounds = 4 if args.quick else args.recovery_rounds
+    true_theta = [float(dense.params["lj"]["epsilon"][0]), float(dense.params["lj"]["sigma"][0])]
+    report["recovery"] = []
+    modes = ["two_states"] + (["dense_only"] if args.recovery_dense_only else [])
+    for mode in modes:
+        for seed in [int(x) for x in args.recovery_seeds.split(",")]:
+            rcfg = FitConfig(rounds=rounds, steps=args.recovery_steps, equilibration=500, report_every=40,
+                             dt=s["dt"], temperature=s["temperature"], friction=s["friction"], progress=False,
+                             decay_after=args.recovery_decay, seed=seed)  # fmt: skip
+            t0 = time.perf_counter()
+            states = [low_state] if mode == "two_states" else []
+            res = fit(start_of(dense), fps, [target_of(dense, "target_rdf.csv")], rcfg, states=states)
+            secs = time.perf_counter() - t0
+            rec = {"mode": mode, "seed": seed, "seconds": secs, "rounds": rounds}
+            for p, nm in enumerate(names):
+                e = 100 * (res.values[nm] / true_theta[p] - 1)
+                rec[nm] = {"fitted": res.values[nm], "true": true_theta[p], "error_percent": e}
+            report["recovery"].append(rec)
+            errs = ", ".join(f"{nm} {rec[nm]['error_percent']:+.2f}%" for nm in names)
+            print(f"recovery ({mode}, seed {seed}): {errs}; {rounds} rounds in {secs:.1f} s", flush=True)
+            save()
     print(json.dumps({"written": str(args.out)}))
 
 

@@ -14,11 +14,25 @@ Example (``examples/fit/lj_rdf.yaml``)::
       - {name: lj/sigma/A, lower: 0}
     targets:
       - {observable: rdf, file: target_rdf.csv, r_max: 0.9, n_bins: 30, weight: 1.0}
+    states:                      # further state points (optional), see below
+      - name: low_density
+        system: {density: 0.2048}
+        targets: [{observable: rdf, file: target_rdf_low.csv, r_max: 0.9, n_bins: 30}]
     estimator: fluctuation       # fluctuation | pathwise | reweighting
     optimizer: {name: lm, learning_rate: 1.0, max_step: 0.2}
-    rounds: 16
-    decay_after: 6             # Robbins-Monro: from round 6 the iterate is the running mean of the round estimates
-    simulation: {steps: 5000, equilibration: 500, report_every: 40, dt: 0.02, temperature: 240, friction: 2.0}
+    rounds: 10
+    decay_after: 4             # Robbins-Monro: from round 4 the iterate is the running mean of the round estimates
+    simulation: {steps: 4000, equilibration: 500, report_every: 40, dt: 0.02, temperature: 240, friction: 2.0}
+
+Several state points: a ``states:`` list adds further states, simulated every round with the same parameters;
+each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, default the simulation's) and ``system:``
+(keys that override the main system's, e.g. another density)::
+
+    states:
+      - name: low_density
+        system: {density: 0.2048}
+        targets:
+          - {observable: rdf, file: target_rdf_low.csv, r_max: 0.9, n_bins: 30}
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
@@ -33,13 +47,14 @@ from pathlib import Path
 import numpy as np
 
 from dmd.errors import UserInputError
-from fitting.forcefield import FitConfig, FitParam, FitTarget
+from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
 __all__ = ["load_fit_config", "read_target_csv"]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
-             "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse"}  # fmt: skip
+             "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states"}  # fmt: skip
+_STATE_KEYS = {"name", "system", "targets", "temperature"}
 
 
 def read_target_csv(path: Path, observable) -> np.ndarray:
@@ -132,7 +147,7 @@ def _observable(spec: dict, system):
 
 
 def load_fit_config(path, out=None, resume: bool = False):
-    """Parse a ``dmd fit`` config. Returns (system, [FitParam], [FitTarget], FitConfig)."""
+    """Parse a ``dmd fit`` config. Returns (system, [FitParam], [FitTarget], FitConfig, [FitState])."""
     import yaml
 
     path = Path(path)
@@ -155,13 +170,24 @@ def load_fit_config(path, out=None, resume: bool = False):
         names = p.get("tie") or [p["name"]]
         params.append(FitParam(tuple(names), name=p.get("name"), lower=p.get("lower"), upper=p.get("upper"),
                                transform=p.get("transform", "auto")))  # fmt: skip
-    targets = []
-    for t in raw["targets"]:
-        obs = _observable(t, system)
-        if "file" not in t:
-            raise UserInputError(f"{path}: target {t.get('observable')!r} needs file: (CSV of axis,value)")
-        data = read_target_csv(base / t["file"], obs)
-        targets.append(FitTarget(obs, data, weight=float(t.get("weight", 1.0)), sigma=t.get("sigma")))
+    targets = _targets(raw["targets"], system, base, path, "")
+    states = []
+    extra = raw.get("states") or []
+    if not isinstance(extra, list):
+        raise UserInputError(f"{path}: 'states:' must be a list of state points (name, system, targets, temperature)")
+    for i, st in enumerate(extra):
+        where = f"states[{i}]"
+        if not isinstance(st, dict) or "targets" not in st:
+            raise UserInputError(f"{path}: {where} needs targets: (and optionally name, system, temperature)")
+        bad = set(st) - _STATE_KEYS
+        if bad:
+            raise UserInputError(f"{path}: {where} has unknown keys {sorted(bad)}; valid: {sorted(_STATE_KEYS)}")
+        spec = dict(raw["system"], **(st.get("system") or {}))
+        st_system = _system(spec, base)
+        name = st.get("name") or f"state{i + 1}"
+        st_targets = _targets(st["targets"], st_system, base, path, f" of state {name!r}")
+        temp = st.get("temperature")
+        states.append(FitState(st_system, tuple(st_targets), None if temp is None else float(temp), name))
     sim = dict(raw.get("simulation", {}))
     bad = set(sim) - _SIM_KEYS
     if bad:
@@ -185,4 +211,15 @@ def load_fit_config(path, out=None, resume: bool = False):
         resume=resume,
     )
     cfg = dataclasses.replace(cfg, **sim)
-    return system, params, targets, cfg
+    return system, params, targets, cfg, states
+
+
+def _targets(specs, system, base: Path, path: Path, where: str) -> list:
+    targets = []
+    for t in specs:
+        obs = _observable(t, system)
+        if "file" not in t:
+            raise UserInputError(f"{path}: target {t.get('observable')!r}{where} needs file: (CSV of axis,value)")
+        data = read_target_csv(base / t["file"], obs)
+        targets.append(FitTarget(obs, data, weight=float(t.get("weight", 1.0)), sigma=t.get("sigma")))
+    return targets

@@ -5,6 +5,11 @@ Each round samples the ensemble at the current θ, averages per-frame observable
 
     L(θ) = Σ_targets w · mean_k [(prediction_k − data_k) / scale_k]²
 
+Several state points (other densities, temperatures or systems: :class:`FitState`) can be fitted together: each is
+simulated every round at the same θ with its own temperature, its residuals join r and its Jacobian rows join J.
+A dense liquid's g(r) alone, for example, leaves LJ ε and σ −0.98 correlated (ε acts only through T* = kT/ε); a
+second, lower density separates them.
+
 Parameters are fitted in an unconstrained space z (``log`` for positive parameters, ``logit`` between two
 bounds); one fitted parameter may be *tied* to several θ entries (e.g. the same torsion k in many copies of a
 molecule). The Jacobian J = d⟨o⟩/dz comes from one of three routes, reported per round:
@@ -48,7 +53,7 @@ from dmd.params import select
 from dmd.simulate import _wrap, grow_neighbors
 from fitting.observables import Observable, frame_values
 
-__all__ = ["FitParam", "FitTarget", "FitConfig", "FitResult", "fit", "sample", "sampled_energy_fn"]
+__all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit", "sample", "sampled_energy_fn"]
 
 ESTIMATORS = ("fluctuation", "pathwise", "reweighting")
 OPTIMIZERS = ("lm", "adam", "sgd")
@@ -101,6 +106,28 @@ class FitTarget:
     data: np.ndarray
     weight: float = 1.0
     sigma: np.ndarray | float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FitState:
+    """A further state point of a multi-state fit, simulated every round beside the main system.
+
+    One set of fitted parameters z is shared by all states; each state has its own system (box, N, start positions,
+    unfitted parameters), targets and temperature, its own sampler and its own estimator terms (β of its own
+    temperature). The loss sums the residuals of all states, so parameters that one state point leaves correlated
+    (ε and σ of a dense liquid's g(r)) are pinned by the combination.
+
+    Attributes:
+      system: :class:`dmd.System` whose parameters include every fitted entry.
+      targets: list of :class:`FitTarget` evaluated on this state's frames.
+      temperature: K (None: ``FitConfig.temperature``).
+      name: label in the history (default ``state1``, ``state2``, ...).
+    """
+
+    system: object
+    targets: tuple
+    temperature: float | None = None
+    name: str | None = None
 
 
 @dataclasses.dataclass
@@ -449,7 +476,9 @@ def _direction(cfg, r, J):
 
 
 def _save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history):
+    """positions: one ``[N_s, 3]`` array per state (stored as ``positions``, ``positions_1``, ...)."""
     leaves = jax.tree_util.tree_leaves(opt_state)
+    pos = {("positions" if i == 0 else f"positions_{i}"): np.asarray(p) for i, p in enumerate(positions)}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
@@ -458,8 +487,9 @@ def _save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, 
                 z_good=np.asarray(z_good),
                 round=round_,
                 step_scale=step_scale,
-                positions=np.asarray(positions),
+                n_states=len(positions),
                 history=json.dumps(history),
+                **pos,
                 **{f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
             )
 
@@ -468,35 +498,22 @@ def _load_checkpoint(path, opt_state_template):
     with np.load(path, allow_pickle=False) as d:
         leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
         opt_leaves = [jnp.asarray(d[f"opt_{i}"], dtype=jnp.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]
+        n_states = int(d["n_states"]) if "n_states" in d else 1
+        positions = [np.asarray(d["positions" if i == 0 else f"positions_{i}"]) for i in range(n_states)]
         return (
             np.asarray(d["z"]),
             np.asarray(d["z_good"]),
             jax.tree_util.tree_unflatten(treedef, opt_leaves),
             int(d["round"]),
             float(d["step_scale"]),
-            np.asarray(d["positions"]),
+            positions,
             json.loads(str(d["history"])),
         )
 
 
-def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
-    """Fit ``fit_params`` of ``system`` so that ensemble observables match ``targets`` (module docstring).
-
-    Args:
-      system: :class:`dmd.System` (start θ = ``system.params``).
-      fit_params: list of :class:`FitParam`.
-      targets: list of :class:`FitTarget`.
-      config: :class:`FitConfig`.
-
-    Returns:
-      :class:`FitResult`; with ``config.out`` also ``history.json``, ``history.csv``, ``checkpoint.npz``,
-      ``summary.json``, ``loss.png`` and ``params.png`` in that folder.
-    """
-    cfg = config
-    if cfg.estimator not in ESTIMATORS:
-        raise UserInputError(f"estimator {cfg.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+def _check_targets(system, targets, where: str) -> None:
     if not targets:
-        raise UserInputError("fit: no targets given")
+        raise UserInputError(f"fit: no targets given{where}")
     for t in targets:
         if t.observable.name == "density" and system.box is not None:
             raise UserInputError(
@@ -506,146 +523,255 @@ def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
         k = len(np.atleast_1d(t.observable.axis))
         if np.shape(np.atleast_1d(t.data)) != (k,):
             raise UserInputError(
-                f"target {t.observable.name!r}: data has shape {np.shape(t.data)} but the observable gives {k} "
+                f"target {t.observable.name!r}{where}: data has shape {np.shape(t.data)} but the observable gives {k} "
                 f"values on {t.observable.axis_name}; resample the target onto the observable's grid"
             )
         if not np.all(np.isfinite(t.data)):
-            raise UserInputError(f"target {t.observable.name!r}: data contains NaN/inf")
+            raise UserInputError(f"target {t.observable.name!r}{where}: data contains NaN/inf")
+
+
+class _StateEval:
+    """Everything one state point needs per round, compiled once for the whole fit: sampler, per-frame observables,
+    ∂Ũ/∂z, residuals and their Jacobians, and the DiffTRe reweighted mean."""
+
+    def __init__(self, name, system, targets, cfg: FitConfig, fit_params, temperature):
+        self.name = name
+        self.system = system
+        self.targets = list(targets)
+        self.cfg = dataclasses.replace(cfg, temperature=float(temperature))
+        self.mapping = _Mapping(system, fit_params)
+        self.beta = 1.0 / (BOLTZMANN_KJ_MOL_K * self.cfg.temperature)
+        box = system.box
+        pos0 = jnp.asarray(system.positions)
+        self.positions = np.asarray(pos0)
+        self.objective = _Objective(self.targets, _splits(self.targets, system.params, pos0, box))
+        per_frame = _per_frame_all(self.targets)
+        self.explicit = explicit = any(t.observable.explicit_params for t in self.targets)
+        mapping, beta = self.mapping, self.beta
+
+        def o_of_z(z, x):
+            return per_frame(mapping.params_of(z), x, box)
+
+        sampled_energy = sampled_energy_fn(system, warn=cfg.estimator != "pathwise")
+
+        def u_of_z(z, x):
+            return sampled_energy(mapping.params_of(z), x, box)
+
+        self.o_of_z = o_of_z
+        self.o_frames = frame_values(lambda z, x, b: o_of_z(z, x))
+        self.du_frames = frame_values(lambda z, x, b: jax.jacfwd(u_of_z)(z, x))
+        self.u_frames = frame_values(lambda z, x, b: u_of_z(z, x))
+        self.do_dz_frames = frame_values(lambda z, x, b: jax.jacfwd(o_of_z)(z, x)) if explicit else None
+
+        @jax.jit
+        def reweighted_mean(z, frames_o, frames_u0, frames):
+            u = jax.lax.map(lambda x: u_of_z(z, x), frames, batch_size=64)
+            logw = -beta * (u - frames_u0)
+            w = jax.nn.softmax(logw - jnp.max(logw))
+            o = jax.lax.map(lambda x: o_of_z(z, x), frames, batch_size=64) if explicit else frames_o
+            return jnp.sum(w[:, None] * o, axis=0), w
+
+        self.reweighted_mean = reweighted_mean
+        objective = self.objective
+        self.resid = jax.jit(objective.residuals)
+        self.resid_jac = jax.jit(jax.jacfwd(objective.residuals))
+        self.pred_jac = jax.jit(
+            jax.jacfwd(lambda m: jnp.concatenate([jnp.ravel(p) for p in _predict_all(objective, m)]))
+        )
+        self.sampler = _make_sampler(system, self.cfg)
+        self.pathwise_names = [n for sel in mapping.selections for n in sel.names]
+        self.dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
+        # per-round results
+        self.frames = self.o = self.mean = self.J_o = None
+
+    def simulate(self, z, rnd):
+        """Sample this state at z (raises SimulationDiverged); keeps frames for the estimators."""
+        params = self.mapping.params_of(z)
+        cfg = self.cfg
+        dx_dz = None
+        if cfg.estimator == "pathwise":
+            frames, dx_dz = _pathwise_sample(self.system, params, cfg, rnd, self.positions, self.pathwise_names,
+                                             self.mapping, z, self.sampler)  # fmt: skip
+        else:
+            frames, _ = sample(self.system, params, cfg, seed=cfg.seed + rnd, positions=self.positions,
+                               sampler=self.sampler)  # fmt: skip
+        self.frames = jnp.asarray(frames, jnp.asarray(self.system.positions).dtype)
+        self._dx_dz = dx_dz
+
+    def estimate(self, z):
+        """⟨o⟩ and J_o = d⟨o⟩/dz from this round's frames by the configured route."""
+        frames = self.frames
+        self.o = np.asarray(self.o_frames(z, frames))
+        self.mean = self.o.mean(axis=0)
+        if self.cfg.estimator == "pathwise":
+            self.J_o = _pathwise_jacobian(self.o_of_z, z, frames, self._dx_dz, self.explicit)
+        else:
+            du = np.asarray(self.du_frames(z, frames))  # [F, Pz]
+            self.J_o = _fluctuation_jacobian(self.o, du, self.beta)
+            if self.explicit:
+                self.J_o = self.J_o + np.asarray(self.do_dz_frames(z, frames)).mean(axis=0)
+        r = np.asarray(self.resid(jnp.asarray(self.mean)))
+        Jr = np.asarray(self.resid_jac(jnp.asarray(self.mean))) @ self.J_o
+        dtheta_dz = np.diag(np.asarray(self.dtheta_dz(z)))
+        # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on
+        jac_theta = (np.asarray(self.pred_jac(jnp.asarray(self.mean))) @ self.J_o) / dtheta_dz[None, :]
+        return r, Jr, jac_theta
+
+    def start_reweighting(self, z):
+        self._u0 = jnp.asarray(self.u_frames(z, self.frames))
+        self._o_j = jnp.asarray(self.o)
+
+    def reweighted(self, z):
+        """(r, Jr, Kish N_eff) of the reweighted ensemble at z (DiffTRe), from this round's frames."""
+        m_rw, w = self.reweighted_mean(z, self._o_j, self._u0, self.frames)
+        rw_mean = functools.partial(_first, self.reweighted_mean, o_j=self._o_j, u0=self._u0, frames=self.frames)
+        neff = _kish(np.asarray(w))
+        return m_rw, rw_mean, neff
+
+    def residuals_at(self, m_rw, rw_mean, z):
+        jac = jax.jacfwd(rw_mean)(z)
+        r = np.asarray(self.resid(m_rw))
+        Jr = np.asarray(self.resid_jac(m_rw)) @ np.asarray(jac)
+        return r, Jr
+
+
+def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResult:
+    """Fit ``fit_params`` of ``system`` so that ensemble observables match ``targets`` (module docstring).
+
+    Args:
+      system: :class:`dmd.System` (start θ = ``system.params``).
+      fit_params: list of :class:`FitParam`.
+      targets: list of :class:`FitTarget` (observables of ``system``'s frames).
+      config: :class:`FitConfig`.
+      states: further :class:`FitState` s (other densities, temperatures, systems) simulated every round with the
+        same θ; their residuals join the loss.
+
+    Returns:
+      :class:`FitResult`; with ``config.out`` also ``history.json``, ``history.csv``, ``checkpoint.npz``,
+      ``summary.json``, ``loss.png`` and ``params.png`` in that folder.
+    """
+    cfg = config
+    if cfg.estimator not in ESTIMATORS:
+        raise UserInputError(f"estimator {cfg.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+    states = list(states)
+    multi = bool(states)
+    _check_targets(system, targets, " (state0)" if multi else "")
     mapping = _Mapping(system, fit_params)
     mapping.check_start(system.params)
-    box = system.box
-    beta = 1.0 / (BOLTZMANN_KJ_MOL_K * cfg.temperature)
+    evals = [_StateEval("state0", system, targets, cfg, fit_params, cfg.temperature)]
+    for i, st in enumerate(states, start=1):
+        if not isinstance(st, FitState):
+            raise UserInputError(f"fit: states[{i - 1}] is a {type(st).__name__}; give FitState(system, targets)")
+        name = st.name or f"state{i}"
+        _check_targets(st.system, st.targets, f" ({name})")
+        temperature = cfg.temperature if st.temperature is None else st.temperature
+        if not temperature > 0:
+            raise UserInputError(f"state {name!r}: temperature {temperature!r} K must be positive")
+        evals.append(_StateEval(name, st.system, st.targets, cfg, fit_params, temperature))
+    if len({e.name for e in evals}) != len(evals):
+        raise UserInputError(f"fit: state names must differ, got {[e.name for e in evals]}")
     dtype = jnp.asarray(system.positions).dtype
-    pos0 = jnp.asarray(system.positions)
-    offsets = _splits(targets, system.params, pos0, box)
-    objective = _Objective(targets, offsets)
-    per_frame = _per_frame_all(targets)
-    explicit = any(t.observable.explicit_params for t in targets)
-
-    # per-frame quantities, each compiled once for the whole fit
-    def o_of_z(z, x):
-        return per_frame(mapping.params_of(z), x, box)
-
-    sampled_energy = sampled_energy_fn(system, warn=cfg.estimator != "pathwise")
-
-    def u_of_z(z, x):
-        return sampled_energy(mapping.params_of(z), x, box)
-
-    o_frames = frame_values(lambda z, x, b: o_of_z(z, x))
-    du_frames = frame_values(lambda z, x, b: jax.jacfwd(u_of_z)(z, x))
-    u_frames = frame_values(lambda z, x, b: u_of_z(z, x))
-    do_dz_frames = frame_values(lambda z, x, b: jax.jacfwd(o_of_z)(z, x)) if explicit else None
-
-    @jax.jit
-    def reweighted_mean(z, frames_o, frames_u0, frames):
-        u = jax.lax.map(lambda x: u_of_z(z, x), frames, batch_size=64)
-        logw = -beta * (u - frames_u0)
-        w = jax.nn.softmax(logw - jnp.max(logw))
-        o = jax.lax.map(lambda x: o_of_z(z, x), frames, batch_size=64) if explicit else frames_o
-        return jnp.sum(w[:, None] * o, axis=0), w
-
-    resid = jax.jit(objective.residuals)
-    pred_jac = jax.jit(jax.jacfwd(lambda m: jnp.concatenate([jnp.ravel(p) for p in _predict_all(objective, m)])))
-    dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
-    resid_jac = jax.jit(jax.jacfwd(objective.residuals))
 
     opt = _optimizer(cfg)
     z = jnp.asarray(mapping.z_of_params(system.params), dtype)
     opt_state = opt.init(z)
     z_good = z
-    start_round, step_scale, positions, history = 0, 1.0, np.asarray(pos0), []
+    start_round, step_scale, history = 0, 1.0, []
     out = None if cfg.out is None else Path(cfg.out)
     ckpt = None if out is None else out / "checkpoint.npz"
     if cfg.resume:
         if ckpt is None or not ckpt.exists():
             raise UserInputError(f"--resume: no checkpoint at {ckpt}; run without --resume first")
         z, z_good, opt_state, start_round, step_scale, positions, history = _load_checkpoint(ckpt, opt_state)
+        if len(positions) != len(evals):
+            raise UserInputError(
+                f"--resume: {ckpt} holds {len(positions)} state(s) but the config has {len(evals)}; resume with the "
+                "same states or start a new --out folder"
+            )
+        for e, pos in zip(evals, positions, strict=True):
+            e.positions = pos
         z, z_good = jnp.asarray(z, dtype), jnp.asarray(z_good, dtype)
-    sampler = _make_sampler(system, cfg)
-    pathwise_names = [n for sel in mapping.selections for n in sel.names]
+
+    def save(next_round):
+        _write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
+                       history, mapping)  # fmt: skip
 
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start_round, cfg.rounds), desc="fit", unit="round", disable=not cfg.progress)
     for rnd in bar:
         t0 = time.perf_counter()
-        params = mapping.params_of(z)
         row = {"round": rnd, "estimator": cfg.estimator}
         try:
-            if cfg.estimator == "pathwise":
-                frames, dx_dz = _pathwise_sample(system, params, cfg, rnd, positions, pathwise_names, mapping, z,
-                                                 sampler)  # fmt: skip
-            else:
-                frames, _ = sample(system, params, cfg, seed=cfg.seed + rnd, positions=positions, sampler=sampler)
+            for e in evals:
+                e.simulate(z, rnd)
         except SimulationDiverged as exc:
-            row.update(status="diverged", message=str(exc), theta=_theta_dict(mapping, z))
+            where = f" ({e.name})" if multi else ""
+            row.update(status="diverged", message=f"{exc}{where}", theta=_theta_dict(mapping, z))
             history.append(row)
             z = z_good + 0.5 * (z - z_good)  # keep the last good θ, halve the step
             step_scale *= 0.5
             opt_state = opt.init(z)
-            bar.write(f"round {rnd}: {exc}; back towards the last good θ with half the step")
-            _write_outputs(out, ckpt, z, z_good, opt_state, rnd + 1, step_scale, positions, history, mapping)
+            bar.write(f"round {rnd}: {exc}{where}; back towards the last good θ with half the step")
+            save(rnd + 1)
             continue
-        frames = jnp.asarray(frames, dtype)
-        n = frames.shape[0]
-        o = np.asarray(o_frames(z, frames))
-        mean = o.mean(axis=0)
-        n_updates, neff = 1, float(n)
-        if cfg.estimator == "pathwise":
-            J_o = _pathwise_jacobian(o_of_z, z, frames, dx_dz, explicit)
-        else:
-            du = np.asarray(du_frames(z, frames))  # [F, Pz]
-            J_o = _fluctuation_jacobian(o, du, beta)
-            if explicit:
-                J_o = J_o + np.asarray(do_dz_frames(z, frames)).mean(axis=0)
-        r = np.asarray(resid(jnp.asarray(mean)))
-        Jr = np.asarray(resid_jac(jnp.asarray(mean))) @ J_o
+        parts = [e.estimate(z) for e in evals]
+        r = np.concatenate([p[0] for p in parts])
+        Jr = np.concatenate([p[1] for p in parts])
+        jac_theta = np.concatenate([p[2] for p in parts])
+        state_loss = [float(p[0] @ p[0]) for p in parts]
+        n_frames = [int(e.frames.shape[0]) for e in evals]
         loss0 = float(r @ r)
-        # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on
-        jac_theta = (np.asarray(pred_jac(jnp.asarray(mean))) @ J_o) / np.diag(np.asarray(dtheta_dz(z)))[None, :]
+        grad_norm = float(np.linalg.norm(2 * Jr.T @ r))
+        n_updates, neff = 1, [float(n) for n in n_frames]
         g = _direction(cfg, r, Jr)
         updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
         decay = 1.0 if cfg.decay_after is None or rnd < cfg.decay_after else 1.0 / (1 + rnd - cfg.decay_after)
         z_new = z + step_scale * decay * updates
         if cfg.estimator == "reweighting":
-            # DiffTRe: keep stepping on the same frames while the reweighted ensemble stays representative
-            u0 = jnp.asarray(u_frames(z, frames))
-            o_j = jnp.asarray(o)
-            rw_mean = functools.partial(_first, reweighted_mean, o_j=o_j, u0=u0, frames=frames)
+            # DiffTRe: keep stepping on the same frames while every state's reweighted ensemble stays representative
+            for e in evals:
+                e.start_reweighting(z)
             for _ in range(cfg.max_reuse - 1):
-                m_rw, w = reweighted_mean(z_new, o_j, u0, frames)
-                neff_new = _kish(np.asarray(w))
-                if neff_new < cfg.neff_fraction * n:
+                rw = [e.reweighted(z_new) for e in evals]
+                neff_new = [x[2] for x in rw]
+                if any(ne < cfg.neff_fraction * n for ne, n in zip(neff_new, n_frames, strict=True)):
                     break
                 neff = neff_new
                 z = z_new
-                jac = jax.jacfwd(rw_mean)(z)
-                r = np.asarray(resid(m_rw))
-                Jr = np.asarray(resid_jac(m_rw)) @ np.asarray(jac)
+                parts_rw = [e.residuals_at(m, f, z) for e, (m, f, _) in zip(evals, rw, strict=True)]
+                r = np.concatenate([p[0] for p in parts_rw])
+                Jr = np.concatenate([p[1] for p in parts_rw])
                 g = _direction(cfg, r, Jr)
                 updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
                 z_new = z + step_scale * decay * updates
                 n_updates += 1
         z_good = z
         z = z_new
-        positions = np.asarray(frames[-1])
+        for e in evals:
+            e.positions = np.asarray(e.frames[-1])
         step_scale = min(1.0, step_scale * 1.5)
         row.update(
             status="ok",
             loss=loss0,
-            grad_norm=float(np.linalg.norm(2 * Jr.T @ r)),
-            prediction=[p.tolist() for p in objective.predictions(jnp.asarray(mean))],
+            grad_norm=grad_norm,
+            prediction=[p.tolist() for e in evals for p in e.objective.predictions(jnp.asarray(e.mean))],
             jacobian_theta=jac_theta.tolist(),
-            n_eff=neff,
-            n_frames=int(n),
+            n_eff=min(neff),
+            n_frames=int(sum(n_frames)),
             updates=n_updates,
             theta=_theta_dict(mapping, z_good),
             theta_next=_theta_dict(mapping, z),
             seconds=time.perf_counter() - t0,
         )
+        if multi:
+            row["states"] = [
+                {"name": e.name, "loss": lo, "n_eff": ne, "n_frames": n}
+                for e, lo, ne, n in zip(evals, state_loss, neff, n_frames, strict=True)
+            ]
         history.append(row)
-        bar.set_postfix(loss=f"{loss0:.3g}", neff=f"{neff:.0f}")
-        _write_outputs(out, ckpt, z, z_good, opt_state, rnd + 1, step_scale, positions, history, mapping)
+        bar.set_postfix(loss=f"{loss0:.3g}", neff=f"{min(neff):.0f}")
+        save(rnd + 1)
     bar.close()
     last = _theta_dict(mapping, z)
     good = [h for h in history if h.get("status") == "ok"]
@@ -667,6 +793,9 @@ def fit(system, fit_params, targets, config: FitConfig) -> FitResult:
             "diverged_rounds": sum(h.get("status") == "diverged" for h in history),
             "estimator": cfg.estimator,
             "optimizer": cfg.optimizer,
+            "states": [
+                {"name": e.name, "temperature_K": e.cfg.temperature, "n_atoms": e.system.n_atoms} for e in evals
+            ],
             "last_loss": final_loss,
             "n_eff_last": good[-1]["n_eff"] if good else None,
         }

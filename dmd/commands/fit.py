@@ -24,11 +24,12 @@ def run(args) -> int:
     from fitting.fit_config import load_fit_config
     from fitting.forcefield import fit
 
-    system, params, targets, cfg = load_fit_config(args.config, out=args.out, resume=args.resume)
+    system, params, targets, cfg, states = load_fit_config(args.config, out=args.out, resume=args.resume)
     if args.rounds is not None:
         cfg = dataclasses.replace(cfg, rounds=args.rounds)
-    res = fit(system, params, targets, cfg)
-    print(f"dmd fit: {len(res.history)} rounds, estimator {cfg.estimator}, optimizer {cfg.optimizer}")
+    res = fit(system, params, targets, cfg, states=states)
+    n_states = f", {1 + len(states)} state points" if states else ""
+    print(f"dmd fit: {len(res.history)} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}")
     for name, value in res.values.items():
         print(f"  {name:40s} {value:.6g}   (last iterate {res.last[name]:.6g})")
     print(f"  last loss {res.converged_loss:.4g}; outputs in {args.out}/ (summary.json, history.csv, loss.png)")
