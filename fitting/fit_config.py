@@ -122,7 +122,7 @@ def _system(spec: dict, base: Path):
     raise UserInputError("system: give either model: lj_fluid|harmonic_chain|harmonic_oscillator or pdb: + forcefield:")
 
 
-def _observable(spec: dict, system):
+def _observable(spec: dict, system, temperature: float = 300.0):
     from fitting import observables as ob
 
     spec = dict(spec)
@@ -138,10 +138,14 @@ def _observable(spec: dict, system):
         return ob.mean_energy(system, **spec)
     if kind == "density":
         return ob.density(system)
+    if kind == "pressure":
+        if "temperature" not in spec:
+            spec["temperature"] = temperature
+        return ob.pressure(system, **spec)
     if kind == "dihedral_cosines":
         return ob.dihedral_cosines(**spec)
     raise UserInputError(
-        f"target observable {kind!r}: use rdf, structure_factor, mean_energy, density or dihedral_cosines "
+        f"target observable {kind!r}: use rdf, structure_factor, mean_energy, pressure, density or dihedral_cosines "
         "(diffuse and powder targets and custom JAX functions are available from Python: fitting.observables)"
     )
 
@@ -170,7 +174,8 @@ def load_fit_config(path, out=None, resume: bool = False):
         names = p.get("tie") or [p["name"]]
         params.append(FitParam(tuple(names), name=p.get("name"), lower=p.get("lower"), upper=p.get("upper"),
                                transform=p.get("transform", "auto")))  # fmt: skip
-    targets = _targets(raw["targets"], system, base, path, "")
+    sim_temp = float((raw.get("simulation") or {}).get("temperature", FitConfig.temperature))
+    targets = _targets(raw["targets"], system, base, path, "", sim_temp)
     states = []
     extra = raw.get("states") or []
     if not isinstance(extra, list):
@@ -185,8 +190,9 @@ def load_fit_config(path, out=None, resume: bool = False):
         spec = dict(raw["system"], **(st.get("system") or {}))
         st_system = _system(spec, base)
         name = st.get("name") or f"state{i + 1}"
-        st_targets = _targets(st["targets"], st_system, base, path, f" of state {name!r}")
         temp = st.get("temperature")
+        st_targets = _targets(st["targets"], st_system, base, path, f" of state {name!r}",
+                              sim_temp if temp is None else float(temp))  # fmt: skip
         states.append(FitState(st_system, tuple(st_targets), None if temp is None else float(temp), name))
     sim = dict(raw.get("simulation", {}))
     bad = set(sim) - _SIM_KEYS
@@ -214,10 +220,10 @@ def load_fit_config(path, out=None, resume: bool = False):
     return system, params, targets, cfg, states
 
 
-def _targets(specs, system, base: Path, path: Path, where: str) -> list:
+def _targets(specs, system, base: Path, path: Path, where: str, temperature: float) -> list:
     targets = []
     for t in specs:
-        obs = _observable(t, system)
+        obs = _observable(t, system, temperature)
         if "file" not in t:
             raise UserInputError(f"{path}: target {t.get('observable')!r}{where} needs file: (CSV of axis,value)")
         data = read_target_csv(base / t["file"], obs)

@@ -517,8 +517,9 @@ def _check_targets(system, targets, where: str) -> None:
     for t in targets:
         if t.observable.name == "density" and system.box is not None:
             raise UserInputError(
-                "target 'density': the engine samples at constant volume (NVT), where the density cannot change; "
-                "a density target needs constant-pressure sampling, which dmd does not provide yet"
+                "target 'density': the engine samples at constant volume (NVT), where the density cannot change, "
+                "and has no barostat yet; the NVT equivalent: build the box at the target density and fit the "
+                "'pressure' observable to the external pressure (fitting.observables.pressure)"
             )
         k = len(np.atleast_1d(t.observable.axis))
         if np.shape(np.atleast_1d(t.data)) != (k,):

@@ -31,6 +31,7 @@ __all__ = [
     "structure_factor",
     "mean_energy",
     "density",
+    "pressure",
     "dihedral_cosines",
     "diffuse_scattering",
     "powder_pattern",
@@ -134,12 +135,56 @@ def mean_energy(system, per_atom: bool = False) -> Observable:
     return Observable("mean_energy", per_frame, np.zeros(1), "index", explicit_params=True)
 
 
+# 1 kJ/mol/nm³ in bar: 1e3 J / 6.02214076e23 / 1e-27 m³ = 1.66054e6 Pa
+KJ_MOL_NM3_TO_BAR = 16.605390671738467
+
+
+def pressure(system, temperature: float, *, units: str = "bar") -> Observable:
+    """Instantaneous virial pressure of a periodic box (bar, or kJ/mol/nm³ with ``units="kj_mol_nm3"``)::
+
+        P = (n_dof kT − dU(λx, λL)/dλ|_{λ=1}) / (3V)
+
+    The configurational part is the derivative of U under a uniform dilation of positions and box (equal to the
+    pair virial Σ r_ij·f_ij / 3V for pair potentials, and right for any U(x, box), PME included); the kinetic part
+    is its exact thermostat average n_dof kT / 3V (frames carry no velocities). Depends on θ explicitly.
+
+    Why it is here: the engine samples at constant volume, where the density cannot move. The NVT route to a density
+    target ρ_exp at pressure P_ext is to build the box at ρ_exp and fit ⟨P⟩ = P_ext (equivalent to ⟨ρ⟩_NPT = ρ_exp in
+    the thermodynamic limit). Atom-wise dilation stretches constrained bonds, so systems with constraints are
+    refused (their pressure needs the molecular virial).
+    """
+    if system.box is None:
+        raise UserInputError("pressure: the system has no periodic box; pressure needs a box")
+    cons = getattr(system, "constraints", None)
+    if cons is not None and (np.size(getattr(cons, "pairs", [])) or getattr(cons, "settle", None) is not None):
+        raise UserInputError(
+            "pressure: the system has constraints; the atomic virial is wrong for rigid bonds/water (the molecular "
+            "virial is needed): build the system without constraints (constraints=None) for a pressure target"
+        )
+    if units not in ("bar", "kj_mol_nm3"):
+        raise UserInputError(f"pressure: units {units!r}: use 'bar' or 'kj_mol_nm3'")
+    from dmd.integrators import BOLTZMANN_KJ_MOL_K, n_degrees_of_freedom
+
+    kinetic = n_degrees_of_freedom(system) * BOLTZMANN_KJ_MOL_K * float(temperature)
+    scale = KJ_MOL_NM3_TO_BAR if units == "bar" else 1.0
+
+    def per_frame(params, pos, box=None):
+        b = jnp.asarray(system.box if box is None else box, pos.dtype)
+        vol = jnp.prod(b) if b.ndim == 1 else jnp.abs(jnp.linalg.det(b))
+        dilate = jax.grad(lambda lam: system.energy_fn(params, pos * lam, box=b * lam, neighbor=None))
+        du = dilate(jnp.ones((), pos.dtype))
+        return jnp.reshape(scale * (kinetic - du) / (3 * vol), (1,))
+
+    return Observable("pressure", per_frame, np.zeros(1), "index", explicit_params=True)
+
+
 def density(system) -> Observable:
     """Mass density (g/cm³) of the periodic box.
 
     NVT runs keep the box, so this is constant and its θ-gradient is zero: a density target needs
     constant-pressure sampling (not provided by the engine yet). It is here so that a config can name it;
-    :func:`fitting.forcefield.fit` refuses it for NVT runs with that explanation.
+    :func:`fitting.forcefield.fit` refuses it for NVT runs and points to :func:`pressure` (box built at the target
+    density, ⟨P⟩ fitted to the external pressure), the NVT equivalent.
     """
     if system.box is None:
         raise UserInputError("density: the system has no periodic box; density needs a box")
