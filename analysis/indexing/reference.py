@@ -29,6 +29,7 @@ __all__ = [
     "BRAVAIS_OF",
     "ReferenceRows",
     "reference_rows",
+    "refine_rows",
     "centring_allowed",
     "search_system",
 ]
@@ -69,6 +70,11 @@ BRAVAIS_OF = {
 # Default index bound per system: enough for the first ~30 lines of cells whose axis
 # ratios stay below ~5 once reduced (the search reduces candidates before testing).
 _N_MAX = {"cubic": 12, "tetragonal": 12, "hexagonal": 12, "orthorhombic": 10, "monoclinic": 8, "triclinic": 6}
+# Index bound of the float64 refinement (refine_rows): orthorhombic F / I cells with one long axis
+# (axis ratio ~4) observe 00l and 11l up to l = 12 among their first 20 lines (e.g. F d d 2 with
+# a, b ≈ 4.2, 4.5 Å and c ≈ 17.5 Å: 0 0 12 and 1 1 11). The search and the prior keep _N_MAX: the
+# shipped prior's row usage order indexes those lists.
+_N_MAX_REFINE = dict(_N_MAX, orthorhombic=12)
 
 
 def search_system(system: str) -> str:
@@ -161,3 +167,9 @@ def reference_rows(system: str, n_max: int | None = None) -> ReferenceRows:
         allowed[cen] = allow
         rep[cen] = hkl[rep_idx].astype(np.int32)
     return ReferenceRows(system=system, rows=rows, allowed=allowed, rep_hkl=rep, n_max=n_max)
+
+
+def refine_rows(system: str) -> ReferenceRows:
+    """Reference rows of the float64 refinement (index bound ``_N_MAX_REFINE``, ≥ the search's)."""
+    system = search_system(system)
+    return reference_rows(system, _N_MAX_REFINE[system])

@@ -1,6 +1,8 @@
 """Batched generate-and-test search for unit cells (SVD-Index / ML-Index style), in JAX.
 
-One batch, all candidates in parallel (``vmap`` inside one ``jit``)::
+One batch, all candidates in parallel (``vmap`` inside two ``jit`` stages: the exact solves with
+one quick test each, :func:`_generate_batch`, then the iterations, :func:`_run_batch`, which exact
+cubic-hexagonal data skip when an exact solve already reaches ``stop_m20``)::
 
     candidates x₀  ── random cells in volume bounds (SVD-Index)  or
                    ── exact solves H_S x = q_S of n_params peaks with Miller indices
@@ -54,7 +56,9 @@ BATCH_SIZES = {
 
 
 # batches before giving up (clean data stop at the first batch that finds an M20 ≥ stop_m20 cell)
-MAX_BATCHES = {"cubic": 6, "tetragonal": 6, "hexagonal": 6, "orthorhombic": 6, "monoclinic": 8, "triclinic": 12}
+# (orthorhombic 12: centred cells without axial lines, e.g. F d d 2 with no h00 / 0k0 line, need
+# prior draws of rarely used indices such as 004 for the first line; clean data stop at the first hit)
+MAX_BATCHES = {"cubic": 6, "tetragonal": 6, "hexagonal": 6, "orthorhombic": 12, "monoclinic": 8, "triclinic": 12}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +96,9 @@ class SearchConfig:
         n_σ·σ up to ~1.4e3; exception: patterns dominated by one zone, where wrong cells
         reach 4e4, e.g. 15 of 20 lines 0kl).
       stop_agree: also stop when a batch, independently of the earlier ones, returns the same
-        best cell as they did (:func:`_batches_agree`): noisy data never reach ``stop_m20``.
+        best cell as they did (:func:`_batches_agree`; monoclinic / orthorhombic: tolerances from the
+        error model, and the cell leaves at most ``n_impurity`` + 1 of the first 20 lines unindexed):
+        noisy data never reach ``stop_m20``.
       n_ref_rows: reference rows searched (None: prior.N_SEARCH_ROWS per system).
       seed: PRNG seed.
     """
@@ -426,24 +432,15 @@ def _valid(x, system, vlo, vhi):
     return jnp.all(jnp.isfinite(x)) & jnp.isfinite(v) & (v >= vlo) & (v <= vhi)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "system",
-        "n_gen",
-        "n_cand",
-        "n_iter",
-        "n_first",
-        "n_axes",
-        "n_random",
-        "refine_zero",
-        "acceptance",
-        "n_fom",
-        "top_k",
-        "use_zones",
-    ),
-)
-def _run_batch(
+def _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
+    """Score (−inf when invalid or outside the volume bounds) and assignment of one candidate."""
+    s, idx, idx2, r, r2 = _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom)
+    s = jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
+    return s, idx, idx2, r, r2
+
+
+@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "n_fom", "use_zones"))
+def _generate_batch(
     key,
     q_obs,
     sig,
@@ -453,6 +450,60 @@ def _run_batch(
     vocab_rows,
     vlo,
     vhi,
+    n_sigma,
+    *,
+    system: str,
+    n_gen: int,
+    n_sel: int,
+    n_first: int,
+    n_axes: int,
+    n_fom: int,
+    use_zones: bool = True,
+):
+    """Stage A of a batch: ``n_gen`` exact-solve candidates from the prior (and zone constructions),
+    one quick test each; returns the best ``n_sel`` (x ``[n_sel, p]``, score ``[n_sel]``), best first.
+
+    Kept apart from the iterative stage (:func:`_run_batch`) so that exact cubic-hexagonal data, where
+    an exact solve already reaches ``stop_m20``, skip the refinement iterations (search_cells).
+    """
+    dtype = q_obs.dtype
+    p = rows.shape[1]
+    kgen, _, _ = jax.random.split(key, 3)  # the same split as _run_batch: krand, kref are its own
+    gen_keys = jax.random.split(kgen, n_gen)
+    x_gen = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(gen_keys)
+    if system in ("triclinic", "monoclinic") and use_zones:  # half of the draws from zone constructions
+        zone_fn = _zone_x if system == "triclinic" else _zone_mono_x
+        x_zone = jax.vmap(lambda k: zone_fn(k, q_obs, sig, n_axes))(gen_keys[: n_gen // 2])
+        x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen[n_gen // 2 :]], axis=0)
+    x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
+    z0 = jnp.zeros((n_gen,), dtype)
+    s_gen = jax.vmap(lambda x, z: _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)[0])(x_gen, z0)
+    s_sel, sel = jax.lax.top_k(s_gen, n_sel)
+    return x_gen[sel], s_sel
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "system",
+        "n_cand",
+        "n_iter",
+        "n_random",
+        "refine_zero",
+        "acceptance",
+        "n_fom",
+        "top_k",
+    ),
+)
+def _run_batch(
+    key,
+    x_sel,
+    q_obs,
+    sig,
+    g,
+    rows,
+    vlo,
+    vhi,
     p_keep,
     p_soft,
     temperature,
@@ -460,30 +511,26 @@ def _run_batch(
     n_sigma,
     *,
     system: str,
-    n_gen: int,
     n_cand: int,
     n_iter: int,
-    n_first: int,
-    n_axes: int,
     n_random: int,
     refine_zero: bool,
     acceptance: str,
     n_fom: int,
     top_k: int,
-    use_zones: bool = True,
 ):
+    """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` plus
+    ``n_random`` random cells, refined iteratively (module docstring); returns the best ``top_k``."""
     dtype = q_obs.dtype
     p = rows.shape[1]
     n_obs = q_obs.shape[0]
-    kgen, krand, kref = jax.random.split(key, 3)
+    _, krand, kref = jax.random.split(key, 3)
     x_rand = jax.vmap(lambda k: _random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
     x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
     d_rel = jnp.sqrt(q_obs[0] / q_obs)  # d_k / d_1
 
     def evaluate(x, z):
-        s, idx, idx2, r, r2 = _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom)
-        s = jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
-        return s, idx, idx2, r, r2
+        return _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)
 
     def step(x, z, s, ev, key, use_soft):
         """One assignment + weighted-least-squares move of one candidate."""
@@ -525,22 +572,8 @@ def _run_batch(
         ev = jax.tree_util.tree_map(lambda a_new, a_old: jnp.where(acc, a_new, a_old), ev_new, ev)
         return jnp.where(acc, x_new, x), jnp.where(acc, z_new, z), jnp.where(acc, s_new, s), ev
 
-    # stage A: many exact-solve candidates from the prior, one quick test each; the best
-    # n_cand − n_random go on to the iterative refinement together with the random cells
-    n_sel = n_cand - n_random
-    if n_sel > 0:
-        gen_keys = jax.random.split(kgen, n_gen)
-        x_gen = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(gen_keys)
-        if system in ("triclinic", "monoclinic") and use_zones:  # half of the draws from zone constructions
-            zone_fn = _zone_x if system == "triclinic" else _zone_mono_x
-            x_zone = jax.vmap(lambda k: zone_fn(k, q_obs, sig, n_axes))(gen_keys[: n_gen // 2])
-            x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen[n_gen // 2 :]], axis=0)
-        x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
-        s_gen = jax.vmap(evaluate)(x_gen, jnp.zeros((n_gen,), dtype))[0]
-        _, sel = jax.lax.top_k(s_gen, n_sel)
-        x0 = jnp.concatenate([x_rand, x_gen[sel]], axis=0)
-    else:
-        x0 = x_rand
+    # stage A (_generate_batch) gave the best n_sel exact-solve candidates; the random cells join them
+    x0 = jnp.concatenate([x_rand, x_sel.astype(dtype)], axis=0) if x_sel.shape[0] > 0 else x_rand
     z0 = jnp.zeros((n_cand,), dtype)
     ev0 = jax.vmap(evaluate)(x0, z0)
     s0 = ev0[0]
@@ -585,20 +618,45 @@ def _default_volume_bounds(q_obs: np.ndarray, system: str) -> tuple[float, float
     return 0.3 * m_lo * v, 1.5 * m_hi * v
 
 
-def _batches_agree(xs: list, ss: list, rel_tol: float = 2e-3) -> bool:
+def _n_unindexed(x, z, q_obs, sig, g, rows, n_sigma: float, n_fom: int) -> int:
+    """Lines among the first ``n_fom`` farther than n_σ·σ from every calculated line of x (numpy)."""
+    q_ref = rows @ x
+    qm = (q_obs - g * z)[:n_fom]
+    d = np.min(np.abs(qm[:, None] - q_ref[None, :]), axis=1)
+    return int(np.sum(d > n_sigma * sig[:n_fom]))
+
+
+def _batches_agree(
+    xs: list, ss: list, system: str, rel_tol: float = 2e-3, score_tol: float = 0.05, by_lattice: bool = False
+) -> bool:
     """True when the newest batch's best cell equals the best of the earlier batches.
 
-    Cells are compared on the reduced x (same reduction in every batch, so equal lattices
-    give equal x up to ties of the reduction); scores must agree within 0.05 in log M.
+    Cells are compared on their reduced parameters x (within ``rel_tol`` of the largest of A, B, C)
+    or, with ``by_lattice``, as lattices, since a batch may return another setting of the same lattice
+    (e.g. another unique axis of a pseudo-orthorhombic monoclinic cell): the volume and the sorted
+    diagonal of the reciprocal metric must agree within ``rel_tol`` (relative). The approximate log M
+    scores must agree within ``score_tol``. On noisy data the float32 search refines on random line
+    subsets, so the same cell comes back with its parameters scattered by about σ(q²₁)/q²₁ and its
+    score by ~0.1 (search_cells sets the tolerances).
     """
     prev_s = np.concatenate(ss[:-1])
     i = int(np.argmax(prev_s))
     x_prev = np.concatenate(xs[:-1])[i]
     x_new, s_new = xs[-1][0], ss[-1][0]
-    if not (np.isfinite(s_new) and np.isfinite(prev_s[i])) or abs(s_new - prev_s[i]) > 0.05:
+    if not (np.isfinite(s_new) and np.isfinite(prev_s[i])) or abs(s_new - prev_s[i]) > score_tol:
         return False
-    scale = np.max(np.abs(x_prev[:3])) if x_prev.size >= 3 else np.max(np.abs(x_prev))
-    return bool(np.max(np.abs(x_new - x_prev)) <= rel_tol * scale)
+    if not by_lattice:  # the same reduced parameters (the search reduces every candidate the same way)
+        scale = np.max(np.abs(x_prev[:3])) if x_prev.size >= 3 else np.max(np.abs(x_prev))
+        return bool(np.max(np.abs(x_new - x_prev)) <= rel_tol * scale)
+    g_prev, g_new = (np.asarray(gstar_from_x(np.asarray(x, np.float64), system), np.float64) for x in (x_prev, x_new))
+    d_prev, d_new = np.sort(np.diag(g_prev)), np.sort(np.diag(g_new))
+    det_prev, det_new = np.linalg.det(g_prev), np.linalg.det(g_new)
+    if not (det_prev > 0 and det_new > 0):
+        return False
+    # volume ∝ det(G*)^(-1/2): relative volume difference ≈ half the relative determinant difference
+    return bool(
+        np.all(np.abs(d_new - d_prev) <= rel_tol * d_prev) and abs(det_new / det_prev - 1) <= 2 * rel_tol * x_new.size
+    )
 
 
 def search_cells(
@@ -642,37 +700,82 @@ def search_cells(
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
     sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
     args = [jnp.asarray(a, dtype) for a in (q, sig, g, rows, logits, vocab)]
+    rows_np = np.asarray(rows, np.float64)
     scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]
     mala = None if config.mala_scale <= 0 else jnp.asarray(config.mala_scale, dtype)
+    n_sigma_j = jnp.asarray(config.n_sigma, dtype)
+    # agreement between batches (stop_agree). Monoclinic / orthorhombic: the same cell returns with its
+    # parameters scattered by about the relative error σ(q²)/q² of the first line (the largest) and its
+    # approximate log M by ~0.1, and counts only when it indexes the lines. Triclinic keeps the strict test
+    # (2e-3, 0.05): with six free parameters wrong cells that index every line within the noise are common
+    # and a looser test stops on them (measured: a noisy benchmark pattern lost); cubic-hexagonal rarely
+    # need agreement and keep it as tuned.
+    loose = system in ("orthorhombic", "monoclinic")
+    agree_tol = float(np.clip(2 * sig[0] / q[0], 2e-3, 2e-2)) if loose else 2e-3
+    score_tol = 0.25 if loose else 0.05
+    max_unindexed = config.n_impurity + 1 if loose else n_fom
+    # exact data skip the iterations of a batch whose exact solves reach stop_m20 (cubic-hexagonal: one
+    # or two parameters). Not from orthorhombic on: there the exact solves may all be supercells of the
+    # truth (measured: an oP cell returned as its 2a·2b·2c F supercell, which also indexes every line
+    # exactly); the iterations bring the true cell back among the candidates.
+    early_exit = system in ("cubic", "tetragonal", "hexagonal")
     key = jax.random.PRNGKey(config.seed)
     xs, zs, ss = [], [], []
     best = -np.inf
     nb = 0
     for nb in range(1, (config.max_batches or MAX_BATCHES[system]) + 1):
         key, sub = jax.random.split(key)
-        bx, bz, bs = _run_batch(
-            sub,
-            *args,
-            *scal,
-            mala,
-            jnp.asarray(config.n_sigma, dtype),
-            system=system,
-            n_gen=n_gen,
-            n_cand=n_cand,
-            n_iter=config.n_iter,
-            n_first=n_first,
-            n_axes=min(config.n_axes, n_obs),
-            n_random=n_random,
-            refine_zero=refine_zero,
-            acceptance=config.acceptance,
-            n_fom=n_fom,
-            top_k=config.top_k,
-            use_zones=config.candidates != "random",
-        )
+        n_sel = n_cand - n_random
+        if n_sel > 0:
+            x_sel, s_sel = _generate_batch(
+                sub,
+                *args,
+                scal[0],
+                scal[1],
+                n_sigma_j,
+                system=system,
+                n_gen=n_gen,
+                n_sel=n_sel,
+                n_first=n_first,
+                n_axes=min(config.n_axes, n_obs),
+                n_fom=n_fom,
+                use_zones=config.candidates != "random",
+            )
+        else:
+            x_sel, s_sel = jnp.zeros((0, rows.shape[1]), dtype), jnp.zeros((0,), dtype)
+        if early_exit and n_sel >= config.top_k and float(s_sel[0]) >= np.log(config.stop_m20):
+            # exact data: an exact solve already indexes every line (the search stops at this batch),
+            # the refinement iterations would not change the answer
+            bx, bz, bs = x_sel[: config.top_k], jnp.zeros((config.top_k,), dtype), s_sel[: config.top_k]
+        else:
+            bx, bz, bs = _run_batch(
+                sub,
+                x_sel,
+                *args[:4],
+                *scal,
+                mala,
+                n_sigma_j,
+                system=system,
+                n_cand=n_cand,
+                n_iter=config.n_iter,
+                n_random=n_random,
+                refine_zero=refine_zero,
+                acceptance=config.acceptance,
+                n_fom=n_fom,
+                top_k=config.top_k,
+            )
         xs.append(np.asarray(bx, np.float64))
         zs.append(np.asarray(bz, np.float64))
         ss.append(np.asarray(bs, np.float64))
-        agree = nb > 1 and config.stop_agree and _batches_agree(xs, ss)
+        # agreement counts only for a cell that indexes the lines (all but the impurities, and one more:
+        # the search's rows and float32 parameters are approximate): independent batches that return
+        # the same poor cell (a few lines unindexed) have found a trap, not the answer
+        agree = (
+            nb > 1
+            and config.stop_agree
+            and _batches_agree(xs, ss, system, agree_tol, score_tol, by_lattice=loose)
+            and _n_unindexed(xs[-1][0], zs[-1][0], q, sig, g, rows_np, config.n_sigma, n_fom) <= max_unindexed
+        )
         best = max(best, float(np.max(ss[-1])))
         if progress is not None:
             progress(nb, best)

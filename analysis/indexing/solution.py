@@ -20,7 +20,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis.indexing import fom, reduce
-from analysis.indexing.reference import BRAVAIS_OF, CENTRINGS, reference_rows, search_system
+from analysis.indexing.reference import BRAVAIS_OF, CENTRINGS, refine_rows, search_system
 
 __all__ = [
     "Solution",
@@ -152,7 +152,7 @@ def refine_candidate(
     ``n_impurity`` of them, which cost only the tolerance n_σ·σ.
     """
     system = search_system(system)
-    ref = reference_rows(system)
+    ref = refine_rows(system)
     q = np.asarray(inv_d2, float)
     n = q.size
     sig = 8.7e-5 + 9.2e-4 * q if sigma is None else np.asarray(sigma, float)
@@ -227,7 +227,7 @@ def refine_candidate(
     f20 = dtt = nposs = None
     if wavelength is not None:
         f20, dtt, nposs = fom.smith_snyder_f(q, q_cal, q_ref, wavelength, n=n_fom, indexed=ok)
-    hkl = reference_rows(system).rep_hkl[cen][np.flatnonzero(reference_rows(system).allowed[cen])][idx]
+    hkl = ref.rep_hkl[cen][np.flatnonzero(ref.allowed[cen])][idx]
     return Solution(
         bravais=BRAVAIS_OF[(system, cen)],
         system=system,

@@ -1,0 +1,100 @@
+"""When a monoclinic / orthorhombic search also runs the triclinic search, and centred cells without axial lines."""
+
+import gemmi
+import numpy as np
+
+from analysis import cell as cell_mod
+from analysis.indexing import (
+    PRIMITIVE_FALLBACK_SCORE,
+    ErrorModel,
+    SearchConfig,
+    explains_data,
+    index_peaks,
+    line_coverage,
+    needs_primitive_search,
+    peaks_from_values,
+    reduced_chi2,
+    refine_candidate,
+    same_lattice,
+    synthetic_pattern,
+)
+
+# the static shapes of test_indexing_search (CFG there; CFG here as in its zero-shift test): one
+# compilation per system when the files run in one process
+CFG = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6, refine_zero=True)
+CFG_CLEAN = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6)
+MONO = [7.21, 9.13, 11.32, 90.0, 104.3, 90.0]
+
+
+def _noisy_mp(seed: int):
+    errors = ErrorModel(k=1.0, p_missing=0.0, n_impurity=1, zero_shift_deg=0.0)
+    return synthetic_pattern("mP", np.random.default_rng(seed), errors=errors, cell=MONO, spacegroup="P 1 21/c 1")
+
+
+def _refine(cell, p, tol_k: float = 1.0):
+    q = p.inv_d2
+    x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), "monoclinic"), float)
+    sig = tol_k * (8.7e-5 + 9.2e-4 * q)
+    return refine_candidate(x, 0.0, q, "monoclinic", sigma=sig, n_impurity=1), sig
+
+
+def test_fallback_decision_on_true_cell_supercell_and_precise_data():
+    p = _noisy_mp(11)
+    q = p.inv_d2
+    truth, sig = _refine(MONO, p)
+    # the true cell under the error model it was drawn from: χ²_ν ≈ 1 (sd ≈ 0.4 at ~15 dof), most of its
+    # calculated lines observed (P 21/c absences h0l l odd, 0k0 k odd: measured coverage 0.7-0.9)
+    assert truth.n_indexed >= q.size - 1  # all but the impurity line (which may fall on a calculated line)
+    assert 0.3 < reduced_chi2(truth, q, sig) < 2.0
+    assert line_coverage(truth, q) > 0.65
+    assert truth.score < PRIMITIVE_FALLBACK_SCORE  # noisy data never reach it: the old test always ran the fallback
+    assert explains_data(truth, q, sig, n_impurity=1)
+    assert not needs_primitive_search(truth, q, sig, n_impurity=1)
+    # the doubled cell (a' = 2a) indexes the same lines with the same residuals but half of its calculated
+    # lines are absent: it does not explain the data (coverage about half the truth's)
+    big, _ = _refine([2 * MONO[0], *MONO[1:]], p)
+    assert big.n_indexed == truth.n_indexed
+    assert 0.2 < reduced_chi2(big, q, sig) < 2.5  # passes the χ² test: only the coverage rejects it
+    assert line_coverage(big, q) < 0.6 * line_coverage(truth, q)
+    assert needs_primitive_search(big, q, sig, n_impurity=1)
+    # a σ ten times the real error (data far more precise than assumed): χ²_ν ≈ 0.01, inconclusive
+    loose, sig10 = _refine(MONO, p, tol_k=10.0)
+    assert reduced_chi2(loose, q, sig10) < 0.05
+    assert needs_primitive_search(loose, q, sig10, n_impurity=1)
+
+
+def test_fallback_skipped_when_the_search_explains_noisy_data():
+    errors = ErrorModel(k=1.0, p_missing=0.1, n_impurity=1, zero_shift_deg=0.03)
+    cell = [5.32, 7.41, 10.87, 90.0, 90.0, 90.0]
+    p = synthetic_pattern("oP", np.random.default_rng(3), errors=errors, cell=cell, spacegroup="P 21 21 21")
+    pk = peaks_from_values(p.two_theta, "2theta", wavelength=p.wavelength)
+    res = index_peaks(pk, "orthorhombic", config=CFG)
+    best = res.solutions[0]
+    # σ(q²) = 8.7e-5 + 9.2e-4 q² with k = 1: same lattice within 2e-2 (the benchmark's noisy tolerance)
+    assert same_lattice(p.cell, "P", best.cell, best.centring, 2e-2)
+    assert best.score < PRIMITIVE_FALLBACK_SCORE
+    # the triclinic fallback did not run (before: always on noisy data, whose best scores stay ≪ 1000)
+    assert "orthorhombic via triclinic" not in res.n_candidates
+
+
+def test_face_centred_orthorhombic_without_axial_lines():
+    """F d d 2 with two short axes: no h00 / 0k0 line among the first 20, 00l and 11l up to l = 12.
+
+    The benchmark's one clean orthorhombic failure (seed 2024, pattern 50): the prior rarely labels the
+    first line 004, so the search needs more than the former 6 batches, and 0 0 12 / 1 1 11 lay beyond
+    the former index bound 10 of the refinement.
+    """
+    cell = [4.152284851075841, 4.467585284767325, 17.530972840061775, 90.0, 90.0, 90.0]
+    p = synthetic_pattern("oF", np.random.default_rng(0), cell=cell, spacegroup="F d d 2")
+    assert not np.any((p.hkl[:, 1] == 0) & (p.hkl[:, 2] == 0)) and not np.any((p.hkl[:, 0] == 0) & (p.hkl[:, 2] == 0))
+    assert np.abs(p.hkl).max() == 12
+    x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), "orthorhombic"), float)
+    truth = refine_candidate(x, 0.0, p.inv_d2, "orthorhombic")
+    assert truth.n_indexed == 20 and truth.bravais == "oF"
+    pk = peaks_from_values(p.two_theta, "2theta", wavelength=p.wavelength)
+    # the test budget of test_indexing_search (2048 draws a batch) with the orthorhombic batch limit (12)
+    best = index_peaks(pk, "orthorhombic", config=CFG_CLEAN).solutions[0]
+    cen = gemmi.find_spacegroup_by_name(p.spacegroup).centring_type()
+    # exact data: same lattice within 5e-3 (the benchmark's clean tolerance), every line indexed
+    assert same_lattice(p.cell, cen, best.cell, best.centring, 5e-3), best.cell
+    assert best.bravais == "oF" and best.n_indexed == 20
