@@ -24,15 +24,9 @@ Example (``examples/fit/lj_rdf.yaml``)::
     decay_after: 4             # Robbins-Monro: from round 4 the iterate is the running mean of the round estimates
     simulation: {steps: 4000, equilibration: 500, report_every: 40, dt: 0.02, temperature: 240, friction: 2.0}
 
-Several state points: a ``states:`` list adds further states, simulated every round with the same parameters;
+Several state points: the ``states:`` list adds further states, simulated every round with the same parameters;
 each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, default the simulation's) and ``system:``
-(keys that override the main system's, e.g. another density)::
-
-    states:
-      - name: low_density
-        system: {density: 0.2048}
-        targets:
-          - {observable: rdf, file: target_rdf_low.csv, r_max: 0.9, n_bins: 30}
+(keys that override the main system's, as the other density above).
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are

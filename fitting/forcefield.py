@@ -583,7 +583,7 @@ class _StateEval:
         self.pathwise_names = [n for sel in mapping.selections for n in sel.names]
         self.dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
         # per-round results
-        self.frames = self.o = self.mean = self.J_o = None
+        self.frames = self.o = self.mean = self.J_o = self._dx_dz = None
 
     def simulate(self, z, rnd):
         """Sample this state at z (raises SimulationDiverged); keeps frames for the estimators."""
@@ -623,7 +623,8 @@ class _StateEval:
         self._o_j = jnp.asarray(self.o)
 
     def reweighted(self, z):
-        """(r, Jr, Kish N_eff) of the reweighted ensemble at z (DiffTRe), from this round's frames."""
+        """(⟨o⟩_z, z ↦ ⟨o⟩_z for its Jacobian, Kish N_eff) of the reweighted ensemble at z (DiffTRe), from this
+        round's frames."""
         m_rw, w = self.reweighted_mean(z, self._o_j, self._u0, self.frames)
         rw_mean = functools.partial(_first, self.reweighted_mean, o_j=self._o_j, u0=self._u0, frames=self.frames)
         neff = _kish(np.asarray(w))
