@@ -5,7 +5,7 @@ API::
     data = read_mtz("obs.mtz", ["I_diffuse", "SIGI"])   # MtzData(hkl [M,3] int32, columns, cell, spacegroup)
     write_mtz("pred.mtz", hkl, {"ID": i_d, "MEANF2": f2}, cell, "P 1")   # atomic write
 
-Missing columns raise :class:`dmd.errors.UserInputError` listing the columns present with their MTZ types.
+Missing columns raise :class:`dmd.base.errors.UserInputError` listing the columns present with their MTZ types.
 Missing values (MTZ NaN) are kept as NaN; callers mask them.
 """
 
@@ -18,8 +18,8 @@ from typing import NamedTuple
 import gemmi
 import numpy as np
 
-from dmd.errors import UserInputError
-from dmd.io_utils import atomic_path
+from dmd.base.errors import UserInputError
+from dmd.base.io import atomic_path
 
 __all__ = ["MtzData", "read_mtz", "write_mtz", "mtz_columns"]
 

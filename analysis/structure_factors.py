@@ -642,7 +642,7 @@ def trajectory_structure_factors(
         bar.update(len(frac))
     bar.close()
     if not out:
-        from dmd.errors import UserInputError
+        from dmd.base.errors import UserInputError
 
         raise UserInputError(f"{traj}: no frames read (check --stride and the file)")
     return np.asarray(hkl, np.int32), np.concatenate(out), np.concatenate(cells_all)

@@ -23,7 +23,7 @@ import numpy as np
 from analysis import cell as cell_mod
 from analysis import symmetry
 from analysis.formfactors import normalize_element
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 __all__ = ["CrystalStructure", "read_structure", "trajectory_frames"]
 

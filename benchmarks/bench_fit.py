@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.base.io import write_json
 from dmd.estimators import block_jackknife
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
-from dmd.io_utils import write_json
 from dmd.models import lj_fluid
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget, fit, sample, sampled_energy_fn

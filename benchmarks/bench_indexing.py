@@ -433,7 +433,7 @@ def main(argv=None) -> int:
     rows = list(logs["mlindex"].rows.values())
     if rows:
         report["results"]["mlindex"] = mlindex_summary(rows)
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
 
     write_json(os.path.join(args.out_dir, "summary.json"), report)
     return 0

@@ -240,7 +240,7 @@ def main(argv=None):
         "rows": rows,
         "ratios": ratios,
     }
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
 
     write_json(args.out_dir / "bench_merge.json", result)
     print(f"wrote {args.out_dir / 'bench_merge.json'}")

@@ -71,7 +71,7 @@ def energy_parameters(names, cache: Path) -> dict:
         for n in missing:
             radius, charge, _ = element_parameters(expand_spec(STRUCTURES[n])[2])
             data[n] = {"radius": radius.tolist(), "charge": charge.tolist()}
-        from dmd.io_utils import write_json
+        from dmd.base.io import write_json
 
         write_json(cache, data)
     return data
@@ -338,7 +338,7 @@ def main(argv=None):
 
 def landscape_phase(names, args, out_dir):
     """Landscape diagnostics per structure (:func:`landscape_one`), summarized in OUT/landscape.json."""
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
 
     report = {name: landscape_one(name, args, out_dir) for name in names}
     write_json(out_dir / "landscape.json", report)
@@ -407,7 +407,7 @@ def run_phase(names, args, raw_path, run_path, cache):
         jax.config.update("jax_enable_x64", True)
     from tqdm import tqdm
 
-    from dmd.io_utils import savez, write_json
+    from dmd.base.io import savez, write_json
 
     eparams = json.loads(cache.read_text())
     raw = dict(np.load(raw_path)) if (args.resume and raw_path.exists()) else {}
@@ -437,7 +437,7 @@ def run_phase(names, args, raw_path, run_path, cache):
 
 
 def match_phase(args, raw_path, run_path, res_path):
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
 
     run = json.loads(run_path.read_text())
     raw_all = dict(np.load(raw_path))

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.params import select
 

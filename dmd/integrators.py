@@ -198,8 +198,8 @@ def _energy_and_forces(system):
 
 
 def _constraint_fns(system, masses):
+    from dmd.base.errors import UserInputError
     from dmd.constraints import make_constraint_fns
-    from dmd.errors import UserInputError
 
     cons = system.constraints
     if cons is not None:
@@ -374,7 +374,7 @@ INTEGRATORS = {"langevin": langevin, "baoab": langevin_middle, "verlet": velocit
 
 def make_integrator(name: str, system, *, dt: float, temperature: float, friction: float) -> Integrator:
     """Build an integrator by CLI name: ``langevin`` (seed form), ``baoab`` (LangevinMiddle), ``verlet``."""
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     if name not in INTEGRATORS:
         raise UserInputError(f"--integrator {name!r} is unknown; choose one of {', '.join(INTEGRATORS)}")

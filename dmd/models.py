@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.system import System
 

@@ -33,7 +33,7 @@ cutoff + skin (default 0.2 nm), orthorhombic boxes only.
 Virtual sites (4-site water such as OPC ``amber19/opc.xml`` / TIP4P-Ew, 5-site TIP5P, lone pairs):
 TwoParticleAverageSite, ThreeParticleAverageSite, OutOfPlaneSite and LocalCoordinatesSite are
 supported (:class:`dmd.system.VirtualSites`); other types (SymmetrySite) and sites built on other
-sites raise :class:`~dmd.errors.UserInputError`. ``energy_fn`` places the sites from their parents
+sites raise :class:`~dmd.base.errors.UserInputError`. ``energy_fn`` places the sites from their parents
 before computing the energy, so the sites' forces reach the parents by the chain rule, as OpenMM
 distributes them; ``system.positions`` start with the sites in place (OpenMM's ``computeVirtualSites``).
 Their exclusions are OpenMM's NonbondedForce exceptions. Structures need the extra particles
@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.forces import bonded, nonbonded
 from dmd.forces.neighbors import pair_neighbor_list
 from dmd.system import Constraints, System, VirtualSites

@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.errors import SimulationDiverged, UserInputError
+from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
 from dmd.params import select
 
@@ -532,7 +532,7 @@ def write_sensitivities(path_h5, result: SensitivityResult, inputs=()):
 
     import h5py
 
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     with atomic_path(path_h5, inputs) as tmp:
         with h5py.File(tmp, "w") as fh:

@@ -10,7 +10,7 @@ the host:
 2. checks divergence: inside the scan every step tests finite positions/energy and a per-step
    displacement below ``max_step_nm``; the first bad step is recorded and the state frozen at the
    last good one. The host then writes the good frames, keeps the last good checkpoint, writes the
-   summary and raises :class:`dmd.errors.SimulationDiverged` naming the step;
+   summary and raises :class:`dmd.base.errors.SimulationDiverged` naming the step;
 3. appends frames / log rows, and at checkpoint steps writes the checkpoint, trajectory and log
    atomically.
 
@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.errors import SimulationDiverged, UserInputError
+from dmd.base.errors import SimulationDiverged, UserInputError
+from dmd.base.io import atomic_path, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
-from dmd.io_utils import atomic_path, write_json
 
 __all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint", "grow_neighbors"]
 

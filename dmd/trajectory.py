@@ -1,7 +1,7 @@
 """Trajectory frames (mdtraj: DCD, XTC, HDF5 by extension) and the energy/temperature CSV log.
 
 Writers keep the run's frames / rows in memory and rewrite their file atomically at every flush
-(:func:`dmd.io_utils.atomic_path`), so an interrupted run leaves the file of its last checkpoint,
+(:func:`dmd.base.io.atomic_path`), so an interrupted run leaves the file of its last checkpoint,
 never a half-written one; a resumed run reloads the first ``n`` frames / rows and continues.
 Positions are nm, time ps, box nm (mdtraj's units; DCD stores Å internally, mdtraj converts).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dmd.errors import UserInputError
-from dmd.io_utils import atomic_path
+from dmd.base.errors import UserInputError
+from dmd.base.io import atomic_path
 
 __all__ = ["TRAJECTORY_FORMATS", "LOG_COLUMNS", "TrajectoryWriter", "EnergyLog", "mdtraj_topology", "check_out_path"]
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
 __all__ = ["load_fit_config", "read_target_csv"]

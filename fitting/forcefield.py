@@ -46,9 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dmd.errors import SimulationDiverged, UserInputError
+from dmd.base.errors import SimulationDiverged, UserInputError
+from dmd.base.io import atomic_path, write_json
+from dmd.base.plotting import save_figure
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
-from dmd.io_utils import atomic_path, save_figure, write_json
 from dmd.params import select
 from dmd.simulate import _wrap, grow_neighbors
 from fitting.observables import Observable, frame_values

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 __all__ = [
     "Observable",

@@ -891,7 +891,7 @@ def quickstart_stage(out_dir, *, steps: int = 150, progress: bool = True) -> dic
     """
     import json
 
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
     from fitting.reweight_io import run_reweight
 
     truth = json.loads((EXAMPLE_DIR / "truth.json").read_text())

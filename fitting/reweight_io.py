@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 __all__ = ["DataOnBox", "available_memory", "check_and_map", "run_reweight", "write_outputs"]
 
@@ -318,7 +318,7 @@ def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summa
     import matplotlib.pyplot as plt
 
     from analysis.mtz_io import write_mtz
-    from dmd.io_utils import atomic_path, write_json
+    from dmd.base.io import atomic_path, write_json
     from fitting import objectives
     from fitting import reweight as rw
 

@@ -95,7 +95,7 @@ def _plt():
 
 def plot_scan_1d(path, x, curves: dict, *, xlabel: str, title: str = "", truth: float | None = None):
     """Save a 1-D scan plot: ``curves`` maps a label to ``[n]`` losses over ``x [n]``."""
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -116,7 +116,7 @@ def plot_scan_1d(path, x, curves: dict, *, xlabel: str, title: str = "", truth: 
 
 def plot_scan_2d(path, alphas, betas, z, *, title: str = ""):
     """Save a filled-contour plot of a 2-D scan ``z [len(alphas), len(betas)]``."""
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -196,7 +196,7 @@ def similarity_correlation(
 
 def plot_correlation(path, results: dict, *, title: str = ""):
     """Scatter of loss vs structural distance for several metrics (``results``: label → correlation dict)."""
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6), squeeze=False)

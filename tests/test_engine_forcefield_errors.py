@@ -7,7 +7,7 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.openmm_system import system_from_openmm, system_from_pdb
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

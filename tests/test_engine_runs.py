@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dmd import models
-from dmd.errors import SimulationDiverged, UserInputError
+from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.simulate import RunConfig, simulate
 
 SIGMA = models.ARGON["sigma"]

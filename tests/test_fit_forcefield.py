@@ -13,7 +13,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.models import harmonic_oscillator, lj_fluid
 from fitting import observables as ob

@@ -5,7 +5,7 @@ import pytest
 
 from analysis import cell as cell_mod
 from analysis.indexing import peaks_from_values, read_peak_file
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 Q2 = np.array([0.0123, 0.0310, 0.0452, 0.0611, 0.0799, 0.0943, 0.1100, 0.1302, 0.1450, 0.1601, 0.1800, 0.2000])
 

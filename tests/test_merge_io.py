@@ -9,7 +9,7 @@ import pytest
 from analysis import symmetry
 from analysis.merging import SyntheticConfig, make_synthetic, read_merged, read_unmerged, write_merged, write_synthetic
 from analysis.merging.io import write_unmerged
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 SMALL = SyntheticConfig(d_min=4.0, n_images=12, multiplicity=2.0, seed=5)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from analysis.mtz_io import MtzData, read_mtz, write_mtz
+from dmd.base.errors import UserInputError
 from dmd.cli import main
-from dmd.errors import UserInputError
 from fitting.reweight_io import check_and_map
 
 EX = Path(__file__).resolve().parents[1] / "dmd" / "data" / "reweight"

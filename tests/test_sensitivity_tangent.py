@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dmd import models
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
 from dmd.params import select
 from dmd.sensitivity import read_sensitivities, run_sensitivities, write_sensitivities

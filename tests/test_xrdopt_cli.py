@@ -104,8 +104,8 @@ def test_mutual_information_estimator():
 
 @pytest.mark.parametrize("text", ["", "1,2\n"])
 def test_too_short_pattern(tmp_path, text):
-    from dmd.commands.xrd_refine import read_pattern_csv
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
+    from dmd.cli.commands.xrd_refine import read_pattern_csv
 
     f = tmp_path / "p.csv"
     f.write_text(text)

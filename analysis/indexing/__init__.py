@@ -88,7 +88,7 @@ class IndexingResult:
 
 def lattice_systems_for(lattice: str | None) -> tuple[list[str], list[str] | None]:
     """Search systems and allowed centrings for a ``--lattice`` value (system name or Pearson symbol)."""
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     if lattice is None or lattice == "all":
         return list(SEARCH_SYSTEMS), None

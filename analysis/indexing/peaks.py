@@ -5,7 +5,7 @@ given as 2θ (degrees, with the wavelength λ in Å), d (Å) or q² (Å⁻²)::
 
     q² = 1/d² = (2 sin θ / λ)²
 
-Every check raises :class:`dmd.errors.UserInputError` with a message that names the
+Every check raises :class:`dmd.base.errors.UserInputError` with a message that names the
 input and the fix (sort the list, remove the duplicate, pass ``--wavelength`` ...).
 
 Peak files are plain text: one peak per line, first column the position, optional
@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from analysis import cell as cell_mod
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 __all__ = ["UNITS", "PeakList", "peaks_from_values", "read_peak_file", "min_peaks"]
 

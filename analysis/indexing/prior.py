@@ -163,7 +163,7 @@ class IndexPrior:
         )
 
     def save(self, path) -> None:
-        from dmd.io_utils import savez
+        from dmd.base.io import savez
 
         arrays = {f"{s}/table": t for s, t in self.tables.items()}
         for s, p in self.mlps.items():

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         if args.epochs > 0:
             mlp = fit_mlp(feats, labels, table, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
             arrays.update({f"{system}/{k}": val for k, val in mlp.items()})
-    from dmd.io_utils import savez
+    from dmd.base.io import savez
 
     savez(args.out, **arrays)
     print(f"wrote {args.out}")

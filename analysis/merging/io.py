@@ -137,7 +137,7 @@ def group_observations(
     Rows with non-finite values or σ ≤ 0 are dropped and counted (``rejected``); so are systematically
     absent reflections and 000.
     """
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     hkl_obs = np.asarray(hkl_obs, np.int32).reshape(-1, 3)
     n = hkl_obs.shape[0]
@@ -227,7 +227,7 @@ def read_unmerged(
     Raises:
       UserInputError: missing file/columns, merged input, or nothing valid left — naming the fix.
     """
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     path = Path(path)
     if not path.is_file():
@@ -308,7 +308,7 @@ def write_unmerged(
       hkl_obs: int ``[n_obs, 3]`` observed indices; batch: int ``[n_obs]`` image numbers (≥ 1);
       metadata: label → ``[n_obs]`` float columns (MTZ type R).
     """
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     hkl_obs = np.asarray(hkl_obs, np.int32).reshape(-1, 3)
     metadata = metadata or {}
@@ -363,7 +363,7 @@ def write_merged(
       columns: label → (MTZ column type, ``[n]`` values); NaN marks a missing value (e.g. absent F(−)).
       inputs: paths that must not be overwritten.
     """
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     hkl = np.asarray(hkl, np.int32).reshape(-1, 3)
     mtz = gemmi.Mtz(with_base=True)

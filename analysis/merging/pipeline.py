@@ -191,7 +191,7 @@ def _plot(out: MergeOutput, loss_png: Path, cc_png: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     h = out.result.history
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -228,7 +228,7 @@ def _plot(out: MergeOutput, loss_png: Path, cc_png: Path):
 
 def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), extra: dict | None = None) -> dict:
     """Write the merged MTZ, ``<stem>.json`` and ``<stem>_loss.png`` / ``<stem>_cc.png``; returns the paths."""
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
 
     out_mtz = Path(out_mtz)
     u = out.result.unmerged

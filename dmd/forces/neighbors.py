@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax_md import partition
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 from dmd.neighbors import CellNeighborListFns, compact_rows, needs_rebuild
 
 __all__ = ["pair_neighbor_list", "exclusion_table"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.io_utils import atomic_path, savez, write_json
+from dmd.base.io import atomic_path, savez, write_json
 from dmd.models import lj_fluid
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, sample

@@ -19,8 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 def main():
     import gemmi
 
-    from dmd.commands.xrd_refine import _cif_text
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
+    from dmd.cli.commands.xrd_refine import _cif_text
     from fitting.xrd_refine import make_pattern_model
     from fitting.xrd_structures import expand_spec, get_structure
 

@@ -1,6 +1,6 @@
 """The ``dmd`` command line.
 
-Each sub-command lives in its own module under :mod:`dmd.commands` and exposes
+Each sub-command lives in its own module under :mod:`dmd.cli.commands` and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
 Heavy imports (jax, openmm, gemmi) happen inside ``run`` so that ``dmd --help``
 stays fast.
@@ -12,9 +12,9 @@ import argparse
 import importlib
 import sys
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
-# name on the command line -> module under dmd.commands
+# name on the command line -> module under dmd.cli.commands
 COMMANDS: dict[str, str] = {
     "quickstart": "quickstart",
     "energy": "energy",
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         try:
-            module = importlib.import_module(f"dmd.commands.{module_name}")
+            module = importlib.import_module(f"dmd.cli.commands.{module_name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"dmd.commands.{module_name}":
+            if exc.name == f"dmd.cli.commands.{module_name}":
                 continue  # command not built yet in this checkout
             raise
         p = module.register(sub)

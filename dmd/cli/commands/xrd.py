@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -43,7 +43,8 @@ def run(args) -> int:
 
     from analysis import powder
     from analysis.structure_io import read_structure
-    from dmd.io_utils import atomic_path, save_figure, write_json
+    from dmd.base.io import atomic_path, write_json
+    from dmd.base.plotting import save_figure
 
     try:
         lam = powder.wavelength_of(args.wavelength)

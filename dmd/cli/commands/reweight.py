@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 
 def register(subparsers) -> argparse.ArgumentParser:

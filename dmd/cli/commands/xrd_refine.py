@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -110,7 +110,7 @@ def run(args) -> int:
 
     from analysis import powder
     from analysis.structure_io import read_structure
-    from dmd.io_utils import atomic_path, write_json
+    from dmd.base.io import atomic_path, write_json
     from fitting import xrd_params as xp
     from fitting.xrd_energy import make_energy_model
     from fitting.xrd_refine import RefineConfig, refine
@@ -243,7 +243,7 @@ def _plot(path, grid, y_obs, y_start, y_fit, history, best, inputs):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1, 1.5]})
     axes[0].plot(grid, y_obs, "k", lw=1, label="observed")

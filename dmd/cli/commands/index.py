@@ -67,7 +67,7 @@ def _index_file(path, args, progress=None):
 
 def _worker(job):
     path, args = job
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     try:
         return _index_file(path, args)[2]
@@ -108,7 +108,7 @@ def _plot(peaks, solution, path, inputs) -> None:
 
     from analysis import cell as cell_mod
     from analysis.indexing.reference import reference_rows
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     ref = reference_rows(solution.system)
     rows = ref.rows[ref.allowed[solution.centring]]
@@ -143,8 +143,8 @@ def _plot(peaks, solution, path, inputs) -> None:
 def run(args) -> int:
     import json
 
-    from dmd.errors import UserInputError
-    from dmd.io_utils import write_json
+    from dmd.base.errors import UserInputError
+    from dmd.base.io import write_json
 
     if args.top < 1:
         raise UserInputError(f"--top {args.top}: give a positive number of solutions")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 # defaults of every key (CLI flag and YAML key alike)
 DEFAULTS = {
@@ -211,7 +211,7 @@ def run_config(cfg: dict, system=None):
         sens_path = Path(f"{stem}.sens.h5")
         sensitivity.write_sensitivities(sens_path, sens, inputs=inputs)
         result.summary["outputs"]["sensitivities"] = str(sens_path)
-        from dmd.io_utils import write_json
+        from dmd.base.io import write_json
 
         write_json(default_paths(cfg["out"])["summary"], result.summary, inputs=inputs)
     return result

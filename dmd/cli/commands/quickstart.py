@@ -30,7 +30,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def stage_simulate(ctx: dict) -> str:
-    from dmd.commands.simulate import DEFAULTS, run_config
+    from dmd.cli.commands.simulate import DEFAULTS, run_config
 
     cfg = dict(DEFAULTS)
     cfg.update(
@@ -66,7 +66,7 @@ def stage_plot(ctx: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dmd.io_utils import atomic_path
+    from dmd.base.io import atomic_path
 
     log = ctx["run"].log  # time, U, K, total, T
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
@@ -105,7 +105,7 @@ STAGES: list[tuple[str, object]] = [("simulate", stage_simulate), ("plot", stage
 
 
 def run(args) -> int:
-    from dmd.io_utils import write_json
+    from dmd.base.io import write_json
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

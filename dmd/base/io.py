@@ -1,4 +1,4 @@
-"""Atomic file output shared by every writer in dmd, analysis and fitting.
+"""Atomic file output shared by every writer in dmd, analysis and fitting (base layer).
 
 Outputs are written to a temporary file in the destination folder and renamed
 into place, so an interrupted run never leaves a half-written file, and a
@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (
     Raises:
       UserInputError: if ``path`` is one of ``inputs``.
     """
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     dest = Path(path).resolve()
     for inp in inputs:
@@ -68,16 +68,6 @@ def write_json(path: str | os.PathLike, data: dict, inputs: Iterable[str | os.Pa
     """Write ``data`` as indented JSON atomically (numpy/jax arrays become lists)."""
     with atomic_path(path, inputs) as tmp:
         tmp.write_text(json.dumps(_to_jsonable(data), indent=2) + "\n")
-    return Path(path)
-
-
-def save_figure(fig, path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), dpi: int = 100) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path, inputs) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
     return Path(path)
 
 

@@ -49,7 +49,7 @@ def run(args) -> int:
     import logging
 
     from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.steps < 1:

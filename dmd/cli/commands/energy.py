@@ -45,7 +45,7 @@ def run(args) -> int:
 
     import jax
 
-    from dmd.errors import UserInputError
+    from dmd.base.errors import UserInputError
     from dmd.openmm_system import system_from_pdb
 
     if not (args.cutoff > 0 and math.isfinite(args.cutoff)):

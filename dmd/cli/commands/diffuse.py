@@ -14,7 +14,7 @@ import argparse
 import os
 import time
 
-from dmd.errors import UserInputError
+from dmd.base.errors import UserInputError
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -76,7 +76,8 @@ def run(args) -> int:
     from analysis import diffuse, structure_factors
     from analysis.mtz_io import write_mtz
     from analysis.structure_io import trajectory_frames
-    from dmd.io_utils import save_figure, savez, write_json
+    from dmd.base.io import savez, write_json
+    from dmd.base.plotting import save_figure
 
     if args.d_min <= 0:
         raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")

@@ -1,0 +1,31 @@
+"""Unit conversions at the boundary between the MD side (OpenMM units) and the crystallographic side.
+
+MD: nm, ps, kJ/mol, amu, elementary charge, K. Crystallography: Å, 1/Å, degrees. ``inv_d2`` always means 1/d² in
+Å⁻² (``s = 1/d``, ``inv_d2 = s²``).
+"""
+
+from __future__ import annotations
+
+ANGSTROM_PER_NM = 10.0
+NM_PER_ANGSTROM = 0.1
+#: Boltzmann constant in kJ/(mol K) (OpenMM's value: BOLTZ = R/1000).
+KB_KJ_PER_MOL_K = 0.008314462618
+#: 1 bar · nm³ in kJ/mol (for the PV term of a barostat: N_A · 1e5 Pa · 1e-27 m³ / 1000).
+BAR_NM3_IN_KJ_PER_MOL = 0.06022140857
+#: amu/nm³ → g/cm³ (1.66053906660e-24 g / 1e-21 cm³).
+AMU_PER_NM3_IN_G_PER_CM3 = 1.66053906660
+
+
+def kT(temperature_k: float) -> float:
+    """Thermal energy k_B T in kJ/mol for a temperature in K."""
+    return KB_KJ_PER_MOL_K * temperature_k
+
+
+__all__ = [
+    "AMU_PER_NM3_IN_G_PER_CM3",
+    "ANGSTROM_PER_NM",
+    "BAR_NM3_IN_KJ_PER_MOL",
+    "KB_KJ_PER_MOL_K",
+    "NM_PER_ANGSTROM",
+    "kT",
+]
