@@ -99,8 +99,10 @@ def test_imports_only_point_down():
     for mod, deps in edges.items():
         for dep in deps:
             if layer(dep) > layer(mod):
-                bad.append(f"{files[mod].relative_to(ROOT)}:{where[(mod, dep)]} {mod} (layer {layer(mod)}) imports "
-                           f"{dep} (layer {layer(dep)})")
+                bad.append(
+                    f"{files[mod].relative_to(ROOT)}:{where[(mod, dep)]} {mod} (layer {layer(mod)}) imports "
+                    f"{dep} (layer {layer(dep)})"
+                )
     assert not bad, "upward imports:\n" + "\n".join(sorted(bad))
 
 
