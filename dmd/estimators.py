@@ -108,9 +108,29 @@ def block_jackknife(estimator, arrays, n_blocks: int = 20):
 
 
 def kish_neff(weights) -> float:
-    """Kish effective sample size N_eff = (Σw)²/Σw² of non-negative weights ``[F]``."""
-    w = np.asarray(weights, float)
+    """Kish effective sample size N_eff = (Σw)²/Σw² of non-negative weights ``[F]`` (F for uniform, 1 for one frame).
+
+    The one home of N_eff: Boltzmann weights of the estimators and experimental frame weights of reweighting both
+    use it.
+    """
+    w = np.asarray(weights, np.float64)
     return float(w.sum() ** 2 / np.sum(w * w))
+
+
+def boltzmann_weights(delta_u, beta):
+    """Normalised Boltzmann weights w_t ∝ exp(−β ΔU_t), log-sum-exp stabilised (host numpy, float64).
+
+    Args:
+      delta_u: ``[F]`` U(x_t; θ′) − U(x_t; θ), kJ/mol.
+      beta: 1/(k_B T), mol/kJ.
+
+    Returns:
+      ``[F]`` weights summing to 1.
+    """
+    logw = -beta * np.asarray(delta_u, np.float64)
+    logw -= logw.max()
+    w = np.exp(logw)
+    return w / w.sum()
 
 
 def reweight(delta_u, beta):
@@ -120,10 +140,7 @@ def reweight(delta_u, beta):
       delta_u: ``[F]`` U(x_t; θ′) − U(x_t; θ), kJ/mol.
       beta: 1/(k_B T), mol/kJ.
     """
-    logw = -beta * np.asarray(delta_u, float)
-    logw -= logw.max()
-    w = np.exp(logw)
-    w /= w.sum()
+    w = boltzmann_weights(delta_u, beta)
     return w, kish_neff(w)
 
 
