@@ -28,7 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.merging import likelihoods, posteriors, priors, scaling
+import analysis.merging.likelihoods as likelihoods
+import analysis.merging.posteriors as posteriors
+import analysis.merging.priors as priors
+import analysis.merging.scaling as scaling
 
 __all__ = ["MergeConfig", "MergeData", "init_params", "surrogate_params", "negative_elbo", "predict_intensity"]
 
@@ -208,7 +211,7 @@ def negative_elbo(
     f = posteriors.sample(config.surrogate, loc, scale, u)  # [S, n_refl]
 
     if obs is None:
-        refl, image, intensity, sigma, meta, q2, w = (
+        refl, image, intensity, sigma, meta, inv_d2, w = (
             data.refl,
             data.image,
             data.intensity,
@@ -219,11 +222,11 @@ def negative_elbo(
         )
     else:
         refl, image, intensity, sigma = data.refl[obs], data.image[obs], data.intensity[obs], data.sigma[obs]
-        meta, q2, w = data.meta[obs], data.inv_d2[obs], data.weight[obs]
+        meta, inv_d2, w = data.meta[obs], data.inv_d2[obs], data.weight[obs]
         if obs_mask is not None:
             w = w * obs_mask
     n_train = jnp.sum(data.weight) if n_train is None else n_train
-    s = jnp.exp(scaling.log_scale(params["scale"], meta, image, q2))
+    s = jnp.exp(scaling.log_scale(params["scale"], meta, image, inv_d2))
 
     if config.uses_analytic_likelihood:
         _, _, m2, var_f2 = posteriors.moments(config.surrogate, loc, scale)
