@@ -189,22 +189,22 @@ def group_observations(
     images, image = np.unique(batch, return_inverse=True)
     cell = np.asarray(cell, np.float64)
     return Unmerged(
-        hkl=hkl_asu.astype(np.int32),
+        hkl=hkl_asu.astype(np.int32),  # (−) mates negated when anomalous
         refl=refl.astype(np.int32).ravel(),
         image=image.astype(np.int32).ravel(),
         batch=images.astype(np.int32),
         intensity=intensity,
         sigma=sigma,
-        metadata=meta,
+        metadata=meta,  # raw, not standardized
         metadata_names=tuple(metadata_names),
         hkl_obs=hkl_obs,
         cell=cell,
         spacegroup=group.hm,
-        anomalous=bool(anomalous),
+        anomalous=bool(anomalous),  # Friedel mates kept apart
         inv_d2=np.asarray(cell_mod.inv_d2(hkl_asu.astype(np.float64), cell), np.float64),
         epsilon=np.asarray(epsilon, np.int32),
         centric=np.asarray(centric, bool),
-        rejected=rejected,
+        rejected=rejected,  # counts by reason
         wavelength=float(wavelength),
     )
 

@@ -58,25 +58,25 @@ class MergeConfig:
       seed: PRNG seed (the same seed gives the same fit on the same machine).
     """
 
-    surrogate: str = "truncated_normal"
-    likelihood: str = "normal"
+    surrogate: str = "truncated_normal"  # or "folded_normal"
+    likelihood: str = "normal"  # or "student"
     dof: float = 16.0
     error_model: bool = False
     mc_samples: int = 8
-    sampler: str = "lattice"
+    sampler: str = "lattice"  # or "random"
     analytic_likelihood: bool = True
     mlp_width: int = 8
     mlp_depth: int = 2
     image_scales: bool = True
     image_b: bool = True
-    wilson_b: float | None = None
-    image_scale_sd: float = 1.0
-    image_b_sd: float = 10.0
+    wilson_b: float | None = None  # Å²; None: flat prior
+    image_scale_sd: float = 1.0  # log units
+    image_b_sd: float = 10.0  # Å²
     kl_weight: float = 1.0
     steps: int = 600
     learning_rate: float = 0.03
     final_lr_fraction: float = 0.03
-    batch_images: int | None = None
+    batch_images: int | None = None  # None: full batch
     steps_per_call: int = 50
     holdout_fraction: float = 0.0
     seed: int = 0

@@ -34,18 +34,18 @@ __all__ = ["SyntheticConfig", "SyntheticData", "make_synthetic", "write_syntheti
 class SyntheticConfig:
     """Knobs of :func:`make_synthetic` (units: Å, Å², mm)."""
 
-    cell: tuple[float, ...] = (40.0, 50.0, 60.0, 90.0, 90.0, 90.0)
+    cell: tuple[float, ...] = (40.0, 50.0, 60.0, 90.0, 90.0, 90.0)  # Å, degrees
     spacegroup: str = "P 21 21 21"
-    d_min: float = 2.13
+    d_min: float = 2.13  # Å
     n_images: int = 200
-    multiplicity: float = 3.0
-    isigi: float = 2.0
-    wilson_b: float = 20.0
-    image_scale_sd: float = 0.2
-    image_b_sd: float = 2.0
+    multiplicity: float = 3.0  # mean observations per unique reflection
+    isigi: float = 2.0  # mean I_true/σ
+    wilson_b: float = 20.0  # Å²
+    image_scale_sd: float = 0.2  # log units
+    image_b_sd: float = 2.0  # Å²
     detector_strength: float = 0.3
-    outlier_fraction: float = 0.005
-    anomalous_sd: float = 0.0
+    outlier_fraction: float = 0.005  # of the observations
+    anomalous_sd: float = 0.0  # sd of log F(+)/F(−) ratio δ; 0: no anomalous signal
     overall_scale: float = 100.0
     seed: int = 0
 
@@ -159,15 +159,15 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
     return SyntheticData(
         unmerged=unmerged,
         f_true=f_true,
-        image_log_scale=log_k,
+        image_log_scale=log_k,  # the true scale model
         image_b=b_img,
-        hkl_obs=hkl_obs,
+        hkl_obs=hkl_obs,  # the raw rows, as written to MTZ
         intensity=intensity,
         sigma=sigma,
         batch=batch,
-        xdet=xdet,
+        xdet=xdet,  # mm
         ydet=ydet,
-        outlier=outlier,
+        outlier=outlier,  # rows that got a zinger
         config=cfg,
     )
 
