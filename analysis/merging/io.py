@@ -26,7 +26,7 @@ from analysis import symmetry
 from analysis.mtz_io import build_mtz, mtz_table, open_mtz, save_mtz, write_mtz
 from dmd.base.errors import UserInputError
 
-__all__ = ["Unmerged", "hkl_keys", "in_asu", "group_observations"]  # the observation table
+__all__ = ["Unmerged", "hkl_keys", "hkl_rows", "in_asu", "group_observations"]  # the observation table
 __all__ += ["read_unmerged", "write_unmerged", "write_merged", "read_merged"]  # MTZ files
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,17 @@ def hkl_keys(hkl) -> np.ndarray:
     """
     h = np.asarray(hkl).astype(np.int64) + 512
     return (h[:, 0] * 1024 + h[:, 1]) * 1024 + h[:, 2]
+
+
+def hkl_rows(table, query) -> np.ndarray:
+    """Row of each ``query`` index in ``table`` (both int ``[., 3]``; table rows unique), int ``[n_query]``; −1
+    where a query index is not in the table."""
+    keys, q = hkl_keys(np.reshape(table, (-1, 3))), hkl_keys(np.reshape(query, (-1, 3)))
+    if keys.size == 0:
+        return np.full(q.shape, -1, np.int64)
+    order = np.argsort(keys, kind="stable")
+    pos = np.minimum(np.searchsorted(keys[order], q), keys.size - 1)
+    return np.where(keys[order][pos] == q, order[pos], -1)
 
 
 def in_asu(hkl, spacegroup) -> np.ndarray:

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from analysis import stats
-from analysis.merging.io import in_asu
+from analysis.merging.io import hkl_rows, in_asu
 
 __all__ = ["shells", "cc", "cc_by_shell", "normalize_by_shell", "cc_truth", "cc_half", "friedel_pairs", "cc_anom"]
 
@@ -107,15 +107,10 @@ def friedel_pairs(hkl: np.ndarray, spacegroup):
     ASU index (``analysis.merging.io`` convention); a (+) row is one inside gemmi's reciprocal ASU.
     Returns two int arrays of equal length."""
     hkl = np.asarray(hkl, np.int64)
-    is_plus = in_asu(hkl, spacegroup)
-    row = {tuple(h): i for i, h in enumerate(hkl.tolist())}
-    plus, minus = [], []
-    for i in np.flatnonzero(is_plus):
-        j = row.get(tuple((-hkl[i]).tolist()))
-        if j is not None and j != i:
-            plus.append(i)
-            minus.append(j)
-    return np.asarray(plus, int), np.asarray(minus, int)
+    plus = np.flatnonzero(in_asu(hkl, spacegroup))
+    minus = hkl_rows(hkl, -hkl[plus])
+    keep = (minus >= 0) & (minus != plus)
+    return plus[keep].astype(int), minus[keep].astype(int)
 
 
 def cc_anom(f, hkl, spacegroup, inv_d2, f_ref=None, counts=None, n_shells: int = 10) -> dict:

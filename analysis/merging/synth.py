@@ -25,7 +25,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis import symmetry
-from analysis.merging.io import Unmerged, group_observations, write_unmerged
+from analysis.merging.io import Unmerged, group_observations, hkl_rows, write_unmerged
 
 __all__ = ["SyntheticConfig", "SyntheticData", "make_synthetic", "write_synthetic"]
 
@@ -149,12 +149,10 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
         wavelength=wavelength,
     )
     # truth for each grouped reflection: look up by its ASU index (negated = the (−) mate)
-    lookup = {tuple(h): i for i, h in enumerate(symmetry.to_asu(hkl_u, group)[0])}
-    is_minus = np.array([tuple(h) not in lookup for h in unmerged.hkl.tolist()], bool)
-    pos = np.array(
-        [lookup[tuple(-x for x in h) if m else tuple(h)] for h, m in zip(unmerged.hkl.tolist(), is_minus, strict=True)],
-        int,
-    )
+    hkl_u_asu = symmetry.to_asu(hkl_u, group)[0]
+    pos = hkl_rows(hkl_u_asu, unmerged.hkl)
+    is_minus = pos < 0
+    pos = np.where(is_minus, hkl_rows(hkl_u_asu, -unmerged.hkl), pos)
     f_true = f[pos] * np.exp(np.where(is_minus, -delta[pos], delta[pos]))
     return SyntheticData(
         unmerged=unmerged,
