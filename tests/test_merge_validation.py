@@ -94,10 +94,10 @@ def test_half_datasets_split_and_cchalf(low, vi_student):
 
 
 def test_minibatch_by_image(low, vi_student):
-    from analysis.merging.fit import _ImageBatcher
+    from analysis.merging import ImageBatcher
 
     u = low.unmerged
-    batcher = _ImageBatcher(u.image, u.n_images, 15, seed=0)
+    batcher = ImageBatcher(u.image, u.n_images, 15, seed=0)
     idx, mask = batcher.draw(3)
     for t in range(3):
         rows = idx[t][mask[t] > 0]

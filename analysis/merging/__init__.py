@@ -3,7 +3,11 @@
 Pipeline: :func:`read_unmerged` (gemmi) → :func:`merge` (ELBO fit of a Wilson prior, a surrogate q(F),
 a scale model and a Normal/Student-t likelihood; optional half-dataset refits) → :func:`write_outputs`
 (merged MTZ, JSON summary, plots). Baselines in :mod:`analysis.merging.classical`; synthetic data with
-known truth in :mod:`analysis.merging.synth`.
+known truth in :mod:`analysis.merging.synth`. MTZ files go through :mod:`analysis.mtz_io` (the one MTZ home);
+:mod:`analysis.merging.io` adds what is specific to unmerged data (batches, M/ISYM, metadata columns).
+
+Modules of this package import each other by module path (``from analysis.merging.io import ...``), never
+through this ``__init__``, which only re-exports.
 
 Example::
 
@@ -14,10 +18,20 @@ Example::
 """
 
 from analysis.merging.classical import amplitudes, french_wilson, inverse_variance_merge, scale_b_merge
-from analysis.merging.fit import FitResult, fit, fit_half_datasets, image_halves, posterior_summary
-from analysis.merging.io import Unmerged, group_observations, read_merged, read_unmerged, write_merged, write_unmerged
+from analysis.merging.fit import FitResult, ImageBatcher, fit, fit_half_datasets, image_halves, posterior_summary
+from analysis.merging.io import (
+    Unmerged,
+    group_observations,
+    hkl_keys,
+    hkl_rows,
+    in_asu,
+    read_merged,
+    read_unmerged,
+    write_merged,
+    write_unmerged,
+)
 from analysis.merging.model import MergeConfig, MergeData, negative_elbo
-from analysis.merging.pipeline import MergeOutput, merge, merged_columns, write_outputs
+from analysis.merging.pipeline import MergeOutput, merge, merged_columns, plot_cc, plot_loss, write_outputs
 from analysis.merging.quality import cc_anom, cc_half, cc_truth
 from analysis.merging.synth import SyntheticConfig, SyntheticData, make_synthetic, write_synthetic
 
@@ -28,10 +42,14 @@ __all__ = [
     "write_unmerged",
     "write_merged",
     "read_merged",
+    "hkl_keys",
+    "hkl_rows",
+    "in_asu",
     "MergeConfig",
     "MergeData",
     "negative_elbo",
     "FitResult",
+    "ImageBatcher",
     "fit",
     "fit_half_datasets",
     "image_halves",
@@ -40,6 +58,8 @@ __all__ = [
     "merge",
     "merged_columns",
     "write_outputs",
+    "plot_loss",
+    "plot_cc",
     "cc_truth",
     "cc_half",
     "cc_anom",

@@ -4,8 +4,8 @@ Inverse-variance mean (the maximum-likelihood estimate under a Normal error mode
 
     Ī_h = Σ_i g_i I_i / σ_i² / Σ_i g_i² / σ_i²,   σ(Ī_h) = (Σ_i g_i² / σ_i²)^(−1/2)
 
-with g_i = 1 (plain averaging) or g_i = exp(a_img − b_img·q²/2) (per-image scale k = e^a and B factor b,
-Å²; q² = 1/d²). The scale fit alternates the merge above with one damped Gauss-Newton step per image on
+with g_i = 1 (plain averaging) or g_i = exp(a_img − b_img·inv_d2/2) (per-image scale k = e^a and B factor b,
+Å²; inv_d2 = 1/d², Å⁻²). The scale fit alternates the merge above with one damped Gauss-Newton step per image on
 χ² = Σ_i (I_i − g_i Ī_h)² / σ_i² in (a, b), fixing the gauge by mean(a) = mean(b) = 0.
 Amplitudes: F = sqrt(max(Ī, 0)) (``"sqrt"``) or the French-Wilson posterior mean under a Wilson prior
 with the shell mean intensity (``"french_wilson"``; French & Wilson 1978, Acta Cryst. A34, 517-525,
@@ -49,18 +49,18 @@ def scale_b_merge(unmerged: Unmerged, iterations: int = 30, damping: float = 1e-
     """
     n_img = unmerged.n_images
     img = unmerged.image
-    q2 = unmerged.inv_d2[unmerged.refl]
+    inv_d2_obs = unmerged.inv_d2[unmerged.refl]
     m = np.ones(unmerged.n_obs, bool) if obs_mask is None else np.asarray(obs_mask, bool)
     a = np.zeros(n_img)
     b = np.zeros(n_img)
     for _ in range(iterations):
-        g = np.exp(a[img] - b[img] * q2 / 2.0)
+        g = np.exp(a[img] - b[img] * inv_d2_obs / 2.0)
         ibar, _, _ = inverse_variance_merge(unmerged, g, m)
         ih = np.nan_to_num(ibar[unmerged.refl])
         pred = g * ih
         r = np.where(m, unmerged.intensity - pred, 0.0)
         w = np.where(m, 1.0 / unmerged.sigma**2, 0.0)
-        ja, jb = pred, -pred * q2 / 2.0  # ∂pred/∂a, ∂pred/∂b
+        ja, jb = pred, -pred * inv_d2_obs / 2.0  # ∂pred/∂a, ∂pred/∂b
         s = lambda v: np.bincount(img, v, n_img)
         haa, hab, hbb = s(w * ja * ja), s(w * ja * jb), s(w * jb * jb)
         ga, gb = s(w * ja * r), s(w * jb * r)
@@ -73,7 +73,7 @@ def scale_b_merge(unmerged: Unmerged, iterations: int = 30, damping: float = 1e-
         b = b + np.clip(db, -20.0, 20.0)
         a -= a.mean()
         b -= b.mean()
-    g = np.exp(a[img] - b[img] * q2 / 2.0)
+    g = np.exp(a[img] - b[img] * inv_d2_obs / 2.0)
     ibar, sig, n = inverse_variance_merge(unmerged, g, m)
     return ibar, sig, n, a, b
 
@@ -87,9 +87,9 @@ def french_wilson(ibar, sig, inv_d2, epsilon, centric, n_shells: int = 20, n_gri
     ok = np.isfinite(ibar)
     f_out = np.full(ibar.shape, np.nan)
     s_out = np.full(ibar.shape, np.nan)
-    q2 = np.asarray(inv_d2)[ok]
-    edges = stats.shell_edges(q2, n_shells)
-    sh = stats.shell_index(q2, edges)
+    inv_d2_ok = np.asarray(inv_d2)[ok]
+    edges = stats.shell_edges(inv_d2_ok, n_shells)
+    sh = stats.shell_index(inv_d2_ok, edges)
     eps = np.asarray(epsilon, float)[ok]
     i_o, s_o = ibar[ok], sig[ok]
     cnt = np.bincount(sh, minlength=n_shells)

@@ -20,13 +20,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import analysis.merging.posteriors as posteriors
+import analysis.merging.quality as quality
+import analysis.merging.scaling as scaling
 from analysis import stats
-from analysis.merging import posteriors, scaling
 from analysis.merging.io import Unmerged
 from analysis.merging.model import MergeConfig, MergeData, init_params, negative_elbo, predict_intensity
 from analysis.merging.priors import wilson_variance
+from dmd.base.progress import progress_bar
 
-__all__ = ["FitResult", "prepare", "fit", "posterior_summary", "ccpred", "fit_half_datasets", "image_halves"]
+__all__ = [
+    "FitResult",
+    "ImageBatcher",
+    "prepare",
+    "fit",
+    "posterior_summary",
+    "ccpred",
+    "fit_half_datasets",
+    "image_halves",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +50,7 @@ class FitResult:
     Attributes:
       params: fitted parameter pytree; config: the settings; data: device arrays; unmerged: the input table.
       history: {"step", "loss", "nll", "kl", "ccpred"} lists (recorded once per jitted call).
-      meta_mean, meta_std: standardization of the metadata columns (user columns + q²).
+      meta_mean, meta_std: standardization of the metadata columns (user columns + 1/d²).
       wall_time_s: optimization wall time (includes compilation), seconds.
       i_pred: ``[n_obs]`` predicted intensities s·E_q[F²] after the last step (None if no step ran).
     """
@@ -56,20 +68,20 @@ class FitResult:
 
 def _initial_guess(unmerged: Unmerged, train: np.ndarray, n_shells: int = 10):
     """Overall log scale c₀ and B₀ from shell means of I/ε, and μ₀, σ₀ of q from inverse-variance means."""
-    q2_obs = unmerged.inv_d2[unmerged.refl]
+    inv_d2_obs = unmerged.inv_d2[unmerged.refl]
     eps_obs = unmerged.epsilon[unmerged.refl].astype(float)
-    edges = stats.shell_edges(q2_obs[train], n_shells)
-    sh = stats.shell_index(q2_obs, edges)
+    edges = stats.shell_edges(inv_d2_obs[train], n_shells)
+    sh = stats.shell_index(inv_d2_obs, edges)
     y = np.bincount(sh[train], (unmerged.intensity / eps_obs)[train], n_shells)
     cnt = np.bincount(sh[train], minlength=n_shells)
-    x = np.bincount(sh[train], q2_obs[train], n_shells) / np.maximum(cnt, 1)
+    x = np.bincount(sh[train], inv_d2_obs[train], n_shells) / np.maximum(cnt, 1)
     mean_i = y / np.maximum(cnt, 1)
     ok = (cnt > 0) & (mean_i > 0)
     if np.count_nonzero(ok) >= 2:
         slope, intercept = np.polyfit(x[ok], np.log(mean_i[ok]), 1, w=np.sqrt(cnt[ok]))
     else:
         slope, intercept = 0.0, float(np.log(max(np.mean(unmerged.intensity[train] / eps_obs[train]), 1e-3)))
-    s0 = np.exp(intercept + slope * q2_obs)
+    s0 = np.exp(intercept + slope * inv_d2_obs)
     # inverse-variance means of I/s0 per reflection, training rows only
     w = np.where(train, (s0 / unmerged.sigma) ** 2, 0.0)
     n = unmerged.n_refl
@@ -95,8 +107,8 @@ def prepare(unmerged: Unmerged, config: MergeConfig, dtype=jnp.float32):
     train = np.ones(unmerged.n_obs, bool)
     if config.holdout_fraction > 0:
         train = rng.random(unmerged.n_obs) >= config.holdout_fraction
-    q2_obs = unmerged.inv_d2[unmerged.refl]
-    meta_raw = np.concatenate([unmerged.metadata, q2_obs[:, None]], axis=1)
+    inv_d2_obs = unmerged.inv_d2[unmerged.refl]
+    meta_raw = np.concatenate([unmerged.metadata, inv_d2_obs[:, None]], axis=1)
     z, mean, std = scaling.standardize(meta_raw)
     data = MergeData(
         refl=jnp.asarray(unmerged.refl, jnp.int32),
@@ -104,7 +116,7 @@ def prepare(unmerged: Unmerged, config: MergeConfig, dtype=jnp.float32):
         intensity=jnp.asarray(unmerged.intensity, dtype),
         sigma=jnp.asarray(unmerged.sigma, dtype),
         meta=jnp.asarray(z, dtype),
-        inv_d2=jnp.asarray(q2_obs, dtype),
+        inv_d2=jnp.asarray(inv_d2_obs, dtype),
         weight=jnp.asarray(train, dtype),
         prior_variance=wilson_variance(
             jnp.asarray(unmerged.epsilon, dtype), jnp.asarray(unmerged.inv_d2, dtype), config.wilson_b
@@ -164,8 +176,15 @@ def _chunk_runner(config: MergeConfig, n_steps_per_call: int, batched: bool):
     return run, adam
 
 
-class _ImageBatcher:
-    """Random subsets of images → padded observation index arrays ``[k, max_obs]`` + masks."""
+class ImageBatcher:
+    """Random subsets of images → padded observation index arrays ``[k, max_obs]`` + masks (minibatches).
+
+    Args:
+      image: int ``[n_obs]`` dense image index of each observation; n_images: number of images.
+      batch_images: images per minibatch (capped at ``n_images``); seed: seed of the image draws.
+
+    ``max_obs`` is the most observations any ``batch_images`` images can hold, so every minibatch has one shape.
+    """
 
     def __init__(self, image: np.ndarray, n_images: int, batch_images: int, seed: int):
         order = np.argsort(image, kind="stable")
@@ -179,6 +198,7 @@ class _ImageBatcher:
         self.n_images = n_images
 
     def draw(self, n_steps: int):
+        """(observation indices int32 ``[n_steps, max_obs]``, 0/1 mask float32 ``[n_steps, max_obs]``)."""
         idx = np.zeros((n_steps, self.max_obs), np.int32)
         mask = np.zeros((n_steps, self.max_obs), np.float32)
         for t in range(n_steps):
@@ -217,11 +237,7 @@ def _optimize(
     n_train = jnp.sum(data.weight)
     history = {"step": [], "loss": [], "nll": [], "kl": [], "ccpred": []}
     n_calls = -(-steps // k) if steps > 0 else 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=desc, unit="step", leave=False)
+    bar = progress_bar(steps, desc=desc, unit="step", enabled=bool(progress), leave=False)
     step = jnp.asarray(0, jnp.int32)
     total = jnp.asarray(steps, jnp.int32)
     obs_i = np.asarray(data.intensity, np.float64)
@@ -244,27 +260,17 @@ def _optimize(
         history["kl"].append(float(jnp.mean(kl[:n_valid])))
         cc = float("nan")
         if holdout is not None and holdout.size >= 3:
-            cc = quality_cc(np.asarray(i_pred, np.float64)[holdout], obs_i[holdout])
+            cc = quality.cc(np.asarray(i_pred, np.float64)[holdout], obs_i[holdout])
         history["ccpred"].append(cc)
         if not np.isfinite(history["loss"][-1]):
             raise FloatingPointError(f"{desc}: loss became {history['loss'][-1]} at step {done}; lower the lr")
-        if bar is not None:
-            post = {"loss": f"{history['loss'][-1]:.4g}"}
-            if np.isfinite(cc):
-                post["CCpred"] = f"{cc:.3f}"
-            bar.set_postfix(post)
-            bar.update(n_valid)
-    if bar is not None:
-        bar.close()
+        post = {"loss": f"{history['loss'][-1]:.4g}"}
+        if np.isfinite(cc):
+            post["CCpred"] = f"{cc:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(n_valid)
+    bar.close()
     return params, history, (None if i_pred is None else np.asarray(i_pred, np.float64))
-
-
-def quality_cc(x, y) -> float:
-    """Pearson CC in numpy (no JAX dispatch)."""
-    x = x - x.mean()
-    y = y - y.mean()
-    d = np.sqrt(np.sum(x * x) * np.sum(y * y))
-    return float(np.sum(x * y) / d) if d > 0 else float("nan")
 
 
 def ccpred(params, config: MergeConfig, data: MergeData, holdout: np.ndarray) -> float:
@@ -273,7 +279,7 @@ def ccpred(params, config: MergeConfig, data: MergeData, holdout: np.ndarray) ->
         return float("nan")
     idx = np.flatnonzero(holdout)
     pred = np.asarray(predict_intensity(params, config, data), np.float64)[idx]
-    return quality_cc(pred, np.asarray(data.intensity, np.float64)[idx])
+    return quality.cc(pred, np.asarray(data.intensity, np.float64)[idx])
 
 
 def fit(
@@ -289,7 +295,7 @@ def fit(
     holdout = np.flatnonzero(~train)
     batcher = None
     if config.batch_images:
-        batcher = _ImageBatcher(unmerged.image, unmerged.n_images, config.batch_images, config.seed)
+        batcher = ImageBatcher(unmerged.image, unmerged.n_images, config.batch_images, config.seed)
     params, history, i_pred = _optimize(
         params, data, config, config.steps, key, batcher=batcher, holdout=holdout, progress=progress, desc="merge"
     )

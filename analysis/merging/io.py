@@ -23,15 +23,11 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis import symmetry
+from analysis.mtz_io import build_mtz, mtz_table, open_mtz, save_mtz, write_mtz
+from dmd.base.errors import UserInputError
 
-__all__ = [
-    "Unmerged",
-    "group_observations",
-    "read_unmerged",
-    "write_unmerged",
-    "write_merged",
-    "read_merged",
-]
+__all__ = ["Unmerged", "hkl_keys", "hkl_rows", "in_asu", "group_observations"]  # the observation table
+__all__ += ["read_unmerged", "write_unmerged", "write_merged", "read_merged"]  # MTZ files
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +100,33 @@ class Unmerged:
         )
 
 
-def _asu_keys(hkl: np.ndarray) -> np.ndarray:
-    h = hkl.astype(np.int64) + 512
+def hkl_keys(hkl) -> np.ndarray:
+    """One int64 per Miller index, int ``[n]`` from int ``[n, 3]`` (|h|, |k|, |l| < 512): equal keys ⇔ equal hkl.
+
+    Merging's one hkl packing (for ``np.unique`` grouping); to be replaced by the analysis-wide one.
+    """
+    h = np.asarray(hkl).astype(np.int64) + 512
     return (h[:, 0] * 1024 + h[:, 1]) * 1024 + h[:, 2]
+
+
+def hkl_rows(table, query) -> np.ndarray:
+    """Row of each ``query`` index in ``table`` (both int ``[., 3]``; table rows unique), int ``[n_query]``; −1
+    where a query index is not in the table."""
+    keys, q = hkl_keys(np.reshape(table, (-1, 3))), hkl_keys(np.reshape(query, (-1, 3)))
+    if keys.size == 0:
+        return np.full(q.shape, -1, np.int64)
+    order = np.argsort(keys, kind="stable")
+    pos = np.minimum(np.searchsorted(keys[order], q), keys.size - 1)
+    return np.where(keys[order][pos] == q, order[pos], -1)
+
+
+def in_asu(hkl, spacegroup) -> np.ndarray:
+    """bool ``[n]``: True where a row of int ``[n, 3]`` lies inside gemmi's reciprocal ASU of ``spacegroup``.
+
+    In an anomalous :class:`Unmerged` table these are the (+) reflections (a (−) one is stored negated).
+    """
+    asu = gemmi.ReciprocalAsu(symmetry.spacegroup(spacegroup))
+    return np.array([asu.is_in([int(v) for v in h]) for h in np.asarray(hkl)], bool)
 
 
 def group_observations(
@@ -137,8 +157,6 @@ def group_observations(
     Rows with non-finite values or σ ≤ 0 are dropped and counted (``rejected``); so are systematically
     absent reflections and 000.
     """
-    from dmd.base.errors import UserInputError
-
     hkl_obs = np.asarray(hkl_obs, np.int32).reshape(-1, 3)
     n = hkl_obs.shape[0]
     intensity = np.asarray(intensity, np.float64).reshape(-1)
@@ -169,7 +187,7 @@ def group_observations(
 
     # Vectorized orbit representative first, then one gemmi ASU call per *unique* reflection.
     rep = symmetry.canonical_hkl(hkl_obs, group, anomalous=anomalous)
-    rep_keys = _asu_keys(rep)
+    rep_keys = hkl_keys(rep)
     uniq_keys, first, refl = np.unique(rep_keys, return_index=True, return_inverse=True)
     uniq_rep = rep[first]
     hkl_asu, isym = symmetry.to_asu(uniq_rep, group, anomalous=False)
@@ -182,22 +200,22 @@ def group_observations(
     images, image = np.unique(batch, return_inverse=True)
     cell = np.asarray(cell, np.float64)
     return Unmerged(
-        hkl=hkl_asu.astype(np.int32),
+        hkl=hkl_asu.astype(np.int32),  # (−) mates negated when anomalous
         refl=refl.astype(np.int32).ravel(),
         image=image.astype(np.int32).ravel(),
         batch=images.astype(np.int32),
         intensity=intensity,
         sigma=sigma,
-        metadata=meta,
+        metadata=meta,  # raw, not standardized
         metadata_names=tuple(metadata_names),
         hkl_obs=hkl_obs,
         cell=cell,
         spacegroup=group.hm,
-        anomalous=bool(anomalous),
+        anomalous=bool(anomalous),  # Friedel mates kept apart
         inv_d2=np.asarray(cell_mod.inv_d2(hkl_asu.astype(np.float64), cell), np.float64),
         epsilon=np.asarray(epsilon, np.int32),
         centric=np.asarray(centric, bool),
-        rejected=rejected,
+        rejected=rejected,  # counts by reason
         wavelength=float(wavelength),
     )
 
@@ -205,37 +223,8 @@ def group_observations(
 _DERIVED_METADATA = ("DHKL", "INV_D2", "RESOLUTION")
 
 
-def read_unmerged(
-    path: str | os.PathLike,
-    *,
-    anomalous: bool = False,
-    metadata: tuple[str, ...] | list[str] = (),
-    intensity: str | None = None,
-    sigma: str | None = None,
-    batch: str = "BATCH",
-) -> Unmerged:
-    """Read an unmerged MTZ with gemmi.
-
-    Args:
-      path: the MTZ file.
-      anomalous: keep Friedel mates apart.
-      metadata: per-observation column labels to carry (e.g. ``("XDET", "YDET")``); ``DHKL`` (resolution,
-        Å) is computed from the cell rather than read.
-      intensity, sigma: column labels; default: the first J-type column (``I`` preferred) and its Q sigma.
-      batch: image column label.
-
-    Raises:
-      UserInputError: missing file/columns, merged input, or nothing valid left — naming the fix.
-    """
-    from dmd.base.errors import UserInputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file; pass an unmerged MTZ (e.g. from XDS/DIALS/AIMLESS --unmerged)")
-    try:
-        mtz = gemmi.read_mtz_file(str(path))
-    except (RuntimeError, ValueError) as exc:
-        raise UserInputError(f"{path}: gemmi cannot read it as MTZ ({exc}); pass an unmerged MTZ file") from exc
+def _resolve_labels(mtz: gemmi.Mtz, path, intensity, sigma, batch, metadata) -> tuple[str, str, list[str]]:
+    """Check the batch/intensity/sigma/metadata labels against the file; fill in the default I and σ labels."""
     labels = mtz.column_labels()
     if batch not in labels:
         raise UserInputError(
@@ -256,92 +245,89 @@ def read_unmerged(
     for col in (intensity, sigma, *[m for m in meta_names if m.upper() not in _DERIVED_METADATA]):
         if col not in labels:
             raise UserInputError(f"{path}: column {col!r} not found (columns: {labels}); fix --metadata/--intensity")
-    if "M/ISYM" in labels:
-        mtz.switch_to_original_hkl()
-    data = np.array(mtz, copy=False)
-    idx = {lab: i for i, lab in enumerate(labels)}
-    hkl = data[:, [idx["H"], idx["K"], idx["L"]]].astype(np.int32)
-    cell = np.array(mtz.cell.parameters, np.float64)
-    meta_cols = []
-    for m in meta_names:
-        if m.upper() in _DERIVED_METADATA:
-            q2 = cell_mod.inv_d2(hkl.astype(np.float64), cell)
-            meta_cols.append(q2 if m.upper() == "INV_D2" else 1.0 / np.sqrt(np.maximum(q2, 1e-12)))
-        else:
-            meta_cols.append(data[:, idx[m]].astype(np.float64))
-    meta = np.stack(meta_cols, axis=1) if meta_cols else None
-    wavelength = 0.0
-    if mtz.datasets:
-        wavelength = float(mtz.datasets[-1].wavelength)
     if mtz.spacegroup is None:
         raise UserInputError(f"{path}: no space group in the MTZ header; set one (e.g. with gemmi or CCP4 reindex)")
+    return intensity, sigma, meta_names
+
+
+def read_unmerged(
+    path: str | os.PathLike,
+    *,
+    anomalous: bool = False,
+    metadata: tuple[str, ...] | list[str] = (),
+    intensity: str | None = None,
+    sigma: str | None = None,
+    batch: str = "BATCH",
+) -> Unmerged:
+    """Read an unmerged MTZ with gemmi (through :func:`analysis.mtz_io.open_mtz`).
+
+    Args:
+      path: the MTZ file.
+      anomalous: keep Friedel mates apart.
+      metadata: per-observation column labels to carry (e.g. ``("XDET", "YDET")``); ``DHKL``/``RESOLUTION``
+        (d, Å) and ``INV_D2`` (1/d², Å⁻²) are computed from the cell rather than read.
+      intensity, sigma: column labels; default: the first J-type column (``I`` preferred) and its Q sigma.
+      batch: image column label.
+
+    Raises:
+      UserInputError: missing file/columns, merged input, or nothing valid left — naming the fix.
+    """
+    mtz = open_mtz(path, expected="an unmerged MTZ (e.g. from XDS/DIALS/AIMLESS --unmerged)", noun="file")
+    intensity, sigma, meta_names = _resolve_labels(mtz, path, intensity, sigma, batch, metadata)
+    if "M/ISYM" in mtz.column_labels():
+        mtz.switch_to_original_hkl()
+    hkl, table = mtz_table(mtz)
+    cell = np.array(mtz.cell.parameters, np.float64)
+    inv_d2_obs = cell_mod.inv_d2(hkl.astype(np.float64), cell) if meta_names else None
+    meta_cols = []
+    for m in meta_names:
+        if m.upper() == "INV_D2":
+            meta_cols.append(inv_d2_obs)
+        elif m.upper() in _DERIVED_METADATA:
+            meta_cols.append(1.0 / np.sqrt(np.maximum(inv_d2_obs, 1e-12)))
+        else:
+            meta_cols.append(table[m])
     return group_observations(
         hkl,
-        data[:, idx[intensity]],
-        data[:, idx[sigma]],
-        np.rint(data[:, idx[batch]]).astype(np.int64),
+        table[intensity],
+        table[sigma],
+        np.rint(table[batch]).astype(np.int64),
         cell,
         mtz.spacegroup,
         anomalous=anomalous,
-        metadata=meta,
+        metadata=np.stack(meta_cols, axis=1) if meta_cols else None,
         metadata_names=meta_names,
         source=str(path),
-        wavelength=wavelength,
+        wavelength=float(mtz.datasets[-1].wavelength) if mtz.datasets else 0.0,
     )
 
 
-def write_unmerged(
-    path: str | os.PathLike,
-    hkl_obs,
-    intensity,
-    sigma,
-    batch,
-    cell,
-    spacegroup,
-    *,
-    metadata: dict[str, np.ndarray] | None = None,
-    wavelength: float = 1.0,
-) -> Path:
+def write_unmerged(path, hkl_obs, intensity, sigma, batch, cell, spacegroup, *, metadata=None, wavelength=1.0) -> Path:
     """Write an unmerged MTZ (H K L in the ASU + M/ISYM, BATCH, I, SIGI, metadata columns), atomically.
 
     Args:
-      hkl_obs: int ``[n_obs, 3]`` observed indices; batch: int ``[n_obs]`` image numbers (≥ 1);
-      metadata: label → ``[n_obs]`` float columns (MTZ type R).
+      path: output file. hkl_obs: int ``[n_obs, 3]`` observed indices; intensity, sigma: ``[n_obs]`` I, σ(I);
+      batch: int ``[n_obs]`` image numbers (≥ 1); cell: ``[6]`` Å/degrees; spacegroup: anything gemmi resolves;
+      metadata: dict label → ``[n_obs]`` float columns (MTZ type R) or None; wavelength: Å.
     """
-    from dmd.base.io import atomic_path
-
     hkl_obs = np.asarray(hkl_obs, np.int32).reshape(-1, 3)
     metadata = metadata or {}
-    mtz = gemmi.Mtz(with_base=True)
-    mtz.spacegroup = symmetry.spacegroup(spacegroup)
-    mtz.set_cell_for_all(gemmi.UnitCell(*[float(v) for v in cell]))
-    ds = mtz.add_dataset("unmerged")
-    ds.wavelength = float(wavelength)
-    mtz.add_column("M/ISYM", "Y")
-    mtz.add_column("BATCH", "B")
-    mtz.add_column("I", "J")
-    mtz.add_column("SIGI", "Q")
-    for name in metadata:
-        mtz.add_column(name, "R")
     # H K L are stored in the ASU with M/ISYM = 256·M + ISYM (M = 0: fully recorded) saying how to get back
     hkl_asu, isym = symmetry.to_asu(hkl_obs, spacegroup)
-    cols = [
-        hkl_asu.astype(np.float32),
-        isym.astype(np.float32)[:, None],
-        np.asarray(batch, np.float32)[:, None],
-        np.asarray(intensity, np.float32)[:, None],
-        np.asarray(sigma, np.float32)[:, None],
-    ] + [np.asarray(v, np.float32)[:, None] for v in metadata.values()]
-    mtz.set_data(np.ascontiguousarray(np.concatenate(cols, axis=1)))
+    columns = {"M/ISYM": isym, "BATCH": batch, "I": intensity, "SIGI": sigma, **metadata}
+    types = {"M/ISYM": "Y", "BATCH": "B", "I": "J", "SIGI": "Q", **dict.fromkeys(metadata, "R")}
+    columns = {k: np.asarray(v, np.float32).reshape(-1) for k, v in columns.items()}
+    mtz = build_mtz(
+        hkl_asu, columns, cell, spacegroup, column_types=types, title=None, dataset="unmerged", wavelength=wavelength
+    )
     for b in np.unique(np.asarray(batch, int)):
         bt = gemmi.Mtz.Batch()
         bt.number = int(b)
-        bt.dataset_id = ds.id
+        bt.dataset_id = mtz.datasets[-1].id
         bt.wavelength = float(wavelength)
         mtz.batches.append(bt)
     mtz.sort(5)
-    with atomic_path(path) as tmp:
-        mtz.write_to_file(str(tmp))
+    save_mtz(mtz, path)
     return Path(path)
 
 
@@ -356,38 +342,27 @@ def write_merged(
     title: str = "dmd merge",
     wavelength: float = 1.0,
 ) -> Path:
-    """Write a merged MTZ atomically.
+    """Write a merged MTZ atomically (through :func:`analysis.mtz_io.write_mtz`).
 
     Args:
       hkl: int ``[n, 3]`` reflections in the ASU (one row each).
       columns: label → (MTZ column type, ``[n]`` values); NaN marks a missing value (e.g. absent F(−)).
       inputs: paths that must not be overwritten.
     """
-    from dmd.base.io import atomic_path
-
     hkl = np.asarray(hkl, np.int32).reshape(-1, 3)
-    mtz = gemmi.Mtz(with_base=True)
-    mtz.title = title
-    mtz.spacegroup = symmetry.spacegroup(spacegroup)
-    mtz.set_cell_for_all(gemmi.UnitCell(*[float(v) for v in cell]))
-    ds = mtz.add_dataset("merged")
-    ds.wavelength = float(wavelength)
-    arrays = [hkl.astype(np.float32)]
-    for label, (ctype, values) in columns.items():
-        mtz.add_column(label, ctype)
-        arrays.append(np.asarray(values, np.float32).reshape(-1, 1))
-    mtz.set_data(np.ascontiguousarray(np.concatenate(arrays, axis=1)))
-    mtz.update_reso()
-    with atomic_path(path, inputs) as tmp:
-        mtz.write_to_file(str(tmp))
+    values = {label: np.asarray(v, np.float32).reshape(-1) for label, (_, v) in columns.items()}
+    types = {label: ctype for label, (ctype, _) in columns.items()}
+    kw = {"column_types": types, "title": title, "history": (), "dataset": "merged", "wavelength": wavelength}
+    write_mtz(path, hkl, values, cell, spacegroup, inputs=inputs, **kw)
     return Path(path)
 
 
 def read_merged(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray], gemmi.Mtz]:
-    """Read a merged MTZ: returns (hkl int32 ``[n, 3]``, {label: ``[n]`` float}, the gemmi Mtz)."""
-    mtz = gemmi.read_mtz_file(str(path))
-    data = np.array(mtz, copy=False)
-    labels = mtz.column_labels()
-    cols = {lab: data[:, i].astype(np.float64) for i, lab in enumerate(labels)}
-    hkl = np.stack([cols["H"], cols["K"], cols["L"]], axis=1).astype(np.int32)
+    """Read a merged MTZ: returns (hkl int32 ``[n, 3]``, {label: ``[n]`` float64, H K L included}, the gemmi Mtz).
+
+    Raises:
+      UserInputError: the file is missing or not an MTZ.
+    """
+    mtz = open_mtz(path, expected="a merged MTZ (e.g. from dmd merge)")
+    hkl, cols = mtz_table(mtz)
     return hkl, cols, mtz

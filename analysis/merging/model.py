@@ -28,7 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.merging import likelihoods, posteriors, priors, scaling
+import analysis.merging.likelihoods as likelihoods
+import analysis.merging.posteriors as posteriors
+import analysis.merging.priors as priors
+import analysis.merging.scaling as scaling
 
 __all__ = ["MergeConfig", "MergeData", "init_params", "surrogate_params", "negative_elbo", "predict_intensity"]
 
@@ -55,25 +58,25 @@ class MergeConfig:
       seed: PRNG seed (the same seed gives the same fit on the same machine).
     """
 
-    surrogate: str = "truncated_normal"
-    likelihood: str = "normal"
+    surrogate: str = "truncated_normal"  # or "folded_normal"
+    likelihood: str = "normal"  # or "student"
     dof: float = 16.0
     error_model: bool = False
     mc_samples: int = 8
-    sampler: str = "lattice"
+    sampler: str = "lattice"  # or "random"
     analytic_likelihood: bool = True
     mlp_width: int = 8
     mlp_depth: int = 2
     image_scales: bool = True
     image_b: bool = True
-    wilson_b: float | None = None
-    image_scale_sd: float = 1.0
-    image_b_sd: float = 10.0
+    wilson_b: float | None = None  # Å²; None: flat prior
+    image_scale_sd: float = 1.0  # log units
+    image_b_sd: float = 10.0  # Å²
     kl_weight: float = 1.0
     steps: int = 600
     learning_rate: float = 0.03
     final_lr_fraction: float = 0.03
-    batch_images: int | None = None
+    batch_images: int | None = None  # None: full batch
     steps_per_call: int = 50
     holdout_fraction: float = 0.0
     seed: int = 0
@@ -208,7 +211,7 @@ def negative_elbo(
     f = posteriors.sample(config.surrogate, loc, scale, u)  # [S, n_refl]
 
     if obs is None:
-        refl, image, intensity, sigma, meta, q2, w = (
+        refl, image, intensity, sigma, meta, inv_d2, w = (
             data.refl,
             data.image,
             data.intensity,
@@ -219,11 +222,11 @@ def negative_elbo(
         )
     else:
         refl, image, intensity, sigma = data.refl[obs], data.image[obs], data.intensity[obs], data.sigma[obs]
-        meta, q2, w = data.meta[obs], data.inv_d2[obs], data.weight[obs]
+        meta, inv_d2, w = data.meta[obs], data.inv_d2[obs], data.weight[obs]
         if obs_mask is not None:
             w = w * obs_mask
     n_train = jnp.sum(data.weight) if n_train is None else n_train
-    s = jnp.exp(scaling.log_scale(params["scale"], meta, image, q2))
+    s = jnp.exp(scaling.log_scale(params["scale"], meta, image, inv_d2))
 
     if config.uses_analytic_likelihood:
         _, _, m2, var_f2 = posteriors.moments(config.surrogate, loc, scale)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.merging import quality
+import analysis.merging.quality as quality
 from analysis.merging.fit import FitResult, fit, fit_half_datasets, posterior_summary
-from analysis.merging.io import Unmerged, write_merged
+from analysis.merging.io import Unmerged, hkl_keys, in_asu, write_merged
 from analysis.merging.likelihoods import error_model_values
 from analysis.merging.model import MergeConfig, predict_intensity
+from dmd.base.plotting import new_figure, save_figure
 
-__all__ = ["MergeOutput", "merge", "merged_columns", "write_outputs"]
+__all__ = ["MergeOutput", "merge", "merged_columns", "plot_loss", "plot_cc", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ def _ccpred_by_shell(res: FitResult, n_shells: int) -> dict | None:
     i_pred = res.i_pred if res.i_pred is not None else predict_intensity(res.params, res.config, res.data)
     pred = np.asarray(i_pred, float)[hold]
     obs = np.asarray(res.data.intensity, float)[hold]
-    q2 = np.asarray(res.data.inv_d2, float)[hold]
-    _, idx, d_range = quality.shells(q2, n_shells)
+    inv_d2 = np.asarray(res.data.inv_d2, float)[hold]
+    _, idx, d_range = quality.shells(inv_d2, n_shells)
     return {
         "overall": quality.cc(pred, obs),
         "per_shell": quality.cc_by_shell(pred, obs, idx, n_shells),
@@ -132,14 +133,9 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
         }
         return hkl, cols
     hkl_all = unmerged.hkl
-    import gemmi
-
-    from analysis import symmetry
-
-    asu = gemmi.ReciprocalAsu(symmetry.spacegroup(unmerged.spacegroup))
-    is_plus = np.array([asu.is_in(list(map(int, h))) for h in hkl_all], bool) | unmerged.centric
+    is_plus = in_asu(hkl_all, unmerged.spacegroup) | unmerged.centric
     base = np.where(is_plus[:, None], hkl_all, -hkl_all)
-    keys = ((base[:, 0].astype(np.int64) + 512) * 1024 + base[:, 1] + 512) * 1024 + base[:, 2] + 512
+    keys = hkl_keys(base)
     use = seen
     uk, row = np.unique(keys[use], return_inverse=True)
     m = uk.size
@@ -185,45 +181,40 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
     return hkl, cols
 
 
-def _plot(out: MergeOutput, loss_png: Path, cc_png: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dmd.base.io import atomic_path
-
-    h = out.result.history
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(h["step"], h["loss"], label="−ELBO / obs")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if np.any(np.isfinite(h["ccpred"])):
+def plot_loss(history: dict, path, inputs=()) -> Path:
+    """PNG of the optimization: −ELBO, its NLL and KL parts (per training observation, nats) and, on a right-hand
+    axis, CCpred on the held-out observations, against the optimizer step; one legend for all curves."""
+    fig, ax = new_figure(figsize=(6, 4))
+    step = np.asarray(history["step"])
+    lines = ax.plot(step, history["loss"], color="C0", label="−ELBO (loss)")
+    lines += ax.plot(step, history["nll"], color="C0", ls="--", label="NLL part")
+    lines += ax.plot(step, history["kl"], color="C0", ls=":", label="KL part")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("per training observation (nats)")
+    if np.any(np.isfinite(history["ccpred"])):
         ax2 = ax.twinx()
-        ax2.plot(h["step"], h["ccpred"], color="C1", label="CCpred")
-        ax2.set_ylabel("CCpred (held out)")
-    ax.set_title("merge: loss")
-    fig.tight_layout()
-    with atomic_path(loss_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+        lines += ax2.plot(step, history["ccpred"], color="C3", marker=".", label="CCpred (held out, right axis)")
+        ax2.set_ylabel("CCpred (Pearson, dimensionless)")
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize="small")
+    ax.set_title("merge: −ELBO and held-out CCpred per step")
+    return save_figure(fig, path, inputs)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+
+def plot_cc(quality_stats: dict, path, inputs=()) -> Path:
+    """PNG of CC1/2, CC(true), CCpred and CCanom per resolution shell against the shell's mid 1/d² (Å⁻²)."""
+    fig, ax = new_figure(figsize=(5, 3.5))
     for key, label in (("cchalf", "CC1/2"), ("cc_true", "CC(true)"), ("ccpred", "CCpred"), ("ccanom_half", "CCanom")):
-        stat = out.quality.get(key)
+        stat = quality_stats.get(key)
         if stat is None:
             continue
         inv_d2_mid = 0.5 * np.sum(1.0 / np.asarray(stat["d_range"], float) ** 2, axis=1)
         ax.plot(inv_d2_mid, stat["per_shell"], marker="o", label=label)
     ax.set_xlabel("1/d² (Å⁻²)")
-    ax.set_ylabel("CC")
+    ax.set_ylabel("CC (Pearson, dimensionless)")
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     ax.legend()
     ax.set_title("merge: CC per resolution shell")
-    fig.tight_layout()
-    with atomic_path(cc_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    return save_figure(fig, path, inputs)
 
 
 def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), extra: dict | None = None) -> dict:
@@ -256,5 +247,6 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
     if extra:
         summary.update(extra)
     write_json(paths["json"], summary, inputs=inputs)
-    _plot(out, paths["loss_png"], paths["cc_png"])
+    plot_loss(out.result.history, paths["loss_png"], inputs)
+    plot_cc(out.quality, paths["cc_png"], inputs)
     return paths

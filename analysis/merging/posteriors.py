@@ -34,6 +34,7 @@ __all__ = [
 
 FAMILIES = ("truncated_normal", "folded_normal")
 _LOG_SQRT_2PI = float(0.5 * np.log(2 * np.pi))
+_SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))  # a Python float: weakly typed, keeps float32 arrays float32
 
 
 def _check(family: str):
@@ -75,24 +76,25 @@ def entropy(family: str, loc, scale):
     return _LOG_SQRT_2PI + 0.5 + jnp.log(scale) + log_z + 0.5 * alpha * lam
 
 
-def moments(family: str, loc, scale):
-    """(E F, Var F, E F², Var F²) of q, each ``[n_refl]`` (closed forms in the module docstring)."""
+def _moments(xp, log_ndtr_fn, ndtr_fn, family: str, loc, scale):
+    """(E F, Var F, E F², Var F²) in the array namespace ``xp`` (jax.numpy or numpy) with its Φ functions."""
     _check(family)
     if family == "truncated_normal":
         alpha = -loc / scale
-        log_z = log_ndtr(loc / scale)
-        lam = jnp.exp(-0.5 * alpha**2 - _LOG_SQRT_2PI - log_z)
+        lam = xp.exp(-0.5 * alpha**2 - _LOG_SQRT_2PI - log_ndtr_fn(loc / scale))  # φ(α)/Z
         m1 = loc + scale * lam
         m2 = loc * m1 + scale**2
         var_f2 = scale * (2.0 * scale * (m2 + loc * m1) - loc * lam * m2)
     else:
-        m1 = scale * jnp.sqrt(2.0 / jnp.pi) * jnp.exp(-0.5 * (loc / scale) ** 2) + loc * (
-            1.0 - 2.0 * ndtr(-loc / scale)
-        )
+        m1 = scale * _SQRT_2_OVER_PI * xp.exp(-0.5 * (loc / scale) ** 2) + loc * (1.0 - 2.0 * ndtr_fn(-loc / scale))
         m2 = loc**2 + scale**2
         var_f2 = 4.0 * loc**2 * scale**2 + 2.0 * scale**4
-    var_f = jnp.maximum(m2 - m1**2, 0.0)
-    return m1, var_f, m2, jnp.maximum(var_f2, 0.0)
+    return m1, xp.maximum(m2 - m1**2, 0.0), m2, xp.maximum(var_f2, 0.0)
+
+
+def moments(family: str, loc, scale):
+    """(E F, Var F, E F², Var F²) of q, each ``[n_refl]`` (closed forms in the module docstring)."""
+    return _moments(jnp, log_ndtr, ndtr, family, loc, scale)
 
 
 def stratified_uniform(key, n_samples: int, n: int, dtype=jnp.float32):
@@ -131,18 +133,5 @@ def moments_np(family: str, loc, scale):
     from scipy.special import log_ndtr as np_log_ndtr
     from scipy.special import ndtr as np_ndtr
 
-    _check(family)
     loc, scale = np.asarray(loc, np.float64), np.asarray(scale, np.float64)
-    if family == "truncated_normal":
-        alpha = -loc / scale
-        lam = np.exp(-0.5 * alpha**2 - _LOG_SQRT_2PI - np_log_ndtr(loc / scale))
-        m1 = loc + scale * lam
-        m2 = loc * m1 + scale**2
-        var_f2 = scale * (2.0 * scale * (m2 + loc * m1) - loc * lam * m2)
-    else:
-        m1 = scale * np.sqrt(2.0 / np.pi) * np.exp(-0.5 * (loc / scale) ** 2) + loc * (
-            1.0 - 2.0 * np_ndtr(-loc / scale)
-        )
-        m2 = loc**2 + scale**2
-        var_f2 = 4.0 * loc**2 * scale**2 + 2.0 * scale**4
-    return m1, np.maximum(m2 - m1**2, 0.0), m2, np.maximum(var_f2, 0.0)
+    return _moments(np, np_log_ndtr, np_ndtr, family, loc, scale)

@@ -1,13 +1,13 @@
 """Wilson priors on structure-factor amplitudes.
 
-For a reflection h with statistical weight ε(h) and mean intensity Σ(q²) per symmetry unit, Wilson (1949)
-statistics give (q² = 1/d², Å⁻²; the variance parameter is σ² = ε·Σ, so ⟨F²⟩ = εΣ):
+For a reflection h with statistical weight ε(h) and mean intensity Σ(inv_d2) per symmetry unit, Wilson (1949)
+statistics give (inv_d2 = 1/d², Å⁻²; the variance parameter is σ² = ε·Σ, so ⟨F²⟩ = εΣ):
 
 * acentric (Rayleigh):    p(F) = (2F / εΣ) · exp(−F² / εΣ)
 * centric (half-normal):  p(F) = sqrt(2 / (π εΣ)) · exp(−F² / (2 εΣ))
 
 With a flat Σ = 1 (the default, as in careless) the latent F are normalized amplitudes and the scale
-model absorbs the resolution falloff; the optional falloff Σ(q²) = exp(−B·q²/2) puts F on a Wilson scale.
+model absorbs the resolution falloff; the optional falloff Σ(inv_d2) = exp(−B·inv_d2/2) puts F on a Wilson scale.
 
 Wilson, A. J. C. "The probability distribution of X-ray intensities." Acta Cryst. 2, 318-321 (1949),
 doi:10.1107/S0365110X49000813. ε and centric flags come from gemmi (``analysis.symmetry``).
@@ -25,7 +25,7 @@ _HALF_LOG_2_OVER_PI = float(0.5 * np.log(2.0 / np.pi))
 
 
 def wilson_variance(epsilon, inv_d2, wilson_b: float | None = None):
-    """σ² = ε·Σ(q²) with Σ = exp(−B·q²/2) (B in Å², q² = 1/d² in Å⁻²), or Σ = 1 when ``wilson_b`` is None.
+    """σ² = ε·Σ(inv_d2) with Σ = exp(−B·inv_d2/2) (B in Å², inv_d2 = 1/d² in Å⁻²), or Σ = 1 when ``wilson_b`` is None.
 
     Args:
       epsilon: ``[n_refl]`` statistical weights; inv_d2: ``[n_refl]`` Å⁻².

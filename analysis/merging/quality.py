@@ -1,4 +1,4 @@
-"""Merging quality statistics, per resolution shell (equal-count shells in q² = 1/d², Å⁻²).
+"""Merging quality statistics, per resolution shell (equal-count shells in inv_d2 = 1/d², Å⁻²).
 
 * CC(true): Pearson CC between estimated and true amplitudes, both divided by their shell RMS
   ("resolution-normalized", so the overall value is not dominated by the resolution falloff).
@@ -6,14 +6,19 @@
 * CCanom: CC between the anomalous differences ΔF = F(+) − F(−) of the two halves (or vs the truth).
 * CCpred: CC between held-out observed intensities and the model's predictions s·E[F²].
 
-Pearson CC as in ``analysis.stats.pearson_cc``.
+Pearson CCs are :func:`analysis.stats.pearson_cc` / :func:`analysis.stats.cc_per_shell` (zero variance gives 0);
+the functions here add the merging conventions: only finite pairs count, fewer than 3 give NaN.
 """
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
 
 from analysis import stats
+from analysis.merging.io import hkl_rows, in_asu
 
 __all__ = ["shells", "cc", "cc_by_shell", "normalize_by_shell", "cc_truth", "cc_half", "friedel_pairs", "cc_anom"]
 
@@ -27,24 +32,44 @@ def shells(inv_d2, n_shells: int = 10):
     return edges, idx, np.stack([d[:-1], d[1:]], axis=1)
 
 
-def cc(x, y, mask=None) -> float:
-    """Pearson CC of finite pairs (NaN if fewer than 3)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+_DEFAULT_SHELLS = 10
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _cc_overall_and_per_shell(x, y, shell_idx, n_shells: int, mask):
+    """(:func:`analysis.stats.pearson_cc`, :func:`analysis.stats.cc_per_shell`) in one compiled program."""
+    return stats.pearson_cc(x, y, mask=mask), stats.cc_per_shell(x, y, shell_idx, n_shells, mask)
+
+
+def _finite_pairs(x, y, mask, shell_idx=None):
+    """(x, y, shell index, m) padded with zeros to a power-of-two length; m: bool, the finite masked-in pairs.
+
+    Padding makes one compiled program serve every length up to the next power of two: the quality numbers of
+    one merge come in several lengths (held-out rows, reflections, Bijvoet pairs).
+    """
+    x, y = np.asarray(x, float).reshape(-1), np.asarray(y, float).reshape(-1)
     m = np.isfinite(x) & np.isfinite(y)
     if mask is not None:
-        m &= np.asarray(mask, bool)
+        m &= np.asarray(mask, bool).reshape(-1)
+    shell_idx = np.zeros(m.size, np.int32) if shell_idx is None else np.asarray(shell_idx, np.int32).reshape(-1)
+    n_pad = 1 << max(int(m.size - 1).bit_length(), 3)
+    pad = lambda a: np.pad(a, (0, n_pad - a.size))
+    return pad(np.where(m, x, 0.0)), pad(np.where(m, y, 0.0)), pad(shell_idx), pad(m)
+
+
+def cc(x, y, mask=None) -> float:
+    """Pearson CC (:func:`analysis.stats.pearson_cc`) of the finite pairs; NaN if fewer than 3."""
+    x, y, shell_idx, m = _finite_pairs(x, y, mask)
     if np.count_nonzero(m) < 3:
         return float("nan")
-    # numpy twin of analysis.stats.pearson_cc (no JAX dispatch/compilation per array shape)
-    dx, dy = x[m] - x[m].mean(), y[m] - y[m].mean()
-    den = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
-    return float(np.sum(dx * dy) / den) if den > 0 else 0.0
+    return float(_cc_overall_and_per_shell(x, y, shell_idx, _DEFAULT_SHELLS, m)[0])
 
 
 def cc_by_shell(x, y, shell_idx, n_shells: int, mask=None) -> np.ndarray:
-    """``[n_shells]`` CC within each shell."""
-    m = np.ones(np.shape(x), bool) if mask is None else np.asarray(mask, bool)
-    return np.array([cc(x, y, m & (shell_idx == s)) for s in range(n_shells)])
+    """``[n_shells]`` CC within each shell (:func:`analysis.stats.cc_per_shell`); NaN where < 3 finite pairs."""
+    x, y, shell_idx, m = _finite_pairs(x, y, mask, shell_idx)
+    per_shell = np.asarray(_cc_overall_and_per_shell(x, y, shell_idx, n_shells, m)[1], float)
+    return np.where(np.bincount(shell_idx[m], minlength=n_shells) >= 3, per_shell, np.nan)
 
 
 def normalize_by_shell(f, shell_idx, n_shells: int, mask=None):
@@ -81,21 +106,11 @@ def friedel_pairs(hkl: np.ndarray, spacegroup):
     """Rows (plus, minus) of Bijvoet pairs in an anomalous reflection list whose (−) rows are the negated
     ASU index (``analysis.merging.io`` convention); a (+) row is one inside gemmi's reciprocal ASU.
     Returns two int arrays of equal length."""
-    import gemmi
-
-    from analysis import symmetry
-
     hkl = np.asarray(hkl, np.int64)
-    asu = gemmi.ReciprocalAsu(symmetry.spacegroup(spacegroup))
-    is_plus = np.array([asu.is_in(list(map(int, h))) for h in hkl], bool)
-    row = {tuple(h): i for i, h in enumerate(hkl.tolist())}
-    plus, minus = [], []
-    for i in np.flatnonzero(is_plus):
-        j = row.get(tuple((-hkl[i]).tolist()))
-        if j is not None and j != i:
-            plus.append(i)
-            minus.append(j)
-    return np.asarray(plus, int), np.asarray(minus, int)
+    plus = np.flatnonzero(in_asu(hkl, spacegroup))
+    minus = hkl_rows(hkl, -hkl[plus])
+    keep = (minus >= 0) & (minus != plus)
+    return plus[keep].astype(int), minus[keep].astype(int)
 
 
 def cc_anom(f, hkl, spacegroup, inv_d2, f_ref=None, counts=None, n_shells: int = 10) -> dict:

@@ -1,10 +1,10 @@
 """Scale model: the multiplicative correction linking an observation's intensity to F².
 
-    log s_i = c₀ − B₀·q²_i/2 + MLP(z_i) + a[image_i] − b[image_i]·q²_i/2
+    log s_i = c₀ − B₀·inv_d2_i/2 + MLP(z_i) + a[image_i] − b[image_i]·inv_d2_i/2
 
 * c₀, B₀: an overall scale and Wilson-like B (Å²), initialized from the data's resolution falloff;
 * MLP: a small multilayer perceptron (SiLU) on standardized metadata z_i (user columns such as detector
-  x/y, plus q² = 1/d² itself), whose last layer starts at zero so the fit starts from the smooth model;
+  x/y, plus inv_d2 = 1/d² itself), whose last layer starts at zero so the fit starts from the smooth model;
 * per-image terms a (log scale) and b (B factor, Å²), with Gaussian priors N(0, τ_a²), N(0, τ_b²) that
   remove the gauge freedom they share with c₀, B₀.
 

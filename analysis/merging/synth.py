@@ -2,13 +2,13 @@
 
 Generative model (all draws from one ``numpy.random.Generator(seed)``):
 
-* True amplitudes from Wilson statistics on a resolution falloff Σ(q²) = exp(−B_wilson·q²/2), q² = 1/d²:
+* True amplitudes from Wilson statistics on a resolution falloff Σ = exp(−B_wilson·inv_d2/2), inv_d2 = 1/d² (Å⁻²):
   acentric F ~ Rayleigh with ⟨F²⟩ = εΣ, centric F ~ half-normal with ⟨F²⟩ = εΣ (ε, centric flags from gemmi).
   With ``anomalous_sd`` > 0, acentric F(±h) = F·exp(±δ), δ ~ N(0, anomalous_sd²).
 * Each unique reflection is observed Poisson(multiplicity) times (unobserved ones drop out), on random
   images, as a random symmetry equivalent (and, without anomalous signal, a random Friedel sign).
 * Detector position: x, y (mm) at radius L·tan 2θ from the beam centre, random azimuth (λ = 1 Å, L = 150 mm).
-* Systematic scale of each observation: I_true = G·k_img·exp(−B_img·q²/2)·D(x, y)·F², with
+* Systematic scale of each observation: I_true = G·k_img·exp(−B_img·inv_d2/2)·D(x, y)·F², with
   log k_img = 0.4 sin(2π t) + N(0, image_scale_sd²), B_img = 8 t + N(0, image_b_sd²) (t = image/n_images:
   beam decay and radiation damage), log D = detector_strength·(0.8 x̂ − 0.5 ŷ²) (x̂, ŷ: position / max radius;
   an absorption-like gradient).
@@ -25,7 +25,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis import symmetry
-from analysis.merging.io import Unmerged, group_observations, write_unmerged
+from analysis.merging.io import Unmerged, group_observations, hkl_rows, write_unmerged
 
 __all__ = ["SyntheticConfig", "SyntheticData", "make_synthetic", "write_synthetic"]
 
@@ -34,18 +34,18 @@ __all__ = ["SyntheticConfig", "SyntheticData", "make_synthetic", "write_syntheti
 class SyntheticConfig:
     """Knobs of :func:`make_synthetic` (units: Å, Å², mm)."""
 
-    cell: tuple[float, ...] = (40.0, 50.0, 60.0, 90.0, 90.0, 90.0)
+    cell: tuple[float, ...] = (40.0, 50.0, 60.0, 90.0, 90.0, 90.0)  # Å, degrees
     spacegroup: str = "P 21 21 21"
-    d_min: float = 2.13
+    d_min: float = 2.13  # Å
     n_images: int = 200
-    multiplicity: float = 3.0
-    isigi: float = 2.0
-    wilson_b: float = 20.0
-    image_scale_sd: float = 0.2
-    image_b_sd: float = 2.0
+    multiplicity: float = 3.0  # mean observations per unique reflection
+    isigi: float = 2.0  # mean I_true/σ
+    wilson_b: float = 20.0  # Å²
+    image_scale_sd: float = 0.2  # log units
+    image_b_sd: float = 2.0  # Å²
     detector_strength: float = 0.3
-    outlier_fraction: float = 0.005
-    anomalous_sd: float = 0.0
+    outlier_fraction: float = 0.005  # of the observations
+    anomalous_sd: float = 0.0  # sd of log F(+)/F(−) ratio δ; 0: no anomalous signal
     overall_scale: float = 100.0
     seed: int = 0
 
@@ -85,10 +85,10 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
     cell = np.asarray(cfg.cell, float)
     hkl_u = symmetry.generate_hkl(cell, cfg.d_min, group, unique=True)
     n_u = hkl_u.shape[0]
-    q2_u = cell_mod.inv_d2(hkl_u.astype(float), cell)
+    inv_d2_u = cell_mod.inv_d2(hkl_u.astype(float), cell)
     eps = symmetry.epsilon_factors(hkl_u, group).astype(float)
     centric = symmetry.centric_flags(hkl_u, group)
-    var = eps * np.exp(-cfg.wilson_b * q2_u / 2.0)  # ⟨F²⟩ = εΣ(q²)
+    var = eps * np.exp(-cfg.wilson_b * inv_d2_u / 2.0)  # ⟨F²⟩ = εΣ(inv_d2)
     f_acen = np.sqrt(var / 2.0) * np.sqrt(rng.standard_normal(n_u) ** 2 + rng.standard_normal(n_u) ** 2)
     f_cen = np.sqrt(var) * np.abs(rng.standard_normal(n_u))
     f = np.where(centric, f_cen, f_acen)
@@ -115,8 +115,8 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
     log_k -= log_k.mean()
 
     wavelength, distance = 1.0, 150.0
-    q2_obs = q2_u[src]
-    sin_theta = np.clip(wavelength * np.sqrt(q2_obs) / 2.0, 0.0, 0.999)
+    inv_d2_obs = inv_d2_u[src]
+    sin_theta = np.clip(wavelength * np.sqrt(inv_d2_obs) / 2.0, 0.0, 0.999)
     radius = distance * np.tan(2.0 * np.arcsin(sin_theta))
     phi = rng.uniform(0.0, 2 * np.pi, n_obs)
     r_max = distance * np.tan(2.0 * np.arcsin(min(wavelength / (2 * cfg.d_min), 0.999)))
@@ -125,7 +125,7 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
     xh, yh = (xdet - 150.0) / r_max, (ydet - 150.0) / r_max
     log_det = cfg.detector_strength * (0.8 * xh - 0.5 * yh**2)
 
-    scale = cfg.overall_scale * np.exp(log_k[image] - b_img[image] * q2_obs / 2.0 + log_det)
+    scale = cfg.overall_scale * np.exp(log_k[image] - b_img[image] * inv_d2_obs / 2.0 + log_det)
     i_true = scale * f_obs**2
     base = np.sqrt(i_true + i_true.mean())
     c = np.mean(i_true / base) / cfg.isigi
@@ -149,25 +149,23 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData
         wavelength=wavelength,
     )
     # truth for each grouped reflection: look up by its ASU index (negated = the (−) mate)
-    lookup = {tuple(h): i for i, h in enumerate(symmetry.to_asu(hkl_u, group)[0])}
-    is_minus = np.array([tuple(h) not in lookup for h in unmerged.hkl.tolist()], bool)
-    pos = np.array(
-        [lookup[tuple(-x for x in h) if m else tuple(h)] for h, m in zip(unmerged.hkl.tolist(), is_minus, strict=True)],
-        int,
-    )
+    hkl_u_asu = symmetry.to_asu(hkl_u, group)[0]
+    pos = hkl_rows(hkl_u_asu, unmerged.hkl)
+    is_minus = pos < 0
+    pos = np.where(is_minus, hkl_rows(hkl_u_asu, -unmerged.hkl), pos)
     f_true = f[pos] * np.exp(np.where(is_minus, -delta[pos], delta[pos]))
     return SyntheticData(
         unmerged=unmerged,
         f_true=f_true,
-        image_log_scale=log_k,
+        image_log_scale=log_k,  # the true scale model
         image_b=b_img,
-        hkl_obs=hkl_obs,
+        hkl_obs=hkl_obs,  # the raw rows, as written to MTZ
         intensity=intensity,
         sigma=sigma,
         batch=batch,
-        xdet=xdet,
+        xdet=xdet,  # mm
         ydet=ydet,
-        outlier=outlier,
+        outlier=outlier,  # rows that got a zinger
         config=cfg,
     )
 
