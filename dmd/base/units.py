@@ -13,7 +13,7 @@ KB_KJ_PER_MOL_K = 0.008314462618
 #: 1 bar · nm³ in kJ/mol (for the PV term of a barostat: N_A · 1e5 Pa · 1e-27 m³ / 1000).
 BAR_NM3_IN_KJ_PER_MOL = 0.06022140857
 #: amu/nm³ → g/cm³ (1.66053906660e-24 g / 1e-21 cm³).
-AMU_PER_NM3_IN_G_PER_CM3 = 1.66053906660
+AMU_PER_NM3_IN_G_PER_CM3 = 1.66053906660e-3  # 1 amu/nm^3 = 1.6605e-24 g / 1e-21 cm^3
 
 
 def kT(temperature_k: float) -> float:
