@@ -37,6 +37,7 @@ from analysis import stats, symmetry
 __all__ = [
     "DiffuseState",
     "diffuse_hkl",
+    "diffuse_from_moments",
     "diffuse_intensity",
     "diffuse_init",
     "diffuse_update",
@@ -66,6 +67,19 @@ def diffuse_hkl(box_cell, d_min: float, supercell=(1, 1, 1)) -> tuple[np.ndarray
     return hkl, hkl / n
 
 
+def diffuse_from_moments(mean_f2, mean_re, mean_im):
+    """I_D = ⟨|F|²⟩ − |⟨F⟩|² from weighted moments (the one home of this formula; numpy or jax arrays).
+
+    Args:
+      mean_f2: ⟨|F|²⟩ ``[..., M]`` (electrons²). mean_re, mean_im: Re⟨F⟩ and Im⟨F⟩ ``[..., M]`` (electrons),
+        all under the same normalized weights.
+
+    Returns:
+      I_D ``[..., M]`` (electrons²).
+    """
+    return mean_f2 - (mean_re**2 + mean_im**2)
+
+
 def diffuse_intensity(F, weights=None):
     """I_D, ⟨|F|²⟩ and |⟨F⟩|² from structure factors of every frame (module equation).
 
@@ -83,7 +97,7 @@ def diffuse_intensity(F, weights=None):
     mean_f2 = jnp.einsum("t,tm->m", w, jnp.real(F) ** 2 + jnp.imag(F) ** 2)
     mean_f = jnp.einsum("t,tm->m", w.astype(F.dtype), F)
     mean_f_sq = jnp.real(mean_f) ** 2 + jnp.imag(mean_f) ** 2
-    return mean_f2 - mean_f_sq, mean_f2, mean_f_sq
+    return diffuse_from_moments(mean_f2, jnp.real(mean_f), jnp.imag(mean_f)), mean_f2, mean_f_sq
 
 
 class DiffuseState(NamedTuple):
@@ -119,7 +133,7 @@ def diffuse_finalize(state: DiffuseState):
     mean_f2 = state.sum_f2 / state.sum_w
     mean_f = state.sum_f / state.sum_w
     mean_f_sq = mean_f.real**2 + mean_f.imag**2
-    return mean_f2 - mean_f_sq, mean_f2, mean_f_sq
+    return diffuse_from_moments(mean_f2, mean_f.real, mean_f.imag), mean_f2, mean_f_sq
 
 
 def symmetry_average(hkl, values, sg, *, mask=None, anomalous: bool = False, supercell=(1, 1, 1)) -> np.ndarray:
