@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "array_module",
     "LATTICE_SYSTEMS",
     "BRAVAIS_LATTICES",
     "BRAVAIS_TO_SYSTEM",
@@ -55,6 +56,8 @@ __all__ = [
     "design_matrix",
     "reciprocal_params",
     "cell_from_reciprocal_params",
+    "reciprocal_metric_from_params",
+    "reciprocal_params_from_metric",
     "n_reciprocal_params",
     "frac_to_cart",
     "cart_to_frac",
@@ -94,9 +97,12 @@ _N_PARAMS = {
 }
 
 
-def _xp(*arrays):
-    """numpy for numpy inputs (keeps float64 without x64), jax.numpy otherwise."""
+def array_module(*arrays):
+    """numpy for numpy inputs (keeps float64 without x64), jax.numpy otherwise (jax arrays, tracers)."""
     return np if all(isinstance(a, (np.ndarray, list, tuple, float, int)) for a in arrays) else jnp
+
+
+_xp = array_module
 
 
 def _check_system(system: str) -> str:
@@ -248,27 +254,49 @@ def design_matrix(hkl, system: str):
     return xp.stack(cols, axis=-1)
 
 
-def _full_params_from_gstar(gstar):
-    """(A, B, C, D, E, F) from G*: q² = hᵀG*h."""
-    return (
-        gstar[..., 0, 0],
-        gstar[..., 1, 1],
-        gstar[..., 2, 2],
-        2 * gstar[..., 0, 1],
-        2 * gstar[..., 0, 2],
-        2 * gstar[..., 1, 2],
-    )
+def _full_params(x, system: str, xp):
+    """(A, B, C, D, E, F) of q² = Ah² + Bk² + Cl² + Dhk + Ehl + Fkl from x ``[..., n_params]``."""
+    z = xp.zeros_like(x[..., 0])
+    if system == "cubic":
+        return (x[..., 0], x[..., 0], x[..., 0], z, z, z)
+    if system == "tetragonal":
+        return (x[..., 0], x[..., 0], x[..., 1], z, z, z)
+    if system == "hexagonal":
+        return (x[..., 0], x[..., 0], x[..., 1], x[..., 0], z, z)
+    if system == "rhombohedral":
+        return (x[..., 0], x[..., 0], x[..., 0], x[..., 1], x[..., 1], x[..., 1])
+    if system == "orthorhombic":
+        return (x[..., 0], x[..., 1], x[..., 2], z, z, z)
+    if system == "monoclinic":
+        return (x[..., 0], x[..., 1], x[..., 2], z, x[..., 3], z)
+    return tuple(x[..., i] for i in range(6))
 
 
-def reciprocal_params(cell, system: str):
-    """x such that ``inv_d2(hkl, cell) == design_matrix(hkl, system) @ x`` (Å⁻²).
+def reciprocal_metric_from_params(x, system: str):
+    """Reciprocal metric G* ``[..., 3, 3]`` (Å⁻²) from x ``[..., n_params]`` (Å⁻²), the one x → G* map.
 
-    The cell must already have the symmetry of ``system`` (e.g. a = b, γ = 120°
-    for hexagonal); only the independent entries are returned.
+    G* = [[A, D/2, E/2], [D/2, B, F/2], [E/2, F/2, C]] with (A..F) from the module table.
     """
     _check_system(system)
-    xp = _xp(cell)
-    A, B, C, D, E, F = _full_params_from_gstar(reciprocal_metric(cell))
+    xp = _xp(x)
+    A, B, C, D, E, F = _full_params(xp.asarray(x), system, xp)
+    row0 = xp.stack([A, D / 2, E / 2], axis=-1)
+    row1 = xp.stack([D / 2, B, F / 2], axis=-1)
+    row2 = xp.stack([E / 2, F / 2, C], axis=-1)
+    return xp.stack([row0, row1, row2], axis=-2)
+
+
+def reciprocal_params_from_metric(gstar, system: str):
+    """x ``[..., n_params]`` (Å⁻²) of a reciprocal metric G* ``[..., 3, 3]``, the one G* → x map.
+
+    Only the independent entries of ``system`` are read (A = G*₁₁, D = 2G*₁₂, ...); G* is assumed
+    to have the system's form (callers that need the check compare with the triclinic x).
+    """
+    _check_system(system)
+    xp = _xp(gstar)
+    gstar = xp.asarray(gstar)
+    A, B, C = gstar[..., 0, 0], gstar[..., 1, 1], gstar[..., 2, 2]
+    D, E, F = 2 * gstar[..., 0, 1], 2 * gstar[..., 0, 2], 2 * gstar[..., 1, 2]
     sel = {
         "cubic": [A],
         "tetragonal": [A, C],
@@ -281,36 +309,21 @@ def reciprocal_params(cell, system: str):
     return xp.stack(sel, axis=-1)
 
 
+def reciprocal_params(cell, system: str):
+    """x such that ``inv_d2(hkl, cell) == design_matrix(hkl, system) @ x`` (Å⁻²).
+
+    The cell must already have the symmetry of ``system`` (e.g. a = b, γ = 120°
+    for hexagonal); only the independent entries are returned.
+    """
+    return reciprocal_params_from_metric(reciprocal_metric(cell), system)
+
+
 def cell_from_reciprocal_params(x, system: str):
     """Cell ``[..., 6]`` from reciprocal-metric parameters ``x [..., n_params]`` (Å⁻²).
 
     Invalid x (non positive-definite G*) gives NaN entries; callers mask them.
     """
-    _check_system(system)
-    xp = _xp(x)
-    x = xp.asarray(x)
-    z = xp.zeros_like(x[..., 0])
-    if system == "cubic":
-        A = x[..., 0]
-        full = (A, A, A, z, z, z)
-    elif system == "tetragonal":
-        full = (x[..., 0], x[..., 0], x[..., 1], z, z, z)
-    elif system == "hexagonal":
-        full = (x[..., 0], x[..., 0], x[..., 1], x[..., 0], z, z)
-    elif system == "rhombohedral":
-        full = (x[..., 0], x[..., 0], x[..., 0], x[..., 1], x[..., 1], x[..., 1])
-    elif system == "orthorhombic":
-        full = (x[..., 0], x[..., 1], x[..., 2], z, z, z)
-    elif system == "monoclinic":
-        full = (x[..., 0], x[..., 1], x[..., 2], z, x[..., 3], z)
-    else:
-        full = tuple(x[..., i] for i in range(6))
-    A, B, C, D, E, F = full
-    row0 = xp.stack([A, D / 2, E / 2], axis=-1)
-    row1 = xp.stack([D / 2, B, F / 2], axis=-1)
-    row2 = xp.stack([E / 2, F / 2, C], axis=-1)
-    gstar = xp.stack([row0, row1, row2], axis=-2)
-    return cell_from_reciprocal_metric(gstar)
+    return cell_from_reciprocal_metric(reciprocal_metric_from_params(x, system))
 
 
 def two_theta_from_inv_d2(inv_d2_values, wavelength):

@@ -150,8 +150,8 @@ def test_centred_monoclinic_cell_from_its_primitive_cell():
 
 def test_singular_reciprocal_metric_gives_nan_cell_not_an_exception():
     """A degenerate candidate (a* ∥ b*: G* of rank 2) is dropped by refinement instead of crashing the run."""
-    from analysis.indexing.solution import _cell_of
+    from analysis.indexing.solution import cell_of
 
     x = np.array([0.01, 0.01, 0.04, 0.02, 0.0, 0.0])  # A = B, D = 2√(AB): rank-2 reciprocal metric
-    assert np.all(np.isnan(_cell_of(x, "triclinic")))
-    assert np.all(np.isfinite(_cell_of(np.array([0.01, 0.02, 0.04, 0.001, 0.0, 0.0]), "triclinic")))
+    assert np.all(np.isnan(cell_of(x, "triclinic")))
+    assert np.all(np.isfinite(cell_of(np.array([0.01, 0.02, 0.04, 0.001, 0.0, 0.0]), "triclinic")))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import SEARCH_SYSTEMS, reference_rows, search_system
 
 __all__ = [
@@ -59,46 +60,12 @@ def canonical_x(cell, system: str) -> np.ndarray:
     """
     system = search_system(system)
     x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), system), float)
-    if system == "triclinic":
-        x = _selling_np(x)
-    if system == "monoclinic":  # Lagrange reduction in the a*c* plane
-        A, C, E = x[0], x[2], x[3]
-        for _ in range(50):
-            if C < A:
-                A, C = C, A
-            mu = np.round(E / (2 * A))
-            if mu == 0:
-                break
-            C, E = C - mu * E + mu * mu * A, E - 2 * mu * A
-        if C < A:
-            A, C = C, A
-        x = np.array([A, x[1], C, abs(E)])
-    if system == "orthorhombic":
-        x = np.sort(x)[::-1].copy()
-    if system == "triclinic":
-        # permute axes so A ≤ B ≤ C (D, E, F follow the permutation)
-        g = np.array([[x[0], x[3] / 2, x[4] / 2], [x[3] / 2, x[1], x[5] / 2], [x[4] / 2, x[5] / 2, x[2]]])
+    x = np.asarray(reduce_x(x, system), float)
+    if system == "triclinic":  # permute axes so A ≤ B ≤ C (D, E, F follow the permutation)
+        g = cell_mod.reciprocal_metric_from_params(x, system)
         o = np.argsort(np.diag(g), kind="stable")
-        g = g[np.ix_(o, o)]
-        x = np.array([g[0, 0], g[1, 1], g[2, 2], 2 * g[0, 1], 2 * g[0, 2], 2 * g[1, 2]])
+        x = cell_mod.reciprocal_params_from_metric(g[np.ix_(o, o)], system)
     return x
-
-
-def _selling_np(x) -> np.ndarray:
-    """Selling reduction of a triclinic reciprocal metric x (same steps as search.reduce_x, float64)."""
-    from analysis.indexing.search import _PAIRS, _SELLING_T, _SUPERBASE
-
-    x = np.asarray(x, float)
-    g = np.array([[x[0], x[3] / 2, x[4] / 2], [x[3] / 2, x[1], x[5] / 2], [x[4] / 2, x[5] / 2, x[2]]])
-    g4 = _SUPERBASE.T @ g @ _SUPERBASE
-    for _ in range(100):
-        s = np.array([g4[i, j] for i, j in _PAIRS])
-        k = int(np.argmax(s))
-        if s[k] <= 1e-12 * np.trace(g4):
-            break
-        g4 = _SELLING_T[k] @ g4 @ _SELLING_T[k].T
-    g = g4[:3, :3]
-    return np.array([g[0, 0], g[1, 1], g[2, 2], 2 * g[0, 1], 2 * g[0, 2], 2 * g[1, 2]])
 
 
 def peak_features(inv_d2, n: int = N_FEATURES + 1) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Cell reduction and lattice equivalence for indexing results (gemmi Niggli reduction).
+"""Cell reductions and lattice equivalence for indexing (one home: Selling, Lagrange, Niggli).
+
+The search reduces every candidate's reciprocal basis so that low-angle lines keep small
+indices (:func:`reduce_x`): Selling (Delaunay) reduction of G* for triclinic, 2D Lagrange
+reduction in the a*c* plane for monoclinic, a ≤ b ≤ c for orthorhombic. It runs inside
+``jit`` on float32 (fixed step counts, JAX) and on float64 numpy arrays (to convergence) with
+the same step functions. Niggli reduction of finished cells uses gemmi.
 
 Two cells describe the same lattice when their primitive Niggli-reduced metrics
 G₁, G₂ (Å²) satisfy Mᵀ G₁ M ≈ G₂ for an integer M with det M = ±1 (settings,
@@ -20,11 +26,121 @@ import functools
 import itertools
 
 import gemmi
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
 
-__all__ = ["niggli_cell", "primitive_metric", "same_lattice", "supercell_index", "lattice_key"]
+__all__ = [
+    "selling_reduce",
+    "lagrange_reduce",
+    "reduce_x",
+    "niggli_cell",
+    "primitive_metric",
+    "sublattice_bases",
+    "same_lattice",
+    "supercell_index",
+    "lattice_key",
+]
+
+
+# ---------------------------------------------------------------------------- Selling and Lagrange
+# Selling reduction: for the superbase b1..b4 (b4 = −b1−b2−b3) with b_i·b_j > 0, replace
+# b_i → −b_i, b_k → b_k + b_i, b_l → b_l + b_i (k, l the other two); ends when all
+# b_i·b_j ≤ 0 (Delaunay reduced). Selling (1874); Conway & Sloane (1992).
+_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+_PAIR_I = np.array([p[0] for p in _PAIRS])
+_PAIR_J = np.array([p[1] for p in _PAIRS])
+
+
+def _selling_mats() -> np.ndarray:
+    mats = []
+    for i, j in _PAIRS:
+        t = np.eye(4)
+        t[i, i] = -1.0
+        for k in range(4):
+            if k not in (i, j):
+                t[k, i] = 1.0
+        mats.append(t)
+    return np.array(mats)
+
+
+_SELLING_T = _selling_mats()
+_SUPERBASE = np.array([[1.0, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1]])
+
+
+def _selling_step(xp, g4, tol):
+    """One Selling step on the superbase metric ``[4, 4]``: (new g4, whether a positive product was reduced)."""
+    s = g4[_PAIR_I, _PAIR_J]
+    k = xp.argmax(s)
+    act = s[k] > tol
+    t = xp.where(act, xp.asarray(_SELLING_T, g4.dtype)[k], xp.eye(4, dtype=g4.dtype))
+    return t @ g4 @ t.T, act
+
+
+def selling_reduce(g, n_steps: int | None = None):
+    """Selling-reduce a 3×3 metric (G or G*, any unit); returns the reduced 3×3 metric of the same lattice.
+
+    numpy input: float64, until every superbase product is ≤ 1e-12·tr(G₄) (at most 100 steps).
+    jax input (inside ``jit``): ``n_steps`` (default 40) fixed steps, products ≤ 1e-7·tr(G) count as reduced.
+    """
+    if cell_mod.array_module(g) is np:
+        g4 = _SUPERBASE.T @ np.asarray(g, float) @ _SUPERBASE
+        for _ in range(n_steps or 100):
+            g4, act = _selling_step(np, g4, 1e-12 * np.trace(g4))
+            if not act:
+                break
+        return g4[:3, :3]
+    e = jnp.asarray(_SUPERBASE, g.dtype)
+    tol = 1e-7 * jnp.trace(g)
+    g4 = jax.lax.fori_loop(0, n_steps or 40, lambda _, g4: _selling_step(jnp, g4, tol)[0], e.T @ g @ e)
+    return g4[:3, :3]
+
+
+def _lagrange_step(xp, A, C, E):
+    swap = C < A
+    A, C = xp.where(swap, C, A), xp.where(swap, A, C)
+    mu = xp.round(E / (2 * A))
+    return A, C - mu * E + mu * mu * A, E - 2 * mu * A, mu
+
+
+def lagrange_reduce(A, C, E, n_steps: int | None = None):
+    """2D Lagrange reduction of the form A h² + C l² + E hl (any unit); returns (A, C, |E|) with A ≤ C.
+
+    Used for the a*c* plane of a monoclinic reciprocal metric (E = 2 a*·c*) and for the real ac plane
+    (E = 2 a·c). numpy scalars: until the step is the identity (at most 50 steps); jax (inside ``jit``):
+    ``n_steps`` (default 8) fixed steps.
+    """
+    if cell_mod.array_module(A, C, E) is np:
+        for _ in range(n_steps or 50):
+            A, C, E, mu = _lagrange_step(np, A, C, E)
+            if mu == 0:
+                break
+    else:
+        A, C, E = jax.lax.fori_loop(0, n_steps or 8, lambda _, s: _lagrange_step(jnp, *s)[:3], (A, C, E))
+    xp = cell_mod.array_module(A, C, E)
+    swap = C < A
+    return xp.where(swap, C, A), xp.where(swap, A, C), xp.abs(E)
+
+
+def reduce_x(x, system: str):
+    """Reduce the reciprocal basis of one candidate x ``[n_params]`` (Å⁻²) so low-angle lines get small indices.
+
+    Triclinic: Selling; monoclinic: Lagrange in the a*c* plane (A ≤ C, E ≥ 0); orthorhombic:
+    a ≤ b ≤ c (A ≥ B ≥ C); others unchanged. numpy input gives float64 numpy (to convergence),
+    jax input the fixed-step JAX reduction (``jit``-able; :func:`selling_reduce`).
+    """
+    xp = cell_mod.array_module(x)
+    if system == "triclinic":
+        g = selling_reduce(cell_mod.reciprocal_metric_from_params(xp.asarray(x), system))
+        return cell_mod.reciprocal_params_from_metric(g, system)
+    if system == "monoclinic":
+        A, C, E = lagrange_reduce(x[0], x[2], x[3])
+        return xp.stack([A, x[1], C, E])
+    if system == "orthorhombic":
+        return -xp.sort(-xp.asarray(x))
+    return x
 
 
 def niggli_cell(cell, centring: str = "P") -> np.ndarray:
@@ -52,7 +168,11 @@ def _unimodular() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _hnf(n: int) -> np.ndarray:
+def sublattice_bases(n: int) -> np.ndarray:
+    """Integer matrices ``[m, 3, 3]`` whose columns span the index-n sublattices of Z³ (column Hermite normal form).
+
+    7 matrices for n = 2, 13 for n = 3 (module docstring).
+    """
     out = []
     for a in range(1, n + 1):
         for c in range(1, n + 1):
@@ -94,7 +214,7 @@ def supercell_index(small, small_centring: str, big, big_centring: str, n_max: i
     n = int(round(ratio))
     if n < 2 or n > n_max or abs(ratio - n) > 3 * rel_tol * n:
         return 0
-    for m in _hnf(n):
+    for m in sublattice_bases(n):
         gsup = m.T @ gs @ m
         red = niggli_cell(cell_mod.cell_from_metric(gsup), "P")
         if _metrics_match(np.asarray(cell_mod.metric(red)), gb, rel_tol):

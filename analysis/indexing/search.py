@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.cell import reciprocal_metric_from_params as gstar_from_x
+from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import search_system
 
 __all__ = ["BATCH_SIZES", "SearchConfig", "SearchResult", "search_cells", "gstar_from_x", "reduce_x", "volume_from_x"]
@@ -150,31 +152,6 @@ class SearchResult:
 
 
 # ---------------------------------------------------------------------------- metric helpers
-def _full_params(x, system: str):
-    """(A, B, C, D, E, F) of q² = Ah² + Bk² + Cl² + Dhk + Ehl + Fkl from x (jnp)."""
-    z = jnp.zeros_like(x[..., 0])
-    if system == "cubic":
-        return (x[..., 0], x[..., 0], x[..., 0], z, z, z)
-    if system == "tetragonal":
-        return (x[..., 0], x[..., 0], x[..., 1], z, z, z)
-    if system == "hexagonal":
-        return (x[..., 0], x[..., 0], x[..., 1], x[..., 0], z, z)
-    if system == "orthorhombic":
-        return (x[..., 0], x[..., 1], x[..., 2], z, z, z)
-    if system == "monoclinic":
-        return (x[..., 0], x[..., 1], x[..., 2], z, x[..., 3], z)
-    return tuple(x[..., i] for i in range(6))
-
-
-def gstar_from_x(x, system: str):
-    """Reciprocal metric G* ``[..., 3, 3]`` (Å⁻²) from x ``[..., n_params]``."""
-    A, B, C, D, E, F = _full_params(x, system)
-    r0 = jnp.stack([A, D / 2, E / 2], -1)
-    r1 = jnp.stack([D / 2, B, F / 2], -1)
-    r2 = jnp.stack([E / 2, F / 2, C], -1)
-    return jnp.stack([r0, r1, r2], -2)
-
-
 def volume_from_x(x, system: str):
     """Cell volume (Å³) = 1/sqrt(det G*); NaN where G* is not positive definite."""
     g = gstar_from_x(x, system)
@@ -188,78 +165,6 @@ def _positive_definite(g):
     m2 = g[..., 0, 0] * g[..., 1, 1] - g[..., 0, 1] ** 2
     m3 = jnp.linalg.det(g)
     return (m1 > 0) & (m2 > 0) & (m3 > 0)
-
-
-# Selling reduction: for the superbase b1..b4 (b4 = −b1−b2−b3) with b_i·b_j > 0, replace
-# b_i → −b_i, b_k → b_k + b_i, b_l → b_l + b_i (k, l the other two); ends when all
-# b_i·b_j ≤ 0 (Delaunay reduced). Selling (1874); Conway & Sloane (1992).
-_PAIRS = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-
-
-def _selling_mats() -> np.ndarray:
-    mats = []
-    for i, j in _PAIRS:
-        t = np.eye(4)
-        t[i, i] = -1.0
-        for k in range(4):
-            if k not in (i, j):
-                t[k, i] = 1.0
-        mats.append(t)
-    return np.array(mats)
-
-
-_SELLING_T = _selling_mats()
-_SUPERBASE = np.array([[1.0, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1]])
-
-
-def _selling_reduce(g, n_steps: int = 40):
-    """Selling-reduce a 3×3 metric (works for G or G*), returns a reduced 3×3 metric."""
-    e = jnp.asarray(_SUPERBASE, g.dtype)
-    g4 = e.T @ g @ e
-    tmats = jnp.asarray(_SELLING_T, g.dtype)
-    ii = jnp.array([p[0] for p in _PAIRS])
-    jj = jnp.array([p[1] for p in _PAIRS])
-    tol = 1e-7 * jnp.trace(g)
-
-    def step(_, g4):
-        s = g4[ii, jj]
-        k = jnp.argmax(s)
-        t = jnp.where(s[k] > tol, tmats[k], jnp.eye(4, dtype=g.dtype))
-        return t @ g4 @ t.T
-
-    g4 = jax.lax.fori_loop(0, n_steps, step, g4)
-    return g4[:3, :3]
-
-
-def _lagrange_ac(A, C, E, n_steps: int = 8):
-    """2D Lagrange reduction of q² = Ah² + Cl² + Ehl (a*c* plane, monoclinic); E ≥ 0, A ≤ C on exit."""
-
-    def step(_, s):
-        A, C, E = s
-        swap = C < A
-        A, C = jnp.where(swap, C, A), jnp.where(swap, A, C)
-        mu = jnp.round(E / (2 * A))
-        C = C - mu * E + mu * mu * A
-        E = E - 2 * mu * A
-        return A, C, E
-
-    A, C, E = jax.lax.fori_loop(0, n_steps, step, (A, C, E))
-    swap = C < A
-    A, C = jnp.where(swap, C, A), jnp.where(swap, A, C)
-    return A, C, jnp.abs(E)
-
-
-def reduce_x(x, system: str):
-    """Reduce the reciprocal basis of one candidate so low-angle lines get small indices."""
-    if system == "triclinic":
-        g = _selling_reduce(gstar_from_x(x, system))
-        return jnp.stack([g[0, 0], g[1, 1], g[2, 2], 2 * g[0, 1], 2 * g[0, 2], 2 * g[1, 2]])
-    if system == "monoclinic":
-        A, C, E = _lagrange_ac(x[0], x[2], x[3])
-        return jnp.stack([A, x[1], C, E])
-    if system == "orthorhombic":  # canonical a ≤ b ≤ c, as in prior.canonical_x
-        return -jnp.sort(-x)
-    return x
 
 
 # ---------------------------------------------------------------------------- candidate generators
@@ -282,18 +187,7 @@ def _random_x(key, system: str, vlo, vhi, dtype):
     v0 = cell_mod.volume(cell)
     v = jnp.exp(jax.random.uniform(k3, (), dtype, jnp.log(vlo), jnp.log(vhi)))
     cell = cell.at[:3].multiply((v / v0) ** (1.0 / 3.0))
-    gstar = jnp.linalg.inv(cell_mod.metric(cell))
-    A, B, C = gstar[0, 0], gstar[1, 1], gstar[2, 2]
-    D, E, F = 2 * gstar[0, 1], 2 * gstar[0, 2], 2 * gstar[1, 2]
-    sel = {
-        "cubic": [A],
-        "tetragonal": [A, C],
-        "hexagonal": [A, C],
-        "orthorhombic": [A, B, C],
-        "monoclinic": [A, B, C, E],
-        "triclinic": [A, B, C, D, E, F],
-    }[system]
-    return jnp.stack(sel)
+    return cell_mod.reciprocal_params(cell, system)
 
 
 def _prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
@@ -683,7 +577,7 @@ def search_cells(
     Returns:
       :class:`SearchResult` with the best ``config.top_k × batches`` candidates, best first.
     """
-    from analysis.indexing import prior as prior_mod
+    import analysis.indexing.prior as prior_mod
 
     system = search_system(system)
     q = np.asarray(inv_d2, np.float64)

@@ -18,8 +18,9 @@ import itertools
 
 import numpy as np
 
+import analysis.indexing.fom as fom
+import analysis.indexing.reduce as reduce
 from analysis import cell as cell_mod
-from analysis.indexing import fom, reduce
 from analysis.indexing.reference import BRAVAIS_OF, CENTRINGS, refine_rows, search_system
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "from_primitive",
     "twofold_axes",
     "rank_solutions",
+    "cell_of",
     "SYMMETRY_ORDER",
 ]
 
@@ -104,8 +106,9 @@ class Solution:
         }
 
 
-def _cell_of(x, system):
-    """Cell ``[6]`` of reciprocal parameters x; NaN when the reciprocal metric is singular."""
+def cell_of(x, system: str) -> np.ndarray:
+    """Cell ``[6]`` (Å, degrees) of reciprocal parameters x (Å⁻²); NaN when the reciprocal metric is singular
+    or not positive definite."""
     try:
         with np.errstate(invalid="ignore"):  # non-positive-definite candidates give NaN lengths/angles
             return np.asarray(cell_mod.cell_from_reciprocal_params(np.asarray(x, float), system), float)
@@ -180,7 +183,7 @@ def refine_candidate(
             z = float(sol[-1]) if refine_zero else z
         if cov is None:
             continue
-        cell = _cell_of(x, system)
+        cell = cell_of(x, system)
         if not np.all(np.isfinite(cell)):
             continue
         q_ref = rows @ x
@@ -213,7 +216,7 @@ def refine_candidate(
     r = q - q_cal
     s2 = float(np.sum((r[ok] / sig[ok]) ** 2) / dof)
     cov = cov * s2
-    cell = _cell_of(x, system)
+    cell = cell_of(x, system)
     # esd of the cell: J cov Jᵀ with J = ∂cell/∂x by central differences
     jac = np.zeros((6, x.size))
     for i in range(x.size):
@@ -221,7 +224,7 @@ def refine_candidate(
         xp, xm = x.copy(), x.copy()
         xp[i] += hstep
         xm[i] -= hstep
-        jac[:, i] = (_cell_of(xp, system) - _cell_of(xm, system)) / (2 * hstep)
+        jac[:, i] = (cell_of(xp, system) - cell_of(xm, system)) / (2 * hstep)
     cov_x = cov[: x.size, : x.size]
     esd = np.sqrt(np.maximum(np.diag(jac @ cov_x @ jac.T), 0.0))
     f20 = dtt = nposs = None
@@ -254,18 +257,9 @@ def refine_candidate(
 def _reduce_ac_real(cell: np.ndarray) -> np.ndarray:
     """Monoclinic cell with a, c Lagrange-reduced in the ac plane (real space) and β ≥ 90°."""
     g = np.asarray(cell_mod.metric(cell), float)
-    a2, c2, ac = g[0, 0], g[2, 2], g[0, 2]
-    for _ in range(50):
-        if c2 < a2:
-            a2, c2 = c2, a2
-        mu = np.round(ac / a2)
-        if mu == 0:
-            break
-        c2, ac = c2 - 2 * mu * ac + mu * mu * a2, ac - mu * a2
-    if c2 < a2:
-        a2, c2 = c2, a2
+    a2, c2, e = reduce.lagrange_reduce(g[0, 0], g[2, 2], 2 * g[0, 2])
     a, c = np.sqrt(a2), np.sqrt(c2)
-    beta = np.rad2deg(np.arccos(-abs(ac) / (a * c)))
+    beta = np.rad2deg(np.arccos(-e / (2 * a * c)))
     return np.array([a, cell[1], c, 90.0, beta, 90.0])
 
 
@@ -315,31 +309,23 @@ def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
     is refined; the best-scoring one that indexes at least as many lines replaces ``sol``.
     Repeated until nothing improves (index 4 = 2 × 2).
     """
-    from analysis.indexing.search import gstar_from_x
-
     best = sol
     for _ in range(3):
         improved = False
-        gs = np.asarray(gstar_from_x(np.asarray(best.x, float), best.system), float)
+        gs = np.asarray(cell_mod.reciprocal_metric_from_params(np.asarray(best.x, float), best.system), float)
         for n in (2, 3):
-            for h in reduce._hnf(n):
+            for h in reduce.sublattice_bases(n):
                 x = _x_from_gstar(h.T @ gs @ h, best.system)
                 if x is None:
                     continue
                 if best.system == "triclinic":
-                    x = _canonical_tri(x)
+                    x = reduce.reduce_x(x, "triclinic")
                 new = refine_candidate(x, best.zero_shift, inv_d2, best.system, **kw)
                 if new is not None and new.n_indexed >= best.n_indexed and new.score > best.score * 1.01:
                     best, improved = new, True
         if not improved:
             break
     return best
-
-
-def _canonical_tri(x):
-    from analysis.indexing.prior import _selling_np
-
-    return _selling_np(x)
 
 
 def _rank_key(s: Solution):

@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from analysis.indexing import prior as prior_mod
-from analysis.indexing import synth
+import analysis.indexing.prior as prior_mod
+import analysis.indexing.synth as synth
 from analysis.indexing.reference import SEARCH_SYSTEMS, reference_rows
 
 BRAVAIS_BY_SYSTEM = {
