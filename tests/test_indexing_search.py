@@ -10,6 +10,7 @@ from analysis import cell as cell_mod
 from analysis.indexing import (
     ErrorModel,
     SearchConfig,
+    candidates,
     index_peaks,
     load_prior,
     peaks_from_values,
@@ -122,11 +123,11 @@ def test_zone_construction_reaches_axes_beyond_the_first_lines():
     # (measured 87 / 2048 = 4.2 %: pair chosen with prob. 0.75 per zone, chance pairs compete, F sign 1/2);
     # threshold at half of that
     pos = jnp.array([0, 1, 9])
-    from_axes = jax.jit(jax.vmap(lambda k: search_mod._zone_from_axes(jax.random.split(k, 4), q, sig, pos)))
+    from_axes = jax.jit(jax.vmap(lambda k: candidates.zone_from_axes(jax.random.split(k, 4), q, sig, pos)))
     assert hits(from_axes(keys)) > 0.02 * keys.shape[0]
     # axial positions: half the draws among the first n_axes lines, half with one axis among the later
     # lines (dominant-zone patterns: 15 of 20 lines 0kl put the third axial line at position 15)
-    pos = np.asarray(jax.jit(jax.vmap(lambda k: search_mod._axis_positions(k, 8, 20)))(keys))
+    pos = np.asarray(jax.jit(jax.vmap(lambda k: candidates.axis_positions(k, 8, 20)))(keys))
     assert np.all((pos[:, 0] != pos[:, 1]) & (pos[:, 0] != pos[:, 2]) & (pos[:, 1] != pos[:, 2]))
     assert pos.min() >= 0 and pos.max() <= 19
     late = np.any(pos >= 8, axis=1)

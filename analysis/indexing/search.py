@@ -6,7 +6,8 @@ cubic-hexagonal data skip when an exact solve already reaches ``stop_m20``)::
 
     candidates x₀  ── random cells in volume bounds (SVD-Index)  or
                    ── exact solves H_S x = q_S of n_params peaks with Miller indices
-                      drawn from the learned prior (prior.py)
+                      drawn from the learned prior (prior.py), or zone constructions
+                      (all generators in candidates.py)
     repeat n_iter:   Miller-index assignment against the reference rows H_ref
                         nearest:  j_k = argmin_j |q²_k − H_j·x|
                         soft:     j_k ~ softmax_j(−(q²_k − H_j·x)² / 2s_k²)   (Gumbel-max)
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis import cell as cell_mod
+import analysis.indexing.candidates as candidates
 from analysis.cell import reciprocal_metric_from_params as gstar_from_x
 from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import search_system
@@ -80,7 +81,7 @@ class SearchConfig:
       random_fraction: share of random-cell candidates when ``candidates`` is "prior"/"uniform".
       n_first: peaks the prior-driven generator draws from.
       n_axes: peaks the zone constructions (monoclinic, triclinic) draw axial lines from (half of
-        the draws take one of the three among the later lines, :func:`_axis_positions`).
+        the draws take one of the three among the later lines, :func:`candidates.axis_positions`).
       p_keep: probability of keeping a peak in each subsampled least-squares step.
       p_soft: probability that an iteration uses the soft (sampled) assignment.
       acceptance: "greedy" (keep if the score improves), "metropolis", or "always".
@@ -167,139 +168,6 @@ def _positive_definite(g):
     return (m1 > 0) & (m2 > 0) & (m3 > 0)
 
 
-# ---------------------------------------------------------------------------- candidate generators
-def _random_x(key, system: str, vlo, vhi, dtype):
-    """Random cell with volume log-uniform in [vlo, vhi] → x (one candidate)."""
-    k1, k2, k3 = jax.random.split(key, 3)
-    shape = jnp.exp(jax.random.uniform(k1, (3,), dtype, 0.0, jnp.log(4.0)))
-    ang = jnp.full((3,), 90.0, dtype)
-    if system == "cubic":
-        shape = jnp.ones(3, dtype)
-    elif system in ("tetragonal", "hexagonal"):
-        shape = shape.at[1].set(shape[0])
-        if system == "hexagonal":
-            ang = ang.at[2].set(120.0)
-    elif system == "monoclinic":
-        ang = ang.at[1].set(jax.random.uniform(k2, (), dtype, 90.0, 125.0))
-    elif system == "triclinic":
-        ang = jax.random.uniform(k2, (3,), dtype, 70.0, 110.0)
-    cell = jnp.concatenate([shape, ang])
-    v0 = cell_mod.volume(cell)
-    v = jnp.exp(jax.random.uniform(k3, (), dtype, jnp.log(vlo), jnp.log(vhi)))
-    cell = cell.at[:3].multiply((v / v0) ** (1.0 / 3.0))
-    return cell_mod.reciprocal_params(cell, system)
-
-
-def _prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
-    """Exact solve H_S x = q_S for p peaks among the first n_first, indices drawn from the prior.
-
-    Args:
-      logits: ``[n_first, n_vocab]`` log-probabilities of each vocabulary row per peak position.
-      vocab_rows: ``[n_vocab, p]`` design rows of the vocabulary.
-    """
-    k1, k2 = jax.random.split(key)
-    pos = jnp.argsort(jax.random.uniform(k1, (n_first,)))[:p]
-    pos = jnp.sort(pos)
-    lab = jax.random.categorical(k2, logits[pos], axis=-1)
-    hs = vocab_rows[lab]
-    qs = q_obs[pos]
-    det = jnp.linalg.det(hs)
-    scale = jnp.prod(jnp.max(jnp.abs(hs), axis=1) + 1e-30)
-    ok = jnp.abs(det) > 1e-6 * scale
-    x = jnp.linalg.solve(jnp.where(ok, hs, jnp.eye(p, dtype=hs.dtype)), qs)
-    return jnp.where(ok, x, jnp.nan)
-
-
-def _cross_term(key, q_obs, sig, target, base, p_pair):
-    """|cross term| of a zone from an Ito pair, else from one line (Ito 1949; de Wolff 1957).
-
-    In the zone of two axes with q²(u) + q²(v) = ``base``, the lines u ± v satisfy
-    q²(u+v) + q²(u−v) = ``target`` = 2·base and q²(u+v) − q²(u−v) = 2·cross, cross = 2 u·v.
-    With probability ``p_pair`` a pair of observed lines whose sum matches ``target`` is
-    drawn (Gaussian weights on the mismatch, Gumbel-max; a line may pair with itself:
-    cross = 0); otherwise, or when no pair is within 4σ, one line is taken as u ± v and
-    cross = |q² − base|, drawn uniformly among the lines with |q² − base| ≤ base/2 (reduced
-    bases have |2 u·v| ≤ min(u², v²)). Only one of u + v, u − v needs to be observed then.
-    """
-    n = q_obs.shape[0]
-    k1, k2, k3 = jax.random.split(key, 3)
-    pair_sum = q_obs[:, None] + q_obs[None, :]
-    pair_sig = sig[:, None] + sig[None, :]
-    pair_dif = jnp.abs(q_obs[:, None] - q_obs[None, :]) / 2
-    upper = jnp.triu(jnp.ones((n, n), bool))
-    logw = jnp.where(upper, -0.5 * ((pair_sum - target) / pair_sig) ** 2, -jnp.inf)
-    flat = jnp.argmax((logw + jax.random.gumbel(k1, (n, n), q_obs.dtype)).ravel())
-    pair_ok = jnp.max(logw) > -8.0  # some pair within 4σ
-    single = jnp.abs(q_obs - base)
-    single_ok = single <= 0.5 * base
-    pick = jnp.argmax(jnp.where(single_ok, jax.random.gumbel(k2, (n,), q_obs.dtype), -jnp.inf))
-    use_pair = pair_ok & ((jax.random.uniform(k3) < p_pair) | ~jnp.any(single_ok))
-    value = jnp.where(use_pair, pair_dif.ravel()[flat], single[pick])
-    return jnp.where(pair_ok | jnp.any(single_ok), value, jnp.nan)
-
-
-def _zone_x(key, q_obs, sig, n_axes: int, p_pair: float = 0.75):
-    """Triclinic candidate from three axial lines and three zones (Ito 1949; de Wolff 1957).
-
-    Three lines (:func:`_axis_positions`) are taken as 100, 010, 001 (A, B, C); each zone
-    (a*b*, a*c*, b*c*) gives |D|, |E|, |F| by :func:`_cross_term`. Signs: flipping an axis
-    flips two of D, E, F, so only sign(D·E·F) matters: D, E ≤ 0 and F of random sign.
-    """
-    keys = jax.random.split(key, 5)
-    pos = _axis_positions(keys[0], n_axes, q_obs.shape[0])
-    return _zone_from_axes(keys[1:], q_obs, sig, pos, p_pair)
-
-
-def _axis_positions(key, n_axes: int, n_obs: int):
-    """Three distinct line positions ``[3]`` for the axial lines of a zone construction.
-
-    Half of the draws take all three among the first ``n_axes`` lines; the other half take
-    two there and one among the later lines (n_axes..n_obs−1), in a random role: when the
-    first lines all lie in one zone (one short axis, e.g. 15 of 20 lines 0kl) the third
-    axial line comes late in the list.
-    """
-    k1, k2, k3, k4 = jax.random.split(key, 4)
-    first = jnp.argsort(jax.random.uniform(k1, (n_axes,)))[:3]
-    if n_obs <= n_axes:
-        return first
-    late = jax.random.randint(k2, (), n_axes, n_obs)
-    mixed = jnp.stack([first[0], first[1], late])[jnp.argsort(jax.random.uniform(k3, (3,)))]
-    return jnp.where(jax.random.uniform(k4) < 0.5, first, mixed)
-
-
-def _zone_from_axes(keys, q_obs, sig, pos, p_pair: float = 0.75):
-    """Triclinic candidate with the lines at ``pos`` ``[3]`` as 100, 010, 001 (see :func:`_zone_x`).
-
-    ``keys``: ``[4, 2]`` PRNG keys (D, E, F and the sign of F).
-    """
-    kd, ke, kf, ks = keys
-    a, b, c = q_obs[pos[0]], q_obs[pos[1]], q_obs[pos[2]]
-    d = -_cross_term(kd, q_obs, sig, 2 * (a + b), a + b, p_pair)
-    e = -_cross_term(ke, q_obs, sig, 2 * (a + c), a + c, p_pair)
-    f = _cross_term(kf, q_obs, sig, 2 * (b + c), b + c, p_pair) * jnp.where(jax.random.uniform(ks) < 0.5, -1.0, 1.0)
-    return jnp.stack([a, b, c, d, e, f])
-
-
-def _zone_mono_x(key, q_obs, sig, n_axes: int, p_pair: float = 0.75):
-    """Monoclinic candidate: axial lines for A, B, C and the a*c* cross term E from a zone.
-
-    Three lines (:func:`_axis_positions`) are taken as m²·A, m²·B, m²·C with m = 1 or 2
-    (2 covers axial lines absent by centring or screw axes, e.g. 200 in mC). E comes from
-    the lines 1k1 and 1k-1 (k = 0 or 1, drawn): q²(1k1) + q²(1k-1) = 2(A + k²B + C) and
-    their difference is 2E (:func:`_cross_term`; 11±1 covers C-centring, where 10±1 is absent).
-    E ≥ 0 (the sign of the a*c* angle is a setting choice).
-    """
-    k1, k2, k3, ke = jax.random.split(key, 4)
-    pos = _axis_positions(k1, n_axes, q_obs.shape[0])
-    m2 = jnp.where(jax.random.uniform(k2, (3,)) < 0.7, 1.0, 4.0).astype(q_obs.dtype)
-    abc = q_obs[pos] / m2
-    a, b, c = abc[0], abc[1], abc[2]
-    kk = jnp.where(jax.random.uniform(k3) < 0.5, 0.0, 1.0).astype(q_obs.dtype)
-    base = a + kk * b + c
-    e = _cross_term(ke, q_obs, sig, 2 * base, base, p_pair)
-    return jnp.stack([a, b, c, e])
-
-
 # ---------------------------------------------------------------------------- one batch (jit)
 def _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
     """Nearest-row assignment, second-nearest row, residuals and approximate log M_N (P lattice)."""
@@ -364,9 +232,9 @@ def _generate_batch(
     p = rows.shape[1]
     kgen, _, _ = jax.random.split(key, 3)  # the same split as _run_batch: krand, kref are its own
     gen_keys = jax.random.split(kgen, n_gen)
-    x_gen = jax.vmap(lambda k: _prior_x(k, q_obs, logits, vocab_rows, n_first, p))(gen_keys)
+    x_gen = jax.vmap(lambda k: candidates.prior_x(k, q_obs, logits, vocab_rows, n_first, p))(gen_keys)
     if system in ("triclinic", "monoclinic") and use_zones:  # half of the draws from zone constructions
-        zone_fn = _zone_x if system == "triclinic" else _zone_mono_x
+        zone_fn = candidates.zone_x if system == "triclinic" else candidates.zone_mono_x
         x_zone = jax.vmap(lambda k: zone_fn(k, q_obs, sig, n_axes))(gen_keys[: n_gen // 2])
         x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen[n_gen // 2 :]], axis=0)
     x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
@@ -419,7 +287,7 @@ def _run_batch(
     p = rows.shape[1]
     n_obs = q_obs.shape[0]
     _, krand, kref = jax.random.split(key, 3)
-    x_rand = jax.vmap(lambda k: _random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
+    x_rand = jax.vmap(lambda k: candidates.random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
     x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
     d_rel = jnp.sqrt(q_obs[0] / q_obs)  # d_k / d_1
 
