@@ -1,10 +1,10 @@
 """Powder indexing: SVD-Index / ML-Index style generate-and-test search, vectorized in JAX.
 
-Pipeline (see each module): peaks.py (input) → search.py (batched candidates,
-assignment, weighted least squares, subsampling, acceptance; prior.py supplies the
-learned candidate generator) → solution.py (float64 refinement, centring / Bravais
-test, esds, zero shift, M20 / F20 from fom.py) → reduce.py (Niggli cells, merging of
-equivalent and sub/supercells).
+Pipeline (see each module): peaks.py (input) → search.py (batched candidates from
+candidates.py, assignment, weighted least squares, subsampling, acceptance; prior.py
+supplies the learned candidate generator) → solution.py (float64 refinement, centring /
+Bravais test, esds, zero shift, M20 / F20 from fom.py) → reduce.py (Selling / Lagrange
+reductions of the search, Niggli cells, merging of equivalent and sub/supercells).
 
 Example::
 
