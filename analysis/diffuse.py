@@ -160,8 +160,8 @@ def symmetry_average(hkl, values, sg, *, mask=None, anomalous: bool = False, sup
         )
     vals = np.asarray(values, float)
     ok = np.isfinite(vals) if mask is None else (np.asarray(mask, bool) & np.isfinite(vals))
-    key = symmetry.canonical_hkl(hkl, sg, anomalous=anomalous)
-    _, inv = np.unique(key, axis=0, return_inverse=True)
+    key = symmetry.hkl_keys(symmetry.canonical_hkl(hkl, sg, anomalous=anomalous))
+    _, inv = np.unique(key, return_inverse=True)
     inv = inv.ravel()
     sums = np.bincount(inv, weights=np.where(ok, vals, 0.0))
     counts = np.bincount(inv, weights=ok.astype(float))
@@ -172,11 +172,8 @@ def symmetry_average(hkl, values, sg, *, mask=None, anomalous: bool = False, sup
 
 def match_reflections(hkl_a, hkl_b) -> tuple[np.ndarray, np.ndarray]:
     """Indices (ia, ib) with ``hkl_a[ia] == hkl_b[ib]`` (common reflections, order of ``hkl_a``)."""
-    a = np.ascontiguousarray(np.asarray(hkl_a, np.int64))
-    b = np.ascontiguousarray(np.asarray(hkl_b, np.int64))
-    base = int(max(np.abs(a).max(initial=0), np.abs(b).max(initial=0))) * 2 + 1
-    ka = ((a[:, 0] * base) + a[:, 1]) * base + a[:, 2]
-    kb = ((b[:, 0] * base) + b[:, 1]) * base + b[:, 2]
+    ka = symmetry.hkl_keys(np.reshape(hkl_a, (-1, 3)))
+    kb = symmetry.hkl_keys(np.reshape(hkl_b, (-1, 3)))
     order = np.argsort(kb)
     pos = np.searchsorted(kb[order], ka)
     pos = np.clip(pos, 0, len(kb) - 1)

@@ -29,7 +29,21 @@ __all__ = [
     "multiplicities",
     "friedel_mates",
     "expand_to_p1",
+    "hkl_keys",
 ]
+
+_HKL_OFFSET = 1 << 19  # |h|, |k|, |l| < 2^19: keys < 2^60 fit int64
+_HKL_BASE = 1 << 20
+
+
+def hkl_keys(hkl) -> np.ndarray:
+    """One int64 per Miller index, int ``[...]`` from int ``[..., 3]`` (|h|, |k|, |l| < 2¹⁹): the one hkl packing.
+
+    Equal keys ⇔ equal hkl, and keys sort like the indices do lexicographically (h first), so
+    ``np.unique``, ``argsort``/``searchsorted`` and ``argmax`` on keys act on the indices themselves.
+    """
+    h = np.asarray(hkl).astype(np.int64) + _HKL_OFFSET
+    return (h[..., 0] * _HKL_BASE + h[..., 1]) * _HKL_BASE + h[..., 2]
 
 
 def spacegroup(sg) -> gemmi.SpaceGroup:
@@ -165,8 +179,7 @@ def canonical_hkl(hkl: np.ndarray, sg, anomalous: bool = False) -> np.ndarray:
     eq = np.einsum("ni,rij->rnj", hkl, rots)  # [n_rot, n, 3]
     if not anomalous:
         eq = np.concatenate([eq, -eq], axis=0)
-    key = (eq[..., 0] * 1_000_003 + eq[..., 1]) * 1_000_003 + eq[..., 2]
-    best = np.argmax(key, axis=0)
+    best = np.argmax(hkl_keys(eq), axis=0)
     return eq[best, np.arange(hkl.shape[0])].astype(np.int32)
 
 
@@ -184,7 +197,8 @@ def to_asu(hkl: np.ndarray, sg, anomalous: bool = False) -> tuple[np.ndarray, np
     asu = gemmi.ReciprocalAsu(group)
     hkl = np.asarray(hkl, np.int32).reshape(-1, 3)
     # one gemmi call per distinct input reflection (observations repeat a lot)
-    uniq, inverse = np.unique(hkl, axis=0, return_inverse=True)
+    _, first, inverse = np.unique(hkl_keys(hkl), return_index=True, return_inverse=True)
+    uniq = hkl[first]
     mapped = [asu.to_asu(list(map(int, h)), ops) for h in uniq]
     uniq_asu = np.array([m[0] for m in mapped], np.int32).reshape(-1, 3)
     uniq_isym = np.array([m[1] for m in mapped], np.int32)
@@ -224,8 +238,7 @@ def multiplicities(hkl: np.ndarray, sg) -> np.ndarray:
     rots = reciprocal_rotations(sg)
     eq = np.einsum("ni,rij->nrj", hkl, rots)
     eq = np.concatenate([eq, -eq], axis=1)  # [n, 2 n_rot, 3]
-    key = (eq[..., 0] * 1_000_003 + eq[..., 1]) * 1_000_003 + eq[..., 2]
-    key.sort(axis=1)
+    key = np.sort(hkl_keys(eq), axis=1)
     return (1 + np.count_nonzero(np.diff(key, axis=1), axis=1)).astype(np.int32)
 
 

@@ -61,6 +61,7 @@ from tqdm import tqdm
 
 from analysis import cell as cell_mod
 from analysis.indexing import SearchConfig, index_peaks, peaks_from_values, refine_candidate, same_lattice, synth
+from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.train_prior import BRAVAIS_BY_SYSTEM
 
 SYSTEMS = ("cubic", "tetragonal", "hexagonal", "orthorhombic", "monoclinic", "triclinic")
@@ -135,7 +136,7 @@ def as_good_as_truth(pattern, pk, best, config: SearchConfig) -> bool:
         0.0,
         q,
         pattern.system,
-        sigma=config.tol_k * (8.7e-5 + 9.2e-4 * q),
+        sigma=sigma_inv_d2(q, config.tol_k),
         g_zero=g,
         refine_zero=config.refine_zero,
         n_sigma=config.n_sigma,

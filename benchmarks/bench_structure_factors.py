@@ -1,6 +1,6 @@
 """Benchmark: F(h, t) frames per second, this code (spread + FFT, JAX) vs gemmi DensityCalculatorX + FFT.
 
-System (DESIGN.md "Structure factors and diffuse scattering"): a 50 Å cubic P1 cell to 2.0 Å (32,633
+System (docs/diffuse.md "Structure factors"): a 50 Å cubic P1 cell to 2.0 Å (32,633
 reflections, one per Friedel pair; gemmi's FFT yields the other half for free and so does ours),
 2,000 and 20,000 atoms with a protein-like composition (H 50 %, C 30 %, O 11 %,
 N 8 %, S 1 %) placed at random; frames are random displacements (0.3 Å rms) of one configuration. B = 0

@@ -18,6 +18,7 @@ from analysis.indexing import (
     same_lattice,
     synthetic_pattern,
 )
+from analysis.indexing.errors import sigma_inv_d2
 
 # the static shapes of test_indexing_search (CFG there; CFG here as in its zero-shift test): one
 # compilation per system when the files run in one process
@@ -34,7 +35,7 @@ def _noisy_mp(seed: int):
 def _refine(cell, p, tol_k: float = 1.0):
     q = p.inv_d2
     x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), "monoclinic"), float)
-    sig = tol_k * (8.7e-5 + 9.2e-4 * q)
+    sig = sigma_inv_d2(q, tol_k)
     return refine_candidate(x, 0.0, q, "monoclinic", sigma=sig, n_impurity=1), sig
 
 

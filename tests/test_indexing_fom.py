@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
 
 # cubic P, a = 5 Å: calculated q² = N/25 for N = 1, 2, 3, 4, 5, 6, 8 (0.08 listed twice: one line)
@@ -68,7 +69,7 @@ def test_impurity_line_does_not_hand_the_win_to_a_supercell():
     for _ in range(50):  # draw until the supercell indexes the impurity line by chance (about half the draws)
         p = synthetic_pattern("cP", rng, errors=ErrorModel(zero_shift_deg=0.0), cell=truth, spacegroup="P 42 3 2")
         q = p.inv_d2
-        sig = 8.7e-5 + 9.2e-4 * q
+        sig = sigma_inv_d2(q)
         fit = {
             (name, n_imp): refine_candidate(
                 cell_mod.reciprocal_params(c, "cubic"), 0.0, q, "cubic", sigma=sig, n_impurity=n_imp, centrings=[cen]

@@ -15,6 +15,7 @@ from analysis.indexing import (
     load_prior,
     peaks_from_values,
     same_lattice,
+    sigma_inv_d2,
     synthetic_pattern,
 )
 from analysis.indexing import search as search_mod
@@ -107,7 +108,7 @@ def test_zone_construction_reaches_axes_beyond_the_first_lines():
     cell = [4.567, 10.257, 11.836, 81.048, 85.798, 88.324]
     p = synthetic_pattern("aP", np.random.default_rng(0), cell=cell, spacegroup="P 1")
     q = jnp.asarray(p.inv_d2, jnp.float32)
-    sig = 8.7e-5 + 9.2e-4 * q
+    sig = sigma_inv_d2(q)
     keys = jax.random.split(jax.random.PRNGKey(0), 2048)
 
     def hits(xs):

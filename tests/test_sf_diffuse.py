@@ -44,7 +44,7 @@ def test_fft_float32_trajectory_matches_direct_float64():
     assert f_fft.dtype == np.complex64 and f_fft.shape == (5, len(hkl))
     r = np.sum(np.abs(f_fft - f_dir)) / np.sum(np.abs(f_dir))
     assert r < 1e-4  # plan tolerance 1e-5 plus float32 accumulation over 582 atoms
-    # diffuse from both routes: CC ≈ 1 (DESIGN.md measured FFT-vs-direct diffuse CC 1.000000 with gemmi)
+    # diffuse from both routes: CC ≈ 1 (docs/diffuse.md: FFT-vs-direct diffuse CC 1.000000 with gemmi)
     i_fft = diffuse.diffuse_intensity(f_fft.astype(np.complex128))[0]
     i_dir = diffuse.diffuse_intensity(f_dir)[0]
     assert float(np.corrcoef(i_fft, i_dir)[0, 1]) > 0.99999

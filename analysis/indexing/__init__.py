@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
 from analysis.indexing.peaks import PeakList, peaks_from_values, read_peak_file
 from analysis.indexing.prior import IndexPrior, load_prior
@@ -56,6 +57,7 @@ __all__ = [
     "IndexPrior",
     "load_prior",
     "ErrorModel",
+    "sigma_inv_d2",
     "SyntheticPattern",
     "synthetic_pattern",
     "lattice_systems_for",
@@ -245,7 +247,7 @@ def index_peaks(
         # ∂q²/∂(2θ) per degree: q² = 4 sin²θ / λ², dθ = (π/180)/2 · d(2θ)
         g = 4 * np.sin(2 * th) / peaks.wavelength**2 * (np.pi / 360)
     refine_zero = bool(config.refine_zero and g is not None)
-    sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
+    sig = sigma_inv_d2(q, config.tol_k)
     sols, seconds, ncand = [], {}, {}
     for system in systems:
         t0 = time.perf_counter()

@@ -41,6 +41,7 @@ import numpy as np
 
 import analysis.indexing.candidates as candidates
 from analysis.cell import reciprocal_metric_from_params as gstar_from_x
+from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import search_system
 
@@ -87,7 +88,7 @@ class SearchConfig:
       acceptance: "greedy" (keep if the score improves), "metropolis", or "always".
       temperature: Metropolis temperature on the log-M score.
       mala_scale: scale of the MALA noise added after each least-squares step (0 = off).
-      tol_k: error-model scale k of σ(q²) = k (8.7e-5 + 9.2e-4 q²) used as tolerance.
+      tol_k: error-model scale k of σ(inv_d2) (:func:`analysis.indexing.errors.sigma_inv_d2`) used as tolerance.
       n_sigma: a line is indexed when |Δq²| ≤ n_sigma·σ.
       n_impurity: unindexed lines (impurity phases) that cost only n_sigma·σ in the final ranking
         score (solution.refine_candidate); further ones cost a random line's discrepancy.
@@ -460,7 +461,7 @@ def search_cells(
     n_random = n_cand if config.candidates == "random" else int(config.random_fraction * n_cand)
     refine_zero = bool(config.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
-    sig = config.tol_k * (8.7e-5 + 9.2e-4 * q)
+    sig = sigma_inv_d2(q, config.tol_k)
     args = [jnp.asarray(a, dtype) for a in (q, sig, g, rows, logits, vocab)]
     rows_np = np.asarray(rows, np.float64)
     scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]

@@ -21,6 +21,7 @@ import numpy as np
 import analysis.indexing.fom as fom
 import analysis.indexing.reduce as reduce
 from analysis import cell as cell_mod
+from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.reference import BRAVAIS_OF, CENTRINGS, refine_rows, search_system
 
 __all__ = [
@@ -158,7 +159,7 @@ def refine_candidate(
     ref = refine_rows(system)
     q = np.asarray(inv_d2, float)
     n = q.size
-    sig = 8.7e-5 + 9.2e-4 * q if sigma is None else np.asarray(sigma, float)
+    sig = sigma_inv_d2(q) if sigma is None else np.asarray(sigma, float)
     g = np.zeros(n) if g_zero is None else np.asarray(g_zero, float)
     refine_zero = bool(refine_zero and g_zero is not None)
     best = None
@@ -282,22 +283,11 @@ def standard_setting(sol: Solution, inv_d2, **kw) -> Solution:
 
 
 def _x_from_gstar(gs: np.ndarray, system: str, tol: float = 1e-6):
-    """x of a reciprocal metric if it has the zero pattern of ``system`` (else None)."""
-    A, B, C = gs[0, 0], gs[1, 1], gs[2, 2]
-    D, E, F = 2 * gs[0, 1], 2 * gs[0, 2], 2 * gs[1, 2]
-    scale = tol * (A + B + C)
-    if system == "triclinic":
-        return np.array([A, B, C, D, E, F])
-    if system == "monoclinic":
-        return np.array([A, B, C, E]) if abs(D) < scale and abs(F) < scale else None
-    if abs(D) > scale and system != "hexagonal" or abs(E) > scale or abs(F) > scale:
-        return None
-    if system == "orthorhombic":
-        return np.array([A, B, C])
-    if system in ("tetragonal", "hexagonal"):
-        ok = abs(A - B) < scale and (system == "tetragonal" or abs(D - A) < scale)
-        return np.array([A, C]) if ok else None
-    return np.array([A]) if abs(A - B) < scale and abs(A - C) < scale else None
+    """x of a reciprocal metric if it has the form of ``system`` within tol·(A + B + C) (else None)."""
+    full = cell_mod.reciprocal_params_from_metric(gs, "triclinic")
+    x = cell_mod.reciprocal_params_from_metric(gs, system)
+    back = cell_mod.reciprocal_params_from_metric(cell_mod.reciprocal_metric_from_params(x, system), "triclinic")
+    return x if np.all(np.abs(full - back) < tol * np.sum(full[:3])) else None
 
 
 def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:

@@ -5,9 +5,9 @@ space group of that lattice from gemmi's table (its systematic absences remove l
 → all allowed reflections, grouped into distinct lines → optional errors → the first
 ``n_peaks`` observed lines.
 
-Error model (seed "ML-Index Methods"; DESIGN.md "Powder indexing")::
+Error model (seed "ML-Index Methods"; docs/powder.md "Powder indexing")::
 
-    σ(q²) = k · (8.7e-5 + 9.2e-4 · q²)          (Å⁻²; k = ``ErrorModel.k``)
+    σ(inv_d2) = k · (8.7e-5 + 9.2e-4 · inv_d2)  (Å⁻²; k = ``ErrorModel.k``; errors.sigma_inv_d2)
     2θ_obs = 2θ_true + Δ2θ₀                      (zero shift, degrees)
     lines closer than ``resolution_deg`` in 2θ merge (intensity-weighted mean),
     each line is missed with probability ``p_missing``,
@@ -29,6 +29,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis import symmetry
+from analysis.indexing.errors import sigma_inv_d2
 
 __all__ = ["ErrorModel", "SyntheticPattern", "spacegroups_for", "random_cell", "synthetic_pattern", "sigma_q2"]
 
@@ -53,9 +54,7 @@ class ErrorModel:
         )
 
 
-def sigma_q2(inv_d2, k: float = 1.0):
-    """Peak-position error σ(q²) = k·(8.7e-5 + 9.2e-4·q²) in Å⁻² (seed error model)."""
-    return k * (8.7e-5 + 9.2e-4 * np.asarray(inv_d2))
+sigma_q2 = sigma_inv_d2  # the earlier name of analysis.indexing.errors.sigma_inv_d2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +249,7 @@ def synthetic_pattern(
     tth, inten, rep = tth[keep], inten[keep], rep[keep]
     q2_obs = cell_mod.inv_d2_from_two_theta(tth, lam)
     if errors.k > 0:
-        q2_obs = q2_obs + rng.normal(size=q2_obs.size) * sigma_q2(q2_obs, errors.k)
+        q2_obs = q2_obs + rng.normal(size=q2_obs.size) * sigma_inv_d2(q2_obs, errors.k)
     impurity = np.zeros(q2_obs.size, bool)
     if errors.n_impurity > 0:
         hi = q2_obs[min(n_peaks, q2_obs.size) - 1]

@@ -105,8 +105,7 @@ def hkl_keys(hkl) -> np.ndarray:
 
     Merging's one hkl packing (for ``np.unique`` grouping); to be replaced by the analysis-wide one.
     """
-    h = np.asarray(hkl).astype(np.int64) + 512
-    return (h[:, 0] * 1024 + h[:, 1]) * 1024 + h[:, 2]
+    return symmetry.hkl_keys(hkl)
 
 
 def hkl_rows(table, query) -> np.ndarray:
