@@ -218,8 +218,7 @@ def inv_d2(hkl, cell):
 def d_spacing(hkl, cell):
     """d = 1/sqrt(q²) in Å, ``[..., n]`` (inf for 000)."""
     xp = _xp(cell)
-    q2 = inv_d2(hkl, cell)
-    return 1.0 / xp.sqrt(q2)
+    return 1.0 / xp.sqrt(inv_d2(hkl, cell))
 
 
 def n_reciprocal_params(system: str) -> int:

@@ -206,15 +206,15 @@ def diffuse_cc(pred, obs, inv_d2, *, n_shells: int = 10, mask=None) -> dict:
     """
     pred = np.asarray(pred, float)
     obs = np.asarray(obs, float)
-    q2 = np.asarray(inv_d2, float)
+    inv_d2 = np.asarray(inv_d2, float)
     ok = np.isfinite(pred) & np.isfinite(obs)
     if mask is not None:
         ok &= np.asarray(mask, bool)
     if ok.sum() < 3:
         raise ValueError("fewer than 3 reflections in common; check that predicted and observed grids match")
     pred0, obs0 = np.where(ok, pred, 0.0), np.where(ok, obs, 0.0)
-    edges = stats.shell_edges(q2[ok], n_shells)
-    shells = stats.shell_index(q2, edges)
+    edges = stats.shell_edges(inv_d2[ok], n_shells)
+    shells = stats.shell_index(inv_d2, edges)
     tot, ani, tot_sh, ani_sh = _cc_all(jnp.asarray(pred0), jnp.asarray(obs0), jnp.asarray(shells), ok, n_shells)
     out = {
         "cc_total": float(tot),

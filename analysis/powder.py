@@ -127,8 +127,8 @@ def powder_hkl(cell, sg, wavelength: float, two_theta_range=(0.0, 180.0), *, mar
     s_max = min(s_max, 2 / wavelength)
     hkl = symmetry.generate_hkl(np.asarray(cell, float), 1 / s_max, sg, unique=True)
     if s_min > 0:
-        q2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(cell, float))
-        hkl = hkl[q2 >= s_min**2]
+        inv_d2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(cell, float))
+        hkl = hkl[inv_d2 >= s_min**2]
     hkl = hkl[~symmetry.is_absent(hkl, sg)]
     return hkl.astype(np.int32), symmetry.multiplicities(hkl, sg)
 
@@ -174,8 +174,8 @@ def stick_pattern(
       beyond 2θ = 180° get NaN angles and zero intensity.
     """
     cell = jnp.asarray(cell)
-    q2 = cell_mod.inv_d2(jnp.asarray(hkl, cell.dtype), cell)
-    sin_th = wavelength * jnp.sqrt(q2) / 2
+    inv_d2 = cell_mod.inv_d2(jnp.asarray(hkl, cell.dtype), cell)
+    sin_th = wavelength * jnp.sqrt(inv_d2) / 2
     ok = sin_th < 1
     two_theta = 2 * jnp.rad2deg(jnp.arcsin(jnp.where(ok, sin_th, 0.5)))
     F = structure_factors_direct(hkl, pos_frac, cell, elements, b_iso, occ, form_factors=form_factors)
@@ -184,7 +184,7 @@ def stick_pattern(
     inten = jnp.where(ok, jnp.asarray(multiplicity, f2.dtype) * f2 * lp, 0.0)
     return {
         "two_theta": jnp.where(ok, two_theta, jnp.nan),
-        "d": 1 / jnp.sqrt(q2),
+        "d": 1 / jnp.sqrt(inv_d2),
         "f2": f2,
         "lp": lp,
         "intensity": inten,
@@ -216,8 +216,8 @@ def powder_sticks(
     table = form_factor_table(p1.elements)
     ff = None
     if form_factors_fn is not None:
-        q2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(p1.cell, float))
-        ff = np.asarray(form_factors_fn(table.symbols, q2), float)
+        inv_d2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(p1.cell, float))
+        ff = np.asarray(form_factors_fn(table.symbols, inv_d2), float)
     out = stick_pattern(
         hkl,
         mult,

@@ -24,6 +24,9 @@ def pearson_cc(x, y, weights=None, mask=None):
     Args:
       weights: optional ``[m]`` non-negative element weights (e.g. resolution weighting).
       mask: optional ``[m]`` bool; False elements are ignored.
+
+    Zero variance (a constant ``x`` or ``y``, or fewer than two unmasked elements) gives 0.0, never NaN:
+    the one rule for every CC in the package (per-shell CCs and merging's CC½ call this function).
     """
     w = jnp.ones(jnp.shape(x)[-1], dtype=jnp.result_type(x, y)) if weights is None else jnp.asarray(weights)
     if mask is not None:
@@ -43,9 +46,9 @@ def pearson_cc(x, y, weights=None, mask=None):
 
 def shell_edges(inv_d2, n_shells: int) -> np.ndarray:
     """Shell edges in q² = 1/d² (Å⁻²) holding equal numbers of points, ``[n_shells + 1]``."""
-    q2 = np.sort(np.asarray(inv_d2, float))
-    edges = np.quantile(q2, np.linspace(0, 1, n_shells + 1))
-    edges[0], edges[-1] = q2[0] - 1e-12, q2[-1] + 1e-12
+    inv_d2 = np.sort(np.asarray(inv_d2, float))
+    edges = np.quantile(inv_d2, np.linspace(0, 1, n_shells + 1))
+    edges[0], edges[-1] = inv_d2[0] - 1e-12, inv_d2[-1] + 1e-12
     return edges
 
 

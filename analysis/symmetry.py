@@ -140,15 +140,15 @@ def generate_hkl(
         hkl = np.asarray(gemmi.make_miller_array(gcell, group, d_min, d_max or 0.0, unique=True), np.int32)
     else:
         hkl = _hkl_box(cell, d_min)
-        q2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(cell, float))
-        keep = (q2 > 0) & (q2 <= 1.0 / d_min**2 * (1 + 1e-12))
+        inv_d2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(cell, float))
+        keep = (inv_d2 > 0) & (inv_d2 <= 1.0 / d_min**2 * (1 + 1e-12))
         if d_max is not None:
-            keep &= q2 >= 1.0 / d_max**2
+            keep &= inv_d2 >= 1.0 / d_max**2
         hkl = hkl[keep].astype(np.int32)
         if not include_absent:
             hkl = hkl[~is_absent(hkl, group)]
-    q2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(cell, float))
-    return hkl[np.argsort(q2, kind="stable")]
+    inv_d2 = cell_mod.inv_d2(hkl.astype(float), np.asarray(cell, float))
+    return hkl[np.argsort(inv_d2, kind="stable")]
 
 
 def supercell_hkl(cell, d_min: float, supercell=(1, 1, 1)) -> tuple[np.ndarray, np.ndarray]:

@@ -131,10 +131,10 @@ EXPLAINS_COVERAGE = 0.65
 
 def reduced_chi2(sol: Solution, inv_d2, sigma) -> float:
     """Reduced χ² Σ(Δq²/σ)²/(n_indexed − n_params) of the indexed lines of ``sol`` (σ: ``[n]`` Å⁻²)."""
-    q = np.asarray(inv_d2, float)
-    ok = np.ones(q.size, bool)
+    inv_d2 = np.asarray(inv_d2, float)
+    ok = np.ones(inv_d2.size, bool)
     ok[sol.unindexed] = False
-    r = (q - sol.inv_d2_calc) / np.asarray(sigma, float)
+    r = (inv_d2 - sol.inv_d2_calc) / np.asarray(sigma, float)
     dof = max(int(ok.sum()) - sol.x.size - (1 if sol.zero_shift != 0.0 else 0), 1)
     return float(np.sum(r[ok] ** 2) / dof)
 
@@ -142,11 +142,11 @@ def reduced_chi2(sol: Solution, inv_d2, sigma) -> float:
 def line_coverage(sol: Solution, inv_d2, n_fom: int = 20) -> float:
     """Share of the calculated lines that are observed: indexed lines among the first ``n_fom`` over the
     distinct calculated lines (allowed by the centring) up to Q_N."""
-    q = np.asarray(inv_d2, float)
-    n = min(n_fom, q.size)
+    inv_d2 = np.asarray(inv_d2, float)
+    n = min(n_fom, inv_d2.size)
     ref = refine_rows(sol.system)
-    q_ref = ref.rows[ref.allowed[sol.centring]] @ np.asarray(sol.x, float)
-    n_calc = max(count_distinct(q_ref, q[n - 1]), 1)
+    inv_d2_ref = ref.rows[ref.allowed[sol.centring]] @ np.asarray(sol.x, float)
+    n_calc = max(count_distinct(inv_d2_ref, inv_d2[n - 1]), 1)
     n_idx = n - sum(1 for i in sol.unindexed if i < n)
     return n_idx / n_calc
 
@@ -179,10 +179,10 @@ def needs_primitive_search(best: Solution | None, inv_d2, sigma, n_impurity: int
     return not explains_data(best, inv_d2, sigma, n_impurity)
 
 
-def _via_primitive(q, system, config, prior, g, kw, n_refine, n_convert: int = 3) -> tuple[list, int]:
+def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, n_convert: int = 3) -> tuple[list, int]:
     """Solutions of ``system`` from the triclinic search (centred lattices; see solution.from_primitive),
     and the number of triclinic candidates generated."""
-    res = search_cells(q, "triclinic", config, prior=prior, g_zero=g)
+    res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g)
     kw_tri = dict(kw, centrings=None)
     tri, seen = [], set()
     for x, z in zip(res.x, res.zero, strict=True):
@@ -190,15 +190,15 @@ def _via_primitive(q, system, config, prior, g, kw, n_refine, n_convert: int = 3
         if key in seen or not np.all(np.isfinite(x)):
             continue
         seen.add(key)
-        sol = refine_candidate(x, z, q, "triclinic", **kw_tri)
+        sol = refine_candidate(x, z, inv_d2, "triclinic", **kw_tri)
         if sol is not None:
             tri.append(sol)
         if len(seen) >= n_refine:
             break
     out = []
     for sol in sorted(tri, key=lambda s: s.score, reverse=True)[:n_convert]:
-        for new in from_primitive(sol, q, system, **kw):
-            out.append(standard_setting(smaller_cells(new, q, **kw), q, **kw))
+        for new in from_primitive(sol, inv_d2, system, **kw):
+            out.append(standard_setting(smaller_cells(new, inv_d2, **kw), inv_d2, **kw))
     return out, res.n_evaluated
 
 
@@ -240,19 +240,19 @@ def index_peaks(
     if isinstance(prior, str):
         prior = load_prior()
     systems, centrings = lattice_systems_for(lattice)
-    q = peaks.inv_d2
+    inv_d2 = peaks.inv_d2
     g = None
     if peaks.two_theta is not None and peaks.wavelength is not None:
         th = np.deg2rad(peaks.two_theta / 2)
         # ∂q²/∂(2θ) per degree: q² = 4 sin²θ / λ², dθ = (π/180)/2 · d(2θ)
         g = 4 * np.sin(2 * th) / peaks.wavelength**2 * (np.pi / 360)
     refine_zero = bool(config.refine_zero and g is not None)
-    sig = sigma_inv_d2(q, config.tol_k)
+    sig = sigma_inv_d2(inv_d2, config.tol_k)
     sols, seconds, ncand = [], {}, {}
     for system in systems:
         t0 = time.perf_counter()
         cb = None if progress is None else (lambda b, s, _sys=system: progress(_sys, b, s))
-        res = search_cells(q, system, config, prior=prior, g_zero=g, progress=cb)
+        res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb)
         kw = dict(
             sigma=sig,
             g_zero=g,
@@ -269,7 +269,7 @@ def index_peaks(
             if key in seen or not np.all(np.isfinite(x)):
                 continue
             seen.add(key)
-            sol = refine_candidate(x, z, q, system, **kw)
+            sol = refine_candidate(x, z, inv_d2, system, **kw)
             if sol is not None:
                 sols.append(sol)
             n_done += 1
@@ -279,7 +279,7 @@ def index_peaks(
         mine = sorted([s for s in sols if s.system == system], key=lambda s: s.score, reverse=True)
         sols = [s for s in sols if s.system != system]
         polished = [
-            standard_setting(smaller_cells(sol, q, **kw), q, **kw) if i < n_polish else sol
+            standard_setting(smaller_cells(sol, inv_d2, **kw), inv_d2, **kw) if i < n_polish else sol
             for i, sol in enumerate(mine)
         ]
         sols += polished
@@ -288,10 +288,10 @@ def index_peaks(
         best = max(polished, key=lambda s: s.score, default=None)
         if system in ("monoclinic", "orthorhombic") and (
             primitive_fallback == "always"
-            or (primitive_fallback == "auto" and needs_primitive_search(best, q, sig, config.n_impurity))
+            or (primitive_fallback == "auto" and needs_primitive_search(best, inv_d2, sig, config.n_impurity))
         ):
             t0 = time.perf_counter()
-            via, n_tri = _via_primitive(q, system, config, prior, g, kw, n_candidates_refined)
+            via, n_tri = _via_primitive(inv_d2, system, config, prior, g, kw, n_candidates_refined)
             sols += via
             ncand[f"{system} via triclinic"] = n_tri
             seconds[system] += time.perf_counter() - t0

@@ -42,7 +42,7 @@ def random_x(key, system: str, vlo, vhi, dtype):
     return cell_mod.reciprocal_params(cell, system)
 
 
-def prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
+def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p: int):
     """Exact solve H_S x = q_S for p peaks among the first n_first, indices drawn from the prior.
 
     Args:
@@ -54,7 +54,7 @@ def prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
     pos = jnp.sort(pos)
     lab = jax.random.categorical(k2, logits[pos], axis=-1)
     hs = vocab_rows[lab]
-    qs = q_obs[pos]
+    qs = inv_d2_obs[pos]
     det = jnp.linalg.det(hs)
     scale = jnp.prod(jnp.max(jnp.abs(hs), axis=1) + 1e-30)
     ok = jnp.abs(det) > 1e-6 * scale
@@ -62,7 +62,7 @@ def prior_x(key, q_obs, logits, vocab_rows, n_first: int, p: int):
     return jnp.where(ok, x, jnp.nan)
 
 
-def cross_term(key, q_obs, sig, target, base, p_pair):
+def cross_term(key, inv_d2_obs, sig, target, base, p_pair):
     """|cross term| of a zone from an Ito pair, else from one line (Ito 1949; de Wolff 1957).
 
     In the zone of two axes with q²(u) + q²(v) = ``base``, the lines u ± v satisfy
@@ -73,24 +73,24 @@ def cross_term(key, q_obs, sig, target, base, p_pair):
     cross = |q² − base|, drawn uniformly among the lines with |q² − base| ≤ base/2 (reduced
     bases have |2 u·v| ≤ min(u², v²)). Only one of u + v, u − v needs to be observed then.
     """
-    n = q_obs.shape[0]
+    n = inv_d2_obs.shape[0]
     k1, k2, k3 = jax.random.split(key, 3)
-    pair_sum = q_obs[:, None] + q_obs[None, :]
+    pair_sum = inv_d2_obs[:, None] + inv_d2_obs[None, :]
     pair_sig = sig[:, None] + sig[None, :]
-    pair_dif = jnp.abs(q_obs[:, None] - q_obs[None, :]) / 2
+    pair_dif = jnp.abs(inv_d2_obs[:, None] - inv_d2_obs[None, :]) / 2
     upper = jnp.triu(jnp.ones((n, n), bool))
     logw = jnp.where(upper, -0.5 * ((pair_sum - target) / pair_sig) ** 2, -jnp.inf)
-    flat = jnp.argmax((logw + jax.random.gumbel(k1, (n, n), q_obs.dtype)).ravel())
+    flat = jnp.argmax((logw + jax.random.gumbel(k1, (n, n), inv_d2_obs.dtype)).ravel())
     pair_ok = jnp.max(logw) > -8.0  # some pair within 4σ
-    single = jnp.abs(q_obs - base)
+    single = jnp.abs(inv_d2_obs - base)
     single_ok = single <= 0.5 * base
-    pick = jnp.argmax(jnp.where(single_ok, jax.random.gumbel(k2, (n,), q_obs.dtype), -jnp.inf))
+    pick = jnp.argmax(jnp.where(single_ok, jax.random.gumbel(k2, (n,), inv_d2_obs.dtype), -jnp.inf))
     use_pair = pair_ok & ((jax.random.uniform(k3) < p_pair) | ~jnp.any(single_ok))
     value = jnp.where(use_pair, pair_dif.ravel()[flat], single[pick])
     return jnp.where(pair_ok | jnp.any(single_ok), value, jnp.nan)
 
 
-def zone_x(key, q_obs, sig, n_axes: int, p_pair: float = 0.75):
+def zone_x(key, inv_d2_obs, sig, n_axes: int, p_pair: float = 0.75):
     """Triclinic candidate from three axial lines and three zones (Ito 1949; de Wolff 1957).
 
     Three lines (:func:`axis_positions`) are taken as 100, 010, 001 (A, B, C); each zone
@@ -98,8 +98,8 @@ def zone_x(key, q_obs, sig, n_axes: int, p_pair: float = 0.75):
     flips two of D, E, F, so only sign(D·E·F) matters: D, E ≤ 0 and F of random sign.
     """
     keys = jax.random.split(key, 5)
-    pos = axis_positions(keys[0], n_axes, q_obs.shape[0])
-    return zone_from_axes(keys[1:], q_obs, sig, pos, p_pair)
+    pos = axis_positions(keys[0], n_axes, inv_d2_obs.shape[0])
+    return zone_from_axes(keys[1:], inv_d2_obs, sig, pos, p_pair)
 
 
 def axis_positions(key, n_axes: int, n_obs: int):
@@ -119,20 +119,20 @@ def axis_positions(key, n_axes: int, n_obs: int):
     return jnp.where(jax.random.uniform(k4) < 0.5, first, mixed)
 
 
-def zone_from_axes(keys, q_obs, sig, pos, p_pair: float = 0.75):
+def zone_from_axes(keys, inv_d2_obs, sig, pos, p_pair: float = 0.75):
     """Triclinic candidate with the lines at ``pos`` ``[3]`` as 100, 010, 001 (see :func:`zone_x`).
 
     ``keys``: ``[4, 2]`` PRNG keys (D, E, F and the sign of F).
     """
     kd, ke, kf, ks = keys
-    a, b, c = q_obs[pos[0]], q_obs[pos[1]], q_obs[pos[2]]
-    d = -cross_term(kd, q_obs, sig, 2 * (a + b), a + b, p_pair)
-    e = -cross_term(ke, q_obs, sig, 2 * (a + c), a + c, p_pair)
-    f = cross_term(kf, q_obs, sig, 2 * (b + c), b + c, p_pair) * jnp.where(jax.random.uniform(ks) < 0.5, -1.0, 1.0)
+    a, b, c = inv_d2_obs[pos[0]], inv_d2_obs[pos[1]], inv_d2_obs[pos[2]]
+    d = -cross_term(kd, inv_d2_obs, sig, 2 * (a + b), a + b, p_pair)
+    e = -cross_term(ke, inv_d2_obs, sig, 2 * (a + c), a + c, p_pair)
+    f = cross_term(kf, inv_d2_obs, sig, 2 * (b + c), b + c, p_pair) * jnp.where(jax.random.uniform(ks) < 0.5, -1.0, 1.0)
     return jnp.stack([a, b, c, d, e, f])
 
 
-def zone_mono_x(key, q_obs, sig, n_axes: int, p_pair: float = 0.75):
+def zone_mono_x(key, inv_d2_obs, sig, n_axes: int, p_pair: float = 0.75):
     """Monoclinic candidate: axial lines for A, B, C and the a*c* cross term E from a zone.
 
     Three lines (:func:`axis_positions`) are taken as m²·A, m²·B, m²·C with m = 1 or 2
@@ -142,11 +142,11 @@ def zone_mono_x(key, q_obs, sig, n_axes: int, p_pair: float = 0.75):
     E ≥ 0 (the sign of the a*c* angle is a setting choice).
     """
     k1, k2, k3, ke = jax.random.split(key, 4)
-    pos = axis_positions(k1, n_axes, q_obs.shape[0])
-    m2 = jnp.where(jax.random.uniform(k2, (3,)) < 0.7, 1.0, 4.0).astype(q_obs.dtype)
-    abc = q_obs[pos] / m2
+    pos = axis_positions(k1, n_axes, inv_d2_obs.shape[0])
+    m2 = jnp.where(jax.random.uniform(k2, (3,)) < 0.7, 1.0, 4.0).astype(inv_d2_obs.dtype)
+    abc = inv_d2_obs[pos] / m2
     a, b, c = abc[0], abc[1], abc[2]
-    kk = jnp.where(jax.random.uniform(k3) < 0.5, 0.0, 1.0).astype(q_obs.dtype)
+    kk = jnp.where(jax.random.uniform(k3) < 0.5, 0.0, 1.0).astype(inv_d2_obs.dtype)
     base = a + kk * b + c
-    e = cross_term(ke, q_obs, sig, 2 * base, base, p_pair)
+    e = cross_term(ke, inv_d2_obs, sig, 2 * base, base, p_pair)
     return jnp.stack([a, b, c, e])

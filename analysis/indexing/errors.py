@@ -16,5 +16,5 @@ __all__ = ["sigma_inv_d2"]
 
 def sigma_inv_d2(inv_d2, k: float = 1.0):
     """Peak-position error σ(1/d²) (Å⁻²) of lines at ``inv_d2`` (Å⁻², any shape; numpy or jax)."""
-    q = inv_d2 if hasattr(inv_d2, "dtype") else np.asarray(inv_d2, float)
-    return k * (8.7e-5 + 9.2e-4 * q)
+    inv_d2 = inv_d2 if hasattr(inv_d2, "dtype") else np.asarray(inv_d2, float)
+    return k * (8.7e-5 + 9.2e-4 * inv_d2)

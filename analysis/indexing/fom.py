@@ -53,19 +53,19 @@ def de_wolff_m(inv_d2_obs, inv_d2_calc, calc_lines, n: int = 20, indexed=None) -
     Returns:
       M_N (inf for a perfect fit).
     """
-    q_obs = np.asarray(inv_d2_obs, float)
-    q_cal = np.asarray(inv_d2_calc, float)
-    nn = min(int(n), q_obs.size)
-    idx = np.ones(q_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
+    inv_d2_obs = np.asarray(inv_d2_obs, float)
+    inv_d2_calc = np.asarray(inv_d2_calc, float)
+    nn = min(int(n), inv_d2_obs.size)
+    idx = np.ones(inv_d2_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
     sel = idx[:nn]
     if not np.any(sel):
         return 0.0
-    q_n = q_obs[nn - 1]
-    eps = float(np.mean(np.abs(q_obs[:nn] - q_cal[:nn])[sel]))
-    n_calc = count_distinct(calc_lines, q_n)
+    inv_d2_n = inv_d2_obs[nn - 1]
+    eps = float(np.mean(np.abs(inv_d2_obs[:nn] - inv_d2_calc[:nn])[sel]))
+    n_calc = count_distinct(calc_lines, inv_d2_n)
     if n_calc == 0:
         return 0.0
-    return float(np.inf) if eps == 0 else q_n / (2.0 * eps * n_calc)
+    return float(np.inf) if eps == 0 else inv_d2_n / (2.0 * eps * n_calc)
 
 
 def smith_snyder_f(inv_d2_obs, inv_d2_calc, calc_lines, wavelength: float, n: int = 20, indexed=None):
@@ -78,16 +78,16 @@ def smith_snyder_f(inv_d2_obs, inv_d2_calc, calc_lines, wavelength: float, n: in
     Returns:
       (F_N, mean |Δ2θ| in degrees, N_poss).
     """
-    q_obs = np.asarray(inv_d2_obs, float)
-    q_cal = np.asarray(inv_d2_calc, float)
-    nn = min(int(n), q_obs.size)
-    idx = np.ones(q_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
+    inv_d2_obs = np.asarray(inv_d2_obs, float)
+    inv_d2_calc = np.asarray(inv_d2_calc, float)
+    nn = min(int(n), inv_d2_obs.size)
+    idx = np.ones(inv_d2_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
     sel = idx[:nn]
     lines = np.asarray(calc_lines, float)
     lines = lines[wavelength * np.sqrt(lines) / 2 < 1]
-    t_obs = cell_mod.two_theta_from_inv_d2(q_obs[:nn], wavelength)
-    t_cal = cell_mod.two_theta_from_inv_d2(np.clip(q_cal[:nn], 0, (2 / wavelength) ** 2), wavelength)
-    n_poss = count_distinct(lines, q_obs[nn - 1])
+    t_obs = cell_mod.two_theta_from_inv_d2(inv_d2_obs[:nn], wavelength)
+    t_cal = cell_mod.two_theta_from_inv_d2(np.clip(inv_d2_calc[:nn], 0, (2 / wavelength) ** 2), wavelength)
+    n_poss = count_distinct(lines, inv_d2_obs[nn - 1])
     if not np.any(sel) or n_poss == 0:
         return 0.0, float("nan"), n_poss
     dtt = float(np.mean(np.abs(t_obs - t_cal)[sel]))

@@ -160,15 +160,15 @@ def peaks_from_values(
         if np.any(arr >= 180):
             raise UserInputError(f"{source}: 2θ values must lie in (0, 180) degrees; check --units")
         two_theta = arr.copy()
-        q2 = cell_mod.inv_d2_from_two_theta(arr, float(wavelength))
+        inv_d2 = cell_mod.inv_d2_from_two_theta(arr, float(wavelength))
     elif units == "d":
-        q2 = 1.0 / arr**2
+        inv_d2 = 1.0 / arr**2
     else:
-        q2 = arr.copy()
+        inv_d2 = arr.copy()
     if wavelength is not None and two_theta is None:
-        s = float(wavelength) * np.sqrt(q2) / 2
+        s = float(wavelength) * np.sqrt(inv_d2) / 2
         if np.all(s < 1):
-            two_theta = cell_mod.two_theta_from_inv_d2(q2, float(wavelength))
+            two_theta = cell_mod.two_theta_from_inv_d2(inv_d2, float(wavelength))
     inten = None
     if intensities is not None:
         inten = np.asarray(intensities, dtype=float).reshape(-1)
@@ -177,7 +177,7 @@ def peaks_from_values(
         if not np.all(np.isfinite(inten)) or np.any(inten < 0):
             raise UserInputError(f"{source}: intensities must be finite and non-negative; fix the second column")
     return PeakList(
-        inv_d2=np.asarray(q2, float),
+        inv_d2=np.asarray(inv_d2, float),
         intensity=inten,
         wavelength=None if wavelength is None else float(wavelength),
         two_theta=two_theta,

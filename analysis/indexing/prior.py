@@ -70,8 +70,8 @@ def canonical_x(cell, system: str) -> np.ndarray:
 
 def peak_features(inv_d2, n: int = N_FEATURES + 1) -> np.ndarray:
     """Scale-free features ``[..., 19]``: log(q²_i/q²_1) for i = 2..20, zero-padded."""
-    q = np.asarray(inv_d2, float)
-    f = np.log(q[..., 1:n] / q[..., :1])
+    inv_d2 = np.asarray(inv_d2, float)
+    f = np.log(inv_d2[..., 1:n] / inv_d2[..., :1])
     pad = N_FEATURES - f.shape[-1]
     if pad > 0:
         f = np.concatenate([f, np.zeros(f.shape[:-1] + (pad,))], axis=-1)
@@ -92,9 +92,9 @@ def assignment_labels(inv_d2, cell, system: str, rel_tol: float = 1e-6) -> np.nd
     system = search_system(system)
     x = canonical_x(cell, system)
     rows = reference_rows(system).rows[: VOCAB_SIZE[system]]
-    q_ref = rows @ x
-    q = np.asarray(inv_d2, float)[:N_FIRST_MAX]
-    close = np.abs(q[:, None] - q_ref[None, :]) <= rel_tol * q[:, None]
+    inv_d2_ref = rows @ x
+    inv_d2 = np.asarray(inv_d2, float)[:N_FIRST_MAX]
+    close = np.abs(inv_d2[:, None] - inv_d2_ref[None, :]) <= rel_tol * inv_d2[:, None]
     lab = np.where(close.any(axis=1), np.argmax(close, axis=1), -1)
     out = np.full(N_FIRST_MAX, -1)
     out[: lab.size] = lab

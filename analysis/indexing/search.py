@@ -170,23 +170,23 @@ def _positive_definite(g):
 
 
 # ---------------------------------------------------------------------------- one batch (jit)
-def _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom):
+def _assign(x, z, inv_d2_obs, sig, g, rows, n_sigma, n_fom):
     """Nearest-row assignment, second-nearest row, residuals and approximate log M_N (P lattice)."""
-    q_ref = rows @ x
-    q_model = q_obs - g * z  # observed line moved back by the zero shift
-    adiff = jnp.abs(q_model[:, None] - q_ref[None, :])
+    inv_d2_ref = rows @ x
+    q_model = inv_d2_obs - g * z  # observed line moved back by the zero shift
+    adiff = jnp.abs(q_model[:, None] - inv_d2_ref[None, :])
     idx = jnp.argmin(adiff, axis=1)
-    idx2 = jnp.argmin(adiff.at[jnp.arange(q_obs.shape[0]), idx].set(jnp.inf), axis=1)
-    r = q_model - q_ref[idx]
-    r2 = q_model - q_ref[idx2]
-    q_n = q_obs[n_fom - 1]
-    n_calc = jnp.sum(q_ref <= q_n * (1 + 1e-6)).astype(x.dtype)
+    idx2 = jnp.argmin(adiff.at[jnp.arange(inv_d2_obs.shape[0]), idx].set(jnp.inf), axis=1)
+    r = q_model - inv_d2_ref[idx]
+    r2 = q_model - inv_d2_ref[idx2]
+    inv_d2_n = inv_d2_obs[n_fom - 1]
+    n_calc = jnp.sum(inv_d2_ref <= inv_d2_n * (1 + 1e-6)).astype(x.dtype)
     # an unindexed line costs half the mean calculated-line spacing (what a random line would
     # score), never less than the tolerance: small cells that index a few lines cannot win
-    cap = jnp.maximum(n_sigma * sig, q_n / (2 * jnp.maximum(n_calc, 1.0)))
+    cap = jnp.maximum(n_sigma * sig, inv_d2_n / (2 * jnp.maximum(n_calc, 1.0)))
     e = jnp.where(jnp.abs(r) <= n_sigma * sig, jnp.abs(r), cap)[:n_fom]
     eps = jnp.mean(e) + 1e-4 * jnp.mean(sig[:n_fom])
-    logm = jnp.log(q_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
+    logm = jnp.log(inv_d2_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
     return logm, idx, idx2, r, r2
 
 
@@ -195,9 +195,9 @@ def _valid(x, system, vlo, vhi):
     return jnp.all(jnp.isfinite(x)) & jnp.isfinite(v) & (v >= vlo) & (v <= vhi)
 
 
-def _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
+def _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
     """Score (−inf when invalid or outside the volume bounds) and assignment of one candidate."""
-    s, idx, idx2, r, r2 = _assign(x, z, q_obs, sig, g, rows, n_sigma, n_fom)
+    s, idx, idx2, r, r2 = _assign(x, z, inv_d2_obs, sig, g, rows, n_sigma, n_fom)
     s = jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
     return s, idx, idx2, r, r2
 
@@ -205,7 +205,7 @@ def _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom: 
 @functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "n_fom", "use_zones"))
 def _generate_batch(
     key,
-    q_obs,
+    inv_d2_obs,
     sig,
     g,
     rows,
@@ -229,18 +229,20 @@ def _generate_batch(
     Kept apart from the iterative stage (:func:`_run_batch`) so that exact cubic-hexagonal data, where
     an exact solve already reaches ``stop_m20``, skip the refinement iterations (search_cells).
     """
-    dtype = q_obs.dtype
+    dtype = inv_d2_obs.dtype
     p = rows.shape[1]
     kgen, _, _ = jax.random.split(key, 3)  # the same split as _run_batch: krand, kref are its own
     gen_keys = jax.random.split(kgen, n_gen)
-    x_gen = jax.vmap(lambda k: candidates.prior_x(k, q_obs, logits, vocab_rows, n_first, p))(gen_keys)
+    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p))(gen_keys)
     if system in ("triclinic", "monoclinic") and use_zones:  # half of the draws from zone constructions
         zone_fn = candidates.zone_x if system == "triclinic" else candidates.zone_mono_x
-        x_zone = jax.vmap(lambda k: zone_fn(k, q_obs, sig, n_axes))(gen_keys[: n_gen // 2])
+        x_zone = jax.vmap(lambda k: zone_fn(k, inv_d2_obs, sig, n_axes))(gen_keys[: n_gen // 2])
         x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen[n_gen // 2 :]], axis=0)
     x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
     z0 = jnp.zeros((n_gen,), dtype)
-    s_gen = jax.vmap(lambda x, z: _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)[0])(x_gen, z0)
+    s_gen = jax.vmap(lambda x, z: _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)[0])(
+        x_gen, z0
+    )
     s_sel, sel = jax.lax.top_k(s_gen, n_sel)
     return x_gen[sel], s_sel
 
@@ -261,7 +263,7 @@ def _generate_batch(
 def _run_batch(
     key,
     x_sel,
-    q_obs,
+    inv_d2_obs,
     sig,
     g,
     rows,
@@ -284,16 +286,16 @@ def _run_batch(
 ):
     """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` plus
     ``n_random`` random cells, refined iteratively (module docstring); returns the best ``top_k``."""
-    dtype = q_obs.dtype
+    dtype = inv_d2_obs.dtype
     p = rows.shape[1]
-    n_obs = q_obs.shape[0]
+    n_obs = inv_d2_obs.shape[0]
     _, krand, kref = jax.random.split(key, 3)
     x_rand = jax.vmap(lambda k: candidates.random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
     x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
-    d_rel = jnp.sqrt(q_obs[0] / q_obs)  # d_k / d_1
+    d_rel = jnp.sqrt(inv_d2_obs[0] / inv_d2_obs)  # d_k / d_1
 
     def evaluate(x, z):
-        return _evaluate(x, z, q_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)
+        return _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)
 
     def step(x, z, s, ev, key, use_soft):
         """One assignment + weighted-least-squares move of one candidate."""
@@ -311,7 +313,7 @@ def _run_batch(
         w = keep * d_rel**m / (sig**2 + r**2)
         hz = jnp.concatenate([h, g[:, None]], axis=1) if refine_zero else h
         a = (hz * w[:, None]).T @ hz
-        b = (hz * w[:, None]).T @ q_obs
+        b = (hz * w[:, None]).T @ inv_d2_obs
         cs = jnp.sqrt(jnp.diag(a)) + 1e-30
         a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
         sol = jnp.linalg.solve(a_s, b / cs) / cs
@@ -361,14 +363,14 @@ def _run_batch(
 
 
 # ---------------------------------------------------------------------------- driver
-def _default_volume_bounds(q_obs: np.ndarray, system: str) -> tuple[float, float]:
+def _default_volume_bounds(inv_d2_obs: np.ndarray, system: str) -> tuple[float, float]:
     """Volume bounds (Å³) from the line density: N lines up to Q_N ⇒ V ≈ 3 m N / (4π Q_N^{3/2}).
 
     m is the mean number of reciprocal-lattice points per observed line (Friedel pairs,
     Laue symmetry, absences); the bounds span the range of m for the system with margin.
     """
-    n = q_obs.size
-    qn = q_obs[-1] ** 1.5
+    n = inv_d2_obs.size
+    qn = inv_d2_obs[-1] ** 1.5
     m_lo, m_hi = {
         "cubic": (6, 200),
         "tetragonal": (3, 100),
@@ -381,11 +383,11 @@ def _default_volume_bounds(q_obs: np.ndarray, system: str) -> tuple[float, float
     return 0.3 * m_lo * v, 1.5 * m_hi * v
 
 
-def _n_unindexed(x, z, q_obs, sig, g, rows, n_sigma: float, n_fom: int) -> int:
+def _n_unindexed(x, z, inv_d2_obs, sig, g, rows, n_sigma: float, n_fom: int) -> int:
     """Lines among the first ``n_fom`` farther than n_σ·σ from every calculated line of x (numpy)."""
-    q_ref = rows @ x
-    qm = (q_obs - g * z)[:n_fom]
-    d = np.min(np.abs(qm[:, None] - q_ref[None, :]), axis=1)
+    inv_d2_ref = rows @ x
+    inv_d2_model = (inv_d2_obs - g * z)[:n_fom]
+    d = np.min(np.abs(inv_d2_model[:, None] - inv_d2_ref[None, :]), axis=1)
     return int(np.sum(d > n_sigma * sig[:n_fom]))
 
 
@@ -449,20 +451,20 @@ def search_cells(
     import analysis.indexing.prior as prior_mod
 
     system = search_system(system)
-    q = np.asarray(inv_d2, np.float64)
-    n_obs = q.size
+    inv_d2 = np.asarray(inv_d2, np.float64)
+    n_obs = inv_d2.size
     n_fom = min(20, n_obs)
     rows = prior_mod.search_rows(system, config.n_ref_rows)
-    vlo, vhi = config.volume_bounds or _default_volume_bounds(q, system)
+    vlo, vhi = config.volume_bounds or _default_volume_bounds(inv_d2, system)
     n_first = min(config.n_first, n_obs)
     n_gen = max(config.n_generate or BATCH_SIZES[system][0], config.n_candidates or 0)
     n_cand = config.n_candidates or BATCH_SIZES[system][1]
-    logits, vocab = prior_mod.generator_logits(prior, system, q, n_first, uniform=config.candidates == "uniform")
+    logits, vocab = prior_mod.generator_logits(prior, system, inv_d2, n_first, uniform=config.candidates == "uniform")
     n_random = n_cand if config.candidates == "random" else int(config.random_fraction * n_cand)
     refine_zero = bool(config.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
-    sig = sigma_inv_d2(q, config.tol_k)
-    args = [jnp.asarray(a, dtype) for a in (q, sig, g, rows, logits, vocab)]
+    sig = sigma_inv_d2(inv_d2, config.tol_k)
+    args = [jnp.asarray(a, dtype) for a in (inv_d2, sig, g, rows, logits, vocab)]
     rows_np = np.asarray(rows, np.float64)
     scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]
     mala = None if config.mala_scale <= 0 else jnp.asarray(config.mala_scale, dtype)
@@ -474,7 +476,7 @@ def search_cells(
     # and a looser test stops on them (measured: a noisy benchmark pattern lost); cubic-hexagonal rarely
     # need agreement and keep it as tuned.
     loose = system in ("orthorhombic", "monoclinic")
-    agree_tol = float(np.clip(2 * sig[0] / q[0], 2e-3, 2e-2)) if loose else 2e-3
+    agree_tol = float(np.clip(2 * sig[0] / inv_d2[0], 2e-3, 2e-2)) if loose else 2e-3
     score_tol = 0.25 if loose else 0.05
     max_unindexed = config.n_impurity + 1 if loose else n_fom
     # exact data skip the iterations of a batch whose exact solves reach stop_m20 (cubic-hexagonal: one
@@ -537,7 +539,7 @@ def search_cells(
             nb > 1
             and config.stop_agree
             and _batches_agree(xs, ss, system, agree_tol, score_tol, by_lattice=loose)
-            and _n_unindexed(xs[-1][0], zs[-1][0], q, sig, g, rows_np, config.n_sigma, n_fom) <= max_unindexed
+            and _n_unindexed(xs[-1][0], zs[-1][0], inv_d2, sig, g, rows_np, config.n_sigma, n_fom) <= max_unindexed
         )
         best = max(best, float(np.max(ss[-1])))
         if progress is not None:

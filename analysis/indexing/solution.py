@@ -117,11 +117,11 @@ def cell_of(x, system: str) -> np.ndarray:
         return np.full(6, np.nan)
 
 
-def _lsq(q, h, g, w, refine_zero):
+def _lsq(inv_d2, h, g, w, refine_zero):
     """Weighted least squares q ≈ h x (+ g z); returns params and covariance (unscaled)."""
     hz = np.concatenate([h, g[:, None]], axis=1) if refine_zero else h
     a = (hz * w[:, None]).T @ hz
-    b = (hz * w[:, None]).T @ q
+    b = (hz * w[:, None]).T @ inv_d2
     cs = np.sqrt(np.diag(a)) + 1e-300
     if not np.all(np.isfinite(a)) or np.any(cs <= 1e-300):
         return None, None
@@ -157,9 +157,9 @@ def refine_candidate(
     """
     system = search_system(system)
     ref = refine_rows(system)
-    q = np.asarray(inv_d2, float)
-    n = q.size
-    sig = sigma_inv_d2(q) if sigma is None else np.asarray(sigma, float)
+    inv_d2 = np.asarray(inv_d2, float)
+    n = inv_d2.size
+    sig = sigma_inv_d2(inv_d2) if sigma is None else np.asarray(sigma, float)
     g = np.zeros(n) if g_zero is None else np.asarray(g_zero, float)
     refine_zero = bool(refine_zero and g_zero is not None)
     best = None
@@ -169,14 +169,14 @@ def refine_candidate(
         x, z = np.asarray(x0, float).copy(), float(z0)
         cov = None
         for _ in range(6):
-            q_ref = rows @ x
-            qm = q - g * z
-            idx = np.argmin(np.abs(qm[:, None] - q_ref[None, :]), axis=1)
-            r = qm - q_ref[idx]
+            inv_d2_ref = rows @ x
+            inv_d2_model = inv_d2 - g * z
+            idx = np.argmin(np.abs(inv_d2_model[:, None] - inv_d2_ref[None, :]), axis=1)
+            r = inv_d2_model - inv_d2_ref[idx]
             ok = np.abs(r) <= n_sigma * sig
             if ok.sum() < rows.shape[1] + 2:
                 break
-            sol, cov = _lsq(q, rows[idx], g, ok / sig**2, refine_zero)
+            sol, cov = _lsq(inv_d2, rows[idx], g, ok / sig**2, refine_zero)
             if sol is None or not np.all(np.isfinite(sol)):
                 cov = None
                 break
@@ -187,34 +187,34 @@ def refine_candidate(
         cell = cell_of(x, system)
         if not np.all(np.isfinite(cell)):
             continue
-        q_ref = rows @ x
-        qm = q - g * z
-        idx = np.argmin(np.abs(qm[:, None] - q_ref[None, :]), axis=1)
-        q_cal = q_ref[idx] + g * z
-        r = q - q_cal
+        inv_d2_ref = rows @ x
+        inv_d2_model = inv_d2 - g * z
+        idx = np.argmin(np.abs(inv_d2_model[:, None] - inv_d2_ref[None, :]), axis=1)
+        inv_d2_calc = inv_d2_ref[idx] + g * z
+        r = inv_d2 - inv_d2_calc
         ok = np.abs(r) <= n_sigma * sig
         # ranking score: M20 with unindexed lines counted at the tolerance n_σ·σ_k
         # a floor of 1e-3 σ on |Δ| keeps perfect (noise-free) fits comparable: the cell with fewer
         # calculated lines (the smaller cell) then wins, as de Wolff's M20 intends
         # unindexed lines cost max(n_σ σ, Q_N / (2 N_calc)): half the mean calculated-line spacing
-        n_calc = max(fom.count_distinct(q_ref, q[min(n_fom, n) - 1]), 1)
-        cap = np.maximum(n_sigma * sig, q[min(n_fom, n) - 1] / (2 * n_calc))
+        n_calc = max(fom.count_distinct(inv_d2_ref, inv_d2[min(n_fom, n) - 1]), 1)
+        cap = np.maximum(n_sigma * sig, inv_d2[min(n_fom, n) - 1] / (2 * n_calc))
         # the first n_impurity unindexed lines (impurity phases) cost only the tolerance: with the
         # random-line cost one impurity caps M at ≈ 20 and a supercell indexing it by chance wins
         bad = np.flatnonzero(~ok[: min(n_fom, n)])[:n_impurity]
         cap[bad] = n_sigma * sig[bad]
         r_cap = np.where(ok, np.maximum(np.abs(r), 1e-3 * sig), cap)
-        score = fom.de_wolff_m(q, q - r_cap, q_ref, n=n_fom)
-        cand = (cen, x, z, cov, idx, q_cal, ok, score, q_ref)
+        score = fom.de_wolff_m(inv_d2, inv_d2 - r_cap, inv_d2_ref, n=n_fom)
+        cand = (cen, x, z, cov, idx, inv_d2_calc, ok, score, inv_d2_ref)
         if best is None or score > best[7]:
             best = cand
     if best is None:
         return None
-    cen, x, z, cov, idx, q_cal, ok, score, q_ref = best
-    m20 = fom.de_wolff_m(q, q_cal, q_ref, n=n_fom, indexed=ok)
+    cen, x, z, cov, idx, inv_d2_calc, ok, score, inv_d2_ref = best
+    m20 = fom.de_wolff_m(inv_d2, inv_d2_calc, inv_d2_ref, n=n_fom, indexed=ok)
     n_par = x.size + (1 if refine_zero else 0)
     dof = max(int(ok.sum()) - n_par, 1)
-    r = q - q_cal
+    r = inv_d2 - inv_d2_calc
     s2 = float(np.sum((r[ok] / sig[ok]) ** 2) / dof)
     cov = cov * s2
     cell = cell_of(x, system)
@@ -230,7 +230,7 @@ def refine_candidate(
     esd = np.sqrt(np.maximum(np.diag(jac @ cov_x @ jac.T), 0.0))
     f20 = dtt = nposs = None
     if wavelength is not None:
-        f20, dtt, nposs = fom.smith_snyder_f(q, q_cal, q_ref, wavelength, n=n_fom, indexed=ok)
+        f20, dtt, nposs = fom.smith_snyder_f(inv_d2, inv_d2_calc, inv_d2_ref, wavelength, n=n_fom, indexed=ok)
     hkl = ref.rep_hkl[cen][np.flatnonzero(ref.allowed[cen])][idx]
     return Solution(
         bravais=BRAVAIS_OF[(system, cen)],
@@ -250,7 +250,7 @@ def refine_candidate(
         n_indexed=int(ok.sum()),
         unindexed=[int(i) for i in np.flatnonzero(~ok)],
         hkl=hkl,
-        inv_d2_calc=q_cal,
+        inv_d2_calc=inv_d2_calc,
         x=x,
     )
 

@@ -169,20 +169,20 @@ def random_cell(bravais: str, rng: np.random.Generator, length_min: float = 4.0,
                 return red
 
 
-def _distinct_lines(q2: np.ndarray, hkl: np.ndarray, rel_tol: float):
+def _distinct_lines(inv_d2: np.ndarray, hkl: np.ndarray, rel_tol: float):
     """Group reflections into lines: returns (line q², multiplicity, representative hkl)."""
-    order = np.argsort(q2, kind="stable")
-    q2, hkl = q2[order], hkl[order]
-    new = np.concatenate([[True], np.diff(q2) > rel_tol * q2[1:]])
+    order = np.argsort(inv_d2, kind="stable")
+    inv_d2, hkl = inv_d2[order], hkl[order]
+    new = np.concatenate([[True], np.diff(inv_d2) > rel_tol * inv_d2[1:]])
     group = np.cumsum(new) - 1
     n = group[-1] + 1
     mult = np.bincount(group, minlength=n)
-    qline = np.bincount(group, weights=q2, minlength=n) / mult
+    qline = np.bincount(group, weights=inv_d2, minlength=n) / mult
     # representative: non-negative indices where possible
     score = (hkl < 0).sum(1) * 1000 + np.abs(hkl).sum(1)
     rep = np.zeros((n, 3), np.int32)
     best = np.full(n, np.inf)
-    for i in range(q2.size):  # small (≲ few thousand reflections), done once per pattern
+    for i in range(inv_d2.size):  # small (≲ few thousand reflections), done once per pattern
         g = group[i]
         if score[i] < best[g]:
             best[g], rep[g] = score[i], hkl[i]
@@ -223,8 +223,8 @@ def synthetic_pattern(
             hkl = symmetry.generate_hkl(cell, 1.0 / q_max, sg_name)
             n_lines = 0
             if hkl.shape[0] > 0:
-                q2 = cell_mod.inv_d2(hkl.astype(float), cell)
-                qline, mult, rep = _distinct_lines(q2, hkl, 1e-9)
+                inv_d2 = cell_mod.inv_d2(hkl.astype(float), cell)
+                qline, mult, rep = _distinct_lines(inv_d2, hkl, 1e-9)
                 n_lines = qline.size
             if n_lines >= need or q_max >= q_limit:
                 break
@@ -247,28 +247,28 @@ def synthetic_pattern(
         tth, inten = tth_m, w
     keep = rng.uniform(size=tth.size) >= errors.p_missing
     tth, inten, rep = tth[keep], inten[keep], rep[keep]
-    q2_obs = cell_mod.inv_d2_from_two_theta(tth, lam)
+    inv_d2_obs = cell_mod.inv_d2_from_two_theta(tth, lam)
     if errors.k > 0:
-        q2_obs = q2_obs + rng.normal(size=q2_obs.size) * sigma_inv_d2(q2_obs, errors.k)
-    impurity = np.zeros(q2_obs.size, bool)
+        inv_d2_obs = inv_d2_obs + rng.normal(size=inv_d2_obs.size) * sigma_inv_d2(inv_d2_obs, errors.k)
+    impurity = np.zeros(inv_d2_obs.size, bool)
     if errors.n_impurity > 0:
-        hi = q2_obs[min(n_peaks, q2_obs.size) - 1]
-        imp = rng.uniform(q2_obs[0] * 0.5, hi, errors.n_impurity)
-        q2_obs = np.concatenate([q2_obs, imp])
+        hi = inv_d2_obs[min(n_peaks, inv_d2_obs.size) - 1]
+        imp = rng.uniform(inv_d2_obs[0] * 0.5, hi, errors.n_impurity)
+        inv_d2_obs = np.concatenate([inv_d2_obs, imp])
         inten = np.concatenate([inten, rng.exponential(0.3 * np.median(inten), errors.n_impurity)])
         rep = np.concatenate([rep, np.zeros((errors.n_impurity, 3), np.int32)])
         impurity = np.concatenate([impurity, np.ones(errors.n_impurity, bool)])
-    order = np.argsort(q2_obs, kind="stable")
-    q2_obs, inten, rep, impurity = q2_obs[order], inten[order], rep[order], impurity[order]
+    order = np.argsort(inv_d2_obs, kind="stable")
+    inv_d2_obs, inten, rep, impurity = inv_d2_obs[order], inten[order], rep[order], impurity[order]
     # drop accidental duplicates created by noise so the list passes validation
-    ok = np.concatenate([[True], np.diff(q2_obs) > 1e-12])
-    q2_obs, inten, rep, impurity = q2_obs[ok], inten[ok], rep[ok], impurity[ok]
+    ok = np.concatenate([[True], np.diff(inv_d2_obs) > 1e-12])
+    inv_d2_obs, inten, rep, impurity = inv_d2_obs[ok], inten[ok], rep[ok], impurity[ok]
     sl = slice(0, n_peaks)
-    q2_obs = q2_obs[sl]
+    inv_d2_obs = inv_d2_obs[sl]
     return SyntheticPattern(
-        inv_d2=q2_obs,
+        inv_d2=inv_d2_obs,
         intensity=100.0 * inten[sl] / inten[sl].max(),
-        two_theta=cell_mod.two_theta_from_inv_d2(q2_obs, lam),
+        two_theta=cell_mod.two_theta_from_inv_d2(inv_d2_obs, lam),
         wavelength=lam,
         cell=cell,
         spacegroup=sg_name,

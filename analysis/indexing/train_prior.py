@@ -55,8 +55,8 @@ def make_dataset(system: str, n: int, rng: np.random.Generator, n_peaks: int = 2
         true_q = np.where(pat.impurity, np.nan, true_q)
         labels.append(prior_mod.assignment_labels(true_q, pat.cell, system))
         x = prior_mod.canonical_x(pat.cell, system)
-        q_ref = ref.rows @ x
-        hit = np.abs(true_q[:, None] - q_ref[None, :]) <= 1e-6 * true_q[:, None]
+        inv_d2_ref = ref.rows @ x
+        hit = np.abs(true_q[:, None] - inv_d2_ref[None, :]) <= 1e-6 * true_q[:, None]
         used = hit.any(axis=1)
         usage[np.argmax(hit[used], axis=1)] += 1
     return np.array(feats), np.array(labels), usage

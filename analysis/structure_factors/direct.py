@@ -35,9 +35,9 @@ def _direct(hkl, pos, cell, types, a, b, c, b_iso, occ, ff, *, chunk: int, frame
 
         def one_chunk(hf):
             h, f_given = hf
-            s2 = jnp.einsum("ci,ij,cj->c", h, gstar, h)  # [C] 1/d², Å⁻²
-            f = f_given if ff is not None else form_factor(s2, a, b, c)  # [T, C]
-            w = occ[None, :] * f.T[:, types] * jnp.exp(-b_iso[None, :] * s2[:, None] / 4)  # [C, N]
+            inv_d2 = jnp.einsum("ci,ij,cj->c", h, gstar, h)  # [C] 1/d², Å⁻²
+            f = f_given if ff is not None else form_factor(inv_d2, a, b, c)  # [T, C]
+            w = occ[None, :] * f.T[:, types] * jnp.exp(-b_iso[None, :] * inv_d2[:, None] / 4)  # [C, N]
             t = h @ x.T  # [C, N] cycles
             t = t - jnp.round(t)  # reduce before 2π: keeps float32 phases accurate
             ph = 2 * jnp.pi * t

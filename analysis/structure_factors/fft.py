@@ -299,9 +299,9 @@ def _fft(
         spec = jnp.fft.rfftn(rho, axes=(2, 3, 4))  # e^{-2πi q·g/n}
         sel = spec[:, :, gather[:, 0], gather[:, 1], gather[:, 2]]  # [T, K, M]
         s_tk = jnp.where(conj, jnp.conj(sel), sel)
-        s2 = jnp.einsum("mi,ij,mj->m", hf, cell_mod.reciprocal_metric(cl), hf)
-        xs = s2 / 4
-        f = form_factor(s2, a, b, c) * jnp.exp(-b_ref[:, None] * xs[None, :])  # [T, M]
+        inv_d2 = jnp.einsum("mi,ij,mj->m", hf, cell_mod.reciprocal_metric(cl), hf)
+        xs = inv_d2 / 4
+        f = form_factor(inv_d2, a, b, c) * jnp.exp(-b_ref[:, None] * xs[None, :])  # [T, M]
         psi = _lagrange_basis(xs, nodes)  # [K, M]
         coef = (f[:, None, :] * psi[None, :, :] * deconv[None, None, :]).astype(s_tk.dtype)
         return jnp.sum(coef * s_tk, axis=(0, 1))
