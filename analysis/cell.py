@@ -63,6 +63,7 @@ __all__ = [
     "cart_to_frac",
     "two_theta_from_inv_d2",
     "inv_d2_from_two_theta",
+    "inv_d2_slope_two_theta",
 ]
 
 LATTICE_SYSTEMS = (
@@ -329,6 +330,13 @@ def two_theta_from_inv_d2(inv_d2_values, wavelength):
     """2θ in degrees from q² = 1/d² (Å⁻²) and wavelength λ (Å): sin θ = λ/(2d)."""
     xp = _xp(inv_d2_values)
     return 2 * xp.rad2deg(xp.arcsin(wavelength * xp.sqrt(inv_d2_values) / 2))
+
+
+def inv_d2_slope_two_theta(two_theta_deg, wavelength):
+    """∂(1/d²)/∂(2θ) in Å⁻² per degree at 2θ (degrees), wavelength λ (Å): 1/d² = 4 sin²θ/λ², so
+    ∂(1/d²)/∂θ = 4 sin 2θ/λ² and one degree of 2θ is π/360 rad of θ (the zero-shift column of powder fits)."""
+    xp = _xp(two_theta_deg)
+    return 4 * xp.sin(xp.deg2rad(xp.asarray(two_theta_deg))) / wavelength**2 * (xp.pi / 360)
 
 
 def inv_d2_from_two_theta(two_theta_deg, wavelength):

@@ -129,7 +129,7 @@ def as_good_as_truth(pattern, pk, best, config: SearchConfig) -> bool:
     """True when the reported cell indexes as many lines as the true cell, refined on the same data,
     with at least its ranking score: the 20 lines do not single out the truth (no search can)."""
     q = pk.inv_d2
-    g = 4 * np.sin(np.deg2rad(pk.two_theta)) / pk.wavelength**2 * (np.pi / 360)
+    g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
     x = np.asarray(cell_mod.reciprocal_params(np.asarray(pattern.cell, float), pattern.system), float)
     truth = refine_candidate(
         x,

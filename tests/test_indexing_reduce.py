@@ -155,3 +155,23 @@ def test_singular_reciprocal_metric_gives_nan_cell_not_an_exception():
     x = np.array([0.01, 0.01, 0.04, 0.02, 0.0, 0.0])  # A = B, D = 2√(AB): rank-2 reciprocal metric
     assert np.all(np.isnan(cell_of(x, "triclinic")))
     assert np.all(np.isfinite(cell_of(np.array([0.01, 0.02, 0.04, 0.001, 0.0, 0.0]), "triclinic")))
+
+
+def test_float64_reductions_keep_the_lattice_and_are_reduced():
+    """numpy (float64, to convergence) path of reduce_x: same lattice, Selling products all ≤ 0, Lagrange form."""
+    from analysis.indexing import reduce
+
+    cell = np.array([5.1, 7.3, 9.8, 83.0, 97.0, 104.0])
+    m = np.array([[1, 0, 0], [2, 1, 0], [1, -3, 1]], float)
+    x_bad = cell_mod.reciprocal_params(cell_mod.cell_from_metric(m @ cell_mod.metric(cell) @ m.T), "triclinic")
+    x_red = reduce.reduce_x(np.asarray(x_bad), "triclinic")
+    assert isinstance(x_red, np.ndarray) and x_red.dtype == np.float64
+    assert same_lattice(cell_mod.cell_from_reciprocal_params(x_red, "triclinic"), "P", cell, "P", rel_tol=1e-10)
+    # Delaunay reduced: every superbase product b_i·b_j ≤ 0 (b4 = −b1−b2−b3); round-off margin 1e-12 tr
+    g = cell_mod.reciprocal_metric_from_params(x_red, "triclinic")
+    e = np.array([[1.0, 0, 0, -1], [0, 1, 0, -1], [0, 0, 1, -1]])
+    g4 = e.T @ g @ e
+    assert np.all(g4[np.triu_indices(4, 1)] <= 1e-12 * np.trace(g4))
+    a, c, e_ = reduce.lagrange_reduce(0.01, 0.05, 0.03)  # c' = c - a: 0.01·(h² ...) reduced form
+    assert a <= c and e_ >= 0 and abs(e_) <= a  # Lagrange-reduced: |E| ≤ A ≤ C
+    assert np.isclose(4 * a * c - e_**2, 4 * 0.01 * 0.05 - 0.03**2)  # the determinant is invariant

@@ -158,3 +158,26 @@ def test_spacegroup_errors_are_clear():
         symmetry.spacegroup("P 7 7 7")
     with pytest.raises(ValueError, match="d_min must be positive"):
         symmetry.generate_hkl(CELLS["cubic"], 0.0)
+
+
+def test_inv_d2_slope_two_theta_matches_finite_differences():
+    """∂(1/d²)/∂(2θ) per degree against a central difference of inv_d2_from_two_theta (step 1e-5°: error ~1e-10)."""
+    tt, lam = np.array([5.0, 30.0, 90.0, 150.0]), 1.5406
+    h = 1e-5
+    fd = (cell_mod.inv_d2_from_two_theta(tt + h, lam) - cell_mod.inv_d2_from_two_theta(tt - h, lam)) / (2 * h)
+    np.testing.assert_allclose(cell_mod.inv_d2_slope_two_theta(tt, lam), fd, rtol=1e-7)
+
+
+def test_hkl_keys_equal_iff_equal_and_sorted_like_the_indices():
+    rng = np.random.default_rng(0)
+    hkl = rng.integers(-300, 301, size=(4000, 3))
+    hkl[:500] = hkl[500:1000]  # repeats
+    keys = symmetry.hkl_keys(hkl)
+    uniq_rows, inv_rows = np.unique(hkl, axis=0, return_inverse=True)
+    uniq_keys, inv_keys = np.unique(keys, return_inverse=True)
+    # same grouping and the same (lexicographic) order as np.unique on the rows
+    np.testing.assert_array_equal(inv_keys.ravel(), inv_rows.ravel())
+    assert uniq_keys.size == uniq_rows.shape[0]
+    # extreme indices stay distinct and ordered
+    ext = np.array([[-(2**19) + 1, 0, 0], [0, -(2**19) + 1, 2**19 - 1], [0, 0, 0], [2**19 - 1, 2**19 - 1, 2**19 - 1]])
+    assert np.all(np.diff(symmetry.hkl_keys(ext)) > 0)

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from analysis import cell as cell_mod
 from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
 from analysis.indexing.peaks import PeakList, peaks_from_values, read_peak_file
@@ -179,22 +180,28 @@ def needs_primitive_search(best: Solution | None, inv_d2, sigma, n_impurity: int
     return not explains_data(best, inv_d2, sigma, n_impurity)
 
 
-def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, n_convert: int = 3) -> tuple[list, int]:
-    """Solutions of ``system`` from the triclinic search (centred lattices; see solution.from_primitive),
-    and the number of triclinic candidates generated."""
-    res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g)
-    kw_tri = dict(kw, centrings=None)
-    tri, seen = [], set()
+def _refine_distinct(res, inv_d2, kw: dict, n_max: int) -> list:
+    """Refined solutions of the first ``n_max`` distinct finite candidates of a search result, best first
+    (distinct: log|x| differs in the third decimal); candidates whose refinement breaks down are dropped."""
+    out, seen = [], set()
     for x, z in zip(res.x, res.zero, strict=True):
         key = tuple(np.round(np.log(np.abs(x) + 1e-12), 3))
         if key in seen or not np.all(np.isfinite(x)):
             continue
         seen.add(key)
-        sol = refine_candidate(x, z, inv_d2, "triclinic", **kw_tri)
+        sol = refine_candidate(x, z, inv_d2, res.system, **kw)
         if sol is not None:
-            tri.append(sol)
-        if len(seen) >= n_refine:
+            out.append(sol)
+        if len(seen) >= n_max:
             break
+    return out
+
+
+def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, n_convert: int = 3) -> tuple[list, int]:
+    """Solutions of ``system`` from the triclinic search (centred lattices; see solution.from_primitive),
+    and the number of triclinic candidates generated."""
+    res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g)
+    tri = _refine_distinct(res, inv_d2, dict(kw, centrings=None), n_refine)
     out = []
     for sol in sorted(tri, key=lambda s: s.score, reverse=True)[:n_convert]:
         for new in from_primitive(sol, inv_d2, system, **kw):
@@ -243,9 +250,7 @@ def index_peaks(
     inv_d2 = peaks.inv_d2
     g = None
     if peaks.two_theta is not None and peaks.wavelength is not None:
-        th = np.deg2rad(peaks.two_theta / 2)
-        # ∂q²/∂(2θ) per degree: q² = 4 sin²θ / λ², dθ = (π/180)/2 · d(2θ)
-        g = 4 * np.sin(2 * th) / peaks.wavelength**2 * (np.pi / 360)
+        g = cell_mod.inv_d2_slope_two_theta(peaks.two_theta, peaks.wavelength)  # Å⁻² per degree 2θ
     refine_zero = bool(config.refine_zero and g is not None)
     sig = sigma_inv_d2(inv_d2, config.tol_k)
     sols, seconds, ncand = [], {}, {}
@@ -262,19 +267,7 @@ def index_peaks(
             wavelength=peaks.wavelength,
             centrings=centrings,
         )
-        seen = set()
-        n_done = 0
-        for x, z in zip(res.x, res.zero, strict=True):
-            key = tuple(np.round(np.log(np.abs(x) + 1e-12), 3))
-            if key in seen or not np.all(np.isfinite(x)):
-                continue
-            seen.add(key)
-            sol = refine_candidate(x, z, inv_d2, system, **kw)
-            if sol is not None:
-                sols.append(sol)
-            n_done += 1
-            if n_done >= n_candidates_refined:
-                break
+        sols += _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         # the best few: try smaller (index 2/3) cells, then the conventional setting
         mine = sorted([s for s in sols if s.system == system], key=lambda s: s.score, reverse=True)
         sols = [s for s in sols if s.system != system]

@@ -40,6 +40,14 @@ def count_distinct(values, upto: float, rel_tol: float = 1e-6) -> int:
     return int(1 + np.sum(np.diff(v) > rel_tol * v[1:]))
 
 
+def _first_lines(inv_d2_obs, inv_d2_calc, n: int, indexed):
+    """(obs, calc as float arrays, N = min(n, n_obs), bool ``[N]`` of the first N lines counted)."""
+    inv_d2_obs = np.asarray(inv_d2_obs, float)
+    nn = min(int(n), inv_d2_obs.size)
+    idx = np.ones(inv_d2_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
+    return inv_d2_obs, np.asarray(inv_d2_calc, float), nn, idx[:nn]
+
+
 def de_wolff_m(inv_d2_obs, inv_d2_calc, calc_lines, n: int = 20, indexed=None) -> float:
     """de Wolff M_N (module docstring).
 
@@ -53,11 +61,7 @@ def de_wolff_m(inv_d2_obs, inv_d2_calc, calc_lines, n: int = 20, indexed=None) -
     Returns:
       M_N (inf for a perfect fit).
     """
-    inv_d2_obs = np.asarray(inv_d2_obs, float)
-    inv_d2_calc = np.asarray(inv_d2_calc, float)
-    nn = min(int(n), inv_d2_obs.size)
-    idx = np.ones(inv_d2_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
-    sel = idx[:nn]
+    inv_d2_obs, inv_d2_calc, nn, sel = _first_lines(inv_d2_obs, inv_d2_calc, n, indexed)
     if not np.any(sel):
         return 0.0
     inv_d2_n = inv_d2_obs[nn - 1]
@@ -78,11 +82,7 @@ def smith_snyder_f(inv_d2_obs, inv_d2_calc, calc_lines, wavelength: float, n: in
     Returns:
       (F_N, mean |Δ2θ| in degrees, N_poss).
     """
-    inv_d2_obs = np.asarray(inv_d2_obs, float)
-    inv_d2_calc = np.asarray(inv_d2_calc, float)
-    nn = min(int(n), inv_d2_obs.size)
-    idx = np.ones(inv_d2_obs.size, bool) if indexed is None else np.asarray(indexed, bool)
-    sel = idx[:nn]
+    inv_d2_obs, inv_d2_calc, nn, sel = _first_lines(inv_d2_obs, inv_d2_calc, n, indexed)
     lines = np.asarray(calc_lines, float)
     lines = lines[wavelength * np.sqrt(lines) / 2 < 1]
     t_obs = cell_mod.two_theta_from_inv_d2(inv_d2_obs[:nn], wavelength)
