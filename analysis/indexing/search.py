@@ -447,6 +447,9 @@ def search_cells(
 
     Returns:
       :class:`SearchResult` with the best ``config.top_k × batches`` candidates, best first.
+
+    Over 100 lines because the batch loop holds the stopping rules (stop_m20, agreement between
+    batches, the cubic-hexagonal early exit) next to the measurements that set their tolerances.
     """
     import analysis.indexing.prior as prior_mod
 

@@ -154,6 +154,9 @@ def refine_candidate(
     Ranking score (``Solution.score``): M20 with each unindexed line among the first 20 counted
     at max(n_σ·σ, Q_20/(2 N_calc)) (what a random line would score), except the first
     ``n_impurity`` of them, which cost only the tolerance n_σ·σ.
+
+    Over 100 lines because the per-centring refinement, the ranking score and the esd propagation
+    share the candidate's assignment state; apart, they would pass a dozen arrays between them.
     """
     system = search_system(system)
     ref = refine_rows(system)

@@ -110,6 +110,9 @@ def make_fft_plan(
         σ = 2: narrow kernels (many atoms).
       b_range: (lo, hi) Å² interval of per-atom B the plan must cover (for gradients / B refinement);
         default: the range of ``b_iso`` per type.
+
+    Over 100 lines because input checks, the cost-model choice of σ (its ``layout`` closure), and the
+    per-type B channels all feed one frozen plan; each part is a few lines and reads in order.
     """
     table = common.as_table(elements)
     hkl = np.asarray(hkl)
