@@ -225,20 +225,26 @@ def _small_molecules(frac, elements, orth):
 def _unit_cell_macromolecular(asu, rot, tran, orth, triplets, min_distance):
     frac_ops = np.einsum("kab,nb->kna", rot, asu.frac) + tran[:, None, :]
     keep = _special_positions(frac_ops, orth, min_distance)
-    shifts = np.floor(frac_ops.mean(axis=1))  # one lattice shift per copy: its centre in [0, 1)
-    frac_ops = frac_ops - shifts[:, None, :]
-    k_idx, n_idx = np.nonzero(keep)
-    frac = frac_ops[k_idx, n_idx]
+    special = sorted({int(i) for i in np.nonzero(~keep)[1]})
     # molecules: a polymer chain, or one non-polymer residue, per copy
     a = asu.atoms
     keys = [
         (c,) if not h else (c, r, ic) for c, r, ic, h in zip(a["chain"], a["resid"], a["icode"], a["het"], strict=True)
     ]
     _, mol_asu = np.unique(np.array([str(k) for k in keys]), return_inverse=True)
+    # a non-polymer residue (a water, an ion, a ligand) touching a special position is kept once, whole, in the
+    # first copy (its hydrogens need not sit on the symmetry element)
+    for k, i in zip(*np.nonzero(~keep), strict=True):
+        if a["het"][i]:
+            keep[k, mol_asu == mol_asu[i]] = False
+    shifts = np.floor(frac_ops.mean(axis=1))  # one lattice shift per copy: its centre in [0, 1)
+    frac_ops = frac_ops - shifts[:, None, :]
+    k_idx, n_idx = np.nonzero(keep)
+    frac = frac_ops[k_idx, n_idx]
     n_mol_asu = int(mol_asu.max()) + 1
     molecule = k_idx * n_mol_asu + mol_asu[n_idx]
     _check_overlaps(asu, frac, frac, n_idx, k_idx, k_idx, orth, triplets, min_distance)
-    return frac, k_idx, n_idx, molecule, keep, 0
+    return frac, k_idx, n_idx, molecule, special, 0
 
 
 def _unit_cell_small(asu, rot, tran, orth, triplets, min_distance):
@@ -251,7 +257,8 @@ def _unit_cell_small(asu, rot, tran, orth, triplets, min_distance):
     unwrapped, molecule, n_network = _small_molecules(frac, asu.atoms["element"][n_idx], orth)
     _check_overlaps(asu, frac, unwrapped, n_idx, k_idx, molecule, orth, triplets, min_distance)
     order = np.lexsort((n_idx, k_idx, molecule))
-    return unwrapped[order], k_idx[order], n_idx[order], molecule[order], keep, n_network
+    special = sorted({int(i) for i in np.nonzero(~keep)[1]})
+    return unwrapped[order], k_idx[order], n_idx[order], molecule[order], special, n_network
 
 
 def unique_atom_names(names, elements, residue) -> np.ndarray:
@@ -291,9 +298,8 @@ def build_crystal(structure, supercell=(1, 1, 1), spacegroup: str | None = None,
     orth = orthogonalization_matrix(asu.cell)
     rot, tran, triplets = symmetry_operations(asu.spacegroup)
     build = _unit_cell_small if asu.kind == "small" else _unit_cell_macromolecular
-    frac_uc, op_uc, asu_uc, mol_uc, keep, n_network = build(asu, rot, tran, orth, triplets, min_distance)
+    frac_uc, op_uc, asu_uc, mol_uc, special, n_network = build(asu, rot, tran, orth, triplets, min_distance)
     notes = list(asu.notes)
-    special = sorted({int(i) for i in np.nonzero(~keep)[1]})
     if special:
         notes.append(f"{len(special)} atom(s) on special positions kept once (images closer than {min_distance} Å)")
     if n_network:

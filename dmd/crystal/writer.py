@@ -75,11 +75,12 @@ def write_pdb(crystal: Crystal, path, inputs=()) -> Path:
 def solvent_fraction(crystal: Crystal, spacing: float = 0.5) -> float:
     """Fraction of the unit cell outside the molecules (gemmi's solvent mask, Refmac radii; 0..1).
 
-    Computed on the parent unit cell's content (the supercell has the same fraction).
+    Computed on the crystal's molecules in the parent unit cell (the supercell has the same fraction); water added
+    by ``--solvate`` (``op == -1``) counts as solvent.
     """
     import gemmi
 
-    first = np.all(crystal.atoms["cell"] == 0, axis=1)
+    first = np.all(crystal.atoms["cell"] == 0, axis=1) & (crystal.atoms["op"] >= 0)
     st = gemmi.Structure()
     st.cell = gemmi.UnitCell(*crystal.cell)
     st.spacegroup_hm = "P 1"
