@@ -11,8 +11,9 @@ unit cell, and the unit cell is translated over A x B x C (docs/crystals.md, "Bu
   (sum of covalent radii + 0.45 Å) across symmetry mates and unwrapped along the bonds; an extended (network) solid
   keeps its atoms in the cell.
 
-An atom whose images coincide (special position, closer than ``min_distance``) is kept once; images of different
-atoms closer than ``min_distance`` are an overlap and raise :class:`UserInputError` naming the pair.
+A water, ion or ligand atom whose images coincide (a special position, within 0.5 Å) is kept once, with its whole
+residue; any other images closer than ``min_distance`` (1 Å) are an overlap and raise :class:`UserInputError`
+naming the pair and the distance.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dmd.crystal.reader import AsymmetricUnit, read_asymmetric_unit
 __all__ = ["Crystal", "build_crystal", "symmetry_operations", "orthogonalization_matrix", "chain_label"]
 
 BOND_TOLERANCE_A = 0.45
+#: Å: images of one atom closer than this are one atom on a special position
+SPECIAL_POSITION_A = 0.5
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -132,16 +135,20 @@ def _periodic_pairs(frac, orth, r):
     return i, j, sh, d
 
 
-def _special_positions(frac_ops, orth, tol):
-    """keep (K, N) bool: False where image k of atom i coincides with an earlier kept image (special position)."""
+def _special_positions(frac_ops, orth, tol, allowed=None):
+    """keep (K, N) bool: False where image k of atom i coincides with an earlier kept image (special position).
+
+    ``allowed`` (N,) bool: atoms that may sit on a special position (others' coinciding images are overlaps).
+    """
     k_ops, n, _ = frac_ops.shape
     keep = np.ones((k_ops, n), dtype=bool)
+    allowed = np.ones(n, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     for k in range(1, k_ops):
         for j in range(k):
             df = frac_ops[k] - frac_ops[j]
             df -= np.round(df)
             d = np.linalg.norm(df @ orth.T, axis=1)
-            keep[k] &= ~((d < tol) & keep[j])
+            keep[k] &= ~((d < tol) & keep[j] & allowed)
     return keep
 
 
@@ -151,8 +158,12 @@ def _atom_tag(asu: AsymmetricUnit, i: int, triplet: str) -> str:
     return f"{a['name'][i]} ({res}, operation {triplet})"
 
 
-def _check_overlaps(asu, frac_cell, unwrapped, asu_index, op_index, unit, orth, triplets, min_distance):
-    """Raise UserInputError naming the closest pair of images of different atoms closer than min_distance."""
+def _check_overlaps(asu, frac_cell, unwrapped, asu_index, op_index, unit, orth, triplets, min_distance, bonds=()):
+    """Raise UserInputError naming the closest pair of images closer than min_distance (Å).
+
+    Pairs within one unit (a copy of the asymmetric unit, or a molecule) at their own distance, and covalent
+    ``bonds`` {(i, j)}, are not overlaps.
+    """
     wrapped = frac_cell - np.floor(frac_cell)
     i, j, s, d = _periodic_pairs(wrapped, orth, min_distance)
     if len(i) == 0:
@@ -160,6 +171,8 @@ def _check_overlaps(asu, frac_cell, unwrapped, asu_index, op_index, unit, orth, 
     same_unit = unit[i] == unit[j]
     direct = np.linalg.norm((unwrapped[j] - unwrapped[i]) @ orth.T, axis=1)
     intramolecular = same_unit & (direct < min_distance + 1e-6)
+    if bonds:
+        intramolecular |= np.array([(a, b) in bonds or (b, a) in bonds for a, b in zip(i, j, strict=True)])
     i, j, d = i[~intramolecular], j[~intramolecular], d[~intramolecular]
     if len(i) == 0:
         return
@@ -175,7 +188,10 @@ def _check_overlaps(asu, frac_cell, unwrapped, asu_index, op_index, unit, orth, 
 
 
 def _small_molecules(frac, elements, orth):
-    """Unwrap molecules along covalent bonds. Returns (unwrapped frac (N, 3), molecule id (N,), n_network)."""
+    """Unwrap molecules along covalent bonds.
+
+    Returns (unwrapped frac (N, 3), molecule id (N,), number of network fragments, bonded pairs {(i, j), i < j}).
+    """
     import gemmi
 
     radii = np.array([gemmi.Element(e).covalent_r for e in elements])
@@ -219,12 +235,18 @@ def _small_molecules(frac, elements, orth):
     for members in network:
         mol[members[1:]] = n_mol + np.arange(len(members) - 1)
         n_mol += len(members) - 1
-    return unwrapped, np.unique(mol, return_inverse=True)[1], len(network)
+    return (
+        unwrapped,
+        np.unique(mol, return_inverse=True)[1],
+        len(network),
+        set(zip(i.tolist(), j.tolist(), strict=True)),
+    )
 
 
 def _unit_cell_macromolecular(asu, rot, tran, orth, triplets, min_distance):
     frac_ops = np.einsum("kab,nb->kna", rot, asu.frac) + tran[:, None, :]
-    keep = _special_positions(frac_ops, orth, min_distance)
+    # only non-polymer atoms (waters, ions, ligands) may sit on a special position; a polymer atom on one is an overlap
+    keep = _special_positions(frac_ops, orth, SPECIAL_POSITION_A, allowed=asu.atoms["het"])
     special = sorted({int(i) for i in np.nonzero(~keep)[1]})
     # molecules: a polymer chain, or one non-polymer residue, per copy
     a = asu.atoms
@@ -250,12 +272,12 @@ def _unit_cell_macromolecular(asu, rot, tran, orth, triplets, min_distance):
 def _unit_cell_small(asu, rot, tran, orth, triplets, min_distance):
     frac_ops = np.einsum("kab,nb->kna", rot, asu.frac) + tran[:, None, :]
     frac_ops -= np.floor(frac_ops)
-    keep = _special_positions(frac_ops, orth, min_distance)
+    keep = _special_positions(frac_ops, orth, SPECIAL_POSITION_A)
     k_idx, n_idx = np.nonzero(keep)
     frac = frac_ops[k_idx, n_idx]
     frac -= np.floor(frac)
-    unwrapped, molecule, n_network = _small_molecules(frac, asu.atoms["element"][n_idx], orth)
-    _check_overlaps(asu, frac, unwrapped, n_idx, k_idx, molecule, orth, triplets, min_distance)
+    unwrapped, molecule, n_network, bonds = _small_molecules(frac, asu.atoms["element"][n_idx], orth)
+    _check_overlaps(asu, frac, unwrapped, n_idx, k_idx, molecule, orth, triplets, min_distance, bonds)
     order = np.lexsort((n_idx, k_idx, molecule))
     special = sorted({int(i) for i in np.nonzero(~keep)[1]})
     return unwrapped[order], k_idx[order], n_idx[order], molecule[order], special, n_network
@@ -274,15 +296,15 @@ def unique_atom_names(names, elements, residue) -> np.ndarray:
     return names.astype(str)
 
 
-def build_crystal(structure, supercell=(1, 1, 1), spacegroup: str | None = None, min_distance: float = 0.5) -> Crystal:
+def build_crystal(structure, supercell=(1, 1, 1), spacegroup: str | None = None, min_distance: float = 1.0) -> Crystal:
     """Build the P1 supercell of a crystal.
 
     Args:
       structure: path of a PDB / mmCIF / small-molecule CIF, or an :class:`AsymmetricUnit`.
       supercell: (A, B, C) unit cells along a, b, c (positive integers).
       spacegroup: symbol or number overriding the file's space group.
-      min_distance: Å; images of one atom closer than this are one atom on a special position, images of different
-        atoms closer than this are an overlap (error).
+      min_distance: Å; images closer than this are an overlap (error), except a covalent bond of a small-molecule
+        crystal and images of one non-polymer atom within SPECIAL_POSITION_A (0.5 Å: a special position, kept once).
 
     Returns:
       A :class:`Crystal`; atoms ordered by unit cell (c fastest), then symmetry operation and the asymmetric
@@ -301,7 +323,9 @@ def build_crystal(structure, supercell=(1, 1, 1), spacegroup: str | None = None,
     frac_uc, op_uc, asu_uc, mol_uc, special, n_network = build(asu, rot, tran, orth, triplets, min_distance)
     notes = list(asu.notes)
     if special:
-        notes.append(f"{len(special)} atom(s) on special positions kept once (images closer than {min_distance} Å)")
+        notes.append(
+            f"{len(special)} atom(s) on special positions kept once (images closer than {SPECIAL_POSITION_A} Å)"
+        )
     if n_network:
         notes.append(f"{n_network} extended (network) fragment(s): no discrete molecules, atoms kept in the cell")
     cells = np.array(list(itertools.product(range(na), range(nb), range(nc))), dtype=int)

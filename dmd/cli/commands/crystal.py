@@ -47,9 +47,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--min-distance",
         type=float,
-        default=0.5,
-        help="Å: images of one atom closer than this are a special position (kept once); of different atoms, an "
-        "overlap (refused). Default 0.5",
+        default=1.0,
+        help="Å: symmetry images closer than this overlap and are refused (default 1.0); images of one water, ion "
+        "or ligand atom within 0.5 Å are a special position and kept once",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT.pdb / OUT.json if they exist")
     return p
@@ -63,7 +63,7 @@ def run(args) -> int:
     from dmd.crystal.writer import check_outputs, write_crystal
 
     if not args.min_distance > 0:
-        raise UserInputError(f"--min-distance {args.min_distance}: must be a positive number of Å, e.g. 0.5")
+        raise UserInputError(f"--min-distance {args.min_distance}: must be a positive number of Å, e.g. 1.0")
     if min(args.supercell) < 1:
         raise UserInputError(f"--supercell {' '.join(map(str, args.supercell))}: give three positive integers")
     check_outputs(args.out, (args.structure,), args.overwrite)  # before any work
