@@ -243,6 +243,38 @@ def test_cli_hydrogens_and_solvent(tmp_path, capsys):
     assert np.abs(x[heavy][: plain.n_atoms] - plain.positions).max() <= 5e-4 + 1e-9
 
 
+def test_solvate_fills_solvent_at_bulk_density(tmp_path):
+    # a loosely packed P 21 21 21 crystal of the peptide: water fills the solvent region; the count is that of bulk
+    # TIP3P (0.0334 Å^-3 at 0.99 g/cm^3) over the masked solvent volume, less the shell OpenMM's addSolvent keeps
+    # clear of the crystal's atoms (0.83 here); the crystal's atoms do not move
+    import openmm.app as app
+    import openmm.unit as u
+
+    path = synthetic_crystal(tmp_path / "in.pdb", "P 21 21 21", (26, 30, 34, 90, 90, 90))
+    out = tmp_path / "s.pdb"
+    assert main(["crystal", str(path), "--add-hydrogens", "--solvate", "--out", str(out)]) == 0
+    js = json.loads(out.with_suffix(".json").read_text())
+    volume = float(np.linalg.det(np.array(js["box_vectors_angstrom"])))
+    ratio = js["waters_added"] / (0.0334 * js["solvent_fraction"] * volume)
+    assert 0.7 < ratio < 1.0, ratio
+    pdb = app.PDBFile(str(out))
+    x = pdb.getPositions(asNumpy=True).value_in_unit(u.angstrom)
+    plain = build_crystal(path)
+    heavy = np.array([a.element.symbol != "H" for a in pdb.topology.atoms()])
+    assert np.abs(x[heavy][: plain.n_atoms] - plain.positions).max() <= 5e-4 + 1e-9
+
+
+def test_mmcif_input_equals_pdb_input(tmp_path):
+    st = gemmi.read_structure(str(DATA / "5e5z.pdb"))
+    st.setup_entities()
+    cif = tmp_path / "5e5z.cif"
+    st.make_mmcif_document().write_file(str(cif))
+    a = build_crystal(DATA / "5e5z.pdb", (1, 2, 1))
+    b = build_crystal(cif, (1, 2, 1))
+    assert b.n_atoms == a.n_atoms and b.spacegroup == a.spacegroup
+    assert np.abs(a.positions - b.positions).max() < 1e-9
+
+
 # ---- bad input: a clear message naming the file and the fix, nothing written ---------------------------------
 
 
