@@ -7,6 +7,7 @@
 
 from dmd.crystal.builder import Crystal, build_crystal, chain_label, orthogonalization_matrix, symmetry_operations
 from dmd.crystal.reader import AsymmetricUnit, find_spacegroup, is_placeholder_cell, read_asymmetric_unit
+from dmd.crystal.writer import write_crystal
 
 __all__ = [
     "AsymmetricUnit",
@@ -18,4 +19,5 @@ __all__ = [
     "orthogonalization_matrix",
     "read_asymmetric_unit",
     "symmetry_operations",
+    "write_crystal",
 ]
