@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "index": "index",
     "merge": "merge",
     "xrd-refine": "xrd_refine",
+    "crystal": "crystal",
 }
 
 
