@@ -17,7 +17,7 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 
-from dmd.openmm_system import _atom_type_names, openmm_system_from_pdb, system_from_openmm, system_from_pdb
+from dmd.openmm_system import atom_type_names, openmm_system_from_pdb, system_from_openmm, system_from_pdb
 from dmd.params import select
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -48,7 +48,7 @@ class Case:
             f.setForceGroup(i)
         self.pos = structure.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         self.system = system_from_openmm(
-            self.omm, self.pos, topology=structure.topology, atom_types=_atom_type_names(forcefield, structure.topology)
+            self.omm, self.pos, topology=structure.topology, atom_types=atom_type_names(forcefield, structure.topology)
         )
         self.ctx = mm.Context(self.omm, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
         self.ctx.setPositions(self.pos)
@@ -183,7 +183,7 @@ def test_theta_epsilon_type_and_torsion_k_match_openmm():
     spec_types = np.asarray(
         [
             labels["NonbondedForce"]["epsilon"].index(t)
-            for t in _atom_type_names(app.ForceField("amber14-all.xml"), app.PDBFile(ALA).topology)
+            for t in atom_type_names(app.ForceField("amber14-all.xml"), app.PDBFile(ALA).topology)
         ]
     )
     ct_atoms = set(np.nonzero(spec_types == tindex)[0].tolist())

@@ -20,7 +20,7 @@ import openmm.unit as unit
 import pytest
 
 from dmd.integrators import make_integrator, n_degrees_of_freedom
-from dmd.openmm_system import _atom_type_names, openmm_system_from_pdb, system_from_openmm, system_from_pdb
+from dmd.openmm_system import atom_type_names, openmm_system_from_pdb, system_from_openmm, system_from_pdb
 from dmd.simulate import RunConfig, simulate
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -115,7 +115,7 @@ def test_opc_water_box_pme_parity(opc_box):
     x_start = np.asarray(m.positions.value_in_unit(unit.nanometer))  # Modeller's M sites: template, not OPC
     ctx = _reference(omm, m.positions)
     system = system_from_openmm(
-        omm, x_start, topology=m.topology, atom_types=_atom_type_names(ff, m.topology), skin=0.15
+        omm, x_start, topology=m.topology, atom_types=atom_type_names(ff, m.topology), skin=0.15
     )
     assert system.virtual_sites.n_sites == 121 and system.metadata["n_virtual_sites"] == 121
     assert "opc-M" in system.param_labels["NonbondedForce"]["sigma"]
@@ -157,7 +157,7 @@ def test_every_supported_site_type_matches_openmm():
     assert names == {"ThreeParticleAverageSite", "TwoParticleAverageSite", "OutOfPlaneSite", "LocalCoordinatesSite"}
     x_start = np.asarray(m.positions.value_in_unit(unit.nanometer))
     ctx = _reference(omm, m.positions)
-    system = system_from_openmm(omm, x_start, topology=m.topology, atom_types=_atom_type_names(ff, m.topology))
+    system = system_from_openmm(omm, x_start, topology=m.topology, atom_types=atom_type_names(ff, m.topology))
     _check_parity(omm, ctx, system, x_start)
     # placement inside jit (float64) equals OpenMM's at perturbed parents too: the frame follows rotations
     rng = np.random.default_rng(0)

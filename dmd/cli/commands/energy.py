@@ -52,9 +52,9 @@ def run(args) -> int:
         raise UserInputError(f"--cutoff {args.cutoff}: must be a positive number of nm, e.g. --cutoff 1.0")
     method = args.nonbonded
     if method is None:
-        from dmd.openmm_system import _read_structure
+        from dmd.openmm_system import read_structure
 
-        method = "PME" if _read_structure(args.pdb).topology.getPeriodicBoxVectors() is not None else "NoCutoff"
+        method = "PME" if read_structure(args.pdb).topology.getPeriodicBoxVectors() is not None else "NoCutoff"
     system = system_from_pdb(args.pdb, args.forcefield, nonbonded=method, cutoff=args.cutoff)
     nbrs = system.allocate_neighbors()
     terms = jax.jit(lambda p, x, nb: system.terms_fn(p, x, box=system.box, neighbor=nb))(
