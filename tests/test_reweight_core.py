@@ -136,8 +136,8 @@ def test_weight_gradient_matches_central_differences(ens):
     y = synthetic.noisy_data(synthetic.diffuse_of_weights(ens.f, np.full(12, 1 / 12)), 0.9, seed=3)
     p = rw.make_problem(fstore.store_from_array(ens.f), y)
     spec = rw.FitSpec(objective="gaussian")
-    loss = lambda lg: rw._objective(
-        spec, rw._x_from_weights(local_stats, p.z, jax.nn.softmax(lg), p.data, 0), p.data, None
+    loss = lambda lg: rw.objective_value(
+        spec, rw.x_from_weights(local_stats, p.z, jax.nn.softmax(lg), p.data, 0), p.data, None
     )
     lg = np.random.default_rng(5).normal(size=12)
     check_grads(loss, (lg,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)  # float64: FD error ~1e-8

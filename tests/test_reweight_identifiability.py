@@ -1,5 +1,5 @@
-"""Identifiability of frame weights (DESIGN.md: three states are identifiable, two pure states are not),
-honest held-out CC, and frame-sharded fits equal to single-device fits."""
+"""Identifiability of frame weights (docs/diffuse.md, "Frame reweighting": three states are identifiable, two pure
+states are not), honest held-out CC, and frame-sharded fits equal to single-device fits."""
 
 import jax
 import numpy as np

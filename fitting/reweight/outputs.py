@@ -1,0 +1,102 @@
+"""Outputs of a reweighting run: weights.csv, summary.json, reweighted.mtz and PNG plots (atomic writes)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fitting.reweight.data_map import DataOnBox
+from fitting.reweight.problem import predict
+
+__all__ = ["write_outputs"]
+
+
+def _plot_weights(path, result, summary, inputs) -> None:
+    from dmd.base.plotting import new_figure, save_figure
+
+    w = result.weights
+    fig, ax = new_figure(figsize=(7, 3.5))
+    ax.plot(np.arange(len(w)), w, lw=1, label="reweighted (softmax)")
+    ax.axhline(1.0 / len(w), color="k", ls="--", lw=0.8, label="uniform")
+    for name, bw in result.baselines_weights.items():
+        if name in ("greedy", "sigmoid"):
+            ax.plot(np.arange(len(w)), np.asarray(bw) / np.sum(bw), lw=0.7, alpha=0.6, label=f"{name} (normalized)")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("frame weight")
+    ax.set_title(f"N_eff = {summary['n_eff']:.1f} of {len(w)};  θ = {summary['theta']:g}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, inputs, dpi=120)
+
+
+def _plot_convergence(path, result, summary, inputs) -> None:
+    from dmd.base.plotting import new_figure, save_figure
+
+    fig, (ax1, ax2) = new_figure(1, 2, figsize=(9, 3.5))
+    ax1.plot(np.arange(1, len(result.history["cc"]) + 1), result.history["cc"], lw=1)
+    ax1.axhline(summary["baselines"]["uniform"]["cc_train"], color="k", ls="--", lw=0.8, label="uniform")
+    ax1.set_xlabel("iteration")
+    ax1.set_ylabel("training CC")
+    ax1.legend(fontsize=8)
+    th = np.asarray(result.cv["theta_grid"], float)
+    ax2.semilogx(
+        np.where(th > 0, th, th[th > 0].min() / 10 if np.any(th > 0) else 1e-6), result.cv["mean_heldout_score"], "o-"
+    )
+    ax2.axvline(max(summary["theta"], 1e-12), color="r", lw=0.8)
+    ax2.set_xlabel("θ (θ = 0 drawn at the left)")
+    ax2.set_ylabel("mean held-out score")
+    fig.tight_layout()
+    save_figure(fig, path, inputs, dpi=120)
+
+
+def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summary, *, inputs=()) -> None:
+    """weights.csv (frame weights), summary.json, reweighted.mtz and PNG plots (atomic writes).
+
+    Args:
+      result: :class:`fitting.reweight.ReweightResult`; problem: the :class:`fitting.reweight.Problem` fitted;
+      dob: the data mapped on the box (:func:`fitting.reweight.check_and_map`); folds: int ``[n_data]``;
+      config: the :class:`fitting.reweight.ReweightConfig`; inputs: files no output may overwrite.
+    """
+    from analysis.mtz_io import write_mtz
+    from dmd.base.io import atomic_path, write_json
+    from fitting import objectives
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = [p for p in inputs if isinstance(p, (str, os.PathLike))]
+    w = result.weights
+    with atomic_path(out / "weights.csv", inputs) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            wr = csv.writer(fh)
+            wr.writerow(["frame", "weight"])
+            for i, wi in enumerate(w):
+                wr.writerow([i, f"{wi:.8g}"])
+    y = np.asarray(dob.y)
+    train = np.asarray(folds) != config.test_fold
+
+    def scaled(x):
+        a, b = objectives.fit_scale_offset(np.asarray(x, float), y, train.astype(float))
+        return float(a) * np.asarray(x, float) + float(b)
+
+    x_uniform = np.asarray(predict(problem, np.full(len(w), 1.0 / len(w))))
+    write_mtz(
+        out / "reweighted.mtz",
+        dob.hkl_data,
+        {
+            "IOBS": y,
+            "ICALC": scaled(result.x),
+            "ICALC_UNIFORM": scaled(x_uniform),
+            "TEST": (~train).astype(float),
+        },
+        dob.mtz_cell,
+        dob.spacegroup,
+        column_types={"TEST": "I"},
+        history=["dmd reweight: ICALC = a*x'(w)+b, scale/offset fitted on training voxels; TEST=1 held out"],
+        inputs=inputs,
+    )
+    write_json(out / "summary.json", summary, inputs)
+    _plot_weights(out / "weights_vs_frame.png", result, summary, inputs)
+    _plot_convergence(out / "cc_vs_iteration.png", result, summary, inputs)
