@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.base.errors import SimulationDiverged, UserInputError
+from dmd.base.errors import RunInterrupted, SimulationDiverged, UserInputError
 from dmd.base.io import atomic_path, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
 
@@ -60,6 +60,9 @@ class RunConfig:
       chunk_steps: approximate steps per jitted chunk (rounded to whole reports).
       progress: show a tqdm bar.
       inputs: the run's input files (outputs never overwrite them).
+      checkpoint_wall_s: also checkpoint when this much wall time (s) passed since the last one; None: never.
+      stop: callable polled after each chunk; a true value (e.g. the signal number) flushes the frames, writes
+        a checkpoint and raises :class:`dmd.base.errors.RunInterrupted` (the CLI maps SIGINT/SIGTERM onto it).
     """
 
     steps: int
@@ -79,6 +82,8 @@ class RunConfig:
     chunk_steps: int = 1000
     progress: bool = True
     inputs: tuple = ()
+    checkpoint_wall_s: float | None = None
+    stop: object = None
 
 
 @dataclasses.dataclass
@@ -375,14 +380,15 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
     total_rebuilds = int(info.get("rebuilds", 0))
     reallocations = int(info.get("reallocations", 0))
     last_ckpt = str(paths["checkpoint"]) if cfg.resume else None
-    t0 = time.perf_counter()
+    t0 = t_ckpt = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=not cfg.progress, desc=system.name or "md")
 
     def n_written():
         return traj.n_frames if traj is not None else len(mem_frames)
 
     def flush(st, reason: str | None = None):
-        nonlocal last_ckpt
+        nonlocal last_ckpt, t_ckpt
+        t_ckpt = time.perf_counter()
         if traj is None:
             return
         traj.flush()
@@ -410,7 +416,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             temp = 2 * float(ke[k]) / (n_dof * BOLTZMANN_KJ_MOL_K) if n_dof else 0.0
             rows.append((int(steps[k]), t, float(pe[k]), float(ke[k]), float(pe[k]) + float(ke[k]), temp))
         if traj is not None:
-            traj.append(xyz[keep], [r[1] for r in rows])
+            traj.append(xyz[keep], [r[1] for r in rows], [r[0] for r in rows])
             elog.append(rows)
         else:
             mem_frames.extend(xyz[keep])
@@ -448,8 +454,13 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             state = new_state
             step = int(state.step)
             bar.update(n_rep * rep)
-            if ckpt_every and (step - start_step) % ckpt_every == 0 and step < cfg.steps:
+            due = bool(ckpt_every) and (step - start_step) % ckpt_every == 0
+            due = due or (cfg.checkpoint_wall_s is not None and time.perf_counter() - t_ckpt >= cfg.checkpoint_wall_s)
+            signum = cfg.stop() if cfg.stop is not None else 0
+            if (due or signum) and step < cfg.steps:
                 flush(state)
+            if signum and step < cfg.steps:
+                raise RunInterrupted(int(signum), step, last_ckpt)
     finally:
         bar.close()
     wall = time.perf_counter() - t0

@@ -23,3 +23,20 @@ class SimulationDiverged(RuntimeError):
         super().__init__(message)
         self.step = step
         self.last_good_checkpoint = last_good_checkpoint
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped on SIGINT/SIGTERM after saving its frames, log and checkpoint.
+
+    Attributes:
+      signum: the signal number (2 SIGINT, 15 SIGTERM); the CLI exits with 128 + signum.
+      step: the step reached (the checkpoint's step).
+      checkpoint: path of the checkpoint written, or None (a run without output files).
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: str | None = None):
+        where = f"; checkpoint {checkpoint} (continue with --resume)" if checkpoint else ""
+        super().__init__(f"interrupted at step {step}{where}")
+        self.signum = signum
+        self.step = step
+        self.checkpoint = checkpoint

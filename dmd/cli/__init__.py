@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from dmd.base.errors import UserInputError
+from dmd.base.errors import RunInterrupted, UserInputError
 
 # name on the command line -> module under dmd.cli.commands
 COMMANDS: dict[str, str] = {
@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as exc:  # a clear message, no traceback
         print(f"dmd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"dmd {args.command}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print(f"dmd {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DATA_PDB = Path(__file__).resolve().parent.parent / "data" / "alanine_dipeptide.pdb"
+DATA_PDB = Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide.pdb"
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def stage_simulate(ctx: dict) -> str:
     from dmd.cli.commands.simulate import DEFAULTS, run_config
+    from dmd.cli.common import stop_on_signals
 
     cfg = dict(DEFAULTS)
     cfg.update(
@@ -48,7 +49,8 @@ def stage_simulate(ctx: dict) -> str:
         out=str(ctx["out"] / "traj.dcd"),
         progress=ctx["progress"],
     )
-    res = run_config(cfg)
+    with stop_on_signals() as stop:
+        res = run_config(cfg, stop=stop)
     ctx["run"] = res
     ctx["trajectory"] = Path(cfg["out"])
     ctx["topology"] = str(DATA_PDB)

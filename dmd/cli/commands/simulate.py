@@ -34,6 +34,7 @@ DEFAULTS = {
     "constraints": None,
     "rigid_water": True,
     "checkpoint_every": None,
+    "checkpoint_minutes": 5.0,
     "resume": False,
     "sensitivity": None,
     "sensitivity_method": "tangent",
@@ -80,7 +81,20 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="bond constraints (default None; waters are rigid unless --flexible-water)",
     )
     p.add_argument("--flexible-water", dest="rigid_water", action="store_false", default=S, help="no rigid water")
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=S, help="steps between checkpoints")
+    p.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=int,
+        default=S,
+        help="steps between checkpoints (default: none)",
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        dest="checkpoint_minutes",
+        type=float,
+        default=S,
+        help="also checkpoint every this many minutes of wall time (default 5; 0: off)",
+    )
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
     p.add_argument(
@@ -159,8 +173,11 @@ def build_system(cfg: dict):
     )
 
 
-def run_config(cfg: dict, system=None):
-    """Run a simulation (and sensitivities) for a config dict; returns the :class:`RunResult`."""
+def run_config(cfg: dict, system=None, stop=None):
+    """Run a simulation (and sensitivities) for a config dict; returns the :class:`RunResult`.
+
+    ``stop``: see :class:`dmd.simulate.RunConfig` (the CLI passes :func:`dmd.cli.common.stop_on_signals`'s).
+    """
     from dmd.simulate import RunConfig, default_paths, simulate
 
     system = build_system(cfg) if system is None else system
@@ -178,6 +195,8 @@ def run_config(cfg: dict, system=None):
         resume=bool(cfg["resume"]),
         progress=bool(cfg["progress"]),
         inputs=tuple(inputs),
+        checkpoint_wall_s=60.0 * float(cfg["checkpoint_minutes"]) if cfg["checkpoint_minutes"] else None,
+        stop=stop,
     )
     names = cfg["sensitivity"]
     if names:  # check before the (long) run that the sensitivity engine exists
@@ -218,8 +237,11 @@ def run_config(cfg: dict, system=None):
 
 
 def run(args) -> int:
+    from dmd.cli.common import stop_on_signals
+
     cfg = _load_config(args)
-    res = run_config(cfg)
+    with stop_on_signals() as stop:
+        res = run_config(cfg, stop=stop)
     s = res.summary
     print(
         f"dmd simulate: {s['system']} ({s['n_atoms']} atoms, {cfg['nonbonded']}), {s['integrator']}, "
