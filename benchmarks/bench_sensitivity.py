@@ -49,12 +49,12 @@ def make_runner(system, names, steps, pos, plain=False):
     import jax
 
     from dmd.params import select
-    from dmd.sensitivity import _prepare, _run_chunks
+    from dmd.sensitivity import prepare_run, run_chunks
 
     sel = select(system.param_labels, names)
 
     def once():
-        frames, chunk, carry, args = _prepare(
+        frames, chunk, carry, args = prepare_run(
             system,
             sel,
             steps,
@@ -71,7 +71,7 @@ def make_runner(system, names, steps, pos, plain=False):
         )
         jax.block_until_ready(carry)
         w0, c0 = time.perf_counter(), time.process_time()
-        outs, _ = _run_chunks(system, chunk, carry, args, frames, steps, steps, False)
+        outs, _ = run_chunks(system, chunk, carry, args, frames, steps, steps, False)
         jax.block_until_ready(outs[-1]["x"])
         return time.perf_counter() - w0, time.process_time() - c0
 
@@ -97,10 +97,10 @@ def compiled_bytes(lowered):
 def chunk_memory(system, names, steps, method="tangent", window=None):
     """XLA compiled memory of one chunk covering ``steps`` steps with 10 stored frames."""
     from dmd.params import select
-    from dmd.sensitivity import _prepare
+    from dmd.sensitivity import prepare_run
 
     sel = select(system.param_labels, names)
-    frames, chunk, carry, args = _prepare(
+    frames, chunk, carry, args = prepare_run(
         system, sel, steps, 0.01, 120.0, 1.0, 0, method, window, steps // 10, None, None
     )
     return compiled_bytes(chunk.lower(carry, *args, frames))

@@ -70,6 +70,9 @@ from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
 from dmd.params import select
 
 __all__ = [
+    "prepare_run",
+    "run_chunks",
+    "compiled_chunk_count",
     "SensitivityResult",
     "run_sensitivities",
     "write_sensitivities",
@@ -142,6 +145,11 @@ def _scaled_norm(d):
 
 
 _CHUNK_CACHE: dict = {}
+
+
+def compiled_chunk_count() -> tuple[int, int]:
+    """(cached chunk functions, total jit compilations among them): to check that reruns do not recompile."""
+    return len(_CHUNK_CACHE), sum(chunk._cache_size() for chunk, _ in _CHUNK_CACHE.values())
 
 
 def _cache_key(system, sel, dt, temperature, friction, method, capacity, report_every, n_tangents):
@@ -394,7 +402,7 @@ def run_sensitivities(
     sel, steps, dt, temperature, friction, report_every = _check_args(
         system, names, steps, dt, temperature, friction, method, window, report_every, window_capacity
     )
-    frames, chunk, carry, consts = _prepare(
+    frames, chunk, carry, consts = prepare_run(
         system,
         sel,
         steps,
@@ -409,7 +417,7 @@ def run_sensitivities(
         vel,
         capacity=window_capacity,
     )
-    outs, notes = _run_chunks(system, chunk, carry, consts, frames, report_every, chunk_steps, progress)
+    outs, notes = run_chunks(system, chunk, carry, consts, frames, report_every, chunk_steps, progress)
     out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     times = dt * report_every * np.arange(1, frames + 1)
     dx = out["dx"]
@@ -442,7 +450,7 @@ def run_sensitivities(
     )
 
 
-def _prepare(
+def prepare_run(
     system,
     sel,
     steps,
@@ -478,7 +486,7 @@ def _prepare(
     return steps // report_every, chunk, carry, args
 
 
-def _run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, progress):
+def run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, progress):
     """Run ``frames`` frames in fixed-size jitted chunks (at most two compilations: full and last chunk)."""
     from dmd.simulate import grow_neighbors
 

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import math
 import time
 from pathlib import Path
 
@@ -47,234 +45,31 @@ import numpy as np
 import optax
 
 from dmd.base.errors import SimulationDiverged, UserInputError
-from dmd.base.io import atomic_path, write_json
-from dmd.base.plotting import save_figure
+from dmd.base.io import write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
-from dmd.params import select
-from dmd.simulate import _wrap, grow_neighbors
-from fitting.observables import Observable, frame_values
+from dmd.simulate import grow_neighbors
+from dmd.space import wrap_positions
+from fitting.forcefield_config import (
+    ESTIMATORS,
+    OPTIMIZERS,
+    FitConfig,
+    FitParam,
+    FitResult,
+    FitState,
+    FitTarget,
+    ParamMapping,
+    to_internal,
+)
+from fitting.forcefield_estimators import (
+    first_output,
+    fluctuation_jacobian,
+    pathwise_jacobian,
+    theta_dict,
+)
+from fitting.forcefield_outputs import load_checkpoint, plot_history, write_outputs
+from fitting.observables import frame_values
 
 __all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit", "sample", "sampled_energy_fn"]
-
-ESTIMATORS = ("fluctuation", "pathwise", "reweighting")
-OPTIMIZERS = ("lm", "adam", "sgd")
-
-
-@dataclasses.dataclass(frozen=True)
-class FitParam:
-    """One fitted scalar.
-
-    Attributes:
-      name: display name (defaults to the first θ entry).
-      entries: θ names ``"force/field/label"`` (or ``"force/field"`` for a whole leaf) set to this value.
-      lower, upper: bounds in θ units (None: unbounded). ``lower=0`` → positive (log transform).
-      transform: "auto" (log if lower is 0 and no upper, logit if both bounds, else identity), "log",
-        "logit" or "identity".
-    """
-
-    entries: tuple[str, ...]
-    name: str | None = None
-    lower: float | None = None
-    upper: float | None = None
-    transform: str = "auto"
-
-    @property
-    def label(self) -> str:
-        return self.name or self.entries[0]
-
-    def kind(self) -> str:
-        if self.transform != "auto":
-            return self.transform
-        if self.lower is not None and self.upper is not None:
-            return "logit"
-        if self.lower is not None and self.lower == 0:
-            return "log"
-        return "identity"
-
-
-@dataclasses.dataclass(frozen=True)
-class FitTarget:
-    """Target data for one observable.
-
-    Attributes:
-      observable: :class:`fitting.observables.Observable`.
-      data: ``[K]`` target values on ``observable.axis``.
-      weight: weight of this target in the loss.
-      sigma: ``[K]`` or scalar uncertainty; default the RMS of ``data`` (a dimensionless, scale-free loss).
-    """
-
-    observable: Observable
-    data: np.ndarray
-    weight: float = 1.0
-    sigma: np.ndarray | float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class FitState:
-    """A further state point of a multi-state fit, simulated every round beside the main system.
-
-    One set of fitted parameters z is shared by all states; each state has its own system (box, N, start positions,
-    unfitted parameters), targets and temperature, its own sampler and its own estimator terms (β of its own
-    temperature). The loss sums the residuals of all states, so parameters that one state point leaves correlated
-    (ε and σ of a dense liquid's g(r)) are pinned by the combination.
-
-    Attributes:
-      system: :class:`dmd.System` whose parameters include every fitted entry.
-      targets: list of :class:`FitTarget` evaluated on this state's frames.
-      temperature: K (None: ``FitConfig.temperature``).
-      name: label in the history (default ``state1``, ``state2``, ...).
-    """
-
-    system: object
-    targets: tuple
-    temperature: float | None = None
-    name: str | None = None
-
-
-@dataclasses.dataclass
-class FitConfig:
-    """Settings of a fit (the ``dmd fit`` YAML keys).
-
-    Attributes:
-      rounds: optimizer rounds. steps: production steps per simulation. equilibration: steps discarded first.
-      report_every: steps between frames. dt: ps. temperature: K. friction: 1/ps. integrator: see
-        :func:`dmd.integrators.make_integrator`.
-      estimator: "fluctuation", "pathwise" or "reweighting".
-      sensitivity_method / window: for the pathwise route (:func:`dmd.sensitivity.run_sensitivities`).
-      optimizer: "lm", "adam" or "sgd"; learning_rate: optax learning rate (lm: fraction of the LM step).
-      damping: LM λ. max_step: largest norm of one update in z (trust region).
-      neff_fraction: reweighting re-simulates below this fraction of frames; max_reuse: most steps per trajectory.
-      seed: PRNG seed (round r uses seed + r). out: folder for checkpoint/history/plots (None: in memory).
-      resume: continue from ``out/checkpoint.npz``. progress: show a per-round progress bar.
-      average_last: report the mean θ of the last this-many good rounds (iterate averaging damps the
-        sampling noise of stochastic gradients); 0 reports the last iterate.
-      decay_after: from this round on, steps shrink as 1/(1 + r − decay_after) (Robbins-Monro), so the iterate
-        becomes a running average of the per-round estimates instead of jumping with the sampling noise;
-        None keeps full steps.
-    """
-
-    rounds: int = 20
-    steps: int = 4000
-    equilibration: int = 1000
-    report_every: int = 20
-    dt: float = 0.005
-    temperature: float = 300.0
-    friction: float = 1.0
-    integrator: str = "langevin"
-    estimator: str = "fluctuation"
-    sensitivity_method: str = "tangent"
-    window: int | None = None
-    optimizer: str = "lm"
-    learning_rate: float = 1.0
-    damping: float = 1e-3
-    max_step: float = 0.2
-    neff_fraction: float = 0.9
-    max_reuse: int = 5
-    seed: int = 0
-    out: str | Path | None = None
-    resume: bool = False
-    progress: bool = True
-    average_last: int = 0
-    decay_after: int | None = None
-
-
-@dataclasses.dataclass
-class FitResult:
-    """What :func:`fit` returns.
-
-    Attributes:
-      values: fitted θ by :attr:`FitParam.label` (averaged over the last rounds when ``average_last``).
-      last: the last iterate θ. history: one dict per round. params: θ pytree of ``values``.
-      converged_loss: loss of the last good round.
-    """
-
-    values: dict
-    last: dict
-    history: list
-    params: dict
-    converged_loss: float
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# parameter transforms
-
-
-def _forward(kind, lo, hi, theta):
-    """θ → z."""
-    if kind == "log":
-        return math.log(theta - (lo or 0.0))
-    if kind == "logit":
-        u = (theta - lo) / (hi - lo)
-        return math.log(u / (1 - u))
-    return float(theta)
-
-
-def _inverse(kind, lo, hi, z):
-    """z → θ (jax, differentiable)."""
-    if kind == "log":
-        return (lo or 0.0) + jnp.exp(z)
-    if kind == "logit":
-        return lo + (hi - lo) * jax.nn.sigmoid(z)
-    return z
-
-
-class _Mapping:
-    """z ``[Pz]`` → params pytree, with ties and transforms (differentiable)."""
-
-    def __init__(self, system, fit_params):
-        self.base = system.params
-        self.fit_params = list(fit_params)
-        self.selections = []
-        for fp in self.fit_params:
-            try:
-                self.selections.append(select(system.param_labels, list(fp.entries)))
-            except KeyError as exc:
-                raise UserInputError(f"fit parameter {fp.label!r}: {exc.args[0]}") from None
-        self.kinds = [fp.kind() for fp in self.fit_params]
-        for fp, kind in zip(self.fit_params, self.kinds, strict=True):
-            if kind == "logit" and not (fp.lower is not None and fp.upper is not None and fp.lower < fp.upper):
-                raise UserInputError(f"fit parameter {fp.label!r}: a logit transform needs lower < upper")
-            if kind == "log" and fp.lower is None:
-                raise UserInputError(f"fit parameter {fp.label!r}: a log transform needs a lower bound (e.g. 0)")
-
-    def theta_of(self, z):
-        return jnp.stack(
-            [
-                _inverse(k, fp.lower, fp.upper, z[i])
-                for i, (k, fp) in enumerate(zip(self.kinds, self.fit_params, strict=True))
-            ]
-        )
-
-    def params_of(self, z, base=None):
-        params = self.base if base is None else base
-        theta = self.theta_of(z)
-        for i, sel in enumerate(self.selections):
-            params = sel.set(params, jnp.full((sel.size,), theta[i]))
-        return params
-
-    def z_of_params(self, params):
-        z = []
-        for fp, kind, sel in zip(self.fit_params, self.kinds, self.selections, strict=True):
-            vals = np.asarray(sel.get(params), float)
-            z.append(_forward(kind, fp.lower, fp.upper, float(vals.mean())))
-        return np.array(z)
-
-    def check_start(self, params):
-        for fp, sel in zip(self.fit_params, self.selections, strict=True):
-            v = np.asarray(sel.get(params), float)
-            if np.ptp(v) > 1e-12 * max(1.0, np.abs(v).max()):
-                raise UserInputError(
-                    f"fit parameter {fp.label!r} ties entries with different start values {v.min():g}..{v.max():g}; "
-                    "give them a common start value or fit them separately"
-                )
-            lo = -np.inf if fp.lower is None else fp.lower
-            hi = np.inf if fp.upper is None else fp.upper
-            if not (lo < v[0] < hi) and not (fp.kind() == "identity" and lo <= v[0] <= hi):
-                raise UserInputError(f"fit parameter {fp.label!r}: start value {v[0]:g} is outside ({lo:g}, {hi:g})")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# sampling
 
 
 def _make_sampler(system, cfg: FitConfig):
@@ -308,7 +103,11 @@ def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler
     n_eq = max(0, cfg.equilibration // cfg.report_every)
     n_prod = max(2, cfg.steps // cfg.report_every)
     key = jax.random.PRNGKey(seed)
-    nbr = system.allocate_neighbors(_wrap(system, jnp.asarray(pos))) if system.neighbor_fn is not None else None
+    nbr = (
+        system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box))
+        if system.neighbor_fn is not None
+        else None
+    )
     for attempt in range(1, 8):
         state = integ.init(key, params, positions=pos, neighbor=nbr)
         if n_eq:
@@ -476,42 +275,6 @@ def _direction(cfg, r, J):
     return step  # Δz = −step; optax.sgd(lr) applies −lr·step
 
 
-def _save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history):
-    """positions: one ``[N_s, 3]`` array per state (stored as ``positions``, ``positions_1``, ...)."""
-    leaves = jax.tree_util.tree_leaves(opt_state)
-    pos = {("positions" if i == 0 else f"positions_{i}"): np.asarray(p) for i, p in enumerate(positions)}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                z=np.asarray(z),
-                z_good=np.asarray(z_good),
-                round=round_,
-                step_scale=step_scale,
-                n_states=len(positions),
-                history=json.dumps(history),
-                **pos,
-                **{f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
-            )
-
-
-def _load_checkpoint(path, opt_state_template):
-    with np.load(path, allow_pickle=False) as d:
-        leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
-        opt_leaves = [jnp.asarray(d[f"opt_{i}"], dtype=jnp.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]
-        n_states = int(d["n_states"]) if "n_states" in d else 1
-        positions = [np.asarray(d["positions" if i == 0 else f"positions_{i}"]) for i in range(n_states)]
-        return (
-            np.asarray(d["z"]),
-            np.asarray(d["z_good"]),
-            jax.tree_util.tree_unflatten(treedef, opt_leaves),
-            int(d["round"]),
-            float(d["step_scale"]),
-            positions,
-            json.loads(str(d["history"])),
-        )
-
-
 def _check_targets(system, targets, where: str) -> None:
     if not targets:
         raise UserInputError(f"fit: no targets given{where}")
@@ -541,7 +304,7 @@ class _StateEval:
         self.system = system
         self.targets = list(targets)
         self.cfg = dataclasses.replace(cfg, temperature=float(temperature))
-        self.mapping = _Mapping(system, fit_params)
+        self.mapping = ParamMapping(system, fit_params)
         self.beta = 1.0 / (BOLTZMANN_KJ_MOL_K * self.cfg.temperature)
         box = system.box
         pos0 = jnp.asarray(system.positions)
@@ -592,7 +355,7 @@ class _StateEval:
         cfg = self.cfg
         dx_dz = None
         if cfg.estimator == "pathwise":
-            frames, dx_dz = _pathwise_sample(self.system, params, cfg, rnd, self.positions, self.pathwise_names,
+            frames, dx_dz = pathwise_sample(self.system, params, cfg, rnd, self.positions, self.pathwise_names,
                                              self.mapping, z, self.sampler)  # fmt: skip
         else:
             frames, _ = sample(self.system, params, cfg, seed=cfg.seed + rnd, positions=self.positions,
@@ -606,10 +369,10 @@ class _StateEval:
         self.o = np.asarray(self.o_frames(z, frames))
         self.mean = self.o.mean(axis=0)
         if self.cfg.estimator == "pathwise":
-            self.J_o = _pathwise_jacobian(self.o_of_z, z, frames, self._dx_dz, self.explicit)
+            self.J_o = pathwise_jacobian(self.o_of_z, z, frames, self._dx_dz, self.explicit)
         else:
             du = np.asarray(self.du_frames(z, frames))  # [F, Pz]
-            self.J_o = _fluctuation_jacobian(self.o, du, self.beta)
+            self.J_o = fluctuation_jacobian(self.o, du, self.beta)
             if self.explicit:
                 self.J_o = self.J_o + np.asarray(self.do_dz_frames(z, frames)).mean(axis=0)
         r = np.asarray(self.resid(jnp.asarray(self.mean)))
@@ -627,7 +390,7 @@ class _StateEval:
         """(⟨o⟩_z, z ↦ ⟨o⟩_z for its Jacobian, Kish N_eff) of the reweighted ensemble at z (DiffTRe), from this
         round's frames."""
         m_rw, w = self.reweighted_mean(z, self._o_j, self._u0, self.frames)
-        rw_mean = functools.partial(_first, self.reweighted_mean, o_j=self._o_j, u0=self._u0, frames=self.frames)
+        rw_mean = functools.partial(first_output, self.reweighted_mean, o_j=self._o_j, u0=self._u0, frames=self.frames)
         neff = _kish(np.asarray(w))
         return m_rw, rw_mean, neff
 
@@ -659,7 +422,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     states = list(states)
     multi = bool(states)
     _check_targets(system, targets, " (state0)" if multi else "")
-    mapping = _Mapping(system, fit_params)
+    mapping = ParamMapping(system, fit_params)
     mapping.check_start(system.params)
     evals = [_StateEval("state0", system, targets, cfg, fit_params, cfg.temperature)]
     for i, st in enumerate(states, start=1):
@@ -685,7 +448,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if cfg.resume:
         if ckpt is None or not ckpt.exists():
             raise UserInputError(f"--resume: no checkpoint at {ckpt}; run without --resume first")
-        z, z_good, opt_state, start_round, step_scale, positions, history = _load_checkpoint(ckpt, opt_state)
+        z, z_good, opt_state, start_round, step_scale, positions, history = load_checkpoint(ckpt, opt_state)
         if len(positions) != len(evals):
             raise UserInputError(
                 f"--resume: {ckpt} holds {len(positions)} state(s) but the config has {len(evals)}; resume with the "
@@ -696,7 +459,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         z, z_good = jnp.asarray(z, dtype), jnp.asarray(z_good, dtype)
 
     def save(next_round):
-        _write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
+        write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
                        history, mapping)  # fmt: skip
 
     from tqdm.auto import tqdm
@@ -710,7 +473,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
                 e.simulate(z, rnd)
         except SimulationDiverged as exc:
             where = f" ({e.name})" if multi else ""
-            row.update(status="diverged", message=f"{exc}{where}", theta=_theta_dict(mapping, z))
+            row.update(status="diverged", message=f"{exc}{where}", theta=theta_dict(mapping, z))
             history.append(row)
             z = z_good + 0.5 * (z - z_good)  # keep the last good θ, halve the step
             step_scale *= 0.5
@@ -763,8 +526,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             n_eff=min(neff),
             n_frames=int(sum(n_frames)),
             updates=n_updates,
-            theta=_theta_dict(mapping, z_good),
-            theta_next=_theta_dict(mapping, z),
+            theta=theta_dict(mapping, z_good),
+            theta_next=theta_dict(mapping, z),
             seconds=time.perf_counter() - t0,
         )
         if multi:
@@ -776,7 +539,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         bar.set_postfix(loss=f"{loss0:.3g}", neff=f"{min(neff):.0f}")
         save(rnd + 1)
     bar.close()
-    last = _theta_dict(mapping, z)
+    last = theta_dict(mapping, z)
     good = [h for h in history if h.get("status") == "ok"]
     values = dict(last)
     if cfg.average_last > 0 and good:
@@ -785,7 +548,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     final_loss = good[-1]["loss"] if good else float("nan")
     z_val = jnp.asarray(mapping.z_of_params(mapping.params_of(jnp.asarray(z))), dtype)
     for fp, kind, i in zip(mapping.fit_params, mapping.kinds, range(len(mapping.kinds)), strict=True):
-        z_val = z_val.at[i].set(_forward(kind, fp.lower, fp.upper, values[fp.label]))
+        z_val = z_val.at[i].set(to_internal(kind, fp.lower, fp.upper, values[fp.label]))
     result = FitResult(values, last, history, mapping.params_of(z_val), final_loss)
     if out is not None:
         summary = {
@@ -803,27 +566,11 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "n_eff_last": good[-1]["n_eff"] if good else None,
         }
         write_json(out / "summary.json", summary)
-        _plots(out, history, mapping)
+        plot_history(out, history, mapping)
     return result
 
 
-def _first(fn, z, *, o_j, u0, frames):
-    return fn(z, o_j, u0, frames)[0]
-
-
-def _theta_dict(mapping, z):
-    theta = np.asarray(mapping.theta_of(jnp.asarray(z)))
-    return {fp.label: float(v) for fp, v in zip(mapping.fit_params, theta, strict=True)}
-
-
-def _fluctuation_jacobian(o, du, beta):
-    """d⟨o⟩/dz = −β cov(o, ∂U/∂z) (explicit ⟨∂o/∂z⟩ added by the caller). o: [F, K], du: [F, P] → [K, P]."""
-    oc = o - o.mean(axis=0)
-    dc = du - du.mean(axis=0)
-    return -beta * (oc.T @ dc) / o.shape[0]
-
-
-def _pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):
+def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):
     from dmd.sensitivity import run_sensitivities
 
     eq_cfg = dataclasses.replace(cfg, steps=max(cfg.equilibration, 2 * cfg.report_every), equilibration=0)
@@ -845,63 +592,3 @@ def _pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sam
     for e, p in enumerate(cols):
         dx_dz[:, p] += dx[:, e] * dtheta_dz[p, p]
     return np.asarray(res.positions), dx_dz
-
-
-def _pathwise_jacobian(o_of_z, z, frames, dx_dz, explicit):
-    """⟨∂o/∂x · dx/dz (+ ∂o/∂z)⟩ by jvps, [K, Pz]."""
-    dx_dz = jnp.asarray(dx_dz, frames.dtype)
-
-    @jax.jit
-    def per_frame(x, dxs):
-        def col(dxp, ez):
-            return jax.jvp(lambda xx, zz: o_of_z(zz, xx), (x, z), (dxp, ez if explicit else jnp.zeros_like(z)))[1]
-
-        return jax.vmap(col)(dxs, jnp.eye(z.shape[0], dtype=z.dtype))  # [Pz, K]
-
-    jac = jax.lax.map(lambda a: per_frame(*a), (frames, dx_dz))
-    return np.asarray(jac).mean(axis=0).T
-
-
-def _write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, mapping):
-    if out is None:
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    _save_checkpoint(ckpt, z, z_good, opt_state, next_round, step_scale, positions, history)
-    write_json(out / "history.json", {"history": history})
-    labels = [fp.label for fp in mapping.fit_params]
-    with atomic_path(out / "history.csv") as tmp:
-        lines = ["round,status,estimator,loss,grad_norm,n_eff," + ",".join(labels)]
-        for h in history:
-            th = h.get("theta", {})
-            lines.append(
-                f"{h['round']},{h.get('status')},{h.get('estimator')},{h.get('loss', '')},{h.get('grad_norm', '')},"
-                f"{h.get('n_eff', '')}," + ",".join(str(th.get(lab, "")) for lab in labels)
-            )
-        tmp.write_text("\n".join(lines) + "\n")
-
-
-def _plots(out, history, mapping):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [h for h in history if h.get("status") == "ok"]
-    if not ok:
-        return
-    rounds = [h["round"] for h in ok]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.semilogy(rounds, [max(h["loss"], 1e-300) for h in ok], "o-")
-    ax.set_xlabel("round")
-    ax.set_ylabel("loss")
-    ax.set_title("force-field fit: loss per round")
-    fig.tight_layout()
-    save_figure(fig, out / "loss.png")
-    labels = [fp.label for fp in mapping.fit_params]
-    fig, axes = plt.subplots(len(labels), 1, figsize=(5, 2.2 * len(labels)), squeeze=False)
-    for ax, lab in zip(axes[:, 0], labels, strict=True):
-        ax.plot(rounds, [h["theta"][lab] for h in ok], "o-")
-        ax.set_ylabel(lab, fontsize=7)
-    axes[-1, 0].set_xlabel("round")
-    fig.tight_layout()
-    save_figure(fig, out / "params.png")

@@ -198,10 +198,7 @@ def test_bad_input_raises_user_input_error(lj):
 def test_hdf5_round_trip_and_no_recompilation(lj, tmp_path):
     names = ["lj/epsilon/A"]
     res = run_sensitivities(lj, names, steps=20, report_every=5, **LJ_RUN)
-    from dmd.sensitivity import _CHUNK_CACHE
-
-    def n_compiled():
-        return len(_CHUNK_CACHE), sum(chunk._cache_size() for chunk, _ in _CHUNK_CACHE.values())
+    from dmd.sensitivity import compiled_chunk_count as n_compiled
 
     before = n_compiled()
     res2 = run_sensitivities(lj, names, steps=20, report_every=5, seed=1, **LJ_RUN)

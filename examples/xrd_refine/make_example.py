@@ -20,7 +20,7 @@ def main():
     import gemmi
 
     from dmd.base.io import atomic_path
-    from dmd.cli.commands.xrd_refine import _cif_text
+    from dmd.cli.commands.xrd_refine import cif_text
     from fitting.xrd_refine import make_pattern_model
     from fitting.xrd_structures import expand_spec, get_structure
 
@@ -36,7 +36,7 @@ def main():
                    comments="")  # fmt: skip
     start_cell = [4.594 * 1.02, 4.594 * 1.02, 2.959 * 0.985, 90, 90, 90]
     ops = [op.triplet() for op in gemmi.SpaceGroup(spec.spacegroup).operations()]
-    text = _cif_text("rutile_start", start_cell, spec.spacegroup, ["Ti1", "O1"], ["Ti", "O"],
+    text = cif_text("rutile_start", start_cell, spec.spacegroup, ["Ti1", "O1"], ["Ti", "O"],
                      np.array([[0, 0, 0], [0.29, 0.29, 0.0]]), ops, "distorted rutile start")  # fmt: skip
     with atomic_path(os.path.join(HERE, "rutile_start.cif")) as tmp:
         tmp.write_text(text)

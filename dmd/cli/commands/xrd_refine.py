@@ -86,7 +86,7 @@ def read_pattern_csv(path):
     return grid, np.maximum(y, 0.0)
 
 
-def _cif_text(name, cell, spacegroup, labels, elements, pos_frac, ops=None, comment=""):
+def cif_text(name, cell, spacegroup, labels, elements, pos_frac, ops=None, comment=""):
     lines = [f"# {comment}" if comment else "# written by dmd xrd-refine", f"data_{name}"]
     for key, v in zip(("a", "b", "c", "alpha", "beta", "gamma"), cell, strict=True):
         tag = f"_cell_length_{key}" if key in "abc" else f"_cell_angle_{key}"
@@ -195,10 +195,10 @@ def run(args) -> int:
         group = gemmi.SpaceGroup(xs.spacegroup)
         ops = [op.triplet() for op in group.operations()]
         labels = [f"{el}{i + 1}" for i, el in enumerate(xs.elements)]
-        text = _cif_text(stem, cell_f, xs.spacegroup, labels, xs.elements, asu, ops, "refined by dmd xrd-refine")
+        text = cif_text(stem, cell_f, xs.spacegroup, labels, xs.elements, asu, ops, "refined by dmd xrd-refine")
     else:
         labels = [f"{el}{i + 1}" for i, el in enumerate(elements)]
-        text = _cif_text(stem, cell_f, "P 1", labels, elements, np.mod(pos_f, 1.0), ["x,y,z"], "refined (P1)")
+        text = cif_text(stem, cell_f, "P 1", labels, elements, np.mod(pos_f, 1.0), ["x,y,z"], "refined (P1)")
     with atomic_path(os.path.join(out, "refined.cif"), inputs) as tmp:
         tmp.write_text(text)
     # least-squares scale of the fit onto the observed counts, for the plot and the CSV
