@@ -23,7 +23,7 @@ from dmd.integrators import make_integrator, n_degrees_of_freedom
 from dmd.openmm_system import atom_type_names, openmm_system_from_pdb, system_from_openmm, system_from_pdb
 from dmd.simulate import RunConfig, simulate
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
 ALA = os.path.join(DATA, "alanine_dipeptide.pdb")
 OPC = ["amber19-all.xml", "amber19/opc.xml"]
 E_REL = 1e-6  # issue 2: energy relative error

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sensitivity_lj.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sensitivity_lj.py"
 
 
 def test_sensitivity_lj_example_runs(tmp_path, capsys):

@@ -107,7 +107,7 @@ def test_lj_recovers_epsilon_and_sigma_from_rdf():
     # ε −0.39%, +0.47%, +0.74%). Both parameters are asserted at the 2%.
     from pathlib import Path
 
-    here = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    here = Path(__file__).resolve().parents[2] / "examples" / "fit"
     systems, targets = [], []
     for csv in ("target_rdf.csv", "target_rdf_low.csv"):
         meta = json.loads((here / csv).with_suffix(".json").read_text())
@@ -264,7 +264,7 @@ def test_cli_fit_example_runs_and_resumes(tmp_path, capsys):
     from dmd.cli import main
 
     # The bundled example config end to end through the CLI (2 rounds, then resumed to 3), with short rounds.
-    src = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    src = Path(__file__).resolve().parents[2] / "examples" / "fit"
     text = (src / "lj_rdf.yaml").read_text()
     assert "steps: 4000, equilibration: 500," in text
     cfg = tmp_path / "lj_rdf.yaml"
@@ -287,7 +287,7 @@ def test_cli_fit_bad_target_units(tmp_path, capsys):
 
     from dmd.cli import main
 
-    src = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    src = Path(__file__).resolve().parents[2] / "examples" / "fit"
     (tmp_path / "cfg.yaml").write_text((src / "lj_rdf.yaml").read_text())
     r = np.linspace(0.015, 0.885, 30) * 10  # Å, wrong units
     np.savetxt(tmp_path / "target_rdf.csv", np.column_stack([r, np.ones(30)]), delimiter=",", header="r_A,g",
@@ -302,7 +302,7 @@ def test_cli_fit_bad_state_entry(tmp_path, capsys):
 
     from dmd.cli import main
 
-    src = Path(__file__).resolve().parents[1] / "examples" / "fit"
+    src = Path(__file__).resolve().parents[2] / "examples" / "fit"
     text = (src / "lj_rdf.yaml").read_text()
     for name in ("target_rdf.csv", "target_rdf_low.csv"):
         (tmp_path / name).write_text((src / name).read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # the engine's examples (positional OUT_DIR); other features' examples are run by their own tests
 SCRIPTS = [ROOT / "examples" / name for name in ("lj_fluid_langevin.py", "alanine_dipeptide_md.py")]
 

@@ -20,7 +20,7 @@ from dmd.cli import main
 from dmd.crystal import build_crystal, orthogonalization_matrix
 from dmd.crystal.writer import write_crystal
 
-DATA = Path(__file__).parent / "data" / "crystal"
+DATA = Path(__file__).resolve().parents[3] / "tests" / "data" / "crystal"
 TOL_A = 1e-3  # PDB coordinates have 3 decimals: |error| <= sqrt(3) * 0.0005 Å
 
 SYNTHETIC = {

@@ -23,7 +23,7 @@ from analysis import symmetry
 from analysis.structure_factors import make_fft_plan, structure_factors, structure_factors_fft
 from analysis.structure_io import read_structure
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
 VILLIN = os.path.join(os.path.dirname(openmm.app.__file__), "data", "test.pdb")
 
 

@@ -23,7 +23,7 @@ import pytest
 from analysis import powder, symmetry
 from analysis.structure_io import read_structure
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 STRUCTURES = ["Si", "CsCl", "LiFePO4", "SiO2", "Graphite", "VO2", "K2O2"]
 
 

@@ -21,7 +21,7 @@ from analysis.mtz_io import read_mtz, write_mtz
 from analysis.structure_factors import structure_factors, trajectory_structure_factors
 from dmd.base.errors import UserInputError
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 TRAJ = os.path.join(DATA, "sf_villin_traj.dcd")
 TOP = os.path.join(DATA, "sf_villin_top.pdb")
 

@@ -13,7 +13,7 @@ import pytest
 
 from dmd.cli import main as dmd_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 4))
 EX = os.path.join(ROOT, "examples", "xrd_refine")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from dmd.cli import main
 
-EX = os.path.join(os.path.dirname(__file__), "..", "examples", "indexing")
+EX = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "examples", "indexing")
 ANATASE = np.array([3.7852, 3.7852, 9.5139, 90, 90, 90])
 FAST = ["--n-candidates", "256", "--max-batches", "4"]
 

@@ -20,7 +20,7 @@ import pytest
 from dmd.openmm_system import atom_type_names, openmm_system_from_pdb, system_from_openmm, system_from_pdb
 from dmd.params import select
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
 ALA = os.path.join(DATA, "alanine_dipeptide.pdb")
 ALA_WATER = os.path.join(DATA, "alanine_dipeptide_water.pdb")
 TRIPEPTIDE = os.path.join(DATA, "tripeptide_charmm.pdb")

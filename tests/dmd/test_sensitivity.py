@@ -22,7 +22,7 @@ from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
 from dmd.params import select
 from dmd.sensitivity import read_sensitivities, run_sensitivities, write_sensitivities
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 LJ_RUN = dict(dt=0.01, temperature=120.0, friction=2.0)  # argon: τ ≈ 2.15 ps, so dt ≈ τ/215
 
 

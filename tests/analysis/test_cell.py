@@ -143,7 +143,7 @@ def test_expand_to_p1_matches_gemmi_cell_images():
     from analysis.structure_io import read_structure
 
     for name in ("LiFePO4", "Si", "K2O2", "Graphite"):
-        path = os.path.join(os.path.dirname(__file__), "data", f"sf_{name}.cif")
+        path = os.path.join(os.path.dirname(__file__), "..", "data", f"sf_{name}.cif")
         small = gemmi.read_small_structure(path)
         p1 = read_structure(path).expand_to_p1()
         ref = np.array([s.fract.tolist() for s in small.get_all_unit_cell_sites()])

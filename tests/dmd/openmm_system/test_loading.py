@@ -10,7 +10,7 @@ import pytest
 from dmd.base.errors import UserInputError
 from dmd.openmm_system import system_from_openmm, system_from_pdb
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
 ALA = os.path.join(DATA, "alanine_dipeptide.pdb")
 
 

@@ -14,7 +14,7 @@ from dmd.base.errors import UserInputError
 from dmd.cli import main
 from fitting.reweight_io import check_and_map
 
-EX = Path(__file__).resolve().parents[1] / "dmd" / "data" / "reweight"
+EX = Path(__file__).resolve().parents[4] / "dmd" / "data" / "reweight"
 
 
 def test_cli_end_to_end(tmp_path, capsys):

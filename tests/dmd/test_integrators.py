@@ -3,6 +3,7 @@ harmonic limits, constraints, and alanine dipeptide ⟨U⟩ against OpenMM's Lan
 
 import dataclasses
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,8 @@ from dmd.integrators import (
     velocity_verlet,
 )
 from dmd.system import Constraints
+
+ALA_PDB = str(Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb")
 
 KB = BOLTZMANN_KJ_MOL_K
 
@@ -215,7 +218,7 @@ def test_alanine_dipeptide_mean_potential_matches_openmm():
     openmm_system = pytest.importorskip("dmd.openmm_system")
     import openmm.app as app
 
-    pdb = "tests/data/alanine_dipeptide.pdb"
+    pdb = ALA_PDB
     omm, structure, _ = openmm_system.openmm_system_from_pdb(
         pdb, ["amber14-all.xml"], nonbonded="NoCutoff", constraints="HBonds"
     )

@@ -1,6 +1,6 @@
 """``dmd diffuse`` on a real MD trajectory and ``dmd xrd`` on real structures, end to end.
 
-Trajectory: ``tests/data/sf_villin_traj.dcd`` / ``sf_villin_top.pdb`` (see test_sf_diffuse.py).
+Trajectory: ``tests/data/sf_villin_traj.dcd`` / ``sf_villin_top.pdb`` (see tests/analysis/test_diffuse.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from analysis import diffuse
 from analysis.structure_factors import trajectory_structure_factors
 from dmd.cli import main
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "data")
 TRAJ = os.path.join(DATA, "sf_villin_traj.dcd")
 TOP = os.path.join(DATA, "sf_villin_top.pdb")
 

@@ -19,7 +19,7 @@ import pytest
 from dmd.cli import main
 from dmd.trajectory import TrajectoryWriter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[4]
 PDB = str(ROOT / "dmd" / "data" / "alanine_dipeptide.pdb")
 RUN = ["simulate", "--pdb", PDB, "--forcefield", "amber14-all.xml", "--report-every", "100", "--no-progress"]
 

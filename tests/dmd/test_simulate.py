@@ -4,6 +4,7 @@ neighbour-list rebuild counting and overflow recovery, divergence handling, CLI.
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import mdtraj
@@ -13,6 +14,8 @@ import pytest
 from dmd import models
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.simulate import RunConfig, simulate
+
+ALA_PDB = str(Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb")
 
 SIGMA = models.ARGON["sigma"]
 
@@ -164,7 +167,7 @@ def test_cli_simulate_alanine_dipeptide(tmp_path, capsys):
         [
             "simulate",
             "--pdb",
-            "tests/data/alanine_dipeptide.pdb",
+            ALA_PDB,
             "--forcefield",
             "amber14-all.xml",
             "--steps",
@@ -182,13 +185,13 @@ def test_cli_simulate_alanine_dipeptide(tmp_path, capsys):
     )
     assert rc == 0
     assert "steps/s" in capsys.readouterr().out
-    traj = mdtraj.load(str(out), top="tests/data/alanine_dipeptide.pdb")
+    traj = mdtraj.load(str(out), top=ALA_PDB)
     assert traj.n_frames == 4 and traj.n_atoms == 22
     summary = json.loads((tmp_path / "ala.summary.json").read_text())
     assert 100 < summary["mean_temperature_K"] < 600  # 400 fs from a cold start: loose, it only checks units
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        f"pdb: tests/data/alanine_dipeptide.pdb\nforcefield: amber14-all.xml\nsteps: 50\n"
+        f"pdb: {ALA_PDB}\nforcefield: amber14-all.xml\nsteps: 50\n"
         f"report_every: 25\nout: {tmp_path / 'y.dcd'}\nprogress: false\n"
     )
     assert main(["simulate", str(cfg)]) == 0
