@@ -1,8 +1,8 @@
 """Chaos diagnostics for trajectory sensitivities: growth of ‖dx_t/dθ‖, finite-time Lyapunov estimate, verdict.
 
 Molecular dynamics is chaotic: a perturbation of θ displaces the trajectory by dx_t/dθ, which grows like
-e^{λ t} with λ the largest Lyapunov exponent (DESIGN.md: LJ fluid ≈ 3.7/τ; ‖dx_t/dε‖ 7e1 at 200 steps,
-3e16 at 2,000; float32 tangents overflow after ~20 τ). The tangent is still the exact derivative of *this*
+e^{λ t} with λ the largest Lyapunov exponent (docs/sensitivities.md, "Chaos": LJ fluid ≈ 3.7/τ; ‖dx_t/dε‖ 7e1
+at 200 steps, 3e16 at 2,000; float32 tangents overflow after ~20 τ). The tangent is still the exact derivative of *this*
 noisy trajectory, but it stops being useful for ensemble averages: the pathwise estimate of d⟨A⟩/dθ becomes
 a sum of huge terms of random sign whose variance grows like e^{2λt}. The finite-time estimate fitted here::
 

@@ -4,8 +4,8 @@ Each integrator is a factory returning pure ``init`` and ``step`` functions over
 :class:`IntegratorState` pytree (positions, velocities, forces, potential energy, PRNG key, step,
 neighbour list), as jax-md's ``simulate`` does; θ is an explicit argument of ``step``.
 
-**Seed-form Langevin** (the "exact solution for fitting parameters to ensemble observables" note,
-eq. 4-5), :func:`langevin`::
+**Seed-form Langevin** (Y. Zhao, "An exact solution for fitting parameters to ensemble observables", technical
+note, eq. 4-5; docs/sensitivities.md), :func:`langevin`::
 
     v_t = a v_{t-1} - b ∇E(x_{t-1}; θ) + c n_{t-1}
     x_t = x_{t-1} + v_t δt

@@ -4,7 +4,7 @@ Same contract as ``jax_md.partition.NeighborList`` (dense format) so energy func
 loop treat both alike: ``idx: [N, capacity] int32`` with padding value N (each pair listed from
 both atoms), ``reference_position``, ``update(pos)``, ``did_buffer_overflow``, ``max_occupancy``.
 
-Differences from jax-md, each for speed or safety (DESIGN.md, "Engine and force fields"):
+Differences from jax-md, each for speed or safety (docs/engine.md, "Neighbour lists"):
 
 * The rebuild test (two largest displacements sum past the skin, :func:`needs_rebuild`) runs inside the jitted step with
   ``lax.cond``: no host round trip per step, and a rebuild counter ``n_rebuilds`` is carried as data

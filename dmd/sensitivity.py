@@ -1,7 +1,7 @@
 """Forward-mode parameter sensitivities dx_t/dθ, dv_t/dθ through seed-form Langevin dynamics.
 
-Seed: Y. Zhao, "An exact solution for fitting parameters to ensemble observables" (shared/seeds/003).
-The integrator is the seed's Langevin form, eq. (4)-(5), with the coefficients of
+Method: Y. Zhao, "An exact solution for fitting parameters to ensemble observables" (technical note; notes in
+docs/sensitivities.md). The integrator is that note's Langevin form, eq. (4)-(5), with the coefficients of
 :func:`dmd.integrators.langevin_coefficients`::
 
     v_t = a v_{t-1} − b ∇E(x_{t-1}; θ) + c n_{t-1}          (eq. 4)
@@ -13,7 +13,7 @@ Differentiating with respect to one selected scalar parameter θ_p (the noise n 
     dx_t/dθ = dx_{t-1}/dθ + δt dv_t/dθ
     ζE(x; θ) = (∂²E/∂x²)(dx/dθ) + ∂²E/∂x∂θ                   (eq. 7, the ζ operator)
 
-and, for x_0, v_0 independent of θ, these sum to the seed's geometric series::
+and, for x_0, v_0 independent of θ, these sum to Zhao's geometric series::
 
     dx_t/dθ = −b δt Σ_{i=0}^{t−1} S^a_{t−i} ζE(x_i; θ),   S^a_n = 1 + a + … + a^{n−1}   (eq. 8-9)
 
@@ -26,7 +26,7 @@ Two methods (``method=``):
   (N, 3, N, 3) Hessian is never built. Exact (same numbers as ``jax.jacfwd`` through the whole trajectory) and
   O(1) memory in the number of steps. P parameters at once: the jvp is vmapped over the P tangent directions,
   the primal step is computed once.
-* ``"window"`` with ``window=k``: the seed's rolling geometric-series window, eq. (9)-(10). The last k ζ terms
+* ``"window"`` with ``window=k``: Zhao's rolling geometric-series window, eq. (9)-(10). The last k ζ terms
   keep their exact partial-sum coefficients S^a_n; older ones are folded into a running sum R with the
   converged coefficient S^a_∞ = 1/(1−a)::
 
@@ -35,7 +35,8 @@ Two methods (``method=``):
   The windowed sum Q_t = Σ_{i=t−k}^{t−1} S^a_{t−i} ζ_i is updated in O(1) per step with S^a_{n+1} = 1 + a S^a_n:
   Q_{t+1} = ζ_t + (B_t − ζ_{t−k}) + a (Q_t − S^a_k ζ_{t−k}), B_t = Σ_{i=t−k}^{t−1} ζ_i, a ring buffer holding
   the k ζ terms. Memory O(k·P·N), time O(t). For k ≥ steps it is exact; otherwise the error is about
-  a^k/(1−a) per folded term and feeds back into later ζ through H·dx/dθ (see DESIGN.md).
+  a^k/(1−a) per folded term and feeds back into later ζ through H·dx/dθ (docs/sensitivities.md, "Exact tangents vs
+  the window").
 
 Neighbour lists. A ``jax_md`` neighbour list is an integer structure (which pairs are evaluated). It is
 rebuilt from positions but is treated as piecewise constant in θ: the tangent flows through the energy of

@@ -97,7 +97,7 @@ def test_lj_dU_deps_matches_finite_differences_of_long_runs(lj_runs):
         assert est.stderr[0] < 0.05 * abs(fd) and fd_err < 0.05 * abs(fd)
     # the LJ fluid is chaotic: over 300 ps the tangents explode, the summary must say not to trust them
     assert res.estimator_advice.startswith("trust: fluctuation")
-    assert res.lyapunov > 0.3  # per ps (≈ 1.5/ps measured; DESIGN.md: ≈ 3.7/τ ≈ 1.7/ps)
+    assert res.lyapunov > 0.3  # per ps (≈ 1.5/ps measured; docs/sensitivities.md: ≈ 3.7/τ ≈ 1.7/ps)
     print(f"LJ pathwise: {grads['pathwise'].value[0]:.3g} ± {grads['pathwise'].stderr[0]:.3g}")
     assert not grads["pathwise"].stderr[0] < 10 * grads["fluctuation"].stderr[0]  # noise swamps the pathwise value
 
