@@ -35,8 +35,7 @@ Two methods (``method=``):
   The windowed sum Q_t = Σ_{i=t−k}^{t−1} S^a_{t−i} ζ_i is updated in O(1) per step with S^a_{n+1} = 1 + a S^a_n:
   Q_{t+1} = ζ_t + (B_t − ζ_{t−k}) + a (Q_t − S^a_k ζ_{t−k}), B_t = Σ_{i=t−k}^{t−1} ζ_i, a ring buffer holding
   the k ζ terms. Memory O(k·P·N), time O(t). For k ≥ steps it is exact; otherwise the error is about
-  a^k/(1−a) per folded term and feeds back into later ζ through H·dx/dθ (docs/sensitivities.md, "Exact tangents vs
-  the window").
+  a^k/(1−a) per folded term and feeds back into later ζ through H·dx/dθ (docs/sensitivities.md).
 
 Neighbour lists. A ``jax_md`` neighbour list is an integer structure (which pairs are evaluated). It is
 rebuilt from positions but is treated as piecewise constant in θ: the tangent flows through the energy of
