@@ -13,8 +13,11 @@ target alone) stays below what the recovery test checks.
 
 Resumable: each finished run is stored in ``<target>_runs.npz`` next to the CSV and skipped on restart.
 
-    python examples/fit/make_target.py [--runs 10 --steps 20000]
+    python examples/fit/make_target.py --out examples/fit/target_rdf.csv [--runs 10 --steps 20000]
     python examples/fit/make_target.py --density 0.4 --out examples/fit/target_rdf_low.csv
+    python examples/fit/make_target.py --out /tmp/g.csv --quick    # 2 runs × 500 steps after 500 (tests)
+
+``--out`` is required: the shipped targets are rewritten only when asked for by name.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from dmd.models import lj_fluid
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, sample
 
-HERE = Path(__file__).resolve().parent
 SETTINGS = dict(n_atoms=512, density=0.8, temperature=240.0, cutoff=0.75, dt=0.02, friction=2.0, r_max=0.9, n_bins=30)
 
 
@@ -47,13 +49,17 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=10, help="independent runs averaged (default 10)")
     ap.add_argument("--steps", type=int, default=20000, help="production steps per run (default 20,000)")
     ap.add_argument("--density", type=float, default=SETTINGS["density"], help="ρσ³ of the state (default 0.8)")
-    ap.add_argument("--out", type=Path, default=HERE / "target_rdf.csv")
+    ap.add_argument("--equilibration", type=int, default=3000, help="steps before each run (default 3,000)")
+    ap.add_argument("--quick", action="store_true", help="2 runs × 500 steps after 500 (a test-size run)")
+    ap.add_argument("--out", type=Path, required=True, help="target CSV (JSON and _runs.npz are written beside it)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.steps, args.equilibration = 2, 500, 500
     s = dict(SETTINGS, density=args.density)
     true = true_system(density=args.density)
     g = ob.rdf(s["n_atoms"], np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
-    cfg = FitConfig(steps=args.steps, equilibration=3000, report_every=20, dt=s["dt"], temperature=s["temperature"],
-                    friction=s["friction"], progress=False)  # fmt: skip
+    cfg = FitConfig(steps=args.steps, equilibration=args.equilibration, report_every=20, dt=s["dt"],
+                    temperature=s["temperature"], friction=s["friction"], progress=False)  # fmt: skip
     per_frame = ob.frame_values(g.per_frame, batch=16)  # lax.map in batches: memory ∝ batch × pairs × bins
     store = args.out.with_name(args.out.stem + "_runs.npz")
     means = []
