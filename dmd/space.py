@@ -23,6 +23,7 @@ order z, y, x, must each vanish.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -205,6 +206,30 @@ def wrap_positions(pos, box):
     return pos - jnp.floor(s) @ box
 
 
+def scale_positions(pos, box, new_box, molecules=None, n_molecules: int | None = None):
+    """Positions ``[N, 3]`` after the periodic box changes from ``box`` to ``new_box`` (both ``[3]`` or reduced
+    ``[3, 3]``, same shape): fractional coordinates are kept (``x' = x B⁻¹ B'``), for every atom or, with
+    ``molecules``, for each molecule's centre (geometric mean of its atoms; the molecule is translated rigidly,
+    so constraints, rigid waters and virtual sites stay exact). For barostats (isotropic or anisotropic/flexible).
+
+    Args:
+      pos: ``[N, 3]`` positions (unwrapped; molecules whole).
+      box, new_box: the old and new box.
+      molecules: ``[N]`` int molecule index of each atom (0 .. n_molecules-1), or None (scale atoms).
+      n_molecules: number of molecules (static; default ``max(molecules) + 1``, host-side).
+    """
+    box = jnp.asarray(box, pos.dtype)
+    new_box = jnp.asarray(new_box, pos.dtype)
+    if molecules is None:
+        return from_fractional(to_fractional(pos, box), new_box)
+    molecules = jnp.asarray(molecules)
+    m = int(np.max(np.asarray(molecules))) + 1 if n_molecules is None else int(n_molecules)
+    count = jax.ops.segment_sum(jnp.ones(pos.shape[0], pos.dtype), molecules, num_segments=m)
+    centre = jax.ops.segment_sum(pos, molecules, num_segments=m) / jnp.maximum(count, 1.0)[:, None]
+    shift = from_fractional(to_fractional(centre, box), new_box) - centre
+    return pos + shift[molecules]
+
+
 __all__ = [
     "box_lengths",
     "box_matrix",
@@ -220,6 +245,7 @@ __all__ = [
     "periodic_displacement",
     "reciprocal_box",
     "reduce_box",
+    "scale_positions",
     "to_fractional",
     "wrap_positions",
 ]

@@ -22,7 +22,7 @@ import pytest
 from dmd.base.errors import UserInputError
 from dmd.cli import main
 from dmd.openmm_system import system_from_openmm
-from dmd.space import check_reduced_box, minimum_image, reduce_box
+from dmd.space import check_reduced_box, minimum_image, reduce_box, scale_positions
 
 CRYSTALS = Path(__file__).parent / "data" / "crystal"
 ALA = os.path.join(os.path.dirname(__file__), "data", "alanine_dipeptide.pdb")
@@ -141,3 +141,23 @@ def test_crystal_pme_parity_with_openmm_reference(kind, tmp_path):
     assert box.shape == (3, 3) and np.abs(box[1, 0] if kind == "hexagonal" else box[2, 0]) > 0.3
     assert abs(e - e_ref) / abs(e_ref) < E_REL, (e, e_ref)
     assert np.sqrt(np.mean((f - f_ref) ** 2)) / np.sqrt(np.mean(f_ref**2)) < F_REL
+
+
+def test_scale_positions_keeps_fractional_centres_and_rigid_molecules():
+    box = np.array([[2.0, 0, 0], [0.5, 1.9, 0], [-0.6, 0.4, 1.8]])
+    new = box * np.array([[1.02], [0.99], [1.01]])  # anisotropic, still reduced
+    rng = np.random.default_rng(1)
+    pos = jax.numpy.asarray(rng.uniform(-1, 3, size=(12, 3)))
+    np.testing.assert_allclose(
+        np.asarray(scale_positions(pos, box, new)) @ np.linalg.inv(new),
+        np.asarray(pos) @ np.linalg.inv(box),
+        atol=1e-12,
+    )
+    mol = np.repeat(np.arange(4), 3)
+    out = np.asarray(scale_positions(pos, box, new, mol))
+    x = np.asarray(pos)
+    for k in range(4):
+        d = out[mol == k] - x[mol == k]
+        np.testing.assert_allclose(d, d[:1].repeat(3, 0), atol=1e-12)  # rigid translation
+        c, c2 = x[mol == k].mean(0), out[mol == k].mean(0)
+        np.testing.assert_allclose(c2 @ np.linalg.inv(new), c @ np.linalg.inv(box), atol=1e-12)
