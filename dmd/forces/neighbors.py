@@ -1,7 +1,8 @@
 """Neighbour lists with exclusions, packaged as jax-md ``NeighborList`` objects.
 
 Dense ``idx: [n_atoms, max_neighbors]`` int32, padded with ``n_atoms``; pairs within
-``cutoff + skin`` (minimum image, orthorhombic box, real coordinates). Excluded pairs (OpenMM
+``cutoff + skin`` (minimum image, :mod:`dmd.space`; orthorhombic ``[3]`` or reduced triclinic ``[3, 3]`` box,
+whose cells tile fractional coordinates). Excluded pairs (OpenMM
 exclusions/exceptions) are never listed.
 
 * ``full=True`` (used by the nonbonded energy): row i lists every neighbour j ≠ i, so each pair
@@ -33,14 +34,10 @@ import numpy as np
 from jax_md import partition
 
 from dmd.base.errors import UserInputError
-from dmd.neighbors import CellNeighborListFns, compact_rows, needs_rebuild
+from dmd.neighbors import CellNeighborListFns, box_key, compact_rows, needs_rebuild
+from dmd.space import check_reduced_box, is_orthorhombic, max_cutoff, minimum_image
 
 __all__ = ["pair_neighbor_list", "exclusion_table"]
-
-
-def _diag(box) -> np.ndarray:
-    b = np.asarray(box, dtype=np.float64)
-    return np.diag(b) if b.ndim == 2 else b
 
 
 def _choose_cells(n_atoms: int, box, cutoff: float, skin: float) -> CellNeighborListFns:
@@ -82,11 +79,12 @@ def pair_neighbor_list(
     block: int = 256,
     full: bool = True,
 ) -> partition.NeighborListFns:
-    """Neighbour-list functions for a periodic orthorhombic system.
+    """Neighbour-list functions for a periodic system.
 
     Args:
       n_atoms: number of atoms N.
-      box: ``[3]`` nm, default box (``allocate``/``update`` accept ``box=`` to override).
+      box: ``[3]`` nm or ``[3, 3]`` reduced box vectors (rows) nm: the default box (``allocate``/``update``
+        accept ``box=`` to override).
       cutoff: interaction cutoff r_c, nm (absolute).
       skin: extra list radius, nm; rebuilt when the two largest displacements sum past it.
       excluded_pairs: ``[n_pairs, 2]`` atom pairs never to list.
@@ -103,29 +101,23 @@ def pair_neighbor_list(
     excl_pad[:n_atoms] = excl
 
     def _check_box(box):
-        b = np.asarray(box, dtype=np.float64)
-        if b.shape == (3, 3):
-            if np.abs(b - np.diag(np.diag(b))).max() > 0:
-                raise UserInputError(
-                    "triclinic boxes are not supported yet by the neighbour list; use a rectangular box"
-                )
-            b = np.diag(b)
-        if 2 * r_list > b.min():
+        b = check_reduced_box(box)
+        if r_list > max_cutoff(b):
+            edge = "the smallest box edge" if is_orthorhombic(b) else "min(a_x, b_y, c_z)"
             raise UserInputError(
-                f"cutoff + skin = {r_list:.3f} nm exceeds half the smallest box edge ({b.min():.3f} nm); "
+                f"cutoff + skin = {r_list:.3f} nm exceeds half of {edge} ({2 * max_cutoff(b):.3f} nm); "
                 "use a smaller --cutoff or a larger box"
             )
 
     def _box_vec(box, dtype):
-        box = jnp.asarray(box, dtype)
-        return jnp.diag(box) if box.ndim == 2 else box
+        # a concrete diagonal [3, 3] box takes the orthorhombic code path ([3] lengths)
+        return jnp.asarray(box if isinstance(box, jax.core.Tracer) else box_key(np.asarray(box)), dtype)
 
     def _mask_block(pos, box, b):
         rows = b * block + jnp.arange(block)
         valid = rows < n_atoms
         rows_c = jnp.minimum(rows, n_atoms - 1)
-        d = pos[None, :, :] - pos[rows_c][:, None, :]
-        d = d - box * jnp.round(d / box)
+        d = minimum_image(pos[None, :, :] - pos[rows_c][:, None, :], box)
         r2 = jnp.sum(d * d, axis=-1)
         j = jnp.arange(n_atoms)
         if full:
@@ -149,7 +141,7 @@ def pair_neighbor_list(
         idx, count = jax.lax.map(one, jnp.arange(n_blocks))
         return idx.reshape(n_pad, max_neighbors)[:n_atoms], jnp.max(count)
 
-    cells = _choose_cells(n_atoms, tuple(float(b) for b in np.broadcast_to(_diag(default_box), (3,))), cutoff, skin)
+    cells = _choose_cells(n_atoms, box_key(default_box), cutoff, skin)
     excl_j = jnp.asarray(excl)
 
     def _pair_filter(rows, cand):
@@ -187,7 +179,9 @@ def pair_neighbor_list(
     def _cell_capacity(pos, box, extra: int) -> int:
         """Atoms-per-cell capacity for the cell build at ``pos``, or 0 to use the all-pairs build (box too
         small for 3 cells per edge, or a box other than the one the cell grid was laid out for)."""
-        if not cells.use_cells or not np.allclose(_diag(box), cells.box):
+        if not cells.use_cells or np.shape(box_key(box)) != np.shape(cells.box):
+            return 0
+        if not np.allclose(np.asarray(box_key(box)), np.asarray(cells.box)):
             return 0
         return cells._cell_capacity_for(cells._max_cell_count(pos), n_atoms, capacity_multiplier, extra)
 
@@ -215,8 +209,7 @@ def pair_neighbor_list(
     def update(pos, nbrs: partition.NeighborList, **kwargs) -> partition.NeighborList:
         box = kwargs.get("box", default_box)
         boxv = _box_vec(box, pos.dtype)
-        disp = pos - nbrs.reference_position
-        disp = disp - boxv * jnp.round(disp / boxv)  # an atom re-wrapped across the box has not moved
+        disp = minimum_image(pos - nbrs.reference_position, boxv)  # an atom re-wrapped across the box has not moved
         moved = needs_rebuild(jnp.sum(disp * disp, axis=-1), skin)
 
         def rebuild(_):
