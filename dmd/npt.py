@@ -1,0 +1,343 @@
+"""Constant pressure: Langevin (BAOAB) dynamics with a Monte Carlo barostat move every N steps.
+
+``make_npt(system, ...)`` returns an :class:`NPT` whose ``cycle(state, params)`` runs N BAOAB steps at the
+current box then one isotropic volume move (:mod:`dmd.barostat`); it is pure and jit-able, so
+``lax.scan`` can run many cycles. :func:`run_npt` drives chunks of cycles from the host and records the
+box volume and density per cycle.
+
+The BAOAB step here is the one of :func:`dmd.integrators.langevin_middle` (OpenMM's
+``LangevinMiddleIntegrator``) with the box carried as state: the integrators close over ``system.box``,
+which is fixed, so the NPT step takes the box as data instead.
+
+Neighbour list under box scaling ("scaled list"): the list is a :class:`dmd.neighbors.CellNeighborListFns`
+built for a *reference* box b₀ and queried with positions mapped to it, x·b₀/b. Distances in the
+reference frame are real distances times b₀/b, so a list built with cutoff r_c/s_min lists every pair
+within r_c as long as b/b₀ ≥ s_min (s_min = 1 − ``box_margin``). Energies always use the real box.
+After each chunk the host checks that b/b₀ stayed in [1 − margin, 1 + margin] and that the list did not
+overflow; if not, it builds a list for the current box (reference b₀ ← b, or larger capacity) and redoes
+the chunk from its start, exactly as :func:`dmd.simulate.simulate` handles overflow.
+
+Units: nm, ps, K, bar, kJ/mol, amu. Orthorhombic boxes. See docs/crystals.md, "Constant pressure".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molecules, monte_carlo_volume_move
+from dmd.base.errors import UserInputError
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.constraints import make_constraint_fns
+
+__all__ = ["NPT", "NPTState", "make_npt", "run_npt"]
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "positions",
+        "velocities",
+        "forces",
+        "potential_energy",
+        "box",
+        "key",
+        "step",
+        "neighbor",
+        "barostat",
+        "stale",
+    ],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class NPTState:
+    """Dynamical state (pytree): positions ``[N, 3]`` nm (unwrapped), velocities ``[N, 3]`` nm/ps, forces
+    ``[N, 3]`` kJ/mol/nm, potential_energy kJ/mol, box ``[3]`` nm, PRNG key, step int32, neighbour list or
+    None, :class:`dmd.barostat.BarostatState`, and ``stale`` (bool: the box left the range the neighbour
+    list was built for during this chunk; the host redoes the chunk)."""
+
+    positions: jax.Array
+    velocities: jax.Array
+    forces: jax.Array
+    potential_energy: jax.Array
+    box: jax.Array
+    key: jax.Array
+    step: jax.Array
+    neighbor: object
+    barostat: BarostatState
+    stale: jax.Array
+
+    def replace(self, **kwargs) -> NPTState:
+        return dataclasses.replace(self, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NPT:
+    """``init(key, params, positions=None, box=None) -> NPTState``; ``cycle(state, params) -> NPTState``
+    (``every`` BAOAB steps then one volume move); ``neighbor_fns`` for the current reference box."""
+
+    init: object
+    cycle: object
+    every: int
+    dt: float
+    temperature: float
+    pressure_bar: float
+    molecules: np.ndarray
+    n_molecules: int
+    neighbor_fns: object
+    reference_box: tuple
+
+
+def _scaled_neighbor_fns(system, reference_box, margin):
+    fns = system.neighbor_fn
+    if fns is None:
+        return None
+    from dmd.neighbors import CellNeighborListFns
+
+    if not isinstance(fns, CellNeighborListFns):
+        raise UserInputError(
+            "NPT needs a dmd.neighbors cell list (or none); this system uses another neighbour list: build it "
+            "with neighbor_impl='dmd'"
+        )
+    out = dataclasses.replace(fns, box=tuple(float(b) for b in reference_box), cutoff=fns.cutoff / (1.0 - margin))
+    if out.list_cutoff > 0.5 * min(reference_box):
+        raise UserInputError(
+            f"NPT: cutoff/(1 - box_margin) + skin = {out.list_cutoff:.3f} nm exceeds half the box "
+            f"({0.5 * min(reference_box):.3f} nm): use a larger system or a smaller box_margin"
+        )
+    return out
+
+
+def make_npt(
+    system,
+    *,
+    dt: float,
+    temperature: float,
+    friction: float,
+    pressure_bar: float,
+    every: int = 25,
+    box_margin: float = 0.03,
+    reference_box=None,
+    adapt: bool = True,
+    extra_energy=None,
+) -> NPT:
+    """An NPT propagator (BAOAB + isotropic Monte Carlo barostat every ``every`` steps).
+
+    Args:
+      system: :class:`dmd.System` with an orthorhombic ``box`` ``[3]`` nm.
+      dt: ps. temperature: K. friction: 1/ps. pressure_bar: bar. every: steps between volume moves.
+      box_margin: relative box change the scaled neighbour list covers before it is rebuilt.
+      reference_box: the box the neighbour list is built for (default ``system.box``).
+      adapt: OpenMM's adaptive volume step.
+      extra_energy: optional ``volume_nm3 -> kJ/mol`` added to U (e.g. an analytic long-range dispersion
+        correction, which depends on V only).
+    """
+    if system.box is None or np.ndim(system.box) != 1:
+        raise UserInputError("NPT needs a periodic orthorhombic box ([3] lengths in nm); give the system a box")
+    if every < 1:
+        raise UserInputError(f"barostat every={every}; pass a positive number of steps")
+    kT = KB_KJ_PER_MOL_K * temperature
+    masses = jnp.asarray(system.masses)
+    massive = masses > 0
+    safe = jnp.where(massive, masses, 1.0)
+    inv_m = jnp.where(massive, 1.0 / safe, 0.0)[:, None]
+    a = float(np.exp(-friction * dt))
+    c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
+    cons = make_constraint_fns(system.constraints, safe)
+    vs = system.virtual_sites
+    place = (lambda x: x) if vs is None or vs.n_sites == 0 else vs.place
+    molecules = find_molecules(system)
+    n_mol = int(molecules.max()) + 1
+    mol_j = jnp.asarray(molecules)
+    ref = tuple(float(b) for b in (system.box if reference_box is None else reference_box))
+    fns = _scaled_neighbor_fns(system, ref, box_margin)
+    ref_j = jnp.asarray(ref)
+    extra = (lambda v: 0.0) if extra_energy is None else extra_energy
+
+    def energy(params, x, box, nbr):
+        if nbr is not None:
+            nbr = nbr.update(x * (ref_j / box).astype(x.dtype))
+        u = system.energy_fn(params, x, box=box, neighbor=nbr)
+        return u + extra(jnp.prod(box)), nbr
+
+    def energy_forces(params, x, box, nbr):
+        (u, nbr), g = jax.value_and_grad(energy, argnums=1, has_aux=True)(params, x, box, nbr)
+        return u, -g, nbr
+
+    def init(key, params, positions=None, box=None):
+        x = place(jnp.asarray(system.positions if positions is None else positions))
+        box = jnp.asarray(system.box if box is None else box, x.dtype)
+        key, vkey = jax.random.split(key)
+        v = jax.random.normal(vkey, x.shape, x.dtype) * jnp.sqrt(kT * inv_m).astype(x.dtype)
+        if cons is not None:
+            v = cons.velocities(v, x)
+        nbr = None if fns is None else fns.allocate(x * (ref_j / box).astype(x.dtype))
+        u, f, nbr = energy_forces(params, x, box, nbr)
+        return NPTState(
+            x, v, f, u, box, key, jnp.zeros((), jnp.int32), nbr, barostat_init(box, x.dtype), jnp.zeros((), bool)
+        )
+
+    def baoab(st, params):
+        key, nkey = jax.random.split(st.key)
+        x, dtype = st.positions, st.positions.dtype
+        v = st.velocities + (dt * inv_m.astype(dtype)) * st.forces
+        if cons is not None:
+            v = cons.velocities(v, x)
+        x_new = x + (0.5 * dt) * v
+        v = a * v + c.astype(dtype) * jax.random.normal(nkey, x.shape, dtype)
+        x_new = x_new + (0.5 * dt) * v
+        if cons is not None:
+            x_unc = x_new
+            x_new = cons.positions(x_unc, x)
+            v = v + (x_new - x_unc) / dt
+        x_new = place(x_new)
+        u, f, nbr = energy_forces(params, x_new, st.box, st.neighbor)
+        return st.replace(
+            positions=x_new, velocities=v, forces=f, potential_energy=u, key=key, step=st.step + 1, neighbor=nbr
+        )
+
+    def cycle(st, params):
+        st = jax.lax.fori_loop(0, every, lambda i, s: baoab(s, params), st)
+        key, bkey = jax.random.split(st.key)
+
+        def trial(x, box):
+            u, nbr = energy(params, x, box, st.neighbor)
+            return u, nbr
+
+        accept, x, box, u, nbr_trial, bs = monte_carlo_volume_move(
+            bkey,
+            st.barostat,
+            st.positions,
+            st.box,
+            st.potential_energy,
+            trial,
+            molecules=mol_j,
+            n_molecules=n_mol,
+            pressure_bar=pressure_bar,
+            kT=kT,
+            adapt=adapt,
+        )
+        nbr = st.neighbor
+        if nbr is not None:
+            nbr = jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), nbr_trial, nbr)
+        # forces at the new state (positions moved rigidly per molecule: recompute)
+        _, f, nbr = energy_forces(params, x, box, nbr)
+        ratio = box / ref_j
+        stale = st.stale | jnp.any(ratio < 1.0 - box_margin) | jnp.any(ratio > 1.0 + box_margin)
+        return st.replace(
+            positions=x,
+            box=box,
+            potential_energy=u,
+            forces=jnp.where(accept, f, st.forces),
+            key=key,
+            neighbor=nbr,
+            barostat=bs,
+            stale=stale,
+        )
+
+    return NPT(init, cycle, every, dt, temperature, pressure_bar, molecules, n_mol, fns, ref)
+
+
+def _run_chunk(npt, n_cycles):
+    def body(st, params):
+        st = npt.cycle(st, params)
+        return st, (jnp.prod(st.box), st.potential_energy)
+
+    @jax.jit
+    def run(st, params):
+        return jax.lax.scan(lambda s, _: body(s, params), st, None, length=n_cycles)
+
+    return run
+
+
+def run_npt(
+    system,
+    *,
+    n_cycles: int,
+    dt: float,
+    temperature: float,
+    friction: float,
+    pressure_bar: float,
+    every: int = 25,
+    chunk: int = 100,
+    seed: int = 0,
+    params=None,
+    box_margin: float = 0.03,
+    extra_energy=None,
+    state: NPTState | None = None,
+):
+    """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
+
+    Returns:
+      dict with ``volume_nm3`` ``[n_cycles]``, ``density_g_cm3`` ``[n_cycles]``, ``potential_energy``
+      ``[n_cycles]`` kJ/mol, ``acceptance`` (fraction of volume moves accepted), ``rebuilds`` (reference
+      box changes or capacity growths) and the final ``state``.
+    """
+    params = system.params if params is None else params
+    npt = make_npt(
+        system,
+        dt=dt,
+        temperature=temperature,
+        friction=friction,
+        pressure_bar=pressure_bar,
+        every=every,
+        box_margin=box_margin,
+        extra_energy=extra_energy,
+    )
+    if state is None:
+        state = npt.init(jax.random.PRNGKey(seed), params)
+    total_mass = float(np.sum(np.asarray(system.masses)))
+    vols, pes = [], []
+    rebuilds = 0
+    done = 0
+    runners = {}
+    while done < n_cycles:
+        n = min(chunk, n_cycles - done)
+        key = (id(npt), n)
+        if key not in runners:
+            runners[key] = _run_chunk(npt, n)
+        new, (v, u) = runners[key](state, params)
+        overflow = new.neighbor is not None and bool(new.neighbor.did_buffer_overflow)
+        if bool(new.stale) or overflow:
+            rebuilds += 1
+            if rebuilds > 50:
+                raise RuntimeError("NPT: neighbour list rebuilt 50 times; the box is not stable")
+            box = np.asarray(state.box)
+            npt = make_npt(
+                system,
+                dt=dt,
+                temperature=temperature,
+                friction=friction,
+                pressure_bar=pressure_bar,
+                every=every,
+                box_margin=box_margin,
+                extra_energy=extra_energy,
+                reference_box=box,
+            )
+            nbr = None
+            if npt.neighbor_fns is not None:
+                x_ref = state.positions * jnp.asarray(npt.reference_box, state.positions.dtype) / state.box
+                if overflow:
+                    nbr = npt.neighbor_fns.grow(state.neighbor, x_ref)
+                else:
+                    nbr = npt.neighbor_fns.allocate(x_ref, max_occupancy=state.neighbor.max_occupancy)
+            state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
+            continue
+        state = new
+        vols.append(np.asarray(v))
+        pes.append(np.asarray(u))
+        done += n
+    vol = np.concatenate(vols) if vols else np.zeros(0)
+    bs = state.barostat
+    return {
+        "volume_nm3": vol,
+        "density_g_cm3": density_g_cm3(total_mass, vol),
+        "potential_energy": np.concatenate(pes) if pes else np.zeros(0),
+        "acceptance": float(bs.total_accepted) / max(int(bs.total_attempted), 1),
+        "rebuilds": rebuilds,
+        "state": state,
+    }
