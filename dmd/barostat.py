@@ -1,4 +1,4 @@
-"""Isotropic Monte Carlo barostat, as OpenMM's ``MonteCarloBarostat``.
+"""Monte Carlo barostats, as OpenMM's ``MonteCarloBarostat`` (isotropic) and ``MonteCarloAnisotropicBarostat``.
 
 Every N steps a trial volume V' = V + ΔV (ΔV uniform in [−δV, δV]) is proposed. The box is scaled by
 s = (V'/V)^(1/3) and each *molecule* is translated so that its geometric centre c moves to s·c: bond
@@ -9,7 +9,11 @@ body). The move is accepted with probability min(1, exp(−w/kT)),
 
 which satisfies detailed balance for the isobaric–isothermal ensemble of molecular centres (the proposal
 is symmetric in V). The step δV adapts as in OpenMM: start at 1% of V; every 10 attempts, δV /= 1.1 when
-fewer than 25% were accepted, δV *= 1.1 (at most 0.3 V) when more than 75% were.
+fewer than 25% were accepted, δV *= 1.1 (at most ``max_fraction`` V, OpenMM's 0.3) when more than 75% were.
+
+Anisotropic (``anisotropic=True``): each move picks one box axis k at random and scales only that length by
+V'/V (the molecules' centres along k likewise); the acceptance rule is the same, and each axis has its own
+adaptive δV_k (OpenMM's MonteCarloAnisotropicBarostat with the same pressure on the three axes).
 
 Units: nm, nm³, kJ/mol, bar (``P ΔV`` converted with :data:`dmd.base.units.BAR_NM3_IN_KJ_PER_MOL`).
 Orthorhombic boxes (``[3]`` lengths); see docs/crystals.md, "Constant pressure".
@@ -103,8 +107,8 @@ class BarostatState:
     """Adaptive state of the barostat (a pytree).
 
     Attributes:
-      volume_scale: δV, nm³ (trial ΔV uniform in [−δV, δV]).
-      n_attempted, n_accepted: int32 counts since the last adaptation (every 10 attempts).
+      volume_scale: δV, nm³ (trial ΔV uniform in [−δV, δV]); ``[]`` isotropic, ``[3]`` (one per axis) anisotropic.
+      n_attempted, n_accepted: int32 counts since the last adaptation (every 10 attempts), shaped as δV.
       total_attempted, total_accepted: int32 counts over the whole run (acceptance statistics).
     """
 
@@ -118,22 +122,27 @@ class BarostatState:
         return dataclasses.replace(self, **kwargs)
 
 
-def barostat_init(box, dtype=jnp.float32) -> BarostatState:
+def barostat_init(box, dtype=jnp.float32, *, anisotropic: bool = False) -> BarostatState:
     """Initial state: δV = 1% of the box volume (OpenMM's start). ``box``: ``[3]`` nm."""
     v = jnp.prod(jnp.asarray(box, dtype))
-    z = jnp.zeros((), jnp.int32)
-    return BarostatState(0.01 * v, z, z, z, z)
+    shape = (3,) if anisotropic else ()
+    z = jnp.zeros(shape, jnp.int32)
+    zt = jnp.zeros((), jnp.int32)
+    return BarostatState(jnp.full(shape, 0.01, dtype) * v, z, z, zt, zt)
 
 
-def _adapt(bs: BarostatState, volume) -> BarostatState:
-    """OpenMM's adaptation: every 10 attempts shrink δV by 1.1 below 25% acceptance, grow above 75%."""
+def _adapt(bs: BarostatState, volume, max_fraction: float) -> BarostatState:
+    """OpenMM's adaptation: every 10 attempts shrink δV by 1.1 below 25% acceptance, grow above 75%
+    (elementwise: per axis for the anisotropic barostat)."""
     due = bs.n_attempted >= 10
     lo = bs.n_accepted < 0.25 * bs.n_attempted
     hi = bs.n_accepted > 0.75 * bs.n_attempted
     vs = jnp.where(
-        lo, bs.volume_scale / 1.1, jnp.where(hi, jnp.minimum(bs.volume_scale * 1.1, 0.3 * volume), bs.volume_scale)
+        lo,
+        bs.volume_scale / 1.1,
+        jnp.where(hi, jnp.minimum(bs.volume_scale * 1.1, max_fraction * volume), bs.volume_scale),
     )
-    z = jnp.zeros((), jnp.int32)
+    z = jnp.zeros_like(bs.n_attempted)
     return bs.replace(
         volume_scale=jnp.where(due, vs, bs.volume_scale),
         n_attempted=jnp.where(due, z, bs.n_attempted),
@@ -154,8 +163,10 @@ def monte_carlo_volume_move(
     pressure_bar: float,
     kT: float,
     adapt: bool = True,
+    max_fraction: float = 0.3,
 ):
-    """One isotropic Monte Carlo volume move (jit-able).
+    """One Monte Carlo volume move (jit-able): isotropic when ``bs.volume_scale`` is a scalar, one random
+    axis when it is ``[3]`` (:func:`barostat_init` with ``anisotropic=True``).
 
     Args:
       key: PRNG key. bs: :class:`BarostatState`. positions: ``[n_atoms, 3]`` nm. box: ``[3]`` nm.
@@ -164,18 +175,29 @@ def monte_carlo_volume_move(
         list, returned when accepted).
       molecules: ``[n_atoms]`` int (:func:`find_molecules`). n_molecules: static count.
       pressure_bar: P, bar. kT: kJ/mol. adapt: apply OpenMM's step-size adaptation.
+      max_fraction: δV never grows past this fraction of V (OpenMM: 0.3; :mod:`dmd.npt` lowers it so one
+        move stays inside the neighbour list's margin).
 
     Returns:
       ``(accepted bool, positions, box, energy, aux or None-for-rejected-as-trial-aux, new BarostatState)``;
       on rejection positions/box/energy are the inputs and ``aux`` is the trial's (callers keep their own).
     """
-    k1, k2 = jax.random.split(key)
+    k1, k2, k3 = jax.random.split(key, 3)
     dtype = positions.dtype
     v = jnp.prod(box)
-    dv = bs.volume_scale * (2.0 * jax.random.uniform(k1, (), dtype) - 1.0)
+    anisotropic = jnp.ndim(bs.volume_scale) == 1
+    if anisotropic:
+        axis = jax.random.randint(k3, (), 0, 3)
+        pick = jnp.arange(3) == axis
+        step = jnp.sum(jnp.where(pick, bs.volume_scale, 0.0))
+    else:
+        pick = jnp.ones((), bool)
+        step = bs.volume_scale
+    dv = step * (2.0 * jax.random.uniform(k1, (), dtype) - 1.0)
     v_new = v + dv
     ok_volume = v_new > 0
-    s = jnp.cbrt(jnp.where(ok_volume, v_new / v, 1.0))
+    ratio = jnp.where(ok_volume, v_new / v, 1.0)
+    s = jnp.where(jnp.arange(3) == axis, ratio, 1.0) if anisotropic else jnp.cbrt(ratio)
     x_new = scale_molecules(positions, molecules, n_molecules, s)
     box_new = box * s
     u_new, aux = trial_energy_fn(x_new, box_new)
@@ -189,13 +211,13 @@ def monte_carlo_volume_move(
     one = jnp.ones((), jnp.int32)
     acc = accept.astype(jnp.int32)
     bs = bs.replace(
-        n_attempted=bs.n_attempted + one,
-        n_accepted=bs.n_accepted + acc,
+        n_attempted=bs.n_attempted + jnp.where(pick, one, 0),
+        n_accepted=bs.n_accepted + jnp.where(pick, acc, 0),
         total_attempted=bs.total_attempted + one,
         total_accepted=bs.total_accepted + acc,
     )
     if adapt:
-        bs = _adapt(bs, jnp.where(accept, v_new, v))
+        bs = _adapt(bs, jnp.where(accept, v_new, v), max_fraction)
     pos = jnp.where(accept, x_new, positions)
     box = jnp.where(accept, box_new, box)
     energy = jnp.where(accept, u_new, energy)

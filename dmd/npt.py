@@ -124,8 +124,9 @@ def make_npt(
     reference_box=None,
     adapt: bool = True,
     extra_energy=None,
+    anisotropic: bool = False,
 ) -> NPT:
-    """An NPT propagator (BAOAB + isotropic Monte Carlo barostat every ``every`` steps).
+    """An NPT propagator (BAOAB + Monte Carlo barostat every ``every`` steps).
 
     Args:
       system: :class:`dmd.System` with an orthorhombic ``box`` ``[3]`` nm.
@@ -135,11 +136,19 @@ def make_npt(
       adapt: OpenMM's adaptive volume step.
       extra_energy: optional ``volume_nm3 -> kJ/mol`` added to U (e.g. an analytic long-range dispersion
         correction, which depends on V only).
+      anisotropic: scale one random box axis per move (MonteCarloAnisotropicBarostat) instead of all three.
+
+    With a neighbour list, the volume step δV is capped at ``box_margin``·V so that one move never leaves
+    the range the list covers (dense liquids adapt to δV well below that).
     """
     if system.box is None or np.ndim(system.box) != 1:
         raise UserInputError("NPT needs a periodic orthorhombic box ([3] lengths in nm); give the system a box")
     if every < 1:
         raise UserInputError(f"barostat every={every}; pass a positive number of steps")
+    if not (np.isfinite(pressure_bar) and pressure_bar > 0):
+        raise UserInputError(f"pressure {pressure_bar} bar: pass a positive pressure in bar (e.g. 1.0)")
+    if not 0 < box_margin < 0.3:
+        raise UserInputError(f"box_margin={box_margin}; pass a relative margin in (0, 0.3), e.g. 0.03")
     kT = KB_KJ_PER_MOL_K * temperature
     masses = jnp.asarray(system.masses)
     massive = masses > 0
@@ -178,7 +187,16 @@ def make_npt(
         nbr = None if fns is None else fns.allocate(x * (ref_j / box).astype(x.dtype))
         u, f, nbr = energy_forces(params, x, box, nbr)
         return NPTState(
-            x, v, f, u, box, key, jnp.zeros((), jnp.int32), nbr, barostat_init(box, x.dtype), jnp.zeros((), bool)
+            x,
+            v,
+            f,
+            u,
+            box,
+            key,
+            jnp.zeros((), jnp.int32),
+            nbr,
+            barostat_init(box, x.dtype, anisotropic=anisotropic),
+            jnp.zeros((), bool),
         )
 
     def baoab(st, params):
@@ -220,14 +238,17 @@ def make_npt(
             pressure_bar=pressure_bar,
             kT=kT,
             adapt=adapt,
+            max_fraction=0.3 if fns is None else box_margin,
         )
         nbr = st.neighbor
         if nbr is not None:
             nbr = jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), nbr_trial, nbr)
         # forces at the new state (positions moved rigidly per molecule: recompute)
         _, f, nbr = energy_forces(params, x, box, nbr)
-        ratio = box / ref_j
-        stale = st.stale | jnp.any(ratio < 1.0 - box_margin) | jnp.any(ratio > 1.0 + box_margin)
+        stale = st.stale
+        if fns is not None:
+            ratio = box / ref_j
+            stale = stale | jnp.any(ratio < 1.0 - box_margin) | jnp.any(ratio > 1.0 + box_margin)
         return st.replace(
             positions=x,
             box=box,
@@ -243,9 +264,16 @@ def make_npt(
 
 
 def _run_chunk(npt, n_cycles):
+    """A jitted scan of ``n_cycles`` cycles that freezes at the last cycle whose box stayed in the
+    neighbour list's range: once a cycle turns ``stale``, the state is held (stale set) and the host
+    rebuilds the list there and redoes that cycle with the same key, so no cycle is lost or biased."""
+
     def body(st, params):
-        st = npt.cycle(st, params)
-        return st, (jnp.prod(st.box), st.potential_energy)
+        new = npt.cycle(st, params)
+        bad = new.stale & ~st.stale
+        new = jax.tree_util.tree_map(lambda o, n: jnp.where(bad | st.stale, o, n), st, new)
+        new = new.replace(stale=st.stale | bad)
+        return new, (jnp.prod(new.box), new.potential_energy, new.stale)
 
     @jax.jit
     def run(st, params):
@@ -269,8 +297,15 @@ def run_npt(
     box_margin: float = 0.03,
     extra_energy=None,
     state: NPTState | None = None,
+    anisotropic: bool = False,
 ):
     """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
+
+    A chunk stops at the last cycle whose box stayed in the neighbour list's range; the host rebuilds the
+    list at that box (a new reference box: one compilation) and continues from there, redoing the cycle
+    that left the range with the same random numbers. One cycle from the reference box cannot leave the
+    range (δV ≤ ``box_margin``·V), so every chunk progresses. A chunk whose list overflowed is redone with
+    a larger capacity.
 
     Returns:
       dict with ``volume_nm3`` ``[n_cycles]``, ``density_g_cm3`` ``[n_cycles]``, ``potential_energy``
@@ -287,12 +322,14 @@ def run_npt(
         every=every,
         box_margin=box_margin,
         extra_energy=extra_energy,
+        anisotropic=anisotropic,
     )
     if state is None:
         state = npt.init(jax.random.PRNGKey(seed), params)
     total_mass = float(np.sum(np.asarray(system.masses)))
     vols, pes = [], []
     rebuilds = 0
+    failures = 0  # consecutive overflowed chunks
     done = 0
     runners = {}
     while done < n_cycles:
@@ -300,13 +337,23 @@ def run_npt(
         key = (id(npt), n)
         if key not in runners:
             runners[key] = _run_chunk(npt, n)
-        new, (v, u) = runners[key](state, params)
+        new, (v, u, stale) = runners[key](state, params)
         overflow = new.neighbor is not None and bool(new.neighbor.did_buffer_overflow)
-        if bool(new.stale) or overflow:
+        if overflow:  # an overflowed list dropped pairs somewhere in the chunk: redo it with more room
+            failures += 1
+            if failures > 20:
+                raise RuntimeError("NPT: the neighbour list overflowed 20 chunks in a row")
+            x_ref = state.positions * jnp.asarray(npt.reference_box, state.positions.dtype) / state.box
+            state = state.replace(neighbor=npt.neighbor_fns.grow(state.neighbor, x_ref))
+            continue
+        failures = 0
+        good = int(np.sum(~np.asarray(stale)))
+        vols.append(np.asarray(v)[:good])
+        pes.append(np.asarray(u)[:good])
+        done += good
+        state = new
+        if bool(new.stale):  # the box left the list's range after `good` cycles: list at the current box
             rebuilds += 1
-            if rebuilds > 50:
-                raise RuntimeError("NPT: neighbour list rebuilt 50 times; the box is not stable")
-            box = np.asarray(state.box)
             npt = make_npt(
                 system,
                 dt=dt,
@@ -316,21 +363,12 @@ def run_npt(
                 every=every,
                 box_margin=box_margin,
                 extra_energy=extra_energy,
-                reference_box=box,
+                reference_box=np.asarray(state.box),
+                anisotropic=anisotropic,
             )
-            nbr = None
-            if npt.neighbor_fns is not None:
-                x_ref = state.positions * jnp.asarray(npt.reference_box, state.positions.dtype) / state.box
-                if overflow:
-                    nbr = npt.neighbor_fns.grow(state.neighbor, x_ref)
-                else:
-                    nbr = npt.neighbor_fns.allocate(x_ref, max_occupancy=state.neighbor.max_occupancy)
+            x_ref = state.positions * jnp.asarray(npt.reference_box, state.positions.dtype) / state.box
+            nbr = npt.neighbor_fns.allocate(x_ref, max_occupancy=state.neighbor.max_occupancy)
             state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
-            continue
-        state = new
-        vols.append(np.asarray(v))
-        pes.append(np.asarray(u))
-        done += n
     vol = np.concatenate(vols) if vols else np.zeros(0)
     bs = state.barostat
     return {
