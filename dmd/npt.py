@@ -90,26 +90,68 @@ class NPT:
     n_molecules: int
     neighbor_fns: object
     reference_box: tuple
+    du_dparams: object = None
+    masses: object = None
 
 
-def _scaled_neighbor_fns(system, reference_box, margin):
+@dataclasses.dataclass(frozen=True)
+class _Lists:
+    """How the NPT cycle keeps a neighbour list valid while the box changes.
+
+    ``scaled`` (a :class:`dmd.neighbors.CellNeighborListFns`, e.g. :func:`dmd.models.lj_fluid`): the list
+    lives in the reference box b₀ (positions x·b₀/b) with cutoff r_c/(1 − margin); see the module docstring.
+    Otherwise (a ``box=``-aware list such as :func:`dmd.forces.neighbors.pair_neighbor_list`, the OpenMM
+    systems): the list uses real coordinates and the real box, its all-pairs build (a cell grid is laid
+    out for one box), and every volume trial rebuilds it at the trial state, so it is exact at any box.
+    """
+
+    fns: object
+    scaled: bool
+    ref: tuple
+
+    def list_positions(self, x, box):
+        """Positions as the list sees them: x·b₀/b (scaled) or x."""
+        return x * (jnp.asarray(self.ref, x.dtype) / box) if self.scaled else x
+
+    def allocate(self, x, box, max_occupancy=None, extra=0):
+        if self.scaled:
+            return self.fns.allocate(self.list_positions(x, box), max_occupancy=max_occupancy)
+        # a box a hair off the list's default keeps the build off the fixed cell grid; then rebuilt exactly
+        nbr = self.fns.allocate(x, box=np.asarray(box) * (1.0 + 1e-3), extra_capacity=extra)
+        return self.rebuild(nbr, x, box)
+
+    def grow(self, nbr, x, box):
+        """A list with more room at (x, box), after an overflow."""
+        if self.scaled:
+            return self.fns.grow(nbr, self.list_positions(x, box))
+        return self.allocate(x, box, extra=max(8, nbr.max_occupancy // 2))
+
+    def update(self, nbr, x, box):
+        return nbr.update(self.list_positions(x, box)) if self.scaled else nbr.update(x, box=box)
+
+    def rebuild(self, nbr, x, box):
+        """The list rebuilt at (x, box) (box-aware lists; a scaled list is only updated)."""
+        if self.scaled:
+            return self.update(nbr, x, box)
+        far = x.at[:, 0].add(0.25 * box[0])  # every atom "moved" by b/4 > skin/2: the update rebuilds
+        return nbr.set(reference_position=far).update(x, box=box)
+
+
+def _lists(system, reference_box, margin):
     fns = system.neighbor_fn
     if fns is None:
         return None
     from dmd.neighbors import CellNeighborListFns
 
     if not isinstance(fns, CellNeighborListFns):
-        raise UserInputError(
-            "NPT needs a dmd.neighbors cell list (or none); this system uses another neighbour list: build it "
-            "with neighbor_impl='dmd'"
-        )
+        return _Lists(fns, False, tuple(reference_box))
     out = dataclasses.replace(fns, box=tuple(float(b) for b in reference_box), cutoff=fns.cutoff / (1.0 - margin))
     if out.list_cutoff > 0.5 * min(reference_box):
         raise UserInputError(
             f"NPT: cutoff/(1 - box_margin) + skin = {out.list_cutoff:.3f} nm exceeds half the box "
             f"({0.5 * min(reference_box):.3f} nm): use a larger system or a smaller box_margin"
         )
-    return out
+    return _Lists(out, True, tuple(reference_box))
 
 
 def make_npt(
@@ -163,13 +205,14 @@ def make_npt(
     n_mol = int(molecules.max()) + 1
     mol_j = jnp.asarray(molecules)
     ref = tuple(float(b) for b in (system.box if reference_box is None else reference_box))
-    fns = _scaled_neighbor_fns(system, ref, box_margin)
+    lists = _lists(system, ref, box_margin)
+    scaled = lists is not None and lists.scaled
     ref_j = jnp.asarray(ref)
     extra = (lambda v: 0.0) if extra_energy is None else extra_energy
 
     def energy(params, x, box, nbr):
         if nbr is not None:
-            nbr = nbr.update(x * (ref_j / box).astype(x.dtype))
+            nbr = lists.update(nbr, x, box)
         u = system.energy_fn(params, x, box=box, neighbor=nbr)
         return u + extra(jnp.prod(box)), nbr
 
@@ -184,7 +227,7 @@ def make_npt(
         v = jax.random.normal(vkey, x.shape, x.dtype) * jnp.sqrt(kT * inv_m).astype(x.dtype)
         if cons is not None:
             v = cons.velocities(v, x)
-        nbr = None if fns is None else fns.allocate(x * (ref_j / box).astype(x.dtype))
+        nbr = None if lists is None else lists.allocate(x, box)
         u, f, nbr = energy_forces(params, x, box, nbr)
         return NPTState(
             x,
@@ -223,8 +266,10 @@ def make_npt(
         key, bkey = jax.random.split(st.key)
 
         def trial(x, box):
-            u, nbr = energy(params, x, box, st.neighbor)
-            return u, nbr
+            nbr = st.neighbor
+            if nbr is not None and not scaled:
+                nbr = lists.rebuild(nbr, x, box)
+            return energy(params, x, box, nbr)
 
         accept, x, box, u, nbr_trial, bs = monte_carlo_volume_move(
             bkey,
@@ -238,7 +283,7 @@ def make_npt(
             pressure_bar=pressure_bar,
             kT=kT,
             adapt=adapt,
-            max_fraction=0.3 if fns is None else box_margin,
+            max_fraction=box_margin if scaled else 0.3,
         )
         nbr = st.neighbor
         if nbr is not None:
@@ -246,7 +291,7 @@ def make_npt(
         # forces at the new state (positions moved rigidly per molecule: recompute)
         _, f, nbr = energy_forces(params, x, box, nbr)
         stale = st.stale
-        if fns is not None:
+        if scaled:
             ratio = box / ref_j
             stale = stale | jnp.any(ratio < 1.0 - box_margin) | jnp.any(ratio > 1.0 + box_margin)
         return st.replace(
@@ -260,10 +305,19 @@ def make_npt(
             stale=stale,
         )
 
-    return NPT(init, cycle, every, dt, temperature, pressure_bar, molecules, n_mol, fns, ref)
+    def du_dparams(st, params, tangents):
+        """``[P]`` directional derivatives ∂U/∂θ·t_p at the state (positions and box fixed), one per tangent
+        pytree t_p (e.g. :meth:`dmd.params.ParamSelection.tangents`)."""
+
+        def u(p):
+            return energy(p, st.positions, st.box, st.neighbor)[0]
+
+        return jnp.stack([jax.jvp(u, (params,), (t,))[1] for t in tangents])
+
+    return NPT(init, cycle, every, dt, temperature, pressure_bar, molecules, n_mol, lists, ref, du_dparams, masses)
 
 
-def _run_chunk(npt, n_cycles):
+def _run_chunk(npt, n_cycles, tangents=None, record_positions=False):
     """A jitted scan of ``n_cycles`` cycles that freezes at the last cycle whose box stayed in the
     neighbour list's range: once a cycle turns ``stale``, the state is held (stale set) and the host
     rebuilds the list there and redoes that cycle with the same key, so no cycle is lost or biased."""
@@ -273,7 +327,11 @@ def _run_chunk(npt, n_cycles):
         bad = new.stale & ~st.stale
         new = jax.tree_util.tree_map(lambda o, n: jnp.where(bad | st.stale, o, n), st, new)
         new = new.replace(stale=st.stale | bad)
-        return new, (jnp.prod(new.box), new.potential_energy, new.stale)
+        du = npt.du_dparams(new, params, tangents) if tangents else jnp.zeros(0)
+        extra = {"box": new.box, "kinetic": 0.5 * jnp.sum(npt.masses[:, None] * new.velocities**2)}
+        if record_positions:
+            extra["positions"] = new.positions.astype(jnp.float32)
+        return new, (jnp.prod(new.box), new.potential_energy, new.stale, du, extra)
 
     @jax.jit
     def run(st, params):
@@ -298,6 +356,9 @@ def run_npt(
     extra_energy=None,
     state: NPTState | None = None,
     anisotropic: bool = False,
+    tangents=None,
+    on_chunk=None,
+    record_positions: bool = False,
 ):
     """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
 
@@ -310,7 +371,14 @@ def run_npt(
     Returns:
       dict with ``volume_nm3`` ``[n_cycles]``, ``density_g_cm3`` ``[n_cycles]``, ``potential_energy``
       ``[n_cycles]`` kJ/mol, ``acceptance`` (fraction of volume moves accepted), ``rebuilds`` (reference
-      box changes or capacity growths) and the final ``state``.
+      box changes or capacity growths), the final ``state``, and ``du_dtheta`` ``[n_cycles, P]`` kJ/mol per
+      unit θ at each cycle's end when ``tangents`` (P one-hot θ pytrees, :meth:`dmd.params.ParamSelection.tangents`)
+      are given, else None (the NPT fluctuation estimator's ∂H/∂θ: H = U + PV, PV does not depend on θ).
+
+    ``on_chunk(state, records)``, when given, is called after each completed chunk with the chunk's per-cycle
+    ``records`` (``box`` ``[n, 3]``, ``potential``, ``kinetic`` kJ/mol, ``positions`` ``[n, N, 3]`` float32 when
+    ``record_positions``); a true return value stops the run there (e.g. a signal). A ``state`` whose
+    ``neighbor`` is None (a checkpoint) gets a list allocated at its box.
     """
     params = system.params if params is None else params
     npt = make_npt(
@@ -326,8 +394,10 @@ def run_npt(
     )
     if state is None:
         state = npt.init(jax.random.PRNGKey(seed), params)
+    elif state.neighbor is None and npt.neighbor_fns is not None:
+        state = state.replace(neighbor=npt.neighbor_fns.allocate(state.positions, state.box))
     total_mass = float(np.sum(np.asarray(system.masses)))
-    vols, pes = [], []
+    vols, pes, dus = [], [], []
     rebuilds = 0
     failures = 0  # consecutive overflowed chunks
     done = 0
@@ -336,22 +406,25 @@ def run_npt(
         n = min(chunk, n_cycles - done)
         key = (id(npt), n)
         if key not in runners:
-            runners[key] = _run_chunk(npt, n)
-        new, (v, u, stale) = runners[key](state, params)
+            runners[key] = _run_chunk(npt, n, tangents, record_positions)
+        new, (v, u, stale, du, extra) = runners[key](state, params)
         overflow = new.neighbor is not None and bool(new.neighbor.did_buffer_overflow)
         if overflow:  # an overflowed list dropped pairs somewhere in the chunk: redo it with more room
             failures += 1
             if failures > 20:
                 raise RuntimeError("NPT: the neighbour list overflowed 20 chunks in a row")
-            x_ref = state.positions * jnp.asarray(npt.reference_box, state.positions.dtype) / state.box
-            state = state.replace(neighbor=npt.neighbor_fns.grow(state.neighbor, x_ref))
+            state = state.replace(neighbor=npt.neighbor_fns.grow(state.neighbor, state.positions, state.box))
             continue
         failures = 0
         good = int(np.sum(~np.asarray(stale)))
         vols.append(np.asarray(v)[:good])
         pes.append(np.asarray(u)[:good])
+        dus.append(np.asarray(du)[:good])
         done += good
         state = new
+        stop = on_chunk is not None and on_chunk(
+            new, {k: np.asarray(a)[:good] for k, a in dict(extra, potential=u).items()}
+        )
         if bool(new.stale):  # the box left the list's range after `good` cycles: list at the current box
             rebuilds += 1
             npt = make_npt(
@@ -366,15 +439,17 @@ def run_npt(
                 reference_box=np.asarray(state.box),
                 anisotropic=anisotropic,
             )
-            x_ref = state.positions * jnp.asarray(npt.reference_box, state.positions.dtype) / state.box
-            nbr = npt.neighbor_fns.allocate(x_ref, max_occupancy=state.neighbor.max_occupancy)
+            nbr = npt.neighbor_fns.allocate(state.positions, state.box, max_occupancy=state.neighbor.max_occupancy)
             state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
+        if stop:
+            break
     vol = np.concatenate(vols) if vols else np.zeros(0)
     bs = state.barostat
     return {
         "volume_nm3": vol,
         "density_g_cm3": density_g_cm3(total_mass, vol),
         "potential_energy": np.concatenate(pes) if pes else np.zeros(0),
+        "du_dtheta": np.concatenate(dus) if tangents and dus else None,
         "acceptance": float(bs.total_accepted) / max(int(bs.total_attempted), 1),
         "rebuilds": rebuilds,
         "state": state,
