@@ -21,7 +21,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.barostat import density_g_cm3
+from dmd.barostat import density_g_cm3, find_molecules, scale_molecules
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.estimators import block_average, fluctuation_gradient
@@ -82,6 +82,7 @@ def fit_density(
     rounds: int = 5,
     max_step: float = 0.25,
     tolerance: float | None = None,
+    scale_box: bool = False,
     **npt_kwargs,
 ):
     """Fit the positive parameters ``names`` so that the NPT density at (P, T) equals ``target_g_cm3``.
@@ -92,6 +93,9 @@ def fit_density(
     round; later rounds update it with Broyden's secant rule from the measured densities, J ← J + (Δρ − J·Δz)
     Δzᵀ/|Δz|², which is far less noisy than a fresh covariance of two fluctuating quantities. Stops after
     ``rounds`` or when |ρ − ρ_target| is below ``tolerance`` (default: twice the run's standard error).
+    ``scale_box`` (one length parameter such as an LJ σ): the next round starts from the last box and molecule
+    centres scaled by θ_new/θ_old, the configuration of the same reduced density, so the box need not relax
+    through the whole change by volume moves (which lag and bias the measured density).
 
     Returns:
       dict: ``params`` (fitted θ pytree), ``theta`` ``[P]``, ``names``, ``history`` (per round: theta, density,
@@ -140,5 +144,11 @@ def fit_density(
         theta = theta * np.exp(dz)
         params = sel.set(params, jnp.asarray(theta))
         st = out["state"]
-        system = dataclasses.replace(system, positions=st.positions, box=st.box, params=params)
+        x, box = st.positions, st.box
+        if scale_box:
+            f = float(np.exp(dz).mean())
+            mol = find_molecules(system)
+            x = scale_molecules(x, jnp.asarray(mol), int(mol.max()) + 1, f)
+            box = box * f
+        system = dataclasses.replace(system, positions=x, box=box, params=params)
     return {"params": params, "theta": theta, "names": list(sel.names), "history": history}
