@@ -182,6 +182,9 @@ def make_npt(
 
     With a neighbour list, the volume step δV is capped at ``box_margin``·V so that one move never leaves
     the range the list covers (dense liquids adapt to δV well below that).
+
+    Over 100 lines because init, the BAOAB step, the volume cycle and ∂U/∂θ share one set of closures (masses,
+    constraints, list handling) that jit needs as constants; split, they would pass ten arguments each.
     """
     if system.box is None or np.ndim(system.box) != 1:
         raise UserInputError("NPT needs a periodic orthorhombic box ([3] lengths in nm); give the system a box")
@@ -379,6 +382,8 @@ def run_npt(
     ``records`` (``box`` ``[n, 3]``, ``potential``, ``kinetic`` kJ/mol, ``positions`` ``[n, N, 3]`` float32 when
     ``record_positions``); a true return value stops the run there (e.g. a signal). A ``state`` whose
     ``neighbor`` is None (a checkpoint) gets a list allocated at its box.
+
+    Over 100 lines: the host loop's three outcomes (overflow redo, stale rebuild, record) share its counters.
     """
     params = system.params if params is None else params
     npt = make_npt(

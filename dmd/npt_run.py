@@ -87,7 +87,10 @@ def _load(path, system) -> tuple[NPTState, dict]:
 def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic", every=25, params=None):
     """Run ``config.steps`` steps at constant pressure; returns a :class:`dmd.simulate.RunResult` whose summary also
     has ``pressure_bar``, ``barostat``, ``mean_density_g_cm3``, ``mean_box_nm`` and ``barostat_acceptance``; the log
-    gains ``volume_nm3`` and ``density_g_cm3`` columns in a side file ``<stem>.npt.csv``."""
+    gains ``volume_nm3`` and ``density_g_cm3`` columns in a side file ``<stem>.npt.csv``.
+
+    Over 100 lines: the per-chunk recorder and the checkpoint writer close over the run's writers and rows; this
+    is the constant-pressure twin of :func:`dmd.simulate.simulate` until one run-loop home serves both."""
     from dmd.trajectory import EnergyLog, TrajectoryWriter, check_out_path, mdtraj_topology
 
     cfg = config
