@@ -281,9 +281,9 @@ def _check_targets(system, targets, where: str) -> None:
     for t in targets:
         if t.observable.name == "density" and system.box is not None:
             raise UserInputError(
-                "target 'density': the engine samples at constant volume (NVT), where the density cannot change, "
-                "and has no barostat yet; the NVT equivalent: build the box at the target density and fit the "
-                "'pressure' observable to the external pressure (fitting.observables.pressure)"
+                "target 'density': this fit samples at constant volume (NVT), where the density cannot change; "
+                "fit densities at constant pressure with fitting.npt_density.fit_density (NPT, Monte Carlo "
+                "barostat), or build the box at the target density and fit 'pressure' (fitting.observables.pressure)"
             )
         k = len(np.atleast_1d(t.observable.axis))
         if np.shape(np.atleast_1d(t.data)) != (k,):

@@ -224,7 +224,7 @@ def test_target_with_wrong_shape_is_refused():
 
 def test_density_target_refused_under_nvt():
     lj = lj_fluid(128, density=0.8, cutoff=0.75, dtype=jnp.float32)
-    with pytest.raises(UserInputError, match=r"no barostat yet.*'pressure' observable"):
+    with pytest.raises(UserInputError, match=r"npt_density.fit_density.*'pressure'"):
         fit(lj, [FitParam(("lj/sigma/A",), lower=0.0)], [FitTarget(ob.density(lj), np.array([1.4]))], _ho_cfg())
 
 
