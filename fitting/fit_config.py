@@ -43,7 +43,7 @@ import numpy as np
 from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
-__all__ = ["load_fit_config", "read_target_csv"]
+__all__ = ["load_fit_config", "read_target_csv", "fcc_positions", "diffuse_target"]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
@@ -88,6 +88,55 @@ def read_target_csv(path: Path, observable) -> np.ndarray:
     return arr[:, 1]
 
 
+def fcc_positions(cells: int, box) -> np.ndarray:
+    """Perfect FCC lattice of ``cells``³ conventional cells (4 atoms each) filling the cubic ``box [3]`` nm.
+
+    Returns ``[4 cells³, 3]`` nm.
+    """
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    frac = ((grid + basis[None]) / cells).reshape(-1, 3)
+    return frac * np.asarray(box, float)[None, :]
+
+
+def diffuse_target(spec: dict, system, base: Path, path: Path):
+    """A diffuse-scattering target from an MTZ: ``{observable: diffuse, file, column, d_min, supercell, objective,
+    element}``. The MTZ cell, space group and resolution are checked against the simulated box as ``dmd reweight``
+    does (:func:`fitting.reweight.data_map.check_and_map`). Returns a :class:`FitTarget`."""
+    from analysis.mtz_io import read_mtz
+    from fitting import observables as ob
+    from fitting.objectives import RESIDUAL_OBJECTIVES
+    from fitting.reweight.data_map import check_and_map
+
+    bad = set(spec) - {"observable", "file", "column", "sigma_column", "d_min", "supercell", "objective", "element",
+                       "weight", "method"}  # fmt: skip
+    if bad:
+        raise UserInputError(f"{path}: diffuse target has unknown keys {sorted(bad)}")
+    for key in ("file", "column"):
+        if key not in spec:
+            raise UserInputError(f"{path}: a diffuse target needs {key}: (MTZ file and its intensity column)")
+    objective = spec.get("objective", "absolute")
+    if objective not in RESIDUAL_OBJECTIVES:
+        raise UserInputError(
+            f"{path}: diffuse objective {objective!r}: use one of {', '.join(RESIDUAL_OBJECTIVES)} (cc-aniso and "
+            "student are reweighting-only: they have no least-squares form)"
+        )
+    if system.box is None or np.ndim(system.box) != 1:
+        raise UserInputError(f"{path}: a diffuse target needs an orthorhombic periodic box (box [3] nm)")
+    cols = [spec["column"]] + ([spec["sigma_column"]] if spec.get("sigma_column") else [])
+    mtz_path = base / spec["file"]
+    mtz = read_mtz(mtz_path, cols)
+    box_cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
+    data = check_and_map(mtz, spec["column"], box_cell, sigma_column=spec.get("sigma_column"),
+                         d_min=spec.get("d_min"), supercell=spec.get("supercell", (1, 1, 1)),
+                         data_path=str(mtz_path))  # fmt: skip
+    elements = [spec.get("element", "Ar")] * system.n_atoms
+    obs = ob.diffuse_scattering(data.hkl_box, box_cell, elements, reduce_index=data.reduce_index,
+                                method=spec.get("method", "fft"), reference=np.asarray(system.positions))  # fmt: skip
+    return FitTarget(obs, np.asarray(data.y, float), weight=float(spec.get("weight", 1.0)), sigma=data.sigma,
+                     objective=objective)  # fmt: skip
+
+
 def _system(spec: dict, base: Path):
     import jax.numpy as jnp
 
@@ -101,10 +150,16 @@ def _system(spec: dict, base: Path):
         if name not in factories:
             raise UserInputError(f"system.model {name!r}: use one of {', '.join(factories)}")
         dtype = {"float32": jnp.float32, "float64": jnp.float64}[spec.pop("dtype", "float32")]
+        cells = spec.pop("fcc_cells", None)
+        if cells is not None:  # an FCC crystal of cells³ conventional cells (4 atoms each), at the given density
+            spec["n_atoms"] = 4 * int(cells) ** 3
         try:
-            return factories[name](dtype=dtype, **spec)
+            system = factories[name](dtype=dtype, **spec)
         except TypeError as exc:
             raise UserInputError(f"system: {exc}") from None
+        if cells is not None:
+            system = dataclasses.replace(system, positions=jnp.asarray(fcc_positions(int(cells), system.box), dtype))
+        return system
     if "pdb" in spec:
         from dmd.openmm_system import system_from_pdb
 
@@ -140,7 +195,8 @@ def _observable(spec: dict, system, temperature: float = 300.0):
         return ob.dihedral_cosines(**spec)
     raise UserInputError(
         f"target observable {kind!r}: use rdf, structure_factor, mean_energy, pressure, density or dihedral_cosines "
-        "(diffuse and powder targets and custom JAX functions are available from Python: fitting.observables)"
+        "(diffuse: an MTZ target, see docs/fitting.md; powder targets and custom JAX functions are available from "
+        "Python: fitting.observables)"
     )
 
 
@@ -217,6 +273,9 @@ def load_fit_config(path, out=None, resume: bool = False):
 def _targets(specs, system, base: Path, path: Path, where: str, temperature: float) -> list:
     targets = []
     for t in specs:
+        if t.get("observable") == "diffuse":
+            targets.append(diffuse_target(t, system, base, path))
+            continue
         obs = _observable(t, system, temperature)
         if "file" not in t:
             raise UserInputError(f"{path}: target {t.get('observable')!r}{where} needs file: (CSV of axis,value)")
