@@ -109,7 +109,7 @@ def diffuse_target(spec: dict, system, base: Path, path: Path):
     from fitting.reweight.data_map import check_and_map
 
     bad = set(spec) - {"observable", "file", "column", "sigma_column", "d_min", "supercell", "objective", "element",
-                       "weight", "method"}  # fmt: skip
+                       "weight", "method", "shells"}  # fmt: skip
     if bad:
         raise UserInputError(f"{path}: diffuse target has unknown keys {sorted(bad)}")
     for key in ("file", "column"):
@@ -130,10 +130,20 @@ def diffuse_target(spec: dict, system, base: Path, path: Path):
     data = check_and_map(mtz, spec["column"], box_cell, sigma_column=spec.get("sigma_column"),
                          d_min=spec.get("d_min"), supercell=spec.get("supercell", (1, 1, 1)),
                          data_path=str(mtz_path))  # fmt: skip
+    y, sigma, reduce = np.asarray(data.y, float), data.sigma, data.reduce_index
+    if spec.get("shells"):  # fit resolution-shell means: fewer, less noisy residuals (the isotropic signal only)
+        from analysis.stats import shell_edges, shell_index
+
+        n_sh = int(spec["shells"])
+        shells = shell_index(data.inv_d2, shell_edges(data.inv_d2, n_sh))
+        counts = np.maximum(np.bincount(shells, minlength=n_sh), 1)
+        y = np.bincount(shells, y, minlength=n_sh) / counts
+        reduce = shells if reduce is None else shells[reduce]
+        sigma = None
     elements = [spec.get("element", "Ar")] * system.n_atoms
-    obs = ob.diffuse_scattering(data.hkl_box, box_cell, elements, reduce_index=data.reduce_index,
+    obs = ob.diffuse_scattering(data.hkl_box, box_cell, elements, reduce_index=reduce,
                                 method=spec.get("method", "fft"), reference=np.asarray(system.positions))  # fmt: skip
-    return FitTarget(obs, np.asarray(data.y, float), weight=float(spec.get("weight", 1.0)), sigma=data.sigma,
+    return FitTarget(obs, y, weight=float(spec.get("weight", 1.0)), sigma=sigma,
                      objective=objective)  # fmt: skip
 
 

@@ -284,7 +284,7 @@ def diffuse_scattering(
     else:
         red = np.asarray(reduce_index, np.int32)
         n_out = int(red.max()) + 1
-        counts = np.bincount(red, minlength=n_out).astype(float)
+        counts = np.maximum(np.bincount(red, minlength=n_out), 1).astype(float)
 
         def combine(mean):
             i_d = diffuse_from_moments(mean[:m], mean[m : 2 * m], mean[2 * m :])
