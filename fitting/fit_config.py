@@ -43,7 +43,7 @@ import numpy as np
 from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
-__all__ = ["load_fit_config", "read_target_csv", "fcc_positions", "diffuse_target"]
+__all__ = ["load_fit_config", "read_target_csv", "fcc_positions", "diffuse_target", "powder_target"]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
@@ -145,6 +145,74 @@ def diffuse_target(spec: dict, system, base: Path, path: Path):
                                 method=spec.get("method", "fft"), reference=np.asarray(system.positions))  # fmt: skip
     return FitTarget(obs, y, weight=float(spec.get("weight", 1.0)), sigma=sigma,
                      objective=objective)  # fmt: skip
+
+
+def _read_pattern(path: Path, wavelength: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(two_theta [G] degrees, intensity [G])`` of a powder CSV whose first column is ``two_theta_deg``."""
+    if not path.exists():
+        raise UserInputError(f"{path}: powder pattern not found; give a path relative to the config file")
+    with open(path) as fh:
+        col = fh.readline().strip().split(",")[0].strip().lower()
+    try:
+        arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as exc:
+        raise UserInputError(f"{path}: not a numeric CSV with a header line ({exc})") from None
+    if col in {"d", "d_a", "d_angstrom", "q", "q_per_a", "q_per_nm"}:
+        raise UserInputError(
+            f"{path}: the first column is {col!r}, not 2θ; convert it to degrees, 2θ = 2·asin(λ/(2d)) with "
+            f"λ = {wavelength} Å (q = 4π sin θ/λ), and name the column two_theta_deg"
+        )
+    if col not in {"two_theta_deg", "two_theta", "2theta"} or arr.shape[1] < 2:
+        raise UserInputError(f"{path}: needs columns two_theta_deg,intensity (header line first); found {col!r}")
+    return arr[:, 0], arr[:, 1]
+
+
+def powder_target(spec: dict, system, base: Path, path: Path):
+    """A powder-pattern target: ``{observable: powder, file: pattern.csv, wavelength, two_theta: [min, max],
+    profile: {U, V, W, eta, shape}, objective: rwp | cc, element, peaks: intensities}``.
+
+    The simulation box is the P 1 cell of the pattern (its reflections to the 2θ range). Under NVT (the engine's
+    ensemble) the box and so every peak position is fixed: ``peaks: positions`` (a lattice-constant target, e.g. σ)
+    is refused; only intensities (ε through their fall-off with 2θ) follow θ."""
+    from analysis.powder import powder_hkl
+    from fitting import observables as ob
+
+    bad = set(spec) - {"observable", "file", "wavelength", "two_theta", "profile", "objective", "element", "weight",
+                       "peaks"}  # fmt: skip
+    if bad:
+        raise UserInputError(f"{path}: powder target has unknown keys {sorted(bad)}")
+    if spec.get("peaks", "intensities") == "positions":
+        raise UserInputError(
+            f"{path}: a powder peak-position target needs constant-pressure (NPT) sampling: under NVT the box, and "
+            "with it every lattice parameter and peak position, is fixed, so positions cannot follow θ. Fit "
+            "intensities (peaks: intensities) under NVT, or simulate NPT once the barostat is available"
+        )
+    objective = spec.get("objective", "rwp")
+    if objective not in ("rwp", "cc", "absolute"):
+        raise UserInputError(
+            f"{path}: powder objective {objective!r}: use rwp, cc or absolute (wasserstein has no least-squares "
+            "form; it stays a diagnostic, analysis.powder.wasserstein_distance)"
+        )
+    if "file" not in spec or "wavelength" not in spec:
+        raise UserInputError(f"{path}: a powder target needs file: (CSV two_theta_deg,intensity) and wavelength: Å")
+    lam = float(spec["wavelength"])
+    tt, y = _read_pattern(base / spec["file"], lam)
+    lo, hi = spec.get("two_theta", [float(tt.min()), float(tt.max())])
+    keep = (tt >= lo) & (tt <= hi)
+    if keep.sum() < 10:
+        raise UserInputError(f"{path}: fewer than 10 pattern points inside two_theta [{lo}, {hi}]")
+    if system.box is None or np.ndim(system.box) != 1:
+        raise UserInputError(f"{path}: a powder target needs an orthorhombic periodic box (box [3] nm)")
+    cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
+    hkl, mult = powder_hkl(cell, "P 1", lam, (max(lo - 2.0, 0.0), min(hi + 2.0, 180.0)))
+    frac_mat = np.linalg.inv(np.diag(cell[:3]))
+
+    def structure_fn(pos):
+        return cell, (10.0 * pos) @ frac_mat.T
+
+    obs = ob.powder_pattern(structure_fn, hkl, mult, [spec.get("element", "Ar")] * system.n_atoms, tt[keep],
+                            wavelength=lam, **dict(spec.get("profile") or {}))  # fmt: skip
+    return FitTarget(obs, y[keep], weight=float(spec.get("weight", 1.0)), objective=objective)
 
 
 def _system(spec: dict, base: Path):
@@ -285,6 +353,9 @@ def _targets(specs, system, base: Path, path: Path, where: str, temperature: flo
     for t in specs:
         if t.get("observable") == "diffuse":
             targets.append(diffuse_target(t, system, base, path))
+            continue
+        if t.get("observable") == "powder":
+            targets.append(powder_target(t, system, base, path))
             continue
         obs = _observable(t, system, temperature)
         if "file" not in t:

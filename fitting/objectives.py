@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from analysis.powder import normalize_pattern
 from analysis.stats import pearson_cc, shell_mean_subtract
 
 __all__ = [
@@ -181,7 +182,7 @@ def make_objective(
     raise ValueError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
 
 
-RESIDUAL_OBJECTIVES = ("absolute", "cc", "gaussian")
+RESIDUAL_OBJECTIVES = ("absolute", "cc", "gaussian", "rwp")
 
 
 def objective_residuals(name: str, x, y, *, sigma=None, weights=None):
@@ -194,6 +195,9 @@ def objective_residuals(name: str, x, y, *, sigma=None, weights=None):
       (:func:`fit_scale_offset`); Σ r² = 1 − CC² (weighted Pearson CC, :func:`neg_cc`), so it ranks like −CC.
     * ``gaussian``: as ``cc`` with u = ω/σ² weights; Σ r² = χ²/Σω, whose log is :func:`gaussian_nll` (same
       minimizer).
+
+    * ``rwp``: r = √ω·(ŷ − x̂)/√Σ ω ŷ², patterns normalized to unit area first
+      (:func:`analysis.powder.normalize_pattern`); Σ r² = R_wp² of :func:`analysis.powder.rwp`.
 
     Scale and offset are profiled inside the function, so gradients flow through them (the envelope theorem makes
     that equal to the fixed-(a, b) gradient at the optimum). Shapes: ``x, y, sigma, weights: [m]``.
@@ -210,4 +214,7 @@ def objective_residuals(name: str, x, y, *, sigma=None, weights=None):
         my = jnp.sum(u * y) / jnp.sum(u)
         norm = jnp.sqrt(jnp.sum(u * (y - my) ** 2)) if name == "cc" else jnp.sqrt(jnp.sum(om))
         return jnp.sqrt(u) * (y - a * x - b) / norm
+    if name == "rwp":
+        yn, xn = normalize_pattern(y), normalize_pattern(x)
+        return jnp.sqrt(om) * (yn - xn) / jnp.sqrt(jnp.sum(om * yn * yn))
     raise ValueError(f"unknown objective {name!r}: choose one of {', '.join(RESIDUAL_OBJECTIVES)}")

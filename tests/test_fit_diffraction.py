@@ -13,6 +13,7 @@ import pytest
 
 from analysis.diffuse import diffuse_hkl, diffuse_intensity
 from analysis.mtz_io import write_mtz
+from analysis.powder import rwp
 from analysis.stats import pearson_cc
 from analysis.structure_factors import structure_factors_direct
 from dmd.base.errors import UserInputError
@@ -111,3 +112,46 @@ def test_diffuse_recovers_lj_epsilon_of_fcc_argon():
 
 
 ROUNDS, STEPS, TOL = 4, 1500, 0.05
+
+
+def test_rwp_residuals_are_analysis_powder_rwp():
+    rng = np.random.default_rng(2)
+    grid = np.linspace(10, 60, 300)
+    x, y = rng.uniform(0, 5, 300), rng.uniform(0, 5, 300)
+    r = objectives.objective_residuals("rwp", x, y)
+    np.testing.assert_allclose(float(r @ r), float(rwp(y, x)) ** 2, rtol=1e-5)
+    assert grid.size == r.size
+
+
+def _powder_config(tmp_path, column="two_theta_deg", peaks="intensities"):
+    text = (EXAMPLE / "argon_diffuse.yaml").read_text()
+    target = (f"  - {{observable: powder, file: pattern.csv, wavelength: 1.5406, two_theta: [20, 50], "
+              f"profile: {{W: 0.05}}, objective: rwp, peaks: {peaks}}}\n")  # fmt: skip
+    lines = [target if ln.strip().startswith("- {observable: diffuse") else ln for ln in text.splitlines(True)]
+    (tmp_path / "cfg.yaml").write_text("".join(lines))
+    tt = np.linspace(15, 55, 401)
+    np.savetxt(tmp_path / "pattern.csv", np.column_stack([tt, 1 + np.exp(-((tt - 30) ** 2))]), delimiter=",",
+               header=f"{column},intensity", comments="")  # fmt: skip
+    return tmp_path / "cfg.yaml"
+
+
+def test_powder_target_loads_on_its_two_theta_window(tmp_path):
+    system, params, targets, cfg, _ = load_fit_config(_powder_config(tmp_path))
+    (t,) = targets
+    assert t.observable.name == "powder" and t.objective == "rwp"
+    assert t.data.shape == (301,) and t.observable.axis.min() >= 20 and t.observable.axis.max() <= 50
+    frame = jnp.asarray(system.positions)[None]
+    pattern = np.asarray(ob.frame_values(t.observable.per_frame)(system.params, frame))[0]
+    assert pattern.shape == (301,) and np.all(np.isfinite(pattern)) and pattern.max() > 0
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"column": "d_A"}, "convert it to degrees, 2θ = 2·asin"),  # a powder CSV in d instead of 2θ
+        ({"peaks": "positions"}, "needs constant-pressure \\(NPT\\)"),  # peak positions cannot move under NVT
+    ],
+)
+def test_powder_target_bad_input_names_the_fix(tmp_path, kw, message):
+    with pytest.raises(UserInputError, match=message):
+        load_fit_config(_powder_config(tmp_path, **kw))
