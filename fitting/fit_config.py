@@ -43,7 +43,14 @@ import numpy as np
 from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
-__all__ = ["load_fit_config", "read_target_csv", "fcc_positions", "diffuse_target", "powder_target"]
+__all__ = [
+    "load_fit_config",
+    "read_target_csv",
+    "fcc_positions",
+    "diffuse_target",
+    "powder_target",
+    "powder_observable",
+]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
@@ -167,6 +174,28 @@ def _read_pattern(path: Path, wavelength: float) -> tuple[np.ndarray, np.ndarray
     return arr[:, 0], arr[:, 1]
 
 
+def powder_observable(system, two_theta, wavelength: float, profile=None, element: str = "Ar", where: str = "powder"):
+    """The frame-averaged profiled powder pattern of the box taken as a P 1 cell, on ``two_theta [G]`` degrees.
+
+    Reflections cover the grid ±2°; ``profile``: keyword arguments of :func:`analysis.powder.profile`.
+    """
+    from analysis.powder import powder_hkl
+    from fitting import observables as ob
+
+    if system.box is None or np.ndim(system.box) != 1:
+        raise UserInputError(f"{where}: a powder target needs an orthorhombic periodic box (box [3] nm)")
+    tt = np.asarray(two_theta, float)
+    cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
+    hkl, mult = powder_hkl(cell, "P 1", wavelength, (max(tt.min() - 2.0, 0.0), min(tt.max() + 2.0, 180.0)))
+    frac_mat = np.linalg.inv(np.diag(cell[:3]))
+
+    def structure_fn(pos):
+        return cell, (10.0 * pos) @ frac_mat.T
+
+    return ob.powder_pattern(structure_fn, hkl, mult, [element] * system.n_atoms, tt, wavelength=wavelength,
+                             **dict(profile or {}))  # fmt: skip
+
+
 def powder_target(spec: dict, system, base: Path, path: Path):
     """A powder-pattern target: ``{observable: powder, file: pattern.csv, wavelength, two_theta: [min, max],
     profile: {U, V, W, eta, shape}, objective: rwp | cc, element, peaks: intensities}``.
@@ -174,9 +203,6 @@ def powder_target(spec: dict, system, base: Path, path: Path):
     The simulation box is the P 1 cell of the pattern (its reflections to the 2θ range). Under NVT (the engine's
     ensemble) the box and so every peak position is fixed: ``peaks: positions`` (a lattice-constant target, e.g. σ)
     is refused; only intensities (ε through their fall-off with 2θ) follow θ."""
-    from analysis.powder import powder_hkl
-    from fitting import observables as ob
-
     bad = set(spec) - {"observable", "file", "wavelength", "two_theta", "profile", "objective", "element", "weight",
                        "peaks"}  # fmt: skip
     if bad:
@@ -201,17 +227,7 @@ def powder_target(spec: dict, system, base: Path, path: Path):
     keep = (tt >= lo) & (tt <= hi)
     if keep.sum() < 10:
         raise UserInputError(f"{path}: fewer than 10 pattern points inside two_theta [{lo}, {hi}]")
-    if system.box is None or np.ndim(system.box) != 1:
-        raise UserInputError(f"{path}: a powder target needs an orthorhombic periodic box (box [3] nm)")
-    cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
-    hkl, mult = powder_hkl(cell, "P 1", lam, (max(lo - 2.0, 0.0), min(hi + 2.0, 180.0)))
-    frac_mat = np.linalg.inv(np.diag(cell[:3]))
-
-    def structure_fn(pos):
-        return cell, (10.0 * pos) @ frac_mat.T
-
-    obs = ob.powder_pattern(structure_fn, hkl, mult, [spec.get("element", "Ar")] * system.n_atoms, tt[keep],
-                            wavelength=lam, **dict(spec.get("profile") or {}))  # fmt: skip
+    obs = powder_observable(system, tt[keep], lam, spec.get("profile"), spec.get("element", "Ar"), where=str(path))
     return FitTarget(obs, y[keep], weight=float(spec.get("weight", 1.0)), objective=objective)
 
 

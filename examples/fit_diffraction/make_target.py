@@ -25,13 +25,15 @@ import numpy as np
 
 from analysis.diffuse import diffuse_hkl
 from analysis.mtz_io import write_mtz
+from dmd.base.io import atomic_path
 from dmd.models import lj_fluid
 from fitting import observables as ob
-from fitting.fit_config import fcc_positions
+from fitting.fit_config import fcc_positions, powder_observable
 from fitting.forcefield import FitConfig, sample
 
 HERE = Path(__file__).resolve().parent
 TRUTH = dict(sigma=0.34, epsilon=0.996)
+POWDER = dict(wavelength=1.5406, profile={"W": 0.05})
 SETTINGS = dict(density=1.05, temperature=60.0, dt=0.01, friction=2.0, d_min=2.0)
 
 
@@ -67,6 +69,20 @@ def diffuse_of_runs(system, runs: int, steps: int, d_min: float, seed0: int = 10
     return hkl, np.asarray(obs.predict(np.mean(means, axis=0)))
 
 
+def powder_of_runs(system, runs: int, steps: int, seed0: int = 200, report_every: int = 20):
+    """``(two_theta [G], pattern [G])`` of the powder example (Cu Kα1, 2θ 20-80° every 0.1°, W = 0.05 deg²)."""
+    tt = np.round(np.arange(20.0, 80.0 + 1e-9, 0.1), 3)
+    obs = powder_observable(system, tt, POWDER["wavelength"], POWDER["profile"])
+    per = ob.frame_values(obs.per_frame)
+    cfg = FitConfig(steps=steps, equilibration=1000, report_every=report_every, dt=SETTINGS["dt"],
+                    temperature=SETTINGS["temperature"], friction=SETTINGS["friction"])  # fmt: skip
+    means = []
+    for r in range(runs):
+        frames, _ = sample(system, system.params, cfg, seed=seed0 + r)
+        means.append(np.asarray(per(system.params, jnp.asarray(frames))).mean(axis=0))
+    return tt, np.mean(means, axis=0)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", type=int, default=3)
@@ -74,8 +90,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--d-min", type=float, default=SETTINGS["d_min"])
     ap.add_argument("--out", default=str(HERE / "argon_diffuse.mtz"))
+    ap.add_argument("--powder", action="store_true", help="write argon_powder.csv (the powder target) instead")
     a = ap.parse_args(argv)
     system = crystal(a.cells)
+    if a.powder:
+        tt, y = powder_of_runs(system, a.runs, a.steps)
+        out = HERE / "argon_powder.csv"
+        with atomic_path(out) as tmp:
+            np.savetxt(tmp, np.column_stack([tt, y]), delimiter=",", header="two_theta_deg,intensity", comments="")
+        print(f"wrote {out}: {len(tt)} points")
+        return
     hkl, i_d = diffuse_of_runs(system, a.runs, a.steps, a.d_min)
     write_mtz(a.out, hkl, {"IDIFF": i_d}, box_cell(system), "P 1", column_types={"IDIFF": "J"})
     print(f"wrote {a.out}: {len(hkl)} reflections, mean I_D {i_d.mean():.3f} e²")
