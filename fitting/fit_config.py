@@ -31,6 +31,11 @@ each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, defau
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
 relative to the config file.
+
+Diffraction targets (docs/fitting.md): ``{observable: diffuse, file: data.mtz, column, d_min, supercell, objective,
+shells}`` (MTZ checked against the box as ``dmd reweight`` does) and ``{observable: powder, file: pattern.csv,
+wavelength, two_theta: [min, max], profile: {...}, objective: rwp | cc | absolute}``; an FCC crystal system is
+``model: lj_fluid`` with ``fcc_cells: n`` (examples/fit_diffraction/).
 """
 
 from __future__ import annotations
