@@ -32,6 +32,7 @@ __all__ = [
     "sum_over_processes",
     "add_arguments",
     "from_args",
+    "to_host",
 ]
 
 _STATE = {"on": False}
@@ -182,3 +183,12 @@ def from_args(args, inputs=()) -> bool:
     for path in inputs:
         check_same(f"the input file {os.path.basename(path)} (SHA-256)", file_digest(path))
     return is_distributed()
+
+
+def to_host(x) -> np.ndarray:
+    """A jax array (possibly sharded over devices of several processes) as one numpy array on every process."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
