@@ -1,6 +1,6 @@
 """Multi-process runs on jax.distributed: 2 local processes (gloo CPU collectives, localhost coordinator)
 give the single-process diffuse map to float round-off; processes that disagree on inputs all stop with the
-same clear message and write nothing; 4 forced host devices shard reweighting frames like 1 device."""
+same clear message and write nothing."""
 
 from __future__ import annotations
 
