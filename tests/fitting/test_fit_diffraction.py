@@ -22,7 +22,7 @@ from fitting import observables as ob
 from fitting.fit_config import load_fit_config
 from fitting.forcefield import fit
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fit_diffraction"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fit_diffraction"
 
 
 def test_residual_objectives_are_the_reweighting_metrics():

@@ -8,7 +8,6 @@ edge, so the boxes here keep cutoff / edge ≈ 0.2.
 """
 
 import functools
-import os
 from pathlib import Path
 
 import gemmi
@@ -24,8 +23,8 @@ from dmd.cli import main
 from dmd.openmm_system import system_from_openmm
 from dmd.space import check_reduced_box, minimum_image, reduce_box, scale_positions
 
-CRYSTALS = Path(__file__).parent / "data" / "crystal"
-ALA = os.path.join(os.path.dirname(__file__), "data", "alanine_dipeptide.pdb")
+CRYSTALS = Path(__file__).resolve().parents[1] / "data" / "crystal"
+ALA = str(Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb")
 
 E_REL = 1e-9  # issue 17: float64 energy parity with OpenMM Reference
 F_REL = 1e-9  # RMS force error / RMS force (measured ~1e-11)

@@ -70,7 +70,7 @@ def test_bad_pressure_settings(tmp_path, capsys):
     # the command line: a structure without CRYST1 and --pressure: a clear message, exit 2, nothing written
     from pathlib import Path
 
-    pdb = Path(__file__).parent / "data" / "alanine_dipeptide.pdb"
+    pdb = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb"
     out = tmp_path / "cli.dcd"
     rc = main(
         [

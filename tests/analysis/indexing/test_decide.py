@@ -24,7 +24,7 @@ from analysis.indexing import (
 )
 from analysis.indexing.solution import c_centred_cell
 
-DATA = pathlib.Path(__file__).parent / "data" / "indexing"
+DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "indexing"
 MINERALS = {k: v for k, v in json.loads((DATA / "minerals.json").read_text()).items() if not k.startswith("_")}
 
 

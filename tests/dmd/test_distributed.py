@@ -12,10 +12,10 @@ import sys
 import gemmi
 import numpy as np
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 TRAJ = os.path.join(DATA, "sf_villin_traj.dcd")
 TOP = os.path.join(DATA, "sf_villin_top.pdb")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _env(**extra):
