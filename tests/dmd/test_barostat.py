@@ -16,8 +16,6 @@ from dmd.lj_eos import jzg_density, jzg_pressure, tail_energy_per_atom
 from dmd.models import ARGON, lj_fluid
 from dmd.npt import make_npt, run_npt
 
-jax.config.update("jax_enable_x64", False)
-
 SIG, EPS = ARGON["sigma"], ARGON["epsilon"]
 
 
