@@ -149,8 +149,9 @@ def test_lj_density_matches_jzg():
 
 
 def test_anisotropic_keeps_shape_under_isotropic_stress():
-    """The same state point with one random axis per move: the cubic box stays cubic within its
-    fluctuations, each axis adapts its own step, and the density still matches."""
+    """The same state point with one random axis per move: each axis moves on its own and adapts its
+    own step, and the density still matches. (A fluid has no restoring force on the box *shape*, so
+    the edges random-walk at fixed volume; asserting a cubic final box would test luck, not physics.)"""
     system, temperature, tail = _lj_state(rho0=0.6)
     p_bar = 1.7668 * EPS / SIG**3 / BAR_NM3_IN_KJ_PER_MOL
     out = run_npt(
@@ -168,7 +169,10 @@ def test_anisotropic_keeps_shape_under_isotropic_stress():
         box_margin=0.06,
     )
     box = np.asarray(out["state"].box)
-    assert np.ptp(box) / box.mean() < 0.08, box
+    # anisotropic moves really are per axis: the edges are no longer equal (isotropic moves keep them
+    # equal to round-off), and the box stays valid for the cutoff
+    assert np.ptp(box) / box.mean() > 1e-3, box
+    assert np.all(np.isfinite(box)) and box.min() > 0
     assert out["state"].barostat.volume_scale.shape == (3,)
     rho = 200 * SIG**3 / out["volume_nm3"][100:]
     assert abs(rho.mean() - 0.600) < 0.03
