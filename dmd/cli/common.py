@@ -54,11 +54,11 @@ def setup_compilation_cache(enabled: bool = True, path: str | None = None) -> st
     the XLA compilations of the first (``dmd energy`` / ``dmd simulate`` start-up; ``--no-cache`` turns it off).
 
     On: the directory is ``path``, else a ``JAX_COMPILATION_CACHE_DIR`` set by the user, else
-    :func:`compilation_cache_dir`; programs that compiled in under 0.1 s are not stored (reading them back
-    costs about as much). It sets the environment that jax reads at import, so it acts only before jax is
-    imported (a fresh ``dmd`` process); in a process that already imported jax (``main()`` called from
-    Python, tests) it changes nothing, leaving that process's jax config alone. Returns the directory, or None
-    when the cache is off, the directory cannot be created, or jax was already imported.
+    :func:`compilation_cache_dir`; every program is stored, even small ones (the ~20 small compilations
+    of ``dmd simulate`` cost ~1 s uncached). It sets the environment that jax reads at import, so it acts
+    only before jax is imported (a fresh ``dmd`` process); in a process that already imported jax (``main()``
+    called from Python, tests) it changes nothing, leaving that process's jax config alone. Returns the
+    directory, or None when the cache is off, the directory cannot be created, or jax was already imported.
     """
     import os
     import sys
@@ -73,7 +73,7 @@ def setup_compilation_cache(enabled: bool = True, path: str | None = None) -> st
             enabled, path = False, None
     settings = {"jax_enable_compilation_cache": enabled}
     if enabled:
-        settings.update(jax_compilation_cache_dir=path, jax_persistent_cache_min_compile_time_secs=0.1)
+        settings.update(jax_compilation_cache_dir=path, jax_persistent_cache_min_compile_time_secs=0)
     for name, value in settings.items():
         os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     return path
