@@ -11,6 +11,10 @@ class UserInputError(ValueError):
     """Bad input from the user (file, shape, unit, option). The CLI prints it without a traceback."""
 
 
+class NoResult(RuntimeError):
+    """A command ran correctly but found nothing to report (e.g. no cell indexes the lines); exit code 3."""
+
+
 class SimulationDiverged(RuntimeError):
     """A simulation produced NaN/inf or exploding coordinates.
 

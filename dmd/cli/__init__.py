@@ -12,7 +12,18 @@ import argparse
 import importlib
 import sys
 
-from dmd.base.errors import RunInterrupted, UserInputError
+from dmd.base.errors import NoResult, RunInterrupted, SimulationDiverged, UserInputError
+
+# Exit codes (also in ``dmd --help``): scripts can tell a bad input from a run that found nothing or diverged.
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_RESULT, EXIT_DIVERGED = 0, 1, 2, 3, 4
+EPILOG = """exit codes:
+  0    success
+  1    internal error (a bug: please report it with the output of --debug)
+  2    bad input: arguments, files or output paths (nothing was written)
+  3    no result (e.g. dmd index found no cell that indexes the lines)
+  4    the simulation diverged (the last good checkpoint is named)
+  130  interrupted by Ctrl-C (143: SIGTERM); a long run saves its checkpoint first (continue with --resume)
+"""
 
 # name on the command line -> module under dmd.cli.commands
 COMMANDS: dict[str, str] = {
@@ -34,8 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmd",
         description="Differentiable molecular dynamics and crystallographic analysis in JAX.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    import dmd
+
+    parser.add_argument("--version", action="version", version=f"dmd {dmd.__version__}")
     parser.add_argument("--x64", action="store_true", help="run in float64 (jax_enable_x64)")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     no_cache = "do not read or write the compiled-program cache (default: $XDG_CACHE_HOME/dmd/jax)"
     parser.add_argument("--no-cache", action="store_true", help=no_cache)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -67,15 +84,36 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_enable_x64", True)
     try:
         return int(args._run(args) or 0)
-    except UserInputError as exc:  # a clear message, no traceback
-        print(f"dmd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # one line per error, never a traceback unless asked for
+        if args.debug:
+            raise
+        code, message = _describe(exc)
+        print(f"dmd {args.command}: {message}", file=sys.stderr)
+        return code
     except RunInterrupted as exc:
         print(f"dmd {args.command}: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"dmd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _describe(exc: Exception) -> tuple[int, str]:
+    """(exit code, one-line message) of an error that ended a command."""
+    if isinstance(exc, UserInputError):
+        return EXIT_INPUT, f"error: {exc}"
+    if isinstance(exc, NoResult):
+        return EXIT_NO_RESULT, f"no result: {exc}"
+    if isinstance(exc, SimulationDiverged):
+        where = f"; last good checkpoint {exc.last_good_checkpoint}" if exc.last_good_checkpoint else ""
+        return EXIT_DIVERGED, f"diverged: {exc}{where}"
+    if isinstance(exc, (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError, FileNotFoundError)):
+        # output paths that cannot be written (a folder that is a file, no permission...) and missing inputs
+        path = exc.filename or ""
+        fix = "choose another --out or fix the path" if not isinstance(exc, FileNotFoundError) else "check the path"
+        return EXIT_INPUT, f"error: {path}: {exc.strerror or exc}; {fix}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -213,4 +213,9 @@ def run(args) -> int:
     else:
         print(_table(out))
         print(f"searched {sum(out['n_candidates'].values())} candidates in {sum(out['seconds'].values()):.1f} s")
+    if not result.solutions:
+        from dmd.base.errors import NoResult
+
+        fix = "check --units/--wavelength, give --lattice, or raise --tolerance"
+        raise NoResult(f"{args.peaks}: no cell indexes these lines; {fix}")
     return 0
