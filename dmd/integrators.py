@@ -225,11 +225,16 @@ def _maxwell_velocities(key, masses, kT, shape, dtype):
 
 
 def _make_init(system, kT, efn, cons, masses):
+    """``init`` as one compiled function: evaluated op by op, the first energy and gradient of a
+    force-field system cost ~200 small XLA compilations (~10 s); jitted, one. Only the neighbour-list
+    allocation (which sizes buffers from the positions) runs outside."""
     place = _site_placer(system)
+    vsites = getattr(system, "virtual_sites", None)
+    place_jit = jax.jit(place) if vsites is not None and vsites.n_sites else place
     massive = (jnp.asarray(masses) > 0)[:, None]
 
-    def init(key, params, positions=None, velocities=None, neighbor=None):
-        x = place(jnp.asarray(system.positions if positions is None else positions))
+    @jax.jit
+    def state_at(key, params, x, velocities, neighbor):
         key, vkey = jax.random.split(key)
         if velocities is None:
             t = 0.0 if kT is None else kT
@@ -238,10 +243,14 @@ def _make_init(system, kT, efn, cons, masses):
             v = jnp.where(massive, jnp.asarray(velocities, x.dtype), 0.0)
         if cons is not None:
             v = cons.velocities(v, x)
-        if neighbor is None and system.neighbor_fn is not None:
-            neighbor = system.allocate_neighbors(x)
         e, f, neighbor = efn(params, x, neighbor)
         return IntegratorState(x, v, f, e, key, jnp.zeros((), jnp.int32), neighbor)
+
+    def init(key, params, positions=None, velocities=None, neighbor=None):
+        x = place_jit(jnp.asarray(system.positions if positions is None else positions))
+        if neighbor is None and system.neighbor_fn is not None:
+            neighbor = system.allocate_neighbors(x)
+        return state_at(key, params, x, velocities, neighbor)
 
     return init
 

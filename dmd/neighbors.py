@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CellNeighborList", "CellNeighborListFns", "cell_neighbor_list", "compact_rows", "needs_rebuild"]
+from dmd.space import is_triclinic, minimum_image, perpendicular_widths, to_fractional
+
+__all__ = ["CellNeighborList", "CellNeighborListFns", "box_key", "cell_neighbor_list", "compact_rows", "needs_rebuild"]
 
 
 def needs_rebuild(disp2, skin: float):
@@ -143,10 +145,15 @@ class CellNeighborList:
 
 @dataclasses.dataclass(frozen=True)
 class CellNeighborListFns:
-    """Builder for :class:`CellNeighborList` in an orthorhombic periodic box.
+    """Builder for :class:`CellNeighborList` in an orthorhombic or reduced triclinic periodic box.
+
+    Cells tile fractional coordinates (``s = x B⁻¹``, :mod:`dmd.space`): ``n_d = floor(m w_d / (r_c + skin))`` cells
+    along box vector d, with w_d the perpendicular width of the cell, so a partner within cutoff + skin is at
+    most m cells away along every box vector and the (2m+1)³ block of cells around an atom's cell holds it.
 
     Attributes:
-      box: ``(Lx, Ly, Lz)`` nm.
+      box: ``(Lx, Ly, Lz)`` nm, or box vectors ``((a_x, 0, 0), (b_x, b_y, 0), (c_x, c_y, c_z))`` nm (rows,
+        OpenMM's reduced form; the cutoff + skin must not exceed ``min(a_x, b_y, c_z)/2``).
       cutoff: interaction cutoff r_c, nm.
       skin: nm; pairs within r_c + skin are listed; rebuild when the two largest displacements sum past the skin.
       capacity_multiplier: slack over the occupancy found at allocation.
@@ -154,19 +161,31 @@ class CellNeighborListFns:
         systems with many atoms per cell (water with a 1 nm cutoff), m = 1 suits simple fluids.
     """
 
-    box: tuple[float, float, float]
+    box: tuple  # see box_key
     cutoff: float
     skin: float
     capacity_multiplier: float = 1.25
     subdivision: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "box", box_key(self.box))
 
     @property
     def list_cutoff(self) -> float:
         return self.cutoff + self.skin
 
     @property
+    def triclinic(self) -> bool:
+        """True when :attr:`box` holds box vectors (:func:`box_key` keeps orthorhombic boxes as lengths)."""
+        return np.ndim(self.box) == 2
+
+    def _box(self, dtype):
+        return jnp.asarray(self.box, dtype)
+
+    @property
     def cells_per_side(self) -> tuple[int, int, int]:
-        return tuple(int(math.floor(b * self.subdivision / self.list_cutoff)) for b in self.box)
+        widths = perpendicular_widths(self.box) if self.triclinic else self.box
+        return tuple(int(math.floor(b * self.subdivision / self.list_cutoff)) for b in widths)
 
     @property
     def use_cells(self) -> bool:
@@ -177,16 +196,22 @@ class CellNeighborListFns:
         """``[S, 3]`` cell offsets that can hold a partner within cutoff + skin: the (2m+1)³ block around a
         cell (m = subdivision) less the corner cells whose nearest point is farther than cutoff + skin."""
         m = self.subdivision
-        side = np.asarray(self.box) / np.asarray(self.cells_per_side)
         offs = np.asarray(list(itertools.product(range(-m, m + 1), repeat=3)))
+        if self.triclinic:  # slanted cells: keep the whole block
+            return offs.astype(np.int32)
+        side = np.asarray(self.box) / np.asarray(self.cells_per_side)
         gap = np.maximum(np.abs(offs) - 1, 0) * side
         return offs[np.sum(gap * gap, axis=1) < self.list_cutoff**2].astype(np.int32)
 
     # -- building ---------------------------------------------------------------------------
     def _cell_ids(self, pos):
         nc = jnp.asarray(self.cells_per_side, jnp.int32)
-        box = jnp.asarray(self.box, pos.dtype)
-        frac = jnp.mod(pos, box) / box
+        box = self._box(pos.dtype)
+        if self.triclinic:
+            s = to_fractional(pos, box)
+            frac = s - jnp.floor(s)
+        else:
+            frac = jnp.mod(pos, box) / box
         cxyz = jnp.clip(jnp.floor(frac * nc).astype(jnp.int32), 0, nc - 1)
         return cxyz, (cxyz[:, 0] * nc[1] + cxyz[:, 1]) * nc[2] + cxyz[:, 2]
 
@@ -231,7 +256,7 @@ class CellNeighborListFns:
         """Map ``per_block(rows [B], cand [B, K], mask [B, K])`` over blocks of rows of the cell candidates.
 
         ``cand`` holds each row's candidates from its cell's stencil (padding N) and ``mask`` those that are
-        real atoms within cutoff + skin (minimum image in ``box``, default :attr:`box`) and pass
+        real atoms within cutoff + skin (minimum image in ``box`` ``[3]`` or ``[3, 3]``, default :attr:`box`) and pass
         ``pair_filter(rows [B, 1], cand)`` (default: not the row's own atom). A block has about
         ``block_entries`` candidates (at least ``min_rows`` rows), so its candidate, distance and mask
         temporaries stay in cache instead of streaming ``N × K`` arrays through memory several times.
@@ -239,7 +264,7 @@ class CellNeighborListFns:
         Returns ``(per_block outputs stacked over rows [N, ...], cell_overflow)``.
         """
         n = pos.shape[0]
-        box = jnp.asarray(self.box if box is None else box, pos.dtype)
+        box = self._box(pos.dtype) if box is None else jnp.asarray(box, pos.dtype)
         table, cid, cell_overflow = self._cell_table(pos, cell_capacity)
         k = table.shape[1]
         rows_per = int(min(n, max(min_rows, block_entries // k)))
@@ -252,8 +277,7 @@ class CellNeighborListFns:
             cand = table[c]
             real = cand < n
             keep = (cand != r[:, None]) if pair_filter is None else pair_filter(r[:, None], cand)
-            dr = pos[jnp.minimum(r, n - 1)][:, None, :] - pos[jnp.where(real, cand, 0)]
-            dr = dr - box * jnp.round(dr / box)
+            dr = minimum_image(pos[jnp.minimum(r, n - 1)][:, None, :] - pos[jnp.where(real, cand, 0)], box)
             mask = real & keep & (r < n)[:, None] & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
             return per_block(r, cand, mask)
 
@@ -265,11 +289,10 @@ class CellNeighborListFns:
         rows are built in blocks of about 2.5·10⁵ candidates (:meth:`map_row_blocks`)."""
         n = pos.shape[0]
         if not self._cells_used(cell_capacity):
-            box = jnp.asarray(self.box, pos.dtype)
+            box = self._box(pos.dtype)
             cand, cell_overflow = self._candidates(pos, cell_capacity)
             ok = (cand < n) & (cand != jnp.arange(n, dtype=jnp.int32)[:, None])
-            dr = pos[:, None, :] - pos[None]  # all pairs: broadcast instead of gathering N² rows
-            dr = dr - box * jnp.round(dr / box)
+            dr = minimum_image(pos[:, None, :] - pos[None], box)  # all pairs: broadcast instead of gathering N² rows
             mask = ok & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
             if max_occupancy is None:
                 return None, jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32)), cell_overflow
@@ -335,9 +358,7 @@ class CellNeighborListFns:
     def update(self, position, neighbors: CellNeighborList, **kwargs) -> CellNeighborList:
         """Rebuild (inside jit, via ``lax.cond``) only if a pair may have entered the listed range:
         the two largest displacements since the last build sum to more than the skin."""
-        box = jnp.asarray(self.box, position.dtype)
-        d = position - neighbors.reference_position
-        d = d - box * jnp.round(d / box)
+        d = minimum_image(position - neighbors.reference_position, self._box(position.dtype))
         moved = needs_rebuild(jnp.sum(d * d, -1), self.skin)
 
         def rebuild(nbr):
@@ -365,12 +386,22 @@ class CellNeighborListFns:
 
 
 def cell_neighbor_list(box, cutoff: float, *, skin: float, capacity_multiplier: float = 1.25) -> CellNeighborListFns:
-    """A :class:`CellNeighborListFns` for an orthorhombic box.
+    """A :class:`CellNeighborListFns` for an orthorhombic or reduced triclinic box.
 
     Args:
-      box: scalar or ``[3]`` box lengths, nm.
+      box: scalar or ``[3]`` box lengths, or ``[3, 3]`` reduced box vectors (rows), nm.
       cutoff: r_c, nm. skin: nm (rebuild when the two largest displacements sum past it).
       capacity_multiplier: slack of the allocated capacities.
     """
-    b = np.broadcast_to(np.asarray(box, float), (3,))
-    return CellNeighborListFns(tuple(float(x) for x in b), float(cutoff), float(skin), float(capacity_multiplier))
+    return CellNeighborListFns(box_key(box), float(cutoff), float(skin), float(capacity_multiplier))
+
+
+def box_key(box) -> tuple:
+    """A hashable box for :class:`CellNeighborListFns`: ``(Lx, Ly, Lz)`` for a scalar, ``[3]`` or diagonal box,
+    else the rows of the ``[3, 3]`` box vectors as nested tuples (nm)."""
+    b = np.asarray(box, np.float64)
+    if b.ndim == 2 and not is_triclinic(b):
+        b = np.diag(b)
+    if b.ndim < 2:
+        return tuple(float(x) for x in np.broadcast_to(b, (3,)))
+    return tuple(tuple(float(x) for x in row) for row in b)

@@ -60,7 +60,7 @@ def grow_neighbors(system, nbr, x, attempt: int):
         return nbr.fns.grow(nbr, x, factor=1.25 * factor)
     # jax-md NeighborList: pad the neighbour capacity; grow the cell list through extra_capacity only
     # when the cell list itself overflowed (it slows every step: docs/engine.md, "Neighbour lists").
-    from jax_md.partition import PartitionErrorCode as PEC
+    from dmd.forces.neighbors import PartitionErrorCode as PEC
 
     code = int(nbr.error.code)
     extra = int(math.ceil(0.25 * factor * nbr.max_occupancy))

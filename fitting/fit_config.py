@@ -31,6 +31,11 @@ each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, defau
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
 relative to the config file.
+
+Diffraction targets (docs/fitting.md): ``{observable: diffuse, file: data.mtz, column, d_min, supercell, objective,
+shells}`` (MTZ checked against the box as ``dmd reweight`` does) and ``{observable: powder, file: pattern.csv,
+wavelength, two_theta: [min, max], profile: {...}, objective: rwp | cc | absolute}``; an FCC crystal system is
+``model: lj_fluid`` with ``fcc_cells: n`` (examples/fit_diffraction/).
 """
 
 from __future__ import annotations
@@ -43,7 +48,14 @@ import numpy as np
 from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
-__all__ = ["load_fit_config", "read_target_csv"]
+__all__ = [
+    "load_fit_config",
+    "read_target_csv",
+    "fcc_positions",
+    "diffuse_target",
+    "powder_target",
+    "powder_observable",
+]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
@@ -88,6 +100,142 @@ def read_target_csv(path: Path, observable) -> np.ndarray:
     return arr[:, 1]
 
 
+def fcc_positions(cells: int, box) -> np.ndarray:
+    """Perfect FCC lattice of ``cells``³ conventional cells (4 atoms each) filling the cubic ``box [3]`` nm.
+
+    Returns ``[4 cells³, 3]`` nm.
+    """
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    frac = ((grid + basis[None]) / cells).reshape(-1, 3)
+    return frac * np.asarray(box, float)[None, :]
+
+
+def diffuse_target(spec: dict, system, base: Path, path: Path):
+    """A diffuse-scattering target from an MTZ: ``{observable: diffuse, file, column, d_min, supercell, objective,
+    element}``. The MTZ cell, space group and resolution are checked against the simulated box as ``dmd reweight``
+    does (:func:`fitting.reweight.data_map.check_and_map`). Returns a :class:`FitTarget`."""
+    from analysis.mtz_io import read_mtz
+    from fitting import observables as ob
+    from fitting.objectives import RESIDUAL_OBJECTIVES
+    from fitting.reweight.data_map import check_and_map
+
+    bad = set(spec) - {"observable", "file", "column", "sigma_column", "d_min", "supercell", "objective", "element",
+                       "weight", "method", "shells"}  # fmt: skip
+    if bad:
+        raise UserInputError(f"{path}: diffuse target has unknown keys {sorted(bad)}")
+    for key in ("file", "column"):
+        if key not in spec:
+            raise UserInputError(f"{path}: a diffuse target needs {key}: (MTZ file and its intensity column)")
+    objective = spec.get("objective", "absolute")
+    if objective not in RESIDUAL_OBJECTIVES:
+        raise UserInputError(
+            f"{path}: diffuse objective {objective!r}: use one of {', '.join(RESIDUAL_OBJECTIVES)} (cc-aniso and "
+            "student are reweighting-only: they have no least-squares form)"
+        )
+    if system.box is None or np.ndim(system.box) != 1:
+        raise UserInputError(f"{path}: a diffuse target needs an orthorhombic periodic box (box [3] nm)")
+    cols = [spec["column"]] + ([spec["sigma_column"]] if spec.get("sigma_column") else [])
+    mtz_path = base / spec["file"]
+    mtz = read_mtz(mtz_path, cols)
+    box_cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
+    data = check_and_map(mtz, spec["column"], box_cell, sigma_column=spec.get("sigma_column"),
+                         d_min=spec.get("d_min"), supercell=spec.get("supercell", (1, 1, 1)),
+                         data_path=str(mtz_path))  # fmt: skip
+    y, sigma, reduce = np.asarray(data.y, float), data.sigma, data.reduce_index
+    if spec.get("shells"):  # fit resolution-shell means: fewer, less noisy residuals (the isotropic signal only)
+        from analysis.stats import shell_edges, shell_index
+
+        n_sh = int(spec["shells"])
+        shells = shell_index(data.inv_d2, shell_edges(data.inv_d2, n_sh))
+        counts = np.maximum(np.bincount(shells, minlength=n_sh), 1)
+        y = np.bincount(shells, y, minlength=n_sh) / counts
+        reduce = shells if reduce is None else shells[reduce]
+        sigma = None
+    elements = [spec.get("element", "Ar")] * system.n_atoms
+    obs = ob.diffuse_scattering(data.hkl_box, box_cell, elements, reduce_index=reduce,
+                                method=spec.get("method", "fft"), reference=np.asarray(system.positions))  # fmt: skip
+    return FitTarget(obs, y, weight=float(spec.get("weight", 1.0)), sigma=sigma,
+                     objective=objective)  # fmt: skip
+
+
+def _read_pattern(path: Path, wavelength: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(two_theta [G] degrees, intensity [G])`` of a powder CSV whose first column is ``two_theta_deg``."""
+    if not path.exists():
+        raise UserInputError(f"{path}: powder pattern not found; give a path relative to the config file")
+    with open(path) as fh:
+        col = fh.readline().strip().split(",")[0].strip().lower()
+    try:
+        arr = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as exc:
+        raise UserInputError(f"{path}: not a numeric CSV with a header line ({exc})") from None
+    if col in {"d", "d_a", "d_angstrom", "q", "q_per_a", "q_per_nm"}:
+        raise UserInputError(
+            f"{path}: the first column is {col!r}, not 2θ; convert it to degrees, 2θ = 2·asin(λ/(2d)) with "
+            f"λ = {wavelength} Å (q = 4π sin θ/λ), and name the column two_theta_deg"
+        )
+    if col not in {"two_theta_deg", "two_theta", "2theta"} or arr.shape[1] < 2:
+        raise UserInputError(f"{path}: needs columns two_theta_deg,intensity (header line first); found {col!r}")
+    return arr[:, 0], arr[:, 1]
+
+
+def powder_observable(system, two_theta, wavelength: float, profile=None, element: str = "Ar", where: str = "powder"):
+    """The frame-averaged profiled powder pattern of the box taken as a P 1 cell, on ``two_theta [G]`` degrees.
+
+    Reflections cover the grid ±2°; ``profile``: keyword arguments of :func:`analysis.powder.profile`.
+    """
+    from analysis.powder import powder_hkl
+    from fitting import observables as ob
+
+    if system.box is None or np.ndim(system.box) != 1:
+        raise UserInputError(f"{where}: a powder target needs an orthorhombic periodic box (box [3] nm)")
+    tt = np.asarray(two_theta, float)
+    cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
+    hkl, mult = powder_hkl(cell, "P 1", wavelength, (max(tt.min() - 2.0, 0.0), min(tt.max() + 2.0, 180.0)))
+    frac_mat = np.linalg.inv(np.diag(cell[:3]))
+
+    def structure_fn(pos):
+        return cell, (10.0 * pos) @ frac_mat.T
+
+    return ob.powder_pattern(structure_fn, hkl, mult, [element] * system.n_atoms, tt, wavelength=wavelength,
+                             **dict(profile or {}))  # fmt: skip
+
+
+def powder_target(spec: dict, system, base: Path, path: Path):
+    """A powder-pattern target: ``{observable: powder, file: pattern.csv, wavelength, two_theta: [min, max],
+    profile: {U, V, W, eta, shape}, objective: rwp | cc, element, peaks: intensities}``.
+
+    The simulation box is the P 1 cell of the pattern (its reflections to the 2θ range). Under NVT (the engine's
+    ensemble) the box and so every peak position is fixed: ``peaks: positions`` (a lattice-constant target, e.g. σ)
+    is refused; only intensities (ε through their fall-off with 2θ) follow θ."""
+    bad = set(spec) - {"observable", "file", "wavelength", "two_theta", "profile", "objective", "element", "weight",
+                       "peaks"}  # fmt: skip
+    if bad:
+        raise UserInputError(f"{path}: powder target has unknown keys {sorted(bad)}")
+    if spec.get("peaks", "intensities") == "positions":
+        raise UserInputError(
+            f"{path}: a powder peak-position target needs constant-pressure (NPT) sampling: under NVT the box, and "
+            "with it every lattice parameter and peak position, is fixed, so positions cannot follow θ. Fit "
+            "intensities (peaks: intensities) under NVT, or simulate NPT once the barostat is available"
+        )
+    objective = spec.get("objective", "rwp")
+    if objective not in ("rwp", "cc", "absolute"):
+        raise UserInputError(
+            f"{path}: powder objective {objective!r}: use rwp, cc or absolute (wasserstein has no least-squares "
+            "form; it stays a diagnostic, analysis.powder.wasserstein_distance)"
+        )
+    if "file" not in spec or "wavelength" not in spec:
+        raise UserInputError(f"{path}: a powder target needs file: (CSV two_theta_deg,intensity) and wavelength: Å")
+    lam = float(spec["wavelength"])
+    tt, y = _read_pattern(base / spec["file"], lam)
+    lo, hi = spec.get("two_theta", [float(tt.min()), float(tt.max())])
+    keep = (tt >= lo) & (tt <= hi)
+    if keep.sum() < 10:
+        raise UserInputError(f"{path}: fewer than 10 pattern points inside two_theta [{lo}, {hi}]")
+    obs = powder_observable(system, tt[keep], lam, spec.get("profile"), spec.get("element", "Ar"), where=str(path))
+    return FitTarget(obs, y[keep], weight=float(spec.get("weight", 1.0)), objective=objective)
+
+
 def _system(spec: dict, base: Path):
     import jax.numpy as jnp
 
@@ -101,10 +249,16 @@ def _system(spec: dict, base: Path):
         if name not in factories:
             raise UserInputError(f"system.model {name!r}: use one of {', '.join(factories)}")
         dtype = {"float32": jnp.float32, "float64": jnp.float64}[spec.pop("dtype", "float32")]
+        cells = spec.pop("fcc_cells", None)
+        if cells is not None:  # an FCC crystal of cells³ conventional cells (4 atoms each), at the given density
+            spec["n_atoms"] = 4 * int(cells) ** 3
         try:
-            return factories[name](dtype=dtype, **spec)
+            system = factories[name](dtype=dtype, **spec)
         except TypeError as exc:
             raise UserInputError(f"system: {exc}") from None
+        if cells is not None:
+            system = dataclasses.replace(system, positions=jnp.asarray(fcc_positions(int(cells), system.box), dtype))
+        return system
     if "pdb" in spec:
         from dmd.openmm_system import system_from_pdb
 
@@ -140,7 +294,8 @@ def _observable(spec: dict, system, temperature: float = 300.0):
         return ob.dihedral_cosines(**spec)
     raise UserInputError(
         f"target observable {kind!r}: use rdf, structure_factor, mean_energy, pressure, density or dihedral_cosines "
-        "(diffuse and powder targets and custom JAX functions are available from Python: fitting.observables)"
+        "(diffuse: an MTZ target, see docs/fitting.md; powder targets and custom JAX functions are available from "
+        "Python: fitting.observables)"
     )
 
 
@@ -217,6 +372,12 @@ def load_fit_config(path, out=None, resume: bool = False):
 def _targets(specs, system, base: Path, path: Path, where: str, temperature: float) -> list:
     targets = []
     for t in specs:
+        if t.get("observable") == "diffuse":
+            targets.append(diffuse_target(t, system, base, path))
+            continue
+        if t.get("observable") == "powder":
+            targets.append(powder_target(t, system, base, path))
+            continue
         obs = _observable(t, system, temperature)
         if "file" not in t:
             raise UserInputError(f"{path}: target {t.get('observable')!r}{where} needs file: (CSV of axis,value)")

@@ -49,6 +49,7 @@ from dmd.base.io import write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
 from dmd.runloop import grow_neighbors, redo_on_overflow
 from dmd.space import wrap_positions
+from fitting import objectives
 from fitting.forcefield_config import (
     ESTIMATORS,
     OPTIMIZERS,
@@ -60,12 +61,7 @@ from fitting.forcefield_config import (
     ParamMapping,
     to_internal,
 )
-from fitting.forcefield_estimators import (
-    first_output,
-    fluctuation_jacobian,
-    pathwise_jacobian,
-    theta_dict,
-)
+from fitting.forcefield_estimators import first_output, fluctuation_jacobian, pathwise_jacobian, theta_dict
 from fitting.forcefield_outputs import load_checkpoint, plot_history, write_outputs
 from fitting.observables import frame_values
 
@@ -219,8 +215,11 @@ class _Objective:
         for i, t in enumerate(self.targets):
             m = mean[self.offsets[i] : self.offsets[i + 1]]
             pred = t.observable.predict(m)
-            k = self.data[i].size
-            out.append(jnp.sqrt(self.weights[i] / k) * (pred - self.data[i]) / self.scales[i])
+            if t.objective is not None:  # a named metric shared with reweighting (fitting.objectives)
+                r = objectives.objective_residuals(t.objective, pred, self.data[i], sigma=t.sigma, weights=t.weights)
+            else:
+                r = (pred - self.data[i]) / self.scales[i] / np.sqrt(self.data[i].size)
+            out.append(np.sqrt(self.weights[i]) * r)
         return jnp.concatenate(out)
 
     def predictions(self, mean):
@@ -282,9 +281,13 @@ def _check_targets(system, targets, where: str) -> None:
     for t in targets:
         if t.observable.name == "density" and system.box is not None:
             raise UserInputError(
-                "target 'density': the engine samples at constant volume (NVT), where the density cannot change, "
-                "and has no barostat yet; the NVT equivalent: build the box at the target density and fit the "
-                "'pressure' observable to the external pressure (fitting.observables.pressure)"
+                "target 'density': this fit samples at constant volume (NVT), where the density cannot change; "
+                "fit densities at constant pressure with fitting.npt_density.fit_density (NPT, Monte Carlo "
+                "barostat), or build the box at the target density and fit 'pressure' (fitting.observables.pressure)"
+            )
+        if t.objective not in (None, *objectives.RESIDUAL_OBJECTIVES):
+            raise UserInputError(
+                f"target {t.observable.name!r}: objective {t.objective!r}: use {objectives.RESIDUAL_OBJECTIVES}"
             )
         k = len(np.atleast_1d(t.observable.axis))
         if np.shape(np.atleast_1d(t.data)) != (k,):

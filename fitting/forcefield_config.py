@@ -70,12 +70,18 @@ class FitTarget:
       data: ``[K]`` target values on ``observable.axis``.
       weight: weight of this target in the loss.
       sigma: ``[K]`` or scalar uncertainty; default the RMS of ``data`` (a dimensionless, scale-free loss).
+      objective: None (plain residuals (prediction − data)/σ) or a name in
+        :data:`fitting.objectives.RESIDUAL_OBJECTIVES` ("absolute", "cc", "gaussian": scale and offset profiled out,
+        the same metrics reweighting uses).
+      weights: optional ``[K]`` per-point weights of a named objective (resolution weighting).
     """
 
     observable: Observable
     data: np.ndarray
     weight: float = 1.0
     sigma: np.ndarray | float | None = None
+    objective: str | None = None
+    weights: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from analysis.powder import normalize_pattern
 from analysis.stats import pearson_cc, shell_mean_subtract
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "power_weights",
     "shell_balanced_weights",
     "make_objective",
+    "RESIDUAL_OBJECTIVES",
+    "objective_residuals",
 ]
 
 
@@ -177,3 +180,41 @@ def make_objective(
     if name == "student":
         return lambda x, mask=None: student_t_nll(x, y, sigma=sigma, nu=nu, weights=weights, mask=mask)
     raise ValueError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
+
+
+RESIDUAL_OBJECTIVES = ("absolute", "cc", "gaussian", "rwp")
+
+
+def objective_residuals(name: str, x, y, *, sigma=None, weights=None):
+    """The residual vector ``r [m]`` whose sum of squares is the objective, for least-squares fits (``dmd fit``).
+
+    * ``absolute``: r = sqrt(ω/Σω)·(x − y)/σ — data on the prediction's absolute scale (σ: errors, or the RMS of
+      ``y`` when None). Use it when the intensity scale carries the parameter (ε of a harmonic crystal sets the
+      amplitude of I_D, not its shape).
+    * ``cc``: r = sqrt(ω)·(y − a x − b)/sqrt(Σ ω (y − ȳ)²) with scale ``a`` ≥ 0 and offset ``b`` profiled out
+      (:func:`fit_scale_offset`); Σ r² = 1 − CC² (weighted Pearson CC, :func:`neg_cc`), so it ranks like −CC.
+    * ``gaussian``: as ``cc`` with u = ω/σ² weights; Σ r² = χ²/Σω, whose log is :func:`gaussian_nll` (same
+      minimizer).
+
+    * ``rwp``: r = √ω·(ŷ − x̂)/√Σ ω ŷ², patterns normalized to unit area first
+      (:func:`analysis.powder.normalize_pattern`); Σ r² = R_wp² of :func:`analysis.powder.rwp`.
+
+    Scale and offset are profiled inside the function, so gradients flow through them (the envelope theorem makes
+    that equal to the fixed-(a, b) gradient at the optimum). Shapes: ``x, y, sigma, weights: [m]``.
+    """
+    x = jnp.asarray(x)
+    y = jnp.asarray(y, x.dtype)
+    om = _voxel_weights(x, weights, None)
+    if name == "absolute":
+        s = jnp.sqrt(jnp.mean(y * y)) if sigma is None else jnp.asarray(sigma, x.dtype)
+        return jnp.sqrt(om / jnp.sum(om)) * (x - y) / s
+    if name in ("cc", "gaussian"):
+        u = om if (name == "cc" or sigma is None) else om / jnp.square(jnp.asarray(sigma, x.dtype))
+        a, b = fit_scale_offset(x, y, u)
+        my = jnp.sum(u * y) / jnp.sum(u)
+        norm = jnp.sqrt(jnp.sum(u * (y - my) ** 2)) if name == "cc" else jnp.sqrt(jnp.sum(om))
+        return jnp.sqrt(u) * (y - a * x - b) / norm
+    if name == "rwp":
+        yn, xn = normalize_pattern(y), normalize_pattern(x)
+        return jnp.sqrt(om) * (yn - xn) / jnp.sqrt(jnp.sum(om * yn * yn))
+    raise ValueError(f"unknown objective {name!r}: choose one of {', '.join(RESIDUAL_OBJECTIVES)}")

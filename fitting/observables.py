@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import UserInputError
+from dmd.space import minimum_image
 
 __all__ = [
     "Observable",
@@ -219,38 +220,77 @@ def dihedral_cosines(quads, harmonics=(1, 2, 3)) -> Observable:
     return Observable("dihedral_cosines", per_frame, ns, "harmonic_n")
 
 
-def diffuse_scattering(hkl, cell, elements, *, b_iso=None, atom_indices=None) -> Observable:
+def diffuse_scattering(
+    hkl, cell, elements, *, b_iso=None, atom_indices=None, method: str = "fft", reduce_index=None, reference=None
+) -> Observable:
     """Diffuse intensity I_D(h) = ⟨|F(h)|²⟩ − |⟨F(h)⟩|² of the simulation box taken as the unit cell.
 
-    Per frame o = [|F|², Re F, Im F] (3M values); ``combine`` forms I_D. Structure factors come from
-    :func:`analysis.structure_factors.structure_factors` (direct sum, IT92 form factors); positions are
-    converted nm → Å at this boundary.
+    Per frame o = [|F|², Re F, Im F] (3M values); ``combine`` forms I_D with
+    :func:`analysis.diffuse.diffuse_from_moments` (the one home of that formula). Structure factors come from
+    :mod:`analysis.structure_factors`: the spread + FFT route (default, plan built once here; the fit's frame loop
+    vmaps it over frames) or the direct sum (``method="direct"``, for checks). Positions nm → Å at this boundary.
 
     Args:
       hkl: ``[M, 3]`` indices of the box lattice; cell: ``[6]`` (Å, degrees) of the box;
       elements: element symbols per (selected) atom; b_iso: ``[n]`` Å² (default 0);
       atom_indices: atoms that scatter (default all).
+      reduce_index: optional int ``[M]``: data voxel of each reflection (symmetry equivalents of a non-P1 data set,
+        :func:`fitting.reweight.data_map.check_and_map`); the prediction is then the mean of I_D over each voxel's
+        reflections, ``[n_voxels]``.
+      reference: optional ``[N, 3]`` nm lattice positions of a crystal: each frame is first translated by minus its
+        mean (minimum-image) displacement from them. A thermostatted crystal's centre of mass wanders; uncorrected,
+        the wandering smears ⟨F⟩ at the Bragg positions and their I_D grows with the run length.
     """
     from analysis import cell as cell_mod
-    from analysis.structure_factors import structure_factors
+    from analysis.diffuse import diffuse_from_moments
+    from analysis.structure_factors import make_fft_plan, structure_factors_direct, structure_factors_fft
 
     hkl = np.asarray(hkl, np.int32)
     m = hkl.shape[0]
     idx = None if atom_indices is None else np.asarray(atom_indices, int)
-    frac_mat = np.asarray(cell_mod.fractionalization_matrix(np.asarray(cell, float)))
+    cell = np.asarray(cell, float)
+    frac_mat = np.asarray(cell_mod.fractionalization_matrix(cell))
     n_sel = len(elements)
     b = np.zeros(n_sel) if b_iso is None else np.asarray(b_iso, float)
+    if method == "fft":
+        plan = make_fft_plan(hkl, cell, elements, b)
+
+        def sf(frac, x):
+            return structure_factors_fft(plan, frac, jnp.asarray(cell, x.dtype), jnp.asarray(b, x.dtype))
+    elif method == "direct":
+
+        def sf(frac, x):
+            return structure_factors_direct(hkl, frac, jnp.asarray(cell, x.dtype), elements, jnp.asarray(b, x.dtype))
+    else:
+        raise UserInputError(f"diffuse: method {method!r}: use 'fft' (production) or 'direct' (checks)")
+
+    ref = None if reference is None else np.asarray(reference, float)
+    box_nm = np.diag(np.linalg.inv(frac_mat)) / 10.0  # orthorhombic box edges, nm (used only with ``reference``)
 
     def per_frame(params, pos, box=None):
+        if ref is not None:
+            shift = jnp.mean(minimum_image(pos - jnp.asarray(ref, pos.dtype), jnp.asarray(box_nm, pos.dtype)), axis=0)
+            pos = pos - shift
         x = pos if idx is None else pos[idx]
         frac = (10.0 * x) @ jnp.asarray(frac_mat, x.dtype).T
-        f = structure_factors(hkl, frac, jnp.asarray(cell, x.dtype), elements, jnp.asarray(b, x.dtype))
-        return jnp.concatenate([jnp.abs(f) ** 2, jnp.real(f), jnp.imag(f)])
+        f = sf(frac, x)
+        return jnp.concatenate([jnp.real(f) ** 2 + jnp.imag(f) ** 2, jnp.real(f), jnp.imag(f)])
 
-    def combine(mean):
-        return mean[:m] - (mean[m : 2 * m] ** 2 + mean[2 * m :] ** 2)
+    if reduce_index is None:
+        n_out = m
 
-    return Observable("diffuse", per_frame, np.arange(m, dtype=float), "reflection_index", combine=combine)
+        def combine(mean):
+            return diffuse_from_moments(mean[:m], mean[m : 2 * m], mean[2 * m :])
+    else:
+        red = np.asarray(reduce_index, np.int32)
+        n_out = int(red.max()) + 1
+        counts = np.maximum(np.bincount(red, minlength=n_out), 1).astype(float)
+
+        def combine(mean):
+            i_d = diffuse_from_moments(mean[:m], mean[m : 2 * m], mean[2 * m :])
+            return jax.ops.segment_sum(i_d, red, n_out) / jnp.asarray(counts, i_d.dtype)
+
+    return Observable("diffuse", per_frame, np.arange(n_out, dtype=float), "reflection_index", combine=combine)
 
 
 def powder_pattern(

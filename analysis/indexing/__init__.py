@@ -22,9 +22,10 @@ import time
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide
 from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
-from analysis.indexing.peaks import PeakList, peaks_from_values, read_peak_file
+from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read_peak_file
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows, search_system
@@ -67,6 +68,11 @@ __all__ = [
     "line_coverage",
     "needs_primitive_search",
     "PRIMITIVE_FALLBACK_SCORE",
+    "decide",
+    "min_peaks",
+    "FOM_FACTOR",
+    "MIN_AXIS",
+    "BLIND_STOP_M20",
 ]
 
 _BRAVAIS_SYSTEM = {b: s for (s, _), b in BRAVAIS_OF.items()}
@@ -75,17 +81,21 @@ _BRAVAIS_SYSTEM = {b: s for (s, _), b in BRAVAIS_OF.items()}
 @dataclasses.dataclass
 class IndexingResult:
     """Ranked solutions plus bookkeeping (seconds per system, candidates tested per system; the key
-    "<system> via triclinic" counts the triclinic fallback of a monoclinic / orthorhombic search)."""
+    "<system> via triclinic" counts the triclinic fallback of a monoclinic / orthorhombic search;
+    ``skipped``: lattice systems not searched and why, e.g. too few lines for the system, or a
+    higher-symmetry cell already explained the data in blind mode)."""
 
     solutions: list
     seconds: dict
     n_candidates: dict
+    skipped: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "solutions": [s.to_dict() for s in self.solutions],
             "seconds": self.seconds,
             "n_candidates": self.n_candidates,
+            "skipped": self.skipped,
         }
 
 
@@ -180,6 +190,26 @@ def needs_primitive_search(best: Solution | None, inv_d2, sigma, n_impurity: int
     return not explains_data(best, inv_d2, sigma, n_impurity)
 
 
+# blind mode searches the systems from cubic down and stops descending once a cell of the current
+# system explains the data (explains_data without the lower χ² bound: precise data are no reason to
+# doubt a cell) with M20 ≥ this: de Wolff (1968) — an M20 above 10 with no unindexed lines is rarely
+# wrong; 20 leaves margin. Lower-symmetry systems could only add cells with more free parameters,
+# which the decision rule (decide.py) would not prefer unless they score 1/FOM_FACTOR times better.
+BLIND_STOP_M20 = 20.0
+
+
+def settles(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> bool:
+    """Whether ``sol`` ends the blind descent through the lattice systems (see :data:`BLIND_STOP_M20`)."""
+    if sol is None or sol.M20 < BLIND_STOP_M20:
+        return False
+    n = min(n_fom, np.asarray(inv_d2).size)
+    return (
+        sum(1 for i in sol.unindexed if i < n) <= n_impurity
+        and reduced_chi2(sol, inv_d2, sigma) <= EXPLAINS_CHI2
+        and line_coverage(sol, inv_d2, n_fom) >= EXPLAINS_COVERAGE
+    )
+
+
 def _refine_distinct(res, inv_d2, kw: dict, n_max: int) -> list:
     """Refined solutions of the first ``n_max`` distinct finite candidates of a search result, best first
     (distinct: log|x| differs in the third decimal); candidates whose refinement breaks down are dropped."""
@@ -220,13 +250,17 @@ def index_peaks(
     n_polish: int = 6,
     progress=None,
     primitive_fallback: str = "auto",
+    exhaustive: bool = False,
 ) -> IndexingResult:
     """Index a peak list.
 
     Args:
       peaks: validated :class:`PeakList` (q² ascending).
       lattice: lattice system ("cubic" ... "triclinic", "rhombohedral") or Pearson symbol
-        ("mP", "hR", ...); None searches all systems.
+        ("mP", "hR", ...); None (blind, the default) searches every system the list can determine
+        (peaks.min_peaks), from cubic down, and orders the cells by the blind decision rule
+        (decide.py: highest symmetry among the cells that index the data with a score within
+        :data:`FOM_FACTOR` of the best; sub-cells demoted).
       config: :class:`SearchConfig`; ``refine_zero`` is honoured only with 2θ input.
       prior: :class:`IndexPrior`, "default" (shipped weights) or None (untrained, uniform).
       top: number of solutions returned.
@@ -237,9 +271,14 @@ def index_peaks(
         (centred lattices are easier to find primitive): "auto" when the best solution scores below
         :data:`PRIMITIVE_FALLBACK_SCORE` and does not explain the data (:func:`needs_primitive_search`),
         "always" or "never".
+      exhaustive: blind mode searches every system instead of stopping once a cell settles the data
+        (:func:`settles`).
 
     Returns:
-      :class:`IndexingResult`, solutions best first.
+      :class:`IndexingResult`, solutions best first (each with ``reason`` in blind mode).
+
+    Over 100 lines because the per-system loop holds the blind stopping rule and the triclinic
+    fallback next to the bookkeeping they report.
     """
     config = config or SearchConfig()
     if primitive_fallback not in ("auto", "always", "never"):
@@ -247,26 +286,33 @@ def index_peaks(
     if isinstance(prior, str):
         prior = load_prior()
     systems, centrings = lattice_systems_for(lattice)
+    blind = lattice is None or lattice == "all"
+    skipped = {}
+    if blind:
+        for system in list(systems):
+            if peaks.n < min_peaks(system):
+                skipped[system] = f"needs at least {min_peaks(system)} lines, {peaks.n} given"
+                systems.remove(system)
     inv_d2 = peaks.inv_d2
     g = None
     if peaks.two_theta is not None and peaks.wavelength is not None:
         g = cell_mod.inv_d2_slope_two_theta(peaks.two_theta, peaks.wavelength)  # Å⁻² per degree 2θ
     refine_zero = bool(config.refine_zero and g is not None)
     sig = sigma_inv_d2(inv_d2, config.tol_k)
+    kw = dict(
+        sigma=sig,
+        g_zero=g,
+        refine_zero=refine_zero,
+        n_sigma=config.n_sigma,
+        n_impurity=config.n_impurity,
+        wavelength=peaks.wavelength,
+        centrings=centrings,
+    )
     sols, seconds, ncand = [], {}, {}
-    for system in systems:
+    for k, system in enumerate(systems):
         t0 = time.perf_counter()
         cb = None if progress is None else (lambda b, s, _sys=system: progress(_sys, b, s))
         res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb)
-        kw = dict(
-            sigma=sig,
-            g_zero=g,
-            refine_zero=refine_zero,
-            n_sigma=config.n_sigma,
-            n_impurity=config.n_impurity,
-            wavelength=peaks.wavelength,
-            centrings=centrings,
-        )
         sols += _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         # the best few: try smaller (index 2/3) cells, then the conventional setting
         mine = sorted([s for s in sols if s.system == system], key=lambda s: s.score, reverse=True)
@@ -288,4 +334,17 @@ def index_peaks(
             sols += via
             ncand[f"{system} via triclinic"] = n_tri
             seconds[system] += time.perf_counter() - t0
-    return IndexingResult(solutions=rank_solutions(sols, top=top), seconds=seconds, n_candidates=ncand)
+        if blind and not exhaustive and k + 1 < len(systems):
+            ranked = decide(rank_solutions(sols, top=4 * top), config.n_impurity)
+            if ranked and ranked[0].system == system and settles(ranked[0], inv_d2, sig, config.n_impurity):
+                for rest in systems[k + 1 :]:
+                    skipped[rest] = (
+                        f"not searched: the {ranked[0].bravais} cell settles the data (M20 {ranked[0].M20:.1f})"
+                    )
+                break
+    if not blind:
+        return IndexingResult(
+            solutions=rank_solutions(sols, top=top), seconds=seconds, n_candidates=ncand, skipped=skipped
+        )
+    ranked = decide(rank_solutions(sols, top=4 * top), config.n_impurity, top=top)
+    return IndexingResult(solutions=ranked, seconds=seconds, n_candidates=ncand, skipped=skipped)

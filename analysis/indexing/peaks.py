@@ -53,8 +53,9 @@ _MIN_PEAKS = {
 
 
 def min_peaks(system: str | None) -> int:
-    """Smallest peak count accepted for a lattice system (``None``: all systems)."""
-    return _MIN_PEAKS["triclinic"] if system is None else _MIN_PEAKS[system]
+    """Smallest peak count accepted for a lattice system (``None``, blind: the smallest over all systems,
+    the cubic one; index_peaks then searches only the systems the list can determine)."""
+    return min(_MIN_PEAKS.values()) if system is None else _MIN_PEAKS[system]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +128,8 @@ def peaks_from_values(
         what = f"the {system} lattice system" if system else "indexing in any lattice system"
         raise UserInputError(
             f"{source}: {arr.size} peaks given but {what} needs at least {need}; "
-            "add more peaks (20 recommended) or pass --lattice for a higher-symmetry system"
+            "add more peaks (20 recommended)"
+            + ("" if system is None else " or pass --lattice for a higher-symmetry system")
         )
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])

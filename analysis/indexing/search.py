@@ -45,7 +45,16 @@ from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import search_system
 
-__all__ = ["BATCH_SIZES", "SearchConfig", "SearchResult", "search_cells", "gstar_from_x", "reduce_x", "volume_from_x"]
+__all__ = [
+    "padded_length",
+    "BATCH_SIZES",
+    "SearchConfig",
+    "SearchResult",
+    "search_cells",
+    "gstar_from_x",
+    "reduce_x",
+    "volume_from_x",
+]
 
 
 # (n_generate, n_candidates) per batch: more free parameters need more draws per hit
@@ -179,13 +188,14 @@ def _assign(x, z, inv_d2_obs, sig, g, rows, n_sigma, n_fom):
     idx2 = jnp.argmin(adiff.at[jnp.arange(inv_d2_obs.shape[0]), idx].set(jnp.inf), axis=1)
     r = q_model - inv_d2_ref[idx]
     r2 = q_model - inv_d2_ref[idx2]
-    inv_d2_n = inv_d2_obs[n_fom - 1]
+    inv_d2_n = inv_d2_obs[n_fom - 1]  # n_fom traced: padded lists share one compilation (search_cells)
+    fom_mask = (jnp.arange(inv_d2_obs.shape[0]) < n_fom).astype(x.dtype)
     n_calc = jnp.sum(inv_d2_ref <= inv_d2_n * (1 + 1e-6)).astype(x.dtype)
     # an unindexed line costs half the mean calculated-line spacing (what a random line would
     # score), never less than the tolerance: small cells that index a few lines cannot win
     cap = jnp.maximum(n_sigma * sig, inv_d2_n / (2 * jnp.maximum(n_calc, 1.0)))
-    e = jnp.where(jnp.abs(r) <= n_sigma * sig, jnp.abs(r), cap)[:n_fom]
-    eps = jnp.mean(e) + 1e-4 * jnp.mean(sig[:n_fom])
+    e = jnp.where(jnp.abs(r) <= n_sigma * sig, jnp.abs(r), cap)
+    eps = (jnp.sum(e * fom_mask) + 1e-4 * jnp.sum(sig * fom_mask)) / n_fom
     logm = jnp.log(inv_d2_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
     return logm, idx, idx2, r, r2
 
@@ -202,7 +212,7 @@ def _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_
     return s, idx, idx2, r, r2
 
 
-@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "n_fom", "use_zones"))
+@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "use_zones"))
 def _generate_batch(
     key,
     inv_d2_obs,
@@ -214,13 +224,13 @@ def _generate_batch(
     vlo,
     vhi,
     n_sigma,
+    n_fom,
     *,
     system: str,
     n_gen: int,
     n_sel: int,
     n_first: int,
     n_axes: int,
-    n_fom: int,
     use_zones: bool = True,
 ):
     """Stage A of a batch: ``n_gen`` exact-solve candidates from the prior (and zone constructions),
@@ -256,7 +266,6 @@ def _generate_batch(
         "n_random",
         "refine_zero",
         "acceptance",
-        "n_fom",
         "top_k",
     ),
 )
@@ -274,6 +283,8 @@ def _run_batch(
     temperature,
     mala_scale,
     n_sigma,
+    n_fom,
+    n_real,
     *,
     system: str,
     n_cand: int,
@@ -281,7 +292,6 @@ def _run_batch(
     n_random: int,
     refine_zero: bool,
     acceptance: str,
-    n_fom: int,
     top_k: int,
 ):
     """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` plus
@@ -293,6 +303,7 @@ def _run_batch(
     x_rand = jax.vmap(lambda k: candidates.random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
     x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
     d_rel = jnp.sqrt(inv_d2_obs[0] / inv_d2_obs)  # d_k / d_1
+    valid = jnp.arange(n_obs) < n_real  # padded lines (copies of the last one) carry no weight
 
     def evaluate(x, z):
         return _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)
@@ -302,13 +313,13 @@ def _run_batch(
         _, idx, idx2, r, r2 = ev
         k1, k3, k4, k5, k6 = jax.random.split(key, 5)
         # soft assignment: choose between the two nearest rows with Gaussian weights
-        scale = 2.0 * jnp.maximum(jnp.median(jnp.abs(r)), sig)
+        scale = 2.0 * jnp.maximum(jnp.nanmedian(jnp.where(valid, jnp.abs(r), jnp.nan)), sig)
         p2 = jax.nn.sigmoid((r**2 - r2**2) / (2 * scale**2))
         pick2 = use_soft & (jax.random.uniform(k1, (n_obs,), dtype) < p2)
         idx = jnp.where(pick2, idx2, idx)
         r = jnp.where(pick2, r2, r)
         h = rows[idx]
-        keep = jax.random.uniform(k3, (n_obs,)) < p_keep
+        keep = (jax.random.uniform(k3, (n_obs,)) < p_keep) & valid
         m = jax.random.uniform(k4, (), dtype, 0.0, 4.0)
         w = keep * d_rel**m / (sig**2 + r**2)
         hz = jnp.concatenate([h, g[:, None]], axis=1) if refine_zero else h
@@ -363,6 +374,11 @@ def _run_batch(
 
 
 # ---------------------------------------------------------------------------- driver
+def padded_length(n_obs: int) -> int:
+    """Length the search pads a peak list to: 20 up to 20 lines, then the next multiple of 16."""
+    return 20 if n_obs <= 20 else 16 * -(-n_obs // 16)
+
+
 def _default_volume_bounds(inv_d2_obs: np.ndarray, system: str) -> tuple[float, float]:
     """Volume bounds (Å³) from the line density: N lines up to Q_N ⇒ V ≈ 3 m N / (4π Q_N^{3/2}).
 
@@ -467,7 +483,13 @@ def search_cells(
     refine_zero = bool(config.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
     sig = sigma_inv_d2(inv_d2, config.tol_k)
-    args = [jnp.asarray(a, dtype) for a in (inv_d2, sig, g, rows, logits, vocab)]
+    # one compilation per lattice system and padded length (20 up to 20 lines, then multiples of 16):
+    # the lines are padded with copies of the last one, which carry no weight and no figure of merit
+    n_pad = padded_length(n_obs) - n_obs
+    args = [jnp.asarray(np.concatenate([a, np.repeat(a[-1:], n_pad)]), dtype) for a in (inv_d2, sig, g)] + [
+        jnp.asarray(a, dtype) for a in (rows, logits, vocab)
+    ]
+    n_fom_j, n_real_j = jnp.asarray(n_fom, jnp.int32), jnp.asarray(n_obs, jnp.int32)
     rows_np = np.asarray(rows, np.float64)
     scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]
     mala = None if config.mala_scale <= 0 else jnp.asarray(config.mala_scale, dtype)
@@ -501,12 +523,12 @@ def search_cells(
                 scal[0],
                 scal[1],
                 n_sigma_j,
+                n_fom_j,
                 system=system,
                 n_gen=n_gen,
                 n_sel=n_sel,
                 n_first=n_first,
                 n_axes=min(config.n_axes, n_obs),
-                n_fom=n_fom,
                 use_zones=config.candidates != "random",
             )
         else:
@@ -523,13 +545,14 @@ def search_cells(
                 *scal,
                 mala,
                 n_sigma_j,
+                n_fom_j,
+                n_real_j,
                 system=system,
                 n_cand=n_cand,
                 n_iter=config.n_iter,
                 n_random=n_random,
                 refine_zero=refine_zero,
                 acceptance=config.acceptance,
-                n_fom=n_fom,
                 top_k=config.top_k,
             )
         xs.append(np.asarray(bx, np.float64))

@@ -32,6 +32,7 @@ __all__ = [
     "from_primitive",
     "twofold_axes",
     "rank_solutions",
+    "c_centred_cell",
     "cell_of",
     "SYMMETRY_ORDER",
 ]
@@ -57,6 +58,7 @@ class Solution:
       hkl: ``[n, 3]`` int Miller indices per observed peak; inv_d2_calc: ``[n]`` Å⁻².
       x: reciprocal-metric parameters (Å⁻²).
       related: descriptions of merged equivalent / sub- / supercells.
+      reason: why the solution ranks where it does (decide.py; empty when not ranked by it).
     """
 
     bravais: str
@@ -79,6 +81,7 @@ class Solution:
     inv_d2_calc: np.ndarray
     x: np.ndarray
     related: list = dataclasses.field(default_factory=list)
+    reason: str = ""
 
     def to_dict(self) -> dict:
         def fl(v):
@@ -104,6 +107,7 @@ class Solution:
             "hkl": np.asarray(self.hkl).astype(int).tolist(),
             "inv_d2_calc": [float(v) for v in self.inv_d2_calc],
             "related": list(self.related),
+            "reason": self.reason,
         }
 
 
@@ -267,21 +271,65 @@ def _reduce_ac_real(cell: np.ndarray) -> np.ndarray:
     return np.array([a, cell[1], c, 90.0, beta, 90.0])
 
 
-def standard_setting(sol: Solution, inv_d2, **kw) -> Solution:
-    """Re-express a solution in a conventional setting and re-refine it.
+# basis changes (columns: new axes in old coordinates, det +1) to the C-centred standard setting
+# (International Tables: mC is C-centred with b unique, oC is C-centred)
+_TO_C = {
+    ("monoclinic", "A"): np.array([[0, 0, 1], [0, -1, 0], [1, 0, 0]], float),  # a' = c, b' = −b, c' = a
+    ("monoclinic", "I"): np.array([[1, 0, 0], [0, 1, 0], [1, 0, 1]], float),  # a' = a + c
+    ("orthorhombic", "A"): np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float),  # a' = b, b' = c, c' = a
+    ("orthorhombic", "B"): np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], float),  # a' = c, b' = a, c' = b
+}
 
-    Triclinic: the Niggli-reduced cell (gemmi); monoclinic: ac-plane reduced, β ≥ 90°;
-    other systems are already conventional. The search works on a reduced *reciprocal*
-    basis, which is not the reduced real-space cell crystallographers expect.
+
+def c_centred_cell(cell, system: str, centring: str) -> np.ndarray:
+    """The same lattice as the ``centring`` cell, as a C-centred cell ``[6]`` (Å, degrees).
+
+    Monoclinic (b unique): A → C by a' = c, b' = −b, c' = a; I → C by a' = a + c; then c and a
+    are shortened in the ac plane by the moves that keep the C centring (c → c + n a and
+    a → a + 2n c), and β ≥ 90° (a, b → −a, −b). Orthorhombic A / B → C: cyclic axis permutation.
+    """
+    m = _TO_C.get((system, centring), np.eye(3))
+    g = m.T @ np.asarray(cell_mod.metric(np.asarray(cell, float)), float) @ m
+    if system == "monoclinic":
+        t = np.eye(3)
+        for _ in range(50):
+            n_c = np.round(g[0, 2] / g[0, 0])
+            step = np.array([[1, 0, -n_c], [0, 1, 0], [0, 0, 1]], float)
+            g = step.T @ g @ step
+            n_a = 2 * np.round(g[0, 2] / (2 * g[2, 2]))
+            step2 = np.array([[1, 0, 0], [0, 1, 0], [-n_a, 0, 1]], float)
+            g = step2.T @ g @ step2
+            if n_c == 0 and n_a == 0:
+                break
+        if g[0, 2] > 0:
+            t = np.diag([-1.0, -1.0, 1.0])
+            g = t.T @ g @ t
+        g[0, 1] = g[1, 0] = g[1, 2] = g[2, 1] = 0.0
+    return np.asarray(cell_mod.cell_from_metric(g), float)
+
+
+def standard_setting(sol: Solution, inv_d2, **kw) -> Solution:
+    """Re-express a solution in the standard setting of its Bravais label and re-refine it.
+
+    Triclinic: the Niggli-reduced cell (gemmi); monoclinic P: ac-plane reduced, β ≥ 90°;
+    centred monoclinic (A, I) and A / B orthorhombic: the C-centred cell (:func:`c_centred_cell`,
+    refined with the C centring only); other systems are already conventional. The search works
+    on a reduced *reciprocal* basis, which is not the reduced real-space cell crystallographers expect.
     """
     if sol.system == "triclinic":
         cell = reduce.niggli_cell(sol.cell, "P")
     elif sol.system == "monoclinic" and sol.centring == "P":
         cell = _reduce_ac_real(sol.cell)
+    elif sol.system in ("monoclinic", "orthorhombic") and sol.centring != "P":
+        cell = c_centred_cell(sol.cell, sol.system, sol.centring)
+        kw = dict(kw, centrings=("C",))
     else:
         return sol
     x = np.asarray(cell_mod.reciprocal_params(cell, sol.system), float)
     new = refine_candidate(x, sol.zero_shift, inv_d2, sol.system, **kw)
+    if new is not None and sol.centring not in ("P", new.centring):
+        # a change of centring letter must keep the fit (the same lattice): within 1 % of the score
+        return new if new.score >= 0.99 * sol.score else sol
     return sol if new is None or new.score < 0.5 * sol.score else new
 
 
@@ -303,6 +351,14 @@ def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
     Repeated until nothing improves (index 4 = 2 × 2).
     """
     best = sol
+    if sol.system == "cubic":
+        # cubic lattices whose line sets nest without a sublattice relation (e.g. cI with a√2 indexes
+        # every cF line, primitive volumes 5.66 apart): try a smaller cell a/√r for the ratios of
+        # h²+k²+l² sums that relate P, I and F cells; M20 (fewer calculated lines) decides
+        for r in (4 / 3, 3 / 2, 2, 8 / 3, 3, 4, 16 / 3, 6, 8):
+            new = refine_candidate(np.asarray(sol.x, float) * r, sol.zero_shift, inv_d2, "cubic", **kw)
+            if new is not None and new.n_indexed >= best.n_indexed and new.score > best.score * 1.01:
+                best = new
     for _ in range(3):
         improved = False
         gs = np.asarray(cell_mod.reciprocal_metric_from_params(np.asarray(best.x, float), best.system), float)

@@ -52,7 +52,12 @@ class FitResult:
       history: {"step", "loss", "nll", "kl", "ccpred"} lists (recorded once per jitted call).
       meta_mean, meta_std: standardization of the metadata columns (user columns + 1/d²).
       wall_time_s: optimization wall time (includes compilation), seconds.
-      i_pred: ``[n_obs]`` predicted intensities s·E_q[F²] after the last step (None if no step ran).
+      i_pred: ``[n_obs]`` predicted intensities s·E_q[F²] after the last step of the held-out fit (None if
+        no step ran): the held-out rows of it give CCpred, scored before the held-out data were used.
+      final_steps: steps of the closing pass on all observations (0 without hold-out).
+
+    ``data.weight`` keeps the training mask of the held-out fit (0 = held out) so CCpred can be recomputed; the
+    returned ``params`` are those after the closing pass, which trained on every observation.
     """
 
     params: dict
@@ -64,6 +69,7 @@ class FitResult:
     meta_std: np.ndarray
     wall_time_s: float
     i_pred: np.ndarray | None = None
+    final_steps: int = 0
 
 
 def _initial_guess(unmerged: Unmerged, train: np.ndarray, n_shells: int = 10):
@@ -299,8 +305,25 @@ def fit(
     params, history, i_pred = _optimize(
         params, data, config, config.steps, key, batcher=batcher, holdout=holdout, progress=progress, desc="merge"
     )
+    final_steps = 0
+    if holdout.size:
+        # Nothing lost: held-out observations only score CCpred (above, with predictions made before they were
+        # seen); the merge itself must use every observation. A closing pass warm-started from the fit trains
+        # scales and q(F) on all rows (same shapes, so the compiled step is reused).
+        final_steps = final_pass_steps(config)
+        key, kfin = jax.random.split(key)
+        all_rows = data._replace(weight=jnp.ones_like(data.weight))
+        params, _, _ = _optimize(
+            params, all_rows, config, final_steps, kfin, batcher=batcher, progress=progress, desc="merge (all data)"
+        )
     jax.block_until_ready(params)
-    return FitResult(params, config, data, unmerged, history, mean, std, time.perf_counter() - t0, i_pred)
+    wall = time.perf_counter() - t0
+    return FitResult(params, config, data, unmerged, history, mean, std, wall, i_pred, final_steps)
+
+
+def final_pass_steps(config: MergeConfig) -> int:
+    """Steps of the closing all-observation pass after a held-out fit: a fifth of the fit, at least 100."""
+    return max(config.steps // 5, 100)
 
 
 def posterior_summary(params: dict, config: MergeConfig) -> dict:
@@ -338,11 +361,11 @@ def fit_half_datasets(result: FitResult, *, steps: int | None = None, seed: int 
         k: jax.tree_util.tree_map(lambda x, on=(k == "q"): jnp.asarray(1.0 if on else 0.0, dtype), v)
         for k, v in result.params.items()
     }
-    train = np.asarray(data.weight) > 0
+    # every observation counts in the halves (the held-out ones were merged by the closing pass too)
     refl = np.asarray(data.refl)
     halves, counts = [], []
     for i in range(2):
-        sel = train & (half == i)
+        sel = half == i
         d_i = data._replace(weight=jnp.asarray(sel, dtype))
         key = jax.random.PRNGKey(seed + 7919 + i)
         params, _, _ = _optimize(

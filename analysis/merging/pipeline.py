@@ -77,8 +77,8 @@ def merge(
     res = fit(unmerged, config, progress=progress)
     timings = {"fit_s": res.wall_time_s}
     post = posterior_summary(res.params, config)
-    train = np.asarray(res.data.weight) > 0
-    n_obs = np.bincount(unmerged.refl[train], minlength=unmerged.n_refl)
+    # multiplicity of every input observation: held-out rows scored CCpred and were then merged (fit's closing pass)
+    n_obs = np.bincount(unmerged.refl, minlength=unmerged.n_refl)
     q: dict = {
         "n_obs": unmerged.n_obs,
         "n_refl": unmerged.n_refl,

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differentiable molecular dynamics and crystallographic analysis in JAX.",
     )
     parser.add_argument("--x64", action="store_true", help="run in float64 (jax_enable_x64)")
+    no_cache = "do not read or write the compiled-program cache (default: $XDG_CACHE_HOME/dmd/jax)"
+    parser.add_argument("--no-cache", action="store_true", help=no_cache)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         try:
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet in this checkout
             raise
         p = module.register(sub)
+        p.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=no_cache)
         p.set_defaults(_run=module.run)
     return parser
 
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from dmd.cli.common import setup_compilation_cache
+
+    setup_compilation_cache(enabled=not args.no_cache)
     if args.x64:
         import jax
 

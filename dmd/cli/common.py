@@ -38,3 +38,42 @@ def stop_on_signals():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def compilation_cache_dir() -> str:
+    """The user cache directory for compiled XLA programs: ``$XDG_CACHE_HOME/dmd/jax`` (default
+    ``~/.cache/dmd/jax``)."""
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "dmd", "jax")
+
+
+def setup_compilation_cache(enabled: bool = True, path: str | None = None) -> str | None:
+    """Turn JAX's persistent compilation cache on (or off), so that a second run of the same system skips
+    the XLA compilations of the first (``dmd energy`` / ``dmd simulate`` start-up; ``--no-cache`` turns it off).
+
+    On: the directory is ``path``, else a ``JAX_COMPILATION_CACHE_DIR`` set by the user, else
+    :func:`compilation_cache_dir`; every program is stored, even small ones (the ~20 small compilations
+    of ``dmd simulate`` cost ~1 s uncached). It sets the environment that jax reads at import, so it acts
+    only before jax is imported (a fresh ``dmd`` process); in a process that already imported jax (``main()``
+    called from Python, tests) it changes nothing, leaving that process's jax config alone. Returns the
+    directory, or None when the cache is off, the directory cannot be created, or jax was already imported.
+    """
+    import os
+    import sys
+
+    if "jax" in sys.modules:
+        return None
+    if enabled:
+        path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or compilation_cache_dir()
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            enabled, path = False, None
+    settings = {"jax_enable_compilation_cache": enabled}
+    if enabled:
+        settings.update(jax_compilation_cache_dir=path, jax_persistent_cache_min_compile_time_secs=0)
+    for name, value in settings.items():
+        os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return path

@@ -1,7 +1,8 @@
-"""Neighbour lists with exclusions, packaged as jax-md ``NeighborList`` objects.
+"""Neighbour lists with exclusions, packaged as :class:`NeighborList` objects (jax-md's dense contract).
 
 Dense ``idx: [n_atoms, max_neighbors]`` int32, padded with ``n_atoms``; pairs within
-``cutoff + skin`` (minimum image, orthorhombic box, real coordinates). Excluded pairs (OpenMM
+``cutoff + skin`` (minimum image, :mod:`dmd.space`; orthorhombic ``[3]`` or reduced triclinic ``[3, 3]`` box,
+whose cells tile fractional coordinates). Excluded pairs (OpenMM
 exclusions/exceptions) are never listed.
 
 * ``full=True`` (used by the nonbonded energy): row i lists every neighbour j ≠ i, so each pair
@@ -15,8 +16,13 @@ candidates from a cell list (the cell stencil around each atom, :class:`dmd.neig
 compacts them with :func:`dmd.neighbors.compact_rows` and then blanks excluded partners; smaller
 boxes use a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)). Either
 build runs only when the two largest displacements since the last build sum past ``skin``; overflow of
-``max_neighbors`` sets jax-md's ``NEIGHBOR_LIST_OVERFLOW`` bit (``nbrs.did_buffer_overflow``),
+``max_neighbors`` sets the ``NEIGHBOR_LIST_OVERFLOW`` bit (``nbrs.did_buffer_overflow``),
 which stays set until the caller reallocates.
+
+The list types (:class:`NeighborList`, :class:`NeighborListFns`, :class:`PartitionError`,
+:class:`PartitionErrorCode`) mirror ``jax_md.partition``'s (same fields the engine reads, same pytree
+leaves, same error bits) but live here: importing ``jax_md`` imports its whole package (nequip, e3nn,
+flax, sympy; ~7 s), which the engine never needs (docs/engine.md, "Start-up").
 
 Usage (jax-md's contract)::
 
@@ -27,20 +33,93 @@ Usage (jax-md's contract)::
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax_md import partition
 
 from dmd.base.errors import UserInputError
-from dmd.neighbors import CellNeighborListFns, compact_rows, needs_rebuild
+from dmd.neighbors import CellNeighborListFns, box_key, compact_rows, needs_rebuild
+from dmd.space import check_reduced_box, is_orthorhombic, max_cutoff, minimum_image
 
-__all__ = ["pair_neighbor_list", "exclusion_table"]
+__all__ = [
+    "NeighborList",
+    "NeighborListFns",
+    "PartitionError",
+    "PartitionErrorCode",
+    "exclusion_table",
+    "pair_neighbor_list",
+]
 
 
-def _diag(box) -> np.ndarray:
-    b = np.asarray(box, dtype=np.float64)
-    return np.diag(b) if b.ndim == 2 else b
+class PartitionErrorCode(enum.IntEnum):
+    """Error bits of a neighbour list (the values of ``jax_md.partition.PartitionErrorCode``)."""
+
+    NONE = 0
+    NEIGHBOR_LIST_OVERFLOW = 1 << 0
+    CELL_LIST_OVERFLOW = 1 << 1
+    CELL_SIZE_TOO_SMALL = 1 << 2
+    MALFORMED_BOX = 1 << 3
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PartitionError:
+    """``code``: uint8 scalar array of :class:`PartitionErrorCode` bits."""
+
+    code: jax.Array
+
+    def update(self, bit: int, pred) -> PartitionError:
+        """This error with ``bit`` set where ``pred`` (bool scalar) holds."""
+        return PartitionError(self.code | jnp.where(pred, jnp.uint8(bit), jnp.uint8(0)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class NeighborList:
+    """Dense neighbour-list state (a pytree; capacities and the update function are static).
+
+    Attributes:
+      idx: ``[N, max_occupancy]`` int32 neighbour indices, padded with N.
+      reference_position: ``[N, 3]`` nm, positions at the last build.
+      error: :class:`PartitionError`; nonzero after an overflow (reallocate).
+      cell_list_capacity: atoms per cell of the cell build, or None for the all-pairs build (static).
+      max_occupancy: neighbour capacity per atom (static).
+      update_fn: ``update_fn(position, nbrs, **kwargs) -> NeighborList`` (static).
+    """
+
+    idx: jax.Array
+    reference_position: jax.Array
+    error: PartitionError
+    cell_list_capacity: int | None = dataclasses.field(metadata={"static": True})
+    max_occupancy: int = dataclasses.field(metadata={"static": True})
+    update_fn: Callable = dataclasses.field(metadata={"static": True})
+
+    def update(self, position, **kwargs) -> NeighborList:
+        return self.update_fn(position, self, **kwargs)
+
+    @property
+    def did_buffer_overflow(self):
+        """Bool-like scalar: the neighbour or cell capacity overflowed since allocation."""
+        return self.error.code & (PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW | PartitionErrorCode.CELL_LIST_OVERFLOW)
+
+    def set(self, **kwargs) -> NeighborList:
+        return dataclasses.replace(self, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeighborListFns:
+    """``allocate(pos, extra_capacity=0, box=...)`` (outside jit: sizes the buffers) and
+    ``update(pos, nbrs, box=...)`` (inside jit)."""
+
+    allocate: Callable
+    update: Callable
+
+    def __iter__(self):
+        return iter((self.allocate, self.update))
 
 
 def _choose_cells(n_atoms: int, box, cutoff: float, skin: float) -> CellNeighborListFns:
@@ -81,12 +160,13 @@ def pair_neighbor_list(
     capacity_multiplier: float = 1.25,
     block: int = 256,
     full: bool = True,
-) -> partition.NeighborListFns:
-    """Neighbour-list functions for a periodic orthorhombic system.
+) -> NeighborListFns:
+    """Neighbour-list functions for a periodic system.
 
     Args:
       n_atoms: number of atoms N.
-      box: ``[3]`` nm, default box (``allocate``/``update`` accept ``box=`` to override).
+      box: ``[3]`` nm or ``[3, 3]`` reduced box vectors (rows) nm: the default box (``allocate``/``update``
+        accept ``box=`` to override).
       cutoff: interaction cutoff r_c, nm (absolute).
       skin: extra list radius, nm; rebuilt when the two largest displacements sum past it.
       excluded_pairs: ``[n_pairs, 2]`` atom pairs never to list.
@@ -103,29 +183,23 @@ def pair_neighbor_list(
     excl_pad[:n_atoms] = excl
 
     def _check_box(box):
-        b = np.asarray(box, dtype=np.float64)
-        if b.shape == (3, 3):
-            if np.abs(b - np.diag(np.diag(b))).max() > 0:
-                raise UserInputError(
-                    "triclinic boxes are not supported yet by the neighbour list; use a rectangular box"
-                )
-            b = np.diag(b)
-        if 2 * r_list > b.min():
+        b = check_reduced_box(box)
+        if r_list > max_cutoff(b):
+            edge = "the smallest box edge" if is_orthorhombic(b) else "min(a_x, b_y, c_z)"
             raise UserInputError(
-                f"cutoff + skin = {r_list:.3f} nm exceeds half the smallest box edge ({b.min():.3f} nm); "
+                f"cutoff + skin = {r_list:.3f} nm exceeds half of {edge} ({2 * max_cutoff(b):.3f} nm); "
                 "use a smaller --cutoff or a larger box"
             )
 
     def _box_vec(box, dtype):
-        box = jnp.asarray(box, dtype)
-        return jnp.diag(box) if box.ndim == 2 else box
+        # a concrete diagonal [3, 3] box takes the orthorhombic code path ([3] lengths)
+        return jnp.asarray(box if isinstance(box, jax.core.Tracer) else box_key(np.asarray(box)), dtype)
 
     def _mask_block(pos, box, b):
         rows = b * block + jnp.arange(block)
         valid = rows < n_atoms
         rows_c = jnp.minimum(rows, n_atoms - 1)
-        d = pos[None, :, :] - pos[rows_c][:, None, :]
-        d = d - box * jnp.round(d / box)
+        d = minimum_image(pos[None, :, :] - pos[rows_c][:, None, :], box)
         r2 = jnp.sum(d * d, axis=-1)
         j = jnp.arange(n_atoms)
         if full:
@@ -149,7 +223,7 @@ def pair_neighbor_list(
         idx, count = jax.lax.map(one, jnp.arange(n_blocks))
         return idx.reshape(n_pad, max_neighbors)[:n_atoms], jnp.max(count)
 
-    cells = _choose_cells(n_atoms, tuple(float(b) for b in np.broadcast_to(_diag(default_box), (3,))), cutoff, skin)
+    cells = _choose_cells(n_atoms, box_key(default_box), cutoff, skin)
     excl_j = jnp.asarray(excl)
 
     def _pair_filter(rows, cand):
@@ -187,11 +261,13 @@ def pair_neighbor_list(
     def _cell_capacity(pos, box, extra: int) -> int:
         """Atoms-per-cell capacity for the cell build at ``pos``, or 0 to use the all-pairs build (box too
         small for 3 cells per edge, or a box other than the one the cell grid was laid out for)."""
-        if not cells.use_cells or not np.allclose(_diag(box), cells.box):
+        if not cells.use_cells or np.shape(box_key(box)) != np.shape(cells.box):
+            return 0
+        if not np.allclose(np.asarray(box_key(box)), np.asarray(cells.box)):
             return 0
         return cells._cell_capacity_for(cells._max_cell_count(pos), n_atoms, capacity_multiplier, extra)
 
-    def allocate(pos, extra_capacity: int = 0, **kwargs) -> partition.NeighborList:
+    def allocate(pos, extra_capacity: int = 0, **kwargs) -> NeighborList:
         box = kwargs.get("box", default_box)
         _check_box(box)
         pos = jnp.asarray(pos)
@@ -207,28 +283,25 @@ def pair_neighbor_list(
             idx = cell_build_jit(pos, boxv, max_neighbors, cell_capacity)[0]
         else:
             idx, _ = build_jit(pos, boxv, max_neighbors)
-        err = partition.PartitionError(jnp.zeros((), jnp.uint8))
-        return partition.NeighborList(
-            idx, pos, err, cell_capacity or None, max_neighbors, partition.NeighborListFormat.Dense, None, None, update
-        )
+        err = PartitionError(jnp.zeros((), jnp.uint8))
+        return NeighborList(idx, pos, err, cell_capacity or None, max_neighbors, update)
 
-    def update(pos, nbrs: partition.NeighborList, **kwargs) -> partition.NeighborList:
+    def update(pos, nbrs: NeighborList, **kwargs) -> NeighborList:
         box = kwargs.get("box", default_box)
         boxv = _box_vec(box, pos.dtype)
-        disp = pos - nbrs.reference_position
-        disp = disp - boxv * jnp.round(disp / boxv)  # an atom re-wrapped across the box has not moved
+        disp = minimum_image(pos - nbrs.reference_position, boxv)  # an atom re-wrapped across the box has not moved
         moved = needs_rebuild(jnp.sum(disp * disp, axis=-1), skin)
 
         def rebuild(_):
             err = nbrs.error
             if nbrs.cell_list_capacity:
                 idx, max_count, cell_overflow = _cell_build(pos, boxv, nbrs.max_occupancy, nbrs.cell_list_capacity)
-                err = err.update(partition.PartitionErrorCode.CELL_LIST_OVERFLOW, cell_overflow)
+                err = err.update(PartitionErrorCode.CELL_LIST_OVERFLOW, cell_overflow)
             else:
                 idx, max_count = _build(pos, boxv, nbrs.max_occupancy)
-            err = err.update(partition.PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW, max_count > nbrs.max_occupancy)
+            err = err.update(PartitionErrorCode.NEIGHBOR_LIST_OVERFLOW, max_count > nbrs.max_occupancy)
             return nbrs.set(idx=idx, reference_position=pos, error=err)
 
         return jax.lax.cond(moved, rebuild, lambda _: nbrs, None)
 
-    return partition.NeighborListFns(allocate, update)
+    return NeighborListFns(allocate, update)

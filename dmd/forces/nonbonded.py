@@ -38,6 +38,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dmd.forces.pme import ONE_4PI_EPS0, bspline_moduli, pme_reciprocal_energy
+from dmd.space import box_volume, minimum_image, minimum_image_shift
 
 __all__ = [
     "NonbondedSpec",
@@ -72,13 +73,9 @@ def switch_factor(r, cutoff, switch_distance):
     return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
 
 
-def _min_image(d, box):
-    return d - box * jnp.round(d / box)
-
-
 def _box_vector(box, dtype):
-    box = jnp.asarray(box, dtype)
-    return jnp.diag(box) if box.ndim == 2 else box
+    """A ``[3]`` box stays ``[3]``; a ``[3, 3]`` box stays a matrix (triclinic code paths, :mod:`dmd.space`)."""
+    return jnp.asarray(box, dtype)
 
 
 def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, sig, seps, with_grads):
@@ -87,9 +84,7 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, s
     valid = (idx_rows < n) & (rows < n)[:, None]
     jc = jnp.where(valid, idx_rows, 0)
     ic = jnp.minimum(rows, n - 1)
-    raw = pos[jc] - pos[ic][:, None, :]
-    shift = jnp.round(raw / box)
-    d = raw - box * shift
+    d, shift = minimum_image_shift(pos[jc] - pos[ic][:, None, :], box)
     r2 = jnp.sum(d * d, axis=-1)
     inside = valid & (r2 < rc * rc)
     r = jnp.sqrt(jnp.where(inside, r2, 1.0))
@@ -126,8 +121,12 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, s
     w = jnp.where(inside, de_dr * inv_r, 0.0)
     # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
     g_pos = -jnp.sum(w[..., None] * d, axis=1)
-    # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n)
-    g_box = -0.5 * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
+    # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
+    # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
+    if box.ndim == 1:
+        g_box = -0.5 * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
+    else:
+        g_box = -0.5 * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
     g_q = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
     dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
     g_sig = jnp.sum(jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0), axis=1)
@@ -263,7 +262,7 @@ def _exceptions_energy(spec, q, sig_a, seps_a, pos, box):
     dt = pos.dtype
     d = pos[j] - pos[i]
     if spec.exceptions_periodic:
-        d = _min_image(d, box)
+        d = minimum_image(d, box)
     r = jnp.sqrt(jnp.sum(d * d, axis=-1))
     qq = jnp.asarray(spec.exc_q_scale, dt) * q[i] * q[j] + jnp.asarray(spec.exc_q_fixed, dt)
     eps = jnp.asarray(spec.exc_eps_scale, dt) * seps_a[i] * seps_a[j] + jnp.asarray(spec.exc_eps_fixed, dt)
@@ -278,7 +277,7 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
       spec: static data (:class:`NonbondedSpec`).
       params: ``{"charge": [N] e, "sigma": [T] nm, "epsilon": [T] kJ/mol}``.
       pos: ``[N, 3]`` nm.
-      box: ``[3]`` nm (periodic methods).
+      box: ``[3]`` nm or ``[3, 3]`` reduced box vectors (rows a, b, c) nm (periodic methods, :mod:`dmd.space`).
       neighbor: half neighbour list (:mod:`dmd.forces.neighbors`) for cutoff methods.
     """
     dt = pos.dtype
@@ -307,13 +306,13 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
         raise ValueError(f"unsupported nonbonded method {spec.method!r}")
     e = pair(pos, boxv, neighbor.idx, q, sig_a, seps_a)
     e = e + _exceptions_energy(spec, q, sig_a, seps_a, pos, boxv)
-    volume = boxv[0] * boxv[1] * boxv[2]
+    volume = box_volume(boxv)
     if spec.dispersion_correction:
         e = e + dispersion_correction(params["sigma"], params["epsilon"], spec.type_counts, rc, volume)
     if spec.method == "PME":
         if len(spec.excluded):
             i, j = spec.excluded[:, 0], spec.excluded[:, 1]
-            dx = _min_image(pos[j] - pos[i], boxv)
+            dx = minimum_image(pos[j] - pos[i], boxv)
             rx = jnp.sqrt(jnp.sum(dx * dx, axis=-1))
             e = e - jnp.sum(ONE_4PI_EPS0 * q[i] * q[j] * jax.scipy.special.erf(spec.alpha * rx) / rx)
         e = e - ONE_4PI_EPS0 * spec.alpha / math.sqrt(math.pi) * jnp.sum(q * q)
@@ -374,7 +373,7 @@ def tabulated_lj_energy(spec: TabulatedLJSpec, params: dict, pos, box=None, neig
     idx = neighbor.idx
     valid = idx < n
     jc = jnp.where(valid, idx, 0)
-    d = _min_image(pos[jc] - pos[:, None, :], boxv)
+    d = minimum_image(pos[jc] - pos[:, None, :], boxv)
     r2 = jnp.sum(d * d, axis=-1)
     inside = valid & (r2 < spec.cutoff**2)
     r = jnp.sqrt(jnp.where(inside, r2, 1.0))

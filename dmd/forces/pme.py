@@ -15,12 +15,18 @@ including its replacement of near-zero moduli by the mean of their neighbours), 
 ke = 1/(4π ε0) = 138.935457644382 kJ nm/(mol e²). α and K come from OpenMM
 (``NonbondedForce.getPMEParametersInContext``), so the discretisation is identical and
 the energy agrees to rounding. Forces are the exact gradient (autodiff), as in OpenMM.
+
+Triclinic boxes (rows a, b, c in OpenMM's reduced form, :mod:`dmd.space`): s_i = x_i B⁻¹, the reciprocal
+vector of grid index (m_a, m_b, m_c) is m = B⁻¹ (m_a, m_b, m_c)ᵀ (OpenMM's ``recipBoxVectors``: m_x = m_a a*_x,
+m_y = m_a a*_y + m_b b*_y, ...) and V = a_x b_y c_z; everything else is unchanged.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+
+from dmd.space import box_volume, reciprocal_box
 
 __all__ = ["ONE_4PI_EPS0", "bspline_moduli", "bspline_weights", "pme_reciprocal_energy"]
 
@@ -69,12 +75,12 @@ def bspline_moduli(n: int, order: int) -> np.ndarray:
 
 
 def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int, int], order: int = 5, moduli=None):
-    """SPME reciprocal-space energy (kJ/mol) for an orthorhombic box.
+    """SPME reciprocal-space energy (kJ/mol) for an orthorhombic or reduced triclinic box.
 
     Args:
       charges: ``[n_atoms]`` e.
       pos: ``[n_atoms, 3]`` nm (any periodic image).
-      box: ``[3]`` nm box edge lengths.
+      box: ``[3]`` nm box edge lengths, or ``[3, 3]`` reduced box vectors (rows a, b, c).
       alpha: Ewald splitting parameter α, 1/nm (static).
       grid: (K_x, K_y, K_z) (static).
       order: B-spline order p (OpenMM: 5).
@@ -85,7 +91,9 @@ def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int,
     n = jnp.asarray(grid, dtype)
     if moduli is None:
         moduli = tuple(bspline_moduli(k, order) for k in grid)
-    s = pos / box
+    triclinic = jnp.ndim(box) == 2
+    recip = reciprocal_box(box, dtype) if triclinic else None
+    s = pos @ recip if triclinic else pos / box
     t = (s - jnp.floor(s)) * n
     ti = jnp.floor(t)
     frac = t - ti
@@ -105,17 +113,23 @@ def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int,
         i = np.arange(k)
         return np.where(i < (k + 1) // 2, i, i - k).astype(np.float64)
 
-    mx = jnp.asarray(freq(kx), dtype)[:, None, None] / box[0]
-    my = jnp.asarray(freq(ky), dtype)[None, :, None] / box[1]
+    fx = jnp.asarray(freq(kx), dtype)[:, None, None]
+    fy = jnp.asarray(freq(ky), dtype)[None, :, None]
     nzh = kz // 2 + 1
-    mz = jnp.asarray(freq(kz)[:nzh], dtype)[None, None, :] / box[2]
+    fz = jnp.asarray(freq(kz)[:nzh], dtype)[None, None, :]
+    if triclinic:  # m = B⁻¹ (m_a, m_b, m_c)ᵀ, B⁻¹ lower triangular (OpenMM's order of operations)
+        mx = fx * recip[0, 0]
+        my = fx * recip[1, 0] + fy * recip[1, 1]
+        mz = fx * recip[2, 0] + fy * recip[2, 1] + fz * recip[2, 2]
+    else:
+        mx, my, mz = fx / box[0], fy / box[1], fz / box[2]
     m2 = mx**2 + my**2 + mz**2
     bmod = (
         jnp.asarray(moduli[0], dtype)[:, None, None]
         * jnp.asarray(moduli[1], dtype)[None, :, None]
         * jnp.asarray(moduli[2][:nzh], dtype)[None, None, :]
     )
-    volume = box[0] * box[1] * box[2]
+    volume = box_volume(box)
     zero = (np.arange(kx)[:, None, None] == 0) & (np.arange(ky)[None, :, None] == 0) & (np.arange(nzh) == 0)
     m2_safe = jnp.where(zero, 1.0, m2)
     eterm = ONE_4PI_EPS0 * jnp.exp(-(np.pi**2) * m2_safe / alpha**2) / (m2_safe * np.pi * volume * bmod)

@@ -27,8 +27,8 @@ Nonbonded methods: NoCutoff (all pairs), CutoffPeriodic (reaction field, as Open
 own α and grid, B-spline order 5). The cutoff is absolute, in nm, and never moves with σ. The
 long-range dispersion correction is included exactly when OpenMM's force has it on (createSystem's
 default for PME and CutoffPeriodic). Cutoff systems get ``neighbor_fn``: a full neighbour
-list with exclusions (:mod:`dmd.forces.neighbors`) in real (not fractional) coordinates, radius
-cutoff + skin (default 0.2 nm), orthorhombic boxes only.
+list with exclusions (:mod:`dmd.forces.neighbors`), radius cutoff + skin (default 0.2 nm), in an
+orthorhombic or reduced triclinic box (:func:`dmd.space.check_reduced_box`).
 
 Virtual sites (4-site water such as OPC ``amber19/opc.xml`` / TIP4P-Ew, 5-site TIP5P, lone pairs):
 TwoParticleAverageSite, ThreeParticleAverageSite, OutOfPlaneSite and LocalCoordinatesSite are

@@ -15,6 +15,7 @@ from dmd.openmm_system.common import atom_labels, value
 from dmd.openmm_system.constraints import constraints_from_openmm
 from dmd.openmm_system.nonbonded_forces import lj14_term, nonbonded_term, tabulated_lj_term
 from dmd.openmm_system.virtual_sites import virtual_sites_from_openmm
+from dmd.space import check_reduced_box
 from dmd.system import System
 
 _SUPPORTED = (
@@ -100,7 +101,8 @@ def _positions(openmm_system, positions_nm):
 
 
 def _periodic_box(openmm_system, box):
-    """The ``[3]`` box edges, nm (``box`` if given, else the System's default box), or None if not periodic."""
+    """The ``[3]`` box edges or reduced ``[3, 3]`` box vectors (rows), nm (``box`` if given, else the System's
+    default box), or None if not periodic."""
     import openmm.unit as unit
 
     periodic = openmm_system.usesPeriodicBoundaryConditions()
@@ -108,13 +110,9 @@ def _periodic_box(openmm_system, box):
         vecs = openmm_system.getDefaultPeriodicBoxVectors()
         box = np.array([[value(v[k], unit.nanometer) for k in range(3)] for v in vecs])
     if box is not None:
-        box = np.asarray(box, dtype=np.float64)
-        if box.shape == (3, 3):
-            if np.abs(box - np.diag(np.diag(box))).max() > 1e-12:
-                raise UserInputError("triclinic periodic boxes are not supported yet; use a rectangular box")
-            box = np.diag(box).copy()
-        if box.shape != (3,) or np.any(box <= 0):
-            raise UserInputError(f"box must be [3] positive edge lengths in nm; got {box}")
+        box = check_reduced_box(box, "periodic box")
+        if box.ndim == 2 and np.abs(box - np.diag(np.diag(box))).max() <= 1e-12:
+            box = np.diag(box).copy()  # orthorhombic: edge lengths
     if not periodic:
         box = None
     return box

@@ -23,6 +23,7 @@ import optax
 
 from analysis.stats import pearson_cc
 from dmd.base.progress import progress_bar
+from dmd.distributed import to_host
 from fitting.reweight.prediction import diffuse_unnormalized, to_data_voxels, x_from_stats
 from fitting.reweight.problem import Problem, weighted_stats
 from fitting.reweight.streaming import stream_adam
@@ -181,7 +182,7 @@ def sigmoid_baseline(
         return {"weights": np.asarray(w, np.float64), "x": np.asarray(x), "cc_history": cc_hist[0]}
     run = _sigmoid_fitter(problem.stats_fn, problem.n_data, int(steps), float(learning_rate))
     lg, x, hist = run(problem.z, problem.data, f_re, f_im, jnp.zeros(problem.n_frames, dtype), mask)
-    return {"weights": np.asarray(jax.nn.sigmoid(lg), np.float64), "x": np.asarray(x), "cc_history": np.asarray(hist)}
+    return {"weights": to_host(jax.nn.sigmoid(lg)).astype(np.float64), "x": to_host(x), "cc_history": to_host(hist)}
 
 
 @functools.lru_cache(maxsize=8)

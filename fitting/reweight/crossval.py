@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.distributed import to_host
 from fitting.reweight.fit import fit_batch
 from fitting.reweight.problem import FitSpec, Problem, objective_value, predict
 
@@ -64,7 +65,7 @@ def select_theta(problem: Problem, spec: FitSpec, folds, train, thetas, *, progr
     masks = np.stack([train & (folds != k) for _, k in combos])
     logits0 = np.tile(np.asarray(problem.log_w0), (len(combos), 1))
     logits_cv, _ = fit_batch(problem, spec, logits0, masks, [c[0] for c in combos], progress=progress)
-    x_cv = predict(problem, np.asarray(jax.nn.softmax(logits_cv, axis=-1)))  # one pass for all fits
+    x_cv = predict(problem, to_host(jax.nn.softmax(logits_cv, axis=-1)))  # one pass for all fits
     val = [
         -float(objective_value(spec, x_cv[i], problem.data, jnp.asarray(folds == k))) for i, (_, k) in enumerate(combos)
     ]

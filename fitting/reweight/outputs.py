@@ -62,8 +62,13 @@ def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summa
     """
     from analysis.mtz_io import write_mtz
     from dmd.base.io import atomic_path, write_json
+    from dmd.distributed import is_writer
     from fitting import objectives
 
+    # every process takes part in this sharded prediction (a collective); then only process 0 writes
+    x_uniform = np.asarray(predict(problem, np.full(len(result.weights), 1.0 / len(result.weights))))
+    if not is_writer():  # a multi-process run (dmd.distributed)
+        return
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     inputs = [p for p in inputs if isinstance(p, (str, os.PathLike))]
@@ -81,7 +86,6 @@ def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summa
         a, b = objectives.fit_scale_offset(np.asarray(x, float), y, train.astype(float))
         return float(a) * np.asarray(x, float) + float(b)
 
-    x_uniform = np.asarray(predict(problem, np.full(len(w), 1.0 / len(w))))
     write_mtz(
         out / "reweighted.mtz",
         dob.hkl_data,

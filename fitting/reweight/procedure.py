@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.distributed import to_host
 from fitting.reweight.baselines import greedy_elimination, sigmoid_baseline
 from fitting.reweight.crossval import select_theta
 from fitting.reweight.fit import fit_batch
@@ -124,7 +125,7 @@ def reweight(
     theta, mean_val, val = select_theta(problem, spec, folds, train, thetas, progress=progress)
 
     logits, hist = fit_batch(problem, spec, np.asarray(problem.log_w0)[None], train[None], [theta], progress=progress)
-    w = np.asarray(jax.nn.softmax(logits[0]), np.float64)
+    w = to_host(jax.nn.softmax(logits[0])).astype(np.float64)
     x = predict(problem, w)
     n_eff = kish_neff(w)
     summary = {
@@ -151,7 +152,7 @@ def reweight(
     return ReweightResult(
         weights=w,
         theta=theta,
-        history={k: np.asarray(v[0]) for k, v in hist.items()},
+        history={k: to_host(v[0]) for k, v in hist.items()},
         cv=summary["cv"],
         summary=summary,
         x=np.asarray(x),

@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 
+from dmd import distributed
 from dmd.base.errors import UserInputError
 
 
@@ -49,6 +50,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=20, help="chunks between checkpoints (0: never)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output MTZ path")
+    distributed.add_arguments(p)
     return p
 
 
@@ -65,6 +67,11 @@ def _selection(traj, top, selection):
     if len(idx) == 0:
         raise UserInputError(f"--selection {selection!r} selects no atoms; check the selection against --top")
     return idx
+
+
+def _n_shells(n_refl: int) -> int:
+    """Resolution shells for per-shell statistics: about 50 reflections a shell, 1 to 10 shells."""
+    return max(1, min(10, n_refl // 50))
 
 
 def run(args) -> int:
@@ -86,6 +93,9 @@ def run(args) -> int:
     if not args.out.lower().endswith(".mtz"):
         raise UserInputError(f"--out {args.out}: give an .mtz path")
     inputs = [args.traj] + ([args.top] if args.top else [])
+    multi = distributed.from_args(args, inputs)  # chunks round-robin over processes; process 0 writes
+    if multi:
+        args.checkpoint_every = 0  # a checkpoint would hold one process's partial sums: none in a distributed run
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     atom_indices = _selection(args.traj, args.top, args.selection)
     ckpt = args.out + ".ckpt.npz"
@@ -93,7 +103,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     state, hkl, plan, cell0, n_skip = None, None, None, None, 0
-    if os.path.exists(ckpt):
+    if os.path.exists(ckpt) and not multi:
         z = np.load(ckpt)
         state = diffuse.DiffuseState(float(z["sum_w"]), z["sum_f2"], z["sum_f"], int(z["n_frames"]))
         hkl, n_skip = z["hkl"], int(z["n_frames"])
@@ -105,7 +115,7 @@ def run(args) -> int:
     )
     seen = 0
     n_chunks = 0
-    for frac, cells, els in frames_iter:
+    for i_chunk, (frac, cells, els) in enumerate(frames_iter):
         if cell0 is None:
             cell0 = cells[0]
             if hkl is None:
@@ -116,6 +126,8 @@ def run(args) -> int:
                 b = np.full(len(els), args.b_iso)
                 plan = structure_factors.make_fft_plan(hkl, cell0, els, b, tolerance=args.tolerance)
         t = len(frac)
+        if multi and i_chunk % distributed.process_count() != distributed.process_index():
+            continue  # another process's chunk
         if seen + t <= n_skip:  # already in the checkpoint
             seen += t
             bar.update(t)
@@ -138,6 +150,15 @@ def run(args) -> int:
             savez(ckpt, inputs, hkl=hkl, sum_w=state.sum_w, sum_f2=state.sum_f2, sum_f=state.sum_f,
                   n_frames=state.n_frames)  # fmt: skip
     bar.close()
+    if multi and state is not None:  # add every process's float64 partial sums (identical on all processes)
+        state = diffuse.DiffuseState(
+            float(distributed.sum_over_processes(np.array([state.sum_w]))[0]),
+            distributed.sum_over_processes(state.sum_f2),
+            distributed.sum_over_processes(state.sum_f),
+            int(distributed.sum_over_processes(np.array([state.n_frames], np.int64))[0]),
+        )
+        local_cells = np.concatenate(cells_seen) if cells_seen else np.zeros((0, *np.shape(cell0)))
+        cells_seen = [distributed.sum_over_processes(local_cells.sum(axis=0))[None] / state.n_frames]
     if state is None or state.n_frames == 0:
         raise UserInputError(f"{args.traj}: no frames read; check --stride and the trajectory")
     i_d, mean_f2, mean_f_sq = diffuse.diffuse_finalize(state)
@@ -156,13 +177,17 @@ def run(args) -> int:
         except ValueError as exc:
             raise UserInputError(f"--spacegroup: {exc}") from exc
         types["ID_SYM"] = "J"
+        sym_cc = diffuse.diffuse_cc(i_d, cols["ID_SYM"], diffuse.inv_d2_of(hkl, cell0), n_shells=_n_shells(len(hkl)))
     cells_all = np.concatenate(cells_seen) if cells_seen else cell0[None]
     cell_mean = cells_all.mean(axis=0)
+    parent_cell = np.concatenate([cell_mean[:3] / np.asarray(args.supercell, float), cell_mean[3:]])
     history = [
         f"dmd diffuse traj={os.path.basename(args.traj)} frames={state.n_frames} stride={args.stride}",
-        f"box = supercell {tuple(args.supercell)} of parent cell; indices are box-lattice indices",
+        f"box = supercell {tuple(args.supercell)} of parent cell; box indices H, parent-lattice h = H / supercell",
         f"method={args.method} d_min={args.d_min} b_iso={args.b_iso}",
     ]
+    if not distributed.is_writer():
+        return 0
     write_mtz(args.out, hkl, cols, cell_mean, "P 1", column_types=types, history=history, inputs=inputs)
     elapsed = time.perf_counter() - t0
 
@@ -197,6 +222,8 @@ def run(args) -> int:
         "d_min": args.d_min,
         "supercell": list(args.supercell),
         "cell_mean": cell_mean,
+        "parent_cell": parent_cell,
+        "parent_indices": "h = H / supercell (fractional off Bragg positions)",
         "method": args.method,
         "dtype": str(jnp.dtype(dtype)),
         "seconds": elapsed,
@@ -205,6 +232,14 @@ def run(args) -> int:
         "mean_F2": float(np.mean(mean_f2)),
         "outputs": [args.out, stem + ".png", stem + ".json"],
     }
+    if args.spacegroup:  # how symmetric the ensemble's I_D already is: CC(ID, ID_SYM) → 1 with sampling
+        summary["spacegroup"] = args.spacegroup
+        keys = ("cc_total", "cc_anisotropic", "shell_edges_d", "cc_total_shells", "cc_anisotropic_shells")
+        summary["symmetry_cc"] = {k: sym_cc[k] for k in (*keys, "n_per_shell")}
+        print(
+            f"ID vs ID_SYM ({args.spacegroup}): CC total {sym_cc['cc_total']:.4f}, "
+            f"anisotropic {sym_cc['cc_anisotropic']:.4f}"
+        )
     write_json(stem + ".json", summary, inputs)
     if os.path.exists(ckpt):
         os.remove(ckpt)

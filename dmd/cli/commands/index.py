@@ -96,6 +96,10 @@ def _table(out: dict) -> str:
     lines.append(f"  best: Niggli cell {[round(v, 4) for v in best['niggli_cell']]}, esd {best['cell_esd'][:3]}")
     if best["unindexed"]:
         lines.append(f"  unindexed peaks (1-based): {[i + 1 for i in best['unindexed']]}")
+    if best.get("reason"):
+        lines.append(f"  why first: {best['reason']}")
+    for system, why in out.get("skipped", {}).items():
+        lines.append(f"  {system}: {why}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from dmd import distributed
 from dmd.base.errors import UserInputError
 
 
@@ -68,6 +69,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output directory")
+    distributed.add_arguments(p)
     return p
 
 
@@ -93,6 +95,10 @@ def run(args) -> int:
         raise UserInputError("--max-memory needs --store PATH (the on-disk F store) and a value ≥ 0 GB")
     if args.steps < 1:
         raise UserInputError(f"--steps must be ≥ 1, got {args.steps}")
+    if args.distributed and args.store:
+        raise UserInputError("--store with --distributed: every process would write the HDF5 store; drop --store")
+    # frames sharded over the global mesh of all processes' devices; process 0 writes the outputs
+    distributed.from_args(args, [args.traj, args.data] + ([args.top] if args.top else []))
     config = ReweightConfig(
         objective=args.objective,
         optimizer=args.optimizer,

@@ -40,6 +40,9 @@ DEFAULTS = {
     "sensitivity_method": "tangent",
     "window": None,
     "progress": True,
+    "pressure": None,
+    "barostat": "isotropic",
+    "barostat_every": 25,
 }
 
 
@@ -112,6 +115,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="tangent: exact tangent carry (default); window: the seed's rolling window",
     )
     p.add_argument("--window", type=int, default=S, help="window length k for --sensitivity-method window")
+    p.add_argument("--pressure", type=float, default=S, help="bar: constant pressure (Monte Carlo barostat, dmd.npt)")
+    p.add_argument(
+        "--barostat", choices=["isotropic", "anisotropic"], default=S, help="volume moves (default isotropic)"
+    )
+    p.add_argument("--barostat-every", dest="barostat_every", type=int, default=S, help="steps per volume move (25)")
     return p
 
 
@@ -209,6 +217,14 @@ def run_config(cfg: dict, system=None, stop=None):
             ) from None
         if cfg["sensitivity_method"] == "window" and cfg["window"] is None:
             raise UserInputError("--sensitivity-method window needs --window K (the number of exact terms kept)")
+    if cfg["pressure"] is not None:
+        from dmd.npt_run import simulate_npt
+
+        if names:
+            raise UserInputError("--sensitivity is for constant-volume runs; drop it or drop --pressure")
+        return simulate_npt(
+            system, run_cfg, pressure_bar=float(cfg["pressure"]), barostat=cfg["barostat"], every=cfg["barostat_every"]
+        )
     result = simulate(system, run_cfg)
     if names:
         try:
@@ -249,6 +265,8 @@ def run(args) -> int:
         f"({s['ns_per_day']:.2f} ns/day); ⟨U⟩ = {s['mean_potential_kj_mol']:.2f} kJ/mol, "
         f"⟨T⟩ = {s['mean_temperature_K']:.1f} K"
     )
+    if s.get("pressure_bar") is not None:
+        print(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {s['mean_density_g_cm3']:.4f} g/cm³")
     for k, v in s["outputs"].items():
         print(f"  {k:13s} {v}")
     return 0

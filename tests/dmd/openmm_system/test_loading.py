@@ -104,7 +104,7 @@ def test_virtual_site_on_virtual_site_is_refused():
 def test_cutoff_larger_than_half_box():
     path = os.path.join(DATA, "alanine_dipeptide_water.pdb")  # 2.5 nm box
     s = system_from_pdb(path, ["amber14-all.xml", "amber14/tip3pfb.xml"], nonbonded="CutoffPeriodic", cutoff=1.2)
-    with pytest.raises(UserInputError, match="half the smallest box edge"):
+    with pytest.raises(UserInputError, match="half of the smallest box edge"):
         s.allocate_neighbors()
 
 

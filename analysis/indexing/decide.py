@@ -1,0 +1,105 @@
+"""The blind decision rule: which of the ranked cells is the answer when the lattice system is unknown.
+
+Classical practice (DICVOL, ITO, McMaille): a cell that indexes the data in a higher-symmetry
+system is preferred to a lower-symmetry one that fits a little better (more free parameters always
+fit better), and among equals the smaller volume wins. Here, over the merged solutions
+(solution.rank_solutions):
+
+1. *indexes the data*: at most ``n_impurity`` of the first 20 lines unindexed;
+2. *physically sensible*: the shortest lattice translation (Niggli cell) is at least
+   :data:`MIN_AXIS` Å, and the indexed lines do not all lie in one zone (:func:`one_zone`);
+   cells failing this are demoted below every sensible one, never dropped;
+3. among the sensible cells that index the data, those with a ranking score (≈ M20, solution.py)
+   of at least :data:`FOM_FACTOR` × the best are *candidates*; the answer is the candidate of the
+   highest symmetry, then of the smallest volume; the other candidates follow it in that order,
+   then the rest by score.
+
+Every solution gets ``reason``: the figures the choice rests on (M20, F20, symmetry, volume) and why it
+ranks where it does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.indexing.solution import SYMMETRY_ORDER, Solution
+
+__all__ = ["MIN_AXIS", "FOM_FACTOR", "ZONE_SHARE", "shortest_translation", "one_zone", "decide"]
+
+# Shortest lattice translation (Å) a reported cell may have. A lattice translation joins two
+# symmetry-equivalent atoms, so it is at least the shortest distance between like atoms; the
+# shortest known at ambient conditions are Be (hcp, a = 2.29 Å), graphite (a = 2.46 Å) and diamond
+# (2.52 Å); H-bearing molecular crystals have no translation below ~3.5 Å. 2.0 Å keeps every real
+# lattice with margin and rejects the one-zone sub-cells of the issue (halite 1.41 Å, zincite 1.62 Å).
+MIN_AXIS = 2.0
+# a higher-symmetry cell is preferred when its score is at least this share of the best score:
+# a lower-symmetry cell of the same data has more free parameters and fits a little better; wrong cells
+# that index all lines within the tolerance score several times below the true one (solution.py)
+FOM_FACTOR = 0.5
+# share of the indexed lines that may lie in one zone [uvw] (hu + kv + lw = 0) before the cell is
+# called a one-zone explanation (its third dimension undetermined)
+ZONE_SHARE = 0.9
+
+
+def shortest_translation(sol: Solution) -> float:
+    """Shortest lattice translation (Å): the shortest axis of the Niggli-reduced primitive cell."""
+    return float(np.min(np.asarray(sol.niggli_cell, float)[:3]))
+
+
+def one_zone(sol: Solution) -> bool:
+    """True when at least :data:`ZONE_SHARE` of the indexed lines lie in one zone [uvw] (|u|,|v|,|w| ≤ 2)."""
+    hkl = np.asarray(sol.hkl, float)
+    ok = np.ones(hkl.shape[0], bool)
+    ok[list(sol.unindexed)] = False
+    hkl = hkl[ok]
+    if hkl.shape[0] < 4:
+        return False
+    uvw = np.array(
+        [(u, v, w) for u in range(-2, 3) for v in range(-2, 3) for w in range(-2, 3) if (u, v, w) > (0, 0, 0)]
+    )
+    share = np.mean(np.abs(hkl @ uvw.T) < 0.5, axis=0)
+    return bool(np.max(share) >= ZONE_SHARE)
+
+
+def _n_bad(sol: Solution, n_fom: int) -> int:
+    return sum(1 for i in sol.unindexed if i < n_fom)
+
+
+def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = None) -> list:
+    """Order merged solutions by the blind decision rule (module docstring) and set their ``reason``."""
+    sols = [s for s in solutions if s is not None]
+    if not sols:
+        return []
+    indexes = {id(s): _n_bad(s, n_fom) <= n_impurity for s in sols}
+    short = {id(s): shortest_translation(s) < MIN_AXIS for s in sols}
+    zone = {id(s): one_zone(s) for s in sols}
+    sensible = [s for s in sols if indexes[id(s)] and not short[id(s)] and not zone[id(s)]]
+    best = max((s.score for s in sensible), default=0.0)
+    cand = [s for s in sensible if s.score >= FOM_FACTOR * best]
+    cand.sort(key=lambda s: (SYMMETRY_ORDER[s.system], s.volume))
+    rest = sorted([s for s in sols if not any(s is c for c in cand)], key=lambda s: s.score, reverse=True)
+    rest.sort(key=lambda s: 0 if any(s is c for c in sensible) else 1 if indexes[id(s)] else 2)  # stable
+    out = cand + rest
+    for i, s in enumerate(out):
+        f20 = "" if s.F20 is None else f", F20 {s.F20:.1f}"
+        figs = f"M20 {s.M20:.1f}{f20}, score {s.score:.1f}, {s.system}, V {s.volume:.1f} Å3"
+        if any(s is c for c in cand):
+            if i == 0:
+                why = (
+                    f"highest symmetry, then smallest volume, among the {len(cand)} cell(s) that index the data "
+                    f"with a score ≥ {FOM_FACTOR:g} × the best ({best:.1f})"
+                )
+            else:
+                why = f"indexes the data, score within {FOM_FACTOR:g} × the best, lower symmetry or larger volume"
+        elif any(s is c for c in sensible):
+            why = f"indexes the data but its score is below {FOM_FACTOR:g} × the best ({best:.1f})"
+        elif indexes[id(s)]:
+            why = (
+                f"demoted: shortest lattice translation {shortest_translation(s):.2f} Å < {MIN_AXIS:g} Å"
+                if short[id(s)]
+                else f"demoted: ≥ {ZONE_SHARE:.0%} of its indexed lines lie in one zone (a one-zone explanation)"
+            )
+        else:
+            why = f"{_n_bad(s, n_fom)} of the first {n_fom} lines unindexed (> {n_impurity} impurity lines allowed)"
+        s.reason = f"{figs}: {why}"
+    return out if top is None else out[:top]

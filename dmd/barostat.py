@@ -1,0 +1,242 @@
+"""Monte Carlo barostats, as OpenMM's ``MonteCarloBarostat`` (isotropic) and ``MonteCarloAnisotropicBarostat``.
+
+Every N steps a trial volume V' = V + ΔV (ΔV uniform in [−δV, δV]) is proposed. The box is scaled by
+s = (V'/V)^(1/3) and each *molecule* is translated so that its geometric centre c moves to s·c: bond
+lengths, constraints, rigid waters and virtual sites are unchanged (exactly: a molecule moves as a rigid
+body). The move is accepted with probability min(1, exp(−w/kT)),
+
+    w = ΔU + P ΔV − N_mol kT ln(V'/V),
+
+which satisfies detailed balance for the isobaric–isothermal ensemble of molecular centres (the proposal
+is symmetric in V). The step δV adapts as in OpenMM: start at 1% of V; every 10 attempts, δV /= 1.1 when
+fewer than 25% were accepted, δV *= 1.1 (at most ``max_fraction`` V, OpenMM's 0.3) when more than 75% were.
+
+Anisotropic (``anisotropic=True``): each move picks one box axis k at random and scales only that length by
+V'/V (the molecules' centres along k likewise); the acceptance rule is the same, and each axis has its own
+adaptive δV_k (OpenMM's MonteCarloAnisotropicBarostat with the same pressure on the three axes).
+
+Units: nm, nm³, kJ/mol, bar (``P ΔV`` converted with :data:`dmd.base.units.BAR_NM3_IN_KJ_PER_MOL`).
+Orthorhombic boxes (``[3]`` lengths) or triclinic ones (reduced ``[3, 3]`` rows a, b, c): there the move scales
+box vectors (all three, or the picked one), so the cell angles are kept, and molecules keep their fractional
+centres; a trial box that leaves OpenMM's reduced form is rejected (the ensemble is that of reduced boxes, as a
+crystal far from that boundary never notices). See docs/crystals.md, "Constant pressure".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.base.units import AMU_PER_NM3_IN_G_PER_CM3, BAR_NM3_IN_KJ_PER_MOL
+from dmd.space import box_volume, scale_positions
+
+__all__ = [
+    "BarostatState",
+    "barostat_init",
+    "density_g_cm3",
+    "find_molecules",
+    "monte_carlo_volume_move",
+    "scale_molecules",
+]
+
+
+def find_molecules(system) -> np.ndarray:
+    """``[n_atoms]`` int molecule index of each atom: connected components of bonds, constraints, rigid
+    waters and virtual-site parents (atoms linked by none of these are molecules of their own).
+
+    Bonds come from ``system.topology`` (an ``openmm.app.Topology``) when there is one.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = system.n_atoms
+    edges = [np.zeros((0, 2), np.int64)]
+    top = getattr(system, "topology", None)
+    if top is not None and hasattr(top, "bonds"):
+        b = [(a.index, c.index) for a, c in top.bonds()]
+        if b:
+            edges.append(np.asarray(b, np.int64))
+    cons = getattr(system, "constraints", None)
+    if cons is not None:
+        edges.append(np.asarray(cons.pairs, np.int64).reshape(-1, 2))
+        if cons.settle is not None and len(cons.settle):
+            s = np.asarray(cons.settle, np.int64)
+            edges += [s[:, [0, 1]], s[:, [0, 2]]]
+    vs = getattr(system, "virtual_sites", None)
+    if vs is not None and vs.n_sites:
+        for sites, parents in (
+            (vs.average_sites, vs.average_parents),
+            (vs.out_of_plane_sites, vs.out_of_plane_parents),
+            (vs.local_sites, vs.local_parents),
+        ):
+            sites, parents = np.asarray(sites, np.int64), np.asarray(parents, np.int64)
+            for k in range(parents.shape[1] if parents.ndim == 2 else 0):
+                edges.append(np.stack([sites, parents[:, k]], 1))
+    e = np.concatenate(edges)
+    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, labels = connected_components(g, directed=False)
+    return labels.astype(np.int32)
+
+
+def scale_molecules(positions, molecules, n_molecules: int, scale):
+    """Positions with every molecule's geometric centre c moved to ``scale · c`` (rigid translations).
+
+    Args:
+      positions: ``[n_atoms, 3]`` nm, molecules whole (unwrapped coordinates). molecules: ``[n_atoms]`` int.
+      n_molecules: static count. scale: scalar (isotropic) or ``[3]``.
+    Returns: ``[n_atoms, 3]`` nm.
+    """
+    ones = jnp.ones(positions.shape[0], positions.dtype)
+    count = jax.ops.segment_sum(ones, molecules, n_molecules)
+    centre = jax.ops.segment_sum(positions, molecules, n_molecules) / jnp.maximum(count, 1)[:, None]
+    return positions + ((scale - 1.0) * centre)[molecules]
+
+
+def density_g_cm3(total_mass_amu, volume_nm3):
+    """Mass density in g/cm³ from a mass in amu and a volume in nm³."""
+    return total_mass_amu / volume_nm3 * AMU_PER_NM3_IN_G_PER_CM3
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["volume_scale", "n_attempted", "n_accepted", "total_attempted", "total_accepted"],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class BarostatState:
+    """Adaptive state of the barostat (a pytree).
+
+    Attributes:
+      volume_scale: δV, nm³ (trial ΔV uniform in [−δV, δV]); ``[]`` isotropic, ``[3]`` (one per axis) anisotropic.
+      n_attempted, n_accepted: int32 counts since the last adaptation (every 10 attempts), shaped as δV.
+      total_attempted, total_accepted: int32 counts over the whole run (acceptance statistics).
+    """
+
+    volume_scale: jax.Array
+    n_attempted: jax.Array
+    n_accepted: jax.Array
+    total_attempted: jax.Array
+    total_accepted: jax.Array
+
+    def replace(self, **kwargs) -> BarostatState:
+        return dataclasses.replace(self, **kwargs)
+
+
+def barostat_init(box, dtype=jnp.float32, *, anisotropic: bool = False) -> BarostatState:
+    """Initial state: δV = 1% of the box volume (OpenMM's start). ``box``: ``[3]`` or reduced ``[3, 3]`` nm."""
+    v = box_volume(jnp.asarray(box, dtype))
+    shape = (3,) if anisotropic else ()
+    z = jnp.zeros(shape, jnp.int32)
+    zt = jnp.zeros((), jnp.int32)
+    return BarostatState(jnp.full(shape, 0.01, dtype) * v, z, z, zt, zt)
+
+
+def _adapt(bs: BarostatState, volume, max_fraction: float) -> BarostatState:
+    """OpenMM's adaptation: every 10 attempts shrink δV by 1.1 below 25% acceptance, grow above 75%
+    (elementwise: per axis for the anisotropic barostat)."""
+    due = bs.n_attempted >= 10
+    lo = bs.n_accepted < 0.25 * bs.n_attempted
+    hi = bs.n_accepted > 0.75 * bs.n_attempted
+    vs = jnp.where(
+        lo,
+        bs.volume_scale / 1.1,
+        jnp.where(hi, jnp.minimum(bs.volume_scale * 1.1, max_fraction * volume), bs.volume_scale),
+    )
+    z = jnp.zeros_like(bs.n_attempted)
+    return bs.replace(
+        volume_scale=jnp.where(due, vs, bs.volume_scale),
+        n_attempted=jnp.where(due, z, bs.n_attempted),
+        n_accepted=jnp.where(due, z, bs.n_accepted),
+    )
+
+
+def _is_reduced(box):
+    """jit-able: box rows ``[3, 3]`` in OpenMM's reduced form (|b_x|, |c_x| ≤ a_x/2, |c_y| ≤ b_y/2)."""
+    return (
+        (jnp.abs(box[1, 0]) <= 0.5 * box[0, 0])
+        & (jnp.abs(box[2, 0]) <= 0.5 * box[0, 0])
+        & (jnp.abs(box[2, 1]) <= 0.5 * box[1, 1])
+    )
+
+
+def monte_carlo_volume_move(
+    key,
+    bs: BarostatState,
+    positions,
+    box,
+    energy,
+    trial_energy_fn,
+    *,
+    molecules,
+    n_molecules: int,
+    pressure_bar: float,
+    kT: float,
+    adapt: bool = True,
+    max_fraction: float = 0.3,
+):
+    """One Monte Carlo volume move (jit-able): isotropic when ``bs.volume_scale`` is a scalar, one random
+    axis when it is ``[3]`` (:func:`barostat_init` with ``anisotropic=True``).
+
+    Args:
+      key: PRNG key. bs: :class:`BarostatState`. positions: ``[n_atoms, 3]`` nm. box: ``[3]`` or ``[3, 3]`` nm.
+      energy: potential energy at (positions, box), kJ/mol.
+      trial_energy_fn: ``(positions, box) -> (U kJ/mol, aux)`` at the trial state (aux: e.g. a neighbour
+        list, returned when accepted).
+      molecules: ``[n_atoms]`` int (:func:`find_molecules`). n_molecules: static count.
+      pressure_bar: P, bar. kT: kJ/mol. adapt: apply OpenMM's step-size adaptation.
+      max_fraction: δV never grows past this fraction of V (OpenMM: 0.3; :mod:`dmd.npt` lowers it so one
+        move stays inside the neighbour list's margin).
+
+    Returns:
+      ``(accepted bool, positions, box, energy, aux or None-for-rejected-as-trial-aux, new BarostatState)``;
+      on rejection positions/box/energy are the inputs and ``aux`` is the trial's (callers keep their own).
+    """
+    k1, k2, k3 = jax.random.split(key, 3)
+    dtype = positions.dtype
+    v = box_volume(box)
+    anisotropic = jnp.ndim(bs.volume_scale) == 1
+    if anisotropic:
+        axis = jax.random.randint(k3, (), 0, 3)
+        pick = jnp.arange(3) == axis
+        step = jnp.sum(jnp.where(pick, bs.volume_scale, 0.0))
+    else:
+        pick = jnp.ones((), bool)
+        step = bs.volume_scale
+    dv = step * (2.0 * jax.random.uniform(k1, (), dtype) - 1.0)
+    v_new = v + dv
+    ok_volume = v_new > 0
+    ratio = jnp.where(ok_volume, v_new / v, 1.0)
+    s = jnp.where(jnp.arange(3) == axis, ratio, 1.0) if anisotropic else jnp.cbrt(ratio)
+    if jnp.ndim(box) == 2:  # triclinic: scale the box vectors (angles kept), keep molecules' fractional centres
+        box_new = box * jnp.broadcast_to(s, (3,))[:, None]
+        x_new = scale_positions(positions, box, box_new, molecules, n_molecules)
+        ok_volume = ok_volume & _is_reduced(box_new)  # moves out of OpenMM's reduced form are rejected
+    else:
+        x_new = scale_molecules(positions, molecules, n_molecules, s)
+        box_new = box * s
+    u_new, aux = trial_energy_fn(x_new, box_new)
+    w = (
+        (u_new - energy)
+        + pressure_bar * BAR_NM3_IN_KJ_PER_MOL * dv
+        - n_molecules * kT * jnp.log(jnp.where(ok_volume, v_new / v, 1.0))
+    )
+    u = jax.random.uniform(k2, (), dtype)
+    accept = ok_volume & jnp.isfinite(u_new) & ((w <= 0) | (u < jnp.exp(-w / kT)))
+    one = jnp.ones((), jnp.int32)
+    acc = accept.astype(jnp.int32)
+    bs = bs.replace(
+        n_attempted=bs.n_attempted + jnp.where(pick, one, 0),
+        n_accepted=bs.n_accepted + jnp.where(pick, acc, 0),
+        total_attempted=bs.total_attempted + one,
+        total_accepted=bs.total_accepted + acc,
+    )
+    if adapt:
+        bs = _adapt(bs, jnp.where(accept, v_new, v), max_fraction)
+    pos = jnp.where(accept, x_new, positions)
+    box = jnp.where(accept, box_new, box)
+    energy = jnp.where(accept, u_new, energy)
+    return accept, pos, box, energy, aux, bs

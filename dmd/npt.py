@@ -1,0 +1,468 @@
+"""Constant pressure: Langevin (BAOAB) dynamics with a Monte Carlo barostat move every N steps.
+
+``make_npt(system, ...)`` returns an :class:`NPT` whose ``cycle(state, params)`` runs N BAOAB steps at the
+current box then one isotropic volume move (:mod:`dmd.barostat`); it is pure and jit-able, so
+``lax.scan`` can run many cycles. :func:`run_npt` drives chunks of cycles from the host and records the
+box volume and density per cycle.
+
+The BAOAB step here is the one of :func:`dmd.integrators.langevin_middle` (OpenMM's
+``LangevinMiddleIntegrator``) with the box carried as state: the integrators close over ``system.box``,
+which is fixed, so the NPT step takes the box as data instead.
+
+Neighbour list under box scaling ("scaled list"): the list is a :class:`dmd.neighbors.CellNeighborListFns`
+built for a *reference* box b₀ and queried with positions mapped to it, x·b₀/b. Distances in the
+reference frame are real distances times b₀/b, so a list built with cutoff r_c/s_min lists every pair
+within r_c as long as b/b₀ ≥ s_min (s_min = 1 − ``box_margin``). Energies always use the real box.
+After each chunk the host checks that b/b₀ stayed in [1 − margin, 1 + margin] and that the list did not
+overflow; if not, it builds a list for the current box (reference b₀ ← b, or larger capacity) and redoes
+the chunk from its start, exactly as :func:`dmd.simulate.simulate` handles overflow.
+
+Units: nm, ps, K, bar, kJ/mol, amu. Orthorhombic boxes. See docs/crystals.md, "Constant pressure".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molecules, monte_carlo_volume_move
+from dmd.base.errors import UserInputError
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.constraints import make_constraint_fns
+from dmd.space import box_volume, check_reduced_box
+
+__all__ = ["NPT", "NPTState", "make_npt", "run_npt"]
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "positions",
+        "velocities",
+        "forces",
+        "potential_energy",
+        "box",
+        "key",
+        "step",
+        "neighbor",
+        "barostat",
+        "stale",
+    ],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class NPTState:
+    """Dynamical state (pytree): positions ``[N, 3]`` nm (unwrapped), velocities ``[N, 3]`` nm/ps, forces
+    ``[N, 3]`` kJ/mol/nm, potential_energy kJ/mol, box ``[3]`` nm, PRNG key, step int32, neighbour list or
+    None, :class:`dmd.barostat.BarostatState`, and ``stale`` (bool: the box left the range the neighbour
+    list was built for during this chunk; the host redoes the chunk)."""
+
+    positions: jax.Array
+    velocities: jax.Array
+    forces: jax.Array
+    potential_energy: jax.Array
+    box: jax.Array
+    key: jax.Array
+    step: jax.Array
+    neighbor: object
+    barostat: BarostatState
+    stale: jax.Array
+
+    def replace(self, **kwargs) -> NPTState:
+        return dataclasses.replace(self, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NPT:
+    """``init(key, params, positions=None, box=None) -> NPTState``; ``cycle(state, params) -> NPTState``
+    (``every`` BAOAB steps then one volume move); ``neighbor_fns`` for the current reference box."""
+
+    init: object
+    cycle: object
+    every: int
+    dt: float
+    temperature: float
+    pressure_bar: float
+    molecules: np.ndarray
+    n_molecules: int
+    neighbor_fns: object
+    reference_box: tuple
+    du_dparams: object = None
+    masses: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lists:
+    """How the NPT cycle keeps a neighbour list valid while the box changes.
+
+    ``scaled`` (a :class:`dmd.neighbors.CellNeighborListFns`, e.g. :func:`dmd.models.lj_fluid`): the list
+    lives in the reference box b₀ (positions x·b₀/b) with cutoff r_c/(1 − margin); see the module docstring.
+    Otherwise (a ``box=``-aware list such as :func:`dmd.forces.neighbors.pair_neighbor_list`, the OpenMM
+    systems): the list uses real coordinates and the real box, its all-pairs build (a cell grid is laid
+    out for one box), and every volume trial rebuilds it at the trial state, so it is exact at any box.
+    """
+
+    fns: object
+    scaled: bool
+    ref: tuple
+
+    def list_positions(self, x, box):
+        """Positions as the list sees them: x·b₀/b (scaled) or x."""
+        return x * (jnp.asarray(self.ref, x.dtype) / box) if self.scaled else x
+
+    def allocate(self, x, box, max_occupancy=None, extra=0):
+        if self.scaled:
+            return self.fns.allocate(self.list_positions(x, box), max_occupancy=max_occupancy)
+        # a box a hair off the list's default keeps the build off the fixed cell grid; then rebuilt exactly
+        nbr = self.fns.allocate(x, box=np.asarray(box) * (1.0 + 1e-3), extra_capacity=extra)
+        return self.rebuild(nbr, x, box)
+
+    def grow(self, nbr, x, box):
+        """A list with more room at (x, box), after an overflow."""
+        if self.scaled:
+            return self.fns.grow(nbr, self.list_positions(x, box))
+        return self.allocate(x, box, extra=max(8, nbr.max_occupancy // 2))
+
+    def update(self, nbr, x, box):
+        return nbr.update(self.list_positions(x, box)) if self.scaled else nbr.update(x, box=box)
+
+    def rebuild(self, nbr, x, box):
+        """The list rebuilt at (x, box) (box-aware lists; a scaled list is only updated)."""
+        if self.scaled:
+            return self.update(nbr, x, box)
+        far = x.at[:, 0].add(
+            0.25 * (box[0, 0] if box.ndim == 2 else box[0])
+        )  # every atom "moved" by b/4 > skin/2: the update rebuilds
+        return nbr.set(reference_position=far).update(x, box=box)
+
+
+def _lists(system, reference_box, margin):
+    fns = system.neighbor_fn
+    if fns is None:
+        return None
+    from dmd.neighbors import CellNeighborListFns
+
+    if not isinstance(fns, CellNeighborListFns):
+        return _Lists(fns, False, reference_box)
+    if np.ndim(reference_box) == 2:
+        raise UserInputError("NPT: a triclinic box needs a box-aware neighbour list (the OpenMM systems' pair list)")
+    out = dataclasses.replace(fns, box=tuple(float(b) for b in reference_box), cutoff=fns.cutoff / (1.0 - margin))
+    if out.list_cutoff > 0.5 * min(reference_box):
+        raise UserInputError(
+            f"NPT: cutoff/(1 - box_margin) + skin = {out.list_cutoff:.3f} nm exceeds half the box "
+            f"({0.5 * min(reference_box):.3f} nm): use a larger system or a smaller box_margin"
+        )
+    return _Lists(out, True, tuple(reference_box))
+
+
+def make_npt(
+    system,
+    *,
+    dt: float,
+    temperature: float,
+    friction: float,
+    pressure_bar: float,
+    every: int = 25,
+    box_margin: float = 0.03,
+    reference_box=None,
+    adapt: bool = True,
+    extra_energy=None,
+    anisotropic: bool = False,
+) -> NPT:
+    """An NPT propagator (BAOAB + Monte Carlo barostat every ``every`` steps).
+
+    Args:
+      system: :class:`dmd.System` with an orthorhombic ``box`` ``[3]`` nm.
+      dt: ps. temperature: K. friction: 1/ps. pressure_bar: bar. every: steps between volume moves.
+      box_margin: relative box change the scaled neighbour list covers before it is rebuilt.
+      reference_box: the box the neighbour list is built for (default ``system.box``).
+      adapt: OpenMM's adaptive volume step.
+      extra_energy: optional ``volume_nm3 -> kJ/mol`` added to U (e.g. an analytic long-range dispersion
+        correction, which depends on V only).
+      anisotropic: scale one random box axis per move (MonteCarloAnisotropicBarostat) instead of all three.
+
+    With a neighbour list, the volume step δV is capped at ``box_margin``·V so that one move never leaves
+    the range the list covers (dense liquids adapt to δV well below that).
+
+    Over 100 lines because init, the BAOAB step, the volume cycle and ∂U/∂θ share one set of closures (masses,
+    constraints, list handling) that jit needs as constants; split, they would pass ten arguments each.
+    """
+    if system.box is None:
+        raise UserInputError("NPT needs a periodic box ([3] lengths or reduced [3, 3] vectors in nm); give it a box")
+    check_reduced_box(system.box, "NPT box")
+    if every < 1:
+        raise UserInputError(f"barostat every={every}; pass a positive number of steps")
+    if not (np.isfinite(pressure_bar) and pressure_bar > 0):
+        raise UserInputError(f"pressure {pressure_bar} bar: pass a positive pressure in bar (e.g. 1.0)")
+    if not 0 < box_margin < 0.3:
+        raise UserInputError(f"box_margin={box_margin}; pass a relative margin in (0, 0.3), e.g. 0.03")
+    kT = KB_KJ_PER_MOL_K * temperature
+    masses = jnp.asarray(system.masses)
+    massive = masses > 0
+    safe = jnp.where(massive, masses, 1.0)
+    inv_m = jnp.where(massive, 1.0 / safe, 0.0)[:, None]
+    a = float(np.exp(-friction * dt))
+    c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
+    cons = make_constraint_fns(system.constraints, safe)
+    vs = system.virtual_sites
+    place = (lambda x: x) if vs is None or vs.n_sites == 0 else vs.place
+    molecules = find_molecules(system)
+    n_mol = int(molecules.max()) + 1
+    mol_j = jnp.asarray(molecules)
+    ref_a = np.asarray(system.box if reference_box is None else reference_box, float)
+    ref = tuple(map(float, ref_a)) if ref_a.ndim == 1 else tuple(tuple(map(float, r)) for r in ref_a)
+    lists = _lists(system, ref, box_margin)
+    scaled = lists is not None and lists.scaled
+    ref_j = jnp.asarray(ref)
+    extra = (lambda v: 0.0) if extra_energy is None else extra_energy
+
+    def energy(params, x, box, nbr):
+        if nbr is not None:
+            nbr = lists.update(nbr, x, box)
+        u = system.energy_fn(params, x, box=box, neighbor=nbr)
+        return u + extra(box_volume(box)), nbr
+
+    def energy_forces(params, x, box, nbr):
+        (u, nbr), g = jax.value_and_grad(energy, argnums=1, has_aux=True)(params, x, box, nbr)
+        return u, -g, nbr
+
+    def init(key, params, positions=None, box=None):
+        x = place(jnp.asarray(system.positions if positions is None else positions))
+        box = jnp.asarray(system.box if box is None else box, x.dtype)
+        key, vkey = jax.random.split(key)
+        v = jax.random.normal(vkey, x.shape, x.dtype) * jnp.sqrt(kT * inv_m).astype(x.dtype)
+        if cons is not None:
+            v = cons.velocities(v, x)
+        nbr = None if lists is None else lists.allocate(x, box)
+        u, f, nbr = energy_forces(params, x, box, nbr)
+        return NPTState(
+            x,
+            v,
+            f,
+            u,
+            box,
+            key,
+            jnp.zeros((), jnp.int32),
+            nbr,
+            barostat_init(box, x.dtype, anisotropic=anisotropic),
+            jnp.zeros((), bool),
+        )
+
+    def baoab(st, params):
+        key, nkey = jax.random.split(st.key)
+        x, dtype = st.positions, st.positions.dtype
+        v = st.velocities + (dt * inv_m.astype(dtype)) * st.forces
+        if cons is not None:
+            v = cons.velocities(v, x)
+        x_new = x + (0.5 * dt) * v
+        v = a * v + c.astype(dtype) * jax.random.normal(nkey, x.shape, dtype)
+        x_new = x_new + (0.5 * dt) * v
+        if cons is not None:
+            x_unc = x_new
+            x_new = cons.positions(x_unc, x)
+            v = v + (x_new - x_unc) / dt
+        x_new = place(x_new)
+        u, f, nbr = energy_forces(params, x_new, st.box, st.neighbor)
+        return st.replace(
+            positions=x_new, velocities=v, forces=f, potential_energy=u, key=key, step=st.step + 1, neighbor=nbr
+        )
+
+    def cycle(st, params):
+        st = jax.lax.fori_loop(0, every, lambda i, s: baoab(s, params), st)
+        key, bkey = jax.random.split(st.key)
+
+        def trial(x, box):
+            nbr = st.neighbor
+            if nbr is not None and not scaled:
+                nbr = lists.rebuild(nbr, x, box)
+            return energy(params, x, box, nbr)
+
+        accept, x, box, u, nbr_trial, bs = monte_carlo_volume_move(
+            bkey,
+            st.barostat,
+            st.positions,
+            st.box,
+            st.potential_energy,
+            trial,
+            molecules=mol_j,
+            n_molecules=n_mol,
+            pressure_bar=pressure_bar,
+            kT=kT,
+            adapt=adapt,
+            max_fraction=box_margin if scaled else 0.3,
+        )
+        nbr = st.neighbor
+        if nbr is not None:
+            nbr = jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), nbr_trial, nbr)
+        # forces at the new state (positions moved rigidly per molecule: recompute)
+        _, f, nbr = energy_forces(params, x, box, nbr)
+        stale = st.stale
+        if scaled:
+            ratio = box / ref_j
+            stale = stale | jnp.any(ratio < 1.0 - box_margin) | jnp.any(ratio > 1.0 + box_margin)
+        return st.replace(
+            positions=x,
+            box=box,
+            potential_energy=u,
+            forces=jnp.where(accept, f, st.forces),
+            key=key,
+            neighbor=nbr,
+            barostat=bs,
+            stale=stale,
+        )
+
+    def du_dparams(st, params, tangents):
+        """``[P]`` directional derivatives ∂U/∂θ·t_p at the state (positions and box fixed), one per tangent
+        pytree t_p (e.g. :meth:`dmd.params.ParamSelection.tangents`)."""
+
+        def u(p):
+            return energy(p, st.positions, st.box, st.neighbor)[0]
+
+        return jnp.stack([jax.jvp(u, (params,), (t,))[1] for t in tangents])
+
+    return NPT(init, cycle, every, dt, temperature, pressure_bar, molecules, n_mol, lists, ref, du_dparams, masses)
+
+
+def _run_chunk(npt, n_cycles, tangents=None, record_positions=False):
+    """A jitted scan of ``n_cycles`` cycles that freezes at the last cycle whose box stayed in the
+    neighbour list's range: once a cycle turns ``stale``, the state is held (stale set) and the host
+    rebuilds the list there and redoes that cycle with the same key, so no cycle is lost or biased."""
+
+    def body(st, params):
+        new = npt.cycle(st, params)
+        bad = new.stale & ~st.stale
+        new = jax.tree_util.tree_map(lambda o, n: jnp.where(bad | st.stale, o, n), st, new)
+        new = new.replace(stale=st.stale | bad)
+        du = npt.du_dparams(new, params, tangents) if tangents else jnp.zeros(0)
+        extra = {"box": new.box, "kinetic": 0.5 * jnp.sum(npt.masses[:, None] * new.velocities**2)}
+        if record_positions:
+            extra["positions"] = new.positions.astype(jnp.float32)
+        return new, (box_volume(new.box), new.potential_energy, new.stale, du, extra)
+
+    @jax.jit
+    def run(st, params):
+        return jax.lax.scan(lambda s, _: body(s, params), st, None, length=n_cycles)
+
+    return run
+
+
+def run_npt(
+    system,
+    *,
+    n_cycles: int,
+    dt: float,
+    temperature: float,
+    friction: float,
+    pressure_bar: float,
+    every: int = 25,
+    chunk: int = 100,
+    seed: int = 0,
+    params=None,
+    box_margin: float = 0.03,
+    extra_energy=None,
+    state: NPTState | None = None,
+    anisotropic: bool = False,
+    tangents=None,
+    on_chunk=None,
+    record_positions: bool = False,
+):
+    """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
+
+    A chunk stops at the last cycle whose box stayed in the neighbour list's range; the host rebuilds the
+    list at that box (a new reference box: one compilation) and continues from there, redoing the cycle
+    that left the range with the same random numbers. One cycle from the reference box cannot leave the
+    range (δV ≤ ``box_margin``·V), so every chunk progresses. A chunk whose list overflowed is redone with
+    a larger capacity.
+
+    Returns:
+      dict with ``volume_nm3`` ``[n_cycles]``, ``density_g_cm3`` ``[n_cycles]``, ``potential_energy``
+      ``[n_cycles]`` kJ/mol, ``acceptance`` (fraction of volume moves accepted), ``rebuilds`` (reference
+      box changes or capacity growths), the final ``state``, and ``du_dtheta`` ``[n_cycles, P]`` kJ/mol per
+      unit θ at each cycle's end when ``tangents`` (P one-hot θ pytrees, :meth:`dmd.params.ParamSelection.tangents`)
+      are given, else None (the NPT fluctuation estimator's ∂H/∂θ: H = U + PV, PV does not depend on θ).
+
+    ``on_chunk(state, records)``, when given, is called after each completed chunk with the chunk's per-cycle
+    ``records`` (``box`` ``[n, 3]``, ``potential``, ``kinetic`` kJ/mol, ``positions`` ``[n, N, 3]`` float32 when
+    ``record_positions``); a true return value stops the run there (e.g. a signal). A ``state`` whose
+    ``neighbor`` is None (a checkpoint) gets a list allocated at its box.
+
+    Over 100 lines: the host loop's three outcomes (overflow redo, stale rebuild, record) share its counters.
+    """
+    params = system.params if params is None else params
+    npt = make_npt(
+        system,
+        dt=dt,
+        temperature=temperature,
+        friction=friction,
+        pressure_bar=pressure_bar,
+        every=every,
+        box_margin=box_margin,
+        extra_energy=extra_energy,
+        anisotropic=anisotropic,
+    )
+    if state is None:
+        state = npt.init(jax.random.PRNGKey(seed), params)
+    elif state.neighbor is None and npt.neighbor_fns is not None:
+        state = state.replace(neighbor=npt.neighbor_fns.allocate(state.positions, state.box))
+    total_mass = float(np.sum(np.asarray(system.masses)))
+    vols, pes, dus = [], [], []
+    rebuilds = 0
+    failures = 0  # consecutive overflowed chunks
+    done = 0
+    runners = {}
+    while done < n_cycles:
+        n = min(chunk, n_cycles - done)
+        key = (id(npt), n)
+        if key not in runners:
+            runners[key] = _run_chunk(npt, n, tangents, record_positions)
+        new, (v, u, stale, du, extra) = runners[key](state, params)
+        overflow = new.neighbor is not None and bool(new.neighbor.did_buffer_overflow)
+        if overflow:  # an overflowed list dropped pairs somewhere in the chunk: redo it with more room
+            failures += 1
+            if failures > 20:
+                raise RuntimeError("NPT: the neighbour list overflowed 20 chunks in a row")
+            state = state.replace(neighbor=npt.neighbor_fns.grow(state.neighbor, state.positions, state.box))
+            continue
+        failures = 0
+        good = int(np.sum(~np.asarray(stale)))
+        vols.append(np.asarray(v)[:good])
+        pes.append(np.asarray(u)[:good])
+        dus.append(np.asarray(du)[:good])
+        done += good
+        state = new
+        stop = on_chunk is not None and on_chunk(
+            new, {k: np.asarray(a)[:good] for k, a in dict(extra, potential=u).items()}
+        )
+        if bool(new.stale):  # the box left the list's range after `good` cycles: list at the current box
+            rebuilds += 1
+            npt = make_npt(
+                system,
+                dt=dt,
+                temperature=temperature,
+                friction=friction,
+                pressure_bar=pressure_bar,
+                every=every,
+                box_margin=box_margin,
+                extra_energy=extra_energy,
+                reference_box=np.asarray(state.box),
+                anisotropic=anisotropic,
+            )
+            nbr = npt.neighbor_fns.allocate(state.positions, state.box, max_occupancy=state.neighbor.max_occupancy)
+            state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
+        if stop:
+            break
+    vol = np.concatenate(vols) if vols else np.zeros(0)
+    bs = state.barostat
+    return {
+        "volume_nm3": vol,
+        "density_g_cm3": density_g_cm3(total_mass, vol),
+        "potential_energy": np.concatenate(pes) if pes else np.zeros(0),
+        "du_dtheta": np.concatenate(dus) if tangents and dus else None,
+        "acceptance": float(bs.total_accepted) / max(int(bs.total_attempted), 1),
+        "rebuilds": rebuilds,
+        "state": state,
+    }
