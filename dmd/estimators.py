@@ -215,7 +215,7 @@ def _frame_values(system, fn, positions):
     """``fn(nbr, z) -> pytree`` per frame in one jitted scan; ``positions [F, 1 + P, N, 3]`` (x then dx/dθ_p),
     neighbour list carried and updated from x."""
     from dmd.integrators import wrap_for_neighbors
-    from dmd.simulate import grow_neighbors
+    from dmd.runloop import grow_neighbors, redo_on_overflow
 
     positions = jnp.asarray(positions)
     nbr = system.allocate_neighbors(positions[0, 0]) if system.neighbor_fn is not None else None
@@ -229,13 +229,12 @@ def _frame_values(system, fn, positions):
 
         return jax.lax.scan(body, nbr, positions)
 
-    nbr_out, vals = run(nbr, positions)
-    if nbr_out is not None and bool(nbr_out.did_buffer_overflow):
-        for attempt in range(1, 9):
-            nbr = grow_neighbors(system, nbr, positions[0, 0], attempt)
-            nbr_out, vals = run(nbr, positions)
-            if not bool(nbr_out.did_buffer_overflow):
-                break
+    _, (_, vals), _ = redo_on_overflow(
+        lambda nbr: run(nbr, positions),
+        nbr,
+        lambda result: result[0],
+        lambda nbr, _, attempt: grow_neighbors(system, nbr, positions[0, 0], attempt),
+    )
     return jax.device_get(vals)
 
 

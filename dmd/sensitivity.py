@@ -488,7 +488,7 @@ def prepare_run(
 
 def run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, progress):
     """Run ``frames`` frames in fixed-size jitted chunks (at most two compilations: full and last chunk)."""
-    from dmd.simulate import grow_neighbors
+    from dmd.runloop import grown_state, redo_on_overflow
 
     per_chunk = max(1, min(frames, int(chunk_steps) // report_every))
     n_chunks = -(-frames // per_chunk)
@@ -497,21 +497,17 @@ def run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, pr
         from tqdm.auto import tqdm
 
         bar = tqdm(total=frames * report_every, unit="step", desc="sensitivities")
-    outs, notes, done, attempt = [], [], 0, 0
+    outs, notes, done = [], [], 0
     while done < frames:
         nf = min(per_chunk, frames - done)
-        new_carry, out = chunk(carry, *args, nf)
-        nbr = new_carry["state"].neighbor
-        if nbr is not None and bool(nbr.did_buffer_overflow):
-            # the list overflowed (pairs were dropped): grow it at the chunk's start and redo the chunk; the
-            # PRNG key is part of the state, so the redo is the same trajectory
-            attempt += 1
-            if attempt > 8:
-                raise RuntimeError("neighbour list still overflows after 8 reallocations")
-            st = carry["state"]
-            carry = dict(carry, state=st.replace(neighbor=grow_neighbors(system, st.neighbor, st.positions, attempt)))
-            notes.append(f"neighbour list overflowed near step {done * report_every}; grown and chunk redone")
-            continue
+        carry, (new_carry, out), grown = redo_on_overflow(
+            lambda c, nf=nf: chunk(c, *args, nf),
+            carry,
+            lambda result: result[0]["state"].neighbor,
+            lambda c, _, attempt: dict(c, state=grown_state(system, c["state"], attempt)),
+        )
+        if grown:
+            notes.append(f"neighbour list overflowed near step {done * report_every}; grown ×{grown}, chunk redone")
         out = jax.device_get(out)
         if not np.all(np.isfinite(out["x"])):
             bad = int(np.argmax(~np.all(np.isfinite(out["x"]), axis=(1, 2))))

@@ -35,8 +35,9 @@ import numpy as np
 from dmd.base.errors import RunInterrupted, SimulationDiverged, UserInputError
 from dmd.base.io import atomic_path, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
+from dmd.runloop import grown_state, is_cell_list, overflowed, positions_for_allocation, redo_on_overflow
 
-__all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint", "grow_neighbors"]
+__all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint"]
 
 CHECKPOINT_VERSION = 1
 
@@ -115,47 +116,12 @@ def default_paths(out) -> dict:
     }
 
 
-# -- neighbour-list helpers ------------------------------------------------------------------
-def _wrap(system, x):
-    """Positions wrapped into an orthorhombic box (for allocating jax-md cell lists)."""
-    if system.box is None or np.ndim(system.box) != 1:
-        return x
-    return jnp.mod(x, jnp.asarray(system.box, x.dtype))
-
-
-def _is_dmd_list(nbr) -> bool:
-    from dmd.neighbors import CellNeighborList
-
-    return isinstance(nbr, CellNeighborList)
-
-
-def grow_neighbors(system, nbr, x, attempt: int):
-    """A larger neighbour list at positions ``x`` [N, 3] nm after an overflow (capacity grows by 1.5× per
-    ``attempt``); the caller redoes the steps since the last good state with it."""
-    factor = 1.5**attempt
-    if _is_dmd_list(nbr):
-        return nbr.fns.grow(nbr, x, factor=1.25 * factor)
-    # jax-md NeighborList: pad the neighbour capacity; grow the cell list through extra_capacity only
-    # when the cell list itself overflowed (it slows every step: docs/engine.md, "Neighbour lists").
-    from dmd.forces.neighbors import PartitionErrorCode as PEC
-
-    code = int(nbr.error.code)
-    extra = int(math.ceil(0.25 * factor * nbr.max_occupancy))
-    cell_extra = extra if code & int(PEC.CELL_LIST_OVERFLOW) else 0
-    new = system.allocate_neighbors(_wrap(system, x), extra_capacity=cell_extra)
-    target = max(new.max_occupancy, nbr.max_occupancy) + extra
-    pad = target - new.max_occupancy
-    if pad > 0 and new.idx.ndim == 2:
-        idx = jnp.pad(new.idx, ((0, 0), (0, pad)), constant_values=new.idx.shape[0])
-        new = dataclasses.replace(new, idx=idx, max_occupancy=target)
-    return new
-
-
+# -- neighbour-list checkpoint helpers (overflow care: dmd.runloop) ---------------------------------
 def _neighbor_meta(nbr) -> dict:
     if nbr is None:
         return {}
     meta = {"max_occupancy": int(nbr.max_occupancy)}
-    if _is_dmd_list(nbr):
+    if is_cell_list(nbr):
         meta["cell_capacity"] = int(nbr.cell_capacity)
     else:
         meta["cell_list_capacity"] = -1 if nbr.cell_list_capacity is None else int(nbr.cell_list_capacity)
@@ -166,8 +132,8 @@ def _neighbor_template(system, x_ref, meta: dict):
     """A neighbour list with the static fields recorded in a checkpoint (arrays replaced after)."""
     if system.neighbor_fn is None:
         return None
-    probe = system.allocate_neighbors(_wrap(system, x_ref))
-    if _is_dmd_list(probe):
+    probe = system.allocate_neighbors(positions_for_allocation(system, x_ref))
+    if is_cell_list(probe):
         return probe.fns.allocate(x_ref, max_occupancy=meta["max_occupancy"], cell_capacity=meta["cell_capacity"])
     occ = meta["max_occupancy"]
     if probe.max_occupancy < occ:
@@ -291,10 +257,6 @@ def _make_chunk_fn(system, integ, max_step_nm: float):
     return jax.jit(chunk, static_argnums=(2, 3))
 
 
-def _overflowed(nbr) -> bool:
-    return nbr is not None and bool(nbr.did_buffer_overflow)
-
-
 def simulate(system, config: RunConfig, params=None) -> RunResult:
     """Run ``config.steps`` steps of ``system``; write trajectory, log, checkpoints and summary.
 
@@ -362,8 +324,8 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         elog.load_existing(info["n_frames"])
     else:
         state = integ.init(jax.random.PRNGKey(cfg.seed), params)
-        if _overflowed(state.neighbor):
-            state = state.replace(neighbor=grow_neighbors(system, state.neighbor, state.positions, 1))
+        if overflowed(state.neighbor):
+            state = grown_state(system, state, 1)
         info = {}
 
     start_step = int(state.step)
@@ -433,16 +395,13 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
                 n_rep, rep = remaining // cfg.report_every, cfg.report_every
             else:
                 n_rep, rep = 1, remaining
-            attempt = 0
-            while True:
-                new_state, frames, bad_step, rebuilds = chunk_fn(state, params, n_rep, rep)
-                if not _overflowed(new_state.neighbor):
-                    break
-                attempt += 1
-                reallocations += 1
-                if attempt > 8:
-                    raise RuntimeError("neighbour list still overflows after 8 reallocations")
-                state = state.replace(neighbor=grow_neighbors(system, state.neighbor, state.positions, attempt))
+            state, (new_state, frames, bad_step, rebuilds), grown = redo_on_overflow(
+                lambda s, n_rep=n_rep, rep=rep: chunk_fn(s, params, n_rep, rep),
+                state,
+                lambda result: result[0].neighbor,
+                lambda s, _, attempt: grown_state(system, s, attempt),
+            )
+            reallocations += grown
             bad_step = int(bad_step)
             total_rebuilds += int(rebuilds)
             if bad_step >= 0:

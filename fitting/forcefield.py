@@ -47,7 +47,7 @@ import optax
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.base.io import write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
-from dmd.simulate import grow_neighbors
+from dmd.runloop import grow_neighbors, redo_on_overflow
 from dmd.space import wrap_positions
 from fitting import objectives
 from fitting.forcefield_config import (
@@ -84,10 +84,6 @@ def _make_sampler(system, cfg: FitConfig):
     return integ, advance
 
 
-def _overflowed(nbr) -> bool:
-    return nbr is not None and bool(getattr(nbr, "did_buffer_overflow", False))
-
-
 def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler=None):
     """Equilibrate and sample at ``params``: returns (frames ``[F, N, 3]`` nm, energies ``[F]`` kJ/mol).
 
@@ -104,15 +100,20 @@ def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler
         if system.neighbor_fn is not None
         else None
     )
-    for attempt in range(1, 8):
+
+    def run(nbr):
         state = integ.init(key, params, positions=pos, neighbor=nbr)
         if n_eq:
             state, _ = advance(state, params, jnp.zeros(n_eq))
-        state, (frames, energies) = advance(state, params, jnp.zeros(n_prod))
-        if not _overflowed(state.neighbor):
-            break
-        # an overflowed list drops pairs: redo the sample with a larger one (grown on every attempt)
-        nbr = grow_neighbors(system, state.neighbor, jnp.asarray(pos), attempt)
+        return advance(state, params, jnp.zeros(n_prod))
+
+    # an overflowed list drops pairs: redo the sample with a larger one (grown on every attempt)
+    _, (_, (frames, energies)), _ = redo_on_overflow(
+        run,
+        nbr,
+        lambda result: result[0].neighbor,
+        lambda _, r, attempt: grow_neighbors(system, r[0].neighbor, jnp.asarray(pos), attempt),
+    )
     frames = np.asarray(frames)
     energies = np.asarray(energies)
     if not (np.all(np.isfinite(frames)) and np.all(np.isfinite(energies))):

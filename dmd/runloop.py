@@ -1,0 +1,109 @@
+"""Neighbour-list overflow care shared by every run loop (``dmd.simulate``, ``dmd.sensitivity``,
+``dmd.estimators``, ``fitting.forcefield``).
+
+A jitted chunk of steps cannot resize its neighbour list: when the list (or jax-md's cell list) runs out of
+capacity it sets an overflow flag and silently drops pairs, so the chunk's forces were wrong. The host then grows
+the list at the chunk's start positions and redoes the chunk. Growing on every retry matters: a retry at the
+same size loops forever (docs/engine.md, "Neighbour lists").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.space import wrap_positions
+
+__all__ = [
+    "MAX_REALLOCATIONS",
+    "overflowed",
+    "is_cell_list",
+    "positions_for_allocation",
+    "grow_neighbors",
+    "grown_state",
+    "redo_on_overflow",
+]
+
+MAX_REALLOCATIONS = 8
+
+
+def overflowed(nbr) -> bool:
+    """True when the neighbour list ``nbr`` (or None: no list) dropped pairs in the steps it was carried through."""
+    return nbr is not None and bool(getattr(nbr, "did_buffer_overflow", False))
+
+
+def is_cell_list(nbr) -> bool:
+    """True for dmd's own :class:`dmd.neighbors.CellNeighborList` (False for jax-md lists and None)."""
+    from dmd.neighbors import CellNeighborList
+
+    return isinstance(nbr, CellNeighborList)
+
+
+def positions_for_allocation(system, x):
+    """Positions ``x`` [N, 3] nm as jax-md's cell lists want them at allocation: wrapped into an orthorhombic box
+    (unchanged without a box or for a triclinic one)."""
+    if system.box is None or np.ndim(system.box) != 1:
+        return x
+    return wrap_positions(x, system.box)
+
+
+def grow_neighbors(system, nbr, x, attempt: int):
+    """A larger neighbour list at positions ``x`` [N, 3] nm after an overflow (capacity grows by 1.5× per
+    ``attempt``); the caller redoes the steps since the last good state with it."""
+    factor = 1.5**attempt
+    if is_cell_list(nbr):
+        return nbr.fns.grow(nbr, x, factor=1.25 * factor)
+    # jax-md NeighborList: pad the neighbour capacity; grow the cell list through extra_capacity only
+    # when the cell list itself overflowed (it slows every step: docs/engine.md, "Neighbour lists").
+    from dmd.forces.neighbors import PartitionErrorCode as PEC
+
+    code = int(nbr.error.code)
+    extra = int(math.ceil(0.25 * factor * nbr.max_occupancy))
+    cell_extra = extra if code & int(PEC.CELL_LIST_OVERFLOW) else 0
+    new = system.allocate_neighbors(positions_for_allocation(system, x), extra_capacity=cell_extra)
+    target = max(new.max_occupancy, nbr.max_occupancy) + extra
+    pad = target - new.max_occupancy
+    if pad > 0 and new.idx.ndim == 2:
+        idx = jnp.pad(new.idx, ((0, 0), (0, pad)), constant_values=new.idx.shape[0])
+        new = dataclasses.replace(new, idx=idx, max_occupancy=target)
+    return new
+
+
+def grown_state(system, state, attempt: int):
+    """An integrator state (``positions``, ``neighbor``, ``replace``) with its neighbour list grown at its own
+    positions: the start of a chunk to redo."""
+    return state.replace(neighbor=grow_neighbors(system, state.neighbor, state.positions, attempt))
+
+
+def redo_on_overflow(
+    run: Callable[[Any], Any],
+    start: Any,
+    neighbor_of: Callable[[Any], Any],
+    regrow: Callable[[Any, Any, int], Any],
+    max_attempts: int = MAX_REALLOCATIONS,
+) -> tuple[Any, Any, int]:
+    """Run ``result = run(start)`` until the neighbour list ``neighbor_of(result)`` did not overflow.
+
+    After an overflow, ``start = regrow(start, result, attempt)`` (attempt = 1, 2, …) must return the start with a
+    larger list (e.g. :func:`grown_state`); the PRNG key is part of the start, so a redo is the same trajectory.
+
+    Returns:
+      (start actually used, its result, number of reallocations).
+
+    Raises:
+      RuntimeError: still overflowing after ``max_attempts`` reallocations.
+    """
+    attempt = 0
+    while True:
+        result = run(start)
+        if not overflowed(neighbor_of(result)):
+            return start, result, attempt
+        attempt += 1
+        if attempt > max_attempts:
+            raise RuntimeError(f"neighbour list still overflows after {max_attempts} reallocations")
+        start = regrow(start, result, attempt)
