@@ -16,7 +16,10 @@ V'/V (the molecules' centres along k likewise); the acceptance rule is the same,
 adaptive δV_k (OpenMM's MonteCarloAnisotropicBarostat with the same pressure on the three axes).
 
 Units: nm, nm³, kJ/mol, bar (``P ΔV`` converted with :data:`dmd.base.units.BAR_NM3_IN_KJ_PER_MOL`).
-Orthorhombic boxes (``[3]`` lengths); see docs/crystals.md, "Constant pressure".
+Orthorhombic boxes (``[3]`` lengths) or triclinic ones (reduced ``[3, 3]`` rows a, b, c): there the move scales
+box vectors (all three, or the picked one), so the cell angles are kept, and molecules keep their fractional
+centres; a trial box that leaves OpenMM's reduced form is rejected (the ensemble is that of reduced boxes, as a
+crystal far from that boundary never notices). See docs/crystals.md, "Constant pressure".
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.units import AMU_PER_NM3_IN_G_PER_CM3, BAR_NM3_IN_KJ_PER_MOL
+from dmd.space import box_volume, scale_positions
 
 __all__ = [
     "BarostatState",
@@ -123,8 +127,8 @@ class BarostatState:
 
 
 def barostat_init(box, dtype=jnp.float32, *, anisotropic: bool = False) -> BarostatState:
-    """Initial state: δV = 1% of the box volume (OpenMM's start). ``box``: ``[3]`` nm."""
-    v = jnp.prod(jnp.asarray(box, dtype))
+    """Initial state: δV = 1% of the box volume (OpenMM's start). ``box``: ``[3]`` or reduced ``[3, 3]`` nm."""
+    v = box_volume(jnp.asarray(box, dtype))
     shape = (3,) if anisotropic else ()
     z = jnp.zeros(shape, jnp.int32)
     zt = jnp.zeros((), jnp.int32)
@@ -150,6 +154,15 @@ def _adapt(bs: BarostatState, volume, max_fraction: float) -> BarostatState:
     )
 
 
+def _is_reduced(box):
+    """jit-able: box rows ``[3, 3]`` in OpenMM's reduced form (|b_x|, |c_x| ≤ a_x/2, |c_y| ≤ b_y/2)."""
+    return (
+        (jnp.abs(box[1, 0]) <= 0.5 * box[0, 0])
+        & (jnp.abs(box[2, 0]) <= 0.5 * box[0, 0])
+        & (jnp.abs(box[2, 1]) <= 0.5 * box[1, 1])
+    )
+
+
 def monte_carlo_volume_move(
     key,
     bs: BarostatState,
@@ -169,7 +182,7 @@ def monte_carlo_volume_move(
     axis when it is ``[3]`` (:func:`barostat_init` with ``anisotropic=True``).
 
     Args:
-      key: PRNG key. bs: :class:`BarostatState`. positions: ``[n_atoms, 3]`` nm. box: ``[3]`` nm.
+      key: PRNG key. bs: :class:`BarostatState`. positions: ``[n_atoms, 3]`` nm. box: ``[3]`` or ``[3, 3]`` nm.
       energy: potential energy at (positions, box), kJ/mol.
       trial_energy_fn: ``(positions, box) -> (U kJ/mol, aux)`` at the trial state (aux: e.g. a neighbour
         list, returned when accepted).
@@ -184,7 +197,7 @@ def monte_carlo_volume_move(
     """
     k1, k2, k3 = jax.random.split(key, 3)
     dtype = positions.dtype
-    v = jnp.prod(box)
+    v = box_volume(box)
     anisotropic = jnp.ndim(bs.volume_scale) == 1
     if anisotropic:
         axis = jax.random.randint(k3, (), 0, 3)
@@ -198,8 +211,13 @@ def monte_carlo_volume_move(
     ok_volume = v_new > 0
     ratio = jnp.where(ok_volume, v_new / v, 1.0)
     s = jnp.where(jnp.arange(3) == axis, ratio, 1.0) if anisotropic else jnp.cbrt(ratio)
-    x_new = scale_molecules(positions, molecules, n_molecules, s)
-    box_new = box * s
+    if jnp.ndim(box) == 2:  # triclinic: scale the box vectors (angles kept), keep molecules' fractional centres
+        box_new = box * jnp.broadcast_to(s, (3,))[:, None]
+        x_new = scale_positions(positions, box, box_new, molecules, n_molecules)
+        ok_volume = ok_volume & _is_reduced(box_new)  # moves out of OpenMM's reduced form are rejected
+    else:
+        x_new = scale_molecules(positions, molecules, n_molecules, s)
+        box_new = box * s
     u_new, aux = trial_energy_fn(x_new, box_new)
     w = (
         (u_new - energy)

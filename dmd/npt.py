@@ -33,6 +33,7 @@ from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molec
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.constraints import make_constraint_fns
+from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["NPT", "NPTState", "make_npt", "run_npt"]
 
@@ -133,7 +134,9 @@ class _Lists:
         """The list rebuilt at (x, box) (box-aware lists; a scaled list is only updated)."""
         if self.scaled:
             return self.update(nbr, x, box)
-        far = x.at[:, 0].add(0.25 * box[0])  # every atom "moved" by b/4 > skin/2: the update rebuilds
+        far = x.at[:, 0].add(
+            0.25 * (box[0, 0] if box.ndim == 2 else box[0])
+        )  # every atom "moved" by b/4 > skin/2: the update rebuilds
         return nbr.set(reference_position=far).update(x, box=box)
 
 
@@ -144,7 +147,9 @@ def _lists(system, reference_box, margin):
     from dmd.neighbors import CellNeighborListFns
 
     if not isinstance(fns, CellNeighborListFns):
-        return _Lists(fns, False, tuple(reference_box))
+        return _Lists(fns, False, reference_box)
+    if np.ndim(reference_box) == 2:
+        raise UserInputError("NPT: a triclinic box needs a box-aware neighbour list (the OpenMM systems' pair list)")
     out = dataclasses.replace(fns, box=tuple(float(b) for b in reference_box), cutoff=fns.cutoff / (1.0 - margin))
     if out.list_cutoff > 0.5 * min(reference_box):
         raise UserInputError(
@@ -186,8 +191,9 @@ def make_npt(
     Over 100 lines because init, the BAOAB step, the volume cycle and ∂U/∂θ share one set of closures (masses,
     constraints, list handling) that jit needs as constants; split, they would pass ten arguments each.
     """
-    if system.box is None or np.ndim(system.box) != 1:
-        raise UserInputError("NPT needs a periodic orthorhombic box ([3] lengths in nm); give the system a box")
+    if system.box is None:
+        raise UserInputError("NPT needs a periodic box ([3] lengths or reduced [3, 3] vectors in nm); give it a box")
+    check_reduced_box(system.box, "NPT box")
     if every < 1:
         raise UserInputError(f"barostat every={every}; pass a positive number of steps")
     if not (np.isfinite(pressure_bar) and pressure_bar > 0):
@@ -207,7 +213,8 @@ def make_npt(
     molecules = find_molecules(system)
     n_mol = int(molecules.max()) + 1
     mol_j = jnp.asarray(molecules)
-    ref = tuple(float(b) for b in (system.box if reference_box is None else reference_box))
+    ref_a = np.asarray(system.box if reference_box is None else reference_box, float)
+    ref = tuple(map(float, ref_a)) if ref_a.ndim == 1 else tuple(tuple(map(float, r)) for r in ref_a)
     lists = _lists(system, ref, box_margin)
     scaled = lists is not None and lists.scaled
     ref_j = jnp.asarray(ref)
@@ -217,7 +224,7 @@ def make_npt(
         if nbr is not None:
             nbr = lists.update(nbr, x, box)
         u = system.energy_fn(params, x, box=box, neighbor=nbr)
-        return u + extra(jnp.prod(box)), nbr
+        return u + extra(box_volume(box)), nbr
 
     def energy_forces(params, x, box, nbr):
         (u, nbr), g = jax.value_and_grad(energy, argnums=1, has_aux=True)(params, x, box, nbr)
@@ -334,7 +341,7 @@ def _run_chunk(npt, n_cycles, tangents=None, record_positions=False):
         extra = {"box": new.box, "kinetic": 0.5 * jnp.sum(npt.masses[:, None] * new.velocities**2)}
         if record_positions:
             extra["positions"] = new.positions.astype(jnp.float32)
-        return new, (jnp.prod(new.box), new.potential_energy, new.stale, du, extra)
+        return new, (box_volume(new.box), new.potential_energy, new.stale, du, extra)
 
     @jax.jit
     def run(st, params):

@@ -25,6 +25,7 @@ from dmd.base.io import atomic_path, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
 from dmd.simulate import RunConfig, RunResult, default_paths
+from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["BAROSTATS", "check_pressure_settings", "simulate_npt"]
 
@@ -42,8 +43,7 @@ def check_pressure_settings(system, pressure_bar, barostat: str, every: int, con
             f"{where}--pressure needs a periodic box, and this structure has none (no CRYST1 / cell): add a box "
             "(e.g. dmd crystal, or OpenMM Modeller.addSolvent) or run without --pressure"
         )
-    if np.ndim(system.box) != 1:
-        raise UserInputError(f"{where}--pressure supports orthorhombic boxes only for now; use a rectangular box")
+    check_reduced_box(system.box, f"{where}--pressure box")
     if barostat not in BAROSTATS:
         raise UserInputError(f"{where}--barostat {barostat!r}: use one of {', '.join(BAROSTATS)}")
     if int(every) < 1:
@@ -129,8 +129,10 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
             pe, ke = float(rec["potential"][k]), float(rec["kinetic"][k])
             temp = 2 * ke / (n_dof * BOLTZMANN_KJ_MOL_K) if n_dof else 0.0
             rows.append((int(steps[k]), steps[k] * cfg.dt, pe, ke, pe + ke, temp))
-            v = float(np.prod(rec["box"][k]))
-            vrows.append([int(steps[k]), v, float(density_g_cm3(mass, v)), *map(float, rec["box"][k])])
+            bk = np.asarray(rec["box"][k], float)
+            v = float(box_volume(bk))
+            lengths = np.linalg.norm(bk, axis=1) if bk.ndim == 2 else bk  # edge lengths a, b, c
+            vrows.append([int(steps[k]), v, float(density_g_cm3(mass, v)), *map(float, lengths)])
         if traj is not None and keep.any():
             new_rows = rows[len(rows) - int(keep.sum()) :]
             traj.append(rec["positions"][keep], [r[1] for r in new_rows], [r[0] for r in new_rows], rec["box"][keep])

@@ -132,11 +132,11 @@ class TrajectoryWriter:
 
     def append(self, xyz, time_ps, steps=None, boxes=None) -> None:
         """Add frames: ``xyz [n_frames, n_atoms, 3]`` nm, ``time_ps [n_frames]``, ``steps [n_frames]`` (XTC),
-        ``boxes [n_frames, 3]`` nm per-frame orthorhombic box lengths (constant pressure; default ``self.box``)."""
+        ``boxes [n_frames, 3]`` or ``[n_frames, 3, 3]`` nm per-frame boxes (constant pressure; default ``self.box``)."""
         time_ps = np.atleast_1d(np.asarray(time_ps, float))
         steps = np.zeros(len(time_ps), int) if steps is None else np.atleast_1d(steps)
         if boxes is not None:
-            self._boxes.extend(np.asarray(boxes, float).reshape(len(time_ps), 3))
+            self._boxes.extend(np.asarray(boxes, float).reshape(len(time_ps), -1))  # [3] or flattened [3, 3]
         for x, t, s in zip(np.asarray(xyz, np.float32), time_ps, steps, strict=True):
             self._xyz.append(x)
             self._time.append(float(t))
@@ -204,7 +204,8 @@ class TrajectoryWriter:
 
         lengths, angles = _box_lengths(self.box, len(xyz))
         if len(self._boxes) == len(xyz) and lengths is not None:
-            lengths = np.stack(self._boxes)
+            per = [_box_lengths(bx.reshape(3, 3) if bx.size == 9 else bx, 1) for bx in self._boxes]
+            lengths, angles = np.concatenate([p[0] for p in per]), np.concatenate([p[1] for p in per])
         if self.format == "DCD":
             with DCDTrajectoryFile(str(path), "w", force_overwrite=True) as f:
                 scaled = None if lengths is None else lengths * NM_TO_ANGSTROM

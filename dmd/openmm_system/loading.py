@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
@@ -61,18 +62,26 @@ def load_forcefield(forcefield):
 def read_structure(path):
     """``openmm.app.PDBFile`` or ``PDBxFile`` (.cif/.mmcif/.pdbx) for ``path``; UserInputError if unreadable."""
     import openmm.app as app
+    import openmm.unit as unit
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserInputError(f"{path}: no such structure file; pass an existing .pdb or .cif/.mmcif path")
     try:
-        if path.lower().endswith((".cif", ".mmcif", ".pdbx")):
-            return app.PDBxFile(path)
-        return app.PDBFile(path)
+        structure = app.PDBxFile(path) if path.lower().endswith((".cif", ".mmcif", ".pdbx")) else app.PDBFile(path)
     except Exception as exc:
         raise UserInputError(
             f"{path}: could not read structure ({type(exc).__name__}: {exc}); check the file format"
         ) from None
+    box = structure.topology.getPeriodicBoxVectors()
+    if box is not None:
+        from dmd.crystal.reader import is_placeholder_cell
+
+        lengths_a = [10.0 * float(np.linalg.norm(v.value_in_unit(unit.nanometer))) for v in box]
+        if is_placeholder_cell(lengths_a):  # NMR / cryo-EM CRYST1 1 x 1 x 1 Å: no crystal, not a 1 Å box
+            structure.topology.setPeriodicBoxVectors(None)
+            print(f"note: {path}: CRYST1 is the 1 x 1 x 1 Å placeholder; treated as no box", file=sys.stderr)
+    return structure
 
 
 def openmm_system_from_pdb(

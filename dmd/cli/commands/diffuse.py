@@ -69,6 +69,11 @@ def _selection(traj, top, selection):
     return idx
 
 
+def _n_shells(n_refl: int) -> int:
+    """Resolution shells for per-shell statistics: about 50 reflections a shell, 1 to 10 shells."""
+    return max(1, min(10, n_refl // 50))
+
+
 def run(args) -> int:
     import jax
     import jax.numpy as jnp
@@ -172,11 +177,13 @@ def run(args) -> int:
         except ValueError as exc:
             raise UserInputError(f"--spacegroup: {exc}") from exc
         types["ID_SYM"] = "J"
+        sym_cc = diffuse.diffuse_cc(i_d, cols["ID_SYM"], diffuse.inv_d2_of(hkl, cell0), n_shells=_n_shells(len(hkl)))
     cells_all = np.concatenate(cells_seen) if cells_seen else cell0[None]
     cell_mean = cells_all.mean(axis=0)
+    parent_cell = np.concatenate([cell_mean[:3] / np.asarray(args.supercell, float), cell_mean[3:]])
     history = [
         f"dmd diffuse traj={os.path.basename(args.traj)} frames={state.n_frames} stride={args.stride}",
-        f"box = supercell {tuple(args.supercell)} of parent cell; indices are box-lattice indices",
+        f"box = supercell {tuple(args.supercell)} of parent cell; box indices H, parent-lattice h = H / supercell",
         f"method={args.method} d_min={args.d_min} b_iso={args.b_iso}",
     ]
     if not distributed.is_writer():
@@ -215,6 +222,8 @@ def run(args) -> int:
         "d_min": args.d_min,
         "supercell": list(args.supercell),
         "cell_mean": cell_mean,
+        "parent_cell": parent_cell,
+        "parent_indices": "h = H / supercell (fractional off Bragg positions)",
         "method": args.method,
         "dtype": str(jnp.dtype(dtype)),
         "seconds": elapsed,
@@ -223,6 +232,14 @@ def run(args) -> int:
         "mean_F2": float(np.mean(mean_f2)),
         "outputs": [args.out, stem + ".png", stem + ".json"],
     }
+    if args.spacegroup:  # how symmetric the ensemble's I_D already is: CC(ID, ID_SYM) → 1 with sampling
+        summary["spacegroup"] = args.spacegroup
+        keys = ("cc_total", "cc_anisotropic", "shell_edges_d", "cc_total_shells", "cc_anisotropic_shells")
+        summary["symmetry_cc"] = {k: sym_cc[k] for k in (*keys, "n_per_shell")}
+        print(
+            f"ID vs ID_SYM ({args.spacegroup}): CC total {sym_cc['cc_total']:.4f}, "
+            f"anisotropic {sym_cc['cc_anisotropic']:.4f}"
+        )
     write_json(stem + ".json", summary, inputs)
     if os.path.exists(ckpt):
         os.remove(ckpt)
