@@ -231,10 +231,10 @@ def _make_init(system, kT, efn, cons, masses):
     place = _site_placer(system)
     vsites = getattr(system, "virtual_sites", None)
     place_jit = jax.jit(place) if vsites is not None and vsites.n_sites else place
-    massive = (jnp.asarray(masses) > 0)[:, None]
 
     @jax.jit
     def state_at(key, params, x, velocities, neighbor):
+        massive = (jnp.asarray(masses) > 0)[:, None]
         key, vkey = jax.random.split(key)
         if velocities is None:
             t = 0.0 if kT is None else kT

@@ -24,6 +24,14 @@ _SUPPORTED = (
 )
 
 
+def _on_device(v, dtype):
+    """``v`` as a jax array of ``dtype``, cast on the host and copied with ``device_put``: ``jnp.asarray`` of a
+    host array compiles one small XLA program per array shape (start-up, docs/engine.md)."""
+    if isinstance(v, jax.core.Tracer):
+        return jnp.asarray(v, dtype)
+    return jax.device_put(np.asarray(v, dtype=dtype))
+
+
 def system_from_openmm(
     openmm_system, positions_nm, topology=None, box=None, atom_types=None, skin: float = 0.2, dtype=None, **_private
 ) -> System:
@@ -51,7 +59,7 @@ def system_from_openmm(
 
     # default: float64 values, which jax keeps as float64 under x64 and as float32 otherwise (no warning)
     dtype = jax.dtypes.canonicalize_dtype(np.float64) if dtype is None else dtype
-    params = {t[0]: {k: jnp.asarray(v, dtype) for k, v in t[1].items()} for t in build.terms}
+    params = {t[0]: {k: _on_device(v, dtype) for k, v in t[1].items()} for t in build.terms}
     labels = {t[0]: {k: tuple(v) for k, v in t[2].items()} for t in build.terms}
     energy_fn, terms_fn = _energy_functions(tuple((t[0], t[3], t[4]) for t in build.terms), vsites)
     metadata = build.metadata
@@ -74,9 +82,9 @@ def system_from_openmm(
         energy_fn=energy_fn,
         params=params,
         param_labels=labels,
-        masses=jnp.asarray(masses, dtype),
-        positions=jnp.asarray(pos, dtype),
-        box=None if box is None else jnp.asarray(box, dtype),
+        masses=_on_device(masses, dtype),
+        positions=_on_device(pos, dtype),
+        box=None if box is None else _on_device(box, dtype),
         terms_fn=terms_fn,
         neighbor_fn=neighbor_fn,
         constraints=constraints_from_openmm(openmm_system, topology),
