@@ -49,6 +49,7 @@ from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
 __all__ = [
+    "build_system",
     "load_fit_config",
     "read_target_csv",
     "fcc_positions",
@@ -236,7 +237,33 @@ def powder_target(spec: dict, system, base: Path, path: Path):
     return FitTarget(obs, y[keep], weight=float(spec.get("weight", 1.0)), objective=objective)
 
 
-def _system(spec: dict, base: Path):
+def _crystal_positions(spec, base: Path):
+    """``crystal: {file, supercell}`` → P 1 supercell positions ``[N, 3]`` nm and the cubic box edge (nm), built
+    with :func:`dmd.crystal.build_crystal` from the CIF/PDB ``file`` (relative to the config)."""
+    from dmd.crystal import build_crystal, read_asymmetric_unit
+
+    if not isinstance(spec, dict) or "file" not in spec:
+        raise UserInputError("system.crystal: give {file: structure.cif, supercell: [A, B, C]}")
+    bad = set(spec) - {"file", "supercell"}
+    if bad:
+        raise UserInputError(f"system.crystal: unknown keys {sorted(bad)} (use file, supercell)")
+    sc = spec.get("supercell", [1, 1, 1])
+    sc = [int(sc)] * 3 if np.isscalar(sc) else [int(v) for v in sc]
+    path = base / spec["file"]
+    if not path.exists():
+        raise UserInputError(f"system.crystal: {path} not found (file is relative to the config)")
+    cr = build_crystal(read_asymmetric_unit(str(path)), tuple(sc))
+    box = np.asarray(cr.box, float) / 10.0
+    edge = float(box[0, 0])
+    if np.abs(box - edge * np.eye(3)).max() > 1e-6 * edge:
+        raise UserInputError(
+            f"system.crystal: {path} with supercell {sc} gives a non-cubic box; lj_fluid systems need a cubic box "
+            "(choose a supercell making a = b = c, 90° angles)"
+        )
+    return np.mod(np.asarray(cr.positions, float) / 10.0, edge), edge
+
+
+def build_system(spec: dict, base: Path):
     import jax.numpy as jnp
 
     spec = dict(spec)
@@ -252,10 +279,19 @@ def _system(spec: dict, base: Path):
         cells = spec.pop("fcc_cells", None)
         if cells is not None:  # an FCC crystal of cells³ conventional cells (4 atoms each), at the given density
             spec["n_atoms"] = 4 * int(cells) ** 3
+        xtal = None
+        if "crystal" in spec:
+            if name != "lj_fluid":
+                raise UserInputError("system.crystal: a crystal is available with model: lj_fluid (one atom type)")
+            xtal, edge = _crystal_positions(spec.pop("crystal"), base)
+            spec["n_atoms"] = len(xtal)  # reduced density n σ³ / V: lj_fluid's cube is then the supercell
+            spec["density"] = len(xtal) * float(spec.get("sigma", models.ARGON["sigma"])) ** 3 / edge**3
         try:
             system = factories[name](dtype=dtype, **spec)
         except TypeError as exc:
             raise UserInputError(f"system: {exc}") from None
+        if xtal is not None:
+            system = dataclasses.replace(system, positions=jnp.asarray(xtal, dtype))
         if cells is not None:
             system = dataclasses.replace(system, positions=jnp.asarray(fcc_positions(int(cells), system.box), dtype))
         return system
@@ -317,7 +353,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         if key not in raw:
             raise UserInputError(f"{path}: missing '{key}:' section (see examples/fit/lj_rdf.yaml)")
     base = path.parent
-    system = _system(raw["system"], base)
+    system = build_system(raw["system"], base)
     params = []
     for p in raw["parameters"]:
         names = p.get("tie") or [p["name"]]
@@ -337,7 +373,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         if bad:
             raise UserInputError(f"{path}: {where} has unknown keys {sorted(bad)}; valid: {sorted(_STATE_KEYS)}")
         spec = dict(raw["system"], **(st.get("system") or {}))
-        st_system = _system(spec, base)
+        st_system = build_system(spec, base)
         name = st.get("name") or f"state{i + 1}"
         temp = st.get("temperature")
         st_targets = _targets(st["targets"], st_system, base, path, f" of state {name!r}",
