@@ -20,3 +20,31 @@ def test_quickstart_refuses_file_as_out(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and str(f) in err
     assert f.read_text() == "x"
+
+
+def _simulate(tmp_path, *extra):
+    pdb = tmp_path / "in.pdb"
+    if not pdb.exists():
+        pdb.write_text("END\n")
+    return main(["simulate", "--pdb", str(pdb), "--forcefield", "amber14-all.xml", *extra])
+
+
+def test_simulate_bad_inputs_answered_in_one_line_before_work(tmp_path, capsys):
+    traj = tmp_path / "t.dcd"
+    traj.write_bytes(b"old")
+    (tmp_path / "in.pdb").write_text("END\n")
+    cases = [
+        (["--steps", "10", "--out", str(traj)], "t.dcd exists; pass --resume to continue it or --overwrite"),
+        (["--steps", "0", "--out", str(tmp_path / "a.dcd")], "--steps 0: must be a positive"),
+        (["--steps", "5", "--temperature", "-1", "--out", str(tmp_path / "a.dcd")], "must be >= 0 K"),
+        (["--steps", "5", "--out", str(tmp_path / "in.pdb")], "is an input file"),
+        (["--steps", "5", "--out", str(traj / "x.dcd")], "is a file, not a folder"),
+    ]
+    for extra, text in cases:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert _simulate(tmp_path, *extra) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("dmd simulate: error:") and text in err, err
+        assert len(err.splitlines()) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+        assert traj.read_bytes() == b"old"
