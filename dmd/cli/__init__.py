@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from dmd.base.errors import RunInterrupted, UserInputError
+from dmd.base.errors import RunInterrupted, SimulationDiverged, UserInputError
 
 # name on the command line -> module under dmd.cli.commands
 COMMANDS: dict[str, str] = {
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as exc:  # a clear message, no traceback
         print(f"dmd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except SimulationDiverged as exc:  # one line, exit 1
+        print(
+            f"dmd {args.command}: error: {str(exc).splitlines()[0] if str(exc) else 'simulation diverged'}",
+            file=sys.stderr,
+        )
+        return 1
     except RunInterrupted as exc:
         print(f"dmd {args.command}: {exc}", file=sys.stderr)
         return 128 + exc.signum

@@ -58,3 +58,16 @@ def test_fit_rejects_zero_rounds_and_file_out_up_front(tmp_path, capsys):
     assert main(["fit", str(cfg), "--out", str(cfg)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_diverged_is_one_line_exit_1(monkeypatch, capsys):
+    import dmd.cli.commands.fit as fit_cmd
+    from dmd.base.errors import SimulationDiverged
+
+    def boom(args):
+        raise SimulationDiverged("energy became NaN at step 7; lower --dt", 7)
+
+    monkeypatch.setattr(fit_cmd, "run", boom)
+    assert main(["fit", "c.yaml", "--out", "o"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "dmd fit: error: energy became NaN at step 7; lower --dt"
