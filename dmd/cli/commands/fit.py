@@ -20,6 +20,14 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import dataclasses
+    from pathlib import Path
+
+    from dmd.base.errors import UserInputError
+
+    if args.rounds is not None and args.rounds <= 0:
+        raise UserInputError(f"--rounds {args.rounds}: must be a positive number of rounds")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserInputError(f"--out {args.out} is a file, not a folder; pass another --out")
 
     from fitting.fit_config import load_fit_config
     from fitting.forcefield import fit

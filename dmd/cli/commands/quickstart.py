@@ -25,6 +25,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="dmd-quickstart", help="output folder (default ./dmd-quickstart)")
     p.add_argument("--steps", type=int, default=5000, help="MD steps (default 5000 = 10 ps at 2 fs)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier quickstart in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
@@ -107,9 +108,15 @@ STAGES: list[tuple[str, object]] = [("simulate", stage_simulate), ("plot", stage
 
 
 def run(args) -> int:
+    from dmd.base.errors import UserInputError
     from dmd.base.io import write_json
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file, not a folder; pass another --out")
+    done = out / "quickstart.json"
+    if done.exists() and not args.overwrite:
+        raise UserInputError(f"{done} exists (an earlier quickstart); pass --overwrite to replace it or another --out")
     out.mkdir(parents=True, exist_ok=True)
     ctx = {"out": out, "steps": int(args.steps), "seed": int(args.seed), "progress": bool(args.progress)}
     lines = []

@@ -36,6 +36,7 @@ DEFAULTS = {
     "checkpoint_every": None,
     "checkpoint_minutes": 5.0,
     "resume": False,
+    "overwrite": False,
     "sensitivity": None,
     "sensitivity_method": "tangent",
     "window": None,
@@ -99,6 +100,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="also checkpoint every this many minutes of wall time (default 5; 0: off)",
     )
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
+    p.add_argument("--overwrite", action="store_true", default=S, help="replace an existing --out trajectory")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
     p.add_argument(
         "--sensitivity",
@@ -154,7 +156,27 @@ def _load_config(args) -> dict:
     for req, flag in (("pdb", "--pdb"), ("forcefield", "--forcefield"), ("steps", "--steps"), ("out", "--out")):
         if cfg[req] is None:
             raise UserInputError(f"missing {flag}: pass {flag} (or the key {req!r} in the YAML config)")
+    _check_values_and_out(cfg)
     return cfg
+
+
+def _check_values_and_out(cfg: dict) -> None:
+    """Reject bad numbers and unsafe --out paths before any heavy import or work."""
+    if int(cfg["steps"]) <= 0:
+        raise UserInputError(f"--steps {cfg['steps']}: must be a positive number of steps")
+    if float(cfg["temperature"]) < 0:
+        raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
+    out = Path(cfg["out"])
+    inputs = [Path(cfg["pdb"])] + ([Path(cfg["config"])] if cfg.get("config") else [])
+    if any(out.exists() and i.exists() and out.resolve() == i.resolve() for i in inputs):
+        raise UserInputError(f"--out {out} is an input file; pass another --out")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserInputError(f"--out {out}: {parent} is a file, not a folder; pass another --out")
+    if out.is_dir():
+        raise UserInputError(f"--out {out} is a folder; pass a trajectory file path such as {out / 'traj.dcd'}")
+    if out.exists() and not cfg["resume"] and not cfg["overwrite"]:
+        raise UserInputError(f"{out} exists; pass --resume to continue it or --overwrite to replace it")
 
 
 def build_system(cfg: dict):
