@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.space import wrap_positions
+
 __all__ = [
     "BOLTZMANN_KJ_MOL_K",
     "wrap_for_neighbors",
@@ -181,7 +183,7 @@ def wrap_for_neighbors(system, neighbor):
     box = system.box
     if box is None or jnp.ndim(box) != 1 or getattr(neighbor, "cell_list_fn", None) is None:
         return lambda x: x
-    return lambda x: jnp.mod(x, jnp.asarray(box, x.dtype))
+    return lambda x: wrap_positions(x, box)
 
 
 def _energy_and_forces(system):

@@ -494,9 +494,9 @@ def run_chunks(system, chunk, carry, args, frames, report_every, chunk_steps, pr
     n_chunks = -(-frames // per_chunk)
     bar = None
     if progress or (progress is None and n_chunks > 1):
-        from tqdm.auto import tqdm
+        from dmd.base.progress import progress_bar
 
-        bar = tqdm(total=frames * report_every, unit="step", desc="sensitivities")
+        bar = progress_bar(frames * report_every, unit="step", desc="sensitivities")
     outs, notes, done = [], [], 0
     while done < frames:
         nf = min(per_chunk, frames - done)

@@ -272,8 +272,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
       SimulationDiverged: NaN/inf or exploding coordinates (``.step``, ``.last_good_checkpoint``).
       UserInputError: bad settings or a checkpoint that does not fit.
     """
-    from tqdm.auto import tqdm
-
+    from dmd.base.progress import progress_bar
     from dmd.trajectory import EnergyLog, TrajectoryWriter, check_out_path, mdtraj_topology
 
     params = system.params if params is None else params
@@ -343,7 +342,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
     reallocations = int(info.get("reallocations", 0))
     last_ckpt = str(paths["checkpoint"]) if cfg.resume else None
     t0 = t_ckpt = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start_step, unit="step", disable=not cfg.progress, desc=system.name or "md")
+    bar = progress_bar(cfg.steps, initial=start_step, unit="step", enabled=cfg.progress, desc=system.name or "md")
 
     def n_written():
         return traj.n_frames if traj is not None else len(mem_frames)

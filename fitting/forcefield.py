@@ -466,9 +466,9 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
                        history, mapping)  # fmt: skip
 
-    from tqdm.auto import tqdm
+    from dmd.base.progress import track
 
-    bar = tqdm(range(start_round, cfg.rounds), desc="fit", unit="round", disable=not cfg.progress)
+    bar = track(range(start_round, cfg.rounds), desc="fit", unit="round", enabled=cfg.progress)
     for rnd in bar:
         t0 = time.perf_counter()
         row = {"round": rnd, "estimator": cfg.estimator}

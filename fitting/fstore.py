@@ -130,7 +130,7 @@ def build_store(
     and fills |G|². With ``path`` the store is an HDF5 file chunked by ``frames_per_chunk`` frames, written
     to a temporary name and renamed into place on success.
     """
-    from tqdm.auto import tqdm
+    from dmd.base.progress import progress_bar
 
     dtype = np.dtype(dtype)
     shape = (n_frames, 3, n_voxels)
@@ -147,7 +147,7 @@ def build_store(
         z = h5.create_dataset("z", shape=shape, dtype=dtype, chunks=(min(frames_per_chunk, n_frames), 3, n_voxels))
     acc = np.zeros(n_voxels, np.complex128)
     t = 0
-    bar = tqdm(total=n_frames, desc="F(h,t)", unit="frame", disable=not progress)
+    bar = progress_bar(n_frames, desc="F(h,t)", unit="frame", enabled=progress)
     for chunk in chunks:
         chunk = np.asarray(chunk)
         if chunk.ndim != 2 or chunk.shape[1] != n_voxels:

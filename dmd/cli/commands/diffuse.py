@@ -78,13 +78,13 @@ def run(args) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from tqdm.auto import tqdm
 
     from analysis import diffuse, structure_factors
     from analysis.mtz_io import write_mtz
     from analysis.structure_io import trajectory_frames
     from dmd.base.io import savez, write_json
     from dmd.base.plotting import save_figure
+    from dmd.base.progress import progress_bar
 
     if args.d_min <= 0:
         raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")
@@ -109,7 +109,7 @@ def run(args) -> int:
         hkl, n_skip = z["hkl"], int(z["n_frames"])
         print(f"resuming from {ckpt}: {n_skip} frames already accumulated")
     cells_seen = []
-    bar = tqdm(desc="frames", unit="frame", disable=args.no_progress)
+    bar = progress_bar(desc="frames", unit="frame", enabled=not args.no_progress)
     frames_iter = trajectory_frames(
         args.traj, args.top, stride=args.stride, chunk=args.chunk, atom_indices=atom_indices
     )

@@ -160,24 +160,23 @@ def run(args) -> int:
             raise UserInputError(f"{args.peaks}: no peak files ({', '.join(_PEAK_EXTS)}) in this folder")
         if args.plot:
             raise UserInputError("--plot draws one pattern; drop it in batch (folder) mode")
-        from tqdm import tqdm
+        from dmd.base.progress import track
 
         jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(files)))
         results = []
         if jobs == 1:
-            for f in tqdm(files, desc="indexing", unit="pattern", file=sys.stderr):
+            for f in track(files, desc="indexing", unit="pattern"):
                 results.append(_worker((f, args)))
         else:
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")  # JAX is not fork-safe
             with ctx.Pool(jobs) as pool:
-                for r in tqdm(
+                for r in track(
                     pool.imap(_worker, [(f, args) for f in files]),
                     total=len(files),
                     desc="indexing",
                     unit="pattern",
-                    file=sys.stderr,
                 ):
                     results.append(r)
         payload = {"patterns": results}
@@ -192,9 +191,9 @@ def run(args) -> int:
         print(f"indexed {n_ok}/{len(results)} patterns", file=sys.stderr)
         return 0
 
-    from tqdm import tqdm
+    from dmd.base.progress import progress_bar
 
-    bar = tqdm(desc="searching", unit="batch", file=sys.stderr, disable=args.json)
+    bar = progress_bar(desc="searching", unit="batch", enabled=not args.json)
 
     def progress(system, batch, best):
         bar.set_postfix_str(f"{system} best M≈{float(__import__('numpy').exp(best)):.1f}")
