@@ -67,10 +67,9 @@ def write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, posit
 
 
 def plot_history(out, history, mapping):
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ok = [h for h in history if h.get("status") == "ok"]
     if not ok:

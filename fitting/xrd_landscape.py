@@ -85,10 +85,9 @@ def scan_2d(loss, params, d1, d2, alphas, betas):
 
 
 def _plt():
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     return plt
 

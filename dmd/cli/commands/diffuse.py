@@ -192,10 +192,9 @@ def run(args) -> int:
     elapsed = time.perf_counter() - t0
 
     # shell-averaged plot and summary
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     q2 = diffuse.inv_d2_of(hkl, cell_mean)
     n_sh = max(1, min(20, len(hkl) // 50))

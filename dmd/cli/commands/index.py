@@ -104,10 +104,9 @@ def _table(out: dict) -> str:
 
 
 def _plot(peaks, solution, path, inputs) -> None:
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     from analysis import cell as cell_mod

@@ -64,10 +64,9 @@ def stage_simulate(ctx: dict) -> str:
 
 
 def stage_plot(ctx: dict) -> str:
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dmd.base.io import atomic_path
 

@@ -85,10 +85,9 @@ def run(args) -> int:
         np.savetxt(tmp, table, delimiter=",", header="h,k,l,d_A,two_theta_deg,F2,multiplicity,LP,intensity",
                    comments="", fmt=["%d", "%d", "%d", "%.6f", "%.6f", "%.6g", "%d", "%.6g", "%.6g"])  # fmt: skip
 
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(grid, y, lw=1, label="profile")

@@ -238,10 +238,9 @@ def run(args) -> int:
 
 
 def _plot(path, grid, y_obs, y_start, y_fit, history, best, inputs):
-    import matplotlib
+    from dmd.base.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from dmd.base.io import atomic_path
 
