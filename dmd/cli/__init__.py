@@ -106,7 +106,8 @@ def _describe(exc: Exception) -> tuple[int, str]:
         return EXIT_NO_RESULT, f"no result: {exc}"
     if isinstance(exc, SimulationDiverged):
         where = f"; last good checkpoint {exc.last_good_checkpoint}" if exc.last_good_checkpoint else ""
-        return EXIT_DIVERGED, f"diverged: {exc}{where}"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "simulation diverged"
+        return EXIT_DIVERGED, f"diverged: {first}{where}"
     if isinstance(exc, (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError, FileNotFoundError)):
         # output paths that cannot be written (a folder that is a file, no permission...) and missing inputs
         path = exc.filename or ""
