@@ -393,7 +393,8 @@ def run_npt(
     Over 100 lines: the host loop's three outcomes (overflow redo, stale rebuild, record) share its counters.
     """
     params = system.params if params is None else params
-    npt = make_npt(
+    build = functools.partial(
+        make_npt,
         system,
         dt=dt,
         temperature=temperature,
@@ -404,6 +405,7 @@ def run_npt(
         extra_energy=extra_energy,
         anisotropic=anisotropic,
     )
+    npt = build()
     if state is None:
         state = npt.init(jax.random.PRNGKey(seed), params)
     elif state.neighbor is None and npt.neighbor_fns is not None:
@@ -439,18 +441,7 @@ def run_npt(
         )
         if bool(new.stale):  # the box left the list's range after `good` cycles: list at the current box
             rebuilds += 1
-            npt = make_npt(
-                system,
-                dt=dt,
-                temperature=temperature,
-                friction=friction,
-                pressure_bar=pressure_bar,
-                every=every,
-                box_margin=box_margin,
-                extra_energy=extra_energy,
-                reference_box=np.asarray(state.box),
-                anisotropic=anisotropic,
-            )
+            npt = build(reference_box=np.asarray(state.box))
             nbr = npt.neighbor_fns.allocate(state.positions, state.box, max_occupancy=state.neighbor.max_occupancy)
             state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
         if stop:
