@@ -10,7 +10,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "merge",
         help="scale and merge unmerged intensities by variational inference (careless-style)",
         description="Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, "
-        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI N [+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
+        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, "
+        "[+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
     )
     p.add_argument("unmerged", help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns])")
     p.add_argument("--out", required=True, help="merged MTZ to write")
