@@ -2,7 +2,8 @@
 
 ``merge`` runs the VI fit (``fit.fit``), the optional half-dataset refits (CC1/2, CCanom), CCpred on
 held-out observations and, when the truth is known (synthetic data), CC with the true amplitudes.
-``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` and ``OUT_loss.png`` / ``OUT_cc.png`` atomically.
+``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` (the per-shell table of :mod:`analysis.merging.shells` under
+``quality.shells``), ``OUT_shells.csv`` and ``OUT_loss.png`` / ``OUT_cc.png`` atomically.
 The fit's amplitudes are on the scale of the Wilson prior (flat Σ = 1: normalized, ⟨F²⟩ = ε); the MTZ carries them
 as E, SIGE and, on the absolute (Wilson) scale of :mod:`analysis.merging.wilson`, F, SIGF, I, SIGI (careless's names).
 """
@@ -24,6 +25,7 @@ from analysis.merging.likelihoods import error_model_values
 from analysis.merging.model import MergeConfig, predict_intensity
 from analysis.merging.priors import wilson_variance
 from analysis.merging.scaling import log_scale
+from analysis.merging.shells import shell_table, write_shell_csv
 from analysis.merging.wilson import protein_sigma_n, smooth_log_scale, to_absolute
 from dmd.base.plotting import new_figure, save_figure
 
@@ -101,6 +103,7 @@ def merge(
     q["ccpred"] = _ccpred_by_shell(res, n_shells)
     if "error" in res.params:
         q["error_model"] = error_model_values(res.params["error"])
+    halves = counts = None
     if half_datasets:
         t1 = time.perf_counter()
         halves, counts = fit_half_datasets(res, steps=half_steps, seed=config.seed, progress=progress)
@@ -122,6 +125,15 @@ def merge(
             q["ccanom_true"] = quality.cc_anom(
                 [post["F"], None], unmerged.hkl, unmerged.spacegroup, unmerged.inv_d2, f_ref=f_true, n_shells=n_shells
             )
+    q["shells"] = shell_table(
+        unmerged,
+        n_obs,
+        post["I"],
+        post["SIGI"],
+        halves=None if halves is None else [halves[0]["F"], halves[1]["F"]],
+        half_counts=counts,
+        n_shells=n_shells,
+    )
     timings["total_s"] = time.perf_counter() - t0
     return MergeOutput(res, post, n_obs, q, timings, absolute, wilson)
 
@@ -275,6 +287,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
         "json": Path(f"{stem}.json"),
         "loss_png": Path(f"{stem}_loss.png"),
         "cc_png": Path(f"{stem}_cc.png"),
+        "shells_csv": Path(f"{stem}_shells.csv"),
     }
     summary = {
         "config": dataclasses.asdict(out.result.config),
@@ -292,6 +305,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
     if extra:
         summary.update(extra)
     write_json(paths["json"], summary, inputs=inputs)
+    write_shell_csv(paths["shells_csv"], out.quality["shells"], inputs)
     plot_loss(out.result.history, paths["loss_png"], inputs)
     plot_cc(out.quality, paths["cc_png"], inputs)
     return paths

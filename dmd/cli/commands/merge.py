@@ -50,6 +50,7 @@ def run(args) -> int:
     import logging
 
     from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+    from analysis.merging.shells import format_shell_table
     from dmd.base.errors import UserInputError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -107,5 +108,8 @@ def run(args) -> int:
         if key in q:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
             print(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
+    w = out.wilson
+    print(f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})")
+    print(format_shell_table(q["shells"]))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -80,6 +80,9 @@ def test_merged_mtz_columns_and_types(known_scale, tmp_path):
     data, out = known_scale
     paths = write_outputs(tmp_path / "merged.mtz", out)
     mtz = gemmi.read_mtz_file(str(paths["mtz"]))
+    # the per-shell table sits next to the MTZ (CSV) and in the JSON summary
+    assert paths["shells_csv"].read_text().startswith("shell,d_low,d_high,")
+    assert '"shells"' in paths["json"].read_text()
     types = {c.label: c.type for c in mtz.columns}
     expected = {"F": "F", "SIGF": "Q", "I": "J", "SIGI": "Q", "N": "I", "E": "E", "SIGE": "Q"}
     assert {k: types.get(k) for k in expected} == expected
