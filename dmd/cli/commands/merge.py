@@ -25,6 +25,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--intensity", default=None, help="intensity column (default: I or the first J column)")
     p.add_argument("--sigma", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
     p.add_argument("--batch", default="BATCH", help="image column (default BATCH)")
+    p.add_argument(
+        "--partials",
+        choices=["refuse", "sum", "keep"],
+        default="refuse",
+        help="partial observations (M/ISYM flag, FRACTIONCALC, PARTIAL, or one hkl on consecutive images): refuse "
+        "(default), sum each spot's parts, or keep them as full observations",
+    )
     p.add_argument("--likelihood", choices=["normal", "student"], default="normal")
     p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
     p.add_argument("--surrogate", choices=["truncated_normal", "folded_normal"], default="truncated_normal")
@@ -68,8 +75,9 @@ def run(args) -> int:
         intensity=args.intensity,
         sigma=args.sigma,
         batch=args.batch,
+        partials=args.partials,
     )
-    n_bad = sum(u.rejected.values())
+    n_bad = sum(v for k, v in u.rejected.items() if k != "partials_summed")
     print(
         f"read {args.unmerged}: {u.n_obs} observations of {u.n_refl} unique reflections on {u.n_images} images "
         f"({u.spacegroup}); rejected {n_bad} rows {u.rejected}"
