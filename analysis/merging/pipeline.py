@@ -140,7 +140,8 @@ def merge(
 
 def absolute_scale(res: FitResult, posterior: dict, sigma_n=None):
     """(absolute {"F", "SIGF", "I", "SIGI"}, normalized {"E", "SIGE"}, Wilson fit dict) of a fit
-    (:func:`analysis.merging.wilson.to_absolute`; the smooth data scale from every observation's fitted ln s)."""
+    (:func:`analysis.merging.wilson.to_absolute`; the smooth data scale from every observation's fitted ln s).
+    Without a Wilson plot (too few reflections) the absolute dict is None and the fit dict says why."""
     u = res.unmerged
     d = res.data
     log_s = np.asarray(log_scale(res.params["scale"], d.meta, d.image, d.inv_d2), float)
@@ -150,7 +151,12 @@ def absolute_scale(res: FitResult, posterior: dict, sigma_n=None):
     prior_var = np.asarray(wilson_variance(u.epsilon.astype(float), u.inv_d2, res.config.wilson_b), float)
     seen = np.bincount(u.refl, minlength=u.n_refl) > 0
     posterior_seen = {k: np.where(seen, posterior[k], np.nan) for k in ("F", "SIGF", "I", "SIGI")}
-    absolute, normalized, wf = to_absolute(posterior_seen, u.inv_d2, u.epsilon, prior_var, smooth, sigma_n)
+    try:
+        absolute, normalized, wf = to_absolute(posterior_seen, u.inv_d2, u.epsilon, prior_var, smooth, sigma_n)
+    except ValueError as err:  # too few reflections for a Wilson plot: F, I stay on the normalized scale
+        log.warning("no absolute scale (%s); F, SIGF, I, SIGI are written on the normalized scale", err)
+        root = np.sqrt(prior_var)
+        return None, {"E": posterior["F"] / root, "SIGE": posterior["SIGF"] / root}, {"failed": str(err)}
     info = wf.as_dict()
     info["smooth_log_scale"] = {"c": smooth[0], "g_A2": smooth[1]}
     info["sigma_n"] = label

@@ -117,7 +117,10 @@ def run(args) -> int:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
             print(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
     w = out.wilson
-    print(f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})")
+    if "scale_k" in w:
+        print(f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})")
+    else:
+        print(f"no absolute scale ({w['failed']}): F, SIGF, I, SIGI on the normalized scale")
     print(format_shell_table(q["shells"]))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

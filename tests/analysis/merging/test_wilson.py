@@ -96,3 +96,10 @@ def test_merged_mtz_columns_and_types(known_scale, tmp_path):
     eps = symmetry.epsilon_factors(hkl, mtz.spacegroup)
     expected_ratio = np.sqrt(eps) * np.exp(-20.0 * x / 4)
     np.testing.assert_allclose(f / e, expected_ratio, rtol=0.15)
+
+
+def test_wilson_fit_refuses_without_a_plot():
+    # three reflections make no Wilson plot (two shells, one with a single reflection): a clear error, which merge
+    # turns into a warning and F, I on the normalized scale
+    with pytest.raises(ValueError, match="fewer than 2 resolution shells"):
+        wilson_fit(np.ones(3), np.array([0.01, 0.02, 0.03]), np.ones(3), 1.0)
