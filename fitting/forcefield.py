@@ -46,7 +46,7 @@ import optax
 
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.base.io import write_json
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
+from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator, relax_overlaps
 from dmd.runloop import grow_neighbors, redo_on_overflow
 from dmd.space import wrap_positions
 from fitting import objectives
@@ -102,7 +102,10 @@ def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler
     )
 
     def run(nbr):
-        state = integ.init(key, params, positions=pos, neighbor=nbr)
+        x0 = pos
+        if positions is not None:  # frames of another θ: remove the overlaps the new θ puts in them first
+            x0, nbr, _ = relax_overlaps(system, params, jnp.asarray(pos), nbr, dt=cfg.dt)
+        state = integ.init(key, params, positions=x0, neighbor=nbr)
         if n_eq:
             state, _ = advance(state, params, jnp.zeros(n_eq))
         return advance(state, params, jnp.zeros(n_prod))
