@@ -221,12 +221,27 @@ def relax_overlaps(system, params, x, neighbor=None, *, dt: float, max_kick: flo
     vsites = getattr(system, "virtual_sites", None)
     if system.constraints is not None or (vsites is not None and vsites.n_sites):
         return x, neighbor, 0
+    key = (id(system), float(dt), float(max_kick), int(max_iter))
+    hit = _RELAX_CACHE.get(key)
+    if hit is None or hit[0] is not system:  # compiled once per system (a fit calls this every round)
+        hit = _RELAX_CACHE[key] = (system, _make_relax(system, dt, max_kick, max_iter))
+        while len(_RELAX_CACHE) > 8:
+            _RELAX_CACHE.pop(next(iter(_RELAX_CACHE)))
+    x_new, nb, n = hit[1](params, jnp.asarray(x), neighbor)
+    n = int(n)
+    return (x, neighbor, 0) if n == 0 else (x_new, nb, n)
+
+
+_RELAX_CACHE: dict = {}  # (id(system), δt, max_kick, max_iter) -> (system, jitted relax); holding system pins its id
+
+
+def _make_relax(system, dt, max_kick, max_iter):
     efn = _energy_and_forces(system)
-    inv_m = jnp.asarray(1.0 / np.maximum(np.asarray(system.masses, float), 1e-30), x.dtype)[:, None]
-    inv_m = jnp.where(jnp.asarray(system.masses)[:, None] > 0, inv_m, 0.0)
+    m = np.asarray(system.masses, float)
+    inv_m = np.where(m > 0, 1.0 / np.maximum(m, 1e-30), 0.0)[:, None]  # massless sites never move
 
     def kick(f):
-        return jnp.max(jnp.linalg.norm(f * inv_m, axis=-1)) * dt * dt
+        return jnp.max(jnp.linalg.norm(f * jnp.asarray(inv_m, f.dtype), axis=-1)) * dt * dt
 
     @jax.jit
     def run(params, x, neighbor):
@@ -245,9 +260,7 @@ def relax_overlaps(system, params, x, neighbor=None, *, dt: float, max_kick: flo
         i, x, nb, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, nb0, f0))
         return x, nb, i
 
-    x_new, nb, n = run(params, jnp.asarray(x), neighbor)
-    n = int(n)
-    return (x, neighbor, 0) if n == 0 else (x_new, nb, n)
+    return run
 
 
 def _constraint_fns(system, masses):

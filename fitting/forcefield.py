@@ -102,9 +102,7 @@ def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler
     )
 
     def run(nbr):
-        x0 = pos
-        if positions is not None:  # frames of another θ: remove the overlaps the new θ puts in them first
-            x0, nbr, _ = relax_overlaps(system, params, jnp.asarray(pos), nbr, dt=cfg.dt)
+        x0, nbr, _ = relax_overlaps(system, params, jnp.asarray(pos), nbr, dt=cfg.dt)  # a new θ's overlaps, if any
         state = integ.init(key, params, positions=x0, neighbor=nbr)
         if n_eq:
             state, _ = advance(state, params, jnp.zeros(n_eq))
