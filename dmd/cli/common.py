@@ -77,3 +77,109 @@ def setup_compilation_cache(enabled: bool = True, path: str | None = None) -> st
     for name, value in settings.items():
         os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input files and output paths, checked before any heavy import or work (one line each, exit code 2).
+
+_STRUCTURE_EXTS = {".pdb": "ATOM/HETATM records", ".ent": "ATOM/HETATM records", ".cif": "_atom_site records",
+                   ".mmcif": "_atom_site records"}  # fmt: skip
+
+
+def check_input(path, flag: str = "", what: str = "file") -> None:
+    """Refuse an input that is missing, a folder, empty, or (PDB / CIF) without a single atom record.
+
+    Args:
+      path: the file; None is skipped (an optional input not given).
+      flag: the option that named it (``"--pdb"``), or ``""`` for a positional argument.
+      what: a word for the message (``"structure"``, ``"trajectory"``, ``"MTZ"``).
+
+    Raises:
+      UserInputError: ``"--pdb x.pdb: empty file; pass a structure with ATOM/HETATM records"``.
+    """
+    import os
+
+    from dmd.base.errors import UserInputError
+
+    if path is None:
+        return
+    name = f"{flag} {path}" if flag else str(path)
+    if not os.path.exists(path):
+        raise UserInputError(f"{name}: no such file; pass an existing {what} (check the path)")
+    if os.path.isdir(path):
+        raise UserInputError(f"{name} is a folder; pass a {what} file")
+    ext = os.path.splitext(str(path))[1].lower()
+    records = _STRUCTURE_EXTS.get(ext)
+    if os.path.getsize(path) == 0:
+        raise UserInputError(f"{name}: empty file; pass a {what}" + (f" with {records}" if records else ""))
+    if records is None:
+        return
+    with open(path, errors="replace") as fh:
+        text = fh.read()
+    if not text.strip():
+        raise UserInputError(f"{name}: empty file; pass a {what} with {records}")
+    if ext in (".pdb", ".ent"):
+        found = any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines())
+    else:
+        found = "_atom_site" in text
+    if not found:
+        raise UserInputError(f"{name}: no {records} (no atoms); pass a {what} with atoms")
+
+
+def check_outputs(out, *, inputs=(), overwrite: bool = False, folder: bool = False, writes=(),
+                  flag: str = "--out", resume_hint: bool = False) -> None:  # fmt: skip
+    """Refuse, before any work, an output path that would fail late or destroy something.
+
+    Args:
+      out: the path given to ``flag``.
+      inputs: the run's input files (never overwritten).
+      overwrite: the user passed ``--overwrite``: existing outputs may be replaced.
+      folder: ``out`` is a folder that the command fills with the names in ``writes``; else ``out`` is a file
+        and ``writes`` are the other files written beside it (full paths).
+      flag: the option that named ``out``, for the message.
+      resume_hint: the command also takes ``--resume`` (the message offers it).
+
+    Raises:
+      UserInputError: a parent of ``out`` is a file; ``out`` is a file where a folder is needed or a folder where
+        a file is needed; an output is an input file; an output exists and ``overwrite`` is false; the folder is
+        not writable. The message names the path and the fix.
+    """
+    import os
+    from pathlib import Path
+
+    from dmd.base.errors import UserInputError
+
+    out = Path(out)
+    fix = f"pass another {flag}"
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserInputError(f"{flag} {out}: {parent} is a file, not a folder; {fix}")
+    if folder and out.exists() and not out.is_dir():
+        raise UserInputError(f"{flag} {out} is a file, not a folder; {fix}")
+    if not folder and out.is_dir():
+        raise UserInputError(f"{flag} {out} is a folder; pass a file path{_example_in(out, writes)}")
+    products = [out / w for w in writes] if folder else [out, *map(Path, writes)]
+    given = [Path(i) for i in inputs if i is not None]
+    for p in products:
+        for i in given:
+            if p.exists() and i.exists() and p.resolve() == i.resolve():
+                raise UserInputError(f"{flag} {out}: would overwrite the input file {i}; {fix}")
+    existing = [p for p in products if p.exists()]
+    if existing and not overwrite:
+        how = "--resume to continue it, " if resume_hint else ""
+        raise UserInputError(f"{existing[0]} exists (an earlier result); pass {how}--overwrite to replace it, or {fix}")
+    nearest = next((p for p in [out, *out.parents] if p.exists()), Path.cwd())
+    if not os.access(nearest if nearest.is_dir() else nearest.parent, os.W_OK):
+        raise UserInputError(f"{flag} {out}: {nearest} is not writable; {fix}")
+
+
+def _example_in(folder, writes) -> str:
+    from pathlib import Path
+
+    names = [Path(w).name for w in writes]
+    return f" such as {Path(folder) / names[0]}" if names else ""
+
+
+def add_overwrite_argument(parser, what: str = "the outputs") -> None:
+    """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")

@@ -43,13 +43,17 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import math
 
-    import jax
-
     from dmd.base.errors import UserInputError
-    from dmd.openmm_system import system_from_pdb
+    from dmd.cli.common import check_input
 
     if not (args.cutoff > 0 and math.isfinite(args.cutoff)):
         raise UserInputError(f"--cutoff {args.cutoff}: must be a positive number of nm, e.g. --cutoff 1.0")
+    check_input(args.pdb, "--pdb", "structure")
+
+    import jax
+
+    from dmd.openmm_system import system_from_pdb
+
     method = args.nonbonded
     if method is None:
         from dmd.openmm_system import read_structure

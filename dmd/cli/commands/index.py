@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+
 _PEAK_EXTS = (".txt", ".dat", ".csv", ".peaks", ".lst")
 
 
@@ -39,6 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None, help="batches per lattice system")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--jobs", type=int, default=None, help="parallel workers in batch mode (default: all cores)")
+    add_overwrite_argument(p, "the --out and --plot files")
     return p
 
 
@@ -155,6 +158,15 @@ def run(args) -> int:
         raise UserInputError(f"{args.peaks}: no such file or folder; pass a peak-list file or a folder of them")
     if os.path.isdir(args.peaks):
         files = sorted(os.path.join(args.peaks, f) for f in os.listdir(args.peaks) if f.lower().endswith(_PEAK_EXTS))
+    else:
+        check_input(args.peaks, "", "peak list")
+        files = [args.peaks]
+    for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
+        if path is not None:
+            check_outputs(path, inputs=files, overwrite=args.overwrite, flag=flag)
+    if args.out is not None and args.plot is not None and os.path.abspath(args.out) == os.path.abspath(args.plot):
+        raise UserInputError(f"--out and --plot are both {args.out}; give two different files")
+    if os.path.isdir(args.peaks):
         if not files:
             raise UserInputError(f"{args.peaks}: no peak files ({', '.join(_PEAK_EXTS)}) in this folder")
         if args.plot:
@@ -188,6 +200,10 @@ def run(args) -> int:
                 print(_table({"n_peaks": r.get("n_peaks", 0), "units": r.get("units", "?"), **r}))
         n_ok = sum(bool(r["solutions"]) for r in results)
         print(f"indexed {n_ok}/{len(results)} patterns", file=sys.stderr)
+        if n_ok == 0:
+            from dmd.base.errors import NoResult
+
+            raise NoResult(f"{args.peaks}: no pattern in this folder indexed; check --units/--wavelength/--lattice")
         return 0
 
     from dmd.base.progress import progress_bar

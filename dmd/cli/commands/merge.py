@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -42,22 +45,32 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shells", type=int, default=10, help="resolution shells in the summary (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite_argument(p, "OUT.mtz and the files beside it")
     return p
 
 
-def run(args) -> int:
-    import logging
+def outputs(out: str) -> list[str]:
+    """The files ``dmd merge --out OUT`` writes (as :func:`analysis.merging.write_outputs` names them)."""
+    stem = os.path.splitext(out)[0]
+    return [out, f"{stem}.json", f"{stem}_loss.png", f"{stem}_cc.png"]
 
-    from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+
+def run(args) -> int:
     from dmd.base.errors import UserInputError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_input(args.unmerged, "", "unmerged MTZ")
+    if not args.out.lower().endswith(".mtz"):
+        raise UserInputError(f"--out {args.out}: give an .mtz path, e.g. merged.mtz")
+    check_outputs(args.out, inputs=[args.unmerged], overwrite=args.overwrite, writes=outputs(args.out)[1:])
     if args.steps < 1:
         raise UserInputError(f"--steps {args.steps}: must be ≥ 1")
     if not 0.0 <= args.holdout < 0.5:
         raise UserInputError(f"--holdout {args.holdout}: must be in [0, 0.5)")
     if args.likelihood == "student" and args.dof <= 0:
         raise UserInputError(f"--dof {args.dof}: must be > 0")
+
+    from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+
     metadata = [m.strip() for m in args.metadata.split(",") if m.strip()]
     u = read_unmerged(
         args.unmerged,

@@ -156,27 +156,22 @@ def _load_config(args) -> dict:
     for req, flag in (("pdb", "--pdb"), ("forcefield", "--forcefield"), ("steps", "--steps"), ("out", "--out")):
         if cfg[req] is None:
             raise UserInputError(f"missing {flag}: pass {flag} (or the key {req!r} in the YAML config)")
-    _check_values_and_out(cfg)
+    _check_values_and_out(cfg, args.config)
     return cfg
 
 
-def _check_values_and_out(cfg: dict) -> None:
+def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
     """Reject bad numbers and unsafe --out paths before any heavy import or work."""
     if int(cfg["steps"]) <= 0:
         raise UserInputError(f"--steps {cfg['steps']}: must be a positive number of steps")
     if float(cfg["temperature"]) < 0:
         raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
-    out = Path(cfg["out"])
-    inputs = [Path(cfg["pdb"])] + ([Path(cfg["config"])] if cfg.get("config") else [])
-    if any(out.exists() and i.exists() and out.resolve() == i.resolve() for i in inputs):
-        raise UserInputError(f"--out {out} is an input file; pass another --out")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserInputError(f"--out {out}: {parent} is a file, not a folder; pass another --out")
-    if out.is_dir():
-        raise UserInputError(f"--out {out} is a folder; pass a trajectory file path such as {out / 'traj.dcd'}")
-    if out.exists() and not cfg["resume"] and not cfg["overwrite"]:
-        raise UserInputError(f"{out} exists; pass --resume to continue it or --overwrite to replace it")
+    from dmd.cli.common import check_input, check_outputs
+
+    inputs = [cfg["pdb"], config]
+    resume_or_overwrite = bool(cfg["resume"]) or bool(cfg["overwrite"])
+    check_outputs(cfg["out"], inputs=inputs, overwrite=resume_or_overwrite, resume_hint=True)
+    check_input(cfg["pdb"], "--pdb", "structure")
 
 
 def build_system(cfg: dict):

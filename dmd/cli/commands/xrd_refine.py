@@ -15,6 +15,9 @@ import argparse
 import os
 
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+
+OUTPUTS = ("refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -42,6 +45,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="peak width model FWHM² = U tan²θ + V tanθ + W (deg²)")  # fmt: skip
     p.add_argument("--eta", type=float, default=0.5, help="pseudo-Voigt Lorentz fraction")
     p.add_argument("--seed", type=int, default=0)
+    add_overwrite_argument(p, "the files of an earlier run in --out")
     return p
 
 
@@ -102,6 +106,15 @@ def cif_text(name, cell, spacegroup, labels, elements, pos_frac, ops=None, comme
 
 
 def run(args) -> int:
+    if args.steps < 1 or args.starts < 1:
+        raise UserInputError("--steps and --starts must be ≥ 1")
+    if args.energy_weight < 0 or args.smooth < 0:
+        raise UserInputError("--energy-weight and --smooth must be ≥ 0")
+    check_input(args.pattern, "", "pattern CSV")
+    check_input(args.start, "--start", "structure")
+    inputs = [args.pattern, args.start]
+    check_outputs(args.out, inputs=inputs, overwrite=args.overwrite, folder=True, writes=OUTPUTS)
+
     import time
 
     import gemmi
@@ -115,10 +128,6 @@ def run(args) -> int:
     from fitting.xrd_energy import make_energy_model
     from fitting.xrd_refine import RefineConfig, refine
 
-    if args.steps < 1 or args.starts < 1:
-        raise UserInputError("--steps and --starts must be ≥ 1")
-    if args.energy_weight < 0 or args.smooth < 0:
-        raise UserInputError("--energy-weight and --smooth must be ≥ 0")
     try:
         lam = powder.wavelength_of(args.wavelength)
     except ValueError as exc:
@@ -188,7 +197,6 @@ def run(args) -> int:
 
     out = args.out
     os.makedirs(out, exist_ok=True)
-    inputs = [args.pattern, args.start]
     stem = os.path.splitext(os.path.basename(args.start))[0]
     if args.constraint == "spacegroup":
         asu = param.asymmetric_unit(jax.tree_util.tree_map(lambda x: np.asarray(x)[b], res.params))
