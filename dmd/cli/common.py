@@ -183,3 +183,120 @@ def _example_in(folder, writes) -> str:
 def add_overwrite_argument(parser, what: str = "the outputs") -> None:
     """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output conventions: the summary on stdout (text, or one JSON object with --json), everything else on stderr;
+# -q silences progress bars and info lines, -v / -vv show more; third-party chatter is off in normal mode.
+
+_STATE = {"verbosity": 0}
+THIRD_PARTY = ("jax", "jaxlib", "absl", "openmm", "mdtraj", "matplotlib", "h5py", "tables", "PIL", "numexpr")
+
+
+def verbosity() -> int:
+    """-1 quiet (``-q``), 0 normal, 1 ``-v``, 2 ``-vv``."""
+    return _STATE["verbosity"]
+
+
+def setup_output(verbosity_level: int) -> None:
+    """One setup of logging, warnings and progress bars for a ``dmd`` command.
+
+    Levels: -1 (``-q``) errors only, no progress bars, no info lines; 0 our warnings, info lines and bars, and
+    third-party libraries (jax, absl/XLA, OpenMM, mdtraj, ...) silenced below ERROR; 1 (``-v``) our INFO log
+    records and third-party warnings; 2 (``-vv``) DEBUG everywhere. Log records go to stderr as
+    ``dmd: LEVEL logger: message``. XLA's C++ logging is set through ``TF_CPP_MIN_LOG_LEVEL`` (acts before
+    jax is imported).
+    """
+    import logging
+    import os
+    import warnings
+
+    from dmd.base.progress import set_progress
+
+    level = max(-1, min(2, int(verbosity_level)))
+    _STATE["verbosity"] = level
+    set_progress(level >= 0)
+    ours = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[level]
+    theirs = {-1: logging.ERROR, 0: logging.ERROR, 1: logging.WARNING, 2: logging.DEBUG}[level]
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_dmd", False)]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler()  # stderr, resolved at each record (pytest capture, redirects)
+    handler._dmd = True
+    handler.setFormatter(logging.Formatter("dmd: %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(ours)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(theirs)
+    if level < 2:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if level == 1 else "3")  # XLA/absl C++ INFO lines
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if level < 1:
+        pattern = r"(" + "|".join(THIRD_PARTY) + r")(\..*)?$"
+        warnings.filterwarnings("ignore", module=pattern)
+
+
+def info(message: str) -> None:
+    """A status line for the user (stderr), not part of the summary: shown unless ``-q``."""
+    import sys
+
+    if _STATE["verbosity"] >= 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def emit(args, summary: dict, text: str) -> None:
+    """The command's closing summary on stdout: ``text`` for a human, or with ``--json`` ``summary`` as one JSON
+    object (the same figures, full precision, arrays as lists) on one line."""
+    import json
+
+    from dmd.base.io import to_jsonable
+
+    if getattr(args, "json", False):
+        print(json.dumps(to_jsonable(summary)), flush=True)
+    elif text:
+        print(text, flush=True)
+
+
+@contextlib.contextmanager
+def c_stdout_to_stderr(shown: bool = False):
+    """Within the block, output that C libraries write to file descriptor 1 (mdtraj's VMD ``dcdplugin)`` lines on
+    every DCD read, OpenMM plugin notes) goes to stderr when ``shown`` and nowhere otherwise, while Python's
+    ``print`` still writes to the real stdout: stdout holds only the summary (or the ``--json`` object).
+
+    Acts only when ``sys.stdout`` is the process's fd 1 (a terminal, pipe or file); under a Python-level capture
+    (pytest's capsys, a StringIO) it changes nothing.
+    """
+    import os
+    import sys
+
+    try:
+        real = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    sink = os.dup(2) if shown else os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 1)
+    os.close(sink)
+    old = sys.stdout
+    sys.stdout = open(saved, "w", buffering=1, encoding=old.encoding, errors=old.errors, closefd=False)  # noqa: SIM115
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = old
+        _flush_c_stdio()  # C's own stdout buffer still holds chatter meant for the sink
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass

@@ -60,7 +60,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from dmd.base.errors import UserInputError
-    from dmd.cli.common import check_input, check_outputs
+    from dmd.cli.common import check_input, check_outputs, emit, info
 
     if not args.min_distance > 0:
         raise UserInputError(f"--min-distance {args.min_distance}: must be a positive number of Å, e.g. 1.0")
@@ -92,11 +92,12 @@ def run(args) -> int:
         extra["water_model"] = args.water_model
     extra["build_seconds"] = round(time.perf_counter() - t0, 3)
     summary = write_crystal(crystal, args.out, (args.structure,), args.overwrite, extra)
-    print(
+    text = (
         f"{args.out}: {summary['atoms']} atoms, {summary['copies']} copies ({len(crystal.operations)} operations of "
         f"{crystal.spacegroup} x {'x'.join(map(str, crystal.supercell))} cells), {summary['molecules']} molecules, "
         f"solvent fraction {summary['solvent_fraction']:.3f}"
     )
     for note in summary["notes"]:
-        print(f"note: {note}")
+        info(f"note: {note}")
+    emit(args, summary, text)
     return 0

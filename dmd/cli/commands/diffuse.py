@@ -16,7 +16,7 @@ import time
 
 from dmd import distributed
 from dmd.base.errors import UserInputError
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -114,7 +114,7 @@ def run(args) -> int:
         z = np.load(ckpt)
         state = diffuse.DiffuseState(float(z["sum_w"]), z["sum_f2"], z["sum_f"], int(z["n_frames"]))
         hkl, n_skip = z["hkl"], int(z["n_frames"])
-        print(f"resuming from {ckpt}: {n_skip} frames already accumulated")
+        info(f"resuming from {ckpt}: {n_skip} frames already accumulated")
     cells_seen = []
     bar = progress_bar(desc="frames", unit="frame", enabled=not args.no_progress)
     frames_iter = trajectory_frames(
@@ -242,16 +242,18 @@ def run(args) -> int:
         summary["spacegroup"] = args.spacegroup
         keys = ("cc_total", "cc_anisotropic", "shell_edges_d", "cc_total_shells", "cc_anisotropic_shells")
         summary["symmetry_cc"] = {k: sym_cc[k] for k in (*keys, "n_per_shell")}
-        print(
-            f"ID vs ID_SYM ({args.spacegroup}): CC total {sym_cc['cc_total']:.4f}, "
-            f"anisotropic {sym_cc['cc_anisotropic']:.4f}"
-        )
     write_json(stem + ".json", summary, inputs)
     if os.path.exists(ckpt):
         os.remove(ckpt)
-    print(
+    lines = [
         f"dmd diffuse: {state.n_frames} frames, {len(hkl)} reflections to {args.d_min} Å in {elapsed:.1f} s "
         f"({state.n_frames / elapsed:.1f} frames/s); mean I_D {np.mean(i_d):.4g} e², "
         f"mean <|F|^2> {np.mean(mean_f2):.4g} e² → {args.out}"
-    )
+    ]
+    if args.spacegroup:
+        lines.append(
+            f"ID vs ID_SYM ({args.spacegroup}): CC total {sym_cc['cc_total']:.4f}, "
+            f"anisotropic {sym_cc['cc_anisotropic']:.4f}"
+        )
+    emit(args, summary, "\n".join(lines))
     return 0

@@ -56,7 +56,7 @@ def run(args) -> int:
     import dataclasses
 
     from dmd.base.errors import UserInputError
-    from dmd.cli.common import check_input, check_outputs
+    from dmd.cli.common import check_input, check_outputs, emit
 
     if args.rounds is not None and args.rounds <= 0:
         raise UserInputError(f"--rounds {args.rounds}: must be a positive number of rounds")
@@ -73,8 +73,19 @@ def run(args) -> int:
         cfg = dataclasses.replace(cfg, rounds=args.rounds)
     res = fit(system, params, targets, cfg, states=states)
     n_states = f", {1 + len(states)} state points" if states else ""
-    print(f"dmd fit: {len(res.history)} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}")
+    lines = [f"dmd fit: {len(res.history)} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}"]
     for name, value in res.values.items():
-        print(f"  {name:40s} {value:.6g}   (last iterate {res.last[name]:.6g})")
-    print(f"  last loss {res.converged_loss:.4g}; outputs in {args.out}/ (summary.json, history.csv, loss.png)")
+        lines.append(f"  {name:40s} {value:.6g}   (last iterate {res.last[name]:.6g})")
+    lines.append(f"  last loss {res.converged_loss:.4g}; outputs in {args.out}/ (summary.json, history.csv, loss.png)")
+    summary = {
+        "rounds": len(res.history),
+        "state_points": 1 + len(states),
+        "estimator": cfg.estimator,
+        "optimizer": cfg.optimizer,
+        "values": dict(res.values),
+        "last_iterate": dict(res.last),
+        "last_loss": res.converged_loss,
+        "out": args.out,
+    }
+    emit(args, summary, "\n".join(lines))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -81,9 +81,10 @@ def run(args) -> int:
         batch=args.batch,
     )
     n_bad = sum(u.rejected.values())
-    print(
+    why = ", ".join(f"{n} {reason}" for reason, n in u.rejected.items() if n)
+    info(
         f"read {args.unmerged}: {u.n_obs} observations of {u.n_refl} unique reflections on {u.n_images} images "
-        f"({u.spacegroup}); rejected {n_bad} rows {u.rejected}"
+        f"({u.spacegroup}); rejected {n_bad} rows" + (f" ({why})" if why else "")
     )
     config = MergeConfig(
         surrogate=args.surrogate,
@@ -112,12 +113,28 @@ def run(args) -> int:
     )
     paths = write_outputs(args.out, out, inputs=[args.unmerged])
     q = out.quality
-    print(f"fit: {config.steps} steps in {out.timings['fit_s']:.1f} s; final loss {out.result.history['loss'][-1]:.4g}")
+    loss = float(out.result.history["loss"][-1])
+    lines = [f"dmd merge: {config.steps} steps in {out.timings['fit_s']:.1f} s; final loss {loss:.4g}"]
+    summary = {
+        "unmerged": args.unmerged,
+        "n_obs": u.n_obs,
+        "n_unique": u.n_refl,
+        "n_images": u.n_images,
+        "spacegroup": u.spacegroup,
+        "rejected": dict(u.rejected),
+        "steps": config.steps,
+        "fit_seconds": out.timings["fit_s"],
+        "final_loss": loss,
+        "outputs": {k: str(p) for k, p in paths.items()},
+    }
     if q.get("ccpred"):
-        print(f"CCpred (held out, {q['ccpred']['n_obs']} obs): {q['ccpred']['overall']:.3f}")
+        lines.append(f"CCpred (held out, {q['ccpred']['n_obs']} obs): {q['ccpred']['overall']:.3f}")
+        summary["ccpred"] = q["ccpred"]["overall"]
     for key, label in (("cchalf", "CC1/2"), ("ccanom_half", "CCanom")):
         if key in q:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
-            print(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+            lines.append(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
+            summary[key] = {"overall": q[key]["overall"], "per_shell": q[key]["per_shell"]}
+    lines.append("wrote " + ", ".join(str(p) for p in paths.values()))
+    emit(args, summary, "\n".join(lines))
     return 0

@@ -15,7 +15,7 @@ import argparse
 
 from dmd import distributed
 from dmd.base.errors import UserInputError
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 OUTPUTS = ("weights.csv", "summary.json", "reweighted.mtz", "weights_vs_frame.png", "cc_vs_iteration.png")
 
@@ -70,7 +70,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         "(default: half the memory available at start)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output directory")
     add_overwrite_argument(p, "the files of an earlier run in --out")
     distributed.add_arguments(p)
@@ -94,7 +93,7 @@ def run(args) -> int:
     inputs = [args.traj, args.top, args.data, args.store]
     check_outputs(args.out, inputs=inputs, overwrite=args.overwrite, folder=True, writes=OUTPUTS)
     if args.objective in ("gaussian", "student") and args.sigma_column is None:
-        print("note: no --sigma-column; the likelihood assumes equal errors on every voxel")
+        info("note: no --sigma-column; the likelihood assumes equal errors on every voxel")
     if args.folds < 3:
         raise UserInputError(f"--folds must be ≥ 3 (one test fold, two for choosing θ), got {args.folds}")
     if args.max_memory is not None and (args.max_memory < 0 or args.store is None):
@@ -140,7 +139,7 @@ def run(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    print(format_summary(s))
+    emit(args, s, format_summary(s))
     return 0
 
 

@@ -270,20 +270,21 @@ def run_config(cfg: dict, system=None, stop=None):
 
 
 def run(args) -> int:
-    from dmd.cli.common import stop_on_signals
+    from dmd.cli.common import emit, stop_on_signals
 
     cfg = _load_config(args)
     with stop_on_signals() as stop:
         res = run_config(cfg, stop=stop)
     s = res.summary
-    print(
+    lines = [
         f"dmd simulate: {s['system']} ({s['n_atoms']} atoms, {cfg['nonbonded']}), {s['integrator']}, "
         f"steps {s['start_step']}→{s['final_step']} at {s['dt_ps']} ps: {s['steps_per_s']:.1f} steps/s "
         f"({s['ns_per_day']:.2f} ns/day); ⟨U⟩ = {s['mean_potential_kj_mol']:.2f} kJ/mol, "
         f"⟨T⟩ = {s['mean_temperature_K']:.1f} K"
-    )
+    ]
     if s.get("pressure_bar") is not None:
-        print(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {s['mean_density_g_cm3']:.4f} g/cm³")
-    for k, v in s["outputs"].items():
-        print(f"  {k:13s} {v}")
+        rho = s["mean_density_g_cm3"]
+        lines.append(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {rho:.4f} g/cm³")
+    lines += [f"  {k:13s} {v}" for k, v in s["outputs"].items()]
+    emit(args, s, "\n".join(lines))
     return 0

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from dmd.base.errors import UserInputError
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -116,25 +116,23 @@ def run(args) -> int:
         }
         for i in strongest
     ]
-    write_json(
-        stem + ".json",
-        {
-            "structure": args.structure,
-            "spacegroup": xs.spacegroup,
-            "cell": xs.cell,
-            "wavelength": lam,
-            "two_theta_range": [lo, hi],
-            "n_reflections": len(sticks.hkl),
-            "caglioti_UVW": [U, V, W],
-            "eta": args.eta,
-            "strongest": top,
-            "outputs": [args.out, sticks_path, stem + ".png", stem + ".json"],
-        },
-        inputs,
-    )
-    print(
+    summary = {
+        "structure": args.structure,
+        "spacegroup": xs.spacegroup,
+        "cell": xs.cell,
+        "wavelength": lam,
+        "two_theta_range": [lo, hi],
+        "n_reflections": len(sticks.hkl),
+        "caglioti_UVW": [U, V, W],
+        "eta": args.eta,
+        "strongest": top,
+        "outputs": [args.out, sticks_path, stem + ".png", stem + ".json"],
+    }
+    write_json(stem + ".json", summary, inputs)
+    text = (
         f"dmd xrd: {len(sticks.hkl)} reflections of {os.path.basename(args.structure)} ({xs.spacegroup}) in "
         f"2θ {lo}–{hi}° at λ = {lam:.5f} Å; strongest {tuple(int(v) for v in sticks.hkl[strongest[0]])} at "
         f"{sticks.two_theta[strongest[0]]:.3f}° → {args.out}"
     )
+    emit(args, summary, text)
     return 0

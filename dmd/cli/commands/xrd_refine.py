@@ -15,7 +15,7 @@ import argparse
 import os
 
 from dmd.base.errors import UserInputError
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 OUTPUTS = ("refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json")
 
@@ -174,7 +174,7 @@ def run(args) -> int:
     starts = [jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), s) for s in starts]
     config = RefineConfig(metric=args.metric, steps=args.steps, learning_rate=args.lr, smooth_start=args.smooth,
                           energy_weight=args.energy_weight)  # fmt: skip
-    print(f"xrd-refine: {len(elements)} atoms, constraint {args.constraint} ({param.n_free()} parameters), "
+    info(f"xrd-refine: {len(elements)} atoms, constraint {args.constraint} ({param.n_free()} parameters), "
           f"{len(pm.hkl)} reflections, {len(grid)} points, {args.starts} starts × {args.steps} steps")  # fmt: skip
     t0 = time.perf_counter()
     res = refine(param, starts, pm, y_obs, config, energy)
@@ -239,9 +239,10 @@ def run(args) -> int:
         "outputs": ["refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json"],
     }
     write_json(os.path.join(out, "summary.json"), summary, inputs)
-    print(f"xrd-refine: cosine {metrics['start']['cosine']:.4f} → {metrics['refined']['cosine']:.4f}, "
-          f"Rwp {metrics['start']['rwp']:.3f} → {metrics['refined']['rwp']:.3f}; cell "
-          f"{' '.join(f'{v:.4f}' for v in cell_f)}; {wall:.1f} s; wrote {out}/refined.cif")  # fmt: skip
+    text = (f"dmd xrd-refine: cosine {metrics['start']['cosine']:.4f} → {metrics['refined']['cosine']:.4f}, "
+            f"Rwp {metrics['start']['rwp']:.3f} → {metrics['refined']['rwp']:.3f}; cell "
+            f"{' '.join(f'{v:.4f}' for v in cell_f)}; {wall:.1f} s; wrote {out}/refined.cif")  # fmt: skip
+    emit(args, summary, text)
     return 0
 
 

@@ -138,3 +138,93 @@ def test_fit_refuses_to_replace_an_earlier_fit(files, capsys):
     out.mkdir()
     (out / "checkpoint.npz").write_bytes(b"x")
     _refused(["fit", FIT, "--out", out], capsys, "checkpoint.npz exists", "--resume", "--overwrite", cwd_files=files)
+
+
+# -- output conventions: --json, -v/-q, third-party chatter ------------------------------------------------------
+
+
+def test_every_command_takes_json_quiet_verbose_overwrite_in_either_place(capsys):
+    from dmd.cli import COMMANDS, build_parser, output_level
+
+    parser = build_parser()
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        text = capsys.readouterr().out
+        for flag in ("--json", "-q, --quiet", "-v, --verbose"):
+            assert flag in text, (name, flag)
+        if name != "energy":  # every command that writes files
+            assert "--overwrite" in text or "--resume" in text, name
+    args = parser.parse_args(["-v", "energy", "--pdb", "x.pdb", "-v", "--json"])
+    assert output_level(args) == 2 and args.json and not args.quiet
+    args = parser.parse_args(["index", "p.txt", "-vv"])
+    assert output_level(args) == 2
+    args = parser.parse_args(["-q", "index", "p.txt"])
+    assert args.quiet and not args.json and output_level(args) == -1
+
+
+def test_emit_prints_text_or_one_json_object(capsys):
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dmd.cli.common import emit
+
+    summary = {"total_kj_mol": np.float64(-32.33212345678901), "cell": np.array([3.785, 9.514]), "m20": float("inf")}
+    emit(SimpleNamespace(json=False), summary, "total -32.332 kJ/mol")
+    assert capsys.readouterr().out == "total -32.332 kJ/mol\n"
+    emit(SimpleNamespace(json=True), summary, "total -32.332 kJ/mol")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    got = json.loads(out)
+    assert got == {"total_kj_mol": -32.33212345678901, "cell": [3.785, 9.514], "m20": "inf"}  # full precision
+
+
+def test_quiet_silences_bars_info_and_third_party_logs(capsys):
+    import logging
+
+    from dmd.base.progress import progress_bar
+    from dmd.cli.common import info, setup_output
+
+    try:
+        setup_output(-1)
+        bar = progress_bar(total=3, desc="steps", enabled=True)
+        bar.update(3)
+        bar.close()
+        info("resuming from x.chk.npz")
+        logging.getLogger("dmd.test").warning("a warning")
+        assert capsys.readouterr().err == ""
+        setup_output(0)  # normal: our warnings and info lines, not jax's warnings
+        info("resuming from x.chk.npz")
+        logging.getLogger("jax._src.xla_bridge").warning("An NVIDIA GPU may be present on this machine")
+        logging.getLogger("dmd.test").info("an info record")
+        err = capsys.readouterr().err
+        assert err == "resuming from x.chk.npz\n", err
+        setup_output(1)  # -v: our INFO records and third-party warnings
+        logging.getLogger("jax._src.xla_bridge").warning("GPU?")
+        logging.getLogger("dmd.test").info("an info record")
+        err = capsys.readouterr().err
+        assert "dmd: WARNING jax._src.xla_bridge: GPU?" in err and "dmd: INFO dmd.test: an info record" in err
+    finally:
+        setup_output(0)
+
+
+def test_dcdplugin_lines_kept_off_stdout(tmp_path):
+    """mdtraj's VMD DCD reader prints two ``dcdplugin)`` lines to fd 1 from C on every open: off stdout in every
+    mode, off stderr too unless -vv. (A subprocess: pytest's own capture replaces fd 1.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mdtraj\n"
+        "from dmd.cli.common import c_stdout_to_stderr\n"
+        "with c_stdout_to_stderr(shown=sys.argv[1] == '1'):\n"
+        f"    mdtraj.formats.DCDTrajectoryFile({str(TRAJ)!r}).close()\n"
+        "    print('summary')\n"
+    )
+    for shown in ("0", "1"):
+        r = subprocess.run([sys.executable, "-c", code, shown], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "summary\n", r.stdout
+        assert ("dcdplugin)" in r.stderr) == (shown == "1"), r.stderr
