@@ -48,4 +48,13 @@ def track(iterable, *, desc: str = "", unit: str = "it", enabled: bool = True, t
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **kwargs)
 
 
-__all__ = ["progress_bar", "progress_enabled", "set_progress", "track"]
+def close_all() -> None:
+    """Close every bar still open (the CLI calls it before printing an error, so the message starts on a line of
+    its own instead of being glued onto a bar)."""
+    from tqdm.auto import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+__all__ = ["close_all", "progress_bar", "progress_enabled", "set_progress", "track"]

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from dmd.base.errors import NoResult, RunInterrupted, SimulationDiverged, UserInputError
+from dmd.base.progress import close_all
 
 # Exit codes (also in ``dmd --help``): scripts can tell a bad input from a run that found nothing or diverged.
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_RESULT, EXIT_DIVERGED = 0, 1, 2, 3, 4
@@ -120,15 +121,18 @@ def _run(args) -> int:
                 return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except Exception as exc:  # one line per error, never a traceback unless asked for
+        close_all()
         if args.debug:
             raise
         code, message = _describe(exc)
         print(f"dmd {args.command}: {message}", file=sys.stderr)
         return code
     except RunInterrupted as exc:
+        close_all()
         print(f"dmd {args.command}: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
+        close_all()
         print(f"dmd {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -94,7 +94,11 @@ def _table(out: dict) -> str:
             f"{s['volume']:9.2f} {m20:>9} {f20:>8} {s['n_indexed']:>3}/{out['n_peaks']:<3} {s['zero_shift']:7.4f}"
         )
     best = sols[0]
-    niggli = " ".join(f"{v:.4f}" for v in best["niggli_cell"])
+    niggli = (
+        " ".join(f"{v:.4f}" for v in best["niggli_cell"][:3])
+        + " "
+        + " ".join(f"{v:.2f}" for v in best["niggli_cell"][3:])
+    )
     esd = " ".join(f"{v:.2g}" for v in best["cell_esd"][:3])
     lines.append(f"  best: Niggli cell {niggli} (Å, °); esd of a b c {esd} Å")
     if best["unindexed"]:

@@ -228,3 +228,20 @@ def test_dcdplugin_lines_kept_off_stdout(tmp_path):
         assert r.returncode == 0, r.stderr
         assert r.stdout == "summary\n", r.stdout
         assert ("dcdplugin)" in r.stderr) == (shown == "1"), r.stderr
+
+
+def test_error_starts_on_its_own_line_after_an_open_progress_bar(monkeypatch, capsys):
+    from dmd.base.errors import UserInputError
+    from dmd.base.progress import progress_bar
+    from dmd.cli.commands import crystal
+
+    def run(args):
+        bar = progress_bar(total=10, desc="frames", unit="frame")
+        bar.update(3)
+        raise UserInputError("x.dcd: frame 4 has no box; pass --top with CRYST1")
+
+    monkeypatch.setattr(crystal, "run", run)
+    assert main(["crystal", str(SI), "--out", "never.pdb"]) == 2
+    err = capsys.readouterr().err
+    assert "frames" in err  # the bar was shown ...
+    assert err.split("\n")[-2].startswith("dmd crystal: error: x.dcd: frame 4")  # ... and closed before the error
