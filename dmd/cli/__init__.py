@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from dmd.cli.common import c_stdout_to_stderr, setup_compilation_cache, setup_output
+    from dmd.cli.common import c_stdout_to_stderr, setup_compilation_cache, setup_output, stdout_for_summary_only
 
     level = output_level(args)
     setup_output(level)
     setup_compilation_cache(enabled=not args.no_cache)
-    with c_stdout_to_stderr(shown=level >= 2):
+    with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
         return _run(args)
 
 

@@ -252,9 +252,32 @@ def emit(args, summary: dict, text: str) -> None:
     from dmd.base.io import to_jsonable
 
     if getattr(args, "json", False):
-        print(json.dumps(to_jsonable(summary)), flush=True)
+        say(json.dumps(to_jsonable(summary)))
     elif text:
-        print(text, flush=True)
+        say(text)
+
+
+def say(text: str) -> None:
+    """A line of the summary on stdout (inside :func:`stdout_for_summary_only` the one real stdout)."""
+    import sys
+
+    print(text, file=_STATE.get("stdout") or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def stdout_for_summary_only():
+    """Within the block ``print`` (a library's status line included) goes to stderr; only :func:`say` and
+    :func:`emit` write to stdout, so that stdout is the summary (or the ``--json`` object) and nothing else."""
+    import sys
+
+    out = sys.stdout
+    _STATE["stdout"] = out
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = out
+        _STATE["stdout"] = None
 
 
 @contextlib.contextmanager

@@ -109,7 +109,7 @@ STAGES: list[tuple[str, object]] = [("simulate", stage_simulate), ("plot", stage
 def run(args) -> int:
     from dmd.base.errors import UserInputError
     from dmd.base.io import write_json
-    from dmd.cli.common import emit
+    from dmd.cli.common import emit, say
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -124,7 +124,7 @@ def run(args) -> int:
         line = fn(ctx)
         lines.append(line)
         if not args.json:  # each stage's line as it finishes; --json prints one object at the end
-            print(f"[{name}] {line}", flush=True)
+            say(f"[{name}] {line}")
     report = {"stages": [n for n, _ in STAGES], "report": lines}
     write_json(out / "quickstart.json", report)
     summary = dict(report, out=str(out), simulate=ctx["run"].summary if "run" in ctx else None)

@@ -245,3 +245,24 @@ def test_error_starts_on_its_own_line_after_an_open_progress_bar(monkeypatch, ca
     err = capsys.readouterr().err
     assert "frames" in err  # the bar was shown ...
     assert err.split("\n")[-2].startswith("dmd crystal: error: x.dcd: frame 4")  # ... and closed before the error
+
+
+def test_stdout_holds_only_the_summary(monkeypatch, capsys):
+    import json
+
+    from dmd.cli.commands import crystal
+    from dmd.cli.common import emit
+
+    def run(args):
+        print("F store 2.1 GB > memory cap 1.0 GB: streaming it from f.h5")  # a library's status line
+        emit(args, {"atoms": 1224, "solvent_fraction": 0.4123}, "c.pdb: 1224 atoms, solvent fraction 0.412")
+        return 0
+
+    monkeypatch.setattr(crystal, "run", run)
+    assert main(["crystal", str(SI), "--out", "c.pdb", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out) == {"atoms": 1224, "solvent_fraction": 0.4123}
+    assert "streaming it from f.h5" in cap.err
+    assert main(["crystal", str(SI), "--out", "c.pdb"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "c.pdb: 1224 atoms, solvent fraction 0.412\n" and "F store" in cap.err
