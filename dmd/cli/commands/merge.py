@@ -13,7 +13,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "merge",
         help="scale and merge unmerged intensities by variational inference (careless-style)",
         description="Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, "
-        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI N [+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
+        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, "
+        "[+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
     )
     p.add_argument("unmerged", help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns])")
     p.add_argument("--out", required=True, help="merged MTZ to write")
@@ -27,6 +28,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--intensity", default=None, help="intensity column (default: I or the first J column)")
     p.add_argument("--sigma", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
     p.add_argument("--batch", default="BATCH", help="image column (default BATCH)")
+    p.add_argument(
+        "--partials",
+        choices=["refuse", "sum", "keep"],
+        default="refuse",
+        help="partial observations (M/ISYM flag, FRACTIONCALC, PARTIAL, or one hkl on consecutive images): refuse "
+        "(default), sum each spot's parts, or keep them as full observations",
+    )
     p.add_argument("--likelihood", choices=["normal", "student"], default="normal")
     p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
     p.add_argument("--surrogate", choices=["truncated_normal", "folded_normal"], default="truncated_normal")
@@ -52,7 +60,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def outputs(out: str) -> list[str]:
     """The files ``dmd merge --out OUT`` writes (as :func:`analysis.merging.write_outputs` names them)."""
     stem = os.path.splitext(out)[0]
-    return [out, f"{stem}.json", f"{stem}_loss.png", f"{stem}_cc.png"]
+    return [out, f"{stem}.json", f"{stem}_loss.png", f"{stem}_cc.png", f"{stem}_shells.csv"]
 
 
 def run(args) -> int:
@@ -70,6 +78,7 @@ def run(args) -> int:
         raise UserInputError(f"--dof {args.dof}: must be > 0")
 
     from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+    from analysis.merging.shells import format_shell_table
 
     metadata = [m.strip() for m in args.metadata.split(",") if m.strip()]
     u = read_unmerged(
@@ -79,9 +88,10 @@ def run(args) -> int:
         intensity=args.intensity,
         sigma=args.sigma,
         batch=args.batch,
+        partials=args.partials,
     )
-    n_bad = sum(u.rejected.values())
-    why = ", ".join(f"{n} {reason}" for reason, n in u.rejected.items() if n)
+    n_bad = sum(v for k, v in u.rejected.items() if k != "partials_summed")
+    why = ", ".join(f"{n} {reason}" for reason, n in u.rejected.items() if n and reason != "partials_summed")
     info(
         f"read {args.unmerged}: {u.n_obs} observations of {u.n_refl} unique reflections on {u.n_images} images "
         f"({u.spacegroup}); rejected {n_bad} rows" + (f" ({why})" if why else "")
@@ -135,6 +145,15 @@ def run(args) -> int:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
             lines.append(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
             summary[key] = {"overall": q[key]["overall"], "per_shell": q[key]["per_shell"]}
+    w = out.wilson
+    if "scale_k" in w:
+        lines.append(
+            f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})"
+        )
+    else:
+        lines.append(f"no absolute scale ({w['failed']}): F, SIGF, I, SIGI on the normalized scale")
+    lines.append(format_shell_table(q["shells"]))
+    summary.update(wilson=w, shells=q["shells"])
     lines.append("wrote " + ", ".join(str(p) for p in paths.values()))
     emit(args, summary, "\n".join(lines))
     return 0
