@@ -47,6 +47,18 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default: ``(default: X)`` is added where the help text names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if not action.option_strings or action.nargs == 0 or "default" in text or d in (None, "", argparse.SUPPRESS):
+            return text
+        shown = " ".join(map(str, d)) if isinstance(d, (list, tuple)) else str(d)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmd",
@@ -71,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet in this checkout
             raise
         p = module.register(sub)
+        p.formatter_class = type("HelpFormatter", (DefaultsHelpFormatter, p.formatter_class), {})
         p.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=no_cache)
         _add_output_arguments(p, argparse.SUPPRESS)
         p.set_defaults(_run=module.run)

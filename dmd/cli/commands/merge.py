@@ -35,9 +35,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="partial observations (M/ISYM flag, FRACTIONCALC, PARTIAL, or one hkl on consecutive images): refuse "
         "(default), sum each spot's parts, or keep them as full observations",
     )
-    p.add_argument("--likelihood", choices=["normal", "student"], default="normal")
+    p.add_argument("--likelihood", choices=["normal", "student"], default="normal", help="error model of I given F")
     p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
-    p.add_argument("--surrogate", choices=["truncated_normal", "folded_normal"], default="truncated_normal")
+    p.add_argument(
+        "--surrogate",
+        choices=["truncated_normal", "folded_normal"],
+        default="truncated_normal",
+        help="variational family of q(F)",
+    )
     p.add_argument("--error-model", action="store_true", help="learn SdFac/SdB/SdAdd")
     p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)")
@@ -51,7 +56,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--half-datasets", action="store_true", help="CC1/2 (and CCanom) from random image halves")
     p.add_argument("--half-steps", type=int, default=None, help="steps of each half-dataset refit")
     p.add_argument("--shells", type=int, default=10, help="resolution shells in the summary (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (holdout, Monte Carlo samples)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overwrite_argument(p, "OUT.mtz and the files beside it")
     return p

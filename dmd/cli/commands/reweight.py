@@ -44,8 +44,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         metavar=("A", "B", "C"),
         help="the trajectory box holds A×B×C crystal unit cells (default 1 1 1)",
     )
-    p.add_argument("--objective", choices=("cc", "cc-aniso", "gaussian", "student"), default="cc")
-    p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
+    p.add_argument(
+        "--objective",
+        choices=("cc", "cc-aniso", "gaussian", "student"),
+        default="cc",
+        help="agreement with the data: correlation (cc, cc-aniso: per-shell anisotropic part) or a likelihood",
+    )
+    p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="optimizer of the frame logits")
     p.add_argument("--steps", type=int, default=200, help="optimizer iterations per fit (default 200)")
     p.add_argument("--learning-rate", type=float, default=0.05, help="Adam step on the logits (default 0.05)")
     p.add_argument(

@@ -30,12 +30,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("pattern", help="observed pattern CSV: 2θ (degrees), intensity")
     p.add_argument("--start", required=True, help="starting structure (.cif small-molecule CIF, or .pdb)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--constraint", choices=("p1", "family", "spacegroup"), default="spacegroup")
+    p.add_argument("--constraint", choices=("p1", "family", "spacegroup"), default="spacegroup",
+                   help="free parameters: all P1 coordinates, the family's cell, or the space group's")  # fmt: skip
     p.add_argument("--family", default=None, help="crystal family for --constraint family (default: from the CIF)")
     p.add_argument("--energy-weight", type=float, default=0.0, help="weight of the contact energy (per eV/atom)")
-    p.add_argument("--metric", choices=("cosine", "pearson", "rwp", "wasserstein"), default="cosine")
+    p.add_argument("--metric", choices=("cosine", "pearson", "rwp", "wasserstein"), default="cosine",
+                   help="pattern agreement minimized")  # fmt: skip
     p.add_argument("--smooth", type=float, default=1.0, help="initial smoothing σ (degrees 2θ), annealed; 0 = off")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=400, help="Adam steps per start")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (internal units, see xrd_params)")
     p.add_argument("--starts", type=int, default=4, help="number of starts (start 0 = the given structure)")
     p.add_argument("--jitter", type=float, nargs=2, default=(0.02, 0.1), metavar=("STRAIN", "DISP_A"),
@@ -44,7 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--caglioti", type=float, nargs=3, default=(0.0, 0.0, 0.0225), metavar=("U", "V", "W"),
                    help="peak width model FWHM² = U tan²θ + V tanθ + W (deg²)")  # fmt: skip
     p.add_argument("--eta", type=float, default=0.5, help="pseudo-Voigt Lorentz fraction")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the extra starts' perturbations")
     add_overwrite_argument(p, "the files of an earlier run in --out")
     return p
 

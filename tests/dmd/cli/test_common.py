@@ -266,3 +266,20 @@ def test_stdout_holds_only_the_summary(monkeypatch, capsys):
     assert main(["crystal", str(SI), "--out", "c.pdb"]) == 0
     cap = capsys.readouterr()
     assert cap.out == "c.pdb: 1224 atoms, solvent fraction 0.412\n" and "F store" in cap.err
+
+
+def test_help_shows_every_option_with_a_description_and_its_default(capsys):
+    from dmd.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # unwrapped
+        if name == "xrd-refine":
+            assert "--steps STEPS Adam steps per start (default: 400)" in text
+            assert "--constraint {p1,family,spacegroup} free parameters" in text
+        if name == "merge":
+            assert "--surrogate {truncated_normal,folded_normal} variational family of q(F) (default: truncated" in text
+        if name == "diffuse":
+            assert "(default: fft)" in text
