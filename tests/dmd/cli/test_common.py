@@ -283,3 +283,21 @@ def test_help_shows_every_option_with_a_description_and_its_default(capsys):
             assert "--surrogate {truncated_normal,folded_normal} variational family of q(F) (default: truncated" in text
         if name == "diffuse":
             assert "(default: fft)" in text
+
+
+def test_crystal_json_is_the_written_summary(tmp_path, capsys):
+    import json
+
+    pdb = ROOT / "tests" / "data" / "crystal" / "5e5z.pdb"
+    out = tmp_path / "c.pdb"
+    assert main(["crystal", str(pdb), "--out", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    printed = json.loads(cap.out)
+    assert printed == json.loads(out.with_suffix(".json").read_text())
+    assert printed["atoms"] > 0 and printed["copies"] == 2
+    assert main(["crystal", str(pdb), "--out", str(out), "--overwrite"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith(f"{out}: {printed['atoms']} atoms") and len(cap.out.splitlines()) == 1
+    assert main(["-q", "crystal", str(pdb), "--out", str(out), "--overwrite"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and cap.out.startswith(f"{out}:")
