@@ -301,3 +301,41 @@ def test_crystal_json_is_the_written_summary(tmp_path, capsys):
     assert main(["-q", "crystal", str(pdb), "--out", str(out), "--overwrite"]) == 0
     cap = capsys.readouterr()
     assert cap.err == "" and cap.out.startswith(f"{out}:")
+
+
+def test_refusals_come_before_the_heavy_imports(files):
+    """In a fresh process every command refuses a bad output or input without importing jax, OpenMM, gemmi or
+    mdtraj (the checks used to come after 30-80 s of imports and setup)."""
+    import json
+    import subprocess
+    import sys
+
+    (files / "old").mkdir()
+    for name in ("summary.json", "refined.cif", "checkpoint.npz"):
+        (files / "old" / name).write_text("{}")
+    old, empty = str(files / "old"), str(files / "empty.pdb")
+    taken = str(files / "afile")
+    cases = [
+        ["reweight", "--traj", str(RW / "traj.dcd"), "--data", str(RW / "data.mtz"), "--column", "I", "--out", old],
+        ["merge", str(RW / "data.mtz"), "--out", str(RW / "data.mtz")],
+        ["xrd-refine", str(PATTERN), "--start", str(START), "--out", old],
+        ["diffuse", "--traj", str(TRAJ), "--top", empty, "--d-min", "3", "--out", str(files / "d.mtz")],
+        ["fit", str(FIT), "--out", old],
+        ["index", str(PEAKS), "--out", taken],
+        ["xrd", empty, "--out", str(files / "x.csv")],
+        ["crystal", empty, "--out", str(files / "c.pdb")],
+        ["energy", "--pdb", empty],
+        ["simulate", "--pdb", empty, "--forcefield", "amber14-all.xml", "--steps", "9", "--out", str(files / "t.dcd")],
+    ]
+    code = (
+        "import json, sys\n"
+        "from dmd.cli import main\n"
+        "rcs = [main(a) for a in json.loads(sys.argv[1])]\n"
+        "heavy = sorted(m for m in ('jax', 'openmm', 'gemmi', 'mdtraj') if m in sys.modules)\n"
+        "print(json.dumps({'rcs': rcs, 'heavy': heavy}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True, timeout=60)
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rcs"] == [2] * len(cases), r.stderr
+    assert got["heavy"] == [], got
+    assert len(r.stderr.strip().splitlines()) == len(cases), r.stderr  # one line each
