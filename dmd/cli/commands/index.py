@@ -61,6 +61,7 @@ def _index_file(path, args, progress=None):
     peaks = read_peak_file(path, units=args.units, wavelength=args.wavelength, system=system)
     result = index_peaks(peaks, args.lattice, config=_config(args), top=args.top, progress=progress)
     out = {"file": os.fspath(path), "n_peaks": peaks.n, "units": peaks.units, "wavelength": peaks.wavelength}
+    out["notes"] = list(peaks.notes)
     out.update(result.to_dict())
     return peaks, result, out
 
@@ -202,6 +203,8 @@ def run(args) -> int:
         peaks, result, out = _index_file(args.peaks, args, progress=progress)
     finally:
         bar.close()
+    for note in out["notes"]:
+        print(f"dmd index: note: {note}", file=sys.stderr)
     if args.out:
         write_json(args.out, out, inputs=[args.peaks])
     if args.plot and result.solutions:
