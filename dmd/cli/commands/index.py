@@ -99,6 +99,10 @@ def _table(out: dict) -> str:
         lines.append(f"  unindexed peaks (1-based): {[i + 1 for i in best['unindexed']]}")
     if best.get("reason"):
         lines.append(f"  why first: {best['reason']}")
+    if out.get("sigma_scale") is not None:
+        lines.append(
+            f"  peak-position error of the data: {out['sigma_scale']:.3g} x the built-in σ(q²) model (√χ²_ν, best cell)"
+        )
     for system, why in out.get("skipped", {}).items():
         lines.append(f"  {system}: {why}")
     return "\n".join(lines)
