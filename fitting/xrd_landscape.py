@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.stats import pearson_cc
 
 __all__ = [
     "scan_1d",
@@ -167,7 +168,8 @@ def similarity_correlation(
         [0, max_strain] and [0, max_disp] Å (:func:`fitting.xrd_params.perturb_structure`).
 
     Returns:
-      dict with ``distance [n]`` (Å), ``loss [n]``, ``spearman``, ``pearson``, ``mutual_information`` (bits).
+      dict with ``distance [n]`` (Å), ``loss [n]``, ``spearman``, ``pearson``
+      (:func:`analysis.stats.pearson_cc`: 0.0 for a constant input), ``mutual_information`` (bits).
     """
     from scipy import stats
 
@@ -188,7 +190,7 @@ def similarity_correlation(
         "distance": dist,
         "loss": loss,
         "spearman": float(stats.spearmanr(dist, loss).statistic),
-        "pearson": float(np.corrcoef(dist, loss)[0, 1]),
+        "pearson": float(pearson_cc(jnp.asarray(dist), jnp.asarray(loss))),
         "mutual_information": mutual_information(dist, loss),
     }
 
