@@ -78,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     from dmd.cli.common import setup_compilation_cache
 
     setup_compilation_cache(enabled=not args.no_cache)
-    if args.x64:
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
+    # float64 for the whole command when --x64 is given or the command defaults to it (energy; its --fp32 opts
+    # out); set through a context so that in-process callers (tests, notebooks) keep their own setting afterwards
+    x64 = True if args.x64 else getattr(args, "default_x64", None)
     try:
+        if x64 is not None:
+            import jax
+
+            with jax.enable_x64(x64):
+                return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except Exception as exc:  # one line per error, never a traceback unless asked for
         if args.debug:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from dmd.base.defaults import DEFAULT_FORCEFIELD
+
 __all__ = ["register", "run"]
 
 
@@ -38,7 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--forcefield",
         nargs="+",
-        default=["amber14-all.xml", "amber14/tip3pfb.xml"],
+        default=list(DEFAULT_FORCEFIELD),
         metavar="F",
         help="OpenMM force-field XMLs for --add-hydrogens / --solvate (default: amber14-all.xml amber14/tip3pfb.xml)",
     )

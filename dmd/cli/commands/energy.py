@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dmd.base.defaults import DEFAULT_FORCEFIELD
+
 __all__ = ["register", "run"]
 
 
@@ -19,13 +21,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         "energy",
         help="potential energy (kJ/mol) of a PDB/mmCIF with OpenMM force fields, per force",
         description="Potential energy of a structure (kJ/mol), total and per OpenMM force, computed by dmd's "
-        "JAX engine (parity with OpenMM's Reference platform to ~1e-10 relative in float64; use --x64).",
+        "JAX engine, in float64 by default (parity with OpenMM's Reference platform to ~1e-13 relative; "
+        "--fp32 for float32).",
     )
     p.add_argument("--pdb", required=True, help="structure file (.pdb, .cif/.mmcif); CRYST1 gives the periodic box")
     p.add_argument(
         "--forcefield",
         nargs="+",
-        default=["amber14-all.xml", "amber14/tip3pfb.xml"],
+        default=list(DEFAULT_FORCEFIELD),
         metavar="F",
         help="OpenMM force-field XML names or paths (default: amber14-all.xml amber14/tip3pfb.xml)",
     )
@@ -37,6 +40,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--cutoff", type=float, default=1.0, help="nonbonded cutoff in nm (default 1.0)")
     p.add_argument("--json", action="store_true", help='print {"total_kj_mol": ..., "terms": {...}} as JSON')
+    p.add_argument(
+        "--fp32",
+        dest="default_x64",
+        action="store_false",
+        help="evaluate in float32 (default: float64, which agrees with OpenMM's Reference platform to ~1e-13)",
+    )
     return p
 
 
