@@ -33,6 +33,7 @@ from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molec
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.constraints import make_constraint_fns
+from dmd.integrators import baoab_move
 from dmd.runloop import redo_on_overflow
 from dmd.space import box_volume, check_reduced_box
 
@@ -259,17 +260,7 @@ def make_npt(
 
     def baoab(st, params):
         key, nkey = jax.random.split(st.key)
-        x, dtype = st.positions, st.positions.dtype
-        v = st.velocities + (dt * inv_m.astype(dtype)) * st.forces
-        if cons is not None:
-            v = cons.velocities(v, x)
-        x_new = x + (0.5 * dt) * v
-        v = a * v + c.astype(dtype) * jax.random.normal(nkey, x.shape, dtype)
-        x_new = x_new + (0.5 * dt) * v
-        if cons is not None:
-            x_unc = x_new
-            x_new = cons.positions(x_unc, x)
-            v = v + (x_new - x_unc) / dt
+        x_new, v = baoab_move(st.positions, st.velocities, st.forces, nkey, dt=dt, inv_m=inv_m, a=a, c=c, cons=cons)
         x_new = place(x_new)
         u, f, nbr = energy_forces(params, x_new, st.box, st.neighbor)
         return st.replace(
