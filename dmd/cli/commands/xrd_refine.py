@@ -208,7 +208,9 @@ def run(args) -> int:
         scale = y_obs.sum()
         np.savetxt(tmp, np.column_stack([grid, y_obs, y_fit_scaled * scale]), delimiter=",", fmt="%.6g",
                    header="two_theta_deg,observed,fitted", comments="")  # fmt: skip
-    _plot(os.path.join(out, "pattern.png"), grid, y_obs_n, y_start_scaled, y_fit_scaled, res.history, b, inputs)
+    anneal_end = int(config.smooth_end_fraction * config.steps) if config.smooth_start > 0 else None
+    _plot(os.path.join(out, "pattern.png"), grid, y_obs_n, y_start_scaled, y_fit_scaled, res.history, b, inputs,
+          anneal_end=anneal_end, metric=args.metric)  # fmt: skip
     summary = {
         "pattern": os.path.abspath(args.pattern),
         "start": os.path.abspath(args.start),
@@ -237,28 +239,31 @@ def run(args) -> int:
     return 0
 
 
-def _plot(path, grid, y_obs, y_start, y_fit, history, best, inputs):
-    from dmd.base.plotting import pyplot
+def _plot(path, grid, y_obs, y_start, y_fit, history, best, inputs, anneal_end=None, metric=""):
+    """Observed / start / refined patterns, the residual, and the loss of every start per step.
 
-    plt = pyplot()
+    With the multi-scale metric the loss is measured on smoothed patterns until ``anneal_end`` and on the exact
+    metric after it, so the curve steps there: the line marks it.
+    """
+    from dmd.base.plotting import new_figure, save_figure
 
-    from dmd.base.io import atomic_path
-
-    fig, axes = plt.subplots(3, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1, 1.5]})
+    fig, axes = new_figure(3, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1, 1.5]})
     axes[0].plot(grid, y_obs, "k", lw=1, label="observed")
     axes[0].plot(grid, y_fit, "r", lw=0.8, label="refined")
     axes[0].plot(grid, y_start, "b", lw=0.6, alpha=0.5, label="start")
     axes[0].set_ylabel("intensity (observed: unit sum)")
     axes[0].legend(fontsize=8)
-    axes[1].plot(grid, y_obs - y_fit, "g", lw=0.8)
+    axes[1].plot(grid, y_obs - y_fit, "g", lw=0.8, label="observed − refined")
+    axes[1].axhline(0.0, color="k", lw=0.5)
     axes[1].set_ylabel("obs − fit")
     axes[1].set_xlabel("2θ (degrees)")
+    axes[1].legend(fontsize=8)
     axes[2].semilogy(history["xrd"], lw=0.6, alpha=0.5)
-    axes[2].semilogy(history["xrd"][:, best], "k", lw=1.2, label="best start")
-    axes[2].set_xlabel("step")
-    axes[2].set_ylabel("XRD loss (smoothed)")
+    axes[2].semilogy(history["xrd"][:, best], "k", lw=1.2, label="best start (others faint)")
+    if anneal_end is not None:
+        axes[2].axvline(anneal_end, color="tab:orange", ls="--", lw=1, label="smoothing ends: exact metric after")
+    axes[2].set_xlabel("optimizer step")
+    axes[2].set_ylabel(f"XRD loss ({metric})" if metric else "XRD loss")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, inputs) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, inputs, dpi=110)
