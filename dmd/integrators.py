@@ -265,6 +265,15 @@ def _closures(system):
     return masses, _energy_and_forces(system), _constraint_fns(system, masses), _site_placer(system)
 
 
+def _shaken_drift(x, x_new, v, dt, cons):
+    """(x_c, v) after a drift x → ``x_new``: with constraints, x_c = SHAKE(x_new) and v = (x_c − x)/δt (the seed
+    form and Verlet; module docstring); without, ``(x_new, v)`` unchanged."""
+    if cons is not None:
+        x_new = cons.positions(x_new, x)
+        v = (x_new - x) / dt
+    return x_new, v
+
+
 def _assemble(system, kT, efn, cons, masses, step, name, dt, temperature, friction) -> Integrator:
     """The :class:`Integrator` of ``step`` with its ``init`` (:func:`_make_init`)."""
     init = _make_init(system, kT, efn, cons, masses)
@@ -291,10 +300,7 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
         noise = jax.random.normal(nkey, x.shape, x.dtype)
         # −b∇E = +b F
         v = a * state.velocities + b.astype(x.dtype) * state.forces + c.astype(x.dtype) * noise
-        x_new = x + v * dt
-        if cons is not None:
-            x_new = cons.positions(x_new, x)
-            v = (x_new - x) / dt
+        x_new, v = _shaken_drift(x, x + v * dt, v, dt, cons)
         x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
@@ -372,10 +378,7 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
         dtype = x.dtype
         half = (0.5 * dt) * inv_m.astype(dtype)
         v = state.velocities + half * state.forces
-        x_new = x + dt * v
-        if cons is not None:
-            x_new = cons.positions(x_new, x)
-            v = (x_new - x) / dt
+        x_new, v = _shaken_drift(x, x + dt * v, v, dt, cons)
         x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         v = v + half * f

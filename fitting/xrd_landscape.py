@@ -85,20 +85,11 @@ def scan_2d(loss, params, d1, d2, alphas, betas):
     return np.asarray(f(jnp.asarray(alphas), jnp.asarray(betas)))
 
 
-def _plt():
-    from dmd.base.plotting import pyplot
-
-    plt = pyplot()
-
-    return plt
-
-
 def plot_scan_1d(path, x, curves: dict, *, xlabel: str, title: str = "", truth: float | None = None):
     """Save a 1-D scan plot: ``curves`` maps a label to ``[n]`` losses over ``x [n]``."""
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import new_figure, save_figure
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for label, y in curves.items():
         ax.plot(x, y, label=label)
     if truth is not None:
@@ -108,18 +99,15 @@ def plot_scan_1d(path, x, curves: dict, *, xlabel: str, title: str = "", truth: 
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
 def plot_scan_2d(path, alphas, betas, z, *, title: str = ""):
     """Save a filled-contour plot of a 2-D scan ``z [len(alphas), len(betas)]``."""
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import new_figure, save_figure
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = new_figure(figsize=(5, 4.5))
     cs = ax.contourf(np.asarray(alphas), np.asarray(betas), np.asarray(z).T, levels=30, cmap="viridis")
     fig.colorbar(cs, ax=ax, label="loss")
     ax.plot([0], [0], "r+", ms=12)
@@ -127,9 +115,7 @@ def plot_scan_2d(path, alphas, betas, z, *, title: str = ""):
     ax.set_ylabel("β (direction 2)")
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -197,10 +183,9 @@ def similarity_correlation(
 
 def plot_correlation(path, results: dict, *, title: str = ""):
     """Scatter of loss vs structural distance for several metrics (``results``: label → correlation dict)."""
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import new_figure, save_figure
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6), squeeze=False)
+    fig, axes = new_figure(1, len(results), figsize=(4 * len(results), 3.6), squeeze=False)
     for ax, (label, r) in zip(axes[0], results.items(), strict=True):
         ax.scatter(r["distance"], r["loss"], s=6, alpha=0.6)
         ax.set_xlabel("structural distance (Å)")
@@ -208,7 +193,5 @@ def plot_correlation(path, results: dict, *, title: str = ""):
         ax.set_title(f"ρ={r['spearman']:.2f}  MI={r['mutual_information']:.2f} bits", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
