@@ -34,7 +34,7 @@ def _fcalc_sq(structure, hkl):
 
 def test_merge_of_real_laue_images_beats_the_unscaled_mean(tmp_path):
     out = tmp_path / "merged.mtz"
-    argv = ["merge", str(MTZ), "--out", str(out), "--sigma", "SigI", "--metadata", "X,Y,Wavelength"]
+    argv = ["merge", str(MTZ), "--out", str(out), "--metadata", "X,Y,Wavelength"]  # SigI found without --sigma
     assert main([*argv, "--steps", "200", "--no-progress"]) == 0
     unmerged, merged = gemmi.read_mtz_file(str(MTZ)), gemmi.read_mtz_file(str(out))
     # nothing lost: every observation is merged into some output reflection
@@ -57,6 +57,6 @@ def test_merge_of_real_laue_images_beats_the_unscaled_mean(tmp_path):
     d_u = np.asarray(unmerged.cell.calculate_d_array(uniq))
     sel_u = (d_u >= 2.0) & (d_u < 5.0)
     cc_mean = np.corrcoef(i_mean[sel_u], _fcalc_sq(st, uniq[sel_u]))[0, 1]
-    # measured: 0.771 vs 0.696 (200 steps); the margin asserted is half the measured gain
+    # measured: 0.874 vs 0.696 (200 steps; I on the Wilson-scaled absolute scale); asserted: a quarter of the gain
     print(f"CC(I, Icalc) 2-5 A: dmd merge {cc_dmd:.3f}, unscaled mean {cc_mean:.3f}")
-    assert cc_dmd > cc_mean + 0.035, (cc_dmd, cc_mean)
+    assert cc_dmd > cc_mean + 0.045, (cc_dmd, cc_mean)

@@ -10,7 +10,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "merge",
         help="scale and merge unmerged intensities by variational inference (careless-style)",
         description="Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, "
-        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI N [+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
+        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, "
+        "[+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
     )
     p.add_argument("unmerged", help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns])")
     p.add_argument("--out", required=True, help="merged MTZ to write")
@@ -24,6 +25,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--intensity", default=None, help="intensity column (default: I or the first J column)")
     p.add_argument("--sigma", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
     p.add_argument("--batch", default="BATCH", help="image column (default BATCH)")
+    p.add_argument(
+        "--partials",
+        choices=["refuse", "sum", "keep"],
+        default="refuse",
+        help="partial observations (M/ISYM flag, FRACTIONCALC, PARTIAL, or one hkl on consecutive images): refuse "
+        "(default), sum each spot's parts, or keep them as full observations",
+    )
     p.add_argument("--likelihood", choices=["normal", "student"], default="normal")
     p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
     p.add_argument("--surrogate", choices=["truncated_normal", "folded_normal"], default="truncated_normal")
@@ -49,6 +57,7 @@ def run(args) -> int:
     import logging
 
     from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+    from analysis.merging.shells import format_shell_table
     from dmd.base.errors import UserInputError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -66,8 +75,9 @@ def run(args) -> int:
         intensity=args.intensity,
         sigma=args.sigma,
         batch=args.batch,
+        partials=args.partials,
     )
-    n_bad = sum(u.rejected.values())
+    n_bad = sum(v for k, v in u.rejected.items() if k != "partials_summed")
     print(
         f"read {args.unmerged}: {u.n_obs} observations of {u.n_refl} unique reflections on {u.n_images} images "
         f"({u.spacegroup}); rejected {n_bad} rows {u.rejected}"
@@ -106,5 +116,11 @@ def run(args) -> int:
         if key in q:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
             print(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
+    w = out.wilson
+    if "scale_k" in w:
+        print(f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})")
+    else:
+        print(f"no absolute scale ({w['failed']}): F, SIGF, I, SIGI on the normalized scale")
+    print(format_shell_table(q["shells"]))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
