@@ -228,7 +228,7 @@ def run(args) -> int:
     finally:
         bar.close()
     for note in out["notes"]:
-        print(f"dmd index: note: {note}", file=sys.stderr)
+        info(f"dmd index: note: {note}")
     if args.out:
         write_json(args.out, out, inputs=[args.peaks])
     if args.plot and result.solutions:
