@@ -62,6 +62,7 @@ def _index_file(path, args, progress=None):
     peaks = read_peak_file(path, units=args.units, wavelength=args.wavelength, system=system)
     result = index_peaks(peaks, args.lattice, config=_config(args), top=args.top, progress=progress)
     out = {"file": os.fspath(path), "n_peaks": peaks.n, "units": peaks.units, "wavelength": peaks.wavelength}
+    out["notes"] = list(peaks.notes)
     out.update(result.to_dict())
     return peaks, result, out
 
@@ -105,6 +106,10 @@ def _table(out: dict) -> str:
         lines.append(f"  unindexed peaks (1-based): {' '.join(str(i + 1) for i in best['unindexed'])}")
     if best.get("reason"):
         lines.append(f"  why first: {best['reason']}")
+    if out.get("sigma_scale") is not None:
+        lines.append(
+            f"  peak-position error of the data: {out['sigma_scale']:.3g} x the built-in σ(q²) model (√χ²_ν, best cell)"
+        )
     for system, why in out.get("skipped", {}).items():
         lines.append(f"  {system}: {why}")
     return "\n".join(lines)
@@ -222,6 +227,8 @@ def run(args) -> int:
         peaks, result, out = _index_file(args.peaks, args, progress=progress)
     finally:
         bar.close()
+    for note in out["notes"]:
+        info(f"dmd index: note: {note}")
     if args.out:
         write_json(args.out, out, inputs=[args.peaks])
     if args.plot and result.solutions:
