@@ -339,3 +339,24 @@ def test_refusals_come_before_the_heavy_imports(files):
     assert got["rcs"] == [2] * len(cases), r.stderr
     assert got["heavy"] == [], got
     assert len(r.stderr.strip().splitlines()) == len(cases), r.stderr  # one line each
+
+
+def test_a_warning_is_one_line_and_quiet_drops_it():
+    """Python's warning form (file, line, source line) becomes ``dmd: warning: FIRST LINE``; -q shows none. (A
+    subprocess: pytest records warnings itself.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "from dmd.cli import main\n"
+        "from dmd.cli.commands import crystal\n"
+        "def run(args):\n"
+        "    warnings.warn('only 2 frames: the estimate is noisy\\n  (more)', RuntimeWarning)\n"
+        "    return 0\n"
+        "crystal.run = run\n"
+        f"sys.exit(main([*sys.argv[1:], 'crystal', {str(SI)!r}, '--out', 'never.pdb']))\n"
+    )
+    for flags, expect in (([], "dmd: warning: only 2 frames: the estimate is noisy\n"), (["-q"], "")):
+        r = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr == expect, r.stderr
