@@ -360,3 +360,10 @@ def test_a_warning_is_one_line_and_quiet_drops_it():
     for flags, expect in (([], "dmd: warning: only 2 frames: the estimate is noisy\n"), (["-q"], "")):
         r = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and r.stderr == expect, r.stderr
+
+
+def test_index_of_a_folder_where_nothing_indexes_exits_3(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("4.2\n3.1\n")  # two lines: too few to index
+    assert main(["index", str(tmp_path), "--units", "d", "--jobs", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "indexed 0/1 patterns" in err and err.strip().splitlines()[-1].startswith("dmd index: no result:")
