@@ -120,7 +120,8 @@ def run_dmd(mtz: Path, out_dir: Path, args, likelihood: str):
     wall = time.perf_counter() - t0
     hkl, cols, _ = read_merged(out)
     summary = json.loads(Path(out.with_suffix(".json")).read_text())
-    return wall, (hkl, cols["F"]), summary
+    # normalized amplitudes E (F is on the Wilson-scaled absolute scale; CC(true) is per-shell normalized anyway)
+    return wall, (hkl, cols["E"] if "E" in cols else cols["F"]), summary
 
 
 def main(argv=None):

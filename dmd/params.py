@@ -17,7 +17,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-__all__ = ["ParamSelection", "select", "all_param_names"]
+__all__ = ["ParamSelection", "select", "all_param_names", "param_unit"]
 
 
 def all_param_names(param_labels: dict) -> list[str]:
@@ -101,3 +101,32 @@ def select(param_labels: dict, names: list[str] | tuple[str, ...]) -> ParamSelec
             full.append(f"{parts[0]}/{parts[1]}/{labels[i]}")
             entries.append((parts[0], parts[1], i))
     return ParamSelection(tuple(full), tuple(entries))
+
+
+# θ units per (force, field), as documented in dmd.openmm_system; the field alone when the force is not listed
+_UNITS = {
+    ("HarmonicBondForce", "k"): "kJ/mol/nm²",
+    ("HarmonicAngleForce", "k"): "kJ/mol/rad²",
+    ("PeriodicTorsionForce", "k"): "kJ/mol",
+    ("CMAPTorsionForce", "maps"): "kJ/mol",
+    ("spring", "k"): "kJ/mol/nm²",
+}
+_FIELD_UNITS = {
+    "sigma": "nm",
+    "nbfix_sigma": "nm",
+    "epsilon": "kJ/mol",
+    "nbfix_epsilon": "kJ/mol",
+    "charge": "e",
+    "length": "nm",
+    "angle": "rad",
+    "phase": "rad",
+    "theta0": "rad",
+}
+
+
+def param_unit(name: str) -> str:
+    """The unit of θ entry ``name`` (``"force/field[/label]"``, e.g. ``"lj/sigma/A"`` → ``"nm"``); "" if unknown."""
+    parts = name.split("/")
+    if len(parts) < 2:
+        return ""
+    return _UNITS.get((parts[0], parts[1]), _FIELD_UNITS.get(parts[1], ""))

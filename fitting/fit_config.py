@@ -394,7 +394,7 @@ def load_fit_config(path, out=None, resume: bool = False):
     for p in raw["parameters"]:
         names = p.get("tie") or [p["name"]]
         params.append(FitParam(tuple(names), name=p.get("name"), lower=p.get("lower"), upper=p.get("upper"),
-                               transform=p.get("transform", "auto")))  # fmt: skip
+                               transform=p.get("transform", "auto"), truth=p.get("truth")))  # fmt: skip
     sim_temp = float((raw.get("simulation") or {}).get("temperature", FitConfig.temperature))
     targets = _targets(raw["targets"], system, base, path, "", sim_temp, npt)
     states = []

@@ -515,5 +515,5 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "n_eff_last": good[-1]["n_eff"] if good else None,
         }
         write_json(out / "summary.json", summary)
-        plot_history(out, history, mapping)
+        plot_history(out, history, mapping, fitted=values, last=last)
     return result

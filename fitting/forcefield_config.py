@@ -39,6 +39,7 @@ class FitParam:
       lower, upper: bounds in θ units (None: unbounded). ``lower=0`` → positive (log transform).
       transform: "auto" (log if lower is 0 and no upper, logit if both bounds, else identity), "log",
         "logit" or "identity".
+      truth: the known value of a synthetic recovery (θ units), drawn on ``params.png``; never used by the fit.
     """
 
     entries: tuple[str, ...]
@@ -46,6 +47,7 @@ class FitParam:
     lower: float | None = None
     upper: float | None = None
     transform: str = "auto"
+    truth: float | None = None
 
     @property
     def label(self) -> str:

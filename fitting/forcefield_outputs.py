@@ -73,8 +73,17 @@ def write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, posit
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def plot_history(out, history, mapping):
+def plot_history(out, history, mapping, fitted=None, last=None):
+    """``loss.png`` (loss per round, log scale) and ``params.png`` (each fitted θ per round, in its unit).
+
+    ``params.png`` also shows the iterate after the last round's update (``last``, the summary's ``last_iterate``),
+    the reported value (``fitted``, the mean over the last rounds when averaging) and, for synthetic recoveries,
+    the true value (:attr:`FitParam.truth`), each in the legend, so the plot reads without the docs.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     from dmd.base.plotting import pyplot
+    from dmd.params import param_unit
 
     plt = pyplot()
 
@@ -82,18 +91,38 @@ def plot_history(out, history, mapping):
     if not ok:
         return
     rounds = [h["round"] for h in ok]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.semilogy(rounds, [max(h["loss"], 1e-300) for h in ok], "o-")
+    bad = [h["round"] for h in history if h.get("status") not in ("ok", None)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.semilogy(rounds, [max(h["loss"], 1e-300) for h in ok], "o-", label="loss at the round's θ")
+    for i, r in enumerate(bad):
+        ax.axvline(r, color="tab:red", ls=":", lw=1, label="diverged round (θ stepped back)" if i == 0 else None)
     ax.set_xlabel("round")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (weighted sum over targets)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("force-field fit: loss per round")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "loss.png")
-    labels = [fp.label for fp in mapping.fit_params]
-    fig, axes = plt.subplots(len(labels), 1, figsize=(5, 2.2 * len(labels)), squeeze=False)
-    for ax, lab in zip(axes[:, 0], labels, strict=True):
-        ax.plot(rounds, [h["theta"][lab] for h in ok], "o-")
-        ax.set_ylabel(lab, fontsize=7)
+    fps = list(mapping.fit_params)
+    fig, axes = plt.subplots(len(fps), 1, figsize=(5.5, 2.3 * len(fps)), squeeze=False, sharex=True)
+    end = history[-1]["round"] + 1
+    for ax, fp in zip(axes[:, 0], fps, strict=True):
+        lab = fp.label
+        ax.plot(rounds, [h["theta"][lab] for h in ok], "o-", label="θ simulated in the round")
+        if last is not None:
+            ax.plot([rounds[-1], end], [ok[-1]["theta"][lab], last[lab]], ":", color="tab:blue")
+            ax.plot([end], [last[lab]], "o", mfc="none", color="tab:blue", label="after the last update")
+        if fitted is not None:
+            ax.axhline(fitted[lab], color="tab:green", ls="--", lw=1.2, label=f"reported {fitted[lab]:.5g}")
+        if fp.truth is not None:
+            ax.axhline(fp.truth, color="k", ls="-", lw=0.8, label=f"truth {fp.truth:.5g}")
+        for i, r in enumerate(bad):
+            ax.axvline(r, color="tab:red", ls=":", lw=1, label="diverged round" if i == 0 else None)
+        unit = param_unit(fp.entries[0])
+        ax.set_ylabel(f"{lab}" + (f" ({unit})" if unit else ""), fontsize=7)
+        ax.legend(fontsize=6, loc="best")
     axes[-1, 0].set_xlabel("round")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("force-field fit: parameters per round", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "params.png")

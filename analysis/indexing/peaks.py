@@ -69,6 +69,7 @@ class PeakList:
       two_theta: ``[n]`` observed 2θ (degrees) when λ is known, else None.
       units: the input units ("2theta", "d" or "q2").
       source: file name or label, used in messages.
+      notes: what validation changed without failing (e.g. the lines were sorted), one sentence each.
     """
 
     inv_d2: np.ndarray
@@ -77,6 +78,7 @@ class PeakList:
     two_theta: np.ndarray | None = None
     units: str = "q2"
     source: str = "peaks"
+    notes: tuple = ()
 
     @property
     def n(self) -> int:
@@ -95,6 +97,69 @@ def _normalize_units(units: str, source: str) -> str:
     return _UNIT_ALIASES[key]
 
 
+_SYSTEM_ORDER = ("cubic", "tetragonal", "hexagonal", "orthorhombic", "monoclinic", "triclinic")
+
+# a 2θ list whose values all lie below this (degrees) *and* fall strictly from first to last reads as
+# d-spacings (Å): measured 2θ lists rise, d lists fall, and d-spacings of indexable cells lie below ~20 Å
+D_LIKE_MAX = 20.0
+# a d list whose values rise strictly and reach above this (Å) reads as 2θ (degrees): d-spacings of
+# the small cells indexing handles lie below ~20 Å and fall from first to last
+TWO_THETA_LIKE_MIN = 20.0
+# q² = 1/d² above this (Å⁻²; d < 0.32 Å) is beyond any diffraction pattern indexing uses
+Q2_MAX = 10.0
+
+
+def _minimum_table() -> str:
+    return ", ".join(f"{s} {_MIN_PEAKS[s]}" for s in _SYSTEM_ORDER)
+
+
+def _check_count(n: int, need: int, system: str | None, source: str) -> None:
+    if n >= need:
+        return
+    if system is None:
+        raise UserInputError(
+            f"{source}: {n} peaks given but indexing in any lattice system needs at least {need} "
+            f"(fewest lines per system: {_minimum_table()}); add more peaks (20 recommended)"
+        )
+    raise UserInputError(
+        f"{source}: {n} peaks given but the {system} lattice system needs at least {need}; add more peaks "
+        f"(20 recommended) or pass --lattice for a higher-symmetry system (fewest lines: {_minimum_table()})"
+    )
+
+
+def _check_units_plausible(arr: np.ndarray, units: str, wavelength: float | None, source: str) -> None:
+    """Reject lists whose values and order betray other units (d given as 2θ, 2θ given as d, ...)."""
+    if arr.size < 3:
+        return
+    diff = np.diff(arr)
+    falls, rises = bool(np.all(diff < 0)), bool(np.all(diff > 0))
+    span = f"{arr[0]:g} ... {arr[-1]:g}"
+    if units == "2theta" and falls and arr.max() < D_LIKE_MAX:
+        as_d_ok = wavelength is None or arr.min() > wavelength / 2  # d > λ/2 reachable at this λ
+        if as_d_ok:
+            raise UserInputError(
+                f"{source}: the positions fall from first to last ({span}) and all lie below {D_LIKE_MAX:g}: "
+                "they look like d-spacings (Å), not 2θ; pass --units d (if they really are 2θ in degrees, "
+                "list them in ascending order)"
+            )
+    if units == "d" and rises and arr.max() > TWO_THETA_LIKE_MIN:
+        raise UserInputError(
+            f"{source}: the positions rise from first to last ({span}) up to {arr.max():g} Å: they look like "
+            "2θ (degrees), not d-spacings; pass --units 2theta --wavelength λ (if they really are d-spacings "
+            "in Å, list them in descending order)"
+        )
+    if units == "q2" and arr.max() > Q2_MAX:
+        raise UserInputError(
+            f"{source}: q² = 1/d² up to {arr.max():g} Å⁻² (d < {1 / np.sqrt(Q2_MAX):.2f} Å) is not a "
+            "diffraction line; these look like 2θ or d values: pass --units 2theta or --units d"
+        )
+    if units == "q2" and falls and arr.max() > 1.0:
+        raise UserInputError(
+            f"{source}: the positions fall from first to last ({span}) and reach {arr.max():g}: they look like "
+            "d-spacings (Å), not q² (Å⁻²); pass --units d (if they really are q², list them in ascending order)"
+        )
+
+
 def peaks_from_values(
     values,
     units: str,
@@ -104,63 +169,81 @@ def peaks_from_values(
     source: str = "peaks",
     system: str | None = None,
     n_min: int | None = None,
+    line_numbers=None,
 ) -> PeakList:
     """Validate raw peak positions and convert them to q² (Å⁻²).
 
+    Every check runs before any search. Lines not in the measured order (2θ and q² ascending,
+    d descending) are sorted, intensities with them, and the sorting is recorded in
+    ``PeakList.notes``; everything else wrong is a :class:`UserInputError` naming the fix.
+
     Args:
-      values: ``[n]`` positions in ``units``, in the order measured (2θ and q²
-        ascending, d descending).
+      values: ``[n]`` positions in ``units``.
       units: "2theta" (degrees; needs ``wavelength``), "d" (Å) or "q2" (Å⁻²).
       wavelength: λ in Å (required for 2θ; with d/q² it only sets the 2θ used in F_N).
       intensities: optional ``[n]`` non-negative intensities.
       source: name used in error messages.
       system: lattice system to be searched (sets the minimum peak count).
       n_min: override the minimum peak count.
+      line_numbers: optional ``[n]`` file line numbers of the values (messages then cite
+        ``source:line``).
 
     Raises:
-      UserInputError: too few peaks, non-finite / non-positive / unsorted / duplicate
-        positions, 2θ outside (0, 180), missing or bad wavelength, unknown units.
+      UserInputError: non-finite positions, too few peaks (the minimum per system stated),
+        non-positive positions, 2θ outside (0, 180), duplicate positions, values whose order
+        and range betray other units (d-spacings given as 2θ and the reverse, q² out of range),
+        missing or bad wavelength, unknown units, bad intensities.
     """
     units = _normalize_units(units, source)
     arr = np.asarray(values, dtype=float).reshape(-1)
-    need = min_peaks(system) if n_min is None else int(n_min)
-    if arr.size < need:
-        what = f"the {system} lattice system" if system else "indexing in any lattice system"
-        raise UserInputError(
-            f"{source}: {arr.size} peaks given but {what} needs at least {need}; "
-            "add more peaks (20 recommended)"
-            + ("" if system is None else " or pass --lattice for a higher-symmetry system")
-        )
+    lines = None if line_numbers is None else np.asarray(line_numbers, int).reshape(-1)
+
+    def where(i: int) -> str:
+        return f"{source}:{lines[i]}" if lines is not None else f"{source}: peak {i + 1}"
+
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise UserInputError(f"{source}: peak {bad + 1} is not a finite number; remove or fix that line")
+        raise UserInputError(f"{where(bad)}: position {arr[bad]} is not a finite number; remove or fix that line")
+    need = min_peaks(system) if n_min is None else int(n_min)
+    _check_count(arr.size, need, system, source)
     if np.any(arr <= 0):
         bad = int(np.flatnonzero(arr <= 0)[0])
         raise UserInputError(
-            f"{source}: peak {bad + 1} has non-positive position {arr[bad]} {units}; positions must be > 0"
+            f"{where(bad)}: non-positive position {arr[bad]:g} {units}; positions must be > 0, remove or fix that line"
+        )
+    if units == "2theta" and np.any(arr >= 180):
+        bad = int(np.flatnonzero(arr >= 180)[0])
+        raise UserInputError(
+            f"{where(bad)}: 2θ = {arr[bad]:g}° is outside (0, 180) degrees; fix that line or check --units"
         )
     if wavelength is not None and (not np.isfinite(wavelength) or wavelength <= 0):
         raise UserInputError(f"{source}: wavelength {wavelength} Å is not positive; pass e.g. --wavelength 1.5406")
+    if units == "2theta" and wavelength is None:
+        raise UserInputError(f"{source}: 2θ positions need the wavelength; pass --wavelength (Å), e.g. 1.5406")
+    inten = None
+    if intensities is not None:
+        inten = np.asarray(intensities, dtype=float).reshape(-1)
+        if inten.shape != arr.shape:
+            raise UserInputError(f"{source}: {inten.size} intensities for {arr.size} peaks; give one per peak")
+        if not np.all(np.isfinite(inten)) or np.any(inten < 0):
+            raise UserInputError(f"{source}: intensities must be finite and non-negative; fix the second column")
+    _check_units_plausible(arr, units, wavelength, source)
     ascending = units in ("2theta", "q2")
-    order_diff = np.diff(arr) if ascending else -np.diff(arr)
-    if np.any(order_diff < 0):
-        bad = int(np.flatnonzero(order_diff < 0)[0])
+    notes = []
+    order = np.argsort(arr if ascending else -arr, kind="stable")
+    if np.any(order != np.arange(arr.size)):
+        n_moved = int(np.sum(order != np.arange(arr.size)))
         direction = "ascending" if ascending else "descending (largest d first)"
-        raise UserInputError(
-            f"{source}: peaks {bad + 1} and {bad + 2} are out of order ({arr[bad]} then {arr[bad + 1]}); "
-            f"sort the list {direction}"
-        )
-    if np.any(order_diff == 0):
-        bad = int(np.flatnonzero(order_diff == 0)[0])
-        raise UserInputError(
-            f"{source}: peaks {bad + 1} and {bad + 2} are duplicates ({arr[bad]}); remove the repeated line"
-        )
+        notes.append(f"{source}: peaks were not in {direction} order; sorted them ({n_moved} lines moved)")
+    same = np.flatnonzero(np.diff(arr[order]) == 0)
+    if same.size:
+        i, j = sorted((int(order[same[0]]), int(order[same[0] + 1])))
+        where_j = f"line {lines[j]}" if lines is not None else f"peak {j + 1}"
+        raise UserInputError(f"{where(i)} and {where_j} are duplicates ({arr[i]:g} {units}); remove the repeated line")
+    arr = arr[order]
+    inten = None if inten is None else inten[order]
     two_theta = None
     if units == "2theta":
-        if wavelength is None:
-            raise UserInputError(f"{source}: 2θ positions need the wavelength; pass --wavelength (Å), e.g. 1.5406")
-        if np.any(arr >= 180):
-            raise UserInputError(f"{source}: 2θ values must lie in (0, 180) degrees; check --units")
         two_theta = arr.copy()
         inv_d2 = cell_mod.inv_d2_from_two_theta(arr, float(wavelength))
     elif units == "d":
@@ -171,13 +254,6 @@ def peaks_from_values(
         s = float(wavelength) * np.sqrt(inv_d2) / 2
         if np.all(s < 1):
             two_theta = cell_mod.two_theta_from_inv_d2(inv_d2, float(wavelength))
-    inten = None
-    if intensities is not None:
-        inten = np.asarray(intensities, dtype=float).reshape(-1)
-        if inten.shape != arr.shape:
-            raise UserInputError(f"{source}: {inten.size} intensities for {arr.size} peaks; give one per peak")
-        if not np.all(np.isfinite(inten)) or np.any(inten < 0):
-            raise UserInputError(f"{source}: intensities must be finite and non-negative; fix the second column")
     return PeakList(
         inv_d2=np.asarray(inv_d2, float),
         intensity=inten,
@@ -185,6 +261,7 @@ def peaks_from_values(
         two_theta=two_theta,
         units=units,
         source=source,
+        notes=tuple(notes),
     )
 
 
@@ -204,7 +281,7 @@ def read_peak_file(
     if not os.path.isfile(name):
         raise UserInputError(f"{name}: no such peak file; check the path")
     header_units, header_wl = None, None
-    rows = []
+    rows, linenos = [], []
     with open(name, encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = raw.strip()
@@ -223,6 +300,7 @@ def read_peak_file(
                 continue
             try:
                 rows.append([float(v) for v in line.split()[:2]])
+                linenos.append(lineno)
             except ValueError as exc:
                 raise UserInputError(
                     f"{name}:{lineno}: cannot read {line!r} as numbers; one peak per line: position [intensity]"
@@ -238,4 +316,6 @@ def read_peak_file(
         raise UserInputError(f"{name}: some lines have an intensity and some do not; give it on every line or none")
     data = np.array(rows, dtype=float)
     inten = data[:, 1] if data.shape[1] > 1 else None
-    return peaks_from_values(data[:, 0], units, wavelength=wavelength, intensities=inten, source=name, system=system)
+    return peaks_from_values(
+        data[:, 0], units, wavelength=wavelength, intensities=inten, source=name, system=system, line_numbers=linenos
+    )

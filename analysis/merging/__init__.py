@@ -2,7 +2,8 @@
 
 Pipeline: :func:`read_unmerged` (gemmi) → :func:`merge` (ELBO fit of a Wilson prior, a surrogate q(F),
 a scale model and a Normal/Student-t likelihood; optional half-dataset refits) → :func:`write_outputs`
-(merged MTZ, JSON summary, plots). Baselines in :mod:`analysis.merging.classical`; synthetic data with
+(merged MTZ with F, I on a Wilson-scaled absolute scale (:mod:`analysis.merging.wilson`) and E; JSON
+summary; plots). Baselines in :mod:`analysis.merging.classical`; synthetic data with
 known truth in :mod:`analysis.merging.synth`. MTZ files go through :mod:`analysis.mtz_io` (the one MTZ home);
 :mod:`analysis.merging.io` adds what is specific to unmerged data (batches, M/ISYM, metadata columns).
 
@@ -31,9 +32,18 @@ from analysis.merging.io import (
     write_unmerged,
 )
 from analysis.merging.model import MergeConfig, MergeData, negative_elbo
-from analysis.merging.pipeline import MergeOutput, merge, merged_columns, plot_cc, plot_loss, write_outputs
+from analysis.merging.pipeline import (
+    MergeOutput,
+    absolute_scale,
+    merge,
+    merged_columns,
+    plot_cc,
+    plot_loss,
+    write_outputs,
+)
 from analysis.merging.quality import cc_anom, cc_half, cc_truth
 from analysis.merging.synth import SyntheticConfig, SyntheticData, make_synthetic, write_synthetic
+from analysis.merging.wilson import WilsonFit, protein_sigma_n, wilson_fit
 
 __all__ = [
     "Unmerged",
@@ -56,6 +66,7 @@ __all__ = [
     "posterior_summary",
     "MergeOutput",
     "merge",
+    "absolute_scale",
     "merged_columns",
     "write_outputs",
     "plot_loss",
@@ -71,4 +82,7 @@ __all__ = [
     "SyntheticData",
     "make_synthetic",
     "write_synthetic",
+    "WilsonFit",
+    "protein_sigma_n",
+    "wilson_fit",
 ]

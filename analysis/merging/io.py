@@ -21,6 +21,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
+import analysis.merging.partials as partials_mod
 from analysis import cell as cell_mod
 from analysis import symmetry
 from analysis.mtz_io import build_mtz, mtz_table, open_mtz, save_mtz, write_mtz
@@ -236,8 +237,12 @@ def _resolve_labels(mtz: gemmi.Mtz, path, intensity, sigma, batch, metadata) -> 
             raise UserInputError(f"{path}: no intensity (type J) column among {labels}; name it with --intensity")
         intensity = "I" if "I" in js else js[0]
     if sigma is None:
-        cand = [f"SIG{intensity}", "SIGI"]
-        sigma = next((c for c in cand if c in labels), None)
+        # SIGI, SigI (careless/DIALS exports), sigI: names matched without case; else the only type-Q column
+        cand = {f"SIG{intensity}".upper(), "SIGI"}
+        sigma = next((c.label for c in mtz.columns if c.label.upper() in cand), None)
+        qs = [c.label for c in mtz.columns if c.type == "Q"]
+        if sigma is None and len(qs) == 1:
+            sigma = qs[0]
         if sigma is None:
             raise UserInputError(f"{path}: no sigma column for {intensity!r} among {labels}; name it with --sigma")
     meta_names = [m for m in metadata if m]
@@ -257,6 +262,7 @@ def read_unmerged(
     intensity: str | None = None,
     sigma: str | None = None,
     batch: str = "BATCH",
+    partials: str = "refuse",
 ) -> Unmerged:
     """Read an unmerged MTZ with gemmi (through :func:`analysis.mtz_io.open_mtz`).
 
@@ -267,10 +273,16 @@ def read_unmerged(
         (d, Å) and ``INV_D2`` (1/d², Å⁻²) are computed from the cell rather than read.
       intensity, sigma: column labels; default: the first J-type column (``I`` preferred) and its Q sigma.
       batch: image column label.
+      partials: what to do with partial observations (:mod:`analysis.merging.partials`: M/ISYM's M flag,
+        FRACTIONCALC, PARTIAL, or one hkl on consecutive images): "refuse" (error naming the column and the fix),
+        "sum" (sum each spot's parts into one observation, counted in ``rejected["partials_summed"]``) or "keep".
 
     Raises:
-      UserInputError: missing file/columns, merged input, or nothing valid left — naming the fix.
+      UserInputError: missing file/columns, merged input, partials (with ``partials="refuse"``), or nothing valid
+        left — naming the fix.
     """
+    if partials not in ("refuse", "sum", "keep"):
+        raise ValueError(f"partials={partials!r}: choose 'refuse', 'sum' or 'keep'")
     mtz = open_mtz(path, expected="an unmerged MTZ (e.g. from XDS/DIALS/AIMLESS --unmerged)", noun="file")
     intensity, sigma, meta_names = _resolve_labels(mtz, path, intensity, sigma, batch, metadata)
     if "M/ISYM" in mtz.column_labels():
@@ -286,19 +298,42 @@ def read_unmerged(
             meta_cols.append(1.0 / np.sqrt(np.maximum(inv_d2_obs, 1e-12)))
         else:
             meta_cols.append(table[m])
-    return group_observations(
+    rows = (
         hkl,
+        np.rint(table[batch]).astype(np.int64),
         table[intensity],
         table[sigma],
-        np.rint(table[batch]).astype(np.int64),
+        np.stack(meta_cols, axis=1) if meta_cols else np.zeros((hkl.shape[0], 0)),
+    )
+    n_summed = 0
+    evidence = None if partials == "keep" else partials_mod.detect_partials(table, hkl, rows[1])
+    if evidence is not None and partials == "refuse":
+        raise UserInputError(
+            f"{path}: partial observations: {evidence.description} (column {evidence.column}). Merged as full "
+            "observations they bias every intensity low. Fix: sum them (dmd merge --partials sum: each run of one "
+            "hkl on consecutive images becomes one observation), or give unmerged data with partials summed "
+            "(DIALS export, AIMLESS OUTPUT UNMERGED); --partials keep if they are full observations."
+        )
+    if evidence is not None:
+        *rows, n_summed = partials_mod.sum_partials(*rows, evidence.partial)
+        log.info("%s: summed %d partial rows (%s) into %d observations", path, evidence.n, evidence.column,
+                 evidence.n - n_summed)  # fmt: skip
+    u = group_observations(
+        rows[0],
+        rows[2],
+        rows[3],
+        rows[1],
         cell,
         mtz.spacegroup,
         anomalous=anomalous,
-        metadata=np.stack(meta_cols, axis=1) if meta_cols else None,
+        metadata=rows[4] if meta_cols else None,
         metadata_names=meta_names,
         source=str(path),
         wavelength=float(mtz.datasets[-1].wavelength) if mtz.datasets else 0.0,
     )
+    if n_summed:
+        u.rejected["partials_summed"] = n_summed
+    return u
 
 
 def write_unmerged(path, hkl_obs, intensity, sigma, batch, cell, spacegroup, *, metadata=None, wavelength=1.0) -> Path:

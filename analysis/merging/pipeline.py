@@ -2,8 +2,10 @@
 
 ``merge`` runs the VI fit (``fit.fit``), the optional half-dataset refits (CC1/2, CCanom), CCpred on
 held-out observations and, when the truth is known (synthetic data), CC with the true amplitudes.
-``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` and ``OUT_loss.png`` / ``OUT_cc.png`` atomically.
-Amplitudes are on the scale of the Wilson prior (flat Σ = 1: normalized amplitudes, ⟨F²⟩ = ε).
+``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` (the per-shell table of :mod:`analysis.merging.shells` under
+``quality.shells``), ``OUT_shells.csv`` and ``OUT_loss.png`` / ``OUT_cc.png`` atomically.
+The fit's amplitudes are on the scale of the Wilson prior (flat Σ = 1: normalized, ⟨F²⟩ = ε); the MTZ carries them
+as E, SIGE and, on the absolute (Wilson) scale of :mod:`analysis.merging.wilson`, F, SIGF, I, SIGI (careless's names).
 """
 
 from __future__ import annotations
@@ -21,22 +23,29 @@ from analysis.merging.fit import FitResult, fit, fit_half_datasets, posterior_su
 from analysis.merging.io import Unmerged, hkl_keys, in_asu, write_merged
 from analysis.merging.likelihoods import error_model_values
 from analysis.merging.model import MergeConfig, predict_intensity
+from analysis.merging.priors import wilson_variance
+from analysis.merging.scaling import log_scale
+from analysis.merging.shells import shell_table, write_shell_csv
+from analysis.merging.wilson import protein_sigma_n, smooth_log_scale, to_absolute
 from dmd.base.plotting import new_figure, save_figure
 
-__all__ = ["MergeOutput", "merge", "merged_columns", "plot_loss", "plot_cc", "write_outputs"]
+__all__ = ["MergeOutput", "merge", "absolute_scale", "merged_columns", "plot_loss", "plot_cc", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class MergeOutput:
-    """Result of :func:`merge`: the fit, per-reflection posterior summary, multiplicity and quality stats."""
+    """Result of :func:`merge`: the fit, per-reflection posterior summary (normalized scale, plus E and SIGE),
+    multiplicity, quality stats, the absolute-scale {"F", "SIGF", "I", "SIGI"} and the Wilson fit."""
 
     result: FitResult
     posterior: dict
     n_obs: np.ndarray
     quality: dict
     timings: dict
+    absolute: dict | None = None
+    wilson: dict | None = None
 
 
 def _ccpred_by_shell(res: FitResult, n_shells: int) -> dict | None:
@@ -65,6 +74,7 @@ def merge(
     half_steps: int | None = None,
     n_shells: int = 10,
     f_true: np.ndarray | None = None,
+    sigma_n: np.ndarray | None = None,
     progress: bool = False,
 ) -> MergeOutput:
     """Scale and merge ``unmerged``; see the module docstring.
@@ -72,11 +82,15 @@ def merge(
     Args:
       half_datasets: also refit on two random image halves (scale frozen) for CC1/2 (and CCanom).
       f_true: optional ``[n_refl]`` true amplitudes (synthetic data) for CC(true).
+      sigma_n: optional ``[n_refl]`` expected intensity Σ_N of the cell contents (electrons²) for the absolute
+        scale; default :func:`analysis.merging.wilson.protein_sigma_n` (a protein at 50 % solvent).
     """
     t0 = time.perf_counter()
     res = fit(unmerged, config, progress=progress)
     timings = {"fit_s": res.wall_time_s}
     post = posterior_summary(res.params, config)
+    absolute, normalized, wilson = absolute_scale(res, post, sigma_n)
+    post.update(normalized)
     # multiplicity of every input observation: held-out rows scored CCpred and were then merged (fit's closing pass)
     n_obs = np.bincount(unmerged.refl, minlength=unmerged.n_refl)
     q: dict = {
@@ -89,6 +103,7 @@ def merge(
     q["ccpred"] = _ccpred_by_shell(res, n_shells)
     if "error" in res.params:
         q["error_model"] = error_model_values(res.params["error"])
+    halves = counts = None
     if half_datasets:
         t1 = time.perf_counter()
         halves, counts = fit_half_datasets(res, steps=half_steps, seed=config.seed, progress=progress)
@@ -110,17 +125,55 @@ def merge(
             q["ccanom_true"] = quality.cc_anom(
                 [post["F"], None], unmerged.hkl, unmerged.spacegroup, unmerged.inv_d2, f_ref=f_true, n_shells=n_shells
             )
+    q["shells"] = shell_table(
+        unmerged,
+        n_obs,
+        post["I"],
+        post["SIGI"],
+        halves=None if halves is None else [halves[0]["F"], halves[1]["F"]],
+        half_counts=counts,
+        n_shells=n_shells,
+    )
     timings["total_s"] = time.perf_counter() - t0
-    return MergeOutput(res, post, n_obs, q, timings)
+    return MergeOutput(res, post, n_obs, q, timings, absolute, wilson)
 
 
-def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
+def absolute_scale(res: FitResult, posterior: dict, sigma_n=None):
+    """(absolute {"F", "SIGF", "I", "SIGI"}, normalized {"E", "SIGE"}, Wilson fit dict) of a fit
+    (:func:`analysis.merging.wilson.to_absolute`; the smooth data scale from every observation's fitted ln s).
+    Without a Wilson plot (too few reflections) the absolute dict is None and the fit dict says why."""
+    u = res.unmerged
+    d = res.data
+    log_s = np.asarray(log_scale(res.params["scale"], d.meta, d.image, d.inv_d2), float)
+    smooth = smooth_log_scale(log_s, np.asarray(d.inv_d2, float))
+    label = "protein, 50% solvent (V_M 2.4 A^3/Da)" if sigma_n is None else "given"
+    sigma_n = protein_sigma_n(u.inv_d2, u.cell) if sigma_n is None else np.broadcast_to(sigma_n, u.inv_d2.shape)
+    prior_var = np.asarray(wilson_variance(u.epsilon.astype(float), u.inv_d2, res.config.wilson_b), float)
+    seen = np.bincount(u.refl, minlength=u.n_refl) > 0
+    posterior_seen = {k: np.where(seen, posterior[k], np.nan) for k in ("F", "SIGF", "I", "SIGI")}
+    try:
+        absolute, normalized, wf = to_absolute(posterior_seen, u.inv_d2, u.epsilon, prior_var, smooth, sigma_n)
+    except ValueError as err:  # too few reflections for a Wilson plot: F, I stay on the normalized scale
+        log.warning("no absolute scale (%s); F, SIGF, I, SIGI are written on the normalized scale", err)
+        root = np.sqrt(prior_var)
+        return None, {"E": posterior["F"] / root, "SIGE": posterior["SIGF"] / root}, {"failed": str(err)}
+    info = wf.as_dict()
+    info["smooth_log_scale"] = {"c": smooth[0], "g_A2": smooth[1]}
+    info["sigma_n"] = label
+    return absolute, normalized, info
+
+
+def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray, absolute: dict | None = None):
     """(hkl ``[m, 3]`` in the ASU, {label: (MTZ type, values)}) for the merged MTZ.
 
-    Non-anomalous: F, SIGF, I, SIGI, N. Anomalous: additionally F(+), SIGF(+), F(−), SIGF(−), I(±), SIGI(±),
-    N(±), with the mean columns combining the available mates (NaN where a mate is missing).
+    Non-anomalous: F, SIGF, I, SIGI, N (+ E, SIGE when ``posterior`` has them). Anomalous: additionally F(+),
+    SIGF(+), F(−), SIGF(−), I(±), SIGI(±), N(±), with the mean columns combining the available mates (NaN where a
+    mate is missing). F, SIGF, I, SIGI are taken from ``absolute`` (Wilson-scaled, :func:`absolute_scale`) when
+    given, else from ``posterior`` (the prior's normalized scale); E, SIGE always from ``posterior``.
     """
-    f, sf, i, si = posterior["F"], posterior["SIGF"], posterior["I"], posterior["SIGI"]
+    vals = posterior if absolute is None else absolute
+    f, sf, i, si = vals["F"], vals["SIGF"], vals["I"], vals["SIGI"]
+    has_e = "E" in posterior
     seen = n_obs > 0
     if not unmerged.anomalous:
         hkl = unmerged.hkl[seen]
@@ -131,6 +184,8 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
             "SIGI": ("Q", si[seen]),
             "N": ("I", n_obs[seen].astype(float)),
         }
+        if has_e:
+            cols.update({"E": ("E", posterior["E"][seen]), "SIGE": ("Q", posterior["SIGE"][seen])})
         return hkl, cols
     hkl_all = unmerged.hkl
     is_plus = in_asu(hkl_all, unmerged.spacegroup) | unmerged.centric
@@ -145,7 +200,10 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
     for sign, label in ((True, "+"), (False, "-")):
         sel = use & (is_plus == sign)
         r = row[np.flatnonzero(sel[use])]
-        for name, arr in (("F", f), ("SIGF", sf), ("I", i), ("SIGI", si), ("N", n_obs.astype(float))):
+        named = [("F", f), ("SIGF", sf), ("I", i), ("SIGI", si), ("N", n_obs.astype(float))]
+        if has_e:
+            named += [("E", posterior["E"]), ("SIGE", posterior["SIGE"])]
+        for name, arr in named:
             col = np.full(m, np.nan)
             col[r] = arr[sel]
             out[f"{name}({label})"] = col
@@ -178,6 +236,9 @@ def merged_columns(unmerged: Unmerged, posterior: dict, n_obs: np.ndarray):
         "N(+)": ("I", n_p),
         "N(-)": ("I", n_m),
     }
+    if has_e:
+        cols["E"] = ("E", mean_of(out["E(+)"], out["E(-)"]))
+        cols["SIGE"] = ("Q", sd_of(out["SIGE(+)"], out["SIGE(-)"]))
     return hkl, cols
 
 
@@ -212,7 +273,8 @@ def plot_cc(quality_stats: dict, path, inputs=()) -> Path:
     ax.set_xlabel("1/d² (Å⁻²)")
     ax.set_ylabel("CC (Pearson, dimensionless)")
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     ax.set_title("merge: CC per resolution shell")
     return save_figure(fig, path, inputs)
 
@@ -223,7 +285,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
 
     out_mtz = Path(out_mtz)
     u = out.result.unmerged
-    hkl, cols = merged_columns(u, out.posterior, out.n_obs)
+    hkl, cols = merged_columns(u, out.posterior, out.n_obs, out.absolute)
     write_merged(out_mtz, hkl, u.cell, u.spacegroup, cols, inputs=inputs, wavelength=u.wavelength or 1.0)
     stem = out_mtz.with_suffix("")
     paths = {
@@ -231,6 +293,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
         "json": Path(f"{stem}.json"),
         "loss_png": Path(f"{stem}_loss.png"),
         "cc_png": Path(f"{stem}_cc.png"),
+        "shells_csv": Path(f"{stem}_shells.csv"),
     }
     summary = {
         "config": dataclasses.asdict(out.result.config),
@@ -239,6 +302,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
         "anomalous": u.anomalous,
         "metadata": list(u.metadata_names),
         "quality": out.quality,
+        "wilson": out.wilson,
         "timings_s": out.timings,
         "history": out.result.history,
         "n_merged_rows": int(hkl.shape[0]),
@@ -247,6 +311,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
     if extra:
         summary.update(extra)
     write_json(paths["json"], summary, inputs=inputs)
+    write_shell_csv(paths["shells_csv"], out.quality["shells"], inputs)
     plot_loss(out.result.history, paths["loss_png"], inputs)
     plot_cc(out.quality, paths["cc_png"], inputs)
     return paths

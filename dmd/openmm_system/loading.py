@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from dmd.base.defaults import DEFAULT_FORCEFIELD
 from dmd.base.errors import UserInputError
 from dmd.openmm_system.assembly import system_from_openmm
 from dmd.openmm_system.common import NONBONDED_METHODS
@@ -86,7 +87,7 @@ def read_structure(path):
 
 def openmm_system_from_pdb(
     pdb_path,
-    forcefield=("amber14-all.xml", "amber14/tip3pfb.xml"),
+    forcefield=DEFAULT_FORCEFIELD,
     nonbonded: str = "PME",
     cutoff: float = 1.0,
     constraints=None,
@@ -131,7 +132,7 @@ def openmm_system_from_pdb(
 
 def system_from_pdb(
     pdb_path,
-    forcefield=("amber14-all.xml", "amber14/tip3pfb.xml"),
+    forcefield=DEFAULT_FORCEFIELD,
     nonbonded: str = "PME",
     cutoff: float = 1.0,
     constraints=None,

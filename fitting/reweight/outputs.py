@@ -15,19 +15,42 @@ __all__ = ["write_outputs"]
 
 
 def _plot_weights(path, result, summary, inputs) -> None:
+    """Frame weights relative to uniform (1 = the unweighted ensemble), ours and the baselines' in separate panels.
+
+    The greedy and sigmoid baselines can put most of the weight on a few frames; on a shared axis they hid the
+    softmax weights, so each gets its own panel on a log scale.
+    """
     from dmd.base.plotting import new_figure, save_figure
 
-    w = result.weights
-    fig, ax = new_figure(figsize=(7, 3.5))
-    ax.plot(np.arange(len(w)), w, lw=1, label="reweighted (softmax)")
-    ax.axhline(1.0 / len(w), color="k", ls="--", lw=0.8, label="uniform")
-    for name, bw in result.baselines_weights.items():
-        if name in ("greedy", "sigmoid"):
-            ax.plot(np.arange(len(w)), np.asarray(bw) / np.sum(bw), lw=0.7, alpha=0.6, label=f"{name} (normalized)")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("frame weight")
-    ax.set_title(f"N_eff = {summary['n_eff']:.1f} of {len(w)};  θ = {summary['theta']:g}")
+    w = np.asarray(result.weights, float)
+    n = len(w)
+    base = {k: np.asarray(v, float) for k, v in result.baselines_weights.items() if k in ("greedy", "sigmoid")}
+    fig, axes = new_figure(1 + bool(base), 1, figsize=(7, 3.2 * (1 + bool(base))), squeeze=False, sharex=True)
+    frames = np.arange(n)
+    floor = 1e-3  # a frame at < 1/1000 of uniform weight is drawn at the floor
+
+    def rel(x):
+        return np.maximum(n * x / np.sum(x), floor)
+
+    ax = axes[0, 0]
+    ax.semilogy(frames, rel(w), lw=1, label="reweighted (softmax)")
+    ax.axhline(1.0, color="k", ls="--", lw=0.8, label="uniform (unweighted MD)")
+    ax.set_ylabel("weight × n_frames")
+    ax.set_title(
+        f"N_eff = {summary['n_eff']:.1f} of {n} frames; KL strength θ = {summary['theta']:.3g} "
+        "(chosen by cross-validation)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
+    if base:
+        ax = axes[1, 0]
+        for name, bw in base.items():
+            ax.semilogy(frames, rel(bw), lw=0.8, alpha=0.8, label=f"{name} baseline")
+        ax.axhline(1.0, color="k", ls="--", lw=0.8, label="uniform")
+        ax.set_ylabel("weight × n_frames")
+        ax.set_title("baselines, for comparison (weights below 1e-3 × uniform drawn at 1e-3)", fontsize=9)
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("frame")
     fig.tight_layout()
     save_figure(fig, path, inputs, dpi=120)
 
@@ -36,18 +59,24 @@ def _plot_convergence(path, result, summary, inputs) -> None:
     from dmd.base.plotting import new_figure, save_figure
 
     fig, (ax1, ax2) = new_figure(1, 2, figsize=(9, 3.5))
-    ax1.plot(np.arange(1, len(result.history["cc"]) + 1), result.history["cc"], lw=1)
-    ax1.axhline(summary["baselines"]["uniform"]["cc_train"], color="k", ls="--", lw=0.8, label="uniform")
+    ax1.plot(np.arange(1, len(result.history["cc"]) + 1), result.history["cc"], lw=1, label="reweighted")
+    ax1.axhline(summary["baselines"]["uniform"]["cc_train"], color="k", ls="--", lw=0.8, label="uniform weights")
     ax1.set_xlabel("iteration")
-    ax1.set_ylabel("training CC")
+    ax1.set_ylabel("CC(predicted, data), training voxels")
+    ax1.set_title("fit at the chosen θ", fontsize=9)
     ax1.legend(fontsize=8)
     th = np.asarray(result.cv["theta_grid"], float)
     ax2.semilogx(
-        np.where(th > 0, th, th[th > 0].min() / 10 if np.any(th > 0) else 1e-6), result.cv["mean_heldout_score"], "o-"
+        np.where(th > 0, th, th[th > 0].min() / 10 if np.any(th > 0) else 1e-6),
+        result.cv["mean_heldout_score"],
+        "o-",
+        label="mean over folds",
     )
-    ax2.axvline(max(summary["theta"], 1e-12), color="r", lw=0.8)
-    ax2.set_xlabel("θ (θ = 0 drawn at the left)")
-    ax2.set_ylabel("mean held-out score")
+    ax2.axvline(max(summary["theta"], 1e-12), color="r", lw=0.8, label=f"chosen θ = {summary['theta']:.3g}")
+    ax2.set_xlabel("KL strength θ (θ = 0 drawn at the left)")
+    ax2.set_ylabel("held-out score")
+    ax2.set_title("cross-validation", fontsize=9)
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, inputs, dpi=120)
 

@@ -8,6 +8,11 @@ Writes the trajectory (DCD/XTC/HDF5 by extension), ``<stem>.log.csv`` (energies,
 ``<stem>.chk.npz`` (checkpoint; ``--resume`` continues from it bit for bit) and
 ``<stem>.summary.json``. With ``--sensitivity NAME`` it also runs the forward-mode sensitivities
 dx_t/dθ (:mod:`dmd.sensitivity`) and writes ``<stem>.sens.h5``.
+
+Defaults are the ones OpenMM users run: amber14-all.xml with amber14/tip3pfb.xml, HBonds constraints, rigid water,
+the BAOAB (LangevinMiddle) integrator, 2 fs, 300 K, friction 1/ps. With ``--sensitivity`` the integrator defaults to
+the sensitivity note's Langevin form (the one the tangents differentiate), and with the window method to no
+constraints.
 """
 
 from __future__ import annotations
@@ -15,23 +20,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dmd.base.defaults import DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD, DEFAULT_INTEGRATOR
 from dmd.base.errors import UserInputError
 
 # defaults of every key (CLI flag and YAML key alike)
 DEFAULTS = {
     "pdb": None,
-    "forcefield": None,
+    "forcefield": list(DEFAULT_FORCEFIELD),
     "steps": None,
     "dt": 0.002,
     "temperature": 300.0,
     "friction": 1.0,
     "seed": 0,
     "report_every": 100,
-    "integrator": "langevin",
+    "integrator": "auto",
     "out": None,
     "nonbonded": None,
     "cutoff": 1.0,
-    "constraints": None,
+    "constraints": "auto",
     "rigid_water": True,
     "checkpoint_every": None,
     "checkpoint_minutes": 5.0,
@@ -57,7 +63,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # unset flags stay absent so YAML values are not overridden
     p.add_argument("config", nargs="?", help="YAML file with the same keys as the flags (flags win)")
     p.add_argument("--pdb", default=S, help="structure: PDB or mmCIF (CRYST1/cell gives the periodic box)")
-    p.add_argument("--forcefield", nargs="+", default=S, help="force-field XML names, e.g. amber14-all.xml")
+    p.add_argument(
+        "--forcefield", nargs="+", default=S, help=f"force-field XML names (default: {' '.join(DEFAULT_FORCEFIELD)})"
+    )
     p.add_argument("--steps", type=int, default=S, help="total number of steps")
     p.add_argument("--dt", type=float, default=S, help="time step, ps (default 0.002)")
     p.add_argument("--temperature", type=float, default=S, help="K (default 300)")
@@ -68,7 +76,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--integrator",
         choices=["langevin", "baoab", "verlet"],
         default=S,
-        help="langevin: seed form v←av−b∇E+cn, x←x+vδt; baoab: OpenMM's LangevinMiddle; verlet: NVE",
+        help="baoab (default): OpenMM's LangevinMiddle; langevin: the sensitivity note's form v←av−b∇E+cn, "
+        "x←x+vδt (the default with --sensitivity, which needs it); verlet: NVE",
     )
     p.add_argument("--out", default=S, help="trajectory path: .dcd, .xtc, .h5")
     p.add_argument(
@@ -82,7 +91,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--constraints",
         choices=["None", "HBonds", "AllBonds", "HAngles"],
         default=S,
-        help="bond constraints (default None; waters are rigid unless --flexible-water)",
+        help="bond constraints (default HBonds, None with --sensitivity-method window; waters are rigid unless "
+        "--flexible-water)",
     )
     p.add_argument("--flexible-water", dest="rigid_water", action="store_false", default=S, help="no rigid water")
     p.add_argument(
@@ -125,7 +135,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _load_config(args) -> dict:
+def load_config(args) -> dict:
+    """The run's settings from parsed ``args`` (YAML config first, flags win), defaults resolved and checked."""
     cfg = dict(DEFAULTS)
     if args.config:
         import yaml
@@ -151,32 +162,43 @@ def _load_config(args) -> dict:
         cfg["forcefield"] = [cfg["forcefield"]]
     if isinstance(cfg["sensitivity"], str):
         cfg["sensitivity"] = [cfg["sensitivity"]]
-    if cfg["constraints"] in ("None", "none"):
-        cfg["constraints"] = None
+    _resolve_auto_defaults(cfg)
     for req, flag in (("pdb", "--pdb"), ("forcefield", "--forcefield"), ("steps", "--steps"), ("out", "--out")):
         if cfg[req] is None:
             raise UserInputError(f"missing {flag}: pass {flag} (or the key {req!r} in the YAML config)")
-    _check_values_and_out(cfg)
+    _check_values_and_out(cfg, args.config)
     return cfg
 
 
-def _check_values_and_out(cfg: dict) -> None:
+def _resolve_auto_defaults(cfg: dict) -> None:
+    """The field's defaults (BAOAB, HBonds), except where sensitivities need the seed form without constraints."""
+    sens = bool(cfg["sensitivity"])
+    if cfg["integrator"] == "auto":
+        cfg["integrator"] = "langevin" if sens else DEFAULT_INTEGRATOR
+    elif sens and cfg["integrator"] != "langevin":
+        raise UserInputError(
+            f"--sensitivity follows the seed-form Langevin step; --integrator {cfg['integrator']} cannot be "
+            "differentiated by it: drop --integrator (or pass --integrator langevin)"
+        )
+    if cfg["constraints"] == "auto":
+        window = sens and cfg["sensitivity_method"] == "window"
+        cfg["constraints"] = None if window else DEFAULT_CONSTRAINTS
+    if cfg["constraints"] in ("None", "none"):
+        cfg["constraints"] = None
+
+
+def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
     """Reject bad numbers and unsafe --out paths before any heavy import or work."""
     if int(cfg["steps"]) <= 0:
         raise UserInputError(f"--steps {cfg['steps']}: must be a positive number of steps")
     if float(cfg["temperature"]) < 0:
         raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
-    out = Path(cfg["out"])
-    inputs = [Path(cfg["pdb"])] + ([Path(cfg["config"])] if cfg.get("config") else [])
-    if any(out.exists() and i.exists() and out.resolve() == i.resolve() for i in inputs):
-        raise UserInputError(f"--out {out} is an input file; pass another --out")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserInputError(f"--out {out}: {parent} is a file, not a folder; pass another --out")
-    if out.is_dir():
-        raise UserInputError(f"--out {out} is a folder; pass a trajectory file path such as {out / 'traj.dcd'}")
-    if out.exists() and not cfg["resume"] and not cfg["overwrite"]:
-        raise UserInputError(f"{out} exists; pass --resume to continue it or --overwrite to replace it")
+    from dmd.cli.common import check_input, check_outputs
+
+    inputs = [cfg["pdb"], config]
+    resume_or_overwrite = bool(cfg["resume"]) or bool(cfg["overwrite"])
+    check_outputs(cfg["out"], inputs=inputs, overwrite=resume_or_overwrite, resume_hint=True)
+    check_input(cfg["pdb"], "--pdb", "structure")
 
 
 def build_system(cfg: dict):
@@ -275,20 +297,21 @@ def run_config(cfg: dict, system=None, stop=None):
 
 
 def run(args) -> int:
-    from dmd.cli.common import stop_on_signals
+    from dmd.cli.common import emit, stop_on_signals
 
-    cfg = _load_config(args)
+    cfg = load_config(args)
     with stop_on_signals() as stop:
         res = run_config(cfg, stop=stop)
     s = res.summary
-    print(
+    lines = [
         f"dmd simulate: {s['system']} ({s['n_atoms']} atoms, {cfg['nonbonded']}), {s['integrator']}, "
         f"steps {s['start_step']}→{s['final_step']} at {s['dt_ps']} ps: {s['steps_per_s']:.1f} steps/s "
         f"({s['ns_per_day']:.2f} ns/day); ⟨U⟩ = {s['mean_potential_kj_mol']:.2f} kJ/mol, "
         f"⟨T⟩ = {s['mean_temperature_K']:.1f} K"
-    )
+    ]
     if s.get("pressure_bar") is not None:
-        print(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {s['mean_density_g_cm3']:.4f} g/cm³")
-    for k, v in s["outputs"].items():
-        print(f"  {k:13s} {v}")
+        rho = s["mean_density_g_cm3"]
+        lines.append(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {rho:.4f} g/cm³")
+    lines += [f"  {k:13s} {v}" for k, v in s["outputs"].items()]
+    emit(args, s, "\n".join(lines))
     return 0

@@ -15,6 +15,9 @@ import argparse
 import os
 
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
+
+OUTPUTS = ("refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -27,12 +30,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("pattern", help="observed pattern CSV: 2θ (degrees), intensity")
     p.add_argument("--start", required=True, help="starting structure (.cif small-molecule CIF, or .pdb)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--constraint", choices=("p1", "family", "spacegroup"), default="spacegroup")
+    p.add_argument("--constraint", choices=("p1", "family", "spacegroup"), default="spacegroup",
+                   help="free parameters: all P1 coordinates, the family's cell, or the space group's")  # fmt: skip
     p.add_argument("--family", default=None, help="crystal family for --constraint family (default: from the CIF)")
     p.add_argument("--energy-weight", type=float, default=0.0, help="weight of the contact energy (per eV/atom)")
-    p.add_argument("--metric", choices=("cosine", "pearson", "rwp", "wasserstein"), default="cosine")
+    p.add_argument("--metric", choices=("cosine", "pearson", "rwp", "wasserstein"), default="cosine",
+                   help="pattern agreement minimized")  # fmt: skip
     p.add_argument("--smooth", type=float, default=1.0, help="initial smoothing σ (degrees 2θ), annealed; 0 = off")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=400, help="Adam steps per start")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (internal units, see xrd_params)")
     p.add_argument("--starts", type=int, default=4, help="number of starts (start 0 = the given structure)")
     p.add_argument("--jitter", type=float, nargs=2, default=(0.02, 0.1), metavar=("STRAIN", "DISP_A"),
@@ -41,7 +46,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--caglioti", type=float, nargs=3, default=(0.0, 0.0, 0.0225), metavar=("U", "V", "W"),
                    help="peak width model FWHM² = U tan²θ + V tanθ + W (deg²)")  # fmt: skip
     p.add_argument("--eta", type=float, default=0.5, help="pseudo-Voigt Lorentz fraction")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the extra starts' perturbations")
+    add_overwrite_argument(p, "the files of an earlier run in --out")
     return p
 
 
@@ -102,6 +108,15 @@ def cif_text(name, cell, spacegroup, labels, elements, pos_frac, ops=None, comme
 
 
 def run(args) -> int:
+    if args.steps < 1 or args.starts < 1:
+        raise UserInputError("--steps and --starts must be ≥ 1")
+    if args.energy_weight < 0 or args.smooth < 0:
+        raise UserInputError("--energy-weight and --smooth must be ≥ 0")
+    check_input(args.pattern, "", "pattern CSV")
+    check_input(args.start, "--start", "structure")
+    inputs = [args.pattern, args.start]
+    check_outputs(args.out, inputs=inputs, overwrite=args.overwrite, folder=True, writes=OUTPUTS)
+
     import time
 
     import gemmi
@@ -115,10 +130,6 @@ def run(args) -> int:
     from fitting.xrd_energy import make_energy_model
     from fitting.xrd_refine import RefineConfig, refine
 
-    if args.steps < 1 or args.starts < 1:
-        raise UserInputError("--steps and --starts must be ≥ 1")
-    if args.energy_weight < 0 or args.smooth < 0:
-        raise UserInputError("--energy-weight and --smooth must be ≥ 0")
     try:
         lam = powder.wavelength_of(args.wavelength)
     except ValueError as exc:
@@ -165,7 +176,7 @@ def run(args) -> int:
     starts = [jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), s) for s in starts]
     config = RefineConfig(metric=args.metric, steps=args.steps, learning_rate=args.lr, smooth_start=args.smooth,
                           energy_weight=args.energy_weight)  # fmt: skip
-    print(f"xrd-refine: {len(elements)} atoms, constraint {args.constraint} ({param.n_free()} parameters), "
+    info(f"xrd-refine: {len(elements)} atoms, constraint {args.constraint} ({param.n_free()} parameters), "
           f"{len(pm.hkl)} reflections, {len(grid)} points, {args.starts} starts × {args.steps} steps")  # fmt: skip
     t0 = time.perf_counter()
     res = refine(param, starts, pm, y_obs, config, energy)
@@ -188,7 +199,6 @@ def run(args) -> int:
 
     out = args.out
     os.makedirs(out, exist_ok=True)
-    inputs = [args.pattern, args.start]
     stem = os.path.splitext(os.path.basename(args.start))[0]
     if args.constraint == "spacegroup":
         asu = param.asymmetric_unit(jax.tree_util.tree_map(lambda x: np.asarray(x)[b], res.params))
@@ -208,7 +218,9 @@ def run(args) -> int:
         scale = y_obs.sum()
         np.savetxt(tmp, np.column_stack([grid, y_obs, y_fit_scaled * scale]), delimiter=",", fmt="%.6g",
                    header="two_theta_deg,observed,fitted", comments="")  # fmt: skip
-    _plot(os.path.join(out, "pattern.png"), grid, y_obs_n, y_start_scaled, y_fit_scaled, res.history, b, inputs)
+    anneal_end = int(config.smooth_end_fraction * config.steps) if config.smooth_start > 0 else None
+    _plot(os.path.join(out, "pattern.png"), grid, y_obs_n, y_start_scaled, y_fit_scaled, res.history, b, inputs,
+          anneal_end=anneal_end, metric=args.metric)  # fmt: skip
     summary = {
         "pattern": os.path.abspath(args.pattern),
         "start": os.path.abspath(args.start),
@@ -231,34 +243,38 @@ def run(args) -> int:
         "outputs": ["refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json"],
     }
     write_json(os.path.join(out, "summary.json"), summary, inputs)
-    print(f"xrd-refine: cosine {metrics['start']['cosine']:.4f} → {metrics['refined']['cosine']:.4f}, "
-          f"Rwp {metrics['start']['rwp']:.3f} → {metrics['refined']['rwp']:.3f}; cell "
-          f"{' '.join(f'{v:.4f}' for v in cell_f)}; {wall:.1f} s; wrote {out}/refined.cif")  # fmt: skip
+    text = (f"dmd xrd-refine: cosine {metrics['start']['cosine']:.4f} → {metrics['refined']['cosine']:.4f}, "
+            f"Rwp {metrics['start']['rwp']:.3f} → {metrics['refined']['rwp']:.3f}; cell "
+            f"{' '.join(f'{v:.4f}' for v in cell_f)}; {wall:.1f} s; wrote {out}/refined.cif")  # fmt: skip
+    emit(args, summary, text)
     return 0
 
 
-def _plot(path, grid, y_obs, y_start, y_fit, history, best, inputs):
-    from dmd.base.plotting import pyplot
+def _plot(path, grid, y_obs, y_start, y_fit, history, best, inputs, anneal_end=None, metric=""):
+    """Observed / start / refined patterns, the residual, and the loss of every start per step.
 
-    plt = pyplot()
+    With the multi-scale metric the loss is measured on smoothed patterns until ``anneal_end`` and on the exact
+    metric after it, so the curve steps there: the line marks it.
+    """
+    from dmd.base.plotting import new_figure, save_figure
 
-    from dmd.base.io import atomic_path
-
-    fig, axes = plt.subplots(3, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1, 1.5]})
+    fig, axes = new_figure(3, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1, 1.5]})
     axes[0].plot(grid, y_obs, "k", lw=1, label="observed")
     axes[0].plot(grid, y_fit, "r", lw=0.8, label="refined")
     axes[0].plot(grid, y_start, "b", lw=0.6, alpha=0.5, label="start")
     axes[0].set_ylabel("intensity (observed: unit sum)")
     axes[0].legend(fontsize=8)
-    axes[1].plot(grid, y_obs - y_fit, "g", lw=0.8)
+    axes[1].plot(grid, y_obs - y_fit, "g", lw=0.8, label="observed − refined")
+    axes[1].axhline(0.0, color="k", lw=0.5)
     axes[1].set_ylabel("obs − fit")
     axes[1].set_xlabel("2θ (degrees)")
+    axes[1].legend(fontsize=8)
     axes[2].semilogy(history["xrd"], lw=0.6, alpha=0.5)
-    axes[2].semilogy(history["xrd"][:, best], "k", lw=1.2, label="best start")
-    axes[2].set_xlabel("step")
-    axes[2].set_ylabel("XRD loss (smoothed)")
+    axes[2].semilogy(history["xrd"][:, best], "k", lw=1.2, label="best start (others faint)")
+    if anneal_end is not None:
+        axes[2].axvline(anneal_end, color="tab:orange", ls="--", lw=1, label="smoothing ends: exact metric after")
+    axes[2].set_xlabel("optimizer step")
+    axes[2].set_ylabel(f"XRD loss ({metric})" if metric else "XRD loss")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, inputs) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, inputs, dpi=110)

@@ -5,9 +5,12 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis.indexing import (
+    EXACT_CHI2,
+    PRECISE_CHI2,
     PRIMITIVE_FALLBACK_SCORE,
     ErrorModel,
     SearchConfig,
+    data_sigma_scale,
     explains_data,
     index_peaks,
     line_coverage,
@@ -58,10 +61,54 @@ def test_fallback_decision_on_true_cell_supercell_and_precise_data():
     assert 0.2 < reduced_chi2(big, q, sig) < 2.5  # passes the χ² test: only the coverage rejects it
     assert line_coverage(big, q) < 0.6 * line_coverage(truth, q)
     assert needs_primitive_search(big, q, sig, n_impurity=1)
-    # a σ ten times the real error (data far more precise than assumed): χ²_ν ≈ 0.01, inconclusive
-    loose, sig10 = _refine(MONO, p, tol_k=10.0)
-    assert reduced_chi2(loose, q, sig10) < 0.05
-    assert needs_primitive_search(loose, q, sig10, n_impurity=1)
+    # a σ three times the real error: χ²_ν ≈ 0.1, between PRECISE_CHI2 and EXPLAINS_CHI2_MIN: inconclusive,
+    # the triclinic search runs (exact benchmark data had a wrong cell at χ²_ν = 0.05)
+    loose, sig3 = _refine(MONO, p, tol_k=3.0)
+    assert PRECISE_CHI2 < reduced_chi2(loose, q, sig3) < 0.2
+    assert needs_primitive_search(loose, q, sig3, n_impurity=1)
+
+
+def test_error_model_from_the_data_on_precise_lists():
+    """Data 30 times more precise than the σ(q²) model (synchrotron lists, issue 21): judged on their own error."""
+    p = _noisy_mp(11)
+    q = p.inv_d2
+    precise, sig30 = _refine(MONO, p, tol_k=30.0)
+    chi2 = reduced_chi2(precise, q, sig30)
+    assert EXACT_CHI2 < chi2 < PRECISE_CHI2  # ≈ 1/30² ≈ 1.1e-3
+    k = data_sigma_scale(precise, q, sig30, n_impurity=1)
+    assert abs(k - 1 / 30) < 0.5 / 30  # the data's error recovered within the χ² scatter at ~15 dof (sd ≈ 20 %)
+    assert precise.score < PRIMITIVE_FALLBACK_SCORE
+    # the fixed model doubts the cell (χ²_ν below EXPLAINS_CHI2_MIN) and would run the triclinic search
+    assert needs_primitive_search(precise, q, sig30, n_impurity=1, error_model="fixed")
+    assert not needs_primitive_search(precise, q, sig30, n_impurity=1)
+    # the doubled cell still does not explain the data under the data's own error (coverage)
+    big, _ = _refine([2 * MONO[0], *MONO[1:]], p, tol_k=30.0)
+    assert data_sigma_scale(big, q, sig30, n_impurity=1) is None
+    assert needs_primitive_search(big, q, sig30, n_impurity=1)
+    # exact data (χ²_ν < EXACT_CHI2): no data scale, the ranking score alone decides as before
+    clean = synthetic_pattern("mP", np.random.default_rng(11), cell=MONO, spacegroup="P 1 21/c 1")
+    exact, sig_e = _refine(MONO, clean)
+    assert reduced_chi2(exact, clean.inv_d2, sig_e) < EXACT_CHI2
+    assert data_sigma_scale(exact, clean.inv_d2, sig_e, n_impurity=1) < 1e-3
+    # ... the true cell of exact data scores above PRIMITIVE_FALLBACK_SCORE, so no fallback either way
+    assert exact.score >= PRIMITIVE_FALLBACK_SCORE
+
+
+def test_precise_monoclinic_list_skips_the_triclinic_search():
+    """A monoclinic list with 0.002° 2θ errors (benchmarks/bench_index_precise.py) indexed without the fallback."""
+    rng = np.random.default_rng(4)
+    p = synthetic_pattern("mP", rng, cell=MONO, spacegroup="P 1 21/c 1")
+    tth = np.round(p.two_theta + rng.normal(0.0, 0.002, p.two_theta.size), 4)
+    pk = peaks_from_values(tth, "2theta", wavelength=p.wavelength)
+    res = index_peaks(pk, "monoclinic", config=CFG)
+    best = res.solutions[0]
+    assert same_lattice(p.cell, "P", best.cell, best.centring, 2e-3) and best.bravais == "mP"
+    assert "monoclinic via triclinic" not in res.n_candidates
+    # 0.002° in 2θ at Cu Kα is Δq² ≈ 1e-5-2e-5 Å⁻² against σ(q²) ≈ 1.3e-4-4e-4 over these lines: k ≈ 0.05-0.1
+    assert 0.03 < res.sigma_scale < 0.15, res.sigma_scale
+    # without the data's error model the same best cell would have sent the search to triclinic
+    sig = sigma_inv_d2(pk.inv_d2)
+    assert needs_primitive_search(best, pk.inv_d2, sig, 1, error_model="fixed")
 
 
 def test_fallback_skipped_when_the_search_explains_noisy_data():

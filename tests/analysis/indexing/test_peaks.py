@@ -27,13 +27,22 @@ def test_three_unit_conventions_agree():
     "values, units, kw, match",
     [
         (Q2[:3], "q2", {}, "needs at least"),
-        (Q2[::-1], "q2", {}, "out of order"),
         (np.r_[Q2[:5], Q2[4], Q2[5:]], "q2", {}, "duplicates"),
         (np.r_[-0.01, Q2], "q2", {}, "non-positive"),
         (np.r_[Q2[:5], np.nan, Q2[5:]], "q2", {}, "not a finite"),
         (Q2, "furlongs", {}, "unknown units"),
         (np.linspace(10, 80, 12), "2theta", {}, "need the wavelength"),
-        (np.linspace(10, 190, 12), "2theta", {"wavelength": 1.54}, r"\(0, 180\)"),
+        (np.linspace(10, 190, 12), "2theta", {"wavelength": 1.54}, r"peak 12: 2θ = 190° is outside \(0, 180\)"),
+        (np.r_[-5.0, np.linspace(10, 80, 11)], "2theta", {"wavelength": 1.54}, "peak 1: non-positive"),
+        (np.r_[Q2[:5], np.inf, Q2[5:]], "q2", {}, "peak 6: position inf is not a finite"),
+        # d-spacings passed as 2θ: falling, all below 20
+        (1 / np.sqrt(Q2), "2theta", {"wavelength": 1.5406}, "look like d-spacings.*--units d"),
+        # 2θ passed as d: rising up to 80
+        (np.linspace(10, 80, 12), "d", {}, "look like 2θ.*--units 2theta"),
+        # 2θ passed as q²: far beyond any 1/d²
+        (np.linspace(10, 80, 12), "q2", {}, "is not a diffraction line.*--units"),
+        # d passed as q²: falling and above 1 Å⁻²
+        (1 / np.sqrt(Q2), "q2", {}, "look like d-spacings.*--units d"),
         (np.linspace(10, 80, 12), "2theta", {"wavelength": -1.0}, "not positive"),
         (1 / np.sqrt(Q2), "d", {"intensities": np.ones(3)}, "intensities"),
     ],
@@ -43,15 +52,41 @@ def test_bad_input_raises_with_fix(values, units, kw, match):
         peaks_from_values(values, units, system="cubic" if len(values) > 3 else None, **kw)
 
 
-def test_d_spacings_must_descend():
-    with pytest.raises(UserInputError, match="descending"):
-        peaks_from_values(np.sqrt(Q2), "d")
+def test_unsorted_lines_are_sorted_and_said():
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(Q2.size)
+    inten = np.arange(Q2.size, dtype=float)
+    pk = peaks_from_values(Q2[perm], "q2", intensities=inten[perm], source="shuffled.txt")
+    np.testing.assert_array_equal(pk.inv_d2, Q2)
+    np.testing.assert_array_equal(pk.intensity, inten)  # intensities travel with their lines
+    assert len(pk.notes) == 1 and "shuffled.txt" in pk.notes[0] and "sorted" in pk.notes[0]
+    # d-spacings ascending (below the 2θ-like range): sorted descending in d, i.e. ascending in q²
+    pk = peaks_from_values(np.sqrt(Q2), "d")
+    np.testing.assert_allclose(pk.inv_d2, np.sort(1 / Q2), rtol=1e-12)
+    assert "descending" in pk.notes[0]
+    # a list in order carries no note
+    assert peaks_from_values(Q2, "q2").notes == ()
+
+
+def test_duplicates_found_after_sorting():
+    with pytest.raises(UserInputError, match=r"peaks: peak 1 and peak 7 are duplicates.*remove the repeated"):
+        peaks_from_values(np.r_[Q2[6], Q2[:5], Q2[6], Q2[7:]], "q2")
+
+
+def test_reversed_two_theta_list_is_sorted_not_called_d():
+    # a falling 2θ list above the d-spacing range is a 2θ list in the wrong order
+    tth = cell_mod.two_theta_from_inv_d2(Q2, 1.5406)
+    pk = peaks_from_values(tth[::-1], "2theta", wavelength=1.5406)
+    np.testing.assert_allclose(pk.inv_d2, Q2, rtol=1e-12)
+    assert pk.notes
 
 
 def test_min_peaks_depends_on_lattice():
     peaks_from_values(Q2[:4], "q2", system="cubic")  # 4 lines are enough for one parameter
-    with pytest.raises(UserInputError, match="triclinic lattice system needs at least 12"):
+    with pytest.raises(UserInputError, match="triclinic lattice system needs at least 12.*cubic 4"):
         peaks_from_values(Q2[:11], "q2", system="triclinic")
+    with pytest.raises(UserInputError, match="3 peaks given but indexing in any lattice system needs at least 4"):
+        peaks_from_values(Q2[:3], "q2")
 
 
 def test_read_file_header_and_override(tmp_path):
@@ -71,5 +106,9 @@ def test_read_file_header_and_override(tmp_path):
     h.write_text("# units: d\n1.0\nabc\n")
     with pytest.raises(UserInputError, match=r"bad.txt:3"):
         read_peak_file(h)
+    n = tmp_path / "nan.txt"
+    n.write_text("# units: q2\n" + "\n".join(f"{v:.6f}" for v in Q2[:4]) + "\nnan\n" + f"{Q2[5]}\n")
+    with pytest.raises(UserInputError, match=r"nan.txt:6: position nan is not a finite number"):
+        read_peak_file(n)
     with pytest.raises(UserInputError, match="no such peak file"):
         read_peak_file(tmp_path / "missing.txt", units="d")

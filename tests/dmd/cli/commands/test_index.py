@@ -56,9 +56,15 @@ def test_cli_batch_folder(tmp_path, capsys):
 
 def test_cli_bad_input_exit_code(tmp_path, capsys):
     f = tmp_path / "p.txt"
-    f.write_text("10.0\n9.0\n12.0\n14.0\n15.0\n")
+    f.write_text("10.0\n9.0\n12.0\n14.0\n10.0\n")
     assert main(["index", str(f), "--units", "2theta", "--wavelength", "1.54", "--lattice", "cubic"]) == 2
-    assert "out of order" in capsys.readouterr().err
+    assert "p.txt:1 and line 5 are duplicates" in capsys.readouterr().err
+    d = tmp_path / "d_as_2theta.txt"
+    d.write_text("\n".join(f"{v:.4f}" for v in 4.2 / np.sqrt(np.arange(1, 9))) + "\n")
+    assert main(["index", str(d), "--units", "2theta", "--wavelength", "1.54"]) == 2
+    assert "look like d-spacings" in capsys.readouterr().err
+    assert main(["index", str(d), "--units", "d", "--lattice", "mP"]) == 2
+    assert "monoclinic lattice system needs at least 10" in capsys.readouterr().err
     assert main(["index", str(f), "--units", "parsecs"]) == 2
     assert "unknown units" in capsys.readouterr().err
     assert main(["index", str(tmp_path / "nope.txt"), "--units", "d"]) == 2

@@ -16,6 +16,7 @@ import mdtraj
 import numpy as np
 import pytest
 
+from dmd.base.errors import UserInputError
 from dmd.cli import main
 from dmd.trajectory import TrajectoryWriter
 
@@ -116,3 +117,27 @@ def test_writing_many_frames_keeps_memory_flat(tmp_path):
     got = mdtraj.load_frame(str(path), 99_999, top=top)
     np.testing.assert_allclose(got.xyz[0], frame[-1], atol=1e-5)
     assert os.path.getsize(path) > 100_000 * top.n_atoms * 12
+
+
+def test_defaults_are_the_fields(tmp_path):
+    # Issue 19: OpenMM users' defaults (BAOAB, HBonds, amber14 + TIP3P-FB, as `dmd energy`), except where the
+    # sensitivities need the seed-form step (and, for the window method, no constraints). No simulation is run.
+    from dmd.cli import build_parser
+    from dmd.cli.commands.simulate import load_config
+
+    def cfg(*extra):
+        args = build_parser().parse_args(
+            ["simulate", "--pdb", PDB, "--steps", "10", "--out", str(tmp_path / "t.dcd"), *extra]
+        )
+        return load_config(args)
+
+    plain = cfg()
+    assert (plain["integrator"], plain["constraints"]) == ("baoab", "HBonds")
+    assert plain["forcefield"] == ["amber14-all.xml", "amber14/tip3pfb.xml"]
+    sens = cfg("--sensitivity", "x")
+    assert (sens["integrator"], sens["constraints"]) == ("langevin", "HBonds")
+    window = cfg("--sensitivity", "x", "--sensitivity-method", "window", "--window", "5")
+    assert (window["integrator"], window["constraints"]) == ("langevin", None)
+    assert cfg("--constraints", "None")["constraints"] is None
+    with pytest.raises(UserInputError, match="drop --integrator"):
+        cfg("--sensitivity", "x", "--integrator", "baoab")
