@@ -304,6 +304,7 @@ def build_system(spec: dict, base: Path):
         if name not in factories:
             raise UserInputError(f"system.model {name!r}: use one of {', '.join(factories)}")
         dtype = {"float32": jnp.float32, "float64": jnp.float64}[spec.pop("dtype", "float32")]
+        all_pairs = spec.pop("neighbor_list", True) is False  # small systems: all pairs, no list to rebuild
         cells = spec.pop("fcc_cells", None)
         if cells is not None:  # an FCC crystal of cells³ conventional cells (4 atoms each), at the given density
             spec["n_atoms"] = 4 * int(cells) ** 3
@@ -322,6 +323,8 @@ def build_system(spec: dict, base: Path):
             system = dataclasses.replace(system, positions=jnp.asarray(xtal, dtype))
         if cells is not None:
             system = dataclasses.replace(system, positions=jnp.asarray(fcc_positions(int(cells), system.box), dtype))
+        if all_pairs:  # every pair by minimum image (cutoff < half the box); NPT then never recompiles for a list
+            system = dataclasses.replace(system, neighbor_fn=None)
         return system
     if "pdb" in spec:
         from dmd.openmm_system import system_from_pdb
