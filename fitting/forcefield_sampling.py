@@ -21,11 +21,11 @@ import numpy as np
 
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.integrators import make_integrator
+from dmd.npt_run import BAROSTATS
 from dmd.runloop import grow_neighbors, redo_on_overflow
 from dmd.space import wrap_positions
 
 __all__ = [
-    "BAROSTATS",
     "check_npt_settings",
     "check_frames",
     "make_sampler",
@@ -34,8 +34,6 @@ __all__ = [
     "sampled_energy_fn",
     "pathwise_sample",
 ]
-
-BAROSTATS = ("isotropic", "anisotropic")
 
 
 def check_npt_settings(system, cfg, where: str = "") -> None:
