@@ -139,17 +139,10 @@ def load_config(args) -> dict:
     """The run's settings from parsed ``args`` (YAML config first, flags win), defaults resolved and checked."""
     cfg = dict(DEFAULTS)
     if args.config:
-        import yaml
+        from dmd.base.config import load_config as read_yaml
 
         path = Path(args.config)
-        if not path.exists():
-            raise UserInputError(f"{path}: config file not found; pass an existing YAML file or use flags")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserInputError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
-        if not isinstance(data, dict):
-            raise UserInputError(f"{path}: expected a mapping of keys (pdb:, forcefield:, steps:, ...)")
+        data = read_yaml(path, what="simulate config (pdb:, forcefield:, steps:, ...)")
         for k, v in data.items():
             key = k.replace("-", "_")
             if key not in DEFAULTS:
