@@ -90,6 +90,7 @@ def main(argv=None):
 
     import jax
 
+    from dmd.base.io import write_json
     from fitting import reweight as rw
     from fitting.fstore import FrameStore
     from fitting.sharding import frame_mesh
@@ -104,10 +105,7 @@ def main(argv=None):
     def record(**kw):
         res.update(kw)
         if args.out:
-            tmp = f"{args.out}.partial"
-            with open(tmp, "w") as fh:
-                json.dump(res, fh, indent=1)
-            os.replace(tmp, args.out)
+            write_json(args.out, res)
 
     t0 = time.perf_counter()
     z = _generate_in_place(t, m, min(args.chunk, t))

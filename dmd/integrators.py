@@ -60,6 +60,7 @@ __all__ = [
     "Integrator",
     "langevin",
     "langevin_middle",
+    "baoab_move",
     "velocity_verlet",
     "make_integrator",
     "INTEGRATORS",
@@ -257,6 +258,28 @@ def _make_init(system, kT, efn, cons, masses):
     return init
 
 
+def _closures(system):
+    """What every integrator's ``step`` closes over: (masses ``[N]`` amu, energy-and-forces, constraint
+    functions or None, virtual-site placer)."""
+    masses = jnp.asarray(system.masses)
+    return masses, _energy_and_forces(system), _constraint_fns(system, masses), _site_placer(system)
+
+
+def _shaken_drift(x, x_new, v, dt, cons):
+    """(x_c, v) after a drift x → ``x_new``: with constraints, x_c = SHAKE(x_new) and v = (x_c − x)/δt (the seed
+    form and Verlet; module docstring); without, ``(x_new, v)`` unchanged."""
+    if cons is not None:
+        x_new = cons.positions(x_new, x)
+        v = (x_new - x) / dt
+    return x_new, v
+
+
+def _assemble(system, kT, efn, cons, masses, step, name, dt, temperature, friction) -> Integrator:
+    """The :class:`Integrator` of ``step`` with its ``init`` (:func:`_make_init`)."""
+    init = _make_init(system, kT, efn, cons, masses)
+    return Integrator(init, step, name, dt, temperature, friction, n_degrees_of_freedom(system))
+
+
 def langevin(system, *, dt: float, temperature: float, friction: float) -> Integrator:
     """Seed-form Langevin "v ← a v − b∇E + c n; x ← x + v δt" (module docstring; coefficients from
     :func:`langevin_coefficients`).
@@ -268,11 +291,8 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
     if not friction > 0:
         raise ValueError("seed-form Langevin needs friction > 0; use velocity_verlet for NVE")
     kT = BOLTZMANN_KJ_MOL_K * temperature
-    masses = jnp.asarray(system.masses)
+    masses, efn, cons, place = _closures(system)
     a, b, c = langevin_coefficients(dt, friction, kT, masses)
-    efn = _energy_and_forces(system)
-    cons = _constraint_fns(system, masses)
-    place = _site_placer(system)
 
     def step(state, params):
         key, nkey = jax.random.split(state.key)
@@ -280,23 +300,42 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
         noise = jax.random.normal(nkey, x.shape, x.dtype)
         # −b∇E = +b F
         v = a * state.velocities + b.astype(x.dtype) * state.forces + c.astype(x.dtype) * noise
-        x_new = x + v * dt
-        if cons is not None:
-            x_new = cons.positions(x_new, x)
-            v = (x_new - x) / dt
+        x_new, v = _shaken_drift(x, x + v * dt, v, dt, cons)
         x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
-    return Integrator(
-        _make_init(system, kT, efn, cons, masses),
-        step,
-        "langevin",
-        dt,
-        temperature,
-        friction,
-        n_degrees_of_freedom(system),
-    )
+    return _assemble(system, kT, efn, cons, masses, step, "langevin", dt, temperature, friction)
+
+
+def baoab_move(x, v, forces, noise_key, *, dt, inv_m, a, c, cons):
+    """One BAOAB (LangevinMiddle) move of positions and velocities, as the module docstring writes it: the B kick
+    with the forces at ``x``, A, O, A, then the constraints. The one home of the BAOAB update, shared by
+    :func:`langevin_middle` (fixed box) and :func:`dmd.npt.make_npt` (box as state).
+
+    Args:
+      x, v, forces: ``[N, 3]`` nm, nm/ps, kJ/mol/nm. noise_key: PRNG key of the O step's noise. dt: ps.
+      inv_m: ``[N, 1]`` 1/m, amu⁻¹ (0 for massless particles). a: exp(−γ δt), a scalar (array or float).
+      c: ``[N, 1]`` sqrt((1 − a²) kT/m), nm/ps. cons: constraint functions (:mod:`dmd.constraints`) or None.
+
+    Returns:
+      (x'' ``[N, 3]`` before virtual sites are placed, v ``[N, 3]`` half-step velocities), in ``x.dtype``.
+    """
+    dtype = x.dtype
+    v = v + (dt * inv_m.astype(dtype)) * forces
+    if cons is not None:
+        v = cons.velocities(v, x)
+    x_new = x + (0.5 * dt) * v
+    a = a.astype(dtype) if hasattr(a, "astype") else a
+    v = a * v + c.astype(dtype) * jax.random.normal(noise_key, x.shape, dtype)
+    x_new = x_new + (0.5 * dt) * v
+    if cons is not None:
+        x_unc = x_new
+        x_new = cons.positions(x_unc, x)
+        # OpenMM: v += (x_c − x_unc)/δt, which keeps the post-O velocity (not (x_c − x)/δt,
+        # the mean of the pre- and post-O velocities, which would halve the noise and T)
+        v = v + (x_new - x_unc) / dt
+    return x_new, v
 
 
 def langevin_middle(system, *, dt: float, temperature: float, friction: float) -> Integrator:
@@ -306,44 +345,22 @@ def langevin_middle(system, *, dt: float, temperature: float, friction: float) -
       system: :class:`dmd.System`. dt: ps. temperature: K. friction: γ, 1/ps (≥ 0).
     """
     kT = BOLTZMANN_KJ_MOL_K * temperature
-    masses = jnp.asarray(system.masses)
+    masses, efn, cons, place = _closures(system)
     massive, safe = _massive(masses)
     a = jnp.exp(-friction * dt)
     c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
     inv_m = _inverse_masses(masses)
-    efn = _energy_and_forces(system)
-    cons = _constraint_fns(system, masses)
-    place = _site_placer(system)
 
     def step(state, params):
         key, nkey = jax.random.split(state.key)
-        x = state.positions
-        dtype = x.dtype
-        v = state.velocities + (dt * inv_m.astype(dtype)) * state.forces
-        if cons is not None:
-            v = cons.velocities(v, x)
-        x_new = x + (0.5 * dt) * v
-        v = a.astype(dtype) * v + c.astype(dtype) * jax.random.normal(nkey, x.shape, dtype)
-        x_new = x_new + (0.5 * dt) * v
-        if cons is not None:
-            x_unc = x_new
-            x_new = cons.positions(x_unc, x)
-            # OpenMM: v += (x_c − x_unc)/δt, which keeps the post-O velocity (not (x_c − x)/δt,
-            # the mean of the pre- and post-O velocities, which would halve the noise and T)
-            v = v + (x_new - x_unc) / dt
+        x_new, v = baoab_move(
+            state.positions, state.velocities, state.forces, nkey, dt=dt, inv_m=inv_m, a=a, c=c, cons=cons
+        )
         x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
-    return Integrator(
-        _make_init(system, kT, efn, cons, masses),
-        step,
-        "baoab",
-        dt,
-        temperature,
-        friction,
-        n_degrees_of_freedom(system),
-    )
+    return _assemble(system, kT, efn, cons, masses, step, "baoab", dt, temperature, friction)
 
 
 def velocity_verlet(system, *, dt: float, temperature: float | None = None, friction=None) -> Integrator:
@@ -353,21 +370,15 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
       system: :class:`dmd.System`. dt: ps. temperature: K for ``init`` (None: start at rest).
     """
     kT = None if temperature is None else BOLTZMANN_KJ_MOL_K * temperature
-    masses = jnp.asarray(system.masses)
+    masses, efn, cons, place = _closures(system)
     inv_m = _inverse_masses(masses)
-    efn = _energy_and_forces(system)
-    cons = _constraint_fns(system, masses)
-    place = _site_placer(system)
 
     def step(state, params):
         x = state.positions
         dtype = x.dtype
         half = (0.5 * dt) * inv_m.astype(dtype)
         v = state.velocities + half * state.forces
-        x_new = x + dt * v
-        if cons is not None:
-            x_new = cons.positions(x_new, x)
-            v = (x_new - x) / dt
+        x_new, v = _shaken_drift(x, x + dt * v, v, dt, cons)
         x_new = place(x_new)
         e, f, nbr = efn(params, x_new, state.neighbor)
         v = v + half * f
@@ -375,9 +386,7 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
             v = cons.velocities(v, x_new)
         return IntegratorState(x_new, v, f, e, state.key, state.step + 1, nbr)
 
-    return Integrator(
-        _make_init(system, kT, efn, cons, masses), step, "verlet", dt, temperature, None, n_degrees_of_freedom(system)
-    )
+    return _assemble(system, kT, efn, cons, masses, step, "verlet", dt, temperature, None)
 
 
 INTEGRATORS = {"langevin": langevin, "baoab": langevin_middle, "verlet": velocity_verlet}

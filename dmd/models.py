@@ -26,6 +26,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dmd.base.errors import UserInputError
+from dmd.forces.nonbonded import lj_pair_energy, switch_factor
 from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.system import System
 
@@ -66,20 +67,13 @@ def _lattice_positions(n_atoms: int, box_length: float, rng: np.random.Generator
     return np.mod(best + rng.normal(scale=jitter * best_d, size=(n_atoms, 3)), box_length)
 
 
-def _switch(r2, r_switch, r_cut):
-    """OpenMM switching function S(r) (see module docstring); 1 below r_switch, 0 at r_cut."""
-    r = jnp.sqrt(r2)
-    x = jnp.clip((r - r_switch) / (r_cut - r_switch), 0.0, 1.0)
-    return 1 - x**3 * (10 - 15 * x + 6 * x**2)
-
-
 def _lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch):
-    """Masked LJ pair energies; the double-where keeps gradients finite for masked pairs."""
+    """Masked LJ pair energies (:func:`dmd.forces.nonbonded.lj_pair_energy` times OpenMM's switch
+    :func:`dmd.forces.nonbonded.switch_factor`); the double-where keeps gradients finite for masked pairs."""
     r2_safe = jnp.where(mask, r2, 1.0)
-    s6 = (sig * sig / r2_safe) ** 3
-    e = 4 * eps * (s6 * s6 - s6)
+    e = lj_pair_energy(sig * sig / r2_safe, eps)
     if r_switch is not None:
-        e = e * _switch(r2_safe, r_switch, r_cut)
+        e = e * switch_factor(jnp.sqrt(r2_safe), r_cut, r_switch)
     return jnp.where(mask, e, 0.0)
 
 

@@ -33,9 +33,15 @@ from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molec
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.constraints import make_constraint_fns
+from dmd.integrators import baoab_move
+from dmd.runloop import redo_on_overflow
 from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["NPT", "NPTState", "make_npt", "run_npt"]
+
+# redos of one overflowed chunk before giving up: more than dmd.runloop.MAX_REALLOCATIONS, as an NPT list grows by
+# a fixed step per redo (``_Lists.grow``), not by 1.5^attempt
+_MAX_OVERFLOW_REDOS = 20
 
 
 @functools.partial(
@@ -254,17 +260,7 @@ def make_npt(
 
     def baoab(st, params):
         key, nkey = jax.random.split(st.key)
-        x, dtype = st.positions, st.positions.dtype
-        v = st.velocities + (dt * inv_m.astype(dtype)) * st.forces
-        if cons is not None:
-            v = cons.velocities(v, x)
-        x_new = x + (0.5 * dt) * v
-        v = a * v + c.astype(dtype) * jax.random.normal(nkey, x.shape, dtype)
-        x_new = x_new + (0.5 * dt) * v
-        if cons is not None:
-            x_unc = x_new
-            x_new = cons.positions(x_unc, x)
-            v = v + (x_new - x_unc) / dt
+        x_new, v = baoab_move(st.positions, st.velocities, st.forces, nkey, dt=dt, inv_m=inv_m, a=a, c=c, cons=cons)
         x_new = place(x_new)
         u, f, nbr = energy_forces(params, x_new, st.box, st.neighbor)
         return st.replace(
@@ -413,7 +409,6 @@ def run_npt(
     total_mass = float(np.sum(np.asarray(system.masses)))
     vols, pes, dus = [], [], []
     rebuilds = 0
-    failures = 0  # consecutive overflowed chunks
     done = 0
     runners = {}
     while done < n_cycles:
@@ -421,15 +416,15 @@ def run_npt(
         key = (id(npt), n)
         if key not in runners:
             runners[key] = _run_chunk(npt, n, tangents, record_positions)
-        new, (v, u, stale, du, extra) = runners[key](state, params)
-        overflow = new.neighbor is not None and bool(new.neighbor.did_buffer_overflow)
-        if overflow:  # an overflowed list dropped pairs somewhere in the chunk: redo it with more room
-            failures += 1
-            if failures > 20:
-                raise RuntimeError("NPT: the neighbour list overflowed 20 chunks in a row")
-            state = state.replace(neighbor=npt.neighbor_fns.grow(state.neighbor, state.positions, state.box))
-            continue
-        failures = 0
+        run_chunk, fns = runners[key], npt.neighbor_fns
+        # an overflowed list dropped pairs somewhere in the chunk: redo it with more room (dmd.runloop)
+        state, (new, (v, u, stale, du, extra)), _ = redo_on_overflow(
+            lambda st, run_chunk=run_chunk: run_chunk(st, params),
+            state,
+            neighbor_of=lambda out: out[0].neighbor,
+            regrow=lambda st, _out, _attempt, fns=fns: st.replace(neighbor=fns.grow(st.neighbor, st.positions, st.box)),
+            max_attempts=_MAX_OVERFLOW_REDOS,
+        )
         good = int(np.sum(~np.asarray(stale)))
         vols.append(np.asarray(v)[:good])
         pes.append(np.asarray(u)[:good])

@@ -11,7 +11,6 @@ Units: nm, ps, K, bar, kJ/mol.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from dmd.base.errors import RunInterrupted, UserInputError
 from dmd.base.io import atomic_path, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
-from dmd.simulate import RunConfig, RunResult, default_paths
+from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, write_checkpoint
 from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["BAROSTATS", "check_pressure_settings", "simulate_npt"]
@@ -62,23 +61,13 @@ def _save(path, state: NPTState, info: dict, inputs=()) -> None:
     if jnp.issubdtype(state.key.dtype, jax.dtypes.prng_key):
         arrays["key"] = np.asarray(jax.random.key_data(state.key))
     arrays.update({f"barostat_{k}": np.asarray(getattr(state.barostat, k)) for k in _BARO_FIELDS})
-    arrays["info"] = np.asarray(json.dumps(info))
-    with atomic_path(path, inputs) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    write_checkpoint(path, arrays, info, inputs)
 
 
 def _load(path, system) -> tuple[NPTState, dict]:
-    path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"{path}: no checkpoint to resume from; run without --resume first")
-    with np.load(path) as z:
-        d = {k: z[k] for k in z.files}
-    info = json.loads(str(d["info"]))
+    d, info = read_checkpoint(path, system)
     if "pressure_bar" not in info:
         raise UserInputError(f"{path}: not a constant-pressure checkpoint; resume without --pressure")
-    if d["positions"].shape != tuple(np.shape(system.positions)):
-        raise UserInputError(f"{path}: checkpoint atoms differ from the system's; resume with the same --pdb")
     bs = BarostatState(*(jnp.asarray(d[f"barostat_{k}"]) for k in _BARO_FIELDS))
     st = NPTState(*(jnp.asarray(d[k]) for k in _STATE_FIELDS), None, bs, jnp.zeros((), bool))
     return st, info

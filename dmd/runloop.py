@@ -1,5 +1,5 @@
 """Neighbour-list overflow care shared by every run loop (``dmd.simulate``, ``dmd.sensitivity``,
-``dmd.estimators``, ``fitting.forcefield``).
+``dmd.estimators``, ``dmd.npt``, ``fitting.forcefield``).
 
 A jitted chunk of steps cannot resize its neighbour list: when the list (or jax-md's cell list) runs out of
 capacity it sets an overflow flag and silently drops pairs, so the chunk's forces were wrong. The host then grows

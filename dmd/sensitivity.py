@@ -402,21 +402,8 @@ def run_sensitivities(
     sel, steps, dt, temperature, friction, report_every = _check_args(
         system, names, steps, dt, temperature, friction, method, window, report_every, window_capacity
     )
-    frames, chunk, carry, consts = prepare_run(
-        system,
-        sel,
-        steps,
-        dt,
-        temperature,
-        friction,
-        seed,
-        method,
-        window,
-        report_every,
-        pos,
-        vel,
-        capacity=window_capacity,
-    )
+    run_args = (system, sel, steps, dt, temperature, friction, seed, method, window, report_every, pos, vel)
+    frames, chunk, carry, consts = prepare_run(*run_args, capacity=window_capacity)
     outs, notes = run_chunks(system, chunk, carry, consts, frames, report_every, chunk_steps, progress)
     out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     times = dt * report_every * np.arange(1, frames + 1)

@@ -33,11 +33,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import RunInterrupted, SimulationDiverged, UserInputError
-from dmd.base.io import atomic_path, write_json
+from dmd.base.io import savez, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
 from dmd.runloop import grown_state, is_cell_list, overflowed, positions_for_allocation, redo_on_overflow
 
-__all__ = ["RunConfig", "RunResult", "simulate", "default_paths", "load_checkpoint"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "simulate",
+    "default_paths",
+    "load_checkpoint",
+    "read_checkpoint",
+    "write_checkpoint",
+]
 
 CHECKPOINT_VERSION = 1
 
@@ -159,33 +167,43 @@ def _save_checkpoint(path, state, info: dict, inputs=()):
     }
     for k, leaf in enumerate(leaves):
         arrays[f"neighbor_{k}"] = np.asarray(leaf)
+    write_checkpoint(path, arrays, info, inputs)
+
+
+def write_checkpoint(path, arrays: dict, info: dict, inputs=()) -> None:
+    """Write a checkpoint atomically: the state's ``arrays`` (name → array) and the JSON ``info`` in one ``.npz``
+    (:func:`dmd.base.io.savez`); :func:`read_checkpoint` reads it back. Used by :func:`simulate` and
+    :mod:`dmd.npt_run`."""
     import json
 
-    arrays["info"] = np.asarray(json.dumps(info))
-    with atomic_path(path, inputs) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    savez(path, inputs, **arrays, info=np.asarray(json.dumps(info)))
 
 
-def load_checkpoint(path, system):
-    """(IntegratorState, info dict) from a checkpoint written by :func:`simulate`."""
+def read_checkpoint(path, system) -> tuple[dict, dict]:
+    """``(arrays, info)`` of a checkpoint written by :func:`write_checkpoint`, after checking it exists and holds
+    as many atoms as ``system`` (UserInputError with the fix otherwise)."""
     import json
-
-    from dmd.integrators import IntegratorState
 
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path}: no checkpoint to resume from; run without --resume first")
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
-    info = json.loads(str(data["info"]))
-    if info.get("version") != CHECKPOINT_VERSION:
-        raise UserInputError(f"{path}: checkpoint version {info.get('version')} is not {CHECKPOINT_VERSION}")
     if data["positions"].shape != tuple(np.shape(system.positions)):
         raise UserInputError(
             f"{path}: checkpoint has {data['positions'].shape[0]} atoms but the system has {system.n_atoms}; "
             "resume with the same --pdb/--forcefield as the checkpointed run"
         )
+    return data, json.loads(str(data["info"]))
+
+
+def load_checkpoint(path, system):
+    """(IntegratorState, info dict) from a checkpoint written by :func:`simulate`."""
+    from dmd.integrators import IntegratorState
+
+    data, info = read_checkpoint(path, system)
+    if info.get("version") != CHECKPOINT_VERSION:
+        raise UserInputError(f"{path}: checkpoint version {info.get('version')} is not {CHECKPOINT_VERSION}")
     nbr = None
     if system.neighbor_fn is not None:
         n_leaves = len([k for k in data if k.startswith("neighbor_")])

@@ -20,10 +20,10 @@ A store lives in memory (numpy, handed to JAX on use) or, when too big, in a chu
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -128,26 +128,35 @@ def build_store(
 
     Two passes: the first writes Re F, Im F and accumulates F̄ in float64; the second centers each chunk
     and fills |G|². With ``path`` the store is an HDF5 file chunked by ``frames_per_chunk`` frames, written
-    to a temporary name and renamed into place on success.
+    through :func:`dmd.base.io.atomic_path` (a temporary file renamed into place on success, removed on failure).
     """
+    from dmd.base.io import atomic_path
     from dmd.base.progress import progress_bar
 
     dtype = np.dtype(dtype)
     shape = (n_frames, 3, n_voxels)
-    h5 = None
-    if path is None:
-        z = aligned_empty(shape, dtype)
-    else:
-        import h5py
+    with contextlib.ExitStack() as stack:  # on exit the HDF5 file closes first, then atomic_path renames it
+        h5 = None
+        if path is None:
+            z = aligned_empty(shape, dtype)
+        else:
+            import h5py
 
-        final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.partial")
-        h5 = h5py.File(tmp, "w")
-        z = h5.create_dataset("z", shape=shape, dtype=dtype, chunks=(min(frames_per_chunk, n_frames), 3, n_voxels))
+            h5 = stack.enter_context(h5py.File(stack.enter_context(atomic_path(path)), "w"))
+            chunks_h5 = (min(frames_per_chunk, n_frames), 3, n_voxels)
+            z = h5.create_dataset("z", shape=shape, dtype=dtype, chunks=chunks_h5)
+        bar = progress_bar(n_frames, desc="F(h,t)", unit="frame", enabled=progress)
+        f_mean = _fill_store(z, chunks, n_frames, n_voxels, dtype, frames_per_chunk, bar)
+        if h5 is None:
+            return FrameStore(z=z, f_mean=f_mean)
+        h5.create_dataset("f_mean", data=f_mean)
+    return open_store(path)
+
+
+def _fill_store(z, chunks, n_frames, n_voxels, dtype, frames_per_chunk, bar) -> np.ndarray:
+    """The two passes of :func:`build_store` over ``z [n_frames, 3, n_voxels]``; returns F̄ ``[n_voxels]``."""
     acc = np.zeros(n_voxels, np.complex128)
     t = 0
-    bar = progress_bar(n_frames, desc="F(h,t)", unit="frame", enabled=progress)
     for chunk in chunks:
         chunk = np.asarray(chunk)
         if chunk.ndim != 2 or chunk.shape[1] != n_voxels:
@@ -171,12 +180,7 @@ def build_store(
         block = np.asarray(z[s : s + frames_per_chunk])
         f = block[:, 1].astype(np.float64) + 1j * block[:, 2]
         z[s : s + frames_per_chunk] = _rows(f, f_mean, dtype)
-    if h5 is None:
-        return FrameStore(z=z, f_mean=f_mean)
-    h5.create_dataset("f_mean", data=f_mean)
-    h5.close()
-    os.replace(tmp, final)
-    return open_store(final)
+    return f_mean
 
 
 def open_store(path: str | os.PathLike) -> FrameStore:

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
+from dmd.forces.nonbonded import switch_factor
 
 __all__ = ["EnergyModel", "element_parameters", "make_energy_model"]
 
@@ -94,11 +95,6 @@ def element_parameters(elements) -> tuple[np.ndarray, np.ndarray, bool]:
             radius = np.array(radius)
             charge = np.zeros(len(elements))
     return radius, charge, ionic
-
-
-def _switch(r, r_on, r_c):
-    t = jnp.clip((r - r_on) / (r_c - r_on), 0.0, 1.0)
-    return 1 - t**3 * (10 - 15 * t + 6 * t**2)
 
 
 @dataclass(frozen=True)
@@ -153,7 +149,7 @@ class EnergyModel:
         slope = -6.0 * self.epsilon * x6 * (x6 - 1) / r2c  # dφ/d(r²) at r_core
         lj = lj + jnp.where(r2_safe < r2_core, slope * (r2_safe - r2_core), 0.0)
         wca = jnp.where(r2_safe < rp * rp, lj + self.epsilon, 0.0)
-        phi = jnp.where(att, lj, wca) * _switch(r, self.r_on, self.cutoff)
+        phi = jnp.where(att, lj, wca) * switch_factor(r, self.cutoff, self.r_on)
         e = 0.5 * jnp.sum(jnp.where(valid, phi, 0.0))
         if self.use_coulomb:
             q = jnp.asarray(self.charge, dt)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.stats import pearson_cc
 
 __all__ = [
     "scan_1d",
@@ -84,20 +85,11 @@ def scan_2d(loss, params, d1, d2, alphas, betas):
     return np.asarray(f(jnp.asarray(alphas), jnp.asarray(betas)))
 
 
-def _plt():
-    from dmd.base.plotting import pyplot
-
-    plt = pyplot()
-
-    return plt
-
-
 def plot_scan_1d(path, x, curves: dict, *, xlabel: str, title: str = "", truth: float | None = None):
     """Save a 1-D scan plot: ``curves`` maps a label to ``[n]`` losses over ``x [n]``."""
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import new_figure, save_figure
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for label, y in curves.items():
         ax.plot(x, y, label=label)
     if truth is not None:
@@ -107,18 +99,15 @@ def plot_scan_1d(path, x, curves: dict, *, xlabel: str, title: str = "", truth: 
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
 def plot_scan_2d(path, alphas, betas, z, *, title: str = ""):
     """Save a filled-contour plot of a 2-D scan ``z [len(alphas), len(betas)]``."""
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import new_figure, save_figure
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = new_figure(figsize=(5, 4.5))
     cs = ax.contourf(np.asarray(alphas), np.asarray(betas), np.asarray(z).T, levels=30, cmap="viridis")
     fig.colorbar(cs, ax=ax, label="loss")
     ax.plot([0], [0], "r+", ms=12)
@@ -126,9 +115,7 @@ def plot_scan_2d(path, alphas, betas, z, *, title: str = ""):
     ax.set_ylabel("β (direction 2)")
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -167,7 +154,8 @@ def similarity_correlation(
         [0, max_strain] and [0, max_disp] Å (:func:`fitting.xrd_params.perturb_structure`).
 
     Returns:
-      dict with ``distance [n]`` (Å), ``loss [n]``, ``spearman``, ``pearson``, ``mutual_information`` (bits).
+      dict with ``distance [n]`` (Å), ``loss [n]``, ``spearman``, ``pearson``
+      (:func:`analysis.stats.pearson_cc`: 0.0 for a constant input), ``mutual_information`` (bits).
     """
     from scipy import stats
 
@@ -188,17 +176,16 @@ def similarity_correlation(
         "distance": dist,
         "loss": loss,
         "spearman": float(stats.spearmanr(dist, loss).statistic),
-        "pearson": float(np.corrcoef(dist, loss)[0, 1]),
+        "pearson": float(pearson_cc(jnp.asarray(dist), jnp.asarray(loss))),
         "mutual_information": mutual_information(dist, loss),
     }
 
 
 def plot_correlation(path, results: dict, *, title: str = ""):
     """Scatter of loss vs structural distance for several metrics (``results``: label → correlation dict)."""
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import new_figure, save_figure
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6), squeeze=False)
+    fig, axes = new_figure(1, len(results), figsize=(4 * len(results), 3.6), squeeze=False)
     for ax, (label, r) in zip(axes[0], results.items(), strict=True):
         ax.scatter(r["distance"], r["loss"], s=6, alpha=0.6)
         ax.set_xlabel("structural distance (Å)")
@@ -206,7 +193,5 @@ def plot_correlation(path, results: dict, *, title: str = ""):
         ax.set_title(f"ρ={r['spearman']:.2f}  MI={r['mutual_information']:.2f} bits", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path

@@ -237,8 +237,12 @@ def _resolve_labels(mtz: gemmi.Mtz, path, intensity, sigma, batch, metadata) -> 
             raise UserInputError(f"{path}: no intensity (type J) column among {labels}; name it with --intensity")
         intensity = "I" if "I" in js else js[0]
     if sigma is None:
-        cand = [f"SIG{intensity}", "SIGI"]
-        sigma = next((c for c in cand if c in labels), None)
+        # SIGI, SigI (careless/DIALS exports), sigI: names matched without case; else the only type-Q column
+        cand = {f"SIG{intensity}".upper(), "SIGI"}
+        sigma = next((c.label for c in mtz.columns if c.label.upper() in cand), None)
+        qs = [c.label for c in mtz.columns if c.type == "Q"]
+        if sigma is None and len(qs) == 1:
+            sigma = qs[0]
         if sigma is None:
             raise UserInputError(f"{path}: no sigma column for {intensity!r} among {labels}; name it with --sigma")
     meta_names = [m for m in metadata if m]

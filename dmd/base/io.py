@@ -64,6 +64,12 @@ def _to_jsonable(obj):
     return obj
 
 
+def to_jsonable(obj):
+    """``obj`` with numpy/jax arrays and scalars as lists and numbers, paths as strings, NaN as None and ±inf
+    as ``"inf"``/``"-inf"`` (what :func:`write_json` writes; ``dmd --json`` prints the same)."""
+    return _to_jsonable(obj)
+
+
 def write_json(path: str | os.PathLike, data: dict, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Write ``data`` as indented JSON atomically (numpy/jax arrays become lists)."""
     with atomic_path(path, inputs) as tmp:

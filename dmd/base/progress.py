@@ -8,6 +8,19 @@ from __future__ import annotations
 
 import sys
 
+_SHOWN = {"bars": True}  # the process-wide switch: ``dmd -q`` turns every bar off (set_progress)
+
+
+def set_progress(enabled: bool) -> None:
+    """Turn every progress bar of this process on or off (``dmd -q`` calls it with False); a bar also needs its
+    own ``enabled`` to be shown."""
+    _SHOWN["bars"] = bool(enabled)
+
+
+def progress_enabled() -> bool:
+    """Whether bars are on process-wide (see :func:`set_progress`)."""
+    return _SHOWN["bars"]
+
 
 def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", enabled: bool = True, **kwargs):
     """Return a tqdm bar (a silent one when ``enabled`` is false).
@@ -23,7 +36,7 @@ def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", 
 
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **kwargs)
 
 
 def track(iterable, *, desc: str = "", unit: str = "it", enabled: bool = True, total: int | None = None, **kwargs):
@@ -32,7 +45,16 @@ def track(iterable, *, desc: str = "", unit: str = "it", enabled: bool = True, t
 
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, **kwargs)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **kwargs)
 
 
-__all__ = ["progress_bar", "track"]
+def close_all() -> None:
+    """Close every bar still open (the CLI calls it before printing an error, so the message starts on a line of
+    its own instead of being glued onto a bar)."""
+    from tqdm.auto import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+__all__ = ["close_all", "progress_bar", "progress_enabled", "set_progress", "track"]

@@ -13,10 +13,16 @@ import importlib
 import sys
 
 from dmd.base.errors import NoResult, RunInterrupted, SimulationDiverged, UserInputError
+from dmd.base.progress import close_all
 
 # Exit codes (also in ``dmd --help``): scripts can tell a bad input from a run that found nothing or diverged.
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_RESULT, EXIT_DIVERGED = 0, 1, 2, 3, 4
-EPILOG = """exit codes:
+EPILOG = """output:
+  the closing summary goes to stdout (with --json: one JSON object, the same figures at full precision);
+  progress bars, info lines and errors go to stderr. -q: errors only; -v / -vv: more log records.
+  Commands that write files refuse to replace earlier outputs unless given --overwrite (simulate, fit: --resume).
+
+exit codes:
   0    success
   1    internal error (a bug: please report it with the output of --debug)
   2    bad input: arguments, files or output paths (nothing was written)
@@ -41,6 +47,18 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default: ``(default: X)`` is added where the help text names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if not action.option_strings or action.nargs == 0 or "default" in text or d in (None, "", argparse.SUPPRESS):
+            return text
+        shown = " ".join(map(str, d)) if isinstance(d, (list, tuple)) else str(d)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmd",
@@ -55,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     no_cache = "do not read or write the compiled-program cache (default: $XDG_CACHE_HOME/dmd/jax)"
     parser.add_argument("--no-cache", action="store_true", help=no_cache)
+    _add_output_arguments(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         try:
@@ -64,9 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet in this checkout
             raise
         p = module.register(sub)
+        p.formatter_class = type("HelpFormatter", (DefaultsHelpFormatter, p.formatter_class), {})
         p.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=no_cache)
+        _add_output_arguments(p, argparse.SUPPRESS)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _add_output_arguments(parser, default) -> None:
+    """``-v``/``-q``/``--json`` on the main parser (real defaults) and on each command (``default`` SUPPRESS, so
+    ``dmd -q energy`` and ``dmd energy -q`` both work; the ``-v`` of both places add up, see :func:`output_level`)."""
+    parser.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
+                        dest="verbose" if default is None else "verbose_command",
+                        help="more log records on stderr (-vv: debug, third-party libraries included)")  # fmt: skip
+    parser.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default,
+                        help="no progress bars or info lines: only the summary and errors")  # fmt: skip
+    parser.add_argument("--json", action="store_true", default=False if default is None else default,
+                        help="print the closing summary as one JSON object on stdout")  # fmt: skip
+
+
+def output_level(args) -> int:
+    """-1 with ``-q``, else the number of ``-v`` given before and after the command name."""
+    return -1 if args.quiet else int(args.verbose) + int(getattr(args, "verbose_command", 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from dmd.cli.common import setup_compilation_cache
+    from dmd.cli.common import c_stdout_to_stderr, setup_compilation_cache, setup_output, stdout_for_summary_only
 
+    level = output_level(args)
+    setup_output(level)
     setup_compilation_cache(enabled=not args.no_cache)
+    with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
+        return _run(args)
+
+
+def _run(args) -> int:
     # float64 for the whole command when --x64 is given or the command defaults to it (energy; its --fp32 opts
     # out); set through a context so that in-process callers (tests, notebooks) keep their own setting afterwards
     x64 = True if args.x64 else getattr(args, "default_x64", None)
@@ -89,15 +134,18 @@ def main(argv: list[str] | None = None) -> int:
                 return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except Exception as exc:  # one line per error, never a traceback unless asked for
+        close_all()
         if args.debug:
             raise
         code, message = _describe(exc)
         print(f"dmd {args.command}: {message}", file=sys.stderr)
         return code
     except RunInterrupted as exc:
+        close_all()
         print(f"dmd {args.command}: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
+        close_all()
         print(f"dmd {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -77,3 +77,249 @@ def setup_compilation_cache(enabled: bool = True, path: str | None = None) -> st
     for name, value in settings.items():
         os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input files and output paths, checked before any heavy import or work (one line each, exit code 2).
+
+_STRUCTURE_EXTS = {".pdb": "ATOM/HETATM records", ".ent": "ATOM/HETATM records", ".cif": "_atom_site records",
+                   ".mmcif": "_atom_site records"}  # fmt: skip
+
+
+def check_input(path, flag: str = "", what: str = "file") -> None:
+    """Refuse an input that is missing, a folder, empty, or (PDB / CIF) without a single atom record.
+
+    Args:
+      path: the file; None is skipped (an optional input not given).
+      flag: the option that named it (``"--pdb"``), or ``""`` for a positional argument.
+      what: a word for the message (``"structure"``, ``"trajectory"``, ``"MTZ"``).
+
+    Raises:
+      UserInputError: ``"--pdb x.pdb: empty file; pass a structure with ATOM/HETATM records"``.
+    """
+    import os
+
+    from dmd.base.errors import UserInputError
+
+    if path is None:
+        return
+    name = f"{flag} {path}" if flag else str(path)
+    if not os.path.exists(path):
+        raise UserInputError(f"{name}: no such file; pass an existing {what} (check the path)")
+    if os.path.isdir(path):
+        raise UserInputError(f"{name} is a folder; pass a {what} file")
+    ext = os.path.splitext(str(path))[1].lower()
+    records = _STRUCTURE_EXTS.get(ext)
+    if os.path.getsize(path) == 0:
+        raise UserInputError(f"{name}: empty file; pass a {what}" + (f" with {records}" if records else ""))
+    if records is None:
+        return
+    with open(path, errors="replace") as fh:
+        text = fh.read()
+    if not text.strip():
+        raise UserInputError(f"{name}: empty file; pass a {what} with {records}")
+    if ext in (".pdb", ".ent"):
+        found = any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines())
+    else:
+        found = "_atom_site" in text
+    if not found:
+        raise UserInputError(f"{name}: no {records} (no atoms); pass a {what} with atoms")
+
+
+def check_outputs(out, *, inputs=(), overwrite: bool = False, folder: bool = False, writes=(),
+                  flag: str = "--out", resume_hint: bool = False) -> None:  # fmt: skip
+    """Refuse, before any work, an output path that would fail late or destroy something.
+
+    Args:
+      out: the path given to ``flag``.
+      inputs: the run's input files (never overwritten).
+      overwrite: the user passed ``--overwrite``: existing outputs may be replaced.
+      folder: ``out`` is a folder that the command fills with the names in ``writes``; else ``out`` is a file
+        and ``writes`` are the other files written beside it (full paths).
+      flag: the option that named ``out``, for the message.
+      resume_hint: the command also takes ``--resume`` (the message offers it).
+
+    Raises:
+      UserInputError: a parent of ``out`` is a file; ``out`` is a file where a folder is needed or a folder where
+        a file is needed; an output is an input file; an output exists and ``overwrite`` is false; the folder is
+        not writable. The message names the path and the fix.
+    """
+    import os
+    from pathlib import Path
+
+    from dmd.base.errors import UserInputError
+
+    out = Path(out)
+    fix = f"pass another {flag}"
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserInputError(f"{flag} {out}: {parent} is a file, not a folder; {fix}")
+    if folder and out.exists() and not out.is_dir():
+        raise UserInputError(f"{flag} {out} is a file, not a folder; {fix}")
+    if not folder and out.is_dir():
+        raise UserInputError(f"{flag} {out} is a folder; pass a file path{_example_in(out, writes)}")
+    products = [out / w for w in writes] if folder else [out, *map(Path, writes)]
+    given = [Path(i) for i in inputs if i is not None]
+    for p in products:
+        for i in given:
+            if p.exists() and i.exists() and p.resolve() == i.resolve():
+                raise UserInputError(f"{flag} {out}: would overwrite the input file {i}; {fix}")
+    existing = [p for p in products if p.exists()]
+    if existing and not overwrite:
+        how = "--resume to continue it, " if resume_hint else ""
+        raise UserInputError(f"{existing[0]} exists (an earlier result); pass {how}--overwrite to replace it, or {fix}")
+    nearest = next((p for p in [out, *out.parents] if p.exists()), Path.cwd())
+    if not os.access(nearest if nearest.is_dir() else nearest.parent, os.W_OK):
+        raise UserInputError(f"{flag} {out}: {nearest} is not writable; {fix}")
+
+
+def _example_in(folder, writes) -> str:
+    from pathlib import Path
+
+    names = [Path(w).name for w in writes]
+    return f" such as {Path(folder) / names[0]}" if names else ""
+
+
+def add_overwrite_argument(parser, what: str = "the outputs") -> None:
+    """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output conventions: the summary on stdout (text, or one JSON object with --json), everything else on stderr;
+# -q silences progress bars and info lines, -v / -vv show more; third-party chatter is off in normal mode.
+
+_STATE = {"verbosity": 0}
+THIRD_PARTY = ("jax", "jaxlib", "absl", "openmm", "mdtraj", "matplotlib", "h5py", "tables", "PIL", "numexpr")
+
+
+def verbosity() -> int:
+    """-1 quiet (``-q``), 0 normal, 1 ``-v``, 2 ``-vv``."""
+    return _STATE["verbosity"]
+
+
+def setup_output(verbosity_level: int) -> None:
+    """One setup of logging, warnings and progress bars for a ``dmd`` command.
+
+    Levels: -1 (``-q``) errors only, no progress bars, no info lines; 0 our warnings, info lines and bars, and
+    third-party libraries (jax, absl/XLA, OpenMM, mdtraj, ...) silenced below ERROR; 1 (``-v``) our INFO log
+    records and third-party warnings; 2 (``-vv``) DEBUG everywhere. Log records go to stderr as
+    ``dmd: LEVEL logger: message``. XLA's C++ logging is set through ``TF_CPP_MIN_LOG_LEVEL`` (acts before
+    jax is imported).
+    """
+    import logging
+    import os
+    import warnings
+
+    from dmd.base.progress import set_progress
+
+    level = max(-1, min(2, int(verbosity_level)))
+    _STATE["verbosity"] = level
+    set_progress(level >= 0)
+    ours = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[level]
+    theirs = {-1: logging.ERROR, 0: logging.ERROR, 1: logging.WARNING, 2: logging.DEBUG}[level]
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_dmd", False)]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler()  # stderr, resolved at each record (pytest capture, redirects)
+    handler._dmd = True
+    handler.setFormatter(logging.Formatter("dmd: %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(ours)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(theirs)
+    if level < 2:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if level == 1 else "3")  # XLA/absl C++ INFO lines
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if level < 1:
+        pattern = r"(" + "|".join(THIRD_PARTY) + r")(\..*)?$"
+        warnings.filterwarnings("ignore", module=pattern)
+
+
+def info(message: str) -> None:
+    """A status line for the user (stderr), not part of the summary: shown unless ``-q``."""
+    import sys
+
+    if _STATE["verbosity"] >= 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def emit(args, summary: dict, text: str) -> None:
+    """The command's closing summary on stdout: ``text`` for a human, or with ``--json`` ``summary`` as one JSON
+    object (the same figures, full precision, arrays as lists) on one line."""
+    import json
+
+    from dmd.base.io import to_jsonable
+
+    if getattr(args, "json", False):
+        say(json.dumps(to_jsonable(summary)))
+    elif text:
+        say(text)
+
+
+def say(text: str) -> None:
+    """A line of the summary on stdout (inside :func:`stdout_for_summary_only` the one real stdout)."""
+    import sys
+
+    print(text, file=_STATE.get("stdout") or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def stdout_for_summary_only():
+    """Within the block ``print`` (a library's status line included) goes to stderr; only :func:`say` and
+    :func:`emit` write to stdout, so that stdout is the summary (or the ``--json`` object) and nothing else."""
+    import sys
+
+    out = sys.stdout
+    _STATE["stdout"] = out
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = out
+        _STATE["stdout"] = None
+
+
+@contextlib.contextmanager
+def c_stdout_to_stderr(shown: bool = False):
+    """Within the block, output that C libraries write to file descriptor 1 (mdtraj's VMD ``dcdplugin)`` lines on
+    every DCD read, OpenMM plugin notes) goes to stderr when ``shown`` and nowhere otherwise, while Python's
+    ``print`` still writes to the real stdout: stdout holds only the summary (or the ``--json`` object).
+
+    Acts only when ``sys.stdout`` is the process's fd 1 (a terminal, pipe or file); under a Python-level capture
+    (pytest's capsys, a StringIO) it changes nothing.
+    """
+    import os
+    import sys
+
+    try:
+        real = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    sink = os.dup(2) if shown else os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 1)
+    os.close(sink)
+    old = sys.stdout
+    sys.stdout = open(saved, "w", buffering=1, encoding=old.encoding, errors=old.errors, closefd=False)  # noqa: SIM115
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = old
+        _flush_c_stdio()  # C's own stdout buffer still holds chatter meant for the sink
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass

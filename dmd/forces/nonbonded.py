@@ -44,7 +44,9 @@ __all__ = [
     "NonbondedSpec",
     "nonbonded_energy",
     "lj_energy",
+    "lj_pair_energy",
     "switch_factor",
+    "switch_derivative",
     "dispersion_correction",
     "TabulatedLJSpec",
     "tabulated_lj_energy",
@@ -60,17 +62,43 @@ def safe_sqrt(x):
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
-def lj_energy(sigma, epsilon, r):
-    """4 ε ((σ/r)¹² − (σ/r)⁶), elementwise; r in nm."""
-    s2 = (sigma / r) ** 2
-    s6 = s2 * s2 * s2
+def lj_pair_energy(s2, epsilon):
+    """The Lennard-Jones pair energy 4 ε (s2⁶ − s2³), elementwise: the one home of the LJ formula.
+
+    Args:
+      s2: (σ/r)², dimensionless (callers holding r² pass σ²/r², which avoids a square root).
+      epsilon: ε in the caller's energy unit (kJ/mol in the engine); ``1.0`` gives the energy per unit ε.
+
+    Returns:
+      4 ε ((σ/r)¹² − (σ/r)⁶), same unit as ``epsilon``, broadcast shape of the inputs.
+    """
+    s6 = s2**3
     return 4.0 * epsilon * (s6 * s6 - s6)
 
 
+def lj_energy(sigma, epsilon, r):
+    """4 ε ((σ/r)¹² − (σ/r)⁶), elementwise; σ and r in nm, ε in kJ/mol (:func:`lj_pair_energy`)."""
+    return lj_pair_energy((sigma / r) ** 2, epsilon)
+
+
+def _switch_x(r, cutoff, switch_distance):
+    return jnp.clip((r - switch_distance) / (cutoff - switch_distance), 0.0, 1.0)
+
+
 def switch_factor(r, cutoff, switch_distance):
-    """OpenMM's LJ switch S(r): 1 below r_s, 1 − 10x³ + 15x⁴ − 6x⁵ between r_s and r_c."""
-    x = jnp.clip((r - switch_distance) / (cutoff - switch_distance), 0.0, 1.0)
+    """OpenMM's LJ switch S(r): 1 below r_s, 1 − 10x³ + 15x⁴ − 6x⁵ between r_s and r_c, 0 beyond.
+
+    x = (r − r_s)/(r_c − r_s) clipped to [0, 1]; r, ``cutoff`` r_c and ``switch_distance`` r_s in one
+    length unit (nm in the engine); elementwise. The one home of the switching function.
+    """
+    x = _switch_x(r, cutoff, switch_distance)
     return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+
+
+def switch_derivative(r, cutoff, switch_distance):
+    """dS/dr of :func:`switch_factor` (per length unit of r), elementwise: −30x²(1 − x)²/(r_c − r_s)."""
+    x = _switch_x(r, cutoff, switch_distance)
+    return -(30.0 * x**2 - 60.0 * x**3 + 30.0 * x**4) / (cutoff - switch_distance)
 
 
 def _box_vector(box, dtype):
@@ -95,15 +123,14 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, s
     eps_ij = seps[ic][:, None] * ej
     s2 = (sig_ij * inv_r) ** 2
     s6 = s2 * s2 * s2
-    lj_shape = 4.0 * (s6 * s6 - s6)  # LJ energy per unit ε
+    lj_shape = lj_pair_energy(s2, 1.0)  # LJ energy per unit ε
     if kind == "PME":
         erfc = jax.scipy.special.erfc(alpha * r)
         f = erfc * inv_r
     else:
         f = inv_r + krf * r2 - crf
     if switch is not None:
-        x = jnp.clip((r - switch) / (rc - switch), 0.0, 1.0)
-        sw = 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
+        sw = switch_factor(r, rc, switch)
     else:
         sw = 1.0
     energy = 0.5 * jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
@@ -116,8 +143,7 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, s
     dlj_dr = eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r
     de_dr = qq * df + sw * dlj_dr
     if switch is not None:
-        dsw = -(30.0 * x**2 - 60.0 * x**3 + 30.0 * x**4) / (rc - switch)
-        de_dr = de_dr + dsw * eps_ij * lj_shape
+        de_dr = de_dr + switch_derivative(r, rc, switch) * eps_ij * lj_shape
     w = jnp.where(inside, de_dr * inv_r, 0.0)
     # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
     g_pos = -jnp.sum(w[..., None] * d, axis=1)

@@ -59,20 +59,18 @@ def diffuse_of_runs(system, runs: int, steps: int, d_min: float, seed0: int = 10
     cell = box_cell(system)
     hkl, _ = diffuse_hkl(cell, d_min)
     obs = ob.diffuse_scattering(hkl, cell, ["Ar"] * system.n_atoms, reference=system.positions)
-    per = ob.frame_values(obs.per_frame)
-    cfg = FitConfig(steps=steps, equilibration=1000, report_every=report_every, dt=SETTINGS["dt"],
-                    temperature=SETTINGS["temperature"], friction=SETTINGS["friction"])  # fmt: skip
-    means = []
-    for r in range(runs):
-        frames, _ = sample(system, system.params, cfg, seed=seed0 + r)
-        means.append(np.asarray(per(system.params, jnp.asarray(frames))).mean(axis=0))
-    return hkl, np.asarray(obs.predict(np.mean(means, axis=0)))
+    return hkl, np.asarray(obs.predict(_mean_of_runs(system, obs, runs, steps, seed0, report_every)))
 
 
 def powder_of_runs(system, runs: int, steps: int, seed0: int = 200, report_every: int = 20):
     """``(two_theta [G], pattern [G])`` of the powder example (Cu Kα1, 2θ 20-80° every 0.1°, W = 0.05 deg²)."""
     tt = np.round(np.arange(20.0, 80.0 + 1e-9, 0.1), 3)
     obs = powder_observable(system, tt, POWDER["wavelength"], POWDER["profile"])
+    return tt, _mean_of_runs(system, obs, runs, steps, seed0, report_every)
+
+
+def _mean_of_runs(system, obs, runs: int, steps: int, seed0: int, report_every: int) -> np.ndarray:
+    """The observable's per-frame values averaged over frames, then over ``runs`` runs (seeds seed0, seed0 + 1, …)."""
     per = ob.frame_values(obs.per_frame)
     cfg = FitConfig(steps=steps, equilibration=1000, report_every=report_every, dt=SETTINGS["dt"],
                     temperature=SETTINGS["temperature"], friction=SETTINGS["friction"])  # fmt: skip
@@ -80,7 +78,7 @@ def powder_of_runs(system, runs: int, steps: int, seed0: int = 200, report_every
     for r in range(runs):
         frames, _ = sample(system, system.params, cfg, seed=seed0 + r)
         means.append(np.asarray(per(system.params, jnp.asarray(frames))).mean(axis=0))
-    return tt, np.mean(means, axis=0)
+    return np.mean(means, axis=0)
 
 
 def main(argv=None):

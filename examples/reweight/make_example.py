@@ -92,6 +92,7 @@ def main(argv=None):
     jax.config.update("jax_enable_x64", True)  # a script, not library code: the truth is made in float64
 
     from analysis.mtz_io import write_mtz
+    from analysis.stats import pearson_cc
     from analysis.structure_factors import trajectory_structure_factors
     from analysis.symmetry import generate_hkl
     from dmd.base.io import atomic_path, write_json
@@ -119,7 +120,7 @@ def main(argv=None):
         "frames_per_state": n,
         "state_weights": list(TRUE_WEIGHTS),
         "d_min": mode["d_min"],
-        "noise_cc": float(np.corrcoef(x, y)[0, 1]),
+        "noise_cc": float(pearson_cc(x, y)),
     }
     write_json(os.path.join(out, "truth.json"), truth)
     print(truth)

@@ -59,16 +59,24 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import time
+    from pathlib import Path
 
     from dmd.base.errors import UserInputError
-    from dmd.crystal import build_crystal, read_asymmetric_unit
-    from dmd.crystal.writer import check_outputs, write_crystal
+    from dmd.cli.common import check_input, check_outputs, emit, info
 
     if not args.min_distance > 0:
         raise UserInputError(f"--min-distance {args.min_distance}: must be a positive number of Å, e.g. 1.0")
     if min(args.supercell) < 1:
         raise UserInputError(f"--supercell {' '.join(map(str, args.supercell))}: give three positive integers")
-    check_outputs(args.out, (args.structure,), args.overwrite)  # before any work
+    if Path(args.out).suffix.lower() != ".pdb":
+        raise UserInputError(f"--out {args.out}: the supercell is written as PDB; give a .pdb name, e.g. crystal.pdb")
+    check_input(args.structure, "", "structure")
+    json_path = Path(args.out).with_suffix(".json")
+    check_outputs(args.out, inputs=[args.structure], overwrite=args.overwrite, writes=[json_path])  # before any work
+
+    from dmd.crystal import build_crystal, read_asymmetric_unit
+    from dmd.crystal.writer import write_crystal
+
     t0 = time.perf_counter()
     asu = read_asymmetric_unit(args.structure, args.spacegroup)
     extra = {}
@@ -86,11 +94,12 @@ def run(args) -> int:
         extra["water_model"] = args.water_model
     extra["build_seconds"] = round(time.perf_counter() - t0, 3)
     summary = write_crystal(crystal, args.out, (args.structure,), args.overwrite, extra)
-    print(
+    text = (
         f"{args.out}: {summary['atoms']} atoms, {summary['copies']} copies ({len(crystal.operations)} operations of "
         f"{crystal.spacegroup} x {'x'.join(map(str, crystal.supercell))} cells), {summary['molecules']} molecules, "
         f"solvent fraction {summary['solvent_fraction']:.3f}"
     )
     for note in summary["notes"]:
-        print(f"note: {note}")
+        info(f"note: {note}")
+    emit(args, summary, text)
     return 0

@@ -16,6 +16,7 @@ import time
 
 from dmd import distributed
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -50,6 +51,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=20, help="chunks between checkpoints (0: never)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--out", required=True, help="output MTZ path")
+    add_overwrite_argument(p, "OUT.mtz and the files beside it")
     distributed.add_arguments(p)
     return p
 
@@ -75,6 +77,20 @@ def _n_shells(n_refl: int) -> int:
 
 
 def run(args) -> int:
+    if args.d_min <= 0:
+        raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")
+    if args.stride < 1 or args.chunk < 1:
+        raise UserInputError("--stride and --chunk must be ≥ 1")
+    if not args.out.lower().endswith(".mtz"):
+        raise UserInputError(f"--out {args.out}: give an .mtz path")
+    check_input(args.traj, "--traj", "trajectory")
+    check_input(args.top, "--top", "topology")
+    inputs = [args.traj] + ([args.top] if args.top else [])
+    ckpt = args.out + ".ckpt.npz"
+    stem = os.path.splitext(args.out)[0]
+    resuming = os.path.exists(ckpt)  # rerunning an interrupted command continues it
+    check_outputs(args.out, inputs=inputs, overwrite=args.overwrite or resuming, writes=[stem + ".png", stem + ".json"])
+
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -86,20 +102,11 @@ def run(args) -> int:
     from dmd.base.plotting import save_figure
     from dmd.base.progress import progress_bar
 
-    if args.d_min <= 0:
-        raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")
-    if args.stride < 1 or args.chunk < 1:
-        raise UserInputError("--stride and --chunk must be ≥ 1")
-    if not args.out.lower().endswith(".mtz"):
-        raise UserInputError(f"--out {args.out}: give an .mtz path")
-    inputs = [args.traj] + ([args.top] if args.top else [])
     multi = distributed.from_args(args, inputs)  # chunks round-robin over processes; process 0 writes
     if multi:
         args.checkpoint_every = 0  # a checkpoint would hold one process's partial sums: none in a distributed run
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     atom_indices = _selection(args.traj, args.top, args.selection)
-    ckpt = args.out + ".ckpt.npz"
-    stem = os.path.splitext(args.out)[0]
 
     t0 = time.perf_counter()
     state, hkl, plan, cell0, n_skip = None, None, None, None, 0
@@ -107,7 +114,7 @@ def run(args) -> int:
         z = np.load(ckpt)
         state = diffuse.DiffuseState(float(z["sum_w"]), z["sum_f2"], z["sum_f"], int(z["n_frames"]))
         hkl, n_skip = z["hkl"], int(z["n_frames"])
-        print(f"resuming from {ckpt}: {n_skip} frames already accumulated")
+        info(f"resuming from {ckpt}: {n_skip} frames already accumulated")
     cells_seen = []
     bar = progress_bar(desc="frames", unit="frame", enabled=not args.no_progress)
     frames_iter = trajectory_frames(
@@ -235,16 +242,18 @@ def run(args) -> int:
         summary["spacegroup"] = args.spacegroup
         keys = ("cc_total", "cc_anisotropic", "shell_edges_d", "cc_total_shells", "cc_anisotropic_shells")
         summary["symmetry_cc"] = {k: sym_cc[k] for k in (*keys, "n_per_shell")}
-        print(
-            f"ID vs ID_SYM ({args.spacegroup}): CC total {sym_cc['cc_total']:.4f}, "
-            f"anisotropic {sym_cc['cc_anisotropic']:.4f}"
-        )
     write_json(stem + ".json", summary, inputs)
     if os.path.exists(ckpt):
         os.remove(ckpt)
-    print(
+    lines = [
         f"dmd diffuse: {state.n_frames} frames, {len(hkl)} reflections to {args.d_min} Å in {elapsed:.1f} s "
         f"({state.n_frames / elapsed:.1f} frames/s); mean I_D {np.mean(i_d):.4g} e², "
         f"mean <|F|^2> {np.mean(mean_f2):.4g} e² → {args.out}"
-    )
+    ]
+    if args.spacegroup:
+        lines.append(
+            f"ID vs ID_SYM ({args.spacegroup}): CC total {sym_cc['cc_total']:.4f}, "
+            f"anisotropic {sym_cc['cc_anisotropic']:.4f}"
+        )
+    emit(args, summary, "\n".join(lines))
     return 0

@@ -1,15 +1,15 @@
 """``dmd energy``: potential energy of a structure with OpenMM force fields, per force.
 
     dmd energy --pdb villin.pdb --forcefield amber14-all.xml amber14/tip3pfb.xml --nonbonded PME --json
-    {"total_kj_mol": -114898.11, "terms": {"HarmonicBondForce": 542.27, "NonbondedForce": -118598.59, ...}}
+    {"total_kj_mol": -114898.11, "terms": {"HarmonicBondForce": 542.27, "NonbondedForce": -118598.59, ...}, ...}
 
-Energies in kJ/mol at the file's positions; term names are OpenMM's force names.
+Energies in kJ/mol at the file's positions (the table to 0.001 kJ/mol, --json at full precision); term names
+are OpenMM's force names.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from dmd.base.defaults import DEFAULT_FORCEFIELD
 
@@ -39,7 +39,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="nonbonded method (default: PME if the file has a box, else NoCutoff)",
     )
     p.add_argument("--cutoff", type=float, default=1.0, help="nonbonded cutoff in nm (default 1.0)")
-    p.add_argument("--json", action="store_true", help='print {"total_kj_mol": ..., "terms": {...}} as JSON')
     p.add_argument(
         "--fp32",
         dest="default_x64",
@@ -52,13 +51,17 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import math
 
-    import jax
-
     from dmd.base.errors import UserInputError
-    from dmd.openmm_system import system_from_pdb
+    from dmd.cli.common import check_input, emit
 
     if not (args.cutoff > 0 and math.isfinite(args.cutoff)):
         raise UserInputError(f"--cutoff {args.cutoff}: must be a positive number of nm, e.g. --cutoff 1.0")
+    check_input(args.pdb, "--pdb", "structure")
+
+    import jax
+
+    from dmd.openmm_system import system_from_pdb
+
     method = args.nonbonded
     if method is None:
         from dmd.openmm_system import read_structure
@@ -73,11 +76,10 @@ def run(args) -> int:
     total = float(sum(terms.values()))
     if not math.isfinite(total):
         raise UserInputError(f"{args.pdb}: the energy is not finite (overlapping atoms?); check the coordinates")
-    if args.json:
-        print(json.dumps({"total_kj_mol": total, "terms": terms}))
-    else:
-        width = max(len(k) for k in terms) if terms else 5
-        for k, v in terms.items():
-            print(f"{k:<{width}}  {v:16.6f} kJ/mol")
-        print(f"{'total':<{width}}  {total:16.6f} kJ/mol  ({method}, {jax.numpy.asarray(system.positions).dtype})")
+    dtype = str(jax.numpy.asarray(system.positions).dtype)
+    width = max(len(k) for k in terms) if terms else 5
+    lines = [f"{k:<{width}}  {v:14.3f} kJ/mol" for k, v in terms.items()]
+    lines.append(f"{'total':<{width}}  {total:14.3f} kJ/mol  ({method}, {dtype})")
+    summary = {"total_kj_mol": total, "terms": terms, "nonbonded": method, "dtype": dtype, "pdb": args.pdb}
+    emit(args, summary, "\n".join(lines))
     return 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 _PEAK_EXTS = (".txt", ".dat", ".csv", ".peaks", ".lst")
 
@@ -29,7 +30,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--lattice", default=None, help="lattice system or Bravais lattice (e.g. monoclinic, mP); default all"
     )
     p.add_argument("--top", type=int, default=5, help="number of solutions reported (default 5)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.add_argument("--plot", default=None, help="PNG: observed peaks against the best solution's ticks")
     p.add_argument("--zero-shift", action="store_true", help="refine a 2θ zero shift (2θ input only)")
@@ -39,6 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None, help="batches per lattice system")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--jobs", type=int, default=None, help="parallel workers in batch mode (default: all cores)")
+    add_overwrite_argument(p, "the --out and --plot files")
     return p
 
 
@@ -87,16 +88,22 @@ def _table(out: dict) -> str:
     lines.append(hdr)
     for i, s in enumerate(sols, 1):
         a, b, c, al, be, ga = s["cell"]
-        f20 = "-" if s["F20"] is None else f"{min(s['F20'], 99999):.1f}"
-        m20 = f"{min(s['M20'], 999999):.1f}"
+        f20 = "-" if s["F20"] is None else _figure(s["F20"], 99999)
+        m20 = _figure(s["M20"], 999999)
         lines.append(
             f"  {i:>2} {s['bravais']:<7} {a:9.4f} {b:9.4f} {c:9.4f} {al:7.2f} {be:7.2f} {ga:7.2f} "
             f"{s['volume']:9.2f} {m20:>9} {f20:>8} {s['n_indexed']:>3}/{out['n_peaks']:<3} {s['zero_shift']:7.4f}"
         )
     best = sols[0]
-    lines.append(f"  best: Niggli cell {[round(v, 4) for v in best['niggli_cell']]}, esd {best['cell_esd'][:3]}")
+    niggli = (
+        " ".join(f"{v:.4f}" for v in best["niggli_cell"][:3])
+        + " "
+        + " ".join(f"{v:.2f}" for v in best["niggli_cell"][3:])
+    )
+    esd = " ".join(f"{v:.2g}" for v in best["cell_esd"][:3])
+    lines.append(f"  best: Niggli cell {niggli} (Å, °); esd of a b c {esd} Å")
     if best["unindexed"]:
-        lines.append(f"  unindexed peaks (1-based): {[i + 1 for i in best['unindexed']]}")
+        lines.append(f"  unindexed peaks (1-based): {' '.join(str(i + 1) for i in best['unindexed'])}")
     if best.get("reason"):
         lines.append(f"  why first: {best['reason']}")
     if out.get("sigma_scale") is not None:
@@ -106,6 +113,11 @@ def _table(out: dict) -> str:
     for system, why in out.get("skipped", {}).items():
         lines.append(f"  {system}: {why}")
     return "\n".join(lines)
+
+
+def _figure(value, cap: float) -> str:
+    """A figure of merit to 0.1, or ``>cap`` when it is above the cap (a perfect fit gives huge or infinite M20)."""
+    return f">{cap:g}" if value is None or not value <= cap else f"{value:.1f}"
 
 
 def _plot(peaks, solution, path, inputs) -> None:
@@ -149,8 +161,6 @@ def _plot(peaks, solution, path, inputs) -> None:
 
 
 def run(args) -> int:
-    import json
-
     from dmd.base.errors import UserInputError
     from dmd.base.io import write_json
 
@@ -160,6 +170,15 @@ def run(args) -> int:
         raise UserInputError(f"{args.peaks}: no such file or folder; pass a peak-list file or a folder of them")
     if os.path.isdir(args.peaks):
         files = sorted(os.path.join(args.peaks, f) for f in os.listdir(args.peaks) if f.lower().endswith(_PEAK_EXTS))
+    else:
+        check_input(args.peaks, "", "peak list")
+        files = [args.peaks]
+    for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
+        if path is not None:
+            check_outputs(path, inputs=files, overwrite=args.overwrite, flag=flag)
+    if args.out is not None and args.plot is not None and os.path.abspath(args.out) == os.path.abspath(args.plot):
+        raise UserInputError(f"--out and --plot are both {args.out}; give two different files")
+    if os.path.isdir(args.peaks):
         if not files:
             raise UserInputError(f"{args.peaks}: no peak files ({', '.join(_PEAK_EXTS)}) in this folder")
         if args.plot:
@@ -186,13 +205,14 @@ def run(args) -> int:
         payload = {"patterns": results}
         if args.out:
             write_json(args.out, payload, inputs=files)
-        if args.json:
-            print(json.dumps(payload, indent=2))
-        else:
-            for r in results:
-                print(_table({"n_peaks": r.get("n_peaks", 0), "units": r.get("units", "?"), **r}))
+        tables = [_table({"n_peaks": r.get("n_peaks", 0), "units": r.get("units", "?"), **r}) for r in results]
+        emit(args, payload, "\n".join(tables))
         n_ok = sum(bool(r["solutions"]) for r in results)
-        print(f"indexed {n_ok}/{len(results)} patterns", file=sys.stderr)
+        info(f"indexed {n_ok}/{len(results)} patterns")
+        if n_ok == 0:
+            from dmd.base.errors import NoResult
+
+            raise NoResult(f"{args.peaks}: no pattern in this folder indexed; check --units/--wavelength/--lattice")
         return 0
 
     from dmd.base.progress import progress_bar
@@ -208,16 +228,13 @@ def run(args) -> int:
     finally:
         bar.close()
     for note in out["notes"]:
-        print(f"dmd index: note: {note}", file=sys.stderr)
+        info(f"dmd index: note: {note}")
     if args.out:
         write_json(args.out, out, inputs=[args.peaks])
     if args.plot and result.solutions:
         _plot(peaks, result.solutions[0], args.plot, [args.peaks])
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        print(_table(out))
-        print(f"searched {sum(out['n_candidates'].values())} candidates in {sum(out['seconds'].values()):.1f} s")
+    emit(args, out, _table(out))
+    info(f"searched {sum(out['n_candidates'].values())} candidates in {sum(out['seconds'].values()):.1f} s")
     if not result.solutions:
         from dmd.base.errors import NoResult
 

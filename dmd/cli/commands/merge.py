@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -32,9 +35,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="partial observations (M/ISYM flag, FRACTIONCALC, PARTIAL, or one hkl on consecutive images): refuse "
         "(default), sum each spot's parts, or keep them as full observations",
     )
-    p.add_argument("--likelihood", choices=["normal", "student"], default="normal")
+    p.add_argument("--likelihood", choices=["normal", "student"], default="normal", help="error model of I given F")
     p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
-    p.add_argument("--surrogate", choices=["truncated_normal", "folded_normal"], default="truncated_normal")
+    p.add_argument(
+        "--surrogate",
+        choices=["truncated_normal", "folded_normal"],
+        default="truncated_normal",
+        help="variational family of q(F)",
+    )
     p.add_argument("--error-model", action="store_true", help="learn SdFac/SdB/SdAdd")
     p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)")
@@ -48,25 +56,35 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--half-datasets", action="store_true", help="CC1/2 (and CCanom) from random image halves")
     p.add_argument("--half-steps", type=int, default=None, help="steps of each half-dataset refit")
     p.add_argument("--shells", type=int, default=10, help="resolution shells in the summary (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (holdout, Monte Carlo samples)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite_argument(p, "OUT.mtz and the files beside it")
     return p
 
 
-def run(args) -> int:
-    import logging
+def outputs(out: str) -> list[str]:
+    """The files ``dmd merge --out OUT`` writes (as :func:`analysis.merging.write_outputs` names them)."""
+    stem = os.path.splitext(out)[0]
+    return [out, f"{stem}.json", f"{stem}_loss.png", f"{stem}_cc.png", f"{stem}_shells.csv"]
 
-    from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
-    from analysis.merging.shells import format_shell_table
+
+def run(args) -> int:
     from dmd.base.errors import UserInputError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_input(args.unmerged, "", "unmerged MTZ")
+    if not args.out.lower().endswith(".mtz"):
+        raise UserInputError(f"--out {args.out}: give an .mtz path, e.g. merged.mtz")
+    check_outputs(args.out, inputs=[args.unmerged], overwrite=args.overwrite, writes=outputs(args.out)[1:])
     if args.steps < 1:
         raise UserInputError(f"--steps {args.steps}: must be ≥ 1")
     if not 0.0 <= args.holdout < 0.5:
         raise UserInputError(f"--holdout {args.holdout}: must be in [0, 0.5)")
     if args.likelihood == "student" and args.dof <= 0:
         raise UserInputError(f"--dof {args.dof}: must be > 0")
+
+    from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+    from analysis.merging.shells import format_shell_table
+
     metadata = [m.strip() for m in args.metadata.split(",") if m.strip()]
     u = read_unmerged(
         args.unmerged,
@@ -78,9 +96,10 @@ def run(args) -> int:
         partials=args.partials,
     )
     n_bad = sum(v for k, v in u.rejected.items() if k != "partials_summed")
-    print(
+    why = ", ".join(f"{n} {reason}" for reason, n in u.rejected.items() if n and reason != "partials_summed")
+    info(
         f"read {args.unmerged}: {u.n_obs} observations of {u.n_refl} unique reflections on {u.n_images} images "
-        f"({u.spacegroup}); rejected {n_bad} rows {u.rejected}"
+        f"({u.spacegroup}); rejected {n_bad} rows" + (f" ({why})" if why else "")
     )
     config = MergeConfig(
         surrogate=args.surrogate,
@@ -109,18 +128,37 @@ def run(args) -> int:
     )
     paths = write_outputs(args.out, out, inputs=[args.unmerged])
     q = out.quality
-    print(f"fit: {config.steps} steps in {out.timings['fit_s']:.1f} s; final loss {out.result.history['loss'][-1]:.4g}")
+    loss = float(out.result.history["loss"][-1])
+    lines = [f"dmd merge: {config.steps} steps in {out.timings['fit_s']:.1f} s; final loss {loss:.4g}"]
+    summary = {
+        "unmerged": args.unmerged,
+        "n_obs": u.n_obs,
+        "n_unique": u.n_refl,
+        "n_images": u.n_images,
+        "spacegroup": u.spacegroup,
+        "rejected": dict(u.rejected),
+        "steps": config.steps,
+        "fit_seconds": out.timings["fit_s"],
+        "final_loss": loss,
+        "outputs": {k: str(p) for k, p in paths.items()},
+    }
     if q.get("ccpred"):
-        print(f"CCpred (held out, {q['ccpred']['n_obs']} obs): {q['ccpred']['overall']:.3f}")
+        lines.append(f"CCpred (held out, {q['ccpred']['n_obs']} obs): {q['ccpred']['overall']:.3f}")
+        summary["ccpred"] = q["ccpred"]["overall"]
     for key, label in (("cchalf", "CC1/2"), ("ccanom_half", "CCanom")):
         if key in q:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])
-            print(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
+            lines.append(f"{label}: {q[key]['overall']:.3f} overall; per shell (low→high res): {shells}")
+            summary[key] = {"overall": q[key]["overall"], "per_shell": q[key]["per_shell"]}
     w = out.wilson
     if "scale_k" in w:
-        print(f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})")
+        lines.append(
+            f"Wilson scale k {w['scale_k']:.4g} (input units per e^2), B {w['b_wilson']:.1f} A^2 ({w['sigma_n']})"
+        )
     else:
-        print(f"no absolute scale ({w['failed']}): F, SIGF, I, SIGI on the normalized scale")
-    print(format_shell_table(q["shells"]))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+        lines.append(f"no absolute scale ({w['failed']}): F, SIGF, I, SIGI on the normalized scale")
+    lines.append(format_shell_table(q["shells"]))
+    summary.update(wilson=w, shells=q["shells"])
+    lines.append("wrote " + ", ".join(str(p) for p in paths.values()))
+    emit(args, summary, "\n".join(lines))
     return 0

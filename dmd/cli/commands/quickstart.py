@@ -109,6 +109,7 @@ STAGES: list[tuple[str, object]] = [("simulate", stage_simulate), ("plot", stage
 def run(args) -> int:
     from dmd.base.errors import UserInputError
     from dmd.base.io import write_json
+    from dmd.cli.common import emit, say
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -122,7 +123,10 @@ def run(args) -> int:
     for name, fn in STAGES:
         line = fn(ctx)
         lines.append(line)
-        print(f"[{name}] {line}", flush=True)
-    write_json(out / "quickstart.json", {"stages": [n for n, _ in STAGES], "report": lines})
-    print(f"dmd quickstart: done; outputs in {out}/")
+        if not args.json:  # each stage's line as it finishes; --json prints one object at the end
+            say(f"[{name}] {line}")
+    report = {"stages": [n for n, _ in STAGES], "report": lines}
+    write_json(out / "quickstart.json", report)
+    summary = dict(report, out=str(out), simulate=ctx["run"].summary if "run" in ctx else None)
+    emit(args, summary, f"dmd quickstart: done; outputs in {out}/")
     return 0

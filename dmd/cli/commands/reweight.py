@@ -15,6 +15,9 @@ import argparse
 
 from dmd import distributed
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
+
+OUTPUTS = ("weights.csv", "summary.json", "reweighted.mtz", "weights_vs_frame.png", "cc_vs_iteration.png")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -41,8 +44,13 @@ def register(subparsers) -> argparse.ArgumentParser:
         metavar=("A", "B", "C"),
         help="the trajectory box holds A×B×C crystal unit cells (default 1 1 1)",
     )
-    p.add_argument("--objective", choices=("cc", "cc-aniso", "gaussian", "student"), default="cc")
-    p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
+    p.add_argument(
+        "--objective",
+        choices=("cc", "cc-aniso", "gaussian", "student"),
+        default="cc",
+        help="agreement with the data: correlation (cc, cc-aniso: per-shell anisotropic part) or a likelihood",
+    )
+    p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="optimizer of the frame logits")
     p.add_argument("--steps", type=int, default=200, help="optimizer iterations per fit (default 200)")
     p.add_argument("--learning-rate", type=float, default=0.05, help="Adam step on the logits (default 0.05)")
     p.add_argument(
@@ -67,8 +75,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         "(default: half the memory available at start)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output directory")
+    add_overwrite_argument(p, "the files of an earlier run in --out")
     distributed.add_arguments(p)
     return p
 
@@ -84,11 +92,13 @@ def _theta_grid(text: str) -> tuple[float, ...]:
 
 
 def run(args) -> int:
-    from fitting.reweight import ReweightConfig
-    from fitting.reweight_io import run_reweight
-
+    check_input(args.traj, "--traj", "trajectory")
+    check_input(args.top, "--top", "topology")
+    check_input(args.data, "--data", "MTZ")
+    inputs = [args.traj, args.top, args.data, args.store]
+    check_outputs(args.out, inputs=inputs, overwrite=args.overwrite, folder=True, writes=OUTPUTS)
     if args.objective in ("gaussian", "student") and args.sigma_column is None:
-        print("note: no --sigma-column; the likelihood assumes equal errors on every voxel")
+        info("note: no --sigma-column; the likelihood assumes equal errors on every voxel")
     if args.folds < 3:
         raise UserInputError(f"--folds must be ≥ 3 (one test fold, two for choosing θ), got {args.folds}")
     if args.max_memory is not None and (args.max_memory < 0 or args.store is None):
@@ -97,6 +107,11 @@ def run(args) -> int:
         raise UserInputError(f"--steps must be ≥ 1, got {args.steps}")
     if args.distributed and args.store:
         raise UserInputError("--store with --distributed: every process would write the HDF5 store; drop --store")
+    _theta_grid(args.theta_grid)  # a bad grid is refused before the imports
+
+    from fitting.reweight import ReweightConfig
+    from fitting.reweight_io import run_reweight
+
     # frames sharded over the global mesh of all processes' devices; process 0 writes the outputs
     distributed.from_args(args, [args.traj, args.data] + ([args.top] if args.top else []))
     config = ReweightConfig(
@@ -129,7 +144,7 @@ def run(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    print(format_summary(s))
+    emit(args, s, format_summary(s))
     return 0
 
 

@@ -166,7 +166,7 @@ def load_config(args) -> dict:
     for req, flag in (("pdb", "--pdb"), ("forcefield", "--forcefield"), ("steps", "--steps"), ("out", "--out")):
         if cfg[req] is None:
             raise UserInputError(f"missing {flag}: pass {flag} (or the key {req!r} in the YAML config)")
-    _check_values_and_out(cfg)
+    _check_values_and_out(cfg, args.config)
     return cfg
 
 
@@ -187,23 +187,18 @@ def _resolve_auto_defaults(cfg: dict) -> None:
         cfg["constraints"] = None
 
 
-def _check_values_and_out(cfg: dict) -> None:
+def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
     """Reject bad numbers and unsafe --out paths before any heavy import or work."""
     if int(cfg["steps"]) <= 0:
         raise UserInputError(f"--steps {cfg['steps']}: must be a positive number of steps")
     if float(cfg["temperature"]) < 0:
         raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
-    out = Path(cfg["out"])
-    inputs = [Path(cfg["pdb"])] + ([Path(cfg["config"])] if cfg.get("config") else [])
-    if any(out.exists() and i.exists() and out.resolve() == i.resolve() for i in inputs):
-        raise UserInputError(f"--out {out} is an input file; pass another --out")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserInputError(f"--out {out}: {parent} is a file, not a folder; pass another --out")
-    if out.is_dir():
-        raise UserInputError(f"--out {out} is a folder; pass a trajectory file path such as {out / 'traj.dcd'}")
-    if out.exists() and not cfg["resume"] and not cfg["overwrite"]:
-        raise UserInputError(f"{out} exists; pass --resume to continue it or --overwrite to replace it")
+    from dmd.cli.common import check_input, check_outputs
+
+    inputs = [cfg["pdb"], config]
+    resume_or_overwrite = bool(cfg["resume"]) or bool(cfg["overwrite"])
+    check_outputs(cfg["out"], inputs=inputs, overwrite=resume_or_overwrite, resume_hint=True)
+    check_input(cfg["pdb"], "--pdb", "structure")
 
 
 def build_system(cfg: dict):
@@ -302,20 +297,21 @@ def run_config(cfg: dict, system=None, stop=None):
 
 
 def run(args) -> int:
-    from dmd.cli.common import stop_on_signals
+    from dmd.cli.common import emit, stop_on_signals
 
     cfg = load_config(args)
     with stop_on_signals() as stop:
         res = run_config(cfg, stop=stop)
     s = res.summary
-    print(
+    lines = [
         f"dmd simulate: {s['system']} ({s['n_atoms']} atoms, {cfg['nonbonded']}), {s['integrator']}, "
         f"steps {s['start_step']}→{s['final_step']} at {s['dt_ps']} ps: {s['steps_per_s']:.1f} steps/s "
         f"({s['ns_per_day']:.2f} ns/day); ⟨U⟩ = {s['mean_potential_kj_mol']:.2f} kJ/mol, "
         f"⟨T⟩ = {s['mean_temperature_K']:.1f} K"
-    )
+    ]
     if s.get("pressure_bar") is not None:
-        print(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {s['mean_density_g_cm3']:.4f} g/cm³")
-    for k, v in s["outputs"].items():
-        print(f"  {k:13s} {v}")
+        rho = s["mean_density_g_cm3"]
+        lines.append(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {rho:.4f} g/cm³")
+    lines += [f"  {k:13s} {v}" for k, v in s["outputs"].items()]
+    emit(args, s, "\n".join(lines))
     return 0

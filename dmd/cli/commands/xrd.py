@@ -11,6 +11,7 @@ import argparse
 import os
 
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -35,10 +36,25 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.5, help="pseudo-Voigt Lorentzian fraction (0 = Gaussian)")
     p.add_argument("--monochromator", type=float, default=None, help="monochromator 2θ (degrees) for LP")
     p.add_argument("--out", required=True, help="output CSV path (pattern)")
+    add_overwrite_argument(p, "OUT.csv and the files beside it")
     return p
 
 
 def run(args) -> int:
+    lo, hi = args.two_theta
+    if not (0 <= lo < hi <= 180):
+        raise UserInputError(f"--two-theta {lo} {hi}: need 0 ≤ MIN < MAX ≤ 180 degrees")
+    if args.step <= 0 or args.step > (hi - lo) / 10:
+        raise UserInputError(f"--step {args.step}: give a positive step well below the 2θ range (e.g. 0.02)")
+    if not 0 <= args.eta <= 1:
+        raise UserInputError(f"--eta {args.eta}: must lie in [0, 1]")
+    if not args.out.lower().endswith(".csv"):
+        raise UserInputError(f"--out {args.out}: give a .csv path")
+    check_input(args.structure, "", "structure")
+    stem = os.path.splitext(args.out)[0]
+    products = [f"{stem}_sticks.csv", f"{stem}.png", f"{stem}.json"]
+    check_outputs(args.out, inputs=[args.structure], overwrite=args.overwrite, writes=products)
+
     import numpy as np
 
     from analysis import powder
@@ -50,15 +66,6 @@ def run(args) -> int:
         lam = powder.wavelength_of(args.wavelength)
     except ValueError as exc:
         raise UserInputError(f"--wavelength: {exc}") from exc
-    lo, hi = args.two_theta
-    if not (0 <= lo < hi <= 180):
-        raise UserInputError(f"--two-theta {lo} {hi}: need 0 ≤ MIN < MAX ≤ 180 degrees")
-    if args.step <= 0 or args.step > (hi - lo) / 10:
-        raise UserInputError(f"--step {args.step}: give a positive step well below the 2θ range (e.g. 0.02)")
-    if not 0 <= args.eta <= 1:
-        raise UserInputError(f"--eta {args.eta}: must lie in [0, 1]")
-    if not args.out.lower().endswith(".csv"):
-        raise UserInputError(f"--out {args.out}: give a .csv path")
     xs = read_structure(args.structure)
     try:
         sticks = powder.powder_sticks(
@@ -72,7 +79,6 @@ def run(args) -> int:
     shape = "gaussian" if args.eta == 0 else "pseudo-voigt"
     y = np.asarray(powder.profile(grid, sticks.two_theta, sticks.intensity, U=U, V=V, W=W, eta=args.eta, shape=shape))
     y = y / y.max() * 100.0
-    stem = os.path.splitext(args.out)[0]
     inputs = [args.structure]
     with atomic_path(args.out, inputs) as tmp:
         np.savetxt(tmp, np.column_stack([grid, y]), delimiter=",", header="two_theta_deg,intensity", comments="",
@@ -110,25 +116,23 @@ def run(args) -> int:
         }
         for i in strongest
     ]
-    write_json(
-        stem + ".json",
-        {
-            "structure": args.structure,
-            "spacegroup": xs.spacegroup,
-            "cell": xs.cell,
-            "wavelength": lam,
-            "two_theta_range": [lo, hi],
-            "n_reflections": len(sticks.hkl),
-            "caglioti_UVW": [U, V, W],
-            "eta": args.eta,
-            "strongest": top,
-            "outputs": [args.out, sticks_path, stem + ".png", stem + ".json"],
-        },
-        inputs,
-    )
-    print(
+    summary = {
+        "structure": args.structure,
+        "spacegroup": xs.spacegroup,
+        "cell": xs.cell,
+        "wavelength": lam,
+        "two_theta_range": [lo, hi],
+        "n_reflections": len(sticks.hkl),
+        "caglioti_UVW": [U, V, W],
+        "eta": args.eta,
+        "strongest": top,
+        "outputs": [args.out, sticks_path, stem + ".png", stem + ".json"],
+    }
+    write_json(stem + ".json", summary, inputs)
+    text = (
         f"dmd xrd: {len(sticks.hkl)} reflections of {os.path.basename(args.structure)} ({xs.spacegroup}) in "
         f"2θ {lo}–{hi}° at λ = {lam:.5f} Å; strongest {tuple(int(v) for v in sticks.hkl[strongest[0]])} at "
         f"{sticks.two_theta[strongest[0]]:.3f}° → {args.out}"
     )
+    emit(args, summary, text)
     return 0

@@ -15,6 +15,9 @@ import argparse
 import os
 
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
+
+OUTPUTS = ("refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -27,12 +30,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("pattern", help="observed pattern CSV: 2θ (degrees), intensity")
     p.add_argument("--start", required=True, help="starting structure (.cif small-molecule CIF, or .pdb)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--constraint", choices=("p1", "family", "spacegroup"), default="spacegroup")
+    p.add_argument("--constraint", choices=("p1", "family", "spacegroup"), default="spacegroup",
+                   help="free parameters: all P1 coordinates, the family's cell, or the space group's")  # fmt: skip
     p.add_argument("--family", default=None, help="crystal family for --constraint family (default: from the CIF)")
     p.add_argument("--energy-weight", type=float, default=0.0, help="weight of the contact energy (per eV/atom)")
-    p.add_argument("--metric", choices=("cosine", "pearson", "rwp", "wasserstein"), default="cosine")
+    p.add_argument("--metric", choices=("cosine", "pearson", "rwp", "wasserstein"), default="cosine",
+                   help="pattern agreement minimized")  # fmt: skip
     p.add_argument("--smooth", type=float, default=1.0, help="initial smoothing σ (degrees 2θ), annealed; 0 = off")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=400, help="Adam steps per start")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (internal units, see xrd_params)")
     p.add_argument("--starts", type=int, default=4, help="number of starts (start 0 = the given structure)")
     p.add_argument("--jitter", type=float, nargs=2, default=(0.02, 0.1), metavar=("STRAIN", "DISP_A"),
@@ -41,7 +46,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--caglioti", type=float, nargs=3, default=(0.0, 0.0, 0.0225), metavar=("U", "V", "W"),
                    help="peak width model FWHM² = U tan²θ + V tanθ + W (deg²)")  # fmt: skip
     p.add_argument("--eta", type=float, default=0.5, help="pseudo-Voigt Lorentz fraction")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the extra starts' perturbations")
+    add_overwrite_argument(p, "the files of an earlier run in --out")
     return p
 
 
@@ -102,6 +108,15 @@ def cif_text(name, cell, spacegroup, labels, elements, pos_frac, ops=None, comme
 
 
 def run(args) -> int:
+    if args.steps < 1 or args.starts < 1:
+        raise UserInputError("--steps and --starts must be ≥ 1")
+    if args.energy_weight < 0 or args.smooth < 0:
+        raise UserInputError("--energy-weight and --smooth must be ≥ 0")
+    check_input(args.pattern, "", "pattern CSV")
+    check_input(args.start, "--start", "structure")
+    inputs = [args.pattern, args.start]
+    check_outputs(args.out, inputs=inputs, overwrite=args.overwrite, folder=True, writes=OUTPUTS)
+
     import time
 
     import gemmi
@@ -115,10 +130,6 @@ def run(args) -> int:
     from fitting.xrd_energy import make_energy_model
     from fitting.xrd_refine import RefineConfig, refine
 
-    if args.steps < 1 or args.starts < 1:
-        raise UserInputError("--steps and --starts must be ≥ 1")
-    if args.energy_weight < 0 or args.smooth < 0:
-        raise UserInputError("--energy-weight and --smooth must be ≥ 0")
     try:
         lam = powder.wavelength_of(args.wavelength)
     except ValueError as exc:
@@ -165,7 +176,7 @@ def run(args) -> int:
     starts = [jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), s) for s in starts]
     config = RefineConfig(metric=args.metric, steps=args.steps, learning_rate=args.lr, smooth_start=args.smooth,
                           energy_weight=args.energy_weight)  # fmt: skip
-    print(f"xrd-refine: {len(elements)} atoms, constraint {args.constraint} ({param.n_free()} parameters), "
+    info(f"xrd-refine: {len(elements)} atoms, constraint {args.constraint} ({param.n_free()} parameters), "
           f"{len(pm.hkl)} reflections, {len(grid)} points, {args.starts} starts × {args.steps} steps")  # fmt: skip
     t0 = time.perf_counter()
     res = refine(param, starts, pm, y_obs, config, energy)
@@ -188,7 +199,6 @@ def run(args) -> int:
 
     out = args.out
     os.makedirs(out, exist_ok=True)
-    inputs = [args.pattern, args.start]
     stem = os.path.splitext(os.path.basename(args.start))[0]
     if args.constraint == "spacegroup":
         asu = param.asymmetric_unit(jax.tree_util.tree_map(lambda x: np.asarray(x)[b], res.params))
@@ -233,9 +243,10 @@ def run(args) -> int:
         "outputs": ["refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json"],
     }
     write_json(os.path.join(out, "summary.json"), summary, inputs)
-    print(f"xrd-refine: cosine {metrics['start']['cosine']:.4f} → {metrics['refined']['cosine']:.4f}, "
-          f"Rwp {metrics['start']['rwp']:.3f} → {metrics['refined']['rwp']:.3f}; cell "
-          f"{' '.join(f'{v:.4f}' for v in cell_f)}; {wall:.1f} s; wrote {out}/refined.cif")  # fmt: skip
+    text = (f"dmd xrd-refine: cosine {metrics['start']['cosine']:.4f} → {metrics['refined']['cosine']:.4f}, "
+            f"Rwp {metrics['start']['rwp']:.3f} → {metrics['refined']['rwp']:.3f}; cell "
+            f"{' '.join(f'{v:.4f}' for v in cell_f)}; {wall:.1f} s; wrote {out}/refined.cif")  # fmt: skip
+    emit(args, summary, text)
     return 0
 
 

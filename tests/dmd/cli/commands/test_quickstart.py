@@ -34,10 +34,13 @@ def test_simulate_bad_inputs_answered_in_one_line_before_work(tmp_path, capsys):
     traj.write_bytes(b"old")
     (tmp_path / "in.pdb").write_text("END\n")
     cases = [
-        (["--steps", "10", "--out", str(traj)], "t.dcd exists; pass --resume to continue it or --overwrite"),
+        (
+            ["--steps", "10", "--out", str(traj)],
+            "t.dcd exists (an earlier result); pass --resume",
+        ),
         (["--steps", "0", "--out", str(tmp_path / "a.dcd")], "--steps 0: must be a positive"),
         (["--steps", "5", "--temperature", "-1", "--out", str(tmp_path / "a.dcd")], "must be >= 0 K"),
-        (["--steps", "5", "--out", str(tmp_path / "in.pdb")], "is an input file"),
+        (["--steps", "5", "--out", str(tmp_path / "in.pdb")], "would overwrite the input file"),
         (["--steps", "5", "--out", str(traj / "x.dcd")], "is a file, not a folder"),
     ]
     for extra, text in cases:
