@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 
-from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL, KB_KJ_PER_MOL_K
+from dmd.lj_eos import state_point
 from dmd.models import ARGON, lj_fluid
 from fitting.npt_density import fit_density, sample_density
 
-SIG, EPS = ARGON["sigma"], ARGON["epsilon"]
-T = 2.0 * EPS / KB_KJ_PER_MOL_K  # T* = 2
-P = 1.7668 * EPS / SIG**3 / BAR_NM3_IN_KJ_PER_MOL  # P* = 1.7668
+SIG = ARGON["sigma"]
+T, P = state_point(2.0, 1.7668, SIG, ARGON["epsilon"])  # T* = 2, P* = 1.7668
 
 
 def _fluid(sigma):

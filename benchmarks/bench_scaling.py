@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from dmd.distributed import free_local_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -42,12 +43,6 @@ def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     return env
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmds, timeout=3600):
@@ -104,7 +99,7 @@ def diffuse_processes(args, report, tmp: Path):
                 "--d-min", "4", "--chunk", "25", "--no-progress", "--out", str(out), *extra]  # fmt: skip
 
     w1, _ = _run([cmd(tmp / "d1.mtz")])
-    port = _port()
+    port = free_local_port()
     w2, _ = _run([cmd(tmp / "d2.mtz", _dist(i, 2, port)) for i in range(2)])
     import gemmi
 
@@ -124,7 +119,7 @@ def reweight_processes(report, tmp: Path):
                 "--out", str(out), *extra]  # fmt: skip
 
     w1, _ = _run([cmd(tmp / "r1")])
-    port = _port()
+    port = free_local_port()
     w2, _ = _run([cmd(tmp / "r2", _dist(i, 2, port)) for i in range(2)])
 
     def weights(folder):

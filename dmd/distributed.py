@@ -33,6 +33,7 @@ __all__ = [
     "add_arguments",
     "from_args",
     "to_host",
+    "free_local_port",
 ]
 
 _STATE = {"on": False}
@@ -192,3 +193,13 @@ def to_host(x) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def free_local_port() -> int:
+    """A TCP port free on this machine now, for the coordinator of processes on one host
+    (``--coordinator localhost:PORT``: tests, benchmarks, a single-machine multi-process run)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

@@ -14,11 +14,14 @@ import math
 
 import numpy as np
 
+from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL, KB_KJ_PER_MOL_K
+
 __all__ = [
     "JZG_GAMMA",
     "JZG_X",
     "jzg_density",
     "jzg_pressure",
+    "state_point",
     "tail_energy_per_atom",
     "tail_pressure",
 ]
@@ -124,3 +127,9 @@ def tail_energy_per_atom(density, cutoff):
 def tail_pressure(density, cutoff):
     """Long-range correction to P* for a cutoff r_c (σ units): (16/3)πρ*²[(2/3) r_c⁻⁹ − r_c⁻³]."""
     return 16.0 / 3.0 * math.pi * density**2 * (2.0 / 3.0 * cutoff**-9 - cutoff**-3)
+
+
+def state_point(t_star: float, p_star: float, sigma: float, epsilon: float) -> tuple[float, float]:
+    """``(T in K, P in bar)`` of the reduced state point (T*, P*) for LJ σ (nm) and ε (kJ/mol):
+    T = T* ε/k_B, P = P* ε/σ³ (:mod:`dmd.base.units` constants)."""
+    return t_star * epsilon / KB_KJ_PER_MOL_K, p_star * epsilon / sigma**3 / BAR_NM3_IN_KJ_PER_MOL

@@ -319,20 +319,12 @@ def harmonic_chain(
         r = jnp.sqrt(jnp.sum(d * d, -1))
         return jnp.sum(0.5 * params["bond"]["k"] * (r - params["bond"]["r0"]) ** 2)
 
-    def terms_fn(params, pos, *, box=None, neighbor=None):
-        return {"bond": energy_fn(params, pos)}
-
     labels = tuple(f"{a}-{b}" for a, b in zip(i, j, strict=True))
-    return System(
-        energy_fn=energy_fn,
-        params={"bond": {"k": jnp.full((n_atoms - 1,), k, dtype), "r0": jnp.full((n_atoms - 1,), r0, dtype)}},
-        param_labels={"bond": {"k": labels, "r0": labels}},
-        masses=jnp.full((n_atoms,), mass, dtype),
-        positions=jnp.asarray(pos, dtype),
-        terms_fn=terms_fn,
-        name=f"harmonic_chain(N={n_atoms})",
-        metadata={"model": "harmonic_chain", "temperature_K": float(temperature)},
-    )
+    theta = {"k": jnp.full((n_atoms - 1,), k, dtype), "r0": jnp.full((n_atoms - 1,), r0, dtype)}
+    return _one_term_system(
+        "bond", energy_fn, theta, {"k": labels, "r0": labels}, jnp.full((n_atoms,), mass, dtype),
+        jnp.asarray(pos, dtype), f"harmonic_chain(N={n_atoms})", temperature,
+    )  # fmt: skip
 
 
 def harmonic_oscillator(
@@ -364,18 +356,25 @@ def harmonic_oscillator(
         d = pos - params["spring"]["center"]
         return jnp.sum(0.5 * params["spring"]["k"][:, None] * d * d)
 
-    def terms_fn(params, pos, *, box=None, neighbor=None):
-        return {"spring": energy_fn(params, pos)}
-
     labels = tuple(str(a) for a in range(n_atoms))
     center_labels = tuple(f"{a}.{c}" for a in range(n_atoms) for c in "xyzw"[:dim])
+    theta = {"k": jnp.full((n_atoms,), k, dtype), "center": jnp.asarray(center, dtype)}
+    return _one_term_system(
+        "spring", energy_fn, theta, {"k": labels, "center": center_labels}, jnp.full((n_atoms,), mass, dtype),
+        jnp.asarray(pos, dtype), f"harmonic_oscillator(n={n_atoms}, dim={dim})", temperature,
+    )  # fmt: skip
+
+
+def _one_term_system(term, energy_fn, theta, labels, masses, positions, name, temperature) -> System:
+    """A box-free :class:`dmd.System` with one energy term ``term`` (θ ``theta`` labelled ``labels``); the model
+    name is ``name`` up to its parenthesis."""
     return System(
         energy_fn=energy_fn,
-        params={"spring": {"k": jnp.full((n_atoms,), k, dtype), "center": jnp.asarray(center, dtype)}},
-        param_labels={"spring": {"k": labels, "center": center_labels}},
-        masses=jnp.full((n_atoms,), mass, dtype),
-        positions=jnp.asarray(pos, dtype),
-        terms_fn=terms_fn,
-        name=f"harmonic_oscillator(n={n_atoms}, dim={dim})",
-        metadata={"model": "harmonic_oscillator", "temperature_K": float(temperature)},
+        params={term: theta},
+        param_labels={term: labels},
+        masses=masses,
+        positions=positions,
+        terms_fn=lambda params, pos, *, box=None, neighbor=None: {term: energy_fn(params, pos)},
+        name=name,
+        metadata={"model": name.split("(")[0], "temperature_K": float(temperature)},
     )

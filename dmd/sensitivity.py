@@ -65,6 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.base.config import name_list
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
 from dmd.params import select
@@ -302,11 +303,8 @@ def _state_array(name, arr, shape, dtype):
 
 
 def _check_args(system, names, steps, dt, temperature, friction, method, window, report_every, window_capacity=None):
-    if isinstance(names, str):
-        names = [names]
-    names = list(names)
-    if not names:
-        raise UserInputError("names: no parameter selected; pass e.g. names=['lj/epsilon/A'] (--sensitivity NAME)")
+    fix = "names: no parameter selected; pass e.g. names=['lj/epsilon/A'] (--sensitivity NAME)"
+    names = name_list(names, if_empty=fix)
     try:
         sel = select(system.param_labels, names)
     except KeyError as exc:

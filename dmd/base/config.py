@@ -35,4 +35,13 @@ def check_keys(data: dict, allowed: set[str] | frozenset[str], *, where: str) ->
         raise UserInputError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(allowed)}")
 
 
-__all__ = ["check_keys", "load_config"]
+def name_list(value, *, if_empty: str) -> list:
+    """One name (a str) or an iterable of names as a list; UserInputError(``if_empty``, which says the fix) when
+    there is none (``--forcefield``, ``--sensitivity`` and the like take one name or several)."""
+    names = [value] if isinstance(value, str) else list(value)
+    if not names:
+        raise UserInputError(if_empty)
+    return names
+
+
+__all__ = ["check_keys", "load_config", "name_list"]

@@ -1,7 +1,9 @@
 """The ``dmd`` command line.
 
 Each sub-command lives in its own module under :mod:`dmd.cli.commands` and exposes
-``register(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
+``register(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``, and optionally ``check(args)``:
+cheap checks of arguments and files, run before jax is imported (and before the float64 context of a command
+that defaults to it).
 Heavy imports (jax, openmm, gemmi) happen inside ``run`` so that ``dmd --help``
 stays fast.
 """
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.formatter_class = type("HelpFormatter", (DefaultsHelpFormatter, p.formatter_class), {})
         p.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=no_cache)
         _add_output_arguments(p, argparse.SUPPRESS)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _check=getattr(module, "check", None))
     return parser
 
 
@@ -127,6 +129,8 @@ def _run(args) -> int:
     # out); set through a context so that in-process callers (tests, notebooks) keep their own setting afterwards
     x64 = True if args.x64 else getattr(args, "default_x64", None)
     try:
+        if args._check is not None:  # a command's cheap checks of its inputs, before jax is imported
+            args._check(args)
         if x64 is not None:
             import jax
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import warnings
 
 EXIT_OK, EXIT_USAGE, EXIT_NO_RESULT, EXIT_DIVERGED = 0, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
@@ -190,6 +191,7 @@ def add_overwrite_argument(parser, what: str = "the outputs") -> None:
 # -q silences progress bars and info lines, -v / -vv show more; third-party chatter is off in normal mode.
 
 _STATE = {"verbosity": 0}
+_PLAIN_FORMATWARNING = warnings.formatwarning
 THIRD_PARTY = ("jax", "jaxlib", "absl", "openmm", "mdtraj", "matplotlib", "h5py", "tables", "PIL", "numexpr")
 
 
@@ -209,7 +211,6 @@ def setup_output(verbosity_level: int) -> None:
     """
     import logging
     import os
-    import warnings
 
     from dmd.base.progress import set_progress
 
@@ -234,6 +235,15 @@ def setup_output(verbosity_level: int) -> None:
     if level < 1:
         pattern = r"(" + "|".join(THIRD_PARTY) + r")(\..*)?$"
         warnings.filterwarnings("ignore", module=pattern)
+    if level < 0:
+        warnings.filterwarnings("ignore")
+    warnings.formatwarning = _format_warning if level < 2 else _PLAIN_FORMATWARNING
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line ``dmd: warning: MESSAGE`` (``-vv`` keeps Python's form with file, line and source)."""
+    first = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    return f"dmd: warning: {first}\n"
 
 
 def info(message: str) -> None:

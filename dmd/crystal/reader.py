@@ -144,13 +144,18 @@ def _spacegroup_of(path, file_symbol, override):
     return find_spacegroup(file_symbol, path)
 
 
+def _gemmi_read(read, path: Path, what: str, fix: str):
+    """``read(str(path))`` with gemmi's errors turned into a UserInputError naming the file, ``what`` and ``fix``."""
+    try:
+        return read(str(path))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise UserInputError(f"{path}: cannot read {what} ({exc}); {fix}") from None
+
+
 def _read_macromolecular(path: Path, spacegroup):
     import gemmi
 
-    try:
-        st = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise UserInputError(f"{path}: cannot read the structure ({exc}); give a PDB or mmCIF file") from None
+    st = _gemmi_read(gemmi.read_structure, path, "the structure", "give a PDB or mmCIF file")
     notes = []
     if len(st) == 0 or st[0].count_atom_sites() == 0:
         raise UserInputError(f"{path}: no atoms in the first model; give a structure with coordinates")
@@ -189,10 +194,7 @@ def _read_macromolecular(path: Path, spacegroup):
 def _read_small(path: Path, spacegroup):
     import gemmi
 
-    try:
-        small = gemmi.read_small_structure(str(path))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise UserInputError(f"{path}: cannot read the small-molecule CIF ({exc}); check the file") from None
+    small = _gemmi_read(gemmi.read_small_structure, path, "the small-molecule CIF", "check the file")
     notes = []
     if len(small.sites) == 0:
         raise UserInputError(f"{path}: no atom sites (_atom_site_fract_x) in the CIF; give a CIF with coordinates")

@@ -15,6 +15,15 @@ from dmd.openmm_system.common import index_label, unique_labels, value
 _HARMONIC_TORSION = {"k*(theta-theta0)^2"}
 
 
+def _term(idx, params: dict, energy, labels=None):
+    """``(params, labels, fn)`` of a term with one row per index tuple of ``idx [M, k]``: every θ array labelled
+    by its rows (``labels``, default the atom indices) and ``fn(p, x, box, neighbor) = energy(*θ in the order of
+    params, x, idx)``."""
+    lab = unique_labels(index_label(i) for i in idx) if labels is None else labels
+    names = tuple(params)
+    return params, {n: lab for n in names}, lambda p, x, b, nb: energy(*(p[n] for n in names), x, idx)
+
+
 def harmonic_bond_term(force):
     """HarmonicBondForce: θ ``k`` kJ/mol/nm², ``length`` nm per bond."""
     import openmm.unit as unit
@@ -23,12 +32,7 @@ def harmonic_bond_term(force):
     idx = np.array([[r[0], r[1]] for r in rows], dtype=np.int32).reshape(-1, 2)
     length = np.array([value(r[2], unit.nanometer) for r in rows])
     k = np.array([value(r[3], unit.kilojoule_per_mole / unit.nanometer**2) for r in rows])
-    lab = unique_labels(index_label(i) for i in idx)
-    return (
-        {"k": k, "length": length},
-        {"k": lab, "length": lab},
-        lambda p, x, b, nb, idx=idx: bonded.harmonic_bond_energy(p["k"], p["length"], x, idx),
-    )
+    return _term(idx, {"k": k, "length": length}, bonded.harmonic_bond_energy)
 
 
 def harmonic_angle_term(force):
@@ -39,12 +43,7 @@ def harmonic_angle_term(force):
     idx = np.array([[r[0], r[1], r[2]] for r in rows], dtype=np.int32).reshape(-1, 3)
     angle = np.array([value(r[3], unit.radian) for r in rows])
     k = np.array([value(r[4], unit.kilojoule_per_mole / unit.radian**2) for r in rows])
-    lab = unique_labels(index_label(i) for i in idx)
-    return (
-        {"k": k, "angle": angle},
-        {"k": lab, "angle": lab},
-        lambda p, x, b, nb, idx=idx: bonded.harmonic_angle_energy(p["k"], p["angle"], x, idx),
-    )
+    return _term(idx, {"k": k, "angle": angle}, bonded.harmonic_angle_energy)
 
 
 def periodic_torsion_term(force):
@@ -57,13 +56,11 @@ def periodic_torsion_term(force):
     phase = np.array([value(r[5], unit.radian) for r in rows])
     k = np.array([value(r[6], unit.kilojoule_per_mole) for r in rows])
     lab = unique_labels(f"{index_label(i)}(n={m})" for i, m in zip(idx, per, strict=True))
-    return (
-        {"k": k, "phase": phase},
-        {"k": lab, "phase": lab},
-        lambda p, x, b, nb, idx=idx, per=per: bonded.periodic_torsion_energy(
-            p["k"], p["phase"], per.astype(x.dtype), x, idx
-        ),
-    )
+
+    def energy(k, phase, x, idx, per=per):
+        return bonded.periodic_torsion_energy(k, phase, per.astype(x.dtype), x, idx)
+
+    return _term(idx, {"k": k, "phase": phase}, energy, lab)
 
 
 def harmonic_torsion_term(force):
@@ -77,12 +74,7 @@ def harmonic_torsion_term(force):
     vals = np.array([list(r[4]) for r in rows], dtype=np.float64).reshape(-1, len(pnames))
     k = vals[:, pnames.index("k")]
     theta0 = vals[:, pnames.index("theta0")]
-    lab = unique_labels(index_label(i) for i in idx)
-    return (
-        {"k": k, "theta0": theta0},
-        {"k": lab, "theta0": lab},
-        lambda p, x, b, nb, idx=idx: bonded.harmonic_torsion_energy(p["k"], p["theta0"], x, idx),
-    )
+    return _term(idx, {"k": k, "theta0": theta0}, bonded.harmonic_torsion_energy)
 
 
 def cmap_term(force):

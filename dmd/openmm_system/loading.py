@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from dmd.base.config import name_list
 from dmd.base.defaults import DEFAULT_FORCEFIELD
 from dmd.base.errors import UserInputError
 from dmd.openmm_system.assembly import system_from_openmm
@@ -42,11 +43,8 @@ def load_forcefield(forcefield):
     """``(openmm.app.ForceField, files)`` for XML names or paths; UserInputError naming a file that fails."""
     import openmm.app as app
 
-    if isinstance(forcefield, str):
-        forcefield = [forcefield]
-    files = list(forcefield)
-    if not files:
-        raise UserInputError("no force field given; pass e.g. --forcefield amber14-all.xml amber14/tip3pfb.xml")
+    fix = "no force field given; pass e.g. --forcefield amber14-all.xml amber14/tip3pfb.xml"
+    files = name_list(forcefield, if_empty=fix)
     try:
         return app.ForceField(*files), files
     except Exception as exc:  # OpenMM raises ValueError/OSError for unknown names: find the culprit

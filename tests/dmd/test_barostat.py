@@ -122,24 +122,19 @@ def _lj_state(n=200, rho0=0.6, t_star=2.0):
     return system, temperature, tail
 
 
+def _lj_run(temperature, p_bar, tail):
+    """The run settings both LJ state-point tests share (10 BAOAB steps of 0.01 ps per volume move)."""
+    settings = dict(dt=0.01, friction=1.0, every=10, chunk=100)
+    return dict(settings, temperature=temperature, pressure_bar=p_bar, extra_energy=tail)
+
+
 def test_lj_density_matches_jzg():
     """N = 200, T* = 2, P* = 1.7668 (JZG: ρ* = 0.600). Error: block standard error of the run (JZG's own fit
     error, ~0.5% in ρ here, and the N = 200 finite-size shift are inside the 4σ + 0.006 band)."""
     system, temperature, tail = _lj_state()
     t_star, p_star = 2.0, 1.7668
     p_bar = p_star * EPS / SIG**3 / BAR_NM3_IN_KJ_PER_MOL
-    out = run_npt(
-        system,
-        n_cycles=500,
-        dt=0.01,
-        temperature=temperature,
-        friction=1.0,
-        pressure_bar=p_bar,
-        every=10,
-        chunk=100,
-        extra_energy=tail,
-        seed=3,
-    )
+    out = run_npt(system, n_cycles=500, seed=3, **_lj_run(temperature, p_bar, tail))
     rho = 200 * SIG**3 / out["volume_nm3"][100:]
     mean, se = block_average(rho, 10)
     ref = jzg_density(p_star, t_star)
@@ -154,20 +149,7 @@ def test_anisotropic_keeps_shape_under_isotropic_stress():
     the edges random-walk at fixed volume; asserting a cubic final box would test luck, not physics.)"""
     system, temperature, tail = _lj_state(rho0=0.6)
     p_bar = 1.7668 * EPS / SIG**3 / BAR_NM3_IN_KJ_PER_MOL
-    out = run_npt(
-        system,
-        n_cycles=400,
-        dt=0.01,
-        temperature=temperature,
-        friction=1.0,
-        pressure_bar=p_bar,
-        every=10,
-        chunk=100,
-        extra_energy=tail,
-        seed=4,
-        anisotropic=True,
-        box_margin=0.06,
-    )
+    out = run_npt(system, n_cycles=400, seed=4, anisotropic=True, box_margin=0.06, **_lj_run(temperature, p_bar, tail))
     box = np.asarray(out["state"].box)
     # anisotropic moves really are per axis: the edges are no longer equal (isotropic moves keep them
     # equal to round-off), and the box stays valid for the cutoff

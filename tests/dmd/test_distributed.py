@@ -5,12 +5,13 @@ same clear message and write nothing."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import gemmi
 import numpy as np
+
+from dmd.distributed import free_local_port
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 TRAJ = os.path.join(DATA, "sf_villin_traj.dcd")
@@ -22,12 +23,6 @@ def _env(**extra):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", **extra)
     env.pop("XLA_FLAGS", None)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _diffuse(out, extra=(), traj=TRAJ):
@@ -53,7 +48,7 @@ def test_two_processes_diffuse_equals_single_process(tmp_path):
     single = tmp_path / "single.mtz"
     rc, out = _launch([_diffuse(single)])
     assert rc == [0], out
-    port = _free_port()
+    port = free_local_port()
     multi = tmp_path / "multi.mtz"
     rc, out = _launch([_diffuse(multi, _dist(i, port)) for i in range(2)])
     assert rc == [0, 0], out
@@ -70,7 +65,7 @@ def test_processes_disagreeing_on_input_stop_with_message_and_write_nothing(tmp_
     other = tmp_path / "other.dcd"
     data = open(TRAJ, "rb").read()
     other.write_bytes(data[: len(data) // 2])  # a shorter trajectory on process 1
-    port = _free_port()
+    port = free_local_port()
     out = tmp_path / "x.mtz"
     rc, outs = _launch([_diffuse(out, _dist(0, port)), _diffuse(out, _dist(1, port), traj=str(other))])
     assert rc[0] != 0 and rc[1] != 0, outs
@@ -97,7 +92,7 @@ def _weights(folder):
 def test_two_processes_reweight_equals_single_process(tmp_path):
     rc, out = _launch([_reweight(tmp_path / "single")])
     assert rc == [0], out
-    port = _free_port()
+    port = free_local_port()
     rc, out = _launch([_reweight(tmp_path / "multi", _dist(i, port)) for i in range(2)])
     assert rc == [0, 0], out
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "multi")

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 
 from dmd.base.errors import UserInputError
-from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL, KB_KJ_PER_MOL_K
 from dmd.cli import main
+from dmd.lj_eos import state_point
 from dmd.models import ARGON, lj_fluid
 from dmd.npt_run import simulate_npt
 from dmd.simulate import RunConfig
 
 SIG, EPS = ARGON["sigma"], ARGON["epsilon"]
-T = 2.0 * EPS / KB_KJ_PER_MOL_K
-P = 1.7668 * EPS / SIG**3 / BAR_NM3_IN_KJ_PER_MOL
+T, P = state_point(2.0, 1.7668, SIG, EPS)
 
 
 def _cfg(tmp_path, steps, **kw):

@@ -68,7 +68,7 @@ def test_redo_gives_up_after_the_last_reallocation():
 def test_npt_redoes_an_overflowed_chunk():
     """run_npt's host loop (dmd.npt) redoes an overflowed chunk through redo_on_overflow with a grown list: the
     run equals one with ample capacity (same noise, same volume moves)."""
-    from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL
+    from dmd.lj_eos import state_point
     from dmd.neighbors import CellNeighborListFns
     from dmd.npt import run_npt
 
@@ -88,9 +88,8 @@ def test_npt_redoes_an_overflowed_chunk():
     ample = models.lj_fluid(64, density=0.55, cutoff=1.8 * SIGMA, skin=0.1, dtype=jnp.float64, seed=4)
     fns = dict(dataclasses.asdict(ample.neighbor_fn), capacity_multiplier=1.0)
     tight = dataclasses.replace(ample, neighbor_fn=ExactCapacity(**fns))
-    eps = models.ARGON["epsilon"]
-    run = dict(n_cycles=10, dt=0.01, temperature=2 * 119.8, friction=1.0, every=10, chunk=5, seed=1,
-               pressure_bar=1.7668 * eps / SIGMA**3 / BAR_NM3_IN_KJ_PER_MOL)  # fmt: skip
+    t_k, p_bar = state_point(2.0, 1.7668, SIGMA, models.ARGON["epsilon"])  # T* = 2, P* = 1.7668
+    run = dict(n_cycles=10, dt=0.01, temperature=t_k, friction=1.0, every=10, chunk=5, seed=1, pressure_bar=p_bar)
     ref = run_npt(ample, **run)
     res = run_npt(tight, **run)
     assert grown  # the tight list did overflow and was grown

@@ -13,7 +13,7 @@ import argparse
 
 from dmd.base.defaults import DEFAULT_FORCEFIELD
 
-__all__ = ["register", "run"]
+__all__ = ["check", "register", "run"]
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -48,18 +48,25 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
+def check(args) -> None:
+    """Refuse a bad --cutoff or an empty / atom-less --pdb before jax is imported."""
     import math
 
     from dmd.base.errors import UserInputError
-    from dmd.cli.common import check_input, emit
+    from dmd.cli.common import check_input
 
     if not (args.cutoff > 0 and math.isfinite(args.cutoff)):
         raise UserInputError(f"--cutoff {args.cutoff}: must be a positive number of nm, e.g. --cutoff 1.0")
     check_input(args.pdb, "--pdb", "structure")
 
+
+def run(args) -> int:
+    import math
+
     import jax
 
+    from dmd.base.errors import UserInputError
+    from dmd.cli.common import emit
     from dmd.openmm_system import system_from_pdb
 
     method = args.nonbonded

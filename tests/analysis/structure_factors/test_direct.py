@@ -173,7 +173,7 @@ def test_gradients_direct_match_finite_differences_and_fft():
         assert rel < 1e-4  # FFT plan tolerance 1e-7 on F → gradients agree to ~1e-6
 
 
-def test_fft_frames_batch_matches_single_frames_and_no_recompile():
+def test_fft_frames_batch_matches_single_frames_and_no_recompile(jax_compiles):
     xs = read_structure(os.path.join(DATA, "sf_SiO2.cif")).expand_to_p1()
     hkl = symmetry.generate_hkl(xs.cell, 1.2, "P 1", unique=True)
     rng = np.random.default_rng(5)
@@ -185,15 +185,6 @@ def test_fft_frames_batch_matches_single_frames_and_no_recompile():
     assert batch.dtype == np.complex64 and batch.shape == (6, len(hkl))
     direct = np.asarray(structure_factors(hkl, frames.astype(np.float64), cells.astype(np.float64), xs.elements))
     assert r_factor(batch, direct) < 5e-5  # float32 FFT route: ~1e-5 kernel + float32 rounding
-    with jax.log_compiles():
-        import logging
-
-        records = []
-        handler = logging.Handler()
-        handler.emit = records.append
-        logging.getLogger("jax").addHandler(handler)
-        try:
-            structure_factors_fft(plan, frames + np.float32(0.001), cells, frame_batch=3)
-        finally:
-            logging.getLogger("jax").removeHandler(handler)
+    with jax_compiles() as records:
+        structure_factors_fft(plan, frames + np.float32(0.001), cells, frame_batch=3)
     assert not [r for r in records if "Compiling" in r.getMessage() and "_fft" in r.getMessage()]

@@ -301,3 +301,69 @@ def test_crystal_json_is_the_written_summary(tmp_path, capsys):
     assert main(["-q", "crystal", str(pdb), "--out", str(out), "--overwrite"]) == 0
     cap = capsys.readouterr()
     assert cap.err == "" and cap.out.startswith(f"{out}:")
+
+
+def test_refusals_come_before_the_heavy_imports(files):
+    """In a fresh process every command refuses a bad output or input without importing jax, OpenMM, gemmi or
+    mdtraj (the checks used to come after 30-80 s of imports and setup)."""
+    import json
+    import subprocess
+    import sys
+
+    (files / "old").mkdir()
+    for name in ("summary.json", "refined.cif", "checkpoint.npz"):
+        (files / "old" / name).write_text("{}")
+    old, empty = str(files / "old"), str(files / "empty.pdb")
+    taken = str(files / "afile")
+    cases = [
+        ["reweight", "--traj", str(RW / "traj.dcd"), "--data", str(RW / "data.mtz"), "--column", "I", "--out", old],
+        ["merge", str(RW / "data.mtz"), "--out", str(RW / "data.mtz")],
+        ["xrd-refine", str(PATTERN), "--start", str(START), "--out", old],
+        ["diffuse", "--traj", str(TRAJ), "--top", empty, "--d-min", "3", "--out", str(files / "d.mtz")],
+        ["fit", str(FIT), "--out", old],
+        ["index", str(PEAKS), "--out", taken],
+        ["xrd", empty, "--out", str(files / "x.csv")],
+        ["crystal", empty, "--out", str(files / "c.pdb")],
+        ["energy", "--pdb", empty],
+        ["simulate", "--pdb", empty, "--forcefield", "amber14-all.xml", "--steps", "9", "--out", str(files / "t.dcd")],
+    ]
+    code = (
+        "import json, sys\n"
+        "from dmd.cli import main\n"
+        "rcs = [main(a) for a in json.loads(sys.argv[1])]\n"
+        "heavy = sorted(m for m in ('jax', 'openmm', 'gemmi', 'mdtraj') if m in sys.modules)\n"
+        "print(json.dumps({'rcs': rcs, 'heavy': heavy}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True, timeout=60)
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rcs"] == [2] * len(cases), r.stderr
+    assert got["heavy"] == [], got
+    assert len(r.stderr.strip().splitlines()) == len(cases), r.stderr  # one line each
+
+
+def test_a_warning_is_one_line_and_quiet_drops_it():
+    """Python's warning form (file, line, source line) becomes ``dmd: warning: FIRST LINE``; -q shows none. (A
+    subprocess: pytest records warnings itself.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "from dmd.cli import main\n"
+        "from dmd.cli.commands import crystal\n"
+        "def run(args):\n"
+        "    warnings.warn('only 2 frames: the estimate is noisy\\n  (more)', RuntimeWarning)\n"
+        "    return 0\n"
+        "crystal.run = run\n"
+        f"sys.exit(main([*sys.argv[1:], 'crystal', {str(SI)!r}, '--out', 'never.pdb']))\n"
+    )
+    for flags, expect in (([], "dmd: warning: only 2 frames: the estimate is noisy\n"), (["-q"], "")):
+        r = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr == expect, r.stderr
+
+
+def test_index_of_a_folder_where_nothing_indexes_exits_3(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("4.2\n3.1\n")  # two lines: too few to index
+    assert main(["index", str(tmp_path), "--units", "d", "--jobs", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "indexed 0/1 patterns" in err and err.strip().splitlines()[-1].startswith("dmd index: no result:")

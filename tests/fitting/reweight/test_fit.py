@@ -107,23 +107,14 @@ def test_holdout_folds_keep_orbits_together(ens):
         rw.holdout_folds(ens.hkl, 4, kind="shells")
 
 
-def test_fit_does_not_recompile(ens):
+def test_fit_does_not_recompile(ens, jax_compiles):
     x = synthetic.diffuse_of_weights(ens.f, np.repeat([0.6, 0.3, 0.1], 4) / 4)
     p = rw.make_problem(fstore.store_from_array(ens.f), x)
     spec = rw.FitSpec(steps=5)
     mask = np.ones((1, len(x)), bool)
     rw.fit_batch(p, spec, np.zeros((1, 12)), mask, [0.0])
-    with jax.log_compiles():
-        import logging
-
-        records = []
-        h = logging.Handler()
-        h.emit = records.append
-        logging.getLogger("jax").addHandler(h)
-        try:
-            rw.fit_batch(p, spec, np.ones((1, 12)), mask, [0.1])  # new data values, same shapes
-        finally:
-            logging.getLogger("jax").removeHandler(h)
+    with jax_compiles() as records:
+        rw.fit_batch(p, spec, np.ones((1, 12)), mask, [0.1])  # new data values, same shapes
     assert not [r for r in records if "Compiling" in r.getMessage() and "_fit_one" in r.getMessage()]
 
 
