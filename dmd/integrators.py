@@ -66,6 +66,7 @@ __all__ = [
     "INTEGRATORS",
     "kinetic_energy",
     "n_degrees_of_freedom",
+    "relax_overlaps",
 ]
 
 # k_B in kJ/(mol K), the value OpenMM uses (CODATA 2018 × N_A).
@@ -200,6 +201,69 @@ def _energy_and_forces(system):
     return fn
 
 
+def relax_overlaps(system, params, x, neighbor=None, *, dt: float, max_kick: float = 0.05, max_iter: int = 500):
+    """Remove the overlaps that would blow up the first steps of dynamics; a no-op where there are none.
+
+    Positions sampled at other parameters (a fit's previous round: σ raised by 20% puts neighbours at 0.8σ) can
+    start dynamics with forces that move an atom a large fraction of σ in one step; the integrator then explodes
+    by chance. Like OpenMM users' ``minimizeEnergy`` before a run, this walks down the force (steepest descent,
+    the largest move 0.005 nm per iteration) until no atom would move more than ``max_kick`` nm from rest in one
+    step, |F_i|/m_i·δt² ≤ max_kick, or ``max_iter`` iterations. Positions that already meet it are returned
+    unchanged (bit for bit), so ordinary starts are unaffected. Systems with constraints or virtual sites are
+    returned unchanged (their moves need the constraint projection the integrators apply).
+
+    Args:
+      system: :class:`dmd.System`. params: θ. x: ``[N, 3]`` nm. neighbor: its neighbour list or None.
+      dt: the time step of the dynamics that follows, ps. max_kick: nm. max_iter: iterations at most.
+
+    Returns:
+      ``(x, neighbor, n_iter)``: relaxed positions, the list updated to them, iterations taken.
+    """
+    vsites = getattr(system, "virtual_sites", None)
+    if system.constraints is not None or (vsites is not None and vsites.n_sites):
+        return x, neighbor, 0
+    key = (id(system), float(dt), float(max_kick), int(max_iter))
+    hit = _RELAX_CACHE.get(key)
+    if hit is None or hit[0] is not system:  # compiled once per system (a fit calls this every round)
+        hit = _RELAX_CACHE[key] = (system, _make_relax(system, dt, max_kick, max_iter))
+        while len(_RELAX_CACHE) > 8:
+            _RELAX_CACHE.pop(next(iter(_RELAX_CACHE)))
+    x_new, nb, n = hit[1](params, jnp.asarray(x), neighbor)
+    n = int(n)
+    return (x, neighbor, 0) if n == 0 else (x_new, nb, n)
+
+
+_RELAX_CACHE: dict = {}  # (id(system), δt, max_kick, max_iter) -> (system, jitted relax); holding system pins its id
+
+
+def _make_relax(system, dt, max_kick, max_iter):
+    efn = _energy_and_forces(system)
+    m = np.asarray(system.masses, float)
+    inv_m = np.where(m > 0, 1.0 / np.maximum(m, 1e-30), 0.0)[:, None]  # massless sites never move
+
+    def kick(f):
+        return jnp.max(jnp.linalg.norm(f * jnp.asarray(inv_m, f.dtype), axis=-1)) * dt * dt
+
+    @jax.jit
+    def run(params, x, neighbor):
+        def cond(c):
+            i, _, _, f = c
+            return (i < max_iter) & (kick(f) > max_kick)
+
+        def body(c):
+            i, x, nb, f = c
+            fn = jnp.linalg.norm(f, axis=-1)
+            x = x + f * (0.005 / jnp.maximum(jnp.max(fn), 1e-30))
+            _, f, nb = efn(params, x, nb)
+            return i + 1, x, nb, f
+
+        _, f0, nb0 = efn(params, x, neighbor)
+        i, x, nb, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, nb0, f0))
+        return x, nb, i
+
+    return run
+
+
 def _constraint_fns(system, masses):
     from dmd.base.errors import UserInputError
     from dmd.constraints import make_constraint_fns
@@ -228,14 +292,16 @@ def _maxwell_velocities(key, masses, kT, shape, dtype):
 
 
 def _make_init(system, kT, efn, cons, masses):
-    """``init``, evaluated op by op. A jitted version (one compilation instead of ~200 small ones) gave a
-    different first state for LJ systems with cell lists after a parameter change and made the σ-recovery fit
-    diverge (tests/fitting/test_forcefield.py::test_lj_recovers_sigma_from_rdf), so it is not used until that
-    is understood; the persistent compilation cache of the CLI absorbs most of the cost on later runs."""
+    """``init`` as one compiled function: evaluated op by op, the first energy and gradient of a force-field system
+    cost ~200 small XLA compilations (~10 s); jitted, one. Only the neighbour-list allocation (which sizes buffers
+    from the positions) runs outside. (Withdrawn once because a fit diverged with it: the first state agrees with
+    the op-by-op one to float32 round-off; the divergence was chaos from a start overlapped by the new σ, which
+    :func:`relax_overlaps` now removes.)"""
     place = _site_placer(system)
     vsites = getattr(system, "virtual_sites", None)
     place_jit = jax.jit(place) if vsites is not None and vsites.n_sites else place
 
+    @jax.jit
     def state_at(key, params, x, velocities, neighbor):
         massive = (jnp.asarray(masses) > 0)[:, None]
         key, vkey = jax.random.split(key)

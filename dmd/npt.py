@@ -365,6 +365,7 @@ def run_npt(
     tangents=None,
     on_chunk=None,
     record_positions: bool = False,
+    cache: dict | None = None,
 ):
     """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
 
@@ -386,6 +387,10 @@ def run_npt(
     ``record_positions``); a true return value stops the run there (e.g. a signal). A ``state`` whose
     ``neighbor`` is None (a checkpoint) gets a list allocated at its box.
 
+    ``cache``: a dict the caller keeps across runs of the same system, settings and ``tangents`` (a fit's rounds):
+    propagators and compiled chunks are kept there by reference box, and a run whose start box
+    (``system.box``) lies inside a cached list's range reuses it instead of compiling again.
+
     Over 100 lines: the host loop's three outcomes (overflow redo, stale rebuild, record) share its counters.
     """
     params = system.params if params is None else params
@@ -401,19 +406,33 @@ def run_npt(
         extra_energy=extra_energy,
         anisotropic=anisotropic,
     )
-    npt = build()
+    store = {} if cache is None else cache
+    props = store.setdefault("propagators", {})
+
+    def propagator(box):
+        for ref, cached in props.items():  # a cached list still covers this box: no new compilation
+            if cached.neighbor_fns is None or not cached.neighbor_fns.scaled:
+                return cached
+            ratio = np.asarray(box, float) / np.asarray(ref, float)
+            if np.shape(ref) == np.shape(box) and np.all(np.abs(ratio[np.isfinite(ratio)] - 1.0) < 0.5 * box_margin):
+                return cached
+        made = build(reference_box=np.asarray(box))
+        props[made.reference_box] = made
+        return made
+
+    npt = propagator(system.box if state is None else state.box)
     if state is None:
-        state = npt.init(jax.random.PRNGKey(seed), params)
+        state = npt.init(jax.random.PRNGKey(seed), params, positions=system.positions, box=system.box)
     elif state.neighbor is None and npt.neighbor_fns is not None:
         state = state.replace(neighbor=npt.neighbor_fns.allocate(state.positions, state.box))
     total_mass = float(np.sum(np.asarray(system.masses)))
     vols, pes, dus = [], [], []
     rebuilds = 0
     done = 0
-    runners = {}
+    runners = store.setdefault("runners", {})
     while done < n_cycles:
         n = min(chunk, n_cycles - done)
-        key = (id(npt), n)
+        key = (id(npt), n, record_positions)
         if key not in runners:
             runners[key] = _run_chunk(npt, n, tangents, record_positions)
         run_chunk, fns = runners[key], npt.neighbor_fns
@@ -436,7 +455,7 @@ def run_npt(
         )
         if bool(new.stale):  # the box left the list's range after `good` cycles: list at the current box
             rebuilds += 1
-            npt = build(reference_box=np.asarray(state.box))
+            npt = propagator(np.asarray(state.box))
             nbr = npt.neighbor_fns.allocate(state.positions, state.box, max_occupancy=state.neighbor.max_occupancy)
             state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
         if stop:

@@ -36,6 +36,10 @@ Diffraction targets (docs/fitting.md): ``{observable: diffuse, file: data.mtz, c
 shells}`` (MTZ checked against the box as ``dmd reweight`` does) and ``{observable: powder, file: pattern.csv,
 wavelength, two_theta: [min, max], profile: {...}, objective: rwp | cc | absolute}``; an FCC crystal system is
 ``model: lj_fluid`` with ``fcc_cells: n`` (examples/fit_diffraction/).
+
+Constant pressure (docs/fitting.md, "Constant pressure (NPT) fits"): ``simulation: {pressure: BAR, barostat:
+isotropic | anisotropic, barostat_every: N}`` samples every state NPT; then ``{observable: density, value: 1.40,
+units: g_cm3 | number}`` targets and powder ``peaks: positions`` (refused under NVT) follow θ.
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ __all__ = [
     "powder_observable",
 ]
 
-_SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed"}
+_SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed",
+             "pressure", "barostat", "barostat_every"}  # fmt: skip
+_DENSITY_UNITS = {"g_cm3": "g_cm3", "g/cm3": "g_cm3", "number": "number_nm3", "number_nm3": "number_nm3"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
              "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states"}  # fmt: skip
 _STATE_KEYS = {"name", "system", "targets", "temperature"}
@@ -180,10 +186,13 @@ def _read_pattern(path: Path, wavelength: float) -> tuple[np.ndarray, np.ndarray
     return arr[:, 0], arr[:, 1]
 
 
-def powder_observable(system, two_theta, wavelength: float, profile=None, element: str = "Ar", where: str = "powder"):
+def powder_observable(system, two_theta, wavelength: float, profile=None, element: str = "Ar", where: str = "powder",
+                      follow_box: bool = False):  # fmt: skip
     """The frame-averaged profiled powder pattern of the box taken as a P 1 cell, on ``two_theta [G]`` degrees.
 
     Reflections cover the grid ±2°; ``profile``: keyword arguments of :func:`analysis.powder.profile`.
+    ``follow_box`` (constant pressure): each frame is the P 1 cell of its own box, so peak positions move with the
+    lattice; the reflection list then covers cells ±30% of the start box (``powder_hkl`` margin 0.3).
     """
     from analysis.powder import powder_hkl
     from fitting import observables as ob
@@ -192,32 +201,50 @@ def powder_observable(system, two_theta, wavelength: float, profile=None, elemen
         raise UserInputError(f"{where}: a powder target needs an orthorhombic periodic box (box [3] nm)")
     tt = np.asarray(two_theta, float)
     cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
-    hkl, mult = powder_hkl(cell, "P 1", wavelength, (max(tt.min() - 2.0, 0.0), min(tt.max() + 2.0, 180.0)))
+    hkl, mult = powder_hkl(cell, "P 1", wavelength, (max(tt.min() - 2.0, 0.0), min(tt.max() + 2.0, 180.0)),
+                           margin=0.3 if follow_box else 0.0)  # fmt: skip
     frac_mat = np.linalg.inv(np.diag(cell[:3]))
 
-    def structure_fn(pos):
-        return cell, (10.0 * pos) @ frac_mat.T
+    if follow_box:
+        import jax.numpy as jnp
+
+        start_box = np.asarray(system.box, float)
+
+        def structure_fn(pos, box=None):  # the frame's own orthorhombic box as the P 1 cell
+            b = jnp.asarray(start_box if box is None else box, pos.dtype)
+            angles = jnp.full((3,), 90.0, pos.dtype)
+            return jnp.concatenate([10.0 * b, angles]), pos / b
+    else:
+
+        def structure_fn(pos):
+            return cell, (10.0 * pos) @ frac_mat.T
 
     return ob.powder_pattern(structure_fn, hkl, mult, [element] * system.n_atoms, tt, wavelength=wavelength,
                              **dict(profile or {}))  # fmt: skip
 
 
-def powder_target(spec: dict, system, base: Path, path: Path):
+def powder_target(spec: dict, system, base: Path, path: Path, npt: bool = False):
     """A powder-pattern target: ``{observable: powder, file: pattern.csv, wavelength, two_theta: [min, max],
-    profile: {U, V, W, eta, shape}, objective: rwp | cc, element, peaks: intensities}``.
+    profile: {U, V, W, eta, shape}, objective: rwp | cc, element, peaks: intensities | positions}``.
 
-    The simulation box is the P 1 cell of the pattern (its reflections to the 2θ range). Under NVT (the engine's
-    ensemble) the box and so every peak position is fixed: ``peaks: positions`` (a lattice-constant target, e.g. σ)
-    is refused; only intensities (ε through their fall-off with 2θ) follow θ."""
+    The simulation box is the P 1 cell of the pattern (its reflections to the 2θ range). Lattice parameters follow
+    θ only at constant pressure: under NVT the box and so every peak position is fixed, and ``peaks: positions`` (a
+    lattice-constant target, e.g. σ) is refused; only intensities (ε through their fall-off with 2θ) follow θ.
+    Under NPT (``npt``: simulation.pressure set) each frame's pattern is computed in its own box, so peak positions
+    follow θ (default ``peaks: positions``)."""
     bad = set(spec) - {"observable", "file", "wavelength", "two_theta", "profile", "objective", "element", "weight",
                        "peaks"}  # fmt: skip
     if bad:
         raise UserInputError(f"{path}: powder target has unknown keys {sorted(bad)}")
-    if spec.get("peaks", "intensities") == "positions":
+    peaks = spec.get("peaks", "positions" if npt else "intensities")
+    if peaks not in ("positions", "intensities"):
+        raise UserInputError(f"{path}: powder peaks: {peaks!r}: use positions (NPT) or intensities")
+    if peaks == "positions" and not npt:
         raise UserInputError(
-            f"{path}: a powder peak-position target needs constant-pressure (NPT) sampling: under NVT the box, and "
-            "with it every lattice parameter and peak position, is fixed, so positions cannot follow θ. Fit "
-            "intensities (peaks: intensities) under NVT, or simulate NPT once the barostat is available"
+            f"{path}: a powder peak-position target needs constant-pressure (NPT) sampling: lattice parameters "
+            "follow θ only under NPT; under NVT the box, and with it every lattice parameter and peak position, is "
+            "fixed, so positions cannot follow θ. Set simulation: {pressure: BAR} (and barostat, barostat_every), "
+            "or fit intensities (peaks: intensities) under NVT"
         )
     objective = spec.get("objective", "rwp")
     if objective not in ("rwp", "cc", "absolute"):
@@ -233,7 +260,8 @@ def powder_target(spec: dict, system, base: Path, path: Path):
     keep = (tt >= lo) & (tt <= hi)
     if keep.sum() < 10:
         raise UserInputError(f"{path}: fewer than 10 pattern points inside two_theta [{lo}, {hi}]")
-    obs = powder_observable(system, tt[keep], lam, spec.get("profile"), spec.get("element", "Ar"), where=str(path))
+    obs = powder_observable(system, tt[keep], lam, spec.get("profile"), spec.get("element", "Ar"), where=str(path),
+                            follow_box=npt)  # fmt: skip
     return FitTarget(obs, y[keep], weight=float(spec.get("weight", 1.0)), objective=objective)
 
 
@@ -276,6 +304,7 @@ def build_system(spec: dict, base: Path):
         if name not in factories:
             raise UserInputError(f"system.model {name!r}: use one of {', '.join(factories)}")
         dtype = {"float32": jnp.float32, "float64": jnp.float64}[spec.pop("dtype", "float32")]
+        all_pairs = spec.pop("neighbor_list", True) is False  # small systems: all pairs, no list to rebuild
         cells = spec.pop("fcc_cells", None)
         if cells is not None:  # an FCC crystal of cells³ conventional cells (4 atoms each), at the given density
             spec["n_atoms"] = 4 * int(cells) ** 3
@@ -294,6 +323,8 @@ def build_system(spec: dict, base: Path):
             system = dataclasses.replace(system, positions=jnp.asarray(xtal, dtype))
         if cells is not None:
             system = dataclasses.replace(system, positions=jnp.asarray(fcc_positions(int(cells), system.box), dtype))
+        if all_pairs:  # every pair by minimum image (cutoff < half the box); NPT then never recompiles for a list
+            system = dataclasses.replace(system, neighbor_fn=None)
         return system
     if "pdb" in spec:
         from dmd.openmm_system import system_from_pdb
@@ -311,7 +342,7 @@ def _observable(spec: dict, system, temperature: float = 300.0):
 
     spec = dict(spec)
     kind = spec.pop("observable", None)
-    for k in ("file", "weight", "sigma"):
+    for k in ("file", "weight", "sigma", "value"):
         spec.pop(k, None)
     box = None if system.box is None else np.asarray(system.box, float)
     if kind == "rdf":
@@ -321,7 +352,13 @@ def _observable(spec: dict, system, temperature: float = 300.0):
     if kind == "mean_energy":
         return ob.mean_energy(system, **spec)
     if kind == "density":
-        return ob.density(system)
+        units = str(spec.pop("units", "g_cm3"))
+        if units not in _DENSITY_UNITS or spec.keys() - {"value"}:
+            raise UserInputError(
+                f"density target: units {units!r}, keys {sorted(spec)}: give {{observable: density, value: 1.40, "
+                "units: g_cm3 | number}} (g/cm³ or atoms per nm³) or file: instead of value:"
+            )
+        return ob.density(system, units=_DENSITY_UNITS[units])
     if kind == "pressure":
         if "temperature" not in spec:
             spec["temperature"] = temperature
@@ -353,6 +390,8 @@ def load_fit_config(path, out=None, resume: bool = False):
         if key not in raw:
             raise UserInputError(f"{path}: missing '{key}:' section (see examples/fit/lj_rdf.yaml)")
     base = path.parent
+    sim = _simulation_settings(raw.get("simulation"), path)
+    npt = sim.get("pressure") is not None
     system = build_system(raw["system"], base)
     params = []
     for p in raw["parameters"]:
@@ -360,7 +399,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         params.append(FitParam(tuple(names), name=p.get("name"), lower=p.get("lower"), upper=p.get("upper"),
                                transform=p.get("transform", "auto"), truth=p.get("truth")))  # fmt: skip
     sim_temp = float((raw.get("simulation") or {}).get("temperature", FitConfig.temperature))
-    targets = _targets(raw["targets"], system, base, path, "", sim_temp)
+    targets = _targets(raw["targets"], system, base, path, "", sim_temp, npt)
     states = []
     extra = raw.get("states") or []
     if not isinstance(extra, list):
@@ -377,12 +416,8 @@ def load_fit_config(path, out=None, resume: bool = False):
         name = st.get("name") or f"state{i + 1}"
         temp = st.get("temperature")
         st_targets = _targets(st["targets"], st_system, base, path, f" of state {name!r}",
-                              sim_temp if temp is None else float(temp))  # fmt: skip
+                              sim_temp if temp is None else float(temp), npt)  # fmt: skip
         states.append(FitState(st_system, tuple(st_targets), None if temp is None else float(temp), name))
-    sim = dict(raw.get("simulation", {}))
-    bad = set(sim) - _SIM_KEYS
-    if bad:
-        raise UserInputError(f"{path}: unknown simulation keys {sorted(bad)}; valid: {sorted(_SIM_KEYS)}")
     opt = raw.get("optimizer", {})
     opt = {"name": opt} if isinstance(opt, str) else dict(opt)
     cfg = FitConfig(
@@ -402,21 +437,68 @@ def load_fit_config(path, out=None, resume: bool = False):
         resume=resume,
     )
     cfg = dataclasses.replace(cfg, **sim)
+    if npt:
+        from fitting.forcefield_sampling import check_npt_settings
+
+        check_npt_settings(system, cfg, f"{path}: ")
+        for st in states:
+            check_npt_settings(st.system, cfg, f"{path}: state {st.name!r}: ")
     return system, params, targets, cfg, states
 
 
-def _targets(specs, system, base: Path, path: Path, where: str, temperature: float) -> list:
+def _simulation_settings(sim, path: Path) -> dict:
+    """The ``simulation:`` section, checked up front (keys, and the types of the constant-pressure keys)."""
+    sim = dict(sim or {})
+    bad = set(sim) - _SIM_KEYS
+    if bad:
+        raise UserInputError(f"{path}: unknown simulation keys {sorted(bad)}; valid: {sorted(_SIM_KEYS)}")
+    npt_keys = {"barostat", "barostat_every"} & set(sim)
+    if npt_keys and sim.get("pressure") is None:
+        raise UserInputError(
+            f"{path}: simulation.{sorted(npt_keys)[0]} is set but pressure is not; add pressure: BAR (constant "
+            "pressure) or remove the barostat keys (constant volume)"
+        )
+    if sim.get("pressure") is not None:
+        p = sim["pressure"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (np.isfinite(p) and p > 0):
+            raise UserInputError(f"{path}: simulation.pressure {p!r}: give a positive number in bar (e.g. 1.0)")
+        sim["pressure"] = float(p)
+        every = sim.get("barostat_every", 25)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UserInputError(f"{path}: simulation.barostat_every {every!r}: give a positive number of steps")
+        if not isinstance(sim.get("barostat", "isotropic"), str):
+            raise UserInputError(f"{path}: simulation.barostat: give isotropic or anisotropic")
+    return sim
+
+
+def _targets(specs, system, base: Path, path: Path, where: str, temperature: float, npt: bool = False) -> list:
     targets = []
     for t in specs:
         if t.get("observable") == "diffuse":
             targets.append(diffuse_target(t, system, base, path))
             continue
         if t.get("observable") == "powder":
-            targets.append(powder_target(t, system, base, path))
+            targets.append(powder_target(t, system, base, path, npt))
             continue
         obs = _observable(t, system, temperature)
-        if "file" not in t:
-            raise UserInputError(f"{path}: target {t.get('observable')!r}{where} needs file: (CSV of axis,value)")
-        data = read_target_csv(base / t["file"], obs)
+        if "value" in t:  # a scalar target given inline (density, pressure, mean energy)
+            if "file" in t or np.size(obs.axis) != 1:
+                raise UserInputError(
+                    f"{path}: target {t.get('observable')!r}{where}: value: is for one-number targets without file:"
+                )
+            data = np.array([float(t["value"])])
+        elif "file" not in t:
+            raise UserInputError(
+                f"{path}: target {t.get('observable')!r}{where} needs file: (CSV of axis,value) or value: (a number)"
+            )
+        else:
+            data = read_target_csv(base / t["file"], obs)
         targets.append(FitTarget(obs, data, weight=float(t.get("weight", 1.0)), sigma=t.get("sigma")))
+    for tg in targets if npt else []:
+        if not tg.observable.follows_box:
+            raise UserInputError(
+                f"{path}: target {tg.observable.name!r}{where} is built on the start box (a fixed lattice or density) "
+                "and cannot follow the box under simulation.pressure; fit it at constant volume (no pressure:) or "
+                "use rdf, density or powder targets under pressure"
+            )
     return targets

@@ -46,9 +46,7 @@ import optax
 
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.base.io import write_json
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, make_integrator
-from dmd.runloop import grow_neighbors, redo_on_overflow
-from dmd.space import wrap_positions
+from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from fitting import objectives
 from fitting.forcefield_config import (
     ESTIMATORS,
@@ -61,123 +59,20 @@ from fitting.forcefield_config import (
     ParamMapping,
     to_internal,
 )
-from fitting.forcefield_estimators import first_output, fluctuation_jacobian, pathwise_jacobian, theta_dict
+from fitting.forcefield_estimators import first_output, pathwise_jacobian, streaming_fluctuation, theta_dict
 from fitting.forcefield_outputs import load_checkpoint, plot_history, write_outputs
+from fitting.forcefield_sampling import (
+    check_npt_settings,
+    make_sampler,
+    pathwise_sample,
+    sample,
+    sample_npt,
+    sampled_energy_fn,
+)
 from fitting.observables import frame_values
 
-__all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit", "sample", "sampled_energy_fn"]
-
-
-def _make_sampler(system, cfg: FitConfig):
-    """A jitted Langevin sampler: (state, params, n_reports) → (state, frames, energies); compiled once."""
-    integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
-    every = int(cfg.report_every)
-
-    @jax.jit
-    def advance(state, params, dummy):
-        def report(st, _):
-            st = jax.lax.fori_loop(0, every, lambda _, s: integ.step(s, params), st)
-            return st, (st.positions, st.potential_energy)
-
-        return jax.lax.scan(report, state, None, length=dummy.shape[0])
-
-    return integ, advance
-
-
-def sample(system, params, cfg: FitConfig, *, seed: int, positions=None, sampler=None):
-    """Equilibrate and sample at ``params``: returns (frames ``[F, N, 3]`` nm, energies ``[F]`` kJ/mol).
-
-    Raises:
-      SimulationDiverged: non-finite or exploding frames (the caller keeps its last good θ).
-    """
-    integ, advance = sampler or _make_sampler(system, cfg)
-    pos = system.positions if positions is None else positions
-    n_eq = max(0, cfg.equilibration // cfg.report_every)
-    n_prod = max(2, cfg.steps // cfg.report_every)
-    key = jax.random.PRNGKey(seed)
-    nbr = (
-        system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box))
-        if system.neighbor_fn is not None
-        else None
-    )
-
-    def run(nbr):
-        state = integ.init(key, params, positions=pos, neighbor=nbr)
-        if n_eq:
-            state, _ = advance(state, params, jnp.zeros(n_eq))
-        return advance(state, params, jnp.zeros(n_prod))
-
-    # an overflowed list drops pairs: redo the sample with a larger one (grown on every attempt)
-    _, (_, (frames, energies)), _ = redo_on_overflow(
-        run,
-        nbr,
-        lambda result: result[0].neighbor,
-        lambda _, r, attempt: grow_neighbors(system, r[0].neighbor, jnp.asarray(pos), attempt),
-    )
-    frames = np.asarray(frames)
-    energies = np.asarray(energies)
-    if not (np.all(np.isfinite(frames)) and np.all(np.isfinite(energies))):
-        bad = int(np.argmax(~np.isfinite(energies) | ~np.all(np.isfinite(frames), axis=(1, 2))))
-        raise SimulationDiverged(f"simulation diverged: non-finite state at frame {bad}", step=bad * cfg.report_every)
-    jumps = np.max(np.abs(np.diff(frames, axis=0)), initial=0.0)
-    if jumps > 0.5 * float(np.min(np.asarray(system.box))) if system.box is not None else jumps > 5.0:
-        raise SimulationDiverged(f"simulation diverged: a frame-to-frame jump of {jumps:.3g} nm", step=-1)
-    return frames, energies
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the potential the dynamics samples
-
-
-def sampled_energy_fn(system, *, warn: bool = True):
-    """Ũ(params, pos [N, 3] nm, box) kJ/mol: the potential whose Boltzmann distribution the dynamics samples.
-
-    The integrator moves atoms with F = −∇U, which is blind to the jump of a *plain* (unshifted, unswitched) cutoff:
-    a pair crossing r_c changes U by u(r_c) but exerts no impulse. Langevin dynamics therefore samples
-    exp(−βŨ) with the cut-and-shifted potential
-
-        Ũ(x; θ) = U(x; θ) − Σ_{i<j, r_ij<r_c} u_ij(r_c; θ)
-
-    and the fluctuation estimator −β cov(o, ∂Ũ/∂θ) and the reweighting weights exp(−βΔŨ) must use Ũ: with U they
-    miss −β cov(o, N_in) ∂u(r_c)/∂θ, N_in the number of pairs inside r_c (a bias that grows with ∂u(r_c)/∂θ, larger
-    for σ than for ε). For :func:`dmd.models.lj_fluid` with a plain cutoff Ũ is formed here exactly
-    (Lorentz-Berthelot pairs, as the model builds them); switched or cutoff-free energies are continuous and
-    returned unchanged. An OpenMM system with a plain LJ cutoff cannot be corrected pair by pair here: a warning
-    says so (use a switch distance, which makes U continuous).
-    """
-    meta = system.metadata or {}
-
-    def plain(params, pos, box):
-        return system.energy_fn(params, pos, box=box, neighbor=None)
-
-    if meta.get("model") == "lj_fluid" and meta.get("switch_distance_nm") is None and meta.get("cutoff_nm"):
-        r_c = float(meta["cutoff_nm"])
-        names = list(system.param_labels["lj"]["sigma"])
-        types = np.array([names.index(t) for t in meta["types"]], np.int32)
-        i, j = np.triu_indices(len(types), 1)
-
-        def shifted(params, pos, box):
-            b = jnp.asarray(system.box if box is None else box, pos.dtype)
-            d = pos[i] - pos[j]
-            d = d - b * jnp.round(d / b)
-            inside = jnp.sum(d * d, -1) < r_c * r_c
-            sig = 0.5 * (params["lj"]["sigma"][types[i]] + params["lj"]["sigma"][types[j]])
-            eps = jnp.sqrt(params["lj"]["epsilon"][types[i]] * params["lj"]["epsilon"][types[j]])
-            s6 = (sig / r_c) ** 6
-            jump = jnp.sum(jnp.where(inside, 4 * eps * (s6 * s6 - s6), 0.0))
-            return plain(params, pos, box) - jump
-
-        return shifted
-    if warn and meta.get("cutoff_nm") and meta.get("switch_distance_nm") is None and meta.get("model") != "lj_fluid":
-        import warnings
-
-        warnings.warn(
-            f"{system.name}: plain nonbonded cutoff ({meta['cutoff_nm']} nm, no switch): the sampled ensemble is that "
-            "of the cut-and-shifted LJ potential, so fluctuation/reweighting derivatives of LJ parameters carry a "
-            "small bias; build the system with a switch distance to remove it",
-            stacklevel=3,
-        )
-    return plain
+__all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit", "sample", "sample_npt",
+           "sampled_energy_fn"]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -275,15 +170,22 @@ def _direction(cfg, r, J):
     return step  # Δz = −step; optax.sgd(lr) applies −lr·step
 
 
-def _check_targets(system, targets, where: str) -> None:
+def _check_targets(system, targets, where: str, npt: bool = False) -> None:
     if not targets:
         raise UserInputError(f"fit: no targets given{where}")
     for t in targets:
-        if t.observable.name == "density" and system.box is not None:
+        if t.observable.name == "density" and system.box is not None and not npt:
             raise UserInputError(
                 "target 'density': this fit samples at constant volume (NVT), where the density cannot change; "
-                "fit densities at constant pressure with fitting.npt_density.fit_density (NPT, Monte Carlo "
-                "barostat), or build the box at the target density and fit 'pressure' (fitting.observables.pressure)"
+                "set simulation.pressure (bar) to sample at constant pressure (FitConfig.pressure: NPT, Monte Carlo "
+                "barostat; or fitting.npt_density.fit_density), or build the box at the target density and fit "
+                "'pressure' (fitting.observables.pressure)"
+            )
+        if npt and not t.observable.follows_box:
+            raise UserInputError(
+                f"target {t.observable.name!r}{where}: this observable is built on the start box (its lattice or "
+                "density is fixed) and cannot follow the box of constant-pressure frames; fit it at constant volume "
+                "(no simulation.pressure), or use rdf/density/powder targets under pressure"
             )
         if t.objective not in (None, *objectives.RESIDUAL_OBJECTIVES):
             raise UserInputError(
@@ -301,7 +203,8 @@ def _check_targets(system, targets, where: str) -> None:
 
 class _StateEval:
     """Everything one state point needs per round, compiled once for the whole fit: sampler, per-frame observables,
-    ∂Ũ/∂z, residuals and their Jacobians, and the DiffTRe reweighted mean."""
+    ∂Ũ/∂z, residuals and their Jacobians, and the DiffTRe reweighted mean. Under pressure (``cfg.pressure``) the
+    frames come from NPT runs and carry their boxes (``self.boxes``); every per-frame function takes the box."""
 
     def __init__(self, name, system, targets, cfg: FitConfig, fit_params, temperature):
         self.name = name
@@ -313,31 +216,37 @@ class _StateEval:
         box = system.box
         pos0 = jnp.asarray(system.positions)
         self.positions = np.asarray(pos0)
+        self.box = None if box is None else np.asarray(box)  # NPT: the next round starts from the last box
         self.objective = _Objective(self.targets, _splits(self.targets, system.params, pos0, box))
         per_frame = _per_frame_all(self.targets)
         self.explicit = explicit = any(t.observable.explicit_params for t in self.targets)
         mapping, beta = self.mapping, self.beta
 
-        def o_of_z(z, x):
-            return per_frame(mapping.params_of(z), x, box)
+        def o_of_z(z, x, b):
+            return per_frame(mapping.params_of(z), x, b)
 
         sampled_energy = sampled_energy_fn(system, warn=cfg.estimator != "pathwise")
 
-        def u_of_z(z, x):
-            return sampled_energy(mapping.params_of(z), x, box)
+        def u_of_z(z, x, b):
+            return sampled_energy(mapping.params_of(z), x, b)
 
-        self.o_of_z = o_of_z
-        self.o_frames = frame_values(lambda z, x, b: o_of_z(z, x))
-        self.du_frames = frame_values(lambda z, x, b: jax.jacfwd(u_of_z)(z, x))
-        self.u_frames = frame_values(lambda z, x, b: u_of_z(z, x))
-        self.do_dz_frames = frame_values(lambda z, x, b: jax.jacfwd(o_of_z)(z, x)) if explicit else None
+        self.o_of_z = lambda z, x: o_of_z(z, x, box)  # the pathwise route (NVT)
+        self.o_frames = frame_values(o_of_z, box=box)
+        self.du_frames = frame_values(jax.jacfwd(u_of_z), box=box)
+        self.u_frames = frame_values(u_of_z, box=box)
+        self.do_dz_frames = frame_values(jax.jacfwd(o_of_z), box=box) if explicit else None
+
+        def each_frame(fn, frames, boxes):
+            if boxes is None:
+                return jax.lax.map(lambda x: fn(x, box), frames, batch_size=64)
+            return jax.lax.map(lambda xb: fn(*xb), (frames, boxes), batch_size=64)
 
         @jax.jit
-        def reweighted_mean(z, frames_o, frames_u0, frames):
-            u = jax.lax.map(lambda x: u_of_z(z, x), frames, batch_size=64)
+        def reweighted_mean(z, frames_o, frames_u0, frames, boxes):
+            u = each_frame(lambda x, b: u_of_z(z, x, b), frames, boxes)
             logw = -beta * (u - frames_u0)
             w = jax.nn.softmax(logw - jnp.max(logw))
-            o = jax.lax.map(lambda x: o_of_z(z, x), frames, batch_size=64) if explicit else frames_o
+            o = each_frame(lambda x, b: o_of_z(z, x, b), frames, boxes) if explicit else frames_o
             return jnp.sum(w[:, None] * o, axis=0), w
 
         self.reweighted_mean = reweighted_mean
@@ -347,54 +256,81 @@ class _StateEval:
         self.pred_jac = jax.jit(
             jax.jacfwd(lambda m: jnp.concatenate([jnp.ravel(p) for p in _predict_all(objective, m)]))
         )
-        self.sampler = _make_sampler(system, self.cfg)
+        self.npt = cfg.pressure is not None
+        self.sampler = None if self.npt else make_sampler(system, self.cfg)
+        self._npt_cache = {}  # compiled NPT chunks, reused across rounds
         self.pathwise_names = [n for sel in mapping.selections for n in sel.names]
         self.dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
         # per-round results
-        self.frames = self.o = self.mean = self.J_o = self._dx_dz = None
+        self.frames = self.boxes = self.o = self.mean = self.J_o = self._dx_dz = self.npt_info = None
 
     def simulate(self, z, rnd):
-        """Sample this state at z (raises SimulationDiverged); keeps frames for the estimators."""
+        """Sample this state at z (raises SimulationDiverged); keeps frames (and NPT boxes) for the estimators."""
         params = self.mapping.params_of(z)
         cfg = self.cfg
-        dx_dz = None
+        dx_dz = boxes = None
+        dtype = jnp.asarray(self.system.positions).dtype
         if cfg.estimator == "pathwise":
             frames, dx_dz = pathwise_sample(self.system, params, cfg, rnd, self.positions, self.pathwise_names,
                                              self.mapping, z, self.sampler)  # fmt: skip
+        elif self.npt:
+            frames, boxes, _, self.npt_info = sample_npt(self.system, params, cfg, seed=cfg.seed + rnd,
+                                                         positions=self.positions, box=self.box,
+                                                         cache=self._npt_cache)  # fmt: skip
         else:
             frames, _ = sample(self.system, params, cfg, seed=cfg.seed + rnd, positions=self.positions,
                                sampler=self.sampler)  # fmt: skip
-        self.frames = jnp.asarray(frames, jnp.asarray(self.system.positions).dtype)
+        self.frames = jnp.asarray(frames, dtype)
+        self.boxes = None if boxes is None else jnp.asarray(boxes, dtype)
         self._dx_dz = dx_dz
 
+    def end_round(self):
+        """The next round starts where this one ended (last frame, and its box under pressure)."""
+        self.positions = np.asarray(self.frames[-1])
+        if self.boxes is not None:
+            self.box = np.asarray(self.boxes[-1])
+
+    def npt_row(self):
+        """Per-round NPT record: mean box (nm) and the barostat's acceptance."""
+        b = np.asarray(self.boxes, float)
+        return {"mean_box_nm": b.mean(axis=0).tolist(), "acceptance": float(self.npt_info["acceptance"]),
+                "list_rebuilds": int(self.npt_info["rebuilds"])}  # fmt: skip
+
     def estimate(self, z):
-        """⟨o⟩ and J_o = d⟨o⟩/dz from this round's frames by the configured route."""
+        """⟨o⟩ and J_o = d⟨o⟩/dz from this round's frames by the configured route.
+
+        The fluctuation route streams over frames in chunks of ``cfg.frame_chunk``
+        (:func:`fitting.forcefield_estimators.streaming_fluctuation`): memory does not grow with
+        frames × observables × parameters."""
         frames = self.frames
-        self.o = np.asarray(self.o_frames(z, frames))
-        self.mean = self.o.mean(axis=0)
         if self.cfg.estimator == "pathwise":
+            self.o = np.asarray(self.o_frames(z, frames))
+            self.mean = self.o.mean(axis=0)
             self.J_o = pathwise_jacobian(self.o_of_z, z, frames, self._dx_dz, self.explicit)
         else:
-            du = np.asarray(self.du_frames(z, frames))  # [F, Pz]
-            self.J_o = fluctuation_jacobian(self.o, du, self.beta)
-            if self.explicit:
-                self.J_o = self.J_o + np.asarray(self.do_dz_frames(z, frames)).mean(axis=0)
-        r = np.asarray(self.resid(jnp.asarray(self.mean)))
-        Jr = np.asarray(self.resid_jac(jnp.asarray(self.mean))) @ self.J_o
+            self.mean, self.J_o, self.o = streaming_fluctuation(
+                self.o_frames, self.du_frames, z, frames, self.beta, boxes=self.boxes, do_dz_fn=self.do_dz_frames,
+                chunk=self.cfg.frame_chunk, keep=self.cfg.estimator == "reweighting",
+            )  # fmt: skip
+        dtype = frames.dtype
+        mean = jnp.asarray(self.mean, dtype)
+        r = np.asarray(self.resid(mean))
+        Jr = np.asarray(self.resid_jac(mean)) @ self.J_o
         dtheta_dz = np.diag(np.asarray(self.dtheta_dz(z)))
         # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on
-        jac_theta = (np.asarray(self.pred_jac(jnp.asarray(self.mean))) @ self.J_o) / dtheta_dz[None, :]
+        jac_theta = (np.asarray(self.pred_jac(mean)) @ self.J_o) / dtheta_dz[None, :]
         return r, Jr, jac_theta
 
     def start_reweighting(self, z):
-        self._u0 = jnp.asarray(self.u_frames(z, self.frames))
-        self._o_j = jnp.asarray(self.o)
+        self._u0 = jnp.asarray(self.u_frames(z, self.frames, self.boxes))
+        self._o_j = jnp.asarray(self.o, self.frames.dtype)
 
     def reweighted(self, z):
         """(⟨o⟩_z, z ↦ ⟨o⟩_z for its Jacobian, Kish N_eff) of the reweighted ensemble at z (DiffTRe), from this
         round's frames."""
-        m_rw, w = self.reweighted_mean(z, self._o_j, self._u0, self.frames)
-        rw_mean = functools.partial(first_output, self.reweighted_mean, o_j=self._o_j, u0=self._u0, frames=self.frames)
+        m_rw, w = self.reweighted_mean(z, self._o_j, self._u0, self.frames, self.boxes)
+        rw_mean = functools.partial(first_output, self.reweighted_mean, o_j=self._o_j, u0=self._u0,
+                                    frames=self.frames, boxes=self.boxes)  # fmt: skip
         neff = _kish(np.asarray(w))
         return m_rw, rw_mean, neff
 
@@ -425,7 +361,10 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         raise UserInputError(f"estimator {cfg.estimator!r}: use one of {', '.join(ESTIMATORS)}")
     states = list(states)
     multi = bool(states)
-    _check_targets(system, targets, " (state0)" if multi else "")
+    npt = cfg.pressure is not None
+    if npt:
+        check_npt_settings(system, cfg)
+    _check_targets(system, targets, " (state0)" if multi else "", npt)
     mapping = ParamMapping(system, fit_params)
     mapping.check_start(system.params)
     evals = [_StateEval("state0", system, targets, cfg, fit_params, cfg.temperature)]
@@ -433,7 +372,9 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         if not isinstance(st, FitState):
             raise UserInputError(f"fit: states[{i - 1}] is a {type(st).__name__}; give FitState(system, targets)")
         name = st.name or f"state{i}"
-        _check_targets(st.system, st.targets, f" ({name})")
+        if npt:
+            check_npt_settings(st.system, cfg, f"state {name!r}: ")
+        _check_targets(st.system, st.targets, f" ({name})", npt)
         temperature = cfg.temperature if st.temperature is None else st.temperature
         if not temperature > 0:
             raise UserInputError(f"state {name!r}: temperature {temperature!r} K must be positive")
@@ -452,19 +393,20 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if cfg.resume:
         if ckpt is None or not ckpt.exists():
             raise UserInputError(f"--resume: no checkpoint at {ckpt}; run without --resume first")
-        z, z_good, opt_state, start_round, step_scale, positions, history = load_checkpoint(ckpt, opt_state)
+        z, z_good, opt_state, start_round, step_scale, positions, history, boxes = load_checkpoint(ckpt, opt_state)
         if len(positions) != len(evals):
             raise UserInputError(
                 f"--resume: {ckpt} holds {len(positions)} state(s) but the config has {len(evals)}; resume with the "
                 "same states or start a new --out folder"
             )
-        for e, pos in zip(evals, positions, strict=True):
+        for e, pos, box in zip(evals, positions, boxes, strict=True):
             e.positions = pos
+            e.box = e.box if box is None else box
         z, z_good = jnp.asarray(z, dtype), jnp.asarray(z_good, dtype)
 
     def save(next_round):
         write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
-                       history, mapping)  # fmt: skip
+                       history, mapping, boxes=[e.box for e in evals] if npt else None)  # fmt: skip
 
     from dmd.base.progress import track
 
@@ -519,7 +461,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         z_good = z
         z = z_new
         for e in evals:
-            e.positions = np.asarray(e.frames[-1])
+            e.end_round()
         step_scale = min(1.0, step_scale * 1.5)
         row.update(
             status="ok",
@@ -534,6 +476,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             theta_next=theta_dict(mapping, z),
             seconds=time.perf_counter() - t0,
         )
+        if npt:
+            row["npt"] = [e.npt_row() for e in evals]
         if multi:
             row["states"] = [
                 {"name": e.name, "loss": lo, "n_eff": ne, "n_frames": n}
@@ -563,6 +507,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "diverged_rounds": sum(h.get("status") == "diverged" for h in history),
             "estimator": cfg.estimator,
             "optimizer": cfg.optimizer,
+            "ensemble": f"NPT ({cfg.pressure} bar, {cfg.barostat} barostat)" if npt else "NVT",
             "states": [
                 {"name": e.name, "temperature_K": e.cfg.temperature, "n_atoms": e.system.n_atoms} for e in evals
             ],
@@ -572,27 +517,3 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         write_json(out / "summary.json", summary)
         plot_history(out, history, mapping, fitted=values, last=last)
     return result
-
-
-def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):
-    from dmd.sensitivity import run_sensitivities
-
-    eq_cfg = dataclasses.replace(cfg, steps=max(cfg.equilibration, 2 * cfg.report_every), equilibration=0)
-    eq_frames, _ = sample(system, params, eq_cfg, seed=cfg.seed + 10_000 + rnd, positions=positions, sampler=sampler)
-    sys_r = dataclasses.replace(system, params=params)
-    res = run_sensitivities(
-        sys_r, names, steps=cfg.steps, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction,
-        seed=cfg.seed + rnd, method=cfg.sensitivity_method, window=cfg.window, report_every=cfg.report_every,
-        pos=jnp.asarray(eq_frames[-1]), progress=False,
-    )  # fmt: skip
-    if res.first_nonfinite_frame is not None:
-        raise SimulationDiverged("pathwise tangents overflowed (chaos); use the fluctuation estimator", step=-1)
-    # dθ_entries/dz: each fitted z sets all of its tied entries
-    dtheta_dz = np.asarray(jax.jacfwd(mapping.theta_of)(jnp.asarray(z)))  # [Pz, Pz] diagonal
-    sizes = [sel.size for sel in mapping.selections]
-    cols = np.repeat(np.arange(len(sizes)), sizes)
-    dx = np.asarray(res.dx)  # [F, E, N, 3]
-    dx_dz = np.zeros((dx.shape[0], len(sizes)) + dx.shape[2:])
-    for e, p in enumerate(cols):
-        dx_dz[:, p] += dx[:, e] * dtheta_dz[p, p]
-    return np.asarray(res.positions), dx_dz

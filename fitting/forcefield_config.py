@@ -128,6 +128,10 @@ class FitConfig:
       decay_after: from this round on, steps shrink as 1/(1 + r − decay_after) (Robbins-Monro), so the iterate
         becomes a running average of the per-round estimates instead of jumping with the sampling noise;
         None keeps full steps.
+      pressure: bar; when set, every state is sampled at constant pressure (NPT: :func:`dmd.npt.run_npt`, a Monte
+        Carlo volume move every ``barostat_every`` steps, ``barostat`` "isotropic" or "anisotropic"), frames carry
+        their boxes and box-dependent observables (density, powder peak positions) follow θ. None: NVT.
+      frame_chunk: frames per evaluation of the fluctuation estimator (memory ∝ chunk, not frames).
     """
 
     rounds: int = 20
@@ -153,6 +157,10 @@ class FitConfig:
     progress: bool = True
     average_last: int = 0
     decay_after: int | None = None
+    pressure: float | None = None
+    barostat: str = "isotropic"
+    barostat_every: int = 25
+    frame_chunk: int = 128
 
 
 @dataclasses.dataclass

@@ -4,11 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["first_output", "theta_dict", "fluctuation_jacobian", "StreamingCovariance", "pathwise_jacobian"]
+__all__ = [
+    "first_output",
+    "theta_dict",
+    "fluctuation_jacobian",
+    "StreamingCovariance",
+    "streaming_fluctuation",
+    "pathwise_jacobian",
+]
 
 
-def first_output(fn, z, *, o_j, u0, frames):
-    return fn(z, o_j, u0, frames)[0]
+def first_output(fn, z, *, o_j, u0, frames, boxes=None):
+    return fn(z, o_j, u0, frames, boxes)[0]
 
 
 def theta_dict(mapping, z):
@@ -51,6 +58,13 @@ class StreamingCovariance:
         self.mean_d = self.mean_d + dd * (m / n)
         self.n = n
 
+    @property
+    def mean(self) -> np.ndarray:
+        """⟨o⟩ ``[K]`` over the frames added (float64)."""
+        if self.n == 0:
+            raise ValueError("StreamingCovariance: no frames added")
+        return self.mean_o
+
     def covariance(self) -> np.ndarray:
         """Population covariance cov(o, ∂U/∂z) ``[K, P]`` (divided by the number of frames)."""
         if self.n == 0:
@@ -60,6 +74,44 @@ class StreamingCovariance:
     def jacobian(self, beta: float) -> np.ndarray:
         """d⟨o⟩/dz = −β cov(o, ∂U/∂z) ``[K, P]``, as :func:`fluctuation_jacobian`."""
         return -beta * self.covariance()
+
+
+def streaming_fluctuation(o_fn, du_fn, z, frames, beta, *, boxes=None, do_dz_fn=None, chunk=128, keep=False):
+    """⟨o⟩ and d⟨o⟩/dz = −β cov(o, ∂U/∂z) (+ ⟨∂o/∂z⟩) over frames, ``chunk`` frames at a time.
+
+    Memory is O(chunk·K·P + K·P) whatever the number of frames F: per-frame values of one chunk at a time feed a
+    :class:`StreamingCovariance` and a running sum of ∂o/∂z (the explicit term ``[chunk, K, P]``), never the
+    ``[F, K, P]`` array. Equal to :func:`fluctuation_jacobian` on all frames to round-off.
+
+    Args:
+      o_fn, du_fn, do_dz_fn: ``(z, frames [f, N, 3], boxes [f, ...] or None) -> [f, K]``, ``[f, P]``, ``[f, K, P]``
+        (e.g. :func:`fitting.observables.frame_values`); ``do_dz_fn`` None when o has no explicit θ.
+      z: ``[P]``. frames: ``[F, N, 3]`` nm. beta: 1/kT, mol/kJ. boxes: ``[F, 3]`` or ``[F, 3, 3]`` nm per frame
+        (constant pressure) or None. chunk: frames per evaluation. keep: also return the per-frame o ``[F, K]``
+        (the reweighting route needs them).
+
+    Returns:
+      (mean ``[K]``, jacobian ``[K, P]``, o ``[F, K]`` or None), float64.
+    """
+    acc = StreamingCovariance()
+    explicit = None
+    kept = []
+    n = int(frames.shape[0])
+    chunk = max(1, int(chunk))
+    for a in range(0, n, chunk):
+        x = frames[a : a + chunk]
+        b = None if boxes is None else boxes[a : a + chunk]
+        o = np.asarray(o_fn(z, x, b))
+        acc.add(o, np.asarray(du_fn(z, x, b)))
+        if keep:
+            kept.append(o)
+        if do_dz_fn is not None:
+            part = np.asarray(do_dz_fn(z, x, b), np.float64).sum(axis=0)
+            explicit = part if explicit is None else explicit + part
+    jac = acc.jacobian(beta)
+    if explicit is not None:
+        jac = jac + explicit / n
+    return acc.mean, jac, (np.concatenate(kept) if keep else None)
 
 
 def pathwise_jacobian(o_of_z, z, frames, dx_dz, explicit):

@@ -12,10 +12,14 @@ from dmd.base.plotting import save_figure
 __all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history"]
 
 
-def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history):
-    """positions: one ``[N_s, 3]`` array per state (stored as ``positions``, ``positions_1``, ...)."""
+def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history, boxes=None):
+    """positions: one ``[N_s, 3]`` array per state (stored as ``positions``, ``positions_1``, ...); boxes: one box
+    per state (constant-pressure fits: ``box``, ``box_1``, ...) or None."""
     leaves = jax.tree_util.tree_leaves(opt_state)
     pos = {("positions" if i == 0 else f"positions_{i}"): np.asarray(p) for i, p in enumerate(positions)}
+    for i, b in enumerate(boxes or []):
+        if b is not None:
+            pos["box" if i == 0 else f"box_{i}"] = np.asarray(b)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
@@ -37,6 +41,8 @@ def load_checkpoint(path, opt_state_template):
         opt_leaves = [jnp.asarray(d[f"opt_{i}"], dtype=jnp.asarray(leaf).dtype) for i, leaf in enumerate(leaves)]
         n_states = int(d["n_states"]) if "n_states" in d else 1
         positions = [np.asarray(d["positions" if i == 0 else f"positions_{i}"]) for i in range(n_states)]
+        names = ["box" if i == 0 else f"box_{i}" for i in range(n_states)]
+        boxes = [np.asarray(d[k]) if k in d else None for k in names]
         return (
             np.asarray(d["z"]),
             np.asarray(d["z_good"]),
@@ -45,14 +51,15 @@ def load_checkpoint(path, opt_state_template):
             float(d["step_scale"]),
             positions,
             json.loads(str(d["history"])),
+            boxes,
         )
 
 
-def write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, mapping):
+def write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, mapping, boxes=None):
     if out is None:
         return
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, z, z_good, opt_state, next_round, step_scale, positions, history)
+    save_checkpoint(ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, boxes)
     write_json(out / "history.json", {"history": history})
     labels = [fp.label for fp in mapping.fit_params]
     with atomic_path(out / "history.csv") as tmp:

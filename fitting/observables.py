@@ -52,6 +52,8 @@ class Observable:
       axis_name: what ``axis`` is, with units (checked against target files).
       combine: ``[K] -> [K_pred]`` map from ⟨o⟩ to the prediction (identity by default).
       explicit_params: True when ``per_frame`` depends on θ directly (e.g. the potential energy).
+      follows_box: True when ``per_frame`` uses the frame's ``box`` (constant-pressure frames); False for
+        observables built on a fixed lattice or density (structure_factor, diffuse), which NPT fits refuse.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Observable:
     axis_name: str = "index"
     combine: Callable | None = None
     explicit_params: bool = False
+    follows_box: bool = True
 
     def predict(self, mean):
         return mean if self.combine is None else self.combine(mean)
@@ -78,7 +81,8 @@ def rdf(n_atoms: int, box, r_max: float, n_bins: int = 50, smoothing: float | No
         g(r_b) = V / (N (N−1)/2) · Σ_{i<j} G(r_b − r_ij) / (4π r_b²)
 
     Args:
-      n_atoms: N; box: ``[3]`` nm (fixed, NVT); r_max: nm (≤ half the box); n_bins: bins on (0, r_max].
+      n_atoms: N; box: ``[3]`` nm (NVT; constant-pressure frames pass their own orthorhombic box, which sets the
+        minimum image and V); r_max: nm (≤ half the box); n_bins: bins on (0, r_max].
     """
     box = np.asarray(box, float)
     if r_max > box.min() / 2 + 1e-9:
@@ -87,16 +91,15 @@ def rdf(n_atoms: int, box, r_max: float, n_bins: int = 50, smoothing: float | No
     centres = (np.arange(n_bins) + 0.5) * dr
     width = dr if smoothing is None else float(smoothing)
     i, j = np.triu_indices(n_atoms, 1)
-    volume = float(np.prod(box))
-    norm = volume / (n_atoms * (n_atoms - 1) / 2) / (4 * math.pi * centres**2)
+    norm = 1.0 / (n_atoms * (n_atoms - 1) / 2) / (4 * math.pi * centres**2)  # × V
 
     def per_frame(params, pos, box_=None):
-        b = jnp.asarray(box, pos.dtype)
+        b = jnp.asarray(box if box_ is None else box_, pos.dtype)
         d = _min_image(pos[i] - pos[j], b)
         r = jnp.sqrt(jnp.sum(d * d, -1))
         z = (jnp.asarray(centres, pos.dtype)[:, None] - r[None, :]) / width
         dens = jnp.sum(jnp.exp(-0.5 * z * z), axis=1) / (width * math.sqrt(2 * math.pi))
-        return dens * jnp.asarray(norm, pos.dtype)
+        return dens * jnp.asarray(norm, pos.dtype) * jnp.prod(b)
 
     return Observable("rdf", per_frame, centres, "r_nm")
 
@@ -123,7 +126,7 @@ def structure_factor(
     def combine(g_mean):
         return 1.0 + jnp.asarray(kernel, g_mean.dtype) @ (g_mean - 1.0)
 
-    return Observable("structure_factor", g.per_frame, q, "q_per_nm", combine=combine)
+    return Observable("structure_factor", g.per_frame, q, "q_per_nm", combine=combine, follows_box=False)
 
 
 def mean_energy(system, per_atom: bool = False) -> Observable:
@@ -179,23 +182,30 @@ def pressure(system, temperature: float, *, units: str = "bar") -> Observable:
     return Observable("pressure", per_frame, np.zeros(1), "index", explicit_params=True)
 
 
-def density(system) -> Observable:
-    """Mass density (g/cm³) of the periodic box.
+def density(system, units: str = "g_cm3") -> Observable:
+    """Density of the periodic box: mass density (g/cm³, ``units="g_cm3"``) or number density (atoms per nm³,
+    ``units="number_nm3"``; virtual sites and massless particles not counted).
 
-    NVT runs keep the box, so this is constant and its θ-gradient is zero: a density target needs
-    constant-pressure sampling (not provided by the engine yet). It is here so that a config can name it;
-    :func:`fitting.forcefield.fit` refuses it for NVT runs and points to :func:`pressure` (box built at the target
-    density, ⟨P⟩ fitted to the external pressure), the NVT equivalent.
+    NVT runs keep the box, so this is constant and its θ-gradient is zero: a density target needs constant-pressure
+    sampling (:func:`fitting.forcefield.fit` with ``FitConfig.pressure``: each frame's box gives ρ_t, and
+    d⟨ρ⟩/dθ = −β cov(ρ, ∂U/∂θ), the NPT estimator of :mod:`fitting.npt_density`). Under NVT the fit refuses it
+    and points to :func:`pressure` (box built at the target density, ⟨P⟩ fitted to the external pressure).
     """
     if system.box is None:
         raise UserInputError("density: the system has no periodic box; density needs a box")
+    if units not in ("g_cm3", "number_nm3"):
+        raise UserInputError(f"density: units {units!r}: use 'g_cm3' (mass density) or 'number_nm3' (atoms/nm³)")
     amu_g = 1.66053906660e-24
-    mass = float(np.sum(np.asarray(system.masses))) * amu_g
+    masses = np.asarray(system.masses, float)
+    if units == "g_cm3":
+        amount, per_volume = float(np.sum(masses)) * amu_g, 1e-21  # g per cm³
+    else:
+        amount, per_volume = float(np.sum(masses > 0)), 1.0  # atoms per nm³
 
     def per_frame(params, pos, box=None):
         b = jnp.asarray(system.box if box is None else box, pos.dtype)
-        vol_cm3 = (jnp.prod(b) if b.ndim == 1 else jnp.abs(jnp.linalg.det(b))) * 1e-21
-        return jnp.reshape(mass / vol_cm3, (1,))
+        vol = (jnp.prod(b) if b.ndim == 1 else jnp.abs(jnp.linalg.det(b))) * per_volume
+        return jnp.reshape(amount / vol, (1,))
 
     return Observable("density", per_frame, np.zeros(1), "index")
 
@@ -290,7 +300,8 @@ def diffuse_scattering(
             i_d = diffuse_from_moments(mean[:m], mean[m : 2 * m], mean[2 * m :])
             return jax.ops.segment_sum(i_d, red, n_out) / jnp.asarray(counts, i_d.dtype)
 
-    return Observable("diffuse", per_frame, np.arange(n_out, dtype=float), "reflection_index", combine=combine)
+    return Observable("diffuse", per_frame, np.arange(n_out, dtype=float), "reflection_index", combine=combine,
+                      follows_box=False)  # fmt: skip
 
 
 def powder_pattern(
@@ -299,21 +310,27 @@ def powder_pattern(
     """Profiled powder pattern averaged over frames (stick pattern and profile from :mod:`analysis.powder`).
 
     Args:
-      structure_fn: ``(pos [N, 3] nm) -> (cell [6] Å/deg, frac [n, 3])``: a frame as a P1 crystal.
+      structure_fn: ``(pos [N, 3] nm) -> (cell [6] Å/deg, frac [n, 3])``: a frame as a P1 crystal; or
+        ``(pos, box) -> (cell, frac)``, which follows each frame's box (constant pressure: the peak positions
+        move with the lattice, ``follows_box``). The reflection list ``hkl`` stays fixed: give it the 2θ margin
+        the lattice may sweep (:func:`analysis.powder.powder_hkl` ``margin``).
       hkl: ``[M, 3]`` reflections (fixed list); multiplicity: ``[M]``; elements: n symbols.
       two_theta: ``[K]`` degrees, the grid of the target pattern.
       profile_kwargs: width model for :func:`analysis.powder.profile` (U, V, W, eta, shape).
     """
+    import inspect
+
     from analysis import powder
 
     grid = np.asarray(two_theta, float)
+    with_box = len(inspect.signature(structure_fn).parameters) >= 2
 
     def per_frame(params, pos, box=None):
-        cell, frac = structure_fn(pos)
+        cell, frac = structure_fn(pos, box) if with_box else structure_fn(pos)
         st = powder.stick_pattern(hkl, multiplicity, frac, cell, elements, wavelength=wavelength)
         return powder.profile(jnp.asarray(grid, pos.dtype), st["two_theta"], st["intensity"], **profile_kwargs)
 
-    return Observable("powder", per_frame, grid, "two_theta_deg")
+    return Observable("powder", per_frame, grid, "two_theta_deg", follows_box=with_box)
 
 
 def custom(fn: Callable, name: str = "custom", axis=None, explicit_params: bool = False) -> Observable:
@@ -328,14 +345,17 @@ def custom(fn: Callable, name: str = "custom", axis=None, explicit_params: bool 
 
 
 def frame_values(fn, box=None, batch: int = 64):
-    """Compile ``fn(params, pos, box)`` over frames once: returns ``f(params, frames [F, N, 3]) -> [F, ...]``.
+    """Compile ``fn(params, pos, box)`` over frames once: ``f(params, frames [F, N, 3], boxes=None) -> [F, ...]``.
 
     Frames are evaluated with ``lax.map`` in vmapped batches of ``batch`` (memory ∝ batch), inside one jit,
-    so repeated rounds with new θ or new frames of the same shape never recompile.
+    so repeated rounds with new θ or new frames of the same shape never recompile. ``boxes`` (``[F, 3]`` or
+    ``[F, 3, 3]`` nm, constant-pressure frames) gives each frame its own box; None uses ``box`` for all.
     """
 
     @jax.jit
-    def run(params, frames):
-        return jax.lax.map(lambda x: fn(params, x, box), frames, batch_size=batch)
+    def run(params, frames, boxes=None):
+        if boxes is None:
+            return jax.lax.map(lambda x: fn(params, x, box), frames, batch_size=batch)
+        return jax.lax.map(lambda xb: fn(params, xb[0], xb[1]), (frames, boxes), batch_size=batch)
 
     return run

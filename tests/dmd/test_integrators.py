@@ -18,6 +18,7 @@ from dmd.integrators import (
     langevin_coefficients,
     langevin_middle,
     make_integrator,
+    relax_overlaps,
     velocity_verlet,
 )
 from dmd.system import Constraints
@@ -316,3 +317,30 @@ def test_rigid_waters_with_settle_thermalize():
     assert np.max(np.abs(r / np.array([d_oh, d_oh, d_hh]) - 1)) < 1e-12
     t_kin = 2 * np.asarray(ke)[50:].mean() / (integ.n_dof * KB)
     assert abs(t_kin / 300.0 - 1) < 0.04, t_kin
+
+
+def test_relax_overlaps_removes_the_kick_of_a_raised_sigma_and_leaves_good_starts_alone():
+    # A fit's next round starts from frames of the previous θ: σ raised by 30% at fixed positions puts neighbours
+    # deep in the repulsive wall (the σ-recovery fit once blew up there, frame jump 2.5e15 nm). The relaxation must
+    # bring every atom's one-step kick |F|/m·δt² under 0.05 nm, and return positions that already meet it untouched.
+    lj = models.lj_fluid(256, density=0.8, cutoff=0.75, dtype=jnp.float32, seed=2)
+    dt = 0.02
+    integ = make_integrator("baoab", lj, dt=dt, temperature=120.0, friction=1.0)
+    st = integ.init(jax.random.PRNGKey(0), lj.params)
+    run = jax.jit(lambda s: jax.lax.fori_loop(0, 300, lambda _, c: integ.step(c, lj.params), s))
+    st = run(st)
+    x = st.positions
+    masses = np.asarray(lj.masses)[:, None]
+
+    def kick(params, pos):
+        f = np.asarray(integ.init(jax.random.PRNGKey(1), params, positions=pos).forces)
+        return float(np.max(np.linalg.norm(f / masses, axis=-1)) * dt * dt)
+
+    same, _, n0 = relax_overlaps(lj, lj.params, x, lj.allocate_neighbors(x), dt=dt)
+    assert n0 == 0 and same is x  # an equilibrated start: nothing to do
+    raised = {"lj": {"sigma": lj.params["lj"]["sigma"] * 1.3, "epsilon": lj.params["lj"]["epsilon"]}}
+    assert kick(raised, x) > 0.05  # the overlap this test is about
+    relaxed, _, n = relax_overlaps(lj, raised, x, lj.allocate_neighbors(x), dt=dt)
+    assert 0 < n < 500
+    assert kick(raised, relaxed) <= 0.05
+    assert float(jnp.max(jnp.abs(relaxed - x))) < 0.2  # a local relaxation, not a new configuration

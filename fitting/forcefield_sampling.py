@@ -1,0 +1,274 @@
+"""Force-field fitting: sampling a state point at θ, at constant volume (NVT) or constant pressure (NPT).
+
+NVT: a jitted Langevin sampler (:func:`make_sampler`, :func:`sample`). NPT (``FitConfig.pressure`` set): Langevin
+(BAOAB) dynamics with a Monte Carlo barostat move every ``barostat_every`` steps through :func:`dmd.npt.run_npt`
+(:func:`sample_npt`); every frame carries its box, so box-dependent observables (density, powder peak positions)
+follow θ. Both ensembles weight a configuration by exp(−βŨ) (NPT: exp(−β[Ũ + PV]), and ∂(PV)/∂θ = 0 at fixed
+positions and box), so the fluctuation and reweighting estimators are the same with per-frame boxes.
+
+:func:`sampled_energy_fn` is the potential Ũ the dynamics samples (plain cutoffs replaced by cut-and-shifted).
+
+Units: nm, ps, K, bar, kJ/mol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dmd.base.errors import SimulationDiverged, UserInputError
+from dmd.integrators import make_integrator, relax_overlaps
+from dmd.npt_run import BAROSTATS
+from dmd.runloop import grow_neighbors, redo_on_overflow
+from dmd.space import wrap_positions
+
+__all__ = [
+    "check_npt_settings",
+    "check_frames",
+    "make_sampler",
+    "sample",
+    "sample_npt",
+    "sampled_energy_fn",
+    "pathwise_sample",
+]
+
+
+def check_npt_settings(system, cfg, where: str = "") -> None:
+    """Refuse constant-pressure fit settings that cannot run, each with the fix (``where`` names the config)."""
+    p = cfg.pressure
+    if not (isinstance(p, (int, float)) and np.isfinite(p) and p > 0):
+        raise UserInputError(f"{where}simulation.pressure {p!r}: pass a positive pressure in bar (e.g. 1.0)")
+    if cfg.barostat == "triclinic":
+        raise UserInputError(
+            f"{where}simulation.barostat 'triclinic': the engine's Monte Carlo moves keep the cell angles "
+            "(dmd/barostat.py: isotropic, or anisotropic = a, b, c scaled independently, also for triclinic boxes); "
+            "use barostat: anisotropic"
+        )
+    if cfg.barostat not in BAROSTATS:
+        raise UserInputError(f"{where}simulation.barostat {cfg.barostat!r}: use one of {', '.join(BAROSTATS)}")
+    every = cfg.barostat_every
+    if not (isinstance(every, int) and every >= 1):
+        raise UserInputError(f"{where}simulation.barostat_every {every!r}: pass a positive number of steps (e.g. 25)")
+    for key in ("report_every", "equilibration", "steps"):
+        if int(getattr(cfg, key)) % every:
+            raise UserInputError(
+                f"{where}simulation.{key} {getattr(cfg, key)} must be a multiple of barostat_every {every} "
+                "(frames are taken between volume moves); round it"
+            )
+    if cfg.integrator == "verlet":
+        raise UserInputError(f"{where}simulation.pressure needs a thermostat: use integrator: langevin, not verlet")
+    if cfg.estimator == "pathwise":
+        raise UserInputError(
+            f"{where}estimator 'pathwise' differentiates constant-volume trajectories; under pressure use "
+            "estimator: fluctuation or reweighting"
+        )
+    if system.box is None:
+        raise UserInputError(f"{where}simulation.pressure needs a periodic box; the system has none")
+
+
+def check_frames(frames, energies, box, report_every: int, boxes=None) -> None:
+    """Raise :class:`SimulationDiverged` on non-finite frames, energies or boxes or a frame-to-frame jump over half
+    the (smallest) box edge (5 nm without a box)."""
+    finite = np.isfinite(energies) & np.all(np.isfinite(frames), axis=(1, 2))
+    if boxes is not None:
+        finite &= np.all(np.isfinite(boxes.reshape(len(boxes), -1)), axis=1)
+    if not np.all(finite):
+        bad = int(np.argmax(~finite))
+        raise SimulationDiverged(f"simulation diverged: non-finite state at frame {bad}", step=bad * report_every)
+    jumps = np.max(np.abs(np.diff(frames, axis=0)), initial=0.0)
+    limit = 5.0
+    if box is not None:
+        b = np.asarray(box if boxes is None else boxes, float)
+        if b.ndim == (2 if boxes is None else 3):  # triclinic rows: the edges are the diagonal (reduced form)
+            b = np.diagonal(b, axis1=-2, axis2=-1)
+        limit = 0.5 * float(np.min(b))
+    if jumps > limit:
+        raise SimulationDiverged(f"simulation diverged: a frame-to-frame jump of {jumps:.3g} nm", step=-1)
+
+
+def sample_npt(system, params, cfg, *, seed: int, positions=None, box=None, cache=None):
+    """Equilibrate and sample at ``params`` and pressure ``cfg.pressure`` bar (:func:`dmd.npt.run_npt`).
+
+    One cycle is ``cfg.barostat_every`` BAOAB steps plus one Monte Carlo volume move; the first
+    ``equilibration / barostat_every`` cycles are dropped, then a frame is kept every ``report_every`` steps.
+    ``cache``: a dict kept across rounds (compiled chunks are reused while the box stays in range).
+
+    Returns:
+      (frames ``[F, N, 3]`` nm, boxes ``[F, 3]`` or ``[F, 3, 3]`` nm, energies ``[F]`` kJ/mol, info dict with the
+      barostat's ``acceptance`` and the neighbour-list ``rebuilds``).
+
+    Raises:
+      SimulationDiverged: non-finite or exploding frames (the caller keeps its last good θ).
+    """
+    from dmd.npt import run_npt
+
+    every = int(cfg.barostat_every)
+    stride = int(cfg.report_every) // every
+    n_eq = int(cfg.equilibration) // every
+    n_frames = max(2, int(cfg.steps) // int(cfg.report_every))
+    dtype = jnp.asarray(system.positions).dtype
+    start = dataclasses.replace(
+        system,
+        positions=system.positions if positions is None else jnp.asarray(positions, dtype),
+        box=system.box if box is None else jnp.asarray(box, dtype),
+    )
+    kept = {"positions": [], "box": [], "potential": []}
+    seen = [0]
+
+    def on_chunk(state, records):
+        idx = seen[0] + np.arange(len(records["potential"]))
+        keep = (idx >= n_eq) & ((idx - n_eq + 1) % stride == 0)
+        for k in kept:
+            kept[k].append(np.asarray(records[k])[keep])
+        seen[0] += len(idx)
+
+    try:
+        out = run_npt(
+            start, n_cycles=n_eq + n_frames * stride, dt=cfg.dt, temperature=cfg.temperature,
+            friction=cfg.friction, pressure_bar=float(cfg.pressure), every=every, seed=seed, params=params,
+            anisotropic=cfg.barostat == "anisotropic", on_chunk=on_chunk, record_positions=True, cache=cache,
+        )  # fmt: skip
+    except RuntimeError as exc:  # a neighbour list overflowing chunk after chunk: exploding coordinates
+        raise SimulationDiverged(f"simulation diverged: {exc}", step=-1) from None
+    frames = np.concatenate(kept["positions"]).astype(dtype)
+    boxes = np.concatenate(kept["box"]).astype(dtype)
+    energies = np.concatenate(kept["potential"])
+    check_frames(frames, energies, system.box, cfg.report_every, boxes)
+    return frames, boxes, energies, {"acceptance": out["acceptance"], "rebuilds": out["rebuilds"]}
+
+
+def make_sampler(system, cfg):
+    """A jitted Langevin sampler: (state, params, n_reports) → (state, frames, energies); compiled once."""
+    integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
+    every = int(cfg.report_every)
+
+    @jax.jit
+    def advance(state, params, dummy):
+        def report(st, _):
+            st = jax.lax.fori_loop(0, every, lambda _, s: integ.step(s, params), st)
+            return st, (st.positions, st.potential_energy)
+
+        return jax.lax.scan(report, state, None, length=dummy.shape[0])
+
+    return integ, advance
+
+
+def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
+    """Equilibrate and sample at ``params``: returns (frames ``[F, N, 3]`` nm, energies ``[F]`` kJ/mol).
+
+    Raises:
+      SimulationDiverged: non-finite or exploding frames (the caller keeps its last good θ).
+    """
+    integ, advance = sampler or make_sampler(system, cfg)
+    pos = system.positions if positions is None else positions
+    n_eq = max(0, cfg.equilibration // cfg.report_every)
+    n_prod = max(2, cfg.steps // cfg.report_every)
+    key = jax.random.PRNGKey(seed)
+    nbr = (
+        system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box))
+        if system.neighbor_fn is not None
+        else None
+    )
+
+    def run(nbr):
+        # frames of another θ (a fit's previous round) can overlap under this θ: relax first (no-op otherwise)
+        x0, nbr, _ = relax_overlaps(system, params, jnp.asarray(pos), nbr, dt=cfg.dt)
+        state = integ.init(key, params, positions=x0, neighbor=nbr)
+        if n_eq:
+            state, _ = advance(state, params, jnp.zeros(n_eq))
+        return advance(state, params, jnp.zeros(n_prod))
+
+    # an overflowed list drops pairs: redo the sample with a larger one (grown on every attempt)
+    _, (_, (frames, energies)), _ = redo_on_overflow(
+        run,
+        nbr,
+        lambda result: result[0].neighbor,
+        lambda _, r, attempt: grow_neighbors(system, r[0].neighbor, jnp.asarray(pos), attempt),
+    )
+    frames = np.asarray(frames)
+    energies = np.asarray(energies)
+    check_frames(frames, energies, system.box, cfg.report_every)
+    return frames, energies
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the potential the dynamics samples
+
+
+def sampled_energy_fn(system, *, warn: bool = True):
+    """Ũ(params, pos [N, 3] nm, box) kJ/mol: the potential whose Boltzmann distribution the dynamics samples.
+
+    The integrator moves atoms with F = −∇U, which is blind to the jump of a *plain* (unshifted, unswitched) cutoff:
+    a pair crossing r_c changes U by u(r_c) but exerts no impulse. Langevin dynamics therefore samples
+    exp(−βŨ) with the cut-and-shifted potential
+
+        Ũ(x; θ) = U(x; θ) − Σ_{i<j, r_ij<r_c} u_ij(r_c; θ)
+
+    and the fluctuation estimator −β cov(o, ∂Ũ/∂θ) and the reweighting weights exp(−βΔŨ) must use Ũ: with U they
+    miss −β cov(o, N_in) ∂u(r_c)/∂θ, N_in the number of pairs inside r_c (a bias that grows with ∂u(r_c)/∂θ, larger
+    for σ than for ε). For :func:`dmd.models.lj_fluid` with a plain cutoff Ũ is formed here exactly
+    (Lorentz-Berthelot pairs, as the model builds them); switched or cutoff-free energies are continuous and
+    returned unchanged. An OpenMM system with a plain LJ cutoff cannot be corrected pair by pair here: a warning
+    says so (use a switch distance, which makes U continuous).
+    """
+    meta = system.metadata or {}
+
+    def plain(params, pos, box):
+        return system.energy_fn(params, pos, box=box, neighbor=None)
+
+    if meta.get("model") == "lj_fluid" and meta.get("switch_distance_nm") is None and meta.get("cutoff_nm"):
+        r_c = float(meta["cutoff_nm"])
+        names = list(system.param_labels["lj"]["sigma"])
+        types = np.array([names.index(t) for t in meta["types"]], np.int32)
+        i, j = np.triu_indices(len(types), 1)
+
+        def shifted(params, pos, box):
+            b = jnp.asarray(system.box if box is None else box, pos.dtype)
+            d = pos[i] - pos[j]
+            d = d - b * jnp.round(d / b)
+            inside = jnp.sum(d * d, -1) < r_c * r_c
+            sig = 0.5 * (params["lj"]["sigma"][types[i]] + params["lj"]["sigma"][types[j]])
+            eps = jnp.sqrt(params["lj"]["epsilon"][types[i]] * params["lj"]["epsilon"][types[j]])
+            s6 = (sig / r_c) ** 6
+            jump = jnp.sum(jnp.where(inside, 4 * eps * (s6 * s6 - s6), 0.0))
+            return plain(params, pos, box) - jump
+
+        return shifted
+    if warn and meta.get("cutoff_nm") and meta.get("switch_distance_nm") is None and meta.get("model") != "lj_fluid":
+        import warnings
+
+        warnings.warn(
+            f"{system.name}: plain nonbonded cutoff ({meta['cutoff_nm']} nm, no switch): the sampled ensemble is that "
+            "of the cut-and-shifted LJ potential, so fluctuation/reweighting derivatives of LJ parameters carry a "
+            "small bias; build the system with a switch distance to remove it",
+            stacklevel=3,
+        )
+    return plain
+
+
+def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):
+    """Frames ``[F, N, 3]`` nm and tangents dx/dz ``[F, Pz, N, 3]`` of one pathwise round (NVT)."""
+    from dmd.sensitivity import run_sensitivities
+
+    eq_cfg = dataclasses.replace(cfg, steps=max(cfg.equilibration, 2 * cfg.report_every), equilibration=0)
+    eq_frames, _ = sample(system, params, eq_cfg, seed=cfg.seed + 10_000 + rnd, positions=positions, sampler=sampler)
+    sys_r = dataclasses.replace(system, params=params)
+    res = run_sensitivities(
+        sys_r, names, steps=cfg.steps, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction,
+        seed=cfg.seed + rnd, method=cfg.sensitivity_method, window=cfg.window, report_every=cfg.report_every,
+        pos=jnp.asarray(eq_frames[-1]), progress=False,
+    )  # fmt: skip
+    if res.first_nonfinite_frame is not None:
+        raise SimulationDiverged("pathwise tangents overflowed (chaos); use the fluctuation estimator", step=-1)
+    # dθ_entries/dz: each fitted z sets all of its tied entries
+    dtheta_dz = np.asarray(jax.jacfwd(mapping.theta_of)(jnp.asarray(z)))  # [Pz, Pz] diagonal
+    sizes = [sel.size for sel in mapping.selections]
+    cols = np.repeat(np.arange(len(sizes)), sizes)
+    dx = np.asarray(res.dx)  # [F, E, N, 3]
+    dx_dz = np.zeros((dx.shape[0], len(sizes)) + dx.shape[2:])
+    for e, p in enumerate(cols):
+        dx_dz[:, p] += dx[:, e] * dtheta_dz[p, p]
+    return np.asarray(res.positions), dx_dz
