@@ -84,7 +84,8 @@ _BRAVAIS_SYSTEM = {b: s for (s, _), b in BRAVAIS_OF.items()}
 @dataclasses.dataclass
 class IndexingResult:
     """Ranked solutions plus bookkeeping (seconds per system, candidates tested per system; the key
-    "<system> via triclinic" counts the triclinic fallback of a monoclinic / orthorhombic search;
+    "<system> via triclinic" counts the triclinic fallback of a monoclinic / orthorhombic search, 0 when
+    an earlier fallback's triclinic search was reused (so is "triclinic" after a fallback);
     ``skipped``: lattice systems not searched and why, e.g. too few lines for the system, or a
     higher-symmetry cell already explained the data in blind mode; ``sigma_scale``: the data's own
     peak-position error in units of the σ(q²) model, √χ²_ν of the best solution (:func:`data_sigma_scale`;
@@ -269,16 +270,23 @@ def _refine_distinct(res, inv_d2, kw: dict, n_max: int) -> list:
     return out
 
 
-def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, n_convert: int = 3) -> tuple[list, int]:
+def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, cache: dict, n_convert: int = 3) -> tuple[list, int]:
     """Solutions of ``system`` from the triclinic search (centred lattices; see solution.from_primitive),
-    and the number of triclinic candidates generated."""
-    res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g)
-    tri = _refine_distinct(res, inv_d2, dict(kw, centrings=None), n_refine)
+    and the number of triclinic candidates generated (0 when ``cache`` already held the search: the
+    triclinic search of one peak list is deterministic, so the orthorhombic and monoclinic fallbacks and
+    the blind triclinic step share one)."""
+    if "res" not in cache:
+        cache["res"] = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g)
+        cache["tri"] = _refine_distinct(cache["res"], inv_d2, dict(kw, centrings=None), n_refine)
+        n_new = cache["res"].n_evaluated
+    else:
+        n_new = 0
+    tri = cache["tri"]
     out = []
     for sol in sorted(tri, key=lambda s: s.score, reverse=True)[:n_convert]:
         for new in from_primitive(sol, inv_d2, system, **kw):
             out.append(standard_setting(smaller_cells(new, inv_d2, **kw), inv_d2, **kw))
-    return out, res.n_evaluated
+    return out, n_new
 
 
 def index_peaks(
@@ -356,11 +364,14 @@ def index_peaks(
         wavelength=peaks.wavelength,
         centrings=centrings,
     )
-    sols, seconds, ncand = [], {}, {}
+    sols, seconds, ncand, tri_cache = [], {}, {}, {}
     for k, system in enumerate(systems):
         t0 = time.perf_counter()
         cb = None if progress is None else (lambda b, s, _sys=system: progress(_sys, b, s))
-        res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb)
+        if system == "triclinic" and "res" in tri_cache:  # already searched by a fallback: reuse it
+            res = dataclasses.replace(tri_cache["res"], n_evaluated=0)
+        else:
+            res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb)
         sols += _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         # the best few: try smaller (index 2/3) cells, then the conventional setting
         mine = sorted([s for s in sols if s.system == system], key=lambda s: s.score, reverse=True)
@@ -381,7 +392,7 @@ def index_peaks(
             )
         ):
             t0 = time.perf_counter()
-            via, n_tri = _via_primitive(inv_d2, system, config, prior, g, kw, n_candidates_refined)
+            via, n_tri = _via_primitive(inv_d2, system, config, prior, g, kw, n_candidates_refined, tri_cache)
             sols += via
             ncand[f"{system} via triclinic"] = n_tri
             seconds[system] += time.perf_counter() - t0

@@ -64,7 +64,8 @@ def peak_list(x, y, e, min_rel: float, n: int):
             p, _ = curve_fit(pseudo_voigt, x[win], y[win], p0=p0, sigma=e[win], maxfev=20000)
         except RuntimeError:
             continue
-        if abs(p[0] - x[i]) < 2 * hw:
+        # a fit that drifted, turned negative or spread over neighbours is not a peak position
+        if abs(p[0] - x[i]) < hw and p[1] > 0 and 0 < abs(p[2]) < 3 * hw:
             out.append((p[0], p[1]))
         if len(out) >= n:
             break
