@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import SimulationDiverged, UserInputError
+from dmd.forces.nonbonded import lj_pair_energy
 from dmd.integrators import make_integrator, relax_overlaps
 from dmd.npt_run import BAROSTATS
 from dmd.runloop import grow_neighbors, redo_on_overflow
-from dmd.space import wrap_positions
+from dmd.space import minimum_image, wrap_positions
 
 __all__ = [
     "check_npt_settings",
@@ -227,13 +228,11 @@ def sampled_energy_fn(system, *, warn: bool = True):
 
         def shifted(params, pos, box):
             b = jnp.asarray(system.box if box is None else box, pos.dtype)
-            d = pos[i] - pos[j]
-            d = d - b * jnp.round(d / b)
+            d = minimum_image(pos[i] - pos[j], b)
             inside = jnp.sum(d * d, -1) < r_c * r_c
             sig = 0.5 * (params["lj"]["sigma"][types[i]] + params["lj"]["sigma"][types[j]])
             eps = jnp.sqrt(params["lj"]["epsilon"][types[i]] * params["lj"]["epsilon"][types[j]])
-            s6 = (sig / r_c) ** 6
-            jump = jnp.sum(jnp.where(inside, 4 * eps * (s6 * s6 - s6), 0.0))
+            jump = jnp.sum(jnp.where(inside, lj_pair_energy((sig / r_c) ** 2, eps), 0.0))
             return plain(params, pos, box) - jump
 
         return shifted
