@@ -154,6 +154,15 @@ def check_and_map(
     box = np.asarray(box_cell, float)
     mcell = np.asarray(mtz.cell, float)
     scale, mode, problem = _lattice(mcell, box, n, cell_tol, angle_tol, data_path)
+    if mode == "box lattice" and np.any(n > 1):  # said, not silently ignored (issue 19)
+        import warnings
+
+        warnings.warn(
+            f"--supercell {' '.join(map(str, n.tolist()))} has no effect: {data_path} is indexed on the box lattice "
+            f"(its cell {_fmt_cell(mcell)} is the trajectory box); drop --supercell, or give data indexed on the "
+            "crystal's own cell",
+            stacklevel=2,
+        )
     problems = [problem] if problem else []
     sg_data = symmetry.spacegroup(mtz.spacegroup)
     if top_spacegroup is not None:

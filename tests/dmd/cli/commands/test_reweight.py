@@ -77,6 +77,10 @@ def test_symmetric_data_averaged_over_equivalents():
     mtz = MtzData(hkl, {"I": np.ones(len(hkl))}, mtz.cell, "P 2 2 2")
     dob = check_and_map(mtz, "I", np.array([40.0, 22, 24, 90, 90, 90]), supercell=(2, 1, 1))
     assert dob.checks["mtz_indexed_on"] == "crystal lattice"
+    # a --supercell that cannot apply (the MTZ cell is the box) is said, not silently ignored (issue 19)
+    with pytest.warns(UserWarning, match=r"--supercell 2 1 1 has no effect: data is indexed on the box lattice"):
+        same = check_and_map(mtz, "I", mtz.cell, supercell=(2, 1, 1))
+    assert same.checks["mtz_indexed_on"] == "box lattice"
     pair = lambda v: frozenset({tuple(int(c) for c in v), tuple(-int(c) for c in v)})
     for i, h in enumerate(hkl):
         got = [pair(v) for v in dob.hkl_box[dob.reduce_index == i]]
