@@ -68,23 +68,23 @@ def stage_plot(ctx: dict) -> str:
 
     plt = pyplot()
 
-    from dmd.base.io import atomic_path
+    from dmd.base.plotting import save_figure
 
     log = ctx["run"].log  # time, U, K, total, T
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
     ax1.plot(log[:, 0], log[:, 1], label="potential")
-    ax1.plot(log[:, 0], log[:, 3], label="total")
+    ax1.plot(log[:, 0], log[:, 3], label="total (potential + kinetic)")
     ax1.set_ylabel("energy (kJ/mol)")
-    ax1.legend()
-    ax2.plot(log[:, 0], log[:, 4], color="C3")
-    ax2.axhline(300.0, color="k", lw=0.8, ls="--")
+    ax1.set_title("alanine dipeptide, amber14, vacuum, HBonds, BAOAB 2 fs", fontsize=9)
+    ax1.legend(fontsize=8)
+    ax2.plot(log[:, 0], log[:, 4], color="C3", label="instantaneous (22 atoms: fluctuates widely)")
+    ax2.axhline(300.0, color="k", lw=0.8, ls="--", label="thermostat 300 K")
     ax2.set_ylabel("temperature (K)")
     ax2.set_xlabel("time (ps)")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     png = ctx["out"] / "energy.png"
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, png)
     ctx["plot"] = png
     return f"plot: energy and temperature vs time in {png}"
 
