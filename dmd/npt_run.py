@@ -23,7 +23,7 @@ from dmd.base.errors import RunInterrupted, UserInputError
 from dmd.base.io import atomic_path, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
-from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, write_checkpoint
+from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, summary_mean, write_checkpoint
 from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["BAROSTATS", "check_pressure_settings", "simulate_npt"]
@@ -165,6 +165,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
     if traj is not None:
         flush(state)
     wall = time.perf_counter() - t0
+    x_dtype = np.asarray(state.positions).dtype  # the precision the logged values carry
     vr = np.asarray(vrows, float).reshape(-1, 6)
     summary = {
         "system": system.name,
@@ -185,8 +186,8 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
         "ns_per_day": (int(state.step) - start) * cfg.dt * 1e-3 * 86400 / wall if wall > 0 else None,
         "mean_density_g_cm3": float(vr[:, 2].mean()) if len(vr) else None,
         "mean_box_nm": vr[:, 3:].mean(axis=0).tolist() if len(vr) else None,
-        "mean_potential_kj_mol": float(np.mean([r[2] for r in rows])) if rows else None,
-        "mean_temperature_K": float(np.mean([r[5] for r in rows])) if rows else None,
+        "mean_potential_kj_mol": summary_mean(np.asarray([r[2] for r in rows], x_dtype)),
+        "mean_temperature_K": summary_mean(np.asarray([r[5] for r in rows], x_dtype)),
         "outputs": {k: str(v) for k, v in paths.items()},
     }
     if cfg.out is not None:

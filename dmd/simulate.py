@@ -45,9 +45,20 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "write_checkpoint",
+    "summary_mean",
 ]
 
 CHECKPOINT_VERSION = 1
+
+
+def summary_mean(values) -> float | None:
+    """The mean of logged values for a run summary, to the precision the values carry: a float32 log's mean to 7
+    significant digits (−10.22339, not −10.223390579223633), a float64 log's in full; None when empty."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return None
+    m = float(np.mean(a, dtype=np.float64))
+    return float(f"{m:.7g}") if a.dtype == np.float32 else m
 
 
 @dataclasses.dataclass
@@ -467,8 +478,8 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         "neighbor_rebuilds": total_rebuilds,
         "neighbor_reallocations": reallocations,
         "n_frames": int(len(log)),
-        "mean_potential_kj_mol": float(np.mean(log[:, 1])) if len(log) else None,
-        "mean_temperature_K": float(np.mean(log[:, 4])) if len(log) else None,
+        "mean_potential_kj_mol": summary_mean(log[:, 1]),
+        "mean_temperature_K": summary_mean(log[:, 4]),
         "dtype": str(jnp.asarray(state.positions).dtype),
         "backend": jax.default_backend(),
         "diverged_at_step": diverged,

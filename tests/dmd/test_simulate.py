@@ -232,3 +232,16 @@ def test_second_run_on_the_same_system_reuses_the_compiled_chunk(tmp_path):
     # another temperature is another integrator: a new entry, the old one kept
     simulate(system, _cfg(tmp_path, None, steps=100, temperature=150.0))
     assert len([v for v in sim_mod._CHUNK_CACHE.values() if v[0] is system]) == 2
+
+
+def test_summary_means_carry_the_precision_of_the_log():
+    # Issue 19: a float32 run's summary printed −10.223390579223633 (float32 noise in 17 digits); its mean now
+    # has the 7 significant digits float32 carries, and a float64 log's mean is kept in full.
+    from dmd.simulate import summary_mean
+
+    x32 = np.array([-10.2233905, -10.22339, -10.223391], np.float32)
+    assert summary_mean(x32) == -10.22339
+    assert summary_mean(x32) == pytest.approx(float(np.mean(x32, dtype=np.float64)), rel=1e-7)
+    x64 = np.array([1.0, 1.123456789012], np.float64)
+    assert summary_mean(x64) == float(np.mean(x64))
+    assert summary_mean(np.zeros(0, np.float32)) is None
