@@ -42,6 +42,7 @@ OpenMM's integrators do, so trajectories show them where the energy puts them.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -50,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.runloop import compiled_for
 from dmd.space import wrap_positions
 
 __all__ = [
@@ -222,18 +224,14 @@ def relax_overlaps(system, params, x, neighbor=None, *, dt: float, max_kick: flo
     vsites = getattr(system, "virtual_sites", None)
     if system.constraints is not None or (vsites is not None and vsites.n_sites):
         return x, neighbor, 0
-    key = (id(system), float(dt), float(max_kick), int(max_iter))
-    hit = _RELAX_CACHE.get(key)
-    if hit is None or hit[0] is not system:  # compiled once per system (a fit calls this every round)
-        hit = _RELAX_CACHE[key] = (system, _make_relax(system, dt, max_kick, max_iter))
-        while len(_RELAX_CACHE) > 8:
-            _RELAX_CACHE.pop(next(iter(_RELAX_CACHE)))
-    x_new, nb, n = hit[1](params, jnp.asarray(x), neighbor)
+    settings = (float(dt), float(max_kick), int(max_iter))  # compiled once per system: a fit calls this every round
+    relax = compiled_for(_RELAX_CACHE, system, settings, lambda: _make_relax(system, dt, max_kick, max_iter))
+    x_new, nb, n = relax(params, jnp.asarray(x), neighbor)
     n = int(n)
     return (x, neighbor, 0) if n == 0 else (x_new, nb, n)
 
 
-_RELAX_CACHE: dict = {}  # (id(system), δt, max_kick, max_iter) -> (system, jitted relax); holding system pins its id
+_RELAX_CACHE: collections.OrderedDict = collections.OrderedDict()  # dmd.runloop.compiled_for's store
 
 
 def _make_relax(system, dt, max_kick, max_iter):

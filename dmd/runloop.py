@@ -9,6 +9,7 @@ same size loops forever (docs/engine.md, "Neighbour lists").
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable
@@ -27,6 +28,7 @@ __all__ = [
     "grow_neighbors",
     "grown_state",
     "redo_on_overflow",
+    "compiled_for",
 ]
 
 MAX_REALLOCATIONS = 8
@@ -107,3 +109,19 @@ def redo_on_overflow(
         if attempt > max_attempts:
             raise RuntimeError(f"neighbour list still overflows after {max_attempts} reallocations")
         start = regrow(start, result, attempt)
+
+
+def compiled_for(cache: collections.OrderedDict, system, settings: tuple, make: Callable[[], Any], size: int = 8):
+    """The compiled function ``make()`` built for ``(system, *settings)``, kept in ``cache`` (least recently used
+    dropped beyond ``size``): a script or fit calling a run function again on the same system reuses the
+    compilation instead of tracing again. Entries hold the system itself, so its ``id`` cannot be reused."""
+    key = (id(system), *settings)
+    hit = cache.get(key)
+    if hit is not None and hit[0] is system:
+        cache.move_to_end(key)
+        return hit[1]
+    fn = make()
+    cache[key] = (system, fn)
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return fn

@@ -35,7 +35,14 @@ import numpy as np
 from dmd.base.errors import RunInterrupted, SimulationDiverged, UserInputError
 from dmd.base.io import savez, write_json
 from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
-from dmd.runloop import grown_state, is_cell_list, overflowed, positions_for_allocation, redo_on_overflow
+from dmd.runloop import (
+    compiled_for,
+    grown_state,
+    is_cell_list,
+    overflowed,
+    positions_for_allocation,
+    redo_on_overflow,
+)
 
 __all__ = [
     "RunConfig",
@@ -239,21 +246,12 @@ def load_checkpoint(path, system):
 # compiled chunk functions of recent (system, integrator settings): a second simulate() call on the same system
 # (e.g. a script looping over temperatures' restarts) reuses the compilation instead of tracing again
 _CHUNK_CACHE: collections.OrderedDict = collections.OrderedDict()
-_CHUNK_CACHE_SIZE = 8
 
 
 def _chunk_fn(system, integ, max_step_nm: float):
     """The jitted chunk of :func:`_make_chunk_fn`, cached per (system object, integrator, δt, T, γ, max step)."""
-    key = (id(system), integ.name, integ.dt, integ.temperature, integ.friction, max_step_nm)
-    hit = _CHUNK_CACHE.get(key)
-    if hit is not None and hit[0] is system:
-        _CHUNK_CACHE.move_to_end(key)
-        return hit[1]
-    fn = _make_chunk_fn(system, integ, max_step_nm)
-    _CHUNK_CACHE[key] = (system, fn)  # holding the system keeps its id from being reused
-    while len(_CHUNK_CACHE) > _CHUNK_CACHE_SIZE:
-        _CHUNK_CACHE.popitem(last=False)
-    return fn
+    settings = (integ.name, integ.dt, integ.temperature, integ.friction, max_step_nm)
+    return compiled_for(_CHUNK_CACHE, system, settings, lambda: _make_chunk_fn(system, integ, max_step_nm))
 
 
 def _make_chunk_fn(system, integ, max_step_nm: float):
