@@ -181,6 +181,20 @@ def _example_in(folder, writes) -> str:
     return f" such as {Path(folder) / names[0]}" if names else ""
 
 
+def add_trajectory_arguments(parser) -> None:
+    """``--traj``, ``--top``, ``--supercell``: a crystal trajectory as ``dmd diffuse`` and ``dmd reweight`` read it."""
+    parser.add_argument("--traj", required=True, help="trajectory file mdtraj reads (dcd, xtc, trr, h5, nc, pdb)")
+    parser.add_argument("--top", default=None, help="topology (pdb, prmtop, psf, ...) for trajectories without one")
+    parser.add_argument(
+        "--supercell",
+        type=int,
+        nargs=3,
+        default=(1, 1, 1),
+        metavar=("A", "B", "C"),
+        help="the trajectory box holds A×B×C crystal unit cells (a P1 supercell); default 1 1 1",
+    )
+
+
 def add_overwrite_argument(parser, what: str = "the outputs") -> None:
     """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")
