@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from dmd.cli.common import c_stdout_to_stderr, setup_compilation_cache, setup_output, stdout_for_summary_only
+    from dmd.cli.common import c_stdout_to_stderr, output_settings, setup_compilation_cache, stdout_for_summary_only
 
     level = output_level(args)
-    setup_output(level)
-    setup_compilation_cache(enabled=not args.no_cache)
-    with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
-        return _run(args)
+    with output_settings(level):
+        setup_compilation_cache(enabled=not args.no_cache)
+        with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
+            return _run(args)
 
 
 def _run(args) -> int:

@@ -254,6 +254,33 @@ def setup_output(verbosity_level: int) -> None:
     warnings.formatwarning = _format_warning if level < 2 else _PLAIN_FORMATWARNING
 
 
+@contextlib.contextmanager
+def output_settings(verbosity_level: int):
+    """:func:`setup_output` for the duration of a block, then everything it changed put back: the root logger's
+    level and handlers, third-party logger levels, warning filters and format, progress bars and the verbosity.
+    ``dmd.cli.main`` runs each command inside it, so in-process callers (tests, notebooks) keep their settings."""
+    import logging
+
+    from dmd.base.progress import progress_enabled, set_progress
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), {n: logging.getLogger(n).level for n in THIRD_PARTY},
+             warnings.filters[:], warnings.formatwarning, progress_enabled(), _STATE["verbosity"])  # fmt: skip
+    try:
+        setup_output(verbosity_level)
+        yield
+    finally:
+        level, handlers, theirs, filters, formatwarning, bars, verbosity_saved = saved
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        for name, lvl in theirs.items():
+            logging.getLogger(name).setLevel(lvl)
+        warnings.filters[:] = filters
+        warnings.formatwarning = formatwarning
+        set_progress(bars)
+        _STATE["verbosity"] = verbosity_saved
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as one line ``dmd: warning: MESSAGE`` (``-vv`` keeps Python's form with file, line and source)."""
     first = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
