@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.io import write_json
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.estimators import block_jackknife
-from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.models import lj_fluid
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget, fit, sample, sampled_energy_fn
@@ -68,7 +68,7 @@ def main():
         return powder_npt_recovery(args)
     jax.config.update("jax_enable_x64", True)
     temp, n = 240.0, 128
-    beta = 1.0 / (BOLTZMANN_KJ_MOL_K * temp)
+    beta = 1.0 / (KB_KJ_PER_MOL_K * temp)
     system = lj_fluid(n, density=0.8, temperature=temp, cutoff=0.75, dtype=jnp.float64, seed=1)
     g = ob.rdf(n, np.asarray(system.box), r_max=0.9, n_bins=30)
     u = ob.mean_energy(system, per_atom=True)

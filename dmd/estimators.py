@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import UserInputError
-from dmd.integrators import BOLTZMANN_KJ_MOL_K
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.params import select
 
 __all__ = [
@@ -268,7 +268,7 @@ def ensemble_gradients(
     sel = select(system.param_labels, list(result.names))
     theta = sel.get(system.params)
     params, box = system.params, system.box
-    beta = 1.0 / (BOLTZMANN_KJ_MOL_K * result.temperature)
+    beta = 1.0 / (KB_KJ_PER_MOL_K * result.temperature)
     start = int(equilibration * result.n_frames)
     pos = jnp.asarray(result.positions[start:])
     dx = jnp.asarray(result.dx[start:], pos.dtype)

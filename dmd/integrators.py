@@ -51,11 +51,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.runloop import compiled_for
 from dmd.space import wrap_positions
 
 __all__ = [
-    "BOLTZMANN_KJ_MOL_K",
     "wrap_for_neighbors",
     "langevin_coefficients",
     "IntegratorState",
@@ -71,9 +71,6 @@ __all__ = [
     "relax_overlaps",
 ]
 
-# k_B in kJ/(mol K), the value OpenMM uses (CODATA 2018 × N_A).
-BOLTZMANN_KJ_MOL_K = 0.00831446261815324
-
 
 def langevin_coefficients(dt, friction, kT, masses):
     """Seed-form Langevin coefficients (a, b, c) of "v ← a v − b∇E + c n; x ← x + v δt".
@@ -81,7 +78,7 @@ def langevin_coefficients(dt, friction, kT, masses):
     Args:
       dt: time step δt, ps.
       friction: γ, 1/ps (> 0; use velocity Verlet for γ = 0).
-      kT: thermal energy, kJ/mol (= BOLTZMANN_KJ_MOL_K * temperature_K).
+      kT: thermal energy, kJ/mol (= KB_KJ_PER_MOL_K * temperature_K).
       masses: ``[n_atoms]`` amu.
 
     Returns:
@@ -149,7 +146,15 @@ class IntegratorState:
 @dataclasses.dataclass(frozen=True)
 class Integrator:
     """``init(key, params, positions=None, velocities=None, neighbor=None) -> IntegratorState`` and
-    ``step(state, params) -> IntegratorState``, with the settings they were built with."""
+    ``step(state, params) -> IntegratorState``, with the settings they were built with.
+
+    For run loops that compile the energy once (docs/engine.md, "Start-up"): ``start`` takes ``init``'s arguments
+    and returns the same state but for its forces and energy (zeros, not yet computed: nothing is compiled but the
+    velocity draw), and ``advance(state, params, ready)`` is ``step`` when the traced bool ``ready`` is true, and
+    when false computes the forces and energy at the state's positions without moving (the rest of ``init``). A
+    loop whose body is ``advance`` holds one copy of the energy in its program and starts from ``start``'s state
+    with ``ready`` false; ``advance(start(...), params, False)`` equals ``init(...)`` to float32 round-off.
+    """
 
     init: Callable
     step: Callable
@@ -158,6 +163,8 @@ class Integrator:
     temperature: float | None
     friction: float | None
     n_dof: int
+    start: Callable | None = None
+    advance: Callable | None = None
 
 
 def kinetic_energy(velocities, masses):
@@ -290,17 +297,18 @@ def _maxwell_velocities(key, masses, kT, shape, dtype):
 
 
 def _make_init(system, kT, efn, cons, masses):
-    """``init`` as one compiled function: evaluated op by op, the first energy and gradient of a force-field system
-    cost ~200 small XLA compilations (~10 s); jitted, one. Only the neighbour-list allocation (which sizes buffers
-    from the positions) runs outside. (Withdrawn once because a fit diverged with it: the first state agrees with
-    the op-by-op one to float32 round-off; the divergence was chaos from a start overlapped by the new σ, which
-    :func:`relax_overlaps` now removes.)"""
+    """``(init, start)`` (:class:`Integrator`), each one compiled function: evaluated op by op, the first energy and
+    gradient of a force-field system cost ~200 small XLA compilations (~10 s); jitted, one. Only the neighbour-list
+    allocation (which sizes buffers from the positions) runs outside. ``start`` leaves the forces out (zeros, energy
+    0), for loops that compute them in their own program (:attr:`Integrator.advance`). (Withdrawn once because a fit
+    diverged with it: the first state agrees with the op-by-op one to float32 round-off; the divergence was chaos from
+    a start overlapped by the new σ, which :func:`relax_overlaps` now removes.)"""
     place = _site_placer(system)
     vsites = getattr(system, "virtual_sites", None)
     place_jit = jax.jit(place) if vsites is not None and vsites.n_sites else place
 
-    @jax.jit
-    def state_at(key, params, x, velocities, neighbor):
+    @functools.partial(jax.jit, static_argnums=5)
+    def state_at(key, params, x, velocities, neighbor, with_forces):
         massive = (jnp.asarray(masses) > 0)[:, None]
         key, vkey = jax.random.split(key)
         if velocities is None:
@@ -310,16 +318,23 @@ def _make_init(system, kT, efn, cons, masses):
             v = jnp.where(massive, jnp.asarray(velocities, x.dtype), 0.0)
         if cons is not None:
             v = cons.velocities(v, x)
-        e, f, neighbor = efn(params, x, neighbor)
+        if with_forces:
+            e, f, neighbor = efn(params, x, neighbor)
+        else:
+            e, f = jnp.zeros((), x.dtype), jnp.zeros_like(x)
         return IntegratorState(x, v, f, e, key, jnp.zeros((), jnp.int32), neighbor)
 
-    def init(key, params, positions=None, velocities=None, neighbor=None):
-        x = place_jit(jnp.asarray(system.positions if positions is None else positions))
-        if neighbor is None and system.neighbor_fn is not None:
-            neighbor = system.allocate_neighbors(x)
-        return state_at(key, params, x, velocities, neighbor)
+    def make(with_forces):
+        def init(key, params, positions=None, velocities=None, neighbor=None):
+            x = place_jit(jnp.asarray(system.positions if positions is None else positions))
+            if neighbor is None and system.neighbor_fn is not None:
+                # start: the first advance builds the list inside the caller's program (docs/engine.md)
+                neighbor = system.allocate_neighbors(x, build=with_forces)
+            return state_at(key, params, x, velocities, neighbor, with_forces)
 
-    return init
+        return init
+
+    return make(True), make(False)
 
 
 def _closures(system):
@@ -338,10 +353,37 @@ def _shaken_drift(x, x_new, v, dt, cons):
     return x_new, v
 
 
-def _assemble(system, kT, efn, cons, masses, step, name, dt, temperature, friction) -> Integrator:
-    """The :class:`Integrator` of ``step`` with its ``init`` (:func:`_make_init`)."""
-    init = _make_init(system, kT, efn, cons, masses)
-    return Integrator(init, step, name, dt, temperature, friction, n_degrees_of_freedom(system))
+def _assemble(system, kT, efn, cons, masses, move, finish, name, dt, temperature, friction) -> Integrator:
+    """The :class:`Integrator` of a step written as ``move`` → forces → ``finish``, with its ``init`` and ``start``
+    (:func:`_make_init`).
+
+    ``move(state, params) -> (x', v', key')``: the position update (virtual sites placed) with the forces the state
+    carries; ``finish(x', v', f') -> v''``: what the step does with the new forces ``f'`` (None: nothing).
+    ``step`` runs the three; ``advance`` the same with ``move`` and ``finish`` masked out where ``ready`` is false
+    (:class:`Integrator`), so the energy appears once in either.
+    """
+
+    def step(state, params):
+        x_new, v, key = move(state, params)
+        e, f, nbr = efn(params, x_new, state.neighbor)
+        if finish is not None:
+            v = finish(x_new, v, f)
+        return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
+
+    def advance(state, params, ready):
+        ready = jnp.asarray(ready, bool)
+        x_new, v, key = move(state, params)
+        x_new = jnp.where(ready, x_new, state.positions)
+        v = jnp.where(ready, v, state.velocities)
+        key = jnp.where(ready, key, state.key)
+        e, f, nbr = efn(params, x_new, state.neighbor)
+        if finish is not None:
+            v = jnp.where(ready, finish(x_new, v, f), v)
+        return IntegratorState(x_new, v, f, e, key, state.step + ready.astype(state.step.dtype), nbr)
+
+    init, start = _make_init(system, kT, efn, cons, masses)
+    n_dof = n_degrees_of_freedom(system)
+    return Integrator(init, step, name, dt, temperature, friction, n_dof, start=start, advance=advance)
 
 
 def langevin(system, *, dt: float, temperature: float, friction: float) -> Integrator:
@@ -354,22 +396,20 @@ def langevin(system, *, dt: float, temperature: float, friction: float) -> Integ
     """
     if not friction > 0:
         raise ValueError("seed-form Langevin needs friction > 0; use velocity_verlet for NVE")
-    kT = BOLTZMANN_KJ_MOL_K * temperature
+    kT = KB_KJ_PER_MOL_K * temperature
     masses, efn, cons, place = _closures(system)
     a, b, c = langevin_coefficients(dt, friction, kT, masses)
 
-    def step(state, params):
+    def move(state, params):
         key, nkey = jax.random.split(state.key)
         x = state.positions
         noise = jax.random.normal(nkey, x.shape, x.dtype)
         # −b∇E = +b F
         v = a * state.velocities + b.astype(x.dtype) * state.forces + c.astype(x.dtype) * noise
         x_new, v = _shaken_drift(x, x + v * dt, v, dt, cons)
-        x_new = place(x_new)
-        e, f, nbr = efn(params, x_new, state.neighbor)
-        return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
+        return place(x_new), v, key
 
-    return _assemble(system, kT, efn, cons, masses, step, "langevin", dt, temperature, friction)
+    return _assemble(system, kT, efn, cons, masses, move, None, "langevin", dt, temperature, friction)
 
 
 def baoab_move(x, v, forces, noise_key, *, dt, inv_m, a, c, cons):
@@ -408,23 +448,21 @@ def langevin_middle(system, *, dt: float, temperature: float, friction: float) -
     Args:
       system: :class:`dmd.System`. dt: ps. temperature: K. friction: γ, 1/ps (≥ 0).
     """
-    kT = BOLTZMANN_KJ_MOL_K * temperature
+    kT = KB_KJ_PER_MOL_K * temperature
     masses, efn, cons, place = _closures(system)
     massive, safe = _massive(masses)
     a = jnp.exp(-friction * dt)
     c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
     inv_m = _inverse_masses(masses)
 
-    def step(state, params):
+    def move(state, params):
         key, nkey = jax.random.split(state.key)
         x_new, v = baoab_move(
             state.positions, state.velocities, state.forces, nkey, dt=dt, inv_m=inv_m, a=a, c=c, cons=cons
         )
-        x_new = place(x_new)
-        e, f, nbr = efn(params, x_new, state.neighbor)
-        return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
+        return place(x_new), v, key
 
-    return _assemble(system, kT, efn, cons, masses, step, "baoab", dt, temperature, friction)
+    return _assemble(system, kT, efn, cons, masses, move, None, "baoab", dt, temperature, friction)
 
 
 def velocity_verlet(system, *, dt: float, temperature: float | None = None, friction=None) -> Integrator:
@@ -433,24 +471,21 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
     Args:
       system: :class:`dmd.System`. dt: ps. temperature: K for ``init`` (None: start at rest).
     """
-    kT = None if temperature is None else BOLTZMANN_KJ_MOL_K * temperature
+    kT = None if temperature is None else KB_KJ_PER_MOL_K * temperature
     masses, efn, cons, place = _closures(system)
     inv_m = _inverse_masses(masses)
 
-    def step(state, params):
+    def move(state, params):
         x = state.positions
-        dtype = x.dtype
-        half = (0.5 * dt) * inv_m.astype(dtype)
-        v = state.velocities + half * state.forces
+        v = state.velocities + (0.5 * dt) * inv_m.astype(x.dtype) * state.forces
         x_new, v = _shaken_drift(x, x + dt * v, v, dt, cons)
-        x_new = place(x_new)
-        e, f, nbr = efn(params, x_new, state.neighbor)
-        v = v + half * f
-        if cons is not None:
-            v = cons.velocities(v, x_new)
-        return IntegratorState(x_new, v, f, e, state.key, state.step + 1, nbr)
+        return place(x_new), v, state.key
 
-    return _assemble(system, kT, efn, cons, masses, step, "verlet", dt, temperature, None)
+    def finish(x_new, v, f):
+        v = v + (0.5 * dt) * inv_m.astype(x_new.dtype) * f
+        return v if cons is None else cons.velocities(v, x_new)
+
+    return _assemble(system, kT, efn, cons, masses, move, finish, "verlet", dt, temperature, None)
 
 
 INTEGRATORS = {"langevin": langevin, "baoab": langevin_middle, "verlet": velocity_verlet}

@@ -26,14 +26,14 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dmd.base.errors import UserInputError
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.forces.nonbonded import lj_pair_energy, switch_factor
-from dmd.integrators import BOLTZMANN_KJ_MOL_K
 from dmd.system import System
 
 __all__ = ["lj_fluid", "harmonic_chain", "harmonic_oscillator", "ARGON"]
 
 # Argon LJ parameters (nm, kJ/mol, amu): Rahman 1964 values, ε/k_B = 119.8 K.
-ARGON = {"sigma": 0.34, "epsilon": 119.8 * BOLTZMANN_KJ_MOL_K, "mass": 39.948}
+ARGON = {"sigma": 0.34, "epsilon": 119.8 * KB_KJ_PER_MOL_K, "mass": 39.948}
 
 
 def _type_names(n_types: int) -> tuple[str, ...]:
@@ -80,7 +80,7 @@ def _lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch):
 def lj_fluid(
     n_atoms: int = 500,
     density: float = 0.8,
-    temperature: float = 1.0 * ARGON["epsilon"] / BOLTZMANN_KJ_MOL_K,
+    temperature: float = 1.0 * ARGON["epsilon"] / KB_KJ_PER_MOL_K,
     *,
     cutoff: float | None = None,
     sigma: float = ARGON["sigma"],
@@ -350,7 +350,7 @@ def harmonic_oscillator(
     """
     rng = np.random.default_rng(seed)
     center = np.zeros((n_atoms, dim))
-    pos = center + rng.normal(scale=math.sqrt(BOLTZMANN_KJ_MOL_K * temperature / k), size=(n_atoms, dim))
+    pos = center + rng.normal(scale=math.sqrt(KB_KJ_PER_MOL_K * temperature / k), size=(n_atoms, dim))
 
     def energy_fn(params, pos, *, box=None, neighbor=None):
         d = pos - params["spring"]["center"]

@@ -21,7 +21,8 @@ import numpy as np
 from dmd.barostat import BarostatState, density_g_cm3
 from dmd.base.errors import RunInterrupted, UserInputError
 from dmd.base.io import atomic_path, write_json
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, n_degrees_of_freedom
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.integrators import n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
 from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, summary_mean, write_checkpoint
 from dmd.space import box_volume, check_reduced_box
@@ -116,7 +117,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
         keep = (steps - start) % cfg.report_every == 0
         for k in np.nonzero(keep)[0]:
             pe, ke = float(rec["potential"][k]), float(rec["kinetic"][k])
-            temp = 2 * ke / (n_dof * BOLTZMANN_KJ_MOL_K) if n_dof else 0.0
+            temp = 2 * ke / (n_dof * KB_KJ_PER_MOL_K) if n_dof else 0.0
             rows.append((int(steps[k]), steps[k] * cfg.dt, pe, ke, pe + ke, temp))
             bk = np.asarray(rec["box"][k], float)
             v = float(box_volume(bk))

@@ -67,7 +67,8 @@ import numpy as np
 
 from dmd.base.config import name_list
 from dmd.base.errors import SimulationDiverged, UserInputError
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.integrators import langevin_coefficients
 from dmd.params import select
 
 __all__ = [
@@ -186,7 +187,7 @@ def _build_chunk(system, sel, dt, temperature, friction, method, capacity, repor
 
     integ = langevin(system, dt=dt, temperature=temperature, friction=friction)
     box = system.box
-    a, b, _ = langevin_coefficients(dt, friction, BOLTZMANN_KJ_MOL_K * temperature, jnp.asarray(system.masses))
+    a, b, _ = langevin_coefficients(dt, friction, KB_KJ_PER_MOL_K * temperature, jnp.asarray(system.masses))
 
     def energy_of(theta, params, x, nbr):
         return system.energy_fn(sel.set(params, theta), x, box=box, neighbor=nbr)

@@ -34,7 +34,8 @@ import numpy as np
 
 from dmd.base.errors import RunInterrupted, SimulationDiverged, UserInputError
 from dmd.base.io import savez, write_json
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, kinetic_energy, make_integrator
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.integrators import kinetic_energy, make_integrator
 from dmd.runloop import (
     compiled_for,
     grown_state,
@@ -255,33 +256,40 @@ def _chunk_fn(system, integ, max_step_nm: float):
 
 
 def _make_chunk_fn(system, integ, max_step_nm: float):
+    """``chunk(state, ready, params, n_reports, report_every) -> (state, frames, bad_step, rebuilds)``, jitted.
+
+    The loop body is :attr:`dmd.integrators.Integrator.advance`, so the program holds the energy once: a fresh run
+    passes ``integ.start``'s state (no forces yet) with ``ready`` false and the chunk's first pass computes the
+    forces without moving, instead of a separately compiled ``init`` (docs/engine.md, "Start-up"). Such a pass
+    counts as no step, no rebuild and no divergence check."""
     masses = jnp.asarray(system.masses)
 
-    def chunk(state, params, n_reports: int, report_every: int):
-        def one_step(carry, _):
-            st, bad_step, rebuilds = carry
-            new = integ.step(st, params)
+    def chunk(state, ready, params, n_reports: int, report_every: int):
+        def one_step(carry):
+            st, bad_step, rebuilds, ready, done = carry
+            new = integ.advance(st, params, ready)
             disp = jnp.max(jnp.abs(new.positions - st.positions))
             ok = jnp.all(jnp.isfinite(new.positions)) & jnp.isfinite(new.potential_energy) & (disp < max_step_nm)
-            bad_step = jnp.where((bad_step < 0) & ~ok, new.step, bad_step)
+            bad_step = jnp.where((bad_step < 0) & ~ok & ready, new.step, bad_step)
             if new.neighbor is not None:
                 moved = jnp.any(new.neighbor.reference_position != st.neighbor.reference_position)
-                rebuilds = rebuilds + moved.astype(jnp.int32)
+                rebuilds = rebuilds + (moved & ready).astype(jnp.int32)
             frozen = bad_step >= 0  # keep the last good state once anything went wrong
             st = jax.tree_util.tree_map(lambda a, b: jnp.where(frozen, a, b), st, new)
-            return (st, bad_step, rebuilds), None
+            return st, bad_step, rebuilds, jnp.ones((), bool), done + ready.astype(jnp.int32)
 
         def report(carry, _):
-            carry, _ = jax.lax.scan(one_step, carry, None, length=report_every)
+            loop = (*carry, jnp.zeros((), jnp.int32))
+            carry = jax.lax.while_loop(lambda c: c[4] < report_every, one_step, loop)[:4]
             st = carry[0]
             ke = kinetic_energy(st.velocities, masses.astype(st.velocities.dtype))
             return carry, (st.positions.astype(jnp.float32), st.potential_energy, ke, st.step)
 
-        init = (state, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32))
-        (state, bad_step, rebuilds), frames = jax.lax.scan(report, init, None, length=n_reports)
+        init = (state, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.int32), jnp.asarray(ready, bool))
+        (state, bad_step, rebuilds, _), frames = jax.lax.scan(report, init, None, length=n_reports)
         return state, frames, bad_step, rebuilds
 
-    return jax.jit(chunk, static_argnums=(2, 3))
+    return jax.jit(chunk, static_argnums=(3, 4))
 
 
 def simulate(system, config: RunConfig, params=None) -> RunResult:
@@ -349,10 +357,14 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         traj.load_existing(info["n_frames"])
         elog.load_existing(info["n_frames"])
     else:
-        state = integ.init(jax.random.PRNGKey(cfg.seed), params)
+        info = {}
+    # a fresh run's first chunk computes the first forces in its own program (one compilation of the energy)
+    ready = cfg.resume or cfg.steps == 0
+    if not cfg.resume:
+        start = integ.init if ready else integ.start
+        state = start(jax.random.PRNGKey(cfg.seed), params)
         if overflowed(state.neighbor):
             state = grown_state(system, state, 1)
-        info = {}
 
     start_step = int(state.step)
     if start_step > cfg.steps:
@@ -401,7 +413,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         rows = []
         for k in np.nonzero(keep)[0]:
             t = float(steps[k]) * cfg.dt
-            temp = 2 * float(ke[k]) / (n_dof * BOLTZMANN_KJ_MOL_K) if n_dof else 0.0
+            temp = 2 * float(ke[k]) / (n_dof * KB_KJ_PER_MOL_K) if n_dof else 0.0
             rows.append((int(steps[k]), t, float(pe[k]), float(ke[k]), float(pe[k]) + float(ke[k]), temp))
         if traj is not None:
             traj.append(xyz[keep], [r[1] for r in rows], [r[0] for r in rows])
@@ -422,12 +434,13 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             else:
                 n_rep, rep = 1, remaining
             state, (new_state, frames, bad_step, rebuilds), grown = redo_on_overflow(
-                lambda s, n_rep=n_rep, rep=rep: chunk_fn(s, params, n_rep, rep),
+                lambda s, n_rep=n_rep, rep=rep, ready=ready: chunk_fn(s, ready, params, n_rep, rep),
                 state,
                 lambda result: result[0].neighbor,
                 lambda s, _, attempt: grown_state(system, s, attempt),
             )
             reallocations += grown
+            ready = True
             bad_step = int(bad_step)
             total_rebuilds += int(rebuilds)
             if bad_step >= 0:

@@ -187,11 +187,21 @@ class System:
     def n_atoms(self) -> int:
         return int(np.shape(self.positions)[0])
 
-    def allocate_neighbors(self, pos=None, **kwargs):
-        """Allocate a neighbour list for ``pos`` (default: start positions), or None."""
+    def allocate_neighbors(self, pos=None, *, build: bool = True, **kwargs):
+        """Allocate a neighbour list for ``pos`` (default: start positions), or None.
+
+        ``build=False``: a list sized for ``pos`` but built by its first ``update`` (for a caller whose compiled
+        step updates the list before using it: the build is then compiled once, not also at allocation;
+        docs/engine.md, "Start-up"). Lists other than :func:`dmd.forces.neighbors.pair_neighbor_list`'s are built
+        at once either way."""
         if self.neighbor_fn is None:
             return None
         pos = self.positions if pos is None else pos
+        if not build:
+            from dmd.forces.neighbors import NeighborListFns
+
+            if isinstance(self.neighbor_fn, NeighborListFns):
+                kwargs["build"] = False
         if self.box is not None:
             kwargs.setdefault("box", self.box)
         try:

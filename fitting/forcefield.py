@@ -46,7 +46,7 @@ import optax
 
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.base.io import write_json
-from dmd.integrators import BOLTZMANN_KJ_MOL_K
+from dmd.base.units import KB_KJ_PER_MOL_K
 from fitting import objectives
 from fitting.forcefield_config import (
     ESTIMATORS,
@@ -212,7 +212,7 @@ class _StateEval:
         self.targets = list(targets)
         self.cfg = dataclasses.replace(cfg, temperature=float(temperature))
         self.mapping = ParamMapping(system, fit_params)
-        self.beta = 1.0 / (BOLTZMANN_KJ_MOL_K * self.cfg.temperature)
+        self.beta = 1.0 / (KB_KJ_PER_MOL_K * self.cfg.temperature)
         box = system.box
         pos0 = jnp.asarray(system.positions)
         self.positions = np.asarray(pos0)

@@ -167,9 +167,10 @@ def pressure(system, temperature: float, *, units: str = "bar") -> Observable:
         )
     if units not in ("bar", "kj_mol_nm3"):
         raise UserInputError(f"pressure: units {units!r}: use 'bar' or 'kj_mol_nm3'")
-    from dmd.integrators import BOLTZMANN_KJ_MOL_K, n_degrees_of_freedom
+    from dmd.base.units import KB_KJ_PER_MOL_K
+    from dmd.integrators import n_degrees_of_freedom
 
-    kinetic = n_degrees_of_freedom(system) * BOLTZMANN_KJ_MOL_K * float(temperature)
+    kinetic = n_degrees_of_freedom(system) * KB_KJ_PER_MOL_K * float(temperature)
     scale = KJ_MOL_NM3_TO_BAR if units == "bar" else 1.0
 
     def per_frame(params, pos, box=None):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 ANGSTROM_PER_NM = 10.0
 NM_PER_ANGSTROM = 0.1
-#: Boltzmann constant in kJ/(mol K) (OpenMM's value: BOLTZ = R/1000).
-KB_KJ_PER_MOL_K = 0.008314462618
+#: Boltzmann constant in kJ/(mol K): the molar gas constant R/1000 as OpenMM computes it (openmm.unit's
+#: MOLAR_GAS_CONSTANT_R = BOLTZMANN_CONSTANT_kB · AVOGADRO_CONSTANT_NA, CODATA 2018), to the last bit. The one home
+#: of k_B in dmd: import it from here.
+KB_KJ_PER_MOL_K = 0.00831446261815324
 #: 1 bar · nm³ in kJ/mol (for the PV term of a barostat: N_A · 1e5 Pa · 1e-27 m³ / 1000).
 BAR_NM3_IN_KJ_PER_MOL = 0.06022140857
 #: amu/nm³ → g/cm³ (1.66053906660e-24 g / 1e-21 cm³).

@@ -267,18 +267,30 @@ def pair_neighbor_list(
             return 0
         return cells._cell_capacity_for(cells._max_cell_count(pos), n_atoms, capacity_multiplier, extra)
 
-    def allocate(pos, extra_capacity: int = 0, **kwargs) -> NeighborList:
+    def allocate(pos, extra_capacity: int = 0, build: bool = True, **kwargs) -> NeighborList:
+        """``build=False``: size the list but leave it empty, with a reference position half a box away from every
+        atom, so that the first ``update`` (compiled into the caller's step anyway) builds it: one compilation of
+        the build instead of two (docs/engine.md, "Start-up")."""
         box = kwargs.get("box", default_box)
         _check_box(box)
         pos = jnp.asarray(pos)
         boxv = _box_vec(box, pos.dtype)
         cell_capacity = _cell_capacity(pos, box, extra_capacity)
         if cell_capacity:
-            max_count = int(jnp.max(cell_counts_jit(pos, boxv, cell_capacity)))
+            max_count = int(np.max(np.asarray(cell_counts_jit(pos, boxv, cell_capacity))))
         else:
-            max_count = int(jnp.max(counts_jit(pos, boxv)))
+            max_count = int(np.max(np.asarray(counts_jit(pos, boxv))))
         max_neighbors = max(int(max_count * capacity_multiplier) + 1 + int(extra_capacity), 1)
         max_neighbors = min(max_neighbors, n_atoms)
+        if not build:
+            # a half-box shift (orthorhombic) or half of a + b + c (triclinic) is at least half the smallest box
+            # width from every lattice point (minimum image), which exceeds the skin: the first update rebuilds
+            b = np.asarray(box_key(np.asarray(box)), np.float64)
+            shift = 0.5 * (b if b.ndim == 1 else b.sum(0))
+            idx = jnp.asarray(np.full((n_atoms, max_neighbors), n_atoms, np.int32))  # numpy: no eager compiles
+            ref = jnp.asarray((np.asarray(pos, np.float64) + shift).astype(pos.dtype))
+            err = PartitionError(jnp.zeros((), jnp.uint8))
+            return NeighborList(idx, ref, err, cell_capacity or None, max_neighbors, update)
         if cell_capacity:
             idx = cell_build_jit(pos, boxv, max_neighbors, cell_capacity)[0]
         else:

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from dmd import models
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.chaos import assess, finite_time_lyapunov
 from dmd.estimators import block_average, ensemble_gradients, kish_neff, reweight
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
+from dmd.integrators import langevin_coefficients
 from dmd.params import select
 from dmd.sensitivity import run_sensitivities
 
@@ -28,7 +29,7 @@ HO = dict(k=100.0, mass=1.0, temperature=300.0, dt=0.005, friction=10.0)  # ω =
 
 def _discrete_x2(k, *, mass, temperature, dt, friction):
     """Exact stationary ⟨x²⟩ (one dof) of v' = a v − b k x + c n, x' = x + δt v' (eq. 4-5, linear force)."""
-    kT = BOLTZMANN_KJ_MOL_K * temperature
+    kT = KB_KJ_PER_MOL_K * temperature
     a, b, c = langevin_coefficients(dt, friction, kT, jnp.asarray([mass]))
     b, c = b[0, 0], c[0, 0]
     m = jnp.array([[1 - dt * b * k, dt * a], [-b * k, a]])  # s' = M s + g n for s = (x, v)
@@ -40,7 +41,7 @@ def _discrete_x2(k, *, mass, temperature, dt, friction):
 
 @pytest.mark.parametrize("dim", [1, 3])
 def test_harmonic_oscillator_all_three_estimators(dim):
-    k, kT = HO["k"], BOLTZMANN_KJ_MOL_K * HO["temperature"]
+    k, kT = HO["k"], KB_KJ_PER_MOL_K * HO["temperature"]
     system = models.harmonic_oscillator(1, dim=dim, k=k, mass=HO["mass"], dtype=jnp.float64)
     run = {key: HO[key] for key in ("temperature", "dt", "friction")}
     res = run_sensitivities(system, ["spring/k/0"], steps=200_000, report_every=10, **run)

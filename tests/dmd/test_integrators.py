@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dmd import models
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.integrators import (
-    BOLTZMANN_KJ_MOL_K,
     kinetic_energy,
     langevin,
     langevin_coefficients,
@@ -25,7 +25,7 @@ from dmd.system import Constraints
 
 ALA_PDB = str(Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb")
 
-KB = BOLTZMANN_KJ_MOL_K
+KB = KB_KJ_PER_MOL_K
 
 
 def _run(integ, params, state, n_reports, every, observe):
@@ -191,6 +191,31 @@ def test_step_is_jitted_once():
         st = f(st, system.params)
     assert len(traces) == 1
     assert st.positions.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["baoab", "langevin", "verlet"])
+def test_advance_is_init_then_step(name):
+    """``advance`` (the run loop's body: the energy compiled once, docs/engine.md "Start-up") is ``step`` when ready
+    and the rest of ``init`` when not, with constraints (SHAKE/RATTLE in ``move`` and Verlet's ``finish``), float64.
+    Separately compiled programs may fuse differently: 1e-12 relative is float64 round-off, a missed kick or a
+    moved first state is ~1e-3."""
+    chain = models.harmonic_chain(8, k=1000.0, r0=0.15, dtype=jnp.float64)
+    pairs = np.stack([np.arange(0, 7, 2), np.arange(1, 8, 2)], 1)
+    system = dataclasses.replace(chain, constraints=Constraints(pairs=pairs, lengths=np.full(4, 0.15)))
+    integ = make_integrator(name, system, dt=0.002, temperature=300.0, friction=5.0)
+    p, key = system.params, jax.random.PRNGKey(4)
+    ref = integ.init(key, p)
+    fresh = integ.start(key, p)
+    assert float(jnp.max(jnp.abs(fresh.forces))) == 0.0  # no energy evaluated in start
+    first = jax.jit(integ.advance)(fresh, p, False)
+    for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(ref), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    stepped = jax.jit(integ.step)(ref, p)
+    advanced = jax.jit(integ.advance)(ref, p, True)
+    assert int(advanced.step) == int(stepped.step) == 1
+    for a, b in zip(jax.tree_util.tree_leaves(advanced), jax.tree_util.tree_leaves(stepped), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    assert float(jnp.max(jnp.abs(stepped.positions - ref.positions))) > 1e-5  # the step moved
 
 
 def _openmm_langevin_middle_u(omm_system, positions, temperature, friction, dt, n_samples, every, seed):

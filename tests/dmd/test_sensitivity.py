@@ -18,7 +18,8 @@ import pytest
 
 from dmd import models
 from dmd.base.errors import UserInputError
-from dmd.integrators import BOLTZMANN_KJ_MOL_K, langevin_coefficients
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.integrators import langevin_coefficients
 from dmd.params import select
 from dmd.sensitivity import read_sensitivities, run_sensitivities, write_sensitivities
 
@@ -47,8 +48,8 @@ def _reference_positions(system, names, theta, *, steps, dt, temperature, fricti
     x0 = jnp.asarray(system.positions)
     masses = jnp.asarray(system.masses)
     key, key_vel = jax.random.split(jax.random.PRNGKey(seed))
-    v0 = jnp.sqrt(BOLTZMANN_KJ_MOL_K * temperature / masses)[:, None] * jax.random.normal(key_vel, x0.shape, x0.dtype)
-    a, b, c = langevin_coefficients(dt, friction, BOLTZMANN_KJ_MOL_K * temperature, masses)
+    v0 = jnp.sqrt(KB_KJ_PER_MOL_K * temperature / masses)[:, None] * jax.random.normal(key_vel, x0.shape, x0.dtype)
+    a, b, c = langevin_coefficients(dt, friction, KB_KJ_PER_MOL_K * temperature, masses)
     grad = jax.grad(lambda x, th: system.energy_fn(sel.set(system.params, th), x, box=system.box, neighbor=None))
 
     def body(state, _):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import mdtraj
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from dmd import models
 from dmd.base.errors import SimulationDiverged, UserInputError
+from dmd.integrators import make_integrator
 from dmd.simulate import RunConfig, simulate
 
 ALA_PDB = str(Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb")
@@ -245,3 +247,26 @@ def test_summary_means_carry_the_precision_of_the_log():
     x64 = np.array([1.0, 1.123456789012], np.float64)
     assert summary_mean(x64) == float(np.mean(x64))
     assert summary_mean(np.zeros(0, np.float32)) is None
+
+
+def test_a_run_traces_the_energy_once(tmp_path):
+    """Issue 20, start-up: a fresh run computes its first forces inside the chunk program (``Integrator.advance``)
+    instead of a separately compiled ``init``, so the energy (the costly part of every compilation: ~5 s for a
+    solvated protein) is traced once per run, not twice."""
+    system = _lj()
+    calls = []
+
+    def energy(*args, **kw):
+        calls.append(1)
+        return system.energy_fn(*args, **kw)
+
+    counted = dataclasses.replace(system, energy_fn=energy)
+    res = simulate(counted, _cfg(tmp_path, None, steps=40))
+    assert len(calls) == 1
+    # and it is the trajectory of init followed by step (float32 round-off over 40 steps: 1e-5 nm; a first step
+    # without forces, or a counted first pass, moves atoms by ~1e-3 nm)
+    integ = make_integrator("baoab", system, dt=0.01, temperature=119.8, friction=1.0)
+    st = integ.init(jax.random.PRNGKey(0), system.params)
+    st = jax.jit(lambda s: jax.lax.fori_loop(0, 40, lambda _, s: integ.step(s, system.params), s))(st)
+    assert int(res.state.step) == int(st.step) == 40
+    np.testing.assert_allclose(np.asarray(res.state.positions), np.asarray(st.positions), atol=1e-4)

@@ -14,14 +14,14 @@ import openmm as mm
 import pytest
 
 from dmd.base.errors import UserInputError
-from dmd.integrators import BOLTZMANN_KJ_MOL_K
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.models import harmonic_oscillator, lj_fluid
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget, fit, sample, sampled_energy_fn
 
 T_HO = 300.0
 ROUNDS_SIGMA, STEPS_SIGMA = 4, 800  # the CI-sized σ recovery (the joint ε, σ fit is in benchmarks/bench_fit.py)
-KT_HO = BOLTZMANN_KJ_MOL_K * T_HO
+KT_HO = KB_KJ_PER_MOL_K * T_HO
 
 
 def _oscillators(k=100.0):
@@ -72,7 +72,7 @@ def test_second_state_at_its_own_temperature_determines_k():
     # in test_oscillator_fit_recovers_k) needs that state simulated every round, at 600 K (at 300 K k would come
     # out 75), with its residuals in the loss.
     t2 = 600.0
-    second = FitState(_oscillators(), (FitTarget(_msd(), np.array([BOLTZMANN_KJ_MOL_K * t2 / 150])),), t2, "hot")
+    second = FitState(_oscillators(), (FitTarget(_msd(), np.array([KB_KJ_PER_MOL_K * t2 / 150])),), t2, "hot")
     res = fit(_oscillators(), [FitParam(("spring/k",), lower=0.0)], [FitTarget(_mean_x(), np.array([0.0]))],
               _ho_cfg(rounds=6, average_last=2), states=[second])  # fmt: skip
     assert res.values["spring/k"] == pytest.approx(150.0, rel=0.02)
@@ -81,7 +81,7 @@ def test_second_state_at_its_own_temperature_determines_k():
     assert row["n_frames"] == sum(st["n_frames"] for st in row["states"])
     # the prediction of the hot state's target is the 600 K mean square displacement at the current k
     k_now = row["theta"]["spring/k"]
-    assert row["prediction"][1][0] == pytest.approx(BOLTZMANN_KJ_MOL_K * t2 / k_now, rel=0.05)
+    assert row["prediction"][1][0] == pytest.approx(KB_KJ_PER_MOL_K * t2 / k_now, rel=0.05)
 
 
 def test_two_state_resume_reproduces_uninterrupted_fit(tmp_path):
@@ -334,7 +334,7 @@ def test_pressure_matches_numpy_pair_virial():
     sr6 = (sig / r) ** 6
     virial = np.sum(24 * eps * (2 * sr6 * sr6 - sr6))  # Σ r·f for the pairs inside the cutoff
     vol = float(np.prod(box))
-    want = (128 * BOLTZMANN_KJ_MOL_K * temp + virial / 3) / vol * ob.KJ_MOL_NM3_TO_BAR
+    want = (128 * KB_KJ_PER_MOL_K * temp + virial / 3) / vol * ob.KJ_MOL_NM3_TO_BAR
     assert got == pytest.approx(want, rel=1e-9)
     assert p_obs.explicit_params
 
