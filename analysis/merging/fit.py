@@ -38,9 +38,13 @@ __all__ = [
     "ccpred",
     "fit_half_datasets",
     "image_halves",
+    "auto_student_steps",
+    "AUTO_HOLDOUT",
 ]
 
 log = logging.getLogger(__name__)
+
+AUTO_HOLDOUT = 0.05  # fraction held out to choose the likelihood (``likelihood="auto"``) when none is set
 
 
 @dataclasses.dataclass
@@ -55,6 +59,8 @@ class FitResult:
       i_pred: ``[n_obs]`` predicted intensities s·E_q[F²] after the last step of the held-out fit (None if
         no step ran): the held-out rows of it give CCpred, scored before the held-out data were used.
       final_steps: steps of the closing pass on all observations (0 without hold-out).
+      likelihood_choice: with ``likelihood="auto"``: {"chosen", "ccpred": {"normal", "student"}, "student_steps"}
+        (``config`` is then the chosen, concrete configuration).
 
     ``data.weight`` keeps the training mask of the held-out fit (0 = held out) so CCpred can be recomputed; the
     returned ``params`` are those after the closing pass, which trained on every observation.
@@ -70,6 +76,7 @@ class FitResult:
     wall_time_s: float
     i_pred: np.ndarray | None = None
     final_steps: int = 0
+    likelihood_choice: dict | None = None
 
 
 def _initial_guess(unmerged: Unmerged, train: np.ndarray, n_shells: int = 10):
@@ -111,8 +118,11 @@ def prepare(unmerged: Unmerged, config: MergeConfig, dtype=jnp.float32):
     """
     rng = np.random.default_rng(config.seed)
     train = np.ones(unmerged.n_obs, bool)
-    if config.holdout_fraction > 0:
-        train = rng.random(unmerged.n_obs) >= config.holdout_fraction
+    fraction = config.holdout_fraction
+    if config.likelihood == "auto" and fraction == 0:
+        fraction = AUTO_HOLDOUT  # the choice is made on held-out rows
+    if fraction > 0:
+        train = rng.random(unmerged.n_obs) >= fraction
     inv_d2_obs = unmerged.inv_d2[unmerged.refl]
     meta_raw = np.concatenate([unmerged.metadata, inv_d2_obs[:, None]], axis=1)
     z, mean, std = scaling.standardize(meta_raw)
@@ -302,9 +312,15 @@ def fit(
     batcher = None
     if config.batch_images:
         batcher = ImageBatcher(unmerged.image, unmerged.n_images, config.batch_images, config.seed)
-    params, history, i_pred = _optimize(
-        params, data, config, config.steps, key, batcher=batcher, holdout=holdout, progress=progress, desc="merge"
-    )
+    choice = None
+    if config.likelihood == "auto":
+        params, history, i_pred, config, choice = _fit_auto(
+            params, data, config, key, batcher=batcher, holdout=holdout, progress=progress
+        )
+    else:
+        params, history, i_pred = _optimize(
+            params, data, config, config.steps, key, batcher=batcher, holdout=holdout, progress=progress, desc="merge"
+        )
     final_steps = 0
     if holdout.size:
         # Nothing lost: held-out observations only score CCpred (above, with predictions made before they were
@@ -318,7 +334,44 @@ def fit(
         )
     jax.block_until_ready(params)
     wall = time.perf_counter() - t0
-    return FitResult(params, config, data, unmerged, history, mean, std, wall, i_pred, final_steps)
+    return FitResult(params, config, data, unmerged, history, mean, std, wall, i_pred, final_steps, choice)
+
+
+def auto_student_steps(config: MergeConfig) -> int:
+    """Steps of the Student-t continuation of ``likelihood="auto"``: half the fit, at least 100."""
+    return max(config.steps // 2, 100)
+
+
+def _fit_auto(params, data, config: MergeConfig, key, *, batcher, holdout, progress):
+    """``likelihood="auto"``: fit with the Normal likelihood, continue from it with Student-t (ν = ``config.dof``),
+    keep whichever predicts the held-out observations better (higher CCpred, both scored before those rows were
+    used). Outliers (zingers, ice rings) pull a Normal fit and lower its CCpred; on clean data with misestimated σ
+    (e.g. Laue) Student-t down-weights strong reflections and loses. Needs held-out rows (``prepare`` holds out
+    ``AUTO_HOLDOUT`` when ``holdout_fraction`` is 0).
+
+    Returns:
+      (params, history, Î of all observations, the chosen concrete config, choice dict).
+    """
+    normal = dataclasses.replace(config, likelihood="normal")
+    student = dataclasses.replace(config, likelihood="student")
+    p_n, hist, i_n = _optimize(
+        params, data, normal, config.steps, key, batcher=batcher, holdout=holdout, progress=progress, desc="merge"
+    )
+    n_t = auto_student_steps(config)
+    key, k2 = jax.random.split(key)
+    p_t, hist_t, i_t = _optimize(
+        p_n, data, student, n_t, k2, batcher=batcher, holdout=holdout, progress=progress, desc="merge (Student-t)"
+    )
+    cc_n, cc_t = hist["ccpred"][-1], hist_t["ccpred"][-1]
+    use_t = bool(np.isfinite(cc_t) and (not np.isfinite(cc_n) or cc_t > cc_n))
+    for k in hist:  # one history: the Student-t continuation's steps follow the Normal fit's
+        hist[k] = hist[k] + ([config.steps + s for s in hist_t[k]] if k == "step" else hist_t[k])
+    choice = {"chosen": "student" if use_t else "normal", "ccpred": {"normal": cc_n, "student": cc_t}}
+    choice["student_steps"] = n_t
+    log.info("likelihood auto: CCpred Normal %.4f, Student-t %.4f -> %s", cc_n, cc_t, choice["chosen"])
+    if use_t:
+        return p_t, hist, i_t, student, choice
+    return p_n, hist, i_n, normal, choice
 
 
 def final_pass_steps(config: MergeConfig) -> int:

@@ -42,7 +42,8 @@ class MergeConfig:
 
     Attributes:
       surrogate: "truncated_normal" or "folded_normal" q(F).
-      likelihood: "normal" or "student"; dof: Student-t degrees of freedom.
+      likelihood: "normal", "student" or "auto" (fit Normal, continue with Student-t, keep the one with the
+        higher held-out CCpred: ``fit._fit_auto``); dof: Student-t degrees of freedom.
       error_model: learn SdFac/SdB/SdAdd.
       mc_samples: samples of F per reflection per step (stratified).
       sampler: "lattice" (stratified, rotated-lattice uniforms, no RNG: deterministic, fast to compile) or
@@ -84,9 +85,9 @@ class MergeConfig:
     def __post_init__(self):
         if self.surrogate not in posteriors.FAMILIES:
             raise ValueError(f"surrogate {self.surrogate!r}: choose one of {posteriors.FAMILIES}")
-        if self.likelihood not in likelihoods.LIKELIHOODS:
-            raise ValueError(f"likelihood {self.likelihood!r}: choose one of {likelihoods.LIKELIHOODS}")
-        if self.likelihood == "student" and not self.dof > 0:
+        if self.likelihood not in (*likelihoods.LIKELIHOODS, "auto"):
+            raise ValueError(f"likelihood {self.likelihood!r}: choose one of {(*likelihoods.LIKELIHOODS, 'auto')}")
+        if self.likelihood in ("student", "auto") and not self.dof > 0:
             raise ValueError(f"dof must be > 0 for the Student-t likelihood, got {self.dof}")
         if self.sampler not in ("lattice", "random"):
             raise ValueError(f"sampler {self.sampler!r}: choose 'lattice' or 'random'")

@@ -101,6 +101,8 @@ def merge(
         "mean_multiplicity": float(n_obs.mean()),
     }
     q["ccpred"] = _ccpred_by_shell(res, n_shells)
+    if res.likelihood_choice is not None:
+        q["likelihood_choice"] = res.likelihood_choice
     if "error" in res.params:
         q["error_model"] = error_model_values(res.params["error"])
     halves = counts = None

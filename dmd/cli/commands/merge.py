@@ -2,7 +2,10 @@
 
 Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, ELBO fit. Writes OUT.mtz (F SIGF I
 SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, [+/- columns]), OUT.json and OUT_loss.png /
-OUT_cc.png.
+OUT_cc.png. careless mono's option names are accepted as aliases (``CARELESS_ALIASES``: --iterations,
+--learning-rate, --mlp-layers, --disable-image-scales, --wilson-prior-b, --test-fraction, --merge-half-datasets,
+--refine-uncertainties, --studentt-likelihood-dof, --intensity-key, --uncertainty-key, --image-key,
+--disable-progress-bar; --mc-samples, --mlp-width, --kl-weight, --anomalous, --seed are spelled alike).
 """
 
 from __future__ import annotations
@@ -13,6 +16,35 @@ import os
 from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
 HELP = "scale and merge unmerged intensities by variational inference (careless-style)"
+
+
+class _StudentT(argparse.Action):
+    """careless's ``--studentt-likelihood-dof N``: the Student-t likelihood with N degrees of freedom."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.dof = values
+        namespace.likelihood = "student"
+
+
+# careless mono's option names, accepted as aliases (careless 0.5): --iterations, --learning-rate, --mc-samples,
+# --mlp-layers, --mlp-width, --disable-image-scales, --wilson-prior-b, --kl-weight, --test-fraction,
+# --merge-half-datasets, --refine-uncertainties, --studentt-likelihood-dof, --anomalous, --intensity-key,
+# --uncertainty-key, --image-key, --disable-progress-bar, --seed.
+CARELESS_ALIASES = {
+    "--iterations": "--steps",
+    "--learning-rate": "--lr",
+    "--mlp-layers": "--mlp-depth",
+    "--disable-image-scales": "--no-image-terms",
+    "--wilson-prior-b": "--wilson-b",
+    "--test-fraction": "--holdout",
+    "--merge-half-datasets": "--half-datasets",
+    "--refine-uncertainties": "--error-model",
+    "--studentt-likelihood-dof": "--likelihood student --dof",
+    "--intensity-key": "--intensity",
+    "--uncertainty-key": "--sigma",
+    "--image-key": "--batch",
+    "--disable-progress-bar": "--no-progress",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,9 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated metadata columns for the scale model, e.g. "
         "XDET,YDET (DHKL is computed from the cell); resolution is always included",
     )
-    p.add_argument("--intensity", default=None, help="intensity column (default: I or the first J column)")
-    p.add_argument("--sigma", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
-    p.add_argument("--batch", default="BATCH", help="image column (default BATCH)")
+    p.add_argument(
+        "--intensity", "--intensity-key", default=None, help="intensity column (default: I or the first J column)"
+    )
+    p.add_argument("--sigma", "--uncertainty-key", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
+    p.add_argument("--batch", "--image-key", default="BATCH", help="image column (default BATCH)")
     p.add_argument(
         "--partials",
         choices=["refuse", "sum", "keep"],
@@ -36,29 +70,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="partial observations (M/ISYM flag, FRACTIONCALC, PARTIAL, or one hkl on consecutive images): refuse "
         "(default), sum each spot's parts, or keep them as full observations",
     )
-    p.add_argument("--likelihood", choices=["normal", "student"], default="normal", help="error model of I given F")
+    p.add_argument(
+        "--likelihood",
+        choices=["normal", "student", "auto"],
+        default="normal",
+        help="error model of I given F; auto: fit Normal, continue with Student-t, keep the one with the higher "
+        "held-out CCpred (holds out 5%% when --holdout is 0)",
+    )
     p.add_argument("--dof", type=float, default=16.0, help="Student-t degrees of freedom (default 16)")
+    p.add_argument(
+        "--studentt-likelihood-dof",
+        type=float,
+        action=_StudentT,
+        dest="dof",
+        default=argparse.SUPPRESS,
+        metavar="DOF",
+        help="careless's spelling: --likelihood student --dof DOF",
+    )
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term (default 1: the ELBO)")
     p.add_argument(
         "--surrogate",
         choices=["truncated_normal", "folded_normal"],
         default="truncated_normal",
         help="variational family of q(F)",
     )
-    p.add_argument("--error-model", action="store_true", help="learn SdFac/SdB/SdAdd")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
-    p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)")
+    p.add_argument("--error-model", "--refine-uncertainties", action="store_true", help="learn SdFac/SdB/SdAdd")
+    p.add_argument("--steps", "--iterations", type=int, default=600, help="optimizer steps (default 600)")
+    p.add_argument(
+        "--lr", "--learning-rate", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)"
+    )
     p.add_argument("--mc-samples", type=int, default=8, help="stratified samples of F per step (default 8)")
     p.add_argument("--mlp-width", type=int, default=8, help="hidden width of the scale MLP (default 8)")
-    p.add_argument("--mlp-depth", type=int, default=2, help="hidden layers of the scale MLP (default 2)")
-    p.add_argument("--no-image-terms", action="store_true", help="drop the per-image scale and B terms")
-    p.add_argument("--wilson-b", type=float, default=None, help="prior falloff B (Å²); default flat")
+    p.add_argument(
+        "--mlp-depth", "--mlp-layers", type=int, default=2, help="hidden layers of the scale MLP (default 2)"
+    )
+    p.add_argument(
+        "--no-image-terms", "--disable-image-scales", action="store_true", help="drop the per-image scale and B terms"
+    )
+    p.add_argument(
+        "--wilson-b", "--wilson-prior-b", type=float, default=None, help="prior falloff B (Å²); default flat"
+    )
     p.add_argument("--batch-images", type=int, default=None, help="images per minibatch (large data)")
-    p.add_argument("--holdout", type=float, default=0.05, help="fraction of observations held out for CCpred")
-    p.add_argument("--half-datasets", action="store_true", help="CC1/2 (and CCanom) from random image halves")
+    p.add_argument(
+        "--holdout", "--test-fraction", type=float, default=0.05, help="fraction of observations held out for CCpred"
+    )
+    p.add_argument(
+        "--half-datasets",
+        "--merge-half-datasets",
+        action="store_true",
+        help="CC1/2 (and CCanom) from random image halves",
+    )
     p.add_argument("--half-steps", type=int, default=None, help="steps of each half-dataset refit")
     p.add_argument("--shells", type=int, default=10, help="resolution shells in the summary (default 10)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (holdout, Monte Carlo samples)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--disable-progress-bar", action="store_true", help="no progress bar")
     add_overwrite_argument(p, "OUT.mtz and the files beside it")
 
 
@@ -79,7 +144,7 @@ def run(args) -> int:
         raise UserInputError(f"--steps {args.steps}: must be ≥ 1")
     if not 0.0 <= args.holdout < 0.5:
         raise UserInputError(f"--holdout {args.holdout}: must be in [0, 0.5)")
-    if args.likelihood == "student" and args.dof <= 0:
+    if args.likelihood in ("student", "auto") and args.dof <= 0:
         raise UserInputError(f"--dof {args.dof}: must be > 0")
 
     from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
@@ -112,6 +177,7 @@ def run(args) -> int:
         image_scales=not args.no_image_terms,
         image_b=not args.no_image_terms,
         wilson_b=args.wilson_b,
+        kl_weight=args.kl_weight,
         steps=args.steps,
         learning_rate=args.lr,
         batch_images=args.batch_images,
@@ -145,6 +211,13 @@ def run(args) -> int:
     if q.get("ccpred"):
         lines.append(f"CCpred (held out, {q['ccpred']['n_obs']} obs): {q['ccpred']['overall']:.3f}")
         summary["ccpred"] = q["ccpred"]["overall"]
+    if q.get("likelihood_choice"):
+        c = q["likelihood_choice"]
+        lines.append(
+            f"likelihood auto: {c['chosen']} (held-out CCpred Normal {c['ccpred']['normal']:.3f}, "
+            f"Student-t {c['ccpred']['student']:.3f})"
+        )
+        summary["likelihood_choice"] = c
     for key, label in (("cchalf", "CC1/2"), ("ccanom_half", "CCanom")):
         if key in q:
             shells = " ".join(f"{c:.2f}" for c in q[key]["per_shell"])

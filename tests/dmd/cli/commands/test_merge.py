@@ -86,3 +86,31 @@ def test_merge_cli_bad_input_exit_code(tmp_path, capsys):
     rc = main(["merge", str(tmp_path / "nope.mtz"), "--out", str(tmp_path / "m.mtz")])
     assert rc == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_careless_option_names_are_aliases():
+    """Every careless spelling in CARELESS_ALIASES parses to the same settings as dmd's own spelling."""
+    from dmd.cli import build_parser
+    from dmd.cli.commands.merge import CARELESS_ALIASES
+
+    parser = build_parser()
+    value = {
+        "--iterations": "123",
+        "--learning-rate": "0.01",
+        "--mlp-layers": "3",
+        "--wilson-prior-b": "20",
+        "--test-fraction": "0.1",
+        "--studentt-likelihood-dof": "4",
+        "--intensity-key": "IMEAN",
+        "--uncertainty-key": "SIGIMEAN",
+        "--image-key": "IMAGE",
+    }
+    base = ["merge", "in.mtz", "--out", "out.mtz"]
+    for careless, ours in CARELESS_ALIASES.items():
+        extra = [value[careless]] if careless in value else []
+        got = vars(parser.parse_args(base + [careless] + extra))
+        want = vars(parser.parse_args(base + ours.split() + extra))
+        assert got == want, careless
+        assert got != vars(parser.parse_args(base)), f"{careless} changed nothing"
+    args = parser.parse_args(base + ["--studentt-likelihood-dof", "4"])
+    assert (args.likelihood, args.dof) == ("student", 4.0)
