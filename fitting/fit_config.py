@@ -66,7 +66,8 @@ _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "fri
              "pressure", "barostat", "barostat_every"}  # fmt: skip
 _DENSITY_UNITS = {"g_cm3": "g_cm3", "g/cm3": "g_cm3", "number": "number_nm3", "number_nm3": "number_nm3"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
-             "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states"}  # fmt: skip
+             "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states",
+             "replicas"}  # fmt: skip
 _STATE_KEYS = {"name", "system", "targets", "temperature"}
 
 
@@ -433,6 +434,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         window=raw.get("window"),
         neff_fraction=float(raw.get("neff_fraction", 0.9)),
         max_reuse=int(raw.get("max_reuse", 5)),
+        replicas=raw.get("replicas", 1),  # checked by fit (a positive whole number)
         out=out,
         resume=resume,
     )

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dmd import distributed
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.base.io import write_json
 from dmd.base.units import KB_KJ_PER_MOL_K
@@ -67,6 +68,7 @@ from fitting.forcefield_sampling import (
     pathwise_sample,
     sample,
     sample_npt,
+    sample_states,
     sampled_energy_fn,
 )
 from fitting.observables import frame_values
@@ -263,6 +265,7 @@ class _StateEval:
         self.dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
         # per-round results
         self.frames = self.boxes = self.o = self.mean = self.J_o = self._dx_dz = self.npt_info = None
+        self.replica_ends = None  # [R, N, 3]: each replica's last frame (replicated fits)
 
     def simulate(self, z, rnd):
         """Sample this state at z (raises SimulationDiverged); keeps frames (and NPT boxes) for the estimators."""
@@ -284,9 +287,16 @@ class _StateEval:
         self.boxes = None if boxes is None else jnp.asarray(boxes, dtype)
         self._dx_dz = dx_dz
 
+    def set_replica_frames(self, frames):
+        """This round's frames of R replicas ``[R, F, N, 3]`` (:func:`sample_states`), pooled for the estimators."""
+        self.replica_ends = np.asarray(frames[:, -1])
+        self.frames = jnp.asarray(frames.reshape(-1, *frames.shape[2:]), jnp.asarray(self.system.positions).dtype)
+        self.boxes = self._dx_dz = None
+
     def end_round(self):
-        """The next round starts where this one ended (last frame, and its box under pressure)."""
-        self.positions = np.asarray(self.frames[-1])
+        """The next round starts where this one ended (last frame, and its box under pressure; every replica's own
+        last frame in a replicated fit)."""
+        self.positions = np.asarray(self.frames[-1]) if self.replica_ends is None else self.replica_ends
         if self.boxes is not None:
             self.box = np.asarray(self.boxes[-1])
 
@@ -341,6 +351,25 @@ class _StateEval:
         return r, Jr
 
 
+def _check_replicas(cfg, evals) -> bool:
+    """Whether this fit samples replicas (``cfg.replicas`` > 1, or several processes); refuses the routes that
+    cannot; gives every state R start configurations (the start positions, repeated)."""
+    r = cfg.replicas
+    if not (isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1):
+        raise UserInputError(f"replicas {r!r}: give a positive whole number of replicas per state point (e.g. 4)")
+    replicated = r > 1 or distributed.is_distributed()
+    if replicated and (cfg.pressure is not None or cfg.estimator == "pathwise"):
+        what = "simulation.pressure (NPT)" if cfg.pressure is not None else "estimator: pathwise"
+        raise UserInputError(
+            f"replicas: {r} / --distributed: replicated sampling is NVT with the fluctuation or reweighting estimator; "
+            f"{what} runs one replica in one process: set replicas: 1 and drop --distributed, or change the ensemble"
+        )
+    if replicated:
+        for e in evals:
+            e.positions = np.repeat(np.asarray(e.positions)[None], r, axis=0)
+    return replicated
+
+
 def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResult:
     """Fit ``fit_params`` of ``system`` so that ensemble observables match ``targets`` (module docstring).
 
@@ -382,6 +411,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if len({e.name for e in evals}) != len(evals):
         raise UserInputError(f"fit: state names must differ, got {[e.name for e in evals]}")
     dtype = jnp.asarray(system.positions).dtype
+    replicated = _check_replicas(cfg, evals)
 
     opt = _optimizer(cfg)
     z = jnp.asarray(mapping.z_of_params(system.params), dtype)
@@ -400,25 +430,40 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
                 "same states or start a new --out folder"
             )
         for e, pos, box in zip(evals, positions, boxes, strict=True):
+            if np.shape(pos) != np.shape(e.positions):
+                raise UserInputError(
+                    f"--resume: {ckpt} holds start positions of shape {np.shape(pos)} for state {e.name} but this fit "
+                    f"needs {np.shape(e.positions)} (replicas: {cfg.replicas}); resume with the same replicas or start "
+                    "a new --out folder"
+                )
             e.positions = pos
             e.box = e.box if box is None else box
         z, z_good = jnp.asarray(z, dtype), jnp.asarray(z_good, dtype)
 
+    writer = distributed.is_writer()  # process 0 of a distributed fit; every process holds the same state
+
     def save(next_round):
+        if not writer:
+            return
         write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
                        history, mapping, boxes=[e.box for e in evals] if npt else None)  # fmt: skip
 
     from dmd.base.progress import track
 
-    bar = track(range(start_round, cfg.rounds), desc="fit", unit="round", enabled=cfg.progress)
+    bar = track(range(start_round, cfg.rounds), desc="fit", unit="round", enabled=cfg.progress and writer)
     for rnd in bar:
         t0 = time.perf_counter()
         row = {"round": rnd, "estimator": cfg.estimator}
         try:
-            for e in evals:
-                e.simulate(z, rnd)
+            if replicated:  # R replicas per state, over devices and processes; every process gets every frame
+                jobs = [(e.name, e.system, e.mapping.params_of(z), e.cfg, e.positions, e.sampler) for e in evals]
+                for e, frames in zip(evals, sample_states(jobs, rnd, cfg.replicas), strict=True):
+                    e.set_replica_frames(frames)
+            else:
+                for e in evals:
+                    e.simulate(z, rnd)
         except SimulationDiverged as exc:
-            where = f" ({e.name})" if multi else ""
+            where = f" ({e.name})" if multi and not replicated else ""
             row.update(status="diverged", message=f"{exc}{where}", theta=theta_dict(mapping, z))
             history.append(row)
             z = z_good + 0.5 * (z - z_good)  # keep the last good θ, halve the step
@@ -498,7 +543,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     for fp, kind, i in zip(mapping.fit_params, mapping.kinds, range(len(mapping.kinds)), strict=True):
         z_val = z_val.at[i].set(to_internal(kind, fp.lower, fp.upper, values[fp.label]))
     result = FitResult(values, last, history, mapping.params_of(z_val), final_loss)
-    if out is not None:
+    if out is not None and writer:
         summary = {
             "fitted": values,
             "last_iterate": last,
@@ -511,6 +556,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "states": [
                 {"name": e.name, "temperature_K": e.cfg.temperature, "n_atoms": e.system.n_atoms} for e in evals
             ],
+            "replicas": cfg.replicas,
+            "processes": distributed.process_count() if distributed.is_distributed() else 1,
             "last_loss": final_loss,
             "n_eff_last": good[-1]["n_eff"] if good else None,
         }

@@ -132,6 +132,11 @@ class FitConfig:
         Carlo volume move every ``barostat_every`` steps, ``barostat`` "isotropic" or "anisotropic"), frames carry
         their boxes and box-dependent observables (density, powder peak positions) follow θ. None: NVT.
       frame_chunk: frames per evaluation of the fluctuation estimator (memory ∝ chunk, not frames).
+      replicas: R independent replicas per state point and round (NVT; fluctuation or reweighting estimator), each
+        with its own velocities and noise (:func:`fitting.forcefield_sampling.sample_states`): vmapped on one
+        device, sharded over the host's devices and, under ``dmd fit --distributed``, over processes. Observables
+        and estimator terms are averages over the R·F pooled frames; each replica continues from its own last
+        frame in the next round.
     """
 
     rounds: int = 20
@@ -161,6 +166,7 @@ class FitConfig:
     barostat: str = "isotropic"
     barostat_every: int = 25
     frame_chunk: int = 128
+    replicas: int = 1
 
 
 @dataclasses.dataclass

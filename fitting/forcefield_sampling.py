@@ -19,11 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd import distributed
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.forces.nonbonded import lj_pair_energy
 from dmd.integrators import make_integrator, relax_overlaps
 from dmd.npt_run import BAROSTATS
-from dmd.runloop import grow_neighbors, redo_on_overflow
+from dmd.runloop import MAX_REALLOCATIONS, grow_neighbors, redo_on_overflow
 from dmd.space import minimum_image, wrap_positions
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "sample_npt",
     "sampled_energy_fn",
     "pathwise_sample",
+    "replica_seed",
+    "sample_replicas",
+    "sample_states",
 ]
 
 
@@ -193,6 +197,142 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     energies = np.asarray(energies)
     check_frames(frames, energies, system.box, cfg.report_every)
     return frames, energies
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# replicas: vmapped on one device, sharded over devices and processes
+
+
+def replica_seed(seed: int, rnd: int, replica: int) -> int:
+    """The PRNG seed of ``replica`` in round ``rnd``: replica 0 is the unreplicated fit's ``seed + rnd``."""
+    return int(seed) + int(rnd) + 1_000_003 * int(replica)
+
+
+_VMAPPED: dict = {}  # id(advance) -> (advance, its vmapped jit): one compilation per sampler
+
+
+def _vmapped(advance):
+    hit = _VMAPPED.get(id(advance))
+    if hit is None or hit[0] is not advance:
+        hit = (advance, jax.jit(jax.vmap(advance, in_axes=(0, None, None))))
+        _VMAPPED[id(advance)] = hit
+    return hit[1]
+
+
+def _replica_sharding(n_replicas: int, devices=None):
+    """Replicas split over gcd(R, devices) of this process's devices (None: one device, nothing to split)."""
+    import math
+
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devs = list(jax.local_devices() if devices is None else devices)
+    n = math.gcd(int(n_replicas), len(devs))
+    if n <= 1:
+        return None
+    return NamedSharding(Mesh(np.asarray(devs[:n]), ("replicas",)), PartitionSpec("replicas"))
+
+
+def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devices=None):
+    """R independent NVT replicas at ``params``, run together: one ``jax.vmap`` of the sampler over replicas,
+    the replica axis sharded over ``devices`` (default: this process's devices; gcd(R, n_devices) of them).
+
+    Replica r starts at ``positions[r]`` with velocities and noise from ``seeds[r]``; each is what :func:`sample`
+    gives for that start and seed (to round-off: the batched kernels may add in another order). A neighbour list
+    that overflows in any replica is grown and all replicas are redone.
+
+    Args:
+      positions: ``[R, N, 3]`` nm. seeds: R ints.
+
+    Returns:
+      (frames ``[R, F, N, 3]`` nm, energies ``[R, F]`` kJ/mol) as numpy arrays.
+
+    Raises:
+      SimulationDiverged: a replica's frames are non-finite or explode (names the replica).
+    """
+    integ, advance = sampler or make_sampler(system, cfg)
+    vadvance = _vmapped(advance)
+    pos = np.asarray(positions)
+    n_rep = len(seeds)
+    if pos.shape[0] != n_rep:
+        raise ValueError(f"sample_replicas: {n_rep} seeds but positions for {pos.shape[0]} replicas")
+    n_eq = max(0, cfg.equilibration // cfg.report_every)
+    n_prod = max(2, cfg.steps // cfg.report_every)
+    sharding = _replica_sharding(n_rep, devices)
+    nbr = (
+        system.allocate_neighbors(wrap_positions(jnp.asarray(pos[0]), system.box))
+        if system.neighbor_fn is not None
+        else None
+    )
+    for attempt in range(MAX_REALLOCATIONS + 1):
+        states = []
+        for r in range(n_rep):  # relax and initialise one by one (cheap, compiled once), then run all at once
+            x0, nb, _ = relax_overlaps(system, params, jnp.asarray(pos[r]), nbr, dt=cfg.dt)
+            states.append(integ.init(jax.random.PRNGKey(seeds[r]), params, positions=x0, neighbor=nb))
+        state = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
+        if sharding is not None:
+            state = jax.device_put(state, sharding)
+        if n_eq:
+            state, _ = vadvance(state, params, jnp.zeros(n_eq))
+        state, (frames, energies) = vadvance(state, params, jnp.zeros(n_prod))
+        over = None if state.neighbor is None else np.asarray(state.neighbor.did_buffer_overflow).reshape(-1)
+        if over is None or not over.any():
+            break
+        if attempt == MAX_REALLOCATIONS:
+            raise SimulationDiverged(f"neighbour list still overflows after {attempt} reallocations", step=-1)
+        worst = int(np.argmax(over))
+        one = jax.tree_util.tree_map(lambda a, i=worst: a[i], state.neighbor)
+        nbr = grow_neighbors(system, one, jnp.asarray(pos[worst]), attempt + 1)
+    frames, energies = np.asarray(frames), np.asarray(energies)
+    for r in range(n_rep):
+        try:
+            check_frames(frames[r], energies[r], system.box, cfg.report_every)
+        except SimulationDiverged as exc:
+            raise SimulationDiverged(f"{exc} (replica seed {seeds[r]})", step=exc.step) from None
+    return frames, energies
+
+
+def sample_states(jobs, rnd: int, replicas: int):
+    """Sample R = ``replicas`` replicas of every state point, the (state, replica) pairs split over processes.
+
+    ``jobs``: one ``(name, system, params, cfg, positions [R, N, 3])`` per state (``cfg`` that state's
+    :class:`FitConfig`, its sampler ``(integ, advance)`` as a sixth entry or None). The pairs, state-major, are cut
+    into contiguous blocks, one per process (:func:`dmd.distributed.my_slice`; all on this process in a
+    single-process run); a process samples its replicas of one state together (:func:`sample_replicas`: vmapped,
+    sharded over its devices). The frames are then summed over processes into zero-filled arrays (exact: each
+    entry is filled by one process only), so every process holds every frame and computes the same estimator
+    terms and the same θ. Replica r of round ``rnd`` uses :func:`replica_seed` wherever it runs.
+
+    Returns:
+      one ``[R, F, N_s, 3]`` array of frames (nm) per state, the same on every process.
+
+    Raises:
+      SimulationDiverged: on every process when any replica diverged (naming the first such state and replica).
+    """
+    items = [(s, r) for s in range(len(jobs)) for r in range(replicas)]
+    mine = items[distributed.my_slice(len(items))]
+    failed = np.zeros(len(items), np.float64)
+    out, reason = [], ""
+    for s, (_, system, params, cfg, positions, sampler) in enumerate(jobs):
+        n_frames = max(2, cfg.steps // cfg.report_every)
+        dtype = np.asarray(system.positions).dtype
+        frames = np.zeros((replicas, n_frames, *np.shape(positions)[1:]), dtype)
+        reps = [r for t, r in mine if t == s]
+        if reps:
+            seeds = [replica_seed(cfg.seed, rnd, r) for r in reps]
+            try:
+                local, _ = sample_replicas(system, params, cfg, seeds=seeds, positions=np.asarray(positions)[reps],
+                                           sampler=sampler)  # fmt: skip
+                frames[reps] = local
+            except SimulationDiverged as exc:
+                failed[[items.index((s, r)) for r in reps]] = 1.0
+                reason = reason or str(exc)
+        out.append(frames)
+    failed = distributed.sum_over_processes(failed)
+    if failed.any():
+        s, r = items[int(np.argmax(failed))]
+        detail = f": {reason}" if reason else ""
+        raise SimulationDiverged(f"simulation diverged in replica {r} of state {jobs[s][0]}{detail}", step=-1)
+    return [distributed.sum_over_processes(f) for f in out]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
     p.add_argument("--rounds", type=int, default=None, help="override the config's number of rounds")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier fit in --out")
+    from dmd import distributed
+
+    distributed.add_arguments(p)  # replicas and state points over processes; process 0 writes
 
 
 # files of an earlier fit in --out that a new one (without --resume / --overwrite) would replace
@@ -55,14 +58,28 @@ def check_config_numbers(path) -> None:
 def run(args) -> int:
     import dataclasses
 
+    import numpy as np
+
+    from dmd import distributed
     from dmd.base.errors import UserInputError
     from dmd.cli.common import check_input, check_outputs, emit
 
     if args.rounds is not None and args.rounds <= 0:
         raise UserInputError(f"--rounds {args.rounds}: must be a positive number of rounds")
     overwrite = args.resume or args.overwrite
-    check_outputs(args.out, inputs=[args.config], overwrite=overwrite, folder=True, writes=OUTPUTS, resume_hint=True)
     check_input(args.config, "", "fit config (YAML)")
+    # every process: the same config, target files and (resuming) checkpoint, or all stop before any output
+    multi = distributed.from_args(args, _fit_inputs(args))
+    refused = None
+    try:
+        check_outputs(args.out, inputs=[args.config], overwrite=overwrite, folder=True, writes=OUTPUTS,
+                      resume_hint=True)  # fmt: skip
+    except UserInputError as exc:
+        refused = exc
+    if multi and distributed.sum_over_processes(np.array([refused is not None], float))[0] and refused is None:
+        raise UserInputError(f"--distributed: another process refused --out {args.out} (see its message); nothing run")
+    if refused is not None:
+        raise refused
     check_config_numbers(args.config)
 
     from fitting.fit_config import load_fit_config
@@ -87,5 +104,32 @@ def run(args) -> int:
         "last_loss": res.converged_loss,
         "out": args.out,
     }
-    emit(args, summary, "\n".join(lines))
+    if distributed.is_writer():
+        emit(args, summary, "\n".join(lines))
     return 0
+
+
+def _fit_inputs(args) -> list:
+    """The files every process of a distributed fit must hold identically: the config, the target files it names
+    (``file:`` entries, relative to the config) and, when resuming, the checkpoint."""
+    import os
+
+    import yaml
+
+    paths = [args.config]
+    try:
+        raw = yaml.safe_load(open(args.config).read()) or {}
+    except (OSError, yaml.YAMLError):
+        return paths  # load_fit_config reports it
+    base = os.path.dirname(os.path.abspath(args.config))
+    targets = list(raw.get("targets") or []) if isinstance(raw, dict) else []
+    for st in (raw.get("states") or []) if isinstance(raw, dict) else []:
+        targets += list(st.get("targets") or []) if isinstance(st, dict) else []
+    for t in targets:
+        f = t.get("file") if isinstance(t, dict) else None
+        if isinstance(f, str) and os.path.isfile(os.path.join(base, f)):
+            paths.append(os.path.join(base, f))
+    ckpt = os.path.join(args.out, "checkpoint.npz")
+    if args.resume and os.path.isfile(ckpt):
+        paths.append(ckpt)
+    return paths

@@ -1,0 +1,164 @@
+"""Replicas in force-field fitting (FitConfig.replicas, fitting.forcefield_sampling.sample_states) and
+``dmd fit --distributed``: replicas vmapped on one device equal the unbatched sampler; sharded over 4 host devices
+they equal one device; a replicated fit averages the replicas' observables; 2 local processes (gloo CPU
+collectives, localhost coordinator) fit the same θ as one process, only process 0 writes, and processes that
+disagree on an input all stop with the same message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dmd.base.errors import UserInputError
+from dmd.distributed import free_local_port
+from dmd.models import harmonic_oscillator, lj_fluid
+from fitting import observables as ob
+from fitting.forcefield import FitConfig, FitParam, FitTarget, fit
+from fitting.forcefield_sampling import make_sampler, replica_seed, sample, sample_replicas
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _lj():
+    return lj_fluid(64, density=0.7, cutoff=0.5, temperature=120.0, dtype=jnp.float32, seed=1)
+
+
+def _cfg(**kw):
+    base = dict(steps=100, equilibration=40, report_every=20, dt=0.01, temperature=120.0, friction=2.0,
+                progress=False)  # fmt: skip
+    base.update(kw)
+    return FitConfig(**base)
+
+
+def test_replicas_on_four_devices_equal_one_device_and_the_unbatched_sampler():
+    assert len(jax.devices()) == 4  # tests/conftest.py forces 4 host devices
+    lj, cfg = _lj(), _cfg(equilibration=0)  # one compilation per sampler form
+    smp = make_sampler(lj, cfg)
+    pos = np.repeat(np.asarray(lj.positions)[None], 4, axis=0)
+    seeds = [replica_seed(0, 3, r) for r in range(4)]
+    f1, e1 = sample_replicas(lj, lj.params, cfg, seeds=seeds, positions=pos, sampler=smp, devices=jax.devices()[:1])
+    f4, e4 = sample_replicas(lj, lj.params, cfg, seeds=seeds, positions=pos, sampler=smp)
+    assert f4.shape == (4, 5, 64, 3)
+    # the replica axis sharded over 4 devices runs the same per-replica kernels: identical frames (measured 0.0)
+    np.testing.assert_allclose(f4, f1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(e4, e1, rtol=1e-6)
+    # each replica is the unbatched sampler's run from its seed (measured bitwise equal on CPU)
+    fs, es = sample(lj, lj.params, cfg, seed=seeds[2], positions=pos[2], sampler=smp)
+    np.testing.assert_allclose(f1[2], fs, rtol=0, atol=1e-6)
+    # and replicas differ from each other (independent noise)
+    assert np.abs(f1[0, -1] - f1[1, -1]).max() > 1e-2
+
+
+def _oscillators():
+    return harmonic_oscillator(16, 3, k=100.0, mass=10.0, temperature=300.0, dtype=jnp.float64)
+
+
+def test_replicated_fit_averages_the_replicas_observables():
+    msd = ob.custom(lambda pos: jnp.mean(pos**2), name="msd")
+    fps, tg = [FitParam(("spring/k",), lower=0.0)], [FitTarget(msd, np.array([0.02]))]
+    cfg = FitConfig(rounds=1, steps=400, equilibration=0, report_every=10, dt=0.01, temperature=300.0,
+                    friction=5.0, progress=False, replicas=3)  # fmt: skip
+    res = fit(_oscillators(), fps, tg, cfg)
+    row = res.history[0]
+    assert row["status"] == "ok" and row["n_frames"] == 3 * 40
+    # the prediction is the mean of msd over the three replicas' frames, each sampled alone from its seed
+    osc = _oscillators()
+    means = [np.mean(sample(osc, osc.params, cfg, seed=replica_seed(0, 0, r))[0] ** 2) for r in range(3)]
+    assert row["prediction"][0][0] == pytest.approx(np.mean(means), rel=1e-9)
+    assert np.ptp(means) > 1e-4 * np.mean(means)  # the replicas differ: the average is not one of them
+
+
+def test_replicas_refused_where_they_cannot_run(tmp_path):
+    fps, tg = [FitParam(("spring/k",), lower=0.0)], [FitTarget(ob.custom(lambda p: jnp.mean(p**2)), np.array([0.02]))]
+    with pytest.raises(UserInputError, match="positive whole number of replicas"):
+        fit(_oscillators(), fps, tg, FitConfig(rounds=1, replicas=0, progress=False))
+    with pytest.raises(UserInputError, match="estimator: pathwise runs one replica"):
+        fit(_oscillators(), fps, tg, FitConfig(rounds=1, replicas=2, estimator="pathwise", progress=False))
+    cfg = FitConfig(rounds=1, steps=100, equilibration=0, report_every=10, dt=0.01, temperature=300.0, friction=5.0,
+                    progress=False, out=tmp_path / "f")  # fmt: skip
+    fit(_oscillators(), fps, tg, cfg)
+    with pytest.raises(UserInputError, match="resume with the same replicas"):
+        fit(_oscillators(), fps, tg, FitConfig(**{**cfg.__dict__, "rounds": 2, "resume": True, "replicas": 2}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dmd fit --distributed: 2 local processes
+
+
+def _write_config(folder, target_values=None):
+    lj = _lj()
+    rdf = ob.rdf(64, np.asarray(lj.box), r_max=0.7, n_bins=10)
+    r = np.asarray(rdf.axis)
+    g = 1.0 + np.exp(-(((r - 0.38) / 0.05) ** 2)) if target_values is None else target_values
+    np.savetxt(folder / "target.csv", np.c_[r, g], delimiter=",", header="r_nm,g", comments="")
+    (folder / "fit.yaml").write_text(
+        "system: {model: lj_fluid, n_atoms: 64, density: 0.7, cutoff: 0.5, seed: 1}\n"
+        "parameters:\n  - {name: lj/sigma/A, lower: 0}\n"
+        "targets:\n  - {observable: rdf, file: target.csv, r_max: 0.7, n_bins: 10}\n"
+        "states:\n  - {name: dilute, system: {density: 0.6}, targets: [{observable: rdf, file: target.csv, r_max: 0.7,"
+        " n_bins: 10}]}\n"
+        "replicas: 2\nrounds: 2\n"
+        "simulation: {steps: 100, equilibration: 40, report_every: 20, dt: 0.01, temperature: 120, friction: 2.0}\n"
+    )
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _fit_cmd(folder, out, extra=()):
+    return [sys.executable, "-m", "dmd", "fit", str(folder / "fit.yaml"), "--out", str(out), "--json", *extra]
+
+
+def _launch(cmds, timeout=300):
+    procs = [subprocess.Popen(c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    return [p.returncode for p in procs], outs
+
+
+def _dist(i, port):
+    return ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)]
+
+
+def test_two_processes_fit_the_same_theta_as_one(tmp_path):
+    _write_config(tmp_path)
+    rc, out = _launch([_fit_cmd(tmp_path, tmp_path / "single")])
+    assert rc == [0], out
+    port = free_local_port()
+    rc, outs = _launch([_fit_cmd(tmp_path, tmp_path / "multi", _dist(i, port)) for i in range(2)])
+    assert rc == [0, 0], outs
+    a = json.loads((tmp_path / "single" / "summary.json").read_text())
+    b = json.loads((tmp_path / "multi" / "summary.json").read_text())
+    assert b["replicas"] == 2 and b["processes"] == 2 and a["processes"] == 1
+    # 4 (state, replica) pairs, 2 per process, each sampled from the same seed as in the single process and
+    # gathered exactly: the same frames, the same estimator terms, θ equal to float round-off (measured equal)
+    np.testing.assert_allclose(b["last_iterate"]["lj/sigma/A"], a["last_iterate"]["lj/sigma/A"], rtol=1e-6)
+    assert a["last_iterate"]["lj/sigma/A"] != pytest.approx(0.34, abs=1e-4)  # θ moved
+    ha = json.loads((tmp_path / "single" / "history.json").read_text())["history"]
+    hb = json.loads((tmp_path / "multi" / "history.json").read_text())["history"]
+    np.testing.assert_allclose([h["loss"] for h in hb], [h["loss"] for h in ha], rtol=1e-5)
+    assert [h["n_frames"] for h in hb] == [2 * 2 * 5] * 2  # 2 states × 2 replicas × 5 frames
+    # only process 0 printed the summary and wrote; the same files as the single-process run
+    assert sum('"last_loss"' in o for o in outs) == 1
+    assert sorted(os.listdir(tmp_path / "multi")) == sorted(os.listdir(tmp_path / "single"))
+
+
+def test_processes_disagreeing_on_a_target_file_stop_with_message(tmp_path):
+    for i in range(2):
+        (tmp_path / f"p{i}").mkdir()
+        _write_config(tmp_path / f"p{i}", None if i == 0 else np.linspace(1, 2, 10))
+    port = free_local_port()
+    rc, outs = _launch([_fit_cmd(tmp_path / f"p{i}", tmp_path / "out", _dist(i, port)) for i in range(2)])
+    assert rc[0] != 0 and rc[1] != 0, outs
+    for o in outs:
+        assert "processes disagree on" in o and "Traceback" not in o, o
+    assert not (tmp_path / "out").exists()
