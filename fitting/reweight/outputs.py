@@ -81,13 +81,19 @@ def _plot_convergence(path, result, summary, inputs) -> None:
     save_figure(fig, path, inputs, dpi=120)
 
 
-def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summary, *, inputs=()) -> None:
+def write_outputs(
+    out_dir, result, problem, dob: DataOnBox, folds, config, summary, *, inputs=(), spacegroup=None, supercell=(1, 1, 1)
+) -> None:
     """weights.csv (frame weights), summary.json, reweighted.mtz and PNG plots (atomic writes).
 
     Args:
       result: :class:`fitting.reweight.ReweightResult`; problem: the :class:`fitting.reweight.Problem` fitted;
       dob: the data mapped on the box (:func:`fitting.reweight.check_and_map`); folds: int ``[n_data]``;
       config: the :class:`fitting.reweight.ReweightConfig`; inputs: files no output may overwrite.
+      spacegroup: the crystal's space group: adds ICALC_SYM, IOBS_SYM (orbit means) to reweighted.mtz, writes
+        reweighted_asu.mtz (one voxel per orbit, gemmi's ASU) and ``summary["symmetry"]`` (total and anisotropic
+        CC per shell; :func:`fitting.reweight.symmetry_report.symmetry_report`). supercell: cells per box edge
+        (the symmetry acts on box indices of a supercell when the data are indexed on the box lattice).
     """
     from analysis.mtz_io import write_mtz
     from dmd.base.io import atomic_path, write_json
@@ -115,21 +121,24 @@ def write_outputs(out_dir, result, problem, dob: DataOnBox, folds, config, summa
         a, b = objectives.fit_scale_offset(np.asarray(x, float), y, train.astype(float))
         return float(a) * np.asarray(x, float) + float(b)
 
-    write_mtz(
-        out / "reweighted.mtz",
-        dob.hkl_data,
-        {
-            "IOBS": y,
-            "ICALC": scaled(result.x),
-            "ICALC_UNIFORM": scaled(x_uniform),
-            "TEST": (~train).astype(float),
-        },
-        dob.mtz_cell,
-        dob.spacegroup,
-        column_types={"TEST": "I"},
-        history=["dmd reweight: ICALC = a*x'(w)+b, scale/offset fitted on training voxels; TEST=1 held out"],
-        inputs=inputs,
-    )
+    calc = scaled(result.x)
+    cols = {"IOBS": y, "ICALC": calc, "ICALC_UNIFORM": scaled(x_uniform), "TEST": (~train).astype(float)}
+    history = ["dmd reweight: ICALC = a*x'(w)+b, scale/offset fitted on training voxels; TEST=1 held out"]
+    if spacegroup is not None:
+        from fitting.reweight.symmetry_report import symmetry_report
+
+        on_box = dob.checks.get("mtz_indexed_on") == "box lattice"
+        sym_cols, asu, summary["symmetry"] = symmetry_report(
+            dob.hkl_data, calc, y, dob.inv_d2, spacegroup, supercell=supercell if on_box else (1, 1, 1)
+        )
+        cols.update(sym_cols)
+        history.append(f"ICALC_SYM, IOBS_SYM: means over the {summary['symmetry']['spacegroup']} orbit of each voxel")
+        hm = summary["symmetry"]["spacegroup"]
+        note = f"dmd reweight --spacegroup: orbit means on gemmi's ASU of {hm}; {dob.checks.get('mtz_indexed_on')}"
+        write_mtz(out / "reweighted_asu.mtz", asu["hkl"], {k: asu[k] for k in ("IOBS", "ICALC")}, dob.mtz_cell, hm,
+                  inputs=inputs, history=[note])  # fmt: skip
+    write_mtz(out / "reweighted.mtz", dob.hkl_data, cols, dob.mtz_cell, dob.spacegroup,
+              column_types={"TEST": "I"}, history=history, inputs=inputs)  # fmt: skip
     write_json(out / "summary.json", summary, inputs)
     _plot_weights(out / "weights_vs_frame.png", result, summary, inputs)
     _plot_convergence(out / "cc_vs_iteration.png", result, summary, inputs)

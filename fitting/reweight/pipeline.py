@@ -79,11 +79,14 @@ def run_reweight(
     groups=None,
     seed: int = 0,
     progress: bool = True,
+    spacegroup: str | None = None,
 ) -> dict:
     """The whole ``dmd reweight`` run; returns the summary dict (also written to ``out_dir/summary.json``).
 
     With ``store_path`` F(h, t) goes to that HDF5 store; a store larger than ``max_memory`` bytes (default:
     half the memory available now) is never loaded: every evaluation streams it from disk (out of core).
+    ``spacegroup``: the crystal's space group; the outputs add the prediction averaged over its orbits, gemmi's ASU
+    and total/anisotropic CC per shell (:mod:`fitting.reweight.symmetry_report`).
     """
     import jax
 
@@ -144,7 +147,8 @@ def run_reweight(
         "method": method,
         **result.summary,
     }
-    write_outputs(out_dir, result, problem, dob, folds, config, summary, inputs=[traj, top, data])
+    write_outputs(out_dir, result, problem, dob, folds, config, summary, inputs=[traj, top, data],
+                  spacegroup=spacegroup, supercell=supercell)  # fmt: skip
     return summary
 
 

@@ -22,7 +22,9 @@ def test_cli_end_to_end(tmp_path, capsys):
     args = ["reweight", "--traj", str(EX / "traj.dcd"), "--top", str(EX / "top.pdb"), "--data", str(EX / "data.mtz")]
     args += ["--column", "IDIFF", "--d-min", "2.5", "--steps", "150", "--learning-rate", "0.1", "--folds", "4"]
     args += ["--theta-grid", "0,1e-2", "--blocks", "3", "--greedy-max", "10", "--quiet", "--out", str(out)]
-    assert main(args) == 0
+    assert main(args + ["--spacegroup", "NOPE"]) == 2  # refused before any work, the fix named
+    assert "unknown space group 'NOPE'" in capsys.readouterr().err and not (out / "summary.json").exists()
+    assert main(args + ["--spacegroup", "P 2 2 2"]) == 0
     printed = capsys.readouterr().out
     assert "greedy" in printed and "sigmoid" in printed and "uniform" in printed
     s = json.loads((out / "summary.json").read_text())
@@ -42,6 +44,18 @@ def test_cli_end_to_end(tmp_path, capsys):
     mtz = read_mtz(out / "reweighted.mtz", ["IOBS", "ICALC", "ICALC_UNIFORM", "TEST"])
     cc = np.corrcoef(mtz.columns["IOBS"], mtz.columns["ICALC"])[0, 1]
     assert cc > 0.97  # the written model is the fitted one (float32 MTZ columns)
+    # --spacegroup: orbit means beside the raw columns, gemmi's ASU file, total and anisotropic CC per shell
+    sym = s["symmetry"]
+    assert sym["spacegroup"] == "P 2 2 2" and len(sym["symmetrized"]["cc_anisotropic_shells"]) > 1
+    assert "P 2 2 2 (" in printed and sym["raw"]["cc_total"] > 0.97
+    # one alanine dipeptide in a P 1 box is not P 2 2 2-symmetric: the orbit means of the data differ from the data
+    assert sym["data_vs_symmetrized"]["cc_total"] < 0.95
+    asu = gemmi.read_mtz_file(str(out / "reweighted_asu.mtz"))
+    assert asu.spacegroup.hm == "P 2 2 2" and asu.nreflections == sym["n_orbits"]
+    gasu = gemmi.ReciprocalAsu(asu.spacegroup)
+    assert all(gasu.is_in([int(v) for v in h]) for h in np.asarray(asu.make_miller_array()))
+    sym_cols = read_mtz(out / "reweighted.mtz", ["ICALC_SYM", "IOBS_SYM"]).columns
+    assert np.isfinite(sym_cols["ICALC_SYM"]).all()
     for png in ("weights_vs_frame.png", "cc_vs_iteration.png"):
         assert (out / png).stat().st_size > 10_000
 
