@@ -135,9 +135,10 @@ def main() -> int:
                 seconds.append(_wall([py, "-m", "dmd", *dmd_args], _env(cache), work))
             rows.append((f"{name}: dmd, empty cache", min(firsts), omm))
             rows.append((f"{name}: dmd, cached", min(seconds), omm))
-    print(f"{'job':<36} {'wall s':>8} {'CPU s':>7} {'÷ OpenMM':>9}")
+    print(f"{'job':<36} {'wall s':>8} {'CPU s':>7} {'wall ÷ OpenMM':>14} {'CPU ÷ OpenMM':>13}")
     for name, (sec, cpu), ref in rows:
-        print(f"{name:<36} {sec:8.2f} {cpu:7.2f} {'' if ref is None else f'{sec / ref[0]:9.1f}'}")
+        ratios = "" if ref is None else f"{sec / ref[0]:14.1f} {cpu / ref[1]:13.1f}"
+        print(f"{name:<36} {sec:8.2f} {cpu:7.2f} {ratios}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

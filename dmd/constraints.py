@@ -161,15 +161,18 @@ def make_constraint_fns(
         return None
     pairs = np.asarray(constraints.pairs, dtype=np.int64).reshape(-1, 2)
     lengths = np.asarray(constraints.lengths, dtype=float).reshape(-1)
-    masses = jnp.asarray(masses)
-    dtype = masses.dtype
+    # set-up in numpy, in the dtype jax gives the masses (the same IEEE float32/64 results): op by op in jax, each
+    # line would compile a small XLA program at start-up (docs/engine.md, "Start-up")
+    dtype = jnp.asarray(masses).dtype
+    masses = np.asarray(masses, dtype)
     if tol is None:
         tol = 1e-10 if dtype == jnp.float64 else 1e-5
     i = jnp.asarray(pairs[:, 0], jnp.int32)
     j = jnp.asarray(pairs[:, 1], jnp.int32)
-    d2 = jnp.asarray(lengths, dtype) ** 2
-    inv_m = 1.0 / masses
-    w_ij = inv_m[i] + inv_m[j]
+    d2 = jnp.asarray(np.asarray(lengths, dtype) ** 2)
+    inv_np_m = (1.0 / masses).astype(dtype)
+    inv_m = jnp.asarray(inv_np_m)
+    w_ij = jnp.asarray(inv_np_m[pairs[:, 0]] + inv_np_m[pairs[:, 1]])
     # Jacobi (simultaneous) updates overshoot where constraints share an atom: damp constraint k by
     # 1/(1 + Σ coupling), coupling = (1/m_a)/(1/m_i + 1/m_j) summed over the other constraints at each
     # shared atom a. X–H bonds get ≈ 0.9 (light H, heavy X), a rigid water's distances ≈ 0.5.
@@ -181,7 +184,7 @@ def make_constraint_fns(
     relax = jnp.asarray(1.0 / (1.0 + coupling), dtype)
     n_atoms = int(masses.shape[0])
     # below this error a non-decreasing step means the rounding floor is reached: stop there
-    floor = 1e3 * float(jnp.finfo(dtype).eps)
+    floor = 1e3 * float(np.finfo(dtype).eps)
 
     def shake(x, x_ref):
         r = x_ref[i] - x_ref[j]

@@ -84,24 +84,30 @@ def langevin_coefficients(dt, friction, kT, masses):
     Returns:
       a: scalar; b: ``[n_atoms, 1]`` ps/amu; c: ``[n_atoms, 1]`` nm/ps (b = c = 0 for massless particles).
     """
-    masses = jnp.asarray(masses)
+    if isinstance(masses, np.ndarray):  # set-up outside jit: numpy, no small XLA compilations (docs/engine.md)
+        xp, a = np, float(np.exp(-friction * dt))
+    else:
+        xp, masses = jnp, jnp.asarray(masses)
+        a = jnp.exp(-friction * dt)
     massive, safe = _massive(masses)
-    a = jnp.exp(-friction * dt)
-    b = jnp.where(massive, (1 - a) / (friction * safe), 0.0)[:, None]
-    c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
+    b = xp.where(massive, (1 - a) / (friction * safe), 0.0)[:, None]
+    c = xp.where(massive, xp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
     return a, b, c
 
 
 def _massive(masses):
-    """(m > 0 mask, masses with the zeros replaced by 1 so that 1/m and √(kT/m) stay finite under ``where``)."""
+    """(m > 0 mask, masses with the zeros replaced by 1 so that 1/m and √(kT/m) stay finite under ``where``);
+    numpy for numpy masses (set-up outside jit), jax otherwise."""
+    xp = np if isinstance(masses, np.ndarray) else jnp
     massive = masses > 0
-    return massive, jnp.where(massive, masses, 1.0)
+    return massive, xp.where(massive, masses, masses.dtype.type(1))
 
 
 def _inverse_masses(masses):
     """``[n_atoms, 1]`` 1/m, amu⁻¹, 0 for massless particles (they never move on their own)."""
+    xp = np if isinstance(masses, np.ndarray) else jnp
     massive, safe = _massive(masses)
-    return jnp.where(massive, 1.0 / safe, 0.0)[:, None]
+    return xp.where(massive, 1 / safe, masses.dtype.type(0))[:, None]
 
 
 def _site_placer(system):
@@ -287,7 +293,7 @@ def _constraint_fns(system, masses):
                 "constraint or give the particle a mass"
             )
     # massless particles are never constrained (checked above): unit mass keeps SHAKE's 1/m finite
-    return make_constraint_fns(cons, _massive(jnp.asarray(masses))[1])
+    return make_constraint_fns(cons, _massive(masses)[1])
 
 
 def _maxwell_velocities(key, masses, kT, shape, dtype):
@@ -340,7 +346,7 @@ def _make_init(system, kT, efn, cons, masses):
 def _closures(system):
     """What every integrator's ``step`` closes over: (masses ``[N]`` amu, energy-and-forces, constraint
     functions or None, virtual-site placer)."""
-    masses = jnp.asarray(system.masses)
+    masses = np.asarray(jnp.asarray(system.masses))  # jax's dtype (float32 unless x64), numpy for the set-up
     return masses, _energy_and_forces(system), _constraint_fns(system, masses), _site_placer(system)
 
 
@@ -451,8 +457,8 @@ def langevin_middle(system, *, dt: float, temperature: float, friction: float) -
     kT = KB_KJ_PER_MOL_K * temperature
     masses, efn, cons, place = _closures(system)
     massive, safe = _massive(masses)
-    a = jnp.exp(-friction * dt)
-    c = jnp.where(massive, jnp.sqrt((1 - a**2) * kT / safe), 0.0)[:, None]
+    a = float(np.exp(-friction * dt))
+    c = np.where(massive, np.sqrt((1 - a**2) * kT / safe), masses.dtype.type(0))[:, None]
     inv_m = _inverse_masses(masses)
 
     def move(state, params):

@@ -322,7 +322,7 @@ class CellNeighborListFns:
     def _max_cell_count(self, pos) -> int:
         if not self.use_cells:
             return 0
-        _, cid = self._cell_ids(jnp.asarray(pos))
+        _, cid = jax.jit(self._cell_ids)(jnp.asarray(pos))  # one compilation, not ~12 op by op (start-up)
         return int(np.max(np.bincount(np.asarray(cid), minlength=1)))
 
     def allocate(self, position, max_occupancy: int | None = None, cell_capacity: int | None = None, **kwargs):
