@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+if "--row-shards" in sys.argv:  # host devices must exist before jax starts
+    _k = sys.argv[sys.argv.index("--row-shards") + 1]
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_k}"
 
-from dmd import models
-from dmd.integrators import make_integrator
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dmd import models  # noqa: E402
+from dmd.integrators import make_integrator  # noqa: E402
 
 SIGMA, EPS, MASS = models.ARGON["sigma"], models.ARGON["epsilon"], models.ARGON["mass"]
 T_STAR = EPS / 0.00831446261815324
@@ -162,7 +167,7 @@ def bench_openmm_lj(n, steps, threads=2):
     return steps / clock.wall
 
 
-def villin_pieces(system, x):
+def villin_pieces(system, x, row_shards=1):
     """Milliseconds per evaluation of each piece of the villin force (float32, gradients w.r.t. positions):
     real-space pairs, PME reciprocal sum, exclusion/exception corrections, bonded terms, neighbour update
     (without and with a rebuild)."""
@@ -179,6 +184,11 @@ def villin_pieces(system, x):
     pair = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha)
     out = {"neighbours per row": nb.idx.shape[1]}
     out["real-space pairs"] = _time_call(jax.jit(jax.grad(lambda y: pair(y, box, nb.idx, q, spec_sig, spec_eps))), x)
+    if row_shards > 1:
+        pair_k = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, row_shards=row_shards)
+        out[f"real-space pairs, rows on {row_shards} devices"] = _time_call(
+            jax.jit(jax.grad(lambda y: pair_k(y, box, nb.idx, q, spec_sig, spec_eps))), x
+        )
     out["PME reciprocal"] = _time_call(
         jax.jit(jax.grad(lambda y: pme_reciprocal_energy(q, y, box, alpha, grid, 5, moduli))), x
     )
@@ -192,7 +202,7 @@ def villin_pieces(system, x):
     return out
 
 
-def bench_villin(steps, threads=2, pieces=True):
+def bench_villin(steps, threads=2, pieces=True, row_shards=1):
     import openmm as mm
     import openmm.app as app
     import openmm.unit as u
@@ -224,7 +234,7 @@ def bench_villin(steps, threads=2, pieces=True):
     res = {"dmd": n_chunks * chunk / clock.wall, "dmd util": clock.util, "atoms": system.n_atoms}
     res["rebuilds"] = f"{int(carry[1])} / {n_chunks * chunk} steps"
     if pieces:
-        res["pieces"] = villin_pieces(system, st.positions)
+        res["pieces"] = villin_pieces(system, st.positions, row_shards)
     omm, structure, _ = openmm_system_from_pdb(pdb, **kw)
     li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
     ctx = mm.Context(omm, li, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
@@ -244,6 +254,9 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="timed steps per engine (default 2000; quick 300)")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="LJ sizes N (default 1000 8000)")
     ap.add_argument("--no-villin", action="store_true", help="skip villin + water PME")
+    ap.add_argument(
+        "--row-shards", type=int, default=1, help="also time villin's real-space pairs with rows over K host devices"
+    )
     ap.add_argument("--villin-only", action="store_true", help="only villin + water PME (with its force pieces)")
     args = ap.parse_args()
     steps = args.steps or (300 if args.quick else 2000)
@@ -266,7 +279,7 @@ def main():
         )
     if args.villin_only or not (args.quick or args.no_villin):
         try:
-            r = bench_villin(max(50, steps // 20))
+            r = bench_villin(max(50, steps // 20), row_shards=args.row_shards)
             for k, v in r.get("pieces", {}).items():
                 print(f"  villin piece {k:38s} {v:9.2f}" + ("" if k.startswith("neighbours") else " ms"))
             print(

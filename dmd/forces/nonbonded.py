@@ -53,6 +53,7 @@ __all__ = [
     "lj_bond_energy",
     "safe_sqrt",
     "pair_energy_full",
+    "erfc_and_gaussian",
 ]
 
 
@@ -106,115 +107,196 @@ def _box_vector(box, dtype):
     return jnp.asarray(box, dtype)
 
 
-def _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, rows, idx_rows, q, sig, seps, with_grads):
-    """Per-row pair sums over a full neighbour list for the atoms ``rows`` (see :func:`_pair_terms`)."""
-    n = pos.shape[0]
+# Abramowitz & Stegun 7.1.26: erfc(x) ≈ t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(−x²), t = 1/(1 + p x), x ≥ 0,
+# absolute error ≤ 1.5e-7 (float32's rounding of values of order one)
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def erfc_and_gaussian(x):
+    """``(erfc(x), exp(−x²))`` for x ≥ 0, elementwise, sharing one exponential.
+
+    float64 (and wider): ``jax.scipy.special.erfc``, exact to rounding (the OpenMM parity tests run here).
+    float32: Abramowitz & Stegun 7.1.26, absolute error ≤ 1.5e-7, i.e. float32 round-off of the Coulomb term
+    q_i q_j erfc(α r)/r relative to q_i q_j/r; one exp instead of erfc's two branches plus the exp of the force.
+    """
+    gauss = jnp.exp(-x * x)
+    if x.dtype != jnp.float32:
+        return jax.scipy.special.erfc(x), gauss
+    t = 1.0 / (1.0 + _AS_P * x)
+    a1, a2, a3, a4, a5 = _AS_A
+    return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * gauss, gauss
+
+
+def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need):
+    """Per-row pair sums over a full neighbour list for the atoms ``rows`` (see :func:`_pair_terms`).
+
+    ``tab`` is ``[N, 6]``: x, y, z (nm), q (e), σ (nm), √ε per atom, gathered once per pair (one row gather instead
+    of four). ``need`` (static) says which of the gradients (pos, box, q, σ, √ε) to compute; None: energy only.
+    """
+    n = tab.shape[0]
     valid = (idx_rows < n) & (rows < n)[:, None]
     jc = jnp.where(valid, idx_rows, 0)
     ic = jnp.minimum(rows, n - 1)
-    d, shift = minimum_image_shift(pos[jc] - pos[ic][:, None, :], box)
+    tj = tab[jc]  # [B, M, 6]
+    ti = tab[ic][:, None, :]  # [B, 1, 6]
+    d, shift = minimum_image_shift(tj[..., :3] - ti[..., :3], box)
     r2 = jnp.sum(d * d, axis=-1)
     inside = valid & (r2 < rc * rc)
     r = jnp.sqrt(jnp.where(inside, r2, 1.0))
     inv_r = 1.0 / r
-    qj, sj, ej = q[jc], sig[jc], seps[jc]
-    qq = ONE_4PI_EPS0 * q[ic][:, None] * qj
-    sig_ij = 0.5 * (sig[ic][:, None] + sj)
-    eps_ij = seps[ic][:, None] * ej
+    qj, sj, ej = tj[..., 3], tj[..., 4], tj[..., 5]
+    qq = ONE_4PI_EPS0 * ti[..., 3] * qj
+    sig_ij = 0.5 * (ti[..., 4] + sj)
+    eps_ij = ti[..., 5] * ej
     s2 = (sig_ij * inv_r) ** 2
     s6 = s2 * s2 * s2
     lj_shape = lj_pair_energy(s2, 1.0)  # LJ energy per unit ε
     if kind == "PME":
-        erfc = jax.scipy.special.erfc(alpha * r)
+        erfc, gauss = erfc_and_gaussian(alpha * r)
         f = erfc * inv_r
     else:
         f = inv_r + krf * r2 - crf
-    if switch is not None:
-        sw = switch_factor(r, rc, switch)
-    else:
-        sw = 1.0
+    sw = switch_factor(r, rc, switch) if switch is not None else 1.0
     energy = 0.5 * jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
-    if not with_grads:
+    if need is None:
         return energy
-    if kind == "PME":
-        df = -erfc * inv_r * inv_r - (2.0 * alpha / math.sqrt(math.pi)) * jnp.exp(-((alpha * r) ** 2)) * inv_r
-    else:
-        df = -inv_r * inv_r + 2.0 * krf * r
-    dlj_dr = eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r
-    de_dr = qq * df + sw * dlj_dr
-    if switch is not None:
-        de_dr = de_dr + switch_derivative(r, rc, switch) * eps_ij * lj_shape
-    w = jnp.where(inside, de_dr * inv_r, 0.0)
-    # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
-    g_pos = -jnp.sum(w[..., None] * d, axis=1)
-    # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
-    # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
-    if box.ndim == 1:
-        g_box = -0.5 * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
-    else:
-        g_box = -0.5 * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
-    g_q = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
-    dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
-    g_sig = jnp.sum(jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0), axis=1)
-    g_seps = jnp.sum(jnp.where(inside, sw * ej * lj_shape, 0.0), axis=1)
-    return energy, (g_pos, g_box, g_q, g_sig, g_seps)
+    need_pos, need_box, need_q, need_sig, need_seps = need
+    grads = [None] * 5
+    if need_pos or need_box:
+        if kind == "PME":
+            df = -(f + (2.0 * alpha / math.sqrt(math.pi)) * gauss) * inv_r
+        else:
+            df = -inv_r * inv_r + 2.0 * krf * r
+        dlj_dr = eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r
+        de_dr = qq * df + sw * dlj_dr
+        if switch is not None:
+            de_dr = de_dr + switch_derivative(r, rc, switch) * eps_ij * lj_shape
+        w = jnp.where(inside, de_dr * inv_r, 0.0)
+        # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
+        if need_pos:
+            grads[0] = -jnp.sum(w[..., None] * d, axis=1)
+        # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
+        # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
+        if need_box and box.ndim == 1:
+            grads[1] = -0.5 * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
+        elif need_box:
+            grads[1] = -0.5 * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
+    if need_q:
+        grads[2] = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
+    if need_sig:
+        dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
+        grads[3] = jnp.sum(jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0), axis=1)
+    if need_seps:
+        grads[4] = jnp.sum(jnp.where(inside, sw * ej * lj_shape, 0.0), axis=1)
+    return energy, tuple(grads)
 
 
-_ROW_BLOCK = 512  # rows per block: keeps the [block, max_neighbors] temporaries in cache
+_ROW_BLOCK = 128  # rows per block: keeps the [block, max_neighbors] temporaries in cache (128 measured best)
 
 
-def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, with_grads):
+def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need, row0=0):
     """Pair energy over a full neighbour list and (optionally) its row-reduced gradients.
 
     Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
     ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME) or 1/r + k_rf r² − c_rf (reaction field).
     Because each pair appears in both rows, E = ½ Σ_i Σ_j e_ij and every gradient is a row sum:
     ∂E/∂x_i = Σ_j e'(r_ij) (x_i − x_j)/r_ij, ∂E/∂q_i = Σ_j ∂e_ij/∂q_i, and likewise for σ_i, √ε_i.
-    Rows are processed in blocks (``lax.map``) so temporaries stay small.
+    Rows are processed in blocks (``lax.map``) so temporaries stay small. ``need``: static tuple of 5 bools
+    (gradients w.r.t. pos, box, q, σ, √ε to return; the others come back None), or None for the energy only.
+    ``idx`` may hold only the rows ``row0, row0 + 1, ...`` (a shard of the list; padding rows ≥ N are skipped):
+    the row gradients then cover those rows.
     """
-    n, m = idx.shape
-    n_blocks = -(-n // _ROW_BLOCK)
-    pad = n_blocks * _ROW_BLOCK - n
+    n = pos.shape[0]
+    n_rows, m = idx.shape
+    n_blocks = -(-n_rows // _ROW_BLOCK)
+    pad = n_blocks * _ROW_BLOCK - n_rows
     idx_p = jnp.pad(idx, ((0, pad), (0, 0)), constant_values=n).reshape(n_blocks, _ROW_BLOCK, m)
-    rows = jnp.arange(n_blocks * _ROW_BLOCK, dtype=idx.dtype).reshape(n_blocks, _ROW_BLOCK)
+    rows = (row0 + jnp.arange(n_blocks * _ROW_BLOCK, dtype=idx.dtype)).reshape(n_blocks, _ROW_BLOCK)
+    tab = jnp.concatenate([pos, q[:, None], sig[:, None], seps[:, None]], axis=1).astype(pos.dtype)
 
     def one(args):
         r, i = args
-        return _pair_rows(kind, rc, alpha, krf, crf, switch, pos, box, r, i, q, sig, seps, with_grads)
+        return _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, r, i, need)
 
     out = jax.lax.map(one, (rows, idx_p))
-    if not with_grads:
+    if need is None:
         return jnp.sum(out), None
-    energy, (g_pos, g_box, g_q, g_sig, g_seps) = out
+    energy, grads = out
 
     def unblock(g):
-        return g.reshape((n_blocks * _ROW_BLOCK,) + g.shape[2:])[:n]
+        return None if g is None else g.reshape((n_blocks * _ROW_BLOCK,) + g.shape[2:])[:n_rows]
 
-    return jnp.sum(energy), (unblock(g_pos), jnp.sum(g_box, axis=0), unblock(g_q), unblock(g_sig), unblock(g_seps))
+    g_pos, g_box, g_q, g_sig, g_seps = grads
+    g_box = None if g_box is None else jnp.sum(g_box, axis=0)
+    return jnp.sum(energy), (unblock(g_pos), g_box, unblock(g_q), unblock(g_sig), unblock(g_seps))
 
 
-def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None):
+def _sharded_pair_terms(n_shards, kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need):
+    """:func:`_pair_terms` with the neighbour-list rows split over the first ``n_shards`` devices (``shard_map``:
+    each device sums its own rows; positions and parameters are replicated, row gradients are concatenated)."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    n, m = idx.shape
+    per = -(-n // (n_shards * _ROW_BLOCK)) * _ROW_BLOCK
+    idx_p = jnp.pad(idx, ((0, per * n_shards - n), (0, 0)), constant_values=n)
+    mesh = Mesh(np.array(jax.devices()[:n_shards]), ("rows",))
+    need_t = need or (False,) * 5
+    row_kinds = (True, False, True, True, True)  # pos, q, σ, √ε gradients are per row; the box gradient is a sum
+
+    def local(pos, box, idx_l, q, sig, seps):
+        row0 = jax.lax.axis_index("rows") * per
+        e, grads = _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx_l, q, sig, seps, need, row0)
+        grads = grads or (None,) * 5
+        e = jax.lax.psum(e, "rows")
+        out = [g if row else jax.lax.psum(g, "rows") for g, row in zip(grads, row_kinds, strict=True) if g is not None]
+        return e, tuple(out)
+
+    out_g = tuple(P("rows") if row else P() for row, k in zip(row_kinds, need_t, strict=True) if k)
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(), P("rows"), P(), P(), P()), out_specs=(P(), out_g), check_vma=False
+    )
+    e, out = fn(pos, box, idx_p, q, sig, seps)
+    if need is None:
+        return e, None
+    it = iter(out)
+    grads = [next(it) if k else None for k in need_t]
+    return e, tuple(g[:n] if (g is not None and row) else g for g, row in zip(grads, row_kinds, strict=True))
+
+
+def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_shards: int = 1):
     """``E(pos, box, idx, q, sig, seps)`` over a full neighbour list, with an analytic JVP.
 
     The JVP is ``Σ_i ∂E/∂x_i·ẋ_i + ∂E/∂L·L̇ + Σ_i (∂E/∂q_i q̇_i + ∂E/∂σ_i σ̇_i + ∂E/∂√ε_i (√ε_i)˙)``
     with the gradients from row sums (:func:`_pair_terms`), so reverse mode needs no scatter-add.
     The gradients are plain jnp functions of the inputs, so forward-over-reverse (Hessian-vector
     products for the sensitivity engine) works by ordinary autodiff.
+
+    ``row_shards`` > 1 splits the rows over that many devices (:func:`_sharded_pair_terms`; on CPU, host devices
+    from ``XLA_FLAGS=--xla_force_host_platform_device_count``): an opt-in measured by
+    ``benchmarks/bench_engine.py --row-shards`` (docs/engine.md, "Both cores").
     """
+    if row_shards > 1:
+        terms = functools.partial(_sharded_pair_terms, row_shards)
+    else:
+        terms = _pair_terms
 
     @jax.custom_jvp
     def energy(pos, box, idx, q, sig, seps):
-        return _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, False)[0]
+        return terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, None)[0]
 
     @functools.partial(energy.defjvp, symbolic_zeros=True)
     def _energy_jvp(primals, tangents):
         pos, box, idx, q, sig, seps = primals
-        e, grads = _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, True)
+        # only the terms whose tangent is not a symbolic zero are computed (plain MD differentiates positions
+        # only: no per-pair work for the box, charge, σ or ε gradients)
+        dts = (tangents[0], tangents[1], tangents[3], tangents[4], tangents[5])
+        need = tuple(not isinstance(dt, SymbolicZero) for dt in dts)
+        e, grads = terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need)
         t = jnp.zeros((), e.dtype)
-        # skip the terms whose tangent is a symbolic zero (plain MD differentiates positions only): their
-        # gradients are then unused and XLA drops the per-pair work and gathers behind them
-        for g, dt in zip(grads, (tangents[0], tangents[1], tangents[3], tangents[4], tangents[5]), strict=True):
-            if not isinstance(dt, SymbolicZero):
+        for g, dt in zip(grads, dts, strict=True):
+            if g is not None:
                 t = t + jnp.sum(g * dt)
         return e, t
 

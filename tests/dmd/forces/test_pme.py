@@ -42,14 +42,14 @@ def test_grid_parameters_equal_openmm(box, cutoff, tol):
 def test_spread_windows_equals_periodic_scalar_scatter():
     rng = np.random.default_rng(0)
     grid, p, n = (7, 6, 5), 5, 40  # windows wider than half the grid wrap more than once per axis
-    vals = jnp.asarray(rng.normal(size=(n, p, p, p)))
-    base = jnp.asarray(rng.integers(0, grid, size=(n, 3)), jnp.int32)
+    vals = rng.normal(size=(n, p, p, p))
+    base = rng.integers(0, grid, size=(n, 3))
     ref = np.zeros(grid)
     off = np.arange(p)
     for i in range(n):
-        ix = (int(base[i, 0]) + off) % grid[0]
-        iy = (int(base[i, 1]) + off) % grid[1]
-        iz = (int(base[i, 2]) + off) % grid[2]
-        np.add.at(ref, np.ix_(ix, iy, iz), np.asarray(vals[i]))
-    got = spread_windows(vals, base, grid)  # tests run with x64 on (tests/conftest.py): float64 sums
+        ix, iy, iz = ((base[i, k] + off) % grid[k] for k in range(3))
+        np.add.at(ref, np.ix_(ix, iy, iz), vals[i])
+    got = spread_windows(
+        jnp.asarray(vals), jnp.asarray(base, jnp.int32), grid
+    )  # tests run with x64 on (tests/conftest.py): float64 sums
     np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=1e-13)
