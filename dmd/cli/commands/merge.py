@@ -1,11 +1,12 @@
 """``dmd merge``: variational scaling and merging of an unmerged MTZ (analysis.merging).
 
 Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, ELBO fit. Writes OUT.mtz (F SIGF I
-SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, [+/- columns]), OUT.json and OUT_loss.png /
-OUT_cc.png. careless mono's option names are accepted as aliases (``CARELESS_ALIASES``: --iterations,
---learning-rate, --mlp-layers, --disable-image-scales, --wilson-prior-b, --test-fraction, --merge-half-datasets,
---refine-uncertainties, --studentt-likelihood-dof, --intensity-key, --uncertainty-key, --image-key,
---disable-progress-bar; --mc-samples, --mlp-width, --kl-weight, --anomalous, --seed are spelled alike).
+SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, [+/- columns]), OUT.json, OUT_shells.csv and
+OUT_loss.png / OUT_cc.png / OUT_shells.png (and OUT_friedel.png with --anomalous). careless mono's option names
+are accepted as aliases (``CARELESS_ALIASES``: --iterations, --learning-rate, --mlp-layers, --disable-image-scales,
+--wilson-prior-b, --test-fraction, --merge-half-datasets, --refine-uncertainties, --studentt-likelihood-dof,
+--intensity-key, --uncertainty-key, --image-key, --disable-progress-bar; --mc-samples, --mlp-width, --kl-weight,
+--anomalous, --seed are spelled alike).
 """
 
 from __future__ import annotations
@@ -130,7 +131,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def outputs(out: str) -> list[str]:
     """The files ``dmd merge --out OUT`` writes (as :func:`analysis.merging.write_outputs` names them)."""
     stem = os.path.splitext(out)[0]
-    return [out, f"{stem}.json", f"{stem}_loss.png", f"{stem}_cc.png", f"{stem}_shells.csv"]
+    return [
+        out,
+        f"{stem}.json",
+        f"{stem}_loss.png",
+        f"{stem}_cc.png",
+        f"{stem}_shells.csv",
+        f"{stem}_shells.png",
+        f"{stem}_friedel.png",  # with --anomalous
+    ]
 
 
 def run(args) -> int:
