@@ -120,6 +120,7 @@ def run_dmd(mtz: Path, out_dir: Path, args, likelihood: str):
         "0",
         "--half-datasets",
         "--no-progress",
+        "--overwrite",
         "--likelihood",
         likelihood,
         "--dof",
