@@ -16,6 +16,12 @@ Planning configuration (the default; a few minutes for careless on a quiet 2-cor
     python benchmarks/bench_merge.py --careless-likelihood both   # also careless with Student-t
     python benchmarks/bench_merge.py --quick              # small & fast smoke run (careless 1,000 steps)
     python benchmarks/bench_merge.py --no-careless        # dmd and classical only
+    python benchmarks/bench_merge.py --reuse-careless     # careless's outputs and time from an earlier run here
+
+dmd runs: Normal, Student-t and ``--likelihood auto`` (``--likelihood normal,student,auto``). Also writes
+``bench_merge_cc.png`` (CC(true) per shell) and ``bench_merge.json`` in ``--out-dir``. Measured (one run, load ~17
+on 2 cores; careless reused from a run at load ~15): CC(true) careless 0.870 in 2,289 s; dmd Normal 0.889 (48 s),
+Student-t 0.905 (54 s), auto→Student-t 0.902 (91 s).
 """
 
 from __future__ import annotations
