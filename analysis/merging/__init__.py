@@ -3,7 +3,7 @@
 Pipeline: :func:`read_unmerged` (gemmi) → :func:`merge` (ELBO fit of a Wilson prior, a surrogate q(F),
 a scale model and a Normal/Student-t likelihood; optional half-dataset refits) → :func:`write_outputs`
 (merged MTZ with F, I on a Wilson-scaled absolute scale (:mod:`analysis.merging.wilson`) and E; JSON
-summary; plots). Baselines in :mod:`analysis.merging.classical`; synthetic data with
+summary; plots, :mod:`analysis.merging.plots`). Baselines in :mod:`analysis.merging.classical`; synthetic data with
 known truth in :mod:`analysis.merging.synth`. MTZ files go through :mod:`analysis.mtz_io` (the one MTZ home);
 :mod:`analysis.merging.io` adds what is specific to unmerged data (batches, M/ISYM, metadata columns).
 
@@ -41,6 +41,7 @@ from analysis.merging.pipeline import (
     plot_loss,
     write_outputs,
 )
+from analysis.merging.plots import plot_friedel, plot_shells
 from analysis.merging.quality import cc_anom, cc_half, cc_truth
 from analysis.merging.synth import SyntheticConfig, SyntheticData, make_synthetic, write_synthetic
 from analysis.merging.wilson import WilsonFit, protein_sigma_n, wilson_fit
@@ -71,6 +72,8 @@ __all__ = [
     "write_outputs",
     "plot_loss",
     "plot_cc",
+    "plot_shells",
+    "plot_friedel",
     "cc_truth",
     "cc_half",
     "cc_anom",

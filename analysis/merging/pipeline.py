@@ -3,7 +3,8 @@
 ``merge`` runs the VI fit (``fit.fit``), the optional half-dataset refits (CC1/2, CCanom), CCpred on
 held-out observations and, when the truth is known (synthetic data), CC with the true amplitudes.
 ``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` (the per-shell table of :mod:`analysis.merging.shells` under
-``quality.shells``), ``OUT_shells.csv`` and ``OUT_loss.png`` / ``OUT_cc.png`` atomically.
+``quality.shells``), ``OUT_shells.csv`` and ``OUT_loss.png`` / ``OUT_cc.png`` / ``OUT_shells.png`` (and, anomalous,
+``OUT_friedel.png``: :mod:`analysis.merging.plots`) atomically.
 The fit's amplitudes are on the scale of the Wilson prior (flat Σ = 1: normalized, ⟨F²⟩ = ε); the MTZ carries them
 as E, SIGE and, on the absolute (Wilson) scale of :mod:`analysis.merging.wilson`, F, SIGF, I, SIGI (careless's names).
 """
@@ -23,6 +24,7 @@ from analysis.merging.fit import FitResult, fit, fit_half_datasets, posterior_su
 from analysis.merging.io import Unmerged, hkl_keys, in_asu, write_merged
 from analysis.merging.likelihoods import error_model_values
 from analysis.merging.model import MergeConfig, predict_intensity
+from analysis.merging.plots import plot_friedel, plot_shells
 from analysis.merging.priors import wilson_variance
 from analysis.merging.scaling import log_scale
 from analysis.merging.shells import shell_table, write_shell_csv
@@ -282,7 +284,7 @@ def plot_cc(quality_stats: dict, path, inputs=()) -> Path:
 
 
 def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), extra: dict | None = None) -> dict:
-    """Write the merged MTZ, ``<stem>.json`` and ``<stem>_loss.png`` / ``<stem>_cc.png``; returns the paths."""
+    """Write the merged MTZ, ``<stem>.json``, ``<stem>_shells.csv`` and the PNGs (module docstring); returns paths."""
     from dmd.base.io import write_json
 
     out_mtz = Path(out_mtz)
@@ -296,7 +298,10 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
         "loss_png": Path(f"{stem}_loss.png"),
         "cc_png": Path(f"{stem}_cc.png"),
         "shells_csv": Path(f"{stem}_shells.csv"),
+        "shells_png": Path(f"{stem}_shells.png"),
     }
+    if u.anomalous:
+        paths["friedel_png"] = Path(f"{stem}_friedel.png")
     summary = {
         "config": dataclasses.asdict(out.result.config),
         "spacegroup": u.spacegroup,
@@ -316,4 +321,7 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
     write_shell_csv(paths["shells_csv"], out.quality["shells"], inputs)
     plot_loss(out.result.history, paths["loss_png"], inputs)
     plot_cc(out.quality, paths["cc_png"], inputs)
+    plot_shells(out.quality["shells"], paths["shells_png"], inputs, title=out_mtz.name)
+    if u.anomalous:
+        plot_friedel(cols, paths["friedel_png"], inputs, title=out_mtz.name)
     return paths

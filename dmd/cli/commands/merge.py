@@ -1,11 +1,12 @@
 """``dmd merge``: variational scaling and merging of an unmerged MTZ (analysis.merging).
 
 Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, ELBO fit. Writes OUT.mtz (F SIGF I
-SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, [+/- columns]), OUT.json and OUT_loss.png /
-OUT_cc.png. careless mono's option names are accepted as aliases (``CARELESS_ALIASES``: --iterations,
---learning-rate, --mlp-layers, --disable-image-scales, --wilson-prior-b, --test-fraction, --merge-half-datasets,
---refine-uncertainties, --studentt-likelihood-dof, --intensity-key, --uncertainty-key, --image-key,
---disable-progress-bar; --mc-samples, --mlp-width, --kl-weight, --anomalous, --seed are spelled alike).
+SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, [+/- columns]), OUT.json, OUT_shells.csv and
+OUT_loss.png / OUT_cc.png / OUT_shells.png (and OUT_friedel.png with --anomalous). careless mono's option names
+are accepted as aliases (``CARELESS_ALIASES``: --iterations, --learning-rate, --mlp-layers, --disable-image-scales,
+--wilson-prior-b, --test-fraction, --merge-half-datasets, --refine-uncertainties, --studentt-likelihood-dof,
+--intensity-key, --uncertainty-key, --image-key, --disable-progress-bar; --mc-samples, --mlp-width, --kl-weight,
+--anomalous, --seed are spelled alike).
 """
 
 from __future__ import annotations
@@ -49,7 +50,16 @@ CARELESS_ALIASES = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``dmd merge`` (its parser is made by :func:`dmd.cli.build_parser`)."""
-    p.add_argument("unmerged", help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns])")
+    p.add_argument(
+        "unmerged",
+        help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns]), XDS_ASCII.HKL (metadata XD, YD, ZD; "
+        "image = frame of ZD) or CrystFEL stream (one image per crystal; metadata fs/px, ss/px; needs --spacegroup)",
+    )
+    p.add_argument(
+        "--spacegroup",
+        default=None,
+        help="space group, e.g. 'P 43 21 2': required for a CrystFEL stream, overrides an XDS_ASCII.HKL header",
+    )
     p.add_argument("--out", required=True, help="merged MTZ to write")
     p.add_argument("--anomalous", action="store_true", help="keep Friedel mates apart (F(+)/F(-) columns)")
     p.add_argument(
@@ -130,13 +140,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def outputs(out: str) -> list[str]:
     """The files ``dmd merge --out OUT`` writes (as :func:`analysis.merging.write_outputs` names them)."""
     stem = os.path.splitext(out)[0]
-    return [out, f"{stem}.json", f"{stem}_loss.png", f"{stem}_cc.png", f"{stem}_shells.csv"]
+    return [
+        out,
+        f"{stem}.json",
+        f"{stem}_loss.png",
+        f"{stem}_cc.png",
+        f"{stem}_shells.csv",
+        f"{stem}_shells.png",
+        f"{stem}_friedel.png",  # with --anomalous
+    ]
 
 
 def run(args) -> int:
     from dmd.base.errors import UserInputError
 
-    check_input(args.unmerged, "", "unmerged MTZ")
+    check_input(args.unmerged, "", "unmerged MTZ, XDS_ASCII.HKL or CrystFEL stream")
     if not args.out.lower().endswith(".mtz"):
         raise UserInputError(f"--out {args.out}: give an .mtz path, e.g. merged.mtz")
     check_outputs(args.out, inputs=[args.unmerged], overwrite=args.overwrite, writes=outputs(args.out)[1:])
@@ -147,12 +165,14 @@ def run(args) -> int:
     if args.likelihood in ("student", "auto") and args.dof <= 0:
         raise UserInputError(f"--dof {args.dof}: must be > 0")
 
-    from analysis.merging import MergeConfig, merge, read_unmerged, write_outputs
+    from analysis.merging import MergeConfig, merge, write_outputs
+    from analysis.merging.readers import read_observations
     from analysis.merging.shells import format_shell_table
 
     metadata = [m.strip() for m in args.metadata.split(",") if m.strip()]
-    u = read_unmerged(
+    u = read_observations(
         args.unmerged,
+        spacegroup=args.spacegroup,
         anomalous=args.anomalous,
         metadata=metadata,
         intensity=args.intensity,

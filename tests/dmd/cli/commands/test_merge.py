@@ -77,7 +77,7 @@ def test_merge_cli_anomalous_half_datasets(unmerged_mtz, capsys):
     assert q["ccanom_half"]["n_pairs"] > 50
     assert q["ccanom_half"]["overall"] > 0.5
     assert q["ccpred"]["overall"] > 0.7
-    for key in ("loss_png", "cc_png"):
+    for key in ("loss_png", "cc_png", "shells_png", "friedel_png"):
         png = summary["outputs"][key]
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
