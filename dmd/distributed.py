@@ -154,13 +154,13 @@ def sum_over_processes(x):
     return out
 
 
-def add_arguments(parser) -> None:
-    """The ``--distributed`` options of a command (argparse ``parser``)."""
+def add_arguments(parser, sharded: str = "frames sharded over all processes") -> None:
+    """The ``--distributed`` options of a command (argparse ``parser``; ``sharded`` says what is split)."""
     g = parser.add_argument_group("multi-process (jax.distributed)")
     g.add_argument(
         "--distributed",
         action="store_true",
-        help="join a multi-process run: frames sharded over all processes, process 0 writes the outputs",
+        help=f"join a multi-process run: {sharded}, process 0 writes the outputs",
     )
     g.add_argument(
         "--coordinator", default=None, help="HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS/SLURM)"

@@ -1,6 +1,6 @@
 """Multi-process runs on jax.distributed: 2 local processes (gloo CPU collectives, localhost coordinator)
-give the single-process diffuse map to float round-off; processes that disagree on inputs all stop with the
-same clear message and write nothing."""
+give the single-process diffuse map to float round-off (and so do 4 forced host devices); processes that disagree
+on inputs all stop with the same clear message and write nothing."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", **extra)
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
+    env.update(extra)
     return env
 
 
@@ -30,8 +31,10 @@ def _diffuse(out, extra=(), traj=TRAJ):
             "--chunk", "2", "--no-progress", "--out", str(out), *extra]  # fmt: skip
 
 
-def _launch(cmds, timeout=240):
-    procs = [subprocess.Popen(c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+def _launch(cmds, timeout=240, **env):
+    procs = [
+        subprocess.Popen(c, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds
+    ]
     outs = [p.communicate(timeout=timeout)[0] for p in procs]
     return [p.returncode for p in procs], outs
 
@@ -57,8 +60,15 @@ def test_two_processes_diffuse_equals_single_process(tmp_path):
         a, b = _column(single, label), _column(multi, label)
         # float32 MTZ columns of float64 sums added in another order: round-off, far below the 1e-2 signal
         np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6 * np.abs(a).max())
-    assert sorted(os.listdir(tmp_path)) == ["multi.json", "multi.mtz", "multi.png", "single.json", "single.mtz",
-                                            "single.png"]  # fmt: skip
+    # one process on 4 forced host devices: the same map
+    four = tmp_path / "four.mtz"
+    rc, out = _launch([_diffuse(four)], XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    assert rc == [0], out
+    for label in ("ID", "MEANF2", "FMEAN"):
+        a, b = _column(single, label), _column(four, label)
+        np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6 * np.abs(a).max())
+    assert sorted(os.listdir(tmp_path)) == ["four.json", "four.mtz", "four.png", "multi.json", "multi.mtz", "multi.png",
+                                            "single.json", "single.mtz", "single.png"]  # fmt: skip
 
 
 def test_processes_disagreeing_on_input_stop_with_message_and_write_nothing(tmp_path):
