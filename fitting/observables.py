@@ -249,8 +249,9 @@ def diffuse_scattering(
         :func:`fitting.reweight.data_map.check_and_map`); the prediction is then the mean of I_D over each voxel's
         reflections, ``[n_voxels]``.
       reference: optional ``[N, 3]`` nm lattice positions of a crystal: each frame is first translated by minus its
-        mean (minimum-image) displacement from them. A thermostatted crystal's centre of mass wanders; uncorrected,
-        the wandering smears ⟨F⟩ at the Bragg positions and their I_D grows with the run length.
+        mean (minimum-image, :func:`dmd.space.minimum_image`, any reduced triclinic cell) displacement from them.
+        A thermostatted crystal's centre of mass wanders; uncorrected, the wandering smears ⟨F⟩ at the Bragg
+        positions and their I_D grows with the run length.
     """
     from analysis import cell as cell_mod
     from analysis.diffuse import diffuse_from_moments
@@ -276,7 +277,10 @@ def diffuse_scattering(
         raise UserInputError(f"diffuse: method {method!r}: use 'fft' (production) or 'direct' (checks)")
 
     ref = None if reference is None else np.asarray(reference, float)
-    box_nm = np.diag(np.linalg.inv(frac_mat)) / 10.0  # orthorhombic box edges, nm (used only with ``reference``)
+    # the box in nm for the minimum image of ``reference``: edges [3] (orthorhombic) or reduced rows [3, 3]
+    # (a along x, b in the xy plane: the cell's orthogonalization, as OpenMM and CRYST1 lay a triclinic box out)
+    box_nm = np.linalg.inv(frac_mat).T / 10.0
+    box_nm = np.diag(box_nm).copy() if np.allclose(box_nm, np.diag(np.diag(box_nm)), atol=1e-9) else box_nm
 
     def per_frame(params, pos, box=None):
         if ref is not None:

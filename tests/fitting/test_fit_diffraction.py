@@ -172,3 +172,25 @@ def test_powder_recovers_lj_epsilon_under_nvt(tmp_path):
     res = fit(system, params, targets, cfg)
     eps = res.history[-1]["theta"]["lj/epsilon/A"]
     assert abs(eps / 0.996 - 1) < 0.05, eps
+
+
+def test_diffuse_reference_recentring_in_a_monoclinic_cell():
+    # A crystal frame = lattice positions + a uniform drift, with atoms wrapped back into the box by the oblique
+    # lattice vector c: recentring on the reference (minimum image in the reduced monoclinic box) must undo the drift
+    # exactly, so F of the frame equals F of the lattice (with an orthorhombic minimum image the c_x component of a
+    # wrapped atom's image would bias the mean drift and shift every phase).
+    from dmd.space import wrap_positions
+
+    cell = np.array([9.643, 9.609, 19.029, 90.0, 101.22, 90.0])  # 5E5Z's P 1 21 1 cell, Å
+    a, c, beta = cell[0] / 10, cell[2] / 10, np.radians(cell[4])
+    box = np.array([[a, 0, 0], [0, cell[1] / 10, 0], [c * np.cos(beta), 0, c * np.sin(beta)]])  # rows, nm
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0, 1, (30, 3)) @ box
+    hkl, _ = diffuse_hkl(cell, 3.0)
+    obs = ob.diffuse_scattering(hkl, cell, ["C"] * 30, reference=ref)
+    o_ref = np.asarray(obs.per_frame(None, jnp.asarray(ref, jnp.float32)))
+    moved = ref + np.array([0.03, -0.02, 0.3])
+    drifted = wrap_positions(jnp.asarray(moved, jnp.float32), jnp.asarray(box))
+    assert (np.linalg.solve(box.T, moved.T)[2] >= 1).sum() >= 3  # atoms wrapped back along c (oblique)
+    o_drift = np.asarray(obs.per_frame(None, drifted))
+    np.testing.assert_allclose(o_drift, o_ref, atol=2e-3 * np.abs(o_ref).max())
