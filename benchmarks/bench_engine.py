@@ -29,10 +29,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dmd import models  # noqa: E402
+from dmd.base.units import KB_KJ_PER_MOL_K  # noqa: E402
 from dmd.integrators import make_integrator  # noqa: E402
 
 SIGMA, EPS, MASS = models.ARGON["sigma"], models.ARGON["epsilon"], models.ARGON["mass"]
-T_STAR = EPS / 0.00831446261815324
+T_STAR = EPS / KB_KJ_PER_MOL_K
 
 
 class _Clock:

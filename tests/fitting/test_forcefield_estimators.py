@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dmd.base.units import KB_KJ_PER_MOL_K
 from fitting.forcefield_estimators import StreamingCovariance, fluctuation_jacobian
 
 
@@ -67,7 +68,7 @@ def test_streaming_fluctuation_equals_batch_on_oscillator_frames():
     o_fn = ob.frame_values(o_of_z, box=system.box)
     du_fn = ob.frame_values(jax.jacfwd(u_of_z), box=system.box)
     dodz_fn = ob.frame_values(jax.jacfwd(o_of_z), box=system.box)
-    beta = 1.0 / (0.0083144626 * 300.0)
+    beta = 1.0 / (KB_KJ_PER_MOL_K * 300.0)
     o_all, du_all, dodz_all = (np.asarray(f(z, frames)) for f in (o_fn, du_fn, dodz_fn))
     batch = fluctuation_jacobian(o_all, du_all, beta) + dodz_all.mean(axis=0)
     mean, jac, kept = streaming_fluctuation(o_fn, du_fn, z, frames, beta, do_dz_fn=dodz_fn, chunk=7, keep=True)
