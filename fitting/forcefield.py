@@ -265,6 +265,7 @@ class _StateEval:
         self.dtheta_dz = jax.jit(jax.jacfwd(mapping.theta_of))
         # per-round results
         self.frames = self.boxes = self.o = self.mean = self.J_o = self._dx_dz = self.npt_info = None
+        self.route_advice = None  # pathwise: the chaos verdict of the last round's tangents
         self.replica_ends = None  # [R, N, 3]: each replica's last frame (replicated fits)
 
     def simulate(self, z, rnd):
@@ -274,8 +275,9 @@ class _StateEval:
         dx_dz = boxes = None
         dtype = jnp.asarray(self.system.positions).dtype
         if cfg.estimator == "pathwise":
-            frames, dx_dz = pathwise_sample(self.system, params, cfg, rnd, self.positions, self.pathwise_names,
-                                             self.mapping, z, self.sampler)  # fmt: skip
+            frames, dx_dz, self.route_advice = pathwise_sample(self.system, params, cfg, rnd, self.positions,
+                                                               self.pathwise_names, self.mapping, z,
+                                                               self.sampler)  # fmt: skip
         elif self.npt:
             frames, boxes, _, self.npt_info = sample_npt(self.system, params, cfg, seed=cfg.seed + rnd,
                                                          positions=self.positions, box=self.box,
@@ -551,6 +553,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "rounds": len(history),
             "diverged_rounds": sum(h.get("status") == "diverged" for h in history),
             "estimator": cfg.estimator,
+            "gradient_route": route_advice(cfg.estimator, evals),
             "optimizer": cfg.optimizer,
             "ensemble": f"NPT ({cfg.pressure} bar, {cfg.barostat} barostat)" if npt else "NVT",
             "states": [
@@ -564,3 +567,21 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         write_json(out / "summary.json", summary)
         plot_history(out, history, mapping, fitted=values, last=last)
     return result
+
+
+ROUTE_ADVICE = {
+    "fluctuation": "fluctuation route (equilibrium covariances of the sampled ensemble): valid at any run length, "
+    "its noise falls as 1/sqrt(frames); trust it",
+    "reweighting": "reweighting route (finite steps from reweighted frames): trust it while N_eff/N stays high "
+    "(n_eff per round in history.csv)",
+}
+
+
+def route_advice(estimator: str, evals) -> str:
+    """Which gradient route this fit's θ rests on and whether to trust it, for ``summary.json``: pathwise fits
+    give the chaos verdict of the last round's tangents per state (:func:`dmd.chaos.assess`; pathwise holds only
+    below the Lyapunov horizon), the other estimators a fixed sentence (docs/fitting.md, "Gradient routes on the diffuse objective")."""
+    if estimator != "pathwise":
+        return ROUTE_ADVICE.get(estimator, estimator)
+    said = [f"{e.name}: {e.route_advice}" for e in evals if e.route_advice]
+    return "pathwise route: " + ("; ".join(said) if said else "no round completed")

@@ -389,7 +389,8 @@ def sampled_energy_fn(system, *, warn: bool = True):
 
 
 def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):
-    """Frames ``[F, N, 3]`` nm and tangents dx/dz ``[F, Pz, N, 3]`` of one pathwise round (NVT)."""
+    """Frames ``[F, N, 3]`` nm, tangents dx/dz ``[F, Pz, N, 3]`` of one pathwise round (NVT), and the chaos
+    verdict on them (:func:`dmd.chaos.assess`: a sentence saying whether the pathwise route can be trusted)."""
     from dmd.sensitivity import run_sensitivities
 
     eq_cfg = dataclasses.replace(cfg, steps=max(cfg.equilibration, 2 * cfg.report_every), equilibration=0)
@@ -410,4 +411,4 @@ def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, samp
     dx_dz = np.zeros((dx.shape[0], len(sizes)) + dx.shape[2:])
     for e, p in enumerate(cols):
         dx_dz[:, p] += dx[:, e] * dtheta_dz[p, p]
-    return np.asarray(res.positions), dx_dz
+    return np.asarray(res.positions), dx_dz, res.estimator_advice

@@ -40,13 +40,18 @@ def _ho_cfg(**kw):
 
 
 @pytest.mark.parametrize("estimator", ["fluctuation", "reweighting", "pathwise"])
-def test_gradient_routes_match_analytic_oscillator(estimator):
+def test_gradient_routes_match_analytic_oscillator(estimator, tmp_path):
     # ⟨x²⟩ = kT/k exactly, so d⟨x²⟩/dk = −kT/k². 400 correlated frames of 192 dof: the fluctuation estimate has
     # ~10% statistical error (cov of two fluctuating quantities), the pathwise one a few %: 30% tolerance
     # separates a right estimator from a wrong sign/scale (a missing β or factor 2 fails).
     res = fit(_oscillators(), [FitParam(("spring/k",), lower=0.0)], [FitTarget(_msd(), np.array([KT_HO / 150]))],
-              _ho_cfg(estimator=estimator))  # fmt: skip
+              _ho_cfg(estimator=estimator, out=tmp_path))  # fmt: skip
     row = res.history[0]
+    # the summary says which route θ rests on; pathwise: the chaos verdict of its own tangents (damped
+    # oscillators, friction 5/ps: bounded tangents, so "trust: pathwise")
+    route = json.loads((tmp_path / "summary.json").read_text())["gradient_route"]
+    assert route.startswith(estimator)
+    assert ("state0: trust: pathwise" in route) == (estimator == "pathwise")
     assert row["estimator"] == estimator
     assert row["prediction"][0][0] == pytest.approx(KT_HO / 100, rel=0.03)
     assert row["jacobian_theta"][0][0] == pytest.approx(-KT_HO / 100**2, rel=0.3)
