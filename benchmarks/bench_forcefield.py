@@ -19,17 +19,13 @@ import numpy as np  # noqa: E402
 import openmm as mm  # noqa: E402
 import openmm.app as app  # noqa: E402
 import openmm.unit as unit  # noqa: E402
+from timing import call_times  # noqa: E402
 
 from dmd.openmm_system import openmm_system_from_pdb, system_from_pdb  # noqa: E402
 
 
 def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return float(np.median(call_times(fn, repeats)))
 
 
 def main(argv=None):

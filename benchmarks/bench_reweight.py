@@ -33,15 +33,12 @@ import sys
 import time
 
 import numpy as np
+from timing import call_times
 
 
 def _best(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), float(np.median(ts))
+    ts = call_times(fn, repeats)
+    return float(ts.min()), float(np.median(ts))
 
 
 def _peak_rss() -> float:

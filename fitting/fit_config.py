@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmd.base.config import check_keys, load_config
 from dmd.base.errors import UserInputError
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
 
@@ -375,18 +376,9 @@ def _observable(spec: dict, system, temperature: float = 300.0):
 
 def load_fit_config(path, out=None, resume: bool = False):
     """Parse a ``dmd fit`` config. Returns (system, [FitParam], [FitTarget], FitConfig, [FitState])."""
-    import yaml
-
     path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: not valid YAML ({exc})") from None
-    unknown = set(raw) - _TOP_KEYS
-    if unknown:
-        raise UserInputError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {sorted(_TOP_KEYS)}")
+    raw = load_config(path)
+    check_keys(raw, _TOP_KEYS, where=str(path))
     for key in ("system", "parameters", "targets"):
         if key not in raw:
             raise UserInputError(f"{path}: missing '{key}:' section (see examples/fit/lj_rdf.yaml)")

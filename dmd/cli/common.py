@@ -195,6 +195,20 @@ def add_trajectory_arguments(parser) -> None:
     )
 
 
+def add_forcefield_argument(parser, used_for: str = "") -> None:
+    """``--forcefield F [F ...]``: OpenMM force-field XML names or paths (default :data:`DEFAULT_FORCEFIELD`);
+    ``used_for`` ends the help, e.g. ``" for --add-hydrogens / --solvate"``."""
+    from dmd.base.defaults import DEFAULT_FORCEFIELD
+
+    parser.add_argument(
+        "--forcefield",
+        nargs="+",
+        default=list(DEFAULT_FORCEFIELD),
+        metavar="F",
+        help=f"OpenMM force-field XML names or paths{used_for} (default: {' '.join(DEFAULT_FORCEFIELD)})",
+    )
+
+
 def add_overwrite_argument(parser, what: str = "the outputs") -> None:
     """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")

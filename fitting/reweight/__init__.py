@@ -51,6 +51,7 @@ from fitting.reweight.prediction import (
 )
 from fitting.reweight.problem import (
     FitSpec,
+    OptimizerSettings,
     Problem,
     evaluate_weights,
     make_problem,
@@ -65,6 +66,7 @@ __all__ = [
     "EXAMPLE_DIR",
     "DataOnBox",
     "FitSpec",
+    "OptimizerSettings",
     "Problem",
     "ReweightConfig",
     "ReweightResult",

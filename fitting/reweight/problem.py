@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import jax
 import jax.numpy as jnp
@@ -19,21 +19,36 @@ __all__ = ["FitSpec", "Problem", "evaluate_weights", "make_problem", "objective_
 
 
 @dataclass(frozen=True)
-class FitSpec:
-    """Static settings of one batched fit (hashable: a change recompiles, data changes do not).
+class OptimizerSettings:
+    """What a reweighting fit optimizes and how: the settings :class:`FitSpec` (one batched fit) and
+    :class:`fitting.reweight.ReweightConfig` (the cross-validated procedure) share.
 
     Attributes:
       objective: one of :data:`fitting.objectives.OBJECTIVES`.
       optimizer: ``"adam"`` or ``"lbfgs"``.
       steps: optimizer iterations; learning_rate: Adam step on the logits.
-      n_shells: number of resolution shells (``cc-aniso``); nu: Student-t degrees of freedom.
-      n_data: number of data voxels when store voxels are averaged onto them (symmetry expansion), else 0.
     """
 
     objective: str = "cc"
     optimizer: str = "adam"
     steps: int = 200
     learning_rate: float = 0.05
+
+    def optimizer_settings(self) -> dict:
+        """These settings alone, as keywords (e.g. ``FitSpec(**config.optimizer_settings())``)."""
+        return {f.name: getattr(self, f.name) for f in fields(OptimizerSettings)}
+
+
+@dataclass(frozen=True)
+class FitSpec(OptimizerSettings):
+    """Static settings of one batched fit (hashable: a change recompiles, data changes do not).
+
+    Attributes:
+      objective, optimizer, steps, learning_rate: see :class:`OptimizerSettings`.
+      n_shells: number of resolution shells (``cc-aniso``); nu: Student-t degrees of freedom.
+      n_data: number of data voxels when store voxels are averaged onto them (symmetry expansion), else 0.
+    """
+
     n_shells: int = 0
     nu: float = 4.0
     n_data: int = 0

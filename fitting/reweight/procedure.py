@@ -14,17 +14,17 @@ from fitting.reweight.crossval import select_theta
 from fitting.reweight.fit import fit_batch
 from fitting.reweight.identifiability import identifiability
 from fitting.reweight.prediction import entropy, kish_neff, kl_divergence
-from fitting.reweight.problem import FitSpec, Problem, evaluate_weights, predict
+from fitting.reweight.problem import FitSpec, OptimizerSettings, Problem, evaluate_weights, predict
 
 __all__ = ["ReweightConfig", "ReweightResult", "reweight"]
 
 
 @dataclass(frozen=True)
-class ReweightConfig:
+class ReweightConfig(OptimizerSettings):
     """Settings of :func:`reweight`.
 
     Attributes:
-      objective, optimizer, steps, learning_rate: see :class:`fitting.reweight.FitSpec`.
+      objective, optimizer, steps, learning_rate: see :class:`fitting.reweight.OptimizerSettings`.
       theta_grid: KL strengths θ tried by cross-validation (θ = 0 is no regularization).
       n_folds: voxel folds; fold ``test_fold`` is the untouched test set, the others serve θ selection.
       n_groups: contiguous frame blocks for the identifiability report (ignored when groups are given).
@@ -32,10 +32,6 @@ class ReweightConfig:
         removal raises CC); sigmoid_steps: Adam steps of the seed-prototype sigmoid baseline.
     """
 
-    objective: str = "cc"
-    optimizer: str = "adam"
-    steps: int = 200
-    learning_rate: float = 0.05
     theta_grid: tuple = (0.0, 1e-3, 1e-2, 1e-1)
     n_folds: int = 5
     test_fold: int = 0
@@ -117,9 +113,7 @@ def reweight(
       folds: int ``[n_data]`` fold of each data voxel (:func:`fitting.reweight.holdout_folds`).
     """
     folds, train, test = _split(problem, folds, config.test_fold)
-    spec = FitSpec(
-        objective=config.objective, optimizer=config.optimizer, steps=config.steps, learning_rate=config.learning_rate
-    )
+    spec = FitSpec(**config.optimizer_settings())
     t = problem.n_frames
     thetas = np.asarray(config.theta_grid, float)
     theta, mean_val, val = select_theta(problem, spec, folds, train, thetas, progress=progress)

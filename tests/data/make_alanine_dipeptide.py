@@ -4,16 +4,10 @@ ACE = CA, C, O of residue 7; ALA = heavy atoms of residue 8; NME = N, CA of resi
 are added by Modeller.addHydrogens(amber14-all).
 """
 
-import os
-
-import numpy as np
 import openmm.app as app
-import openmm.unit as u
+from villin import villin, write_with_hydrogens
 
-here = os.path.dirname(os.path.abspath(__file__))
-pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
-res = list(pdb.topology.residues())
-pos = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+pdb, res, pos = villin()
 top = app.Topology()
 chain = top.addChain()
 coords = []
@@ -39,8 +33,4 @@ n_n, n_c = atom(r2, "N", "N", get(nxt, "N")), atom(r2, "C", "C", get(nxt, "CA"))
 bonds = [(ch3, c), (c, o), (c, a["N"]), (a["N"], a["CA"]), (a["CA"], a["CB"]), (a["CA"], a["C"]), (a["C"], a["O"])]
 for x, y in bonds + [(a["C"], n_n), (n_n, n_c)]:
     top.addBond(x, y)
-m = app.Modeller(top, u.Quantity(np.array(coords), u.nanometer))
-m.addHydrogens(app.ForceField("amber14-all.xml"))
-with open(os.path.join(here, "alanine_dipeptide.pdb"), "w") as f:
-    app.PDBFile.writeFile(m.topology, m.positions, f)
-print(m.topology.getNumAtoms())
+write_with_hydrogens(top, coords, "amber14-all.xml", "alanine_dipeptide.pdb")

@@ -1,16 +1,10 @@
 """Make tests/data/tripeptide_charmm.pdb: ALA-VAL-PHE (villin residues 8-10 of OpenMM's test.pdb), zwitterionic
 termini, hydrogens from Modeller.addHydrogens(charmm36); OXT placed at the next residue's N position."""
 
-import os
-
-import numpy as np
 import openmm.app as app
-import openmm.unit as u
+from villin import villin, write_with_hydrogens
 
-here = os.path.dirname(os.path.abspath(__file__))
-pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
-res = list(pdb.topology.residues())
-pos = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+pdb, res, pos = villin()
 top = app.Topology()
 ch = top.addChain()
 coords, made = [], {}
@@ -28,8 +22,4 @@ for a, b in pdb.topology.bonds():
     if a in made and b in made:
         top.addBond(made[a], made[b])
 top.addBond([a for a in last.atoms() if a.name == "C"][0], oxt)
-m = app.Modeller(top, u.Quantity(np.array(coords), u.nanometer))
-m.addHydrogens(app.ForceField("charmm36.xml"))
-with open(os.path.join(here, "tripeptide_charmm.pdb"), "w") as f:
-    app.PDBFile.writeFile(m.topology, m.positions, f)
-print(m.topology.getNumAtoms())
+write_with_hydrogens(top, coords, "charmm36.xml", "tripeptide_charmm.pdb")

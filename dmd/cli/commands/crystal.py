@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from dmd.base.defaults import DEFAULT_FORCEFIELD
+from dmd.cli.common import add_forcefield_argument
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -38,13 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fill the solvent region of the periodic cell with water at the density of --water-model; the "
         "crystal's molecules stay where they are",
     )
-    p.add_argument(
-        "--forcefield",
-        nargs="+",
-        default=list(DEFAULT_FORCEFIELD),
-        metavar="F",
-        help="OpenMM force-field XMLs for --add-hydrogens / --solvate (default: amber14-all.xml amber14/tip3pfb.xml)",
-    )
+    add_forcefield_argument(p, " for --add-hydrogens / --solvate")
     p.add_argument("--water-model", default="tip3p", help="water model for --solvate (OpenMM name, default tip3p)")
     p.add_argument("--ph", type=float, default=7.0, help="pH for --add-hydrogens (default 7.0)")
     p.add_argument(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from dmd.base.defaults import DEFAULT_FORCEFIELD
+from dmd.cli.common import add_forcefield_argument
 
 __all__ = ["HELP", "add_arguments", "check", "run"]
 
@@ -25,13 +25,7 @@ HELP = "potential energy (kJ/mol) of a PDB/mmCIF with OpenMM force fields, per f
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``dmd energy`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("--pdb", required=True, help="structure file (.pdb, .cif/.mmcif); CRYST1 gives the periodic box")
-    p.add_argument(
-        "--forcefield",
-        nargs="+",
-        default=list(DEFAULT_FORCEFIELD),
-        metavar="F",
-        help="OpenMM force-field XML names or paths (default: amber14-all.xml amber14/tip3pfb.xml)",
-    )
+    add_forcefield_argument(p)
     p.add_argument(
         "--nonbonded",
         choices=["PME", "NoCutoff", "CutoffPeriodic"],
