@@ -578,9 +578,11 @@ ROUTE_ADVICE = {
 
 
 def route_advice(estimator: str, evals) -> str:
-    """Which gradient route this fit's θ rests on and whether to trust it, for ``summary.json``: pathwise fits
-    give the chaos verdict of the last round's tangents per state (:func:`dmd.chaos.assess`; pathwise holds only
-    below the Lyapunov horizon), the other estimators a fixed sentence (docs/fitting.md, "Gradient routes on the diffuse objective")."""
+    """Which gradient route this fit's θ rests on and whether to trust it, for ``summary.json``.
+
+    Pathwise fits give the chaos verdict of the last round's tangents per state (:func:`dmd.chaos.assess`;
+    pathwise holds only below the Lyapunov horizon), the other estimators a fixed sentence (docs/fitting.md,
+    "Gradient routes on the diffuse objective")."""
     if estimator != "pathwise":
         return ROUTE_ADVICE.get(estimator, estimator)
     said = [f"{e.name}: {e.route_advice}" for e in evals if e.route_advice]
