@@ -30,14 +30,49 @@ SIGMA, EPS, MASS = models.ARGON["sigma"], models.ARGON["epsilon"], models.ARGON[
 T_STAR = EPS / 0.00831446261815324
 
 
+class _Clock:
+    """Wall time and CPU utilisation (process CPU seconds / wall seconds: 2.0 = both cores busy) of a block.
+
+    Both engines run in this process (OpenMM's CPU platform threads included), so ``os.times`` counts their work.
+    """
+
+    def __enter__(self):
+        self.t0, self.c0 = time.perf_counter(), _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t0
+        self.util = (_cpu_seconds() - self.c0) / max(self.wall, 1e-9)
+
+
+def _cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def _load():
+    return "load " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _time(fn, state, n_chunks):
     state = fn(state)  # compile + warm up
     jax.block_until_ready(state)
+    with _Clock() as clock:
+        for _ in range(n_chunks):
+            state = fn(state)
+        jax.block_until_ready(state)
+    _time.util = clock.util
+    return clock.wall, state
+
+
+def _time_call(fn, *args, repeat=10):
+    """Milliseconds per call of a jitted ``fn`` (compiled and warmed up first)."""
+    jax.block_until_ready(fn(*args))
     t0 = time.perf_counter()
-    for _ in range(n_chunks):
-        state = fn(state)
-    jax.block_until_ready(state)
-    return time.perf_counter() - t0, state
+    for _ in range(repeat):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / repeat * 1e3
 
 
 def bench_dmd(n, steps, chunk=100, skin=0.5):
@@ -51,6 +86,7 @@ def bench_dmd(n, steps, chunk=100, skin=0.5):
     wall, st = _time(run, st, max(1, steps // chunk))
     assert not bool(st.neighbor.overflow)
     rebuilds = int(st.neighbor.n_rebuilds)
+    bench_dmd.util = _time.util
     return steps / wall, rebuilds
 
 
@@ -119,13 +155,44 @@ def bench_openmm_lj(n, steps, threads=2):
     ctx.setVelocitiesToTemperature(T_STAR * u.kelvin, 1)
     integ.step(200)
     ctx.getState(getEnergy=True)
-    t0 = time.perf_counter()
-    integ.step(steps)
-    ctx.getState(getEnergy=True)
-    return steps / (time.perf_counter() - t0)
+    with _Clock() as clock:
+        integ.step(steps)
+        ctx.getState(getEnergy=True)
+    bench_openmm_lj.util = clock.util
+    return steps / clock.wall
 
 
-def bench_villin(steps, threads=2):
+def villin_pieces(system, x):
+    """Milliseconds per evaluation of each piece of the villin force (float32, gradients w.r.t. positions):
+    real-space pairs, PME reciprocal sum, exclusion/exception corrections, bonded terms, neighbour update
+    (without and with a rebuild)."""
+    from dmd.forces.nonbonded import pair_energy_full
+    from dmd.forces.pme import bspline_moduli, pme_reciprocal_energy
+
+    p, box, md = system.params, system.box, system.metadata
+    nb = system.neighbor_fn.allocate(x)
+    alpha, grid = md["pme_alpha"], tuple(md["pme_grid"])
+    q = p["NonbondedForce"]["charge"]
+    moduli = tuple(bspline_moduli(k, 5) for k in grid)
+    spec_sig = jnp.full(system.n_atoms, 0.3, x.dtype)
+    spec_eps = jnp.full(system.n_atoms, 0.5, x.dtype)
+    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha)
+    out = {"neighbours per row": nb.idx.shape[1]}
+    out["real-space pairs"] = _time_call(jax.jit(jax.grad(lambda y: pair(y, box, nb.idx, q, spec_sig, spec_eps))), x)
+    out["PME reciprocal"] = _time_call(
+        jax.jit(jax.grad(lambda y: pme_reciprocal_energy(q, y, box, alpha, grid, 5, moduli))), x
+    )
+    for name in p:
+        out[f"term {name}"] = _time_call(
+            jax.jit(jax.grad(lambda y, name=name: system.terms_fn(p, y, box=box, neighbor=nb)[name])), x
+        )
+    out["total force"] = _time_call(jax.jit(jax.grad(lambda y: system.energy_fn(p, y, box=box, neighbor=nb))), x)
+    out["neighbour check (no rebuild)"] = _time_call(jax.jit(lambda y, n: n.update(y)), x, nb)
+    out["neighbour rebuild"] = _time_call(jax.jit(lambda y, n: n.update(y + 0.3)), x, nb, repeat=2)
+    return out
+
+
+def bench_villin(steps, threads=2, pieces=True):
     import openmm as mm
     import openmm.app as app
     import openmm.unit as u
@@ -138,19 +205,37 @@ def bench_villin(steps, threads=2):
     integ = make_integrator("baoab", system, dt=0.002, temperature=300.0, friction=1.0)
     st = integ.init(jax.random.PRNGKey(0), system.params)
     chunk = 50
-    run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (integ.step(c, system.params), None), s, None, length=chunk)[0])
-    wall, st = _time(run, st, max(1, steps // chunk))
-    ours = steps / wall
+
+    def body(carry, _):  # counts list rebuilds (a rebuild moves the reference positions)
+        s, n = carry
+        s2 = integ.step(s, system.params)
+        moved = jnp.any(s2.neighbor.reference_position != s.neighbor.reference_position)
+        return (s2, n + moved.astype(jnp.int32)), None
+
+    run = jax.jit(lambda c: jax.lax.scan(body, c, None, length=chunk)[0])
+    carry = run((st, jnp.zeros((), jnp.int32)))  # compile + equilibrate the list occupancy a little
+    carry = jax.block_until_ready((carry[0], jnp.zeros((), jnp.int32)))
+    n_chunks = max(1, steps // chunk)
+    with _Clock() as clock:
+        for _ in range(n_chunks):
+            carry = run(carry)
+        jax.block_until_ready(carry)
+    st = carry[0]
+    res = {"dmd": n_chunks * chunk / clock.wall, "dmd util": clock.util, "atoms": system.n_atoms}
+    res["rebuilds"] = f"{int(carry[1])} / {n_chunks * chunk} steps"
+    if pieces:
+        res["pieces"] = villin_pieces(system, st.positions)
     omm, structure, _ = openmm_system_from_pdb(pdb, **kw)
     li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
     ctx = mm.Context(omm, li, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
     ctx.setPositions(structure.positions)
     li.step(20)
     ctx.getState(getEnergy=True)
-    t0 = time.perf_counter()
-    li.step(steps)
-    ctx.getState(getEnergy=True)
-    return ours, steps / (time.perf_counter() - t0), system.n_atoms
+    with _Clock() as clock:
+        li.step(steps)
+        ctx.getState(getEnergy=True)
+    res.update(openmm=steps / clock.wall, **{"openmm util": clock.util})
+    return res
 
 
 def main():
@@ -159,12 +244,14 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="timed steps per engine (default 2000; quick 300)")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="LJ sizes N (default 1000 8000)")
     ap.add_argument("--no-villin", action="store_true", help="skip villin + water PME")
+    ap.add_argument("--villin-only", action="store_true", help="only villin + water PME (with its force pieces)")
     args = ap.parse_args()
     steps = args.steps or (300 if args.quick else 2000)
-    sizes = args.sizes or ([1000] if args.quick else [1000, 8000])
+    sizes = [] if args.villin_only else (args.sizes or ([1000] if args.quick else [1000, 8000]))
     print(
-        f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs (timings on a shared machine "
-        "are noisy: compare the ratios, measured in this same run)"
+        f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs, XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r} (timings on a shared machine are noisy: compare the ratios, measured "
+        f"in this same run; CPU = process CPU seconds per wall second, 2.0 = both cores) | {_load()}"
     )
     for n in sizes:
         s = steps if n <= 1000 else max(200, steps // 4)
@@ -172,16 +259,20 @@ def main():
         stock = bench_jaxmd(n, max(100, s // 4))
         omm = bench_openmm_lj(n, s)
         print(
-            f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps) | stock jax-md {stock:7.1f} | "
-            f"OpenMM CPU(2) {omm:7.1f} | dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x",
+            f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps, CPU {bench_dmd.util:.2f}) | "
+            f"stock jax-md {stock:7.1f} | OpenMM CPU(2) {omm:7.1f} (CPU {bench_openmm_lj.util:.2f}) | "
+            f"dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x | {_load()}",
             flush=True,
         )
-    if not (args.quick or args.no_villin):
+    if args.villin_only or not (args.quick or args.no_villin):
         try:
-            ours, omm, n_atoms = bench_villin(max(50, steps // 20))
+            r = bench_villin(max(50, steps // 20))
+            for k, v in r.get("pieces", {}).items():
+                print(f"  villin piece {k:38s} {v:9.2f}" + ("" if k.startswith("neighbours") else " ms"))
             print(
-                f"villin+water PME ({n_atoms} atoms): dmd {ours:.1f} steps/s | OpenMM CPU(2) {omm:.1f} | "
-                f"dmd/OpenMM {ours / omm:.2f}x"
+                f"villin+water PME ({r['atoms']} atoms): dmd {r['dmd']:.1f} steps/s ({r['rebuilds']} rebuilds, CPU"
+                f" {r['dmd util']:.2f}) | OpenMM CPU(2) {r['openmm']:.1f} (CPU {r['openmm util']:.2f}) | "
+                f"dmd/OpenMM {r['dmd'] / r['openmm']:.2f}x | {_load()}"
             )
         except Exception as exc:  # the PME loader may be missing in this checkout: say so, do not hide it
             print(f"villin+water PME: not measured ({type(exc).__name__}: {exc})")

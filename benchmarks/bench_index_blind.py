@@ -15,16 +15,28 @@ primitive Niggli cells, tolerance 5e-3 clean, 2e-2 noisy) *and* carries its Brav
 Reported per list: label and cell found, M20, seconds; then the success rate and the median time
 per pattern (the first pattern includes the JIT compilation; it is reported apart).
 
+The table at the end gives, per lattice system and mode, how often the true lattice came first and the
+median seconds, with the machine load (os.getloadavg) at the start and end of the run.
+
+``--mlindex``: the peer, PyPI mlindex 0.1.3 in its model-free analytic mode (``run_analytical``; cubic,
+tetragonal and hexagonal lattices only, so given the 7 Bravais lattices cF, cI, cP, tI, tP, hP, hR: blind
+among those), on the same lists in the same run (separate virtualenv, benchmarks/bench_indexing.py
+``ensure_mlindex_venv``; a fresh process per list, its interpreter start-up timed apart). Its success needs the
+same lattice (tolerance as ours) and the literature Bravais label.
+
     python benchmarks/bench_index_blind.py                 # all minerals, clean and noisy
     python benchmarks/bench_index_blind.py --only halite,calcite --modes clean
+    python benchmarks/bench_index_blind.py --mlindex --out minerals.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import time
+import types
 
 import numpy as np
 
@@ -111,12 +123,61 @@ def run_one(name: str, entry: dict, mode: str) -> dict:
     }
 
 
+SYSTEM_OF = {
+    "c": "cubic",
+    "t": "tetragonal",
+    "h": "hexagonal",
+    "o": "orthorhombic",
+    "m": "monoclinic",
+    "a": "triclinic",
+}
+MLINDEX_ALL = "cF,cI,cP,tI,tP,hP,hR"
+
+
+def run_peer(py: str, name: str, entry: dict, mode: str, startup: float) -> dict:
+    """mlindex ``run_analytical`` on the same list (module docstring); seconds include its start-up."""
+    from bench_indexing import run_mlindex
+
+    peaks = read_peak_file(DATA / f"{name}_{mode}.txt")
+    pat = types.SimpleNamespace(
+        inv_d2=peaks.inv_d2,
+        system=SYSTEM_OF[entry["bravais"][0]],
+        cell=np.asarray(entry["cell"], float),
+        spacegroup=entry["sg"],
+    )
+    ok, dt, top, note = run_mlindex(py, pat, 1800.0, bravais=MLINDEX_ALL, tol=5e-3 if mode == "clean" else 2e-2)
+    label_ok = top is not None and top[0] == entry["bravais"]
+    return {
+        "ok": bool(ok and label_ok),
+        "seconds": dt,
+        "seconds_without_startup": dt - startup,
+        "found": None if top is None else f"{top[0]} {np.round(top[1], 3).tolist()}",
+        "note": note,
+    }
+
+
+def table(rows: list, key: str = "ok", seconds: str = "seconds") -> None:
+    """Per lattice system and mode: true lattice first (count) and median seconds."""
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        cells = []
+        for letter, system in SYSTEM_OF.items():
+            sel = [r for r in rows if r["mode"] == mode and r["bravais"][0] == letter and r.get(key) is not None]
+            if sel:
+                cells.append(
+                    f"{system} {sum(r[key] for r in sel)}/{len(sel)} ({np.median([r[seconds] for r in sel]):.1f} s)"
+                )
+        sel = [r for r in rows if r["mode"] == mode and r.get(key) is not None]
+        print(f"  {mode:5s} {sum(r[key] for r in sel)}/{len(sel)}: " + ", ".join(cells))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-data", action="store_true", help="regenerate the shipped peak lists and exit")
     ap.add_argument("--only", default="", help="comma-separated minerals")
     ap.add_argument("--modes", default="clean,noisy")
     ap.add_argument("--out", default=None, help="JSON lines of the results")
+    ap.add_argument("--mlindex", action="store_true", help="run mlindex on the cubic/tetragonal/hexagonal lists too")
+    ap.add_argument("--mlindex-venv", default=os.path.expanduser("~/.cache/dmd-bench/mlindex-venv"))
     args = ap.parse_args(argv)
     if args.write_data:
         write_data()
@@ -124,17 +185,47 @@ def main(argv=None) -> None:
     minerals = load_minerals()
     names = [n for n in args.only.split(",") if n] or list(minerals)
     rows = []
+    load0 = os.getloadavg()
+    py = startup = None
+    if args.mlindex:
+        from bench_indexing import ensure_mlindex_venv, mlindex_startup
+
+        py = ensure_mlindex_venv(args.mlindex_venv)
+        startup = mlindex_startup(py)
+        print(f"mlindex start-up (interpreter + imports): {startup:.1f} s", flush=True)
     for mode in [m for m in args.modes.split(",") if m]:
         for name in names:
             r = run_one(name, minerals[name], mode)
+            r["bravais"] = minerals[name]["bravais"]
+            if py is not None and r["bravais"][0] in "cth":
+                r["mlindex"] = run_peer(py, name, minerals[name], mode, startup)
+                r["mlindex_ok"], r["mlindex_s"] = r["mlindex"]["ok"], r["mlindex"]["seconds"]
+            r["load"] = os.getloadavg()[0]
             rows.append(r)
-            print(f"{mode:5s} {name:12s} {'OK ' if r['ok'] else 'BAD'} {r['seconds']:7.1f} s  {r['found']}", flush=True)
+            peer = ""
+            if "mlindex" in r:
+                peer = (
+                    f"  | mlindex {'OK ' if r['mlindex_ok'] else 'BAD'} {r['mlindex_s']:6.1f} s {r['mlindex']['found']}"
+                )
+            print(
+                f"{mode:5s} {name:12s} {'OK ' if r['ok'] else 'BAD'} {r['seconds']:7.1f} s  {r['found']}{peer}",
+                flush=True,
+            )
             if args.out:
                 with open(args.out, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(r) + "\n")
     ok = sum(r["ok"] for r in rows)
     times = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
     print(f"true lattice first: {ok}/{len(rows)} = {100 * ok / len(rows):.0f}%")
+    print(f"per lattice system (ours; machine load {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end):")
+    table(rows)
+    if py is not None:
+        both = [r for r in rows if "mlindex" in r]
+        print("the same cubic / tetragonal / hexagonal lists, ours | mlindex (seconds with its start-up):")
+        table(both)
+        table(both, key="mlindex_ok", seconds="mlindex_s")
+        t_o, t_m = sum(r["seconds"] for r in both), sum(r["mlindex_s"] for r in both)
+        print(f"  total ours {t_o:.1f} s, mlindex {t_m:.1f} s ({t_m - startup * len(both):.1f} s without start-up)")
     print(
         f"first pattern (with JIT compilation) {rows[0]['seconds']:.1f} s; median per pattern after it "
         f"{np.median(times):.1f} s, total {sum(r['seconds'] for r in rows):.0f} s"

@@ -168,15 +168,17 @@ def mlindex_startup(py: str) -> float:
     return time.perf_counter() - t0
 
 
-def run_mlindex(py: str, pattern, timeout: float):
-    """Run mlindex's analytic mode on one pattern; returns (ok, seconds, top cell or None)."""
+def run_mlindex(py: str, pattern, timeout: float, bravais: str | None = None, tol: float = 5e-3):
+    """Run mlindex's analytic mode on one pattern (``pattern``: inv_d2, system, cell, spacegroup); returns
+    (ok, seconds, top cell or None, note). ``bravais``: the lattices mlindex tries (default: those of the
+    pattern's system); ``tol``: same_lattice tolerance of the success test."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "res.json")
         peaks = ",".join(f"{v:.10g}" for v in pattern.inv_d2)
         code = (
             MLINDEX_IMPORTS + "import runpy, sys\n"
             f"sys.argv = ['run_analytical', '--peaks', '{peaks}', '--peak-units', 'q2', '--output-file', '{out}',"
-            f" '--bravais-lattices', '{MLINDEX_BRAVAIS[pattern.system]}']\n"
+            f" '--bravais-lattices', '{bravais or MLINDEX_BRAVAIS[pattern.system]}']\n"
             "runpy.run_module('mlindex.command_line.run_analytical', run_name='__main__')\n"
         )
         t0 = time.perf_counter()
@@ -198,7 +200,7 @@ def run_mlindex(py: str, pattern, timeout: float):
         rhomb_axes = abs(cell[3] - 90) > 1e-3 and abs(cell[5] - 120) > 1e-3
         if bl == "hR" and rhomb_axes:
             cen = "P"
-        ok = same_lattice(pattern.cell, truth_centring(pattern), cell, cen, 5e-3)
+        ok = same_lattice(pattern.cell, truth_centring(pattern), cell, cen, tol)
         if not ok and bl in ("hP", "hR"):
             # mlindex sometimes labels the 120° angle α or β while its two equal axes are a, b: credit the
             # peer when its lengths with the 120° angle between the equal axes give the true lattice
@@ -206,7 +208,7 @@ def run_mlindex(py: str, pattern, timeout: float):
             eq, other = (l0, l2) if abs(l0 - l1) < 1e-3 * l1 else (l1, l0)
             fixed = [eq, eq, other, 90.0, 90.0, 120.0]
             if sum(abs(a - 120.0) < 1e-2 for a in cell[3:]) == 1 and same_lattice(
-                pattern.cell, truth_centring(pattern), fixed, cen, 5e-3
+                pattern.cell, truth_centring(pattern), fixed, cen, tol
             ):
                 return True, dt, (bl, cell), "angles re-ordered (120° between the equal axes)"
         return bool(ok), dt, (bl, cell), ""

@@ -1,7 +1,8 @@
 """The ``dmd`` command line.
 
 Each sub-command lives in its own module under :mod:`dmd.cli.commands` and exposes
-``register(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``, and optionally ``check(args)``:
+``HELP`` (its line in ``dmd -h``; the module docstring is its ``dmd NAME -h`` description),
+``add_arguments(parser)`` and ``run(args) -> int``, and optionally ``check(args)``:
 cheap checks of arguments and files, run before jax is imported (and before the float64 context of a command
 that defaults to it).
 Heavy imports (jax, openmm, gemmi) happen inside ``run`` so that ``dmd --help``
@@ -61,6 +62,10 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
 
 
+class CommandHelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``dmd NAME -h``: the command's module docstring as written (examples keep their lines), defaults shown."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmd",
@@ -77,15 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help=no_cache)
     _add_output_arguments(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMANDS.values():
+    for name, module_name in COMMANDS.items():
         try:
             module = importlib.import_module(f"dmd.cli.commands.{module_name}")
         except ModuleNotFoundError as exc:
             if exc.name == f"dmd.cli.commands.{module_name}":
                 continue  # command not built yet in this checkout
             raise
-        p = module.register(sub)
-        p.formatter_class = type("HelpFormatter", (DefaultsHelpFormatter, p.formatter_class), {})
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__, formatter_class=CommandHelpFormatter)
+        module.add_arguments(p)
         p.add_argument("--no-cache", action="store_true", default=argparse.SUPPRESS, help=no_cache)
         _add_output_arguments(p, argparse.SUPPRESS)
         p.set_defaults(_run=module.run, _check=getattr(module, "check", None))
@@ -115,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from dmd.cli.common import c_stdout_to_stderr, setup_compilation_cache, setup_output, stdout_for_summary_only
+    from dmd.cli.common import c_stdout_to_stderr, output_settings, setup_compilation_cache, stdout_for_summary_only
 
     level = output_level(args)
-    setup_output(level)
-    setup_compilation_cache(enabled=not args.no_cache)
-    with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
-        return _run(args)
+    with output_settings(level):
+        setup_compilation_cache(enabled=not args.no_cache)
+        with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
+            return _run(args)
 
 
 def _run(args) -> int:

@@ -181,6 +181,20 @@ def _example_in(folder, writes) -> str:
     return f" such as {Path(folder) / names[0]}" if names else ""
 
 
+def add_trajectory_arguments(parser) -> None:
+    """``--traj``, ``--top``, ``--supercell``: a crystal trajectory as ``dmd diffuse`` and ``dmd reweight`` read it."""
+    parser.add_argument("--traj", required=True, help="trajectory file mdtraj reads (dcd, xtc, trr, h5, nc, pdb)")
+    parser.add_argument("--top", default=None, help="topology (pdb, prmtop, psf, ...) for trajectories without one")
+    parser.add_argument(
+        "--supercell",
+        type=int,
+        nargs=3,
+        default=(1, 1, 1),
+        metavar=("A", "B", "C"),
+        help="the trajectory box holds A×B×C crystal unit cells (a P1 supercell); default 1 1 1",
+    )
+
+
 def add_overwrite_argument(parser, what: str = "the outputs") -> None:
     """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")
@@ -238,6 +252,33 @@ def setup_output(verbosity_level: int) -> None:
     if level < 0:
         warnings.filterwarnings("ignore")
     warnings.formatwarning = _format_warning if level < 2 else _PLAIN_FORMATWARNING
+
+
+@contextlib.contextmanager
+def output_settings(verbosity_level: int):
+    """:func:`setup_output` for the duration of a block, then everything it changed put back: the root logger's
+    level and handlers, third-party logger levels, warning filters and format, progress bars and the verbosity.
+    ``dmd.cli.main`` runs each command inside it, so in-process callers (tests, notebooks) keep their settings."""
+    import logging
+
+    from dmd.base.progress import progress_enabled, set_progress
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), {n: logging.getLogger(n).level for n in THIRD_PARTY},
+             warnings.filters[:], warnings.formatwarning, progress_enabled(), _STATE["verbosity"])  # fmt: skip
+    try:
+        setup_output(verbosity_level)
+        yield
+    finally:
+        level, handlers, theirs, filters, formatwarning, bars, verbosity_saved = saved
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        for name, lvl in theirs.items():
+            logging.getLogger(name).setLevel(lvl)
+        warnings.filters[:] = filters
+        warnings.formatwarning = formatwarning
+        set_progress(bars)
+        _STATE["verbosity"] = verbosity_saved
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

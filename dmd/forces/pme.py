@@ -23,12 +23,22 @@ m_y = m_a a*_y + m_b b*_y, ...) and V = a_x b_y c_z; everything else is unchange
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from dmd.space import box_volume, reciprocal_box
 
-__all__ = ["ONE_4PI_EPS0", "bspline_moduli", "bspline_weights", "pme_reciprocal_energy"]
+__all__ = [
+    "ONE_4PI_EPS0",
+    "bspline_moduli",
+    "bspline_weights",
+    "pme_grid_parameters",
+    "pme_reciprocal_energy",
+    "spread_windows",
+]
 
 # 1/(4π ε0) in kJ nm / (mol e²): the value OpenMM 8 uses (measured from a two-charge system).
 ONE_4PI_EPS0 = 138.93545764438198
@@ -74,6 +84,56 @@ def bspline_moduli(n: int, order: int) -> np.ndarray:
     return fixed
 
 
+def pme_grid_parameters(cutoff: float, box, tolerance: float = 5e-4) -> tuple[float, tuple[int, int, int]]:
+    """PME α (1/nm) and grid sizes from the Ewald error tolerance, as OpenMM's ``NonbondedForce`` chooses them.
+
+    OpenMM (``NonbondedForceImpl::calcPMEParameters``, when no explicit parameters are set)::
+
+        α = √(−ln(2 δ)) / r_c,   K_d = max(⌈2 α L_d / (3 δ^(1/5))⌉, 6)
+
+    with δ = ``ewaldErrorTolerance`` and L_d the diagonal element d of the box vectors (a_x, b_y, c_z; the edge
+    lengths of an orthorhombic box). The Reference platform uses these sizes as they are (tested equal to
+    ``getPMEParametersInContext``).
+
+    Args:
+      cutoff: r_c, nm. box: ``[3]`` edge lengths or ``[3, 3]`` reduced box vectors (rows), nm.
+      tolerance: δ (OpenMM's default 5e-4).
+    """
+    b = np.asarray(box, dtype=np.float64)
+    diag = np.diag(b) if b.ndim == 2 else b
+    alpha = math.sqrt(-math.log(2.0 * tolerance)) / cutoff
+    sizes = [max(int(math.ceil(2.0 * alpha * float(edge) / (3.0 * tolerance**0.2))), 6) for edge in diag]
+    return alpha, (sizes[0], sizes[1], sizes[2])
+
+
+def spread_windows(vals, base, grid: tuple[int, int, int]):
+    """Add per-atom ``p × p × p`` windows into a periodic grid: one windowed scatter, then fold the overhang.
+
+    ``Q[(b + a) mod K] += vals[i, a]`` for every atom i and window offset a ∈ [0, p)³. The windows go into a grid
+    padded by p − 1 on each axis (no wrap-around inside the scatter: one update of p³ contiguous-ish values per
+    atom instead of p³ scalar updates, ~7× faster on CPU), whose overhang is then folded back onto the start.
+    Its transpose (reverse-mode autodiff) is the matching windowed gather.
+
+    Args:
+      vals: ``[N, p, p, p]`` values (charge × B-spline weights).
+      base: ``[N, 3]`` int32 lower grid index of each window, in [0, K).
+      grid: (K_x, K_y, K_z).
+
+    Returns:
+      ``[K_x, K_y, K_z]`` grid, ``vals.dtype``.
+    """
+    p = vals.shape[1]
+    kx, ky, kz = grid
+    padded = jnp.zeros((kx + p - 1, ky + p - 1, kz + p - 1), vals.dtype)
+    dn = lax.ScatterDimensionNumbers(
+        update_window_dims=(1, 2, 3), inserted_window_dims=(), scatter_dims_to_operand_dims=(0, 1, 2)
+    )
+    padded = lax.scatter_add(padded, base, vals, dn, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    q = padded[:kx].at[: p - 1].add(padded[kx:])
+    q = q[:, :ky].at[:, : p - 1].add(q[:, ky:])
+    return q[:, :, :kz].at[:, :, : p - 1].add(q[:, :, kz:])
+
+
 def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int, int], order: int = 5, moduli=None):
     """SPME reciprocal-space energy (kJ/mol) for an orthorhombic or reduced triclinic box.
 
@@ -99,13 +159,8 @@ def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int,
     frac = t - ti
     base = ti.astype(jnp.int32) % jnp.asarray(grid, jnp.int32)  # [N, 3]
     w = bspline_weights(frac, order)  # [N, 3, p]
-    offs = jnp.arange(order, dtype=jnp.int32)
-    ix = (base[:, 0, None] + offs) % kx  # [N, p]
-    iy = (base[:, 1, None] + offs) % ky
-    iz = (base[:, 2, None] + offs) % kz
-    flat = (ix[:, :, None, None] * ky + iy[:, None, :, None]) * kz + iz[:, None, None, :]
     vals = charges[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]
-    q_grid = jnp.zeros(kx * ky * kz, dtype).at[flat.reshape(-1)].add(vals.reshape(-1)).reshape(kx, ky, kz)
+    q_grid = spread_windows(vals, base, grid)
     q_hat = jnp.fft.rfftn(q_grid)
     struct2 = jnp.real(q_hat) ** 2 + jnp.imag(q_hat) ** 2
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from dmd.base.errors import UserInputError
 from dmd.forces import nonbonded
+from dmd.forces.pme import pme_grid_parameters
 from dmd.openmm_system.common import index_label, unique_labels, value
 
 _TAB_LJ = {"acoef(type1,type2)/r^12-bcoef(type1,type2)/r^6", "acoef(type1,type2)/r^12-bcoef(type1,type2)/r^6;"}
@@ -16,7 +17,9 @@ _LJ14 = {"4*epsilon*((sigma/r)^12-(sigma/r)^6)", "4*epsilon*((sigma/r)^12-(sigma
 
 
 def pme_parameters(openmm_system, force, pos):
-    """OpenMM's own PME α (1/nm) and grid, from a throw-away Reference context."""
+    """OpenMM's PME α (1/nm) and grid: the force's explicit values, else OpenMM's rule from its
+    ``ewaldErrorTolerance`` (:func:`dmd.forces.pme.pme_grid_parameters`), else (a partial explicit setting)
+    OpenMM's own choice from a throw-away Reference context."""
     import openmm as mm
     import openmm.unit as unit
 
@@ -24,6 +27,11 @@ def pme_parameters(openmm_system, force, pos):
     alpha = value(alpha, unit.nanometer**-1)
     if alpha > 0 and nx > 0:
         return float(alpha), (int(nx), int(ny), int(nz))
+    if alpha == 0:
+        vecs = openmm_system.getDefaultPeriodicBoxVectors()
+        box = np.array([[value(v[k], unit.nanometer) for k in range(3)] for v in vecs])
+        cutoff = value(force.getCutoffDistance(), unit.nanometer)
+        return pme_grid_parameters(cutoff, box, force.getEwaldErrorTolerance())
     sys_copy = mm.System()
     for i in range(openmm_system.getNumParticles()):
         sys_copy.addParticle(openmm_system.getParticleMass(i))

@@ -1,5 +1,9 @@
 """``dmd crystal``: the P1 supercell of a crystal from a PDB / mmCIF / small-molecule CIF (docs/crystals.md).
 
+Build the P1 supercell of a crystal: every symmetry mate from the space group's operations (gemmi), each molecule
+whole with its centre in the unit cell, translated over A x B x C unit cells. Writes OUT.pdb (CRYST1 of the
+supercell, space group P 1) and OUT.json (summary).
+
     dmd crystal 5e5z.pdb --supercell 2 2 1 --out crystal.pdb
     dmd crystal 5e5z.pdb --supercell 2 2 1 --add-hydrogens --solvate --out crystal.pdb --overwrite
 
@@ -13,17 +17,14 @@ import argparse
 
 from dmd.base.defaults import DEFAULT_FORCEFIELD
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "crystal",
-        help="build the P1 supercell of a crystal (every symmetry mate, molecules whole) from PDB/mmCIF/CIF",
-        description="Build the P1 supercell of a crystal: every symmetry mate from the space group's operations "
-        "(gemmi), each molecule whole with its centre in the unit cell, translated over A x B x C unit cells. "
-        "Writes OUT.pdb (CRYST1 of the supercell, space group P 1) and OUT.json (summary).",
-    )
+HELP = "build the P1 supercell of a crystal (every symmetry mate, molecules whole) from PDB/mmCIF/CIF"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd crystal`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("structure", help="PDB, mmCIF or small-molecule CIF with a cell and a space group")
     p.add_argument(
         "--supercell", nargs=3, type=int, default=[1, 1, 1], metavar=("A", "B", "C"), help="unit cells along a, b, c"
@@ -54,7 +55,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         "or ligand atom within 0.5 Å are a special position and kept once",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT.pdb / OUT.json if they exist")
-    return p
 
 
 def run(args) -> int:

@@ -16,27 +16,15 @@ import time
 
 from dmd import distributed
 from dmd.base.errors import UserInputError
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
+from dmd.cli.common import add_overwrite_argument, add_trajectory_arguments, check_input, check_outputs, emit, info
+
+HELP = "diffuse scattering I_D = <|F|^2> - |<F>|^2 from a trajectory, to MTZ"
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "diffuse",
-        help="diffuse scattering I_D = <|F|^2> - |<F>|^2 from a trajectory, to MTZ",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--traj", required=True, help="trajectory file mdtraj reads (dcd, xtc, trr, h5, nc, pdb)")
-    p.add_argument("--top", default=None, help="topology (pdb, prmtop, psf, ...) for trajectories without one")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd diffuse`` (its parser is made by :func:`dmd.cli.build_parser`)."""
+    add_trajectory_arguments(p)
     p.add_argument("--d-min", type=float, required=True, help="high-resolution limit, Å")
-    p.add_argument(
-        "--supercell",
-        type=int,
-        nargs=3,
-        default=(1, 1, 1),
-        metavar=("A", "B", "C"),
-        help="unit cells per box edge (the box is an A×B×C P1 supercell); default 1 1 1",
-    )
     p.add_argument("--stride", type=int, default=1, help="use every S-th frame (default 1)")
     p.add_argument("--chunk", type=int, default=16, help="frames per chunk (memory vs speed; default 16)")
     p.add_argument("--selection", default=None, help="mdtraj atom selection, e.g. 'protein' (default: all atoms)")
@@ -53,7 +41,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output MTZ path")
     add_overwrite_argument(p, "OUT.mtz and the files beside it")
     distributed.add_arguments(p)
-    return p
 
 
 def _selection(traj, top, selection):

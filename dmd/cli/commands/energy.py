@@ -1,5 +1,8 @@
 """``dmd energy``: potential energy of a structure with OpenMM force fields, per force.
 
+Potential energy of a structure (kJ/mol), total and per OpenMM force, computed by dmd's JAX engine, in float64 by
+default (parity with OpenMM's Reference platform to ~1e-13 relative; --fp32 for float32).
+
     dmd energy --pdb villin.pdb --forcefield amber14-all.xml amber14/tip3pfb.xml --nonbonded PME --json
     {"total_kj_mol": -114898.11, "terms": {"HarmonicBondForce": 542.27, "NonbondedForce": -118598.59, ...}, ...}
 
@@ -13,17 +16,14 @@ import argparse
 
 from dmd.base.defaults import DEFAULT_FORCEFIELD
 
-__all__ = ["check", "register", "run"]
+__all__ = ["HELP", "add_arguments", "check", "run"]
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "energy",
-        help="potential energy (kJ/mol) of a PDB/mmCIF with OpenMM force fields, per force",
-        description="Potential energy of a structure (kJ/mol), total and per OpenMM force, computed by dmd's "
-        "JAX engine, in float64 by default (parity with OpenMM's Reference platform to ~1e-13 relative; "
-        "--fp32 for float32).",
-    )
+HELP = "potential energy (kJ/mol) of a PDB/mmCIF with OpenMM force fields, per force"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd energy`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("--pdb", required=True, help="structure file (.pdb, .cif/.mmcif); CRYST1 gives the periodic box")
     p.add_argument(
         "--forcefield",
@@ -45,7 +45,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         action="store_false",
         help="evaluate in float32 (default: float64, which agrees with OpenMM's Reference platform to ~1e-13)",
     )
-    return p
 
 
 def check(args) -> None:

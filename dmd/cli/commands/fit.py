@@ -1,22 +1,22 @@
-"""``dmd fit CONFIG.yaml --out DIR [--resume]``: fit force-field parameters to ensemble observables."""
+"""``dmd fit CONFIG.yaml --out DIR [--resume]``: fit force-field parameters to ensemble observables.
+
+Simulate → observables → loss → gradient → optax update, per round; checkpointed.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+HELP = "fit force-field parameters to ensemble observables (config: examples/fit/lj_rdf.yaml)"
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "fit",
-        help="fit force-field parameters to ensemble observables (config: examples/fit/lj_rdf.yaml)",
-        description="Simulate → observables → loss → gradient → optax update, per round; checkpointed.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd fit`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("config", help="YAML config naming system, parameters, targets, estimator, optimizer, rounds")
     p.add_argument("--out", required=True, help="output folder (checkpoint, history.json/csv, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
     p.add_argument("--rounds", type=int, default=None, help="override the config's number of rounds")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier fit in --out")
-    return p
 
 
 # files of an earlier fit in --out that a new one (without --resume / --overwrite) would replace

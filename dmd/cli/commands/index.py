@@ -1,5 +1,7 @@
 """``dmd index``: powder indexing of a peak list (or a folder of them).
 
+Powder indexing: batched generate-and-test search (SVD-Index / ML-Index style) in JAX.
+
 Examples::
 
     dmd index peaks.txt --units 2theta --wavelength 1.5406 --lattice monoclinic
@@ -17,12 +19,11 @@ from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, e
 _PEAK_EXTS = (".txt", ".dat", ".csv", ".peaks", ".lst")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "index",
-        help="index a powder peak list (unit cell, Bravais lattice, M20/F20)",
-        description="Powder indexing: batched generate-and-test search (SVD-Index / ML-Index style) in JAX.",
-    )
+HELP = "index a powder peak list (unit cell, Bravais lattice, M20/F20)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd index`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("peaks", help="peak-list file (position [intensity] per line) or a folder of them (batch mode)")
     p.add_argument("--wavelength", type=float, default=None, help="wavelength in Å (needed for 2θ input)")
     p.add_argument("--units", default=None, help="2theta | d | q2 (default: the file's '# units:' line)")
@@ -40,7 +41,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--jobs", type=int, default=None, help="parallel workers in batch mode (default: all cores)")
     add_overwrite_argument(p, "the --out and --plot files")
-    return p
 
 
 def _config(args):

@@ -1,4 +1,9 @@
-"""``dmd merge``: variational scaling and merging of an unmerged MTZ (analysis.merging)."""
+"""``dmd merge``: variational scaling and merging of an unmerged MTZ (analysis.merging).
+
+Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, ELBO fit. Writes OUT.mtz (F SIGF I
+SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, [+/- columns]), OUT.json and OUT_loss.png /
+OUT_cc.png.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,11 @@ import os
 
 from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
 
+HELP = "scale and merge unmerged intensities by variational inference (careless-style)"
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "merge",
-        help="scale and merge unmerged intensities by variational inference (careless-style)",
-        description="Scale and merge an unmerged MTZ: Wilson prior, surrogate q(F), MLP scale model, "
-        "ELBO fit. Writes OUT.mtz (F SIGF I SIGI on a Wilson-scaled absolute scale, E SIGE normalized, N, "
-        "[+/- columns]), OUT.json and OUT_loss.png / OUT_cc.png.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd merge`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("unmerged", help="unmerged MTZ (H K L M/ISYM BATCH I SIGI [metadata columns])")
     p.add_argument("--out", required=True, help="merged MTZ to write")
     p.add_argument("--anomalous", action="store_true", help="keep Friedel mates apart (F(+)/F(-) columns)")
@@ -59,7 +60,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (holdout, Monte Carlo samples)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overwrite_argument(p, "OUT.mtz and the files beside it")
-    return p
 
 
 def outputs(out: str) -> list[str]:

@@ -20,14 +20,16 @@ from pathlib import Path
 DATA_PDB = Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide.pdb"
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("quickstart", help="short simulation of bundled alanine dipeptide with a report")
+HELP = "short simulation of bundled alanine dipeptide with a report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd quickstart`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("--out", default="dmd-quickstart", help="output folder (default ./dmd-quickstart)")
     p.add_argument("--steps", type=int, default=5000, help="MD steps (default 5000 = 10 ps at 2 fs)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier quickstart in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    return p
 
 
 def stage_simulate(ctx: dict) -> str:

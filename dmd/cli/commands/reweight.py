@@ -1,5 +1,9 @@
 """``dmd reweight``: per-frame weights of a trajectory that best explain measured diffuse scattering.
 
+Softmax frame weights maximizing agreement of x'(h) = Σw|F|² − |ΣwF|² with the data, KL-regularized toward uniform
+with θ chosen by cross-validation over held-out symmetry orbits; baselines (uniform, greedy backward elimination,
+sigmoid prototype) side by side.
+
 Example::
 
     dmd reweight --traj traj.dcd --top top.pdb --data diffuse.mtz --column IDIFF --d-min 2.5 --out rw/
@@ -15,35 +19,21 @@ import argparse
 
 from dmd import distributed
 from dmd.base.errors import UserInputError
-from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit, info
+from dmd.cli.common import add_overwrite_argument, add_trajectory_arguments, check_input, check_outputs, emit, info
 
 OUTPUTS = ("weights.csv", "summary.json", "reweighted.mtz", "weights_vs_frame.png", "cc_vs_iteration.png")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "reweight",
-        help="fit per-frame weights of a trajectory to experimental diffuse scattering (MTZ)",
-        description=(
-            "Softmax frame weights maximizing agreement of x'(h) = Σw|F|² − |ΣwF|² with the data, KL-regularized "
-            "toward uniform with θ chosen by cross-validation over held-out symmetry orbits; baselines (uniform, "
-            "greedy backward elimination, sigmoid prototype) side by side."
-        ),
-    )
-    p.add_argument("--traj", required=True, help="trajectory (any mdtraj format, with unit cell)")
-    p.add_argument("--top", default=None, help="topology (pdb, psf, prmtop...) when the trajectory has none")
+HELP = "fit per-frame weights of a trajectory to experimental diffuse scattering (MTZ)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd reweight`` (its parser is made by :func:`dmd.cli.build_parser`)."""
+    add_trajectory_arguments(p)
     p.add_argument("--data", required=True, help="experimental diffuse data (MTZ)")
     p.add_argument("--column", required=True, help="MTZ column label of the diffuse intensity")
     p.add_argument("--sigma-column", default=None, help="MTZ column of σ(I) (gaussian/student objectives)")
     p.add_argument("--d-min", type=float, default=None, help="high-resolution limit in Å (default: all data)")
-    p.add_argument(
-        "--supercell",
-        type=int,
-        nargs=3,
-        default=(1, 1, 1),
-        metavar=("A", "B", "C"),
-        help="the trajectory box holds A×B×C crystal unit cells (default 1 1 1)",
-    )
     p.add_argument(
         "--objective",
         choices=("cc", "cc-aniso", "gaussian", "student"),
@@ -78,7 +68,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     add_overwrite_argument(p, "the files of an earlier run in --out")
     distributed.add_arguments(p)
-    return p
 
 
 def _theta_grid(text: str) -> tuple[float, ...]:

@@ -53,13 +53,11 @@ DEFAULTS = {
 }
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "simulate",
-        help="run Langevin/Verlet dynamics of a PDB with OpenMM force fields",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "run Langevin/Verlet dynamics of a PDB with OpenMM force fields"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd simulate`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     S = argparse.SUPPRESS  # unset flags stay absent so YAML values are not overridden
     p.add_argument("config", nargs="?", help="YAML file with the same keys as the flags (flags win)")
     p.add_argument("--pdb", default=S, help="structure: PDB or mmCIF (CRYST1/cell gives the periodic box)")
@@ -132,7 +130,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--barostat", choices=["isotropic", "anisotropic"], default=S, help="volume moves (default isotropic)"
     )
     p.add_argument("--barostat-every", dest="barostat_every", type=int, default=S, help="steps per volume move (25)")
-    return p
 
 
 def load_config(args) -> dict:

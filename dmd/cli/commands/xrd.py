@@ -13,14 +13,11 @@ import os
 from dmd.base.errors import UserInputError
 from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, emit
 
+HELP = "powder XRD pattern (sticks + profile) of a .cif/.pdb structure"
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "xrd",
-        help="powder XRD pattern (sticks + profile) of a .cif/.pdb structure",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd xrd`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("structure", help="structure file: small-molecule CIF, mmCIF or PDB (with cell)")
     p.add_argument("--wavelength", default="CuKa", help="Å or anode name (CuKa, MoKa, ...); default CuKa")
     p.add_argument("--two-theta", type=float, nargs=2, default=(5.0, 90.0), metavar=("MIN", "MAX"), help="degrees")
@@ -37,7 +34,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--monochromator", type=float, default=None, help="monochromator 2θ (degrees) for LP")
     p.add_argument("--out", required=True, help="output CSV path (pattern)")
     add_overwrite_argument(p, "OUT.csv and the files beside it")
-    return p
 
 
 def run(args) -> int:

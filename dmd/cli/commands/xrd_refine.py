@@ -20,13 +20,11 @@ from dmd.cli.common import add_overwrite_argument, check_input, check_outputs, e
 OUTPUTS = ("refined.cif", "pattern.png", "fitted_pattern.csv", "summary.json")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "xrd-refine",
-        help="refine a structure against a powder XRD pattern (symmetry constraints, energy guidance)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "refine a structure against a powder XRD pattern (symmetry constraints, energy guidance)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``dmd xrd-refine`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument("pattern", help="observed pattern CSV: 2θ (degrees), intensity")
     p.add_argument("--start", required=True, help="starting structure (.cif small-molecule CIF, or .pdb)")
     p.add_argument("--out", required=True, help="output directory")
@@ -48,7 +46,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.5, help="pseudo-Voigt Lorentz fraction")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed of the extra starts' perturbations")
     add_overwrite_argument(p, "the files of an earlier run in --out")
-    return p
 
 
 def read_pattern_csv(path):

@@ -86,3 +86,32 @@ def test_monoclinic_centred_cells_are_reported_c_centred(name, centring, m):
     # literature cell (c shortest, then a, β ≥ 90°) comes back to round-off
     assert same_lattice(back, "C", lit, "C", 1e-6)
     np.testing.assert_allclose(back, lit, atol=1e-6)
+
+
+def test_pseudo_orthorhombic_cell_does_not_settle_a_precise_monoclinic_list():
+    """Issue 21: a precise mP list (0.002° errors) of a pseudo-orthorhombic lattice (β' = 90.4°) stopped the
+    blind descent on the oP cell of the same lattice (M20 25.7 ≥ BLIND_STOP_M20, χ²_ν 1.2 under the built-in
+    model). Its misfit sits in two lines split by the monoclinic symmetry (2.1-3.0 σ, the others within
+    0.5 σ): the residual-outlier ratio (9.8 > OUTLIER_RATIO) keeps it from settling; the true mP cell (ratio
+    ≈ 3, Gaussian residuals) settles. Refinements only, no search (< 1 s)."""
+    from analysis.indexing import OUTLIER_RATIO, residual_outlier_ratio, settles, sigma_inv_d2, synthetic_pattern
+
+    rng = np.random.default_rng(1)
+    p = synthetic_pattern("mP", rng, n_peaks=20)
+    tth = np.round(np.sort(p.two_theta + rng.normal(0.0, 0.002, p.two_theta.size)), 4)
+    pk = peaks_from_values(tth, "2theta", wavelength=p.wavelength)
+    sig = sigma_inv_d2(pk.inv_d2, 1.0)
+
+    def refined(cell, system):
+        x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), system), float)
+        return refine_candidate(x, 0.0, pk.inv_d2, system, sigma=sig, centrings=["P"])
+
+    o_p = refined([7.63, 5.047, 18.468, 90, 90, 90], "orthorhombic")
+    assert same_lattice(o_p.cell, "P", p.cell, "P", 2e-3)  # the same lattice, too high a symmetry
+    assert o_p.M20 >= 20 and not o_p.unindexed
+    ratio = residual_outlier_ratio(o_p, pk.inv_d2, sig)
+    assert ratio > OUTLIER_RATIO, ratio
+    assert not settles(o_p, pk.inv_d2, sig, n_impurity=1)
+    truth = refined(p.cell, "monoclinic")
+    assert residual_outlier_ratio(truth, pk.inv_d2, sig) < 0.5 * OUTLIER_RATIO
+    assert settles(truth, pk.inv_d2, sig, n_impurity=1)

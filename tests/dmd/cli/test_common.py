@@ -185,10 +185,9 @@ def test_quiet_silences_bars_info_and_third_party_logs(capsys):
     import logging
 
     from dmd.base.progress import progress_bar
-    from dmd.cli.common import info, setup_output
+    from dmd.cli.common import info, output_settings, setup_output
 
-    try:
-        setup_output(-1)
+    with output_settings(-1):
         bar = progress_bar(total=3, desc="steps", enabled=True)
         bar.update(3)
         bar.close()
@@ -206,8 +205,26 @@ def test_quiet_silences_bars_info_and_third_party_logs(capsys):
         logging.getLogger("dmd.test").info("an info record")
         err = capsys.readouterr().err
         assert "dmd: WARNING jax._src.xla_bridge: GPU?" in err and "dmd: INFO dmd.test: an info record" in err
-    finally:
-        setup_output(0)
+
+
+def test_a_command_run_in_process_leaves_logging_warnings_and_bars_as_they_were(tmp_path):
+    """``dmd.cli.main`` in a notebook or a test: -q and normal mode change logging levels, handlers and warning
+    filters for the command only (they used to stay changed for the rest of the process)."""
+    import logging
+    import warnings
+
+    from dmd.base.progress import progress_enabled
+    from dmd.cli import main
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers), logging.getLogger("jax").level, warnings.filters[:],
+              warnings.formatwarning, progress_enabled())  # fmt: skip
+    for flags in (["-q"], []):
+        rc = main([*flags, "index", str(tmp_path / "missing.txt"), "--units", "d"])
+        assert rc == 2  # refused (no such file) after the output setup ran
+        after = (root.level, list(root.handlers), logging.getLogger("jax").level, warnings.filters[:],
+                 warnings.formatwarning, progress_enabled())  # fmt: skip
+        assert after == before
 
 
 def test_dcdplugin_lines_kept_off_stdout(tmp_path):
