@@ -31,7 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molecules, monte_carlo_volume_move
+from dmd.barostat import (
+    BarostatState,
+    barostat_init,
+    density_g_cm3,
+    find_molecules,
+    flexible_init,
+    monte_carlo_flexible_move,
+    monte_carlo_volume_move,
+)
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.constraints import make_constraint_fns
@@ -181,7 +189,10 @@ def _lists(system, box, margin):
     if not isinstance(fns, CellNeighborListFns):
         return _Lists(fns, False, tuple(np.asarray(box, float).ravel().tolist()))
     if np.ndim(box) == 2:
-        raise UserInputError("NPT: a triclinic box needs a box-aware neighbour list (the OpenMM systems' pair list)")
+        raise UserInputError(
+            "NPT: a triclinic box or the flexible barostat needs a box-aware neighbour list (the OpenMM systems' "
+            "pair list) or none; use the isotropic or anisotropic barostat with this system"
+        )
     wide = dataclasses.replace(fns, cutoff=fns.cutoff / (1.0 - margin))
     if wide.list_cutoff > 0.5 * min(box):
         raise UserInputError(
@@ -205,6 +216,7 @@ def make_npt(
     adapt: bool = True,
     extra_energy=None,
     anisotropic: bool = False,
+    flexible: bool = False,
 ) -> NPT:
     """An NPT propagator (BAOAB + Monte Carlo barostat every ``every`` steps).
 
@@ -219,6 +231,9 @@ def make_npt(
       extra_energy: optional ``volume_nm3 -> kJ/mol`` added to U (e.g. an analytic long-range dispersion
         correction, which depends on V only).
       anisotropic: scale one random box axis per move (MonteCarloAnisotropicBarostat) instead of all three.
+      flexible: move all six reduced box elements (MonteCarloFlexibleBarostat,
+        :func:`dmd.barostat.monte_carlo_flexible_move`; box rows ``[3, 3]``, a ``[3]`` box is made diagonal rows):
+        needs a box-aware neighbour list or none.
 
     With a scaled neighbour list, the volume step δV is capped at ``box_margin``·V/2 so that no trial leaves the
     range the list covers (dense liquids adapt to δV well below that).
@@ -235,6 +250,12 @@ def make_npt(
         raise UserInputError(f"pressure {pressure_bar} bar: pass a positive pressure in bar (e.g. 1.0)")
     if not 0 < box_margin < 0.3:
         raise UserInputError(f"box_margin={box_margin}; pass a relative margin in (0, 0.3), e.g. 0.03")
+    if flexible and anisotropic:
+        raise UserInputError("barostat: pick one of anisotropic and flexible")
+    if flexible and np.ndim(system.box) == 1:
+        system = dataclasses.replace(system, box=np.diag(np.asarray(system.box, float)))
+    if flexible and reference_box is not None and np.ndim(reference_box) == 1:
+        reference_box = np.diag(np.asarray(reference_box, float))
     kT = KB_KJ_PER_MOL_K * temperature
     masses = jnp.asarray(system.masses)
     massive = masses > 0
@@ -267,6 +288,7 @@ def make_npt(
     def init(key, params, positions=None, box=None):
         x = place(jnp.asarray(system.positions if positions is None else positions))
         box = jnp.asarray(system.box if box is None else box, x.dtype)
+        box = jnp.diag(box) if flexible and box.ndim == 1 else box
         key, vkey = jax.random.split(key)
         v = jax.random.normal(vkey, x.shape, x.dtype) * jnp.sqrt(kT * inv_m).astype(x.dtype)
         if cons is not None:
@@ -282,7 +304,7 @@ def make_npt(
             key,
             jnp.zeros((), jnp.int32),
             nbr,
-            barostat_init(box, x.dtype, anisotropic=anisotropic),
+            flexible_init(box, x.dtype) if flexible else barostat_init(box, x.dtype, anisotropic=anisotropic),
             jnp.zeros((), bool),
         )
 
@@ -305,7 +327,8 @@ def make_npt(
                 nbr = lists.rebuild(nbr, x, box)
             return energy(params, x, box, nbr)
 
-        accept, x, box, u, nbr_trial, bs = monte_carlo_volume_move(
+        move = monte_carlo_flexible_move if flexible else monte_carlo_volume_move
+        accept, x, box, u, nbr_trial, bs = move(
             bkey,
             st.barostat,
             st.positions,
@@ -391,6 +414,7 @@ def run_npt(
     extra_energy=None,
     state: NPTState | None = None,
     anisotropic: bool = False,
+    flexible: bool = False,
     tangents=None,
     on_chunk=None,
     record_positions: bool = False,
@@ -435,6 +459,7 @@ def run_npt(
         box_margin=box_margin,
         extra_energy=extra_energy,
         anisotropic=anisotropic,
+        flexible=flexible,
     )
     store = {} if cache is None else cache
     props = store.setdefault("propagators", {})

@@ -24,11 +24,11 @@ def _run(system, cache, n_cycles, seed):
 
 
 def test_box_changes_compile_once_and_the_list_stays_complete():
-    """Chunks of 40 cycles (one chunk length: one compiled function). N = 256 on a 4×4×4 cell grid (r_c = 1.2σ, skin 0.05 nm), started at ρσ³ = 0.75: the box grows ~10% toward
-    the truncated fluid's density, far past the list's margin (3%). The list moves with the box in the jitted cycle
-    (its box is data), so one chunk is compiled for the whole run and for a second run from another box that the
-    grid serves (a fit's next round); the energy with the carried list equals the all-pairs energy. Capacities are
-    ample (multiplier 2) so no overflow growth adds a compilation."""
+    """Chunks of 40 cycles (one chunk length: one compiled function). N = 256 on a 4×4×4 cell grid (r_c = 1.2σ,
+    skin 0.05 nm), started at ρσ³ = 0.75: the box grows ~6% toward the truncated fluid's density, past the list's
+    margin. The list moves with the box in the jitted cycle (its box is data), so one chunk is compiled for the whole
+    run and for a second run from another box that the grid serves (a fit's next round); the energy with the
+    carried list equals the all-pairs energy. Capacities are ample (multiplier 2): no overflow growth compiles."""
     system = lj_fluid(256, density=0.75, temperature=T, cutoff=1.2 * SIG, skin=0.05, capacity_multiplier=2.0)
     cache = {}
     out = _run(system, cache, 120, seed=1)
