@@ -15,6 +15,19 @@ Anisotropic (``anisotropic=True``): each move picks one box axis k at random and
 V'/V (the molecules' centres along k likewise); the acceptance rule is the same, and each axis has its own
 adaptive δV_k (OpenMM's MonteCarloAnisotropicBarostat with the same pressure on the three axes).
 
+Flexible cell (:func:`monte_carlo_flexible_move`, OpenMM's MonteCarloFlexibleBarostat): each move adds a uniform
+step in [−δ, δ] (δ a length, nm) to all six elements of the reduced box rows (a_x; b_x, b_y; c_x, c_y, c_z), brings
+the trial back to the reduced form (rows with a negative diagonal flipped, c −= b·round(c_y/b_y), c −= a·round(c_x/a_x),
+b −= a·round(b_x/a_x): the same lattice), and moves molecular centres by the diagonal ratios (a_x'/a_x, b_y'/b_y,
+c_z'/c_z). It is accepted with min(1, exp(−w/kT)),
+
+    w = ΔU + P ΔV − (N_mol − 2) kT ln(V'/V) − kT ln(a_x'² b_y' / (a_x² b_y)),
+
+the weight of the rotation-free (lower-triangular) flexible-cell ensemble, exp(−βPV) V^(N−2) a_x² b_y (Martyna,
+Tobias and Klein, "Constant pressure molecular dynamics algorithms", 1994; OpenMM's rule). δ starts at 1% of V^(1/3)
+and adapts as the volume step does (at most 0.3 V^(1/3)). A crystal's shear stiffness holds its shape; a fluid has
+none, so under this move a fluid's box drifts in shape (use it for solids).
+
 Units: nm, nm³, kJ/mol, bar (``P ΔV`` converted with :data:`dmd.base.units.BAR_NM3_IN_KJ_PER_MOL`).
 Orthorhombic boxes (``[3]`` lengths) or triclinic ones (reduced ``[3, 3]`` rows a, b, c): there the move scales
 box vectors (all three, or the picked one), so the cell angles are kept, and molecules keep their fractional
@@ -39,6 +52,8 @@ __all__ = [
     "barostat_init",
     "density_g_cm3",
     "find_molecules",
+    "flexible_init",
+    "monte_carlo_flexible_move",
     "monte_carlo_volume_move",
     "scale_molecules",
 ]
@@ -236,6 +251,73 @@ def monte_carlo_volume_move(
     )
     if adapt:
         bs = _adapt(bs, jnp.where(accept, v_new, v), max_fraction)
+    pos = jnp.where(accept, x_new, positions)
+    box = jnp.where(accept, box_new, box)
+    energy = jnp.where(accept, u_new, energy)
+    return accept, pos, box, energy, aux, bs
+
+
+_LOWER = (np.array([0, 1, 1, 2, 2, 2]), np.array([0, 0, 1, 0, 1, 2]))  # a_x; b_x, b_y; c_x, c_y, c_z
+
+
+def flexible_init(box, dtype=jnp.float32) -> BarostatState:
+    """Initial state of the flexible-cell move: δ = 1% of V^(1/3), nm. ``box``: ``[3]`` or ``[3, 3]`` nm."""
+    z = jnp.zeros((), jnp.int32)
+    return BarostatState(0.01 * jnp.cbrt(box_volume(jnp.asarray(box, dtype))).astype(dtype), z, z, z, z)
+
+
+def reduce_trial_box(box):
+    """jit-able: box rows ``[3, 3]`` brought to OpenMM's reduced form as the flexible barostat does (rows with a
+    negative diagonal flipped, then c −= b·round(c_y/b_y), c −= a·round(c_x/a_x), b −= a·round(b_x/a_x))."""
+    box = box * jnp.where(jnp.diagonal(box) < 0, -1.0, 1.0)[:, None]
+    box = box.at[2].add(-box[1] * jnp.round(box[2, 1] / box[1, 1]))
+    box = box.at[2].add(-box[0] * jnp.round(box[2, 0] / box[0, 0]))
+    return box.at[1].add(-box[0] * jnp.round(box[1, 0] / box[0, 0]))
+
+
+def monte_carlo_flexible_move(
+    key,
+    bs: BarostatState,
+    positions,
+    box,
+    energy,
+    trial_energy_fn,
+    *,
+    molecules,
+    n_molecules: int,
+    pressure_bar: float,
+    kT: float,
+    adapt: bool = True,
+    max_fraction: float = 0.3,
+):
+    """One flexible-cell Monte Carlo move (jit-able; module docstring). Same arguments and returns as
+    :func:`monte_carlo_volume_move` with ``box`` ``[3, 3]`` reduced rows nm and ``bs`` from :func:`flexible_init`
+    (``volume_scale`` is the length step δ, nm; ``max_fraction`` caps it at that fraction of V^(1/3))."""
+    k1, k2 = jax.random.split(key)
+    dtype = positions.dtype
+    step = bs.volume_scale * (2.0 * jax.random.uniform(k1, (6,), dtype) - 1.0)
+    box_new = reduce_trial_box(box.at[_LOWER].add(step))
+    diag, diag_new = jnp.diagonal(box), jnp.diagonal(box_new)
+    v, v_new = jnp.prod(diag), jnp.prod(diag_new)
+    x_new = scale_molecules(positions, molecules, n_molecules, diag_new / diag)
+    u_new, aux = trial_energy_fn(x_new, box_new)
+    w = (
+        (u_new - energy)
+        + pressure_bar * BAR_NM3_IN_KJ_PER_MOL * (v_new - v)
+        - (n_molecules - 2) * kT * jnp.log(v_new / v)
+        - kT * jnp.log(diag_new[0] ** 2 * diag_new[1] / (diag[0] ** 2 * diag[1]))
+    )
+    u = jax.random.uniform(k2, (), dtype)
+    accept = jnp.isfinite(u_new) & ((w <= 0) | (u < jnp.exp(-w / kT)))
+    acc = accept.astype(jnp.int32)
+    bs = bs.replace(
+        n_attempted=bs.n_attempted + 1,
+        n_accepted=bs.n_accepted + acc,
+        total_attempted=bs.total_attempted + 1,
+        total_accepted=bs.total_accepted + acc,
+    )
+    if adapt:
+        bs = _adapt(bs, jnp.cbrt(jnp.where(accept, v_new, v)), max_fraction)
     pos = jnp.where(accept, x_new, positions)
     box = jnp.where(accept, box_new, box)
     energy = jnp.where(accept, u_new, energy)

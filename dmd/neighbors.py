@@ -106,7 +106,7 @@ def compact_rows(mask, values, capacity: int, fill: int):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["idx", "reference_position", "overflow", "n_rebuilds"],
+    data_fields=["idx", "reference_position", "overflow", "n_rebuilds", "box"],
     meta_fields=["max_occupancy", "cell_capacity", "fns"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +119,8 @@ class CellNeighborList:
       overflow: bool scalar, True once any rebuild found more neighbours (or more atoms in a cell)
         than the capacities; the list is then incomplete and the caller must reallocate.
       n_rebuilds: int32 scalar, rebuilds since allocation (allocation itself not counted).
+      box: ``[3]`` or ``[3, 3]`` nm, the box the list lives in (data, so a changed box is no new compilation; the
+        static cell grid of ``fns`` must cover it: :meth:`CellNeighborListFns.covers`).
       max_occupancy: neighbour capacity per atom (static).
       cell_capacity: atoms per cell capacity (static; 0 when no cell list is used).
       fns: the :class:`CellNeighborListFns` that built it (static).
@@ -128,6 +130,7 @@ class CellNeighborList:
     reference_position: jax.Array
     overflow: jax.Array
     n_rebuilds: jax.Array
+    box: jax.Array
     max_occupancy: int
     cell_capacity: int
     fns: CellNeighborListFns
@@ -151,9 +154,14 @@ class CellNeighborListFns:
     along box vector d, with w_d the perpendicular width of the cell, so a partner within cutoff + skin is at
     most m cells away along every box vector and the (2m+1)³ block of cells around an atom's cell holds it.
 
+    The box a list lives in is data (:attr:`CellNeighborList.box`, default :attr:`box`); the cell grid (cells per side,
+    stencil) is static and laid out for :attr:`box`. An orthorhombic grid stays valid for every larger box (its cells
+    only grow, :meth:`covers`), so a list can move to a new box without a new compilation (:meth:`rebox`).
+
     Attributes:
       box: ``(Lx, Ly, Lz)`` nm, or box vectors ``((a_x, 0, 0), (b_x, b_y, 0), (c_x, c_y, c_z))`` nm (rows,
-        OpenMM's reduced form; the cutoff + skin must not exceed ``min(a_x, b_y, c_z)/2``).
+        OpenMM's reduced form; the cutoff + skin must not exceed ``min(a_x, b_y, c_z)/2``): the default box and
+        the smallest one the cell grid serves.
       cutoff: interaction cutoff r_c, nm.
       skin: nm; pairs within r_c + skin are listed; rebuild when the two largest displacements sum past the skin.
       capacity_multiplier: slack over the occupancy found at allocation.
@@ -179,8 +187,19 @@ class CellNeighborListFns:
         """True when :attr:`box` holds box vectors (:func:`box_key` keeps orthorhombic boxes as lengths)."""
         return np.ndim(self.box) == 2
 
-    def _box(self, dtype):
-        return jnp.asarray(self.box, dtype)
+    def _box(self, dtype, box=None):
+        return jnp.asarray(self.box if box is None else box, dtype)
+
+    def covers(self, box):
+        """True when the static cell grid serves box ``box`` (``[3]`` nm, or ``[3, 3]`` equal to :attr:`box`): every
+        edge at least the grid's (cells no narrower than planned; the half-box rule then holds too). Host or
+        traced (returns a jax bool inside jit)."""
+        if self.triclinic:
+            return bool(np.allclose(np.asarray(box, float), np.asarray(self.box)))
+        grid = np.asarray(self.box)
+        if isinstance(box, jax.core.Tracer):
+            return jnp.all(box >= jnp.asarray(grid, box.dtype))
+        return bool(np.all(np.asarray(box, float) >= grid * (1 - 1e-12)))
 
     @property
     def cells_per_side(self) -> tuple[int, int, int]:
@@ -204,9 +223,9 @@ class CellNeighborListFns:
         return offs[np.sum(gap * gap, axis=1) < self.list_cutoff**2].astype(np.int32)
 
     # -- building ---------------------------------------------------------------------------
-    def _cell_ids(self, pos):
+    def _cell_ids(self, pos, box=None):
         nc = jnp.asarray(self.cells_per_side, jnp.int32)
-        box = self._box(pos.dtype)
+        box = self._box(pos.dtype, box)
         if self.triclinic:
             s = to_fractional(pos, box)
             frac = s - jnp.floor(s)
@@ -218,13 +237,13 @@ class CellNeighborListFns:
     def _cells_used(self, cell_capacity) -> bool:
         return self.use_cells and cell_capacity > 0
 
-    def _cell_table(self, pos, cell_capacity):
+    def _cell_table(self, pos, cell_capacity, box=None):
         """Per-cell candidates ``table [n_cells, 27·cell_capacity]`` (padding N), each atom's cell
-        ``cid [N]``, and the cell-overflow flag."""
+        ``cid [N]``, and the cell-overflow flag (cells tile ``box``, default :attr:`box`, on the static grid)."""
         n = pos.shape[0]
         ncx, ncy, ncz = self.cells_per_side
         n_cells = ncx * ncy * ncz
-        _, cid = self._cell_ids(pos)
+        _, cid = self._cell_ids(pos, box)
         order = jnp.argsort(cid).astype(jnp.int32)
         counts = jnp.zeros((n_cells,), jnp.int32).at[cid].add(1)
         starts = jnp.cumsum(counts) - counts
@@ -241,13 +260,13 @@ class CellNeighborListFns:
         table = jnp.where(valid, order[jnp.clip(where_sorted, 0, n - 1)], n).reshape(n_cells, -1)
         return table, cid, jnp.max(counts) > cell_capacity
 
-    def _candidates(self, pos, cell_capacity):
+    def _candidates(self, pos, cell_capacity, box=None):
         """``[N, K]`` candidate neighbours (padding N) and the cell-overflow flag."""
         n = pos.shape[0]
         if not self._cells_used(cell_capacity):
             cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
             return cand, jnp.zeros((), bool)
-        table, cid, overflow = self._cell_table(pos, cell_capacity)
+        table, cid, overflow = self._cell_table(pos, cell_capacity, box)
         return table[cid], overflow
 
     def map_row_blocks(
@@ -256,7 +275,8 @@ class CellNeighborListFns:
         """Map ``per_block(rows [B], cand [B, K], mask [B, K])`` over blocks of rows of the cell candidates.
 
         ``cand`` holds each row's candidates from its cell's stencil (padding N) and ``mask`` those that are
-        real atoms within cutoff + skin (minimum image in ``box`` ``[3]`` or ``[3, 3]``, default :attr:`box`) and pass
+        real atoms within cutoff + skin (cells and minimum image in ``box`` ``[3]`` or ``[3, 3]``, default :attr:`box`;
+        the grid must cover it, :meth:`covers`) and pass
         ``pair_filter(rows [B, 1], cand)`` (default: not the row's own atom). A block has about
         ``block_entries`` candidates (at least ``min_rows`` rows), so its candidate, distance and mask
         temporaries stay in cache instead of streaming ``N × K`` arrays through memory several times.
@@ -264,8 +284,8 @@ class CellNeighborListFns:
         Returns ``(per_block outputs stacked over rows [N, ...], cell_overflow)``.
         """
         n = pos.shape[0]
-        box = self._box(pos.dtype) if box is None else jnp.asarray(box, pos.dtype)
-        table, cid, cell_overflow = self._cell_table(pos, cell_capacity)
+        box = self._box(pos.dtype, box)
+        table, cid, cell_overflow = self._cell_table(pos, cell_capacity, box)
         k = table.shape[1]
         rows_per = int(min(n, max(min_rows, block_entries // k)))
         n_blk = -(-n // rows_per)
@@ -284,13 +304,13 @@ class CellNeighborListFns:
         out = jax.lax.map(block, (rows, cid_b))
         return jax.tree_util.tree_map(lambda a: a.reshape((n_blk * rows_per,) + a.shape[2:])[:n], out), cell_overflow
 
-    def _build(self, pos, max_occupancy, cell_capacity):
-        """(idx [N, max_occupancy], occupancy, cell_overflow) for positions ``pos``; with a cell list the
-        rows are built in blocks of about 2.5·10⁵ candidates (:meth:`map_row_blocks`)."""
+    def _build(self, pos, max_occupancy, cell_capacity, box=None):
+        """(idx [N, max_occupancy], occupancy, cell_overflow) for positions ``pos`` in ``box`` (default :attr:`box`);
+        with a cell list the rows are built in blocks of about 2.5·10⁵ candidates (:meth:`map_row_blocks`)."""
         n = pos.shape[0]
+        box = self._box(pos.dtype, box)
         if not self._cells_used(cell_capacity):
-            box = self._box(pos.dtype)
-            cand, cell_overflow = self._candidates(pos, cell_capacity)
+            cand, cell_overflow = self._candidates(pos, cell_capacity, box)
             ok = (cand < n) & (cand != jnp.arange(n, dtype=jnp.int32)[:, None])
             dr = minimum_image(pos[:, None, :] - pos[None], box)  # all pairs: broadcast instead of gathering N² rows
             mask = ok & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
@@ -304,7 +324,7 @@ class CellNeighborListFns:
             idx, block_max = compact_rows(mask, cand, cap, n)
             return idx, jnp.broadcast_to(block_max, r.shape)  # per-row outputs: the block's max on every row
 
-        (idx, count), cell_overflow = self.map_row_blocks(pos, cell_capacity, per_block)
+        (idx, count), cell_overflow = self.map_row_blocks(pos, cell_capacity, per_block, box=box)
         occupancy = jnp.max(count)
         if max_occupancy is None:
             return None, occupancy, cell_overflow
@@ -319,37 +339,45 @@ class CellNeighborListFns:
         cap = max(int(count * factor), count + 2) + int(extra)
         return 0 if len(self.stencil) * cap >= n else cap
 
-    def _max_cell_count(self, pos) -> int:
+    def _max_cell_count(self, pos, box=None) -> int:
         if not self.use_cells:
             return 0
-        _, cid = jax.jit(self._cell_ids)(jnp.asarray(pos))  # one compilation, not ~12 op by op (start-up)
+        _, cid = jax.jit(self._cell_ids)(jnp.asarray(pos), box)  # one compilation, not ~12 op by op (start-up)
         return int(np.max(np.bincount(np.asarray(cid), minlength=1)))
 
-    def allocate(self, position, max_occupancy: int | None = None, cell_capacity: int | None = None, **kwargs):
-        """Allocate (outside jit) a list for ``position [N, 3]`` nm.
+    def allocate(
+        self, position, max_occupancy: int | None = None, cell_capacity: int | None = None, *, box=None, **kwargs
+    ):
+        """Allocate (outside jit) a list for ``position [N, 3]`` nm in ``box`` (default :attr:`box`; the grid must
+        cover it, :meth:`covers`).
 
         Args:
           max_occupancy: neighbour capacity; default occupancy × capacity_multiplier (at least +4).
           cell_capacity: atoms per cell; default max count × capacity_multiplier (at least +2).
         """
         pos = jnp.asarray(position)
+        box = self._box(pos.dtype, box)
         n = pos.shape[0]
         if cell_capacity is None:
-            cell_capacity = self._cell_capacity_for(self._max_cell_count(pos), n, self.capacity_multiplier)
+            cell_capacity = self._cell_capacity_for(self._max_cell_count(pos, box), n, self.capacity_multiplier)
         if max_occupancy is None:
-            _, occ, _ = jax.jit(self._build, static_argnums=(1, 2))(pos, None, cell_capacity)
-            occ = int(occ)
+            occ = self._occupancy(pos, int(cell_capacity), box)
             max_occupancy = max(int(occ * self.capacity_multiplier), occ + 4)
         max_occupancy = int(min(max_occupancy, max(n - 1, 1)))
-        return self._rebuild(pos, max_occupancy, int(cell_capacity), jnp.zeros((), jnp.int32) - 1)
+        return self._rebuild(pos, max_occupancy, int(cell_capacity), jnp.zeros((), jnp.int32) - 1, box)
 
-    def _rebuild(self, pos, max_occupancy, cell_capacity, n_rebuilds):
-        idx, occ, cell_overflow = self._build(pos, max_occupancy, cell_capacity)
+    def _occupancy(self, pos, cell_capacity: int, box) -> int:
+        """The largest neighbour count at ``pos`` in ``box`` (host int)."""
+        return int(jax.jit(self._build, static_argnums=(1, 2))(pos, None, cell_capacity, box)[1])
+
+    def _rebuild(self, pos, max_occupancy, cell_capacity, n_rebuilds, box):
+        idx, occ, cell_overflow = self._build(pos, max_occupancy, cell_capacity, box)
         return CellNeighborList(
             idx=idx,
             reference_position=pos,
             overflow=(occ > max_occupancy) | cell_overflow,
             n_rebuilds=n_rebuilds + 1,
+            box=box,
             max_occupancy=max_occupancy,
             cell_capacity=cell_capacity,
             fns=self,
@@ -357,32 +385,44 @@ class CellNeighborListFns:
 
     def update(self, position, neighbors: CellNeighborList, **kwargs) -> CellNeighborList:
         """Rebuild (inside jit, via ``lax.cond``) only if a pair may have entered the listed range:
-        the two largest displacements since the last build sum to more than the skin."""
-        d = minimum_image(position - neighbors.reference_position, self._box(position.dtype))
+        the two largest displacements since the last build sum to more than the skin (in the list's box)."""
+        d = minimum_image(position - neighbors.reference_position, neighbors.box.astype(position.dtype))
         moved = needs_rebuild(jnp.sum(d * d, -1), self.skin)
 
         def rebuild(nbr):
-            new = self._rebuild(position, nbr.max_occupancy, nbr.cell_capacity, nbr.n_rebuilds)
+            new = self._rebuild(position, nbr.max_occupancy, nbr.cell_capacity, nbr.n_rebuilds, nbr.box)
             return dataclasses.replace(new, overflow=new.overflow | nbr.overflow)
 
         return jax.lax.cond(moved, rebuild, lambda nbr: nbr, neighbors)
 
+    def rebox(self, neighbors: CellNeighborList, position, box) -> CellNeighborList:
+        """The list moved to box ``box`` and rebuilt at ``position`` (jit-able, same capacities: no new compilation;
+        overflow stays sticky). The caller keeps ``box`` inside what the grid serves (:meth:`covers`)."""
+        box = jnp.asarray(box, neighbors.box.dtype)
+        new = self._rebuild(position, neighbors.max_occupancy, neighbors.cell_capacity, neighbors.n_rebuilds, box)
+        return dataclasses.replace(new, overflow=new.overflow | neighbors.overflow)
+
     def grow(self, neighbors: CellNeighborList, position, factor: float = 1.5) -> CellNeighborList:
-        """Reallocate at ``position`` with both capacities grown by ``factor`` over what is needed now.
+        """Reallocate at ``position`` (in the list's box) with both capacities grown by ``factor`` over what is
+        needed now.
 
         The retry after an overflow must grow the capacity (reallocating at the old size can
         overflow again forever).
         """
-        c = self._max_cell_count(position)
+        box = neighbors.box
+        position = jnp.asarray(position)
+        c = self._max_cell_count(position, box)
         n = int(jnp.shape(position)[0])
-        # grow from the count needed now (the old capacity already carries slack: growing it again would
-        # compound the slack on every retry and widen every later rebuild)
+        # grow from the count needed now (the old capacity already carries slack: growing it again by the full
+        # factor would compound the slack on every retry), yet by at least a quarter: a cell that overflowed later in
+        # the chunk (a lattice start melting) is not seen at these positions, and a retry at the same size loops
         cell_capacity = self._cell_capacity_for(c, n, factor)
         if cell_capacity and neighbors.cell_capacity:
-            cell_capacity = max(cell_capacity, neighbors.cell_capacity)
-        _, occ, _ = jax.jit(self._build, static_argnums=(1, 2))(jnp.asarray(position), None, cell_capacity)
-        max_occ = max(int(factor * max(int(occ), neighbors.max_occupancy)), int(occ) + 4)
-        return self.allocate(position, max_occupancy=max_occ, cell_capacity=cell_capacity)
+            cell_capacity = max(cell_capacity, neighbors.cell_capacity + max(1, neighbors.cell_capacity // 4))
+            cell_capacity = 0 if len(self.stencil) * cell_capacity >= n else cell_capacity  # all pairs: cheaper
+        occ = self._occupancy(position, cell_capacity, box)
+        max_occ = max(int(factor * max(occ, neighbors.max_occupancy)), occ + 4)
+        return self.allocate(position, max_occupancy=max_occ, cell_capacity=cell_capacity, box=box)
 
 
 def cell_neighbor_list(box, cutoff: float, *, skin: float, capacity_multiplier: float = 1.25) -> CellNeighborListFns:

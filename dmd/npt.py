@@ -9,13 +9,15 @@ The BAOAB step here is the one of :func:`dmd.integrators.langevin_middle` (OpenM
 ``LangevinMiddleIntegrator``) with the box carried as state: the integrators close over ``system.box``,
 which is fixed, so the NPT step takes the box as data instead.
 
-Neighbour list under box scaling ("scaled list"): the list is a :class:`dmd.neighbors.CellNeighborListFns`
-built for a *reference* box b₀ and queried with positions mapped to it, x·b₀/b. Distances in the
-reference frame are real distances times b₀/b, so a list built with cutoff r_c/s_min lists every pair
-within r_c as long as b/b₀ ≥ s_min (s_min = 1 − ``box_margin``). Energies always use the real box.
-After each chunk the host checks that b/b₀ stayed in [1 − margin, 1 + margin] and that the list did not
-overflow; if not, it builds a list for the current box (reference b₀ ← b, or larger capacity) and redoes
-the chunk from its start, exactly as :func:`dmd.simulate.simulate` handles overflow.
+Neighbour list under box scaling ("scaled list"): the list is a :class:`dmd.neighbors.CellNeighborList` living in
+a *reference* box b₀ (``nbr.box``, traced data) and queried with positions mapped to it, x·b₀/b. Distances in the
+reference frame are real distances times b₀/b, so a list built with cutoff r_c/s_min lists every pair within r_c
+as long as b/b₀ ≥ s_min (s_min = 1 − ``box_margin``). Energies always use the real box. Inside the compiled cycle,
+once an edge ratio b/b₀ leaves [1 − margin/2, 1 + margin/2] the list moves to b₀ ← b and is rebuilt there (volume
+trials are capped at margin/2 so that no trial leaves [1 − margin, ·]): a box change recompiles nothing. The cell
+grid (cells per side) is static; it serves every box down to the one where cells would be narrower than
+(cutoff + skin)/m. Only a box shrinking past that stops the chunk: the host lays out a new grid (one compilation)
+and redoes the cycle. An overflowed list is grown and the chunk redone, as :func:`dmd.simulate.simulate` does.
 
 Units: nm, ps, K, bar, kJ/mol, amu. Orthorhombic boxes. See docs/crystals.md, "Constant pressure".
 """
@@ -29,12 +31,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.barostat import BarostatState, barostat_init, density_g_cm3, find_molecules, monte_carlo_volume_move
+from dmd.barostat import (
+    BarostatState,
+    barostat_init,
+    density_g_cm3,
+    find_molecules,
+    flexible_init,
+    monte_carlo_flexible_move,
+    monte_carlo_volume_move,
+)
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.constraints import make_constraint_fns
 from dmd.integrators import baoab_move
-from dmd.runloop import redo_on_overflow
+from dmd.runloop import overflowed, redo_on_overflow
 from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["NPT", "NPTState", "make_npt", "run_npt"]
@@ -85,7 +95,8 @@ class NPTState:
 @dataclasses.dataclass(frozen=True)
 class NPT:
     """``init(key, params, positions=None, box=None) -> NPTState``; ``cycle(state, params) -> NPTState``
-    (``every`` BAOAB steps then one volume move); ``neighbor_fns`` for the current reference box."""
+    (``every`` BAOAB steps then one volume move); ``neighbor_fns`` (the list handling; ``grid_box``: the smallest
+    box its static cell grid serves, nm, or the start box for box-aware lists)."""
 
     init: object
     cycle: object
@@ -96,7 +107,7 @@ class NPT:
     molecules: np.ndarray
     n_molecules: int
     neighbor_fns: object
-    reference_box: tuple
+    grid_box: tuple
     du_dparams: object = None
     masses: object = None
 
@@ -105,8 +116,9 @@ class NPT:
 class _Lists:
     """How the NPT cycle keeps a neighbour list valid while the box changes.
 
-    ``scaled`` (a :class:`dmd.neighbors.CellNeighborListFns`, e.g. :func:`dmd.models.lj_fluid`): the list
-    lives in the reference box b₀ (positions x·b₀/b) with cutoff r_c/(1 − margin); see the module docstring.
+    ``scaled`` (a :class:`dmd.neighbors.CellNeighborListFns`, e.g. :func:`dmd.models.lj_fluid`): the list lives in
+    its reference box b₀ (``nbr.box``, data) and sees positions x·b₀/b, with cutoff r_c/(1 − margin); ``fns`` holds
+    the static cell grid laid out for ``grid`` (the smallest box it serves). See the module docstring.
     Otherwise (a ``box=``-aware list such as :func:`dmd.forces.neighbors.pair_neighbor_list`, the OpenMM
     systems): the list uses real coordinates and the real box, its all-pairs build (a cell grid is laid
     out for one box), and every volume trial rebuilds it at the trial state, so it is exact at any box.
@@ -114,15 +126,16 @@ class _Lists:
 
     fns: object
     scaled: bool
-    ref: tuple
+    grid: tuple
 
-    def list_positions(self, x, box):
-        """Positions as the list sees them: x·b₀/b (scaled) or x."""
-        return x * (jnp.asarray(self.ref, x.dtype) / box) if self.scaled else x
+    def list_positions(self, x, box, nbr):
+        """Positions as the list ``nbr`` sees them: x·b₀/b (scaled) or x."""
+        return x * (nbr.box.astype(x.dtype) / box) if self.scaled else x
 
-    def allocate(self, x, box, max_occupancy=None, extra=0):
+    def allocate(self, x, box, max_occupancy=None, cell_capacity=None, extra=0):
+        """A list at (x, box); a scaled list's reference box is ``box``."""
         if self.scaled:
-            return self.fns.allocate(self.list_positions(x, box), max_occupancy=max_occupancy)
+            return self.fns.allocate(x, max_occupancy=max_occupancy, cell_capacity=cell_capacity, box=box)
         # a box a hair off the list's default keeps the build off the fixed cell grid; then rebuilt exactly
         nbr = self.fns.allocate(x, box=np.asarray(box) * (1.0 + 1e-3), extra_capacity=extra)
         return self.rebuild(nbr, x, box)
@@ -130,11 +143,11 @@ class _Lists:
     def grow(self, nbr, x, box):
         """A list with more room at (x, box), after an overflow."""
         if self.scaled:
-            return self.fns.grow(nbr, self.list_positions(x, box))
+            return self.fns.grow(nbr, self.list_positions(x, box, nbr))
         return self.allocate(x, box, extra=max(8, nbr.max_occupancy // 2))
 
     def update(self, nbr, x, box):
-        return nbr.update(self.list_positions(x, box)) if self.scaled else nbr.update(x, box=box)
+        return nbr.update(self.list_positions(x, box, nbr)) if self.scaled else nbr.update(x, box=box)
 
     def rebuild(self, nbr, x, box):
         """The list rebuilt at (x, box) (box-aware lists; a scaled list is only updated)."""
@@ -145,24 +158,49 @@ class _Lists:
         )  # every atom "moved" by b/4 > skin/2: the update rebuilds
         return nbr.set(reference_position=far).update(x, box=box)
 
+    def rereference(self, nbr, x, box, margin):
+        """jit-able, scaled lists: ``(nbr, stale)``. When an edge ratio b/b₀ left [1 − margin/2, 1 + margin/2] the
+        list moves to b₀ ← b (rebuilt in place, same shapes: no compilation) if the static grid serves b; if not,
+        ``stale`` is set and the host lays out a new grid (a new compilation)."""
+        ratio = box / nbr.box.astype(box.dtype)
+        out = jnp.any(jnp.abs(ratio - 1.0) > 0.5 * margin)
+        served = self.fns.covers(box)
+        nbr = jax.lax.cond(out & served, lambda n: self.fns.rebox(n, x, box), lambda n: n, nbr)
+        return nbr, out & ~served
 
-def _lists(system, reference_box, margin):
+
+def _grid_box(box, fns, margin):
+    """The smallest box of the static cell grid for a run starting at ``box`` [3] nm: the grid a box (1 − margin)·box
+    would get, lowered to the least box with that many cells (cells exactly (r_c + skin)/m wide), so every box down
+    to at least (1 − margin)·box, and every larger one, is served without a new grid; never below the half-box rule
+    (2·(r_c + skin))."""
+    lc, m = fns.list_cutoff, fns.subdivision
+    n = np.floor(m * np.asarray(box, float) * (1.0 - margin) / lc)
+    grid = n * lc / m if n.min() >= 2 * m + 1 else np.zeros(3)
+    return tuple(float(g) for g in np.maximum(grid, 2.0 * lc) * (1.0 + 1e-9))
+
+
+def _lists(system, box, margin):
     fns = system.neighbor_fn
     if fns is None:
         return None
     from dmd.neighbors import CellNeighborListFns
 
     if not isinstance(fns, CellNeighborListFns):
-        return _Lists(fns, False, reference_box)
-    if np.ndim(reference_box) == 2:
-        raise UserInputError("NPT: a triclinic box needs a box-aware neighbour list (the OpenMM systems' pair list)")
-    out = dataclasses.replace(fns, box=tuple(float(b) for b in reference_box), cutoff=fns.cutoff / (1.0 - margin))
-    if out.list_cutoff > 0.5 * min(reference_box):
+        return _Lists(fns, False, tuple(np.asarray(box, float).ravel().tolist()))
+    if np.ndim(box) == 2:
         raise UserInputError(
-            f"NPT: cutoff/(1 - box_margin) + skin = {out.list_cutoff:.3f} nm exceeds half the box "
-            f"({0.5 * min(reference_box):.3f} nm): use a larger system or a smaller box_margin"
+            "NPT: a triclinic box or the flexible barostat needs a box-aware neighbour list (the OpenMM systems' "
+            "pair list) or none; use the isotropic or anisotropic barostat with this system"
         )
-    return _Lists(out, True, tuple(reference_box))
+    wide = dataclasses.replace(fns, cutoff=fns.cutoff / (1.0 - margin))
+    if wide.list_cutoff > 0.5 * min(box):
+        raise UserInputError(
+            f"NPT: cutoff/(1 - box_margin) + skin = {wide.list_cutoff:.3f} nm exceeds half the box "
+            f"({0.5 * min(box):.3f} nm): use a larger system or a smaller box_margin"
+        )
+    grid = _grid_box(box, wide, margin)
+    return _Lists(dataclasses.replace(wide, box=grid), True, grid)
 
 
 def make_npt(
@@ -178,21 +216,27 @@ def make_npt(
     adapt: bool = True,
     extra_energy=None,
     anisotropic: bool = False,
+    flexible: bool = False,
 ) -> NPT:
     """An NPT propagator (BAOAB + Monte Carlo barostat every ``every`` steps).
 
     Args:
       system: :class:`dmd.System` with an orthorhombic ``box`` ``[3]`` nm.
       dt: ps. temperature: K. friction: 1/ps. pressure_bar: bar. every: steps between volume moves.
-      box_margin: relative box change the scaled neighbour list covers before it is rebuilt.
-      reference_box: the box the neighbour list is built for (default ``system.box``).
+      box_margin: relative box change the scaled neighbour list covers: it moves to the current box (in the jitted
+        cycle, no compilation) once an edge changed by more than box_margin/2 since its last move.
+      reference_box: the box the static cell grid is laid out around (default ``system.box``; it serves boxes down
+        to (1 − box_margin)·reference_box and every larger one).
       adapt: OpenMM's adaptive volume step.
       extra_energy: optional ``volume_nm3 -> kJ/mol`` added to U (e.g. an analytic long-range dispersion
         correction, which depends on V only).
       anisotropic: scale one random box axis per move (MonteCarloAnisotropicBarostat) instead of all three.
+      flexible: move all six reduced box elements (MonteCarloFlexibleBarostat,
+        :func:`dmd.barostat.monte_carlo_flexible_move`; box rows ``[3, 3]``, a ``[3]`` box is made diagonal rows):
+        needs a box-aware neighbour list or none.
 
-    With a neighbour list, the volume step δV is capped at ``box_margin``·V so that one move never leaves
-    the range the list covers (dense liquids adapt to δV well below that).
+    With a scaled neighbour list, the volume step δV is capped at ``box_margin``·V/2 so that no trial leaves the
+    range the list covers (dense liquids adapt to δV well below that).
 
     Over 100 lines because init, the BAOAB step, the volume cycle and ∂U/∂θ share one set of closures (masses,
     constraints, list handling) that jit needs as constants; split, they would pass ten arguments each.
@@ -206,6 +250,12 @@ def make_npt(
         raise UserInputError(f"pressure {pressure_bar} bar: pass a positive pressure in bar (e.g. 1.0)")
     if not 0 < box_margin < 0.3:
         raise UserInputError(f"box_margin={box_margin}; pass a relative margin in (0, 0.3), e.g. 0.03")
+    if flexible and anisotropic:
+        raise UserInputError("barostat: pick one of anisotropic and flexible")
+    if flexible and np.ndim(system.box) == 1:
+        system = dataclasses.replace(system, box=np.diag(np.asarray(system.box, float)))
+    if flexible and reference_box is not None and np.ndim(reference_box) == 1:
+        reference_box = np.diag(np.asarray(reference_box, float))
     kT = KB_KJ_PER_MOL_K * temperature
     masses = jnp.asarray(system.masses)
     massive = masses > 0
@@ -223,7 +273,6 @@ def make_npt(
     ref = tuple(map(float, ref_a)) if ref_a.ndim == 1 else tuple(tuple(map(float, r)) for r in ref_a)
     lists = _lists(system, ref, box_margin)
     scaled = lists is not None and lists.scaled
-    ref_j = jnp.asarray(ref)
     extra = (lambda v: 0.0) if extra_energy is None else extra_energy
 
     def energy(params, x, box, nbr):
@@ -239,6 +288,7 @@ def make_npt(
     def init(key, params, positions=None, box=None):
         x = place(jnp.asarray(system.positions if positions is None else positions))
         box = jnp.asarray(system.box if box is None else box, x.dtype)
+        box = jnp.diag(box) if flexible and box.ndim == 1 else box
         key, vkey = jax.random.split(key)
         v = jax.random.normal(vkey, x.shape, x.dtype) * jnp.sqrt(kT * inv_m).astype(x.dtype)
         if cons is not None:
@@ -254,7 +304,7 @@ def make_npt(
             key,
             jnp.zeros((), jnp.int32),
             nbr,
-            barostat_init(box, x.dtype, anisotropic=anisotropic),
+            flexible_init(box, x.dtype) if flexible else barostat_init(box, x.dtype, anisotropic=anisotropic),
             jnp.zeros((), bool),
         )
 
@@ -277,7 +327,8 @@ def make_npt(
                 nbr = lists.rebuild(nbr, x, box)
             return energy(params, x, box, nbr)
 
-        accept, x, box, u, nbr_trial, bs = monte_carlo_volume_move(
+        move = monte_carlo_flexible_move if flexible else monte_carlo_volume_move
+        accept, x, box, u, nbr_trial, bs = move(
             bkey,
             st.barostat,
             st.positions,
@@ -289,17 +340,17 @@ def make_npt(
             pressure_bar=pressure_bar,
             kT=kT,
             adapt=adapt,
-            max_fraction=box_margin if scaled else 0.3,
+            max_fraction=0.5 * box_margin if scaled else 0.3,
         )
         nbr = st.neighbor
         if nbr is not None:
             nbr = jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), nbr_trial, nbr)
+        stale = st.stale
+        if scaled:  # the list follows the box (no compilation) while the grid serves it; else the host regrids
+            nbr, off_grid = lists.rereference(nbr, x, box, box_margin)
+            stale = stale | off_grid
         # forces at the new state (positions moved rigidly per molecule: recompute)
         _, f, nbr = energy_forces(params, x, box, nbr)
-        stale = st.stale
-        if scaled:
-            ratio = box / ref_j
-            stale = stale | jnp.any(ratio < 1.0 - box_margin) | jnp.any(ratio > 1.0 + box_margin)
         return st.replace(
             positions=x,
             box=box,
@@ -320,7 +371,8 @@ def make_npt(
 
         return jnp.stack([jax.jvp(u, (params,), (t,))[1] for t in tangents])
 
-    return NPT(init, cycle, every, dt, temperature, pressure_bar, molecules, n_mol, lists, ref, du_dparams, masses)
+    grid = ref if lists is None else lists.grid
+    return NPT(init, cycle, every, dt, temperature, pressure_bar, molecules, n_mol, lists, grid, du_dparams, masses)
 
 
 def _run_chunk(npt, n_cycles, tangents=None, record_positions=False):
@@ -362,6 +414,7 @@ def run_npt(
     extra_energy=None,
     state: NPTState | None = None,
     anisotropic: bool = False,
+    flexible: bool = False,
     tangents=None,
     on_chunk=None,
     record_positions: bool = False,
@@ -369,16 +422,16 @@ def run_npt(
 ):
     """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
 
-    A chunk stops at the last cycle whose box stayed in the neighbour list's range; the host rebuilds the
-    list at that box (a new reference box: one compilation) and continues from there, redoing the cycle
-    that left the range with the same random numbers. One cycle from the reference box cannot leave the
-    range (δV ≤ ``box_margin``·V), so every chunk progresses. A chunk whose list overflowed is redone with
-    a larger capacity.
+    The scaled neighbour list follows the box inside the compiled chunk (:meth:`_Lists.rereference`); only when the
+    box shrinks below what the static cell grid serves does a chunk stop at the last cycle before, the host lays
+    out a grid at that box (one compilation) and redoes the cycle that left with the same random numbers. A chunk
+    whose list overflowed is redone with a larger capacity.
 
     Returns:
       dict with ``volume_nm3`` ``[n_cycles]``, ``density_g_cm3`` ``[n_cycles]``, ``potential_energy``
-      ``[n_cycles]`` kJ/mol, ``acceptance`` (fraction of volume moves accepted), ``rebuilds`` (reference
-      box changes or capacity growths), the final ``state``, and ``du_dtheta`` ``[n_cycles, P]`` kJ/mol per
+      ``[n_cycles]`` kJ/mol, ``acceptance`` (fraction of volume moves accepted), ``rebuilds`` (new cell grids),
+      ``compilations`` (compiled chunks held in ``cache`` after the run, all runs sharing it together), the final
+      ``state``, and ``du_dtheta`` ``[n_cycles, P]`` kJ/mol per
       unit θ at each cycle's end when ``tangents`` (P one-hot θ pytrees, :meth:`dmd.params.ParamSelection.tangents`)
       are given, else None (the NPT fluctuation estimator's ∂H/∂θ: H = U + PV, PV does not depend on θ).
 
@@ -388,8 +441,9 @@ def run_npt(
     ``neighbor`` is None (a checkpoint) gets a list allocated at its box.
 
     ``cache``: a dict the caller keeps across runs of the same system, settings and ``tangents`` (a fit's rounds):
-    propagators and compiled chunks are kept there by reference box, and a run whose start box
-    (``system.box``) lies inside a cached list's range reuses it instead of compiling again.
+    propagators and compiled chunks are kept there by cell grid, and a run whose start box (``system.box``) a cached
+    grid serves reuses it, with the list capacities it was compiled for when they suffice, instead of compiling
+    again.
 
     Over 100 lines: the host loop's three outcomes (overflow redo, stale rebuild, record) share its counters.
     """
@@ -405,26 +459,41 @@ def run_npt(
         box_margin=box_margin,
         extra_energy=extra_energy,
         anisotropic=anisotropic,
+        flexible=flexible,
     )
     store = {} if cache is None else cache
     props = store.setdefault("propagators", {})
 
+    capacities = store.setdefault("capacities", {})
+
     def propagator(box):
-        for ref, cached in props.items():  # a cached list still covers this box: no new compilation
-            if cached.neighbor_fns is None or not cached.neighbor_fns.scaled:
-                return cached
-            ratio = np.asarray(box, float) / np.asarray(ref, float)
-            if np.shape(ref) == np.shape(box) and np.all(np.abs(ratio[np.isfinite(ratio)] - 1.0) < 0.5 * box_margin):
+        for cached in props.values():  # a cached grid serves this box: no new compilation
+            lists = cached.neighbor_fns
+            if lists is None or not lists.scaled or lists.fns.covers(np.asarray(box, float)):
                 return cached
         made = build(reference_box=np.asarray(box))
-        props[made.reference_box] = made
+        props[made.grid_box] = made
         return made
+
+    def allocate(npt, x, box, like=None):
+        """A list at (x, box) with the capacities a compiled chunk has (``like``'s, else the cache's) when enough."""
+        lists = npt.neighbor_fns
+        if not lists.scaled:
+            return lists.allocate(x, box)
+        caps = (like.max_occupancy, like.cell_capacity) if like is not None else capacities.get(npt.grid_box)
+        if caps is not None:
+            nbr = lists.allocate(x, box, max_occupancy=caps[0], cell_capacity=caps[1])
+            if not overflowed(nbr):
+                return nbr
+        return lists.allocate(x, box)
 
     npt = propagator(system.box if state is None else state.box)
     if state is None:
         state = npt.init(jax.random.PRNGKey(seed), params, positions=system.positions, box=system.box)
+        if npt.neighbor_fns is not None and npt.grid_box in capacities:
+            state = state.replace(neighbor=allocate(npt, state.positions, state.box))  # the compiled capacities
     elif state.neighbor is None and npt.neighbor_fns is not None:
-        state = state.replace(neighbor=npt.neighbor_fns.allocate(state.positions, state.box))
+        state = state.replace(neighbor=allocate(npt, state.positions, state.box))
     total_mass = float(np.sum(np.asarray(system.masses)))
     vols, pes, dus = [], [], []
     rebuilds = 0
@@ -453,11 +522,13 @@ def run_npt(
         stop = on_chunk is not None and on_chunk(
             new, {k: np.asarray(a)[:good] for k, a in dict(extra, potential=u).items()}
         )
-        if bool(new.stale):  # the box left the list's range after `good` cycles: list at the current box
+        if bool(new.stale):  # the box left what the cell grid serves after `good` cycles: a grid at this box
             rebuilds += 1
             npt = propagator(np.asarray(state.box))
-            nbr = npt.neighbor_fns.allocate(state.positions, state.box, max_occupancy=state.neighbor.max_occupancy)
+            nbr = allocate(npt, state.positions, state.box, like=state.neighbor)
             state = state.replace(neighbor=nbr, stale=jnp.zeros((), bool))
+        if npt.neighbor_fns is not None and npt.neighbor_fns.scaled:
+            capacities[npt.grid_box] = (state.neighbor.max_occupancy, state.neighbor.cell_capacity)
         if stop:
             break
     vol = np.concatenate(vols) if vols else np.zeros(0)
@@ -469,5 +540,6 @@ def run_npt(
         "du_dtheta": np.concatenate(dus) if tangents and dus else None,
         "acceptance": float(bs.total_accepted) / max(int(bs.total_attempted), 1),
         "rebuilds": rebuilds,
+        "compilations": sum(r._cache_size() for r in runners.values()),
         "state": state,
     }

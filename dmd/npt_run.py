@@ -29,7 +29,7 @@ from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["BAROSTATS", "check_pressure_settings", "simulate_npt"]
 
-BAROSTATS = ("isotropic", "anisotropic")
+BAROSTATS = ("isotropic", "anisotropic", "flexible")
 _STATE_FIELDS = ("positions", "velocities", "forces", "potential_energy", "box", "key", "step")
 _BARO_FIELDS = ("volume_scale", "n_attempted", "n_accepted", "total_attempted", "total_accepted")
 
@@ -159,6 +159,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
         params=params,
         state=state,
         anisotropic=barostat == "anisotropic",
+        flexible=barostat == "flexible",
         on_chunk=on_chunk,
         record_positions=True,
     )

@@ -38,8 +38,8 @@ wavelength, two_theta: [min, max], profile: {...}, objective: rwp | cc | absolut
 ``model: lj_fluid`` with ``fcc_cells: n`` (examples/fit_diffraction/).
 
 Constant pressure (docs/fitting.md, "Constant pressure (NPT) fits"): ``simulation: {pressure: BAR, barostat:
-isotropic | anisotropic, barostat_every: N}`` samples every state NPT; then ``{observable: density, value: 1.40,
-units: g_cm3 | number}`` targets and powder ``peaks: positions`` (refused under NVT) follow θ.
+isotropic | anisotropic | flexible, barostat_every: N}`` samples every state NPT; then ``{observable: density,
+value: 1.40, units: g_cm3 | number}`` targets and powder ``peaks: positions`` (refused under NVT) follow θ.
 """
 
 from __future__ import annotations
@@ -461,7 +461,7 @@ def _simulation_settings(sim, path: Path) -> dict:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise UserInputError(f"{path}: simulation.barostat_every {every!r}: give a positive number of steps")
         if not isinstance(sim.get("barostat", "isotropic"), str):
-            raise UserInputError(f"{path}: simulation.barostat: give isotropic or anisotropic")
+            raise UserInputError(f"{path}: simulation.barostat: give isotropic, anisotropic or flexible")
     return sim
 
 

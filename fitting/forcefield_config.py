@@ -129,8 +129,8 @@ class FitConfig:
         becomes a running average of the per-round estimates instead of jumping with the sampling noise;
         None keeps full steps.
       pressure: bar; when set, every state is sampled at constant pressure (NPT: :func:`dmd.npt.run_npt`, a Monte
-        Carlo volume move every ``barostat_every`` steps, ``barostat`` "isotropic" or "anisotropic"), frames carry
-        their boxes and box-dependent observables (density, powder peak positions) follow θ. None: NVT.
+        Carlo volume move every ``barostat_every`` steps, ``barostat`` "isotropic", "anisotropic" or "flexible"),
+        frames carry their boxes and box-dependent observables (density, powder peak positions) follow θ. None: NVT.
       frame_chunk: frames per evaluation of the fluctuation estimator (memory ∝ chunk, not frames).
       replicas: R independent replicas per state point and round (NVT; fluctuation or reweighting estimator), each
         with its own velocities and noise (:func:`fitting.forcefield_sampling.sample_states`): vmapped on one

@@ -48,9 +48,8 @@ def check_npt_settings(system, cfg, where: str = "") -> None:
         raise UserInputError(f"{where}simulation.pressure {p!r}: pass a positive pressure in bar (e.g. 1.0)")
     if cfg.barostat == "triclinic":
         raise UserInputError(
-            f"{where}simulation.barostat 'triclinic': the engine's Monte Carlo moves keep the cell angles "
-            "(dmd/barostat.py: isotropic, or anisotropic = a, b, c scaled independently, also for triclinic boxes); "
-            "use barostat: anisotropic"
+            f"{where}simulation.barostat 'triclinic': the cell-shape move is called flexible (all six box elements, "
+            "OpenMM's MonteCarloFlexibleBarostat); use barostat: flexible (or anisotropic: a, b, c scaled, angles kept)"
         )
     if cfg.barostat not in BAROSTATS:
         raise UserInputError(f"{where}simulation.barostat {cfg.barostat!r}: use one of {', '.join(BAROSTATS)}")
@@ -134,7 +133,8 @@ def sample_npt(system, params, cfg, *, seed: int, positions=None, box=None, cach
         out = run_npt(
             start, n_cycles=n_eq + n_frames * stride, dt=cfg.dt, temperature=cfg.temperature,
             friction=cfg.friction, pressure_bar=float(cfg.pressure), every=every, seed=seed, params=params,
-            anisotropic=cfg.barostat == "anisotropic", on_chunk=on_chunk, record_positions=True, cache=cache,
+            anisotropic=cfg.barostat == "anisotropic", flexible=cfg.barostat == "flexible", on_chunk=on_chunk,
+            record_positions=True, cache=cache,
         )  # fmt: skip
     except RuntimeError as exc:  # a neighbour list overflowing chunk after chunk: exploding coordinates
         raise SimulationDiverged(f"simulation diverged: {exc}", step=-1) from None

@@ -145,8 +145,10 @@ def test_lj_density_matches_jzg():
 
 def test_anisotropic_keeps_shape_under_isotropic_stress():
     """The same state point with one random axis per move: each axis moves on its own and adapts its
-    own step, and the density still matches. (A fluid has no restoring force on the box *shape*, so
-    the edges random-walk at fixed volume; asserting a cubic final box would test luck, not physics.)"""
+    own step, and the density matches JZG as the isotropic barostat's does (benchmarks/bench_barostat.py --lj
+    compares the two directly: anisotropic − isotropic within the combined error). (A fluid has no restoring
+    force on the box *shape*, so the edges random-walk at fixed volume; asserting a cubic final box would test
+    luck, not physics.)"""
     system, temperature, tail = _lj_state(rho0=0.6)
     p_bar = 1.7668 * EPS / SIG**3 / BAR_NM3_IN_KJ_PER_MOL
     out = run_npt(system, n_cycles=400, seed=4, anisotropic=True, box_margin=0.06, **_lj_run(temperature, p_bar, tail))
@@ -157,7 +159,8 @@ def test_anisotropic_keeps_shape_under_isotropic_stress():
     assert np.all(np.isfinite(box)) and box.min() > 0
     assert out["state"].barostat.volume_scale.shape == (3,)
     rho = 200 * SIG**3 / out["volume_nm3"][100:]
-    assert abs(rho.mean() - 0.600) < 0.03
+    mean, se = block_average(rho, 10)
+    assert abs(mean - jzg_density(1.7668, 2.0)) < 4 * se + 0.006, (mean, se)  # the isotropic test's criterion
 
 
 def test_find_molecules_and_rigid_scaling():

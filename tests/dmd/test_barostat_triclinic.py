@@ -89,3 +89,57 @@ def test_moves_out_of_reduced_form_are_rejected():
         assert bool(acc) == (not leaves), (i, axis, dv)
         n_rejected += leaves
     assert n_rejected >= 5
+
+
+def test_flexible_move_samples_the_flexible_cell_weight():
+    """OpenMM's flexible-cell rule targets exp(−β(U + PV)) V^(N−2) a_x² b_y over reduced boxes. With a harmonic box
+    energy U = k/2 [Σ (h_ii − 1 nm)² + Σ h_ij²] (σ = sqrt(kT/k) = 0.2 nm), N = 5 molecules and P → 0, the diagonal
+    elements are independent with weights a^5 g(a), b^4 g(b), c^3 g(c) (g the Gaussian): their means from 1D
+    quadrature (1.17, 1.14, 1.11 nm) differ from the Gaussian's 1 nm by the V^(N−2) and a_x² b_y terms, so a rule
+    without either fails. Fixed step δ = 0.15 nm (no adaptation), 40,000 moves; block standard errors."""
+    from dmd.barostat import flexible_init, monte_carlo_flexible_move
+
+    kT, k = 2.5, 2.5 / 0.04
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    off = (np.array([1, 2, 2]), np.array([0, 0, 1]))
+
+    def u_box(b):
+        return 0.5 * k * (jnp.sum((jnp.diagonal(b) - 1.0) ** 2) + jnp.sum(b[off] ** 2))
+
+    box0 = jnp.eye(3, dtype=dtype)
+    x0 = jnp.zeros((5, 3), dtype)
+    mol = jnp.arange(5, dtype=jnp.int32)
+    bs0 = flexible_init(box0, dtype).replace(volume_scale=jnp.asarray(0.15, dtype))
+
+    def step(carry, key):
+        x, box, u, bs = carry
+        _, x, box, u, _, bs = monte_carlo_flexible_move(
+            key, bs, x, box, u, lambda a, b: (u_box(b), None),
+            molecules=mol, n_molecules=5, pressure_bar=1e-9, kT=kT, adapt=False,
+        )  # fmt: skip
+        return (x, box, u, bs), box
+
+    keys = jax.random.split(jax.random.PRNGKey(7), 40000)
+    (_, _, _, bs), boxes = jax.jit(lambda c, k: jax.lax.scan(step, c, k))((x0, box0, u_box(box0), bs0), keys)
+    boxes = np.asarray(boxes, float)[2000:]
+    grid = np.linspace(1e-4, 3.0, 30001)
+    g = np.exp(-((grid - 1.0) ** 2) / (2 * 0.04))
+    for i, power in enumerate((5, 4, 3)):  # V^(N-2) = (abc)^3 times a^2 b
+        w = grid**power * g
+        want = np.sum(grid * w) / np.sum(w)
+        mean, se = block_average(boxes[:, i, i], 40)
+        assert abs(mean - want) < 4 * se + 2e-3, (i, mean, se, want)
+    assert 0.2 < int(bs.total_accepted) / int(bs.total_attempted) < 0.9
+    for bx in boxes[::997]:
+        check_reduced_box(bx)  # every accepted box in OpenMM's reduced form
+    assert np.std(boxes[:, 1, 0]) > 0.1  # the shear elements move
+
+
+def test_flexible_refuses_a_scaled_cell_list():
+    from dmd.base.errors import UserInputError
+    from dmd.models import lj_fluid
+    from dmd.npt import make_npt
+
+    system = lj_fluid(108, density=0.5, temperature=200.0)
+    with pytest.raises(UserInputError, match="flexible barostat needs a box-aware"):
+        make_npt(system, dt=0.01, temperature=200.0, friction=1.0, pressure_bar=100.0, flexible=True)

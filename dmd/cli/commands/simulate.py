@@ -127,7 +127,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=S, help="window length k for --sensitivity-method window")
     p.add_argument("--pressure", type=float, default=S, help="bar: constant pressure (Monte Carlo barostat, dmd.npt)")
     p.add_argument(
-        "--barostat", choices=["isotropic", "anisotropic"], default=S, help="volume moves (default isotropic)"
+        "--barostat",
+        choices=["isotropic", "anisotropic", "flexible"],
+        default=S,
+        help="volume moves (default isotropic; flexible: all six box elements, for crystals)",
     )
     p.add_argument("--barostat-every", dest="barostat_every", type=int, default=S, help="steps per volume move (25)")
 
