@@ -60,6 +60,7 @@ def plot_shells(table: dict, path: str | os.PathLike, inputs=(), title: str = "m
     else:
         axes[2].text(0.5, 0.5, "no half-dataset refits\n(--half-datasets)", ha="center", transform=axes[2].transAxes)
     for a in axes:
+        a.set_xlim(axes[0].get_xlim())  # one resolution range (an empty CC panel would otherwise span 0–1)
         a.set_xlabel("1/d² (Å⁻², shell middle)")
         top = a.secondary_xaxis("top", functions=(_d_of_inv_d2, _d_of_inv_d2))  # d = 1/sqrt(1/d²) is self-inverse
         top.set_xlabel("d (Å)")
