@@ -13,6 +13,7 @@ Units: nm, ps, K, bar, kJ/mol.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import jax
@@ -24,7 +25,7 @@ from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.forces.nonbonded import lj_pair_energy
 from dmd.integrators import make_integrator, relax_overlaps
 from dmd.npt_run import BAROSTATS
-from dmd.runloop import MAX_REALLOCATIONS, grow_neighbors, redo_on_overflow
+from dmd.runloop import MAX_REALLOCATIONS, compiled_for, grow_neighbors, redo_on_overflow
 from dmd.space import minimum_image, wrap_positions
 
 __all__ = [
@@ -208,15 +209,11 @@ def replica_seed(seed: int, rnd: int, replica: int) -> int:
     return int(seed) + int(rnd) + 1_000_003 * int(replica)
 
 
-_VMAPPED: dict = {}  # id(advance) -> (advance, its vmapped jit): one compilation per sampler
+_VMAPPED: collections.OrderedDict = collections.OrderedDict()  # advance -> its vmapped jit, one per sampler
 
 
 def _vmapped(advance):
-    hit = _VMAPPED.get(id(advance))
-    if hit is None or hit[0] is not advance:
-        hit = (advance, jax.jit(jax.vmap(advance, in_axes=(0, None, None))))
-        _VMAPPED[id(advance)] = hit
-    return hit[1]
+    return compiled_for(_VMAPPED, advance, (), lambda: jax.jit(jax.vmap(advance, in_axes=(0, None, None))))
 
 
 def _replica_sharding(n_replicas: int, devices=None):
