@@ -121,11 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from dmd.cli.common import c_stdout_to_stderr, output_settings, setup_compilation_cache, stdout_for_summary_only
+    from dmd.cli.native_stderr import native_stderr_filtered
 
     level = output_level(args)
     with output_settings(level):
         setup_compilation_cache(enabled=not args.no_cache)
-        with c_stdout_to_stderr(shown=level >= 2), stdout_for_summary_only():
+        with (
+            c_stdout_to_stderr(shown=level >= 2),
+            native_stderr_filtered(keep_all=level >= 2),
+            stdout_for_summary_only(),
+        ):
             return _run(args)
 
 

@@ -42,12 +42,34 @@ def stop_on_signals():
 
 
 def compilation_cache_dir() -> str:
-    """The user cache directory for compiled XLA programs: ``$XDG_CACHE_HOME/dmd/jax`` (default
-    ``~/.cache/dmd/jax``)."""
+    """The user cache directory for compiled XLA programs: ``$XDG_CACHE_HOME/dmd/jax/CPU`` (default
+    ``~/.cache/dmd/jax/CPU``), where CPU names the processor model and its instruction-set flags
+    (:func:`host_cpu_id`): a home directory shared by the nodes of a cluster holds one cache per kind of CPU,
+    so a node never loads a program compiled for instructions it lacks (JAX's cache key does not include them)."""
     import os
 
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "dmd", "jax")
+    return os.path.join(root, "dmd", "jax", host_cpu_id())
+
+
+def host_cpu_id() -> str:
+    """A short, stable name for this machine's kind of CPU: ``ARCH-HASH`` from the first processor's model name
+    and flags in ``/proc/cpuinfo`` (``platform`` fields where there is none)."""
+    import hashlib
+    import platform
+
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor's block is enough: the others are the same kind
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    text = "|".join((fields.get("model name", platform.processor()), fields.get("flags", platform.platform())))
+    return f"{platform.machine() or 'cpu'}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
 def setup_compilation_cache(enabled: bool = True, path: str | None = None) -> str | None:
@@ -357,6 +379,8 @@ def c_stdout_to_stderr(shown: bool = False):
     import os
     import sys
 
+    from dmd.cli.native_stderr import flush_c_stdio
+
     try:
         real = sys.stdout.fileno() == 1
     except (AttributeError, OSError, ValueError):
@@ -376,15 +400,6 @@ def c_stdout_to_stderr(shown: bool = False):
     finally:
         sys.stdout.flush()
         sys.stdout = old
-        _flush_c_stdio()  # C's own stdout buffer still holds chatter meant for the sink
+        flush_c_stdio()  # C's own stdout buffer still holds chatter meant for the sink
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def _flush_c_stdio() -> None:
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass

@@ -1,0 +1,79 @@
+"""The fd-2 filter of the CLI: XLA:CPU's false alarm about tuning-only features is dropped, everything else kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dmd.cli.common import compilation_cache_dir, host_cpu_id
+from dmd.cli.native_stderr import filter_chunk, is_noise
+
+# the line jaxlib 0.10 logs on every cache load on AVX-512 hosts (shortened feature lists)
+NOISE = (b"E1204 11:49:49.964955    5336 cpu_aot_loader.cc:195] Loading XLA:CPU AOT result. Target machine "
+         b"feature +prefer-no-gather is not  supported on the host machine. Machine type used for XLA:CPU "
+         b"compilation doesn't match the machine type for execution. Compile machine features: [+avx2] vs host "
+         b"machine features: [avx2]. This could lead to execution errors such as SIGILL.\n")  # fmt: skip
+# a real instruction-set mismatch (a cache written on another CPU) must stay visible
+REAL = NOISE.replace(b"+prefer-no-gather", b"+avx512f")
+
+
+def test_only_tuning_feature_lines_are_noise():
+    assert is_noise(NOISE)
+    assert is_noise(NOISE.replace(b"prefer-no-gather", b"prefer-no-scatter"))
+    assert not is_noise(REAL)
+    assert not is_noise(b"dmd energy: --pdb x.pdb: empty file\n")
+
+
+def test_filter_chunk_drops_noise_keeps_order_and_progress_bars():
+    data = b"first\n" + NOISE + b"second\n" + REAL + b"\rfit:  10%|#   | 1/10"
+    out, pending = filter_chunk(data)
+    assert out == b"first\nsecond\n" + REAL + b"\rfit:  10%|#   | 1/10"  # the bar's \r update is not held back
+    assert pending == b""
+
+
+def test_filter_chunk_holds_an_unfinished_log_line_until_its_newline():
+    out, pending = filter_chunk(b"ok\n" + NOISE[:100])
+    assert out == b"ok\n" and pending == NOISE[:100]
+    out, pending = filter_chunk(pending + NOISE[100:])
+    assert out == b"" and pending == b""
+    out, pending = filter_chunk(b"Epoch 3 of 10")  # not an absl line: written at once
+    assert out == b"Epoch 3 of 10" and pending == b""
+    out, pending = filter_chunk(b"E1204 11:49", final=True)  # end of stream: nothing is held
+    assert out == b"E1204 11:49" and pending == b""
+
+
+SCRIPT = """
+import os, sys
+from dmd.cli.native_stderr import native_stderr_filtered
+noise, real = sys.stdin.buffer.read().split(b"|||")
+with native_stderr_filtered(keep_all=sys.argv[1] == "all"):
+    os.write(2, b"native before\\n")
+    os.write(2, noise)
+    print("python line", file=sys.stderr, flush=True)
+    os.write(2, real)
+print("after", file=sys.stderr, flush=True)
+"""
+
+
+def _run_filtered(mode: str) -> str:
+    # a fresh process whose fd 2 is a real pipe (pytest's capture replaces sys.stderr, so the filter would stand aside)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, mode], input=NOISE + b"|||" + REAL, capture_output=True,
+                          env=env, timeout=60, check=True)  # fmt: skip
+    return proc.stderr.decode()
+
+
+def test_fd2_filter_in_a_process():
+    err = _run_filtered("default")
+    assert err.startswith("native before\npython line\n") and err.endswith("after\n")
+    assert "+prefer-no-gather" not in err and "+avx512f" in err
+    assert "+prefer-no-gather" in _run_filtered("all")  # -vv shows everything
+
+
+def test_compilation_cache_is_per_kind_of_cpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cpu = host_cpu_id()
+    assert cpu == host_cpu_id() and len(cpu.split("-")[-1]) == 12
+    assert compilation_cache_dir() == os.path.join(str(tmp_path), "dmd", "jax", cpu)
