@@ -193,6 +193,9 @@ def peaks_from_values(
         non-positive positions, 2θ outside (0, 180), duplicate positions, values whose order
         and range betray other units (d-spacings given as 2θ and the reverse, q² out of range),
         missing or bad wavelength, unknown units, bad intensities.
+
+    Over 100 lines: every input check runs here, at the boundary and in order, before any search; each is a few
+    lines with its own message naming the fix.
     """
     units = _normalize_units(units, source)
     arr = np.asarray(values, dtype=float).reshape(-1)

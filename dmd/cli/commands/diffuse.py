@@ -64,6 +64,11 @@ def _n_shells(n_refl: int) -> int:
 
 
 def run(args) -> int:
+    """Run ``dmd diffuse`` (module docstring).
+
+    Over 100 lines: one linear pipeline (checks, the resumable and distributed frame loop, MTZ, plot, summary) whose
+    steps share the run's arguments, accumulated sums and paths; it reads top to bottom as the command's record.
+    """
     if args.d_min <= 0:
         raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")
     if args.stride < 1 or args.chunk < 1:
