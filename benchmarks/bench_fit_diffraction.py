@@ -50,7 +50,7 @@ from make_target import box_cell, crystal  # noqa: E402
 
 from analysis.diffuse import diffuse_hkl  # noqa: E402
 from dmd.base.io import write_json  # noqa: E402
-from dmd.estimators import reweight  # noqa: E402
+from dmd.estimators import boltzmann_reweight  # noqa: E402
 from dmd.integrators import BOLTZMANN_KJ_MOL_K  # noqa: E402
 from dmd.sensitivity import run_sensitivities  # noqa: E402
 from fitting import objectives  # noqa: E402
@@ -199,7 +199,7 @@ def gradient_routes(a):
         lw, neffs = [], []
         for sgn in (+1, -1):
             e = eps0 * (1 + sgn * a.fd_delta)
-            w, neff = reweight(np.asarray(u_frames(e, fr), np.float64) - u0, beta)
+            w, neff = boltzmann_reweight(np.asarray(u_frames(e, fr), np.float64) - u0, beta)
             neffs.append(neff / len(w))
             lw.append(float(loss(jnp.asarray(w @ o, jnp.float32))))
         rows["reweighting"].append((lw[0] - lw[1]) / (2 * a.fd_delta * eps0))

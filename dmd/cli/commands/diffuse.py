@@ -195,11 +195,11 @@ def run(args) -> int:
 
     plt = pyplot()
 
-    q2 = diffuse.inv_d2_of(hkl, cell_mean)
+    inv_d2 = diffuse.inv_d2_of(hkl, cell_mean)
     n_sh = max(1, min(20, len(hkl) // 50))
-    edges = np.quantile(q2, np.linspace(0, 1, n_sh + 1))
-    idx = np.clip(np.searchsorted(edges, q2, side="right") - 1, 0, n_sh - 1)
-    mid = np.array([q2[idx == k].mean() for k in range(n_sh)])
+    edges = np.quantile(inv_d2, np.linspace(0, 1, n_sh + 1))
+    idx = np.clip(np.searchsorted(edges, inv_d2, side="right") - 1, 0, n_sh - 1)
+    mid = np.array([inv_d2[idx == k].mean() for k in range(n_sh)])
     shell_id = np.array([i_d[idx == k].mean() for k in range(n_sh)])
     shell_f2 = np.array([mean_f2[idx == k].mean() for k in range(n_sh)])
     fig, ax = plt.subplots(figsize=(6, 4))
