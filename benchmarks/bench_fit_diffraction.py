@@ -146,7 +146,11 @@ def _with_epsilon(system, eps):
 def gradient_routes(a):
     """d(loss)/dε of the diffuse fit (examples/fit_diffraction/argon_diffuse.yaml at its start, ε = 1.195) by the
     fluctuation, reweighting and pathwise routes against central finite differences of long runs; each route over
-    ``--route-seeds`` independent runs (its noise: the standard deviation over runs). Returns the report dict."""
+    ``--route-seeds`` independent runs (its noise: the standard deviation over runs). Returns the report dict.
+
+    Over 100 lines: the routes are measured in sequence on one loaded config and share its frames, finite-difference
+    reference and report rows; split, each piece would take all of them back.
+    """
     s, _, (target,), c, _ = load_fit_config(ROOT / "examples" / "fit_diffraction" / "argon_diffuse.yaml")
     eps0 = float(s.params["lj"]["epsilon"][0])
     beta = 1.0 / (BOLTZMANN_KJ_MOL_K * c.temperature)

@@ -199,7 +199,7 @@ def test_no_long_function_without_a_reason():
     """A function (method, nested function) over 100 lines, ``def`` to its last line, says why in its docstring
     ("Over 100 lines: ..."): usually closures that jit needs as constants, or a command's linear pipeline."""
     long = []
-    for path in _sources():
+    for path in _sources(PACKAGES + ("benchmarks", "examples")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
