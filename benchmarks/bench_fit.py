@@ -46,6 +46,11 @@ def _rel(J, J_fd, rows=slice(None)):
 
 
 def main():
+    """The benchmark (module docstring).
+
+    Over 100 lines: a linear script (options, the gradient-route comparison, the recovery fits, the report) whose
+    sections share the options and the report dict; each measurement is a call, the rest is printing.
+    """
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs (minutes)")
     ap.add_argument("--out", type=Path, default=Path("bench_fit.json"))

@@ -50,7 +50,7 @@ from make_target import box_cell, crystal  # noqa: E402
 
 from analysis.diffuse import diffuse_hkl  # noqa: E402
 from dmd.base.io import write_json  # noqa: E402
-from dmd.estimators import reweight  # noqa: E402
+from dmd.estimators import boltzmann_reweight  # noqa: E402
 from dmd.integrators import BOLTZMANN_KJ_MOL_K  # noqa: E402
 from dmd.sensitivity import run_sensitivities  # noqa: E402
 from fitting import objectives  # noqa: E402
@@ -146,7 +146,11 @@ def _with_epsilon(system, eps):
 def gradient_routes(a):
     """d(loss)/dε of the diffuse fit (examples/fit_diffraction/argon_diffuse.yaml at its start, ε = 1.195) by the
     fluctuation, reweighting and pathwise routes against central finite differences of long runs; each route over
-    ``--route-seeds`` independent runs (its noise: the standard deviation over runs). Returns the report dict."""
+    ``--route-seeds`` independent runs (its noise: the standard deviation over runs). Returns the report dict.
+
+    Over 100 lines: the routes are measured in sequence on one loaded config and share its frames, finite-difference
+    reference and report rows; split, each piece would take all of them back.
+    """
     s, _, (target,), c, _ = load_fit_config(ROOT / "examples" / "fit_diffraction" / "argon_diffuse.yaml")
     eps0 = float(s.params["lj"]["epsilon"][0])
     beta = 1.0 / (BOLTZMANN_KJ_MOL_K * c.temperature)
@@ -199,7 +203,7 @@ def gradient_routes(a):
         lw, neffs = [], []
         for sgn in (+1, -1):
             e = eps0 * (1 + sgn * a.fd_delta)
-            w, neff = reweight(np.asarray(u_frames(e, fr), np.float64) - u0, beta)
+            w, neff = boltzmann_reweight(np.asarray(u_frames(e, fr), np.float64) - u0, beta)
             neffs.append(neff / len(w))
             lw.append(float(loss(jnp.asarray(w @ o, jnp.float32))))
         rows["reweighting"].append((lw[0] - lw[1]) / (2 * a.fd_delta * eps0))

@@ -329,6 +329,11 @@ def summarize_fallback(log: Log, prefix: str) -> str:
 
 
 def main(argv=None) -> int:
+    """The benchmark (module docstring).
+
+    Over 100 lines: a linear script (options, the clean and noisy runs, the prior-vs-random and peer comparisons,
+    the report) over one set of options and result tables.
+    """
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-per-system", type=int, default=100)
     ap.add_argument("--systems", default=",".join(SYSTEMS))

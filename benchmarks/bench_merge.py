@@ -149,6 +149,11 @@ def _choice(summary) -> str:
 
 
 def main(argv=None):
+    """The benchmark (module docstring).
+
+    Over 100 lines: a linear script (options, data, dmd runs, the careless peer, the classical baselines, the report)
+    over one set of options and result rows.
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small data, careless 1,000 steps")
     p.add_argument("--n-images", type=int, default=200)

@@ -116,7 +116,7 @@ def timed(fn, repeat):
 def run_case(n_atoms, args):
     cell = [args.cell] * 3 + [90.0] * 3
     hkl = symmetry.generate_hkl(cell, args.d_min, "P 1", unique=True)  # Friedel half: F(−h) = F(h)*
-    q2 = np.einsum("ni,ni->n", hkl / args.cell, hkl / args.cell)
+    inv_d2 = np.einsum("ni,ni->n", hkl / args.cell, hkl / args.cell)
     elements, frames = make_system(n_atoms, args.cell, args.frames)
     rng = np.random.default_rng(1)
     sub = np.sort(rng.choice(len(hkl), min(2000, len(hkl)), replace=False))
@@ -134,7 +134,7 @@ def run_case(n_atoms, args):
     gem = {}
     for rate in args.gemmi_rates:
         dc, grid = gemmi_fft(st, args.d_min, rate, hkl)
-        g_err = errors(gemmi_values(dc, grid, hkl[sub], q2[sub]), ref)
+        g_err = errors(gemmi_values(dc, grid, hkl[sub], inv_d2[sub]), ref)
 
         def one_gemmi(rate=rate):
             gemmi_fft(st, args.d_min, rate, hkl)

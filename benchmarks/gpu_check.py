@@ -134,11 +134,11 @@ def reweighting() -> None:
     import numpy as np
 
     from analysis.diffuse import diffuse_intensity
-    from dmd.estimators import reweight
+    from dmd.estimators import boltzmann_reweight
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    w, neff = reweight(rng.normal(0, 5, 100_000), 1 / 2.494)
+    w, neff = boltzmann_reweight(rng.normal(0, 5, 100_000), 1 / 2.494)
     w_s = time.perf_counter() - t0
     T, M = 2000, 32_633
     F = jax.device_put((rng.standard_normal((T, M)) + 1j * rng.standard_normal((T, M))).astype(np.complex64))

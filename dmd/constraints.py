@@ -156,6 +156,9 @@ def make_constraint_fns(
 
     Returns:
       :class:`ConstraintFns` or None.
+
+    Over 100 lines: the SHAKE and RATTLE iterations (with SETTLE for the waters) are closures over the same index
+    arrays, inverse masses and tolerance, which jit needs as constants; split, each would take those as arguments.
     """
     if constraints is None or constraints.n_constraints == 0:
         return None

@@ -47,7 +47,8 @@ __all__ = [
     "block_average",
     "block_jackknife",
     "kish_neff",
-    "reweight",
+    "boltzmann_weights",
+    "boltzmann_reweight",
     "pathwise_gradient",
     "fluctuation_gradient",
     "reweighting_gradient",
@@ -133,8 +134,10 @@ def boltzmann_weights(delta_u, beta):
     return w / w.sum()
 
 
-def reweight(delta_u, beta):
-    """Normalised weights w_t ∝ exp(−β ΔU_t) (log-sum-exp stabilised) and their Kish N_eff.
+def boltzmann_reweight(delta_u, beta):
+    """Normalised Boltzmann weights w_t ∝ exp(−β ΔU_t) (log-sum-exp stabilised) and their Kish N_eff.
+
+    Named apart from :func:`fitting.reweight.reweight`, which fits experimental frame weights.
 
     Args:
       delta_u: ``[F]`` U(x_t; θ′) − U(x_t; θ), kJ/mol.

@@ -120,6 +120,9 @@ def lj_fluid(
       System with θ = ``{"lj": {"sigma": [n_types] nm, "epsilon": [n_types] kJ/mol}}`` labelled by
       type name, ``box`` ``[3]`` nm, a neighbour list, and ``metadata`` (cutoff_nm, skin_nm,
       temperature_K, tau_ps, types, ...).
+
+    Over 100 lines: the energy closures (neighbour-list and dense all-pairs forms, the dense one with its custom
+    derivatives) share the pair parameters, switch and box of one System; the rest is the documented arguments.
     """
     if n_atoms < 2:
         raise UserInputError(f"lj_fluid: n_atoms={n_atoms}; pass n_atoms >= 2")

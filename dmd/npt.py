@@ -402,25 +402,21 @@ def run_npt(
     system,
     *,
     n_cycles: int,
-    dt: float,
-    temperature: float,
-    friction: float,
-    pressure_bar: float,
-    every: int = 25,
     chunk: int = 100,
     seed: int = 0,
     params=None,
-    box_margin: float = 0.03,
-    extra_energy=None,
     state: NPTState | None = None,
-    anisotropic: bool = False,
-    flexible: bool = False,
     tangents=None,
     on_chunk=None,
     record_positions: bool = False,
     cache: dict | None = None,
+    **settings,
 ):
     """Run ``n_cycles`` NPT cycles (each ``every`` BAOAB steps plus one volume move).
+
+    ``settings`` are the propagator's keywords of :func:`make_npt`, their one home (``dt``, ``temperature``,
+    ``friction``, ``pressure_bar`` required; ``every``, ``box_margin``, ``extra_energy``, ``anisotropic``,
+    ``flexible`` optional); ``reference_box`` is chosen here (the cell grid follows the box).
 
     The scaled neighbour list follows the box inside the compiled chunk (:meth:`_Lists.rereference`); only when the
     box shrinks below what the static cell grid serves does a chunk stop at the last cycle before, the host lays
@@ -448,19 +444,9 @@ def run_npt(
     Over 100 lines: the host loop's three outcomes (overflow redo, stale rebuild, record) share its counters.
     """
     params = system.params if params is None else params
-    build = functools.partial(
-        make_npt,
-        system,
-        dt=dt,
-        temperature=temperature,
-        friction=friction,
-        pressure_bar=pressure_bar,
-        every=every,
-        box_margin=box_margin,
-        extra_energy=extra_energy,
-        anisotropic=anisotropic,
-        flexible=flexible,
-    )
+    if "reference_box" in settings:
+        raise TypeError("run_npt lays out the cell grid itself; pass no reference_box")
+    build = functools.partial(make_npt, system, **settings)
     store = {} if cache is None else cache
     props = store.setdefault("propagators", {})
 

@@ -179,6 +179,9 @@ def _build_chunk(system, sel, dt, temperature, friction, method, capacity, repor
     The primal step is :func:`dmd.integrators.langevin` (so positions equal ``dmd simulate``'s for the same seed),
     differentiated with ``jax.jvp`` in P directions (vmapped; the primal is computed once). The state's forces
     are part of the differentiated state: their tangent is −ζE (eq. 7), a Hessian-vector product.
+
+    Over 100 lines: the tangent step, window bookkeeping and frame recording are closures over the integrator's
+    coefficients and the parameter selection, which the jitted chunk needs as constants.
     """
     key = _cache_key(system, sel, dt, temperature, friction, method, capacity, report_every, n_tangents)
     if key in _CHUNK_CACHE:

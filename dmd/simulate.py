@@ -306,6 +306,9 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
     Raises:
       SimulationDiverged: NaN/inf or exploding coordinates (``.step``, ``.last_good_checkpoint``).
       UserInputError: bad settings or a checkpoint that does not fit.
+
+    Over 100 lines: the chunk loop's record, flush, checkpoint, overflow-redo and interrupt steps share the run's
+    counters, writers and paths (closures); the summary at the end is the run's record of them.
     """
     from dmd.base.progress import progress_bar
     from dmd.trajectory import EnergyLog, TrajectoryWriter, check_out_path, mdtraj_topology

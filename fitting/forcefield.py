@@ -386,6 +386,9 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     Returns:
       :class:`FitResult`; with ``config.out`` also ``history.json``, ``history.csv``, ``checkpoint.npz``,
       ``summary.json``, ``loss.png`` and ``params.png`` in that folder.
+
+    Over 100 lines: the round loop's sampling, estimator, step, rejection and output steps share the fit's state
+    (θ, history, checkpoints, per-state caches); the pieces are in fitting.forcefield_* and this loop sequences them.
     """
     cfg = config
     if cfg.estimator not in ESTIMATORS:

@@ -49,10 +49,10 @@ def density_estimate(volumes_nm3, du_dtheta, total_mass_amu: float, temperature:
     return DensityEstimate(float(mean), float(err), np.asarray(g.value), np.asarray(g.stderr))
 
 
-def sample_density(system, params, names, *, pressure_bar, temperature, n_cycles, equil_cycles=0, **npt_kwargs):
+def sample_density(system, params, names, *, temperature, n_cycles, equil_cycles=0, **npt_kwargs):
     """One NPT run at θ = ``params``: (:class:`DensityEstimate` for the parameters ``names``, run_npt's output).
 
-    ``npt_kwargs`` go to :func:`dmd.npt.run_npt` (dt, friction, every, seed, box_margin, anisotropic, ...);
+    ``npt_kwargs`` go to :func:`dmd.npt.run_npt` (pressure_bar, dt, friction, every, seed, box_margin, ...);
     the first ``equil_cycles`` cycles are dropped.
     """
     sel = select(system.param_labels, names)
@@ -60,7 +60,6 @@ def sample_density(system, params, names, *, pressure_bar, temperature, n_cycles
         system,
         n_cycles=n_cycles + equil_cycles,
         temperature=temperature,
-        pressure_bar=pressure_bar,
         params=params,
         tangents=sel.tangents(params),
         **npt_kwargs,
@@ -75,7 +74,6 @@ def fit_density(
     names,
     target_g_cm3: float,
     *,
-    pressure_bar: float,
     temperature: float,
     n_cycles: int,
     equil_cycles: int = 0,
@@ -86,6 +84,9 @@ def fit_density(
     **npt_kwargs,
 ):
     """Fit the positive parameters ``names`` so that the NPT density at (P, T) equals ``target_g_cm3``.
+
+    ``npt_kwargs`` go to :func:`sample_density` and on to :func:`dmd.npt.run_npt` (``pressure_bar`` P required,
+    dt, friction, every, seed, ...).
 
     Each round runs :func:`sample_density` at the current θ (from the previous round's positions and box), then
     takes the minimum-norm Gauss–Newton step in z = ln θ, Δz = −J (ρ − ρ_target)/|J|², clipped to ``max_step``
@@ -115,7 +116,6 @@ def fit_density(
             system,
             params,
             sel.names,
-            pressure_bar=pressure_bar,
             temperature=temperature,
             n_cycles=n_cycles,
             equil_cycles=equil_cycles,

@@ -40,3 +40,37 @@ def jax_compiles():
                 logger.removeHandler(handler)
 
     return record
+
+
+@pytest.fixture
+def launch():
+    """``launch(cmds, timeout=300, **env)`` starts every command of ``cmds`` (argv lists) at once as a subprocess
+    on CPU JAX with this checkout on PYTHONPATH and without the suite's forced host devices (``env`` adds
+    variables, e.g. ``XLA_FLAGS``), waits for all (``timeout`` s each) and returns ``(return codes, outputs)``,
+    each output the process's stdout and stderr together. Multi-process tests (jax.distributed) share it."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(cmds, timeout=300, **extra):
+        env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+        env.pop("XLA_FLAGS", None)
+        env.update(extra)
+        procs = [
+            subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds
+        ]
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+        return [p.returncode for p in procs], outs
+
+    return run
+
+
+@pytest.fixture
+def distributed_flags():
+    """``distributed_flags(i, port)``: the CLI options that make a command process ``i`` of 2 under
+    jax.distributed, coordinated on ``localhost:port`` (:func:`dmd.distributed.free_local_port`)."""
+
+    def flags(i, port):
+        return ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)]
+
+    return flags

@@ -190,3 +190,40 @@ def test_base_layer_imports_nothing_heavy():
                 if n.split(".")[0] in heavy:
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {n}")
     assert not bad, "\n".join(bad)
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def test_no_long_function_without_a_reason():
+    """A function (method, nested function) over 100 lines, ``def`` to its last line, says why in its docstring
+    ("Over 100 lines: ..."): usually closures that jit needs as constants, or a command's linear pipeline."""
+    long = []
+    for path in _sources(PACKAGES + ("benchmarks", "examples")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                doc = ast.get_docstring(node) or ""
+                if n > MAX_FUNCTION_LINES and "over 100 lines" not in doc.lower():
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines without a reason in the docstring:\n" + "\n".join(long)
+
+
+def test_every_package_declares_its_public_api():
+    """Each package ``__init__`` lists its public names in ``__all__``, and every listed name exists there."""
+    import importlib
+
+    bad = []
+    for path in _sources():
+        if path.name != "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        targets = [t for n in tree.body if isinstance(n, ast.Assign) for t in n.targets]
+        targets += [n.target for n in tree.body if isinstance(n, ast.AnnAssign)]
+        declared = [t for t in targets if getattr(t, "id", None) == "__all__"]
+        if not declared:
+            bad.append(f"{path.relative_to(ROOT)}: no __all__")
+            continue
+        mod = importlib.import_module(_module_name(path))
+        bad += [f"{path.relative_to(ROOT)}: __all__ names missing {n}" for n in mod.__all__ if not hasattr(mod, n)]
+    assert not bad, "\n".join(bad)

@@ -106,7 +106,7 @@ D_LIKE_MAX = 20.0
 # the small cells indexing handles lie below ~20 Å and fall from first to last
 TWO_THETA_LIKE_MIN = 20.0
 # q² = 1/d² above this (Å⁻²; d < 0.32 Å) is beyond any diffraction pattern indexing uses
-Q2_MAX = 10.0
+INV_D2_MAX = 10.0
 
 
 def _minimum_table() -> str:
@@ -148,9 +148,9 @@ def _check_units_plausible(arr: np.ndarray, units: str, wavelength: float | None
             "2θ (degrees), not d-spacings; pass --units 2theta --wavelength λ (if they really are d-spacings "
             "in Å, list them in descending order)"
         )
-    if units == "q2" and arr.max() > Q2_MAX:
+    if units == "q2" and arr.max() > INV_D2_MAX:
         raise UserInputError(
-            f"{source}: q² = 1/d² up to {arr.max():g} Å⁻² (d < {1 / np.sqrt(Q2_MAX):.2f} Å) is not a "
+            f"{source}: q² = 1/d² up to {arr.max():g} Å⁻² (d < {1 / np.sqrt(INV_D2_MAX):.2f} Å) is not a "
             "diffraction line; these look like 2θ or d values: pass --units 2theta or --units d"
         )
     if units == "q2" and falls and arr.max() > 1.0:
@@ -193,6 +193,9 @@ def peaks_from_values(
         non-positive positions, 2θ outside (0, 180), duplicate positions, values whose order
         and range betray other units (d-spacings given as 2θ and the reverse, q² out of range),
         missing or bad wavelength, unknown units, bad intensities.
+
+    Over 100 lines: every input check runs here, at the boundary and in order, before any search; each is a few
+    lines with its own message naming the fix.
     """
     units = _normalize_units(units, source)
     arr = np.asarray(values, dtype=float).reshape(-1)

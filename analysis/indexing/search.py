@@ -295,7 +295,11 @@ def _run_batch(
     top_k: int,
 ):
     """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` plus
-    ``n_random`` random cells, refined iteratively (module docstring); returns the best ``top_k``."""
+    ``n_random`` random cells, refined iteratively (module docstring); returns the best ``top_k``.
+
+    Over 100 lines: the assignment step, the acceptance rule and the iteration are closures over the batch's
+    observed lines, weights and candidate rows, traced once into one jitted program.
+    """
     dtype = inv_d2_obs.dtype
     p = rows.shape[1]
     n_obs = inv_d2_obs.shape[0]

@@ -18,6 +18,9 @@ import sys
 from dmd.base.errors import NoResult, RunInterrupted, SimulationDiverged, UserInputError
 from dmd.base.progress import close_all
 
+__all__ = ["main", "build_parser", "output_level", "COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_INPUT",
+           "EXIT_NO_RESULT", "EXIT_DIVERGED"]  # fmt: skip
+
 # Exit codes (also in ``dmd --help``): scripts can tell a bad input from a run that found nothing or diverged.
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NO_RESULT, EXIT_DIVERGED = 0, 1, 2, 3, 4
 EPILOG = """output:

@@ -173,6 +173,9 @@ def pair_neighbor_list(
       capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation.
       block: rows per step of the blocked build.
       full: list each pair in both rows (True) or once (False), see the module docstring.
+
+    Over 100 lines: allocate, update, grow and the blocked build are closures over one exclusion table, padding and
+    list radius (jit constants); they form the :class:`NeighborListFns` returned together.
     """
     r_list = float(cutoff) + float(skin)
     default_box = np.asarray(box, dtype=np.float64)

@@ -11,7 +11,7 @@ Why the broad profile: the fit starts 20% off in σ, i.e. every peak ~20% off in
 29.5°). A gradient of an R_wp between patterns needs their peaks to overlap; with sharp peaks a 7° shift leaves the
 loss flat in σ. A synthetic target can choose its width; real data would be fitted coarse to fine.
 
-    python examples/fit/make_powder_npt_target.py [--runs 2 --steps 6000 --out argon_powder_npt.csv]
+    python examples/fit/make_powder_npt_target.py [--runs 2 --steps 6000] --out argon_powder_npt.csv
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from fitting import observables as ob
 from fitting.fit_config import fcc_positions, powder_observable
 from fitting.forcefield import FitConfig, sample_npt
 
-HERE = Path(__file__).resolve().parent
 TRUTH = dict(sigma=0.34, epsilon=0.996)
 PRESSURE_BAR = 1.0
 POWDER = dict(wavelength=1.5406, profile={"W": 25.0}, two_theta=(15.0, 60.0))
@@ -64,12 +63,12 @@ def pattern_of_runs(system, runs: int, steps: int, seed0: int = 300):
     return tt, np.mean(means, axis=0), np.mean(boxes, axis=0)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--out", type=Path, default=HERE / "argon_powder_npt.csv")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, required=True, help="CSV to write (the shipped one: argon_powder_npt.csv)")
+    args = ap.parse_args(argv)
     tt, y, box = pattern_of_runs(crystal(), args.runs, args.steps)
     header = (f"two_theta_deg,intensity  # argon FCC 108 atoms, sigma {TRUTH['sigma']} nm, epsilon {TRUTH['epsilon']}"
               f" kJ/mol, {SETTINGS['temperature']} K, {PRESSURE_BAR} bar, mean box {box[0]:.4f} nm, "

@@ -12,13 +12,13 @@ Why ε is identifiable: in a (quasi-)harmonic crystal at fixed density every for
 thermal displacements and I_D scale as kT/ε; the fit therefore uses the ``absolute`` objective (a profiled scale,
 as ``cc`` has, would remove exactly that information).
 
-    python examples/fit_diffraction/make_target.py [--cells 3 --runs 4 --steps 6000 --out argon_diffuse.mtz]
+    python examples/fit_diffraction/make_target.py [--cells 3 --runs 4 --steps 6000] --out argon_diffuse.mtz
+    python examples/fit_diffraction/make_target.py --powder --runs 2 --steps 4000 --out argon_powder.csv
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +31,6 @@ from fitting import observables as ob
 from fitting.fit_config import fcc_positions, powder_observable
 from fitting.forcefield import FitConfig, sample
 
-HERE = Path(__file__).resolve().parent
 TRUTH = dict(sigma=0.34, epsilon=0.996)
 POWDER = dict(wavelength=1.5406, profile={"W": 0.05})
 SETTINGS = dict(density=1.05, temperature=60.0, dt=0.01, friction=2.0, d_min=2.0)
@@ -87,13 +86,13 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--d-min", type=float, default=SETTINGS["d_min"])
-    ap.add_argument("--out", default=str(HERE / "argon_diffuse.mtz"))
-    ap.add_argument("--powder", action="store_true", help="write argon_powder.csv (the powder target) instead")
+    ap.add_argument("--out", required=True, help="MTZ to write (the shipped one: argon_diffuse.mtz)")
+    ap.add_argument("--powder", action="store_true", help="write the powder target CSV (argon_powder.csv) instead")
     a = ap.parse_args(argv)
     system = crystal(a.cells)
     if a.powder:
         tt, y = powder_of_runs(system, a.runs, a.steps)
-        out = HERE / "argon_powder.csv"
+        out = a.out
         with atomic_path(out) as tmp:
             np.savetxt(tmp, np.column_stack([tt, y]), delimiter=",", header="two_theta_deg,intensity", comments="")
         print(f"wrote {out}: {len(tt)} points")

@@ -79,8 +79,8 @@ def test_hkl_generation_asu_and_symmetry_flags_match_gemmi(sg):
     ref = np.array(gemmi.make_miller_array(gemmi.UnitCell(*c), group, d_min, 0.0, unique=True))
     assert {tuple(h) for h in uniq} == {tuple(h) for h in ref}
     full = symmetry.generate_hkl(c, d_min, sg)
-    q2 = cell_mod.inv_d2(full, c)
-    assert q2.max() <= 1 / d_min**2 * (1 + 1e-12) and np.all(np.diff(q2) >= -1e-15)  # sorted by d
+    inv_d2 = cell_mod.inv_d2(full, c)
+    assert inv_d2.max() <= 1 / d_min**2 * (1 + 1e-12) and np.all(np.diff(inv_d2) >= -1e-15)  # sorted by d
     # every present reflection maps into the ASU; its whole orbit maps to the same ASU index
     asu, isym = symmetry.to_asu(full, sg)
     rasu = gemmi.ReciprocalAsu(group)

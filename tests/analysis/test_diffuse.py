@@ -125,19 +125,19 @@ def test_symmetry_average_orbits():
 def test_diffuse_cc_total_and_anisotropic():
     cell = [40.0, 50.0, 60.0, 90, 90, 90]
     hkl = symmetry.generate_hkl(cell, 3.0, "P 1", unique=True)
-    q2 = cell_mod.inv_d2(hkl.astype(float), np.array(cell))
+    inv_d2 = cell_mod.inv_d2(hkl.astype(float), np.array(cell))
     rng = np.random.default_rng(3)
     aniso = rng.normal(size=len(hkl))
-    obs = 100 * np.exp(-10 * q2) + aniso
-    s = diffuse.diffuse_cc(2 * obs + 5, obs, q2, n_shells=5)
+    obs = 100 * np.exp(-10 * inv_d2) + aniso
+    s = diffuse.diffuse_cc(2 * obs + 5, obs, inv_d2, n_shells=5)
     assert abs(s["cc_total"] - 1) < 1e-12 and abs(s["cc_anisotropic"] - 1) < 1e-12  # CC ignores scale/offset
     # wrong radial (shell-mean) profile, right anisotropic part → anisotropic CC = 1 exactly, total CC < 1
-    edges = stats.shell_edges(q2, 10)
-    shell = stats.shell_index(q2, edges)
-    mid = np.array([q2[shell == k].mean() for k in range(10)])
+    edges = stats.shell_edges(inv_d2, 10)
+    shell = stats.shell_index(inv_d2, edges)
+    mid = np.array([inv_d2[shell == k].mean() for k in range(10)])
     obs = 100 * np.exp(-10 * mid[shell]) + aniso
     pred = 300 * mid[shell] + aniso  # rising where obs falls
-    s = diffuse.diffuse_cc(pred, obs, q2, n_shells=10)
+    s = diffuse.diffuse_cc(pred, obs, inv_d2, n_shells=10)
     assert abs(s["cc_anisotropic"] - 1) < 1e-10  # shell means removed exactly (float64)
     assert s["cc_total"] < 0.9
     np.testing.assert_allclose(s["cc_anisotropic_shells"], 1.0, atol=1e-10)
@@ -146,7 +146,7 @@ def test_diffuse_cc_total_and_anisotropic():
     # NaNs in observed data are masked, not propagated
     obs_nan = obs.copy()
     obs_nan[::7] = np.nan
-    assert np.isfinite(diffuse.diffuse_cc(pred, obs_nan, q2)["cc_total"])
+    assert np.isfinite(diffuse.diffuse_cc(pred, obs_nan, inv_d2)["cc_total"])
 
 
 def test_match_reflections():

@@ -5,7 +5,6 @@ on inputs all stop with the same clear message and write nothing."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import gemmi
@@ -19,41 +18,22 @@ TOP = os.path.join(DATA, "sf_villin_top.pdb")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
-
-
 def _diffuse(out, extra=(), traj=TRAJ):
     return [sys.executable, "-m", "dmd", "diffuse", "--traj", traj, "--top", TOP, "--d-min", "6", "--stride", "4",
             "--chunk", "2", "--no-progress", "--out", str(out), *extra]  # fmt: skip
-
-
-def _launch(cmds, timeout=240, **env):
-    procs = [
-        subprocess.Popen(c, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds
-    ]
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    return [p.returncode for p in procs], outs
-
-
-def _dist(i, port):
-    return ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)]
 
 
 def _column(path, label):
     return np.asarray(gemmi.read_mtz_file(str(path)).column_with_label(label), np.float64)
 
 
-def test_two_processes_diffuse_equals_single_process(tmp_path):
+def test_two_processes_diffuse_equals_single_process(tmp_path, launch, distributed_flags):
     single = tmp_path / "single.mtz"
-    rc, out = _launch([_diffuse(single)])
+    rc, out = launch([_diffuse(single)])
     assert rc == [0], out
     port = free_local_port()
     multi = tmp_path / "multi.mtz"
-    rc, out = _launch([_diffuse(multi, _dist(i, port)) for i in range(2)])
+    rc, out = launch([_diffuse(multi, distributed_flags(i, port)) for i in range(2)])
     assert rc == [0, 0], out
     # the frames were split: each process computed F for its own chunks only, sums added over processes
     for label in ("ID", "MEANF2", "FMEAN"):
@@ -62,7 +42,7 @@ def test_two_processes_diffuse_equals_single_process(tmp_path):
         np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6 * np.abs(a).max())
     # one process on 4 forced host devices: the same map
     four = tmp_path / "four.mtz"
-    rc, out = _launch([_diffuse(four)], XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    rc, out = launch([_diffuse(four)], XLA_FLAGS="--xla_force_host_platform_device_count=4")
     assert rc == [0], out
     for label in ("ID", "MEANF2", "FMEAN"):
         a, b = _column(single, label), _column(four, label)
@@ -71,13 +51,15 @@ def test_two_processes_diffuse_equals_single_process(tmp_path):
                                             "single.json", "single.mtz", "single.png"]  # fmt: skip
 
 
-def test_processes_disagreeing_on_input_stop_with_message_and_write_nothing(tmp_path):
+def test_processes_disagreeing_on_input_stop_with_message_and_write_nothing(tmp_path, launch, distributed_flags):
     other = tmp_path / "other.dcd"
     data = open(TRAJ, "rb").read()
     other.write_bytes(data[: len(data) // 2])  # a shorter trajectory on process 1
     port = free_local_port()
     out = tmp_path / "x.mtz"
-    rc, outs = _launch([_diffuse(out, _dist(0, port)), _diffuse(out, _dist(1, port), traj=str(other))])
+    rc, outs = launch(
+        [_diffuse(out, distributed_flags(0, port)), _diffuse(out, distributed_flags(1, port), traj=str(other))]
+    )
     assert rc[0] != 0 and rc[1] != 0, outs
     for o in outs:
         assert "processes disagree on the input file" in o and "Traceback" not in o, o
@@ -99,11 +81,11 @@ def _weights(folder):
     return np.array([float(r.split(",")[-1]) for r in rows])
 
 
-def test_two_processes_reweight_equals_single_process(tmp_path):
-    rc, out = _launch([_reweight(tmp_path / "single")])
+def test_two_processes_reweight_equals_single_process(tmp_path, launch, distributed_flags):
+    rc, out = launch([_reweight(tmp_path / "single")])
     assert rc == [0], out
     port = free_local_port()
-    rc, out = _launch([_reweight(tmp_path / "multi", _dist(i, port)) for i in range(2)])
+    rc, out = launch([_reweight(tmp_path / "multi", distributed_flags(i, port)) for i in range(2)])
     assert rc == [0, 0], out
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "multi")
     assert a.shape == b.shape == (60,)

@@ -19,7 +19,7 @@ import pytest
 from dmd import models
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.chaos import assess, finite_time_lyapunov
-from dmd.estimators import block_average, ensemble_gradients, kish_neff, reweight
+from dmd.estimators import block_average, boltzmann_reweight, ensemble_gradients, kish_neff
 from dmd.integrators import langevin_coefficients
 from dmd.params import select
 from dmd.sensitivity import run_sensitivities
@@ -106,7 +106,7 @@ def test_lj_dU_deps_matches_finite_differences_of_long_runs(lj_runs):
 def test_kish_neff_and_reweighting_weights():
     assert kish_neff(np.ones(50)) == pytest.approx(50.0, rel=1e-12)  # uniform weights: N_eff = N exactly
     assert kish_neff(np.r_[1.0, np.zeros(9)]) == pytest.approx(1.0, rel=1e-12)  # one frame carries everything
-    w, neff = reweight(np.array([0.0, np.log(2.0)]), beta=1.0)  # w ∝ exp(−βΔU) = (1, 1/2)
+    w, neff = boltzmann_reweight(np.array([0.0, np.log(2.0)]), beta=1.0)  # w ∝ exp(−βΔU) = (1, 1/2)
     np.testing.assert_allclose(w, [2 / 3, 1 / 3], rtol=1e-12)
     assert neff == pytest.approx(1.8, rel=1e-12)  # (1)²/(4/9 + 1/9)
 

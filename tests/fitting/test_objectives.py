@@ -21,10 +21,10 @@ def _xy(m=300, seed=0, dtype=np.float64):
 
 @pytest.mark.parametrize("name", ob.OBJECTIVES)
 def test_gradient_matches_central_differences(name):
-    x, y, q2 = _xy()
-    shells = stats.shell_index(q2, stats.shell_edges(q2, 5))
+    x, y, inv_d2 = _xy()
+    shells = stats.shell_index(inv_d2, stats.shell_edges(inv_d2, 5))
     sigma = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, x.shape[0]))
-    w = jnp.asarray(ob.power_weights(q2, 1.0))
+    w = jnp.asarray(ob.power_weights(inv_d2, 1.0))
     mask = jnp.asarray(np.arange(x.shape[0]) % 4 != 0)
     f = ob.make_objective(name, y, weights=w, sigma=sigma, shells=shells, n_shells=5)
     fx = jax.jit(lambda x: f(x, mask))
@@ -63,8 +63,8 @@ def test_scale_offset_invariance():
 
 
 def test_aniso_cc_ignores_shell_means_and_float32_kept():
-    x, y, q2 = _xy(seed=6, dtype=np.float32)
-    shells = stats.shell_index(q2, stats.shell_edges(q2, 6))
+    x, y, inv_d2 = _xy(seed=6, dtype=np.float32)
+    shells = stats.shell_index(inv_d2, stats.shell_edges(inv_d2, 6))
     f = jax.jit(lambda x: ob.neg_cc_aniso(x, y, shells=jnp.asarray(shells), n_shells=6))
     shifted = x + jnp.asarray(np.arange(6, dtype=np.float32) * 10.0)[shells]  # add a constant per shell
     np.testing.assert_allclose(float(f(shifted)), float(f(x)), atol=1e-5)  # float32 sums over 300 voxels

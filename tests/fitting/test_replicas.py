@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -22,8 +21,6 @@ from dmd.models import harmonic_oscillator, lj_fluid
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, FitParam, FitTarget, fit
 from fitting.forcefield_sampling import make_sampler, replica_seed, sample, sample_replicas
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _lj():
@@ -107,32 +104,16 @@ def _write_config(folder, target_values=None):
     )
 
 
-def _env():
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    return env
-
-
 def _fit_cmd(folder, out, extra=()):
     return [sys.executable, "-m", "dmd", "fit", str(folder / "fit.yaml"), "--out", str(out), "--json", *extra]
 
 
-def _launch(cmds, timeout=300):
-    procs = [subprocess.Popen(c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    return [p.returncode for p in procs], outs
-
-
-def _dist(i, port):
-    return ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)]
-
-
-def test_two_processes_fit_the_same_theta_as_one(tmp_path):
+def test_two_processes_fit_the_same_theta_as_one(tmp_path, launch, distributed_flags):
     _write_config(tmp_path)
     port = free_local_port()
     # the single-process reference runs beside the two processes (the machine's 2 cores both busy: less wall time)
-    cmds = [_fit_cmd(tmp_path, tmp_path / "multi", _dist(i, port)) for i in range(2)]
-    rc, outs = _launch([*cmds, _fit_cmd(tmp_path, tmp_path / "single")])
+    cmds = [_fit_cmd(tmp_path, tmp_path / "multi", distributed_flags(i, port)) for i in range(2)]
+    rc, outs = launch([*cmds, _fit_cmd(tmp_path, tmp_path / "single")])
     assert rc == [0, 0, 0], outs
     outs = outs[:2]
     a = json.loads((tmp_path / "single" / "summary.json").read_text())
@@ -151,12 +132,12 @@ def test_two_processes_fit_the_same_theta_as_one(tmp_path):
     assert sorted(os.listdir(tmp_path / "multi")) == sorted(os.listdir(tmp_path / "single"))
 
 
-def test_processes_disagreeing_on_a_target_file_stop_with_message(tmp_path):
+def test_processes_disagreeing_on_a_target_file_stop_with_message(tmp_path, launch, distributed_flags):
     for i in range(2):
         (tmp_path / f"p{i}").mkdir()
         _write_config(tmp_path / f"p{i}", None if i == 0 else np.linspace(1, 2, 10))
     port = free_local_port()
-    rc, outs = _launch([_fit_cmd(tmp_path / f"p{i}", tmp_path / "out", _dist(i, port)) for i in range(2)])
+    rc, outs = launch([_fit_cmd(tmp_path / f"p{i}", tmp_path / "out", distributed_flags(i, port)) for i in range(2)])
     assert rc[0] != 0 and rc[1] != 0, outs
     for o in outs:
         assert "processes disagree on" in o and "Traceback" not in o, o

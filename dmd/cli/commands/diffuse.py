@@ -64,6 +64,11 @@ def _n_shells(n_refl: int) -> int:
 
 
 def run(args) -> int:
+    """Run ``dmd diffuse`` (module docstring).
+
+    Over 100 lines: one linear pipeline (checks, the resumable and distributed frame loop, MTZ, plot, summary) whose
+    steps share the run's arguments, accumulated sums and paths; it reads top to bottom as the command's record.
+    """
     if args.d_min <= 0:
         raise UserInputError(f"--d-min must be positive (Å), got {args.d_min}")
     if args.stride < 1 or args.chunk < 1:
@@ -190,11 +195,11 @@ def run(args) -> int:
 
     plt = pyplot()
 
-    q2 = diffuse.inv_d2_of(hkl, cell_mean)
+    inv_d2 = diffuse.inv_d2_of(hkl, cell_mean)
     n_sh = max(1, min(20, len(hkl) // 50))
-    edges = np.quantile(q2, np.linspace(0, 1, n_sh + 1))
-    idx = np.clip(np.searchsorted(edges, q2, side="right") - 1, 0, n_sh - 1)
-    mid = np.array([q2[idx == k].mean() for k in range(n_sh)])
+    edges = np.quantile(inv_d2, np.linspace(0, 1, n_sh + 1))
+    idx = np.clip(np.searchsorted(edges, inv_d2, side="right") - 1, 0, n_sh - 1)
+    mid = np.array([inv_d2[idx == k].mean() for k in range(n_sh)])
     shell_id = np.array([i_d[idx == k].mean() for k in range(n_sh)])
     shell_f2 = np.array([mean_f2[idx == k].mean() for k in range(n_sh)])
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -152,6 +152,11 @@ def outputs(out: str) -> list[str]:
 
 
 def run(args) -> int:
+    """Run ``dmd merge`` (module docstring).
+
+    Over 100 lines: a linear pipeline (read, report rejects, fit, write, summary) that maps each option onto the
+    library's configuration once; split, every piece would take ``args`` and the summary back.
+    """
     from dmd.base.errors import UserInputError
 
     check_input(args.unmerged, "", "unmerged MTZ, XDS_ASCII.HKL or CrystFEL stream")

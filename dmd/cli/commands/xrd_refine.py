@@ -105,6 +105,11 @@ def cif_text(name, cell, spacegroup, labels, elements, pos_frac, ops=None, comme
 
 
 def run(args) -> int:
+    """Run ``dmd xrd-refine`` (module docstring).
+
+    Over 100 lines: a linear pipeline (checks, read, multi-start refinement, outputs, summary) over one set of
+    options and paths; each step is a call into :mod:`fitting.xrd_refine`, the rest is option mapping.
+    """
     if args.steps < 1 or args.starts < 1:
         raise UserInputError("--steps and --starts must be ≥ 1")
     if args.energy_weight < 0 or args.smooth < 0:

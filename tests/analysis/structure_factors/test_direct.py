@@ -128,7 +128,7 @@ def test_villin_water_box_vs_gemmi_direct_and_density_calculator():
     grid = gemmi.transform_map_to_f_phi(dc.grid)
     inv_d2 = np.array([st.cell.calculate_1_d2([int(v) for v in h]) for h in hkl])
     ref_fft = np.array(
-        [grid.get_value(*map(int, h)) * dc.reciprocal_space_multiplier(q2) for h, q2 in zip(hkl, inv_d2, strict=False)]
+        [grid.get_value(*map(int, h)) * dc.reciprocal_space_multiplier(s) for h, s in zip(hkl, inv_d2, strict=False)]
     )
     assert r_factor(ours, ref_fft) < 1e-3  # acceptance criterion (FFT); gemmi itself is the larger error
     assert max_phase_error(ours, ref_fft, 0.05) < 0.01
