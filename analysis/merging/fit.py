@@ -25,7 +25,14 @@ import analysis.merging.quality as quality
 import analysis.merging.scaling as scaling
 from analysis import stats
 from analysis.merging.io import Unmerged
-from analysis.merging.model import MergeConfig, MergeData, init_params, negative_elbo, predict_intensity
+from analysis.merging.model import (
+    MergeConfig,
+    MergeData,
+    init_params,
+    negative_elbo,
+    predict_intensity,
+    softplus_inv,
+)
 from analysis.merging.priors import wilson_variance
 from dmd.base.progress import progress_bar
 
@@ -95,19 +102,41 @@ def _initial_guess(unmerged: Unmerged, train: np.ndarray, n_shells: int = 10):
     else:
         slope, intercept = 0.0, float(np.log(max(np.mean(unmerged.intensity[train] / eps_obs[train]), 1e-3)))
     s0 = np.exp(intercept + slope * inv_d2_obs)
-    # inverse-variance means of I/s0 per reflection, training rows only
-    w = np.where(train, (s0 / unmerged.sigma) ** 2, 0.0)
+    loc0, scale0 = _q_from_means(unmerged, s0, train)
+    return float(intercept), float(-2.0 * slope), loc0, scale0
+
+
+def _q_from_means(unmerged: Unmerged, s_obs: np.ndarray, rows: np.ndarray):
+    """μ, σ of q per reflection ``[n_refl]`` from the inverse-variance means of I/s over the observations ``rows``
+    (bool ``[n_obs]``); a reflection without such rows gets the prior's scale (F² ≈ ε)."""
+    w = np.where(rows, (s_obs / unmerged.sigma) ** 2, 0.0)
     n = unmerged.n_refl
     sw = np.bincount(unmerged.refl, w, n)
-    ibar = np.bincount(unmerged.refl, w * unmerged.intensity / s0, n) / np.maximum(sw, 1e-30)
+    ibar = np.bincount(unmerged.refl, w * unmerged.intensity / s_obs, n) / np.maximum(sw, 1e-30)
     sig = 1.0 / np.sqrt(np.maximum(sw, 1e-30))
     eps = unmerged.epsilon.astype(float)
     has = sw > 0
     ibar = np.where(has, ibar, eps)
     sig = np.where(has, sig, eps)
     loc0 = np.sqrt(np.maximum(ibar, 0.0) + 0.5 * np.minimum(sig, eps))
-    scale0 = np.clip(sig / (2.0 * loc0), 0.02, 1.0) * np.sqrt(eps)
-    return float(intercept), float(-2.0 * slope), loc0, scale0
+    return loc0, np.clip(sig / (2.0 * loc0), 0.02, 1.0) * np.sqrt(eps)
+
+
+def _start_unseen(params: dict, data: MergeData, unmerged: Unmerged, train: np.ndarray) -> dict:
+    """q of the reflections whose every observation was held out, started from their observations under the
+    fitted scales (the fit never saw them, so their q is still the initial guess of the prior)."""
+    unseen = np.bincount(unmerged.refl[train], minlength=unmerged.n_refl) == 0
+    if not np.any(unseen):
+        return params
+    log_s = scaling.log_scale(params["scale"], data.meta, data.image, data.inv_d2)
+    loc, scale = _q_from_means(unmerged, np.exp(np.asarray(log_s, np.float64)), np.ones(unmerged.n_obs, bool))
+    q = params["q"]
+    dtype = q["loc_raw"].dtype
+    q = {
+        "loc_raw": jnp.where(jnp.asarray(unseen), jnp.asarray(softplus_inv(loc), dtype), q["loc_raw"]),
+        "scale_raw": jnp.where(jnp.asarray(unseen), jnp.asarray(softplus_inv(scale), dtype), q["scale_raw"]),
+    }
+    return {**params, "q": q}
 
 
 def prepare(unmerged: Unmerged, config: MergeConfig, dtype=jnp.float32):
@@ -138,6 +167,7 @@ def prepare(unmerged: Unmerged, config: MergeConfig, dtype=jnp.float32):
             jnp.asarray(unmerged.epsilon, dtype), jnp.asarray(unmerged.inv_d2, dtype), config.wilson_b
         ),
         centric=jnp.asarray(unmerged.centric),
+        image_next=jnp.asarray(np.diff(unmerged.batch) == 1, dtype),
     )
     return data, mean, std, train
 
@@ -154,7 +184,7 @@ def _chunk_runner(config: MergeConfig, n_steps_per_call: int, batched: bool):
     """jit(scan over ``n_steps_per_call`` Adam steps) of −ELBO, cached per (config, chunk, batched).
 
     Arguments of the returned function are all data (params, optimizer state, step, total steps, n_train,
-    a 0/1 ``trainable`` mask per leaf, the data, the minibatch indices), so the full fit and the
+    a ``trainable`` lr multiplier per leaf (0 freezes), the data, the minibatch indices), so the full fit and the
     half-dataset refits (scale frozen through ``trainable``) share one compilation. Steps with index ≥ total
     are masked out. Also returns the predicted intensities of all observations after the last step (CCpred).
     """
@@ -241,7 +271,8 @@ def _optimize(
     """Run Adam (cosine-decayed lr) for ``steps`` steps; returns (params, history, Î of all observations).
 
     Args:
-      trainable: pytree like ``params`` of 0/1 scalars (None: all trainable).
+      trainable: pytree like ``params`` of scalars multiplying each leaf's lr: 0 freezes a leaf, 1 follows the
+        schedule (None: all 1).
       holdout: optional int indices of held-out observations for CCpred.
     """
     k = max(1, min(config.steps_per_call, max(config.steps, 1)))
@@ -325,12 +356,24 @@ def fit(
     if holdout.size:
         # Nothing lost: held-out observations only score CCpred (above, with predictions made before they were
         # seen); the merge itself must use every observation. A closing pass warm-started from the fit trains
-        # scales and q(F) on all rows (same shapes, so the compiled step is reused).
+        # scales and q(F) on all rows (same shapes, so the compiled step is reused). It continues at the end of the
+        # fit's schedule (lr × final_lr_fraction, decaying): restarted at the full lr it kicked the converged fit and
+        # had too few steps to settle (real Xe-SAD data: CCanom vs the AIMLESS merge 0.874 instead of 0.948).
         final_steps = final_pass_steps(config)
+        params = _start_unseen(params, data, unmerged, train)
         key, kfin = jax.random.split(key)
         all_rows = data._replace(weight=jnp.ones_like(data.weight))
+        tail = jax.tree_util.tree_map(lambda x: jnp.asarray(config.final_lr_fraction, data.intensity.dtype), params)
         params, _, _ = _optimize(
-            params, all_rows, config, final_steps, kfin, batcher=batcher, progress=progress, desc="merge (all data)"
+            params,
+            all_rows,
+            config,
+            final_steps,
+            kfin,
+            trainable=tail,
+            batcher=batcher,
+            progress=progress,
+            desc="merge (all data)",
         )
     jax.block_until_ready(params)
     wall = time.perf_counter() - t0

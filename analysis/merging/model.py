@@ -52,6 +52,8 @@ class MergeConfig:
       mlp_width, mlp_depth: scale MLP size; image_scales, image_b: per-image log-scale and B terms.
       wilson_b: prior falloff B (Å²) or None for a flat Wilson prior (normalized amplitudes).
       image_scale_sd, image_b_sd: prior widths of the per-image terms (log units, Å²).
+      image_smooth_sd, image_b_smooth_sd: widths of the smoothness prior on neighbouring images' terms (log units
+        and Å² per image; None: off). For one rotation sweep: 0.001 and 0.1 on the Xe-SAD data of docs/merging.md.
       kl_weight: multiplies the KL term (1 = the ELBO).
       steps, learning_rate, final_lr_fraction: Adam with cosine decay to lr·final_lr_fraction.
       batch_images: images per minibatch (None: full batch); steps_per_call: steps per jitted scan.
@@ -73,6 +75,8 @@ class MergeConfig:
     wilson_b: float | None = None  # Å²; None: flat prior
     image_scale_sd: float = 1.0  # log units
     image_b_sd: float = 10.0  # Å²
+    image_smooth_sd: float | None = None  # log units per image; None: independent images
+    image_b_smooth_sd: float | None = None  # Å² per image
     kl_weight: float = 1.0
     steps: int = 600
     learning_rate: float = 0.03
@@ -93,6 +97,9 @@ class MergeConfig:
             raise ValueError(f"sampler {self.sampler!r}: choose 'lattice' or 'random'")
         if self.mc_samples < 1 or self.steps < 0:
             raise ValueError("mc_samples must be ≥ 1 and steps ≥ 0")
+        for name in ("image_smooth_sd", "image_b_smooth_sd"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 (or None for no smoothness prior), got {getattr(self, name)}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
 
@@ -113,6 +120,7 @@ class MergeData(NamedTuple):
     weight: jax.Array  # [n_obs] 1 train / 0 held out
     prior_variance: jax.Array  # [n_refl] εΣ
     centric: jax.Array  # bool [n_refl]
+    image_next: jax.Array | None = None  # [n_images − 1] 1 where image k+1's BATCH is image k's + 1 (None: all)
 
 
 def surrogate_params(raw: dict):
@@ -120,7 +128,7 @@ def surrogate_params(raw: dict):
     return jax.nn.softplus(raw["loc_raw"]), jax.nn.softplus(raw["scale_raw"]) + 1e-6
 
 
-def _softplus_inv(x):
+def softplus_inv(x):
     x = np.asarray(x, np.float64)
     return np.where(x > 20, x, np.log(np.expm1(np.maximum(x, 1e-8))))
 
@@ -144,8 +152,8 @@ def init_params(
     dtype = data.intensity.dtype
     params = {
         "q": {
-            "loc_raw": jnp.asarray(_softplus_inv(loc0), dtype),
-            "scale_raw": jnp.asarray(_softplus_inv(scale0), dtype),
+            "loc_raw": jnp.asarray(softplus_inv(loc0), dtype),
+            "scale_raw": jnp.asarray(softplus_inv(scale0), dtype),
         },
         "scale": scaling.init_scale_params(
             key,
@@ -241,6 +249,13 @@ def negative_elbo(
         ell = jnp.mean(likelihoods.log_likelihood(config.likelihood, intensity, i_pred, sig, config.dof), axis=0)
     ell_sum = jnp.sum(w * ell) * (n_train / jnp.maximum(jnp.sum(w), 1.0))
     kl = jnp.sum(_kl(config, loc, scale, f, data.prior_variance, data.centric))
-    log_prior = scaling.scale_log_prior(params["scale"], config.image_scale_sd, config.image_b_sd)
+    log_prior = scaling.scale_log_prior(
+        params["scale"],
+        config.image_scale_sd,
+        config.image_b_sd,
+        smooth_sd=config.image_smooth_sd,
+        smooth_b_sd=config.image_b_smooth_sd,
+        neighbours=data.image_next,
+    )
     loss = (-ell_sum + config.kl_weight * kl - log_prior) / n_train
     return loss, {"nll": -ell_sum / n_train, "kl": kl / n_train}

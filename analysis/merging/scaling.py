@@ -6,7 +6,10 @@
 * MLP: a small multilayer perceptron (SiLU) on standardized metadata z_i (user columns such as detector
   x/y, plus inv_d2 = 1/d² itself), whose last layer starts at zero so the fit starts from the smooth model;
 * per-image terms a (log scale) and b (B factor, Å²), with Gaussian priors N(0, τ_a²), N(0, τ_b²) that
-  remove the gauge freedom they share with c₀, B₀.
+  remove the gauge freedom they share with c₀, B₀; optionally a smoothness prior on neighbouring images (BATCH
+  numbers one apart), a[k+1] − a[k] ~ N(0, δ_a²), b[k+1] − b[k] ~ N(0, δ_b²): the scale of a rotation sweep drifts
+  smoothly (AIMLESS smooths its scales over rotation for the same reason), and with few observations per image
+  independent terms add noise to every merged intensity (docs/merging.md, "Real anomalous data").
 
 Params are a plain pytree (dict). Shapes: ``meta`` ``[n_obs, n_meta]`` (standardized), ``image`` int
 ``[n_obs]``, ``inv_d2`` ``[n_obs]`` Å⁻².
@@ -87,11 +90,28 @@ def log_scale(params: dict, meta, image, inv_d2):
     return out
 
 
-def scale_log_prior(params: dict, image_scale_sd: float = 1.0, image_b_sd: float = 10.0):
-    """log N(a; 0, τ_a²) + log N(b; 0, τ_b²) summed over images (constants dropped)."""
+def scale_log_prior(
+    params: dict,
+    image_scale_sd: float = 1.0,
+    image_b_sd: float = 10.0,
+    *,
+    smooth_sd: float | None = None,
+    smooth_b_sd: float | None = None,
+    neighbours=None,
+):
+    """log N(a; 0, τ_a²) + log N(b; 0, τ_b²) summed over images, plus the smoothness terms (constants dropped).
+
+    Args:
+      smooth_sd, smooth_b_sd: δ_a (log units) and δ_b (Å²) per image step, or None (no smoothness term).
+      neighbours: ``[n_images − 1]`` weights (1: image k+1 follows image k in the same sweep, 0: a break); None: all 1.
+    """
     lp = 0.0
-    if "image_a" in params:
-        lp = lp - 0.5 * jnp.sum((params["image_a"] / image_scale_sd) ** 2)
-    if "image_b" in params:
-        lp = lp - 0.5 * jnp.sum((params["image_b"] / image_b_sd) ** 2)
+    for name, sd, step_sd in (("image_a", image_scale_sd, smooth_sd), ("image_b", image_b_sd, smooth_b_sd)):
+        if name not in params:
+            continue
+        lp = lp - 0.5 * jnp.sum((params[name] / sd) ** 2)
+        if step_sd is not None:
+            step = jnp.diff(params[name]) / step_sd
+            w = 1.0 if neighbours is None else neighbours
+            lp = lp - 0.5 * jnp.sum(w * step**2)
     return lp

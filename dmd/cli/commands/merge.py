@@ -118,6 +118,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-image-terms", "--disable-image-scales", action="store_true", help="drop the per-image scale and B terms"
     )
     p.add_argument(
+        "--image-smooth-sd",
+        type=float,
+        default=None,
+        help="smoothness prior on the per-image log scale: difference between neighbouring images (BATCH one apart) "
+        "~ N(0, SD²); for one rotation sweep, e.g. 0.001 (default off: independent images)",
+    )
+    p.add_argument(
+        "--image-b-smooth-sd",
+        type=float,
+        default=None,
+        help="smoothness prior on the per-image B (Å² per image), e.g. 0.1 (default off)",
+    )
+    p.add_argument(
         "--wilson-b", "--wilson-prior-b", type=float, default=None, help="prior falloff B (Å²); default flat"
     )
     p.add_argument("--batch-images", type=int, default=None, help="images per minibatch (large data)")
@@ -169,6 +182,9 @@ def run(args) -> int:
         raise UserInputError(f"--holdout {args.holdout}: must be in [0, 0.5)")
     if args.likelihood in ("student", "auto") and args.dof <= 0:
         raise UserInputError(f"--dof {args.dof}: must be > 0")
+    for opt, v in (("--image-smooth-sd", args.image_smooth_sd), ("--image-b-smooth-sd", args.image_b_smooth_sd)):
+        if v is not None and not v > 0:
+            raise UserInputError(f"{opt} {v}: must be > 0 (leave it out for independent images)")
 
     from analysis.merging import MergeConfig, merge, write_outputs
     from analysis.merging.readers import read_observations
@@ -201,6 +217,8 @@ def run(args) -> int:
         mlp_depth=args.mlp_depth,
         image_scales=not args.no_image_terms,
         image_b=not args.no_image_terms,
+        image_smooth_sd=args.image_smooth_sd,
+        image_b_smooth_sd=args.image_b_smooth_sd,
         wilson_b=args.wilson_b,
         kl_weight=args.kl_weight,
         steps=args.steps,

@@ -156,3 +156,20 @@ def test_student_t_and_error_model():
     np.testing.assert_allclose(likelihoods.error_model_sigma(p, sg, ip), ref, rtol=1e-12)
     with pytest.raises(ValueError, match="likelihood"):
         MergeConfig(likelihood="cauchy")
+
+
+def test_image_smoothness_prior_ties_neighbours_only():
+    """The smoothness term is −½Σ w_k((a[k+1]−a[k])/δ_a)² − ½Σ w_k((b[k+1]−b[k])/δ_b)² on top of the per-image
+    Gaussians, with w_k = 0 across a break between sweeps (exact arithmetic: compared at 1e-12 in float64)."""
+    from analysis.merging.scaling import scale_log_prior
+
+    a = jnp.asarray([0.0, 0.1, -0.2, 0.3], jnp.float64)
+    b = jnp.asarray([1.0, 0.0, 2.0, -1.0], jnp.float64)
+    params = {"image_a": a, "image_b": b}
+    base = float(scale_log_prior(params, 1.0, 10.0))
+    assert abs(base - (-0.5 * float(jnp.sum(a**2)) - 0.5 * float(jnp.sum((b / 10.0) ** 2)))) < 1e-12
+    w = jnp.asarray([1.0, 0.0, 1.0], jnp.float64)  # images 2 and 3 are in different sweeps
+    got = float(scale_log_prior(params, 1.0, 10.0, smooth_sd=0.1, smooth_b_sd=0.5, neighbours=w))
+    da, db = np.diff(np.asarray(a)), np.diff(np.asarray(b))
+    want = base - 0.5 * np.sum(np.asarray(w) * (da / 0.1) ** 2) - 0.5 * np.sum(np.asarray(w) * (db / 0.5) ** 2)
+    assert abs(got - want) < 1e-12

@@ -88,6 +88,17 @@ def test_merge_cli_bad_input_exit_code(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("opt", ["--image-smooth-sd", "--image-b-smooth-sd"])
+def test_merge_cli_smoothness_width_must_be_positive(unmerged_mtz, opt, capsys):
+    """A zero or negative width of the smoothness prior is refused before any work, naming the option."""
+    path, _ = unmerged_mtz
+    out = path.parent / "smooth.mtz"
+    assert main(["merge", str(path), "--out", str(out), opt, "0"]) == 2
+    err = capsys.readouterr().err
+    assert opt in err and "must be > 0" in err
+    assert not out.exists()
+
+
 def test_careless_option_names_are_aliases():
     """Every careless spelling in CARELESS_ALIASES parses to the same settings as dmd's own spelling."""
     from dmd.cli import build_parser
