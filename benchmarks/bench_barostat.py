@@ -230,15 +230,18 @@ def lj_compare(n_cycles, seed=5):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--box", type=float, default=2.5, help="cube edge, nm (default 2.5: 501 waters)")
-    ap.add_argument("--equil-ps", type=float, default=20.0, help="discarded start per engine, ps")
-    ap.add_argument("--ps", type=float, default=200.0, help="production per engine, ps")
-    ap.add_argument("--block-ps", type=float, default=10.0, help="segment (and block) length, ps")
-    ap.add_argument("--wall-min", type=float, default=1e9, help="stop after this many minutes (both engines equal)")
-    ap.add_argument("--openmm-factor", type=int, default=1, help="OpenMM simulates this many times dmd's ps")
-    ap.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads")
+    for flag, kind, default, text in (
+        ("--box", float, 2.5, "cube edge, nm (default 2.5: 501 waters)"),
+        ("--equil-ps", float, 20.0, "discarded start per engine, ps"),
+        ("--ps", float, 200.0, "dmd production, ps"),
+        ("--block-ps", float, 10.0, "segment (and block) length, ps"),
+        ("--wall-min", float, 1e9, "stop after this many minutes (at a round's end)"),
+        ("--openmm-factor", int, 1, "OpenMM simulates this many times dmd's ps"),
+        ("--threads", int, 1, "OpenMM CPU threads"),
+        ("--cycles", int, 3000, "--lj: volume moves per barostat (10 steps each)"),
+    ):
+        ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--lj", action="store_true", help="isotropic vs anisotropic barostat on an LJ fluid instead")
-    ap.add_argument("--cycles", type=int, default=3000, help="--lj: volume moves per barostat (10 steps each)")
     args = ap.parse_args()
     if args.lj:
         lj_compare(args.cycles)
