@@ -1,14 +1,24 @@
 """Constant pressure: TIP3P water at 300 K and 1 bar, dmd's Monte Carlo barostat (dmd.npt) side by side
 with OpenMM's MonteCarloBarostat on the same box and settings, in ONE run.
 
-Box: OpenMM ``Modeller.addSolvent`` with TIP3P in a cube of ``--box`` nm (2.5 nm: ~500 waters), amber14/tip3p,
-PME 0.9 nm with the long-range dispersion correction, rigid waters, LangevinMiddle 2 fs, γ = 1/ps, a volume
-move every 25 steps, OpenMM's adaptive ΔV (both engines). Each engine equilibrates ``--equil-ps`` then
-samples ``--ps``; prints both mean densities (g/cm³) with block standard errors (10 blocks), their
-difference in units of the combined error, and the speed ratio (steps/s, dmd / OpenMM CPU).
+Box: OpenMM ``Modeller.addSolvent`` with TIP3P in a cube of ``--box`` nm (2.5 nm: 501 waters), amber14/tip3p,
+PME 0.9 nm with the long-range dispersion correction, rigid waters, minimised once (OpenMM) so both engines start from
+the same configuration; then each runs LangevinMiddle/BAOAB 2 fs, γ = 1/ps, 300 K, a volume move every 25 steps with
+OpenMM's adaptive ΔV (dmd float32; OpenMM CPU platform, ``--threads``). The engines run in alternating segments of
+``--block-ps`` (OpenMM then dmd; OpenMM's ``--openmm-factor`` times as long, as it is the faster engine: for a given
+wall time the combined error is least with each engine's time ∝ 1/√(cost per ps)), so both have their share whenever
+the run stops: at ``--ps`` of dmd production, or once ``--wall-min`` minutes have passed (a loaded machine).
+``--equil-ps`` is discarded.
+Prints, per engine, the mean density (g/cm³) with block standard errors for blocks of 1, 2 and 4 segments (the
+quoted SE is the largest: blocks must be longer than the volume's correlation time), the kinetic temperature
+(2⟨KE⟩/(n_dof k_B), n_dof = 3N − constraints, − 3 more for OpenMM's CMMotionRemover), the difference in units of the
+combined SE, steps/s and the machine load.
 
-    python benchmarks/bench_barostat.py              # 20 ps + 60 ps each (a few minutes on 2 cores)
-    python benchmarks/bench_barostat.py --ps 200     # tighter errors
+    python benchmarks/bench_barostat.py                          # 20 ps equilibration + 200 ps each
+    python benchmarks/bench_barostat.py --equil-ps 10 --block-ps 5 --openmm-factor 2 --ps 400 --wall-min 58
+
+The second (2 cores at load 5–11, 59 min): dmd 130 ps 0.9834 ± 0.0013, OpenMM 260 ps 0.9820 ± 0.0011 g/cm³,
++0.85 combined SE; T_kin 299.9 / 300.7 K; dmd 31 steps/s, OpenMM (1 thread) 119 steps/s (docs/crystals.md).
 
 ``--lj``: the isotropic and the anisotropic barostat side by side on an LJ fluid (N = 500, T* = 2, P* = 1.7668,
 r_c = 2.5σ with the analytic tail: JZG 1993 gives ρ* = 0.600): mean densities with block errors, their difference in
@@ -29,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.barostat import density_g_cm3
+from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.estimators import block_average
 from dmd.npt import run_npt
 from dmd.openmm_system import system_from_openmm
@@ -37,6 +48,8 @@ T, P_BAR, DT, FRICTION, EVERY, CUTOFF = 300.0, 1.0, 0.002, 1.0, 25, 0.9
 
 
 def water_box(edge_nm):
+    """(openmm.System, topology, minimised positions nm, box [3] nm): the shared start of both engines."""
+    import openmm as mm
     import openmm.app as app
     import openmm.unit as u
     from openmm import Vec3
@@ -45,41 +58,136 @@ def water_box(edge_nm):
     mod = app.Modeller(app.Topology(), [])
     mod.addSolvent(ff, model="tip3p", boxSize=Vec3(edge_nm, edge_nm, edge_nm) * u.nanometer)
     omm = ff.createSystem(mod.topology, nonbondedMethod=app.PME, nonbondedCutoff=CUTOFF * u.nanometer, rigidWater=True)
-    pos = np.asarray(mod.getPositions().value_in_unit(u.nanometer))
-    return omm, mod.topology, pos
+    ctx = mm.Context(omm, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    ctx.setPositions(mod.getPositions())
+    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 500)
+    pos = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    return omm, mod.topology, np.asarray(pos), np.full(3, edge_nm)
 
 
-def run_openmm(omm, pos, n_equil, n_prod, threads):
-    import openmm as mm
-    import openmm.unit as u
+class OpenMMRun:
+    """OpenMM's MonteCarloBarostat + LangevinMiddleIntegrator on the CPU platform; ``segment(n_cycles)`` returns the
+    density g/cm³ and kinetic energy kJ/mol after each barostat period."""
 
-    omm = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(omm))
-    omm.addForce(mm.MonteCarloBarostat(P_BAR * u.bar, T * u.kelvin, EVERY))
-    li = mm.LangevinMiddleIntegrator(T * u.kelvin, FRICTION / u.picosecond, DT * u.picoseconds)
-    ctx = mm.Context(omm, li, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
-    ctx.setPositions(pos * u.nanometer)
-    ctx.setVelocitiesToTemperature(T * u.kelvin, 1)
-    li.step(n_equil * EVERY)
-    mass = sum(omm.getParticleMass(i).value_in_unit(u.dalton) for i in range(omm.getNumParticles()))
-    vols = []
-    t0 = time.perf_counter()
-    for _ in range(n_prod):
-        li.step(EVERY)
-        vols.append(ctx.getState().getPeriodicBoxVolume().value_in_unit(u.nanometer**3))
-    rate = n_prod * EVERY / (time.perf_counter() - t0)
-    return density_g_cm3(mass, np.asarray(vols)), rate
+    def __init__(self, omm, pos, threads, seed=1):
+        import openmm as mm
+        import openmm.unit as u
+
+        self.u = u
+        omm = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(omm))
+        baro = mm.MonteCarloBarostat(P_BAR * u.bar, T * u.kelvin, EVERY)
+        baro.setRandomNumberSeed(seed)
+        omm.addForce(baro)
+        self.li = mm.LangevinMiddleIntegrator(T * u.kelvin, FRICTION / u.picosecond, DT * u.picoseconds)
+        self.li.setRandomNumberSeed(seed)
+        self.ctx = mm.Context(omm, self.li, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
+        self.ctx.setPositions(pos * u.nanometer)
+        self.ctx.setVelocitiesToTemperature(T * u.kelvin, seed)
+        self.mass = sum(omm.getParticleMass(i).value_in_unit(u.dalton) for i in range(omm.getNumParticles()))
+        remover = any(f.getName() == "CMMotionRemover" for f in omm.getForces())
+        self.n_dof = 3 * omm.getNumParticles() - omm.getNumConstraints() - 3 * remover
+        self.steps = 0
+
+    def segment(self, n_cycles):
+        rho, ke = [], []
+        for _ in range(n_cycles):
+            self.li.step(EVERY)
+            st = self.ctx.getState(getEnergy=True)
+            rho.append(density_g_cm3(self.mass, st.getPeriodicBoxVolume().value_in_unit(self.u.nanometer**3)))
+            ke.append(st.getKineticEnergy().value_in_unit(self.u.kilojoule_per_mole))
+        self.steps += n_cycles * EVERY
+        return np.asarray(rho), np.asarray(ke)
 
 
-def run_dmd(omm, top, pos, n_equil, n_prod):
-    system = system_from_openmm(omm, pos, topology=top, dtype=jnp.float32)
-    kw = dict(dt=DT, temperature=T, friction=FRICTION, pressure_bar=P_BAR, every=EVERY, chunk=20)
-    eq = run_npt(system, n_cycles=n_equil, **kw)
-    out = run_npt(system, n_cycles=1, state=eq["state"], **kw)  # compile outside the timing
-    t0 = time.perf_counter()
-    out = run_npt(system, n_cycles=n_prod, state=out["state"], **kw)
-    jax.block_until_ready(out["state"].positions)
-    rate = n_prod * EVERY / (time.perf_counter() - t0)
-    return out["density_g_cm3"], rate, out
+class DmdRun:
+    """dmd's NPT (float32, dmd.npt.run_npt) continued segment by segment with one compiled chunk (``cache``)."""
+
+    def __init__(self, omm, top, pos, seed=1):
+        self.system = system_from_openmm(omm, pos, topology=top, dtype=jnp.float32)
+        self.kw = dict(dt=DT, temperature=T, friction=FRICTION, pressure_bar=P_BAR, every=EVERY, chunk=20, seed=seed)
+        self.n_dof = 3 * omm.getNumParticles() - omm.getNumConstraints()  # no centre-of-mass motion removal in dmd
+        self.state, self.cache, self.steps, self.out = None, {}, 0, None
+
+    def segment(self, n_cycles):
+        ke = []
+        self.out = run_npt(
+            self.system, n_cycles=n_cycles, state=self.state, cache=self.cache,
+            on_chunk=lambda st, rec: ke.append(np.asarray(rec["kinetic"])), **self.kw,
+        )  # fmt: skip
+        self.state = self.out["state"]
+        self.steps += n_cycles * EVERY
+        return self.out["density_g_cm3"], np.concatenate(ke)
+
+
+def _summary(name, rho, ke, n_dof, seg_cycles):
+    """Mean density, the SE for blocks of 1, 2 and 4 segments (quoted: the largest), kinetic temperature."""
+    n_seg = len(rho) // seg_cycles
+    ses = [block_average(rho[: n_seg * seg_cycles], n_seg // k)[1] for k in (1, 2, 4) if n_seg // k >= 4]
+    t_kin = 2.0 * ke.mean() / (n_dof * KB_KJ_PER_MOL_K)
+    t_se = 2.0 * block_average(ke, max(n_seg, 2))[1] / (n_dof * KB_KJ_PER_MOL_K)
+    se = max(ses) if ses else float("nan")
+    print(
+        f"{name:6s} density {rho.mean():.4f} ± {se:.4f} g/cm³ (SE for blocks of 1/2/4 segments: "
+        f"{', '.join(f'{e:.4f}' for e in ses)}); T_kin {t_kin:.2f} ± {t_se:.2f} K (n_dof {n_dof})",
+        flush=True,
+    )
+    return rho.mean(), se
+
+
+def water_compare(args):
+    t_start = time.perf_counter()
+    seg = int(round(args.block_ps / (DT * EVERY)))
+    n_equil = int(round(args.equil_ps / (DT * EVERY)))
+    omm, top, pos, _ = water_box(args.box)
+    print(
+        f"TIP3P, {top.getNumResidues()} waters, box {args.box} nm, {T} K, {P_BAR} bar, PME {CUTOFF} nm + dispersion "
+        f"correction, rigid water, {DT * 1e3:.0f} fs, γ {FRICTION}/ps, volume move every {EVERY} steps; "
+        f"{args.equil_ps} ps equilibration + up to {args.ps} ps in {args.block_ps} ps segments per engine "
+        f"(jax {jax.__version__}, {jax.default_backend()}; load {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
+    engines = {"OpenMM": OpenMMRun(omm, pos, args.threads), "dmd": DmdRun(omm, top, pos)}
+    rec = {k: ([], []) for k in engines}
+    wall = dict.fromkeys(engines, 0.0)
+    for name, eng in engines.items():  # equilibration (discarded), the dmd one includes its compilation
+        t0 = time.perf_counter()
+        eng.segment(n_equil)
+        print(f"{name} equilibrated {args.equil_ps} ps in {time.perf_counter() - t0:.0f} s", flush=True)
+    done_ps = 0.0
+    while done_ps < args.ps - 1e-9 and (time.perf_counter() - t_start) < 60 * args.wall_min:
+        for name, eng in engines.items():
+            t0 = time.perf_counter()
+            rho, ke = eng.segment(seg * (args.openmm_factor if name == "OpenMM" else 1))
+            wall[name] += time.perf_counter() - t0
+            rec[name][0].append(rho)
+            rec[name][1].append(ke)
+        done_ps += args.block_ps
+        print(
+            f"  dmd {done_ps:6.1f} ps: " + ", ".join(f"{k} {np.concatenate(rec[k][0]).mean():.4f}" for k in engines)
+            + f"  (wall {time.perf_counter() - t_start:.0f} s, load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )  # fmt: skip
+    n_seg = len(rec["dmd"][0])
+    print(
+        f"production dmd {done_ps:.0f} ps, OpenMM {done_ps * args.openmm_factor:.0f} ps (segments of {args.block_ps} "
+        f"ps), after {args.equil_ps} ps each"
+    )
+    res = {}
+    for name, eng in engines.items():
+        n = seg * (args.openmm_factor if name == "OpenMM" else 1)
+        res[name] = _summary(name, np.concatenate(rec[name][0]), np.concatenate(rec[name][1]), eng.n_dof, n)
+    (m_d, e_d), (m_o, e_o) = res["dmd"], res["OpenMM"]
+    rate = {k: n_seg * seg * EVERY * (args.openmm_factor if k == "OpenMM" else 1) / wall[k] for k in engines}
+    out = engines["dmd"].out
+    print(
+        f"difference dmd − OpenMM {m_d - m_o:+.4f} g/cm³ = {(m_d - m_o) / np.hypot(e_d, e_o):+.2f} combined SE; "
+        f"dmd acceptance {out['acceptance']:.2f}, final δV {float(out['state'].barostat.volume_scale):.4f} nm³"
+    )
+    print(
+        f"speed dmd {rate['dmd']:.0f} steps/s, OpenMM CPU ({args.threads} thread) {rate['OpenMM']:.0f} steps/s, "
+        f"ratio {rate['dmd'] / rate['OpenMM']:.2f}; total wall {time.perf_counter() - t_start:.0f} s, "
+        f"load {os.getloadavg()}"
+    )
 
 
 def lj_compare(n_cycles, seed=5):
@@ -125,35 +233,23 @@ def lj_compare(n_cycles, seed=5):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--box", type=float, default=2.5, help="cube edge, nm (default 2.5: ~500 waters)")
-    ap.add_argument("--equil-ps", type=float, default=20.0)
-    ap.add_argument("--ps", type=float, default=60.0, help="production per engine, ps")
-    ap.add_argument("--threads", type=int, default=2, help="OpenMM CPU threads")
+    for flag, kind, default, text in (
+        ("--box", float, 2.5, "cube edge, nm (default 2.5: 501 waters)"),
+        ("--equil-ps", float, 20.0, "discarded start per engine, ps"),
+        ("--ps", float, 200.0, "dmd production, ps"),
+        ("--block-ps", float, 10.0, "segment (and block) length, ps"),
+        ("--wall-min", float, 1e9, "stop after this many minutes (at a round's end)"),
+        ("--openmm-factor", int, 1, "OpenMM simulates this many times dmd's ps"),
+        ("--threads", int, 1, "OpenMM CPU threads"),
+        ("--cycles", int, 3000, "--lj: volume moves per barostat (10 steps each)"),
+    ):
+        ap.add_argument(flag, type=kind, default=default, help=text)
     ap.add_argument("--lj", action="store_true", help="isotropic vs anisotropic barostat on an LJ fluid instead")
-    ap.add_argument("--cycles", type=int, default=3000, help="--lj: volume moves per barostat (10 steps each)")
     args = ap.parse_args()
     if args.lj:
         lj_compare(args.cycles)
-        return
-    n_equil = int(round(args.equil_ps / (DT * EVERY)))
-    n_prod = int(round(args.ps / (DT * EVERY)))
-    omm, top, pos = water_box(args.box)
-    print(
-        f"TIP3P, {top.getNumResidues()} waters, box {args.box} nm, {T} K, {P_BAR} bar, PME {CUTOFF} nm, "
-        f"{args.equil_ps} ps + {args.ps} ps per engine (jax {jax.__version__}, {jax.default_backend()})"
-    )
-    rho_o, rate_o = run_openmm(omm, pos, n_equil, n_prod, args.threads)
-    rho_d, rate_d, out = run_dmd(omm, top, pos, n_equil, n_prod)
-    (m_d, e_d), (m_o, e_o) = block_average(rho_d, 10), block_average(rho_o, 10)
-    z = (m_d - m_o) / np.hypot(e_d, e_o)
-    print(
-        f"dmd    density {m_d:.4f} ± {e_d:.4f} g/cm³  ({rate_d:7.1f} steps/s, acceptance {out['acceptance']:.2f}, "
-        f"{out['rebuilds']} list rebuilds)"
-    )
-    print(f"OpenMM density {m_o:.4f} ± {e_o:.4f} g/cm³  ({rate_o:7.1f} steps/s, CPU {args.threads} threads)")
-    print(
-        f"difference {m_d - m_o:+.4f} g/cm³ = {z:+.2f} combined standard errors; speed dmd/OpenMM {rate_d / rate_o:.2f}"
-    )
+    else:
+        water_compare(args)
 
 
 if __name__ == "__main__":

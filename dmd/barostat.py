@@ -8,8 +8,9 @@ body). The move is accepted with probability min(1, exp(−w/kT)),
     w = ΔU + P ΔV − N_mol kT ln(V'/V),
 
 which satisfies detailed balance for the isobaric–isothermal ensemble of molecular centres (the proposal
-is symmetric in V). The step δV adapts as in OpenMM: start at 1% of V; every 10 attempts, δV /= 1.1 when
-fewer than 25% were accepted, δV *= 1.1 (at most ``max_fraction`` V, OpenMM's 0.3) when more than 75% were.
+is symmetric in V). The step δV adapts as in OpenMM: start at 1% of V; once 10 or more attempts are counted,
+δV /= 1.1 when fewer than 25% of them were accepted, δV *= 1.1 (at most ``max_fraction`` V, OpenMM's 0.3) when more
+than 75% were, and only then are the counts reset (OpenMM keeps counting while acceptance is in between).
 
 Anisotropic (``anisotropic=True``): each move picks one box axis k at random and scales only that length by
 V'/V (the molecules' centres along k likewise); the acceptance rule is the same, and each axis has its own
@@ -127,7 +128,7 @@ class BarostatState:
 
     Attributes:
       volume_scale: δV, nm³ (trial ΔV uniform in [−δV, δV]); ``[]`` isotropic, ``[3]`` (one per axis) anisotropic.
-      n_attempted, n_accepted: int32 counts since the last adaptation (every 10 attempts), shaped as δV.
+      n_attempted, n_accepted: int32 counts since δV last changed (OpenMM resets them only then), shaped as δV.
       total_attempted, total_accepted: int32 counts over the whole run (acceptance statistics).
     """
 
@@ -151,21 +152,23 @@ def barostat_init(box, dtype=jnp.float32, *, anisotropic: bool = False) -> Baros
 
 
 def _adapt(bs: BarostatState, volume, max_fraction: float) -> BarostatState:
-    """OpenMM's adaptation: every 10 attempts shrink δV by 1.1 below 25% acceptance, grow above 75%
-    (elementwise: per axis for the anisotropic barostat)."""
+    """OpenMM's adaptation (MonteCarloBarostatImpl::updateContextState): once 10 or more attempts are counted,
+    shrink δV by 1.1 below 25% acceptance or grow it by 1.1 above 75%, and reset the counts only then (between
+    25% and 75% they keep accumulating); elementwise, per axis for the anisotropic barostat."""
     due = bs.n_attempted >= 10
-    lo = bs.n_accepted < 0.25 * bs.n_attempted
-    hi = bs.n_accepted > 0.75 * bs.n_attempted
+    lo = due & (bs.n_accepted < 0.25 * bs.n_attempted)
+    hi = due & (bs.n_accepted > 0.75 * bs.n_attempted)
     vs = jnp.where(
         lo,
         bs.volume_scale / 1.1,
         jnp.where(hi, jnp.minimum(bs.volume_scale * 1.1, max_fraction * volume), bs.volume_scale),
     )
+    reset = lo | hi
     z = jnp.zeros_like(bs.n_attempted)
     return bs.replace(
-        volume_scale=jnp.where(due, vs, bs.volume_scale),
-        n_attempted=jnp.where(due, z, bs.n_attempted),
-        n_accepted=jnp.where(due, z, bs.n_accepted),
+        volume_scale=vs,
+        n_attempted=jnp.where(reset, z, bs.n_attempted),
+        n_accepted=jnp.where(reset, z, bs.n_accepted),
     )
 
 

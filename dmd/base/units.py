@@ -12,8 +12,9 @@ NM_PER_ANGSTROM = 0.1
 #: MOLAR_GAS_CONSTANT_R = BOLTZMANN_CONSTANT_kB · AVOGADRO_CONSTANT_NA, CODATA 2018), to the last bit. The one home
 #: of k_B in dmd: import it from here.
 KB_KJ_PER_MOL_K = 0.00831446261815324
-#: 1 bar · nm³ in kJ/mol (for the PV term of a barostat: N_A · 1e5 Pa · 1e-27 m³ / 1000).
-BAR_NM3_IN_KJ_PER_MOL = 0.06022140857
+#: 1 bar · nm³ in kJ/mol (for the PV term of a barostat: N_A · 1e5 Pa · 1e-27 m³ / 1000, N_A = 6.02214076e23 exactly
+#: (CODATA 2018): OpenMM's MonteCarloBarostat's AVOGADRO·1e-25).
+BAR_NM3_IN_KJ_PER_MOL = 0.0602214076
 #: amu/nm³ → g/cm³ (1.66053906660e-24 g / 1e-21 cm³).
 AMU_PER_NM3_IN_G_PER_CM3 = 1.66053906660e-3  # 1 amu/nm^3 = 1.6605e-24 g / 1e-21 cm^3
 
