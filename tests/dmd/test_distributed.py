@@ -4,6 +4,7 @@ on inputs all stop with the same clear message and write nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,11 +56,13 @@ def test_two_processes_diffuse_equals_single_process(tmp_path):
     multi = tmp_path / "multi.mtz"
     rc, out = _launch([_diffuse(multi, _dist(i, port)) for i in range(2)])
     assert rc == [0, 0], out
-    # the frames were split: each process computed F for its own chunks only, sums added over processes
+    # the frames were split: each process's device computed F of its own frames of every chunk (one frames mesh
+    # over both processes), float64 sums added over processes
     for label in ("ID", "MEANF2", "FMEAN"):
         a, b = _column(single, label), _column(multi, label)
         # float32 MTZ columns of float64 sums added in another order: round-off, far below the 1e-2 signal
         np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6 * np.abs(a).max())
+    assert json.load(open(tmp_path / "multi.json"))["devices"] == 2  # one frames mesh over both processes
     # one process on 4 forced host devices: the same map
     four = tmp_path / "four.mtz"
     rc, out = _launch([_diffuse(four)], XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -67,6 +70,7 @@ def test_two_processes_diffuse_equals_single_process(tmp_path):
     for label in ("ID", "MEANF2", "FMEAN"):
         a, b = _column(single, label), _column(four, label)
         np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6 * np.abs(a).max())
+    assert json.load(open(tmp_path / "four.json"))["devices"] == 4  # each chunk's frames split over 4 devices
     assert sorted(os.listdir(tmp_path)) == ["four.json", "four.mtz", "four.png", "multi.json", "multi.mtz", "multi.png",
                                             "single.json", "single.mtz", "single.png"]  # fmt: skip
 
