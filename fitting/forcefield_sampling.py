@@ -304,7 +304,8 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
     with the same arguments and receives every replica's frames).
 
     Replica r starts at ``positions[r]`` with velocities and noise from ``seeds[r]``; each is what :func:`sample`
-    gives for that start and seed (to round-off: the batched kernels may add in another order). A neighbour list
+    gives for that start and seed (to round-off: the batched kernels may add in another order, and the replicas of
+    one device rebuild their neighbour lists together, when any needs it: ``CellNeighborListFns.batch_axis``). A list
     that overflows in any replica is grown and all replicas are redone.
 
     Args:
