@@ -167,10 +167,6 @@ class CellNeighborListFns:
       capacity_multiplier: slack over the occupancy found at allocation.
       subdivision: m; cells of side ≥ (cutoff + skin)/m and a (2m+1)³ stencil. m = 2 pads less in dense
         systems with many atoms per cell (water with a 1 nm cutoff), m = 1 suits simple fluids.
-      batch_axis: the ``jax.vmap`` axis name of lists updated together (vmapped replicas), or None. Under ``vmap``
-        a per-list rebuild test would turn :meth:`update`'s ``lax.cond`` into a select that rebuilds every list at
-        every step; with ``batch_axis`` the batch takes one decision (rebuild all when any needs it), so the cond
-        stays a branch and lists rebuild only when needed.
     """
 
     box: tuple  # see box_key
@@ -178,7 +174,6 @@ class CellNeighborListFns:
     skin: float
     capacity_multiplier: float = 1.25
     subdivision: int = 1
-    batch_axis: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "box", box_key(self.box))
@@ -393,8 +388,6 @@ class CellNeighborListFns:
         the two largest displacements since the last build sum to more than the skin (in the list's box)."""
         d = minimum_image(position - neighbors.reference_position, neighbors.box.astype(position.dtype))
         moved = needs_rebuild(jnp.sum(d * d, -1), self.skin)
-        if self.batch_axis is not None:  # one unbatched decision for the vmapped batch (see batch_axis)
-            moved = jax.lax.psum(moved.astype(jnp.int32), self.batch_axis) > 0
 
         def rebuild(nbr):
             new = self._rebuild(position, nbr.max_occupancy, nbr.cell_capacity, nbr.n_rebuilds, nbr.box)

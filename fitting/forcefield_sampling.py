@@ -214,34 +214,8 @@ def replica_seed(seed: int, rnd: int, replica: int) -> int:
 _VMAPPED: collections.OrderedDict = collections.OrderedDict()  # advance -> its vmapped jit, one per sampler
 
 
-_BATCH = "replica_batch"  # the vmap axis of the replicas one device runs (their neighbour lists rebuild together)
-
-
-def _vmapped(advance, sharding):
-    """``advance`` vmapped over replicas; with a ``sharding``, inside a ``shard_map`` over its mesh, so each device
-    vmaps its own replicas and their one rebuild decision per step (``CellNeighborListFns.batch_axis``) is taken
-    per device, with no collective between devices or processes."""
-    from jax.sharding import PartitionSpec
-
-    mesh = None if sharding is None else sharding.mesh
-
-    def build():
-        f = jax.vmap(advance, in_axes=(0, None, None), axis_name=_BATCH)
-        if mesh is not None:
-            rep, same = PartitionSpec("replicas"), PartitionSpec()
-            f = jax.shard_map(f, mesh=mesh, in_specs=(rep, same, same), out_specs=rep, check_vma=False)
-        return jax.jit(f)
-
-    return compiled_for(_VMAPPED, advance, (mesh,), build)
-
-
-def _batched_lists(nbr, on: bool):
-    """A cell neighbour list whose rebuild test is taken per vmapped batch (``on``) or per list (off); other lists
-    (jax-md's) as they are."""
-    fns = getattr(nbr, "fns", None)
-    if not hasattr(fns, "batch_axis"):
-        return nbr
-    return nbr.set(fns=dataclasses.replace(fns, batch_axis=_BATCH if on else None))
+def _vmapped(advance):
+    return compiled_for(_VMAPPED, advance, (), lambda: jax.jit(jax.vmap(advance, in_axes=(0, None, None))))
 
 
 def _replica_sharding(n_replicas: int, devices=None):
@@ -304,8 +278,7 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
     with the same arguments and receives every replica's frames).
 
     Replica r starts at ``positions[r]`` with velocities and noise from ``seeds[r]``; each is what :func:`sample`
-    gives for that start and seed (to round-off: the batched kernels may add in another order, and the replicas of
-    one device rebuild their neighbour lists together, when any needs it: ``CellNeighborListFns.batch_axis``). A list
+    gives for that start and seed (to round-off: the batched kernels may add in another order). A neighbour list
     that overflows in any replica is grown and all replicas are redone.
 
     Args:
@@ -318,6 +291,7 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
       SimulationDiverged: a replica's frames are non-finite or explode (names the replica).
     """
     integ, advance = sampler or make_sampler(system, cfg)
+    vadvance = _vmapped(advance)
     pos = np.asarray(positions)
     n_rep = len(seeds)
     if pos.shape[0] != n_rep:
@@ -325,7 +299,6 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
     n_eq = max(0, cfg.equilibration // cfg.report_every)
     n_prod = max(2, cfg.steps // cfg.report_every)
     sharding = _replica_sharding(n_rep, devices)
-    vadvance = _vmapped(advance, sharding)
     nbr = (
         system.allocate_neighbors(wrap_positions(jnp.asarray(pos[0]), system.box))
         if system.neighbor_fn is not None
@@ -337,8 +310,6 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
             x0, nb, _ = relax_overlaps(system, params, jnp.asarray(pos[r]), nbr, dt=cfg.dt)
             states.append(integ.init(jax.random.PRNGKey(seeds[r]), params, positions=x0, neighbor=nb))
         state = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
-        if state.neighbor is not None:
-            state = dataclasses.replace(state, neighbor=_batched_lists(state.neighbor, True))
         if sharding is not None:
             state = _place(state, sharding)
         # host (numpy) parameters and scan inputs: replicated on every device of a mesh spanning processes
@@ -354,7 +325,6 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
             raise SimulationDiverged(f"neighbour list still overflows after {attempt} reallocations", step=-1)
         worst = int(np.argmax(over))
         one = jax.tree_util.tree_map(lambda a, i=worst: jnp.asarray(distributed.to_host(a)[i]), state.neighbor)
-        one = _batched_lists(one, False)  # grown and relaxed outside the vmap
         nbr = grow_neighbors(system, one, jnp.asarray(pos[worst]), attempt + 1)
     frames, energies = distributed.to_host(frames), distributed.to_host(energies)
     for r in range(n_rep):

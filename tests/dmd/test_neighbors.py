@@ -47,30 +47,3 @@ def test_cell_list_build_lists_exactly_the_pairs_in_range():
     # the stand-alone factory gives the same list for the same positions
     again = cell_neighbor_list(box, fns.cutoff, skin=fns.skin).allocate(lj.positions)
     np.testing.assert_array_equal(np.sort(np.asarray(again.idx), 1), np.sort(idx, 1))
-
-
-def test_vmapped_lists_with_a_batch_axis_rebuild_only_when_one_needs_it():
-    """batch_axis: vmapped lists take one rebuild decision, so vmap keeps lax.cond a branch (no rebuild computed
-    while no list needs one), and a batch whose one list moved past the skin rebuilds them all, as each would alone."""
-    import dataclasses
-
-    import jax
-
-    lj = models.lj_fluid(64, density=0.7, cutoff=0.5, dtype=jnp.float32, seed=1)
-    fns = dataclasses.replace(lj.neighbor_fn, batch_axis="b")
-    one = fns.allocate(lj.positions)
-    nbrs = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), one)
-    update = jax.jit(jax.vmap(lambda nb, x: nb.update(x), axis_name="b"))
-    still = jnp.stack([lj.positions, lj.positions + 1e-3])  # both within the skin: no rebuild
-    kick = still.at[1, 0, 0].add(fns.skin)  # list 1 moved past the skin: all rebuild
-    assert np.asarray(update(nbrs, still).n_rebuilds).tolist() == [0, 0]
-    out = update(nbrs, kick)
-    assert np.asarray(out.n_rebuilds).tolist() == [1, 1]
-    alone = fns.allocate(kick[1])  # list 1 rebuilt alone at its positions: the same pairs
-    rows = lambda idx: [set(r[r < 64].tolist()) for r in np.asarray(idx)]  # noqa: E731
-    assert rows(out.idx[1]) == rows(alone.idx)
-    # the decision is unbatched: the vmapped update is a real cond (a select would compute the rebuild every step)
-    jaxpr = str(jax.make_jaxpr(jax.vmap(lambda nb, x: nb.update(x), axis_name="b"))(nbrs, still))
-    assert "cond[" in jaxpr
-    per_list = dataclasses.replace(nbrs, fns=lj.neighbor_fn)  # no batch axis: vmap turns the cond into a select
-    assert "cond[" not in str(jax.make_jaxpr(jax.vmap(lambda nb, x: nb.update(x)))(per_list, still))
