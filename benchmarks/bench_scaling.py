@@ -7,8 +7,9 @@ Three tables, each measured in one run on this machine, with speed-up and effici
    fixed when jax starts). Reported: one Adam step of a single fit, one step of 8 batched cross-validation fits,
    peak memory of the process.
 2. **Diffuse map over processes** (``jax.distributed``, gloo CPU collectives, localhost coordinator):
-   ``dmd diffuse`` of a villin crystal trajectory tiled to ``--frames`` frames, 1 process vs 2 processes; the maps
-   are compared (max relative difference of I_D).
+   ``dmd diffuse`` of a villin crystal trajectory tiled to ``--frames`` frames, 1 process vs 2 processes and vs one
+   process with 4 forced host devices (each chunk's frames sharded over one mesh); the maps are compared (max
+   relative difference of I_D); CPU seconds of all processes together are printed beside the wall time.
 3. **Reweighting over processes**: ``dmd reweight`` on the bundled alanine-dipeptide data, 1 vs 2 processes; the
    weights are compared.
 4. **Fit replicas** (``dmd fit`` of LJ σ to a g(r), ``replicas: R``): weak scaling, R = 1, 2, 4 replicas on 1, 2, 4
@@ -52,8 +53,18 @@ def _env(devices=1):
     return env
 
 
-def _run(cmds, timeout=3600, devices=1):
-    """Start the commands together, wait for all; wall seconds and outputs (raises on a failure)."""
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(cmds, timeout=3600, devices=1, cpu=None):
+    """Start the commands together, wait for all; wall seconds and outputs (raises on a failure). ``cpu``: a list
+    that receives the CPU seconds all the commands took together."""
+    c0 = _children_cpu()
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen(c, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -61,6 +72,8 @@ def _run(cmds, timeout=3600, devices=1):
     ]
     outs = [p.communicate(timeout=timeout)[0] for p in procs]
     wall = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(_children_cpu() - c0)
     for p, o in zip(procs, outs, strict=True):
         if p.returncode != 0:
             raise SystemExit(f"failed ({p.returncode}): {' '.join(map(str, p.args))}\n{o[-3000:]}")
@@ -108,17 +121,27 @@ def diffuse_processes(args, report, tmp: Path):
         return [sys.executable, "-m", "dmd", "diffuse", "--traj", str(traj), "--top", str(DATA / "sf_villin_top.pdb"),
                 "--d-min", "4", "--chunk", "25", "--no-progress", "--out", str(out), *extra]  # fmt: skip
 
-    w1, _ = _run([cmd(tmp / "d1.mtz")])
+    cpu = []
+    w1, _ = _run([cmd(tmp / "d1.mtz")], cpu=cpu)
     port = free_local_port()
-    w2, _ = _run([cmd(tmp / "d2.mtz", _dist(i, 2, port)) for i in range(2)])
+    w2, _ = _run([cmd(tmp / "d2.mtz", _dist(i, 2, port)) for i in range(2)], cpu=cpu)
+    w4, _ = _run([cmd(tmp / "d4.mtz")], devices=4, cpu=cpu)  # one process, frames over 4 forced host devices
     import gemmi
 
-    a = np.asarray(gemmi.read_mtz_file(str(tmp / "d1.mtz")).column_with_label("ID"), float)
-    b = np.asarray(gemmi.read_mtz_file(str(tmp / "d2.mtz")).column_with_label("ID"), float)
-    diff = float(np.abs(a - b).max() / np.abs(a).max())
-    report["diffuse_processes"] = {"frames": args.diffuse_frames, "wall_1": w1, "wall_2": w2, "max_rel_diff": diff}
+    def diff(name):
+        a = np.asarray(gemmi.read_mtz_file(str(tmp / "d1.mtz")).column_with_label("ID"), float)
+        b = np.asarray(gemmi.read_mtz_file(str(tmp / name)).column_with_label("ID"), float)
+        return float(np.abs(a - b).max() / np.abs(a).max())
+
+    d2, d4 = diff("d2.mtz"), diff("d4.mtz")
+    report["diffuse_processes"] = {"frames": args.diffuse_frames, "wall_1": w1, "wall_2": w2, "wall_4_devices": w4,
+                                   "cpu_s": cpu, "max_rel_diff": d2, "max_rel_diff_4_devices": d4}  # fmt: skip
     _table(f"2. dmd diffuse, {args.diffuse_frames} frames of villin (582 atoms), d_min 4 Å, over processes",
-           [(1, w1, "wall incl. start-up"), (2, w2, f"max |ΔI_D|/max I_D = {diff:.1e}")], "s wall")  # fmt: skip
+           [(1, w1, f"wall incl. start-up; CPU {cpu[0]:.1f} s"),
+            (2, w2, f"CPU {cpu[1]:.1f} s both; max |ΔI_D|/max I_D = {d2:.1e}")], "s wall")  # fmt: skip
+    _table("   the same, one process, frames over forced host devices",
+           [(1, w1, f"CPU {cpu[0]:.1f} s"), (4, w4, f"CPU {cpu[2]:.1f} s; max |ΔI_D|/max I_D = {d4:.1e}")],
+           "s wall")  # fmt: skip
 
 
 def reweight_processes(report, tmp: Path):
@@ -128,18 +151,20 @@ def reweight_processes(report, tmp: Path):
                 "--theta-grid", "0,1e-2", "--blocks", "3", "--no-greedy", "--quiet",
                 "--out", str(out), *extra]  # fmt: skip
 
-    w1, _ = _run([cmd(tmp / "r1")])
+    cpu = []
+    w1, _ = _run([cmd(tmp / "r1")], cpu=cpu)
     port = free_local_port()
-    w2, _ = _run([cmd(tmp / "r2", _dist(i, 2, port)) for i in range(2)])
+    w2, _ = _run([cmd(tmp / "r2", _dist(i, 2, port)) for i in range(2)], cpu=cpu)
 
     def weights(folder):
         rows = (folder / "weights.csv").read_text().splitlines()[1:]
         return np.array([float(r.split(",")[-1]) for r in rows])
 
     dw = float(np.abs(weights(tmp / "r1") - weights(tmp / "r2")).max())
-    report["reweight_processes"] = {"wall_1": w1, "wall_2": w2, "max_abs_weight_diff": dw}
+    report["reweight_processes"] = {"wall_1": w1, "wall_2": w2, "cpu_s": cpu, "max_abs_weight_diff": dw}
     _table("3. dmd reweight, bundled alanine-dipeptide data (60 frames), over processes",
-           [(1, w1, "wall incl. start-up"), (2, w2, f"max |Δw| = {dw:.1e}")], "s wall")  # fmt: skip
+           [(1, w1, f"wall incl. start-up; CPU {cpu[0]:.1f} s"),
+            (2, w2, f"CPU {cpu[1]:.1f} s both; max |Δw| = {dw:.1e}")], "s wall")  # fmt: skip
 
 
 # dmd fit run by dmd.cli.main in-process, then this process's peak RSS (GB) as the last line

@@ -3,11 +3,13 @@
 Every process runs the same command. :func:`initialize` joins them (coordinator address, process count and
 id from arguments, from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, or from
 the cluster, e.g. SLURM's ``SLURM_*`` variables, which ``jax.distributed.initialize`` detects itself).
-:func:`global_mesh` is one 1-D mesh over all processes' devices; :func:`is_writer` is true on process 0
-only (the one that writes outputs); :func:`check_same` stops every process with the same clear message when
-the processes disagree on an input; :func:`my_slice` is the contiguous block of frames a process owns and
-:func:`sum_over_processes` adds per-process partial sums (float64 on the host, summed in process order so
-the result is identical on every process). CPU collectives between processes use gloo (JAX's default).
+:func:`global_mesh` is one 1-D mesh over all processes' devices; :func:`shard_rows` places a host array's rows
+on it (each device receives its own block only) and :func:`local_rows` reads back the rows this process's
+devices hold; :func:`is_writer` is true on process 0 only (the one that writes outputs); :func:`check_same`
+stops every process with the same clear message when the processes disagree on an input; :func:`my_slice` is
+the contiguous block of items a process owns and :func:`sum_over_processes` adds per-process partial sums
+(float64 on the host, summed in process order so the result is identical on every process). CPU collectives
+between processes use gloo (JAX's default).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ __all__ = [
     "add_arguments",
     "from_args",
     "to_host",
+    "shard_rows",
+    "local_rows",
     "free_local_port",
 ]
 
@@ -193,6 +197,37 @@ def to_host(x) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def shard_rows(x, mesh):
+    """``x [n, ...]`` (numpy, the same on every process) as a jax array sharded by rows over the 1-D ``mesh``.
+
+    The rows are padded to a multiple of the mesh size by repeating the last row (computations on a pad row stay
+    finite; callers drop rows ≥ n, e.g. with :func:`local_rows`). Each device receives its own block only
+    (``jax.make_array_from_callback``: a process places data on its own devices, none crosses processes).
+    Returns ``(array [n_pad, ...], n)``.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    x = np.asarray(x)
+    n = x.shape[0]
+    pad = (-n) % mesh.devices.size
+    if pad:
+        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), n
+
+
+def local_rows(x, n: int):
+    """The rows ``< n`` of a row-sharded jax array ``x`` that this process's devices hold, as numpy blocks in row
+    order: a list of ``(first_row, block)`` (each block once, however many devices replicate it)."""
+    out = {}
+    for shard in x.addressable_shards:
+        start = shard.index[0].start or 0
+        if start < n and start not in out:
+            out[start] = np.asarray(shard.data)[: n - start]
+    return sorted(out.items(), key=lambda kv: kv[0])
 
 
 def free_local_port() -> int:

@@ -66,6 +66,7 @@ from fitting.forcefield_sampling import (
     check_npt_settings,
     make_sampler,
     pathwise_sample,
+    replica_device_count,
     sample,
     sample_npt,
     sample_states,
@@ -564,6 +565,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             ],
             "replicas": cfg.replicas,
             "processes": distributed.process_count() if distributed.is_distributed() else 1,
+            "replica_devices": replica_device_count(cfg.replicas),  # one mesh over every process when P divides R
             "last_loss": final_loss,
             "n_eff_last": good[-1]["n_eff"] if good else None,
         }

@@ -134,7 +134,8 @@ class FitConfig:
       frame_chunk: frames per evaluation of the fluctuation estimator (memory ∝ chunk, not frames).
       replicas: R independent replicas per state point and round (NVT; fluctuation or reweighting estimator), each
         with its own velocities and noise (:func:`fitting.forcefield_sampling.sample_states`): vmapped on one
-        device, sharded over the host's devices and, under ``dmd fit --distributed``, over processes. Observables
+        device, sharded over the host's devices and, under ``dmd fit --distributed``, over one mesh of every
+        process's devices when the process count divides R (else the (state, replica) pairs split). Observables
         and estimator terms are averages over the R·F pooled frames; each replica continues from its own last
         frame in the next round.
     """

@@ -39,6 +39,8 @@ __all__ = [
     "replica_seed",
     "sample_replicas",
     "sample_states",
+    "global_replica_devices",
+    "replica_device_count",
 ]
 
 
@@ -229,9 +231,51 @@ def _replica_sharding(n_replicas: int, devices=None):
     return NamedSharding(Mesh(np.asarray(devs[:n]), ("replicas",)), PartitionSpec("replicas"))
 
 
+def global_replica_devices(n_replicas: int):
+    """The devices of one replicas mesh over all processes, or None where R does not split evenly over them.
+
+    Each of the P processes gives gcd(R / P, its device count) of its devices, in process order, so every process
+    holds the same number of replicas (R / P) and the mesh spans every process. None in a single-process run (the
+    replicas then shard over this process's devices) or when P does not divide R.
+    """
+    import math
+
+    if not distributed.is_distributed():
+        return None
+    p = distributed.process_count()
+    if n_replicas % p:
+        return None
+    by_process = [[d for d in jax.devices() if d.process_index == i] for i in range(p)]
+    m = math.gcd(n_replicas // p, min(len(d) for d in by_process))
+    return [d for devs in by_process for d in devs[:m]]
+
+
+def replica_device_count(n_replicas: int) -> int:
+    """How many devices a state's R replicas are sharded over (all processes' when one mesh spans them)."""
+    import math
+
+    devices = global_replica_devices(n_replicas)
+    return len(devices) if devices is not None else math.gcd(int(n_replicas), len(jax.local_devices()))
+
+
+def _place(state, sharding):
+    """The stacked replica state (every process holds all of it) placed on ``sharding``: each device receives only
+    its replicas (``jax.make_array_from_callback``), so the mesh may span processes."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(state, sharding)
+
+    def one(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree_util.tree_map(one, state)
+
+
 def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devices=None):
     """R independent NVT replicas at ``params``, run together: one ``jax.vmap`` of the sampler over replicas,
-    the replica axis sharded over ``devices`` (default: this process's devices; gcd(R, n_devices) of them).
+    the replica axis sharded over ``devices`` (default: this process's devices; gcd(R, n_devices) of them; devices
+    of several processes, e.g. :func:`global_replica_devices`: one mesh across processes, every process calls this
+    with the same arguments and receives every replica's frames).
 
     Replica r starts at ``positions[r]`` with velocities and noise from ``seeds[r]``; each is what :func:`sample`
     gives for that start and seed (to round-off: the batched kernels may add in another order). A neighbour list
@@ -267,19 +311,22 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
             states.append(integ.init(jax.random.PRNGKey(seeds[r]), params, positions=x0, neighbor=nb))
         state = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
         if sharding is not None:
-            state = jax.device_put(state, sharding)
+            state = _place(state, sharding)
+        # host (numpy) parameters and scan inputs: replicated on every device of a mesh spanning processes
+        local = sharding is None or sharding.is_fully_addressable
+        prm, zeros = (params, jnp.zeros) if local else (jax.tree_util.tree_map(np.asarray, params), np.zeros)
         if n_eq:
-            state, _ = vadvance(state, params, jnp.zeros(n_eq))
-        state, (frames, energies) = vadvance(state, params, jnp.zeros(n_prod))
-        over = None if state.neighbor is None else np.asarray(state.neighbor.did_buffer_overflow).reshape(-1)
+            state, _ = vadvance(state, prm, zeros(n_eq))
+        state, (frames, energies) = vadvance(state, prm, zeros(n_prod))
+        over = None if state.neighbor is None else distributed.to_host(state.neighbor.did_buffer_overflow).reshape(-1)
         if over is None or not over.any():
             break
         if attempt == MAX_REALLOCATIONS:
             raise SimulationDiverged(f"neighbour list still overflows after {attempt} reallocations", step=-1)
         worst = int(np.argmax(over))
-        one = jax.tree_util.tree_map(lambda a, i=worst: a[i], state.neighbor)
+        one = jax.tree_util.tree_map(lambda a, i=worst: jnp.asarray(distributed.to_host(a)[i]), state.neighbor)
         nbr = grow_neighbors(system, one, jnp.asarray(pos[worst]), attempt + 1)
-    frames, energies = np.asarray(frames), np.asarray(energies)
+    frames, energies = distributed.to_host(frames), distributed.to_host(energies)
     for r in range(n_rep):
         try:
             check_frames(frames[r], energies[r], system.box, cfg.report_every)
@@ -289,15 +336,18 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
 
 
 def sample_states(jobs, rnd: int, replicas: int):
-    """Sample R = ``replicas`` replicas of every state point, the (state, replica) pairs split over processes.
+    """Sample R = ``replicas`` replicas of every state point, over every device of every process.
 
     ``jobs``: one ``(name, system, params, cfg, positions [R, N, 3])`` per state (``cfg`` that state's
-    :class:`FitConfig`, its sampler ``(integ, advance)`` as a sixth entry or None). The pairs, state-major, are cut
-    into contiguous blocks, one per process (:func:`dmd.distributed.my_slice`; all on this process in a
-    single-process run); a process samples its replicas of one state together (:func:`sample_replicas`: vmapped,
-    sharded over its devices). The frames are then summed over processes into zero-filled arrays (exact: each
-    entry is filled by one process only), so every process holds every frame and computes the same estimator
-    terms and the same θ. Replica r of round ``rnd`` uses :func:`replica_seed` wherever it runs.
+    :class:`FitConfig`, its sampler ``(integ, advance)`` as a sixth entry or None). When the P processes divide R,
+    each state's replicas run as one ``jax.vmap`` sharded over one mesh spanning all processes
+    (:func:`global_replica_devices`; R / P replicas per process), and every process gathers every frame. Otherwise
+    (R = 1 on 2 processes, say) the (state, replica) pairs, state-major, are cut into contiguous blocks, one per
+    process (:func:`dmd.distributed.my_slice`; all on this process in a single-process run), each process samples
+    its replicas of one state together (:func:`sample_replicas`: vmapped, sharded over its devices) and the frames
+    are summed over processes into zero-filled arrays (exact: each entry is filled by one process only). Either way
+    every process holds every frame and computes the same estimator terms and the same θ. Replica r of round
+    ``rnd`` uses :func:`replica_seed` wherever it runs.
 
     Returns:
       one ``[R, F, N_s, 3]`` array of frames (nm) per state, the same on every process.
@@ -305,6 +355,18 @@ def sample_states(jobs, rnd: int, replicas: int):
     Raises:
       SimulationDiverged: on every process when any replica diverged (naming the first such state and replica).
     """
+    mesh_devices = global_replica_devices(replicas)
+    if mesh_devices is not None:
+        out = []
+        for name, system, params, cfg, positions, sampler in jobs:
+            seeds = [replica_seed(cfg.seed, rnd, r) for r in range(replicas)]
+            try:  # a divergence is seen, and raised, on every process: all hold every frame
+                frames, _ = sample_replicas(system, params, cfg, seeds=seeds, positions=np.asarray(positions),
+                                            sampler=sampler, devices=mesh_devices)  # fmt: skip
+            except SimulationDiverged as exc:
+                raise SimulationDiverged(f"simulation diverged in state {name}: {exc}", step=-1) from None
+            out.append(frames)
+        return out
     items = [(s, r) for s in range(len(jobs)) for r in range(replicas)]
     mine = items[distributed.my_slice(len(items))]
     failed = np.zeros(len(items), np.float64)

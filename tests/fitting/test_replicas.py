@@ -119,6 +119,7 @@ def test_two_processes_fit_the_same_theta_as_one(tmp_path, launch, distributed_f
     a = json.loads((tmp_path / "single" / "summary.json").read_text())
     b = json.loads((tmp_path / "multi" / "summary.json").read_text())
     assert b["replicas"] == 2 and b["processes"] == 2 and a["processes"] == 1
+    assert b["replica_devices"] == 2  # the replicas sharded over one mesh spanning both processes
     # 2 replicas, 1 per process, each sampled from the same seed as in the single process and gathered exactly:
     # the same frames to round-off, the same estimator terms, θ equal to float round-off (measured equal)
     np.testing.assert_allclose(b["last_iterate"]["lj/sigma/A"], a["last_iterate"]["lj/sigma/A"], rtol=1e-5)

@@ -58,6 +58,43 @@ def _selection(traj, top, selection):
     return idx
 
 
+def _frames_fn(args, plan, hkl, els, dtype, mesh):
+    """``F(pos [T, N, 3] fractional, cells [T, 6]) -> [T, M]`` complex; with a ``mesh``, a ``shard_map`` that computes
+    each device's block of frames on that device (inputs and output sharded by frames)."""
+    import jax
+    import jax.numpy as jnp
+
+    from analysis import structure_factors
+
+    b = jnp.full((len(els),), args.b_iso, dtype)
+
+    def f(pos, cells):
+        if args.method == "fft":
+            return structure_factors.structure_factors_fft(plan, pos, cells, b)
+        return structure_factors.structure_factors_direct(hkl, pos, cells, els, b)
+
+    if mesh is None:
+        return f
+    from jax.sharding import PartitionSpec
+
+    rows = PartitionSpec(mesh.axis_names[0])
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(rows, rows), out_specs=rows))
+
+
+def _sum_over_processes(state):
+    """A :class:`analysis.diffuse.DiffuseState` summed over processes (float64, identical on every process)."""
+    import numpy as np
+
+    from analysis import diffuse
+
+    return diffuse.DiffuseState(
+        float(distributed.sum_over_processes(np.array([state.sum_w]))[0]),
+        distributed.sum_over_processes(state.sum_f2),
+        distributed.sum_over_processes(state.sum_f),
+        int(distributed.sum_over_processes(np.array([state.n_frames], np.int64))[0]),
+    )
+
+
 def _n_shells(n_refl: int) -> int:
     """Resolution shells for per-shell statistics: about 50 reflections a shell, 1 to 10 shells."""
     return max(1, min(10, n_refl // 50))
@@ -94,27 +131,31 @@ def run(args) -> int:
     from dmd.base.plotting import save_figure
     from dmd.base.progress import progress_bar
 
-    multi = distributed.from_args(args, inputs)  # chunks round-robin over processes; process 0 writes
-    if multi:
-        args.checkpoint_every = 0  # a checkpoint would hold one process's partial sums: none in a distributed run
+    multi = distributed.from_args(args, inputs)  # frames sharded over every process's devices; process 0 writes
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     atom_indices = _selection(args.traj, args.top, args.selection)
+    # one mesh over all devices of all processes: each chunk's frames are split over it, every device computes F of
+    # its own frames; each process adds its devices' frames into float64 sums (host), summed over processes at the end
+    mesh = distributed.global_mesh("frames") if len(jax.devices()) > 1 else None
 
     t0 = time.perf_counter()
     state, hkl, plan, cell0, n_skip = None, None, None, None, 0
-    if os.path.exists(ckpt) and not multi:
+    if os.path.exists(ckpt):
+        if multi:  # every process resumes from the same checkpoint (it holds the sums over all processes)
+            distributed.check_same(f"the checkpoint {os.path.basename(ckpt)} (SHA-256)", distributed.file_digest(ckpt))
         z = np.load(ckpt)
-        state = diffuse.DiffuseState(float(z["sum_w"]), z["sum_f2"], z["sum_f"], int(z["n_frames"]))
         hkl, n_skip = z["hkl"], int(z["n_frames"])
+        state = diffuse.DiffuseState(float(z["sum_w"]), z["sum_f2"], z["sum_f"], int(z["n_frames"]))
+        if not distributed.is_writer():  # process 0 carries the checkpoint's sums, the others add theirs to them
+            state = diffuse.diffuse_init(len(hkl))
         info(f"resuming from {ckpt}: {n_skip} frames already accumulated")
     cells_seen = []
-    bar = progress_bar(desc="frames", unit="frame", enabled=not args.no_progress)
+    bar = progress_bar(desc="frames", unit="frame", enabled=not args.no_progress and distributed.is_writer())
     frames_iter = trajectory_frames(
         args.traj, args.top, stride=args.stride, chunk=args.chunk, atom_indices=atom_indices
     )
-    seen = 0
-    n_chunks = 0
-    for i_chunk, (frac, cells, els) in enumerate(frames_iter):
+    seen, n_chunks, f_of = 0, 0, None
+    for frac, cells, els in frames_iter:
         if cell0 is None:
             cell0 = cells[0]
             if hkl is None:
@@ -124,9 +165,8 @@ def run(args) -> int:
             if args.method == "fft":
                 b = np.full(len(els), args.b_iso)
                 plan = structure_factors.make_fft_plan(hkl, cell0, els, b, tolerance=args.tolerance)
+            f_of = _frames_fn(args, plan, hkl, els, dtype, mesh)
         t = len(frac)
-        if multi and i_chunk % distributed.process_count() != distributed.process_index():
-            continue  # another process's chunk
         if seen + t <= n_skip:  # already in the checkpoint
             seen += t
             bar.update(t)
@@ -134,30 +174,23 @@ def run(args) -> int:
         start = max(0, n_skip - seen)
         frac, cells = frac[start:], cells[start:]
         seen += t
-        pos = jnp.asarray(frac, dtype)
-        cl = jnp.asarray(cells, dtype)
-        b = jnp.full((len(els),), args.b_iso, dtype)
-        if args.method == "fft":
-            F = structure_factors.structure_factors_fft(plan, pos, cl, b)
+        if mesh is None:
+            state = diffuse.diffuse_update(state, np.asarray(f_of(jnp.asarray(frac, dtype), jnp.asarray(cells, dtype))))
         else:
-            F = structure_factors.structure_factors_direct(hkl, pos, cl, els, b)
-        state = diffuse.diffuse_update(state, np.asarray(F))
+            (pos, n), (cl, _) = (distributed.shard_rows(np.asarray(a, dtype), mesh) for a in (frac, cells))
+            for _, block in distributed.local_rows(f_of(pos, cl), n):  # this process's devices' frames
+                state = diffuse.diffuse_update(state, block)
         cells_seen.append(cells)
-        bar.update(t)
+        bar.update(len(frac))
         n_chunks += 1
         if args.checkpoint_every and n_chunks % args.checkpoint_every == 0:
-            savez(ckpt, inputs, hkl=hkl, sum_w=state.sum_w, sum_f2=state.sum_f2, sum_f=state.sum_f,
-                  n_frames=state.n_frames)  # fmt: skip
+            total = _sum_over_processes(state) if multi else state  # the same chunks on every process: in step
+            if distributed.is_writer():
+                savez(ckpt, inputs, hkl=hkl, sum_w=total.sum_w, sum_f2=total.sum_f2, sum_f=total.sum_f,
+                      n_frames=total.n_frames)  # fmt: skip
     bar.close()
     if multi and state is not None:  # add every process's float64 partial sums (identical on all processes)
-        state = diffuse.DiffuseState(
-            float(distributed.sum_over_processes(np.array([state.sum_w]))[0]),
-            distributed.sum_over_processes(state.sum_f2),
-            distributed.sum_over_processes(state.sum_f),
-            int(distributed.sum_over_processes(np.array([state.n_frames], np.int64))[0]),
-        )
-        local_cells = np.concatenate(cells_seen) if cells_seen else np.zeros((0, *np.shape(cell0)))
-        cells_seen = [distributed.sum_over_processes(local_cells.sum(axis=0))[None] / state.n_frames]
+        state = _sum_over_processes(state)
     if state is None or state.n_frames == 0:
         raise UserInputError(f"{args.traj}: no frames read; check --stride and the trajectory")
     i_d, mean_f2, mean_f_sq = diffuse.diffuse_finalize(state)
@@ -224,6 +257,8 @@ def run(args) -> int:
         "parent_indices": "h = H / supercell (fractional off Bragg positions)",
         "method": args.method,
         "dtype": str(jnp.dtype(dtype)),
+        "devices": 1 if mesh is None else int(mesh.devices.size),  # frames sharded over (all processes)
+        "processes": distributed.process_count() if multi else 1,
         "seconds": elapsed,
         "frames_per_second": state.n_frames / elapsed,
         "mean_I_D": float(np.mean(i_d)),

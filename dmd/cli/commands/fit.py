@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier fit in --out")
     from dmd import distributed
 
-    distributed.add_arguments(p, "(state point, replica) pairs split over all processes")
+    distributed.add_arguments(p, "replicas sharded over all processes' devices (else (state, replica) pairs split)")
 
 
 # files of an earlier fit in --out that a new one (without --resume / --overwrite) would replace
