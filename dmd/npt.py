@@ -44,7 +44,7 @@ from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.constraints import make_constraint_fns
 from dmd.integrators import baoab_move
-from dmd.runloop import overflowed, redo_on_overflow
+from dmd.runloop import carry_overflow, overflowed, redo_on_overflow
 from dmd.space import box_volume, check_reduced_box
 
 __all__ = ["NPT", "NPTState", "make_npt", "run_npt"]
@@ -345,6 +345,7 @@ def make_npt(
         nbr = st.neighbor
         if nbr is not None:
             nbr = jax.tree_util.tree_map(lambda n, o: jnp.where(accept, n, o), nbr_trial, nbr)
+            nbr = carry_overflow(nbr, nbr_trial)  # a rejected trial scored with missing pairs: redo the chunk too
         stale = st.stale
         if scaled:  # the list follows the box (no compilation) while the grid serves it; else the host regrids
             nbr, off_grid = lists.rereference(nbr, x, box, box_margin)

@@ -39,6 +39,22 @@ def overflowed(nbr) -> bool:
     return nbr is not None and bool(getattr(nbr, "did_buffer_overflow", False))
 
 
+def carry_overflow(kept, trial):
+    """``kept`` marked overflowed where ``trial`` overflowed (traced; lists of the same kind, or None).
+
+    A Monte Carlo trial is scored with its own list; when that list dropped pairs the trial's energy is wrong
+    whether the move is accepted or not, so the list kept after a rejection must also say so and the chunk is redone
+    with more room (:func:`redo_on_overflow`)."""
+    if kept is None or trial is None:
+        return kept
+    if is_cell_list(kept):
+        return dataclasses.replace(kept, overflow=kept.overflow | trial.overflow)
+    error = getattr(kept, "error", None)
+    if error is not None:  # dmd.forces.neighbors.NeighborList and jax-md's lists: error bits
+        return kept.set(error=type(error)(error.code | trial.error.code))
+    return kept
+
+
 def is_cell_list(nbr) -> bool:
     """True for dmd's own :class:`dmd.neighbors.CellNeighborList` (False for jax-md lists and None)."""
     from dmd.neighbors import CellNeighborList

@@ -97,3 +97,21 @@ def test_npt_redoes_an_overflowed_chunk():
     # energies within 7e-16 relative)
     np.testing.assert_allclose(res["volume_nm3"], ref["volume_nm3"], rtol=1e-12)
     np.testing.assert_allclose(res["potential_energy"], ref["potential_energy"], rtol=1e-12)
+
+
+def test_carry_overflow_marks_the_kept_list():
+    """A rejected Monte Carlo trial whose own list dropped pairs was scored with a wrong energy: the list kept
+    after the rejection must report the overflow (dmd.npt redoes the chunk), for both kinds of list."""
+    from dmd.forces.neighbors import pair_neighbor_list
+    from dmd.runloop import carry_overflow, overflowed
+
+    lj = models.lj_fluid(64, density=0.55, cutoff=1.8 * SIGMA, skin=0.1, dtype=jnp.float32, seed=4)
+    ok = lj.neighbor_fn.allocate(lj.positions)
+    bad = dataclasses.replace(ok, overflow=jnp.asarray(True))
+    assert not overflowed(carry_overflow(ok, ok)) and overflowed(carry_overflow(ok, bad))
+    box = np.asarray(lj.neighbor_fn.box)
+    fns = pair_neighbor_list(64, jnp.asarray(box), 1.8 * SIGMA, skin=0.1)
+    ok = fns.allocate(lj.positions)
+    bad = ok.set(error=type(ok.error)(ok.error.code | 1))  # the neighbour-capacity bit
+    assert not overflowed(carry_overflow(ok, ok)) and overflowed(carry_overflow(ok, bad))
+    assert carry_overflow(None, None) is None
