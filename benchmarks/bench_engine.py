@@ -203,7 +203,47 @@ def villin_pieces(system, x, row_shards=1):
     return out
 
 
-def bench_villin(steps, threads=2, pieces=True, row_shards=1):
+def _villin_runner(system, chunk=50):
+    """(integrator, jitted chunk of ``chunk`` steps carrying (state, rebuild count))."""
+    integ = make_integrator("baoab", system, dt=0.002, temperature=300.0, friction=1.0)
+
+    def body(carry, _):  # counts list rebuilds (a rebuild moves the reference positions)
+        s, n = carry
+        s2 = integ.step(s, system.params)
+        moved = jnp.any(s2.neighbor.reference_position != s.neighbor.reference_position)
+        return (s2, n + moved.astype(jnp.int32)), None
+
+    return integ, jax.jit(lambda c: jax.lax.scan(body, c, None, length=chunk)[0])
+
+
+def choose_villin_skin(pdb, kw, probe_skin=0.2, chunks=2, chunk=50):
+    """The skin of :func:`dmd.skin.optimal_skin` for villin + water: displacement rate from ``chunks`` chunks at
+    ``probe_skin`` (after one to settle), pair and rebuild costs timed at that skin. Returns (skin, facts)."""
+    from dmd.forces.nonbonded import pair_energy_full
+    from dmd.openmm_system import system_from_pdb
+    from dmd.skin import displacement_rate, optimal_skin
+
+    system = system_from_pdb(pdb, dtype=jnp.float32, skin=probe_skin, **kw)
+    integ, run = _villin_runner(system, chunk)
+    carry = run((integ.init(jax.random.PRNGKey(1), system.params), jnp.zeros((), jnp.int32)))
+    carry = (carry[0], jnp.zeros((), jnp.int32))
+    for _ in range(chunks):
+        carry = run(carry)
+    rate = displacement_rate(probe_skin, int(carry[1]), chunks * chunk)
+    x, p, md = carry[0].positions, system.params, system.metadata
+    nb = system.neighbor_fn.allocate(x)
+    q = p["NonbondedForce"]["charge"]
+    sig = jnp.full(system.n_atoms, 0.3, x.dtype)
+    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=md["pme_alpha"])
+    pair_ms = _time_call(jax.jit(jax.grad(lambda y: pair(y, system.box, nb.idx, q, sig, sig))), x)
+    rebuild_ms = _time_call(jax.jit(lambda y, n: n.update(y + 0.3)), x, nb, repeat=3)
+    rc = float(md["cutoff_nm"])
+    skin = optimal_skin(rc, rate, rebuild_ms / pair_ms)
+    facts = f"probe skin {probe_skin} nm: v = {rate:.4f} nm/step, pairs {pair_ms:.1f} ms, rebuild {rebuild_ms:.1f} ms"
+    return round(skin, 3), facts
+
+
+def bench_villin(steps, threads=2, pieces=True, row_shards=1, skin=None):
     import openmm as mm
     import openmm.app as app
     import openmm.unit as u
@@ -212,18 +252,14 @@ def bench_villin(steps, threads=2, pieces=True, row_shards=1):
 
     pdb = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
     kw = dict(forcefield=["amber14-all.xml", "amber14/tip3p.xml"], nonbonded="PME", cutoff=0.9, constraints="HBonds")
-    system = system_from_pdb(pdb, dtype=jnp.float32, **kw)
-    integ = make_integrator("baoab", system, dt=0.002, temperature=300.0, friction=1.0)
-    st = integ.init(jax.random.PRNGKey(0), system.params)
+    res = {}
+    if skin is None:  # chosen by dmd.skin's rule from a probe run
+        skin, res["skin rule"] = choose_villin_skin(pdb, kw)
+    res["skin"] = skin
+    system = system_from_pdb(pdb, dtype=jnp.float32, skin=skin, **kw)
+    integ, run = _villin_runner(system)
     chunk = 50
-
-    def body(carry, _):  # counts list rebuilds (a rebuild moves the reference positions)
-        s, n = carry
-        s2 = integ.step(s, system.params)
-        moved = jnp.any(s2.neighbor.reference_position != s.neighbor.reference_position)
-        return (s2, n + moved.astype(jnp.int32)), None
-
-    run = jax.jit(lambda c: jax.lax.scan(body, c, None, length=chunk)[0])
+    st = integ.init(jax.random.PRNGKey(0), system.params)
     carry = run((st, jnp.zeros((), jnp.int32)))  # compile + equilibrate the list occupancy a little
     carry = jax.block_until_ready((carry[0], jnp.zeros((), jnp.int32)))
     n_chunks = max(1, steps // chunk)
@@ -232,7 +268,7 @@ def bench_villin(steps, threads=2, pieces=True, row_shards=1):
             carry = run(carry)
         jax.block_until_ready(carry)
     st = carry[0]
-    res = {"dmd": n_chunks * chunk / clock.wall, "dmd util": clock.util, "atoms": system.n_atoms}
+    res.update({"dmd": n_chunks * chunk / clock.wall, "dmd util": clock.util, "atoms": system.n_atoms})
     res["rebuilds"] = f"{int(carry[1])} / {n_chunks * chunk} steps"
     if pieces:
         res["pieces"] = villin_pieces(system, st.positions, row_shards)
@@ -259,6 +295,9 @@ def main():
         "--row-shards", type=int, default=1, help="also time villin's real-space pairs with rows over K host devices"
     )
     ap.add_argument("--villin-only", action="store_true", help="only villin + water PME (with its force pieces)")
+    ap.add_argument(
+        "--skin", type=float, default=None, help="villin list skin, nm (default: dmd.skin's rule from a probe run)"
+    )
     args = ap.parse_args()
     steps = args.steps or (300 if args.quick else 2000)
     sizes = [] if args.villin_only else (args.sizes or ([1000] if args.quick else [1000, 8000]))
@@ -280,11 +319,14 @@ def main():
         )
     if args.villin_only or not (args.quick or args.no_villin):
         try:
-            r = bench_villin(max(50, steps // 20), row_shards=args.row_shards)
+            r = bench_villin(max(50, steps // 20), row_shards=args.row_shards, skin=args.skin)
+            if "skin rule" in r:
+                print(f"  villin skin {r['skin']} nm from dmd.skin.optimal_skin ({r['skin rule']})")
             for k, v in r.get("pieces", {}).items():
                 print(f"  villin piece {k:38s} {v:9.2f}" + ("" if k.startswith("neighbours") else " ms"))
             print(
-                f"villin+water PME ({r['atoms']} atoms): dmd {r['dmd']:.1f} steps/s ({r['rebuilds']} rebuilds, CPU"
+                f"villin+water PME ({r['atoms']} atoms, skin {r['skin']} nm): dmd {r['dmd']:.1f} steps/s "
+                f"({r['rebuilds']} rebuilds, CPU"
                 f" {r['dmd util']:.2f}) | OpenMM CPU(2) {r['openmm']:.1f} (CPU {r['openmm util']:.2f}) | "
                 f"dmd/OpenMM {r['dmd'] / r['openmm']:.2f}x | {_load()}"
             )
