@@ -8,7 +8,7 @@ printed per seed: start, final ε, error %, rounds, seconds per round (first, wi
 rest), peak RSS and the load average. The peer in the same run: OpenMM's own energy-and-force time per step for the
 same system and platform (CPU), against dmd's sampled step time.
 
-    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 6 --steps 3000 --out r.json]
+    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 5 --steps 3000 --out r.json]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def openmm_step_seconds(n: int = 200) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
