@@ -61,6 +61,8 @@ __all__ = [
     "diffuse_target",
     "powder_target",
     "powder_observable",
+    "box_cell",
+    "topology_elements",
 ]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed",
@@ -120,10 +122,44 @@ def fcc_positions(cells: int, box) -> np.ndarray:
     return frac * np.asarray(box, float)[None, :]
 
 
+def box_cell(box) -> np.ndarray:
+    """``[6]`` cell (Å, degrees) of a ``[3]`` nm box (90° angles) or a reduced triclinic ``[3, 3]`` nm box (rows
+    a, b, c; OpenMM's reduced form, checked by :func:`dmd.space.check_reduced_box`). The cell's standard
+    orthogonalization (a along x, b in the xy plane) is that box again, so fractional coordinates agree."""
+    from analysis.cell import cell_from_metric
+    from dmd.space import check_reduced_box
+
+    b = 10.0 * check_reduced_box(box)
+    if b.ndim == 1:
+        return np.concatenate([b, [90.0, 90.0, 90.0]])
+    return np.asarray(cell_from_metric(b @ b.T), float)
+
+
+def topology_elements(system, default: str | None = None):
+    """``(elements, atom_indices)`` of the atoms that scatter: element symbols from the system's topology (an
+    OpenMM or mdtraj Topology), atoms without an element (virtual sites, extra particles) left out; atom_indices is
+    None when every atom scatters. A system without a topology (the LJ model systems) gives ``default`` for every
+    atom (``None``: refused)."""
+    top = getattr(system, "topology", None)
+    if top is None:
+        if default is None:
+            raise UserInputError("this system has no topology, so no elements: give element: (e.g. Ar)")
+        return [default] * system.n_atoms, None
+    atoms = list(top.atoms() if callable(top.atoms) else top.atoms)
+    symbols = [None if a.element is None else a.element.symbol for a in atoms]
+    keep = [i for i, sym in enumerate(symbols) if sym and sym != "VS"]
+    if not keep:
+        raise UserInputError("the system's topology has no atom with an element; nothing scatters")
+    return [symbols[i] for i in keep], (None if len(keep) == len(symbols) else np.asarray(keep))
+
+
 def diffuse_target(spec: dict, system, base: Path, path: Path):
     """A diffuse-scattering target from an MTZ: ``{observable: diffuse, file, column, d_min, supercell, objective,
     element}``. The MTZ cell, space group and resolution are checked against the simulated box as ``dmd reweight``
-    does (:func:`fitting.reweight.data_map.check_and_map`). Returns a :class:`FitTarget`."""
+    does (:func:`fitting.reweight.data_map.check_and_map`). The box may be orthorhombic or a reduced triclinic
+    ``[3, 3]`` box (a monoclinic peptide crystal). Scattering factors per atom come from the topology's elements
+    (virtual sites scatter nothing); ``element:`` (default Ar) is for the model systems that have no topology.
+    Returns a :class:`FitTarget`."""
     from analysis.mtz_io import read_mtz
     from fitting import observables as ob
     from fitting.objectives import RESIDUAL_OBJECTIVES
@@ -142,13 +178,18 @@ def diffuse_target(spec: dict, system, base: Path, path: Path):
             f"{path}: diffuse objective {objective!r}: use one of {', '.join(RESIDUAL_OBJECTIVES)} (cc-aniso and "
             "student are reweighting-only: they have no least-squares form)"
         )
-    if system.box is None or np.ndim(system.box) != 1:
-        raise UserInputError(f"{path}: a diffuse target needs an orthorhombic periodic box (box [3] nm)")
+    if system.box is None:
+        raise UserInputError(f"{path}: a diffuse target needs a periodic box (the crystal's cell or supercell)")
+    if getattr(system, "topology", None) is not None and "element" in spec:
+        raise UserInputError(
+            f"{path}: diffuse element: is for model systems without a topology; this system's elements come from "
+            "its topology (remove element:)"
+        )
+    box_cell_ = _box_cell_checked(system.box, path)
     cols = [spec["column"]] + ([spec["sigma_column"]] if spec.get("sigma_column") else [])
     mtz_path = base / spec["file"]
     mtz = read_mtz(mtz_path, cols)
-    box_cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
-    data = check_and_map(mtz, spec["column"], box_cell, sigma_column=spec.get("sigma_column"),
+    data = check_and_map(mtz, spec["column"], box_cell_, sigma_column=spec.get("sigma_column"),
                          d_min=spec.get("d_min"), supercell=spec.get("supercell", (1, 1, 1)),
                          data_path=str(mtz_path))  # fmt: skip
     y, sigma, reduce = np.asarray(data.y, float), data.sigma, data.reduce_index
@@ -161,11 +202,21 @@ def diffuse_target(spec: dict, system, base: Path, path: Path):
         y = np.bincount(shells, y, minlength=n_sh) / counts
         reduce = shells if reduce is None else shells[reduce]
         sigma = None
-    elements = [spec.get("element", "Ar")] * system.n_atoms
-    obs = ob.diffuse_scattering(data.hkl_box, box_cell, elements, reduce_index=reduce,
+    elements, atoms = topology_elements(system, spec.get("element", "Ar"))
+    obs = ob.diffuse_scattering(data.hkl_box, box_cell_, elements, atom_indices=atoms, reduce_index=reduce,
                                 method=spec.get("method", "fft"), reference=np.asarray(system.positions))  # fmt: skip
     return FitTarget(obs, y, weight=float(spec.get("weight", 1.0)), sigma=sigma,
                      objective=objective)  # fmt: skip
+
+
+def _box_cell_checked(box, path) -> np.ndarray:
+    """:func:`box_cell` with a refusal that names the config ``path`` and the fix."""
+    try:
+        return box_cell(box)
+    except UserInputError as exc:
+        raise UserInputError(
+            f"{path}: a diffuse target needs an orthorhombic box [3] or a reduced triclinic box [3, 3] (nm): {exc}"
+        ) from None
 
 
 def _read_pattern(path: Path, wavelength: float) -> tuple[np.ndarray, np.ndarray]:
@@ -391,6 +442,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         names = p.get("tie") or [p["name"]]
         params.append(FitParam(tuple(names), name=p.get("name"), lower=p.get("lower"), upper=p.get("upper"),
                                transform=p.get("transform", "auto"), truth=p.get("truth")))  # fmt: skip
+    system = _with_starts(system, raw["parameters"], path)
     sim_temp = float((raw.get("simulation") or {}).get("temperature", FitConfig.temperature))
     targets = _targets(raw["targets"], system, base, path, "", sim_temp, npt)
     states = []
@@ -405,7 +457,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         if bad:
             raise UserInputError(f"{path}: {where} has unknown keys {sorted(bad)}; valid: {sorted(_STATE_KEYS)}")
         spec = dict(raw["system"], **(st.get("system") or {}))
-        st_system = build_system(spec, base)
+        st_system = _with_starts(build_system(spec, base), raw["parameters"], path)
         name = st.get("name") or f"state{i + 1}"
         temp = st.get("temperature")
         st_targets = _targets(st["targets"], st_system, base, path, f" of state {name!r}",
@@ -438,6 +490,28 @@ def load_fit_config(path, out=None, resume: bool = False):
         for st in states:
             check_npt_settings(st.system, cfg, f"{path}: state {st.name!r}: ")
     return system, params, targets, cfg, states
+
+
+def _with_starts(system, raw_params, path: Path):
+    """The system with each parameter's θ entries set to its ``start:`` value, if given (the start of a force-field
+    system's fit, whose θ otherwise comes from its XML files)."""
+    import jax.numpy as jnp
+
+    from dmd.params import select
+
+    for p in raw_params:
+        start = p.get("start")
+        if start is None:
+            continue
+        names = p.get("tie") or [p["name"]]
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not np.isfinite(start):
+            raise UserInputError(f"{path}: parameter {names[0]!r}: start: {start!r} is not a number")
+        try:
+            sel = select(system.param_labels, list(names))
+        except KeyError as exc:
+            raise UserInputError(f"{path}: parameter {names[0]!r}: {exc.args[0]}") from None
+        system = dataclasses.replace(system, params=sel.set(system.params, jnp.full((sel.size,), float(start))))
+    return system
 
 
 def _simulation_settings(sim, path: Path) -> dict:

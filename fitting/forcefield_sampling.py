@@ -415,9 +415,17 @@ def sampled_energy_fn(system, *, warn: bool = True):
     says so (use a switch distance, which makes U continuous).
     """
     meta = system.metadata or {}
+    nbr0 = _frame_neighbors(system)
 
     def plain(params, pos, box):
-        return system.energy_fn(params, pos, box=box, neighbor=None)
+        if nbr0 is None:
+            return system.energy_fn(params, pos, box=box, neighbor=None)
+        # a list-based system (PME, cutoff periodic): the list of the start, rebuilt for this frame when it moved
+        # past the skin; an overflowed list gives NaN (the fit refuses non-finite estimates) rather than a wrong U
+        b = system.box if box is None else box
+        nb = nbr0.set(reference_position=nbr0.reference_position.astype(pos.dtype)).update(pos, box=b)
+        u = system.energy_fn(params, pos, box=b, neighbor=nb)
+        return jnp.where(nb.did_buffer_overflow, jnp.nan, u)
 
     if meta.get("model") == "lj_fluid" and meta.get("switch_distance_nm") is None and meta.get("cutoff_nm"):
         r_c = float(meta["cutoff_nm"])
@@ -445,6 +453,16 @@ def sampled_energy_fn(system, *, warn: bool = True):
             stacklevel=3,
         )
     return plain
+
+
+def _frame_neighbors(system):
+    """A neighbour list for evaluating Ũ on single frames (None for systems without one): allocated on the start
+    positions with half again the capacity, since frames of a round are evaluated inside one compiled map."""
+    if system.neighbor_fn is None:
+        return None
+    pos = wrap_positions(jnp.asarray(system.positions), system.box)
+    count = int(system.allocate_neighbors(pos).max_occupancy)
+    return system.allocate_neighbors(pos, extra_capacity=count // 2)
 
 
 def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, sampler):

@@ -231,6 +231,21 @@ def dihedral_cosines(quads, harmonics=(1, 2, 3)) -> Observable:
     return Observable("dihedral_cosines", per_frame, ns, "harmonic_n")
 
 
+def _lattice_drift(dr, box, frac_mat):
+    """The crystal's mean drift ``[3]`` nm from its lattice positions, ``dr [N, 3]`` = positions − lattice, modulo
+    the box's lattice vectors (a shift by one of them leaves every F(h) of the box lattice unchanged).
+
+    A thermostatted crystal's centre of mass random-walks (a 188-atom peptide cell at 300 K, γ = 2/ps: ~0.45 nm in
+    30 ps, half its 0.96 nm cell); once the drift nears half a box edge the atoms' minimum images split between two
+    lattice images and their plain mean is wrong by up to half a cell. So the drift is first the circular mean of the
+    fractional displacements (insensitive to that split), then refined by the minimum-image mean about it."""
+    frac = (10.0 * dr) @ jnp.asarray(frac_mat, dr.dtype).T  # [N, 3] fractional displacements
+    ang = 2.0 * jnp.pi * frac
+    coarse_frac = jnp.arctan2(jnp.mean(jnp.sin(ang), 0), jnp.mean(jnp.cos(ang), 0)) / (2.0 * jnp.pi)
+    coarse = (coarse_frac @ jnp.asarray(np.linalg.inv(frac_mat).T, dr.dtype)) / 10.0  # fractional → nm
+    return coarse + jnp.mean(minimum_image(dr - coarse, box), axis=0)
+
+
 def diffuse_scattering(
     hkl, cell, elements, *, b_iso=None, atom_indices=None, method: str = "fft", reduce_index=None, reference=None
 ) -> Observable:
@@ -284,8 +299,7 @@ def diffuse_scattering(
 
     def per_frame(params, pos, box=None):
         if ref is not None:
-            shift = jnp.mean(minimum_image(pos - jnp.asarray(ref, pos.dtype), jnp.asarray(box_nm, pos.dtype)), axis=0)
-            pos = pos - shift
+            pos = pos - _lattice_drift(pos - jnp.asarray(ref, pos.dtype), jnp.asarray(box_nm, pos.dtype), frac_mat)
         x = pos if idx is None else pos[idx]
         frac = (10.0 * x) @ jnp.asarray(frac_mat, x.dtype).T
         f = sf(frac, x)

@@ -174,7 +174,8 @@ def test_powder_recovers_lj_epsilon_under_nvt(tmp_path):
     assert abs(eps / 0.996 - 1) < 0.05, eps
 
 
-def test_diffuse_reference_recentring_in_a_monoclinic_cell():
+@pytest.mark.parametrize("drift", [(0.03, -0.02, 0.3), (0.47, 0.02, 0.05)])
+def test_diffuse_reference_recentring_in_a_monoclinic_cell(drift):
     # A crystal frame = lattice positions + a uniform drift, with atoms wrapped back into the box by the oblique
     # lattice vector c: recentring on the reference (minimum image in the reduced monoclinic box) must undo the drift
     # exactly, so F of the frame equals F of the lattice (with an orthorhombic minimum image the c_x component of a
@@ -188,9 +189,13 @@ def test_diffuse_reference_recentring_in_a_monoclinic_cell():
     ref = rng.uniform(0, 1, (30, 3)) @ box
     hkl, _ = diffuse_hkl(cell, 3.0)
     obs = ob.diffuse_scattering(hkl, cell, ["C"] * 30, reference=ref)
-    o_ref = np.asarray(obs.per_frame(None, jnp.asarray(ref, jnp.float32)))
-    moved = ref + np.array([0.03, -0.02, 0.3])
+    # thermal displacements (0.03 nm) about the lattice; the second drift is 0.49 a: the atoms' minimum images then
+    # split between two lattice images, and a plain minimum-image mean is off by up to half a cell (the circular
+    # mean of dmd's recentring is not)
+    thermal = ref + rng.normal(0, 0.03, ref.shape)
+    o_ref = np.asarray(obs.per_frame(None, jnp.asarray(thermal, jnp.float32)))
+    moved = thermal + np.array(drift)
     drifted = wrap_positions(jnp.asarray(moved, jnp.float32), jnp.asarray(box))
-    assert (np.linalg.solve(box.T, moved.T)[2] >= 1).sum() >= 3  # atoms wrapped back along c (oblique)
+    assert (np.abs(np.linalg.solve(box.T, moved.T) - 0.5) > 0.5).sum() >= 3  # atoms wrapped back into the box
     o_drift = np.asarray(obs.per_frame(None, drifted))
     np.testing.assert_allclose(o_drift, o_ref, atol=2e-3 * np.abs(o_ref).max())

@@ -1,0 +1,143 @@
+"""Diffuse targets of a molecular crystal in ``dmd fit`` (issue 18 item 4c): a reduced triclinic (monoclinic) box,
+scattering factors from the topology's elements, a parameter's ``start:``, and the short ε recovery.
+
+System: examples/fit_diffraction/5e5z_cell.pdb, one P 1 21 1 cell of PDB 5E5Z (188 atoms, a 9.643, b 9.609,
+c 19.029 Å, β 101.22°) with Amber14 + PME, as examples/fit_diffraction/peptide_diffuse.yaml builds it.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import gemmi
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from analysis.diffuse import diffuse_hkl
+from analysis.mtz_io import write_mtz
+from dmd.base.errors import UserInputError
+from fitting.fit_config import box_cell, diffuse_target, load_fit_config, topology_elements
+from fitting.forcefield import fit
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fit_diffraction"
+TRUTH, START = 0.29599, 0.35519  # Amber14 σ of protein-O (nm) and the example's start, 20% above
+
+
+def _config(tmp_path, d_min=3.0, cell=None, **replace):
+    """The example config with a synthetic MTZ (ones) on the box lattice to ``d_min`` Å (cell: the box's)."""
+    text = (EXAMPLE / "peptide_diffuse.yaml").read_text().replace("d_min: 2.0", f"d_min: {d_min}")
+    text = text.replace("pdb: 5e5z_cell.pdb", f"pdb: {EXAMPLE / '5e5z_cell.pdb'}")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    (tmp_path / "cfg.yaml").write_text(text)
+    cell = np.array([9.643, 9.609, 19.029, 90.0, 101.22, 90.0]) if cell is None else cell
+    hkl, _ = diffuse_hkl(cell, d_min)
+    write_mtz(tmp_path / "peptide_diffuse.mtz", hkl, {"IDIFF": np.ones(len(hkl))}, cell, "P 1")
+    return tmp_path / "cfg.yaml", hkl
+
+
+def _gemmi_f(hkl, elements, xyz_a, cell):
+    """gemmi's F(h) (B = 0, complex ``[M]``) of one frame ``xyz_a [n, 3]`` Å in ``cell``."""
+    calc = gemmi.StructureFactorCalculatorX(gemmi.UnitCell(*cell))
+    model, chain = gemmi.Model("1"), gemmi.Chain("A")
+    for el, p in zip(elements, xyz_a, strict=True):
+        res, atom = gemmi.Residue(), gemmi.Atom()
+        res.name = "UNL"
+        atom.name, atom.element, atom.pos, atom.occ, atom.b_iso = el, gemmi.Element(el), gemmi.Position(*p), 1, 0
+        res.add_atom(atom)
+        chain.add_residue(res)
+    model.add_chain(chain)
+    return np.array([calc.calculate_sf_from_model(model, [int(v) for v in h]) for h in hkl])
+
+
+def test_monoclinic_diffuse_target_has_f_of_the_topology_elements(tmp_path):
+    # The target loads on the reduced monoclinic box and its per-frame F(h) (FFT route, elements C, N, O, H from
+    # the OpenMM topology) is gemmi's structure factor of the same frame in the same cell.
+    cfg, hkl = _config(tmp_path)
+    system, params, targets, _, _ = load_fit_config(cfg)
+    (t,) = targets
+    assert np.ndim(system.box) == 2 and t.data.shape == (len(hkl),)
+    cell = box_cell(system.box)
+    np.testing.assert_allclose(cell, [9.643, 9.609, 19.029, 90.0, 101.22, 90.0], atol=2e-3)
+    elements, atoms = topology_elements(system)
+    st = gemmi.read_structure(str(EXAMPLE / "5e5z_cell.pdb"))  # the PDB's element column, read by gemmi
+    assert atoms is None and elements == [a.element.name for ch in st[0] for r in ch for a in r]
+    pos = np.asarray(system.positions, float)
+    o = np.asarray(t.observable.per_frame(system.params, jnp.asarray(pos, jnp.float32)))
+    m = len(hkl)
+    f_dmd = o[m : 2 * m] + 1j * o[2 * m :]
+    f_ref = _gemmi_f(hkl, elements, 10.0 * pos, cell)
+    # float32 FFT route (plan tolerance 1e-6) against gemmi's float64 sum: 1e-3 of the largest |F| (an Ar form
+    # factor for every atom, the old behaviour, is off by ~50% of |F|: 18 electrons against 1-8)
+    np.testing.assert_allclose(f_dmd, f_ref, atol=1e-3 * np.abs(f_ref).max())
+    np.testing.assert_allclose(o[:m], np.abs(f_ref) ** 2, atol=2e-3 * np.abs(f_ref).max() ** 2)
+
+
+def test_element_key_refused_for_a_system_with_a_topology(tmp_path):
+    cfg, _ = _config(tmp_path, **{"objective: absolute}": "objective: absolute, element: C}"})
+    with pytest.raises(UserInputError, match="elements come from its topology"):
+        load_fit_config(cfg)
+
+
+def test_non_reduced_triclinic_box_refused_with_the_fix(tmp_path):
+    cfg, _ = _config(tmp_path)
+    system = load_fit_config(cfg)[0]
+    box = np.asarray(system.box, float).copy()
+    box[2] += box[0]  # the same lattice, c_x = 0.59 nm > a_x/2: not OpenMM's reduced form
+    spec = {"observable": "diffuse", "file": "peptide_diffuse.mtz", "column": "IDIFF", "d_min": 3.0}
+    with pytest.raises(UserInputError, match="reduced triclinic box.*dmd.space.reduce_box"):
+        diffuse_target(spec, dataclasses.replace(system, box=box), tmp_path, cfg)
+
+
+def test_mtz_of_another_cell_refused(tmp_path):
+    cfg, _ = _config(tmp_path, cell=np.array([9.643, 9.609, 19.029, 90.0, 95.0, 90.0]))
+    with pytest.raises(UserInputError, match="should be"):
+        load_fit_config(cfg)
+
+
+def test_parameter_start_sets_theta(tmp_path):
+    cfg, _ = _config(tmp_path)
+    system, params, _, _, _ = load_fit_config(cfg)
+    labels = list(system.param_labels["NonbondedForce"]["sigma"])
+    sig = np.asarray(system.params["NonbondedForce"]["sigma"], float)
+    assert params[0].truth == TRUTH
+    np.testing.assert_allclose(sig[labels.index("protein-O")], START, rtol=1e-6)
+    np.testing.assert_allclose(sig[labels.index("protein-N")], 0.325, rtol=1e-5)  # the others keep Amber's
+    bad, _ = _config(tmp_path / "..", **{"start: 0.35519": "start: high"})
+    with pytest.raises(UserInputError, match="start: 'high' is not a number"):
+        load_fit_config(bad)
+
+
+@pytest.mark.slow
+def test_diffuse_gradient_moves_lj_sigma_towards_the_truth():
+    # One round of examples/fit_diffraction/peptide_diffuse.yaml (shipped target, made at the Amber14 σ by
+    # make_peptide_target.py) from σ + 20%: the diffuse gradient must step σ towards the truth by ≥ 2% and not
+    # past it by more than 5%. Measured first steps: 0.3552 → 0.3048, 0.2908, 0.3409, 0.3199 (float32, fit seeds
+    # 0-3) and → 0.3441 (float64, this test). The full recovery is NOT yet within 5% on every seed (3000-step
+    # rounds: +4.0, +1.3, −4.1, +6.5% after 5 rounds; benchmarks/bench_fit_molecular.py, docs/fitting.md), so this
+    # test checks the direction of the signal only.
+    system, params, targets, cfg, _ = load_fit_config(EXAMPLE / "peptide_diffuse.yaml")
+    cfg = dataclasses.replace(cfg, rounds=1, steps=3000, equilibration=1000, decay_after=None, progress=False)
+    res = fit(system, params, targets, cfg)
+    sigma = res.values["NonbondedForce/sigma/protein-O"]
+    assert (1 - 0.05) * TRUTH < sigma < 0.98 * START, (sigma, res.history[0].get("grad_norm"))
+
+
+def test_sampled_energy_of_a_pme_system_on_frames(tmp_path):
+    # The fit's per-frame Ũ (fluctuation and reweighting routes) of a neighbour-list system (PME): equal to the
+    # engine's energy with a list built for that very frame, also for a frame moved past the skin (the start's list
+    # is rebuilt inside the compiled map). Before, it called the energy without a list and PME refused.
+    from fitting.forcefield_sampling import sampled_energy_fn
+    from fitting.observables import frame_values
+
+    cfg, _ = _config(tmp_path)
+    system = load_fit_config(cfg)[0]
+    pos = jnp.asarray(system.positions, jnp.float32)
+    frames = jnp.stack([pos, pos + 0.04 * jnp.asarray(np.random.default_rng(0).normal(size=pos.shape), jnp.float32)])
+    with pytest.warns(UserWarning, match="plain nonbonded cutoff"):
+        u_tilde = sampled_energy_fn(system)
+    got = np.asarray(frame_values(u_tilde, box=system.box)(system.params, frames))
+    for x, u in zip(frames, got, strict=True):
+        ref = float(system.energy_fn(system.params, x, box=system.box, neighbor=system.allocate_neighbors(x)))
+        # float32 sums of ~1e4 kJ/mol terms in another order: 1e-5 relative
+        np.testing.assert_allclose(u, ref, rtol=1e-5, atol=1e-2)
