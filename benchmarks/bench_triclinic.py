@@ -20,7 +20,11 @@ Measured (default command, 2 cores shared, load 3.7-4.4, seed 0): dodecahedron 2
 26.0 CPU ms/step, drift +0.2e-4 ± 6.2e-4 kJ/mol/ps/water (T 294.7 K, sd 3.0e-3 kJ/mol/water); cube 2,444 atoms
 37.4 steps/s 26.5 CPU ms/step, drift -3.6e-4 ± 4.6e-4 (T 295.5 K, sd 3.3e-3): time per step triclinic/orthorhombic
 0.92 wall, 0.98 CPU; both drifts are zero within 1 SE, |drift| difference -0.4 combined SE (the |drift| ratio,
-0.07 ± 1.74, is a ratio of two zeros). The earlier figure (|drift| ratio 4.6 over 2 ps straight after minimisation
+0.07 ± 1.74, is a ratio of two zeros). Seed 1 (--seed 1, load 2.4-4.2): dodecahedron 51.9 steps/s
+27.3 CPU ms/step, -2.1e-4 ± 5.6e-4; cube 35.9 steps/s 27.6 CPU ms/step, -3.9e-4 ± 4.8e-4; 0.69 wall (load rose)
+/ 0.99 CPU; |drift| difference -0.2 SE. Both seeds: dodecahedron -0.9e-4 ± 4.2e-4, cube -3.7e-4 ± 3.3e-4
+kJ/mol/ps/water, |drift| difference -0.5 combined SE.
+The earlier figure (|drift| ratio 4.6 over 2 ps straight after minimisation
 with fresh velocities, no error bar) measured the relaxation from the minimised box (T 300 -> ~200 K), not drift.
 """
 
