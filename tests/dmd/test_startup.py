@@ -40,7 +40,8 @@ def test_import_dmd_is_light():
 
 @pytest.mark.parametrize("no_cache", [False, True])
 def test_cli_compilation_cache(tmp_path, no_cache):
-    """``dmd energy`` stores its compiled energy function under $XDG_CACHE_HOME/dmd/jax; --no-cache stores nothing."""
+    """``dmd energy`` stores its compiled energy function under $XDG_CACHE_HOME/dmd/jax/CPU; --no-cache stores
+    nothing."""
     flags = ["--no-cache"] if no_cache else []
     cmd = [
         sys.executable,
@@ -59,8 +60,11 @@ def test_cli_compilation_cache(tmp_path, no_cache):
     # OpenMM Reference, same file and force field: -32.3318 kJ/mol (float32 here; 2e-3 kJ/mol is ~6e-5 relative)
     assert json.loads(out.stdout)["total_kj_mol"] == pytest.approx(-32.3318, abs=2e-3)
     cache = tmp_path / "dmd" / "jax"
-    stored = sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+    # one folder per kind of CPU (dmd.cli.common.host_cpu_id): nodes sharing a home never load another CPU's programs
+    stored = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
     if no_cache:
         assert stored == []
     else:
-        assert any(name.startswith("jit_") for name in stored), stored
+        from dmd.cli.common import host_cpu_id
+
+        assert any(name.startswith(f"{host_cpu_id()}/jit_") for name in stored), stored
