@@ -9,9 +9,13 @@ Runs only where jax sees a GPU (jax with CUDA); otherwise prints why and exits 0
   also the first energy against OpenMM's (kJ/mol) as a sanity check;
 * structure factors: spread + FFT F(h) frames/s of 20,000 random atoms in a 50 Å P1 cell to 2 Å;
 * reweighting: Boltzmann weights of 10⁵ frames and the reweighted diffuse intensity of a
-  [2,000 frames, 32,633 reflections] F block.
+  [2,000 frames, 32,633 reflections] F block;
+* villin: the engine benchmark's solvated protein (OpenMM's test.pdb, 8,867 atoms, amber14 + TIP3P, PME 0.9 nm,
+  HBonds, rigid water, 2 fs, float32; skin from ``dmd.skin``'s rule measured on this device, as
+  ``bench_engine.py`` does), dmd BAOAB against OpenMM's LangevinMiddle on CUDA (mixed precision), with the
+  number of list rebuilds.
 
-    python benchmarks/gpu_check.py [--steps 2000]
+    python benchmarks/gpu_check.py [--steps 2000] [--parts engine sf reweight villin]
     python benchmarks/gpu_check.py --cpu --steps 100 --frames 2   # smoke test of this script without a GPU
 """
 
@@ -153,11 +157,62 @@ def reweighting() -> None:
     print(f"reweight weights of 1e5 frames {w_s * 1e3:.1f} ms (N_eff {neff:.0f}); I_D of [{T}, {M}] {per * 1e3:.2f} ms")
 
 
+def villin(steps: int, skin: float | None = None, pieces: bool = False) -> None:
+    import jax
+    import jax.numpy as jnp
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as u
+    from bench_engine import _villin_runner, choose_villin_skin, villin_pieces
+
+    from dmd.openmm_system import openmm_system_from_pdb, system_from_pdb
+
+    pdb = str(Path(app.__file__).parent / "data" / "test.pdb")
+    kw = dict(forcefield=["amber14-all.xml", "amber14/tip3p.xml"], nonbonded="PME", cutoff=0.9, constraints="HBonds")
+    t0 = time.perf_counter()
+    skin, facts = choose_villin_skin(pdb, kw) if skin is None else (skin, "given")
+    system = system_from_pdb(pdb, dtype=jnp.float32, skin=skin, **kw)
+    integ, run = _villin_runner(system)  # jitted chunks of 50 steps, counting list rebuilds
+    carry = run((integ.init(jax.random.PRNGKey(0), system.params), jnp.zeros((), jnp.int32)))
+    carry = _block((carry[0], jnp.zeros((), jnp.int32)))
+    setup_s = time.perf_counter() - t0
+    n = max(1, steps // 50)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        carry = run(carry)
+    _block(carry)
+    dmd_sps = n * 50 / (time.perf_counter() - t0)
+    omm, structure, _ = openmm_system_from_pdb(pdb, **kw)
+    names = [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
+    name = "CUDA" if "CUDA" in names else "CPU"
+    li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
+    props = {"Precision": "mixed"} if name == "CUDA" else {}
+    ctx = mm.Context(omm, li, mm.Platform.getPlatformByName(name), props)
+    ctx.setPositions(structure.positions)
+    li.step(100)
+    ctx.getState(getEnergy=True)
+    t0 = time.perf_counter()
+    li.step(n * 50)
+    ctx.getState(getEnergy=True)
+    omm_sps = n * 50 / (time.perf_counter() - t0)
+    print(f"villin   + water, {system.n_atoms} atoms, PME 0.9 nm, HBonds, float32; skin {skin} nm ({facts})")
+    print(f"         skin probe + init + compile {setup_s:.1f} s; {int(carry[1])} list rebuilds in {n * 50} steps")
+    print(f"         dmd {dmd_sps:.0f} steps/s, OpenMM {name} {omm_sps:.0f} steps/s, ratio {dmd_sps / omm_sps:.2f}")
+    if pieces:  # where dmd's step time goes on this device (bench_engine's breakdown)
+        for k, v in villin_pieces(system, carry[0].positions).items():
+            print(f"         piece {k:38s} {v:9.3f}" + ("" if k.startswith("neighbours") else " ms"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2000, help="timed engine steps (default 2000)")
     ap.add_argument("--frames", type=int, default=20, help="timed structure-factor frames (default 20)")
     ap.add_argument("--cpu", action="store_true", help="run the checks on the CPU (smoke test without a GPU)")
+    ap.add_argument(
+        "--parts", nargs="+", default=["engine", "sf", "reweight", "villin"], help="which checks (default: all four)"
+    )
+    ap.add_argument("--skin", type=float, nargs="+", default=[None], help="villin list skin(s), nm (default: rule)")
+    ap.add_argument("--pieces", action="store_true", help="villin: also time each piece of the force")
     args = ap.parse_args()
     dev = __import__("jax").devices("cpu")[0] if args.cpu else _gpu()
     if dev is None:
@@ -167,11 +222,15 @@ def main() -> int:
         ("engine", lambda: engine(args.steps)),
         ("sf", lambda: structure_factors(args.frames)),
         ("reweight", reweighting),
+        *(("villin", lambda s=s: villin(args.steps, s, args.pieces)) for s in args.skin),
     ):
+        if name not in args.parts:
+            continue
         try:
             fn()
         except Exception as exc:  # report every part: one failing part must not hide the others
             print(f"{name:<8} FAILED: {type(exc).__name__}: {exc}")
+        sys.stdout.flush()
     return 0
 
 
