@@ -243,48 +243,67 @@ def powder_observable(system, two_theta, wavelength: float, profile=None, elemen
                       follow_box: bool = False):  # fmt: skip
     """The frame-averaged profiled powder pattern of the box taken as a P 1 cell, on ``two_theta [G]`` degrees.
 
-    Reflections cover the grid ±2°; ``profile``: keyword arguments of :func:`analysis.powder.profile`.
-    ``follow_box`` (constant pressure): each frame is the P 1 cell of its own box, so peak positions move with the
-    lattice; the reflection list then covers cells ±30% of the start box (``powder_hkl`` margin 0.3).
+    The box may be orthorhombic (``[3]`` nm) or a reduced triclinic ``[3, 3]`` nm box (rows a, b, c: a monoclinic
+    molecular crystal). Scattering factors per atom come from the topology's elements (virtual sites scatter
+    nothing); ``element`` is for the model systems without a topology. Reflections cover the grid ±2°; ``profile``:
+    keyword arguments of :func:`analysis.powder.profile`. ``follow_box`` (constant pressure): each frame is the P 1
+    cell of its own box, so peak positions move with the lattice; the reflection list then covers cells ±30% of the
+    start box (``powder_hkl`` margin 0.3).
     """
+    import jax.numpy as jnp
+
+    from analysis.cell import cell_from_metric
     from analysis.powder import powder_hkl
     from fitting import observables as ob
 
-    if system.box is None or np.ndim(system.box) != 1:
-        raise UserInputError(f"{where}: a powder target needs an orthorhombic periodic box (box [3] nm)")
+    if system.box is None:
+        raise UserInputError(f"{where}: a powder target needs a periodic box (the crystal's cell or supercell)")
+    try:
+        cell = box_cell(system.box)
+    except UserInputError as exc:
+        raise UserInputError(
+            f"{where}: a powder target needs an orthorhombic box [3] or a reduced triclinic box [3, 3] (nm): {exc}"
+        ) from None
+    elements, atoms = topology_elements(system, element)
     tt = np.asarray(two_theta, float)
-    cell = np.concatenate([10.0 * np.asarray(system.box, float), [90.0, 90.0, 90.0]])
     hkl, mult = powder_hkl(cell, "P 1", wavelength, (max(tt.min() - 2.0, 0.0), min(tt.max() + 2.0, 180.0)),
                            margin=0.3 if follow_box else 0.0)  # fmt: skip
-    frac_mat = np.linalg.inv(np.diag(cell[:3]))
+    start_box = np.asarray(system.box, float)
+    rows = 10.0 * (np.diag(start_box) if start_box.ndim == 1 else start_box)  # Å, rows a, b, c
+    frac_mat = np.linalg.inv(rows)  # x = frac @ rows, so frac = x @ rows⁻¹
 
-    if follow_box:
-        import jax.numpy as jnp
+    def scatterers(pos):
+        return pos if atoms is None else pos[atoms]
 
-        start_box = np.asarray(system.box, float)
+    if follow_box and start_box.ndim == 1:
 
         def structure_fn(pos, box=None):  # the frame's own orthorhombic box as the P 1 cell
             b = jnp.asarray(start_box if box is None else box, pos.dtype)
             angles = jnp.full((3,), 90.0, pos.dtype)
-            return jnp.concatenate([10.0 * b, angles]), pos / b
+            return jnp.concatenate([10.0 * b, angles]), scatterers(pos) / b
+    elif follow_box:
+
+        def structure_fn(pos, box=None):  # the frame's own reduced triclinic box as the P 1 cell
+            r = 10.0 * jnp.asarray(start_box if box is None else box, pos.dtype)
+            return cell_from_metric(r @ r.T), (10.0 * scatterers(pos)) @ jnp.linalg.inv(r)
     else:
 
         def structure_fn(pos):
-            return cell, (10.0 * pos) @ frac_mat.T
+            return cell, (10.0 * scatterers(pos)) @ frac_mat
 
-    return ob.powder_pattern(structure_fn, hkl, mult, [element] * system.n_atoms, tt, wavelength=wavelength,
-                             **dict(profile or {}))  # fmt: skip
+    return ob.powder_pattern(structure_fn, hkl, mult, elements, tt, wavelength=wavelength, **dict(profile or {}))
 
 
 def powder_target(spec: dict, system, base: Path, path: Path, npt: bool = False):
     """A powder-pattern target: ``{observable: powder, file: pattern.csv, wavelength, two_theta: [min, max],
     profile: {U, V, W, eta, shape}, objective: rwp | cc, element, peaks: intensities | positions}``.
 
-    The simulation box is the P 1 cell of the pattern (its reflections to the 2θ range). Lattice parameters follow
-    θ only at constant pressure: under NVT the box and so every peak position is fixed, and ``peaks: positions`` (a
-    lattice-constant target, e.g. σ) is refused; only intensities (ε through their fall-off with 2θ) follow θ.
-    Under NPT (``npt``: simulation.pressure set) each frame's pattern is computed in its own box, so peak positions
-    follow θ (default ``peaks: positions``)."""
+    The simulation box (orthorhombic or reduced triclinic) is the P 1 cell of the pattern (its reflections to the 2θ
+    range); elements come from the topology (``element:``, default Ar, only for model systems). Lattice parameters
+    follow θ only at constant pressure: under NVT the box and so every peak position is fixed, and
+    ``peaks: positions`` (a lattice-constant target, e.g. σ) is refused; only intensities (ε through their fall-off
+    with 2θ) follow θ. Under NPT (``npt``: simulation.pressure set) each frame's pattern is computed in its own box,
+    so peak positions follow θ (default ``peaks: positions``)."""
     bad = set(spec) - {"observable", "file", "wavelength", "two_theta", "profile", "objective", "element", "weight",
                        "peaks"}  # fmt: skip
     if bad:
@@ -308,6 +327,11 @@ def powder_target(spec: dict, system, base: Path, path: Path, npt: bool = False)
     if "file" not in spec or "wavelength" not in spec:
         raise UserInputError(f"{path}: a powder target needs file: (CSV two_theta_deg,intensity) and wavelength: Å")
     lam = float(spec["wavelength"])
+    if getattr(system, "topology", None) is not None and "element" in spec:
+        raise UserInputError(
+            f"{path}: powder element: is for model systems without a topology; this system's elements come from "
+            "its topology (remove element:)"
+        )
     tt, y = _read_pattern(base / spec["file"], lam)
     lo, hi = spec.get("two_theta", [float(tt.min()), float(tt.max())])
     keep = (tt >= lo) & (tt <= hi)
