@@ -275,7 +275,6 @@ UNMIRRORED = frozenset(
         "analysis/merging/reference.py",
         "analysis/merging/scaling.py",
         "analysis/merging/synth.py",
-        "analysis/mtz_io.py",
         "analysis/structure_factors/common.py",
         "analysis/structure_factors/fft.py",
         "analysis/structure_factors/trajectory.py",
