@@ -256,7 +256,6 @@ UNMIRRORED = frozenset(
         "dmd/openmm_system/nonbonded_forces.py",
         "dmd/params.py",
         "dmd/trajectory.py",
-        "analysis/formfactors.py",
         "analysis/indexing/candidates.py",
         "analysis/indexing/errors.py",
         "analysis/indexing/prior.py",
