@@ -50,6 +50,7 @@ from dmd.space import box_volume, scale_positions
 
 __all__ = [
     "BarostatState",
+    "MoveSettings",
     "barostat_init",
     "density_g_cm3",
     "find_molecules",
@@ -181,21 +182,27 @@ def _is_reduced(box):
     )
 
 
-def monte_carlo_volume_move(
-    key,
-    bs: BarostatState,
-    positions,
-    box,
-    energy,
-    trial_energy_fn,
-    *,
-    molecules,
-    n_molecules: int,
-    pressure_bar: float,
-    kT: float,
-    adapt: bool = True,
-    max_fraction: float = 0.3,
-):
+@dataclasses.dataclass(frozen=True)
+class MoveSettings:
+    """What a Monte Carlo box move takes besides the state (:func:`monte_carlo_volume_move`,
+    :func:`monte_carlo_flexible_move`); build it once per run.
+
+    Attributes:
+      molecules: ``[n_atoms]`` int molecule of each atom (:func:`find_molecules`). n_molecules: static count.
+      pressure_bar: P, bar. kT: kJ/mol. adapt: apply OpenMM's step-size adaptation.
+      max_fraction: the step never grows past this fraction of V (volume move; OpenMM: 0.3; :mod:`dmd.npt` lowers
+        it so one move stays inside the neighbour list's margin) or of V^(1/3) (flexible move).
+    """
+
+    molecules: object
+    n_molecules: int
+    pressure_bar: float
+    kT: float
+    adapt: bool = True
+    max_fraction: float = 0.3
+
+
+def monte_carlo_volume_move(key, bs: BarostatState, positions, box, energy, trial_energy_fn, move: MoveSettings):
     """One Monte Carlo volume move (jit-able): isotropic when ``bs.volume_scale`` is a scalar, one random
     axis when it is ``[3]`` (:func:`barostat_init` with ``anisotropic=True``).
 
@@ -204,10 +211,7 @@ def monte_carlo_volume_move(
       energy: potential energy at (positions, box), kJ/mol.
       trial_energy_fn: ``(positions, box) -> (U kJ/mol, aux)`` at the trial state (aux: e.g. a neighbour
         list, returned when accepted).
-      molecules: ``[n_atoms]`` int (:func:`find_molecules`). n_molecules: static count.
-      pressure_bar: P, bar. kT: kJ/mol. adapt: apply OpenMM's step-size adaptation.
-      max_fraction: δV never grows past this fraction of V (OpenMM: 0.3; :mod:`dmd.npt` lowers it so one
-        move stays inside the neighbour list's margin).
+      move: :class:`MoveSettings` (molecules, pressure, kT, step adaptation).
 
     Returns:
       ``(accepted bool, positions, box, energy, aux or None-for-rejected-as-trial-aux, new BarostatState)``;
@@ -215,6 +219,7 @@ def monte_carlo_volume_move(
     """
     k1, k2, k3 = jax.random.split(key, 3)
     dtype = positions.dtype
+    molecules, n_molecules, kT = move.molecules, move.n_molecules, move.kT
     v = box_volume(box)
     anisotropic = jnp.ndim(bs.volume_scale) == 1
     if anisotropic:
@@ -239,11 +244,30 @@ def monte_carlo_volume_move(
     u_new, aux = trial_energy_fn(x_new, box_new)
     w = (
         (u_new - energy)
-        + pressure_bar * BAR_NM3_IN_KJ_PER_MOL * dv
+        + move.pressure_bar * BAR_NM3_IN_KJ_PER_MOL * dv
         - n_molecules * kT * jnp.log(jnp.where(ok_volume, v_new / v, 1.0))
     )
-    u = jax.random.uniform(k2, (), dtype)
-    accept = ok_volume & jnp.isfinite(u_new) & ((w <= 0) | (u < jnp.exp(-w / kT)))
+    accept, pos, box, energy, bs = _conclude(
+        k2, bs, move, w, ok_volume, pick, (v_new, v), (x_new, box_new, u_new), (positions, box, energy)
+    )
+    return accept, pos, box, energy, aux, bs
+
+
+def _conclude(key, bs: BarostatState, move: MoveSettings, w, ok, pick, sizes, trial, current):
+    """The Metropolis test of a box move and its bookkeeping, shared by the volume and the flexible move.
+
+    Args:
+      key: PRNG key of the test. w: the move's work, kJ/mol (accepted with min(1, exp(−w/kT))). ok: bool, the trial
+      is admissible (a trial with a non-finite energy never is). pick: bool (scalar, or ``[3]`` the axis moved): the
+      per-axis counters the move counts on. sizes: (at the trial, now) of what the step adapts to (V, or V^(1/3)).
+      trial, current: ``(positions, box, energy)`` of the trial and of the present state.
+
+    Returns:
+      ``(accepted, positions, box, energy, new BarostatState)``.
+    """
+    (x_new, box_new, u_new), (positions, box, energy) = trial, current
+    u = jax.random.uniform(key, (), positions.dtype)
+    accept = ok & jnp.isfinite(u_new) & ((w <= 0) | (u < jnp.exp(-w / move.kT)))
     one = jnp.ones((), jnp.int32)
     acc = accept.astype(jnp.int32)
     bs = bs.replace(
@@ -252,12 +276,11 @@ def monte_carlo_volume_move(
         total_attempted=bs.total_attempted + one,
         total_accepted=bs.total_accepted + acc,
     )
-    if adapt:
-        bs = _adapt(bs, jnp.where(accept, v_new, v), max_fraction)
+    if move.adapt:
+        bs = _adapt(bs, jnp.where(accept, *sizes), move.max_fraction)
     pos = jnp.where(accept, x_new, positions)
     box = jnp.where(accept, box_new, box)
-    energy = jnp.where(accept, u_new, energy)
-    return accept, pos, box, energy, aux, bs
+    return accept, pos, box, jnp.where(accept, u_new, energy), bs
 
 
 _LOWER = (np.array([0, 1, 1, 2, 2, 2]), np.array([0, 0, 1, 0, 1, 2]))  # a_x; b_x, b_y; c_x, c_y, c_z
@@ -278,26 +301,13 @@ def reduce_trial_box(box):
     return box.at[1].add(-box[0] * jnp.round(box[1, 0] / box[0, 0]))
 
 
-def monte_carlo_flexible_move(
-    key,
-    bs: BarostatState,
-    positions,
-    box,
-    energy,
-    trial_energy_fn,
-    *,
-    molecules,
-    n_molecules: int,
-    pressure_bar: float,
-    kT: float,
-    adapt: bool = True,
-    max_fraction: float = 0.3,
-):
+def monte_carlo_flexible_move(key, bs: BarostatState, positions, box, energy, trial_energy_fn, move: MoveSettings):
     """One flexible-cell Monte Carlo move (jit-able; module docstring). Same arguments and returns as
     :func:`monte_carlo_volume_move` with ``box`` ``[3, 3]`` reduced rows nm and ``bs`` from :func:`flexible_init`
-    (``volume_scale`` is the length step δ, nm; ``max_fraction`` caps it at that fraction of V^(1/3))."""
+    (``volume_scale`` is the length step δ, nm; ``move.max_fraction`` caps it at that fraction of V^(1/3))."""
     k1, k2 = jax.random.split(key)
     dtype = positions.dtype
+    molecules, n_molecules, kT = move.molecules, move.n_molecules, move.kT
     step = bs.volume_scale * (2.0 * jax.random.uniform(k1, (6,), dtype) - 1.0)
     box_new = reduce_trial_box(box.at[_LOWER].add(step))
     diag, diag_new = jnp.diagonal(box), jnp.diagonal(box_new)
@@ -306,22 +316,11 @@ def monte_carlo_flexible_move(
     u_new, aux = trial_energy_fn(x_new, box_new)
     w = (
         (u_new - energy)
-        + pressure_bar * BAR_NM3_IN_KJ_PER_MOL * (v_new - v)
+        + move.pressure_bar * BAR_NM3_IN_KJ_PER_MOL * (v_new - v)
         - (n_molecules - 2) * kT * jnp.log(v_new / v)
         - kT * jnp.log(diag_new[0] ** 2 * diag_new[1] / (diag[0] ** 2 * diag[1]))
     )
-    u = jax.random.uniform(k2, (), dtype)
-    accept = jnp.isfinite(u_new) & ((w <= 0) | (u < jnp.exp(-w / kT)))
-    acc = accept.astype(jnp.int32)
-    bs = bs.replace(
-        n_attempted=bs.n_attempted + 1,
-        n_accepted=bs.n_accepted + acc,
-        total_attempted=bs.total_attempted + 1,
-        total_accepted=bs.total_accepted + acc,
+    accept, pos, box, energy, bs = _conclude(
+        k2, bs, move, w, True, True, (jnp.cbrt(v_new), jnp.cbrt(v)), (x_new, box_new, u_new), (positions, box, energy)
     )
-    if adapt:
-        bs = _adapt(bs, jnp.cbrt(jnp.where(accept, v_new, v)), max_fraction)
-    pos = jnp.where(accept, x_new, positions)
-    box = jnp.where(accept, box_new, box)
-    energy = jnp.where(accept, u_new, energy)
     return accept, pos, box, energy, aux, bs

@@ -33,6 +33,7 @@ import numpy as np
 
 from dmd.barostat import (
     BarostatState,
+    MoveSettings,
     barostat_init,
     density_g_cm3,
     find_molecules,
@@ -273,6 +274,8 @@ def make_npt(
     ref = tuple(map(float, ref_a)) if ref_a.ndim == 1 else tuple(tuple(map(float, r)) for r in ref_a)
     lists = _lists(system, ref, box_margin)
     scaled = lists is not None and lists.scaled
+    max_fraction = 0.5 * box_margin if scaled else 0.3
+    settings = MoveSettings(mol_j, n_mol, pressure_bar, kT, adapt=adapt, max_fraction=max_fraction)
     extra = (lambda v: 0.0) if extra_energy is None else extra_energy
 
     def energy(params, x, box, nbr):
@@ -335,12 +338,7 @@ def make_npt(
             st.box,
             st.potential_energy,
             trial,
-            molecules=mol_j,
-            n_molecules=n_mol,
-            pressure_bar=pressure_bar,
-            kT=kT,
-            adapt=adapt,
-            max_fraction=0.5 * box_margin if scaled else 0.3,
+            settings,
         )
         nbr = st.neighbor
         if nbr is not None:

@@ -17,6 +17,29 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+# one example cell (a, b, c Å; α, β, γ degrees) per crystal family, none of them special beyond its family's rules
+_FAMILY_CELLS = {
+    "triclinic": [7.1, 8.3, 9.7, 78.0, 85.0, 101.0],
+    "monoclinic": [12.2, 6.4, 9.9, 90.0, 104.3, 90.0],
+    "orthorhombic": [40.1, 50.2, 60.3, 90.0, 90.0, 90.0],
+    "tetragonal": [33.0, 33.0, 71.0, 90.0, 90.0, 90.0],
+    "hexagonal": [45.0, 45.0, 120.0, 90.0, 90.0, 120.0],
+    "rhombohedral": [10.0, 10.0, 10.0, 72.0, 72.0, 72.0],
+    "cubic": [5.43, 5.43, 5.43, 90.0, 90.0, 90.0],
+}
+
+
+@pytest.fixture(scope="session")
+def family_cells():
+    """``{family: [a, b, c, α, β, γ]}``: one example cell per crystal family (Å, degrees)."""
+    return dict(_FAMILY_CELLS)
+
+
+@pytest.fixture(params=list(_FAMILY_CELLS))
+def family(request):
+    """Each crystal family in turn (the keys of ``family_cells``): a test taking it runs once per family."""
+    return request.param
+
 
 @pytest.fixture
 def jax_compiles():

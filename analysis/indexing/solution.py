@@ -37,7 +37,10 @@ __all__ = [
     "SYMMETRY_ORDER",
 ]
 
-SYMMETRY_ORDER = {"cubic": 0, "hexagonal": 1, "tetragonal": 2, "orthorhombic": 3, "monoclinic": 4, "triclinic": 5}
+# rank of each lattice system, highest symmetry first: the order is the one fact stated, the ranks follow
+SYMMETRY_ORDER = {
+    s: i for i, s in enumerate(("cubic", "hexagonal", "tetragonal", "orthorhombic", "monoclinic", "triclinic"))
+}
 SYMMETRY_MARGIN = 0.5
 
 

@@ -13,20 +13,10 @@ from analysis import cell as cell_mod
 from analysis import symmetry
 from analysis.structure_factors import structure_factors
 
-CELLS = {
-    "triclinic": [7.1, 8.3, 9.7, 78.0, 85.0, 101.0],
-    "monoclinic": [12.2, 6.4, 9.9, 90.0, 104.3, 90.0],
-    "orthorhombic": [40.1, 50.2, 60.3, 90.0, 90.0, 90.0],
-    "tetragonal": [33.0, 33.0, 71.0, 90.0, 90.0, 90.0],
-    "hexagonal": [45.0, 45.0, 120.0, 90.0, 90.0, 120.0],
-    "rhombohedral": [10.0, 10.0, 10.0, 72.0, 72.0, 72.0],
-    "cubic": [5.43, 5.43, 5.43, 90.0, 90.0, 90.0],
-}
 
-
-@pytest.mark.parametrize("system", list(CELLS))
-def test_metric_orthogonalization_and_inv_d2_match_gemmi(system):
-    c = np.array(CELLS[system])
+def test_metric_orthogonalization_and_inv_d2_match_gemmi(family, family_cells):
+    system = family
+    c = np.array(family_cells[system])
     uc = gemmi.UnitCell(*c)
     # float64 closed forms vs gemmi's: agreement to rounding
     np.testing.assert_allclose(cell_mod.orthogonalization_matrix(c), np.array(uc.orth.mat), rtol=1e-12, atol=1e-12)
@@ -54,9 +44,9 @@ def test_metric_orthogonalization_and_inv_d2_match_gemmi(system):
     np.testing.assert_allclose(1.5406 / (2 * np.sin(np.radians(tt / 2))), 1 / np.sqrt(ref[:20]), rtol=1e-10)
 
 
-def test_inv_d2_gradient_in_cell_matches_finite_differences():
+def test_inv_d2_gradient_in_cell_matches_finite_differences(family_cells):
     hkl = np.array([[1, 2, 3], [-2, 0, 1], [3, -1, 2]])
-    c0 = jnp.asarray(CELLS["triclinic"])
+    c0 = jnp.asarray(family_cells["triclinic"])
     f = lambda c: jnp.sum(cell_mod.inv_d2(hkl, c) ** 0.5)
     g = jax.grad(f)(c0)
     for i in range(6):
@@ -67,12 +57,12 @@ def test_inv_d2_gradient_in_cell_matches_finite_differences():
 
 
 @pytest.mark.parametrize("sg", ["P 21 21 21", "C 1 2 1", "P 43 21 2", "P 61 2 2", "H 3 2", "F d -3 m:1", "I a -3 d"])
-def test_hkl_generation_asu_and_symmetry_flags_match_gemmi(sg):
+def test_hkl_generation_asu_and_symmetry_flags_match_gemmi(sg, family_cells):
     group = gemmi.SpaceGroup(sg)
     system = group.crystal_system_str()
-    c = CELLS.get(system, CELLS["cubic"])
+    c = family_cells.get(system, family_cells["cubic"])
     if sg.startswith("H"):
-        c = CELLS["hexagonal"]
+        c = family_cells["hexagonal"]
     c = np.array(c)
     d_min = 1.2 if system == "cubic" else 4.0
     uniq = symmetry.generate_hkl(c, d_min, sg, unique=True)
@@ -107,7 +97,7 @@ def test_hkl_generation_asu_and_symmetry_flags_match_gemmi(sg):
     np.testing.assert_array_equal(symmetry.centric_flags(sample, sg), centric)
 
 
-def test_systematic_absences_known_rules():
+def test_systematic_absences_known_rules(family_cells):
     # P 21 21 21: h00, 0k0, 00l absent for odd index
     hkl = np.array([[1, 0, 0], [2, 0, 0], [0, 3, 0], [0, 4, 0], [0, 0, 5], [1, 1, 0]])
     np.testing.assert_array_equal(symmetry.is_absent(hkl, "P 21 21 21"), [1, 0, 1, 0, 1, 0])
@@ -116,14 +106,14 @@ def test_systematic_absences_known_rules():
     hkl = np.array([[1, 1, 1], [2, 0, 0], [2, 2, 0], [1, 1, 0], [4, 0, 0], [2, 2, 2], [3, 1, 1], [0, 2, 4], [0, 4, 4]])
     np.testing.assert_array_equal(symmetry.is_absent(hkl, "F d -3 m:1"), [0, 1, 0, 1, 0, 0, 0, 1, 0])
     # generate_hkl drops absences unless asked
-    full = symmetry.generate_hkl(CELLS["orthorhombic"], 10.0, "P 21 21 21")
+    full = symmetry.generate_hkl(family_cells["orthorhombic"], 10.0, "P 21 21 21")
     assert not symmetry.is_absent(full, "P 21 21 21").any()
-    with_abs = symmetry.generate_hkl(CELLS["orthorhombic"], 10.0, "P 21 21 21", include_absent=True)
+    with_abs = symmetry.generate_hkl(family_cells["orthorhombic"], 10.0, "P 21 21 21", include_absent=True)
     assert len(with_abs) > len(full)
 
 
-def test_friedel_mates_and_supercell_grid():
-    c = np.array(CELLS["monoclinic"])
+def test_friedel_mates_and_supercell_grid(family_cells):
+    c = np.array(family_cells["monoclinic"])
     hkl = symmetry.generate_hkl(c, 3.0, "P 1", unique=True)
     rng = np.random.default_rng(1)
     pos = rng.uniform(size=(20, 3))
@@ -153,11 +143,11 @@ def test_expand_to_p1_matches_gemmi_cell_images():
         assert np.abs(d).sum(-1).min(axis=1).max() < 1e-6  # each of our images is one of gemmi's
 
 
-def test_spacegroup_errors_are_clear():
+def test_spacegroup_errors_are_clear(family_cells):
     with pytest.raises(ValueError, match="Hermann-Mauguin"):
         symmetry.spacegroup("P 7 7 7")
     with pytest.raises(ValueError, match="d_min must be positive"):
-        symmetry.generate_hkl(CELLS["cubic"], 0.0)
+        symmetry.generate_hkl(family_cells["cubic"], 0.0)
 
 
 def test_inv_d2_slope_two_theta_matches_finite_differences():

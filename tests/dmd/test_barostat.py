@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dmd.barostat import barostat_init, find_molecules, monte_carlo_volume_move, scale_molecules
+from dmd.barostat import MoveSettings, barostat_init, find_molecules, monte_carlo_volume_move, scale_molecules
 from dmd.base.errors import UserInputError
 from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL, KB_KJ_PER_MOL_K
 from dmd.estimators import block_average
@@ -53,11 +53,7 @@ def test_acceptance_rule_by_hand():
             box,
             c * 8.0,
             trial,
-            molecules=jnp.asarray(mol),
-            n_molecules=n_mol,
-            pressure_bar=p_bar,
-            kT=kT,
-            adapt=False,
+            MoveSettings(jnp.asarray(mol), n_mol, p_bar, kT, adapt=False),
         )
         k1, k2, _ = jax.random.split(key, 3)
         dv = 0.4 * (2.0 * float(jax.random.uniform(k1, (), jnp.float32)) - 1.0)
@@ -96,10 +92,7 @@ def test_ideal_gas_volume_distribution():
             box,
             0.0,
             lambda a, b: (jnp.zeros((), a.dtype), None),
-            molecules=mol,
-            n_molecules=n,
-            pressure_bar=p_bar,
-            kT=kT,
+            MoveSettings(mol, n, p_bar, kT),
         )
         return (x, box, bs), jnp.prod(box)
 

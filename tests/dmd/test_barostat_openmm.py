@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dmd.barostat import barostat_init, find_molecules, monte_carlo_volume_move, scale_molecules
+from dmd.barostat import MoveSettings, barostat_init, find_molecules, monte_carlo_volume_move, scale_molecules
 from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL
 from dmd.openmm_system import openmm_system_from_pdb, system_from_openmm
 
@@ -113,7 +113,7 @@ def test_step_adaptation_follows_openmm():
         # w = ΔU ± 1e6 kJ/mol decides the move whatever the random draw; the box is kept so V stays 27 nm³
         acc, _, _, _, _, bs = monte_carlo_volume_move(
             jax.random.PRNGKey(i), bs, x, box, 0.0, lambda xn, bn, a=a: (-1e6 if a else 1e6, None),
-            molecules=mol, n_molecules=6, pressure_bar=1.0, kT=2.5,
+            MoveSettings(mol, 6, 1.0, 2.5),
         )  # fmt: skip
         assert bool(acc) == bool(a)
         scales.append(float(bs.volume_scale))

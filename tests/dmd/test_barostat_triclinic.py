@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dmd.barostat import barostat_init, monte_carlo_volume_move
+from dmd.barostat import MoveSettings, barostat_init, monte_carlo_volume_move
 from dmd.base.units import BAR_NM3_IN_KJ_PER_MOL
 from dmd.estimators import block_average
 from dmd.space import box_volume, check_reduced_box, to_fractional
@@ -44,7 +44,7 @@ def test_ideal_gas_in_monoclinic_cell(anisotropic):
         x, box, bs = carry
         _, x, box, _, _, bs = monte_carlo_volume_move(
             key, bs, x, box, 0.0, lambda a, b: (jnp.zeros((), a.dtype), None),
-            molecules=mol, n_molecules=n, pressure_bar=p_bar, kT=kT,
+            MoveSettings(mol, n, p_bar, kT),
         )  # fmt: skip
         return (x, box, bs), box
 
@@ -78,7 +78,7 @@ def test_moves_out_of_reduced_form_are_rejected():
     for i in range(60):
         acc, _, bn, *_ = monte_carlo_volume_move(
             jax.random.PRNGKey(i), bs, x, box, 0.0, lambda a, b: (-1e6 * jnp.ones((), a.dtype), None),
-            molecules=jnp.zeros(1, jnp.int32), n_molecules=1, pressure_bar=1.0, kT=2.5, adapt=False,
+            MoveSettings(jnp.zeros(1, jnp.int32), 1, 1.0, 2.5, adapt=False),
         )  # fmt: skip
         k3 = jax.random.split(jax.random.PRNGKey(i), 3)[2]
         axis = int(jax.random.randint(k3, (), 0, 3))
@@ -115,7 +115,7 @@ def test_flexible_move_samples_the_flexible_cell_weight():
         x, box, u, bs = carry
         _, x, box, u, _, bs = monte_carlo_flexible_move(
             key, bs, x, box, u, lambda a, b: (u_box(b), None),
-            molecules=mol, n_molecules=5, pressure_bar=1e-9, kT=kT, adapt=False,
+            MoveSettings(mol, 5, 1e-9, kT, adapt=False),
         )  # fmt: skip
         return (x, box, u, bs), box
 
