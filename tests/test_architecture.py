@@ -279,7 +279,6 @@ UNMIRRORED = frozenset(
         "analysis/structure_io.py",
         "analysis/symmetry.py",
         "fitting/baselines.py",
-        "fitting/fit_config.py",
         "fitting/forcefield_config.py",
         "fitting/forcefield_sampling.py",
         "fitting/observables.py",
