@@ -5,6 +5,8 @@ and 0.5% outliers; ~2,500 unique reflections. CC with the true amplitudes is com
 resolution-normalized amplitudes, overall and in 10 equal-count resolution shells.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -199,3 +201,24 @@ def test_half_dataset_merges_written_and_scored_outside_dmd(tmp_path):
     assert ch["n_pairs"] == q["cchalf"]["n_pairs"] > 100
     assert abs(ch["overall"] - q["cchalf"]["overall"]) < 1e-4
     assert abs(ca["overall"] - q["ccanom_half"]["overall"]) < 1e-4
+
+
+def test_closing_pass_moves_q_of_partly_held_out_reflections():
+    # Issue 22 items 1-2: after a fit with observations held out (CCpred), the closing all-data pass must bring the
+    # reflections that lost some observations to the posterior of all of them. Compared with the fit that never
+    # held anything out: measured mean |ΔF| 0.0049 on 275 partly held-out reflections, as on the untouched ones
+    # (0.0048: the two fits' own difference). With the old closing pass (q at the tail lr, 0.0009) 0.043 against
+    # 0.0030, and the hard set lost CC(E) 0.872 -> 0.865. Bars: within 2x of the untouched ones and < 0.015.
+    from analysis.merging import merge
+
+    data = make_synthetic(SyntheticConfig(d_min=4.0, n_images=30, multiplicity=3.0, isigi=3.0, seed=4))
+    u = data.unmerged
+    cfg = MergeConfig(steps=150, likelihood="student", dof=4.0, seed=1)
+    ref = merge(u, cfg).posterior["F"]
+    out = merge(u, dataclasses.replace(cfg, holdout_fraction=0.1))
+    held = np.asarray(out.result.data.weight) == 0
+    n_held = np.bincount(u.refl[held], minlength=u.n_refl)
+    part = (n_held > 0) & (n_held < np.bincount(u.refl, minlength=u.n_refl))
+    assert part.sum() > 100
+    d = np.abs(out.posterior["F"] - ref)
+    assert d[part].mean() < min(2.0 * d[n_held == 0].mean(), 0.015), (d[part].mean(), d[n_held == 0].mean())
