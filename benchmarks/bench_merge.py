@@ -235,14 +235,8 @@ def main(argv=None):
     exe, careless_version = (None, None) if args.no_careless else ensure_careless(args.careless_venv)
     load_start = os.getloadavg()
 
-    cfg = SyntheticConfig(
-        d_min=args.d_min,
-        n_images=args.n_images,
-        multiplicity=args.multiplicity,
-        isigi=args.isigi,
-        anomalous_sd=args.anomalous_sd,
-        seed=args.seed,
-    )
+    knobs = ("d_min", "n_images", "multiplicity", "isigi", "anomalous_sd", "seed")
+    cfg = SyntheticConfig(**{k: getattr(args, k) for k in knobs})
     data = make_synthetic(cfg)
     u = data.unmerged
     anomalous = u.anomalous
