@@ -18,6 +18,8 @@ I(±), F(±) the same way; ``--reuse-careless`` takes an earlier run's outputs a
 Measured (600 steps, nothing held out, load ~7 on 2 cores, docs/merging.md "Real anomalous data"): CCanom unscaled
 → dmd with the smoothness prior 0.948, default 0.920, per-image scale + B 0.815, plain mean 0.680; AIMLESS-scaled →
 dmd with the prior 0.948, σ-weighted mean 0.984.
+With ``--careless`` (load 12.5, Dec 2026): careless 0.5.4 stopped at step 927 of 10,000 on numerical issues (an
+infinite gradient norm), CCanom 0.369, CC(I) 0.717, 21,874 reflections kept (dmd with the prior: 21,874).
 """
 
 from __future__ import annotations
