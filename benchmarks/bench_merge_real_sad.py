@@ -9,10 +9,17 @@ CCanom from unscaled data to dmd's from the AIMLESS-scaled observations and to t
 
     python benchmarks/bench_merge_real_sad.py            # 6 merges, a few minutes on 2 cores
     python benchmarks/bench_merge_real_sad.py --steps 300 --holdout 0.05
+    python benchmarks/bench_merge_real_sad.py --careless  # also careless mono --anomalous on the unscaled data
+
+``--careless`` runs the peer (``careless mono --anomalous``, 10,000 iterations, metadata BATCH,dHKL,XDET,YDET,ROT;
+installed as in benchmarks/bench_merge.py, in its own virtualenv) on the same unscaled observations and scores its
+I(±), F(±) the same way; ``--reuse-careless`` takes an earlier run's outputs and timing in ``--out-dir``.
 
 Measured (600 steps, nothing held out, load ~7 on 2 cores, docs/merging.md "Real anomalous data"): CCanom unscaled
 → dmd with the smoothness prior 0.948, default 0.920, per-image scale + B 0.815, plain mean 0.680; AIMLESS-scaled →
 dmd with the prior 0.948, σ-weighted mean 0.984.
+With ``--careless`` (load 12.5, Dec 2026): careless 0.5.4 stopped at step 927 of 10,000 on numerical issues (an
+infinite gradient norm), CCanom 0.369, CC(I) 0.717, 21,874 reflections kept (dmd with the prior: 21,874).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ sys.path.insert(0, str(ROOT / "tests" / "data" / "merging"))
 import gamma_xe  # noqa: E402
 
 META = ["XDET", "YDET", "ROT"]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_merge import CARELESS_VENV, ensure_careless, on_rows, run_careless  # noqa: E402
+
 SMOOTH = {"image_smooth_sd": 0.001, "image_b_smooth_sd": 0.1}
 
 
@@ -57,6 +67,11 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout", type=float, default=0.0)
     ap.add_argument("--out", default=None, help="optional JSON of every figure")
     ap.add_argument("--data", default=None, help=f"CCP4's ccp4i2/demo_data/gamma folder (default: ${gamma_xe.ENV})")
+    ap.add_argument("--careless", action="store_true", help="also merge with careless (see the module docstring)")
+    ap.add_argument("--careless-steps", type=int, default=10_000)
+    ap.add_argument("--careless-options", default="", help="extra careless options, space-separated")
+    ap.add_argument("--reuse-careless", action="store_true")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "bench_out" / "merge_real_sad")
     args = ap.parse_args(argv)
     if args.data:
         os.environ[gamma_xe.ENV] = args.data
@@ -64,9 +79,7 @@ def main(argv=None) -> int:
     if src is None:
         print(f"no data: pass --data or set {gamma_xe.ENV} to CCP4's ccp4i2/demo_data/gamma", file=sys.stderr)
         return 2
-    import tempfile
-
-    unmerged_path, merged_path = gamma_xe.prepare(src, Path(tempfile.mkdtemp(prefix="gamma_xe_")))
+    unmerged_path, merged_path = gamma_xe.prepare(src, args.out_dir)
     inputs = {
         "unscaled": read_unmerged(unmerged_path, anomalous=True, metadata=META),
         "AIMLESS-scaled": read_unmerged(
@@ -82,34 +95,48 @@ def main(argv=None) -> int:
         ("unscaled", "per-image scale + B", None),
         ("unscaled", "dmd, default", {}),
         ("unscaled", "dmd, smoothness prior", SMOOTH),
-    ]
+    ] + ([("unscaled", "careless", "careless")] if args.careless else [])
     results = []
     print(f"{u0.n_obs} observations, {u0.n_refl} reflections (mates apart), {u0.n_images} images; load at start "
           f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     for data_name, merge_name, extra in runs:
         u = inputs[data_name]
         t0, c0 = time.perf_counter(), time.process_time()
-        if extra is None:
+        tag = ""
+        if extra == "careless":
+            exe, version = ensure_careless(CARELESS_VENV)
+            opts = [f"--iterations={args.careless_steps}", "--mlp-layers=10", "--image-layers=2", "--seed=0"]
+            opts += ["--anomalous", "--intensity-key=I", "--uncertainty-key=SIGI", *args.careless_options.split()]
+            base = args.out_dir / "careless_normal"
+            t = run_careless(exe, unmerged_path, base, opts, "BATCH,dHKL," + ",".join(META), args.reuse_careless)
+            i_est, f_est = on_rows(u, f"{base}_0.mtz", "I"), on_rows(u, f"{base}_0.mtz", "F")
+            steps = len(Path(f"{base}_history.csv").read_text().splitlines()) - 1
+            tag = f" ({version}; {steps} of {args.careless_steps} steps{', reused' if t['reused'] else ''})"
+        elif extra is None:
             method = scale_b_merge if "scale + B" in merge_name else inverse_variance_merge
             i_est, f_est = _classical(u, method)
         else:
             out = merge(u, MergeConfig(steps=args.steps, holdout_fraction=args.holdout, **extra))
             i_est, f_est = out.absolute["I"], out.absolute["F"]
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if extra == "careless":
+            wall, cpu = t["wall_s"], t["cpu_s"]  # the child process's
         c = compare_with_reference(u0, i_est, f_est, i_ref, s_ref)
         row = {
             "data": data_name,
-            "merge": merge_name,
+            "merge": merge_name + tag,
             "ccanom": c["ccanom"]["overall"],
             "cc_i": c["cc_i"]["overall"],
+            "kept": int(np.count_nonzero(np.isfinite(i_est))),  # reflections (mates apart) with a merged value
             "ccanom_per_shell": np.round(c["ccanom"]["per_shell"], 4).tolist(),
             "cc_i_per_shell": np.round(c["cc_i"]["per_shell"], 4).tolist(),
             "wall_s": wall,
             "cpu_s": cpu,
-            "load": os.getloadavg()[0],
+            "load": t["load_1min"] if extra == "careless" else os.getloadavg()[0],
         }
         results.append(row)
-        print(f"{data_name:>15} {merge_name:<24} CCanom {row['ccanom']:.4f}  CC(I) {row['cc_i']:.4f}  "
+        print(f"{data_name:>15} {row['merge']:<24} CCanom {row['ccanom']:.4f}  CC(I) {row['cc_i']:.4f}  "
+              f"kept {row['kept']}  "
               f"{wall:6.1f} s wall {cpu:6.1f} s CPU (load {row['load']:.1f})", flush=True)  # fmt: skip
         print(f"{'':>15} per shell CCanom {row['ccanom_per_shell']}\n{'':>15} per shell CC(I)  {row['cc_i_per_shell']}")
     by = {(r["data"], r["merge"]): r["ccanom"] for r in results}

@@ -363,7 +363,7 @@ def fit(
         params = _start_unseen(params, data, unmerged, train)
         key, kfin = jax.random.split(key)
         all_rows = data._replace(weight=jnp.ones_like(data.weight))
-        tail = jax.tree_util.tree_map(lambda x: jnp.asarray(config.final_lr_fraction, data.intensity.dtype), params)
+        tail = closing_pass_rates(params, config, data.intensity.dtype)
         params, _, _ = _optimize(
             params,
             all_rows,
@@ -378,6 +378,21 @@ def fit(
     jax.block_until_ready(params)
     wall = time.perf_counter() - t0
     return FitResult(params, config, data, unmerged, history, mean, std, wall, i_pred, final_steps, choice)
+
+
+def closing_pass_rates(params: dict, config: MergeConfig, dtype) -> dict:
+    """Learning-rate multipliers of the closing all-data pass: the scale model (and error model) continue at the
+    end of the fit's schedule (× ``final_lr_fraction``), q(F) follows the full schedule again.
+
+    q must move: a reflection with some observations held out sits at the posterior of the rest, and at the tail
+    lr (0.0009 for 120 steps) it barely moved (synthetic hard set, Student-t, 5 % held out: CC(E) 0.865 against
+    0.872 with nothing held out). The scales must not be kicked (Xe-SAD: restarting them at the full lr lost
+    CCanom 0.948 → 0.874); fitted on 95 % of the rows they need no more than the tail.
+    """
+    tail = jnp.asarray(config.final_lr_fraction, dtype)
+    rates = jax.tree_util.tree_map(lambda x: tail, params)
+    rates["q"] = jax.tree_util.tree_map(lambda x: jnp.ones((), dtype), params["q"])
+    return rates
 
 
 def auto_student_steps(config: MergeConfig) -> int:

@@ -4,7 +4,9 @@
 held-out observations and, when the truth is known (synthetic data), CC with the true amplitudes.
 ``write_outputs`` writes ``OUT.mtz``, ``OUT.json`` (the per-shell table of :mod:`analysis.merging.shells` under
 ``quality.shells``), ``OUT_shells.csv`` and ``OUT_loss.png`` / ``OUT_cc.png`` / ``OUT_shells.png`` (and, anomalous,
-``OUT_friedel.png``: :mod:`analysis.merging.plots`) atomically.
+``OUT_friedel.png``: :mod:`analysis.merging.plots`) atomically; with ``half_datasets`` also ``OUT_half1.mtz`` and
+``OUT_half2.mtz``, the two half-dataset merges (normalized scale, N = observations in that half; the role of
+careless's ``_xval`` files), so that CC1/2 can be computed outside dmd the same way for any merging program.
 The fit's amplitudes are on the scale of the Wilson prior (flat Σ = 1: normalized, ⟨F²⟩ = ε); the MTZ carries them
 as E, SIGE and, on the absolute (Wilson) scale of :mod:`analysis.merging.wilson`, F, SIGF, I, SIGI (careless's names).
 """
@@ -48,6 +50,7 @@ class MergeOutput:
     timings: dict
     absolute: dict | None = None
     wilson: dict | None = None
+    halves: tuple | None = None  # ([2] posterior summaries, counts int [2, n_refl]) with half_datasets
 
 
 def _ccpred_by_shell(res: FitResult, n_shells: int) -> dict | None:
@@ -139,7 +142,7 @@ def merge(
         n_shells=n_shells,
     )
     timings["total_s"] = time.perf_counter() - t0
-    return MergeOutput(res, post, n_obs, q, timings, absolute, wilson)
+    return MergeOutput(res, post, n_obs, q, timings, absolute, wilson, None if halves is None else (halves, counts))
 
 
 def absolute_scale(res: FitResult, posterior: dict, sigma_n=None):
@@ -302,6 +305,13 @@ def write_outputs(out_mtz: str | os.PathLike, out: MergeOutput, *, inputs=(), ex
     }
     if u.anomalous:
         paths["friedel_png"] = Path(f"{stem}_friedel.png")
+    if out.halves is not None:  # the two half-dataset merges (normalized scale), for CC1/2 computed elsewhere
+        for i, (post_i, n_i) in enumerate(zip(*out.halves, strict=True)):
+            paths[f"half{i + 1}_mtz"] = Path(f"{stem}_half{i + 1}.mtz")
+            h_i, c_i = merged_columns(u, post_i, n_i)
+            write_merged(
+                paths[f"half{i + 1}_mtz"], h_i, u.cell, u.spacegroup, c_i, inputs=inputs, wavelength=u.wavelength or 1.0
+            )
     summary = {
         "config": dataclasses.asdict(out.result.config),
         "spacegroup": u.spacegroup,

@@ -21,7 +21,7 @@ from analysis.merging.classical import french_wilson
 from analysis.merging.io import Unmerged, hkl_rows, read_merged
 from dmd.base.errors import UserInputError
 
-__all__ = ["ANOMALOUS_LABELS", "reference_on_rows", "compare_with_reference"]
+__all__ = ["ANOMALOUS_LABELS", "values_on_rows", "reference_on_rows", "compare_with_reference"]
 
 # (I(+), SIGI(+), I(−), SIGI(−)) as AIMLESS/ctruncate and careless/dmd name them
 ANOMALOUS_LABELS = (("Iplus", "SIGIplus", "Iminus", "SIGIminus"), ("I(+)", "SIGI(+)", "I(-)", "SIGI(-)"))
@@ -40,16 +40,29 @@ def reference_on_rows(unmerged: Unmerged, path: str | os.PathLike) -> tuple[np.n
     labels = next((ls for ls in ANOMALOUS_LABELS if all(x in cols for x in ls)), None)
     if labels is None:
         raise UserInputError(f"{path}: no I(+)/I(-) columns (one of {ANOMALOUS_LABELS}); give an anomalous merge")
-    i_out = np.full(unmerged.n_refl, np.nan)
-    s_out = np.full(unmerged.n_refl, np.nan)
-    for sign, (li, ls) in ((1, labels[:2]), (-1, labels[2:])):
-        rows = hkl_rows(unmerged.hkl, sign * hkl)
-        ok = (rows >= 0) & np.isfinite(cols[li])
-        if sign < 0:  # centric reflections live on their (+) row only
-            ok &= np.isnan(i_out[np.maximum(rows, 0)])
-        i_out[rows[ok]] = cols[li][ok]
-        s_out[rows[ok]] = cols[ls][ok]
+    i_out = values_on_rows(unmerged, hkl, cols[labels[0]], cols[labels[2]])
+    s_out = values_on_rows(unmerged, hkl, cols[labels[1]], cols[labels[3]])
     return i_out, s_out
+
+
+def values_on_rows(unmerged: Unmerged, hkl, plus, minus=None) -> np.ndarray:
+    """A merged column put on ``unmerged``'s rows, ``[n_refl]`` (NaN where the merge has no value).
+
+    Args:
+      hkl: int ``[n, 3]`` the merge's reflections (its ASU, as any CCP4-convention program writes them).
+      plus: ``[n]`` the values of those reflections (F, or F(+) of an anomalous merge).
+      minus: ``[n]`` the (−) mates' values (F(−)) when both the merge and ``unmerged`` are anomalous.
+    """
+    out = np.full(unmerged.n_refl, np.nan)
+    pairs = ((1, plus),) if minus is None else ((1, plus), (-1, minus))
+    for sign, values in pairs:
+        values = np.asarray(values, float)
+        rows = hkl_rows(unmerged.hkl, sign * np.asarray(hkl))
+        ok = (rows >= 0) & np.isfinite(values)
+        if sign < 0:  # centric reflections live on their (+) row only
+            ok &= np.isnan(out[np.maximum(rows, 0)])
+        out[rows[ok]] = values[ok]
+    return out
 
 
 def compare_with_reference(unmerged: Unmerged, i_est, f_est, i_ref, sig_ref, n_shells: int = 10) -> dict:
