@@ -21,6 +21,7 @@ from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget, fit, sa
 
 T_HO = 300.0
 ROUNDS_SIGMA, STEPS_SIGMA = 4, 800  # the CI-sized σ recovery (the joint ε, σ fit is in benchmarks/bench_fit.py)
+N_RDF = 256  # atoms of the CI-sized σ recovery
 KT_HO = KB_KJ_PER_MOL_K * T_HO
 
 
@@ -116,7 +117,10 @@ def test_two_state_resume_reproduces_uninterrupted_fit(tmp_path):
 def test_lj_recovers_sigma_from_rdf():
     # Issue 6 (a), the CI-sized part: LJ fluid at ρσ³ = 0.8, target g(r) from the shipped long-run target of
     # examples/fit/make_target.py (10 × 20,000 steps), σ started 20% low (ε held at its true value), goal 2%
-    # (measured: σ +0.23%, loss down ×390 in 4 rounds, 42 s on 2 cores).
+    # (measured at 512 atoms: σ +0.23%, loss down ×390 in 4 rounds, 42 s on 2 cores). At 256 atoms (half the
+    # simulation) over fit seeds 0, 1, 2: σ −0.11%, −0.005%, −0.06%, loss ratio 3.4e-4, 1.4e-3, 7.5e-3 (the noisier
+    # g(r) of fewer atoms sets a higher floor): 2% on σ is ×18 the largest error, the loss bound ×4 the worst ratio;
+    # a broken gradient leaves σ ~20% off and the loss ratio near 1.
     # The joint (ε, σ) recovery from two state points (10 rounds × 4,000 steps × 2 states, ~6 min on 2 cores:
     # ε −0.66%, +0.46%, −0.31%, −1.13% and σ within 0.07% over four fit seeds) is benchmarks/bench_fit.py's
     # recovery section, run by hand: too long for the CI budget.
@@ -125,11 +129,12 @@ def test_lj_recovers_sigma_from_rdf():
     csv = Path(__file__).resolve().parents[2] / "examples" / "fit" / "target_rdf.csv"
     meta = json.loads(csv.with_suffix(".json").read_text())
     s = meta["settings"]
-    true = lj_fluid(s["n_atoms"], density=s["density"], temperature=s["temperature"], cutoff=s["cutoff"],
-                    dtype=jnp.float32, seed=1)  # fmt: skip
+    # half the target's 512 atoms: g(r) is intensive (r_max 0.9 nm < half the 2.3 nm box of 256 atoms)
+    true = lj_fluid(N_RDF, density=s["density"], temperature=s["temperature"], cutoff=s["cutoff"], dtype=jnp.float32,
+                    seed=1)  # fmt: skip
     sig0 = float(true.params["lj"]["sigma"][0])
-    assert sig0 == pytest.approx(meta["sigma_nm"], rel=1e-6)
-    g = ob.rdf(s["n_atoms"], np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
+    assert sig0 == pytest.approx(meta["sigma_nm"], rel=1e-6) and s["n_atoms"] == 2 * N_RDF
+    g = ob.rdf(N_RDF, np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
     lj = true.params["lj"]
     start = dataclasses.replace(true, params={"lj": {"sigma": lj["sigma"] * 0.8, "epsilon": lj["epsilon"]}})
     target = FitTarget(g, np.loadtxt(csv, delimiter=",", skiprows=1)[:, 1])
@@ -138,7 +143,7 @@ def test_lj_recovers_sigma_from_rdf():
                     decay_after=3)  # fmt: skip
     res = fit(start, [FitParam(("lj/sigma/A",), lower=0.0)], [target], cfg)
     assert res.values["lj/sigma/A"] == pytest.approx(sig0, rel=0.02)
-    assert res.history[-1]["loss"] < 0.01 * res.history[0]["loss"]
+    assert res.history[-1]["loss"] < 0.03 * res.history[0]["loss"]
 
 
 def test_sampled_energy_is_continuous_at_a_plain_cutoff():
