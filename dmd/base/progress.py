@@ -6,6 +6,7 @@ go to stderr so that ``--json`` output on stdout stays clean.
 
 from __future__ import annotations
 
+import os
 import sys
 
 _SHOWN = {"bars": True}  # the process-wide switch: ``dmd -q`` turns every bar off (set_progress)
@@ -34,18 +35,35 @@ def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", 
     """
     from tqdm.auto import tqdm
 
-    kwargs.setdefault("file", sys.stderr)
-    kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **_stream(kwargs))
 
 
 def track(iterable, *, desc: str = "", unit: str = "it", enabled: bool = True, total: int | None = None, **kwargs):
     """Wrap an iterable in a progress bar (see :func:`progress_bar`)."""
     from tqdm.auto import tqdm
 
+    return tqdm(
+        iterable, total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **_stream(kwargs)
+    )
+
+
+def _stream(kwargs: dict) -> dict:
+    """``kwargs`` with the bar's stream (stderr) and width: the terminal's width, followed as it changes, when the
+    stream is a terminal; else ``COLUMNS`` - 1 (tqdm's width on a terminal) when set, as ``dmd``'s fd-2 filter
+    (:mod:`dmd.cli.native_stderr`) does while stderr goes through its pipe; else tqdm's default."""
     kwargs.setdefault("file", sys.stderr)
-    kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and _SHOWN["bars"]), **kwargs)
+    if "ncols" in kwargs or "dynamic_ncols" in kwargs:
+        return kwargs
+    try:
+        tty = kwargs["file"].isatty()
+    except (AttributeError, OSError, ValueError):
+        tty = False
+    cols = os.environ.get("COLUMNS", "")
+    if not tty and cols.isdigit() and int(cols) > 1:
+        kwargs["ncols"] = int(cols) - 1
+    else:
+        kwargs["dynamic_ncols"] = True
+    return kwargs
 
 
 def close_all() -> None:

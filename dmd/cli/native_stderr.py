@@ -12,6 +12,11 @@ default every cached ``dmd`` command printed a screenful of them.
 those lines; everything else (Python's stderr, progress bars with their carriage returns, other native log lines,
 and a real instruction-set mismatch such as ``+avx512f``) passes through unchanged and in order. ``-vv`` keeps
 everything.
+
+Inside the block fd 2 is a pipe, so nothing can ask it for the terminal's size (tqdm drew 10-character bars). When
+fd 2 is a terminal on entry, :func:`terminal_size_env` publishes its size as ``COLUMNS``/``LINES`` for the duration
+of the block (read by ``shutil.get_terminal_size`` and by :mod:`dmd.base.progress`, whose bars take that width when
+their stream is not a terminal) and restores the environment on leaving.
 """
 
 from __future__ import annotations
@@ -70,6 +75,31 @@ def native_stderr_filtered(keep_all: bool = False):
     if keep_all or not real:
         yield
         return
+    with terminal_size_env(2), _filtered_fd2():
+        yield
+
+
+@contextlib.contextmanager
+def terminal_size_env(fd: int = 2):
+    """Within the block, ``COLUMNS`` and ``LINES`` hold the size (characters) of the terminal on ``fd``, when ``fd``
+    is a terminal now. Variables the user set are left alone; the environment is restored on leaving."""
+    try:
+        cols, lines = os.get_terminal_size(fd) if os.isatty(fd) else (0, 0)
+    except OSError:
+        cols, lines = 0, 0
+    wanted = {"COLUMNS": str(cols), "LINES": str(lines)} if cols > 1 and lines > 0 else {}
+    added = [name for name in wanted if name not in os.environ]
+    for name in added:
+        os.environ[name] = wanted[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _filtered_fd2():
     sys.stderr.flush()
     saved = os.dup(2)
     read_end, write_end = os.pipe()

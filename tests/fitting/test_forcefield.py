@@ -21,6 +21,7 @@ from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget, fit, sa
 
 T_HO = 300.0
 ROUNDS_SIGMA, STEPS_SIGMA = 4, 800  # the CI-sized σ recovery (the joint ε, σ fit is in benchmarks/bench_fit.py)
+N_RDF = 256  # atoms of the CI-sized σ recovery
 KT_HO = KB_KJ_PER_MOL_K * T_HO
 
 
@@ -89,23 +90,37 @@ def test_second_state_at_its_own_temperature_determines_k():
     assert row["prediction"][1][0] == pytest.approx(KB_KJ_PER_MOL_K * t2 / k_now, rel=0.05)
 
 
+def _short(**kw):
+    # resume tests compare θ of every round bit for bit: what they prove does not depend on the sampling's length,
+    # so rounds are short (20 frames after 100 steps of equilibration; θ still moves every round, checked below)
+    return _ho_cfg(steps=200, equilibration=100, **kw)
+
+
 def test_two_state_resume_reproduces_uninterrupted_fit(tmp_path):
+    # also the single-state resume (the same checkpoint code with one state's positions; a separate test of it cost
+    # 20 CPU s, mostly compilation, for nothing new) and the CLI's --resume (test_cli_fit_example_runs_and_resumes)
     fps = [FitParam(("spring/k",), lower=0.0)]
     tg = [FitTarget(_msd(), np.array([KT_HO / 150]))]
     states = [FitState(_oscillators(), (FitTarget(_msd(), np.array([2 * KT_HO / 150])),), 2 * T_HO)]
-    full = fit(_oscillators(), fps, tg, _ho_cfg(rounds=3, out=tmp_path / "a", steps=1000), states=states)
-    fit(_oscillators(), fps, tg, _ho_cfg(rounds=2, out=tmp_path / "b", steps=1000), states=states)
-    resumed = fit(_oscillators(), fps, tg, _ho_cfg(rounds=3, out=tmp_path / "b", steps=1000, resume=True),
-                  states=states)  # fmt: skip
+    full = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "a"), states=states)
+    fit(_oscillators(), fps, tg, _short(rounds=2, out=tmp_path / "b"), states=states)
+    resumed = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "b", resume=True), states=states)
+    assert len({h["theta"]["spring/k"] for h in full.history}) == 3  # θ moves every round: the check is not vacuous
     assert [h["theta"] for h in resumed.history] == [h["theta"] for h in full.history]
+    assert resumed.values == full.values
+    for name in ("history.csv", "summary.json", "loss.png", "params.png", "checkpoint.npz"):
+        assert (tmp_path / "b" / name).exists()
     with pytest.raises(UserInputError, match="holds 2 state"):
-        fit(_oscillators(), fps, tg, _ho_cfg(rounds=4, out=tmp_path / "b", steps=1000, resume=True))
+        fit(_oscillators(), fps, tg, _short(rounds=4, out=tmp_path / "b", resume=True))
 
 
 def test_lj_recovers_sigma_from_rdf():
     # Issue 6 (a), the CI-sized part: LJ fluid at ρσ³ = 0.8, target g(r) from the shipped long-run target of
     # examples/fit/make_target.py (10 × 20,000 steps), σ started 20% low (ε held at its true value), goal 2%
-    # (measured: σ +0.23%, loss down ×390 in 4 rounds, 42 s on 2 cores).
+    # (measured at 512 atoms: σ +0.23%, loss down ×390 in 4 rounds, 42 s on 2 cores). At 256 atoms (half the
+    # simulation) over fit seeds 0, 1, 2: σ −0.11%, −0.005%, −0.06%, loss ratio 3.4e-4, 1.4e-3, 7.5e-3 (the noisier
+    # g(r) of fewer atoms sets a higher floor): 2% on σ is ×18 the largest error, the loss bound ×4 the worst ratio;
+    # a broken gradient leaves σ ~20% off and the loss ratio near 1.
     # The joint (ε, σ) recovery from two state points (10 rounds × 4,000 steps × 2 states, ~6 min on 2 cores:
     # ε −0.66%, +0.46%, −0.31%, −1.13% and σ within 0.07% over four fit seeds) is benchmarks/bench_fit.py's
     # recovery section, run by hand: too long for the CI budget.
@@ -114,11 +129,12 @@ def test_lj_recovers_sigma_from_rdf():
     csv = Path(__file__).resolve().parents[2] / "examples" / "fit" / "target_rdf.csv"
     meta = json.loads(csv.with_suffix(".json").read_text())
     s = meta["settings"]
-    true = lj_fluid(s["n_atoms"], density=s["density"], temperature=s["temperature"], cutoff=s["cutoff"],
-                    dtype=jnp.float32, seed=1)  # fmt: skip
+    # half the target's 512 atoms: g(r) is intensive (r_max 0.9 nm < half the 2.3 nm box of 256 atoms)
+    true = lj_fluid(N_RDF, density=s["density"], temperature=s["temperature"], cutoff=s["cutoff"], dtype=jnp.float32,
+                    seed=1)  # fmt: skip
     sig0 = float(true.params["lj"]["sigma"][0])
-    assert sig0 == pytest.approx(meta["sigma_nm"], rel=1e-6)
-    g = ob.rdf(s["n_atoms"], np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
+    assert sig0 == pytest.approx(meta["sigma_nm"], rel=1e-6) and s["n_atoms"] == 2 * N_RDF
+    g = ob.rdf(N_RDF, np.asarray(true.box), r_max=s["r_max"], n_bins=s["n_bins"])
     lj = true.params["lj"]
     start = dataclasses.replace(true, params={"lj": {"sigma": lj["sigma"] * 0.8, "epsilon": lj["epsilon"]}})
     target = FitTarget(g, np.loadtxt(csv, delimiter=",", skiprows=1)[:, 1])
@@ -127,7 +143,7 @@ def test_lj_recovers_sigma_from_rdf():
                     decay_after=3)  # fmt: skip
     res = fit(start, [FitParam(("lj/sigma/A",), lower=0.0)], [target], cfg)
     assert res.values["lj/sigma/A"] == pytest.approx(sig0, rel=0.02)
-    assert res.history[-1]["loss"] < 0.01 * res.history[0]["loss"]
+    assert res.history[-1]["loss"] < 0.03 * res.history[0]["loss"]
 
 
 def test_sampled_energy_is_continuous_at_a_plain_cutoff():
@@ -187,12 +203,15 @@ def test_butane_torsion_barrier_recovered():
     # Issue 6 (b): the n=3 torsion force constant (the barrier) of united-atom butane, tied across 256
     # non-interacting copies (parallel sampling), from target ⟨cos nφ⟩, n = 1..3, starting 20% off: within 5%.
     # 600 K and γ = 2/ps make trans-gauche crossings frequent enough that 40 ps per copy converges the target
-    # (two seeds agree to 0.2% on ⟨cos 3φ⟩); measured: k3 within 1.8%.
+    # (two seeds agree to 0.2% on ⟨cos 3φ⟩); measured: k3 within 1.8%. float32 (the test process's default is
+    # float64): rounding at 1e-7 is far below the sampling noise this 5% tolerance covers.
+    # Shorter runs do not hold 5%: a target of 8,000 steps and 4 rounds × 1,500 steps gave k3 −2.7%, −9.6%, −6.1%
+    # over three seeds (⟨cos φ⟩ of the target −0.37, −0.32, −0.38: trans-gauche crossings are slow).
     from dmd.openmm_system import system_from_openmm
 
     k_true = 6.579
     omm, pos, quads = _butanes(256, k_true)
-    system = system_from_openmm(omm, pos)
+    system = system_from_openmm(omm, pos, dtype=jnp.float32)
     labels = [f"{a}-{b}-{c}-{d}(n=3)" for a, b, c, d in quads]
     names = tuple(f"PeriodicTorsionForce/k/{lab}" for lab in labels)
     obs = ob.dihedral_cosines(quads, (1, 2, 3))
@@ -244,29 +263,19 @@ def test_diverging_round_keeps_last_good_theta(tmp_path):
     assert [h["status"] for h in hist] == status
 
 
-def test_resume_reproduces_uninterrupted_fit(tmp_path):
-    fps = [FitParam(("spring/k",), lower=0.0)]
-    tg = [FitTarget(_msd(), np.array([KT_HO / 150]))]
-    full = fit(_oscillators(), fps, tg, _ho_cfg(rounds=3, out=tmp_path / "a", steps=1000))
-    fit(_oscillators(), fps, tg, _ho_cfg(rounds=2, out=tmp_path / "b", steps=1000))
-    resumed = fit(_oscillators(), fps, tg, _ho_cfg(rounds=3, out=tmp_path / "b", steps=1000, resume=True))
-    assert [h["theta"] for h in resumed.history] == [h["theta"] for h in full.history]
-    assert resumed.values == full.values
-    for name in ("history.csv", "summary.json", "loss.png", "params.png", "checkpoint.npz"):
-        assert (tmp_path / "b" / name).exists()
-
-
 def test_cli_fit_example_runs_and_resumes(tmp_path, capsys):
     from pathlib import Path
 
     from dmd.cli import main
 
-    # The bundled example config end to end through the CLI (1 round, then resumed to 2), with short rounds.
+    # The bundled example config end to end through the CLI (1 round, then resumed to 2), with short rounds of half
+    # the atoms (g(r) is intensive: the 512-atom targets serve; r_max 0.9 nm stays under half the 2.3 nm box).
     src = Path(__file__).resolve().parents[2] / "examples" / "fit"
     text = (src / "lj_rdf.yaml").read_text()
-    assert "steps: 4000, equilibration: 500," in text
+    assert "steps: 4000, equilibration: 500," in text and "n_atoms: 512" in text
     cfg = tmp_path / "lj_rdf.yaml"
-    cfg.write_text(text.replace("steps: 4000, equilibration: 500,", "steps: 600, equilibration: 200,"))
+    short = text.replace("steps: 4000, equilibration: 500,", "steps: 300, equilibration: 100,")
+    cfg.write_text(short.replace("n_atoms: 512", "n_atoms: 256"))
     for name in ("target_rdf.csv", "target_rdf_low.csv"):
         (tmp_path / name).write_text((src / name).read_text())
     out = tmp_path / "fit"
@@ -275,7 +284,8 @@ def test_cli_fit_example_runs_and_resumes(tmp_path, capsys):
     hist = json.loads((out / "history.json").read_text())["history"]
     assert [h["round"] for h in hist] == [0, 1]
     summary = json.loads((out / "summary.json").read_text())
-    # the first rounds already move σ from 0.272 towards 0.34 nm
+    # the first rounds already move σ from 0.272 towards 0.34 nm: measured 0.343, 0.332, 0.325 nm after 2 rounds
+    # with simulation seeds 0, 1, 2 (256 atoms, 300 steps); 0.29 nm asks a third of the smallest move (0.053 nm)
     assert summary["last_iterate"]["lj/sigma/A"] > 0.29
     assert "lj/epsilon/A" in capsys.readouterr().out
 

@@ -77,3 +77,38 @@ def test_compilation_cache_is_per_kind_of_cpu(monkeypatch, tmp_path):
     cpu = host_cpu_id()
     assert cpu == host_cpu_id() and len(cpu.split("-")[-1]) == 12
     assert compilation_cache_dir() == os.path.join(str(tmp_path), "dmd", "jax", cpu)
+
+
+TTY_SCRIPT = """
+import os, sys
+from dmd.base.progress import progress_bar
+from dmd.cli.native_stderr import native_stderr_filtered
+with native_stderr_filtered():
+    bar = progress_bar(10)
+    print(bar.ncols, os.environ.get("COLUMNS"), os.environ.get("LINES"), os.isatty(2), flush=True)
+    bar.close()
+print(os.environ.get("COLUMNS"), os.environ.get("LINES"), flush=True)
+"""
+
+
+def test_progress_bars_keep_the_terminal_width_through_the_filter():
+    # fd 2 of a fresh process is a pseudo-terminal of 132 x 41 characters; inside the filter fd 2 is a pipe, so
+    # without the size published in the environment tqdm sees no width (ncols None: 10-character bars)
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 132, 0, 0))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
+    try:
+        proc = subprocess.run([sys.executable, "-c", TTY_SCRIPT], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=slave, env=env, timeout=60, check=True)  # fmt: skip
+    finally:
+        os.close(slave)
+        os.close(master)
+    inside, after = proc.stdout.decode().splitlines()
+    assert inside.split() == ["131", "132", "41", "False"]  # tqdm's width on a 132-column terminal is 131
+    assert after.split() == ["None", "None"]  # the environment is restored on leaving
