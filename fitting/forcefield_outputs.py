@@ -9,7 +9,39 @@ import numpy as np
 from dmd.base.io import atomic_path, write_json
 from dmd.base.plotting import save_figure
 
-__all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history"]
+__all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history", "averaged_theta"]
+
+
+def averaged_theta(history, n_last):
+    """Iterate (Polyak-Ruppert) average of θ over the last ``n_last`` good rounds, with its standard error.
+
+    Args:
+      history: the fit's rows (dicts with ``status`` and ``theta``: the θ each round sampled at).
+      n_last: rounds averaged (≤ 0: none).
+
+    Returns:
+      ``(mean, stderr, n)``: dicts by parameter label (θ's unit) and the rounds used; ``(None, None, 0)`` when
+      nothing is averaged. ``stderr`` is sd/√n inflated by √((1 + ρ)/(1 − ρ)), ρ the lag-1 autocorrelation of the
+      averaged iterates clipped to [0, 0.9]: consecutive iterates of a stochastic-gradient fit are correlated (each
+      starts from the last), and the plain sd/√n would claim more independent rounds than there are. None with
+      fewer than 2 rounds (no spread to measure).
+    """
+    good = [h for h in history if h.get("status") == "ok"]
+    tail = good[-n_last:] if n_last > 0 else []
+    if not tail:
+        return None, None, 0
+    mean, stderr = {}, {}
+    for k in tail[0]["theta"]:
+        x = np.array([h["theta"][k] for h in tail], float)
+        mean[k] = float(x.mean())
+        if x.size < 2:
+            stderr[k] = None
+            continue
+        d = x - x.mean()
+        rho = float(d[1:] @ d[:-1] / (d @ d)) if x.size > 2 and d @ d > 0 else 0.0
+        rho = min(max(rho, 0.0), 0.9)
+        stderr[k] = float(x.std(ddof=1) / np.sqrt(x.size) * np.sqrt((1 + rho) / (1 - rho)))
+    return mean, stderr, len(tail)
 
 
 def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history, boxes=None):
