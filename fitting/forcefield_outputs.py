@@ -21,9 +21,11 @@ def averaged_theta(history, n_last):
 
     Returns:
       ``(mean, stderr, n)``: dicts by parameter label (θ's unit) and the rounds used; ``(None, None, 0)`` when
-      nothing is averaged. ``stderr`` is sd/√n inflated by √((1 + ρ)/(1 − ρ)), ρ the lag-1 autocorrelation of the
-      averaged iterates clipped to [0, 0.9]: consecutive iterates of a stochastic-gradient fit are correlated (each
-      starts from the last), and the plain sd/√n would claim more independent rounds than there are. None with
+      nothing is averaged. ``stderr`` is sd/√n inflated by √((1 + ρ)/(1 − ρ)): consecutive iterates of a
+      stochastic-gradient fit are correlated (each round starts from the last θ), and sd/√n alone would count them
+      as independent. ρ, the lag-1 correlation, comes from von Neumann's ratio, ρ = 1 − ⟨Δθ²⟩/(2 var θ), clipped to
+      [0, 0.9]; with 5 rounds it is itself rough: on AR(1) chains of correlation 0, 0.3, 0.6 the mean fell within
+      ±2 s.e. of the truth in 91, 84, 72% of 3000 trials (naive sd/√n: 88, 78, 59%; docs/fitting.md). None with
       fewer than 2 rounds (no spread to measure).
     """
     good = [h for h in history if h.get("status") == "ok"]
@@ -37,8 +39,8 @@ def averaged_theta(history, n_last):
         if x.size < 2:
             stderr[k] = None
             continue
-        d = x - x.mean()
-        rho = float(d[1:] @ d[:-1] / (d @ d)) if x.size > 2 and d @ d > 0 else 0.0
+        var = x.var(ddof=1)
+        rho = 1 - float(np.mean(np.diff(x) ** 2)) / (2 * var) if x.size > 2 and var > 0 else 0.0
         rho = min(max(rho, 0.0), 0.9)
         stderr[k] = float(x.std(ddof=1) / np.sqrt(x.size) * np.sqrt((1 + rho) / (1 - rho)))
     return mean, stderr, len(tail)

@@ -93,7 +93,7 @@ def run(args) -> int:
     lines = [f"dmd fit: {len(res.history)} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}"]
     for name, value in res.values.items():
         se = (res.stderr or {}).get(name)
-        pm = "" if se is None else f" ± {se:.2g} (s.e., mean of the last {cfg.average_last} rounds)"
+        pm = "" if se is None else f" ± {se:.2g} (s.e. of the mean of the last rounds)"
         lines.append(f"  {name:40s} {value:.6g}{pm}   (last iterate {res.last[name]:.6g})")
     lines.append(f"  last loss {res.converged_loss:.4g}; outputs in {args.out}/ (summary.json, history.csv, loss.png)")
     summary = {
