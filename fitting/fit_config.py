@@ -26,7 +26,8 @@ Example (``examples/fit/lj_rdf.yaml``)::
 
 Several state points: the ``states:`` list adds further states, simulated every round with the same parameters;
 each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, default the simulation's) and ``system:``
-(keys that override the main system's, as the other density above).
+(keys that override the main system's, as the other density above). ``average_last: n`` (instead of
+``decay_after``) reports the mean θ of the last n rounds with its standard error (docs/fitting.md).
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are

@@ -61,7 +61,7 @@ from fitting.forcefield_config import (
     to_internal,
 )
 from fitting.forcefield_estimators import first_output, pathwise_jacobian, streaming_fluctuation, theta_dict
-from fitting.forcefield_outputs import load_checkpoint, plot_history, write_outputs
+from fitting.forcefield_outputs import averaged_theta, load_checkpoint, plot_history, write_outputs
 from fitting.forcefield_sampling import (
     check_npt_settings,
     make_sampler,
@@ -540,20 +540,19 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     bar.close()
     last = theta_dict(mapping, z)
     good = [h for h in history if h.get("status") == "ok"]
-    values = dict(last)
-    if cfg.average_last > 0 and good:
-        tail = good[-cfg.average_last :]
-        values = {k: float(np.mean([h["theta"][k] for h in tail])) for k in last}
+    averaged, stderr, n_averaged = averaged_theta(history, cfg.average_last)
+    values = dict(last) if averaged is None else averaged
     final_loss = good[-1]["loss"] if good else float("nan")
     z_val = jnp.asarray(mapping.z_of_params(mapping.params_of(jnp.asarray(z))), dtype)
     for fp, kind, i in zip(mapping.fit_params, mapping.kinds, range(len(mapping.kinds)), strict=True):
         z_val = z_val.at[i].set(to_internal(kind, fp.lower, fp.upper, values[fp.label]))
-    result = FitResult(values, last, history, mapping.params_of(z_val), final_loss)
+    result = FitResult(values, last, history, mapping.params_of(z_val), final_loss, stderr)
     if out is not None and writer:
         summary = {
             "fitted": values,
             "last_iterate": last,
-            "averaged_over_rounds": min(cfg.average_last, len(good)) if cfg.average_last else 0,
+            "fitted_stderr": stderr,  # standard error of the averaged θ (fitting.forcefield_outputs.averaged_theta)
+            "averaged_over_rounds": n_averaged,
             "rounds": len(history),
             "diverged_rounds": sum(h.get("status") == "diverged" for h in history),
             "estimator": cfg.estimator,

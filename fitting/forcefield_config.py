@@ -123,8 +123,9 @@ class FitConfig:
       neff_fraction: reweighting re-simulates below this fraction of frames; max_reuse: most steps per trajectory.
       seed: PRNG seed (round r uses seed + r). out: folder for checkpoint/history/plots (None: in memory).
       resume: continue from ``out/checkpoint.npz``. progress: show a per-round progress bar.
-      average_last: report the mean θ of the last this-many good rounds (iterate averaging damps the
-        sampling noise of stochastic gradients); 0 reports the last iterate.
+      average_last: report the mean θ of the last this-many good rounds (Polyak-Ruppert iterate averaging damps
+        the sampling noise of stochastic gradients; keep full steps, no ``decay_after``, over those rounds) with its
+        standard error (:attr:`FitResult.stderr`); 0 reports the last iterate.
       decay_after: from this round on, steps shrink as 1/(1 + r − decay_after) (Robbins-Monro), so the iterate
         becomes a running average of the per-round estimates instead of jumping with the sampling noise;
         None keeps full steps.
@@ -178,6 +179,8 @@ class FitResult:
       values: fitted θ by :attr:`FitParam.label` (averaged over the last rounds when ``average_last``).
       last: the last iterate θ. history: one dict per round. params: θ pytree of ``values``.
       converged_loss: loss of the last good round.
+      stderr: standard error of each averaged θ (``average_last`` ≥ 2; :func:`fitting.forcefield_outputs.
+        averaged_theta`), else None.
     """
 
     values: dict
@@ -185,6 +188,7 @@ class FitResult:
     history: list
     params: dict
     converged_loss: float
+    stderr: dict | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,41 @@ import numpy as np
 from dmd.base.io import atomic_path, write_json
 from dmd.base.plotting import save_figure
 
-__all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history"]
+__all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history", "averaged_theta"]
+
+
+def averaged_theta(history, n_last):
+    """Iterate (Polyak-Ruppert) average of θ over the last ``n_last`` good rounds, with its standard error.
+
+    Args:
+      history: the fit's rows (dicts with ``status`` and ``theta``: the θ each round sampled at).
+      n_last: rounds averaged (≤ 0: none).
+
+    Returns:
+      ``(mean, stderr, n)``: dicts by parameter label (θ's unit) and the rounds used; ``(None, None, 0)`` when
+      nothing is averaged. ``stderr`` is sd/√n inflated by √((1 + ρ)/(1 − ρ)): consecutive iterates of a
+      stochastic-gradient fit are correlated (each round starts from the last θ), and sd/√n alone would count them
+      as independent. ρ, the lag-1 correlation, comes from von Neumann's ratio, ρ = 1 − ⟨Δθ²⟩/(2 var θ), clipped to
+      [0, 0.9]; with 5 rounds it is itself rough: on AR(1) chains of correlation 0, 0.3, 0.6 the mean fell within
+      ±2 s.e. of the truth in 91, 84, 72% of 3000 trials (naive sd/√n: 88, 78, 59%; docs/fitting.md). None with
+      fewer than 2 rounds (no spread to measure).
+    """
+    good = [h for h in history if h.get("status") == "ok"]
+    tail = good[-n_last:] if n_last > 0 else []
+    if not tail:
+        return None, None, 0
+    mean, stderr = {}, {}
+    for k in tail[0]["theta"]:
+        x = np.array([h["theta"][k] for h in tail], float)
+        mean[k] = float(x.mean())
+        if x.size < 2:
+            stderr[k] = None
+            continue
+        var = x.var(ddof=1)
+        rho = 1 - float(np.mean(np.diff(x) ** 2)) / (2 * var) if x.size > 2 and var > 0 else 0.0
+        rho = min(max(rho, 0.0), 0.9)
+        stderr[k] = float(x.std(ddof=1) / np.sqrt(x.size) * np.sqrt((1 + rho) / (1 - rho)))
+    return mean, stderr, len(tail)
 
 
 def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history, boxes=None):

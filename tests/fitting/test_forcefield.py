@@ -64,6 +64,10 @@ def test_oscillator_fit_recovers_k():
     res = fit(_oscillators(), [FitParam(("spring/k",), lower=0.0)], [FitTarget(_msd(), np.array([KT_HO / 150]))],
               _ho_cfg(rounds=6, average_last=2))  # fmt: skip
     assert res.values["spring/k"] == pytest.approx(150.0, rel=0.02)
+    # the reported k is the mean of the last two rounds' θ; its standard error sd/√2 = |θ₅ − θ₆|/2 exactly
+    k_tail = [h["theta"]["spring/k"] for h in res.history[-2:]]
+    assert res.values["spring/k"] == pytest.approx(np.mean(k_tail), rel=1e-12)
+    assert res.stderr["spring/k"] == pytest.approx(abs(k_tail[1] - k_tail[0]) / 2, rel=1e-12)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < 0.01 * losses[0]
 
@@ -102,12 +106,17 @@ def test_two_state_resume_reproduces_uninterrupted_fit(tmp_path):
     fps = [FitParam(("spring/k",), lower=0.0)]
     tg = [FitTarget(_msd(), np.array([KT_HO / 150]))]
     states = [FitState(_oscillators(), (FitTarget(_msd(), np.array([2 * KT_HO / 150])),), 2 * T_HO)]
-    full = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "a"), states=states)
-    fit(_oscillators(), fps, tg, _short(rounds=2, out=tmp_path / "b"), states=states)
-    resumed = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "b", resume=True), states=states)
+    full = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "a", average_last=2), states=states)
+    fit(_oscillators(), fps, tg, _short(rounds=2, out=tmp_path / "b", average_last=2), states=states)
+    resumed = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "b", resume=True, average_last=2),
+                  states=states)  # fmt: skip
     assert len({h["theta"]["spring/k"] for h in full.history}) == 3  # θ moves every round: the check is not vacuous
     assert [h["theta"] for h in resumed.history] == [h["theta"] for h in full.history]
-    assert resumed.values == full.values
+    assert resumed.values == full.values and resumed.stderr == full.stderr
+    # summary.json carries the averaged θ and its standard error over the resumed history too
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["fitted_stderr"] == full.stderr and summary["averaged_over_rounds"] == 2
+    assert full.stderr["spring/k"] > 0
     for name in ("history.csv", "summary.json", "loss.png", "params.png", "checkpoint.npz"):
         assert (tmp_path / "b" / name).exists()
     with pytest.raises(UserInputError, match="holds 2 state"):

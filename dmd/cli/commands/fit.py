@@ -92,7 +92,9 @@ def run(args) -> int:
     n_states = f", {1 + len(states)} state points" if states else ""
     lines = [f"dmd fit: {len(res.history)} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}"]
     for name, value in res.values.items():
-        lines.append(f"  {name:40s} {value:.6g}   (last iterate {res.last[name]:.6g})")
+        se = (res.stderr or {}).get(name)
+        pm = "" if se is None else f" ± {se:.2g} (s.e. of the mean of the last rounds)"
+        lines.append(f"  {name:40s} {value:.6g}{pm}   (last iterate {res.last[name]:.6g})")
     lines.append(f"  last loss {res.converged_loss:.4g}; outputs in {args.out}/ (summary.json, history.csv, loss.png)")
     summary = {
         "rounds": len(res.history),
@@ -100,6 +102,7 @@ def run(args) -> int:
         "estimator": cfg.estimator,
         "optimizer": cfg.optimizer,
         "values": dict(res.values),
+        "stderr": res.stderr,
         "last_iterate": dict(res.last),
         "last_loss": res.converged_loss,
         "out": args.out,
