@@ -227,7 +227,25 @@ def pair_neighbor_list(
         return idx.reshape(n_pad, max_neighbors)[:n_atoms], jnp.max(count)
 
     cells = _choose_cells(n_atoms, box_key(default_box), cutoff, skin)
-    excl_j = jnp.asarray(excl)
+    # exclusions tested in two passes: the first `narrow` columns on every row, all columns on the few rows with more
+    # (villin + water: 2 columns for the 8,283 water atoms, 21 for 582 protein atoms: ~5x fewer compares)
+    n_excl = np.sum(excl < n_atoms, axis=1)
+    narrow = min(range(excl.shape[1] + 1), key=lambda w: n_atoms * w + np.sum(n_excl > w) * excl.shape[1])
+    wide_rows = np.flatnonzero(n_excl > narrow).astype(np.int32)
+
+    def _blank_excluded(idx):
+        """``idx [N, M]`` with every excluded partner replaced by N (padding)."""
+        excluded = jnp.zeros(idx.shape, bool)
+        for e in range(narrow):
+            excluded = excluded | (idx == jnp.asarray(excl[:, e : e + 1]))
+        idx = jnp.where(excluded, n_atoms, idx)
+        if wide_rows.size == 0:
+            return idx
+        sub = idx[wide_rows]
+        excluded = jnp.zeros(sub.shape, bool)
+        for e in range(narrow, excl.shape[1]):
+            excluded = excluded | (sub == jnp.asarray(excl[wide_rows, e : e + 1]))
+        return idx.at[wide_rows].set(jnp.where(excluded, n_atoms, sub))
 
     def _pair_filter(rows, cand):
         if full:
@@ -248,10 +266,7 @@ def pair_neighbor_list(
             return idx, jnp.sum(mask, axis=1, dtype=jnp.int32)
 
         (idx, counts), cell_overflow = _cell_blocks(pos, box, cell_capacity, per_block)
-        excluded = jnp.zeros(idx.shape, bool)
-        for e in range(excl_j.shape[1]):
-            excluded = excluded | (idx == excl_j[:, e : e + 1])
-        return jnp.where(excluded, n_atoms, idx), jnp.max(counts), cell_overflow
+        return _blank_excluded(idx), jnp.max(counts), cell_overflow
 
     def _cell_counts(pos, box, cell_capacity):
         return _cell_blocks(pos, box, cell_capacity, lambda r, c, m: jnp.sum(m, axis=1, dtype=jnp.int32))[0]
