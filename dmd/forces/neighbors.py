@@ -13,7 +13,7 @@ exclusions/exceptions) are never listed.
 
 When the box holds at least 3 cells of side ``cutoff + skin`` per edge, the build takes its
 candidates from a cell list (the cell stencil around each atom, :class:`dmd.neighbors.CellNeighborListFns`),
-compacts them with :func:`dmd.neighbors.compact_rows` and then blanks excluded partners; smaller
+compacts them (:meth:`dmd.neighbors.CellNeighborListFns.build_rows`) and then blanks excluded partners; smaller
 boxes use a blocked all-pairs sweep (``block`` rows at a time, memory O(block × n_atoms)). Either
 build runs only when the two largest displacements since the last build sum past ``skin``; overflow of
 ``max_neighbors`` sets the ``NEIGHBOR_LIST_OVERFLOW`` bit (``nbrs.did_buffer_overflow``),
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import UserInputError
-from dmd.neighbors import CellNeighborListFns, box_key, compact_rows, needs_rebuild
+from dmd.neighbors import CellNeighborListFns, box_key, needs_rebuild
 from dmd.space import check_reduced_box, is_orthorhombic, max_cutoff, minimum_image
 
 __all__ = [
@@ -252,24 +252,16 @@ def pair_neighbor_list(
             return cand != rows
         return jnp.where((rows + cand) % 2 == 0, cand > rows, cand < rows)
 
-    def _cell_blocks(pos, box, cell_capacity, per_block):
-        # blocks of ~2·10⁶ candidates: K ≈ 5,000 per row for a water box with a 1 nm cutoff
-        return cells.map_row_blocks(
-            pos, cell_capacity, per_block, box=box, pair_filter=_pair_filter, block_entries=2_000_000, min_rows=64
-        )
-
     def _cell_build(pos, box, max_neighbors, cell_capacity):
         # excluded partners are blanked after compaction: testing all K candidates against the
         # exclusion table would cost K/max_neighbors times more; the capacity counts them (conservative)
-        def per_block(r, cand, mask):
-            idx, _ = compact_rows(mask, cand, max_neighbors, n_atoms)
-            return idx, jnp.sum(mask, axis=1, dtype=jnp.int32)
-
-        (idx, counts), cell_overflow = _cell_blocks(pos, box, cell_capacity, per_block)
+        idx, counts, cell_overflow = cells.build_rows(
+            pos, cell_capacity, max_neighbors, box=box, pair_filter=_pair_filter
+        )
         return _blank_excluded(idx), jnp.max(counts), cell_overflow
 
     def _cell_counts(pos, box, cell_capacity):
-        return _cell_blocks(pos, box, cell_capacity, lambda r, c, m: jnp.sum(m, axis=1, dtype=jnp.int32))[0]
+        return cells.build_rows(pos, cell_capacity, None, box=box, pair_filter=_pair_filter)[1]
 
     counts_jit = jax.jit(_counts)
     build_jit = jax.jit(_build, static_argnums=2)
