@@ -113,10 +113,15 @@ class NeighborList:
 @dataclasses.dataclass(frozen=True)
 class NeighborListFns:
     """``allocate(pos, extra_capacity=0, box=...)`` (outside jit: sizes the buffers) and
-    ``update(pos, nbrs, box=...)`` (inside jit)."""
+    ``update(pos, nbrs, box=...)`` (inside jit); ``cutoff`` and ``skin`` nm, ``max_list_cutoff`` nm (half the default
+    box's smallest width) and ``with_skin(skin)`` (the same builder with another skin: :func:`dmd.skin.with_skin`)."""
 
     allocate: Callable
     update: Callable
+    cutoff: float | None = None
+    skin: float | None = None
+    max_list_cutoff: float | None = None
+    with_skin: Callable | None = None
 
     def __iter__(self):
         return iter((self.allocate, self.update))
@@ -326,4 +331,9 @@ def pair_neighbor_list(
 
         return jax.lax.cond(moved, rebuild, lambda _: nbrs, None)
 
-    return NeighborListFns(allocate, update)
+    def with_skin(new_skin: float) -> NeighborListFns:
+        return pair_neighbor_list(
+            n_atoms, box, cutoff, new_skin, excluded_pairs, capacity_multiplier, block=block, full=full
+        )
+
+    return NeighborListFns(allocate, update, float(cutoff), float(skin), max_cutoff(check_reduced_box(box)), with_skin)
