@@ -31,9 +31,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.space import is_triclinic, minimum_image, perpendicular_widths, to_fractional
+from dmd.space import from_fractional, is_triclinic, minimum_image, perpendicular_widths, to_fractional
 
-__all__ = ["CellNeighborList", "CellNeighborListFns", "box_key", "cell_neighbor_list", "compact_rows", "needs_rebuild"]
+__all__ = [
+    "CellNeighborList",
+    "CellNeighborListFns",
+    "box_key",
+    "cell_neighbor_list",
+    "compact_bits",
+    "compact_rows",
+    "needs_rebuild",
+    "pack_rows",
+]
 
 
 def needs_rebuild(disp2, skin: float):
@@ -65,30 +74,68 @@ def _inclusive_cumsum_blocked(x, width: int = 32):
     return (inner + before[..., None]).reshape(n, length)
 
 
-def compact_rows(mask, values, capacity: int, fill: int):
-    """Row-wise stream compaction: ``out[i, k] = values[i, j]`` for the k-th True ``mask[i, j]``.
+def _select_bit(word, rank):
+    """Position (0-31, int32) of the ``rank``-th (from 0) set bit of each uint32 ``word`` (same shapes; the rank is
+    below the word's popcount).
 
-    Args:
-      mask: ``[n, K]`` bool. values: ``[n, K]`` int32. capacity: output width (static).
-      fill: value of the slots past a row's count.
+    Branch-free SWAR: per-byte popcounts and their running sums in one uint32, the byte holding the bit from three
+    compares, the bit within that byte from a 256 × 8 table. XLA CPU has no vector popcount, so the textbook binary
+    search (five popcounts of a masked word) ran scalar: ~90 ms of a villin + water rebuild, this about a tenth."""
+    m1, m2, m4 = jnp.uint32(0x55555555), jnp.uint32(0x33333333), jnp.uint32(0x0F0F0F0F)
+    x = word - ((word >> 1) & m1)
+    x = (x & m2) + ((x >> 2) & m2)
+    x = (x + (x >> 4)) & m4  # byte j: popcount of byte j
+    cum = x * jnp.uint32(0x01010101)  # byte j: popcount of bytes 0..j (at most 32: no carry between bytes)
+    ff = jnp.uint32(0xFF)
+    byte = sum(((cum >> jnp.uint32(8 * j)) & ff) <= rank for j in range(3)).astype(jnp.uint32)
+    shift = jnp.uint32(8) * byte
+    before = ((cum << jnp.uint32(8)) >> shift) & ff  # set bits in the bytes below
+    in_byte = (word >> shift) & ff
+    at = jnp.minimum(in_byte * jnp.uint32(8) + (rank - before), jnp.uint32(2047))  # past a row's end: any entry
+    bit = jnp.asarray(_BYTE_SELECT)[at.astype(jnp.int32)]
+    return shift.astype(jnp.int32) + bit
 
-    Returns:
-      ``(out [n, capacity] int32, max_count)``; rows with more than ``capacity`` Trues are truncated
-      (the caller compares ``max_count`` with ``capacity`` to detect overflow).
 
-    Why not cumsum + scatter (the textbook compaction): on XLA CPU a scatter of n·K updates and a
-    cumsum along K cost ~60 ms each at n = 8,000, K ≈ 1,000. Here the mask is packed into 32-bit words,
-    a word's rank comes from population counts, and each output slot finds its word (compare against
-    the per-row word prefix counts) and its bit (binary search with popcounts): only ``n × capacity``
-    gathers and element-wise integer work, no scatter.
-    """
+def _byte_select_table() -> np.ndarray:
+    """``[256 · 8]`` int32: entry ``b · 8 + r`` is the position of the r-th set bit of byte b (0 where none)."""
+    table = np.zeros((256, 8), np.int32)
+    for b in range(256):
+        ones = [i for i in range(8) if b >> i & 1]
+        table[b, : len(ones)] = ones
+    return table.reshape(-1)
+
+
+_BYTE_SELECT = _byte_select_table()
+
+
+def pack_rows(mask):
+    """``[n, K]`` bool → ``[n, ⌈K/32⌉]`` uint32: bit b of word j is ``mask[:, 32 j + b]`` (zero padded)."""
     n, k = mask.shape
     w = -(-k // 32)
     if w * 32 != k:
         mask = jnp.pad(mask, ((0, 0), (0, w * 32 - k)))
-    bits = jnp.sum(
+    return jnp.sum(
         mask.reshape(n, w, 32).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32
     )
+
+
+def compact_bits(bits, values, base, capacity: int, fill: int):
+    """Row-wise stream compaction of packed masks: ``out[i, k] = values[base[i] + j]`` for the k-th set bit j of row i.
+
+    Args:
+      bits: ``[n, w]`` uint32 (:func:`pack_rows`). values: flat int32 ``[M]``. base: ``[n]`` int32, where row i's
+        values start in ``values``. capacity: output width (static). fill: value of the slots past a row's count.
+
+    Returns:
+      ``(out [n, capacity] int32, total [n] int32)``: rows with more than ``capacity`` set bits are truncated (the
+      caller compares ``total`` with ``capacity`` to detect overflow).
+
+    Why not cumsum + scatter (the textbook compaction): on XLA CPU a scatter of n·K updates and a cumsum along K cost
+    ~60 ms each at n = 8,000, K ≈ 1,000. Here a word's rank comes from population counts, and each output slot finds
+    its word (compare against the per-row word prefix counts) and its bit (:func:`_select_bit`): only
+    ``n × capacity`` gathers and element-wise integer work, no scatter.
+    """
+    n, w = bits.shape
     count = jax.lax.population_count(bits).astype(jnp.int32)
     incl = _inclusive_cumsum_small(count)
     total = incl[:, -1]
@@ -110,15 +157,27 @@ def compact_rows(mask, values, capacity: int, fill: int):
     at_word = (jnp.arange(n, dtype=jnp.int32)[:, None] * w + word_of).reshape(-1)
     word = bits.reshape(-1)[at_word].reshape(n, capacity)
     rank = (slot[None, :] - (incl - count).reshape(-1)[at_word].reshape(n, capacity)).astype(jnp.uint32)
-    # bit position p of the rank-th set bit: largest p with popcount(word & (2**p - 1)) <= rank
-    p = jnp.zeros_like(word)
-    for step in (16, 8, 4, 2, 1):
-        trial = p + jnp.uint32(step)
-        below = jax.lax.population_count(word & ((jnp.uint32(1) << trial) - jnp.uint32(1)))
-        p = jnp.where(below <= rank, trial, p)
-    col = jnp.minimum(word_of * 32 + p.astype(jnp.int32), k - 1)
-    out = values.reshape(-1)[(jnp.arange(n, dtype=jnp.int32)[:, None] * k + col).reshape(-1)].reshape(n, capacity)
-    return jnp.where(slot[None, :] < total[:, None], out, fill), jnp.max(total)
+    col = word_of * 32 + _select_bit(word, rank)
+    at = jnp.minimum(base[:, None] + col, values.shape[0] - 1)  # slots past a row's end: any in-range entry
+    out = values[at.reshape(-1)].reshape(n, capacity)
+    return jnp.where(slot[None, :] < total[:, None], out, fill), total
+
+
+def compact_rows(mask, values, capacity: int, fill: int):
+    """Row-wise stream compaction: ``out[i, k] = values[i, j]`` for the k-th True ``mask[i, j]``.
+
+    Args:
+      mask: ``[n, K]`` bool. values: ``[n, K]`` int32. capacity: output width (static).
+      fill: value of the slots past a row's count.
+
+    Returns:
+      ``(out [n, capacity] int32, max_count)``; rows with more than ``capacity`` Trues are truncated
+      (the caller compares ``max_count`` with ``capacity`` to detect overflow). See :func:`compact_bits`.
+    """
+    n, k = mask.shape
+    base = jnp.arange(n, dtype=jnp.int32) * k
+    out, total = compact_bits(pack_rows(mask), values.reshape(-1), base, capacity, fill)
+    return out, jnp.max(total)
 
 
 @functools.partial(
@@ -242,118 +301,130 @@ class CellNeighborListFns:
     # -- building ---------------------------------------------------------------------------
     def _cell_ids(self, pos, box=None):
         nc = jnp.asarray(self.cells_per_side, jnp.int32)
-        box = self._box(pos.dtype, box)
-        if self.triclinic:
-            s = to_fractional(pos, box)
-            frac = s - jnp.floor(s)
-        else:
-            frac = jnp.mod(pos, box) / box
+        frac = self._wrapped_fractional(pos, self._box(pos.dtype, box))
         cxyz = jnp.clip(jnp.floor(frac * nc).astype(jnp.int32), 0, nc - 1)
         return cxyz, (cxyz[:, 0] * nc[1] + cxyz[:, 1]) * nc[2] + cxyz[:, 2]
 
     def _cells_used(self, cell_capacity) -> bool:
         return self.use_cells and cell_capacity > 0
 
-    def _cell_table(self, pos, cell_capacity, box=None):
-        """Per-cell candidates ``table [n_cells, 27·cell_capacity]`` (padding N), each atom's cell
-        ``cid [N]``, and the cell-overflow flag (cells tile ``box``, default :attr:`box`, on the static grid)."""
+    def _cell_frame(self, pos, cell_capacity, box):
+        """The atoms sorted into cells, with each cell's candidates and their periodic images.
+
+        Returns ``(members [n_cells, Cc], rows_pos [n_cells, Cc, 3], table [n_cells, K], cand_pos [n_cells, 3, K],
+        row_of [N], cid [N], cell_overflow)``: ``members`` the atoms of each cell (padding N), ``table`` the atoms of
+        its stencil cells (padding N; K = stencil size × Cc rounded up to whole 32-bit mask words), ``cand_pos`` their
+        wrapped positions moved to the image of their stencil cell (padding: +inf), so that a partner's distance is a
+        plain difference; ``row_of`` each atom's row ``cell · Cc + slot`` in the cell frame, ``cid`` its cell.
+        """
         n = pos.shape[0]
-        ncx, ncy, ncz = self.cells_per_side
-        n_cells = ncx * ncy * ncz
-        _, cid = self._cell_ids(pos, box)
+        nc_t = self.cells_per_side
+        n_cells = int(np.prod(nc_t))
+        cc = cell_capacity
+        cxyz, cid = self._cell_ids(pos, box)
+        frac = self._wrapped_fractional(pos, box)
+        wrapped = from_fractional(frac, box)
         order = jnp.argsort(cid).astype(jnp.int32)
         counts = jnp.zeros((n_cells,), jnp.int32).at[cid].add(1)
         starts = jnp.cumsum(counts) - counts
-        shifts = jnp.asarray(self.stencil)  # [S, 3]; S = 27 without subdivision
-        nc = jnp.asarray(self.cells_per_side, jnp.int32)
-        # candidates per *cell* (every atom of a cell shares them), then one row gather per atom:
-        # n_cells·27·Cc index work instead of N·27·Cc
-        cells = jnp.asarray(list(itertools.product(range(ncx), range(ncy), range(ncz))), jnp.int32)  # [n_cells, 3]
-        nb = jnp.mod(cells[:, None, :] + shifts[None], nc)  # [n_cells, 27, 3]
-        nb_id = (nb[..., 0] * ncy + nb[..., 1]) * ncz + nb[..., 2]  # [n_cells, 27]
-        slot = jnp.arange(cell_capacity, dtype=jnp.int32)
-        where_sorted = starts[nb_id][..., None] + slot  # [n_cells, 27, Cc]
+        # the stencil of every cell, on the host: neighbour cell ids and the image (-1, 0, 1 box vectors) they lie in
+        cells = np.asarray(list(itertools.product(*(range(c) for c in nc_t))), np.int64)  # [n_cells, 3]
+        raw = cells[:, None, :] + self.stencil[None].astype(np.int64)  # [n_cells, S, 3]
+        image = np.floor_divide(raw, np.asarray(nc_t))
+        nb = raw - image * np.asarray(nc_t)
+        nb_id = jnp.asarray((nb[..., 0] * nc_t[1] + nb[..., 1]) * nc_t[2] + nb[..., 2], jnp.int32)  # [n_cells, S]
+        slot = jnp.arange(cc, dtype=jnp.int32)
         valid = slot < counts[nb_id][..., None]
-        table = jnp.where(valid, order[jnp.clip(where_sorted, 0, n - 1)], n).reshape(n_cells, -1)
-        # padded here to a whole number of 32-bit mask words (padding N: never a neighbour), once per cell: padding
-        # each block's [rows, K] mask inside compact_rows instead cost ~2/3 of a villin + water rebuild (XLA CPU)
-        k = table.shape[1]
+        table = jnp.where(valid, order[jnp.clip(starts[nb_id][..., None] + slot, 0, n - 1)], n).reshape(n_cells, -1)
+        shift = from_fractional(jnp.asarray(image, pos.dtype), box)  # [n_cells, S, 3] nm
+        cand_pos = wrapped[jnp.minimum(table, n - 1)] + jnp.repeat(shift, cc, axis=1)
+        cand_pos = jnp.where((table < n)[..., None], cand_pos, jnp.inf)
+        k = table.shape[1]  # padded to whole 32-bit mask words (padding N, +inf: never a partner)
         table = jnp.pad(table, ((0, 0), (0, -k % 32)), constant_values=n)
-        return table, cid, jnp.max(counts) > cell_capacity
+        cand_pos = jnp.pad(cand_pos, ((0, 0), (0, -k % 32), (0, 0)), constant_values=jnp.inf).transpose(0, 2, 1)
+        members = jnp.where(slot < counts[:, None], order[jnp.clip(starts[:, None] + slot, 0, n - 1)], n)
+        rows_pos = wrapped[jnp.minimum(members, n - 1)]
+        rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+        row_of = cid * cc + jnp.minimum(rank - starts[cid], cc - 1)  # past the capacity: flagged as overflow
+        return members, rows_pos, table, cand_pos, row_of, cid, jnp.max(counts) > cc
 
-    def _candidates(self, pos, cell_capacity, box=None):
-        """``[N, K]`` candidate neighbours (padding N) and the cell-overflow flag."""
-        n = pos.shape[0]
-        if not self._cells_used(cell_capacity):
-            cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
-            return cand, jnp.zeros((), bool)
-        table, cid, overflow = self._cell_table(pos, cell_capacity, box)
-        return table[cid], overflow
+    def _wrapped_fractional(self, pos, box):
+        if self.triclinic:
+            s = to_fractional(pos, box)
+            return s - jnp.floor(s)
+        return jnp.mod(pos, box) / box
 
-    def map_row_blocks(
-        self, pos, cell_capacity, per_block, *, box=None, pair_filter=None, block_entries=250_000, min_rows=32
-    ):
-        """Map ``per_block(rows [B], cand [B, K], mask [B, K])`` over blocks of rows of the cell candidates.
+    def build_rows(self, pos, cell_capacity, capacity, *, box=None, pair_filter=None, block_entries=2_000_000):
+        """Each atom's partners within cutoff + skin from the cell list: ``(idx [N, capacity] | None, counts [N],
+        cell_overflow)``.
 
-        ``cand`` holds each row's candidates from its cell's stencil (padding N) and ``mask`` those that are
-        real atoms within cutoff + skin (cells and minimum image in ``box`` ``[3]`` or ``[3, 3]``, default :attr:`box`;
-        the grid must cover it, :meth:`covers`) and pass
-        ``pair_filter(rows [B, 1], cand)`` (default: not the row's own atom). A block has about
-        ``block_entries`` candidates (at least ``min_rows`` rows), so its candidate, distance and mask
-        temporaries stay in cache instead of streaming ``N × K`` arrays through memory several times.
+        ``idx`` rows list the partners (padding N; ``capacity=None``: counts only) that pass
+        ``pair_filter(rows, cand)`` (broadcasting int32 atom ids; default: not the row's own atom), cells and
+        distances in ``box`` (``[3]`` or ``[3, 3]``, default :attr:`box`; the grid must cover it, :meth:`covers`).
 
-        Returns ``(per_block outputs stacked over rows [N, ...], cell_overflow)``.
+        Distances are computed per cell: the atoms of a cell against the candidates of its stencil, moved to their
+        periodic images once per cell (:meth:`_cell_frame`), in blocks of about ``block_entries`` pairs. The inner
+        loop then broadcasts, with no gather and no minimum image: on XLA CPU a gather per candidate cost more than
+        the arithmetic, although the cells' padded rows hold ~1.8x the pairs of a row-wise sweep. The packed masks
+        return to atom order (a gather of words) and are compacted there (:func:`compact_bits`).
         """
         n = pos.shape[0]
         box = self._box(pos.dtype, box)
-        table, cid, cell_overflow = self._cell_table(pos, cell_capacity, box)
+        members, rows_pos, table, cand_pos, row_of, cid, cell_overflow = self._cell_frame(pos, cell_capacity, box)
+        n_cells, cc = members.shape
         k = table.shape[1]
-        rows_per = int(min(n, max(min_rows, block_entries // k)))
-        n_blk = -(-n // rows_per)
-        rows = jnp.arange(n_blk * rows_per, dtype=jnp.int32).reshape(n_blk, rows_per)
-        cid_b = jnp.pad(cid, (0, n_blk * rows_per - n)).reshape(n_blk, rows_per)
+        per = max(1, min(n_cells, block_entries // (cc * k)))
+        n_blk = -(-n_cells // per)
+        pad = n_blk * per - n_cells  # whole blocks, padded once here (a pad inside the loop body is slow on XLA CPU)
+        rl2 = self.list_cutoff**2
+
+        def blocks(a, value):
+            a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1), constant_values=value)
+            return a.reshape((n_blk, per) + a.shape[1:])
 
         def block(args):
-            r, c = args
-            cand = table[c]
-            real = cand < n
-            keep = (cand != r[:, None]) if pair_filter is None else pair_filter(r[:, None], cand)
-            dr = minimum_image(pos[jnp.minimum(r, n - 1)][:, None, :] - pos[jnp.where(real, cand, 0)], box)
-            mask = real & keep & (r < n)[:, None] & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
-            return per_block(r, cand, mask)
+            mem, rp, tab, cp = args  # [B, Cc], [B, Cc, 3], [B, K], [B, 3, K]
+            d2 = sum((rp[:, :, x, None] - cp[:, None, x, :]) ** 2 for x in range(3))
+            rows, cand = mem[:, :, None], tab[:, None, :]
+            keep = (cand != rows) if pair_filter is None else pair_filter(rows, cand)
+            mask = (d2 < rl2) & keep & (rows < n)
+            return pack_rows(mask.reshape(-1, k)).reshape(per, cc, -1)
 
-        out = jax.lax.map(block, (rows, cid_b))
-        return jax.tree_util.tree_map(lambda a: a.reshape((n_blk * rows_per,) + a.shape[2:])[:n], out), cell_overflow
+        bits = jax.lax.map(
+            block, (blocks(members, n), blocks(rows_pos, 0), blocks(table, n), blocks(cand_pos, jnp.inf))
+        )
+        bits = bits.reshape(n_blk * per * cc, -1)[row_of]  # [N, K/32], atom order
+        counts = jnp.sum(jax.lax.population_count(bits).astype(jnp.int32), axis=1)
+        if capacity is None:
+            return None, counts, cell_overflow
+        rows_per = int(min(n, max(32, block_entries // (8 * capacity))))
+        n_rb = -(-n // rows_per)
+        pad_r = n_rb * rows_per - n
+        bits_b = jnp.pad(bits, ((0, pad_r), (0, 0))).reshape(n_rb, rows_per, -1)
+        base_b = jnp.pad(cid * k, (0, pad_r)).reshape(n_rb, rows_per)
+        idx = jax.lax.map(lambda a: compact_bits(a[0], table.reshape(-1), a[1], capacity, n)[0], (bits_b, base_b))
+        return idx.reshape(n_rb * rows_per, capacity)[:n], counts, cell_overflow
 
     def _build(self, pos, max_occupancy, cell_capacity, box=None):
         """(idx [N, max_occupancy], occupancy, cell_overflow) for positions ``pos`` in ``box`` (default :attr:`box`);
-        with a cell list the rows are built in blocks of about 2.5·10⁵ candidates (:meth:`map_row_blocks`)."""
+        with a cell list from :meth:`build_rows`."""
         n = pos.shape[0]
         box = self._box(pos.dtype, box)
         if not self._cells_used(cell_capacity):
-            cand, cell_overflow = self._candidates(pos, cell_capacity, box)
+            cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
             # columns padded to whole 32-bit mask words (padding N, never listed): a pad of the [N, N] mask inside
-            # compact_rows is slow on XLA CPU (see _cell_table)
+            # compact_rows is slow on XLA CPU
             cand = jnp.pad(cand, ((0, 0), (0, -n % 32)), constant_values=n)
             ok = (cand < n) & (cand != jnp.arange(n, dtype=jnp.int32)[:, None])
             pos_c = jnp.pad(pos, ((0, cand.shape[1] - n), (0, 0)))
             dr = minimum_image(pos[:, None, :] - pos_c[None], box)  # all pairs: broadcast instead of gathering N² rows
             mask = ok & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
             if max_occupancy is None:
-                return None, jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32)), cell_overflow
+                return None, jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32)), jnp.zeros((), bool)
             idx, occupancy = compact_rows(mask, cand, max_occupancy, n)
-            return idx, occupancy, cell_overflow
-        cap = 1 if max_occupancy is None else max_occupancy
-
-        def per_block(r, cand, mask):
-            idx, block_max = compact_rows(mask, cand, cap, n)
-            return idx, jnp.broadcast_to(block_max, r.shape)  # per-row outputs: the block's max on every row
-
-        (idx, count), cell_overflow = self.map_row_blocks(pos, cell_capacity, per_block, box=box)
-        occupancy = jnp.max(count)
-        if max_occupancy is None:
-            return None, occupancy, cell_overflow
-        return idx, occupancy, cell_overflow
+            return idx, occupancy, jnp.zeros((), bool)
+        idx, counts, cell_overflow = self.build_rows(pos, cell_capacity, max_occupancy, box=box)
+        return idx, jnp.max(counts), cell_overflow
 
     def _cell_capacity_for(self, count: int, n: int, factor: float, extra: int = 0) -> int:
         """Atoms-per-cell capacity for a max cell count (plus ``extra``), or 0 (all pairs) when the

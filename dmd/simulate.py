@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -89,6 +90,9 @@ class RunConfig:
       progress: show a tqdm bar.
       inputs: the run's input files (outputs never overwrite them).
       checkpoint_wall_s: also checkpoint when this much wall time (s) passed since the last one; None: never.
+      skin: neighbour-list skin, nm; None: the system's; "auto": after the first whole chunk, the skin of
+        :func:`dmd.skin.chosen_skin` from that chunk's rebuild count (one more compilation when it differs from the
+        system's by over 10%; printed, kept in the summary and the checkpoint, so a resumed run uses it too).
       stop: callable polled after each chunk; a true value (e.g. the signal number) flushes the frames, writes
         a checkpoint and raises :class:`dmd.base.errors.RunInterrupted` (the CLI maps SIGINT/SIGTERM onto it).
     """
@@ -111,6 +115,7 @@ class RunConfig:
     progress: bool = True
     inputs: tuple = ()
     checkpoint_wall_s: float | None = None
+    skin: float | str | None = None
     stop: object = None
 
 
@@ -292,6 +297,42 @@ def _make_chunk_fn(system, integ, max_step_nm: float):
     return jax.jit(chunk, static_argnums=(3, 4))
 
 
+def _skin_of(system):
+    from dmd.skin import list_geometry
+
+    geometry = None if system.neighbor_fn is None else list_geometry(system.neighbor_fn)
+    return None if geometry is None else geometry[1]
+
+
+def _skinned(system, cfg: RunConfig, checkpoint: Path | None):
+    """``system`` with the run's skin: ``cfg.skin`` nm, or on resuming an "auto" run the checkpoint's."""
+    from dmd.skin import with_skin
+
+    skin = cfg.skin
+    if skin == "auto" and cfg.resume and checkpoint is not None:
+        skin = read_checkpoint(checkpoint, system)[1].get("skin_nm")
+    if skin is None or skin == "auto" or skin == _skin_of(system):
+        return system
+    if isinstance(skin, str) or not skin > 0 or _skin_of(system) is None:
+        raise UserInputError(f"skin {skin!r}: pass a positive number of nm or 'auto' (for dmd's neighbour lists)")
+    return with_skin(system, float(skin))
+
+
+def _switch_skin(system, state, n_rebuilds: int, n_steps: int):
+    """``(system, state)`` with the skin :func:`dmd.skin.chosen_skin` picks from a chunk of ``n_steps`` steps that
+    rebuilt ``n_rebuilds`` times (the state's list reallocated for it), or None to keep the skin (within 10%)."""
+    from dmd.skin import chosen_skin, with_skin
+
+    info = logging.getLogger(__name__).info
+    old, new = _skin_of(system), chosen_skin(system, n_rebuilds, n_steps)
+    if new is None or abs(new - old) <= 0.1 * old:
+        info(f"neighbour-list skin {old} nm kept ({n_rebuilds} rebuilds in {n_steps} steps)")
+        return None
+    info(f"neighbour-list skin {old} -> {new:.3f} nm (dmd.skin's rule: {n_rebuilds} rebuilds in {n_steps} steps)")
+    system = with_skin(system, new)
+    return system, state.replace(neighbor=system.allocate_neighbors(positions_for_allocation(system, state.positions)))
+
+
 def simulate(system, config: RunConfig, params=None) -> RunResult:
     """Run ``config.steps`` steps of ``system``; write trajectory, log, checkpoints and summary.
 
@@ -321,6 +362,8 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         raise UserInputError(f"--report-every {cfg.report_every}: pass a positive number of steps")
     if not cfg.dt > 0:
         raise UserInputError(f"--dt {cfg.dt}: pass a positive time step in ps (e.g. 0.002)")
+    auto_skin = cfg.skin == "auto"
+    system = _skinned(system, cfg, Path(cfg.checkpoint or default_paths(cfg.out)["checkpoint"]) if cfg.out else None)
     integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
 
     paths = {}
@@ -402,6 +445,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
                 n_frames=n_written(),
                 rebuilds=total_rebuilds,
                 reallocations=reallocations,
+                skin_nm=_skin_of(system),
                 neighbor=_neighbor_meta(st.neighbor),
             )
             _save_checkpoint(paths["checkpoint"], st, meta, inputs=cfg.inputs)
@@ -437,15 +481,30 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             else:
                 n_rep, rep = 1, remaining
             state, (new_state, frames, bad_step, rebuilds), grown = redo_on_overflow(
-                lambda s, n_rep=n_rep, rep=rep, ready=ready: chunk_fn(s, ready, params, n_rep, rep),
+                lambda s, n_rep=n_rep, rep=rep, ready=ready, run=chunk_fn: run(s, ready, params, n_rep, rep),
                 state,
                 lambda result: result[0].neighbor,
-                lambda s, _, attempt: grown_state(system, s, attempt),
+                lambda s, _, attempt, sy=system: grown_state(sy, s, attempt),
             )
             reallocations += grown
             ready = True
             bad_step = int(bad_step)
             total_rebuilds += int(rebuilds)
+            if (
+                auto_skin
+                and not cfg.resume
+                and bad_step < 0
+                and n_rep * rep == chunk_len
+                and step + chunk_len < cfg.steps
+            ):
+                auto_skin = False  # decided once, on the first whole chunk
+                switched = _switch_skin(system, new_state, int(rebuilds), chunk_len)
+                if switched is not None:
+                    system, new_state = switched
+                    integ = make_integrator(
+                        cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction
+                    )
+                    chunk_fn = _chunk_fn(system, integ, cfg.max_step_nm)
             if bad_step >= 0:
                 record(frames, bad_step, step, rep)
                 diverged = bad_step
@@ -490,6 +549,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         "steps_per_s": steps_run / wall if wall > 0 else None,
         "ns_per_day": steps_run * cfg.dt * 1e-3 * 86400 / wall if wall > 0 else None,
         "neighbor_rebuilds": total_rebuilds,
+        "neighbor_skin_nm": _skin_of(system),
         "neighbor_reallocations": reallocations,
         "n_frames": int(len(log)),
         "mean_potential_kj_mol": summary_mean(log[:, 1]),

@@ -22,11 +22,22 @@ a tight skin cut the pair work, which grows as the cube of the list radius.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+import numpy as np
 
 from dmd.base.errors import UserInputError
 
-__all__ = ["displacement_rate", "optimal_skin", "skin_cost"]
+__all__ = [
+    "REBUILD_OVER_PAIR",
+    "chosen_skin",
+    "displacement_rate",
+    "list_geometry",
+    "optimal_skin",
+    "skin_cost",
+    "with_skin",
+]
 
 
 def displacement_rate(skin: float, n_rebuilds: int, n_steps: int) -> float:
@@ -59,3 +70,53 @@ def optimal_skin(cutoff: float, rate: float, rebuild_over_pair: float, *, lo: fl
     s = (math.sqrt(a * a + 3.0 * a * cutoff) - a) / 3.0
     s = max(s, lo)
     return s if hi is None else min(s, hi)
+
+
+# ρ of dmd's cell-list rebuild: one rebuild over one real-space pair evaluation, both at the list radius (villin +
+# TIP3P water, PME 0.9 nm, benchmarks/bench_engine.py on a 2-core CPU: rebuild ~180 ms CPU, pairs ~33 ms)
+REBUILD_OVER_PAIR = 5.5
+
+
+def list_geometry(neighbor_fn):
+    """``(cutoff, skin, largest skin)`` nm of a dmd neighbour-list builder (:func:`dmd.forces.neighbors.
+    pair_neighbor_list` or :class:`dmd.neighbors.CellNeighborListFns`), or None for a builder whose skin cannot
+    change (jax-md's)."""
+    from dmd.forces.neighbors import NeighborListFns
+    from dmd.neighbors import CellNeighborListFns
+    from dmd.space import perpendicular_widths
+
+    if isinstance(neighbor_fn, NeighborListFns) and neighbor_fn.with_skin is not None:
+        return neighbor_fn.cutoff, neighbor_fn.skin, neighbor_fn.max_list_cutoff - neighbor_fn.cutoff
+    if isinstance(neighbor_fn, CellNeighborListFns):
+        widths = perpendicular_widths(neighbor_fn.box) if neighbor_fn.triclinic else neighbor_fn.box
+        return neighbor_fn.cutoff, neighbor_fn.skin, 0.5 * float(np.min(widths)) - neighbor_fn.cutoff
+    return None
+
+
+def with_skin(system, skin: float):
+    """``system`` (a :class:`dmd.System`) with its neighbour-list builder remade for ``skin`` nm (the caller
+    allocates a new list: capacities and the cell grid depend on the skin)."""
+    from dmd.neighbors import CellNeighborListFns
+
+    fns = system.neighbor_fn
+    if isinstance(fns, CellNeighborListFns):
+        new = dataclasses.replace(fns, skin=float(skin))
+    else:
+        new = fns.with_skin(float(skin))
+    metadata = dict(system.metadata)
+    for key in ("skin_nm", "neighbor_skin_nm"):
+        if key in metadata:
+            metadata[key] = float(skin)
+    return dataclasses.replace(system, neighbor_fn=new, metadata=metadata)
+
+
+def chosen_skin(system, n_rebuilds: int, n_steps: int, rebuild_over_pair: float = REBUILD_OVER_PAIR):
+    """The skin (nm) :func:`optimal_skin` gives for ``system`` after a run of ``n_steps`` steps at its present skin
+    rebuilt ``n_rebuilds`` times (:func:`displacement_rate`), kept below what the box allows; None when the system's
+    list cannot change skin (:func:`list_geometry`)."""
+    geometry = list_geometry(system.neighbor_fn)
+    if geometry is None:
+        return None
+    cutoff, skin, largest = geometry
+    rate = displacement_rate(skin, n_rebuilds, n_steps)
+    return optimal_skin(cutoff, rate, rebuild_over_pair, hi=max(largest, 0.02))

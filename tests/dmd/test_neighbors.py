@@ -14,7 +14,9 @@ from dmd.neighbors import cell_neighbor_list, compact_rows
 
 def test_compact_rows_equals_numpy_per_row_compaction():
     rng = np.random.default_rng(0)
-    for k, p in ((40, 0.3), (1100, 0.08), (2000, 0.02)):  # one word, the unrolled word search, the binary search
+    # one word, the unrolled word search, the marked word ends; dense rows (p = 0.9) put the selected bit in every
+    # byte of a word at every rank (the SWAR select's byte choice and table)
+    for k, p in ((40, 0.3), (1100, 0.08), (2000, 0.02), (64, 0.9), (1600, 0.9)):
         mask = rng.random((50, k)) < p
         values = rng.integers(0, 10_000, size=(50, k)).astype(np.int32)
         cap = int(mask.sum(1).max())

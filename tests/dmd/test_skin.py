@@ -34,3 +34,29 @@ def test_skin_widens_with_rebuild_cost_and_speed_and_keeps_bounds():
     assert displacement_rate(0.2, 5, 50) == pytest.approx(0.02, rel=1e-12)
     with pytest.raises(UserInputError):
         displacement_rate(0.2, 1, 0)
+
+
+def test_simulate_auto_skin_picks_the_rules_skin_from_the_first_chunk():
+    import jax.numpy as jnp
+
+    from dmd import models
+    from dmd.simulate import RunConfig, simulate
+    from dmd.skin import REBUILD_OVER_PAIR, chosen_skin
+
+    sigma = models.ARGON["sigma"]
+    # a tight skin (0.15 σ, ~0.05 nm) on argon at 120 K, 10 fs steps: rebuilt every few steps, so the rule widens it
+    lj = models.lj_fluid(128, cutoff=2.2 * sigma, skin=0.15 * sigma, dtype=jnp.float32, seed=4)
+    kw = dict(dt=0.01, temperature=119.8, integrator="baoab", report_every=50, chunk_steps=100, progress=False)
+    probe = simulate(lj, RunConfig(steps=100, **kw)).summary  # the auto run's first chunk, same seed and skin
+    n = probe["neighbor_rebuilds"]
+    rate = displacement_rate(0.15 * sigma, n, 100)
+    want = optimal_skin(2.2 * sigma, rate, REBUILD_OVER_PAIR, hi=lj.box[0] / 2 - 2.2 * sigma)
+    assert want == pytest.approx(chosen_skin(lj, n, 100), rel=1e-12)
+    assert abs(want - 0.15 * sigma) > 0.1 * 0.15 * sigma  # the rule moves this skin: the test sees the switch
+    run = simulate(lj, RunConfig(steps=300, skin="auto", **kw))
+    # float32 box edge in the bound: agreement to 1e-6 relative
+    assert run.summary["neighbor_skin_nm"] == pytest.approx(want, rel=1e-6)
+    assert np.all(np.isfinite(run.log)) and run.summary["final_step"] == 300
+    # an explicit skin is honoured
+    fixed = simulate(lj, RunConfig(steps=100, skin=0.2 * sigma, **kw))
+    assert fixed.summary["neighbor_skin_nm"] == pytest.approx(0.2 * sigma, rel=1e-12)

@@ -50,6 +50,7 @@ DEFAULTS = {
     "pressure": None,
     "barostat": "isotropic",
     "barostat_every": 25,
+    "skin": "auto",
 }
 
 
@@ -106,6 +107,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=S,
         help="also checkpoint every this many minutes of wall time (default 5; 0: off)",
+    )
+    p.add_argument(
+        "--skin",
+        default=S,
+        help="neighbour-list skin, nm, or 'auto' (default): chosen after the first 1,000-step chunk from its rebuild "
+        "count (dmd.skin's rule; printed in the summary as neighbor_skin_nm)",
     )
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
     p.add_argument("--overwrite", action="store_true", default=S, help="replace an existing --out trajectory")
@@ -184,6 +191,13 @@ def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
     """Reject bad numbers and unsafe --out paths before any heavy import or work."""
     if int(cfg["steps"]) <= 0:
         raise UserInputError(f"--steps {cfg['steps']}: must be a positive number of steps")
+    if cfg["skin"] != "auto":
+        try:
+            cfg["skin"] = float(cfg["skin"])
+        except (TypeError, ValueError):
+            raise UserInputError(f"--skin {cfg['skin']}: pass a number of nm (e.g. 0.15) or 'auto'") from None
+        if not cfg["skin"] > 0:
+            raise UserInputError(f"--skin {cfg['skin']}: must be a positive number of nm (or 'auto')")
     if float(cfg["temperature"]) < 0:
         raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
     from dmd.cli.common import check_input, check_outputs
@@ -242,6 +256,7 @@ def run_config(cfg: dict, system=None, stop=None):
         inputs=tuple(inputs),
         checkpoint_wall_s=60.0 * float(cfg["checkpoint_minutes"]) if cfg["checkpoint_minutes"] else None,
         stop=stop,
+        skin=cfg["skin"],
     )
     names = cfg["sensitivity"]
     if names:  # check before the (long) run that the sensitivity engine exists
