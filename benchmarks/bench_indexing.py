@@ -43,6 +43,15 @@ Full run (modes and the peer can run as separate processes into the same ``--out
     python benchmarks/bench_indexing.py --n-per-system 100 --modes clean --compare 10 --mlindex 0
     python benchmarks/bench_indexing.py --n-per-system 100 --modes noisy --compare 0 --mlindex 0
     python benchmarks/bench_indexing.py --modes "" --compare 0 --mlindex 9
+
+Blind (``--blind``: the lattice system is not given, ``index_peaks(peaks)`` searches every system the
+list can determine and decides by decide.py). Success then also needs the true Bravais label. The
+records go to ``OUT_DIR/blind_{clean,noisy}.jsonl``; ``--mlindex N`` runs the peer on the first N
+cubic / tetragonal / hexagonal patterns of each system and mode, right after ours on the same list,
+given the 7 Bravais lattices it supports (cF, cI, cP, tI, tP, hP, hR; blind among those), with the same
+success test (lattice and label)::
+
+    nice -n 19 python benchmarks/bench_indexing.py --blind --n-per-system 20 --compare 0 --mlindex 5
 """
 
 from __future__ import annotations
@@ -73,8 +82,14 @@ TARGET_CLEAN = {
     "monoclinic": 97.0,
     "triclinic": 90.0,
 }
+# issue 21, blind: clean ≥ 99% cubic…orthorhombic, ≥ 97% monoclinic, ≥ 95% triclinic; with errors 95 / 90 / 85%
+TARGET_BLIND = {
+    "clean": dict(cubic=99, tetragonal=99, hexagonal=99, orthorhombic=99, monoclinic=97, triclinic=95),
+    "noisy": dict(cubic=95, tetragonal=95, hexagonal=95, orthorhombic=95, monoclinic=90, triclinic=85),
+}
 MLINDEX_SYSTEMS = ("cubic", "tetragonal", "hexagonal")
 MLINDEX_BRAVAIS = {"cubic": "cF,cI,cP", "tetragonal": "tI,tP", "hexagonal": "hP,hR"}
+MLINDEX_ALL = "cF,cI,cP,tI,tP,hP,hR"  # blind runs: every lattice mlindex's analytic mode supports
 
 
 def determined(p) -> bool:
@@ -107,15 +122,18 @@ def truth_centring(p) -> str:
     return gemmi.find_spacegroup_by_name(p.spacegroup).centring_type()
 
 
-def run_ours(pattern, config: SearchConfig, tol: float, info: dict | None = None):
+def run_ours(pattern, config: SearchConfig, tol: float, info: dict | None = None, blind: bool = False):
     """Index one pattern: (success, seconds, top solution); ``info`` receives candidates tested and,
-    on failure, whether the data fit the reported cell at least as well as the truth (:func:`as_good_as_truth`)."""
+    on failure, whether the data fit the reported cell at least as well as the truth (:func:`as_good_as_truth`).
+    ``blind``: the lattice system is not given, and success also needs the true Bravais label."""
     pk = peaks_from_values(pattern.two_theta, "2theta", wavelength=pattern.wavelength)
     t0 = time.perf_counter()
-    res = index_peaks(pk, pattern.system, config=config)
+    res = index_peaks(pk, None if blind else pattern.system, config=config)
     dt = time.perf_counter() - t0
     best = res.solutions[0] if res.solutions else None
     ok = best is not None and same_lattice(pattern.cell, truth_centring(pattern), best.cell, best.centring, tol)
+    if blind:
+        ok = ok and best.bravais == pattern.bravais
     if info is not None:
         info["n_candidates"] = int(sum(res.n_candidates.values()))
         # monoclinic / orthorhombic: whether the triclinic fallback ran (index_peaks, needs_primitive_search)
@@ -345,6 +363,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--out-dir", default="bench_out/indexing", help="JSON-lines records (resumable) + summary.json")
     ap.add_argument("--summary-only", action="store_true", help="print the summary of the records and exit")
+    ap.add_argument("--blind", action="store_true", help="lattice system not given; mlindex beside (docstring)")
     args = ap.parse_args(argv)
     systems = args.systems.split(",")
     modes = [m for m in args.modes.split(",") if m]
@@ -353,7 +372,15 @@ def main(argv=None) -> int:
     # the error model shifts 2θ by up to ±0.03° (≈ 2σ of q² at mid angles): noisy runs refine the zero
     cfg_noisy = SearchConfig(refine_zero=True)
     logs = {name: Log(os.path.join(args.out_dir, f"{name}.jsonl")) for name in ("clean", "noisy", "compare", "mlindex")}
-    print("# powder indexing benchmark (lattice system given; machine shared and loaded: timings are noisy)")
+    blind = args.blind
+    if blind:
+        logs.update({m: Log(os.path.join(args.out_dir, f"blind_{m}.jsonl")) for m in ("clean", "noisy")})
+        py_ml = ensure_mlindex_venv(args.mlindex_venv) if args.mlindex > 0 else None
+        startup_ml = mlindex_startup(py_ml) if py_ml else 0.0
+    print(
+        f"# powder indexing benchmark (lattice system {'not ' if blind else ''}given; machine shared: "
+        f"timings are noisy; load at start {os.getloadavg()[0]:.1f})"
+    )
     if not args.summary_only:
         for mode in modes:
             noisy = mode == "noisy"
@@ -375,13 +402,18 @@ def main(argv=None) -> int:
             # round-robin over systems: a run cut off early still covers every system evenly
             for i, system in tqdm(todo, desc=mode, file=sys.stderr):
                 if system not in warmed:
-                    run_ours(sets[system][0], c, tol)  # warm-up: JIT compilation for this system, not timed
+                    run_ours(sets[system][0], c, tol, blind=blind)  # warm-up: JIT compilation, not timed
                     warmed.add(system)
                 p = sets[system][i + 1]
                 info: dict = {}
-                ok, dt, best = run_ours(p, c, tol, info)
+                ok, dt, best = run_ours(p, c, tol, info, blind=blind)
+                if blind and py_ml and system in MLINDEX_SYSTEMS and i < args.mlindex:
+                    ok_m, dt_m, top_m, err = run_mlindex(py_ml, p, args.mlindex_timeout, MLINDEX_ALL, tol)
+                    ok_m = bool(ok_m and top_m is not None and top_m[0] == p.bravais)
+                    info.update(mlindex_ok=ok_m, mlindex_s=dt_m, mlindex_startup_s=startup_ml, mlindex_top=top_m)
+                info["load"] = os.getloadavg()[0]
                 log.add(_row(f"{mode}/{system}/{i}", p, ok, dt, best, **info))
-        if args.compare > 0:
+        if args.compare > 0 and not blind:
             for system in systems:
                 pats = make_patterns(system, args.compare, args.seed, False)[0][1:]
                 for name in ("prior", "uniform", "random"):
@@ -392,7 +424,7 @@ def main(argv=None) -> int:
                     for i in tqdm(todo, desc=f"{name} {system}", file=sys.stderr, leave=False):
                         ok, dt, best = run_ours(pats[i], c, 5e-3)
                         logs["compare"].add(_row(f"{name}/{system}/{i}", pats[i], ok, dt, best))
-        if args.mlindex > 0:
+        if args.mlindex > 0 and not blind:
             print("# peer: mlindex 0.1.3 run_analytical (model-free), same patterns, same machine, same run")
             py = ensure_mlindex_venv(args.mlindex_venv)
             compiled = set()
@@ -427,7 +459,29 @@ def main(argv=None) -> int:
     for mode in ("clean", "noisy"):
         for system in SYSTEMS:
             tgt = TARGET_CLEAN[system] if mode == "clean" else None
-            r = summarize(logs[mode], f"{mode} {system}", f"{mode}/{system}/", tgt)
+            if blind:
+                tgt = TARGET_BLIND[mode][system]
+            r = summarize(logs[mode], f"{'blind ' if blind else ''}{mode} {system}", f"{mode}/{system}/", tgt)
+            if r is not None and blind:
+                r["load_median"] = float(
+                    np.median([x.get("load", np.nan) for x in logs[mode].select(f"{mode}/{system}/")])
+                )
+                both = [x for x in logs[mode].select(f"{mode}/{system}/") if "mlindex_ok" in x]
+                if both:
+                    r["mlindex"] = {
+                        "n": len(both),
+                        "ours_ok": int(sum(x["ok"] for x in both)),
+                        "mlindex_ok": int(sum(x["mlindex_ok"] for x in both)),
+                        "ours_median_s": float(np.median([x["seconds"] for x in both])),
+                        "mlindex_median_s": float(np.median([x["mlindex_s"] for x in both])),
+                        "mlindex_startup_s": float(both[0]["mlindex_startup_s"]),
+                    }
+                    m = r["mlindex"]
+                    print(
+                        f"{'':24s} same lists: ours {m['ours_ok']}/{m['n']} median {m['ours_median_s']:.2f} s | "
+                        f"mlindex {m['mlindex_ok']}/{m['n']} median {m['mlindex_median_s']:.1f} s "
+                        f"(start-up {m['mlindex_startup_s']:.1f} s)   [load median {r['load_median']:.1f}]"
+                    )
             if r is not None:
                 if system in ("orthorhombic", "monoclinic"):
                     r["triclinic_fallback_ran"] = summarize_fallback(logs[mode], f"{mode}/{system}/")
@@ -443,7 +497,7 @@ def main(argv=None) -> int:
         report["results"]["mlindex"] = mlindex_summary(rows)
     from dmd.base.io import write_json
 
-    write_json(os.path.join(args.out_dir, "summary.json"), report)
+    write_json(os.path.join(args.out_dir, "summary_blind.json" if blind else "summary.json"), report)
     return 0
 
 

@@ -11,7 +11,8 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    cells failing this are demoted below every sensible one, never dropped;
 3. among the sensible cells that index the data, those with a ranking score (≈ M20, solution.py)
    of at least :data:`FOM_FACTOR` × the best are *candidates*; the answer is the candidate of the
-   highest symmetry, then of the smallest volume; the other candidates follow it in that order,
+   highest symmetry, then of the best score (equal scores: the smallest volume; cells of one lattice are
+   merged before, so candidates of one system are unrelated lattices); the others follow in that order,
    then the rest by score.
 
 Every solution gets ``reason``: the figures the choice rests on (M20, F20, symmetry, volume) and why it
@@ -76,7 +77,11 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     sensible = [s for s in sols if indexes[id(s)] and not short[id(s)] and not zone[id(s)]]
     best = max((s.score for s in sensible), default=0.0)
     cand = [s for s in sensible if s.score >= FOM_FACTOR * best]
-    cand.sort(key=lambda s: (SYMMETRY_ORDER[s.system], s.volume))
+    # within one system the score decides, the volume only breaks ties: cells of one lattice (sub/supercells) are
+    # merged before (rank_solutions), so two candidates of one system are unrelated lattices, and a smaller wrong cell
+    # within FOM_FACTOR beat the true one (a noisy oC list, 17.7 × 6.0 × 16.5 Å, score 18.8, lost to an oP cell
+    # 4.8 × 8.9 × 16.5 Å, score 15.6; test_within_one_system_the_better_score_wins_not_the_smaller_unrelated_cell)
+    cand.sort(key=lambda s: (SYMMETRY_ORDER[s.system], -round(s.score, 6), s.volume))
     rest = sorted([s for s in sols if not any(s is c for c in cand)], key=lambda s: s.score, reverse=True)
     rest.sort(key=lambda s: 0 if any(s is c for c in sensible) else 1 if indexes[id(s)] else 2)  # stable
     out = cand + rest
@@ -86,7 +91,7 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
         if any(s is c for c in cand):
             if i == 0:
                 why = (
-                    f"highest symmetry, then smallest volume, among the {len(cand)} cell(s) that index the data "
+                    f"highest symmetry, then best score, among the {len(cand)} cell(s) that index the data "
                     f"with a score ≥ {FOM_FACTOR:g} × the best ({best:.1f})"
                 )
             else:

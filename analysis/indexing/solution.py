@@ -384,12 +384,20 @@ def _rank_key(s: Solution):
     return s.score
 
 
+def _keeps_symmetry(s: Solution, k: Solution) -> bool:
+    """Whether ``s`` stays apart from a better-scoring derivative (sub/super) cell ``k``: ``s`` has the higher
+    symmetry and a score within ``SYMMETRY_MARGIN`` of ``k``'s, so the blind decision (decide.py) must see it.
+    Noisy calcite: an mC half-cell (score 23.8) absorbed the true hR cell (20.1) as a "supercell (x2)"."""
+    return SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[k.system] and s.score >= SYMMETRY_MARGIN * k.score
+
+
 def rank_solutions(solutions: list[Solution], top: int = 10, rel_tol: float = 5e-3) -> list[Solution]:
     """Sort by M20 and merge equivalent cells (same lattice, or index-2..4 sub/supercells).
 
     When two solutions describe the same lattice, the higher-symmetry one is kept if its
     M20 is at least ``SYMMETRY_MARGIN`` times the other's (extra free parameters always
-    lower the residual a little).
+    lower the residual a little). A sub/supercell of higher symmetry within that margin is not
+    merged into the better-scoring cell but kept as its own solution (:func:`_keeps_symmetry`).
     """
     sols = sorted([s for s in solutions if s is not None and np.isfinite(s.volume)], key=_rank_key, reverse=True)
     kept: list[Solution] = []
@@ -404,7 +412,7 @@ def rank_solutions(solutions: list[Solution], top: int = 10, rel_tol: float = 5e
                     k.related.append(f"same lattice as {s.bravais} {np.round(s.cell, 4).tolist()}")
                 merged = True
                 break
-            if k.score >= s.score:
+            if k.score >= s.score and not _keeps_symmetry(s, k):
                 n = reduce.supercell_index(k.cell, k.centring, s.cell, s.centring, rel_tol=rel_tol)
                 if n == 0:
                     n_sub = reduce.supercell_index(s.cell, s.centring, k.cell, k.centring, rel_tol=rel_tol)

@@ -54,12 +54,19 @@ def _config(args):
     return SearchConfig(**kw)
 
 
-def _index_file(path, args, progress=None):
-    from analysis.indexing import index_peaks, lattice_systems_for, read_peak_file
+def _read_peaks(path, args):
+    """The validated peak list of ``path`` (UserInputError naming the file, line and fix)."""
+    from analysis.indexing import lattice_systems_for, read_peak_file
 
     systems, _ = lattice_systems_for(args.lattice)
     system = systems[0] if len(systems) == 1 else None
-    peaks = read_peak_file(path, units=args.units, wavelength=args.wavelength, system=system)
+    return read_peak_file(path, units=args.units, wavelength=args.wavelength, system=system)
+
+
+def _index_file(path, args, progress=None, peaks=None):
+    from analysis.indexing import index_peaks
+
+    peaks = _read_peaks(path, args) if peaks is None else peaks
     result = index_peaks(peaks, args.lattice, config=_config(args), top=args.top, progress=progress)
     out = {"file": os.fspath(path), "n_peaks": peaks.n, "units": peaks.units, "wavelength": peaks.wavelength}
     out["notes"] = list(peaks.notes)
@@ -217,6 +224,7 @@ def run(args) -> int:
 
     from dmd.base.progress import progress_bar
 
+    peaks = _read_peaks(args.peaks, args)  # bad input fails here, before the search and its progress bar
     bar = progress_bar(desc="searching", unit="batch", enabled=not args.json)
 
     def progress(system, batch, best):
@@ -224,7 +232,7 @@ def run(args) -> int:
         bar.update(1)
 
     try:
-        peaks, result, out = _index_file(args.peaks, args, progress=progress)
+        peaks, result, out = _index_file(args.peaks, args, progress=progress, peaks=peaks)
     finally:
         bar.close()
     for note in out["notes"]:

@@ -1,5 +1,7 @@
 """Input parsing and validation of powder peak lists (analysis.indexing.peaks)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,22 @@ def test_read_file_header_and_override(tmp_path):
         read_peak_file(n)
     with pytest.raises(UserInputError, match="no such peak file"):
         read_peak_file(tmp_path / "missing.txt", units="d")
+
+
+def test_cli_rejects_bad_lists_before_the_search(tmp_path, capsys):
+    """`dmd index` validates the list before the search starts (no progress bar, exit 2, the fix named)."""
+    from dmd.cli import main
+
+    cases = {
+        "nan.txt": ("20.1\n25.3\nnan\n30.2\n35.0\n", "not a finite number; remove or fix that line"),
+        "dup.txt": ("20.1\n25.3\n25.3\n30.2\n35.0\n40.0\n", "are duplicates.*remove the repeated line"),
+        "d_as_tth.txt": ("3.5\n3.1\n2.8\n2.5\n2.2\n2.0\n", "look like d-spacings.*pass --units d"),
+        "few.txt": ("20.1\n25.3\n30.0\n", "3 peaks given.*needs at least 4.*add more peaks"),
+    }
+    for name, (text, match) in cases.items():
+        f = tmp_path / name
+        f.write_text("# units: 2theta\n# wavelength: 1.5406\n" + text)
+        assert main(["index", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err) and name in err, err
+        assert "searching" not in err  # the search (and its progress bar) never started
