@@ -42,6 +42,24 @@ def test_triclinic_primitive_cell_gives_the_cubic_pattern():
     assert np.max(np.abs(p_tri - 4.0 * p_cub)) / p_tri.max() < 1e-6
 
 
+def test_triclinic_npt_pattern_follows_each_frames_box():
+    # under NPT each frame is the P 1 cell of its own [3, 3] box (cell from the box's metric, traced): at the start
+    # box it is the NVT pattern (to 1e-4: its ±30% reflection list adds far peaks' Lorentzian tails, ~5e-6), and a
+    # frame 2% larger in every edge moves the strongest peak (111) to lower 2θ by ~2% of its sin θ (29.2 → 28.6°)
+    pos, box = _primitive_supercell(2)
+    tric = SimpleNamespace(box=box, positions=pos, n_atoms=len(pos))
+    nvt = _pattern(tric)
+    npt = powder_observable(tric, TT, 1.5406, PROFILE, follow_box=True)
+    assert npt.follows_box
+    values = ob.frame_values(npt.per_frame)
+    frames, boxes = jnp.asarray(np.stack([pos, 1.02 * pos])), jnp.asarray(np.stack([box, 1.02 * box]))
+    same, larger = np.asarray(values({}, frames, boxes))
+    assert np.max(np.abs(same - nvt)) / nvt.max() < 1e-4
+    peak, shifted = TT[np.argmax(nvt)], TT[np.argmax(larger)]
+    expected = 2 * np.degrees(np.arcsin(np.sin(np.radians(peak / 2)) / 1.02))
+    assert abs(shifted - expected) < 0.15  # the 0.1° grid
+
+
 def test_powder_elements_come_from_the_topology():
     # rock salt: (111) has F = 4 (f_Cl − f_Na), (200) F = 4 (f_Cl + f_Na); with one element for every atom (111)
     # would be extinct (the FCC of eight identical atoms at half the lattice), so its peak proves the elements
