@@ -161,6 +161,8 @@ def outputs(out: str) -> list[str]:
         f"{stem}_shells.csv",
         f"{stem}_shells.png",
         f"{stem}_friedel.png",  # with --anomalous
+        f"{stem}_half1.mtz",  # with --half-datasets
+        f"{stem}_half2.mtz",
     ]
 
 

@@ -125,3 +125,15 @@ def test_careless_option_names_are_aliases():
         assert got != vars(parser.parse_args(base)), f"{careless} changed nothing"
     args = parser.parse_args(base + ["--studentt-likelihood-dof", "4"])
     assert (args.likelihood, args.dof) == ("student", 4.0)
+
+
+def test_merge_cli_refuses_to_overwrite_an_earlier_half_dataset_merge(unmerged_mtz, capsys):
+    """An earlier run's OUT_half1.mtz (written by --half-datasets) is an earlier result like OUT.mtz: refused before
+    any work without --overwrite, and left as it was."""
+    path, _ = unmerged_mtz
+    out = path.parent / "again.mtz"
+    half = path.parent / "again_half1.mtz"
+    half.write_bytes(b"earlier result")
+    assert main(["merge", str(path), "--out", str(out), "--half-datasets"]) == 2
+    assert "again_half1.mtz exists" in capsys.readouterr().err
+    assert half.read_bytes() == b"earlier result" and not out.exists()
