@@ -57,6 +57,7 @@ from dmd.space import wrap_positions
 
 __all__ = [
     "wrap_for_neighbors",
+    "step_closures",
     "langevin_coefficients",
     "IntegratorState",
     "Integrator",
@@ -348,6 +349,13 @@ def _closures(system):
     functions or None, virtual-site placer)."""
     masses = np.asarray(jnp.asarray(system.masses))  # jax's dtype (float32 unless x64), numpy for the set-up
     return masses, _energy_and_forces(system), _constraint_fns(system, masses), _site_placer(system)
+
+
+def step_closures(system):
+    """The public form of what every step closes over, for other movers of atoms (:mod:`dmd.minimize`):
+    ``(masses [N] amu numpy, (params, x, neighbor) -> (E kJ/mol, F kJ/mol/nm, neighbor), constraint functions or
+    None, virtual-site placer)``."""
+    return _closures(system)
 
 
 def _shaken_drift(x, x_new, v, dt, cons):

@@ -95,6 +95,8 @@ class RunConfig:
         system's by over 10%; printed, kept in the summary and the checkpoint, so a resumed run uses it too).
       stop: callable polled after each chunk; a true value (e.g. the signal number) flushes the frames, writes
         a checkpoint and raises :class:`dmd.base.errors.RunInterrupted` (the CLI maps SIGINT/SIGTERM onto it).
+      minimize: minimise the start first (:func:`dmd.minimize.minimize`) to this RMS force, kJ/mol/nm (OpenMM's
+        default 10); None: start as given. Not on resume (the checkpoint holds the state).
     """
 
     steps: int
@@ -117,6 +119,7 @@ class RunConfig:
     checkpoint_wall_s: float | None = None
     skin: float | str | None = None
     stop: object = None
+    minimize: float | None = None
 
 
 @dataclasses.dataclass
@@ -406,9 +409,15 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         info = {}
     # a fresh run's first chunk computes the first forces in its own program (one compilation of the energy)
     ready = cfg.resume or cfg.steps == 0
+    minimized = None
     if not cfg.resume:
+        if cfg.minimize is not None:
+            from dmd.minimize import minimize
+
+            minimized = minimize(system, params, tolerance=cfg.minimize)
+            logging.getLogger(__name__).info(minimized.line())
         start = integ.init if ready else integ.start
-        state = start(jax.random.PRNGKey(cfg.seed), params)
+        state = start(jax.random.PRNGKey(cfg.seed), params, None if minimized is None else minimized.positions)
         if overflowed(state.neighbor):
             state = grown_state(system, state, 1)
 
@@ -548,6 +557,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         "wall_s": wall,
         "steps_per_s": steps_run / wall if wall > 0 else None,
         "ns_per_day": steps_run * cfg.dt * 1e-3 * 86400 / wall if wall > 0 else None,
+        "minimization": None if minimized is None else minimized.summary(),
         "neighbor_rebuilds": total_rebuilds,
         "neighbor_skin_nm": _skin_of(system),
         "neighbor_reallocations": reallocations,

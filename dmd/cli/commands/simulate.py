@@ -51,6 +51,8 @@ DEFAULTS = {
     "barostat": "isotropic",
     "barostat_every": 25,
     "skin": "auto",
+    "minimize": False,
+    "minimize_tolerance": 10.0,
 }
 
 
@@ -113,6 +115,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         help="neighbour-list skin, nm, or 'auto' (default): chosen after the first 1,000-step chunk from its rebuild "
         "count (dmd.skin's rule; printed in the summary as neighbor_skin_nm)",
+    )
+    p.add_argument(
+        "--minimize",
+        action="store_true",
+        default=S,
+        help="minimise the energy before dynamics (dmd.minimize: FIRE with constraints, as OpenMM's minimizeEnergy)",
+    )
+    p.add_argument(
+        "--minimize-tolerance",
+        dest="minimize_tolerance",
+        type=float,
+        default=S,
+        metavar="KJ_MOL_NM",
+        help="stop minimising at this RMS force, kJ/mol/nm (default 10, OpenMM's)",
     )
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
     p.add_argument("--overwrite", action="store_true", default=S, help="replace an existing --out trajectory")
@@ -198,6 +214,8 @@ def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
             raise UserInputError(f"--skin {cfg['skin']}: pass a number of nm (e.g. 0.15) or 'auto'") from None
         if not cfg["skin"] > 0:
             raise UserInputError(f"--skin {cfg['skin']}: must be a positive number of nm (or 'auto')")
+    if not float(cfg["minimize_tolerance"]) > 0:
+        raise UserInputError(f"--minimize-tolerance {cfg['minimize_tolerance']}: must be a positive force, kJ/mol/nm")
     if float(cfg["temperature"]) < 0:
         raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
     from dmd.cli.common import check_input, check_outputs
@@ -257,6 +275,7 @@ def run_config(cfg: dict, system=None, stop=None):
         checkpoint_wall_s=60.0 * float(cfg["checkpoint_minutes"]) if cfg["checkpoint_minutes"] else None,
         stop=stop,
         skin=cfg["skin"],
+        minimize=float(cfg["minimize_tolerance"]) if cfg["minimize"] else None,
     )
     names = cfg["sensitivity"]
     if names:  # check before the (long) run that the sensitivity engine exists
@@ -274,9 +293,26 @@ def run_config(cfg: dict, system=None, stop=None):
 
         if names:
             raise UserInputError("--sensitivity is for constant-volume runs; drop it or drop --pressure")
-        return simulate_npt(
+        minimized = None
+        if run_cfg.minimize is not None and not run_cfg.resume:
+            import dataclasses
+
+            import numpy as np
+
+            from dmd.minimize import minimize
+
+            minimized = minimize(system, tolerance=run_cfg.minimize)
+            system = dataclasses.replace(system, positions=np.asarray(minimized.positions))
+        result = simulate_npt(
             system, run_cfg, pressure_bar=float(cfg["pressure"]), barostat=cfg["barostat"], every=cfg["barostat_every"]
         )
+        if minimized is not None:
+            result.summary["minimization"] = minimized.summary()
+            if cfg["out"] is not None:
+                from dmd.base.io import write_json
+
+                write_json(default_paths(cfg["out"])["summary"], result.summary, inputs=inputs)
+        return result
     result = simulate(system, run_cfg)
     if names:
         try:
@@ -308,6 +344,10 @@ def run(args) -> int:
     from dmd.cli.common import emit, stop_on_signals
 
     cfg = load_config(args)
+    if cfg["minimize"] and cfg["progress"] and not cfg["resume"]:
+        import sys
+
+        print(f"dmd simulate: minimising to RMS |F| ≤ {cfg['minimize_tolerance']:g} kJ/mol/nm ...", file=sys.stderr)
     with stop_on_signals() as stop:
         res = run_config(cfg, stop=stop)
     s = res.summary
@@ -317,6 +357,10 @@ def run(args) -> int:
         f"({s['ns_per_day']:.2f} ns/day); ⟨U⟩ = {s['mean_potential_kj_mol']:.2f} kJ/mol, "
         f"⟨T⟩ = {s['mean_temperature_K']:.1f} K"
     ]
+    if s.get("minimization"):
+        from dmd.minimize import summary_line
+
+        lines.append("  " + summary_line(s["minimization"]))
     if s.get("pressure_bar") is not None:
         rho = s["mean_density_g_cm3"]
         lines.append(f"  {s['barostat']} barostat at {s['pressure_bar']} bar: ⟨ρ⟩ = {rho:.4f} g/cm³")
