@@ -231,9 +231,11 @@ def add_forcefield_argument(parser, used_for: str = "") -> None:
     )
 
 
-def add_overwrite_argument(parser, what: str = "the outputs") -> None:
-    """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2)."""
-    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if they exist (default: refuse)")
+def add_overwrite_argument(parser, what: str = "the outputs", **kwargs) -> None:
+    """``--overwrite``: replace earlier outputs (without it an existing output is refused, exit code 2); ``kwargs``
+    go to ``add_argument`` (e.g. ``default=argparse.SUPPRESS`` for a command whose YAML config may set it)."""
+    help_ = f"replace {what} if they exist (default: refuse)"
+    parser.add_argument("--overwrite", action="store_true", help=help_, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------

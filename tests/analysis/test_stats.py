@@ -38,10 +38,16 @@ def test_zero_variance_gives_zero_with_a_finite_gradient():
     x, y = _data(50)
     assert float(stats.pearson_cc(jnp.zeros(50), jnp.asarray(y))) == 0.0  # exactly zero variance: exactly 0
     const = jnp.full(50, 3.0)
-    # a constant whose weighted mean rounds (3·(1/50)·50 ≠ 3 exactly) leaves a ~1e-16 residue: a CC of that order,
-    # finite, never NaN (numpy's corrcoef gives NaN here)
-    for cc in (stats.pearson_cc(const, jnp.asarray(y)), stats.pearson_cc(jnp.asarray(x), const)):
-        assert np.isfinite(float(cc)) and abs(float(cc)) < 1e-12
+    # a constant whose weighted mean rounds (3·(1/50)·50 ≠ 3 exactly) leaves a ~1e-16 residue in x − ⟨x⟩: still
+    # exactly 0.0, as the docstring promises (it was ±5e-17; numpy's corrcoef gives NaN here), in float64 and
+    # float32, weighted or not, for constants whose means round (0.1, 1/3, 7.7, π)
+    w = jnp.asarray(np.random.default_rng(1).uniform(0, 1, 50))
+    for c in (3.0, 0.1, 1 / 3, 7.7, np.pi):
+        for dtype in (jnp.float64, jnp.float32):
+            cst, yy, xx = jnp.full(50, c, dtype), jnp.asarray(y, dtype), jnp.asarray(x, dtype)
+            for weights in (None, w.astype(dtype)):
+                assert float(stats.pearson_cc(cst, yy, weights=weights)) == 0.0
+                assert float(stats.pearson_cc(xx, cst, weights=weights)) == 0.0
     one = np.zeros(50, bool)
     one[7] = True
     assert float(stats.pearson_cc(jnp.asarray(x), jnp.asarray(y), mask=jnp.asarray(one))) == 0.0  # < 2 elements

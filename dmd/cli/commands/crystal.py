@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from dmd.cli.common import add_forcefield_argument
+from dmd.cli.common import add_forcefield_argument, add_overwrite_argument
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Å: symmetry images closer than this overlap and are refused (default 1.0); images of one water, ion "
         "or ligand atom within 0.5 Å are a special position and kept once",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT.pdb / OUT.json if they exist")
+    add_overwrite_argument(p, "OUT.pdb / OUT.json")
 
 
 def run(args) -> int:

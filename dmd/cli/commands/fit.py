@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from dmd.cli.common import add_overwrite_argument
+
 HELP = "fit force-field parameters to ensemble observables (config: examples/fit/lj_rdf.yaml)"
 
 
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (checkpoint, history.json/csv, plots, summary.json)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
     p.add_argument("--rounds", type=int, default=None, help="override the config's number of rounds")
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier fit in --out")
+    add_overwrite_argument(p, "the results of an earlier fit in --out")
     from dmd import distributed
 
     distributed.add_arguments(p, "replicas sharded over all processes' devices (else (state, replica) pairs split)")

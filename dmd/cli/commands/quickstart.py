@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dmd.cli.common import add_overwrite_argument
+
 DATA_PDB = Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide.pdb"
 
 
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="dmd-quickstart", help="output folder (default ./dmd-quickstart)")
     p.add_argument("--steps", type=int, default=5000, help="MD steps (default 5000 = 10 ps at 2 fs)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier quickstart in --out")
+    add_overwrite_argument(p, "the outputs of an earlier quickstart in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dmd.base.defaults import DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD, DEFAULT_INTEGRATOR
 from dmd.base.errors import UserInputError
+from dmd.cli.common import add_overwrite_argument
 
 # defaults of every key (CLI flag and YAML key alike)
 DEFAULTS = {
@@ -131,7 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop minimising at this RMS force, kJ/mol/nm (default 10, OpenMM's)",
     )
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
-    p.add_argument("--overwrite", action="store_true", default=S, help="replace an existing --out trajectory")
+    add_overwrite_argument(p, "an existing --out trajectory", default=S)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
     p.add_argument(
         "--sensitivity",

@@ -155,6 +155,8 @@ def test_every_command_takes_json_quiet_verbose_overwrite_in_either_place(capsys
             assert flag in text, (name, flag)
         if name != "energy":  # every command that writes files
             assert "--overwrite" in text or "--resume" in text, name
+        if "--overwrite" in text:  # one declaration for all (dmd.cli.common.add_overwrite_argument): same wording
+            assert "(default: refuse)" in " ".join(text.split()), name
     args = parser.parse_args(["-v", "energy", "--pdb", "x.pdb", "-v", "--json"])
     assert output_level(args) == 2 and args.json and not args.quiet
     args = parser.parse_args(["index", "p.txt", "-vv"])
