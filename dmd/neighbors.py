@@ -438,7 +438,7 @@ class CellNeighborListFns:
     def _max_cell_count(self, pos, box=None) -> int:
         if not self.use_cells:
             return 0
-        _, cid = jax.jit(self._cell_ids)(jnp.asarray(pos), box)  # one compilation, not ~12 op by op (start-up)
+        _, cid = _cell_ids_compiled(self, jnp.asarray(pos), box)  # one compilation, not ~12 op by op (start-up)
         return int(np.max(np.bincount(np.asarray(cid), minlength=1)))
 
     def allocate(
@@ -460,11 +460,14 @@ class CellNeighborListFns:
             occ = self._occupancy(pos, int(cell_capacity), box)
             max_occupancy = max(int(occ * self.capacity_multiplier), occ + 4)
         max_occupancy = int(min(max_occupancy, max(n - 1, 1)))
-        return self._rebuild(pos, max_occupancy, int(cell_capacity), jnp.zeros((), jnp.int32) - 1, box)
+        # compiled (once per builder, shapes and capacities; _rebuild_compiled): op by op this build of a 2,000-atom
+        # LJ list took 4.7 CPU s of a fresh process's first call, compiled 2.2 (the list is the same element for
+        # element: tests/dmd/test_neighbors.py)
+        return _rebuild_compiled(self, pos, max_occupancy, int(cell_capacity), jnp.zeros((), jnp.int32) - 1, box)
 
     def _occupancy(self, pos, cell_capacity: int, box) -> int:
         """The largest neighbour count at ``pos`` in ``box`` (host int)."""
-        return int(jax.jit(self._build, static_argnums=(1, 2))(pos, None, cell_capacity, box)[1])
+        return int(_occupancy_compiled(self, pos, cell_capacity, box))
 
     def _rebuild(self, pos, max_occupancy, cell_capacity, n_rebuilds, box):
         idx, occ, cell_overflow = self._build(pos, max_occupancy, cell_capacity, box)
@@ -519,6 +522,28 @@ class CellNeighborListFns:
         occ = self._occupancy(position, cell_capacity, box)
         max_occ = max(int(factor * max(occ, neighbors.max_occupancy)), occ + 4)
         return self.allocate(position, max_occupancy=max_occ, cell_capacity=cell_capacity, box=box)
+
+
+# compiled forms of the builder's host-side steps, the builder static: a bound method jitted anew at each call
+# (jax.jit(self._build)) compiled again on every allocation, even for the same shapes
+@functools.partial(jax.jit, static_argnums=0)
+def _cell_ids_compiled(fns: CellNeighborListFns, pos, box):
+    """:meth:`CellNeighborListFns._cell_ids`, compiled once per builder and shape."""
+    return fns._cell_ids(pos, box)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _occupancy_compiled(fns: CellNeighborListFns, pos, cell_capacity: int, box):
+    """The largest neighbour count (:meth:`CellNeighborListFns._build` without a list), compiled once per builder,
+    shape and cell capacity."""
+    return fns._build(pos, None, cell_capacity, box)[1]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _rebuild_compiled(fns: CellNeighborListFns, pos, max_occupancy: int, cell_capacity: int, n_rebuilds, box):
+    """:meth:`CellNeighborListFns._rebuild` as one compiled program (the builder and capacities static: builders with
+    equal settings share it; new positions of the same shape compile nothing)."""
+    return fns._rebuild(pos, max_occupancy, cell_capacity, n_rebuilds, box)
 
 
 def cell_neighbor_list(box, cutoff: float, *, skin: float, capacity_multiplier: float = 1.25) -> CellNeighborListFns:

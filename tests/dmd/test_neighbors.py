@@ -110,3 +110,22 @@ def test_force_field_cell_rebuild_lists_exactly_the_pairs_in_range_less_exclusio
             assert len(listed) == int(np.sum(idx[i] < n))  # no duplicates
             assert want <= listed <= maybe, i
         assert np.mean(np.sum(idx < n, 1)) > 50  # a real list (≈ 85 within 0.6 nm at this density, less exclusions)
+
+
+@pytest.mark.parametrize("n", [2000, 300])  # 2,000: the cell path (cell capacity > 0); 300: all pairs (capacity 0)
+def test_allocate_is_compiled_once_and_equals_the_op_by_op_build(n, jax_compiles):
+    lj = models.lj_fluid(n, density=0.8, dtype=jnp.float32, seed=3)
+    fns = lj.neighbor_fn
+    nbr = fns.allocate(lj.positions)
+    assert (nbr.cell_capacity > 0) == (n == 2000)
+    # the op-by-op build allocate() ran before it was compiled: the same list element for element (integer indices
+    # and flags: exact), the same capacities
+    eager = fns._rebuild(lj.positions, nbr.max_occupancy, nbr.cell_capacity, jnp.zeros((), jnp.int32) - 1, nbr.box)
+    for a, b in zip(jax.tree_util.tree_leaves(nbr), jax.tree_util.tree_leaves(eager), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # new positions of the same shape: no compilation at all (it was ~1.2 CPU s of recompiling per call at 2,000)
+    moved = jax.block_until_ready(lj.positions + 0.01)
+    with jax_compiles() as records:
+        again = fns.allocate(moved)
+    assert not [r.getMessage() for r in records if "Compiling" in r.getMessage()]
+    assert again.max_occupancy == nbr.max_occupancy and not bool(again.did_buffer_overflow)
