@@ -148,8 +148,17 @@ def sample_npt(system, params, cfg, *, seed: int, positions=None, box=None, cach
     return frames, boxes, energies, {"acceptance": out["acceptance"], "rebuilds": out["rebuilds"]}
 
 
+_SAMPLERS: collections.OrderedDict = collections.OrderedDict()  # dmd.runloop.compiled_for's store
+
+
 def make_sampler(system, cfg):
-    """A jitted Langevin sampler: (state, params, n_reports) → (state, frames, energies); compiled once."""
+    """A jitted Langevin sampler: (state, params, n_reports) → (state, frames, energies); compiled once per system
+    object and integrator settings (a second fit, or a target sampled beforehand on the same system, reuses it)."""
+    settings = (cfg.integrator, float(cfg.dt), float(cfg.temperature), float(cfg.friction), int(cfg.report_every))
+    return compiled_for(_SAMPLERS, system, settings, lambda: _make_sampler(system, cfg))
+
+
+def _make_sampler(system, cfg):
     integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
     every = int(cfg.report_every)
 

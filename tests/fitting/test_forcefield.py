@@ -106,9 +106,11 @@ def test_two_state_resume_reproduces_uninterrupted_fit(tmp_path):
     fps = [FitParam(("spring/k",), lower=0.0)]
     tg = [FitTarget(_msd(), np.array([KT_HO / 150]))]
     states = [FitState(_oscillators(), (FitTarget(_msd(), np.array([2 * KT_HO / 150])),), 2 * T_HO)]
-    full = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "a", average_last=2), states=states)
-    fit(_oscillators(), fps, tg, _short(rounds=2, out=tmp_path / "b", average_last=2), states=states)
-    resumed = fit(_oscillators(), fps, tg, _short(rounds=3, out=tmp_path / "b", resume=True, average_last=2),
+    # one system object for the three fits: their samplers are compiled once (make_sampler's cache), not three times
+    system = _oscillators()
+    full = fit(system, fps, tg, _short(rounds=3, out=tmp_path / "a", average_last=2), states=states)
+    fit(system, fps, tg, _short(rounds=2, out=tmp_path / "b", average_last=2), states=states)
+    resumed = fit(system, fps, tg, _short(rounds=3, out=tmp_path / "b", resume=True, average_last=2),
                   states=states)  # fmt: skip
     assert len({h["theta"]["spring/k"] for h in full.history}) == 3  # θ moves every round: the check is not vacuous
     assert [h["theta"] for h in resumed.history] == [h["theta"] for h in full.history]
@@ -120,7 +122,7 @@ def test_two_state_resume_reproduces_uninterrupted_fit(tmp_path):
     for name in ("history.csv", "summary.json", "loss.png", "params.png", "checkpoint.npz"):
         assert (tmp_path / "b" / name).exists()
     with pytest.raises(UserInputError, match="holds 2 state"):
-        fit(_oscillators(), fps, tg, _short(rounds=4, out=tmp_path / "b", resume=True))
+        fit(system, fps, tg, _short(rounds=4, out=tmp_path / "b", resume=True))
 
 
 def test_lj_recovers_sigma_from_rdf():
@@ -226,13 +228,15 @@ def test_butane_torsion_barrier_recovered():
     obs = ob.dihedral_cosines(quads, (1, 2, 3))
     cfg = FitConfig(rounds=6, steps=3000, equilibration=500, report_every=10, dt=0.002, temperature=600.0,
                     friction=2.0, progress=False, average_last=3, decay_after=3)  # fmt: skip
-    frames, _ = sample(system, system.params, dataclasses.replace(cfg, steps=20000), seed=8)
-    target = np.asarray(jax.vmap(lambda x: obs.per_frame(system.params, x))(jnp.asarray(frames))).mean(0)
-    fp = FitParam(names, name="k3", lower=0.0)
     from dmd.params import select
 
     sel = select(system.param_labels, list(names))
     start = dataclasses.replace(system, params=sel.set(system.params, jnp.full(sel.size, 0.8 * k_true)))
+    # the target sampled on the fit's own system object at the true θ (θ is an argument): the same frames as on
+    # `system`, and the fit reuses its compiled sampler, start and overlap relaxation (make_sampler's cache)
+    frames, _ = sample(start, system.params, dataclasses.replace(cfg, steps=20000), seed=8)
+    target = np.asarray(jax.vmap(lambda x: obs.per_frame(system.params, x))(jnp.asarray(frames))).mean(0)
+    fp = FitParam(names, name="k3", lower=0.0)
     res = fit(start, [fp], [FitTarget(obs, target)], cfg)
     assert res.values["k3"] == pytest.approx(k_true, rel=0.05)
 
