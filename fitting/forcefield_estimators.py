@@ -101,12 +101,15 @@ def streaming_fluctuation(o_fn, du_fn, z, frames, beta, *, boxes=None, do_dz_fn=
     for a in range(0, n, chunk):
         x = frames[a : a + chunk]
         b = None if boxes is None else boxes[a : a + chunk]
-        o = np.asarray(o_fn(z, x, b))
-        acc.add(o, np.asarray(du_fn(z, x, b)))
+        m = int(x.shape[0])
+        if a and m < chunk:  # a short last chunk padded with its last frame (values dropped): no second compilation
+            x, b = (None if v is None else np.concatenate([v, np.repeat(v[-1:], chunk - m, axis=0)]) for v in (x, b))
+        o = np.asarray(o_fn(z, x, b))[:m]
+        acc.add(o, np.asarray(du_fn(z, x, b))[:m])
         if keep:
             kept.append(o)
         if do_dz_fn is not None:
-            part = np.asarray(do_dz_fn(z, x, b), np.float64).sum(axis=0)
+            part = np.asarray(do_dz_fn(z, x, b), np.float64)[:m].sum(axis=0)
             explicit = part if explicit is None else explicit + part
     jac = acc.jacobian(beta)
     if explicit is not None:
