@@ -25,7 +25,7 @@ from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.forces.nonbonded import lj_pair_energy
 from dmd.integrators import make_integrator, relax_overlaps
 from dmd.npt_run import BAROSTATS
-from dmd.runloop import MAX_REALLOCATIONS, compiled_for, grow_neighbors, redo_on_overflow
+from dmd.runloop import MAX_REALLOCATIONS, compiled_for, grow_neighbors, is_cell_list, redo_on_overflow
 from dmd.space import minimum_image, wrap_positions
 
 __all__ = [
@@ -173,6 +173,28 @@ def _make_sampler(system, cfg):
     return integ, advance
 
 
+_LISTS: collections.OrderedDict = collections.OrderedDict()  # system -> the largest cell-list capacities sampled with
+
+
+def _sticky_list(system, nbr, allocate: bool = True):
+    """``nbr``, or the same list at the larger capacities this system last sampled with: a fit's rounds at new θ
+    (σ moved) size their lists anew, and every new capacity is a new shape, so the sampler, its start and the overlap
+    relaxation compiled again each round (LJ σ fit: 4 × 4 programs). Kept at least as large as the last, the list
+    keeps its shapes (the same pairs, more padding) and the programs are compiled once. dmd's cell lists only.
+    ``allocate=False``: only record ``nbr``'s capacities (the list a sample ended with, grown after an overflow)."""
+    if not is_cell_list(nbr):
+        return nbr
+    last = compiled_for(_LISTS, system, (), lambda: [nbr.max_occupancy, nbr.cell_capacity])
+    occ, cells = last
+    if (cells == 0) != (nbr.cell_capacity == 0):  # all pairs ↔ cells: a different program either way
+        last[:] = [nbr.max_occupancy, nbr.cell_capacity]
+        return nbr
+    last[:] = [max(occ, nbr.max_occupancy), max(cells, nbr.cell_capacity)]
+    if last == [nbr.max_occupancy, nbr.cell_capacity] or not allocate:
+        return nbr
+    return nbr.fns.allocate(nbr.reference_position, max_occupancy=last[0], cell_capacity=last[1], box=nbr.box)
+
+
 def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     """Equilibrate and sample at ``params``: returns (frames ``[F, N, 3]`` nm, energies ``[F]`` kJ/mol).
 
@@ -185,7 +207,7 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     n_prod = max(2, cfg.steps // cfg.report_every)
     key = jax.random.PRNGKey(seed)
     nbr = (
-        system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box))
+        _sticky_list(system, system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box)))
         if system.neighbor_fn is not None
         else None
     )
@@ -199,12 +221,14 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
         return advance(state, params, jnp.zeros(n_prod))
 
     # an overflowed list drops pairs: redo the sample with a larger one (grown on every attempt)
-    _, (_, (frames, energies)), _ = redo_on_overflow(
+    _, (end, (frames, energies)), _ = redo_on_overflow(
         run,
         nbr,
         lambda result: result[0].neighbor,
         lambda _, r, attempt: grow_neighbors(system, r[0].neighbor, jnp.asarray(pos), attempt),
     )
+    if nbr is not None:
+        _sticky_list(system, end.neighbor, allocate=False)
     frames = np.asarray(frames)
     energies = np.asarray(energies)
     check_frames(frames, energies, system.box, cfg.report_every)
