@@ -81,6 +81,7 @@ def main() -> None:
         f"OpenMM : E {e0_omm:.1f} → {e1_omm:.1f} kJ/mol (L-BFGS); RMS |F| {rms:.2f}, max |F| {fmax:.1f} kJ/mol/nm "
         f"(constraint forces included); {cpu_omm:.1f} CPU s"
     )
+    print(f"CPU s ratio dmd/OpenMM (dmd with compilation): {cpu_dmd / cpu_omm:.2f}")
     e_dmd_by_omm = energy_of(ctx, res.positions)
     print(f"dmd's minimum scored by OpenMM: {e_dmd_by_omm:.1f} kJ/mol (dmd's own {res.energy_after:.1f})")
     print(f"OpenMM's minimum scored by dmd: {system.energy(np.asarray(x_omm)):.1f} kJ/mol (OpenMM's own {e1_omm:.1f})")
