@@ -367,6 +367,22 @@ def _shaken_drift(x, x_new, v, dt, cons):
     return x_new, v
 
 
+def _anchored_drift(x, v, dt, cons, anchors):
+    """:func:`_shaken_drift` of x → x + δt v solved relative to each constraint cluster's anchor atom
+    (:func:`dmd.constraints.constraint_anchors`), for float32 NVE.
+
+    Differenced in nm-scale coordinates, v = (x_c − x)/δt carries the rounding of x (ulp(4 nm) = 4.8e-7 nm, i.e.
+    ~2e-4 nm/ps per step at δt = 2 fs): a random kick every step that heats an NVE run (+3.6e-5 kJ/mol/ps/DOF on
+    villin, 5× OpenMM mixed). Relative to the anchor (x − x_anchor is exact in floating point for nearby values and
+    ≤ a few Å) the displacement d = x_c − x is resolved ~100× better, and v = d/δt; unconstrained atoms are their own
+    anchor, so their v is untouched. Positions are still rounded once per step (x + d), as before.
+    """
+    x0 = x - x[anchors]
+    x1 = cons.positions(x0 + dt * v, x0)
+    d = x1 - x0
+    return x + d, d / dt
+
+
 def _assemble(system, kT, efn, cons, masses, move, finish, name, dt, temperature, friction) -> Integrator:
     """The :class:`Integrator` of a step written as ``move`` → forces → ``finish``, with its ``init`` and ``start``
     (:func:`_make_init`).
@@ -488,11 +504,19 @@ def velocity_verlet(system, *, dt: float, temperature: float | None = None, fric
     kT = None if temperature is None else KB_KJ_PER_MOL_K * temperature
     masses, efn, cons, place = _closures(system)
     inv_m = _inverse_masses(masses)
+    anchors = None
+    if cons is not None and masses.dtype == np.float32:
+        from dmd.constraints import constraint_anchors
+
+        anchors = jnp.asarray(constraint_anchors(system.constraints, len(masses)), jnp.int32)
 
     def move(state, params):
         x = state.positions
         v = state.velocities + (0.5 * dt) * inv_m.astype(x.dtype) * state.forces
-        x_new, v = _shaken_drift(x, x + dt * v, v, dt, cons)
+        if anchors is None:
+            x_new, v = _shaken_drift(x, x + dt * v, v, dt, cons)
+        else:
+            x_new, v = _anchored_drift(x, v, dt, cons, anchors)
         return place(x_new), v, state.key
 
     def finish(x_new, v, f):
