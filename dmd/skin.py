@@ -31,10 +31,12 @@ from dmd.base.errors import UserInputError
 
 __all__ = [
     "REBUILD_OVER_PAIR",
+    "REBUILD_OVER_PAIR_BY_BACKEND",
     "chosen_skin",
     "displacement_rate",
     "list_geometry",
     "optimal_skin",
+    "backend_rebuild_over_pair",
     "skin_cost",
     "with_skin",
 ]
@@ -76,6 +78,20 @@ def optimal_skin(cutoff: float, rate: float, rebuild_over_pair: float, *, lo: fl
 # TIP3P water, PME 0.9 nm, benchmarks/bench_engine.py on a 2-core CPU: rebuild ~180 ms CPU, pairs ~33 ms)
 REBUILD_OVER_PAIR = 5.5
 
+# ρ by jax backend: the rebuild (sorts, compaction) and the pair kernel scale differently on other hardware. GPU: the
+# skin probe of benchmarks/gpu_check.py on an H200 (villin + water, docs/engine.md "GPU readiness"): ρ = 1.1.
+REBUILD_OVER_PAIR_BY_BACKEND = {"cpu": REBUILD_OVER_PAIR, "gpu": 1.1, "cuda": 1.1, "rocm": 1.1}
+
+
+def backend_rebuild_over_pair(backend: str | None = None) -> float:
+    """ρ of the skin rule for a jax ``backend`` ("cpu", "gpu", ...; None: ``jax.default_backend()``): measured on
+    that hardware (:data:`REBUILD_OVER_PAIR_BY_BACKEND`), the CPU's value for a backend not measured."""
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    return REBUILD_OVER_PAIR_BY_BACKEND.get(backend, REBUILD_OVER_PAIR)
+
 
 def list_geometry(neighbor_fn):
     """``(cutoff, skin, largest skin)`` nm of a dmd neighbour-list builder (:func:`dmd.forces.neighbors.
@@ -110,13 +126,15 @@ def with_skin(system, skin: float):
     return dataclasses.replace(system, neighbor_fn=new, metadata=metadata)
 
 
-def chosen_skin(system, n_rebuilds: int, n_steps: int, rebuild_over_pair: float = REBUILD_OVER_PAIR):
+def chosen_skin(system, n_rebuilds: int, n_steps: int, rebuild_over_pair: float | None = None):
     """The skin (nm) :func:`optimal_skin` gives for ``system`` after a run of ``n_steps`` steps at its present skin
     rebuilt ``n_rebuilds`` times (:func:`displacement_rate`), kept below what the box allows; None when the system's
-    list cannot change skin (:func:`list_geometry`)."""
+    list cannot change skin (:func:`list_geometry`). ``rebuild_over_pair``: ρ; None: the running backend's
+    (:func:`backend_rebuild_over_pair`: a GPU rebuilds at ~1 pair evaluation, a CPU at ~5.5)."""
     geometry = list_geometry(system.neighbor_fn)
     if geometry is None:
         return None
     cutoff, skin, largest = geometry
     rate = displacement_rate(skin, n_rebuilds, n_steps)
-    return optimal_skin(cutoff, rate, rebuild_over_pair, hi=max(largest, 0.02))
+    rho = backend_rebuild_over_pair() if rebuild_over_pair is None else rebuild_over_pair
+    return optimal_skin(cutoff, rate, rho, hi=max(largest, 0.02))
