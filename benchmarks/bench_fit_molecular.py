@@ -3,15 +3,19 @@
 examples/fit_diffraction/peptide_diffuse.yaml: the 5E5Z peptide crystal (one monoclinic P 1 21 1 cell, 188 atoms,
 Amber14 + PME, NVT 300 K), the LJ diameter σ of the carbonyl-oxygen type protein-O started 20% above the truth
 (0.35519 against 0.29599 nm), fitted to the shipped I_D target (peptide_diffuse.mtz, made by
-make_peptide_target.py from long runs at the truth). Each fit seed runs in a fresh process (its own peak memory);
-printed per seed: start, the reported σ (the mean over the last ``average_last`` rounds, the example's 5 of 10) with
-its standard error, its error % and error / s.e., the last iterate's error % (what the fit reported before iterate
-averaging), rounds, seconds per round (first, with compilation, and the mean of the rest), CPU seconds, peak RSS
-and the load average. The peer in the same run: OpenMM's own energy-and-force time per step for the
-same system and platform (CPU), against dmd's sampled step time.
+make_peptide_target.py from long runs at the truth) with the example's ``replicas`` independent replicas pooled per
+round. Each fit seed runs in a fresh process (its own peak memory), one after another, or all at once with
+``--parallel-seeds`` (for one GPU: each process gets XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 unless set). Printed per
+seed, and written to ``--out`` as JSON with a Markdown table beside it (``.md``): start, the reported σ (the mean
+over the last ``average_last`` rounds, the example's 5 of 10) with its standard error, its error % and error / s.e.,
+the last iterate's error %, rounds, seconds per round (first, with compilation, and the mean of the rest), CPU
+seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use) and the load average. The peer in the same
+run: OpenMM's own time per Langevin step for the same system (CUDA platform where there is one, else CPU).
 
-    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --average-last 5
-                                                        --out r.json]
+    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --replicas 4
+                                                        --average-last 5 --parallel-seeds --out r.json]
+    # one GPU, all 4 seeds at once:
+    python benchmarks/bench_fit_molecular.py --parallel-seeds --out fit_molecular_gpu.json
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ CONFIG = ROOT / "examples" / "fit_diffraction" / "peptide_diffuse.yaml"
 NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 
 
-def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None) -> dict:
+def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None) -> dict:
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
+    import jax
     import numpy as np
 
     from fitting.fit_config import load_fit_config
@@ -42,6 +47,8 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
     cfg = dataclasses.replace(cfg, rounds=rounds, steps=steps, seed=seed, progress=False)
     if average_last is not None:
         cfg = dataclasses.replace(cfg, average_last=average_last)
+    if replicas is not None:
+        cfg = dataclasses.replace(cfg, replicas=replicas)
     labels = list(system.param_labels["NonbondedForce"]["sigma"])
     start = float(np.asarray(system.params["NonbondedForce"]["sigma"])[labels.index("protein-O")])
     t0 = time.perf_counter()
@@ -49,19 +56,22 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
     secs = [h["seconds"] for h in res.history]
     final, last = float(res.values[NAME]), float(res.last[NAME])
     se = (res.stderr or {}).get(NAME)
+    stats = jax.devices()[0].memory_stats() or {}
+    peak_dev = stats.get("peak_bytes_in_use")
     return {"seed": seed, "start": start, "final": final, "error_pct": 100 * (final / TRUTH - 1),
             "stderr": se, "stderr_pct": None if se is None else 100 * se / TRUTH, "average_last": cfg.average_last,
             "error_over_se": None if not se else (final - TRUTH) / se, "last": last,
-            "last_error_pct": 100 * (last / TRUTH - 1),
+            "last_error_pct": 100 * (last / TRUTH - 1), "replicas": cfg.replicas, "backend": jax.default_backend(),
             "rounds": len(res.history), "seconds_first_round": secs[0],
             "seconds_per_round": float(np.mean(secs[1:])) if len(secs) > 1 else secs[0],
             "theta_per_round": [h["theta"][NAME] for h in res.history], "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_device_mb": None if peak_dev is None else peak_dev / 2**20,
             "load": os.getloadavg()[0], "steps": steps}  # fmt: skip
 
 
-def openmm_step_seconds(n: int = 200) -> float:
-    """OpenMM (CPU platform) seconds per Langevin step of the same system (the peer)."""
+def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
+    """OpenMM seconds per Langevin step of the same system (the peer), on CUDA where there is one, else CPU."""
     import openmm
     import openmm.unit as u
 
@@ -70,13 +80,47 @@ def openmm_step_seconds(n: int = 200) -> float:
     omm, structure, _ = openmm_system_from_pdb(str(CONFIG.parent / "5e5z_cell.pdb"),
                                                ["amber14-all.xml", "amber14/tip3pfb.xml"], "PME", 0.42, "HBonds",
                                                True)  # fmt: skip
-    integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 2 / u.picosecond, 0.002 * u.picoseconds)
-    ctx = openmm.Context(omm, integ, openmm.Platform.getPlatformByName("CPU"))
-    ctx.setPositions(structure.positions)
-    integ.step(20)
-    t0 = time.perf_counter()
-    integ.step(n)
-    return (time.perf_counter() - t0) / n
+    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    for name in [p for p in ("CUDA", "CPU") if p in names]:
+        try:
+            integ = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 2 / u.picosecond, 0.002 * u.picoseconds)
+            ctx = openmm.Context(omm, integ, openmm.Platform.getPlatformByName(name))
+        except Exception:  # a CUDA platform without a usable device: fall back to the CPU
+            continue
+        ctx.setPositions(structure.positions)
+        integ.step(20)
+        ctx.getState(getEnergy=True)  # finish the warm-up on the device before timing
+        t0 = time.perf_counter()
+        integ.step(n)
+        ctx.getState(getEnergy=True)
+        return (time.perf_counter() - t0) / n, name
+    raise RuntimeError("OpenMM has neither a CUDA nor a CPU platform")
+
+
+def _seed_line(r: dict, steps: int) -> str:
+    se = "" if r["stderr"] is None else f" ± {r['stderr']:.4f} (s.e., error/s.e. {r['error_over_se']:+.1f})"
+    dev = "" if r.get("peak_device_mb") is None else f", peak device memory {r['peak_device_mb']:.0f} MB"
+    return (f"seed {r['seed']}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), "
+            f"error {r['error_pct']:+.2f}% "
+            f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
+            f"{r['rounds']} rounds of {steps} steps × {r['replicas']} replicas ({r['backend']}), "
+            f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
+            + " ".join(f"{t:.4f}" for t in r["theta_per_round"]))  # fmt: skip
+
+
+def table(rows: list[dict]) -> str:
+    """A Markdown table of the per-seed figures."""
+    out = ["| seed | σ (nm) | s.e. | error % | last iterate % | s/round (first) | peak RSS MB | peak device MB |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        se = "–" if r["stderr"] is None else f"{r['stderr']:.4f}"
+        dev = "–" if r.get("peak_device_mb") is None else f"{r['peak_device_mb']:.0f}"
+        out.append(
+            f"| {r['seed']} | {r['final']:.4f} | {se} | {r['error_pct']:+.2f} | {r['last_error_pct']:+.2f} | "
+            f"{r['seconds_per_round']:.1f} ({r['seconds_first_round']:.1f}) | {r['peak_rss_mb']:.0f} | {dev} |"
+        )
+    return "\n".join(out)
 
 
 def main(argv=None):
@@ -84,39 +128,59 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's, 4)")
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
+    ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
+    ap.add_argument("--out", type=Path, default=None, help="JSON of the figures (and a .md table beside it)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        print("RESULT " + json.dumps(one_seed(a.child, a.rounds, a.steps, a.average_last)), flush=True)
+        print("RESULT " + json.dumps(one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas)), flush=True)
         return
-    rows = []
-    for seed in [int(s) for s in a.seeds.split(",")]:
+    if a.out is not None and a.out.exists():
+        sys.exit(f"{a.out} exists: pass another --out (this benchmark never overwrites a result)")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if a.parallel_seeds:  # several processes on one GPU: each may take a fifth of its memory
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.2")
+    t0 = time.perf_counter()
+
+    def start(seed):
         cmd = [sys.executable, __file__, "--child", str(seed), "--rounds", str(a.rounds), "--steps", str(a.steps)]
         cmd += [] if a.average_last is None else ["--average-last", str(a.average_last)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-        if not line:
-            sys.exit(f"seed {seed} failed:\n{out.stderr[-3000:]}")
-        r = json.loads(line[0][7:])
-        rows.append(r)
-        se = "" if r["stderr"] is None else f" ± {r['stderr']:.4f} (s.e., error/s.e. {r['error_over_se']:+.1f})"
-        print(f"seed {seed}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), error {r['error_pct']:+.2f}% "
-              f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
-              f"{r['rounds']} rounds of {a.steps} steps, {r['seconds_per_round']:.1f} s/round (first "
-              f"{r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-              f"load {r['load']:.1f}; θ per round "
-              + " ".join(f"{t:.4f}" for t in r["theta_per_round"]), flush=True)  # fmt: skip
-        if a.out is not None:
-            from dmd.base.io import write_json
+        cmd += [] if a.replicas is None else ["--replicas", str(a.replicas)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-            write_json(a.out, {"seeds": rows})
+    procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}
+    rows = []
+    for seed in seeds:
+        proc = procs.get(seed) or start(seed)
+        stdout, stderr = proc.communicate()
+        line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+        if not line:
+            sys.exit(f"seed {seed} failed:\n{stderr[-3000:]}")
+        rows.append(json.loads(line[0][7:]))
+        print(_seed_line(rows[-1], a.steps), flush=True)
+    wall = time.perf_counter() - t0
     errs = [abs(r["error_pct"]) for r in rows]
     print(f"max |error| {max(errs):.2f}% over {len(rows)} seeds (target: 5%); last iterates: max "
-          f"{max(abs(r['last_error_pct']) for r in rows):.2f}%")  # fmt: skip
-    t_omm = openmm_step_seconds()
-    print(f"peer: OpenMM CPU {1e3 * t_omm:.2f} ms/step for the same system; load {os.getloadavg()[0]:.1f}")
+          f"{max(abs(r['last_error_pct']) for r in rows):.2f}%; all seeds {wall:.0f} s wall"
+          f"{' (in parallel)' if a.parallel_seeds else ''}; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(table(rows))
+    peer = None
+    if not a.skip_peer:
+        t_omm, platform = openmm_step_seconds()
+        peer = {"openmm_platform": platform, "openmm_ms_per_step": 1e3 * t_omm}
+        print(f"peer: OpenMM {platform} {1e3 * t_omm:.2f} ms/step for the same system; load {os.getloadavg()[0]:.1f}")
+    if a.out is not None:
+        from dmd.base.io import atomic_path, write_json
+
+        write_json(a.out, {"seeds": rows, "max_abs_error_pct": max(errs), "wall_s": wall,
+                           "parallel_seeds": a.parallel_seeds, "peer": peer})  # fmt: skip
+        with atomic_path(a.out.with_suffix(".md")) as tmp:
+            tmp.write_text(table(rows) + "\n")
+        print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

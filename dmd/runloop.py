@@ -24,6 +24,7 @@ __all__ = [
     "MAX_REALLOCATIONS",
     "overflowed",
     "is_cell_list",
+    "pad_neighbors",
     "positions_for_allocation",
     "grow_neighbors",
     "grown_state",
@@ -84,12 +85,20 @@ def grow_neighbors(system, nbr, x, attempt: int):
     extra = int(math.ceil(0.25 * factor * nbr.max_occupancy))
     cell_extra = extra if code & int(PEC.CELL_LIST_OVERFLOW) else 0
     new = system.allocate_neighbors(positions_for_allocation(system, x), extra_capacity=cell_extra)
-    target = max(new.max_occupancy, nbr.max_occupancy) + extra
-    pad = target - new.max_occupancy
-    if pad > 0 and new.idx.ndim == 2:
-        idx = jnp.pad(new.idx, ((0, 0), (0, pad)), constant_values=new.idx.shape[0])
-        new = dataclasses.replace(new, idx=idx, max_occupancy=target)
-    return new
+    return pad_neighbors(new, max(new.max_occupancy, nbr.max_occupancy) + extra)
+
+
+def pad_neighbors(nbr, width: int):
+    """A dense jax-md-style list ``idx [N, W]`` widened to at least ``width`` neighbours per atom (empty slots hold
+    the sentinel N); other lists (cell lists, None) and lists already that wide are returned unchanged. A list of
+    the same width has the same shapes, so a compiled run taking it is reused instead of traced again."""
+    if nbr is None or is_cell_list(nbr) or getattr(nbr, "idx", None) is None or nbr.idx.ndim != 2:
+        return nbr
+    pad = int(width) - int(nbr.idx.shape[1])
+    if pad <= 0:
+        return nbr
+    idx = jnp.pad(nbr.idx, ((0, 0), (0, pad)), constant_values=nbr.idx.shape[0])
+    return dataclasses.replace(nbr, idx=idx, max_occupancy=int(width))
 
 
 def grown_state(system, state, attempt: int):

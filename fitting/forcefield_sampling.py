@@ -25,7 +25,14 @@ from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.forces.nonbonded import lj_pair_energy
 from dmd.integrators import make_integrator, relax_overlaps
 from dmd.npt_run import BAROSTATS
-from dmd.runloop import MAX_REALLOCATIONS, compiled_for, grow_neighbors, is_cell_list, redo_on_overflow
+from dmd.runloop import (
+    MAX_REALLOCATIONS,
+    compiled_for,
+    grow_neighbors,
+    is_cell_list,
+    pad_neighbors,
+    redo_on_overflow,
+)
 from dmd.space import minimum_image, wrap_positions
 
 __all__ = [
@@ -206,11 +213,8 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     n_eq = max(0, cfg.equilibration // cfg.report_every)
     n_prod = max(2, cfg.steps // cfg.report_every)
     key = jax.random.PRNGKey(seed)
-    nbr = (
-        _sticky_list(system, system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box)))
-        if system.neighbor_fn is not None
-        else None
-    )
+    # dense lists padded to the last round's width, cell lists kept at the last capacities: one compilation a fit
+    nbr = _sticky_list(system, _round_neighbors(system, pos, advance)) if system.neighbor_fn is not None else None
 
     def run(nbr):
         # frames of another θ (a fit's previous round) can overlap under this θ: relax first (no-op otherwise)
@@ -229,10 +233,38 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     )
     if nbr is not None:
         _sticky_list(system, end.neighbor, allocate=False)
+        _remember_width(advance, end.neighbor)
     frames = np.asarray(frames)
     energies = np.asarray(energies)
     check_frames(frames, energies, system.box, cfg.report_every)
     return frames, energies
+
+
+_WIDTH: collections.OrderedDict = collections.OrderedDict()  # id(advance) -> (advance, neighbour-list width)
+
+
+def _round_neighbors(system, pos, advance):
+    """A neighbour list for a round starting at ``pos`` [N, 3] nm (None without one), at least as wide as the last
+    list this sampler ran with: each round allocates afresh at its start positions, and a list of another width is
+    another shape, which recompiled the whole run every round (~10 s a round on 2 CPU cores for the 188-atom
+    peptide cell)."""
+    if system.neighbor_fn is None:
+        return None
+    nbr = system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box))
+    hit = _WIDTH.get(id(advance))
+    return nbr if hit is None or hit[0] is not advance else pad_neighbors(nbr, hit[1])
+
+
+def _remember_width(advance, neighbor) -> None:
+    """Keep the width of the list a run ended with (stacked replicas: ``idx [R, N, W]``) for the next round."""
+    idx = getattr(neighbor, "idx", None)
+    if idx is None or idx.ndim < 2:
+        return
+    hit = _WIDTH.get(id(advance))
+    width = int(idx.shape[-1]) if hit is None or hit[0] is not advance else max(hit[1], int(idx.shape[-1]))
+    _WIDTH[id(advance)] = (advance, width)
+    while len(_WIDTH) > 16:
+        _WIDTH.popitem(last=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -332,11 +364,7 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
     n_eq = max(0, cfg.equilibration // cfg.report_every)
     n_prod = max(2, cfg.steps // cfg.report_every)
     sharding = _replica_sharding(n_rep, devices)
-    nbr = (
-        system.allocate_neighbors(wrap_positions(jnp.asarray(pos[0]), system.box))
-        if system.neighbor_fn is not None
-        else None
-    )
+    nbr = _round_neighbors(system, pos[0], advance)
     for attempt in range(MAX_REALLOCATIONS + 1):
         states = []
         for r in range(n_rep):  # relax and initialise one by one (cheap, compiled once), then run all at once
@@ -359,6 +387,7 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
         worst = int(np.argmax(over))
         one = jax.tree_util.tree_map(lambda a, i=worst: jnp.asarray(distributed.to_host(a)[i]), state.neighbor)
         nbr = grow_neighbors(system, one, jnp.asarray(pos[worst]), attempt + 1)
+    _remember_width(advance, state.neighbor)
     frames, energies = distributed.to_host(frames), distributed.to_host(energies)
     for r in range(n_rep):
         try:

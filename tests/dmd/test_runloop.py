@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from dmd import models
-from dmd.runloop import MAX_REALLOCATIONS, redo_on_overflow
+from dmd.forces.neighbors import pair_neighbor_list
+from dmd.runloop import MAX_REALLOCATIONS, pad_neighbors, redo_on_overflow
 from dmd.sensitivity import run_sensitivities
 from fitting.forcefield import FitConfig, sample
+from fitting.forcefield_sampling import make_sampler
 
 SIGMA = models.ARGON["sigma"]
 
@@ -52,6 +54,28 @@ def test_forcefield_sample_redoes_an_overflowed_run():
     f_res, e_res = sample(small, small.params, cfg, seed=3)
     np.testing.assert_allclose(f_res, f_ref, atol=1e-7)
     np.testing.assert_allclose(e_res, e_ref, rtol=1e-9)
+
+
+def test_fit_rounds_reuse_the_compiled_sampler():
+    # A fit's next round starts at other positions, whose fresh list may be narrower: padded to the width the sampler
+    # last ran with, the round runs the same compiled sampler (before: a new shape, a new trace and compilation every
+    # round, ~10 s a round for the peptide fit). Padding changes no energy: the empty slots hold the sentinel.
+    cell = models.lj_fluid(128, cutoff=2.2 * SIGMA, dtype=jnp.float64, seed=4)
+    # the dense list of PME systems (dmd.forces.neighbors; cell lists grow by their own rule and are not padded)
+    s = dataclasses.replace(cell, neighbor_fn=pair_neighbor_list(128, cell.box, 2.2 * SIGMA, skin=0.3 * SIGMA))
+    cfg = FitConfig(steps=100, equilibration=0, report_every=20, dt=0.01, temperature=119.8, friction=1.0,
+                    progress=False)  # fmt: skip
+    liquid = sample(s, s.params, cfg, seed=1)[0][-1]
+    wide, narrow = (s.allocate_neighbors(jnp.asarray(x)) for x in (liquid, s.positions))
+    assert wide.idx.shape[1] > narrow.idx.shape[1]  # the lattice start allocates a narrower list
+    sampler = make_sampler(s, cfg)
+    sample(s, s.params, cfg, seed=2, positions=jnp.asarray(liquid), sampler=sampler)
+    sample(s, s.params, cfg, seed=3, positions=s.positions, sampler=sampler)
+    assert sampler[1]._cache_size() == 1  # one compilation for both rounds
+    padded = pad_neighbors(narrow, wide.idx.shape[1] + 5)
+    assert padded.idx.shape[1] == wide.idx.shape[1] + 5
+    e = [float(s.energy_fn(s.params, s.positions, neighbor=n)) for n in (narrow, padded)]
+    np.testing.assert_allclose(e[1], e[0], rtol=1e-12)  # float64: the same pairs, summed with zeros between
 
 
 def test_redo_gives_up_after_the_last_reallocation():
