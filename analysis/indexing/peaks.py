@@ -69,7 +69,7 @@ class PeakList:
       two_theta: ``[n]`` observed 2θ (degrees) when λ is known, else None.
       units: the input units ("2theta", "d" or "q2").
       source: file name or label, used in messages.
-      notes: what validation changed without failing (e.g. the lines were sorted), one sentence each.
+      notes: what validation noted without failing, one sentence each (none at present).
     """
 
     inv_d2: np.ndarray
@@ -173,9 +173,9 @@ def peaks_from_values(
 ) -> PeakList:
     """Validate raw peak positions and convert them to q² (Å⁻²).
 
-    Every check runs before any search. Lines not in the measured order (2θ and q² ascending,
-    d descending) are sorted, intensities with them, and the sorting is recorded in
-    ``PeakList.notes``; everything else wrong is a :class:`UserInputError` naming the fix.
+    Every check runs before any search; anything wrong is a :class:`UserInputError` naming the fix,
+    including lines not in the measured order (2θ and q² ascending, d descending): they are
+    refused, not sorted, so a pasted or merged list is seen by the user.
 
     Args:
       values: ``[n]`` positions in ``units``.
@@ -190,7 +190,7 @@ def peaks_from_values(
 
     Raises:
       UserInputError: non-finite positions, too few peaks (the minimum per system stated),
-        non-positive positions, 2θ outside (0, 180), duplicate positions, values whose order
+        non-positive positions, 2θ outside (0, 180), duplicate positions, unsorted positions, values whose order
         and range betray other units (d-spacings given as 2θ and the reverse, q² out of range),
         missing or bad wavelength, unknown units, bad intensities.
 
@@ -232,19 +232,23 @@ def peaks_from_values(
             raise UserInputError(f"{source}: intensities must be finite and non-negative; fix the second column")
     _check_units_plausible(arr, units, wavelength, source)
     ascending = units in ("2theta", "q2")
-    notes = []
+    notes: list[str] = []
     order = np.argsort(arr if ascending else -arr, kind="stable")
-    if np.any(order != np.arange(arr.size)):
-        n_moved = int(np.sum(order != np.arange(arr.size)))
-        direction = "ascending" if ascending else "descending (largest d first)"
-        notes.append(f"{source}: peaks were not in {direction} order; sorted them ({n_moved} lines moved)")
     same = np.flatnonzero(np.diff(arr[order]) == 0)
     if same.size:
         i, j = sorted((int(order[same[0]]), int(order[same[0] + 1])))
         where_j = f"line {lines[j]}" if lines is not None else f"peak {j + 1}"
         raise UserInputError(f"{where(i)} and {where_j} are duplicates ({arr[i]:g} {units}); remove the repeated line")
-    arr = arr[order]
-    inten = None if inten is None else inten[order]
+    # An unsorted list is refused rather than silently sorted: a misplaced line usually means a
+    # pasted or merged list, and the user must see (and fix) it rather than index something else.
+    step = np.diff(arr) if ascending else -np.diff(arr)
+    if np.any(step < 0):
+        bad = int(np.flatnonzero(step < 0)[0]) + 1
+        direction, cmd = ("ascending", "sort -g") if ascending else ("descending (largest d first)", "sort -gr")
+        raise UserInputError(
+            f"{where(bad)}: position {arr[bad]:g} {units} is out of order after {arr[bad - 1]:g}; the lines must be "
+            f"in {direction} order: sort the list (e.g. `{cmd}` on the file) and run again"
+        )
     two_theta = None
     if units == "2theta":
         two_theta = arr.copy()

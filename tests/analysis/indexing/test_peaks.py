@@ -54,33 +54,29 @@ def test_bad_input_raises_with_fix(values, units, kw, match):
         peaks_from_values(values, units, system="cubic" if len(values) > 3 else None, **kw)
 
 
-def test_unsorted_lines_are_sorted_and_said():
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(Q2.size)
-    inten = np.arange(Q2.size, dtype=float)
-    pk = peaks_from_values(Q2[perm], "q2", intensities=inten[perm], source="shuffled.txt")
-    np.testing.assert_array_equal(pk.inv_d2, Q2)
-    np.testing.assert_array_equal(pk.intensity, inten)  # intensities travel with their lines
-    assert len(pk.notes) == 1 and "shuffled.txt" in pk.notes[0] and "sorted" in pk.notes[0]
-    # d-spacings ascending (below the 2θ-like range): sorted descending in d, i.e. ascending in q²
-    pk = peaks_from_values(np.sqrt(Q2), "d")
-    np.testing.assert_allclose(pk.inv_d2, np.sort(1 / Q2), rtol=1e-12)
-    assert "descending" in pk.notes[0]
-    # a list in order carries no note
+def test_unsorted_lines_are_refused_with_the_fix():
+    # one swapped pair: the message cites the first line out of order and the sort that fixes it
+    q2 = Q2.copy()
+    q2[[4, 5]] = q2[[5, 4]]
+    with pytest.raises(UserInputError, match=r"shuffled.txt: peak 6: .*out of order.*ascending order.*sort -g"):
+        peaks_from_values(q2, "q2", source="shuffled.txt")
+    # d-spacings rising but short (below the 2θ-like range): must be descending, fix says so
+    with pytest.raises(UserInputError, match=r"descending \(largest d first\).*sort -gr"):
+        peaks_from_values(np.sqrt(Q2), "d")
+    # a list in order passes and carries no note
     assert peaks_from_values(Q2, "q2").notes == ()
 
 
-def test_duplicates_found_after_sorting():
+def test_duplicates_named_even_when_unsorted():
     with pytest.raises(UserInputError, match=r"peaks: peak 1 and peak 7 are duplicates.*remove the repeated"):
         peaks_from_values(np.r_[Q2[6], Q2[:5], Q2[6], Q2[7:]], "q2")
 
 
-def test_reversed_two_theta_list_is_sorted_not_called_d():
-    # a falling 2θ list above the d-spacing range is a 2θ list in the wrong order
+def test_reversed_two_theta_list_is_refused_not_called_d():
+    # a falling 2θ list above the d-spacing range is a 2θ list in the wrong order, not d-spacings
     tth = cell_mod.two_theta_from_inv_d2(Q2, 1.5406)
-    pk = peaks_from_values(tth[::-1], "2theta", wavelength=1.5406)
-    np.testing.assert_allclose(pk.inv_d2, Q2, rtol=1e-12)
-    assert pk.notes
+    with pytest.raises(UserInputError, match=r"out of order.*ascending order.*sort -g"):
+        peaks_from_values(tth[::-1], "2theta", wavelength=1.5406)
 
 
 def test_min_peaks_depends_on_lattice():

@@ -59,6 +59,15 @@ def test_cli_bad_input_exit_code(tmp_path, capsys):
     f.write_text("10.0\n9.0\n12.0\n14.0\n10.0\n")
     assert main(["index", str(f), "--units", "2theta", "--wavelength", "1.54", "--lattice", "cubic"]) == 2
     assert "p.txt:1 and line 5 are duplicates" in capsys.readouterr().err
+    u = tmp_path / "unsorted.txt"
+    u.write_text("25.3\n37.8\n30.1\n48.0\n53.9\n55.1\n")
+    assert main(["index", str(u), "--units", "2theta", "--wavelength", "1.5406", "--lattice", "cubic"]) == 2
+    err = capsys.readouterr().err
+    assert "unsorted.txt:3: position 30.1 2theta is out of order" in err and "sort -g" in err
+    n = tmp_path / "nan.txt"
+    n.write_text("25.3\n30.1\nnan\n48.0\n53.9\n55.1\n")
+    assert main(["index", str(n), "--units", "2theta", "--wavelength", "1.5406", "--lattice", "cubic"]) == 2
+    assert "nan.txt:3: position nan is not a finite number" in capsys.readouterr().err
     d = tmp_path / "d_as_2theta.txt"
     d.write_text("\n".join(f"{v:.4f}" for v in 4.2 / np.sqrt(np.arange(1, 9))) + "\n")
     assert main(["index", str(d), "--units", "2theta", "--wavelength", "1.54"]) == 2
