@@ -182,7 +182,18 @@ def group_observations(
     if n_bad:
         log.warning("%s: rejected %d of %d observations: %s", source, n_bad, n, rejected)
     if not np.any(good):
-        raise UserInputError(f"{source}: no valid observations left ({rejected}); check the I/SIGI column names")
+        fix = "check the I/SIGI column names (--intensity, --sigma)"
+        if (
+            rejected["sigma_not_positive"]
+            and rejected["sigma_not_positive"] >= n - rejected["nonfinite_intensity_or_sigma"]
+        ):
+            fix = "every σ(I) is ≤ 0: name the real sigma column with --sigma (or re-export with sigmas)"
+        raise UserInputError(f"{source}: no valid observations left ({rejected}); {fix}")
+    if not np.any(intensity[good] != 0.0):
+        raise UserInputError(
+            f"{source}: every intensity is zero; wrong column? name the intensity column with --intensity "
+            "(e.g. I, IPR or IOBS) or re-export the integrated data"
+        )
     hkl_obs, intensity, sigma, batch, meta = hkl_obs[good], intensity[good], sigma[good], batch[good], meta[good]
 
     # Vectorized orbit representative first, then one gemmi ASU call per *unique* reflection.

@@ -26,6 +26,7 @@ import re
 
 import numpy as np
 
+from analysis import symmetry
 from analysis.merging.io import Unmerged, group_observations
 from dmd.base.errors import UserInputError
 
@@ -162,13 +163,36 @@ def read_crystfel(path: str | os.PathLike, spacegroup, *, cell=None, anomalous: 
 
 def read_observations(path: str | os.PathLike, *, spacegroup=None, anomalous: bool = False, **mtz_options):
     """Any supported input by its content: MTZ (:func:`analysis.merging.io.read_unmerged` with ``mtz_options``),
-    XDS_ASCII.HKL or a CrystFEL stream (the latter needs ``spacegroup``)."""
+    XDS_ASCII.HKL or a CrystFEL stream (the latter needs ``spacegroup``).
+
+    Raises:
+      UserInputError: besides the readers' own, an MTZ whose space group differs from ``spacegroup``, and merged
+        data given as unmerged (every reflection observed exactly once: nothing to merge).
+    """
+    u = _read_any(path, spacegroup=spacegroup, anomalous=anomalous, **mtz_options)
+    if u.n_obs > 1 and u.n_obs == u.n_refl:
+        raise UserInputError(
+            f"{path}: each of its {u.n_refl} reflections is observed exactly once: this looks like merged data. "
+            "Give the unmerged observations (e.g. AIMLESS OUTPUT UNMERGED, DIALS export, XDS_ASCII.HKL)"
+        )
+    return u
+
+
+def _read_any(path, *, spacegroup=None, anomalous: bool = False, **mtz_options) -> Unmerged:
+    """The reader chosen by the file's first bytes (:func:`read_observations`)."""
     from analysis.merging.io import read_unmerged
 
     with open(path, "rb") as fh:
         head = fh.read(64)
     if head.startswith(b"MTZ "):
-        return read_unmerged(path, anomalous=anomalous, **mtz_options)
+        u = read_unmerged(path, anomalous=anomalous, **mtz_options)
+        if spacegroup is not None and symmetry.spacegroup(spacegroup).hm != u.spacegroup:
+            # an MTZ's indices are stored in its own space group's ASU: a different one cannot just be relabelled
+            raise UserInputError(
+                f"{path}: the MTZ header says {u.spacegroup}, --spacegroup says {spacegroup}; drop --spacegroup or "
+                "reindex the file first (e.g. CCP4 reindex / pointless)"
+            )
+        return u
     if head.startswith(b"!FORMAT=XDS_ASCII") or head.startswith(b"!OUTPUT_FILE=XDS_ASCII"):
         return read_xds_ascii(path, anomalous=anomalous, spacegroup=spacegroup)
     if head.startswith(b"CrystFEL stream format"):

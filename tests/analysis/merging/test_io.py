@@ -106,3 +106,18 @@ def test_merged_mtz_roundtrip_through_gemmi(tmp_path):
     assert np.isnan(got["F(-)"][1])
     with pytest.raises(UserInputError, match="overwrite an input"):
         write_merged(out, hkl, (40, 50, 60, 90, 90, 90), "P 21 21 21", cols, inputs=[out])
+
+
+def test_all_zero_intensities_and_no_positive_sigma_are_errors_naming_the_column(tmp_path, synthetic):
+    d = synthetic
+    meta = {"XDET": d.xdet}
+    zero = tmp_path / "zero.mtz"
+    write_unmerged(zero, d.hkl_obs, 0.0 * d.intensity, d.sigma, d.batch, SMALL.cell, SMALL.spacegroup, metadata=meta)
+    # all-zero I (an unfilled column) would otherwise "merge" to F = 0 everywhere without a word
+    with pytest.raises(UserInputError, match="every intensity is zero.*--intensity"):
+        read_unmerged(zero)
+    bad_sigma = tmp_path / "sigma.mtz"
+    s = np.where(np.arange(d.sigma.size) % 2 == 0, 0.0, -d.sigma)  # zeros and negatives: none usable
+    write_unmerged(bad_sigma, d.hkl_obs, d.intensity, s, d.batch, SMALL.cell, SMALL.spacegroup, metadata=meta)
+    with pytest.raises(UserInputError, match="every σ\\(I\\) is ≤ 0.*--sigma"):
+        read_unmerged(bad_sigma)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.merging import SyntheticConfig, group_observations, make_synthetic
+from analysis.merging import SyntheticConfig, group_observations, make_synthetic, write_synthetic
+from analysis.merging.io import write_unmerged
 from analysis.merging.readers import read_crystfel, read_observations, read_xds_ascii
 from dmd.base.errors import UserInputError
 
@@ -109,3 +110,22 @@ def test_unknown_format_names_the_supported_ones(tmp_path):
         read_observations(bad)
     with pytest.raises(UserInputError, match="CrystFEL stream format"):
         read_crystfel(bad, "P 1")
+
+
+def test_mtz_space_group_mismatch_and_merged_data_are_errors_naming_the_fix(tmp_path):
+    cfg = SyntheticConfig(d_min=4.0, n_images=12, multiplicity=2.0, seed=5)  # P 21 21 21 by default
+    d = make_synthetic(cfg)
+    path = tmp_path / "u.mtz"
+    write_synthetic(path, d)
+    assert read_observations(path, spacegroup=cfg.spacegroup).n_obs == d.intensity.size  # same group: accepted
+    # an MTZ's indices live in its own group's ASU: a different --spacegroup must not be applied silently
+    with pytest.raises(UserInputError, match="MTZ header says P 21 21 21, --spacegroup says P 1 21 1.*reindex"):
+        read_observations(path, spacegroup="P 1 21 1")
+    # merged data with a BATCH column: one row per reflection (the first observation of each), nothing to merge
+    u = read_observations(path)
+    first = np.unique(u.refl, return_index=True)[1]
+    merged = tmp_path / "merged_as_unmerged.mtz"
+    write_unmerged(merged, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
+                   u.spacegroup)  # fmt: skip
+    with pytest.raises(UserInputError, match="observed exactly once: this looks like merged data.*unmerged"):
+        read_observations(merged)
