@@ -54,6 +54,7 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
     t0 = time.perf_counter()
     res = fit(system, params, targets, cfg, states=states)
     secs = [h["seconds"] for h in res.history]
+    diverged = [h["round"] for h in res.history if h.get("status") == "diverged"]
     final, last = float(res.values[NAME]), float(res.last[NAME])
     se = (res.stderr or {}).get(NAME)
     stats = jax.devices()[0].memory_stats() or {}
@@ -62,7 +63,7 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "stderr": se, "stderr_pct": None if se is None else 100 * se / TRUTH, "average_last": cfg.average_last,
             "error_over_se": None if not se else (final - TRUTH) / se, "last": last,
             "last_error_pct": 100 * (last / TRUTH - 1), "replicas": cfg.replicas, "backend": jax.default_backend(),
-            "rounds": len(res.history), "seconds_first_round": secs[0],
+            "rounds": len(res.history), "diverged_rounds": diverged, "seconds_first_round": secs[0],
             "seconds_per_round": float(np.mean(secs[1:])) if len(secs) > 1 else secs[0],
             "theta_per_round": [h["theta"][NAME] for h in res.history], "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -103,7 +104,8 @@ def _seed_line(r: dict, steps: int) -> str:
     return (f"seed {r['seed']}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), "
             f"error {r['error_pct']:+.2f}% "
             f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
-            f"{r['rounds']} rounds of {steps} steps × {r['replicas']} replicas ({r['backend']}), "
+            f"{r['rounds']} rounds of {steps} steps × {r['replicas']} replicas ({r['backend']}; diverged: "
+            f"{r.get('diverged_rounds') or 'none'}), "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
             + " ".join(f"{t:.4f}" for t in r["theta_per_round"]))  # fmt: skip

@@ -470,7 +470,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
                     e.simulate(z, rnd)
         except SimulationDiverged as exc:
             where = f" ({e.name})" if multi and not replicated else ""
-            row.update(status="diverged", message=f"{exc}{where}", theta=theta_dict(mapping, z))
+            row.update(status="diverged", message=f"{exc}{where}", theta=theta_dict(mapping, z),
+                       seconds=time.perf_counter() - t0)  # fmt: skip
             history.append(row)
             z = z_good + 0.5 * (z - z_good)  # keep the last good θ, halve the step
             step_scale *= 0.5
