@@ -132,7 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop minimising at this RMS force, kJ/mol/nm (default 10, OpenMM's)",
     )
     p.add_argument("--resume", action="store_true", default=S, help="continue from <out stem>.chk.npz up to --steps")
-    add_overwrite_argument(p, "an existing --out trajectory", default=S)
+    add_overwrite_argument(p, "the --out trajectory and the files beside it", default=S)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
     p.add_argument(
         "--sensitivity",
