@@ -130,7 +130,7 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's, 4)")
+    ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
