@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.base.errors import UserInputError
 from dmd.integrators import step_closures
 from dmd.runloop import compiled_for, grow_neighbors, positions_for_allocation, redo_on_overflow
 
@@ -174,7 +175,7 @@ def minimize(
       :class:`MinimizeResult`.
     """
     if not tolerance > 0:
-        raise ValueError(f"minimisation tolerance {tolerance}: must be a positive force, kJ/mol/nm")
+        raise UserInputError(f"minimisation tolerance {tolerance}: must be a positive force, kJ/mol/nm")
     params = system.params if params is None else params
     x0 = jnp.asarray(system.positions if positions is None else positions)
     settings = (float(tolerance), int(max_iterations), float(dt_start), float(dt_max), float(max_move_nm))

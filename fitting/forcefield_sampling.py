@@ -180,28 +180,6 @@ def _make_sampler(system, cfg):
     return integ, advance
 
 
-_LISTS: collections.OrderedDict = collections.OrderedDict()  # system -> the largest cell-list capacities sampled with
-
-
-def _sticky_list(system, nbr, allocate: bool = True):
-    """``nbr``, or the same list at the larger capacities this system last sampled with: a fit's rounds at new θ
-    (σ moved) size their lists anew, and every new capacity is a new shape, so the sampler, its start and the overlap
-    relaxation compiled again each round (LJ σ fit: 4 × 4 programs). Kept at least as large as the last, the list
-    keeps its shapes (the same pairs, more padding) and the programs are compiled once. dmd's cell lists only.
-    ``allocate=False``: only record ``nbr``'s capacities (the list a sample ended with, grown after an overflow)."""
-    if not is_cell_list(nbr):
-        return nbr
-    last = compiled_for(_LISTS, system, (), lambda: [nbr.max_occupancy, nbr.cell_capacity])
-    occ, cells = last
-    if (cells == 0) != (nbr.cell_capacity == 0):  # all pairs ↔ cells: a different program either way
-        last[:] = [nbr.max_occupancy, nbr.cell_capacity]
-        return nbr
-    last[:] = [max(occ, nbr.max_occupancy), max(cells, nbr.cell_capacity)]
-    if last == [nbr.max_occupancy, nbr.cell_capacity] or not allocate:
-        return nbr
-    return nbr.fns.allocate(nbr.reference_position, max_occupancy=last[0], cell_capacity=last[1], box=nbr.box)
-
-
 def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     """Equilibrate and sample at ``params``: returns (frames ``[F, N, 3]`` nm, energies ``[F]`` kJ/mol).
 
@@ -213,8 +191,7 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
     n_eq = max(0, cfg.equilibration // cfg.report_every)
     n_prod = max(2, cfg.steps // cfg.report_every)
     key = jax.random.PRNGKey(seed)
-    # dense lists padded to the last round's width, cell lists kept at the last capacities: one compilation a fit
-    nbr = _sticky_list(system, _round_neighbors(system, pos, advance)) if system.neighbor_fn is not None else None
+    nbr = _round_neighbors(system, pos, advance)
 
     def run(nbr):
         # frames of another θ (a fit's previous round) can overlap under this θ: relax first (no-op otherwise)
@@ -231,40 +208,66 @@ def sample(system, params, cfg, *, seed: int, positions=None, sampler=None):
         lambda result: result[0].neighbor,
         lambda _, r, attempt: grow_neighbors(system, r[0].neighbor, jnp.asarray(pos), attempt),
     )
-    if nbr is not None:
-        _sticky_list(system, end.neighbor, allocate=False)
-        _remember_width(advance, end.neighbor)
+    _remember_shape(advance, end.neighbor)
     frames = np.asarray(frames)
     energies = np.asarray(energies)
     check_frames(frames, energies, system.box, cfg.report_every)
     return frames, energies
 
 
-_WIDTH: collections.OrderedDict = collections.OrderedDict()  # id(advance) -> (advance, neighbour-list width)
+_SHAPES: collections.OrderedDict = collections.OrderedDict()  # id(advance) -> (advance, the largest list shape)
+
+
+def _list_shape(nbr):
+    """The shape of a neighbour list that a compiled run depends on: ``("dense", W)`` for ``idx [..., N, W]``,
+    ``("cells", max occupancy, cell capacity)`` for dmd's cell lists (capacity 0: all pairs), None without one."""
+    if nbr is None:
+        return None
+    if is_cell_list(nbr):
+        return ("cells", int(nbr.max_occupancy), int(nbr.cell_capacity))
+    idx = getattr(nbr, "idx", None)
+    return None if idx is None or idx.ndim < 2 else ("dense", int(idx.shape[-1]))
+
+
+def _larger(old, new):
+    """The elementwise larger of two list shapes of one kind; ``new`` when they are of different kinds (dense ↔
+    cells, all pairs ↔ cells: a different program either way)."""
+    if old is None or new is None or old[0] != new[0] or (new[0] == "cells" and (old[2] == 0) != (new[2] == 0)):
+        return new
+    return (new[0], *(max(o, n) for o, n in zip(old[1:], new[1:], strict=True)))
 
 
 def _round_neighbors(system, pos, advance):
-    """A neighbour list for a round starting at ``pos`` [N, 3] nm (None without one), at least as wide as the last
-    list this sampler ran with: each round allocates afresh at its start positions, and a list of another width is
-    another shape, which recompiled the whole run every round (~10 s a round on 2 CPU cores for the 188-atom
-    peptide cell)."""
+    """A neighbour list for a round starting at ``pos`` [N, 3] nm (None without one), at least as large as the
+    last list this sampler ran with. Each round allocates afresh at its start positions (at a new θ when a fit moved
+    σ), and a list of another width or capacity is another shape, which recompiled the sampler, its start and the
+    overlap relaxation every round (~10 s a round for the 188-atom peptide cell on 2 CPU cores; LJ σ fit: 4 × 4
+    programs). Widened, a list keeps its pairs (more padding) and the programs are compiled once: dense lists are
+    padded (:func:`dmd.runloop.pad_neighbors`), cell lists reallocated at the larger capacities."""
     if system.neighbor_fn is None:
         return None
     nbr = system.allocate_neighbors(wrap_positions(jnp.asarray(pos), system.box))
-    hit = _WIDTH.get(id(advance))
-    return nbr if hit is None or hit[0] is not advance else pad_neighbors(nbr, hit[1])
+    hit = _SHAPES.get(id(advance))
+    have = _list_shape(nbr)
+    want = have if hit is None or hit[0] is not advance else _larger(hit[1], have)
+    if want == have:
+        return nbr
+    if want[0] == "dense":
+        return pad_neighbors(nbr, want[1])
+    return nbr.fns.allocate(nbr.reference_position, max_occupancy=want[1], cell_capacity=want[2], box=nbr.box)
 
 
-def _remember_width(advance, neighbor) -> None:
-    """Keep the width of the list a run ended with (stacked replicas: ``idx [R, N, W]``) for the next round."""
-    idx = getattr(neighbor, "idx", None)
-    if idx is None or idx.ndim < 2:
+def _remember_shape(advance, neighbor) -> None:
+    """Keep the shape of the list a run ended with (grown after an overflow; stacked replicas too) for the next
+    round of this sampler."""
+    shape = _list_shape(neighbor)
+    if shape is None:
         return
-    hit = _WIDTH.get(id(advance))
-    width = int(idx.shape[-1]) if hit is None or hit[0] is not advance else max(hit[1], int(idx.shape[-1]))
-    _WIDTH[id(advance)] = (advance, width)
-    while len(_WIDTH) > 16:
-        _WIDTH.popitem(last=False)
+    hit = _SHAPES.get(id(advance))
+    _SHAPES[id(advance)] = (advance, _larger(None if hit is None or hit[0] is not advance else hit[1], shape))
+    _SHAPES.move_to_end(id(advance))
+    while len(_SHAPES) > 16:
+        _SHAPES.popitem(last=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -387,7 +390,7 @@ def sample_replicas(system, params, cfg, *, seeds, positions, sampler=None, devi
         worst = int(np.argmax(over))
         one = jax.tree_util.tree_map(lambda a, i=worst: jnp.asarray(distributed.to_host(a)[i]), state.neighbor)
         nbr = grow_neighbors(system, one, jnp.asarray(pos[worst]), attempt + 1)
-    _remember_width(advance, state.neighbor)
+    _remember_shape(advance, state.neighbor)
     frames, energies = distributed.to_host(frames), distributed.to_host(energies)
     for r in range(n_rep):
         try:
