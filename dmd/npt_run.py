@@ -11,6 +11,7 @@ Units: nm, ps, K, bar, kJ/mol.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -103,6 +104,12 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
         traj.load_existing(info["n_frames"])
         elog.load_existing(info["n_frames"])
         vrows = info["volume_rows"]
+    minimized = None
+    if state is None and cfg.minimize is not None:  # as simulate(): the start minimised first, not on resume
+        from dmd.minimize import minimize
+
+        minimized = minimize(system, params, tolerance=cfg.minimize)
+        system = dataclasses.replace(system, positions=np.asarray(minimized.positions))
     start = 0 if state is None else int(state.step)
     mass = float(np.sum(np.asarray(system.masses)))
     n_dof = n_degrees_of_freedom(system)
@@ -191,6 +198,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
         "mean_potential_kj_mol": summary_mean(np.asarray([r[2] for r in rows], x_dtype)),
         "mean_temperature_K": summary_mean(np.asarray([r[5] for r in rows], x_dtype)),
         "outputs": {k: str(v) for k, v in paths.items()},
+        "minimization": None if minimized is None else minimized.summary(),
     }
     if cfg.out is not None:
         write_json(paths["summary"], summary, inputs=cfg.inputs)

@@ -3,6 +3,7 @@ trajectory, checkpoint/resume carrying the box and the barostat's adaptive step,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mdtraj
@@ -90,3 +91,18 @@ def test_bad_pressure_settings(tmp_path, capsys):
     assert rc != 0
     err = capsys.readouterr().err
     assert "periodic box" in err and not out.exists()
+
+
+def test_minimize_before_a_constant_pressure_run(tmp_path):
+    # RunConfig.minimize is honoured under pressure as in simulate(): the start is minimised (a random liquid of 108
+    # LJ atoms has overlaps: its energy must fall) and the record is in the returned and the written summary
+    rng = np.random.default_rng(3)
+    system = lj_fluid(108, density=0.55, temperature=T, cutoff=2.0 * SIG, skin=0.1)
+    box = float(np.asarray(system.box).reshape(-1)[0])
+    x = rng.uniform(0, box, (108, 3)).astype(np.asarray(system.positions).dtype)
+    system = dataclasses.replace(system, positions=x)
+    res = simulate_npt(system, _cfg(tmp_path, 100, minimize=1.0), pressure_bar=P, every=10)
+    m = res.summary["minimization"]
+    assert m["converged"] and m["rms_force_kj_mol_nm"] <= 1.0
+    assert m["energy_after_kj_mol"] < m["energy_before_kj_mol"]
+    assert json.loads((tmp_path / "npt.summary.json").read_text())["minimization"] == m

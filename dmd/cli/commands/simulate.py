@@ -294,26 +294,9 @@ def run_config(cfg: dict, system=None, stop=None):
 
         if names:
             raise UserInputError("--sensitivity is for constant-volume runs; drop it or drop --pressure")
-        minimized = None
-        if run_cfg.minimize is not None and not run_cfg.resume:
-            import dataclasses
-
-            import numpy as np
-
-            from dmd.minimize import minimize
-
-            minimized = minimize(system, tolerance=run_cfg.minimize)
-            system = dataclasses.replace(system, positions=np.asarray(minimized.positions))
-        result = simulate_npt(
+        return simulate_npt(
             system, run_cfg, pressure_bar=float(cfg["pressure"]), barostat=cfg["barostat"], every=cfg["barostat_every"]
         )
-        if minimized is not None:
-            result.summary["minimization"] = minimized.summary()
-            if cfg["out"] is not None:
-                from dmd.base.io import write_json
-
-                write_json(default_paths(cfg["out"])["summary"], result.summary, inputs=inputs)
-        return result
     result = simulate(system, run_cfg)
     if names:
         try:
