@@ -40,7 +40,11 @@ def _header_value(header: dict, key: str, path, fix: str):
 
 
 def read_xds_ascii(path: str | os.PathLike, *, anomalous: bool = False, spacegroup=None) -> Unmerged:
-    """Read an unmerged XDS_ASCII.HKL (module docstring). ``spacegroup`` overrides the header's."""
+    """Read an unmerged XDS_ASCII.HKL (module docstring).
+
+    ``spacegroup`` overrides the header's within its point group and lattice (screw axes, glides); another point
+    group or centring raises :class:`UserInputError` naming the fix (reindex).
+    """
     header: dict[str, str] = {}
     rows: list[str] = []
     in_data = False
@@ -62,7 +66,10 @@ def read_xds_ascii(path: str | os.PathLike, *, anomalous: bool = False, spacegro
         raise UserInputError(f"{path}: MERGE=TRUE (merged data); give the unmerged XDS_ASCII.HKL (MERGE=FALSE)")
     fix = "is this an XDS_ASCII.HKL file?"
     cell = [float(x) for x in _header_value(header, "UNIT_CELL_CONSTANTS", path, fix).split()]
-    sg = spacegroup if spacegroup is not None else int(_header_value(header, "SPACE_GROUP_NUMBER", path, fix))
+    sg = int(_header_value(header, "SPACE_GROUP_NUMBER", path, fix))
+    if spacegroup is not None:
+        _check_same_point_group(path, sg, spacegroup)
+        sg = spacegroup
     items = {k[len("ITEM_") :]: int(v) - 1 for k, v in header.items() if k.startswith("ITEM_")}
     for need in ("H", "K", "L", "IOBS", "SIGMA(IOBS)", "ZD"):
         if need not in items:
@@ -92,6 +99,26 @@ def read_xds_ascii(path: str | os.PathLike, *, anomalous: bool = False, spacegro
         wavelength=float(header.get("X-RAY_WAVELENGTH", "0").split()[0]),
     )
     return u
+
+
+def _check_same_point_group(path, header_sg: int, spacegroup) -> None:
+    """Refuse a ``spacegroup`` whose point group (rotations, axes included) or lattice centring differs from the
+    header's: XDS indexed and integrated the rows in that lattice, so only the screw axes / glides may be
+    overridden (e.g. P 2 2 2 → P 21 21 21); another group needs the data reindexed."""
+    try:
+        want = symmetry.spacegroup(spacegroup)
+    except ValueError as err:
+        raise UserInputError(f"--spacegroup: {err}") from None
+    have = symmetry.spacegroup(header_sg)
+    same_rotations = np.array_equal(symmetry.reciprocal_rotations(have), symmetry.reciprocal_rotations(want))
+    if not same_rotations or have.centring_type() != want.centring_type():
+        raise UserInputError(
+            f"{path}: SPACE_GROUP_NUMBER={header_sg} ({have.hm}, point group {have.point_group_hm()}, lattice "
+            f"{have.centring_type()}) but --spacegroup says {want.hm} (point group {want.point_group_hm()}, lattice "
+            f"{want.centring_type()}); only a group of the same point group and lattice can relabel the rows. "
+            "Reindex first (XDS CORRECT with SPACE_GROUP_NUMBER= and UNIT_CELL_CONSTANTS=, or POINTLESS), or drop "
+            "--spacegroup"
+        )
 
 
 _CELL_KEYS = ("a", "b", "c", "al", "be", "ga")
@@ -161,19 +188,29 @@ def read_crystfel(path: str | os.PathLike, spacegroup, *, cell=None, anomalous: 
     )
 
 
-def read_observations(path: str | os.PathLike, *, spacegroup=None, anomalous: bool = False, **mtz_options):
+def read_observations(
+    path: str | os.PathLike, *, spacegroup=None, anomalous: bool = False, image_scales: bool = True, **mtz_options
+):
     """Any supported input by its content: MTZ (:func:`analysis.merging.io.read_unmerged` with ``mtz_options``),
     XDS_ASCII.HKL or a CrystFEL stream (the latter needs ``spacegroup``).
 
+    Args:
+      image_scales: whether per-image scales will be fitted. With them, a set in which no reflection is observed
+        twice is refused (nothing ties one image's scale to another's); without them it is read.
+
     Raises:
-      UserInputError: besides the readers' own, an MTZ whose space group differs from ``spacegroup``, and merged
-        data given as unmerged (every reflection observed exactly once: nothing to merge).
+      UserInputError: besides the readers' own, a ``spacegroup`` of another space group (MTZ) or point group /
+        lattice (XDS_ASCII.HKL) than the file's, and every reflection observed exactly once with ``image_scales``:
+        merged data given as unmerged, or sparse stills with no repeats.
     """
     u = _read_any(path, spacegroup=spacegroup, anomalous=anomalous, **mtz_options)
-    if u.n_obs > 1 and u.n_obs == u.n_refl:
+    if image_scales and u.n_obs > 1 and u.n_obs == u.n_refl:
+        # merged data and a sparse unmerged set look alike here (both may carry many BATCH numbers): name both
         raise UserInputError(
-            f"{path}: each of its {u.n_refl} reflections is observed exactly once: this looks like merged data. "
-            "Give the unmerged observations (e.g. AIMLESS OUTPUT UNMERGED, DIALS export, XDS_ASCII.HKL)"
+            f"{path}: each of its {u.n_refl} reflections is observed exactly once (on {u.n_images} images), so "
+            "there is nothing to scale the images against. If this is merged data, give the unmerged observations "
+            "(e.g. AIMLESS OUTPUT UNMERGED, DIALS export, XDS_ASCII.HKL); if it is a sparse set of stills, add "
+            "images or crystals until reflections repeat, or merge without per-image scales (--no-image-terms)"
         )
     return u
 

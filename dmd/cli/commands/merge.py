@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spacegroup",
         default=None,
-        help="space group, e.g. 'P 43 21 2': required for a CrystFEL stream, overrides an XDS_ASCII.HKL header",
+        help="space group, e.g. 'P 43 21 2': required for a CrystFEL stream; overrides an XDS_ASCII.HKL header "
+        "within its point group and lattice (e.g. P 2 2 2 -> P 21 21 21)",
     )
     p.add_argument("--out", required=True, help="merged MTZ to write")
     p.add_argument("--anomalous", action="store_true", help="keep Friedel mates apart (F(+)/F(-) columns)")
@@ -202,6 +203,7 @@ def run(args) -> int:
         sigma=args.sigma,
         batch=args.batch,
         partials=args.partials,
+        image_scales=not args.no_image_terms,
     )
     n_bad = sum(v for k, v in u.rejected.items() if k != "partials_summed")
     why = ", ".join(f"{n} {reason}" for reason, n in u.rejected.items() if n and reason != "partials_summed")

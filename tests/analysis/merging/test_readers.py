@@ -127,5 +127,33 @@ def test_mtz_space_group_mismatch_and_merged_data_are_errors_naming_the_fix(tmp_
     merged = tmp_path / "merged_as_unmerged.mtz"
     write_unmerged(merged, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
                    u.spacegroup)  # fmt: skip
-    with pytest.raises(UserInputError, match="observed exactly once: this looks like merged data.*unmerged"):
+    with pytest.raises(UserInputError, match="observed exactly once.*If this is merged data, give the unmerged"):
         read_observations(merged)
+
+
+def test_xds_spacegroup_of_another_point_group_or_lattice_is_refused_naming_reindex(tmp_path):
+    data = make_synthetic(SyntheticConfig(d_min=5.0, n_images=8, seed=4))  # header: 19 = P 21 21 21
+    path = tmp_path / "XDS_ASCII.HKL"
+    _write_xds(path, data)
+    # same point group 222 and lattice P: only the screw axes change; the one absence rule dropped is h00/0k0/00l
+    u = read_observations(path, spacegroup="P 2 2 2")
+    assert u.spacegroup == "P 2 2 2" and u.n_obs == data.intensity.size - 5  # the 5 misfits only: none absent
+    # another point group (2 ≠ 222), another lattice (C ≠ P): the rows cannot be relabelled, only reindexed
+    for other, why in (("P 1 21 1", "point group 2, lattice P\\)"), ("C 2 2 21", "lattice C")):
+        with pytest.raises(UserInputError, match=f"SPACE_GROUP_NUMBER=19 .*{why}.*Reindex first"):
+            read_observations(path, spacegroup=other)
+
+
+def test_every_reflection_once_names_merged_and_sparse_stills_and_no_image_terms(tmp_path):
+    # sparse stills: each image sees its own reflections, none measured twice (not merged data, still unscalable)
+    data = make_synthetic(SyntheticConfig(d_min=4.0, n_images=6, multiplicity=2.0, seed=6))
+    u = data.unmerged
+    first = np.unique(u.refl, return_index=True)[1]
+    path = tmp_path / "stills.mtz"
+    write_unmerged(path, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
+                   u.spacegroup)  # fmt: skip
+    with pytest.raises(UserInputError, match="on 6 images.*merged data.*sparse set of stills.*--no-image-terms"):
+        read_observations(path)
+    # without per-image scales there is nothing to tie images together: the set is read, every row kept
+    v = read_observations(path, image_scales=False)
+    assert v.n_obs == v.n_refl == first.size and v.n_images == 6

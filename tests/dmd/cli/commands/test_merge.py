@@ -137,3 +137,21 @@ def test_merge_cli_refuses_to_overwrite_an_earlier_half_dataset_merge(unmerged_m
     assert main(["merge", str(path), "--out", str(out), "--half-datasets"]) == 2
     assert "again_half1.mtz exists" in capsys.readouterr().err
     assert half.read_bytes() == b"earlier result" and not out.exists()
+
+
+def test_merge_cli_sparse_stills_refused_with_the_fix_and_merged_with_no_image_terms(tmp_path, capsys):
+    from analysis.merging.io import write_unmerged
+
+    u = make_synthetic(SyntheticConfig(d_min=6.0, n_images=5, multiplicity=2.0, seed=7)).unmerged
+    first = np.unique(u.refl, return_index=True)[1]  # one observation per reflection: no reflection repeats
+    path, out = tmp_path / "stills.mtz", tmp_path / "m.mtz"
+    write_unmerged(path, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
+                   u.spacegroup)  # fmt: skip
+    assert main(["merge", str(path), "--out", str(out)]) == 2
+    assert "sparse set of stills" in capsys.readouterr().err
+    # the suggested option proceeds: every reflection merged (N = 1 each), none lost
+    rc = main(["merge", str(path), "--out", str(out), "--no-image-terms", "--steps", "5", "--holdout", "0",
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    n = np.array(gemmi.read_mtz_file(str(out)).column_with_label("N"), dtype=int)
+    assert n.size == first.size and np.all(n == 1)
