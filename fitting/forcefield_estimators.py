@@ -1,5 +1,7 @@
 """Force-field fitting: Jacobians of the observables by the fluctuation and pathwise estimators."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,15 +120,21 @@ def streaming_fluctuation(o_fn, du_fn, z, frames, beta, *, boxes=None, do_dz_fn=
 
 
 def pathwise_jacobian(o_of_z, z, frames, dx_dz, explicit):
-    """⟨∂o/∂x · dx/dz (+ ∂o/∂z)⟩ by jvps, [K, Pz]."""
+    """⟨∂o/∂x · dx/dz (+ ∂o/∂z)⟩ by jvps, [K, Pz] (frames ``[F, N, 3]``, dx_dz ``[F, Pz, N, 3]``)."""
     dx_dz = jnp.asarray(dx_dz, frames.dtype)
+    return np.asarray(_pathwise_fn(o_of_z, bool(explicit))(jnp.asarray(z), frames, dx_dz)).mean(axis=0).T
 
-    @jax.jit
-    def per_frame(x, dxs):
+
+@functools.lru_cache(maxsize=16)
+def _pathwise_fn(o_of_z, explicit: bool):
+    """The jitted per-frame jvp map of :func:`pathwise_jacobian`, one per observable function: z is an argument,
+    not a closed-over constant, so a fit's later rounds reuse the first round's compilation (a closure made per
+    call was traced and compiled again every round)."""
+
+    def per_frame(z, x, dxs):
         def col(dxp, ez):
             return jax.jvp(lambda xx, zz: o_of_z(zz, xx), (x, z), (dxp, ez if explicit else jnp.zeros_like(z)))[1]
 
         return jax.vmap(col)(dxs, jnp.eye(z.shape[0], dtype=z.dtype))  # [Pz, K]
 
-    jac = jax.lax.map(lambda a: per_frame(*a), (frames, dx_dz))
-    return np.asarray(jac).mean(axis=0).T
+    return jax.jit(lambda z, frames, dx_dz: jax.lax.map(lambda a: per_frame(z, *a), (frames, dx_dz)))
