@@ -166,7 +166,13 @@ def settle_velocities(v, x, m_o: float, m_h: float):
     g = sel[None, :, :, None] * s[:, :, None, :]  # [W, bond, atom, xyz]
     a = jnp.einsum("wkad,a,wlad->wkl", g, inv_m, g)
     rhs = jnp.einsum("wkad,wad->wk", g, v)
-    lam = jnp.linalg.solve(a, rhs[..., None])[..., 0]
+    # 3 × 3 solved by the adjugate (Cramer), elementwise: jnp.linalg.solve lowers to a batched LAPACK LU custom
+    # call, whose lowering imports scipy.linalg (~0.6 s of every start-up, cached or not) and which runs one tiny
+    # getrf per water per step; a = G M⁻¹ Gᵀ of a water triangle is well conditioned, so Cramer loses nothing
+    r0, r1, r2 = a[:, 0], a[:, 1], a[:, 2]
+    cols = jnp.stack([jnp.cross(r1, r2), jnp.cross(r2, r0), jnp.cross(r0, r1)], axis=-1)  # adj(a) = det · a⁻¹
+    det = jnp.sum(r0 * cols[:, :, 0], axis=-1)
+    lam = jnp.einsum("wkl,wl->wk", cols, rhs) / det[:, None]
     return v - inv_m[None, :, None] * jnp.einsum("wkad,wk->wad", g, lam)
 
 

@@ -103,11 +103,12 @@ def convert_nonbonded(force, n, atom_types, atom_labels, box):
     tindex, sig_t, eps_t, tlabels = _lj_types(sig, eps, atom_types)
     seps = np.sqrt(eps_t[tindex])
     excluded, exc = [], []
+    e2 = unit.elementary_charge**2  # once: a new Unit object per exception cost more than the conversion
     for k in range(force.getNumExceptions()):
         i, j, cp, s, e = force.getExceptionParameters(k)
         i, j = (i, j) if i < j else (j, i)
         excluded.append((i, j))
-        cp, s, e = value(cp, unit.elementary_charge**2), value(s, unit.nanometer), value(e, unit.kilojoule_per_mole)
+        cp, s, e = value(cp, e2), value(s, unit.nanometer), value(e, unit.kilojoule_per_mole)
         if cp == 0.0 and e == 0.0:
             continue
         qq = q[i] * q[j]

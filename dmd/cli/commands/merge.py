@@ -58,8 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spacegroup",
         default=None,
-        help="space group, e.g. 'P 43 21 2': required for a CrystFEL stream; overrides an XDS_ASCII.HKL header "
-        "within its point group and lattice (e.g. P 2 2 2 -> P 21 21 21)",
+        help="space group, e.g. 'P 43 21 2': needed for a CrystFEL stream; overrides XDS_ASCII.HKL's, same point group",
     )
     p.add_argument("--out", required=True, help="merged MTZ to write")
     p.add_argument("--anomalous", action="store_true", help="keep Friedel mates apart (F(+)/F(-) columns)")
