@@ -42,6 +42,22 @@ def family(request):
 
 
 @pytest.fixture
+def rigid_waters():
+    """``make(n, d_oh, d_hh, seed)`` → ``[n, 3, 3]`` nm rigid (O, H1, H2) triangles with random orientations and
+    centres (centres ~ N(0, 1) nm)."""
+    import numpy as np
+
+    def make(n, d_oh, d_hh, seed):
+        rng = np.random.default_rng(seed)
+        h = np.sqrt(d_oh**2 - (d_hh / 2) ** 2)
+        tmpl = np.array([[0.0, 0.0, 0.0], [d_hh / 2, -h, 0.0], [-d_hh / 2, -h, 0.0]])
+        q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))
+        return np.einsum("nij,aj->nai", q, tmpl) + rng.normal(size=(n, 1, 3))
+
+    return make
+
+
+@pytest.fixture
 def jax_compiles():
     """``with jax_compiles() as records:`` collects the log records of every JAX compilation inside the block
     (``jax.log_compiles``), so a test can assert that a second call with new values but the same shapes compiled

@@ -10,17 +10,8 @@ from dmd.constraints import settle_velocities
 D_OH, D_HH, M_O, M_H = 0.09572, 0.15139, 15.999, 1.008  # TIP3P, nm and amu
 
 
-def _waters(n, seed):
-    """``[n, 3, 3]`` nm rigid (O, H1, H2) triangles, random orientations and centres."""
-    rng = np.random.default_rng(seed)
-    h = np.sqrt(D_OH**2 - (D_HH / 2) ** 2)
-    tmpl = np.array([[0.0, 0.0, 0.0], [D_HH / 2, -h, 0.0], [-D_HH / 2, -h, 0.0]])
-    q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))
-    return np.einsum("nij,aj->nai", q, tmpl) + rng.normal(size=(n, 1, 3))
-
-
-def test_settle_velocities_float32_closed_form_no_lapack():
-    x = _waters(500, 0)
+def test_settle_velocities_float32_closed_form_no_lapack(rigid_waters):
+    x = rigid_waters(500, D_OH, D_HH, 0)
     v = np.random.default_rng(1).normal(size=x.shape)  # nm/ps, thermal scale ~1
     v64 = np.asarray(settle_velocities(jnp.asarray(v), jnp.asarray(x), M_O, M_H))
     v32 = settle_velocities(jnp.asarray(v, jnp.float32), jnp.asarray(x, jnp.float32), M_O, M_H)

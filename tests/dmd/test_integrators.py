@@ -282,23 +282,14 @@ def test_alanine_dipeptide_mean_potential_matches_openmm():
     assert app is not None
 
 
-def _random_waters(n, d_oh, d_hh, seed):
-    """``[n, 3, 3]`` nm rigid (O, H1, H2) triangles with random orientations and centres."""
-    rng = np.random.default_rng(seed)
-    h = np.sqrt(d_oh**2 - (d_hh / 2) ** 2)
-    tmpl = np.array([[0.0, 0.0, 0.0], [d_hh / 2, -h, 0.0], [-d_hh / 2, -h, 0.0]])
-    q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))
-    return np.einsum("nij,aj->nai", q, tmpl) + rng.normal(size=(n, 1, 3))
-
-
-def test_settle_matches_converged_shake_rattle():
+def test_settle_matches_converged_shake_rattle(rigid_waters):
     """SETTLE (analytic) against the iterative SHAKE/RATTLE solver run to 1e-15 on the same three
     distances, float64, 50 TIP3P waters moved 4 pm at random: the two solve the same equations, so they
     agree to rounding (1e-12 nm; measured 6e-15); the distances hold to 1e-13 relative."""
     from dmd.constraints import make_constraint_fns, settle_positions, settle_velocities
 
     d_oh, d_hh, m_o, m_h = 0.09572, 0.15139, 15.999, 1.008
-    old = _random_waters(50, d_oh, d_hh, 0)
+    old = rigid_waters(50, d_oh, d_hh, 0)
     new = old + np.random.default_rng(1).normal(scale=0.004, size=old.shape)
     x = settle_positions(jnp.asarray(old), jnp.asarray(new), m_o, m_h, d_oh, d_hh)
     w = np.arange(150).reshape(50, 3)
@@ -316,14 +307,14 @@ def test_settle_matches_converged_shake_rattle():
     assert float(jnp.max(jnp.abs(v_s.reshape(-1, 3) - v_ref))) < 1e-12
 
 
-def test_rigid_waters_with_settle_thermalize():
+def test_rigid_waters_with_settle_thermalize(rigid_waters):
     """16 free rigid waters under BAOAB with SETTLE (no SHAKE pairs), 8 replicas: geometry kept to 1e-12
     relative (analytic, no tolerance), and the kinetic temperature over 3N − 3W dof equals T within 4%
     (SE ≈ 1%: 96 dof × 8 replicas, γ = 20/ps, 4 ps)."""
     d_oh, d_hh = 0.09572, 0.15139
     n_w = 16
     base = models.harmonic_chain(3 * n_w, k=0.0, r0=0.15, dtype=jnp.float64)
-    pos = _random_waters(n_w, d_oh, d_hh, 3).reshape(-1, 3)
+    pos = rigid_waters(n_w, d_oh, d_hh, 3).reshape(-1, 3)
     masses = jnp.asarray(np.tile([15.999, 1.008, 1.008], n_w))
     cons = Constraints(
         pairs=np.zeros((0, 2), np.int32),
@@ -371,7 +362,7 @@ def test_relax_overlaps_removes_the_kick_of_a_raised_sigma_and_leaves_good_start
     assert float(jnp.max(jnp.abs(relaxed - x))) < 0.2  # a local relaxation, not a new configuration
 
 
-def test_float32_verlet_resolves_the_step_far_from_the_origin():
+def test_float32_verlet_resolves_the_step_far_from_the_origin(rigid_waters):
     """32 free rigid waters (SETTLE, no forces) at 4 nm from the origin, float32 velocity Verlet, 5 ps: a free rigid
     body keeps its kinetic energy (float64: 3e-11 relative). Differencing v = (x_c − x)/δt in nm-scale coordinates
     kicked every velocity by the rounding of x (ulp(4 nm)/δt ≈ 2e-4 nm/ps): KE off by 6.6e-4. Solved relative to each
@@ -380,7 +371,7 @@ def test_float32_verlet_resolves_the_step_far_from_the_origin():
     d_oh, d_hh = 0.09572, 0.15139
     n_w = 32
     base = models.harmonic_chain(3 * n_w, k=0.0, r0=0.15, dtype=jnp.float32)
-    pos = _random_waters(n_w, d_oh, d_hh, 3).reshape(-1, 3) + 4.0
+    pos = rigid_waters(n_w, d_oh, d_hh, 3).reshape(-1, 3) + 4.0
     cons = Constraints(
         pairs=np.zeros((0, 2), np.int32),
         lengths=np.zeros(0),

@@ -122,13 +122,18 @@ def test_mtz_space_group_mismatch_and_merged_data_are_errors_naming_the_fix(tmp_
     with pytest.raises(UserInputError, match="MTZ header says P 21 21 21, --spacegroup says P 1 21 1.*reindex"):
         read_observations(path, spacegroup="P 1 21 1")
     # merged data with a BATCH column: one row per reflection (the first observation of each), nothing to merge
-    u = read_observations(path)
-    first = np.unique(u.refl, return_index=True)[1]
     merged = tmp_path / "merged_as_unmerged.mtz"
-    write_unmerged(merged, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
-                   u.spacegroup)  # fmt: skip
+    _write_first_observations(merged, read_observations(path))
     with pytest.raises(UserInputError, match="observed exactly once.*If this is merged data, give the unmerged"):
         read_observations(merged)
+
+
+def _write_first_observations(path, u) -> int:
+    """An unmerged MTZ of the first observation of each of ``u``'s reflections (on its own image); returns the count."""
+    first = np.unique(u.refl, return_index=True)[1]
+    write_unmerged(path, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
+                   u.spacegroup)  # fmt: skip
+    return first.size
 
 
 def test_xds_spacegroup_of_another_point_group_or_lattice_is_refused_naming_reindex(tmp_path):
@@ -147,13 +152,10 @@ def test_xds_spacegroup_of_another_point_group_or_lattice_is_refused_naming_rein
 def test_every_reflection_once_names_merged_and_sparse_stills_and_no_image_terms(tmp_path):
     # sparse stills: each image sees its own reflections, none measured twice (not merged data, still unscalable)
     data = make_synthetic(SyntheticConfig(d_min=4.0, n_images=6, multiplicity=2.0, seed=6))
-    u = data.unmerged
-    first = np.unique(u.refl, return_index=True)[1]
     path = tmp_path / "stills.mtz"
-    write_unmerged(path, u.hkl_obs[first], u.intensity[first], u.sigma[first], u.batch[u.image[first]], u.cell,
-                   u.spacegroup)  # fmt: skip
+    n = _write_first_observations(path, data.unmerged)
     with pytest.raises(UserInputError, match="on 6 images.*merged data.*sparse set of stills.*--no-image-terms"):
         read_observations(path)
     # without per-image scales there is nothing to tie images together: the set is read, every row kept
     v = read_observations(path, image_scales=False)
-    assert v.n_obs == v.n_refl == first.size and v.n_images == 6
+    assert v.n_obs == v.n_refl == n and v.n_images == 6
