@@ -248,7 +248,6 @@ UNMIRRORED = frozenset(
         "dmd/crystal/writer.py",
         "dmd/forces/bonded.py",
         "dmd/forces/neighbors.py",
-        "dmd/models.py",
         "dmd/openmm_system/bonded_forces.py",
         "dmd/openmm_system/common.py",
         "dmd/openmm_system/constraints.py",
