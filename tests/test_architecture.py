@@ -238,7 +238,6 @@ UNMIRRORED = frozenset(
         "dmd/base/errors.py",
         "dmd/base/plotting.py",
         "dmd/base/progress.py",
-        "dmd/chaos.py",
         "dmd/cli/commands/crystal.py",
         "dmd/cli/commands/energy.py",
         "dmd/cli/commands/fit.py",
