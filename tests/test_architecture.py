@@ -272,7 +272,6 @@ UNMIRRORED = frozenset(
         "analysis/structure_factors/common.py",
         "analysis/structure_factors/fft.py",
         "analysis/structure_factors/trajectory.py",
-        "analysis/structure_io.py",
         "fitting/baselines.py",
         "fitting/forcefield_config.py",
         "fitting/forcefield_sampling.py",
