@@ -251,7 +251,6 @@ UNMIRRORED = frozenset(
         "dmd/openmm_system/common.py",
         "dmd/openmm_system/constraints.py",
         "dmd/openmm_system/nonbonded_forces.py",
-        "dmd/trajectory.py",
         "analysis/indexing/candidates.py",
         "analysis/indexing/errors.py",
         "analysis/indexing/prior.py",
