@@ -241,7 +241,6 @@ UNMIRRORED = frozenset(
         "dmd/cli/commands/crystal.py",
         "dmd/cli/commands/energy.py",
         "dmd/cli/commands/fit.py",
-        "dmd/constraints.py",
         "dmd/crystal/modeller.py",
         "dmd/crystal/reader.py",
         "dmd/crystal/writer.py",
