@@ -283,7 +283,6 @@ UNMIRRORED = frozenset(
         "fitting/reweight/problem.py",
         "fitting/reweight/procedure.py",
         "fitting/reweight_io.py",
-        "fitting/sharding.py",
         "fitting/synthetic.py",
         "fitting/xrd_energy.py",
         "fitting/xrd_landscape.py",
