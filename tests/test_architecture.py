@@ -244,7 +244,6 @@ UNMIRRORED = frozenset(
         "dmd/crystal/modeller.py",
         "dmd/crystal/reader.py",
         "dmd/crystal/writer.py",
-        "dmd/forces/bonded.py",
         "dmd/forces/neighbors.py",
         "dmd/openmm_system/bonded_forces.py",
         "dmd/openmm_system/common.py",
