@@ -267,7 +267,6 @@ UNMIRRORED = frozenset(
         "analysis/merging/scaling.py",
         "analysis/merging/synth.py",
         "analysis/structure_factors/common.py",
-        "analysis/structure_factors/fft.py",
         "analysis/structure_factors/trajectory.py",
         "fitting/baselines.py",
         "fitting/forcefield_config.py",
