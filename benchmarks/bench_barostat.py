@@ -37,6 +37,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from options import add_options
 
 from dmd.barostat import density_g_cm3
 from dmd.base.units import KB_KJ_PER_MOL_K
@@ -233,17 +234,19 @@ def lj_compare(n_cycles, seed=5):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag, kind, default, text in (
-        ("--box", float, 2.5, "cube edge, nm (default 2.5: 501 waters)"),
-        ("--equil-ps", float, 20.0, "discarded start per engine, ps"),
-        ("--ps", float, 200.0, "dmd production, ps"),
-        ("--block-ps", float, 10.0, "segment (and block) length, ps"),
-        ("--wall-min", float, 1e9, "stop after this many minutes (at a round's end)"),
-        ("--openmm-factor", int, 1, "OpenMM simulates this many times dmd's ps"),
-        ("--threads", int, 1, "OpenMM CPU threads"),
-        ("--cycles", int, 3000, "--lj: volume moves per barostat (10 steps each)"),
-    ):
-        ap.add_argument(flag, type=kind, default=default, help=text)
+    add_options(
+        ap,
+        (
+            ("--box", float, 2.5, "cube edge, nm (default 2.5: 501 waters)"),
+            ("--equil-ps", float, 20.0, "discarded start per engine, ps"),
+            ("--ps", float, 200.0, "dmd production, ps"),
+            ("--block-ps", float, 10.0, "segment (and block) length, ps"),
+            ("--wall-min", float, 1e9, "stop after this many minutes (at a round's end)"),
+            ("--openmm-factor", int, 1, "OpenMM simulates this many times dmd's ps"),
+            ("--threads", int, 1, "OpenMM CPU threads"),
+            ("--cycles", int, 3000, "--lj: volume moves per barostat (10 steps each)"),
+        ),
+    )
     ap.add_argument("--lj", action="store_true", help="isotropic vs anisotropic barostat on an LJ fluid instead")
     args = ap.parse_args()
     if args.lj:

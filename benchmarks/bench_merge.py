@@ -47,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from options import add_options  # noqa: E402
+
 from analysis.merging import classical, quality  # noqa: E402
 from analysis.merging.fit import image_halves  # noqa: E402
 from analysis.merging.io import read_merged  # noqa: E402
@@ -201,14 +203,19 @@ def main(argv=None):
     """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small data, careless 1,000 steps")
-    p.add_argument("--n-images", type=int, default=200)
-    p.add_argument("--multiplicity", type=float, default=3.0)
-    p.add_argument("--isigi", type=float, default=2.0)
-    p.add_argument("--d-min", type=float, default=2.13)
-    p.add_argument("--anomalous-sd", type=float, default=0.1, help="sd of ln F(+)/F(-) (0: no anomalous signal)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=600, help="dmd optimizer steps")
-    p.add_argument("--dof", type=float, default=4.0, help="Student-t dof (dmd and careless)")
+    add_options(
+        p,
+        (
+            ("--n-images", int, 200),
+            ("--multiplicity", float, 3.0),
+            ("--isigi", float, 2.0),
+            ("--d-min", float, 2.13),
+            ("--anomalous-sd", float, 0.1, "sd of ln F(+)/F(-) (0: no anomalous signal)"),
+            ("--seed", int, 0),
+            ("--steps", int, 600, "dmd optimizer steps"),
+            ("--dof", float, 4.0, "Student-t dof (dmd and careless)"),
+        ),
+    )
     p.add_argument(
         "--likelihood",
         default="normal,student,auto",

@@ -18,7 +18,6 @@ import pytest
 
 from dmd import models
 from dmd.base.units import KB_KJ_PER_MOL_K
-from dmd.chaos import assess, finite_time_lyapunov
 from dmd.estimators import block_average, boltzmann_reweight, ensemble_gradients, kish_neff
 from dmd.integrators import langevin_coefficients
 from dmd.params import select
@@ -109,13 +108,3 @@ def test_kish_neff_and_reweighting_weights():
     w, neff = boltzmann_reweight(np.array([0.0, np.log(2.0)]), beta=1.0)  # w ∝ exp(−βΔU) = (1, 1/2)
     np.testing.assert_allclose(w, [2 / 3, 1 / 3], rtol=1e-12)
     assert neff == pytest.approx(1.8, rel=1e-12)  # (1)²/(4/9 + 1/9)
-
-
-def test_chaos_verdict_from_synthetic_growth():
-    t = np.linspace(0.1, 10.0, 100)
-    growth = np.exp(2.0 * t)[:, None]  # exact exponential growth, λ = 2/ps
-    assert finite_time_lyapunov(t, growth) == pytest.approx(2.0, rel=1e-10)
-    rep = assess(t, growth)
-    assert not rep.pathwise_ok and rep.trust == "fluctuation" and rep.horizon_ps == pytest.approx(np.log(100) / 2)
-    rep = assess(t, (1 + 0.1 * np.sin(t))[:, None])  # bounded tangents
-    assert rep.pathwise_ok and rep.trust == "pathwise" and not rep.warnings
