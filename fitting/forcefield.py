@@ -67,6 +67,7 @@ from fitting.forcefield_sampling import (
     make_sampler,
     pathwise_sample,
     replica_device_count,
+    replica_seed,
     sample,
     sample_npt,
     sample_states,
@@ -280,12 +281,13 @@ class _StateEval:
                                                                self.pathwise_names, self.mapping, z,
                                                                self.sampler)  # fmt: skip
         elif self.npt:
-            frames, boxes, _, self.npt_info = sample_npt(self.system, params, cfg, seed=cfg.seed + rnd,
-                                                         positions=self.positions, box=self.box,
+            frames, boxes, _, self.npt_info = sample_npt(self.system, params, cfg,
+                                                         seed=replica_seed(cfg.seed, rnd), positions=self.positions,
+                                                         box=self.box,
                                                          cache=self._npt_cache)  # fmt: skip
         else:
-            frames, _ = sample(self.system, params, cfg, seed=cfg.seed + rnd, positions=self.positions,
-                               sampler=self.sampler)  # fmt: skip
+            frames, _ = sample(self.system, params, cfg, seed=replica_seed(cfg.seed, rnd),
+                               positions=self.positions, sampler=self.sampler)  # fmt: skip
         self.frames = jnp.asarray(frames, dtype)
         self.boxes = None if boxes is None else jnp.asarray(boxes, dtype)
         self._dx_dz = dx_dz
