@@ -2,15 +2,16 @@
 
 examples/fit_diffraction/peptide_diffuse.yaml: the 5E5Z peptide crystal (one monoclinic P 1 21 1 cell, 188 atoms,
 Amber14 + PME, NVT 300 K), the LJ diameter σ of the carbonyl-oxygen type protein-O started 20% above the truth
-(0.35519 against 0.29599 nm), fitted to the shipped I_D target (peptide_diffuse.mtz, made by
-make_peptide_target.py from long runs at the truth) with the example's ``replicas`` independent replicas pooled per
-round. Each fit seed runs in a fresh process (its own peak memory), one after another, or all at once with
-``--parallel-seeds`` (for one GPU: each process gets XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 unless set). Printed per
-seed, and written to ``--out`` as JSON with a Markdown table beside it (``.md``): start, the reported σ (the mean
-over the last ``average_last`` rounds, the example's 5 of 10) with its standard error, its error % and error / s.e.,
-the last iterate's error %, rounds, seconds per round (first, with compilation, and the mean of the rest), CPU
-seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use) and the load average. The peer in the same
-run: OpenMM's own time per Langevin step for the same system (CUDA platform where there is one, else CPU).
+(0.35519 against 0.29599 nm), fitted to the shipped I_D target (peptide_diffuse.mtz, made by make_peptide_target.py
+from 16 runs of one round's window at the truth) with the example's ``replicas`` independent replicas per round,
+each replica's own I_D averaged. Each fit seed runs in a fresh process (its own peak memory), one after another, or
+all at once with ``--parallel-seeds`` (for one GPU: each process gets XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 unless
+set). Printed per seed, and written to ``--out`` as JSON with a Markdown table beside it (``.md``): start, the
+reported σ (the mean over the last ``average_last`` rounds, the example's 5 of 10) with its standard error, its
+error % and error / s.e., the last iterate's error %, rounds, seconds per round (first, with compilation, and the
+mean of the rest), CPU seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use) and the load average.
+The peer in the same run: OpenMM's own time per Langevin step for the same system (CUDA platform where there is one,
+else CPU).
 
     nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --replicas 4
                                                         --average-last 5 --parallel-seeds --out r.json]

@@ -60,13 +60,21 @@ from fitting.forcefield_config import (
     ParamMapping,
     to_internal,
 )
-from fitting.forcefield_estimators import first_output, pathwise_jacobian, streaming_fluctuation, theta_dict
+from fitting.forcefield_estimators import (
+    first_output,
+    pathwise_jacobian,
+    replica_averaged_prediction,
+    streaming_fluctuation,
+    theta_dict,
+)
+from fitting.forcefield_objective import Objective, per_frame_all
 from fitting.forcefield_outputs import averaged_theta, load_checkpoint, plot_history, write_outputs
 from fitting.forcefield_sampling import (
     check_npt_settings,
     make_sampler,
     pathwise_sample,
     replica_device_count,
+    replica_seed,
     sample,
     sample_npt,
     sample_states,
@@ -80,58 +88,6 @@ __all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit",
 
 # ----------------------------------------------------------------------------------------------------------------
 # estimators of the Jacobian d⟨o⟩/dz
-
-
-def _per_frame_all(targets):
-    """Concatenate every target's per-frame vector: (params, pos, box) → [K_total]."""
-    fns = [t.observable.per_frame for t in targets]
-    return lambda params, pos, box=None: jnp.concatenate([jnp.atleast_1d(f(params, pos, box)) for f in fns])
-
-
-def _splits(targets, params, pos0, box):
-    sizes = [int(np.size(t.observable.per_frame(params, pos0, box))) for t in targets]
-    return np.cumsum([0] + sizes)
-
-
-class _Objective:
-    """Residuals r(⟨o⟩) = sqrt(w/K)·(combine(⟨o⟩) − data)/scale for all targets, concatenated."""
-
-    def __init__(self, targets, offsets):
-        self.targets = targets
-        self.offsets = offsets
-        self.scales, self.data, self.weights = [], [], []
-        for t in targets:
-            data = np.asarray(t.data, float)
-            scale = np.sqrt(np.mean(data**2)) if t.sigma is None else np.asarray(t.sigma, float)
-            scale = np.where(np.asarray(scale) > 0, scale, 1.0)
-            self.scales.append(scale)
-            self.data.append(data)
-            self.weights.append(float(t.weight))
-
-    def residuals(self, mean):
-        out = []
-        for i, t in enumerate(self.targets):
-            m = mean[self.offsets[i] : self.offsets[i + 1]]
-            pred = t.observable.predict(m)
-            if t.objective is not None:  # a named metric shared with reweighting (fitting.objectives)
-                r = objectives.objective_residuals(t.objective, pred, self.data[i], sigma=t.sigma, weights=t.weights)
-            else:
-                r = (pred - self.data[i]) / self.scales[i] / np.sqrt(self.data[i].size)
-            out.append(np.sqrt(self.weights[i]) * r)
-        return jnp.concatenate(out)
-
-    def predictions(self, mean):
-        return [
-            np.asarray(t.observable.predict(mean[self.offsets[i] : self.offsets[i + 1]]))
-            for i, t in enumerate(self.targets)
-        ]
-
-
-def _predict_all(objective, mean):
-    return [
-        t.observable.predict(mean[objective.offsets[i] : objective.offsets[i + 1]])
-        for i, t in enumerate(objective.targets)
-    ]
 
 
 def _kish(w):
@@ -220,8 +176,8 @@ class _StateEval:
         pos0 = jnp.asarray(system.positions)
         self.positions = np.asarray(pos0)
         self.box = None if box is None else np.asarray(box)  # NPT: the next round starts from the last box
-        self.objective = _Objective(self.targets, _splits(self.targets, system.params, pos0, box))
-        per_frame = _per_frame_all(self.targets)
+        self.objective = Objective(self.targets, system.params, pos0, box)
+        per_frame = per_frame_all(self.targets)
         self.explicit = explicit = any(t.observable.explicit_params for t in self.targets)
         mapping, beta = self.mapping, self.beta
 
@@ -256,8 +212,10 @@ class _StateEval:
         objective = self.objective
         self.resid = jax.jit(objective.residuals)
         self.resid_jac = jax.jit(jax.jacfwd(objective.residuals))
-        self.pred_jac = jax.jit(
-            jax.jacfwd(lambda m: jnp.concatenate([jnp.ravel(p) for p in _predict_all(objective, m)]))
+        self.pred_flat, self.pred_jac = jax.jit(objective.flat), jax.jit(jax.jacfwd(objective.flat))
+        self.resid_p, self.resid_p_jac = (
+            jax.jit(objective.residuals_of_flat),
+            jax.jit(jax.jacfwd(objective.residuals_of_flat)),
         )
         self.npt = cfg.pressure is not None
         self.sampler = None if self.npt else make_sampler(system, self.cfg)
@@ -268,6 +226,7 @@ class _StateEval:
         self.frames = self.boxes = self.o = self.mean = self.J_o = self._dx_dz = self.npt_info = None
         self.route_advice = None  # pathwise: the chaos verdict of the last round's tangents
         self.replica_ends = None  # [R, N, 3]: each replica's last frame (replicated fits)
+        self.prediction = None  # this round's predictions, one array per target
 
     def simulate(self, z, rnd):
         """Sample this state at z (raises SimulationDiverged); keeps frames (and NPT boxes) for the estimators."""
@@ -280,18 +239,20 @@ class _StateEval:
                                                                self.pathwise_names, self.mapping, z,
                                                                self.sampler)  # fmt: skip
         elif self.npt:
-            frames, boxes, _, self.npt_info = sample_npt(self.system, params, cfg, seed=cfg.seed + rnd,
-                                                         positions=self.positions, box=self.box,
+            frames, boxes, _, self.npt_info = sample_npt(self.system, params, cfg,
+                                                         seed=replica_seed(cfg.seed, rnd), positions=self.positions,
+                                                         box=self.box,
                                                          cache=self._npt_cache)  # fmt: skip
         else:
-            frames, _ = sample(self.system, params, cfg, seed=cfg.seed + rnd, positions=self.positions,
-                               sampler=self.sampler)  # fmt: skip
+            frames, _ = sample(self.system, params, cfg, seed=replica_seed(cfg.seed, rnd),
+                               positions=self.positions, sampler=self.sampler)  # fmt: skip
         self.frames = jnp.asarray(frames, dtype)
         self.boxes = None if boxes is None else jnp.asarray(boxes, dtype)
         self._dx_dz = dx_dz
 
     def set_replica_frames(self, frames):
-        """This round's frames of R replicas ``[R, F, N, 3]`` (:func:`sample_states`), pooled for the estimators."""
+        """This round's frames of R replicas ``[R, F, N, 3]`` (:func:`sample_states`), kept flat ``[R·F, N, 3]``
+        (the replica of a frame: its block of F)."""
         self.replica_ends = np.asarray(frames[:, -1])
         self.frames = jnp.asarray(frames.reshape(-1, *frames.shape[2:]), jnp.asarray(self.system.positions).dtype)
         self.boxes = self._dx_dz = None
@@ -310,29 +271,33 @@ class _StateEval:
                 "list_rebuilds": int(self.npt_info["rebuilds"])}  # fmt: skip
 
     def estimate(self, z):
-        """⟨o⟩ and J_o = d⟨o⟩/dz from this round's frames by the configured route.
+        """Residuals r, dr/dz and d prediction/dθ from this round's frames by the configured route.
 
         The fluctuation route streams over frames in chunks of ``cfg.frame_chunk``
         (:func:`fitting.forcefield_estimators.streaming_fluctuation`): memory does not grow with
-        frames × observables × parameters."""
+        frames × observables × parameters. With R replicas it runs per replica and averages the replicas'
+        predictions (:func:`fitting.forcefield_estimators.replica_averaged_prediction`: docs/fitting.md, peptide)."""
         frames = self.frames
+        n_rep = 1 if self.replica_ends is None or self.cfg.estimator != "fluctuation" else len(self.replica_ends)
         if self.cfg.estimator == "pathwise":
             self.o = np.asarray(self.o_frames(z, frames))
             self.mean = self.o.mean(axis=0)
             self.J_o = pathwise_jacobian(self.o_of_z, z, frames, self._dx_dz, self.explicit)
+            moments = [(self.mean, self.J_o)]
         else:
-            self.mean, self.J_o, self.o = streaming_fluctuation(
-                self.o_frames, self.du_frames, z, frames, self.beta, boxes=self.boxes, do_dz_fn=self.do_dz_frames,
+            moments = [streaming_fluctuation(
+                self.o_frames, self.du_frames, z, part, self.beta, boxes=self.boxes, do_dz_fn=self.do_dz_frames,
                 chunk=self.cfg.frame_chunk, keep=self.cfg.estimator == "reweighting",
-            )  # fmt: skip
+            ) for part in frames.reshape(n_rep, -1, *frames.shape[1:])]  # fmt: skip
+            self.mean, self.J_o, self.o = moments[0] if n_rep == 1 else (None, None, None)
         dtype = frames.dtype
-        mean = jnp.asarray(self.mean, dtype)
-        r = np.asarray(self.resid(mean))
-        Jr = np.asarray(self.resid_jac(mean)) @ self.J_o
+        pred, dpred = replica_averaged_prediction(self.pred_flat, self.pred_jac, moments, dtype)
+        self.prediction = self.objective.unflat(pred)
+        r = np.asarray(self.resid_p(jnp.asarray(pred, dtype)))
+        Jr = np.asarray(self.resid_p_jac(jnp.asarray(pred, dtype))) @ dpred
         dtheta_dz = np.diag(np.asarray(self.dtheta_dz(z)))
         # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on
-        jac_theta = (np.asarray(self.pred_jac(mean)) @ self.J_o) / dtheta_dz[None, :]
-        return r, Jr, jac_theta
+        return r, Jr, dpred / dtheta_dz[None, :]
 
     def start_reweighting(self, z):
         self._u0 = jnp.asarray(self.u_frames(z, self.frames, self.boxes))
@@ -519,7 +484,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             status="ok",
             loss=loss0,
             grad_norm=grad_norm,
-            prediction=[p.tolist() for e in evals for p in e.objective.predictions(jnp.asarray(e.mean))],
+            prediction=[p.tolist() for e in evals for p in e.prediction],
             jacobian_theta=jac_theta.tolist(),
             n_eff=min(neff),
             n_frames=int(sum(n_frames)),

@@ -13,6 +13,7 @@ __all__ = [
     "StreamingCovariance",
     "streaming_fluctuation",
     "pathwise_jacobian",
+    "replica_averaged_prediction",
 ]
 
 
@@ -138,3 +139,23 @@ def _pathwise_fn(o_of_z, explicit: bool):
         return jax.vmap(col)(dxs, jnp.eye(z.shape[0], dtype=z.dtype))  # [Pz, K]
 
     return jax.jit(lambda z, frames, dx_dz: jax.lax.map(lambda a: per_frame(z, *a), (frames, dx_dz)))
+
+
+def replica_averaged_prediction(pred_fn, pred_jac_fn, moments, dtype):
+    """The prediction of R replicas: each replica's own prediction from its own moments, averaged.
+
+    ``moments``: one ``(⟨o⟩_r [K], J_r [K, P], ...)`` per replica (its frames alone). Returns ``(P [Kp], dP/dz
+    [Kp, P])`` = (mean_r pred(⟨o⟩_r), mean_r pred'(⟨o⟩_r)·J_r), float64. One replica: pred(⟨o⟩) and its chain rule.
+
+    Not pred(mean_r ⟨o⟩_r): for a nonlinear prediction the two differ. I_D = ⟨|F|²⟩ − |⟨F⟩|² of pooled replicas
+    adds the spread of the replicas' mean structures (replicas that left one start in different slow states stay
+    apart for many rounds) to every replica's own fluctuation, and its fluctuation Jacobian gains the covariance of
+    R replica means of F and ∂U/∂z: four samples, amplified by |⟨F⟩| (the Bragg amplitude, ~6× I_D in the peptide
+    crystal). A target made as the mean of runs' own I_D (make_peptide_target.py) is matched by this average.
+    """
+    preds, jacs = [], []
+    for m in moments:
+        mean = jnp.asarray(m[0], dtype)
+        preds.append(np.asarray(pred_fn(mean), np.float64))
+        jacs.append(np.asarray(pred_jac_fn(mean), np.float64) @ np.asarray(m[1], np.float64))
+    return np.mean(preds, axis=0), np.mean(jacs, axis=0)

@@ -274,9 +274,17 @@ def _remember_shape(advance, neighbor) -> None:
 # replicas: vmapped on one device, sharded over devices and processes
 
 
-def replica_seed(seed: int, rnd: int, replica: int) -> int:
-    """The PRNG seed of ``replica`` in round ``rnd``: replica 0 is the unreplicated fit's ``seed + rnd``."""
-    return int(seed) + int(rnd) + 1_000_003 * int(replica)
+def replica_seed(seed: int, rnd: int, replica: int = 0, stream: int = 0) -> int:
+    """The PRNG seed (a uint32) of ``replica`` in round ``rnd`` of fit seed ``seed``; replica 0 is the unreplicated
+    fit's round seed, ``stream`` tells apart other draws of one round (the pathwise route's equilibration).
+
+    Derived by ``jax.random.fold_in`` of round, replica and stream into ``PRNGKey(seed)`` and hashed to 32 bits, so
+    every (seed, round, replica, stream) has its own stream: the former ``seed + rnd`` gave fit seed s at round r
+    the velocities and noise of seed s + 1 at round r − 1."""
+    key = jax.random.PRNGKey(int(seed))
+    for k in (rnd, replica, stream):
+        key = jax.random.fold_in(key, int(k))
+    return int(jax.random.bits(key, (), jnp.uint32))
 
 
 _VMAPPED: collections.OrderedDict = collections.OrderedDict()  # advance -> its vmapped jit, one per sampler
@@ -536,12 +544,13 @@ def pathwise_sample(system, params, cfg, rnd, positions, names, mapping, z, samp
     from dmd.sensitivity import run_sensitivities
 
     eq_cfg = dataclasses.replace(cfg, steps=max(cfg.equilibration, 2 * cfg.report_every), equilibration=0)
-    eq_frames, _ = sample(system, params, eq_cfg, seed=cfg.seed + 10_000 + rnd, positions=positions, sampler=sampler)
+    eq_seed = replica_seed(cfg.seed, rnd, 0, 1)
+    eq_frames, _ = sample(system, params, eq_cfg, seed=eq_seed, positions=positions, sampler=sampler)
     sys_r = dataclasses.replace(system, params=params)
     res = run_sensitivities(
         sys_r, names, steps=cfg.steps, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction,
-        seed=cfg.seed + rnd, method=cfg.sensitivity_method, window=cfg.window, report_every=cfg.report_every,
-        pos=jnp.asarray(eq_frames[-1]), progress=False,
+        seed=replica_seed(cfg.seed, rnd), method=cfg.sensitivity_method, window=cfg.window,
+        report_every=cfg.report_every, pos=jnp.asarray(eq_frames[-1]), progress=False,
     )  # fmt: skip
     if res.first_nonfinite_frame is not None:
         raise SimulationDiverged("pathwise tangents overflowed (chaos); use the fluctuation estimator", step=-1)
