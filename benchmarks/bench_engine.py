@@ -182,11 +182,11 @@ def villin_pieces(system, x, row_shards=1):
     moduli = tuple(bspline_moduli(k, 5) for k in grid)
     spec_sig = jnp.full(system.n_atoms, 0.3, x.dtype)
     spec_eps = jnp.full(system.n_atoms, 0.5, x.dtype)
-    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha)
-    out = {"neighbours per row": nb.idx.shape[1]}
+    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, half=not nb.full)
+    out = {"neighbours per row" + ("" if nb.full else " (half list)"): nb.idx.shape[1]}
     out["real-space pairs"] = _time_call(jax.jit(jax.grad(lambda y: pair(y, box, nb.idx, q, spec_sig, spec_eps))), x)
     if row_shards > 1:
-        pair_k = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, row_shards=row_shards)
+        pair_k = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, row_shards=row_shards, half=not nb.full)
         out[f"real-space pairs, rows on {row_shards} devices"] = _time_call(
             jax.jit(jax.grad(lambda y: pair_k(y, box, nb.idx, q, spec_sig, spec_eps))), x
         )
@@ -234,7 +234,7 @@ def choose_villin_skin(pdb, kw, probe_skin=0.2, chunks=2, chunk=50):
     nb = system.neighbor_fn.allocate(x)
     q = p["NonbondedForce"]["charge"]
     sig = jnp.full(system.n_atoms, 0.3, x.dtype)
-    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=md["pme_alpha"])
+    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=md["pme_alpha"], half=not nb.full)
     pair_ms = _time_call(jax.jit(jax.grad(lambda y: pair(y, system.box, nb.idx, q, sig, sig))), x)
     rebuild_ms = _time_call(jax.jit(lambda y, n: n.update(y + 0.3)), x, nb, repeat=3)
     rc = float(md["cutoff_nm"])

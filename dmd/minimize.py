@@ -14,7 +14,9 @@ largest atom move capped at ``max_move_nm``), so it is the integrators' drift wi
 * the neighbour list is updated inside the loop as atoms move (rebuilt when one moved over half the skin), and
   reallocated larger, the minimisation redone, if it overflowed (:func:`dmd.runloop.redo_on_overflow`).
 
-The loop is one jitted ``lax.while_loop``, compiled once per (system, settings). It stops when the RMS of the
+The loop is a jitted ``lax.while_loop`` of at most ``chunk`` iterations, called from Python until done (so Ctrl-C
+is honoured within a chunk; the iterations, hence the result, are those of one long loop), compiled once per
+(system, settings). It stops when the RMS of the
 (projected) force components is at most ``tolerance`` kJ/mol/nm, OpenMM's ``LocalEnergyMinimizer`` criterion
 (default 10), or after ``max_iterations``.
 """
@@ -31,7 +33,7 @@ import numpy as np
 
 from dmd.base.errors import UserInputError
 from dmd.integrators import step_closures
-from dmd.runloop import compiled_for, grow_neighbors, positions_for_allocation, redo_on_overflow
+from dmd.runloop import compiled_for, grow_neighbors, overflowed, positions_for_allocation, redo_on_overflow
 
 __all__ = ["MinimizeResult", "minimize", "summary_line"]
 
@@ -89,7 +91,7 @@ def summary_line(record: dict) -> str:
     )
 
 
-def _make_minimizer(system, tolerance: float, max_iterations: int, dt_start: float, dt_max: float, max_move: float):
+def _make_minimizer(system, tolerance: float, dt_start: float, dt_max: float, max_move: float, chunk: int):
     masses, efn, cons, place = step_closures(system)
     massive = masses > 0
     m_col = np.where(massive, masses, 0.0)[:, None]
@@ -109,44 +111,56 @@ def _make_minimizer(system, tolerance: float, max_iterations: int, dt_start: flo
         e, f, nbr = efn(params, x, nbr)
         return e, project(f, x), nbr
 
-    @jax.jit
-    def run(params, x, nbr):
+    def body(params, c):
+        it, x, v, e, f, nbr, dt, alpha, n_pos = c
         dtype = x.dtype
-        inv_m = jnp.asarray(inv_col, dtype)
+        p = jnp.sum(f * v)
+        fn = jnp.sqrt(jnp.sum(f * f)) + jnp.asarray(1e-30, dtype)
+        vn = jnp.sqrt(jnp.sum(v * v))
+        up = p > 0
+        v = jnp.where(up, (1 - alpha) * v + alpha * vn * f / fn, jnp.zeros_like(v))
+        grow = up & (n_pos >= N_MIN)
+        dt = jnp.where(up, jnp.where(grow, jnp.minimum(dt * F_INC, dt_max), dt), dt * F_DEC)
+        alpha = jnp.where(up, jnp.where(grow, alpha * F_ALPHA, alpha), ALPHA_START)
+        n_pos = jnp.where(up, n_pos + 1, 0)
+        v = v + dt * f * jnp.asarray(inv_col, dtype)
+        dx = dt * v
+        biggest = jnp.max(jnp.linalg.norm(dx, axis=-1))
+        dx = dx * jnp.minimum(1.0, max_move / jnp.maximum(biggest, jnp.asarray(1e-30, dtype)))
+        x_new = x + dx
+        if cons is not None:
+            x_new = cons.positions(x_new, x)
+        x_new = place(x_new)
+        v = (x_new - x) / dt
+        e, f, nbr = forces(params, x_new, nbr)
+        return it + 1, x_new, v, e, f, nbr, dt, alpha, n_pos
+
+    @jax.jit
+    def start(params, x, nbr):
+        dtype = x.dtype
         x = place(cons.positions(x, x) if cons is not None else x)
         e0, f0, nbr = forces(params, x, nbr)
-
-        def cond(c):
-            it, _, _, _, f, *_ = c
-            return (it < max_iterations) & (rms(f) > tolerance)
-
-        def body(c):
-            it, x, v, e, f, nbr, dt, alpha, n_pos = c
-            p = jnp.sum(f * v)
-            fn = jnp.sqrt(jnp.sum(f * f)) + jnp.asarray(1e-30, dtype)
-            vn = jnp.sqrt(jnp.sum(v * v))
-            up = p > 0
-            v = jnp.where(up, (1 - alpha) * v + alpha * vn * f / fn, jnp.zeros_like(v))
-            grow = up & (n_pos >= N_MIN)
-            dt = jnp.where(up, jnp.where(grow, jnp.minimum(dt * F_INC, dt_max), dt), dt * F_DEC)
-            alpha = jnp.where(up, jnp.where(grow, alpha * F_ALPHA, alpha), ALPHA_START)
-            n_pos = jnp.where(up, n_pos + 1, 0)
-            v = v + dt * f * inv_m
-            dx = dt * v
-            biggest = jnp.max(jnp.linalg.norm(dx, axis=-1))
-            dx = dx * jnp.minimum(1.0, max_move / jnp.maximum(biggest, jnp.asarray(1e-30, dtype)))
-            x_new = x + dx
-            if cons is not None:
-                x_new = cons.positions(x_new, x)
-            x_new = place(x_new)
-            v = (x_new - x) / dt
-            e, f, nbr = forces(params, x_new, nbr)
-            return it + 1, x_new, v, e, f, nbr, dt, alpha, n_pos
-
         zero = jnp.zeros((), jnp.int32)
-        init = (zero, x, jnp.zeros_like(x), e0, f0, nbr, jnp.asarray(dt_start, dtype), jnp.asarray(ALPHA_START, dtype))
-        it, x, _, e, f, nbr, *_ = jax.lax.while_loop(cond, body, (*init, zero))
-        return x, nbr, e0, e, rms(f), jnp.max(jnp.linalg.norm(f, axis=-1)), it
+        carry = (zero, x, jnp.zeros_like(x), e0, f0, nbr, jnp.asarray(dt_start, dtype), jnp.asarray(ALPHA_START, dtype))
+        return (*carry, zero), e0
+
+    @jax.jit
+    def advance(params, c, max_iterations):
+        """At most ``chunk`` more iterations, up to ``max_iterations`` in all (data: one compiled chunk serves every
+        call), with the RMS and largest |F_c|."""
+        stop = jnp.minimum(c[0] + chunk, max_iterations)
+        c = jax.lax.while_loop(lambda c: (c[0] < stop) & (rms(c[4]) > tolerance), lambda c: body(params, c), c)
+        return c, rms(c[4]), jnp.max(jnp.linalg.norm(c[4], axis=-1))
+
+    def run(params, x, nbr, max_iterations):
+        # a Python loop over jitted chunks instead of one while_loop: Ctrl-C is honoured between chunks (a signal
+        # reaches Python only when a compiled call returns); the iterations are the same, so is the result
+        c, e0 = start(params, x, nbr)
+        while True:
+            c, rms_f, max_f = advance(params, c, max_iterations)
+            if int(c[0]) >= max_iterations or float(rms_f) <= tolerance or overflowed(c[5]):
+                break
+        return c[1], c[5], e0, c[3], rms_f, max_f, c[0]
 
     return run
 
@@ -161,6 +175,7 @@ def minimize(
     dt_start: float = 0.002,
     dt_max: float = 0.01,
     max_move_nm: float = 0.01,
+    chunk: int = 50,
 ) -> MinimizeResult:
     """Minimise the energy of ``system`` from ``positions`` (default its start) to an RMS force of ``tolerance``.
 
@@ -170,20 +185,24 @@ def minimize(
         default, 10). max_iterations: FIRE iterations at most.
       dt_start, dt_max: FIRE's time steps, ps (with real masses, as the integrators'). max_move_nm: the largest
         move of any atom in one iteration, nm (keeps a clashing start from jumping; well under the list's skin).
+      chunk: iterations per compiled call; Ctrl-C stops the minimisation within one chunk (the result does not
+        depend on it).
 
     Returns:
       :class:`MinimizeResult`.
     """
     if not tolerance > 0:
         raise UserInputError(f"minimisation tolerance {tolerance}: must be a positive force, kJ/mol/nm")
+    if int(chunk) < 1:
+        raise UserInputError(f"minimisation chunk {chunk}: must be at least 1 iteration")
     params = system.params if params is None else params
     x0 = jnp.asarray(system.positions if positions is None else positions)
-    settings = (float(tolerance), int(max_iterations), float(dt_start), float(dt_max), float(max_move_nm))
+    settings = (float(tolerance), float(dt_start), float(dt_max), float(max_move_nm), int(chunk))
     run = compiled_for(_CACHE, system, settings, lambda: _make_minimizer(system, *settings))
     logging.getLogger(__name__).info(f"minimising {system.name or 'system'} to RMS |F| ≤ {tolerance:g} kJ/mol/nm")
     nbr0 = system.allocate_neighbors(positions_for_allocation(system, x0))
     _, out, _ = redo_on_overflow(
-        lambda nbr: run(params, x0, nbr),
+        lambda nbr: run(params, x0, nbr, int(max_iterations)),
         nbr0,
         lambda result: result[1],
         lambda nbr, _, attempt: grow_neighbors(system, nbr, x0, attempt),

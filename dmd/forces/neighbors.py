@@ -5,11 +5,13 @@ Dense ``idx: [n_atoms, max_neighbors]`` int32, padded with ``n_atoms``; pairs wi
 whose cells tile fractional coordinates). Excluded pairs (OpenMM
 exclusions/exceptions) are never listed.
 
-* ``full=True`` (used by the nonbonded energy): row i lists every neighbour j ≠ i, so each pair
-  appears twice. Forces and parameter gradients are then row reductions (no scatter-add, which
-  is slow on CPU) — see :func:`dmd.forces.nonbonded.pair_energy_full`.
-* ``full=False``: each unordered pair once, in row i when (i + j) is even and j > i or (i + j) is
-  odd and j < i; this parity rule splits every atom's neighbours about evenly between the rows.
+* ``full=True``: row i lists every neighbour j ≠ i, so each pair appears twice. Forces and parameter gradients are
+  then row reductions (no scatter-add) — see :func:`dmd.forces.nonbonded.pair_energy_full`.
+* ``full=False`` (what OpenMM systems use, :data:`dmd.openmm_system.assembly.HALF_LIST`): each unordered pair once,
+  in row i when (i + j) is even and j > i or (i + j) is odd and j < i; this parity rule splits every atom's
+  neighbours about evenly between the rows. Half the pairs (and half the rebuild's output slots); the energy
+  scatters each pair's partner share inside its block loop (``pair_energy_full(..., half=True)``).
+  :attr:`NeighborList.full` says which.
 
 When the box holds at least 3 cells of side ``cutoff + skin`` per edge, the build takes its
 candidates from a cell list (the cell stencil around each atom, :class:`dmd.neighbors.CellNeighborListFns`),
@@ -89,6 +91,7 @@ class NeighborList:
       cell_list_capacity: atoms per cell of the cell build, or None for the all-pairs build (static).
       max_occupancy: neighbour capacity per atom (static).
       update_fn: ``update_fn(position, nbrs, **kwargs) -> NeighborList`` (static).
+      full: each pair in both rows (True) or once (False; :func:`pair_neighbor_list`) (static).
     """
 
     idx: jax.Array
@@ -97,6 +100,7 @@ class NeighborList:
     cell_list_capacity: int | None = dataclasses.field(metadata={"static": True})
     max_occupancy: int = dataclasses.field(metadata={"static": True})
     update_fn: Callable = dataclasses.field(metadata={"static": True})
+    full: bool = dataclasses.field(default=True, metadata={"static": True})
 
     def update(self, position, **kwargs) -> NeighborList:
         return self.update_fn(position, self, **kwargs)
@@ -255,7 +259,8 @@ def pair_neighbor_list(
     def _pair_filter(rows, cand):
         if full:
             return cand != rows
-        return jnp.where((rows + cand) % 2 == 0, cand > rows, cand < rows)
+        # the parity rule as a bit test (ids are non-negative): cheaper than % in the candidate loop
+        return jnp.where(((rows ^ cand) & 1) == 0, cand > rows, cand < rows)
 
     def _cell_build(pos, box, max_neighbors, cell_capacity):
         # excluded partners are blanked after compaction: testing all K candidates against the
@@ -305,13 +310,13 @@ def pair_neighbor_list(
             idx = jnp.asarray(np.full((n_atoms, max_neighbors), n_atoms, np.int32))  # numpy: no eager compiles
             ref = jnp.asarray((np.asarray(pos, np.float64) + shift).astype(pos.dtype))
             err = PartitionError(jnp.zeros((), jnp.uint8))
-            return NeighborList(idx, ref, err, cell_capacity or None, max_neighbors, update)
+            return NeighborList(idx, ref, err, cell_capacity or None, max_neighbors, update, full)
         if cell_capacity:
             idx = cell_build_jit(pos, boxv, max_neighbors, cell_capacity)[0]
         else:
             idx, _ = build_jit(pos, boxv, max_neighbors)
         err = PartitionError(jnp.zeros((), jnp.uint8))
-        return NeighborList(idx, pos, err, cell_capacity or None, max_neighbors, update)
+        return NeighborList(idx, pos, err, cell_capacity or None, max_neighbors, update, full)
 
     def update(pos, nbrs: NeighborList, **kwargs) -> NeighborList:
         box = kwargs.get("box", default_box)

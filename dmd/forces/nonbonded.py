@@ -128,11 +128,13 @@ def erfc_and_gaussian(x):
     return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * gauss, gauss
 
 
-def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need):
-    """Per-row pair sums over a full neighbour list for the atoms ``rows`` (see :func:`_pair_terms`).
+def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need, half=False):
+    """Per-row pair sums over a neighbour list for the atoms ``rows`` (see :func:`_pair_terms`).
 
     ``tab`` is ``[N, 6]``: x, y, z (nm), q (e), σ (nm), √ε per atom, gathered once per pair (one row gather instead
     of four). ``need`` (static) says which of the gradients (pos, box, q, σ, √ε) to compute; None: energy only.
+    ``half``: each pair listed once (energy not halved); the gradients then come with the partners' side as a third
+    output, per pair ``[B, M(, 3)]`` (pos, q, σ, √ε; None where not needed), for the caller to scatter.
     """
     n = tab.shape[0]
     valid = (idx_rows < n) & (rows < n)[:, None]
@@ -158,11 +160,13 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     else:
         f = inv_r + krf * r2 - crf
     sw = switch_factor(r, rc, switch) if switch is not None else 1.0
-    energy = 0.5 * jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
+    per_pair = 1.0 if half else 0.5  # a full list holds each pair twice
+    energy = per_pair * jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
     if need is None:
         return energy
     need_pos, need_box, need_q, need_sig, need_seps = need
     grads = [None] * 5
+    other = [None] * 5  # half list: ∂E/∂(partner's x, -, q, σ, √ε) per pair
     if need_pos or need_box:
         if kind == "PME":
             df = -(f + (2.0 * alpha / math.sqrt(math.pi)) * gauss) * inv_r
@@ -175,27 +179,35 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
         w = jnp.where(inside, de_dr * inv_r, 0.0)
         # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
         if need_pos:
-            grads[0] = -jnp.sum(w[..., None] * d, axis=1)
+            wd = w[..., None] * d
+            grads[0] = -jnp.sum(wd, axis=1)
+            other[0] = wd if half else None
         # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
         # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
         if need_box and box.ndim == 1:
-            grads[1] = -0.5 * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
+            grads[1] = -per_pair * jnp.sum(w[..., None] * d * shift, axis=(0, 1))
         elif need_box:
-            grads[1] = -0.5 * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
+            grads[1] = -per_pair * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
     if need_q:
         grads[2] = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
+        other[2] = jnp.where(inside, ONE_4PI_EPS0 * ti[..., 3] * f, 0.0) if half else None
     if need_sig:
         dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
-        grads[3] = jnp.sum(jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0), axis=1)
+        ds = jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0)
+        grads[3] = jnp.sum(ds, axis=1)
+        other[3] = ds if half else None
     if need_seps:
         grads[4] = jnp.sum(jnp.where(inside, sw * ej * lj_shape, 0.0), axis=1)
+        other[4] = jnp.where(inside, sw * ti[..., 5] * lj_shape, 0.0) if half else None
+    if half:
+        return energy, tuple(grads), tuple(other)
     return energy, tuple(grads)
 
 
 _ROW_BLOCK = 128  # rows per block: keeps the [block, max_neighbors] temporaries in cache (128 measured best)
 
 
-def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need, row0=0):
+def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need, row0=0, half=False):
     """Pair energy over a full neighbour list and (optionally) its row-reduced gradients.
 
     Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
@@ -206,6 +218,11 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
     (gradients w.r.t. pos, box, q, σ, √ε to return; the others come back None), or None for the energy only.
     ``idx`` may hold only the rows ``row0, row0 + 1, ...`` (a shard of the list; padding rows ≥ N are skipped):
     the row gradients then cover those rows.
+
+    ``half``: a half list (each pair in one row, :func:`dmd.forces.neighbors.pair_neighbor_list` ``full=False``):
+    half the pairs, and each pair's share of the partner's gradient is scatter-added inside the block loop (a scan
+    carrying ``[N]`` accumulators; the gradients then cover all N atoms). On XLA CPU a scatter of the whole
+    ``[N, M, 3]`` pair array after the loop cost more than the pairs it saves (docs/engine.md, "Half lists").
     """
     n = pos.shape[0]
     n_rows, m = idx.shape
@@ -217,8 +234,29 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
 
     def one(args):
         r, i = args
-        return _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, r, i, need)
+        return _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, r, i, need, half)
 
+    if half and need is not None:
+        shapes = ((n, 3), box.shape, (n,), (n,), (n,))
+        acc0 = tuple(jnp.zeros(sh, pos.dtype) if k else None for k, sh in zip(need, shapes, strict=True))
+
+        def body(carry, args):
+            e_sum, acc = carry
+            r, i = args
+            e, grads, other = one(args)
+            new = []
+            for k, (a, g, o) in enumerate(zip(acc, grads, other, strict=True)):
+                if a is None:
+                    new.append(None)
+                elif k == 1:  # the box gradient is a sum over pairs
+                    new.append(a + g)
+                else:  # row sums to the rows, each pair's partner share to the partner (padding N: dropped)
+                    a = a.at[r].add(g, mode="drop")
+                    new.append(a.at[i.reshape(-1)].add(o.reshape((-1,) + o.shape[2:]), mode="drop"))
+            return (e_sum + e, tuple(new)), None
+
+        (energy, grads), _ = jax.lax.scan(body, (jnp.zeros((), pos.dtype), acc0), (rows, idx_p))
+        return energy, grads
     out = jax.lax.map(one, (rows, idx_p))
     if need is None:
         return jnp.sum(out), None
@@ -232,7 +270,7 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
     return jnp.sum(energy), (unblock(g_pos), g_box, unblock(g_q), unblock(g_sig), unblock(g_seps))
 
 
-def _sharded_pair_terms(n_shards, kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need):
+def _sharded_pair_terms(n_shards, kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need, half=False):
     """:func:`_pair_terms` with the neighbour-list rows split over the first ``n_shards`` devices (``shard_map``:
     each device sums its own rows; positions and parameters are replicated, row gradients are concatenated)."""
     from jax.sharding import Mesh
@@ -243,11 +281,12 @@ def _sharded_pair_terms(n_shards, kind, rc, alpha, krf, crf, switch, pos, box, i
     idx_p = jnp.pad(idx, ((0, per * n_shards - n), (0, 0)), constant_values=n)
     mesh = Mesh(np.array(jax.devices()[:n_shards]), ("rows",))
     need_t = need or (False,) * 5
-    row_kinds = (True, False, True, True, True)  # pos, q, σ, √ε gradients are per row; the box gradient is a sum
+    # pos, q, σ, √ε gradients are per row; the box gradient is a sum (a half list: all are sums over the shards)
+    row_kinds = (False,) * 5 if half else (True, False, True, True, True)
 
     def local(pos, box, idx_l, q, sig, seps):
         row0 = jax.lax.axis_index("rows") * per
-        e, grads = _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx_l, q, sig, seps, need, row0)
+        e, grads = _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx_l, q, sig, seps, need, row0, half)
         grads = grads or (None,) * 5
         e = jax.lax.psum(e, "rows")
         out = [g if row else jax.lax.psum(g, "rows") for g, row in zip(grads, row_kinds, strict=True) if g is not None]
@@ -265,11 +304,12 @@ def _sharded_pair_terms(n_shards, kind, rc, alpha, krf, crf, switch, pos, box, i
     return e, tuple(g[:n] if (g is not None and row) else g for g, row in zip(grads, row_kinds, strict=True))
 
 
-def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_shards: int = 1):
-    """``E(pos, box, idx, q, sig, seps)`` over a full neighbour list, with an analytic JVP.
+def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_shards: int = 1, half: bool = False):
+    """``E(pos, box, idx, q, sig, seps)`` over a full neighbour list (``half``: a half list), with an analytic JVP.
 
     The JVP is ``Σ_i ∂E/∂x_i·ẋ_i + ∂E/∂L·L̇ + Σ_i (∂E/∂q_i q̇_i + ∂E/∂σ_i σ̇_i + ∂E/∂√ε_i (√ε_i)˙)``
-    with the gradients from row sums (:func:`_pair_terms`), so reverse mode needs no scatter-add.
+    with the gradients from row sums (:func:`_pair_terms`; a half list adds a scatter inside the block loop), so
+    reverse mode needs no scatter-add of the whole pair array.
     The gradients are plain jnp functions of the inputs, so forward-over-reverse (Hessian-vector
     products for the sensitivity engine) works by ordinary autodiff.
 
@@ -278,9 +318,9 @@ def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_sh
     ``benchmarks/bench_engine.py --row-shards`` (docs/engine.md, "Both cores").
     """
     if row_shards > 1:
-        terms = functools.partial(_sharded_pair_terms, row_shards)
+        terms = functools.partial(_sharded_pair_terms, row_shards, half=half)
     else:
-        terms = _pair_terms
+        terms = functools.partial(_pair_terms, half=half)
 
     @jax.custom_jvp
     def energy(pos, box, idx, q, sig, seps):
@@ -386,7 +426,7 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
       params: ``{"charge": [N] e, "sigma": [T] nm, "epsilon": [T] kJ/mol}``.
       pos: ``[N, 3]`` nm.
       box: ``[3]`` nm or ``[3, 3]`` reduced box vectors (rows a, b, c) nm (periodic methods, :mod:`dmd.space`).
-      neighbor: half neighbour list (:mod:`dmd.forces.neighbors`) for cutoff methods.
+      neighbor: full or half neighbour list (:mod:`dmd.forces.neighbors`, ``neighbor.full``) for cutoff methods.
     """
     dt = pos.dtype
     q = params["charge"]
@@ -404,12 +444,12 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
     boxv = _box_vector(box, dt)
     rc = spec.cutoff
     if spec.method == "PME":
-        pair = pair_energy_full("PME", rc, alpha=spec.alpha, switch=spec.switch_distance)
+        pair = pair_energy_full("PME", rc, alpha=spec.alpha, switch=spec.switch_distance, half=not neighbor.full)
     elif spec.method == "CutoffPeriodic":
         eps_rf = spec.rf_dielectric
         krf = (eps_rf - 1.0) / ((2.0 * eps_rf + 1.0) * rc**3)
         crf = 3.0 * eps_rf / ((2.0 * eps_rf + 1.0) * rc)
-        pair = pair_energy_full("RF", rc, krf=krf, crf=crf, switch=spec.switch_distance)
+        pair = pair_energy_full("RF", rc, krf=krf, crf=crf, switch=spec.switch_distance, half=not neighbor.full)
     else:
         raise ValueError(f"unsupported nonbonded method {spec.method!r}")
     e = pair(pos, boxv, neighbor.idx, q, sig_a, seps_a)
@@ -488,7 +528,7 @@ def tabulated_lj_energy(spec: TabulatedLJSpec, params: dict, pos, box=None, neig
     lj = lj_energy(sig_tab[t[:, None], t[jc]], eps_tab[t[:, None], t[jc]], r)
     if spec.switch_distance is not None:
         lj = lj * switch_factor(r, spec.cutoff, spec.switch_distance)
-    return 0.5 * jnp.sum(jnp.where(inside, lj, 0.0))  # full list: each pair twice
+    return (0.5 if neighbor.full else 1.0) * jnp.sum(jnp.where(inside, lj, 0.0))  # a full list: each pair twice
 
 
 def lj_bond_energy(sigma, epsilon, pos, idx):

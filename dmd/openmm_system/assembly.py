@@ -18,6 +18,10 @@ from dmd.openmm_system.virtual_sites import virtual_sites_from_openmm
 from dmd.space import check_reduced_box
 from dmd.system import System
 
+# the nonbonded pair list lists each pair once (the energy scatters the partner's share inside its block loop):
+# half the pair work of a full list (docs/engine.md, "Half lists")
+HALF_LIST = True
+
 _SUPPORTED = (
     "HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, CMAPTorsionForce, NonbondedForce "
     "(NoCutoff/CutoffPeriodic/PME), CHARMM's CustomTorsionForce/CustomNonbondedForce/CustomBondForce, CMMotionRemover"
@@ -66,7 +70,7 @@ def system_from_openmm(
     neighbor_fn = None
     if any(t[4] for t in build.terms):
         neighbor_fn = pair_neighbor_list(
-            n, box, build.neighbor_cutoff, skin=skin, excluded_pairs=build.excluded_for_nlist, full=True
+            n, box, build.neighbor_cutoff, skin=skin, excluded_pairs=build.excluded_for_nlist, full=not HALF_LIST
         )
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([value(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])
