@@ -129,27 +129,32 @@ def compact_bits(bits, values, base, capacity: int, fill: int):
     incl = _inclusive_cumsum_small(count)
     total = incl[:, -1]
     slot = jnp.arange(capacity, dtype=jnp.int32)
-    # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test);
-    # unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some 20x slower
-    if w == 1:
-        word_of = jnp.zeros((n, capacity), jnp.int32)
-    elif w <= 48:
-        word_of = sum((incl[:, j : j + 1] <= slot[None, :]).astype(jnp.int32) for j in range(w - 1))
-    else:  # long rows (force-field systems, K ~ 4,000): mark where each word ends, then a running sum over slots
-        # (a binary search costs log2(w) gathers per slot: 100 ms of a 230 ms villin + water compaction, this 17 ms)
-        # (widths kept to whole blocks of 32: an XLA CPU pad or slice of these [rows, slots] arrays costs more)
-        # the running sum in int16 (word counts < 2**15) by associative_scan: half the bytes of int32, and ~40%
-        # cheaper than blocked triangular matmuls here (villin + water, [8867, 384]: 8 vs 13 ms)
+    at_row = jnp.arange(n, dtype=jnp.int32)[:, None] * w
+    if w > 48:  # long rows (force-field systems, K ~ 4,000): a running sum over slots of marks where each word ends
+        # (a binary search costs log2(w) gathers per slot: 100 ms of a 230 ms villin + water compaction)
+        # Each mark carries 1 (one more word before the slot) in the low `shift` bits and the word's set bits above
+        # them, so one int32 associative_scan gives both the slot's word and the set bits before that word: no
+        # gather of the prefix counts (villin + water, [8867, 363] slots: compaction 44 -> 32 CPU ms; the scan
+        # beats triangular matmuls over blocks of 32 columns, 8 vs 13 ms)
+        shift = max(1, int(w).bit_length())  # word indices < w <= 2**shift
+        assert 32 * w << shift < 2**31, "mask rows too long for the packed running sum"
         width = 32 * (capacity // 32 + 1)  # > capacity: room for the "past the end" slot
         ends = jnp.minimum(incl[:, :-1], capacity)  # slot at which the next word starts (capacity: past the end)
-        marks = jnp.zeros((n, width), jnp.int16).at[jnp.arange(n)[:, None], ends].add(jnp.int16(1))
-        word_of = jax.lax.associative_scan(jnp.add, marks[:, :capacity], axis=1).astype(jnp.int32)
-    # gathers through flat indices: XLA CPU runs take_along_axis (a batched gather) about 2x slower; each slot's word
-    # and the set bits before it come from one gather of [word, prefix] pairs (two gathers cost ~4 ms more on villin)
-    at_word = (jnp.arange(n, dtype=jnp.int32)[:, None] * w + word_of).reshape(-1)
-    pairs = jnp.stack([bits, (incl - count).astype(jnp.uint32)], axis=-1).reshape(n * w, 2)[at_word]
-    word = pairs[:, 0].reshape(n, capacity)
-    rank = slot[None, :].astype(jnp.uint32) - pairs[:, 1].reshape(n, capacity)
+        inc = 1 + (count[:, :-1] << shift)
+        marks = jnp.zeros((n, width), jnp.int32).at[jnp.arange(n)[:, None], ends].add(inc)
+        packed = jax.lax.associative_scan(jnp.add, marks[:, :capacity], axis=1)
+        word_of = packed & ((1 << shift) - 1)
+        rank = (slot[None, :] - (packed >> shift)).astype(jnp.uint32)
+        # gathers through flat indices: XLA CPU runs take_along_axis (a batched gather) about 2x slower
+        word = bits.reshape(-1)[(at_row + word_of).reshape(-1)].reshape(n, capacity)
+    else:
+        # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test);
+        # unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some 20x slower
+        word_of = sum((incl[:, j : j + 1] <= slot[None, :]).astype(jnp.int32) for j in range(w - 1))
+        word_of = jnp.zeros((n, capacity), jnp.int32) + word_of
+        at_word = (at_row + word_of).reshape(-1)
+        word = bits.reshape(-1)[at_word].reshape(n, capacity)
+        rank = (slot[None, :] - (incl - count).reshape(-1)[at_word].reshape(n, capacity)).astype(jnp.uint32)
     col = word_of * 32 + _select_bit(word, rank)
     at = jnp.minimum(base[:, None] + col, values.shape[0] - 1)  # slots past a row's end: any in-range entry
     out = values[at.reshape(-1)].reshape(n, capacity)
