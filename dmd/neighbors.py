@@ -34,6 +34,7 @@ import numpy as np
 from dmd.space import from_fractional, is_triclinic, minimum_image, perpendicular_widths, to_fractional
 
 __all__ = [
+    "BLOCK_ENTRIES",
     "CellNeighborList",
     "CellNeighborListFns",
     "box_key",
@@ -43,6 +44,12 @@ __all__ = [
     "needs_rebuild",
     "pack_rows",
 ]
+
+
+# Pairs (mask phase) or 8 × output slots (compaction) per step of the build's block loops, by jax backend. CPU: small
+# blocks stay in cache (villin + water rebuild 88-91 -> 83-86 CPU ms at 500k against 2M, LJ N = 8,000 14.5 -> 12.8 ms,
+# same process, alternated × 3); elsewhere the earlier 2M (a GPU pays per loop step, not per byte of cache).
+BLOCK_ENTRIES = {"cpu": 500_000, "gpu": 2_000_000}
 
 
 def needs_rebuild(disp2, skin: float):
@@ -61,17 +68,6 @@ def _inclusive_cumsum_small(x):
     w = x.shape[1]
     tri = jnp.triu(jnp.ones((w, w), jnp.float32))
     return jnp.round(x.astype(jnp.float32) @ tri).astype(jnp.int32)  # exact: counts < 2**24
-
-
-def _inclusive_cumsum_blocked(x, width: int = 32):
-    """Inclusive cumsum along axis 1 of a small int ``[n, L]`` array, L a multiple of ``width`` (entries summing
-    below 2**24): triangular matmuls within blocks of ``width`` columns, then over the block totals (see
-    :func:`_inclusive_cumsum_small`)."""
-    n, length = x.shape
-    nb = length // width
-    inner = _inclusive_cumsum_small(x.reshape(n * nb, width)).reshape(n, nb, width)
-    before = _inclusive_cumsum_small(inner[..., -1]) - inner[..., -1]  # exclusive sum of the earlier blocks
-    return (inner + before[..., None]).reshape(n, length)
 
 
 def _select_bit(word, rank):
@@ -140,23 +136,32 @@ def compact_bits(bits, values, base, capacity: int, fill: int):
     incl = _inclusive_cumsum_small(count)
     total = incl[:, -1]
     slot = jnp.arange(capacity, dtype=jnp.int32)
-    # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test);
-    # unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some 20x slower
-    if w == 1:
-        word_of = jnp.zeros((n, capacity), jnp.int32)
-    elif w <= 48:
-        word_of = sum((incl[:, j : j + 1] <= slot[None, :]).astype(jnp.int32) for j in range(w - 1))
-    else:  # long rows (force-field systems, K ~ 4,000): mark where each word ends, then a running sum over slots
-        # (a binary search costs log2(w) gathers per slot: 100 ms of a 230 ms villin + water compaction, this 17 ms)
-        # (widths kept to whole blocks of 32: an XLA CPU pad or slice of these [rows, slots] arrays costs more)
+    at_row = jnp.arange(n, dtype=jnp.int32)[:, None] * w
+    if w > 48:  # long rows (force-field systems, K ~ 4,000): a running sum over slots of marks where each word ends
+        # (a binary search costs log2(w) gathers per slot: 100 ms of a 230 ms villin + water compaction)
+        # Each mark carries 1 (one more word before the slot) in the low `shift` bits and the word's set bits above
+        # them, so one int32 associative_scan gives both the slot's word and the set bits before that word: no
+        # gather of the prefix counts (villin + water, [8867, 363] slots: compaction 44 -> 32 CPU ms; the scan
+        # beats triangular matmuls over blocks of 32 columns, 8 vs 13 ms)
+        shift = max(1, int(w).bit_length())  # word indices < w <= 2**shift
+        assert 32 * w << shift < 2**31, "mask rows too long for the packed running sum"
         width = 32 * (capacity // 32 + 1)  # > capacity: room for the "past the end" slot
         ends = jnp.minimum(incl[:, :-1], capacity)  # slot at which the next word starts (capacity: past the end)
-        marks = jnp.zeros((n, width), jnp.int32).at[jnp.arange(n)[:, None], ends].add(1)
-        word_of = _inclusive_cumsum_blocked(marks)[:, :capacity]
-    # gathers through flat indices: XLA CPU runs take_along_axis (a batched gather) about 2x slower
-    at_word = (jnp.arange(n, dtype=jnp.int32)[:, None] * w + word_of).reshape(-1)
-    word = bits.reshape(-1)[at_word].reshape(n, capacity)
-    rank = (slot[None, :] - (incl - count).reshape(-1)[at_word].reshape(n, capacity)).astype(jnp.uint32)
+        inc = 1 + (count[:, :-1] << shift)
+        marks = jnp.zeros((n, width), jnp.int32).at[jnp.arange(n)[:, None], ends].add(inc)
+        packed = jax.lax.associative_scan(jnp.add, marks[:, :capacity], axis=1)
+        word_of = packed & ((1 << shift) - 1)
+        rank = (slot[None, :] - (packed >> shift)).astype(jnp.uint32)
+        # gathers through flat indices: XLA CPU runs take_along_axis (a batched gather) about 2x slower
+        word = bits.reshape(-1)[(at_row + word_of).reshape(-1)].reshape(n, capacity)
+    else:
+        # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test);
+        # unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some 20x slower
+        word_of = sum((incl[:, j : j + 1] <= slot[None, :]).astype(jnp.int32) for j in range(w - 1))
+        word_of = jnp.zeros((n, capacity), jnp.int32) + word_of
+        at_word = (at_row + word_of).reshape(-1)
+        word = bits.reshape(-1)[at_word].reshape(n, capacity)
+        rank = (slot[None, :] - (incl - count).reshape(-1)[at_word].reshape(n, capacity)).astype(jnp.uint32)
     col = word_of * 32 + _select_bit(word, rank)
     at = jnp.minimum(base[:, None] + col, values.shape[0] - 1)  # slots past a row's end: any in-range entry
     out = values[at.reshape(-1)].reshape(n, capacity)
@@ -354,7 +359,7 @@ class CellNeighborListFns:
             return s - jnp.floor(s)
         return jnp.mod(pos, box) / box
 
-    def build_rows(self, pos, cell_capacity, capacity, *, box=None, pair_filter=None, block_entries=2_000_000):
+    def build_rows(self, pos, cell_capacity, capacity, *, box=None, pair_filter=None, block_entries=None):
         """Each atom's partners within cutoff + skin from the cell list: ``(idx [N, capacity] | None, counts [N],
         cell_overflow)``.
 
@@ -363,12 +368,15 @@ class CellNeighborListFns:
         distances in ``box`` (``[3]`` or ``[3, 3]``, default :attr:`box`; the grid must cover it, :meth:`covers`).
 
         Distances are computed per cell: the atoms of a cell against the candidates of its stencil, moved to their
-        periodic images once per cell (:meth:`_cell_frame`), in blocks of about ``block_entries`` pairs. The inner
+        periodic images once per cell (:meth:`_cell_frame`), in blocks of about ``block_entries`` pairs (default
+        :data:`BLOCK_ENTRIES` for the running jax backend). The inner
         loop then broadcasts, with no gather and no minimum image: on XLA CPU a gather per candidate cost more than
         the arithmetic, although the cells' padded rows hold ~1.8x the pairs of a row-wise sweep. The packed masks
         return to atom order (a gather of words) and are compacted there (:func:`compact_bits`).
         """
         n = pos.shape[0]
+        if block_entries is None:
+            block_entries = BLOCK_ENTRIES.get(jax.default_backend(), BLOCK_ENTRIES["gpu"])
         box = self._box(pos.dtype, box)
         members, rows_pos, table, cand_pos, row_of, cid, cell_overflow = self._cell_frame(pos, cell_capacity, box)
         n_cells, cc = members.shape

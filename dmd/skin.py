@@ -75,8 +75,9 @@ def optimal_skin(cutoff: float, rate: float, rebuild_over_pair: float, *, lo: fl
 
 
 # ρ of dmd's cell-list rebuild: one rebuild over one real-space pair evaluation, both at the list radius (villin +
-# TIP3P water, PME 0.9 nm, benchmarks/bench_engine.py on a 2-core CPU: rebuild ~180 ms CPU, pairs ~33 ms)
-REBUILD_OVER_PAIR = 5.5
+# TIP3P water, PME 0.9 nm, half lists, benchmarks/bench_engine.py on a 2-core CPU: the probe at 0.2 nm timed the
+# rebuild at 131 ms and the pairs at 42 ms, i.e. 3.1; it was 5.5 before the packed compaction, docs/engine.md)
+REBUILD_OVER_PAIR = 3.1
 
 # ρ by jax backend: the rebuild (sorts, compaction) and the pair kernel scale differently on other hardware. GPU: the
 # skin probe of benchmarks/gpu_check.py on an H200 (villin + water, docs/engine.md "GPU readiness"): ρ = 1.1.
