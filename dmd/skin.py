@@ -131,7 +131,7 @@ def chosen_skin(system, n_rebuilds: int, n_steps: int, rebuild_over_pair: float 
     """The skin (nm) :func:`optimal_skin` gives for ``system`` after a run of ``n_steps`` steps at its present skin
     rebuilt ``n_rebuilds`` times (:func:`displacement_rate`), kept below what the box allows; None when the system's
     list cannot change skin (:func:`list_geometry`). ``rebuild_over_pair``: ρ; None: the running backend's
-    (:func:`backend_rebuild_over_pair`: a GPU rebuilds at ~1 pair evaluation, a CPU at ~5.5)."""
+    (:func:`backend_rebuild_over_pair`: a GPU rebuilds at ~1 pair evaluation, a CPU at ~3)."""
     geometry = list_geometry(system.neighbor_fn)
     if geometry is None:
         return None

@@ -45,9 +45,6 @@ class Objective:
         """Each target's prediction from ⟨o⟩ ``[K_total]`` (jax arrays, traceable)."""
         return [t.observable.predict(mean[a:b]) for t, (a, b) in zip(self.targets, self.spans, strict=True)]
 
-    def predictions(self, mean):
-        return [np.asarray(p) for p in self.predict_all(mean)]
-
     def residuals(self, mean):
         """Residuals from ⟨o⟩ ``[K_total]``."""
         return self.residuals_of(self.predict_all(mean))
