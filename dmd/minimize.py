@@ -15,9 +15,9 @@ largest atom move capped at ``max_move_nm``), so it is the integrators' drift wi
   reallocated larger, the minimisation redone, if it overflowed (:func:`dmd.runloop.redo_on_overflow`).
 
 The loop is a jitted ``lax.while_loop`` of at most ``chunk`` iterations, called from Python until done (so Ctrl-C
-is honoured within a chunk; the iterations, hence the result, are those of one long loop), compiled once per
-(system, settings). It stops when the RMS of the
-(projected) force components is at most ``tolerance`` kJ/mol/nm, OpenMM's ``LocalEnergyMinimizer`` criterion
+is honoured within a chunk, and a ``stop`` callable such as the CLI's SIGINT flag is polled before every chunk; the
+iterations, hence the result, are those of one long loop), compiled once per (system, settings). It stops when the
+RMS of the (projected) force components is at most ``tolerance`` kJ/mol/nm, OpenMM's ``LocalEnergyMinimizer`` criterion
 (default 10), or after ``max_iterations``.
 """
 
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmd.base.errors import UserInputError
+from dmd.base.errors import RunInterrupted, UserInputError
 from dmd.integrators import step_closures
 from dmd.runloop import compiled_for, grow_neighbors, overflowed, positions_for_allocation, redo_on_overflow
 
@@ -152,11 +152,21 @@ def _make_minimizer(system, tolerance: float, dt_start: float, dt_max: float, ma
         c = jax.lax.while_loop(lambda c: (c[0] < stop) & (rms(c[4]) > tolerance), lambda c: body(params, c), c)
         return c, rms(c[4]), jnp.max(jnp.linalg.norm(c[4], axis=-1))
 
-    def run(params, x, nbr, max_iterations):
+    def run(params, x, nbr, max_iterations, stop):
         # a Python loop over jitted chunks instead of one while_loop: Ctrl-C is honoured between chunks (a signal
-        # reaches Python only when a compiled call returns); the iterations are the same, so is the result
+        # reaches Python only when a compiled call returns), and so is a stop request (polled before each chunk,
+        # the first included: a signal received while `start` compiled skips compiling `advance`); the iterations
+        # are the same, so is the result
         c, e0 = start(params, x, nbr)
         while True:
+            signum = stop() if stop is not None else 0
+            if signum:
+                raise RunInterrupted(
+                    int(signum),
+                    0,
+                    message=f"interrupted during the minimisation, after {int(c[0])} FIRE iterations; nothing was "
+                    "written (run again to start over)",
+                )
             c, rms_f, max_f = advance(params, c, max_iterations)
             if int(c[0]) >= max_iterations or float(rms_f) <= tolerance or overflowed(c[5]):
                 break
@@ -176,6 +186,7 @@ def minimize(
     dt_max: float = 0.01,
     max_move_nm: float = 0.01,
     chunk: int = 50,
+    stop=None,
 ) -> MinimizeResult:
     """Minimise the energy of ``system`` from ``positions`` (default its start) to an RMS force of ``tolerance``.
 
@@ -187,9 +198,14 @@ def minimize(
         move of any atom in one iteration, nm (keeps a clashing start from jumping; well under the list's skin).
       chunk: iterations per compiled call; Ctrl-C stops the minimisation within one chunk (the result does not
         depend on it).
+      stop: callable polled before each chunk (e.g. :func:`dmd.cli.common.stop_on_signals`'s flag); a true value
+        (a signal number) raises :class:`dmd.base.errors.RunInterrupted` with it. None: never stops early.
 
     Returns:
       :class:`MinimizeResult`.
+
+    Raises:
+      RunInterrupted: ``stop()`` asked for a stop (its ``signum``; nothing is returned, nothing was written).
     """
     if not tolerance > 0:
         raise UserInputError(f"minimisation tolerance {tolerance}: must be a positive force, kJ/mol/nm")
@@ -202,7 +218,7 @@ def minimize(
     logging.getLogger(__name__).info(f"minimising {system.name or 'system'} to RMS |F| ≤ {tolerance:g} kJ/mol/nm")
     nbr0 = system.allocate_neighbors(positions_for_allocation(system, x0))
     _, out, _ = redo_on_overflow(
-        lambda nbr: run(params, x0, nbr, int(max_iterations)),
+        lambda nbr: run(params, x0, nbr, int(max_iterations), stop),
         nbr0,
         lambda result: result[1],
         lambda nbr, _, attempt: grow_neighbors(system, nbr, x0, attempt),

@@ -25,6 +25,7 @@ from dmd.base.io import atomic_path, write_json
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.integrators import n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
+from dmd.runloop import stop_before_start
 from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, summary_mean, write_checkpoint
 from dmd.space import box_volume, check_reduced_box
 
@@ -108,9 +109,10 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
     if state is None and cfg.minimize is not None:  # as simulate(): the start minimised first, not on resume
         from dmd.minimize import minimize
 
-        minimized = minimize(system, params, tolerance=cfg.minimize)
+        minimized = minimize(system, params, tolerance=cfg.minimize, stop=cfg.stop)
         system = dataclasses.replace(system, positions=np.asarray(minimized.positions))
     start = 0 if state is None else int(state.step)
+    stop_before_start(cfg.stop, start, paths["checkpoint"] if cfg.resume else None)
     mass = float(np.sum(np.asarray(system.masses)))
     n_dof = n_degrees_of_freedom(system)
     per_frame = cfg.report_every // int(every)

@@ -5,6 +5,8 @@ A jitted chunk of steps cannot resize its neighbour list: when the list (or jax-
 capacity it sets an overflow flag and silently drops pairs, so the chunk's forces were wrong. The host then grows
 the list at the chunk's start positions and redoes the chunk. Growing on every retry matters: a retry at the
 same size loops forever (docs/engine.md, "Neighbour lists").
+
+Also here: :func:`stop_before_start`, the run loops' check of a stop request (Ctrl-C) made while a run was set up.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from dmd.base.errors import RunInterrupted
 from dmd.space import wrap_positions
 
 __all__ = [
+    "stop_before_start",
     "MAX_REALLOCATIONS",
     "overflowed",
     "is_cell_list",
@@ -150,3 +154,24 @@ def compiled_for(cache: collections.OrderedDict, system, settings: tuple, make: 
     while len(cache) > size:
         cache.popitem(last=False)
     return fn
+
+
+def stop_before_start(stop: Callable[[], int] | None, step: int, checkpoint=None) -> None:
+    """Honour a stop requested while a run was set up (system, minimisation, start), before its first chunk
+    compiles (~10 s for a solvated system): raise :class:`dmd.base.errors.RunInterrupted` with nothing written.
+
+    Args:
+      stop: the run's stop callable (signal number or 0), or None. step: the run's first step.
+      checkpoint: a resumed run's checkpoint (left as it was, so ``--resume`` still continues from it); None for a
+        fresh run.
+    """
+    signum = stop() if stop is not None else 0
+    if not signum:
+        return
+    if checkpoint is not None:
+        what = f"checkpoint {checkpoint} is unchanged (continue with --resume)"
+    else:
+        what = "nothing was written (run again to start over)"
+    raise RunInterrupted(
+        int(signum), step, None if checkpoint is None else str(checkpoint), f"interrupted before the first step; {what}"
+    )

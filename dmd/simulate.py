@@ -44,6 +44,7 @@ from dmd.runloop import (
     overflowed,
     positions_for_allocation,
     redo_on_overflow,
+    stop_before_start,
 )
 
 __all__ = [
@@ -414,7 +415,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         if cfg.minimize is not None:
             from dmd.minimize import minimize
 
-            minimized = minimize(system, params, tolerance=cfg.minimize)
+            minimized = minimize(system, params, tolerance=cfg.minimize, stop=cfg.stop)
             logging.getLogger(__name__).info(minimized.line())
         start = integ.init if ready else integ.start
         state = start(jax.random.PRNGKey(cfg.seed), params, None if minimized is None else minimized.positions)
@@ -422,6 +423,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             state = grown_state(system, state, 1)
 
     start_step = int(state.step)
+    stop_before_start(cfg.stop, start_step, paths["checkpoint"] if cfg.resume else None)
     if start_step > cfg.steps:
         raise UserInputError(f"--steps {cfg.steps} is below the checkpoint's step {start_step}; pass a larger --steps")
     n_dof = integ.n_dof

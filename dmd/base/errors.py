@@ -36,11 +36,13 @@ class RunInterrupted(KeyboardInterrupt):
       signum: the signal number (2 SIGINT, 15 SIGTERM); the CLI exits with 128 + signum.
       step: the step reached (the checkpoint's step).
       checkpoint: path of the checkpoint written, or None (a run without output files).
+      message: the account to print instead of the default "interrupted at step N; checkpoint ..." (e.g. a run
+        stopped during its minimisation, before anything was written).
     """
 
-    def __init__(self, signum: int, step: int, checkpoint: str | None = None):
+    def __init__(self, signum: int, step: int, checkpoint: str | None = None, message: str | None = None):
         where = f"; checkpoint {checkpoint} (continue with --resume)" if checkpoint else ""
-        super().__init__(f"interrupted at step {step}{where}")
+        super().__init__(message or f"interrupted at step {step}{where}")
         self.signum = signum
         self.step = step
         self.checkpoint = checkpoint
