@@ -219,7 +219,14 @@ def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
         raise UserInputError(f"--minimize-tolerance {cfg['minimize_tolerance']}: must be a positive force, kJ/mol/nm")
     if float(cfg["temperature"]) < 0:
         raise UserInputError(f"--temperature {cfg['temperature']}: must be >= 0 K")
+    if not float(cfg["dt"]) > 0:
+        raise UserInputError(f"--dt {cfg['dt']}: pass a positive time step in ps (e.g. 0.002)")
+    if int(cfg["report_every"]) < 1:
+        raise UserInputError(f"--report-every {cfg['report_every']}: pass a positive number of steps")
     from dmd.cli.common import check_input, check_outputs
+    from dmd.trajectory import check_out_path
+
+    check_out_path(cfg["out"])  # the format from the suffix, before the "minimising" line and any work
 
     inputs = [cfg["pdb"], config]
     resume_or_overwrite = bool(cfg["resume"]) or bool(cfg["overwrite"])
