@@ -303,6 +303,9 @@ def _maxwell_velocities(key, masses, kT, shape, dtype):
     return jax.random.normal(key, shape, dtype) * sd[:, None]
 
 
+_INIT_CACHE: collections.OrderedDict = collections.OrderedDict()  # dmd.runloop.compiled_for's store
+
+
 def _make_init(system, kT, efn, cons, masses):
     """``(init, start)`` (:class:`Integrator`), each one compiled function: evaluated op by op, the first energy and
     gradient of a force-field system cost ~200 small XLA compilations (~10 s); jitted, one. Only the neighbour-list
@@ -411,7 +414,11 @@ def _assemble(system, kT, efn, cons, masses, move, finish, name, dt, temperature
             v = jnp.where(ready, finish(x_new, v, f), v)
         return IntegratorState(x_new, v, f, e, key, state.step + ready.astype(state.step.dtype), nbr)
 
-    init, start = _make_init(system, kT, efn, cons, masses)
+    # one (init, start) per (system, kT, precision): a second integrator of the same system (each simulate() call
+    # makes one) reuses the jitted state_at instead of compiling it again; its closures (efn, cons, masses) are
+    # functions of the (frozen) system and of jax's precision, both in the key
+    settings = (kT, masses.dtype.str)
+    init, start = compiled_for(_INIT_CACHE, system, settings, lambda: _make_init(system, kT, efn, cons, masses))
     n_dof = n_degrees_of_freedom(system)
     return Integrator(init, step, name, dt, temperature, friction, n_dof, start=start, advance=advance)
 
