@@ -347,9 +347,13 @@ def emit(args, summary: dict, text: str) -> None:
 
 
 def say(text: str) -> None:
-    """A line of the summary on stdout (inside :func:`stdout_for_summary_only` the one real stdout)."""
+    """A line of the summary on stdout (inside :func:`stdout_for_summary_only` the one real stdout), after what was
+    written to stderr before it (a progress bar's last refresh) has reached the screen."""
     import sys
 
+    from dmd.cli.native_stderr import drain
+
+    drain()
     print(text, file=_STATE.get("stdout") or sys.stdout, flush=True)
 
 

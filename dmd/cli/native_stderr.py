@@ -29,6 +29,9 @@ import threading
 
 # a tuning-only feature in XLA:CPU's AOT loader check (absl format: "E1204 11:49:49.96 PID cpu_aot_loader.cc:195] ")
 _NOISE = re.compile(rb"cpu_aot_loader\.cc:\d+\] Loading XLA:CPU AOT result\. Target machine feature \+(prefer|fast)-")
+# written by drain() into the pipe and removed by the pump, which then signals that it forwarded everything before it
+_DRAIN_MARK = b"\0dmd-drain\0"
+_PUMP: dict = {}  # the running pump's "drained" semaphore, while fd 2 is the filter's pipe
 # the start of an absl log line ("E" or "W" + MMDD) that may still turn out to be noise once its newline arrives
 _LOG_START = re.compile(rb"[EWI]\d{0,4}$|[EWI]\d{4}[ 0-9:.]*")
 
@@ -106,6 +109,8 @@ def _filtered_fd2():
     os.dup2(write_end, 2)
     os.close(write_end)
 
+    drained = threading.Semaphore(0)
+
     def pump() -> None:
         pending = b""
         while True:
@@ -113,27 +118,50 @@ def _filtered_fd2():
                 chunk = os.read(read_end, 65536)
             except OSError:
                 chunk = b""
+            eof, marks = not chunk, chunk.count(_DRAIN_MARK)
+            chunk = chunk.replace(_DRAIN_MARK, b"") if marks else chunk
             try:
-                out, pending = filter_chunk(pending + chunk, final=not chunk)
+                out, pending = filter_chunk(pending + chunk, final=eof)
                 _write_all(saved, out)
             except Exception:  # never stop draining the pipe: a full pipe would block every writer
                 _write_all(saved, pending + chunk)
                 pending = b""
-            if not chunk:
+            for _ in range(marks):
+                drained.release()
+            if eof:
                 break
         os.close(read_end)
 
     thread = threading.Thread(target=pump, name="dmd-native-stderr", daemon=True)
     thread.start()
+    _PUMP["drained"] = drained
     try:
         yield
     finally:
+        _PUMP.pop("drained", None)
         sys.stderr.flush()
         flush_c_stdio()
         os.dup2(saved, 2)  # closes the pipe's last write end held by this process: the pump sees end of file
         thread.join(timeout=5.0)
         if not thread.is_alive():  # a child process that still holds the pipe keeps the pump (daemon) alive
             os.close(saved)
+
+
+def drain(timeout_s: float = 1.0) -> None:
+    """Wait (at most ``timeout_s``) until everything written to fd 2 so far has passed the filter to the real
+    stderr. Call before writing to stdout what must follow it on a shared terminal or ``2>&1`` pipe: the closing
+    summary after a progress bar's last refresh (``dmd index``'s table came before it in 2 of 3 runs). Outside a
+    filtered block it only flushes ``sys.stderr``."""
+    sys.stderr.flush()
+    drained = _PUMP.get("drained")
+    if drained is None:
+        return
+    flush_c_stdio()
+    try:
+        _write_all(2, _DRAIN_MARK)  # 12 bytes, one atomic write: never split between two of the pump's reads
+    except OSError:
+        return
+    drained.acquire(timeout=timeout_s)
 
 
 def flush_c_stdio() -> None:

@@ -112,3 +112,28 @@ def test_progress_bars_keep_the_terminal_width_through_the_filter():
     inside, after = proc.stdout.decode().splitlines()
     assert inside.split() == ["131", "132", "41", "False"]  # tqdm's width on a 132-column terminal is 131
     assert after.split() == ["None", "None"]  # the environment is restored on leaving
+
+
+ORDER_SCRIPT = """
+import sys
+from dmd.cli.common import say, stdout_for_summary_only
+from dmd.cli.native_stderr import native_stderr_filtered
+with native_stderr_filtered(), stdout_for_summary_only():
+    for i in range(20000):  # a progress bar's refreshes: ~1 MB through the filter's pipe, the last ones in flight
+        sys.stderr.write(f"\\rsearching: {i} batch [00:01, 1.04 s/batch, best M 19866.8]")
+    sys.stderr.write("\\n")
+    say("TABLE")
+"""
+
+
+def test_the_summary_follows_the_last_progress_refresh_on_a_shared_stream():
+    # `dmd index 2>&1 | cat`: stdout is written at once, stderr passes through the filter's pipe and thread, so the
+    # results table landed before the bar's last refreshes (2 of 3 runs); say() now waits for the pipe to drain
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for _ in range(3):  # the race went the wrong way in every run of this script without the drain (3 of 3)
+        proc = subprocess.run([sys.executable, "-c", ORDER_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, timeout=60, check=True)  # fmt: skip
+        out = proc.stdout.decode()
+        assert out.endswith("searching: 19999 batch [00:01, 1.04 s/batch, best M 19866.8]\nTABLE\n"), out[-300:]
+        assert "dmd-drain" not in out and "\0" not in out  # the drain's marker never reaches the screen
