@@ -63,11 +63,13 @@ def main(argv=None):
     rows = gradients(a.sigma, a.restart, a.equilibration, a.rounds, a.seed, a.replicas)
     g = np.array([r[0] for r in rows])
     for i, (gi, lo, lo_fit, s) in enumerate(rows):
-        print(f"round {i}: dL/dσ {gi:+.3f} /nm, loss {lo:.4f} (fit's {lo_fit:.4f}), {s:.1f} s")
+        print(f"round {i}: dL/dσ {gi:+.3f} /nm (2Jᵀr in z = ln σ: {a.sigma * gi:+.3f}), loss {lo:.4f} "
+              f"(fit's {lo_fit:.4f}), {s:.1f} s")  # fmt: skip
     se = g.std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else float("nan")
     print(f"σ {a.sigma:.4f} ({100 * (a.sigma / TRUTH - 1):+.1f}%), restart {a.restart}, equilibration "
           f"{a.equilibration}, seed {a.seed}, {a.replicas} replicas: mean dL/dσ {g.mean():+.3f} ± {se:.3f} /nm over "
-          f"{len(g)} rounds, round 0 {g[0]:+.3f}; CPU {time.process_time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
+          f"{len(g)} rounds, round 0 {g[0]:+.3f}; CPU {time.process_time() - t0:.0f} s, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
