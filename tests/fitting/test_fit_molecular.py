@@ -108,24 +108,40 @@ def test_parameter_start_sets_theta(tmp_path):
         load_fit_config(bad)
 
 
+def _round_losses(seed, sigmas, steps=3000, equilibration=2000):
+    """The example's ``absolute`` loss of one fresh run's own I_D (one replica, one round window: ``equilibration``
+    + ``steps`` from the PDB, as ``restart: crystal`` samples) against the shipped target, at each σ of protein-O."""
+    from dmd.params import select
+    from fitting.forcefield_sampling import make_sampler, replica_seed, sample
+    from fitting.observables import frame_values
+
+    system, _, (target,), cfg, _ = load_fit_config(EXAMPLE / "peptide_diffuse.yaml")
+    cfg = dataclasses.replace(cfg, steps=steps, equilibration=equilibration)
+    sel = select(system.param_labels, ["NonbondedForce/sigma/protein-O"])
+    sampler, per = make_sampler(system, cfg), frame_values(target.observable.per_frame)  # one compilation each
+    data = np.asarray(target.data, float)
+    out = []
+    for sigma in sigmas:
+        params = sel.set(system.params, jnp.full((1,), sigma, jnp.float32))
+        frames, _ = sample(system, params, cfg, seed=replica_seed(seed, 0), sampler=sampler)
+        pred = np.asarray(target.observable.predict(np.asarray(per(params, jnp.asarray(frames))).mean(axis=0)))
+        out.append(float(np.mean((pred - data) ** 2) / np.mean(data**2)))
+    return out
+
+
 @pytest.mark.slow
-def test_diffuse_gradient_moves_lj_sigma_towards_the_truth():
-    # One round of examples/fit_diffraction/peptide_diffuse.yaml (shipped target, made at the Amber14 σ by
-    # make_peptide_target.py) from σ + 20%: the diffuse gradient must step σ towards the truth (by ≥ 0.5%) and not
-    # past it by more than 5%. One replica's one-round gradient is mostly noise in its size and not always right in
-    # its sign: at the start σ the four replicas of fit seed 0 gave 2Jᵀr = +7.3, +7.9, +4.4, −0.9 (float32, against
-    # the former 4-run target; docs/fitting.md).
-    # Measured here (float64, fit seed 0, fold_in round seeds, the 16-run target): 0.3552 → 0.3512 (−1.1%; before
-    # the new seeds and target 0.3441). The full recovery is benchmarks/bench_fit_molecular.py (4 replicas, 10
-    # rounds), so this test checks the direction of the signal only. res.last: θ after the step (res.values would
-    # be the example's average over rounds, here the start σ the one round sampled at).
-    system, params, targets, cfg, _ = load_fit_config(EXAMPLE / "peptide_diffuse.yaml")
-    # one replica (the example runs 4 per round): 4 would take 4× as long
-    cfg = dataclasses.replace(cfg, rounds=1, steps=3000, equilibration=1000, decay_after=None, progress=False,
-                              replicas=1)  # fmt: skip
-    res = fit(system, params, targets, cfg)
-    sigma = res.last["NonbondedForce/sigma/protein-O"]
-    assert (1 - 0.05) * TRUTH < sigma < 0.995 * START, (sigma, res.history[0].get("grad_norm"))
+def test_diffuse_loss_of_one_round_tells_the_start_sigma_from_the_truth():
+    # The diffuse target identifies σ of protein-O at the size of one fit round: one replica's I_D (3000 steps after
+    # 2000 from the PDB, the target's window) at the start σ (+20%) is further from the shipped target than at the
+    # truth. This replaces a one-round test that the fitted step moved σ down: the one-round gradient is mostly
+    # noise (fluctuation Jacobian of 150 frames): at the start σ, 5 fresh one-replica rounds gave 2Jᵀr (ln σ)
+    # −0.34, +1.07, −0.25, +0.27, −0.11 and 5 fresh 4-replica rounds +2.87, −1.96, +1.97, +1.16, +0.60, so its sign
+    # is not a property a quick test can hold (the descent itself: benchmarks/bench_fit_molecular.py, 8 seeds).
+    # The loss is: over fit seeds 0-5 the ratio loss(start)/loss(truth) was MEASURED (docs/fitting.md), while two
+    # runs at the same σ differ by ≤ 1.4× (5 runs at the truth: 0.026-0.036); 1.5 is above that spread and below the
+    # smallest start/truth ratio, so a σ the observable did not see (a broken parameter path) fails.
+    loss_start, loss_truth = _round_losses(0, [START, TRUTH])
+    assert loss_start > 1.5 * loss_truth, (loss_start, loss_truth)
 
 
 def test_sampled_energy_of_a_pme_system_on_frames(tmp_path):
