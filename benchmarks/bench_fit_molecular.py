@@ -69,7 +69,8 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "theta_per_round": [h["theta"][NAME] for h in res.history], "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_device_mb": None if peak_dev is None else peak_dev / 2**20,
-            "load": os.getloadavg()[0], "steps": steps}  # fmt: skip
+            "load": os.getloadavg()[0], "steps": steps, "restart": cfg.restart,
+            "equilibration": cfg.equilibration}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -105,7 +106,8 @@ def _seed_line(r: dict, steps: int) -> str:
     return (f"seed {r['seed']}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), "
             f"error {r['error_pct']:+.2f}% "
             f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
-            f"{r['rounds']} rounds of {steps} steps × {r['replicas']} replicas ({r['backend']}; diverged: "
+            f"{r['rounds']} rounds of {r.get('equilibration')} + {steps} steps × {r['replicas']} replicas (restart "
+            f"{r.get('restart')}; {r['backend']}; diverged: "
             f"{r.get('diverged_rounds') or 'none'}), "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "

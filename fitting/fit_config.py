@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "friction", "integrator", "seed",
-             "pressure", "barostat", "barostat_every"}  # fmt: skip
+             "pressure", "barostat", "barostat_every", "restart"}  # fmt: skip
 _DENSITY_UNITS = {"g_cm3": "g_cm3", "g/cm3": "g_cm3", "number": "number_nm3", "number_nm3": "number_nm3"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
              "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states",

@@ -259,7 +259,10 @@ class _StateEval:
 
     def end_round(self):
         """The next round starts where this one ended (last frame, and its box under pressure; every replica's own
-        last frame in a replicated fit)."""
+        last frame in a replicated fit); with ``restart: crystal`` every round starts again from the system's start
+        positions (and box), as a target made from fresh runs was (docs/fitting.md, peptide)."""
+        if self.cfg.restart == "crystal":
+            return
         self.positions = np.asarray(self.frames[-1]) if self.replica_ends is None else self.replica_ends
         if self.boxes is not None:
             self.box = np.asarray(self.boxes[-1])
@@ -359,6 +362,9 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     cfg = config
     if cfg.estimator not in ESTIMATORS:
         raise UserInputError(f"estimator {cfg.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+    if cfg.restart not in ("continue", "crystal"):
+        raise UserInputError(f"simulation.restart {cfg.restart!r}: use continue (each round goes on from the last "
+                             "frame) or crystal (each round starts again from the system's positions)")  # fmt: skip
     states = list(states)
     multi = bool(states)
     npt = cfg.pressure is not None

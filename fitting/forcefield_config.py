@@ -138,7 +138,10 @@ class FitConfig:
         device, sharded over the host's devices and, under ``dmd fit --distributed``, over one mesh of every
         process's devices when the process count divides R (else the (state, replica) pairs split). Observables
         and estimator terms are averages over the R·F pooled frames; each replica continues from its own last
-        frame in the next round.
+        frame in the next round (unless ``restart`` is "crystal").
+      restart: "continue" (each round's simulations go on from the last round's last frames) or "crystal" (each
+        round starts again from the system's start positions and re-equilibrates, fresh velocities: the window a
+        target made from fresh runs of ``equilibration`` + ``steps`` samples; docs/fitting.md, peptide).
     """
 
     rounds: int = 20
@@ -169,6 +172,7 @@ class FitConfig:
     barostat_every: int = 25
     frame_chunk: int = 128
     replicas: int = 1
+    restart: str = "continue"
 
 
 @dataclasses.dataclass

@@ -101,6 +101,26 @@ def test_replicated_fit_averages_each_replicas_own_nonlinear_prediction():
     assert abs(pooled - np.mean(preds)) > 1e-3 * np.mean(preds)  # the pooled variance is another number
 
 
+def test_restart_crystal_starts_every_round_from_the_start_positions():
+    # restart: crystal (the peptide diffuse fit, docs/fitting.md): round 1's replicas start again from the system's
+    # positions, so its prediction is the mean msd of 3 fresh runs from the start with round 1's seeds; continued
+    # replicas start from round 0's last frames and predict another number. 100 steps of 0.01 ps at γ = 5/ps: the
+    # start is remembered (~e^-2.5 at the end), so continuing changes msd by far more than the float64 round-off
+    # that bounds the agreement (rel 1e-9: the vmapped replicas equal the unbatched sampler bitwise on CPU).
+    msd = ob.custom(lambda pos: jnp.mean(pos**2), name="msd")
+    fps, tg = [FitParam(("spring/k",), lower=0.0)], [FitTarget(msd, np.array([0.02]))]
+    cfg = FitConfig(rounds=2, steps=100, equilibration=0, report_every=10, dt=0.01, temperature=300.0, friction=5.0,
+                    progress=False, replicas=3, optimizer="sgd", learning_rate=0.0, restart="crystal")  # fmt: skip
+    osc = _oscillators()
+    fresh = np.mean([np.mean(sample(osc, osc.params, cfg, seed=replica_seed(0, 1, r))[0] ** 2) for r in range(3)])
+    got = fit(osc, fps, tg, cfg).history[1]["prediction"][0][0]
+    assert got == pytest.approx(fresh, rel=1e-9)
+    cont = fit(osc, fps, tg, FitConfig(**{**cfg.__dict__, "restart": "continue"})).history[1]["prediction"][0][0]
+    assert abs(cont - fresh) > 1e-3 * fresh  # continuing is another window (measured 1.3% apart)
+    with pytest.raises(UserInputError, match="use continue .* or crystal"):
+        fit(osc, fps, tg, FitConfig(**{**cfg.__dict__, "restart": "fresh"}))
+
+
 def test_replicas_refused_where_they_cannot_run(tmp_path):
     fps, tg = [FitParam(("spring/k",), lower=0.0)], [FitTarget(ob.custom(lambda p: jnp.mean(p**2)), np.array([0.02]))]
     with pytest.raises(UserInputError, match="positive whole number of replicas"):
