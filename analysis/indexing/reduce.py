@@ -76,7 +76,13 @@ def _selling_step(xp, g4, tol):
     k = xp.argmax(s)
     act = s[k] > tol
     t = xp.where(act, xp.asarray(_SELLING_T, g4.dtype)[k], xp.eye(4, dtype=g4.dtype))
-    return t @ g4 @ t.T, act
+    if xp is np:
+        return t @ g4 @ t.T, act
+    # jax (vmap-ed over a batch of candidates): t g4 tᵀ as broadcast products and sums, not two 4×4 matmuls.
+    # XLA's CPU backend runs a batched 4×4 dot per candidate: the matmul form took 0.32 CPU s per 8 192
+    # triclinic candidates (40 steps), this one 0.008 s, bit for bit the same (issue 21)
+    tg = xp.sum(t[:, :, None] * g4[None, :, :], axis=1)
+    return xp.sum(tg[:, None, :] * t[None, :, :], axis=2), act
 
 
 def selling_reduce(g, n_steps: int | None = None):
