@@ -20,7 +20,7 @@ class SearchBudget:
 
     Attributes:
       n_generate: exact-solve candidates drawn from the prior per batch, each tested once
-        (None: per-system default, ``search.BATCH_SIZES``).
+        (None: per-system default, ``search.SYSTEM_BUDGET``).
       n_candidates: candidates refined iteratively per batch (the best generated ones plus the
         random cells), all in parallel (None: per-system default).
       n_iter: assignment / least-squares iterations per batch.
@@ -98,7 +98,7 @@ class Stopping:
     """When the batches of one lattice system stop.
 
     Attributes:
-      max_batches: upper bound on batches per lattice system (None: ``search.MAX_BATCHES`` per system).
+      max_batches: upper bound on batches per lattice system (None: ``search.SYSTEM_BUDGET`` per system).
       min_batches: batches always run before the stopping test.
       stop_m20: stop when the best approximate M20 reaches this (exact data: true cells score
         ≥ 3.6e4 in float32 on the benchmark set, wrong cells that index every line within

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,8 @@ from analysis.indexing.reference import search_system
 
 __all__ = [
     "padded_length",
-    "BATCH_SIZES",
+    "SYSTEM_BUDGET",
+    "SystemBudget",
     "SearchConfig",
     "SearchResult",
     "search_cells",
@@ -58,21 +60,25 @@ __all__ = [
 ]
 
 
-# (n_generate, n_candidates) per batch: more free parameters need more draws per hit
-BATCH_SIZES = {
-    "cubic": (1024, 128),
-    "tetragonal": (2048, 256),
-    "hexagonal": (2048, 256),
-    "orthorhombic": (4096, 384),
-    "monoclinic": (8192, 512),
-    "triclinic": (8192, 512),
+class SystemBudget(typing.NamedTuple):
+    """The search's default work in one lattice system (:class:`analysis.indexing.SearchBudget` and
+    :class:`analysis.indexing.Stopping` override it)."""
+
+    n_generate: int  # exact-solve candidates per batch: more free parameters need more draws per hit
+    n_candidates: int  # candidates refined iteratively per batch
+    max_batches: int  # batches before giving up (clean data stop at the first one that finds M20 ≥ stop_m20)
+
+
+# orthorhombic 12 batches: centred cells without axial lines, e.g. F d d 2 with no h00 / 0k0 line, need prior draws
+# of rarely used indices such as 004 for the first line
+SYSTEM_BUDGET = {
+    "cubic": SystemBudget(1024, 128, 6),
+    "tetragonal": SystemBudget(2048, 256, 6),
+    "hexagonal": SystemBudget(2048, 256, 6),
+    "orthorhombic": SystemBudget(4096, 384, 12),
+    "monoclinic": SystemBudget(8192, 512, 8),
+    "triclinic": SystemBudget(8192, 512, 12),
 }
-
-
-# batches before giving up (clean data stop at the first batch that finds an M20 ≥ stop_m20 cell)
-# (orthorhombic 12: centred cells without axial lines, e.g. F d d 2 with no h00 / 0k0 line, need
-# prior draws of rarely used indices such as 004 for the first line; clean data stop at the first hit)
-MAX_BATCHES = {"cubic": 6, "tetragonal": 6, "hexagonal": 6, "orthorhombic": 12, "monoclinic": 8, "triclinic": 12}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,8 +420,8 @@ def search_cells(
     rows = prior_mod.search_rows(system, budget.n_ref_rows)
     vlo, vhi = tol.volume_bounds or _default_volume_bounds(inv_d2, system)
     n_first = min(source.n_first, n_obs)
-    n_gen = max(budget.n_generate or BATCH_SIZES[system][0], budget.n_candidates or 0)
-    n_cand = budget.n_candidates or BATCH_SIZES[system][1]
+    n_gen = max(budget.n_generate or SYSTEM_BUDGET[system].n_generate, budget.n_candidates or 0)
+    n_cand = budget.n_candidates or SYSTEM_BUDGET[system].n_candidates
     logits, vocab = prior_mod.generator_logits(prior, system, inv_d2, n_first, uniform=source.candidates == "uniform")
     n_random = n_cand if source.candidates == "random" else int(source.random_fraction * n_cand)
     refine_zero = bool(tol.refine_zero and g_zero is not None)
@@ -451,7 +457,7 @@ def search_cells(
     xs, zs, ss = [], [], []
     best = -np.inf
     nb = 0
-    for nb in range(1, (stop.max_batches or MAX_BATCHES[system]) + 1):
+    for nb in range(1, (stop.max_batches or SYSTEM_BUDGET[system].max_batches) + 1):
         key, sub = jax.random.split(key)
         n_sel = n_cand - n_random
         if n_sel > 0:
