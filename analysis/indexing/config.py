@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from dmd.base.config import group_knobs, set_groups
+
 __all__ = ["CandidateSource", "RefineMoves", "SearchBudget", "SearchConfig", "Stopping", "Tolerance"]
 
 
@@ -138,22 +140,13 @@ class SearchConfig:
     seed: int
 
     def __init__(self, *, budget=None, source=None, moves=None, tolerance=None, stopping=None, seed=0, **knobs):
-        groups = {"budget": budget, "source": source, "moves": moves, "tolerance": tolerance, "stopping": stopping}
-        for name, group in groups.items():
-            group = group if group is not None else _GROUP_TYPES[name]()
-            own = {f.name: knobs.pop(f.name) for f in dataclasses.fields(group) if f.name in knobs}
-            object.__setattr__(self, name, dataclasses.replace(group, **own))
-        if knobs:
-            raise TypeError(f"SearchConfig: unknown knob(s) {', '.join(sorted(knobs))}; see {__name__}")
+        given = {"budget": budget, "source": source, "moves": moves, "tolerance": tolerance, "stopping": stopping}
+        set_groups(self, {name: (given[name], kind) for name, kind in _GROUP_TYPES.items()}, knobs)
         object.__setattr__(self, "seed", seed)
 
     def knobs(self) -> dict:
         """Every knob by its flat name (the groups' fields and ``seed``), e.g. for a JSON report."""
-        out = {}
-        for name in _GROUP_TYPES:
-            out.update(dataclasses.asdict(getattr(self, name)))
-        out["seed"] = self.seed
-        return out
+        return dict(group_knobs(self, _GROUP_TYPES), seed=self.seed)
 
 
 _GROUP_TYPES = {
