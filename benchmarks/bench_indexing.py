@@ -156,11 +156,11 @@ def as_good_as_truth(pattern, pk, best, config: SearchConfig) -> bool:
         0.0,
         q,
         pattern.system,
-        sigma=sigma_inv_d2(q, config.tol_k),
+        sigma=sigma_inv_d2(q, config.tolerance.tol_k),
         g_zero=g,
-        refine_zero=config.refine_zero,
-        n_sigma=config.n_sigma,
-        n_impurity=config.n_impurity,
+        refine_zero=config.tolerance.refine_zero,
+        n_sigma=config.tolerance.n_sigma,
+        n_impurity=config.tolerance.n_impurity,
     )
     return bool(truth is None or (best.n_indexed >= truth.n_indexed and best.score >= truth.score))
 
@@ -459,7 +459,7 @@ def main(argv=None) -> int:
                     f"x{dt_m / dt_o:.0f}, x{(dt_m - t_start) / dt_o:.0f} without start-up {err[:80]}",
                     flush=True,
                 )
-    report: dict = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "results": {}}
+    report: dict = {"config": cfg.knobs(), "results": {}}
     for mode in ("clean", "noisy"):
         for system in SYSTEMS:
             tgt = TARGET_CLEAN[system] if mode == "clean" else None

@@ -39,6 +39,7 @@ import optax
 
 from analysis import powder
 from analysis.formfactors import FormFactorTable, form_factor_table
+from dmd.base.config import set_groups
 
 __all__ = [
     "METRICS",
@@ -48,6 +49,9 @@ __all__ = [
     "smooth_pattern",
     "xrd_loss",
     "RefineConfig",
+    "AdamSettings",
+    "Smoothing",
+    "EnergyRamp",
     "RefineResult",
     "schedules",
     "make_loss_fn",
@@ -242,57 +246,96 @@ def xrd_loss(metric: str, observed, calculated, two_theta, sigma=0.0):
 
 
 @dataclass(frozen=True)
-class RefineConfig:
-    """Refinement settings (see module docstring).
+class AdamSettings:
+    """The Adam step of the refinement.
 
     Attributes:
-      metric: one of :data:`METRICS`.
-      steps: optimizer steps. learning_rate: Adam peak rate (internal units: 0.01 ≈ 1 % length, 0.57°, 0.01 frac).
+      learning_rate: Adam peak rate (internal units: 0.01 ≈ 1 % length, 0.57°, 0.01 frac).
       lr_final_fraction: cosine-decay floor as a fraction of ``learning_rate``.
-      smooth_start: initial smoothing σ (degrees 2θ); 0 disables the multi-scale metric.
-      smooth_end_fraction: fraction of the steps after which σ = 0 (σ decays geometrically to 2 % first).
-      energy_weight: w of the energy term (per eV/atom); 0 disables it.
-      energy_hold, energy_off: fractions of the steps where w starts ramping down and reaches 0
-        (energy_off = 1 with energy_hold = 1 keeps w constant).
       clip: global gradient-norm clip.
       lattice_lr_scale: multiplies the lattice parameters' steps: a 1 % change of a length moves a peak at
         2θ = 70° by 0.6°, several peak widths, so the lattice needs smaller steps than the coordinates.
     """
 
-    metric: str = "cosine"
-    steps: int = 300
     learning_rate: float = 0.01
     lr_final_fraction: float = 0.05
-    smooth_start: float = 0.0
-    smooth_end_fraction: float = 0.7
-    energy_weight: float = 0.0
-    energy_hold: float = 0.5
-    energy_off: float = 0.8
     clip: float = 10.0
     lattice_lr_scale: float = 0.25
 
-    def __post_init__(self):
+
+@dataclass(frozen=True)
+class Smoothing:
+    """The multi-scale metric's smoothing σ schedule (module docstring).
+
+    Attributes:
+      smooth_start: initial smoothing σ (degrees 2θ); 0 disables the multi-scale metric.
+      smooth_end_fraction: fraction of the steps after which σ = 0 (σ decays geometrically to 2 % first).
+    """
+
+    smooth_start: float = 0.0
+    smooth_end_fraction: float = 0.7
+
+
+@dataclass(frozen=True)
+class EnergyRamp:
+    """The energy term's weight schedule (module docstring).
+
+    Attributes:
+      energy_weight: w of the energy term (per eV/atom); 0 disables it.
+      energy_hold, energy_off: fractions of the steps where w starts ramping down and reaches 0
+        (energy_off = 1 with energy_hold = 1 keeps w constant).
+    """
+
+    energy_weight: float = 0.0
+    energy_hold: float = 0.5
+    energy_off: float = 0.8
+
+
+@dataclass(frozen=True, init=False)
+class RefineConfig:
+    """Refinement settings (see module docstring): the metric, the number of steps, and three groups.
+
+    Built from groups, from the groups' flat field names (``RefineConfig(steps=200, smooth_start=1.0)``), or both.
+
+    Attributes:
+      metric: one of :data:`METRICS`.
+      steps: optimizer steps.
+      adam: :class:`AdamSettings`; smoothing: :class:`Smoothing`; energy: :class:`EnergyRamp`.
+    """
+
+    metric: str
+    steps: int
+    adam: AdamSettings
+    smoothing: Smoothing
+    energy: EnergyRamp
+
+    def __init__(self, metric="cosine", steps=300, *, adam=None, smoothing=None, energy=None, **knobs):
+        object.__setattr__(self, "metric", metric)
+        object.__setattr__(self, "steps", steps)
+        groups = {"adam": (adam, AdamSettings), "smoothing": (smoothing, Smoothing), "energy": (energy, EnergyRamp)}
+        set_groups(self, groups, knobs)
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; expected one of {', '.join(METRICS)}")
         if self.steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {self.steps}")
-        if self.energy_weight < 0 or self.smooth_start < 0:
+        if self.energy.energy_weight < 0 or self.smoothing.smooth_start < 0:
             raise ValueError("energy_weight and smooth_start must be ≥ 0")
 
 
 def schedules(config: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-step smoothing σ ``[T]`` (degrees) and energy weight ``[T]``."""
+    sm, en = config.smoothing, config.energy
     t = np.arange(config.steps) / max(config.steps, 1)
-    if config.smooth_start > 0:
-        frac = np.clip(t / config.smooth_end_fraction, 0.0, 1.0)
-        sigma = config.smooth_start * (0.02**frac)
-        sigma = np.where(t < config.smooth_end_fraction, sigma, 0.0)
+    if sm.smooth_start > 0:
+        frac = np.clip(t / sm.smooth_end_fraction, 0.0, 1.0)
+        sigma = sm.smooth_start * (0.02**frac)
+        sigma = np.where(t < sm.smooth_end_fraction, sigma, 0.0)
     else:
         sigma = np.zeros_like(t)
-    if config.energy_weight > 0:
-        hold, off = config.energy_hold, max(config.energy_off, config.energy_hold + 1e-9)
+    if en.energy_weight > 0:
+        hold, off = en.energy_hold, max(en.energy_off, en.energy_hold + 1e-9)
         ramp = np.clip((off - t) / (off - hold), 0.0, 1.0)
-        w = config.energy_weight * np.where(t < hold, 1.0, ramp)
+        w = en.energy_weight * np.where(t < hold, 1.0, ramp)
     else:
         w = np.zeros_like(t)
     return sigma, w
@@ -362,14 +405,16 @@ class Refiner:
 
     Args:
       param, pattern, metric, energy: as in :func:`make_loss_fn` (energy may be None: weights then ignored).
-      config: supplies ``steps``, ``learning_rate``, ``lr_final_fraction``, ``clip`` and ``lattice_lr_scale``.
+      config: supplies ``steps`` and ``adam`` (learning rate, its cosine-decay floor, clip, lattice step scale).
     """
 
     def __init__(self, param, pattern: PatternModel, metric: str = "cosine", energy=None, config=None):
         config = config or RefineConfig(metric=metric)
         self.param, self.pattern, self.metric, self.energy, self.config = param, pattern, metric, energy, config
-        sched = optax.cosine_decay_schedule(config.learning_rate, config.steps, alpha=config.lr_final_fraction)
-        opt = optax.chain(optax.clip_by_global_norm(config.clip), optax.adam(sched))
+        sched = optax.cosine_decay_schedule(
+            config.adam.learning_rate, config.steps, alpha=config.adam.lr_final_fraction
+        )
+        opt = optax.chain(optax.clip_by_global_norm(config.adam.clip), optax.adam(sched))
 
         def one(p0, obs, sigma, e_w):
             loss_fn = make_loss_fn(param, pattern, obs, metric, energy)
@@ -379,7 +424,7 @@ class Refiner:
                 p, s = carry
                 (total, (x, e)), g = grad_fn(p, xs[0], xs[1])
                 upd, s = opt.update(g, s, p)
-                upd = {k: v * config.lattice_lr_scale if k == "lattice" else v for k, v in upd.items()}
+                upd = {k: v * config.adam.lattice_lr_scale if k == "lattice" else v for k, v in upd.items()}
                 return (optax.apply_updates(p, upd), s), (total, x, e)
 
             (p, _), hist = jax.lax.scan(step, (p0, opt.init(p0)), (sigma, e_w))
@@ -456,15 +501,15 @@ def refine(param, starts, pattern: PatternModel, observed, config: RefineConfig 
       starts: one parameter pytree, a list of them, or a pytree with leading ``[n_starts]`` axis.
       pattern: :class:`PatternModel`; observed: ``[G]`` on ``pattern.two_theta`` (any positive scale).
       config: :class:`RefineConfig`. energy: optional energy callable (eV/atom), needed when
-        ``config.energy_weight > 0``.
+        ``config.energy.energy_weight > 0``.
 
     Returns:
       :class:`RefineResult` (``history`` arrays are ``[steps, n_starts]``).
     """
     config = config or RefineConfig()
-    if config.energy_weight > 0 and energy is None:
+    if config.energy.energy_weight > 0 and energy is None:
         raise ValueError("energy_weight > 0 needs an energy model (fitting.xrd_energy.make_energy_model)")
     sigma, e_w = schedules(config)
-    return Refiner(param, pattern, config.metric, energy if config.energy_weight > 0 else None, config)(
+    return Refiner(param, pattern, config.metric, energy if config.energy.energy_weight > 0 else None, config)(
         starts, observed, sigma, e_w
     )

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.indexing.config import CandidateSource, RefineMoves, SearchBudget, SearchConfig, Stopping, Tolerance
 from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide
 from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
@@ -29,7 +30,7 @@ from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows, search_system
-from analysis.indexing.search import SearchConfig, search_cells
+from analysis.indexing.search import search_cells
 from analysis.indexing.solution import (
     Solution,
     from_primitive,
@@ -45,6 +46,11 @@ __all__ = [
     "peaks_from_values",
     "read_peak_file",
     "SearchConfig",
+    "SearchBudget",
+    "CandidateSource",
+    "RefineMoves",
+    "Tolerance",
+    "Stopping",
     "search_cells",
     "Solution",
     "IndexingResult",
@@ -396,14 +402,14 @@ def index_peaks(
     g = None
     if peaks.two_theta is not None and peaks.wavelength is not None:
         g = cell_mod.inv_d2_slope_two_theta(peaks.two_theta, peaks.wavelength)  # Å⁻² per degree 2θ
-    refine_zero = bool(config.refine_zero and g is not None)
-    sig = sigma_inv_d2(inv_d2, config.tol_k)
+    refine_zero = bool(config.tolerance.refine_zero and g is not None)
+    sig = sigma_inv_d2(inv_d2, config.tolerance.tol_k)
     kw = dict(
         sigma=sig,
         g_zero=g,
         refine_zero=refine_zero,
-        n_sigma=config.n_sigma,
-        n_impurity=config.n_impurity,
+        n_sigma=config.tolerance.n_sigma,
+        n_impurity=config.tolerance.n_impurity,
         wavelength=peaks.wavelength,
         centrings=centrings,
     )
@@ -441,7 +447,7 @@ def index_peaks(
             primitive_fallback == "always"
             or (
                 primitive_fallback == "auto"
-                and needs_primitive_search(best, inv_d2, sig, config.n_impurity, error_model)
+                and needs_primitive_search(best, inv_d2, sig, config.tolerance.n_impurity, error_model)
             )
         )
         if (
@@ -462,11 +468,11 @@ def index_peaks(
             upgraded.append(target)
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
-            ranked = decide(rank_solutions(sols, top=4 * top), config.n_impurity)
+            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
             if (
                 ranked
                 and ranked[0].system in (system, *upgraded)
-                and settles(ranked[0], inv_d2, sig, config.n_impurity)
+                and settles(ranked[0], inv_d2, sig, config.tolerance.n_impurity)
             ):
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (
@@ -474,7 +480,7 @@ def index_peaks(
                     )
                 break
     if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic":
-        ranked = decide(rank_solutions(sols, top=4 * top), config.n_impurity)
+        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
         if not ranked or ranked[0].M20 < BLIND_STOP_M20:
             # no convincing cell (M20 < BLIND_STOP_M20; a right cell that only misses `settles`, e.g. noisy barite oP,
             # M20 26.1, keeps its answer without this search, which cost it 22 → 38 CPU s): search triclinic again
@@ -496,9 +502,9 @@ def index_peaks(
             ncand["triclinic, zero fixed"] = res.n_evaluated
             seconds["triclinic"] += time.perf_counter() - t0
     ranked = (
-        decide(rank_solutions(sols, top=4 * top), config.n_impurity, top=top)
+        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top)
         if blind
         else rank_solutions(sols, top=top)
     )
-    scale = data_sigma_scale(ranked[0], inv_d2, sig, config.n_impurity) if ranked else None
+    scale = data_sigma_scale(ranked[0], inv_d2, sig, config.tolerance.n_impurity) if ranked else None
     return IndexingResult(solutions=ranked, seconds=seconds, n_candidates=ncand, skipped=skipped, sigma_scale=scale)

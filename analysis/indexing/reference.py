@@ -46,25 +46,19 @@ CENTRINGS = {
     "monoclinic": ("P", "C", "A", "I"),
     "triclinic": ("P",),
 }
+# Bravais symbol = family letter (the system's initial; triclinic is "anorthic", a) + centring, in the standard
+# setting: an A- or B-face centring is the C lattice with the axes relabelled, and monoclinic I is mC with another
+# choice of a and c (International Tables A, Sect. 3.1).
+_STANDARD_CENTRING = {
+    ("orthorhombic", "A"): "C",
+    ("orthorhombic", "B"): "C",
+    ("monoclinic", "A"): "C",
+    ("monoclinic", "I"): "C",
+}
 BRAVAIS_OF = {
-    ("cubic", "P"): "cP",
-    ("cubic", "I"): "cI",
-    ("cubic", "F"): "cF",
-    ("tetragonal", "P"): "tP",
-    ("tetragonal", "I"): "tI",
-    ("hexagonal", "P"): "hP",
-    ("hexagonal", "R"): "hR",
-    ("orthorhombic", "P"): "oP",
-    ("orthorhombic", "C"): "oC",
-    ("orthorhombic", "A"): "oC",
-    ("orthorhombic", "B"): "oC",
-    ("orthorhombic", "I"): "oI",
-    ("orthorhombic", "F"): "oF",
-    ("monoclinic", "P"): "mP",
-    ("monoclinic", "C"): "mC",
-    ("monoclinic", "A"): "mC",
-    ("monoclinic", "I"): "mC",
-    ("triclinic", "P"): "aP",
+    (system, c): ("a" if system == "triclinic" else system[0]) + _STANDARD_CENTRING.get((system, c), c)
+    for system, centrings in CENTRINGS.items()
+    for c in centrings
 }
 
 # Default index bound per system: enough for the first ~30 lines of cells whose axis

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -41,13 +42,15 @@ import numpy as np
 
 import analysis.indexing.candidates as candidates
 from analysis.cell import reciprocal_metric_from_params as gstar_from_x
+from analysis.indexing.config import SearchConfig
 from analysis.indexing.errors import sigma_inv_d2
 from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import search_system
 
 __all__ = [
     "padded_length",
-    "BATCH_SIZES",
+    "SYSTEM_BUDGET",
+    "SystemBudget",
     "SearchConfig",
     "SearchResult",
     "search_cells",
@@ -57,89 +60,25 @@ __all__ = [
 ]
 
 
-# (n_generate, n_candidates) per batch: more free parameters need more draws per hit
-BATCH_SIZES = {
-    "cubic": (1024, 128),
-    "tetragonal": (2048, 256),
-    "hexagonal": (2048, 256),
-    "orthorhombic": (4096, 384),
-    "monoclinic": (8192, 512),
-    "triclinic": (8192, 512),
+class SystemBudget(typing.NamedTuple):
+    """The search's default work in one lattice system (:class:`analysis.indexing.SearchBudget` and
+    :class:`analysis.indexing.Stopping` override it)."""
+
+    n_generate: int  # exact-solve candidates per batch: more free parameters need more draws per hit
+    n_candidates: int  # candidates refined iteratively per batch
+    max_batches: int  # batches before giving up (clean data stop at the first one that finds M20 ≥ stop_m20)
+
+
+# orthorhombic 12 batches: centred cells without axial lines, e.g. F d d 2 with no h00 / 0k0 line, need prior draws
+# of rarely used indices such as 004 for the first line
+SYSTEM_BUDGET = {
+    "cubic": SystemBudget(1024, 128, 6),
+    "tetragonal": SystemBudget(2048, 256, 6),
+    "hexagonal": SystemBudget(2048, 256, 6),
+    "orthorhombic": SystemBudget(4096, 384, 12),
+    "monoclinic": SystemBudget(8192, 512, 8),
+    "triclinic": SystemBudget(8192, 512, 12),
 }
-
-
-# batches before giving up (clean data stop at the first batch that finds an M20 ≥ stop_m20 cell)
-# (orthorhombic 12: centred cells without axial lines, e.g. F d d 2 with no h00 / 0k0 line, need
-# prior draws of rarely used indices such as 004 for the first line; clean data stop at the first hit)
-MAX_BATCHES = {"cubic": 6, "tetragonal": 6, "hexagonal": 6, "orthorhombic": 12, "monoclinic": 8, "triclinic": 12}
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """Knobs of the batched search (defaults tuned on synthetic 20-line lists).
-
-    Attributes:
-      n_generate: exact-solve candidates drawn from the prior per batch, each tested once
-        (None: per-system default, BATCH_SIZES).
-      n_candidates: candidates refined iteratively per batch (the best generated ones plus the
-        random cells), all in parallel (None: per-system default).
-      max_batches: upper bound on batches per lattice system (None: MAX_BATCHES per system).
-      min_batches: batches always run before the stopping test.
-      n_iter: assignment / least-squares iterations per batch.
-      candidates: "prior" (learned prior + random), "random" (random cells only) or "uniform"
-        (exact solves with uniformly drawn low indices: the untrained prior).
-      random_fraction: share of random-cell candidates when ``candidates`` is "prior"/"uniform".
-      n_first: peaks the prior-driven generator draws from.
-      n_axes: peaks the zone constructions (monoclinic, triclinic) draw axial lines from (half of
-        the draws take one of the three among the later lines, :func:`candidates.axis_positions`).
-      p_keep: probability of keeping a peak in each subsampled least-squares step.
-      p_soft: probability that an iteration uses the soft (sampled) assignment.
-      acceptance: "greedy" (keep if the score improves), "metropolis", or "always".
-      temperature: Metropolis temperature on the log-M score.
-      mala_scale: scale of the MALA noise added after each least-squares step (0 = off).
-      tol_k: error-model scale k of σ(inv_d2) (:func:`analysis.indexing.errors.sigma_inv_d2`) used as tolerance.
-      n_sigma: a line is indexed when |Δq²| ≤ n_sigma·σ.
-      n_impurity: unindexed lines (impurity phases) that cost only n_sigma·σ in the final ranking
-        score (solution.refine_candidate); further ones cost a random line's discrepancy.
-      refine_zero: refine a 2θ zero shift (needs 2θ input).
-      volume_bounds: (V_min, V_max) Å³ of the cell searched, or None (from the line density).
-      top_k: candidates returned per batch.
-      stop_m20: stop when the best approximate M20 reaches this (exact data: true cells score
-        ≥ 3.6e4 in float32 on the benchmark set, wrong cells that index every line within
-        n_σ·σ up to ~1.4e3; exception: patterns dominated by one zone, where wrong cells
-        reach 4e4, e.g. 15 of 20 lines 0kl).
-      stop_agree: also stop when a batch, independently of the earlier ones, returns the same
-        best cell as they did (:func:`_batches_agree`; monoclinic / orthorhombic: tolerances from the
-        error model, and the cell leaves at most ``n_impurity`` + 1 of the first 20 lines unindexed):
-        noisy data never reach ``stop_m20``.
-      n_ref_rows: reference rows searched (None: prior.N_SEARCH_ROWS per system).
-      seed: PRNG seed.
-    """
-
-    n_generate: int | None = None
-    n_candidates: int | None = None
-    max_batches: int | None = None
-    min_batches: int = 1
-    n_iter: int = 8
-    candidates: str = "prior"
-    random_fraction: float = 0.25
-    n_first: int = 8
-    n_axes: int = 12
-    p_keep: float = 0.8
-    p_soft: float = 0.25
-    acceptance: str = "greedy"
-    temperature: float = 0.5
-    mala_scale: float = 0.0
-    tol_k: float = 1.0
-    n_sigma: float = 4.0
-    n_impurity: int = 1
-    refine_zero: bool = False
-    volume_bounds: tuple | None = None
-    top_k: int = 16
-    stop_m20: float = 10000.0
-    stop_agree: bool = True
-    n_ref_rows: int | None = None
-    seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,27 +405,28 @@ def search_cells(
       progress: optional callable(batch_index, best_score) for progress reporting.
 
     Returns:
-      :class:`SearchResult` with the best ``config.top_k × batches`` candidates, best first.
+      :class:`SearchResult` with the best ``config.budget.top_k × batches`` candidates, best first.
 
     Over 100 lines because the batch loop holds the stopping rules (stop_m20, agreement between
     batches, the cubic-hexagonal early exit) next to the measurements that set their tolerances.
     """
     import analysis.indexing.prior as prior_mod
 
+    budget, source, moves, tol, stop = config.budget, config.source, config.moves, config.tolerance, config.stopping
     system = search_system(system)
     inv_d2 = np.asarray(inv_d2, np.float64)
     n_obs = inv_d2.size
     n_fom = min(20, n_obs)
-    rows = prior_mod.search_rows(system, config.n_ref_rows)
-    vlo, vhi = config.volume_bounds or _default_volume_bounds(inv_d2, system)
-    n_first = min(config.n_first, n_obs)
-    n_gen = max(config.n_generate or BATCH_SIZES[system][0], config.n_candidates or 0)
-    n_cand = config.n_candidates or BATCH_SIZES[system][1]
-    logits, vocab = prior_mod.generator_logits(prior, system, inv_d2, n_first, uniform=config.candidates == "uniform")
-    n_random = n_cand if config.candidates == "random" else int(config.random_fraction * n_cand)
-    refine_zero = bool(config.refine_zero and g_zero is not None)
+    rows = prior_mod.search_rows(system, budget.n_ref_rows)
+    vlo, vhi = tol.volume_bounds or _default_volume_bounds(inv_d2, system)
+    n_first = min(source.n_first, n_obs)
+    n_gen = max(budget.n_generate or SYSTEM_BUDGET[system].n_generate, budget.n_candidates or 0)
+    n_cand = budget.n_candidates or SYSTEM_BUDGET[system].n_candidates
+    logits, vocab = prior_mod.generator_logits(prior, system, inv_d2, n_first, uniform=source.candidates == "uniform")
+    n_random = n_cand if source.candidates == "random" else int(source.random_fraction * n_cand)
+    refine_zero = bool(tol.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
-    sig = sigma_inv_d2(inv_d2, config.tol_k)
+    sig = sigma_inv_d2(inv_d2, tol.tol_k)
     # one compilation per lattice system and padded length (20 up to 20 lines, then multiples of 16):
     # the lines are padded with copies of the last one, which carry no weight and no figure of merit
     n_pad = padded_length(n_obs) - n_obs
@@ -495,9 +435,9 @@ def search_cells(
     ]
     n_fom_j, n_real_j = jnp.asarray(n_fom, jnp.int32), jnp.asarray(n_obs, jnp.int32)
     rows_np = np.asarray(rows, np.float64)
-    scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, config.p_keep, config.p_soft, config.temperature)]
-    mala = None if config.mala_scale <= 0 else jnp.asarray(config.mala_scale, dtype)
-    n_sigma_j = jnp.asarray(config.n_sigma, dtype)
+    scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, moves.p_keep, moves.p_soft, moves.temperature)]
+    mala = None if moves.mala_scale <= 0 else jnp.asarray(moves.mala_scale, dtype)
+    n_sigma_j = jnp.asarray(tol.n_sigma, dtype)
     # agreement between batches (stop_agree). Monoclinic / orthorhombic: the same cell returns with its
     # parameters scattered by about the relative error σ(q²)/q² of the first line (the largest) and its
     # approximate log M by ~0.1, and counts only when it indexes the lines. Triclinic keeps the strict test
@@ -507,7 +447,7 @@ def search_cells(
     loose = system in ("orthorhombic", "monoclinic")
     agree_tol = float(np.clip(2 * sig[0] / inv_d2[0], 2e-3, 2e-2)) if loose else 2e-3
     score_tol = 0.25 if loose else 0.05
-    max_unindexed = config.n_impurity + 1 if loose else n_fom
+    max_unindexed = tol.n_impurity + 1 if loose else n_fom
     # exact data skip the iterations of a batch whose exact solves reach stop_m20 (cubic-hexagonal: one
     # or two parameters). Not from orthorhombic on: there the exact solves may all be supercells of the
     # truth (measured: an oP cell returned as its 2a·2b·2c F supercell, which also indexes every line
@@ -517,7 +457,7 @@ def search_cells(
     xs, zs, ss = [], [], []
     best = -np.inf
     nb = 0
-    for nb in range(1, (config.max_batches or MAX_BATCHES[system]) + 1):
+    for nb in range(1, (stop.max_batches or SYSTEM_BUDGET[system].max_batches) + 1):
         key, sub = jax.random.split(key)
         n_sel = n_cand - n_random
         if n_sel > 0:
@@ -532,15 +472,15 @@ def search_cells(
                 n_gen=n_gen,
                 n_sel=n_sel,
                 n_first=n_first,
-                n_axes=min(config.n_axes, n_obs),
-                use_zones=config.candidates != "random",
+                n_axes=min(source.n_axes, n_obs),
+                use_zones=source.candidates != "random",
             )
         else:
             x_sel, s_sel = jnp.zeros((0, rows.shape[1]), dtype), jnp.zeros((0,), dtype)
-        if early_exit and n_sel >= config.top_k and float(s_sel[0]) >= np.log(config.stop_m20):
+        if early_exit and n_sel >= budget.top_k and float(s_sel[0]) >= np.log(stop.stop_m20):
             # exact data: an exact solve already indexes every line (the search stops at this batch),
             # the refinement iterations would not change the answer
-            bx, bz, bs = x_sel[: config.top_k], jnp.zeros((config.top_k,), dtype), s_sel[: config.top_k]
+            bx, bz, bs = x_sel[: budget.top_k], jnp.zeros((budget.top_k,), dtype), s_sel[: budget.top_k]
         else:
             bx, bz, bs = _run_batch(
                 sub,
@@ -553,11 +493,11 @@ def search_cells(
                 n_real_j,
                 system=system,
                 n_cand=n_cand,
-                n_iter=config.n_iter,
+                n_iter=budget.n_iter,
                 n_random=n_random,
                 refine_zero=refine_zero,
-                acceptance=config.acceptance,
-                top_k=config.top_k,
+                acceptance=moves.acceptance,
+                top_k=budget.top_k,
             )
         xs.append(np.asarray(bx, np.float64))
         zs.append(np.asarray(bz, np.float64))
@@ -567,14 +507,14 @@ def search_cells(
         # the same poor cell (a few lines unindexed) have found a trap, not the answer
         agree = (
             nb > 1
-            and config.stop_agree
+            and stop.stop_agree
             and _batches_agree(xs, ss, system, agree_tol, score_tol, by_lattice=loose)
-            and _n_unindexed(xs[-1][0], zs[-1][0], inv_d2, sig, g, rows_np, config.n_sigma, n_fom) <= max_unindexed
+            and _n_unindexed(xs[-1][0], zs[-1][0], inv_d2, sig, g, rows_np, tol.n_sigma, n_fom) <= max_unindexed
         )
         best = max(best, float(np.max(ss[-1])))
         if progress is not None:
             progress(nb, best)
-        if nb >= config.min_batches and (best >= np.log(config.stop_m20) or agree):
+        if nb >= stop.min_batches and (best >= np.log(stop.stop_m20) or agree):
             break
     x = np.concatenate(xs)
     order = np.argsort(-np.concatenate(ss), kind="stable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -44,4 +45,32 @@ def name_list(value, *, if_empty: str) -> list:
     return names
 
 
-__all__ = ["check_keys", "load_config", "name_list"]
+def set_groups(obj, groups: dict, knobs: dict) -> None:
+    """Fill the group fields of the frozen dataclass ``obj`` (a configuration made of small dataclasses by concern).
+
+    Args:
+      groups: field name -> ``(value or None, its dataclass type)``; None takes the type's defaults.
+      knobs: flat names of the groups' fields (``n_iter=6``), each overriding its group's value, so a grouped
+        configuration keeps the flat keyword API it had before it was grouped.
+
+    Raises:
+      TypeError: a knob that no group has (as a dataclass constructor does).
+    """
+    knobs = dict(knobs)
+    for name, (value, kind) in groups.items():
+        group = kind() if value is None else value
+        own = {f.name: knobs.pop(f.name) for f in dataclasses.fields(group) if f.name in knobs}
+        object.__setattr__(obj, name, dataclasses.replace(group, **own))
+    if knobs:
+        raise TypeError(f"{type(obj).__name__}: unknown knob(s) {', '.join(sorted(knobs))}")
+
+
+def group_knobs(obj, names) -> dict:
+    """Every field of the groups ``names`` of ``obj`` by its flat name (the inverse of :func:`set_groups`)."""
+    out = {}
+    for name in names:
+        out.update(dataclasses.asdict(getattr(obj, name)))
+    return out
+
+
+__all__ = ["check_keys", "group_knobs", "load_config", "name_list", "set_groups"]

@@ -12,7 +12,7 @@ import pytest
 
 from fitting import xrd_params as xp
 from fitting.xrd_energy import element_parameters, make_energy_model
-from fitting.xrd_refine import make_loss_fn, make_pattern_model, smooth_pattern
+from fitting.xrd_refine import AdamSettings, RefineConfig, make_loss_fn, make_pattern_model, smooth_pattern
 from fitting.xrd_structures import STRUCTURES, expand_spec, spacegroup_param
 
 SPEC = STRUCTURES["TiO2-rutile"]
@@ -175,3 +175,14 @@ def test_energy_finite_when_atoms_coincide():
     assert float(model(cell, pos_c)) > e_far
     g = np.asarray(jax.grad(model, argnums=1)(jnp.asarray(cell), jnp.asarray(pos_c)))
     assert g[1, 0] < 0 < g[0, 0]  # separating the pair (atom 1 to +x, atom 0 to −x) lowers E
+
+
+def test_refine_config_flat_settings_land_in_their_groups():
+    # exact values: each flat name sets its group's field; the groups keep the rest of their defaults
+    cfg = RefineConfig(steps=200, learning_rate=0.02, smooth_start=1.0, energy_weight=0.5)
+    assert cfg.adam == AdamSettings(learning_rate=0.02)
+    assert (cfg.steps, cfg.smoothing.smooth_start, cfg.smoothing.smooth_end_fraction) == (200, 1.0, 0.7)
+    assert (cfg.energy.energy_weight, cfg.energy.energy_hold) == (0.5, 0.5)
+    assert dataclasses.replace(cfg, clip=1.0).adam.clip == 1.0
+    with pytest.raises(ValueError, match="smooth_start must be"):
+        RefineConfig(smooth_start=-1.0)

@@ -48,6 +48,15 @@ CARELESS_ALIASES = {
 }
 
 
+# dmd's option -> its careless spelling (the one-to-one aliases; --studentt-likelihood-dof has its own action)
+_CARELESS_SPELLING = {ours: careless for careless, ours in CARELESS_ALIASES.items() if " " not in ours}
+
+
+def _option(p: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """``p.add_argument(name, **kwargs)``, with ``name``'s careless spelling (:data:`CARELESS_ALIASES`) as an alias."""
+    p.add_argument(name, *([_CARELESS_SPELLING[name]] if name in _CARELESS_SPELLING else []), **kwargs)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``dmd merge`` (its parser is made by :func:`dmd.cli.build_parser`)."""
     p.add_argument(
@@ -68,11 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated metadata columns for the scale model, e.g. "
         "XDET,YDET (DHKL is computed from the cell); resolution is always included",
     )
-    p.add_argument(
-        "--intensity", "--intensity-key", default=None, help="intensity column (default: I or the first J column)"
-    )
-    p.add_argument("--sigma", "--uncertainty-key", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
-    p.add_argument("--batch", "--image-key", default="BATCH", help="image column (default BATCH)")
+    _option(p, "--intensity", default=None, help="intensity column (default: I or the first J column)")
+    _option(p, "--sigma", default=None, help="sigma column (default: SIG<intensity> or SIGI)")
+    _option(p, "--batch", default="BATCH", help="image column (default BATCH)")
     p.add_argument(
         "--partials",
         choices=["refuse", "sum", "keep"],
@@ -104,19 +111,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="truncated_normal",
         help="variational family of q(F)",
     )
-    p.add_argument("--error-model", "--refine-uncertainties", action="store_true", help="learn SdFac/SdB/SdAdd")
-    p.add_argument("--steps", "--iterations", type=int, default=600, help="optimizer steps (default 600)")
-    p.add_argument(
-        "--lr", "--learning-rate", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)"
-    )
+    _option(p, "--error-model", action="store_true", help="learn SdFac/SdB/SdAdd")
+    _option(p, "--steps", type=int, default=600, help="optimizer steps (default 600)")
+    _option(p, "--lr", type=float, default=0.03, help="Adam learning rate (default 0.03, cosine-decayed)")
     p.add_argument("--mc-samples", type=int, default=8, help="stratified samples of F per step (default 8)")
     p.add_argument("--mlp-width", type=int, default=8, help="hidden width of the scale MLP (default 8)")
-    p.add_argument(
-        "--mlp-depth", "--mlp-layers", type=int, default=2, help="hidden layers of the scale MLP (default 2)"
-    )
-    p.add_argument(
-        "--no-image-terms", "--disable-image-scales", action="store_true", help="drop the per-image scale and B terms"
-    )
+    _option(p, "--mlp-depth", type=int, default=2, help="hidden layers of the scale MLP (default 2)")
+    _option(p, "--no-image-terms", action="store_true", help="drop the per-image scale and B terms")
     p.add_argument(
         "--image-smooth-sd",
         type=float,
@@ -130,23 +131,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="smoothness prior on the per-image B (Å² per image), e.g. 0.1 (default off)",
     )
-    p.add_argument(
-        "--wilson-b", "--wilson-prior-b", type=float, default=None, help="prior falloff B (Å²); default flat"
-    )
+    _option(p, "--wilson-b", type=float, default=None, help="prior falloff B (Å²); default flat")
     p.add_argument("--batch-images", type=int, default=None, help="images per minibatch (large data)")
-    p.add_argument(
-        "--holdout", "--test-fraction", type=float, default=0.05, help="fraction of observations held out for CCpred"
-    )
-    p.add_argument(
-        "--half-datasets",
-        "--merge-half-datasets",
-        action="store_true",
-        help="CC1/2 (and CCanom) from random image halves",
-    )
+    _option(p, "--holdout", type=float, default=0.05, help="fraction of observations held out for CCpred")
+    _option(p, "--half-datasets", action="store_true", help="CC1/2 (and CCanom) from random image halves")
     p.add_argument("--half-steps", type=int, default=None, help="steps of each half-dataset refit")
     p.add_argument("--shells", type=int, default=10, help="resolution shells in the summary (default 10)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (holdout, Monte Carlo samples)")
-    p.add_argument("--no-progress", "--disable-progress-bar", action="store_true", help="no progress bar")
+    _option(p, "--no-progress", action="store_true", help="no progress bar")
     add_overwrite_argument(p, "OUT.mtz and the files beside it")
 
 

@@ -220,7 +220,7 @@ def run(args) -> int:
         scale = y_obs.sum()
         np.savetxt(tmp, np.column_stack([grid, y_obs, y_fit_scaled * scale]), delimiter=",", fmt="%.6g",
                    header="two_theta_deg,observed,fitted", comments="")  # fmt: skip
-    anneal_end = int(config.smooth_end_fraction * config.steps) if config.smooth_start > 0 else None
+    anneal_end = int(config.smoothing.smooth_end_fraction * config.steps) if config.smoothing.smooth_start > 0 else None
     _plot(os.path.join(out, "pattern.png"), grid, y_obs_n, y_start_scaled, y_fit_scaled, res.history, b, inputs,
           anneal_end=anneal_end, metric=args.metric)  # fmt: skip
     summary = {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from dmd.base.config import check_keys, load_config, name_list
+from dmd.base.config import check_keys, group_knobs, load_config, name_list, set_groups
 from dmd.base.errors import UserInputError
 
 
@@ -42,3 +43,27 @@ def test_unknown_keys_and_empty_name_lists_are_refused():
     assert name_list(("a.xml", "b.xml"), if_empty="x") == ["a.xml", "b.xml"]
     with pytest.raises(UserInputError, match="give at least one --forcefield"):
         name_list([], if_empty="give at least one --forcefield")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    size: float = 0.1
+    clip: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class _Grouped:
+    step: _Step
+
+    def __init__(self, step=None, **knobs):
+        set_groups(self, {"step": (step, _Step)}, knobs)
+
+
+def test_set_groups_takes_groups_and_flat_knobs():
+    # exact values: a flat knob overrides only its own field of the given (or default) group
+    assert _Grouped().step == _Step()
+    assert _Grouped(clip=2.0).step == _Step(0.1, 2.0)
+    assert _Grouped(step=_Step(size=0.5), clip=2.0).step == _Step(0.5, 2.0)
+    assert group_knobs(_Grouped(size=0.5), ["step"]) == {"size": 0.5, "clip": 10.0}
+    with pytest.raises(TypeError, match="_Grouped: unknown knob"):
+        _Grouped(sise=0.5)
