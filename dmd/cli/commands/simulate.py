@@ -226,11 +226,12 @@ def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
     from dmd.cli.common import check_input, check_outputs
     from dmd.trajectory import check_out_path
 
-    check_out_path(cfg["out"])  # the format from the suffix, before the "minimising" line and any work
-
     inputs = [cfg["pdb"], config]
     resume_or_overwrite = bool(cfg["resume"]) or bool(cfg["overwrite"])
     check_outputs(cfg["out"], inputs=inputs, overwrite=resume_or_overwrite, resume_hint=True)
+    # the format from the suffix, before the "minimising" line and any work (after the overwrite checks: an --out
+    # naming an input is refused as that, the more important message)
+    check_out_path(cfg["out"])
     check_input(cfg["pdb"], "--pdb", "structure")
 
 
