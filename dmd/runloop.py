@@ -92,6 +92,19 @@ def grow_neighbors(system, nbr, x, attempt: int):
     return pad_neighbors(new, max(new.max_occupancy, nbr.max_occupancy) + extra)
 
 
+def allocate_like(system, x, like=None):
+    """A neighbour list of ``system`` at positions ``x`` [N, 3] nm with at least the capacities of ``like`` (a list
+    allocated earlier for the same system, or None): capacities are static shapes, so a compiled run that took
+    ``like`` takes the new list without tracing again. A cell list that would overflow at ``like``'s capacities is
+    allocated at its own instead."""
+    if like is None:
+        return system.allocate_neighbors(x)
+    if is_cell_list(like):
+        nbr = system.allocate_neighbors(x, max_occupancy=like.max_occupancy, cell_capacity=like.cell_capacity)
+        return system.allocate_neighbors(x) if overflowed(nbr) else nbr
+    return pad_neighbors(system.allocate_neighbors(x), getattr(like, "max_occupancy", 0))
+
+
 def pad_neighbors(nbr, width: int):
     """A dense jax-md-style list ``idx [N, W]`` widened to at least ``width`` neighbours per atom (empty slots hold
     the sentinel N); other lists (cell lists, None) and lists already that wide are returned unchanged. A list of

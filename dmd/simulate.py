@@ -38,6 +38,7 @@ from dmd.base.io import savez, write_json
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.integrators import kinetic_energy, make_integrator
 from dmd.runloop import (
+    allocate_like,
     compiled_for,
     grown_state,
     is_cell_list,
@@ -46,6 +47,7 @@ from dmd.runloop import (
     redo_on_overflow,
     stop_before_start,
 )
+from dmd.skin import skin_of
 
 __all__ = [
     "RunConfig",
@@ -301,13 +303,6 @@ def _make_chunk_fn(system, integ, max_step_nm: float):
     return jax.jit(chunk, static_argnums=(3, 4))
 
 
-def _skin_of(system):
-    from dmd.skin import list_geometry
-
-    geometry = None if system.neighbor_fn is None else list_geometry(system.neighbor_fn)
-    return None if geometry is None else geometry[1]
-
-
 def _skinned(system, cfg: RunConfig, checkpoint: Path | None):
     """``system`` with the run's skin: ``cfg.skin`` nm, or on resuming an "auto" run the checkpoint's."""
     from dmd.skin import with_skin
@@ -315,9 +310,9 @@ def _skinned(system, cfg: RunConfig, checkpoint: Path | None):
     skin = cfg.skin
     if skin == "auto" and cfg.resume and checkpoint is not None:
         skin = read_checkpoint(checkpoint, system)[1].get("skin_nm")
-    if skin is None or skin == "auto" or skin == _skin_of(system):
+    if skin is None or skin == "auto" or skin == skin_of(system):
         return system
-    if isinstance(skin, str) or not skin > 0 or _skin_of(system) is None:
+    if isinstance(skin, str) or not skin > 0 or skin_of(system) is None:
         raise UserInputError(f"skin {skin!r}: pass a positive number of nm or 'auto' (for dmd's neighbour lists)")
     return with_skin(system, float(skin))
 
@@ -325,16 +320,21 @@ def _skinned(system, cfg: RunConfig, checkpoint: Path | None):
 def _switch_skin(system, state, n_rebuilds: int, n_steps: int):
     """``(system, state)`` with the skin :func:`dmd.skin.chosen_skin` picks from a chunk of ``n_steps`` steps that
     rebuilt ``n_rebuilds`` times (the state's list reallocated for it), or None to keep the skin (within 10%)."""
-    from dmd.skin import chosen_skin, with_skin
+    from dmd.skin import chosen_skin, keep_list, skinned_like
 
     info = logging.getLogger(__name__).info
-    old, new = _skin_of(system), chosen_skin(system, n_rebuilds, n_steps)
+    old, new = skin_of(system), chosen_skin(system, n_rebuilds, n_steps)
     if new is None or abs(new - old) <= 0.1 * old:
         info(f"neighbour-list skin {old} nm kept ({n_rebuilds} rebuilds in {n_steps} steps)")
         return None
-    info(f"neighbour-list skin {old} -> {new:.3f} nm (dmd.skin's rule: {n_rebuilds} rebuilds in {n_steps} steps)")
-    system = with_skin(system, new)
-    return system, state.replace(neighbor=system.allocate_neighbors(positions_for_allocation(system, state.positions)))
+    system, like = skinned_like(system, new)
+    info(
+        f"neighbour-list skin {old} -> {skin_of(system):.3f} nm (dmd.skin's rule: {new:.3f} nm from {n_rebuilds} "
+        f"rebuilds in {n_steps} steps)"
+    )
+    nbr = allocate_like(system, positions_for_allocation(system, state.positions), like)
+    keep_list(system, nbr)
+    return system, state.replace(neighbor=nbr)
 
 
 def simulate(system, config: RunConfig, params=None) -> RunResult:
@@ -456,7 +456,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
                 n_frames=n_written(),
                 rebuilds=total_rebuilds,
                 reallocations=reallocations,
-                skin_nm=_skin_of(system),
+                skin_nm=skin_of(system),
                 neighbor=_neighbor_meta(st.neighbor),
             )
             _save_checkpoint(paths["checkpoint"], st, meta, inputs=cfg.inputs)
@@ -561,7 +561,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         "ns_per_day": steps_run * cfg.dt * 1e-3 * 86400 / wall if wall > 0 else None,
         "minimization": None if minimized is None else minimized.summary(),
         "neighbor_rebuilds": total_rebuilds,
-        "neighbor_skin_nm": _skin_of(system),
+        "neighbor_skin_nm": skin_of(system),
         "neighbor_reallocations": reallocations,
         "n_frames": int(len(log)),
         "mean_potential_kj_mol": summary_mean(log[:, 1]),

@@ -22,6 +22,7 @@ a tight skin cut the pair work, which grows as the cube of the list radius.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -139,3 +140,44 @@ def chosen_skin(system, n_rebuilds: int, n_steps: int, rebuild_over_pair: float 
     rate = displacement_rate(skin, n_rebuilds, n_steps)
     rho = backend_rebuild_over_pair() if rebuild_over_pair is None else rebuild_over_pair
     return optimal_skin(cutoff, rate, rho, hi=max(largest, 0.02))
+
+
+def skin_of(system):
+    """The skin (nm) of ``system``'s neighbour list, or None (no list, or jax-md's: :func:`list_geometry`)."""
+    geometry = None if system.neighbor_fn is None else list_geometry(system.neighbor_fn)
+    return None if geometry is None else geometry[1]
+
+
+# systems remade by an "auto" skin switch, per original system: (system, [[skinned system, its last list]]), least
+# recently used dropped beyond 8 originals. A script calling simulate(skin="auto") again on the same system gets the
+# same skinned object back (its compiled chunk and start are keyed by the system object) when the rule's new skin is
+# within the 10% that keeps a skin anyway, and the list it was last given (capacities are static shapes:
+# dmd.runloop.allocate_like sizes the new list like it, so nothing compiles again).
+_SKINNED: collections.OrderedDict = collections.OrderedDict()
+
+
+def skinned_like(system, skin: float):
+    """``(made, like)``: :func:`with_skin` of ``system`` (a :class:`dmd.System`), or the system an earlier call made
+    from it whose skin is within 10% of ``skin`` nm (the margin :func:`dmd.simulate.simulate`'s "auto" switch keeps a
+    skin anyway); ``like``: the neighbour list last given to ``made`` with :func:`keep_list`, or None."""
+    key = id(system)
+    hit = _SKINNED.get(key)
+    if hit is None or hit[0] is not system:
+        hit = _SKINNED[key] = (system, [])
+    _SKINNED.move_to_end(key)
+    for entry in hit[1]:
+        if abs(skin_of(entry[0]) - skin) <= 0.1 * skin:
+            return entry[0], entry[1]
+    hit[1].append([with_skin(system, skin), None])
+    while len(_SKINNED) > 8:
+        _SKINNED.popitem(last=False)
+    return hit[1][-1][0], None
+
+
+def keep_list(made, nbr) -> None:
+    """Remember ``nbr`` as the list last allocated for ``made`` (a system :func:`skinned_like` returned)."""
+    for _original, entries in _SKINNED.values():
+        for entry in entries:
+            if entry[0] is made:
+                entry[1] = nbr
+                return

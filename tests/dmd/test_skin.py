@@ -78,3 +78,25 @@ def test_rebuild_cost_ratio_is_per_backend_and_a_gpu_gets_a_tighter_skin():
     cpu = optimal_skin(0.9, 0.022, backend_rebuild_over_pair("cpu"))
     gpu = optimal_skin(0.9, 0.022, backend_rebuild_over_pair("gpu"))
     assert gpu / cpu == pytest.approx(0.635, abs=0.01)
+
+
+def test_auto_skin_run_again_on_the_same_system_compiles_nothing(jax_compiles):
+    # an "auto" run switches to a remade system after its first chunk; each call used to remake it, so a script
+    # calling simulate(skin="auto") again on the same system traced and compiled its chunk and start again.
+    # dmd.skin.skinned_like hands back the earlier switch's system (skin within the 10% kept anyway).
+    import jax.numpy as jnp
+
+    from dmd import models
+    from dmd.simulate import RunConfig, simulate
+
+    sigma = models.ARGON["sigma"]
+    lj = models.lj_fluid(128, cutoff=2.2 * sigma, skin=0.15 * sigma, dtype=jnp.float32, seed=4)
+    kw = dict(dt=0.01, temperature=119.8, integrator="baoab", report_every=50, chunk_steps=100, progress=False)
+    first = simulate(lj, RunConfig(steps=300, skin="auto", **kw))
+    assert abs(first.summary["neighbor_skin_nm"] - 0.15 * sigma) > 0.1 * 0.15 * sigma  # the switch happened
+    with jax_compiles() as records:
+        again = simulate(lj, RunConfig(steps=300, skin="auto", seed=7, **kw))
+    compiled = [r.getMessage() for r in records if "Compiling" in r.getMessage()]
+    assert not compiled, compiled
+    assert again.summary["neighbor_skin_nm"] == first.summary["neighbor_skin_nm"]
+    assert again.summary["final_step"] == 300 and np.all(np.isfinite(again.log))
