@@ -25,7 +25,7 @@ from dmd.base.io import atomic_path, write_json
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.integrators import n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
-from dmd.runloop import stop_before_start
+from dmd.runloop import begin_writes, stop_before_start
 from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, summary_mean, write_checkpoint
 from dmd.space import box_volume, check_reduced_box
 
@@ -121,6 +121,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
 
     def on_chunk(st, rec):
         nonlocal t_ckpt
+        begin_writes(cfg.stop)  # the CLI's early exit on a signal ends here: frames reach the files from now
         last["state"] = st
         steps = int(st.step) - (len(rec["box"]) - 1 - np.arange(len(rec["box"]))) * int(every)
         keep = (steps - start) % cfg.report_every == 0
@@ -146,6 +147,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
 
     def flush(st):
         nonlocal t_ckpt
+        begin_writes(cfg.stop)
         t_ckpt = time.perf_counter()
         traj.flush()
         elog.flush()
@@ -203,6 +205,7 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
         "minimization": None if minimized is None else minimized.summary(),
     }
     if cfg.out is not None:
+        begin_writes(cfg.stop)
         write_json(paths["summary"], summary, inputs=cfg.inputs)
     log = elog.as_array() if elog is not None else np.asarray([r[1:] for r in rows], float).reshape(-1, 5)
     return RunResult(state=state, log=log, frames=None, summary=summary)

@@ -24,6 +24,7 @@ from dmd.base.errors import RunInterrupted
 from dmd.space import wrap_positions
 
 __all__ = [
+    "begin_writes",
     "stop_before_start",
     "MAX_REALLOCATIONS",
     "overflowed",
@@ -34,6 +35,7 @@ __all__ = [
     "grown_state",
     "redo_on_overflow",
     "compiled_for",
+    "allocate_like",
 ]
 
 MAX_REALLOCATIONS = 8
@@ -167,6 +169,14 @@ def compiled_for(cache: collections.OrderedDict, system, settings: tuple, make: 
     while len(cache) > size:
         cache.popitem(last=False)
     return fn
+
+
+def begin_writes(stop) -> None:
+    """Tell a run's ``stop`` callable that the run is about to write its first frames, log or checkpoint (the CLI's
+    :func:`dmd.cli.common.stop_on_signals` exits at once on a signal only before this); others are left alone."""
+    hook = getattr(stop, "begin_writes", None)
+    if hook is not None:
+        hook()
 
 
 def stop_before_start(stop: Callable[[], int] | None, step: int, checkpoint=None) -> None:

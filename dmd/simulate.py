@@ -39,6 +39,7 @@ from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.integrators import kinetic_energy, make_integrator
 from dmd.runloop import (
     allocate_like,
+    begin_writes,
     compiled_for,
     grown_state,
     is_cell_list,
@@ -445,6 +446,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
 
     def flush(st, reason: str | None = None):
         nonlocal last_ckpt, t_ckpt
+        begin_writes(cfg.stop)
         t_ckpt = time.perf_counter()
         if traj is None:
             return
@@ -463,6 +465,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             last_ckpt = str(paths["checkpoint"])
 
     def record(frames, upto_step: int | None, chunk_start: int, rep: int):
+        begin_writes(cfg.stop)  # the CLI's early exit on a signal ends here: frames reach the files from now
         xyz, pe, ke, steps = (np.asarray(a) for a in frames)
         # after a bad step the state is frozen, so later reports repeat it: keep reports scheduled
         # before the bad step only
@@ -574,6 +577,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
         "metadata": {k: v for k, v in system.metadata.items() if k != "types"},
     }
     if cfg.out is not None:
+        begin_writes(cfg.stop)
         write_json(paths["summary"], summary, inputs=cfg.inputs)
     if diverged is not None:
         where = f"; last good checkpoint: {last_ckpt}" if last_ckpt else "; no checkpoint had been written yet"

@@ -15,14 +15,69 @@ EXIT_OK, EXIT_USAGE, EXIT_NO_RESULT, EXIT_DIVERGED = 0, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
+class _Stop:
+    """The stop callable :func:`stop_on_signals` yields: ``stop()`` gives the signal number received, or 0.
+
+    With an early-exit message it also holds a watchdog thread woken by the C-level signal handler (through
+    :func:`signal.set_wakeup_fd`): Python runs its own handlers only between bytecodes, so a signal that arrives
+    while XLA compiles the first chunk (seconds, in C++) would wait for the compilation. Until the run calls
+    :meth:`begin_writes` nothing has been written, so the watchdog prints the message and exits at once."""
+
+    def __init__(self, received: list[int], exit_message: str | None):
+        self.received = received
+        self.exit_message = exit_message
+        self.lock = threading.Lock()
+        self.armed = exit_message is not None
+
+    def __call__(self) -> int:
+        return self.received[0] if self.received else 0
+
+    def begin_writes(self) -> None:
+        """The run is about to write its first frames: from here a signal only requests a stop."""
+        with self.lock:
+            self.armed = False
+
+    def watch(self, fd: int) -> None:
+        """The watchdog's loop: read signal numbers from the wake-up pipe ``fd`` until it is closed."""
+        import os
+        import sys
+
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            signum = data[0]
+            if signum not in (signal.SIGINT, signal.SIGTERM):
+                continue
+            with self.lock:  # held while exiting, so begin_writes cannot let a write start meanwhile
+                if self.armed:
+                    from dmd.cli.native_stderr import drain
+
+                    with contextlib.suppress(Exception):
+                        sys.stderr.flush()
+                        os.write(2, (self.exit_message + "\n").encode())  # the descriptor: no Python buffer between
+                        drain()  # fd 2 may be the native-stderr filter's pipe: its pump forwards the line first
+                    os._exit(128 + signum)
+
+
 @contextlib.contextmanager
-def stop_on_signals():
+def stop_on_signals(exit_before_writes: str | None = None):
     """Within the block SIGINT/SIGTERM only *request* a stop: yields ``stop() -> signal number or 0``.
 
     A run loop polls ``stop()`` between chunks and saves its state before leaving (see
     :class:`dmd.simulate.RunConfig` ``stop``). A second signal while a stop is pending interrupts at once
     (KeyboardInterrupt). Outside the main thread signals cannot be caught: ``stop`` then always says 0.
+
+    ``exit_before_writes``: a message (naming the command) for a signal that arrives before the run calls
+    ``stop.begin_writes()`` (:func:`dmd.runloop.begin_writes`): the process prints it and exits with 128 + signal
+    at once, even inside a compilation, since nothing has been written (``dmd simulate``: Ctrl-C during the first
+    chunk's compilation took as long as the compilation, 5.9 s once for alanine dipeptide + water).
     """
+    import os
+
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: 0
@@ -33,10 +88,21 @@ def stop_on_signals():
             raise KeyboardInterrupt
         received.append(signum)
 
+    stop = _Stop(received, exit_before_writes)
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    pipe = old_fd = None
+    if exit_before_writes is not None:
+        pipe = os.pipe()
+        os.set_blocking(pipe[1], False)  # set_wakeup_fd needs a non-blocking descriptor
+        old_fd = signal.set_wakeup_fd(pipe[1], warn_on_full_buffer=False)
+        threading.Thread(target=stop.watch, args=(pipe[0],), daemon=True, name="dmd-signal-watchdog").start()
     try:
-        yield lambda: received[0] if received else 0
+        yield stop
     finally:
+        if pipe is not None:
+            stop.begin_writes()
+            signal.set_wakeup_fd(old_fd)
+            os.close(pipe[1])  # the watchdog reads end-of-file and returns (it closes nothing itself)
         for s, h in old.items():
             signal.signal(s, h)
 

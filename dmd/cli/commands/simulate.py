@@ -340,7 +340,11 @@ def run(args) -> int:
         import sys
 
         print(f"dmd simulate: minimising to RMS |F| ≤ {cfg['minimize_tolerance']:g} kJ/mol/nm ...", file=sys.stderr)
-    with stop_on_signals() as stop:
+    if cfg["resume"]:
+        what = "the checkpoint is unchanged (continue with --resume)"
+    else:
+        what = "nothing was written (run again to start over)"
+    with stop_on_signals(exit_before_writes=f"dmd simulate: interrupted before the first frames; {what}") as stop:
         res = run_config(cfg, stop=stop)
     s = res.summary
     lines = [

@@ -146,7 +146,8 @@ def test_defaults_are_the_fields(tmp_path):
 def test_sigint_during_the_minimisation_exits_at_once_with_nothing_written(tmp_path):
     # a real SIGINT through the CLI's handler: before, the flag it set was read only after the whole minimisation and
     # the first 1,000-step chunk (measured 17.1 s after the signal, a checkpoint at step 1000 written; load 4.4);
-    # now the minimiser polls it before every 50-iteration chunk (measured 0.4-0.8 s, load 4.3-4.7)
+    # then the minimiser polled it before every 50-iteration chunk (0.4-5.9 s: a signal during a compilation waited
+    # for it); now the CLI's watchdog exits at once while nothing is written (dmd.cli.common.stop_on_signals)
     pdb = ROOT / "tests" / "data" / "alanine_dipeptide_water.pdb"
     cmd = [sys.executable, "-m", "dmd", "-v", "simulate", "--pdb", str(pdb), "--steps", "5000", "--minimize"]
     proc = subprocess.Popen(
@@ -162,12 +163,39 @@ def test_sigint_during_the_minimisation_exits_at_once_with_nothing_written(tmp_p
     proc.wait(timeout=120)
     waited = time.perf_counter() - t0
     assert proc.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr and "interrupted during the minimisation" in stderr, stderr[-2000:]
-    # a compiled FIRE chunk lasts ~0.1 s, but a signal that lands while the minimiser compiles (cold cache: ~2-5 s
-    # on a loaded 2-core machine) is read when that returns (measured 0.4-5.9 s); 8 s is below the old behaviour's
-    # wait for the rest of the minimisation and the first dynamics chunk (10-17 s), and the files tell them apart:
-    assert waited < 8.0, waited
+    assert "Traceback" not in stderr and "interrupted before the first frames; nothing was written" in stderr
+    # measured 0.02-0.04 s; 3 s leaves room for a loaded machine and stays below the old path's 5.9 s
+    assert waited < 3.0, waited
     assert not list(tmp_path.iterdir())  # nothing half-written (before: a checkpoint at step 1000); no --overwrite
+
+
+def test_sigint_while_the_first_chunk_compiles_exits_at_once(tmp_path):
+    # Python runs signal handlers between bytecodes, so a Ctrl-C while XLA compiled the first chunk (seconds of C++)
+    # was seen only after the compilation and the whole first chunk: signals 3 s and 9 s after the start exited
+    # 12.2 s and 6.4 s later, with a step-1000 checkpoint, trajectory and log written (load 1.2). The watchdog woken
+    # by the C-level handler (signal.set_wakeup_fd) exits before the first frames at once: 0.02-0.04 s, no files.
+    pdb = ROOT / "tests" / "data" / "alanine_dipeptide_water.pdb"
+    cmd = [sys.executable, "-m", "dmd", "-vv", "simulate", "--pdb", str(pdb), "--steps", "2000", "--no-cache"]
+    env = dict(os.environ, JAX_LOG_COMPILES="1")  # "Compiling jit(chunk)" marks the start of the long compilation
+    proc = subprocess.Popen(
+        [*cmd, "--no-progress", "--out", "m.dcd"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "Compiling jit(chunk)" in line:
+            break
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    stderr = "".join(seen) + proc.stderr.read()
+    proc.wait(timeout=120)
+    waited = time.perf_counter() - t0
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Finished XLA compilation of jit(chunk)" not in stderr  # the signal did land inside the compilation
+    assert "interrupted before the first frames; nothing was written" in stderr and "Traceback" not in stderr
+    assert waited < 3.0, waited  # measured 0.02-0.04 s; the chunk's compilation alone takes several seconds
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
