@@ -295,6 +295,8 @@ def main():
         "--row-shards", type=int, default=1, help="also time villin's real-space pairs with rows over K host devices"
     )
     ap.add_argument("--villin-only", action="store_true", help="only villin + water PME (with its force pieces)")
+    ap.add_argument("--no-jaxmd", action="store_true", help="skip stock jax-md (A/B runs of dmd vs OpenMM)")
+    ap.add_argument("--no-pieces", action="store_true", help="skip the villin force-piece timings")
     ap.add_argument(
         "--skin", type=float, default=None, help="villin list skin, nm (default: dmd.skin's rule from a probe run)"
     )
@@ -309,7 +311,7 @@ def main():
     for n in sizes:
         s = steps if n <= 1000 else max(200, steps // 4)
         ours, rebuilds = bench_dmd(n, s)
-        stock = bench_jaxmd(n, max(100, s // 4))
+        stock = float("nan") if args.no_jaxmd else bench_jaxmd(n, max(100, s // 4))
         omm = bench_openmm_lj(n, s)
         print(
             f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps, CPU {bench_dmd.util:.2f}) | "
@@ -319,7 +321,9 @@ def main():
         )
     if args.villin_only or not (args.quick or args.no_villin):
         try:
-            r = bench_villin(max(50, steps // 20), row_shards=args.row_shards, skin=args.skin)
+            r = bench_villin(
+                max(50, steps // 20), pieces=not args.no_pieces, row_shards=args.row_shards, skin=args.skin
+            )
             if "skin rule" in r:
                 print(f"  villin skin {r['skin']} nm from dmd.skin.optimal_skin ({r['skin rule']})")
             for k, v in r.get("pieces", {}).items():
