@@ -36,7 +36,8 @@ CONFIG = ROOT / "examples" / "fit_diffraction" / "peptide_diffuse.yaml"
 NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 
 
-def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None) -> dict:
+def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None,
+             replica_gradient: str | None = None) -> dict:  # fmt: skip
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
     import jax
     import numpy as np
@@ -50,6 +51,8 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
         cfg = dataclasses.replace(cfg, average_last=average_last)
     if replicas is not None:
         cfg = dataclasses.replace(cfg, replicas=replicas)
+    if replica_gradient is not None:
+        cfg = dataclasses.replace(cfg, replica_gradient=replica_gradient)
     labels = list(system.param_labels["NonbondedForce"]["sigma"])
     start = float(np.asarray(system.params["NonbondedForce"]["sigma"])[labels.index("protein-O")])
     t0 = time.perf_counter()
@@ -70,7 +73,8 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "cpu_s": time.process_time(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_device_mb": None if peak_dev is None else peak_dev / 2**20,
             "load": os.getloadavg()[0], "steps": steps, "restart": cfg.restart,
-            "equilibration": cfg.equilibration}  # fmt: skip
+            "equilibration": cfg.equilibration, "replica_gradient": cfg.replica_gradient,
+            "snr_per_round": [h.get("gradient_snr") for h in res.history]}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -107,7 +111,8 @@ def _seed_line(r: dict, steps: int) -> str:
             f"error {r['error_pct']:+.2f}% "
             f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
             f"{r['rounds']} rounds of {r.get('equilibration')} + {steps} steps × {r['replicas']} replicas (restart "
-            f"{r.get('restart')}; {r['backend']}; diverged: "
+            f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}; "
+            f"{r['backend']}; diverged: "
             f"{r.get('diverged_rounds') or 'none'}), "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
@@ -134,6 +139,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
+    ap.add_argument("--replica-gradient", default=None, help="pooled or cross (default: the example's)")
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
@@ -141,7 +147,8 @@ def main(argv=None):
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        print("RESULT " + json.dumps(one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas)), flush=True)
+        row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient)
+        print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
         sys.exit(f"{a.out} exists: pass another --out (this benchmark never overwrites a result)")
@@ -155,6 +162,7 @@ def main(argv=None):
         cmd = [sys.executable, __file__, "--child", str(seed), "--rounds", str(a.rounds), "--steps", str(a.steps)]
         cmd += [] if a.average_last is None else ["--average-last", str(a.average_last)]
         cmd += [] if a.replicas is None else ["--replicas", str(a.replicas)]
+        cmd += [] if a.replica_gradient is None else ["--replica-gradient", a.replica_gradient]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}

@@ -61,9 +61,11 @@ from fitting.forcefield_config import (
     to_internal,
 )
 from fitting.forcefield_estimators import (
+    cross_replica_terms,
     first_output,
+    gradient_snr,
     pathwise_jacobian,
-    replica_averaged_prediction,
+    replica_predictions,
     streaming_fluctuation,
     theta_dict,
 )
@@ -294,13 +296,18 @@ class _StateEval:
             ) for part in frames.reshape(n_rep, -1, *frames.shape[1:])]  # fmt: skip
             self.mean, self.J_o, self.o = moments[0] if n_rep == 1 else (None, None, None)
         dtype = frames.dtype
-        pred, dpred = replica_averaged_prediction(self.pred_flat, self.pred_jac, moments, dtype)
+        preds, jacs = replica_predictions(self.pred_flat, self.pred_jac, moments, dtype)
+        pred, dpred = preds.mean(axis=0), jacs.mean(axis=0)
         self.prediction = self.objective.unflat(pred)
         r = np.asarray(self.resid_p(jnp.asarray(pred, dtype)))
         Jr = np.asarray(self.resid_p_jac(jnp.asarray(pred, dtype))) @ dpred
+        if n_rep > 1 and self.cfg.replica_gradient == "cross":
+            grad = cross_replica_terms(self.resid_p, self.resid_p_jac, preds, jacs, dtype)  # [R, P]
+        else:
+            grad = (2.0 * Jr.T @ r)[None]
         dtheta_dz = np.diag(np.asarray(self.dtheta_dz(z)))
-        # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on
-        return r, Jr, dpred / dtheta_dz[None, :]
+        # d prediction / dθ (θ units) of this round's estimator: what the routes are compared on; the loss gradient
+        return r, Jr, dpred / dtheta_dz[None, :], grad
 
     def start_reweighting(self, z):
         self._u0 = jnp.asarray(self.u_frames(z, self.frames, self.boxes))
@@ -365,6 +372,18 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if cfg.restart not in ("continue", "crystal"):
         raise UserInputError(f"simulation.restart {cfg.restart!r}: use continue (each round goes on from the last "
                              "frame) or crystal (each round starts again from the system's positions)")  # fmt: skip
+    if cfg.replica_gradient not in ("pooled", "cross") or (
+        cfg.replica_gradient == "cross"
+        and (
+            cfg.optimizer == "lm"
+            or cfg.estimator != "fluctuation"
+            or not (isinstance(cfg.replicas, int) and cfg.replicas >= 2)
+        )
+    ):
+        raise UserInputError(
+            f"replica_gradient {cfg.replica_gradient!r}: use pooled, or cross (replicas ≥ 2, the fluctuation "
+            "estimator and optimizer sgd or adam: a gradient, not an LM step)"
+        )
     states = list(states)
     multi = bool(states)
     npt = cfg.pressure is not None
@@ -457,9 +476,15 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         state_loss = [float(p[0] @ p[0]) for p in parts]
         n_frames = [int(e.frames.shape[0]) for e in evals]
         loss0 = float(r @ r)
-        grad_norm = float(np.linalg.norm(2 * Jr.T @ r))
         n_updates, neff = 1, [float(n) for n in n_frames]
-        g = _direction(cfg, r, Jr)
+        if cfg.replica_gradient == "pooled":
+            g = _direction(cfg, r, Jr)
+            grad_norm = float(np.linalg.norm(2 * Jr.T @ r))
+        else:  # every state's R cross terms, summed over states per replica
+            terms = np.sum([p[3] for p in parts], axis=0)
+            g = terms.mean(axis=0)
+            grad_norm, snr = float(np.linalg.norm(g)), gradient_snr(terms)
+            row["gradient_snr"] = snr  # the round's gradient over its noise (a diagnostic)
         updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
         decay = 1.0 if cfg.decay_after is None or rnd < cfg.decay_after else 1.0 / (1 + rnd - cfg.decay_after)
         z_new = z + step_scale * decay * updates

@@ -142,6 +142,9 @@ class FitConfig:
       restart: "continue" (each round's simulations go on from the last round's last frames) or "crystal" (each
         round starts again from the system's start positions and re-equilibrates, fresh velocities: the window a
         target made from fresh runs of ``equilibration`` + ``steps`` samples; docs/fitting.md, peptide).
+      replica_gradient: "pooled" (2 J̄ᵀr of the replicas' mean prediction) or "cross" (each replica's Jacobian with
+        the residual of the others' mean: :func:`fitting.forcefield_estimators.cross_replica_gradient`; replicas ≥
+        2, fluctuation estimator, sgd or adam).
     """
 
     rounds: int = 20
@@ -173,6 +176,7 @@ class FitConfig:
     frame_chunk: int = 128
     replicas: int = 1
     restart: str = "continue"
+    replica_gradient: str = "pooled"
 
 
 @dataclasses.dataclass

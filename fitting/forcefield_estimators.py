@@ -14,6 +14,10 @@ __all__ = [
     "streaming_fluctuation",
     "pathwise_jacobian",
     "replica_averaged_prediction",
+    "replica_predictions",
+    "cross_replica_gradient",
+    "cross_replica_terms",
+    "gradient_snr",
 ]
 
 
@@ -153,9 +157,54 @@ def replica_averaged_prediction(pred_fn, pred_jac_fn, moments, dtype):
     R replica means of F and ∂U/∂z: four samples, amplified by |⟨F⟩| (the Bragg amplitude, ~6× I_D in the peptide
     crystal). A target made as the mean of runs' own I_D (make_peptide_target.py) is matched by this average.
     """
+    preds, jacs = replica_predictions(pred_fn, pred_jac_fn, moments, dtype)
+    return preds.mean(axis=0), jacs.mean(axis=0)
+
+
+def replica_predictions(pred_fn, pred_jac_fn, moments, dtype):
+    """Each replica's own prediction and its Jacobian: ``(preds [R, Kp], jacs [R, Kp, P])``, float64 (``moments`` as
+    :func:`replica_averaged_prediction`, which averages them)."""
     preds, jacs = [], []
     for m in moments:
         mean = jnp.asarray(m[0], dtype)
         preds.append(np.asarray(pred_fn(mean), np.float64))
         jacs.append(np.asarray(pred_jac_fn(mean), np.float64) @ np.asarray(m[1], np.float64))
-    return np.mean(preds, axis=0), np.mean(jacs, axis=0)
+    return np.stack(preds), np.stack(jacs)
+
+
+def cross_replica_gradient(resid_fn, resid_jac_fn, preds, jacs, dtype):
+    """The loss gradient 2 Jᵀr of R ≥ 2 replicas with Jacobian and residual never from the same replica
+    (leave-one-out cross-fitting): mean over i of 2 (∂r/∂P · J_i)ᵀ r(P̄₋ᵢ), P̄₋ᵢ the mean prediction of the others.
+
+    The pooled 2 J̄ᵀ r(P̄) holds the R terms J_iᵀ r(P_i) whose noise is correlated (a replica whose frames give a large
+    fluctuation I_D also gives a large fluctuation Jacobian), a bias of order 1/R that does not shrink with rounds;
+    independent replicas make every cross term unbiased (docs/fitting.md, peptide). ``resid_fn``/``resid_jac_fn``:
+    prediction [Kp] → residuals [M] and their Jacobian [M, Kp]; ``preds`` [R, Kp], ``jacs`` [R, Kp, P] from
+    :func:`replica_predictions`. Returns ``[P]`` float64."""
+    n = len(preds)
+    if n < 2:
+        raise ValueError("cross_replica_gradient: needs at least 2 replicas")
+    return cross_replica_terms(resid_fn, resid_jac_fn, preds, jacs, dtype).mean(axis=0)
+
+
+def cross_replica_terms(resid_fn, resid_jac_fn, preds, jacs, dtype):
+    """The R terms ``[R, P]`` whose mean is :func:`cross_replica_gradient`: 2 (∂r/∂P · J_i)ᵀ r(P̄₋ᵢ) (their spread is
+    the round's gradient noise, :func:`gradient_snr`)."""
+    n = len(preds)
+    if n < 2:
+        raise ValueError("cross_replica_gradient: needs at least 2 replicas")
+    total = preds.sum(axis=0)
+    terms = []
+    for i in range(n):
+        rest = jnp.asarray((total - preds[i]) / (n - 1), dtype)
+        r = np.asarray(resid_fn(rest), np.float64)
+        terms.append(2.0 * (np.asarray(resid_jac_fn(rest), np.float64) @ jacs[i]).T @ r)
+    return np.stack(terms)
+
+
+def gradient_snr(terms) -> float:
+    """‖mean‖ / its standard error of R gradient terms ``[R, P]`` (s.e.: √(Σ_p var_p / R), sample variances): how
+    far one round's gradient stands above its own noise (leave-one-out terms share residuals, so this is a guide)."""
+    terms = np.asarray(terms, np.float64)
+    se = np.sqrt(np.sum(np.var(terms, axis=0, ddof=1)) / len(terms))
+    return float(np.linalg.norm(terms.mean(axis=0)) / se) if se > 0 else float("inf")

@@ -101,6 +101,42 @@ def test_replicated_fit_averages_each_replicas_own_nonlinear_prediction():
     assert abs(pooled - np.mean(preds)) > 1e-3 * np.mean(preds)  # the pooled variance is another number
 
 
+def test_cross_replica_gradient_pairs_each_jacobian_with_the_other_replicas_residual():
+    # replica_gradient: cross (the peptide diffuse fit's seed 6 ran away on a noisy gradient; docs/fitting.md):
+    # the step's gradient is the mean over replicas i of 2 J_iᵀ r(mean of the others' predictions), not 2 J̄ᵀ r(P̄).
+    # Same frames as the test above (var(x), 3 replicas): the ratio of the two fits' gradient norms equals the ratio
+    # computed here from each replica's own prediction and fluctuation Jacobian (dθ/dz and 1/σ² cancel); float64.
+    var = ob.Observable("var", lambda p, x, box=None: jnp.stack([x[0, 0], x[0, 0] ** 2]), np.arange(1.0), "index",
+                        combine=lambda m: m[1:2] - m[0:1] ** 2)  # fmt: skip
+    fps, tg = [FitParam(("spring/k",), lower=0.0)], [FitTarget(var, np.array([0.02]))]
+    cfg = FitConfig(rounds=1, steps=400, equilibration=0, report_every=10, dt=0.01, temperature=300.0,
+                    friction=5.0, progress=False, replicas=3, optimizer="sgd", learning_rate=0.1)  # fmt: skip
+    pooled = fit(_oscillators(), fps, tg, cfg).history[0]
+    cross = fit(_oscillators(), fps, tg, FitConfig(**{**cfg.__dict__, "replica_gradient": "cross"})).history[0]
+    osc = _oscillators()
+    beta = 1.0 / (KB_KJ_PER_MOL_K * 300.0)
+    preds, jacs = [], []
+    for r in range(3):
+        x = sample(osc, osc.params, cfg, seed=replica_seed(0, 0, r))[0]
+        du = 0.5 * np.sum(x**2, axis=(1, 2))
+        x = x[:, 0, 0]
+        cov = lambda a, b: np.mean((a - a.mean()) * (b - b.mean()))  # noqa: E731
+        preds.append(np.var(x))
+        jacs.append(-beta * (cov(x**2, du) - 2 * x.mean() * cov(x, du)))
+    preds, jacs = np.array(preds), np.array(jacs)
+    g_pooled = jacs.mean() * (preds.mean() - 0.02)
+    g_cross = np.mean([jacs[i] * (np.delete(preds, i).mean() - 0.02) for i in range(3)])
+    assert abs(g_cross / g_pooled - 1) > 1e-3  # the two routes give different steps on these frames
+    assert cross["grad_norm"] / pooled["grad_norm"] == pytest.approx(abs(g_cross / g_pooled), rel=1e-6)
+    assert cross["prediction"] == pooled["prediction"]  # the same frames and prediction; only the gradient differs
+    for bad in ({"optimizer": "lm"}, {"replicas": 1}, {"replica_gradient": "split"}):
+        with pytest.raises(UserInputError, match="use pooled, or cross"):
+            fit(_oscillators(), fps, tg, FitConfig(**{**cfg.__dict__, "replica_gradient": "cross", **bad}))
+    # the round's gradient SNR is recorded (a diagnostic: ‖mean‖ / s.e. of the R terms)
+    terms = np.array([2 * jacs[i] * (np.delete(preds, i).mean() - 0.02) for i in range(3)])
+    assert cross["gradient_snr"] == pytest.approx(abs(terms.mean()) / (terms.std(ddof=1) / np.sqrt(3)), rel=1e-6)
+
+
 def test_restart_crystal_starts_every_round_from_the_start_positions():
     # restart: crystal (the peptide diffuse fit, docs/fitting.md): round 1's replicas start again from the system's
     # positions, so its prediction is the mean msd of 3 fresh runs from the start with round 1's seeds; continued
