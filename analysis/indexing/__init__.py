@@ -312,7 +312,7 @@ def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, cache: dict, 
     triclinic search of one peak list is deterministic, so the orthorhombic and monoclinic fallbacks and
     the blind triclinic step share one)."""
     if "res" not in cache:
-        cache["res"] = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g)
+        cache["res"] = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=g, generated=cache.get("gen"))
         cache["tri"] = _refine_distinct(cache["res"], inv_d2, dict(kw, centrings=None), n_refine)
         n_new = cache["res"].n_evaluated
     else:
@@ -413,7 +413,8 @@ def index_peaks(
         wavelength=peaks.wavelength,
         centrings=centrings,
     )
-    sols, seconds, ncand, tri_cache = [], {}, {}, {}
+    # the triclinic search's stage-A candidates ("gen") are shared with the zero-fixed re-search (search_cells)
+    sols, seconds, ncand, tri_cache = [], {}, {}, {"gen": {}}
     deferred = []  # blind: systems whose triclinic fallback waits for the triclinic step (see _defer_fallback)
     for k, system in enumerate(systems):
         t0 = time.perf_counter()
@@ -421,7 +422,8 @@ def index_peaks(
         if system == "triclinic" and "res" in tri_cache:  # already searched by a fallback: reuse it
             res = dataclasses.replace(tri_cache["res"], n_evaluated=0)
         else:
-            res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb)
+            gen = tri_cache["gen"] if system == "triclinic" else None
+            res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb, generated=gen)
         new = _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         if system == "triclinic" and "res" not in tri_cache:  # the deferred fallbacks convert these cells
             tri_cache.update(res=res, tri=new)
@@ -491,7 +493,7 @@ def index_peaks(
             # lists (lattice given) the zero free found 3, fixed 2
             t0 = time.perf_counter()
             fixed = {}
-            res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=None)
+            res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=None, generated=tri_cache["gen"])
             fixed.update(res=res, tri=_refine_distinct(res, inv_d2, kw, n_candidates_refined))
             sols += [
                 standard_setting(smaller_cells(sol, inv_d2, **kw), inv_d2, **kw) if i < n_polish else sol
