@@ -24,7 +24,7 @@ from analysis.indexing import (
     same_lattice,
 )
 from analysis.indexing.decide import parameter_factor, related
-from analysis.indexing.solution import c_centred_cell
+from analysis.indexing.solution import c_centred_cell, primitive_subcells
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "indexing"
 MINERALS = {k: v for k, v in json.loads((DATA / "minerals.json").read_text()).items() if not k.startswith("_")}
@@ -182,6 +182,23 @@ def test_unrelated_higher_symmetry_cell_needs_more_than_half_the_best_score():
     # noisy positions: the generating cell to 2e-2 (bench_indexing.py)
     assert ranked[0].bravais == "aP" and same_lattice(ranked[0].cell, "P", truth, "P", 2e-2), ranked[0].reason
     assert "unrelated lattice" in ranked[1].reason
+
+
+def test_pseudo_symmetric_supercell_gives_way_to_the_triclinic_lattice_it_contains():
+    """Clean kyanite (aP, Winter & Ghose 1979) blind stopped at the orthorhombic step on an oI cell of twice its
+    primitive volume (5.572 × 7.850 × 26.851 Å, M20 41.7), which indexes the exact list within the lab error model;
+    its index-2/3 superlattices, refined as triclinic cells, include kyanite's, which fits the list exactly."""
+    pk = read_peak_file(DATA / "kyanite_clean.txt")
+    kw = dict(wavelength=pk.wavelength, g_zero=None)
+    oi_cell = np.array([5.572, 7.85, 26.851, 90, 90, 90])
+    oi = refine_candidate(cell_mod.reciprocal_params(oi_cell, "orthorhombic"), 0.0, pk.inv_d2, "orthorhombic", **kw)
+    assert oi.bravais == "oI" and oi.M20 > 20  # the settling cell of the failure
+    subs = primitive_subcells(oi, pk.inv_d2, **kw)
+    best = max(subs, key=lambda s: s.score)
+    # exact positions (4 decimals in 2θ): the literature cell to 5e-3 (same_lattice default)
+    assert same_lattice(best.cell, "P", MINERALS["kyanite"]["cell"], "P")
+    assert best.M20 > 100 * oi.M20  # exact fit (M20 ~1.8e4) against the supercell's 41.7
+    assert decide(rank_solutions([oi, *subs], top=10), n_impurity=1)[0].bravais == "aP"
 
 
 # the holohedry of each Bravais label in its International Tables standard setting (hR on hexagonal axes)
