@@ -392,6 +392,7 @@ def search_cells(
     g_zero=None,
     dtype=jnp.float32,
     progress=None,
+    generated: dict | None = None,
 ) -> SearchResult:
     """Search one lattice system for cells that index ``inv_d2``.
 
@@ -403,6 +404,11 @@ def search_cells(
       g_zero: ``[n]`` ∂q²/∂(2θ) per line (Å⁻² per degree) for zero-shift refinement.
       dtype: compute dtype of the search (float32: fast; the final refinement is float64).
       progress: optional callable(batch_index, best_score) for progress reporting.
+      generated: optional dict that keeps each batch's stage-A candidates (:func:`_generate_batch`) by batch
+        index, filled on first use and read on the next search of the same ``inv_d2``, ``system``, ``config``
+        and ``prior``: stage A scores the exact solves at zero shift 0, so it does not depend on ``g_zero``
+        and the zero-free and zero-fixed triclinic searches of one list share it (index_peaks; stage A is
+        ~2/3 of a triclinic batch's time).
 
     Returns:
       :class:`SearchResult` with the best ``config.budget.top_k × batches`` candidates, best first.
@@ -456,11 +462,14 @@ def search_cells(
     key = jax.random.PRNGKey(config.seed)
     xs, zs, ss = [], [], []
     best = -np.inf
-    nb = 0
+    nb = n_reused = 0
     for nb in range(1, (stop.max_batches or SYSTEM_BUDGET[system].max_batches) + 1):
         key, sub = jax.random.split(key)
         n_sel = n_cand - n_random
-        if n_sel > 0:
+        if n_sel > 0 and generated is not None and nb in generated:
+            x_sel, s_sel = generated[nb]
+            n_reused += 1
+        elif n_sel > 0:
             x_sel, s_sel = _generate_batch(
                 sub,
                 *args,
@@ -475,6 +484,8 @@ def search_cells(
                 n_axes=min(source.n_axes, n_obs),
                 use_zones=source.candidates != "random",
             )
+            if generated is not None:
+                generated[nb] = (x_sel, s_sel)
         else:
             x_sel, s_sel = jnp.zeros((0, rows.shape[1]), dtype), jnp.zeros((0,), dtype)
         if early_exit and n_sel >= budget.top_k and float(s_sel[0]) >= np.log(stop.stop_m20):
@@ -524,5 +535,6 @@ def search_cells(
         zero=np.concatenate(zs)[order],
         score=np.concatenate(ss)[order],
         n_batches=nb,
-        n_evaluated=nb * (n_cand + (n_gen if n_random < n_cand else 0)),
+        # stage-A candidates taken from ``generated`` were evaluated by the search that made them
+        n_evaluated=nb * n_cand + (nb - n_reused) * (n_gen if n_random < n_cand else 0),
     )

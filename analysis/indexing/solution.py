@@ -29,6 +29,7 @@ __all__ = [
     "refine_candidate",
     "standard_setting",
     "smaller_cells",
+    "primitive_subcells",
     "from_primitive",
     "twofold_axes",
     "rank_solutions",
@@ -378,6 +379,25 @@ def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
         if not improved:
             break
     return best
+
+
+def primitive_subcells(sol: Solution, inv_d2, n_max: int = 3, **kw) -> list:
+    """Triclinic cells of the lattices that contain ``sol``'s primitive lattice with index 2..``n_max`` (cells
+    2-3× smaller) and index at least as many lines, refined (``kw``: :func:`refine_candidate`'s keywords).
+
+    :func:`smaller_cells` keeps the lattice system; this does not, so it finds the true lattice of a pseudo-symmetric
+    supercell: clean kyanite (aP, 293.6 Å3) is also indexed by an oI cell of twice its primitive volume (M20 41.7),
+    whose index-2 superlattices include kyanite's (issue 21).
+    """
+    gs = np.linalg.inv(reduce.primitive_metric(sol.cell, sol.centring))  # reciprocal metric, Å⁻²
+    out = []
+    for n in range(2, n_max + 1):
+        for h in reduce.sublattice_bases(n):
+            x = reduce.reduce_x(cell_mod.reciprocal_params_from_metric(h.T @ gs @ h, "triclinic"), "triclinic")
+            new = refine_candidate(x, sol.zero_shift, inv_d2, "triclinic", **kw)
+            if new is not None and new.n_indexed >= sol.n_indexed:
+                out.append(new)
+    return out
 
 
 def _rank_key(s: Solution):

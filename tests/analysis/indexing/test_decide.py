@@ -23,7 +23,8 @@ from analysis.indexing import (
     refine_candidate,
     same_lattice,
 )
-from analysis.indexing.solution import c_centred_cell
+from analysis.indexing.decide import parameter_factor, related
+from analysis.indexing.solution import c_centred_cell, primitive_subcells
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "indexing"
 MINERALS = {k: v for k, v in json.loads((DATA / "minerals.json").read_text()).items() if not k.startswith("_")}
@@ -158,6 +159,46 @@ def test_within_one_system_the_better_score_wins_not_the_smaller_unrelated_cell(
     top = decide(rank_solutions(sols, top=10), n_impurity=1)[0]
     # noisy positions: the generating cell (A c 2 m, A-centred) to 2e-2 (bench_indexing.py)
     assert top.bravais == "oC" and same_lattice(top.cell, "C", [16.554, 17.707, 6.036, 90, 90, 90], "A", 2e-2)
+
+
+def test_unrelated_higher_symmetry_cell_needs_more_than_half_the_best_score():
+    """A generated noisy aP list (bench_indexing.py --blind, seed 2024, the tenth triclinic list): a wrong mP cell
+    (6.53 × 12.91 × 15.40 Å, β 92.1°, twice the true volume but no sub/supercell of it) indexes the data at about half
+    the true aP cell's score; with FOM_FACTOR (0.5) for every cell it won as the higher symmetry. An unrelated lattice
+    needs decide.parameter_factor × the best (√(14/16) = 0.94 for mP against aP), which the mP cell is far from."""
+    pk = read_peak_file(DATA / "ap_noisy_generated.txt")
+    g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
+    kw = dict(wavelength=pk.wavelength, g_zero=g, refine_zero=True)
+    truth = [7.1012, 7.1959, 15.5367, 87.6799, 87.6547, 68.3295]
+    # the mP cell as the blind search returned it, with its refined zero shift (-0.153°)
+    ap, mp = (
+        refine_candidate(cell_mod.reciprocal_params(np.array(c, float), s), z, pk.inv_d2, s, **kw)
+        for c, s, z in ((truth, "triclinic", 0.0), ([6.5331, 12.9068, 15.3963, 90, 92.1077, 90], "monoclinic", -0.1533))
+    )
+    assert ap.score > mp.score >= 0.5 * ap.score, (ap.score, mp.score)  # the situation of the failure
+    assert not related(mp, ap)
+    np.testing.assert_allclose(parameter_factor(mp, ap), np.sqrt(14 / 16))  # 20 lines, 6 against 4 parameters
+    ranked = decide(rank_solutions([mp, ap], top=10), n_impurity=1)
+    # noisy positions: the generating cell to 2e-2 (bench_indexing.py)
+    assert ranked[0].bravais == "aP" and same_lattice(ranked[0].cell, "P", truth, "P", 2e-2), ranked[0].reason
+    assert "unrelated lattice" in ranked[1].reason
+
+
+def test_pseudo_symmetric_supercell_gives_way_to_the_triclinic_lattice_it_contains():
+    """Clean kyanite (aP, Winter & Ghose 1979) blind stopped at the orthorhombic step on an oI cell of twice its
+    primitive volume (5.572 × 7.850 × 26.851 Å, M20 41.7), which indexes the exact list within the lab error model;
+    its index-2/3 superlattices, refined as triclinic cells, include kyanite's, which fits the list exactly."""
+    pk = read_peak_file(DATA / "kyanite_clean.txt")
+    kw = dict(wavelength=pk.wavelength, g_zero=None)
+    oi_cell = np.array([5.572, 7.85, 26.851, 90, 90, 90])
+    oi = refine_candidate(cell_mod.reciprocal_params(oi_cell, "orthorhombic"), 0.0, pk.inv_d2, "orthorhombic", **kw)
+    assert oi.bravais == "oI" and oi.M20 > 20  # the settling cell of the failure
+    subs = primitive_subcells(oi, pk.inv_d2, **kw)
+    best = max(subs, key=lambda s: s.score)
+    # exact positions (4 decimals in 2θ): the literature cell to 5e-3 (same_lattice default)
+    assert same_lattice(best.cell, "P", MINERALS["kyanite"]["cell"], "P")
+    assert best.M20 > 100 * oi.M20  # exact fit (M20 ~1.8e4) against the supercell's 41.7
+    assert decide(rank_solutions([oi, *subs], top=10), n_impurity=1)[0].bravais == "aP"
 
 
 # the holohedry of each Bravais label in its International Tables standard setting (hR on hexagonal axes)
