@@ -25,7 +25,7 @@ from dmd.base.io import atomic_path, write_json
 from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.integrators import n_degrees_of_freedom
 from dmd.npt import NPTState, run_npt
-from dmd.runloop import begin_writes, stop_before_start
+from dmd.runloop import begin_writes, stop_before_start, uninterrupted
 from dmd.simulate import RunConfig, RunResult, default_paths, read_checkpoint, summary_mean, write_checkpoint
 from dmd.space import box_volume, check_reduced_box
 
@@ -102,8 +102,9 @@ def simulate_npt(system, config: RunConfig, *, pressure_bar, barostat="isotropic
     state, rows, vrows = None, [], []
     if cfg.resume:
         state, info = _load(paths["checkpoint"], system)
-        traj.load_existing(info["n_frames"])
-        elog.load_existing(info["n_frames"])
+        with uninterrupted(cfg.stop):  # truncated in place: a signal's early exit waits for it
+            traj.load_existing(info["n_frames"])
+            elog.load_existing(info["n_frames"])
         vrows = info["volume_rows"]
     minimized = None
     if state is None and cfg.minimize is not None:  # as simulate(): the start minimised first, not on resume

@@ -12,6 +12,7 @@ Also here: :func:`stop_before_start`, the run loops' check of a stop request (Ct
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from dmd.space import wrap_positions
 
 __all__ = [
     "begin_writes",
+    "uninterrupted",
     "stop_before_start",
     "MAX_REALLOCATIONS",
     "overflowed",
@@ -169,6 +171,19 @@ def compiled_for(cache: collections.OrderedDict, system, settings: tuple, make: 
     while len(cache) > size:
         cache.popitem(last=False)
     return fn
+
+
+@contextlib.contextmanager
+def uninterrupted(stop):
+    """Within the block the CLI's early exit on a signal (:func:`dmd.cli.common.stop_on_signals`) waits: a resumed
+    run truncates its trajectory to the checkpoint in place, which an exit must not cut in half. Other ``stop``
+    callables: nothing happens."""
+    lock = getattr(stop, "lock", None)
+    if lock is None:
+        yield
+        return
+    with lock:
+        yield
 
 
 def begin_writes(stop) -> None:

@@ -47,6 +47,7 @@ from dmd.runloop import (
     positions_for_allocation,
     redo_on_overflow,
     stop_before_start,
+    uninterrupted,
 )
 from dmd.skin import skin_of
 
@@ -405,8 +406,9 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
                     f"{paths['checkpoint']}: checkpoint was written with {k}={info[k]!r} but this run has "
                     f"{info_base[k]!r}; resume with the same settings"
                 )
-        traj.load_existing(info["n_frames"])
-        elog.load_existing(info["n_frames"])
+        with uninterrupted(cfg.stop):  # truncated in place: a signal's early exit waits for it
+            traj.load_existing(info["n_frames"])
+            elog.load_existing(info["n_frames"])
     else:
         info = {}
     # a fresh run's first chunk computes the first forces in its own program (one compilation of the energy)

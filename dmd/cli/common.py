@@ -48,6 +48,7 @@ class _Stop:
             except OSError:
                 return
             if not data:
+                os.close(fd)
                 return
             signum = data[0]
             if signum not in (signal.SIGINT, signal.SIGTERM):
@@ -102,7 +103,7 @@ def stop_on_signals(exit_before_writes: str | None = None):
         if pipe is not None:
             stop.begin_writes()
             signal.set_wakeup_fd(old_fd)
-            os.close(pipe[1])  # the watchdog reads end-of-file and returns (it closes nothing itself)
+            os.close(pipe[1])  # the watchdog reads end-of-file, closes its end and returns
         for s, h in old.items():
             signal.signal(s, h)
 

@@ -142,3 +142,32 @@ def test_carry_overflow_marks_the_kept_list():
     bad = ok.set(error=type(ok.error)(ok.error.code | 1))  # the neighbour-capacity bit
     assert not overflowed(carry_overflow(ok, ok)) and overflowed(carry_overflow(ok, bad))
     assert carry_overflow(None, None) is None
+
+
+def test_early_exit_on_a_signal_waits_for_an_uninterrupted_block(tmp_path):
+    # dmd simulate exits at once on a signal before its first frames (dmd.cli.common.stop_on_signals), but a resumed
+    # run first truncates its trajectory in place: uninterrupted() holds the exit until that is done. A real SIGINT
+    # inside the block: the block finishes (its marker file written 0.5 s later), then the process exits with 130
+    # at once, never reaching the 30 s sleep after it.
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, signal, time\n"
+        "from dmd.cli.common import stop_on_signals\n"
+        "from dmd.runloop import uninterrupted\n"
+        "with stop_on_signals(exit_before_writes='stopped early') as stop:\n"
+        "    with uninterrupted(stop):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.5)\n"
+        "        open('block_done', 'w').write('ok')\n"
+        "    time.sleep(30)\n"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    waited = time.perf_counter() - t0
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "stopped early" in proc.stderr
+    assert (tmp_path / "block_done").read_text() == "ok"  # the block was not cut
+    assert waited < 15.0, waited  # well below the 30 s sleep: exited right after the block (measured ~1-2 s)
