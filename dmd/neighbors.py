@@ -514,7 +514,8 @@ class CellNeighborListFns:
         needed now.
 
         The retry after an overflow must grow the capacity (reallocating at the old size can
-        overflow again forever).
+        overflow again forever): after an overflow the cell capacity grows by at least a quarter; without one it
+        follows the count now (it may shrink: a list allocated on a lattice, right-sized in the fluid).
         """
         box = neighbors.box
         position = jnp.asarray(position)
@@ -524,7 +525,10 @@ class CellNeighborListFns:
         # factor would compound the slack on every retry), yet by at least a quarter: a cell that overflowed later in
         # the chunk (a lattice start melting) is not seen at these positions, and a retry at the same size loops
         cell_capacity = self._cell_capacity_for(c, n, factor)
-        if cell_capacity and neighbors.cell_capacity:
+        # only after an overflow: a call that merely right-sizes a list (the LJ benchmark after equilibration: a
+        # lattice-sized 40 slots grew to 50 for a fluid's ~30 per cell) sizes from the count now (34 slots, rebuild
+        # 19.4 -> ~13 ms at N = 8,000, docs/engine.md)
+        if cell_capacity and neighbors.cell_capacity and bool(neighbors.overflow):
             cell_capacity = max(cell_capacity, neighbors.cell_capacity + max(1, neighbors.cell_capacity // 4))
             cell_capacity = 0 if len(self.stencil) * cell_capacity >= n else cell_capacity  # all pairs: cheaper
         occ = self._occupancy(position, cell_capacity, box)
