@@ -88,7 +88,7 @@ def bench_dmd(n, steps, chunk=100, skin=0.5):
     run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (integ.step(c, system.params), None), s, None, length=chunk)[0])
     # equilibrate a little so the list sees fluid-like occupancy, then reallocate with room to spare
     st = run(st)
-    st = st.replace(neighbor=system.neighbor_fn.grow(st.neighbor, st.positions, factor=1.15))
+    st = st.replace(neighbor=system.neighbor_fn.grow(st.neighbor, st.positions, factor=1.15, fit=True))
     wall, st = _time(run, st, max(1, steps // chunk))
     assert not bool(st.neighbor.overflow)
     rebuilds = int(st.neighbor.n_rebuilds)

@@ -509,13 +509,17 @@ class CellNeighborListFns:
         new = self._rebuild(position, neighbors.max_occupancy, neighbors.cell_capacity, neighbors.n_rebuilds, box)
         return dataclasses.replace(new, overflow=new.overflow | neighbors.overflow)
 
-    def grow(self, neighbors: CellNeighborList, position, factor: float = 1.5) -> CellNeighborList:
+    def grow(
+        self, neighbors: CellNeighborList, position, factor: float = 1.5, *, fit: bool = False
+    ) -> CellNeighborList:
         """Reallocate at ``position`` (in the list's box) with both capacities grown by ``factor`` over what is
         needed now.
 
         The retry after an overflow must grow the capacity (reallocating at the old size can
-        overflow again forever): after an overflow the cell capacity grows by at least a quarter; without one it
-        follows the count now (it may shrink: a list allocated on a lattice, right-sized in the fluid).
+        overflow again forever), so the cell capacity grows by at least a quarter (the callers pass the list at the
+        start of the redone chunk, which need not show the overflow). ``fit=True``: a right-sizing of a list that did
+        not overflow; the cell capacity follows the count now and may shrink (a list allocated on a lattice, fitted
+        in the fluid).
         """
         box = neighbors.box
         position = jnp.asarray(position)
@@ -525,10 +529,9 @@ class CellNeighborListFns:
         # factor would compound the slack on every retry), yet by at least a quarter: a cell that overflowed later in
         # the chunk (a lattice start melting) is not seen at these positions, and a retry at the same size loops
         cell_capacity = self._cell_capacity_for(c, n, factor)
-        # only after an overflow: a call that merely right-sizes a list (the LJ benchmark after equilibration: a
-        # lattice-sized 40 slots grew to 50 for a fluid's ~30 per cell) sizes from the count now (34 slots, rebuild
-        # 19.4 -> ~13 ms at N = 8,000, docs/engine.md)
-        if cell_capacity and neighbors.cell_capacity and bool(neighbors.overflow):
+        # fit=True right-sizes a list that did not overflow (the LJ benchmark after equilibration: a lattice-sized 40
+        # slots per cell would grow to 50 for a fluid's ~30, fitted 34: rebuild 17.3 -> 11.3 ms at N = 8,000)
+        if cell_capacity and neighbors.cell_capacity and not fit:
             cell_capacity = max(cell_capacity, neighbors.cell_capacity + max(1, neighbors.cell_capacity // 4))
             cell_capacity = 0 if len(self.stencil) * cell_capacity >= n else cell_capacity  # all pairs: cheaper
         occ = self._occupancy(position, cell_capacity, box)

@@ -135,18 +135,18 @@ def test_allocate_is_compiled_once_and_equals_the_op_by_op_build(n, jax_compiles
     assert again.max_occupancy == nbr.max_occupancy and not bool(again.did_buffer_overflow)
 
 
-def test_grow_right_sizes_the_cell_capacity_and_regrows_after_overflow():
-    # 2,000 LJ atoms (4 cells per side): grow() without an overflow sizes the cell capacity from the count now (it
-    # may shrink: the LJ benchmark's lattice-sized list in the fluid), after an overflow by at least a quarter; every
-    # list holds the same pairs (sets per row; the order within a row may differ)
+def test_grow_fits_the_cell_capacity_on_request_and_always_grows_after_overflow():
+    # 2,000 LJ atoms (4 cells per side): grow(fit=True) sizes the cell capacity from the count now (it may shrink: the
+    # LJ benchmark's lattice-sized list in the fluid); a plain grow (the retry after an overflow) grows it by at least
+    # a quarter even where these positions fit; every list holds the same pairs (sets per row)
     lj = models.lj_fluid(2000, density=0.8, dtype=jnp.float32, seed=3)
     fns = lj.neighbor_fn
     c = fns._max_cell_count(lj.positions)
-    ref = fns.allocate(lj.positions)
-    want = np.sort(np.asarray(ref.idx), 1)
-    roomy = fns.allocate(lj.positions, cell_capacity=c + 30)
-    fitted = fns.grow(roomy, lj.positions, factor=1.15)
-    assert fitted.cell_capacity == max(int(c * 1.15), c + 2) < c + 30  # the old rule kept >= 1.25 (c + 30)
+    want = np.sort(np.asarray(fns.allocate(lj.positions).idx), 1)
+    roomy = fns.allocate(lj.positions, cell_capacity=c + 10)
+    fitted = fns.grow(roomy, lj.positions, factor=1.15, fit=True)
+    assert fitted.cell_capacity == max(int(c * 1.15), c + 2) < c + 10
+    assert fns.grow(roomy, lj.positions, factor=1.15).cell_capacity >= c + 10 + (c + 10) // 4
     small = fns.allocate(lj.positions, cell_capacity=c - 3)
     assert bool(small.overflow)  # a cell holds more atoms than the capacity: the list is incomplete
     regrown = fns.grow(small, lj.positions, factor=1.15)
