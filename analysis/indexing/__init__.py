@@ -24,7 +24,7 @@ import numpy as np
 from analysis import cell as cell_mod
 from analysis.indexing.config import CandidateSource, RefineMoves, SearchBudget, SearchConfig, Stopping, Tolerance
 from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide
-from analysis.indexing.errors import sigma_inv_d2
+from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2, sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
 from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read_peak_file
 from analysis.indexing.prior import IndexPrior, load_prior
@@ -199,20 +199,6 @@ def explains_data(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: i
         and EXPLAINS_CHI2_MIN <= reduced_chi2(sol, inv_d2, sigma) <= EXPLAINS_CHI2
         and line_coverage(sol, inv_d2, n_fom) >= EXPLAINS_COVERAGE
     )
-
-
-# The error model from the data. A cell that indexes every line (but impurities) with most of its calculated
-# lines observed and χ²_ν below PRECISE_CHI2 under the σ(q²) model fits the lines more than six times (in σ)
-# more precisely than the model assumes: the data are precise (11-BM synchrotron lists: χ²_ν ≈ 1e-4, issue 21;
-# generated lists with 0.002° 2θ errors at Cu Kα: 0.004-0.011), and σ_data = √χ²_ν · σ is their own error. A
-# wrong cell matches lines only within the search window ±n_σ·σ (χ²_ν ≈ n_σ²/3 ≈ 5); the wrong cells of exact
-# benchmark data that fit better than the model stayed above PRECISE_CHI2 (χ²_ν = 0.05 in the clean
-# benchmark), which keeps the band (PRECISE_CHI2, EXPLAINS_CHI2_MIN) inconclusive as before. Below EXACT_CHI2
-# (√ = 1e-3 σ ≈ 1e-4° 2θ at Cu Kα, finer than any measured peak position) the list is exact (computed)
-# data, where the ranking score already tells the true cell (≥ PRIMITIVE_FALLBACK_SCORE) and a derivative
-# cell can fit as exactly: no data scale is taken there.
-PRECISE_CHI2 = 0.025
-EXACT_CHI2 = 1e-6
 
 
 def data_sigma_scale(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> float | None:

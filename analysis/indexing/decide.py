@@ -13,7 +13,10 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    of at least :data:`FOM_FACTOR` × the best are *candidates* when they are derivatives of the best-scoring
    cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`); a higher-symmetry cell
    of an *unrelated* lattice must score at least :func:`parameter_factor` × the best (≈ 0.86-0.97: what the
-   best cell's extra free parameters buy on noisy lines), not half of it; the answer is the candidate of the
+   best cell's extra free parameters buy on noisy lines), not half of it, unless the best cell is itself implausible
+   (:func:`implausible`: it fits better than the data's errors allow, or it is a monoclinic / triclinic cell with a
+   translation below :data:`SHORT_AXIS`) and the higher-symmetry cell's χ² is consistent with the errors
+   (:func:`fits_noise`); the answer is the candidate of the
    highest symmetry, then of the best score (equal scores: the smallest volume; cells of one lattice are
    merged before, so candidates of one system are unrelated lattices); the others follow in that order,
    then the rest by score.
@@ -25,7 +28,9 @@ ranks where it does.
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
+from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2
 from analysis.indexing.reduce import same_lattice, supercell_index
 from analysis.indexing.solution import SYMMETRY_ORDER, Solution
 
@@ -38,6 +43,12 @@ __all__ = [
     "one_zone",
     "related",
     "parameter_factor",
+    "FIT_ALPHA",
+    "SHORT_AXIS",
+    "variance_scale",
+    "chi2_quantile",
+    "fits_noise",
+    "implausible",
     "decide",
 ]
 
@@ -58,6 +69,14 @@ RELATED_TOL = 2e-2
 # share of the indexed lines that may lie in one zone [uvw] (hu + kv + lw = 0) before the cell is
 # called a one-zone explanation (its third dimension undetermined)
 ZONE_SHARE = 0.9
+# two-sided significance level of the χ² test of a cell's fit against the data's errors (fits_noise, implausible):
+# a correct cell's χ² (σ(q²) model, scaled to the data, variance_scale) follows χ²(dof); below the α quantile it fits
+# better than the errors allow (a dense, large or distorted cell matching noise), above the 1 − α one worse
+FIT_ALPHA = 0.01
+# a monoclinic / triclinic translation shorter than this (Å) is implausible (implausible): translations below 3 Å
+# occur in elements and simple metallic phases of high symmetry (Be 2.29, Fe bcc 2.48, Cu 2.55, W 2.74 Å; α-U,
+# oC, 2.85 Å), not in monoclinic / triclinic crystals, and a 2.757 Å mC axis took a noisy tP list (issue 21)
+SHORT_AXIS = 3.0
 
 
 def shortest_translation(sol: Solution) -> float:
@@ -108,6 +127,39 @@ def parameter_factor(high: Solution, low: Solution, n_fom: int = 20) -> float:
     return float(np.sqrt((n - p_low) / (n - p_high)))
 
 
+def variance_scale(leader: Solution) -> float:
+    """The data's error variance in units of the σ(q²) model: the best cell's χ²_ν when it lies in
+    [EXACT_CHI2, PRECISE_CHI2) (precise data, errors.py), else 1 (the model; exact lists are left to the score)."""
+    chi2_nu = leader.chi2 / max(leader.dof, 1)
+    return float(chi2_nu) if EXACT_CHI2 <= chi2_nu < PRECISE_CHI2 else 1.0
+
+
+def chi2_quantile(sol: Solution, scale: float = 1.0) -> float:
+    """P(χ²_dof ≤ χ²) of ``sol``'s fit, its χ² divided by the data's variance ``scale`` (:func:`variance_scale`):
+    near 0 the cell fits better than the errors allow, near 1 worse."""
+    return float(stats.chi2.cdf(sol.chi2 / scale, max(sol.dof, 1)))
+
+
+def fits_noise(sol: Solution, scale: float = 1.0, alpha: float = FIT_ALPHA) -> bool:
+    """Whether ``sol``'s χ² is consistent with the data's errors: α ≤ :func:`chi2_quantile` ≤ 1 − α."""
+    return bool(alpha <= chi2_quantile(sol, scale) <= 1.0 - alpha)
+
+
+def implausible(leader: Solution, scale: float = 1.0, alpha: float = FIT_ALPHA) -> str:
+    """Why the best-scoring cell cannot stand against an unrelated higher-symmetry cell that fits within the errors
+    ('' when it can): its fit is better than the errors allow (:func:`chi2_quantile` < α; not for exact lists, χ²_ν
+    < EXACT_CHI2), so its score is bought by chance coincidences of its lines with noise, or it is a monoclinic /
+    triclinic cell with a translation below :data:`SHORT_AXIS`. Issue 21, noisy tP lists (seed 2024): an aP cell
+    with χ²_ν 0.21 on 13 dof (quantile 0.001) outscored the true tP (χ²_ν 1.35) by 17.6 to 12.2, and an mC cell
+    with a 2.757 Å axis the true tP by 41.2 to 34.9."""
+    chi2_nu = leader.chi2 / max(leader.dof, 1)
+    if chi2_nu >= EXACT_CHI2 and chi2_quantile(leader, scale) < alpha:
+        return f"χ²_ν {chi2_nu / scale:.2f} on {leader.dof} dof fits better than the errors allow"
+    if leader.system in ("monoclinic", "triclinic") and shortest_translation(leader) < SHORT_AXIS:
+        return f"a translation of {shortest_translation(leader):.2f} Å < {SHORT_AXIS:g} Å in a {leader.system} cell"
+    return ""
+
+
 def _n_bad(sol: Solution, n_fom: int) -> int:
     return sum(1 for i in sol.unindexed if i < n_fom)
 
@@ -123,11 +175,20 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     sensible = [s for s in sols if indexes[id(s)] and not short[id(s)] and not zone[id(s)]]
     leader = max(sensible, key=lambda s: s.score, default=None)
     best = 0.0 if leader is None else leader.score
+    scale = 1.0 if leader is None else variance_scale(leader)
+    doubt = "" if leader is None else implausible(leader, scale)
+    # an unrelated higher-symmetry cell: within parameter_factor of the best score, or, when the best cell is
+    # implausible, any score ≥ FOM_FACTOR × the best with a χ² consistent with the data's errors
     cand = [
         s
         for s in sensible
         if s.score >= FOM_FACTOR * best
-        and (s is leader or s.score >= parameter_factor(s, leader, n_fom) * best or related(s, leader))
+        and (
+            s is leader
+            or s.score >= parameter_factor(s, leader, n_fom) * best
+            or related(s, leader)
+            or (doubt and SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[leader.system] and fits_noise(s, scale))
+        )
     ]
     # within one system the score decides, the volume only breaks ties: cells of one lattice (sub/supercells) are
     # merged before (rank_solutions), so two candidates of one system are unrelated lattices, and a smaller wrong cell
@@ -145,7 +206,8 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
                 why = (
                     f"highest symmetry, then best score, among the {len(cand)} cell(s) that index the data "
                     f"with a score ≥ {FOM_FACTOR:g} × the best ({best:.1f}; unrelated lattices: ≥ "
-                    f"{parameter_factor(s, leader, n_fom):.2f} ×)"
+                    f"{parameter_factor(s, leader, n_fom):.2f} ×"
+                    + (f", or a χ² within the errors, the best cell being implausible: {doubt})" if doubt else ")")
                 )
             else:
                 why = f"indexes the data, score within {FOM_FACTOR:g} × the best, lower symmetry or larger volume"
@@ -153,6 +215,7 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
             why = (
                 f"indexes the data, but an unrelated lattice whose score is below "
                 f"{parameter_factor(s, leader, n_fom):.2f} × the best ({best:.1f}; decide.parameter_factor)"
+                + (f" and whose χ² quantile {chi2_quantile(s, scale):.3g} is outside the errors" if doubt else "")
             )
         elif any(s is c for c in sensible):
             why = f"indexes the data but its score is below {FOM_FACTOR:g} × the best ({best:.1f})"

@@ -63,6 +63,8 @@ class Solution:
       x: reciprocal-metric parameters (Å⁻²).
       related: descriptions of merged equivalent / sub- / supercells.
       reason: why the solution ranks where it does (decide.py; empty when not ranked by it).
+      chi2, dof: Σ(Δq²/σ)² of the indexed lines under the σ(q²) model of the refinement and its degrees of
+        freedom, indexed lines − refined parameters (cell, and the zero shift when refined); decide.fit_test.
     """
 
     bravais: str
@@ -86,6 +88,8 @@ class Solution:
     x: np.ndarray
     related: list = dataclasses.field(default_factory=list)
     reason: str = ""
+    chi2: float = float("nan")
+    dof: int = 1
 
     def to_dict(self) -> dict:
         def fl(v):
@@ -112,6 +116,8 @@ class Solution:
             "inv_d2_calc": [float(v) for v in self.inv_d2_calc],
             "related": list(self.related),
             "reason": self.reason,
+            "chi2": float(self.chi2),
+            "dof": int(self.dof),
         }
 
 
@@ -226,8 +232,8 @@ def refine_candidate(
     n_par = x.size + (1 if refine_zero else 0)
     dof = max(int(ok.sum()) - n_par, 1)
     r = inv_d2 - inv_d2_calc
-    s2 = float(np.sum((r[ok] / sig[ok]) ** 2) / dof)
-    cov = cov * s2
+    chi2 = float(np.sum((r[ok] / sig[ok]) ** 2))
+    cov = cov * (chi2 / dof)
     cell = cell_of(x, system)
     # esd of the cell: J cov Jᵀ with J = ∂cell/∂x by central differences
     jac = np.zeros((6, x.size))
@@ -263,6 +269,8 @@ def refine_candidate(
         hkl=hkl,
         inv_d2_calc=inv_d2_calc,
         x=x,
+        chi2=chi2,
+        dof=dof,
     )
 
 
