@@ -150,8 +150,7 @@ def main(argv=None):
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient,
-                       a.max_step)
+        row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step)
         print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
