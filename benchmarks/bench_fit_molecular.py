@@ -37,7 +37,8 @@ NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 
 
 def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None,
-             replica_gradient: str | None = None, max_step: float | None = None) -> dict:  # fmt: skip
+             replica_gradient: str | None = None, max_step: float | None = None,
+             restart: str | None = None) -> dict:  # fmt: skip
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
     import jax
     import numpy as np
@@ -55,6 +56,10 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
         cfg = dataclasses.replace(cfg, replica_gradient=replica_gradient)
     if max_step is not None:
         cfg = dataclasses.replace(cfg, max_step=max_step)
+    if restart is not None:  # crystal: every round's replicas start again from the PDB (2000 steps equilibration)
+        cfg = dataclasses.replace(
+            cfg, restart=restart, equilibration=2000 if restart == "crystal" else cfg.equilibration
+        )
     labels = list(system.param_labels["NonbondedForce"]["sigma"])
     start = float(np.asarray(system.params["NonbondedForce"]["sigma"])[labels.index("protein-O")])
     t0 = time.perf_counter()
@@ -143,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
     ap.add_argument("--replica-gradient", default=None, help="pooled or cross (default: the example's)")
     ap.add_argument("--max-step", type=float, default=None, help="largest step in ln θ (default: the example's)")
+    ap.add_argument("--restart", default=None, help="continue or crystal (default: the example's)")
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
@@ -150,7 +156,9 @@ def main(argv=None):
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step)
+        row = one_seed(
+            a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step, a.restart
+        )
         print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
@@ -167,6 +175,7 @@ def main(argv=None):
         cmd += [] if a.replicas is None else ["--replicas", str(a.replicas)]
         cmd += [] if a.replica_gradient is None else ["--replica-gradient", a.replica_gradient]
         cmd += [] if a.max_step is None else ["--max-step", str(a.max_step)]
+        cmd += [] if a.restart is None else ["--restart", a.restart]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}
