@@ -15,6 +15,9 @@ else CPU).
 
     nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --replicas 4
                                                         --average-last 5 --parallel-seeds --out r.json]
+    # the levers measured on fit seed 6 (docs/fitting.md): a smaller trust region, fresh replicas every round
+    nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --max-step 0.1 --skip-peer
+    nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --restart crystal --skip-peer
     # one GPU, all 4 seeds at once:
     python benchmarks/bench_fit_molecular.py --parallel-seeds --out fit_molecular_gpu.json
 """
@@ -148,7 +151,7 @@ def main(argv=None):
     ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
     ap.add_argument("--replica-gradient", default=None, help="pooled or cross (default: the example's)")
     ap.add_argument("--max-step", type=float, default=None, help="largest step in ln θ (default: the example's)")
-    ap.add_argument("--restart", default=None, help="continue or crystal (default: the example's)")
+    ap.add_argument("--restart", default=None, choices=["continue", "crystal"], help="continue or crystal (default: the example's)")
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
