@@ -151,7 +151,9 @@ def main(argv=None):
     ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
     ap.add_argument("--replica-gradient", default=None, help="pooled or cross (default: the example's)")
     ap.add_argument("--max-step", type=float, default=None, help="largest step in ln θ (default: the example's)")
-    ap.add_argument("--restart", default=None, choices=["continue", "crystal"], help="continue or crystal (default: the example's)")
+    ap.add_argument(
+        "--restart", default=None, choices=["continue", "crystal"], help="continue or crystal (default: the example's)"
+    )
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
