@@ -15,6 +15,9 @@ else CPU).
 
     nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --replicas 4
                                                         --average-last 5 --parallel-seeds --out r.json]
+    # the levers measured on fit seed 6 (docs/fitting.md): a smaller trust region, fresh replicas every round
+    nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --max-step 0.1 --skip-peer
+    nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --restart crystal --skip-peer
     # one GPU, all 4 seeds at once:
     python benchmarks/bench_fit_molecular.py --parallel-seeds --out fit_molecular_gpu.json
 """
@@ -37,7 +40,8 @@ NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 
 
 def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None,
-             replica_gradient: str | None = None) -> dict:  # fmt: skip
+             replica_gradient: str | None = None, max_step: float | None = None,
+             restart: str | None = None) -> dict:  # fmt: skip
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
     import jax
     import numpy as np
@@ -53,6 +57,12 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
         cfg = dataclasses.replace(cfg, replicas=replicas)
     if replica_gradient is not None:
         cfg = dataclasses.replace(cfg, replica_gradient=replica_gradient)
+    if max_step is not None:
+        cfg = dataclasses.replace(cfg, max_step=max_step)
+    if restart is not None:  # crystal: every round's replicas start again from the PDB (2000 steps equilibration)
+        cfg = dataclasses.replace(
+            cfg, restart=restart, equilibration=2000 if restart == "crystal" else cfg.equilibration
+        )
     labels = list(system.param_labels["NonbondedForce"]["sigma"])
     start = float(np.asarray(system.params["NonbondedForce"]["sigma"])[labels.index("protein-O")])
     t0 = time.perf_counter()
@@ -74,7 +84,7 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "peak_device_mb": None if peak_dev is None else peak_dev / 2**20,
             "load": os.getloadavg()[0], "steps": steps, "restart": cfg.restart,
             "equilibration": cfg.equilibration, "replica_gradient": cfg.replica_gradient,
-            "snr_per_round": [h.get("gradient_snr") for h in res.history]}  # fmt: skip
+            "snr_per_round": [h.get("gradient_snr") for h in res.history], "max_step": cfg.max_step}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -111,7 +121,7 @@ def _seed_line(r: dict, steps: int) -> str:
             f"error {r['error_pct']:+.2f}% "
             f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
             f"{r['rounds']} rounds of {r.get('equilibration')} + {steps} steps × {r['replicas']} replicas (restart "
-            f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}; "
+            f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}, max_step {r.get('max_step')}; "
             f"{r['backend']}; diverged: "
             f"{r.get('diverged_rounds') or 'none'}), "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
@@ -140,6 +150,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
     ap.add_argument("--replica-gradient", default=None, help="pooled or cross (default: the example's)")
+    ap.add_argument("--max-step", type=float, default=None, help="largest step in ln θ (default: the example's)")
+    ap.add_argument(
+        "--restart", default=None, choices=["continue", "crystal"], help="continue or crystal (default: the example's)"
+    )
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
@@ -147,7 +161,9 @@ def main(argv=None):
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient)
+        row = one_seed(
+            a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step, a.restart
+        )
         print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
@@ -163,6 +179,8 @@ def main(argv=None):
         cmd += [] if a.average_last is None else ["--average-last", str(a.average_last)]
         cmd += [] if a.replicas is None else ["--replicas", str(a.replicas)]
         cmd += [] if a.replica_gradient is None else ["--replica-gradient", a.replica_gradient]
+        cmd += [] if a.max_step is None else ["--max-step", str(a.max_step)]
+        cmd += [] if a.restart is None else ["--restart", a.restart]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}
