@@ -518,8 +518,8 @@ class CellNeighborListFns:
         The retry after an overflow must grow the capacity (reallocating at the old size can
         overflow again forever), so the cell capacity grows by at least a quarter (the callers pass the list at the
         start of the redone chunk, which need not show the overflow). ``fit=True``: a right-sizing of a list that did
-        not overflow; the cell capacity follows the count now and may shrink (a list allocated on a lattice, fitted
-        in the fluid).
+        not overflow; both capacities follow the counts now and may shrink (a list allocated on a lattice, fitted
+        in the fluid: :func:`dmd.runloop.fitted_neighbors`).
         """
         box = neighbors.box
         position = jnp.asarray(position)
@@ -535,7 +535,10 @@ class CellNeighborListFns:
             cell_capacity = max(cell_capacity, neighbors.cell_capacity + max(1, neighbors.cell_capacity // 4))
             cell_capacity = 0 if len(self.stencil) * cell_capacity >= n else cell_capacity  # all pairs: cheaper
         occ = self._occupancy(position, cell_capacity, box)
-        max_occ = max(int(factor * max(occ, neighbors.max_occupancy)), occ + 4)
+        need = occ if fit else max(occ, neighbors.max_occupancy)  # fit: both capacities from the counts now
+        max_occ = max(int(factor * need), occ + 4)
+        if fit and occ + 4 <= neighbors.max_occupancy:  # never grown by a fit while it holds the count (+4)
+            max_occ = min(max_occ, neighbors.max_occupancy)
         return self.allocate(position, max_occupancy=max_occ, cell_capacity=cell_capacity, box=box)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "positions_for_allocation",
     "grow_neighbors",
     "grown_state",
+    "fitted_neighbors",
     "redo_on_overflow",
     "compiled_for",
     "allocate_like",
@@ -126,6 +127,27 @@ def grown_state(system, state, attempt: int):
     """An integrator state (``positions``, ``neighbor``, ``replace``) with its neighbour list grown at its own
     positions: the start of a chunk to redo."""
     return state.replace(neighbor=grow_neighbors(system, state.neighbor, state.positions, attempt))
+
+
+def fitted_neighbors(nbr, x, min_gain: float = 0.1):
+    """The cell list ``nbr`` right-sized at positions ``x`` [N, 3] nm, or ``nbr`` itself.
+
+    A list allocated on a starting lattice keeps the lattice's cell counts (an LJ fcc start at N = 4,000: 32 atoms
+    in a cell, 40 slots; the fluid ~26, 32 slots); refitted once the fluid has formed
+    (:meth:`dmd.neighbors.CellNeighborListFns.grow` with ``fit=True`` and the builder's own slack, i.e. what a fresh
+    allocation there would give) every rebuild
+    scans fewer padded candidates (docs/engine.md, "Neighbour lists"). New capacities are new static shapes, so the
+    run's chunk compiles once more: ``nbr`` is kept when it is no cell list (jax-md's, all pairs), overflowed (the
+    redo grows it instead), or the fit would shrink its cell capacity by less than ``min_gain`` (a PDB start, already
+    a liquid: nothing to repay the compilation with).
+    """
+    if not is_cell_list(nbr) or overflowed(nbr) or not nbr.cell_capacity:
+        return nbr
+    fns = nbr.fns
+    fit = fns.grow(nbr, x, factor=fns.capacity_multiplier, fit=True)
+    if not fit.cell_capacity or fit.cell_capacity > (1 - min_gain) * nbr.cell_capacity:
+        return nbr
+    return fit
 
 
 def redo_on_overflow(

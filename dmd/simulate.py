@@ -41,6 +41,7 @@ from dmd.runloop import (
     allocate_like,
     begin_writes,
     compiled_for,
+    fitted_neighbors,
     grown_state,
     is_cell_list,
     overflowed,
@@ -102,6 +103,9 @@ class RunConfig:
         a checkpoint and raises :class:`dmd.base.errors.RunInterrupted` (the CLI maps SIGINT/SIGTERM onto it).
       minimize: minimise the start first (:func:`dmd.minimize.minimize`) to this RMS force, kJ/mol/nm (OpenMM's
         default 10); None: start as given. Not on resume (the checkpoint holds the state).
+      fit_neighbors: after the first whole chunk of a fresh run, right-size a cell list allocated on the start
+        (:func:`dmd.runloop.fitted_neighbors`: a lattice's cell capacity in the fluid's, one more compilation where
+        it shrinks by 10% or more); False: keep the start's capacities.
     """
 
     steps: int
@@ -125,6 +129,7 @@ class RunConfig:
     skin: float | str | None = None
     stop: object = None
     minimize: float | None = None
+    fit_neighbors: bool = True
 
 
 @dataclasses.dataclass
@@ -487,6 +492,7 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
 
     diverged = None
     step = start_step
+    fit_list = cfg.fit_neighbors
     try:
         while step < cfg.steps:
             remaining = cfg.steps - step
@@ -506,13 +512,8 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
             ready = True
             bad_step = int(bad_step)
             total_rebuilds += int(rebuilds)
-            if (
-                auto_skin
-                and not cfg.resume
-                and bad_step < 0
-                and n_rep * rep == chunk_len
-                and step + chunk_len < cfg.steps
-            ):
+            first_whole = not cfg.resume and bad_step < 0 and n_rep * rep == chunk_len and step + chunk_len < cfg.steps
+            if auto_skin and first_whole:
                 auto_skin = False  # decided once, on the first whole chunk
                 switched = _switch_skin(system, new_state, int(rebuilds), chunk_len)
                 if switched is not None:
@@ -521,6 +522,11 @@ def simulate(system, config: RunConfig, params=None) -> RunResult:
                         cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction
                     )
                     chunk_fn = _chunk_fn(system, integ, cfg.max_step_nm)
+            if fit_list and first_whole:
+                # once, after the first whole chunk (the lattice has melted, the list holds no lattice-sized cells):
+                # one more compilation of the chunk, repaid within a few chunks (docs/engine.md, "Neighbour lists")
+                fit_list = False
+                new_state = new_state.replace(neighbor=fitted_neighbors(new_state.neighbor, new_state.positions))
             if bad_step >= 0:
                 record(frames, bad_step, step, rep)
                 diverged = bad_step
