@@ -23,7 +23,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis.indexing.config import CandidateSource, RefineMoves, SearchBudget, SearchConfig, Stopping, Tolerance
-from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide
+from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide, fits_noise
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2, sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
 from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read_peak_file
@@ -83,9 +83,11 @@ __all__ = [
     "FOM_FACTOR",
     "MIN_AXIS",
     "BLIND_STOP_M20",
+    "BLIND_STOP_M20_MONOCLINIC",
     "OUTLIER_RATIO",
     "settles",
     "residual_outlier_ratio",
+    "smaller_lattice_pending",
 ]
 
 _BRAVAIS_SYSTEM = {b: s for (s, _), b in BRAVAIS_OF.items()}
@@ -235,6 +237,12 @@ def needs_primitive_search(best: Solution | None, inv_d2, sigma, n_impurity: int
 # wrong; 20 leaves margin. Lower-symmetry systems could only add cells with more free parameters,
 # which the decision rule (decide.py) would not prefer unless they score 1/FOM_FACTOR times better.
 BLIND_STOP_M20 = 20.0
+# a monoclinic cell also settles from M20 ≥ this when its χ² is consistent with the errors (decide.fits_noise, two-sided
+# 1 %): a monoclinic cell has about twice the calculated lines of an orthorhombic one of its volume, so its M20 is
+# lower. Issue 21, noisy blind lists of seeds 2024 and 2025 at the monoclinic step: the true mP cells that missed 20
+# had M20 13.2-19.5 (χ²_ν 0.68-1.1), and each then ran the triclinic search for nothing (~10 of ~16 CPU s); the
+# wrong monoclinic / orthorhombic cells of the 20 aP lists that index the data reached 11.7 (χ²_ν 2.0) and below
+BLIND_STOP_M20_MONOCLINIC = 12.0
 
 
 # a cell whose largest residual (first 20 lines, indexed) exceeds this many times the robust scale of its
@@ -260,11 +268,14 @@ def residual_outlier_ratio(sol: Solution, inv_d2, sigma, n_fom: int = 20) -> flo
 
 
 def settles(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> bool:
-    """Whether ``sol`` ends the blind descent through the lattice systems (see :data:`BLIND_STOP_M20`):
+    """Whether ``sol`` ends the blind descent through the lattice systems (see :data:`BLIND_STOP_M20`; a monoclinic
+    cell from :data:`BLIND_STOP_M20_MONOCLINIC` when its χ² is consistent with the errors, decide.fits_noise):
     it indexes the data (at most ``n_impurity`` of the first ``n_fom`` lines unindexed, χ²_ν ≤
     :data:`EXPLAINS_CHI2`, ≥ :data:`EXPLAINS_COVERAGE` of its lines observed) and, unless the list is exact
     (χ²_ν < :data:`EXACT_CHI2`), no residual stands out of the others (:data:`OUTLIER_RATIO`)."""
-    if sol is None or sol.M20 < BLIND_STOP_M20:
+    if sol is None or sol.M20 < (BLIND_STOP_M20_MONOCLINIC if sol.system == "monoclinic" else BLIND_STOP_M20):
+        return False
+    if sol.M20 < BLIND_STOP_M20 and not fits_noise(sol):
         return False
     n = min(n_fom, np.asarray(inv_d2).size)
     chi2 = reduced_chi2(sol, inv_d2, sigma)
@@ -325,15 +336,28 @@ def _upgrade(sols: list, inv_d2, system: str, kw: dict, n_convert: int = 3) -> l
     return out
 
 
-def _smaller_primitive_wins(sol: Solution, sols: list, inv_d2, kw: dict, top: int, n_impurity: int) -> bool:
-    """Before ``sol`` ends the blind descent: whether a triclinic cell 2-3× smaller than it that indexes as many lines
-    (solution.primitive_subcells) would take the decision from it; such cells join ``sols`` and the descent goes on.
+def smaller_lattice_pending(sol: Solution, sols: list, inv_d2, kw: dict, top: int, n_impurity: int) -> bool:
+    """Before ``sol`` ends the blind descent: whether a triclinic cell 2-3× smaller than it (primitive_subcells) that
+    indexes as many lines would take the decision from it, or one that indexes the data (all but ``n_impurity`` of
+    the first 20 lines) scores above it; such cells join ``sols`` and the descent goes on, so that the lower systems
+    give the smaller lattice its own symmetry and the decision sees it. 0.03 CPU s.
+
     A pseudo-symmetric supercell can settle the data (clean kyanite, aP: an oI cell of twice its volume, M20 41.7,
-    χ²_ν 0.39) while the lattice it contains fits far better (kyanite's aP cell, M20 17 517); 0.03 CPU s."""
-    subs = primitive_subcells(sol, inv_d2, **kw)
-    if not subs or decide(rank_solutions(sols + subs, top=4 * top), n_impurity)[0] is sol:
+    χ²_ν 0.39) while the lattice it contains fits far better (kyanite's aP cell, M20 17 517). A noisy tI list (12.02 ×
+    12.02 × 5.67 Å, a/c within 0.1 % of 3/√2) settled as its index-3 cF supercell (a 17.01 Å, score 24.7, which also
+    indexes the impurity line) before the tetragonal search ran; the tI lattice refined as a triclinic cell scores 25.3
+    with χ²_ν 0.32 on 13 dof (quantile 0.011), so its tI cell (score 32.6) now gets searched (issue 21).
+    """
+    subs = primitive_subcells(sol, inv_d2, slack=n_impurity, **kw)
+    strict = [s for s in subs if s.n_indexed >= sol.n_indexed]
+    # the smaller cell must fit within the errors too (decide.fits_noise): triclinic cells of a true cubic lattice's
+    # superlattices outscore it by fitting the noise (noisy cF list: score 24.4 against 23.8, χ²_ν 0.23 on 13 dof)
+    better = [
+        s for s in subs if s.score > sol.score and fits_noise(s) and sum(1 for i in s.unindexed if i < 20) <= n_impurity
+    ]
+    if not better and (not strict or decide(rank_solutions(sols + strict, top=4 * top), n_impurity)[0] is sol):
         return False
-    sols += subs
+    sols += strict + [s for s in better if not any(s is t for t in strict)]
     return True
 
 
@@ -476,7 +500,7 @@ def index_peaks(
                 and settles(ranked[0], inv_d2, sig, config.tolerance.n_impurity)
                 and not (
                     "triclinic" in systems[k + 1 :]
-                    and _smaller_primitive_wins(ranked[0], sols, inv_d2, kw, top, config.tolerance.n_impurity)
+                    and smaller_lattice_pending(ranked[0], sols, inv_d2, kw, top, config.tolerance.n_impurity)
                 )
             ):
                 for rest in systems[k + 1 :]:

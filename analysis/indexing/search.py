@@ -127,21 +127,34 @@ def _assign(x, z, inv_d2_obs, sig, g, rows, n_sigma, n_fom):
     idx2 = jnp.argmin(adiff.at[jnp.arange(inv_d2_obs.shape[0]), idx].set(jnp.inf), axis=1)
     r = q_model - inv_d2_ref[idx]
     r2 = q_model - inv_d2_ref[idx2]
+    return _log_m(jnp.abs(r), inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom), idx, idx2, r, r2
+
+
+def _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom):
+    """Approximate log M_N (P lattice) from each line's distance ``abs_r`` ``[n]`` to its nearest calculated line."""
     inv_d2_n = inv_d2_obs[n_fom - 1]  # n_fom traced: padded lists share one compilation (search_cells)
-    fom_mask = (jnp.arange(inv_d2_obs.shape[0]) < n_fom).astype(x.dtype)
-    n_calc = jnp.sum(inv_d2_ref <= inv_d2_n * (1 + 1e-6)).astype(x.dtype)
+    fom_mask = (jnp.arange(inv_d2_obs.shape[0]) < n_fom).astype(inv_d2_ref.dtype)
+    n_calc = jnp.sum(inv_d2_ref <= inv_d2_n * (1 + 1e-6)).astype(inv_d2_ref.dtype)
     # an unindexed line costs half the mean calculated-line spacing (what a random line would
     # score), never less than the tolerance: small cells that index a few lines cannot win
     cap = jnp.maximum(n_sigma * sig, inv_d2_n / (2 * jnp.maximum(n_calc, 1.0)))
-    e = jnp.where(jnp.abs(r) <= n_sigma * sig, jnp.abs(r), cap)
+    e = jnp.where(abs_r <= n_sigma * sig, abs_r, cap)
     eps = (jnp.sum(e * fom_mask) + 1e-4 * jnp.sum(sig * fom_mask)) / n_fom
-    logm = jnp.log(inv_d2_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
-    return logm, idx, idx2, r, r2
+    return jnp.log(inv_d2_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
 
 
 def _valid(x, system, vlo, vhi):
     v = volume_from_x(x, system)
     return jnp.all(jnp.isfinite(x)) & jnp.isfinite(v) & (v >= vlo) & (v <= vhi)
+
+
+def _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
+    """Score of one candidate at zero shift 0, as :func:`_evaluate`'s, without the assignment (stage A: the nearest
+    distance is a min, not an argmin and two gathers; a third of a triclinic stage A, issue 21)."""
+    inv_d2_ref = rows @ x
+    abs_r = jnp.min(jnp.abs(inv_d2_obs[:, None] - inv_d2_ref[None, :]), axis=1)
+    s = _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom)
+    return jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
 
 
 def _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
@@ -182,16 +195,16 @@ def _generate_batch(
     p = rows.shape[1]
     kgen, _, _ = jax.random.split(key, 3)  # the same split as _run_batch: krand, kref are its own
     gen_keys = jax.random.split(kgen, n_gen)
-    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p))(gen_keys)
-    if system in ("triclinic", "monoclinic") and use_zones:  # half of the draws from zone constructions
+    # monoclinic / triclinic: half of the draws from zone constructions (the first half of the keys), the rest exact
+    # solves; only the solves kept are made (the whole batch was solved before, half of it thrown away)
+    n_zone = n_gen // 2 if system in ("triclinic", "monoclinic") and use_zones else 0
+    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p))(gen_keys[n_zone:])
+    if n_zone:
         zone_fn = candidates.zone_x if system == "triclinic" else candidates.zone_mono_x
-        x_zone = jax.vmap(lambda k: zone_fn(k, inv_d2_obs, sig, n_axes))(gen_keys[: n_gen // 2])
-        x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen[n_gen // 2 :]], axis=0)
+        x_zone = jax.vmap(lambda k: zone_fn(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_zone])
+        x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen], axis=0)
     x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
-    z0 = jnp.zeros((n_gen,), dtype)
-    s_gen = jax.vmap(lambda x, z: _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)[0])(
-        x_gen, z0
-    )
+    s_gen = jax.vmap(lambda x: _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom))(x_gen)
     s_sel, sel = jax.lax.top_k(s_gen, n_sel)
     return x_gen[sel], s_sel
 

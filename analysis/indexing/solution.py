@@ -389,9 +389,10 @@ def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
     return best
 
 
-def primitive_subcells(sol: Solution, inv_d2, n_max: int = 3, **kw) -> list:
+def primitive_subcells(sol: Solution, inv_d2, n_max: int = 3, slack: int = 0, **kw) -> list:
     """Triclinic cells of the lattices that contain ``sol``'s primitive lattice with index 2..``n_max`` (cells
-    2-3× smaller) and index at least as many lines, refined (``kw``: :func:`refine_candidate`'s keywords).
+    2-3× smaller) and index at least as many lines (less ``slack``), refined (``kw``: :func:`refine_candidate`'s
+    keywords).
 
     :func:`smaller_cells` keeps the lattice system; this does not, so it finds the true lattice of a pseudo-symmetric
     supercell: clean kyanite (aP, 293.6 Å3) is also indexed by an oI cell of twice its primitive volume (M20 41.7),
@@ -403,7 +404,7 @@ def primitive_subcells(sol: Solution, inv_d2, n_max: int = 3, **kw) -> list:
         for h in reduce.sublattice_bases(n):
             x = reduce.reduce_x(cell_mod.reciprocal_params_from_metric(h.T @ gs @ h, "triclinic"), "triclinic")
             new = refine_candidate(x, sol.zero_shift, inv_d2, "triclinic", **kw)
-            if new is not None and new.n_indexed >= sol.n_indexed:
+            if new is not None and new.n_indexed >= sol.n_indexed - slack:
                 out.append(new)
     return out
 

@@ -1,5 +1,8 @@
 """When a monoclinic / orthorhombic search also runs the triclinic search, and centred cells without axial lines."""
 
+import json
+import pathlib
+
 import gemmi
 import numpy as np
 import pytest
@@ -27,6 +30,7 @@ from analysis.indexing.errors import sigma_inv_d2
 # the static shapes of test_indexing_search (CFG there; CFG here as in its zero-shift test): one
 # compilation per system when the files run in one process
 CFG = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6, refine_zero=True)
+DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "indexing"
 CFG_CLEAN = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6)
 MONO = [7.21, 9.13, 11.32, 90.0, 104.3, 90.0]
 
@@ -169,3 +173,33 @@ def test_blind_defers_the_orthorhombic_fallback_to_the_monoclinic_search():
     assert top.bravais == "mP" and same_lattice(top.cell, "P", lit, "P", 2e-2), top.reason
     assert "orthorhombic via triclinic" not in res.n_candidates  # ran before the change
     assert "triclinic" not in res.n_candidates and "settles" in res.skipped["triclinic"]
+
+
+def test_blind_descent_goes_on_past_a_supercell_when_a_smaller_lattice_fits_better():
+    """A generated noisy tI list (bench_indexing.py --blind, seed 2024; a/c within 0.1 % of 3/√2) settled at the cubic
+    step as the index-3 cF supercell (a 17.01 Å, M20 24.7, which also indexes the impurity line), so the tetragonal
+    search never ran (issue 21) although the tI cell scores above it. The cF cell's index-2/3 superlattices, refined as
+    triclinic cells, index the data and score above it too: the descent must go on, keeping them."""
+    from analysis.indexing import read_peak_file, smaller_lattice_pending
+    from analysis.indexing.decide import fits_noise
+
+    path = DATA / "ti_noisy_cf_generated.txt"
+    pk = read_peak_file(path)
+    truth = json.loads(path.read_text().splitlines()[1].split("cell ", 1)[1])
+    g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
+    tol = SearchConfig().tolerance
+    sig = sigma_inv_d2(pk.inv_d2, tol.tol_k)
+    kw = dict(sigma=sig, g_zero=g, refine_zero=True, n_sigma=tol.n_sigma, n_impurity=1, wavelength=pk.wavelength)
+    cf, ti = (
+        refine_candidate(cell_mod.reciprocal_params(np.array(c, float), s), 0.0, pk.inv_d2, s, **kw)
+        for c, s in (([17.006, 17.006, 17.006, 90, 90, 90], "cubic"), (truth, "tetragonal"))
+    )
+    assert cf.bravais == "cF" and cf.M20 > 20 and not cf.unindexed  # the settling cell of the failure
+    assert ti.bravais == "tI" and ti.score > cf.score and len(ti.unindexed) == 1  # the lattice the stop hid
+    sols = [cf]
+    assert smaller_lattice_pending(cf, sols, pk.inv_d2, kw, top=5, n_impurity=1)
+    # kept: a triclinic cell of the tI's primitive volume (a third of the cF's, within 1 %: noisy lines), indexing
+    # the data (≤ 1 impurity line of 20), outscoring the cF (25.3 against 24.7) with a χ² within the errors (fits_noise)
+    better = [s for s in sols[1:] if len(s.unindexed) <= 1 and s.score > cf.score and fits_noise(s)]
+    assert better, [(s.bravais, s.score) for s in sols]
+    assert abs(better[0].volume / (ti.volume / 2) - 1) < 0.01 and abs(better[0].volume / (cf.volume / 12) - 1) < 0.01
