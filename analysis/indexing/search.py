@@ -149,7 +149,7 @@ def _valid(x, system, vlo, vhi):
 
 
 def _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
-    """Score of one candidate at zero shift 0, as :func:`_evaluate`'s, without the assignment (stage A: the nearest
+    """:func:`_evaluate`'s score of one candidate at zero shift 0, without the assignment (stage A: the nearest
     distance is a min, not an argmin and two gathers; a third of a triclinic stage A, issue 21)."""
     inv_d2_ref = rows @ x
     abs_r = jnp.min(jnp.abs(inv_d2_obs[:, None] - inv_d2_ref[None, :]), axis=1)
