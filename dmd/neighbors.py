@@ -35,6 +35,7 @@ from dmd.space import from_fractional, is_triclinic, minimum_image, perpendicula
 
 __all__ = [
     "BLOCK_ENTRIES",
+    "COMPACT_SLOTS",
     "CellNeighborList",
     "CellNeighborListFns",
     "box_key",
@@ -50,6 +51,10 @@ __all__ = [
 # blocks stay in cache (villin + water rebuild 88-91 -> 83-86 CPU ms at 500k against 2M, LJ N = 8,000 14.5 -> 12.8 ms,
 # same process, alternated × 3); elsewhere the earlier 2M (a GPU pays per loop step, not per byte of cache).
 BLOCK_ENTRIES = {"cpu": 500_000, "gpu": 2_000_000}
+# Output slots per step of the compaction loop (rows × list capacity) when build_rows is given no block size. CPU: up
+# to 4M slots in one step (16 MB per int32 temporary): LJ N = 8,000 ([8000, 117] slots) in one step 12.5 -> 10.7 CPU ms
+# a rebuild, villin + water ([8867, 346]) unchanged (69-70 ms either way); elsewhere the earlier 2M / 8 = 250k.
+COMPACT_SLOTS = {"cpu": 4_000_000, "gpu": 250_000}
 
 
 def needs_rebuild(disp2, skin: float):
@@ -63,11 +68,21 @@ def needs_rebuild(disp2, skin: float):
 
 
 def _inclusive_cumsum_small(x):
-    """Inclusive cumsum along axis 1 of a small int ``[n, w]`` array, as a matmul with a triangular matrix:
-    XLA CPU lowers ``jnp.cumsum`` to an O(w²) reduce-window that is several times slower here."""
-    w = x.shape[1]
-    tri = jnp.triu(jnp.ones((w, w), jnp.float32))
-    return jnp.round(x.astype(jnp.float32) @ tri).astype(jnp.int32)  # exact: counts < 2**24
+    """Inclusive cumsum along axis 1 of a non-negative int ``[n, w]`` array whose running sums stay below 2**24, as
+    matmuls with triangular matrices: XLA CPU lowers ``jnp.cumsum`` to an O(w²) reduce-window that is several times
+    slower here, and ``lax.associative_scan`` to ~2 log₂ w passes. Rows over 32 wide: blocks of 32 columns summed by
+    one 32 × 32 matmul, the block totals carried by a second (the running sum over villin + water's ``[8867, 346]``
+    list slots: 10.3 CPU ms as a scan, 6.1 so). Exact: integer products and float32 sums below 2**24, and
+    ``precision="highest"`` keeps a GPU from rounding the inputs to TF32's 11 significant bits."""
+    n, w = x.shape
+    mm = functools.partial(jnp.matmul, precision="highest")
+    if w <= 32:
+        return jnp.round(mm(x.astype(jnp.float32), jnp.triu(jnp.ones((w, w), jnp.float32)))).astype(jnp.int32)
+    nb = -(-w // 32)
+    xb = jnp.pad(x, ((0, 0), (0, nb * 32 - w))).astype(jnp.float32).reshape(n, nb, 32)
+    inner = mm(xb, jnp.triu(jnp.ones((32, 32), jnp.float32)))  # [n, nb, 32] within each block
+    carry = mm(inner[:, :, -1], jnp.triu(jnp.ones((nb, nb), jnp.float32), 1))  # sum of the blocks before
+    return jnp.round(inner + carry[:, :, None]).astype(jnp.int32).reshape(n, nb * 32)[:, :w]
 
 
 def _select_bit(word, rank):
@@ -149,19 +164,25 @@ def compact_bits(bits, values, base, capacity: int, fill: int):
         ends = jnp.minimum(incl[:, :-1], capacity)  # slot at which the next word starts (capacity: past the end)
         inc = 1 + (count[:, :-1] << shift)
         marks = jnp.zeros((n, width), jnp.int32).at[jnp.arange(n)[:, None], ends].add(inc)
-        packed = jax.lax.associative_scan(jnp.add, marks[:, :capacity], axis=1)
+        if (capacity + 32 << shift) + w < 2**24:  # exact in float32 matmuls
+            packed = _inclusive_cumsum_small(marks[:, :capacity])
+        else:
+            packed = jax.lax.associative_scan(jnp.add, marks[:, :capacity], axis=1)
         word_of = packed & ((1 << shift) - 1)
         rank = (slot[None, :] - (packed >> shift)).astype(jnp.uint32)
         # gathers through flat indices: XLA CPU runs take_along_axis (a batched gather) about 2x slower
         word = bits.reshape(-1)[(at_row + word_of).reshape(-1)].reshape(n, capacity)
     else:
-        # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test);
-        # unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some 20x slower
-        word_of = sum((incl[:, j : j + 1] <= slot[None, :]).astype(jnp.int32) for j in range(w - 1))
-        word_of = jnp.zeros((n, capacity), jnp.int32) + word_of
-        at_word = (at_row + word_of).reshape(-1)
-        word = bits.reshape(-1)[at_word].reshape(n, capacity)
-        rank = (slot[None, :] - (incl - count).reshape(-1)[at_word].reshape(n, capacity)).astype(jnp.uint32)
+        # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test), and
+        # the set bits before it = the sum of those words' counts: both in one packed sum (1 in the low 6 bits, the
+        # count above), unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some
+        # 20x slower; the packed sum saves the gather of the prefix count
+        inc = 1 + (count << 6)
+        packed = sum(jnp.where(incl[:, j : j + 1] <= slot[None, :], inc[:, j : j + 1], 0) for j in range(w - 1))
+        packed = jnp.zeros((n, capacity), jnp.int32) + packed
+        word_of = packed & 63
+        rank = (slot[None, :] - (packed >> 6)).astype(jnp.uint32)
+        word = bits.reshape(-1)[(at_row + word_of).reshape(-1)].reshape(n, capacity)
     col = word_of * 32 + _select_bit(word, rank)
     at = jnp.minimum(base[:, None] + col, values.shape[0] - 1)  # slots past a row's end: any in-range entry
     out = values[at.reshape(-1)].reshape(n, capacity)
@@ -377,6 +398,9 @@ class CellNeighborListFns:
         n = pos.shape[0]
         if block_entries is None:
             block_entries = BLOCK_ENTRIES.get(jax.default_backend(), BLOCK_ENTRIES["gpu"])
+            slots = COMPACT_SLOTS.get(jax.default_backend(), COMPACT_SLOTS["gpu"])
+        else:
+            slots = block_entries // 8
         box = self._box(pos.dtype, box)
         members, rows_pos, table, cand_pos, row_of, cid, cell_overflow = self._cell_frame(pos, cell_capacity, box)
         n_cells, cc = members.shape
@@ -405,7 +429,7 @@ class CellNeighborListFns:
         counts = jnp.sum(jax.lax.population_count(bits).astype(jnp.int32), axis=1)
         if capacity is None:
             return None, counts, cell_overflow
-        rows_per = int(min(n, max(32, block_entries // (8 * capacity))))
+        rows_per = int(min(n, max(32, slots // capacity)))
         n_rb = -(-n // rows_per)
         pad_r = n_rb * rows_per - n
         bits_b = jnp.pad(bits, ((0, pad_r), (0, 0))).reshape(n_rb, rows_per, -1)
