@@ -140,7 +140,7 @@ def _pairs(idx):
     idx = np.asarray(idx)
     n = idx.shape[0]
     i, k = np.nonzero(idx < n)
-    return zip(i.tolist(), idx[i, k].tolist())
+    return zip(i.tolist(), idx[i, k].tolist(), strict=True)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,8 @@ __all__ = [
 # blocks stay in cache (villin + water rebuild 88-91 -> 83-86 CPU ms at 500k against 2M, LJ N = 8,000 14.5 -> 12.8 ms,
 # same process, alternated × 3); elsewhere the earlier 2M (a GPU pays per loop step, not per byte of cache).
 BLOCK_ENTRIES = {"cpu": 500_000, "gpu": 2_000_000}
-# Output slots per step of the compaction loop (rows × list capacity) when build_rows is given no block size. CPU: up
-# to 4M slots in one step (16 MB per int32 temporary): LJ N = 8,000 ([8000, 117] slots) in one step 12.5 -> 10.7 CPU ms
-# a rebuild, villin + water ([8867, 346]) unchanged (69-70 ms either way); elsewhere the earlier 2M / 8 = 250k.
+# List slots per step of the compaction loop (default block sizes). CPU: 4M (LJ N = 8,000 in one step: rebuild 12.5 ->
+# 10.7 CPU ms; villin + water unchanged, 69-70 ms); elsewhere the earlier 2M / 8.
 COMPACT_SLOTS = {"cpu": 4_000_000, "gpu": 250_000}
 
 
@@ -68,12 +67,10 @@ def needs_rebuild(disp2, skin: float):
 
 
 def _inclusive_cumsum_small(x):
-    """Inclusive cumsum along axis 1 of a non-negative int ``[n, w]`` array whose running sums stay below 2**24, as
-    matmuls with triangular matrices: XLA CPU lowers ``jnp.cumsum`` to an O(w²) reduce-window that is several times
-    slower here, and ``lax.associative_scan`` to ~2 log₂ w passes. Rows over 32 wide: blocks of 32 columns summed by
-    one 32 × 32 matmul, the block totals carried by a second (the running sum over villin + water's ``[8867, 346]``
-    list slots: 10.3 CPU ms as a scan, 6.1 so). Exact: integer products and float32 sums below 2**24, and
-    ``precision="highest"`` keeps a GPU from rounding the inputs to TF32's 11 significant bits."""
+    """Inclusive cumsum along axis 1 of a non-negative int ``[n, w]`` array (running sums below 2**24: exact) by
+    triangular matmuls, 32 columns a block plus one for the block totals: XLA CPU's ``jnp.cumsum`` is an O(w²)
+    reduce-window, ``lax.associative_scan`` ~2 log₂ w passes (villin's ``[8867, 346]`` slots: scan 10.3, this 6.1 CPU
+    ms). ``precision="highest"``: a GPU would round the inputs to TF32's 11 significant bits."""
     n, w = x.shape
     mm = functools.partial(jnp.matmul, precision="highest")
     if w <= 32:
@@ -155,28 +152,24 @@ def compact_bits(bits, values, base, capacity: int, fill: int):
     if w > 48:  # long rows (force-field systems, K ~ 4,000): a running sum over slots of marks where each word ends
         # (a binary search costs log2(w) gathers per slot: 100 ms of a 230 ms villin + water compaction)
         # Each mark carries 1 (one more word before the slot) in the low `shift` bits and the word's set bits above
-        # them, so one int32 associative_scan gives both the slot's word and the set bits before that word: no
-        # gather of the prefix counts (villin + water, [8867, 363] slots: compaction 44 -> 32 CPU ms; the scan
-        # beats triangular matmuls over blocks of 32 columns, 8 vs 13 ms)
+        # them, so one running sum gives both the slot's word and the set bits before that word (no prefix gather)
         shift = max(1, int(w).bit_length())  # word indices < w <= 2**shift
         assert 32 * w << shift < 2**31, "mask rows too long for the packed running sum"
         width = 32 * (capacity // 32 + 1)  # > capacity: room for the "past the end" slot
         ends = jnp.minimum(incl[:, :-1], capacity)  # slot at which the next word starts (capacity: past the end)
         inc = 1 + (count[:, :-1] << shift)
         marks = jnp.zeros((n, width), jnp.int32).at[jnp.arange(n)[:, None], ends].add(inc)
-        if (capacity + 32 << shift) + w < 2**24:  # exact in float32 matmuls
-            packed = _inclusive_cumsum_small(marks[:, :capacity])
-        else:
-            packed = jax.lax.associative_scan(jnp.add, marks[:, :capacity], axis=1)
+        exact = (capacity + 32 << shift) + w < 2**24  # float32 matmuls exact
+        cumsum = _inclusive_cumsum_small if exact else functools.partial(jax.lax.associative_scan, jnp.add, axis=1)
+        packed = cumsum(marks[:, :capacity])
         word_of = packed & ((1 << shift) - 1)
         rank = (slot[None, :] - (packed >> shift)).astype(jnp.uint32)
         # gathers through flat indices: XLA CPU runs take_along_axis (a batched gather) about 2x slower
         word = bits.reshape(-1)[(at_row + word_of).reshape(-1)].reshape(n, capacity)
     else:
-        # word of each slot = number of words whose inclusive count is <= slot (the last word needs no test), and
-        # the set bits before it = the sum of those words' counts: both in one packed sum (1 in the low 6 bits, the
-        # count above), unrolled over words: XLA CPU runs an [n, capacity, w] compare-and-reduce over w > 32 some
-        # 20x slower; the packed sum saves the gather of the prefix count
+        # slot's word = number of words whose inclusive count is <= slot, set bits before it = their counts: one
+        # packed sum (1 in the low 6 bits, the count above), unrolled over words (an [n, capacity, w] reduce is ~20x
+        # slower on XLA CPU); no prefix gather
         inc = 1 + (count << 6)
         packed = sum(jnp.where(incl[:, j : j + 1] <= slot[None, :], inc[:, j : j + 1], 0) for j in range(w - 1))
         packed = jnp.zeros((n, capacity), jnp.int32) + packed
@@ -390,17 +383,16 @@ class CellNeighborListFns:
 
         Distances are computed per cell: the atoms of a cell against the candidates of its stencil, moved to their
         periodic images once per cell (:meth:`_cell_frame`), in blocks of about ``block_entries`` pairs (default
-        :data:`BLOCK_ENTRIES` for the running jax backend). The inner
+        :data:`BLOCK_ENTRIES` for the running jax backend; compaction: ``block_entries / 8`` or :data:`COMPACT_SLOTS`
+        list slots). The inner
         loop then broadcasts, with no gather and no minimum image: on XLA CPU a gather per candidate cost more than
         the arithmetic, although the cells' padded rows hold ~1.8x the pairs of a row-wise sweep. The packed masks
         return to atom order (a gather of words) and are compacted there (:func:`compact_bits`).
         """
         n = pos.shape[0]
-        if block_entries is None:
-            block_entries = BLOCK_ENTRIES.get(jax.default_backend(), BLOCK_ENTRIES["gpu"])
-            slots = COMPACT_SLOTS.get(jax.default_backend(), COMPACT_SLOTS["gpu"])
-        else:
-            slots = block_entries // 8
+        backend = jax.default_backend()
+        slots = COMPACT_SLOTS.get(backend, COMPACT_SLOTS["gpu"]) if block_entries is None else block_entries // 8
+        block_entries = block_entries or BLOCK_ENTRIES.get(backend, BLOCK_ENTRIES["gpu"])
         box = self._box(pos.dtype, box)
         members, rows_pos, table, cand_pos, row_of, cid, cell_overflow = self._cell_frame(pos, cell_capacity, box)
         n_cells, cc = members.shape
