@@ -17,8 +17,10 @@ def test_compact_rows_equals_numpy_per_row_compaction():
     # one word, the unrolled word search, the marked word ends; dense rows (p = 0.9) put the selected bit in every
     # byte of a word at every rank (the SWAR select's byte choice and table)
     # capacity at the longest row, past it (fill slots) or below it (rows truncated: the packed running sum of long
-    # rows clips word ends at the capacity)
-    for k, p, extra in ((40, 0.3, 0), (1100, 0.08, 0), (2000, 0.02, -5), (64, 0.9, 0), (1600, 0.9, 7)):
+    # rows clips word ends at the capacity); the running sums by float32 matmuls (32-column blocks) while exact, and
+    # by an integer scan past 2**24 (2,000 words, ~9,600 slots: (9,632 << 11) > 2**24)
+    cases = ((40, 0.3, 0), (1100, 0.08, 0), (2000, 0.02, -5), (64, 0.9, 0), (1600, 0.9, 7), (64000, 0.15, 0))
+    for k, p, extra in cases:
         mask = rng.random((50, k)) < p
         values = rng.integers(0, 10_000, size=(50, k)).astype(np.int32)
         most = int(mask.sum(1).max())
