@@ -67,12 +67,10 @@ def needs_rebuild(disp2, skin: float):
 
 
 def _inclusive_cumsum_small(x):
-    """Inclusive cumsum along axis 1 of a non-negative int ``[n, w]`` array (running sums below 2**24: exact) by
-    triangular matmuls, 32 columns a block plus one for the block totals: XLA CPU's ``jnp.cumsum`` is an O(w²)
-    reduce-window, ``lax.associative_scan`` ~2 log₂ w passes (villin's ``[8867, 346]`` slots: scan 10.3, this 6.1 CPU
-    ms). ``precision="highest"``: a GPU would round the inputs to TF32's 11 significant bits."""
-    n, w = x.shape
-    mm = functools.partial(jnp.matmul, precision="highest")
+    """Inclusive cumsum along axis 1 of an int ``[n, w]`` array >= 0 (exact for running sums < 2**24; "highest": no
+    TF32 rounding on a GPU) by triangular matmuls, 32 columns a block plus one for the block totals: XLA CPU's
+    ``jnp.cumsum`` is an O(w²) reduce-window, ``associative_scan`` slower (villin's [8867, 346] slots: 10.3 vs 6.1)."""
+    (n, w), mm = x.shape, functools.partial(jnp.matmul, precision="highest")
     if w <= 32:
         return jnp.round(mm(x.astype(jnp.float32), jnp.triu(jnp.ones((w, w), jnp.float32)))).astype(jnp.int32)
     nb = -(-w // 32)
