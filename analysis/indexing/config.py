@@ -115,12 +115,16 @@ class Stopping:
         best cell as they did (``search._batches_agree``; monoclinic / orthorhombic: tolerances from the
         error model, and the cell leaves at most ``n_impurity`` + 1 of the first 20 lines unindexed):
         noisy data never reach ``stop_m20``.
+      agree_batches: how many later batches must return the best cell before the search stops on agreement
+        (None: ``search.AGREE_BATCHES`` per system, 1 but triclinic 2, where wrong cells that index every noisy line
+        are common and a single agreement is no proof).
     """
 
     max_batches: int | None = None
     min_batches: int = 1
     stop_m20: float = 10000.0
     stop_agree: bool = True
+    agree_batches: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, init=False)
