@@ -187,7 +187,7 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     best = 0.0 if leader is None else leader.score
     scale = 1.0 if leader is None else variance_scale(leader)
     doubt = "" if leader is None else implausible(leader, scale)
-    # a triclinic best cell fits better than the errors allow: a smaller triclinic cell that fits within them goes first.
+    # a triclinic best cell fits better than the errors allow: a smaller triclinic cell within them goes first.
     # Triclinic only (the last step: the choice cannot end the blind descent): on a clean aP list (seed 2024) an
     # overfitting mP leader at the monoclinic step gave way to a wrong mC cell (M20 12.3) that then settled the descent
     overfit = doubt.startswith("χ²") and leader.system == "triclinic"
