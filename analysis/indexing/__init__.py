@@ -435,6 +435,7 @@ def index_peaks(
         n_impurity=config.tolerance.n_impurity,
         wavelength=peaks.wavelength,
         centrings=centrings,
+        zero_sigma=config.tolerance.zero_sigma,
     )
     # the triclinic search's stage-A candidates ("gen") are shared with the zero-fixed re-search (search_cells)
     sols, seconds, ncand, tri_cache = [], {}, {}, {"gen": {}}
@@ -520,7 +521,11 @@ def index_peaks(
             # lists (lattice given) the zero free found 3, fixed 2
             t0 = time.perf_counter()
             fixed = {}
-            res = search_cells(inv_d2, "triclinic", config, prior=prior, g_zero=None, generated=tri_cache["gen"])
+            # as many batches as the zero-free search ran, whose stage-A candidates it reuses (no new stage A)
+            capped = dataclasses.replace(
+                config, stopping=dataclasses.replace(config.stopping, max_batches=max(tri_cache["gen"], default=None))
+            )
+            res = search_cells(inv_d2, "triclinic", capped, prior=prior, g_zero=None, generated=tri_cache["gen"])
             fixed.update(res=res, tri=_refine_distinct(res, inv_d2, kw, n_candidates_refined))
             sols += [
                 standard_setting(smaller_cells(sol, inv_d2, **kw), inv_d2, **kw) if i < n_polish else sol

@@ -85,6 +85,10 @@ class Tolerance:
       n_impurity: unindexed lines (impurity phases) that cost only n_sigma·σ in the final ranking
         score (solution.refine_candidate); further ones cost a random line's discrepancy.
       refine_zero: refine a 2θ zero shift (needs 2θ input).
+      zero_sigma: the float64 refinement restrains a refined zero shift towards 0 with this standard deviation
+        (degrees 2θ; None: free). A free zero lets wrong cells near the true one, and other lattices, fit 20 noisy
+        lines better than the truth by shifts of ±0.1° (issue 21, noisy triclinic lists); lab zero errors are a few
+        hundredths of a degree.
       volume_bounds: (V_min, V_max) Å³ of the cell searched, or None (from the line density).
     """
 
@@ -92,6 +96,7 @@ class Tolerance:
     n_sigma: float = 4.0
     n_impurity: int = 1
     refine_zero: bool = False
+    zero_sigma: float | None = 0.05
     volume_bounds: tuple | None = None
 
 
@@ -110,12 +115,16 @@ class Stopping:
         best cell as they did (``search._batches_agree``; monoclinic / orthorhombic: tolerances from the
         error model, and the cell leaves at most ``n_impurity`` + 1 of the first 20 lines unindexed):
         noisy data never reach ``stop_m20``.
+      agree_batches: how many later batches must return the best cell before the search stops on agreement
+        (None: ``search.AGREE_BATCHES`` per system, 1 but triclinic 2, where wrong cells that index every noisy line
+        are common and a single agreement is no proof).
     """
 
     max_batches: int | None = None
     min_batches: int = 1
     stop_m20: float = 10000.0
     stop_agree: bool = True
+    agree_batches: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, init=False)

@@ -131,9 +131,13 @@ def cell_of(x, system: str) -> np.ndarray:
         return np.full(6, np.nan)
 
 
-def _lsq(inv_d2, h, g, w, refine_zero):
-    """Weighted least squares q ≈ h x (+ g z); returns params and covariance (unscaled)."""
+def _lsq(inv_d2, h, g, w, refine_zero, zero_sigma=None):
+    """Weighted least squares q ≈ h x (+ g z); returns params and covariance (unscaled). ``zero_sigma`` (degrees):
+    the zero shift is restrained towards 0 by one pseudo-observation z = 0 of weight 1/zero_sigma²."""
     hz = np.concatenate([h, g[:, None]], axis=1) if refine_zero else h
+    if refine_zero and zero_sigma:
+        hz = np.concatenate([hz, np.eye(1, hz.shape[1], hz.shape[1] - 1)], axis=0)
+        inv_d2, w = np.append(inv_d2, 0.0), np.append(w, 1.0 / zero_sigma**2)
     a = (hz * w[:, None]).T @ hz
     b = (hz * w[:, None]).T @ inv_d2
     cs = np.sqrt(np.diag(a)) + 1e-300
@@ -162,6 +166,7 @@ def refine_candidate(
     wavelength: float | None = None,
     n_fom: int = 20,
     centrings=None,
+    zero_sigma: float | None = None,
 ) -> Solution | None:
     """Refine one candidate and choose its centring (module docstring). None if it breaks down.
 
@@ -193,7 +198,7 @@ def refine_candidate(
             ok = np.abs(r) <= n_sigma * sig
             if ok.sum() < rows.shape[1] + 2:
                 break
-            sol, cov = _lsq(inv_d2, rows[idx], g, ok / sig**2, refine_zero)
+            sol, cov = _lsq(inv_d2, rows[idx], g, ok / sig**2, refine_zero, zero_sigma)
             if sol is None or not np.all(np.isfinite(sol)):
                 cov = None
                 break
