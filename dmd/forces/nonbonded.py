@@ -128,6 +128,71 @@ def erfc_and_gaussian(x):
     return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * gauss, gauss
 
 
+def _apart(f, *args):
+    """``f(*args)`` computed in a conditional branch of its own: an XLA fusion boundary.
+
+    XLA:CPU fuses an elementwise chain into its consumer, but a chain with several consumers (the pair energy,
+    the force weight and the partner's share all reuse r, 1/r, erfc and exp) is split at each of its expensive
+    ops (sqrt, exp, divide), and every such intermediate goes through memory: the kernel's energy and forces ran
+    ~4× the CPU time of its energy alone (docs/engine.md, "Fused pair values"). A branch is compiled as its own
+    computation, so each per-pair value comes out of one fused loop. The branch is always taken unless
+    ``args[0]``'s first element is NaN; then every output is NaN, as it would be anyway.
+    """
+    x0 = args[0].reshape(-1)[0]
+    shapes = jax.eval_shape(f, *args)
+    nan = functools.partial(jax.tree.map, lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+    return jax.lax.cond(~jnp.isnan(x0), f, lambda *_: nan(), *args)
+
+
+def _row_sums(*xs):
+    """Row sums (over axis 1) of several ``[B, M]`` arrays as one variadic reduction (XLA:CPU ran three
+    separate row sums of products sharing a factor at ~4× the cost of one)."""
+    zeros = tuple(jnp.zeros((), x.dtype) for x in xs)
+    return jax.lax.reduce(tuple(xs), zeros, lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)), (1,))
+
+
+def _pair_values(kind, rc, alpha, krf, crf, switch, d, ti, tj, valid, what):
+    """One per-pair quantity of the pair kernel (masked to pairs inside the cutoff), ``[B, M]``, or the summed
+    energy (``what="energy"``): see :func:`_pair_rows`. ``d`` ``[B, M, 3]`` minimum-image x_j − x_i, ``ti``
+    ``[B, 1, 6]``, ``tj`` ``[B, M, 6]`` packed rows (x, y, z, q, σ, √ε)."""
+    r2 = jnp.sum(d * d, axis=-1)
+    inside = valid & (r2 < rc * rc)
+    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+    inv_r = 1.0 / r
+    qj, sj, ej = tj[..., 3], tj[..., 4], tj[..., 5]
+    sig_ij = 0.5 * (ti[..., 4] + sj)
+    s2 = (sig_ij * inv_r) ** 2
+    s6 = s2 * s2 * s2
+    sw = switch_factor(r, rc, switch) if switch is not None else 1.0
+    if what == "sigma":
+        eps_ij = ti[..., 5] * ej
+        dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
+        return jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0)
+    lj_shape = lj_pair_energy(s2, 1.0)  # LJ energy per unit ε
+    if what == "lj":  # ∂E/∂(√ε_i √ε_j)
+        return jnp.where(inside, sw * lj_shape, 0.0)
+    if kind == "PME":
+        erfc, gauss = erfc_and_gaussian(alpha * r)
+        f = erfc * inv_r
+    else:
+        f = inv_r + krf * r2 - crf
+    if what == "coulomb":  # ∂E/∂(q_i q_j)
+        return jnp.where(inside, ONE_4PI_EPS0 * f, 0.0)
+    qq = ONE_4PI_EPS0 * ti[..., 3] * qj
+    eps_ij = ti[..., 5] * ej
+    if what == "energy":
+        return jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
+    # what == "weight": e'(r)/r
+    if kind == "PME":
+        df = -(f + (2.0 * alpha / math.sqrt(math.pi)) * gauss) * inv_r
+    else:
+        df = -inv_r * inv_r + 2.0 * krf * r
+    de_dr = qq * df + sw * eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r
+    if switch is not None:
+        de_dr = de_dr + switch_derivative(r, rc, switch) * eps_ij * lj_shape
+    return jnp.where(inside, de_dr * inv_r, 0.0)
+
+
 def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need, half=False):
     """Per-row pair sums over a neighbour list for the atoms ``rows`` (see :func:`_pair_terms`).
 
@@ -135,6 +200,8 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     of four). ``need`` (static) says which of the gradients (pos, box, q, σ, √ε) to compute; None: energy only.
     ``half``: each pair listed once (energy not halved); the gradients then come with the partners' side as a third
     output, per pair ``[B, M(, 3)]`` (pos, q, σ, √ε; None where not needed), for the caller to scatter.
+    Each per-pair quantity (the energy, the force weight e'(r)/r, ∂e/∂(q_i q_j), ∂e/∂σ_ij, ∂e/∂(√ε_i √ε_j)) is
+    computed in a fused loop of its own (:func:`_apart`) from the gathered rows and the minimum-image vectors.
     """
     n = tab.shape[0]
     valid = (idx_rows < n) & (rows < n)[:, None]
@@ -143,45 +210,21 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     tj = tab[jc]  # [B, M, 6]
     ti = tab[ic][:, None, :]  # [B, 1, 6]
     d, shift = minimum_image_shift(tj[..., :3] - ti[..., :3], box)
-    r2 = jnp.sum(d * d, axis=-1)
-    inside = valid & (r2 < rc * rc)
-    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
-    inv_r = 1.0 / r
-    qj, sj, ej = tj[..., 3], tj[..., 4], tj[..., 5]
-    qq = ONE_4PI_EPS0 * ti[..., 3] * qj
-    sig_ij = 0.5 * (ti[..., 4] + sj)
-    eps_ij = ti[..., 5] * ej
-    s2 = (sig_ij * inv_r) ** 2
-    s6 = s2 * s2 * s2
-    lj_shape = lj_pair_energy(s2, 1.0)  # LJ energy per unit ε
-    if kind == "PME":
-        erfc, gauss = erfc_and_gaussian(alpha * r)
-        f = erfc * inv_r
-    else:
-        f = inv_r + krf * r2 - crf
-    sw = switch_factor(r, rc, switch) if switch is not None else 1.0
+    values = functools.partial(_pair_values, kind, rc, alpha, krf, crf, switch)
     per_pair = 1.0 if half else 0.5  # a full list holds each pair twice
-    energy = per_pair * jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
+    energy = per_pair * _apart(functools.partial(values, what="energy"), d, ti, tj, valid)
     if need is None:
         return energy
     need_pos, need_box, need_q, need_sig, need_seps = need
     grads = [None] * 5
     other = [None] * 5  # half list: ∂E/∂(partner's x, -, q, σ, √ε) per pair
     if need_pos or need_box:
-        if kind == "PME":
-            df = -(f + (2.0 * alpha / math.sqrt(math.pi)) * gauss) * inv_r
-        else:
-            df = -inv_r * inv_r + 2.0 * krf * r
-        dlj_dr = eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r
-        de_dr = qq * df + sw * dlj_dr
-        if switch is not None:
-            de_dr = de_dr + switch_derivative(r, rc, switch) * eps_ij * lj_shape
-        w = jnp.where(inside, de_dr * inv_r, 0.0)
+        w = _apart(functools.partial(values, what="weight"), d, ti, tj, valid)
         # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
         if need_pos:
-            wd = w[..., None] * d
-            grads[0] = -jnp.sum(wd, axis=1)
-            other[0] = wd if half else None
+            wd = (w * d[..., 0], w * d[..., 1], w * d[..., 2])
+            grads[0] = -jnp.stack(_row_sums(*wd), axis=-1)
+            other[0] = jnp.stack(wd, axis=-1) if half else None
         # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
         # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
         if need_box and box.ndim == 1:
@@ -189,16 +232,17 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
         elif need_box:
             grads[1] = -per_pair * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
     if need_q:
-        grads[2] = jnp.sum(jnp.where(inside, ONE_4PI_EPS0 * qj * f, 0.0), axis=1)
-        other[2] = jnp.where(inside, ONE_4PI_EPS0 * ti[..., 3] * f, 0.0) if half else None
+        c = _apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
+        grads[2] = jnp.sum(c * tj[..., 3], axis=1)
+        other[2] = c * ti[..., 3] if half else None
     if need_sig:
-        dlj_dsig = eps_ij * 4.0 * (12.0 * s6 * s6 - 6.0 * s6) / jnp.where(sig_ij > 0, sig_ij, 1.0)
-        ds = jnp.where(inside & (sig_ij > 0), 0.5 * sw * dlj_dsig, 0.0)
+        ds = _apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
         grads[3] = jnp.sum(ds, axis=1)
         other[3] = ds if half else None
     if need_seps:
-        grads[4] = jnp.sum(jnp.where(inside, sw * ej * lj_shape, 0.0), axis=1)
-        other[4] = jnp.where(inside, sw * ti[..., 5] * lj_shape, 0.0) if half else None
+        lj = _apart(functools.partial(values, what="lj"), d, ti, tj, valid)
+        grads[4] = jnp.sum(lj * tj[..., 5], axis=1)
+        other[4] = lj * ti[..., 5] if half else None
     if half:
         return energy, tuple(grads), tuple(other)
     return energy, tuple(grads)
