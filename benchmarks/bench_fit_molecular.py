@@ -41,7 +41,8 @@ NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 
 def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None,
              replica_gradient: str | None = None, max_step: float | None = None,
-             restart: str | None = None) -> dict:  # fmt: skip
+             restart: str | None = None, fit_out: str | None = None,
+             learning_rate: float | None = None) -> dict:  # fmt: skip
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
     import jax
     import numpy as np
@@ -59,10 +60,14 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
         cfg = dataclasses.replace(cfg, replica_gradient=replica_gradient)
     if max_step is not None:
         cfg = dataclasses.replace(cfg, max_step=max_step)
+    if learning_rate is not None:
+        cfg = dataclasses.replace(cfg, learning_rate=learning_rate)
     if restart is not None:  # crystal: every round's replicas start again from the PDB (2000 steps equilibration)
         cfg = dataclasses.replace(
             cfg, restart=restart, equilibration=2000 if restart == "crystal" else cfg.equilibration
         )
+    if fit_out is not None:  # history.json etc. written after every round (watch a long run)
+        cfg = dataclasses.replace(cfg, out=Path(fit_out) / f"seed{seed}")
     labels = list(system.param_labels["NonbondedForce"]["sigma"])
     start = float(np.asarray(system.params["NonbondedForce"]["sigma"])[labels.index("protein-O")])
     t0 = time.perf_counter()
@@ -84,7 +89,8 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "peak_device_mb": None if peak_dev is None else peak_dev / 2**20,
             "load": os.getloadavg()[0], "steps": steps, "restart": cfg.restart,
             "equilibration": cfg.equilibration, "replica_gradient": cfg.replica_gradient,
-            "snr_per_round": [h.get("gradient_snr") for h in res.history], "max_step": cfg.max_step}  # fmt: skip
+            "snr_per_round": [h.get("gradient_snr") for h in res.history], "max_step": cfg.max_step,
+            "learning_rate": cfg.learning_rate, "loss_per_round": [h.get("loss") for h in res.history]}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -121,7 +127,8 @@ def _seed_line(r: dict, steps: int) -> str:
             f"error {r['error_pct']:+.2f}% "
             f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
             f"{r['rounds']} rounds of {r.get('equilibration')} + {steps} steps × {r['replicas']} replicas (restart "
-            f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}, max_step {r.get('max_step')}; "
+            f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}, max_step {r.get('max_step')}, "
+            f"learning rate {r.get('learning_rate')}; "
             f"{r['backend']}; diverged: "
             f"{r.get('diverged_rounds') or 'none'}), "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
@@ -155,15 +162,16 @@ def main(argv=None):
         "--restart", default=None, choices=["continue", "crystal"], help="continue or crystal (default: the example's)"
     )
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
+    ap.add_argument("--learning-rate", type=float, default=None, help="optimizer learning rate (default: example's)")
+    ap.add_argument("--fit-out", default=None, help="folder for each seed's fit outputs (history.json per round)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
     ap.add_argument("--out", type=Path, default=None, help="JSON of the figures (and a .md table beside it)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
-        row = one_seed(
-            a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step, a.restart
-        )
+        row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step,
+                       a.restart, a.fit_out, a.learning_rate)  # fmt: skip
         print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
@@ -181,6 +189,8 @@ def main(argv=None):
         cmd += [] if a.replica_gradient is None else ["--replica-gradient", a.replica_gradient]
         cmd += [] if a.max_step is None else ["--max-step", str(a.max_step)]
         cmd += [] if a.restart is None else ["--restart", a.restart]
+        cmd += [] if a.fit_out is None else ["--fit-out", a.fit_out]
+        cmd += [] if a.learning_rate is None else ["--learning-rate", str(a.learning_rate)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}
