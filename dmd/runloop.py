@@ -179,6 +179,20 @@ def redo_on_overflow(
         start = regrow(start, result, attempt)
 
 
+# reports at least this many steps apart get the potential energy once per report instead of every step: value and
+# gradient cost villin + water ~6 CPU ms more per step than the gradient alone, one energy alone ~20 ms
+# (docs/engine.md, "Villin step profile after fused pairs")
+LAZY_ENERGY_EVERY = 4
+
+
+def with_energy(system, params, carry):
+    """``carry`` (a tuple led by an integrator state computed with ``energy=False``) with the state's potential
+    energy computed at its positions and neighbour list, as the step would have."""
+    st = carry[0]
+    e = system.energy_fn(params, st.positions, box=system.box, neighbor=st.neighbor)
+    return (st.replace(potential_energy=e), *carry[1:])
+
+
 def compiled_for(cache: collections.OrderedDict, system, settings: tuple, make: Callable[[], Any], size: int = 8):
     """The compiled function ``make()`` built for ``(system, *settings)``, kept in ``cache`` (least recently used
     dropped beyond ``size``): a script or fit calling a run function again on the same system reuses the
