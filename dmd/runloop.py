@@ -179,10 +179,18 @@ def redo_on_overflow(
         start = regrow(start, result, attempt)
 
 
-# reports at least this many steps apart get the potential energy once per report instead of every step: value and
-# gradient cost villin + water ~6 CPU ms more per step than the gradient alone, one energy alone ~20 ms
+# reports at least LAZY_ENERGY_EVERY steps apart, in chunks of at least LAZY_ENERGY_CHUNK steps, get the potential
+# energy once per report instead of every step: value and gradient cost villin + water ~6 CPU ms more per step than
+# the gradient alone, one energy alone ~20 ms; the energy alone is one more compiled copy of the energy (seconds
+# for a solvated protein, cold), which a short chunk (a 10-step start-up run) would not earn back
 # (docs/engine.md, "Villin step profile after fused pairs")
 LAZY_ENERGY_EVERY = 4
+LAZY_ENERGY_CHUNK = 200
+
+
+def lazy_energy(n_reports: int, report_every: int) -> bool:
+    """Whether a chunk of ``n_reports`` reports ``report_every`` steps apart computes the energy once per report."""
+    return report_every >= LAZY_ENERGY_EVERY and n_reports * report_every >= LAZY_ENERGY_CHUNK
 
 
 def with_energy(system, params, carry):

@@ -272,14 +272,14 @@ def _make_chunk_fn(system, integ, max_step_nm: float):
     The loop body is :attr:`dmd.integrators.Integrator.advance`, so the program holds the forces once: a fresh run
     passes ``integ.start``'s state (no forces yet) with ``ready`` false and the chunk's first pass computes the
     forces without moving, instead of a separately compiled ``init`` (docs/engine.md, "Start-up"). Such a pass
-    counts as no step, no rebuild and no divergence check. Reports ``LAZY_ENERGY_EVERY`` or more steps apart take
-    the energy alone once per report (:func:`dmd.runloop.with_energy`), the steps only its gradient."""
-    from dmd.runloop import LAZY_ENERGY_EVERY, with_energy
+    counts as no step, no rebuild and no divergence check. Long chunks of reports 4 or more steps apart take the
+    energy alone once per report (:func:`dmd.runloop.lazy_energy`, ``with_energy``), the steps only its gradient."""
+    from dmd.runloop import lazy_energy, with_energy
 
     masses = jnp.asarray(system.masses)
 
     def chunk(state, ready, params, n_reports: int, report_every: int):
-        lazy = report_every >= LAZY_ENERGY_EVERY  # the energy once per report, not per step (dmd.runloop)
+        lazy = lazy_energy(n_reports, report_every)  # the energy once per report, not per step (dmd.runloop)
 
         def one_step(carry):
             st, bad_step, rebuilds, ready, done = carry
