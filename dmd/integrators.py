@@ -161,6 +161,8 @@ class Integrator:
     when false computes the forces and energy at the state's positions without moving (the rest of ``init``). A
     loop whose body is ``advance`` holds one copy of the energy in its program and starts from ``start``'s state
     with ``ready`` false; ``advance(start(...), params, False)`` equals ``init(...)`` to float32 round-off.
+    ``step`` and ``advance`` take ``energy=False`` to skip the potential energy (NaN in the state; the same
+    trajectory): a loop that reports the energy every few steps computes it then (:mod:`dmd.simulate`).
     """
 
     init: Callable
@@ -205,13 +207,19 @@ def wrap_for_neighbors(system, neighbor):
 
 
 def _energy_and_forces(system):
-    """(params, x, neighbor) -> (E kJ/mol, F = −∇E kJ/mol/nm, updated neighbor)."""
+    """(params, x, neighbor, energy=True) -> (E kJ/mol, F = −∇E kJ/mol/nm, updated neighbor); with ``energy``
+    false E is NaN and only the gradient is computed (the energy costs villin + water ~6 of ~50 CPU ms per step:
+    docs/engine.md, "Villin step profile after fused pairs")."""
     box = system.box
 
-    def fn(params, x, neighbor):
+    def fn(params, x, neighbor, energy=True):
         if neighbor is not None:
             neighbor = neighbor.update(wrap_for_neighbors(system, neighbor)(x))
-        e, g = jax.value_and_grad(lambda p: system.energy_fn(params, p, box=box, neighbor=neighbor))(x)
+        efn = lambda p: system.energy_fn(params, p, box=box, neighbor=neighbor)  # noqa: E731
+        if not energy:
+            g = jax.grad(efn)(x)
+            return jnp.full((), jnp.nan, g.dtype), -g, neighbor
+        e, g = jax.value_and_grad(efn)(x)
         return e, -g, neighbor
 
     return fn
@@ -401,20 +409,20 @@ def _assemble(system, kT, efn, cons, masses, move, finish, name, dt, temperature
     (:class:`Integrator`), so the energy appears once in either.
     """
 
-    def step(state, params):
+    def step(state, params, energy=True):
         x_new, v, key = move(state, params)
-        e, f, nbr = efn(params, x_new, state.neighbor)
+        e, f, nbr = efn(params, x_new, state.neighbor, energy)
         if finish is not None:
             v = finish(x_new, v, f)
         return IntegratorState(x_new, v, f, e, key, state.step + 1, nbr)
 
-    def advance(state, params, ready):
+    def advance(state, params, ready, energy=True):
         ready = jnp.asarray(ready, bool)
         x_new, v, key = move(state, params)
         x_new = jnp.where(ready, x_new, state.positions)
         v = jnp.where(ready, v, state.velocities)
         key = jnp.where(ready, key, state.key)
-        e, f, nbr = efn(params, x_new, state.neighbor)
+        e, f, nbr = efn(params, x_new, state.neighbor, energy)
         if finish is not None:
             v = jnp.where(ready, finish(x_new, v, f), v)
         return IntegratorState(x_new, v, f, e, key, state.step + ready.astype(state.step.dtype), nbr)

@@ -179,6 +179,28 @@ def redo_on_overflow(
         start = regrow(start, result, attempt)
 
 
+# reports at least LAZY_ENERGY_EVERY steps apart, in chunks of at least LAZY_ENERGY_CHUNK steps, get the potential
+# energy once per report instead of every step: value and gradient cost villin + water ~6 CPU ms more per step than
+# the gradient alone, one energy alone ~20 ms; the energy alone is one more compiled copy of the energy (seconds
+# for a solvated protein, cold), which a short chunk (a 10-step start-up run) would not earn back
+# (docs/engine.md, "Villin step profile after fused pairs")
+LAZY_ENERGY_EVERY = 4
+LAZY_ENERGY_CHUNK = 200
+
+
+def lazy_energy(n_reports: int, report_every: int) -> bool:
+    """Whether a chunk of ``n_reports`` reports ``report_every`` steps apart computes the energy once per report."""
+    return report_every >= LAZY_ENERGY_EVERY and n_reports * report_every >= LAZY_ENERGY_CHUNK
+
+
+def with_energy(system, params, carry):
+    """``carry`` (a tuple led by an integrator state computed with ``energy=False``) with the state's potential
+    energy computed at its positions and neighbour list, as the step would have."""
+    st = carry[0]
+    e = system.energy_fn(params, st.positions, box=system.box, neighbor=st.neighbor)
+    return (st.replace(potential_energy=e), *carry[1:])
+
+
 def compiled_for(cache: collections.OrderedDict, system, settings: tuple, make: Callable[[], Any], size: int = 8):
     """The compiled function ``make()`` built for ``(system, *settings)``, kept in ``cache`` (least recently used
     dropped beyond ``size``): a script or fit calling a run function again on the same system reuses the

@@ -7,8 +7,8 @@ the host:
 1. checks the neighbour list's overflow flag; on overflow it reallocates with a **larger** capacity
    at the chunk's start positions and **redoes the chunk** (an overflowed list silently drops pairs,
    so the chunk's forces were wrong);
-2. checks divergence: inside the scan every step tests finite positions/energy and a per-step
-   displacement below ``max_step_nm``; the first bad step is recorded and the state frozen at the
+2. checks divergence: inside the scan every step tests finite positions/forces (energy: computed once per report)
+   and a per-step displacement below ``max_step_nm``; the first bad step is recorded and the state frozen at the
    last good one. The host then writes the good frames, keeps the last good checkpoint, writes the
    summary and raises :class:`dmd.base.errors.SimulationDiverged` naming the step;
 3. appends frames / log rows, and at checkpoint steps writes the checkpoint, trajectory and log
@@ -249,15 +249,8 @@ def load_checkpoint(path, system):
         treedef = jax.tree_util.tree_structure(template)
         leaves = [jnp.asarray(data[f"neighbor_{k}"]) for k in range(n_leaves)]
         nbr = jax.tree_util.tree_unflatten(treedef, leaves)
-    state = IntegratorState(
-        positions=jnp.asarray(data["positions"]),
-        velocities=jnp.asarray(data["velocities"]),
-        forces=jnp.asarray(data["forces"]),
-        potential_energy=jnp.asarray(data["potential_energy"]),
-        key=jnp.asarray(data["key"]),
-        step=jnp.asarray(data["step"]),
-        neighbor=nbr,
-    )
+    fields = ("positions", "velocities", "forces", "potential_energy", "key", "step")  # IntegratorState's order
+    state = IntegratorState(*(jnp.asarray(data[k]) for k in fields), neighbor=nbr)
     return state, info
 
 
@@ -276,18 +269,24 @@ def _chunk_fn(system, integ, max_step_nm: float):
 def _make_chunk_fn(system, integ, max_step_nm: float):
     """``chunk(state, ready, params, n_reports, report_every) -> (state, frames, bad_step, rebuilds)``, jitted.
 
-    The loop body is :attr:`dmd.integrators.Integrator.advance`, so the program holds the energy once: a fresh run
+    The loop body is :attr:`dmd.integrators.Integrator.advance`, so the program holds the forces once: a fresh run
     passes ``integ.start``'s state (no forces yet) with ``ready`` false and the chunk's first pass computes the
     forces without moving, instead of a separately compiled ``init`` (docs/engine.md, "Start-up"). Such a pass
-    counts as no step, no rebuild and no divergence check."""
+    counts as no step, no rebuild and no divergence check. Long chunks of reports 4 or more steps apart take the
+    energy alone once per report (:func:`dmd.runloop.lazy_energy`, ``with_energy``), the steps only its gradient."""
+    from dmd.runloop import lazy_energy, with_energy
+
     masses = jnp.asarray(system.masses)
 
     def chunk(state, ready, params, n_reports: int, report_every: int):
+        lazy = lazy_energy(n_reports, report_every)  # the energy once per report, not per step (dmd.runloop)
+
         def one_step(carry):
             st, bad_step, rebuilds, ready, done = carry
-            new = integ.advance(st, params, ready)
+            new = integ.advance(st, params, ready, energy=not lazy)
             disp = jnp.max(jnp.abs(new.positions - st.positions))
-            ok = jnp.all(jnp.isfinite(new.positions)) & jnp.isfinite(new.potential_energy) & (disp < max_step_nm)
+            ok = jnp.all(jnp.isfinite(new.positions)) & jnp.all(jnp.isfinite(new.forces)) & (disp < max_step_nm)
+            ok = ok & (lazy | jnp.isfinite(new.potential_energy))
             bad_step = jnp.where((bad_step < 0) & ~ok & ready, new.step, bad_step)
             if new.neighbor is not None:
                 moved = jnp.any(new.neighbor.reference_position != st.neighbor.reference_position)
@@ -299,7 +298,7 @@ def _make_chunk_fn(system, integ, max_step_nm: float):
         def report(carry, _):
             loop = (*carry, jnp.zeros((), jnp.int32))
             carry = jax.lax.while_loop(lambda c: c[4] < report_every, one_step, loop)[:4]
-            st = carry[0]
+            st = (carry := with_energy(system, params, carry) if lazy else carry)[0]
             ke = kinetic_energy(st.velocities, masses.astype(st.velocities.dtype))
             return carry, (st.positions.astype(jnp.float32), st.potential_energy, ke, st.step)
 

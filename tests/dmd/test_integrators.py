@@ -216,6 +216,18 @@ def test_advance_is_init_then_step(name):
     for a, b in zip(jax.tree_util.tree_leaves(advanced), jax.tree_util.tree_leaves(stepped), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
     assert float(jnp.max(jnp.abs(stepped.positions - ref.positions))) > 1e-5  # the step moved
+    # energy=False (dmd.simulate between reports): the same state but for the energy, which is NaN (not computed)
+    for skip in (
+        jax.jit(lambda s, p: integ.step(s, p, energy=False))(ref, p),
+        jax.jit(lambda s, p: integ.advance(s, p, True, energy=False))(ref, p),
+    ):
+        assert np.isnan(float(skip.potential_energy)) and np.isfinite(float(stepped.potential_energy))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(skip.replace(potential_energy=stepped.potential_energy)),
+            jax.tree_util.tree_leaves(stepped),
+            strict=True,
+        ):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
 
 
 def _openmm_langevin_middle_u(omm_system, positions, temperature, friction, dt, n_samples, every, seed):
