@@ -30,7 +30,7 @@ from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows, search_system
-from analysis.indexing.search import search_cells
+from analysis.indexing.search import BLIND_PATIENCE, search_cells
 from analysis.indexing.solution import (
     Solution,
     from_primitive,
@@ -447,7 +447,17 @@ def index_peaks(
             res = dataclasses.replace(tri_cache["res"], n_evaluated=0)
         else:
             gen = tri_cache["gen"] if system == "triclinic" else None
-            res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb, generated=gen)
+            cfg = config
+            if (
+                blind
+                and not exhaustive
+                and primitive_fallback != "never"
+                and "triclinic" in systems[k + 1 :]
+                and config.stopping.patience is None
+            ):  # the triclinic search follows and its cells are converted: a stalled search stops (BLIND_PATIENCE)
+                patience = BLIND_PATIENCE.get(system)
+                cfg = dataclasses.replace(config, stopping=dataclasses.replace(config.stopping, patience=patience))
+            res = search_cells(inv_d2, system, cfg, prior=prior, g_zero=g, progress=cb, generated=gen)
         new = _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         if system == "triclinic" and "res" not in tri_cache:  # the deferred fallbacks convert these cells
             tri_cache.update(res=res, tri=new)
@@ -471,6 +481,7 @@ def index_peaks(
         best = max(polished, key=lambda s: s.score, default=None)
         fallback = system in ("monoclinic", "orthorhombic") and (
             primitive_fallback == "always"
+            or res.stalled  # a stalled search (BLIND_PATIENCE) leaves its lattice to the triclinic search's cells
             or (
                 primitive_fallback == "auto"
                 and needs_primitive_search(best, inv_d2, sig, config.tolerance.n_impurity, error_model)

@@ -118,6 +118,9 @@ class Stopping:
       agree_batches: how many later batches must return the best cell before the search stops on agreement
         (None: ``search.AGREE_BATCHES`` per system, 1 but triclinic 2, where wrong cells that index every noisy line
         are common and a single agreement is no proof).
+      patience: stop once this many batches in a row have not raised the best approximate log M by more than the
+        score scatter of one cell between batches (None: never; blind mode sets it for the orthorhombic and
+        monoclinic searches when the triclinic search follows, ``search.BLIND_PATIENCE``).
     """
 
     max_batches: int | None = None
@@ -125,6 +128,7 @@ class Stopping:
     stop_m20: float = 10000.0
     stop_agree: bool = True
     agree_batches: int | None = None
+    patience: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, init=False)

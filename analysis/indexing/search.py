@@ -51,6 +51,7 @@ __all__ = [
     "padded_length",
     "SYSTEM_BUDGET",
     "AGREE_BATCHES",
+    "BLIND_PATIENCE",
     "SystemBudget",
     "SearchConfig",
     "SearchResult",
@@ -88,6 +89,14 @@ SYSTEM_BUDGET = {
 AGREE_BATCHES = {"triclinic": 2}
 
 
+# blind mode, when the triclinic search follows (index_peaks): the orthorhombic / monoclinic search stops once this many
+# batches in a row have not raised its best score by more than the scatter of one cell (Stopping.patience). A lattice
+# such a search would still have found later is found by the triclinic search, whose cells are converted to every
+# system (index_peaks: the deferred fallback); on noisy aP lists these searches ran all their 12 / 8 batches on a best
+# score that stopped rising after 1-3 (issue 21, docs/indexing.md)
+BLIND_PATIENCE = {"orthorhombic": 3, "monoclinic": 3}
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     """Best candidates of a search in one lattice system.
@@ -98,6 +107,7 @@ class SearchResult:
       zero: ``[k]`` zero shifts (degrees 2θ; 0 without ``refine_zero``).
       score: ``[k]`` approximate log M20 (P lattice).
       n_batches: batches run; n_evaluated: candidates generated.
+      stalled: the search stopped on ``Stopping.patience`` (its best score stopped rising), not on a cell.
     """
 
     system: str
@@ -106,6 +116,7 @@ class SearchResult:
     score: np.ndarray
     n_batches: int
     n_evaluated: int
+    stalled: bool = False
 
 
 # ---------------------------------------------------------------------------- metric helpers
@@ -484,7 +495,8 @@ def search_cells(
     key = jax.random.PRNGKey(config.seed)
     xs, zs, ss = [], [], []
     best = -np.inf
-    nb = n_reused = n_agree = 0
+    nb = n_reused = n_agree = n_flat = 0
+    stalled = False
     for nb in range(1, (stop.max_batches or SYSTEM_BUDGET[system].max_batches) + 1):
         key, sub = jax.random.split(key)
         n_sel = n_cand - n_random
@@ -545,10 +557,13 @@ def search_cells(
             and _n_unindexed(xs[-1][0], zs[-1][0], inv_d2, sig, g, rows_np, tol.n_sigma, n_fom) <= max_unindexed
         )
         n_agree += bool(agree)
+        # patience: batches in a row whose best does not beat the earlier best by more than one cell's score scatter
+        n_flat = 0 if float(np.max(ss[-1])) > best + score_tol else n_flat + 1
         best = max(best, float(np.max(ss[-1])))
         if progress is not None:
             progress(nb, best)
-        if nb >= stop.min_batches and (best >= np.log(stop.stop_m20) or n_agree >= n_agree_stop):
+        stalled = bool(stop.patience and n_flat >= stop.patience)
+        if nb >= stop.min_batches and (best >= np.log(stop.stop_m20) or n_agree >= n_agree_stop or stalled):
             break
     x = np.concatenate(xs)
     order = np.argsort(-np.concatenate(ss), kind="stable")
@@ -560,4 +575,5 @@ def search_cells(
         n_batches=nb,
         # stage-A candidates taken from ``generated`` were evaluated by the search that made them
         n_evaluated=nb * n_cand + (nb - n_reused) * (n_gen if n_random < n_cand else 0),
+        stalled=stalled and best < np.log(stop.stop_m20) and n_agree < n_agree_stop,
     )
