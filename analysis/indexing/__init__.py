@@ -30,7 +30,7 @@ from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows, search_system
-from analysis.indexing.search import BLIND_PATIENCE, search_cells
+from analysis.indexing.search import BLIND_PATIENCE, BLIND_STALL_BELOW, search_cells
 from analysis.indexing.solution import (
     Solution,
     from_primitive,
@@ -455,8 +455,10 @@ def index_peaks(
                 and "triclinic" in systems[k + 1 :]
                 and config.stopping.patience is None
             ):  # the triclinic search follows and its cells are converted: a stalled search stops (BLIND_PATIENCE)
-                patience = BLIND_PATIENCE.get(system)
-                cfg = dataclasses.replace(config, stopping=dataclasses.replace(config.stopping, patience=patience))
+                stop = dataclasses.replace(
+                    config.stopping, patience=BLIND_PATIENCE.get(system), stall_below=BLIND_STALL_BELOW
+                )
+                cfg = dataclasses.replace(config, stopping=stop)
             res = search_cells(inv_d2, system, cfg, prior=prior, g_zero=g, progress=cb, generated=gen)
         new = _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         if system == "triclinic" and "res" not in tri_cache:  # the deferred fallbacks convert these cells

@@ -121,6 +121,7 @@ class Stopping:
       patience: stop once this many batches in a row have not raised the best approximate log M by more than the
         score scatter of one cell between batches (None: never; blind mode sets it for the orthorhombic and
         monoclinic searches when the triclinic search follows, ``search.BLIND_PATIENCE``).
+      stall_below: with ``patience``, stop only when the best approximate M (P lattice) is below this (None: any).
     """
 
     max_batches: int | None = None
@@ -129,6 +130,7 @@ class Stopping:
     stop_agree: bool = True
     agree_batches: int | None = None
     patience: int | None = None
+    stall_below: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, init=False)

@@ -52,6 +52,7 @@ __all__ = [
     "SYSTEM_BUDGET",
     "AGREE_BATCHES",
     "BLIND_PATIENCE",
+    "BLIND_STALL_BELOW",
     "SystemBudget",
     "SearchConfig",
     "SearchResult",
@@ -90,11 +91,15 @@ AGREE_BATCHES = {"triclinic": 2}
 
 
 # blind mode, when the triclinic search follows (index_peaks): the orthorhombic / monoclinic search stops once this many
-# batches in a row have not raised its best score by more than the scatter of one cell (Stopping.patience). A lattice
-# such a search would still have found later is found by the triclinic search, whose cells are converted to every
-# system (index_peaks: the deferred fallback); on noisy aP lists these searches ran all their 12 / 8 batches on a best
-# score that stopped rising after 1-3 (issue 21, docs/indexing.md)
-BLIND_PATIENCE = {"orthorhombic": 3, "monoclinic": 3}
+# batches in a row have not raised its best approximate M by more than the scatter of one cell (×1.28) while that best
+# is below BLIND_STALL_BELOW (Stopping.patience, stall_below). A lattice such a search would still have found is left to
+# the triclinic search, whose cells are converted to the system (index_peaks: the deferred fallback). Issue 21, noisy
+# blind lists of seeds 2024 / 2025 (base 4af270b, the best per batch): the stalled orthorhombic searches of aP lists
+# sat at M 4.6-7.6 from batch 1-3 and ran all 12 batches, the monoclinic ones at 5.6-7.5 for 8; a true oP list's search
+# sat at a wrong cell of M 10.1 for 8 batches and found the truth (17.1) in the 9th; a true mC list's monoclinic search
+# rose 4.8 → 8.6 after 3 flat batches (so 4 there); true cells of these systems reached ≥ 7.9 (oF, P-lattice M)
+BLIND_PATIENCE = {"orthorhombic": 3, "monoclinic": 4}
+BLIND_STALL_BELOW = 8.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -562,7 +567,9 @@ def search_cells(
         best = max(best, float(np.max(ss[-1])))
         if progress is not None:
             progress(nb, best)
-        stalled = bool(stop.patience and n_flat >= stop.patience)
+        stalled = bool(stop.patience and n_flat >= stop.patience) and (
+            stop.stall_below is None or best < np.log(stop.stall_below)
+        )
         if nb >= stop.min_batches and (best >= np.log(stop.stop_m20) or n_agree >= n_agree_stop or stalled):
             break
     x = np.concatenate(xs)

@@ -146,7 +146,8 @@ def test_patience_stops_a_stalled_search_of_the_wrong_system():
     """Stopping.patience (blind mode: search.BLIND_PATIENCE, orthorhombic / monoclinic when the triclinic search
     follows): the orthorhombic search of a noisy aP list finds no cell of the lattice and its best score stops rising
     after a batch or two, yet without patience it runs every batch (the agreement test wants a cell that indexes the
-    lines). With patience 2 it stops after the first batches that do not raise the best and says so (``stalled``);
+    lines). With patience 2 it stops after the first batches that do not raise the best and says so (``stalled``),
+    unless its best is above ``stall_below``;
     the batches it ran are the same as without (same keys). Shipped generated list, small budget (CFG's shapes)."""
     from analysis.indexing import read_peak_file
 
@@ -163,5 +164,8 @@ def test_patience_stops_a_stalled_search_of_the_wrong_system():
     )
     assert full.n_batches == 6 and not full.stalled
     assert cut.stalled and cut.n_batches == 3, cut.n_batches  # measured (x64 test process): best M ≈ 5.0 from batch 1
+    # stall_below (search.BLIND_STALL_BELOW): a search stalled on a cell of M above the bound goes on (true cells)
+    high = dataclasses.replace(cfg, stopping=dataclasses.replace(cfg.stopping, patience=2, stall_below=4.0))
+    assert search_mod.search_cells(pk.inv_d2, "orthorhombic", high, prior=load_prior(), g_zero=g).n_batches == 6
     # what the stalled search kept: its best is the full search's best within one cell's score scatter (0.25 in log M)
     assert cut.score[0] > full.score[0] - 0.25
