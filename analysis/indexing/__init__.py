@@ -30,7 +30,7 @@ from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
 from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows, search_system
-from analysis.indexing.search import search_cells
+from analysis.indexing.search import BLIND_PATIENCE, BLIND_STALL_BELOW, search_cells
 from analysis.indexing.solution import (
     Solution,
     from_primitive,
@@ -395,7 +395,8 @@ def index_peaks(
         :data:`PRIMITIVE_FALLBACK_SCORE` and does not explain the data (:func:`needs_primitive_search`),
         "always" or "never".
       exhaustive: blind mode searches every system instead of stopping once a cell settles the data
-        (:func:`settles`).
+        (:func:`settles`), and runs every batch of each (otherwise a stalled orthorhombic / monoclinic search stops
+        when the triclinic search follows: search.BLIND_PATIENCE).
       error_model: "data" (default): precise lists are judged under their own error, estimated from the
         residuals of the best cell (:func:`data_sigma_scale`, :func:`needs_primitive_search`); "fixed":
         the built-in σ(q²) model only.
@@ -447,7 +448,19 @@ def index_peaks(
             res = dataclasses.replace(tri_cache["res"], n_evaluated=0)
         else:
             gen = tri_cache["gen"] if system == "triclinic" else None
-            res = search_cells(inv_d2, system, config, prior=prior, g_zero=g, progress=cb, generated=gen)
+            cfg = config
+            if (
+                blind
+                and not exhaustive
+                and primitive_fallback != "never"
+                and "triclinic" in systems[k + 1 :]
+                and config.stopping.patience is None
+            ):  # the triclinic search follows and its cells are converted: a stalled search stops (BLIND_PATIENCE)
+                stop = dataclasses.replace(
+                    config.stopping, patience=BLIND_PATIENCE.get(system), stall_below=BLIND_STALL_BELOW
+                )
+                cfg = dataclasses.replace(config, stopping=stop)
+            res = search_cells(inv_d2, system, cfg, prior=prior, g_zero=g, progress=cb, generated=gen)
         new = _refine_distinct(res, inv_d2, kw, n_candidates_refined)
         if system == "triclinic" and "res" not in tri_cache:  # the deferred fallbacks convert these cells
             tri_cache.update(res=res, tri=new)
@@ -471,6 +484,7 @@ def index_peaks(
         best = max(polished, key=lambda s: s.score, default=None)
         fallback = system in ("monoclinic", "orthorhombic") and (
             primitive_fallback == "always"
+            or res.stalled  # a stalled search (BLIND_PATIENCE) leaves its lattice to the triclinic search's cells
             or (
                 primitive_fallback == "auto"
                 and needs_primitive_search(best, inv_d2, sig, config.tolerance.n_impurity, error_model)

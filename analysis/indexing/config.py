@@ -118,6 +118,10 @@ class Stopping:
       agree_batches: how many later batches must return the best cell before the search stops on agreement
         (None: ``search.AGREE_BATCHES`` per system, 1 but triclinic 2, where wrong cells that index every noisy line
         are common and a single agreement is no proof).
+      patience: stop once this many batches in a row have not raised the best approximate log M by more than the
+        score scatter of one cell between batches (None: never; blind mode sets it for the orthorhombic and
+        monoclinic searches when the triclinic search follows, ``search.BLIND_PATIENCE``).
+      stall_below: with ``patience``, stop only when the best approximate M (P lattice) is below this (None: any).
     """
 
     max_batches: int | None = None
@@ -125,6 +129,8 @@ class Stopping:
     stop_m20: float = 10000.0
     stop_agree: bool = True
     agree_batches: int | None = None
+    patience: int | None = None
+    stall_below: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, init=False)

@@ -51,6 +51,8 @@ __all__ = [
     "padded_length",
     "SYSTEM_BUDGET",
     "AGREE_BATCHES",
+    "BLIND_PATIENCE",
+    "BLIND_STALL_BELOW",
     "SystemBudget",
     "SearchConfig",
     "SearchResult",
@@ -88,6 +90,18 @@ SYSTEM_BUDGET = {
 AGREE_BATCHES = {"triclinic": 2}
 
 
+# blind mode, when the triclinic search follows (index_peaks): the orthorhombic / monoclinic search stops once this many
+# batches in a row have not raised its best approximate M by more than the scatter of one cell (×1.28) while that best
+# is below BLIND_STALL_BELOW (Stopping.patience, stall_below). A lattice such a search would still have found is left to
+# the triclinic search, whose cells are converted to the system (index_peaks: the deferred fallback). Issue 21, noisy
+# blind lists of seeds 2024 / 2025 (base 4af270b, the best per batch): the stalled orthorhombic searches of aP lists
+# sat at M 4.6-7.6 from batch 1-3 and ran all 12 batches, the monoclinic ones at 5.6-7.5 for 8; a true oP list's search
+# sat at a wrong cell of M 10.1 for 8 batches and found the truth (17.1) in the 9th; a true mC list's monoclinic search
+# rose 4.8 → 8.6 after 3 flat batches (so 4 there); true cells of these systems reached ≥ 7.9 (oF, P-lattice M)
+BLIND_PATIENCE = {"orthorhombic": 3, "monoclinic": 4}
+BLIND_STALL_BELOW = 8.0
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     """Best candidates of a search in one lattice system.
@@ -98,6 +112,7 @@ class SearchResult:
       zero: ``[k]`` zero shifts (degrees 2θ; 0 without ``refine_zero``).
       score: ``[k]`` approximate log M20 (P lattice).
       n_batches: batches run; n_evaluated: candidates generated.
+      stalled: the search stopped on ``Stopping.patience`` (its best score stopped rising), not on a cell.
     """
 
     system: str
@@ -106,6 +121,7 @@ class SearchResult:
     score: np.ndarray
     n_batches: int
     n_evaluated: int
+    stalled: bool = False
 
 
 # ---------------------------------------------------------------------------- metric helpers
@@ -484,7 +500,8 @@ def search_cells(
     key = jax.random.PRNGKey(config.seed)
     xs, zs, ss = [], [], []
     best = -np.inf
-    nb = n_reused = n_agree = 0
+    nb = n_reused = n_agree = n_flat = 0
+    stalled = False
     for nb in range(1, (stop.max_batches or SYSTEM_BUDGET[system].max_batches) + 1):
         key, sub = jax.random.split(key)
         n_sel = n_cand - n_random
@@ -545,10 +562,15 @@ def search_cells(
             and _n_unindexed(xs[-1][0], zs[-1][0], inv_d2, sig, g, rows_np, tol.n_sigma, n_fom) <= max_unindexed
         )
         n_agree += bool(agree)
+        # patience: batches in a row whose best does not beat the earlier best by more than one cell's score scatter
+        n_flat = 0 if float(np.max(ss[-1])) > best + score_tol else n_flat + 1
         best = max(best, float(np.max(ss[-1])))
         if progress is not None:
             progress(nb, best)
-        if nb >= stop.min_batches and (best >= np.log(stop.stop_m20) or n_agree >= n_agree_stop):
+        stalled = bool(stop.patience and n_flat >= stop.patience) and (
+            stop.stall_below is None or best < np.log(stop.stall_below)
+        )
+        if nb >= stop.min_batches and (best >= np.log(stop.stop_m20) or n_agree >= n_agree_stop or stalled):
             break
     x = np.concatenate(xs)
     order = np.argsort(-np.concatenate(ss), kind="stable")
@@ -560,4 +582,5 @@ def search_cells(
         n_batches=nb,
         # stage-A candidates taken from ``generated`` were evaluated by the search that made them
         n_evaluated=nb * n_cand + (nb - n_reused) * (n_gen if n_random < n_cand else 0),
+        stalled=stalled and best < np.log(stop.stop_m20) and n_agree < n_agree_stop,
     )

@@ -22,7 +22,7 @@ def test_flat_knobs_land_in_their_groups():
     )
     assert grouped == cfg
     knobs = cfg.knobs()
-    assert len(knobs) == 26 and knobs["n_iter"] == 6 and knobs["stop_m20"] == 10000.0
+    assert len(knobs) == 28 and knobs["n_iter"] == 6 and knobs["stop_m20"] == 10000.0
     assert SearchConfig(**knobs) == cfg  # the flat dict round-trips
     assert dataclasses.replace(cfg, n_iter=2).budget.n_iter == 2
 

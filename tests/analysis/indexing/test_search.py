@@ -1,6 +1,7 @@
 """Fast subset of the indexing benchmark (fixed seeds) and properties of the batched search."""
 
 import dataclasses
+import pathlib
 
 import gemmi
 import numpy as np
@@ -20,6 +21,8 @@ from analysis.indexing import (
 )
 from analysis.indexing import search as search_mod
 from analysis.indexing.prior import VOCAB_SIZE, assignment_labels
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "indexing"
 
 # small budget shared by every test (same static shapes: one compilation per system)
 CFG = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6)
@@ -137,3 +140,32 @@ def test_zone_construction_reaches_axes_beyond_the_first_lines():
     # each late line is reached: line 9 in 1/12 of the late draws (sd 0.0044 around 0.042 at 2048 draws)
     assert abs(np.mean(np.any(pos == 9, axis=1)) - 0.5 / 12) < 0.018
     assert set(np.unique(pos[late].max(axis=1))) == set(range(8, 20))
+
+
+def test_patience_stops_a_stalled_search_of_the_wrong_system():
+    """Stopping.patience (blind mode: search.BLIND_PATIENCE, orthorhombic / monoclinic when the triclinic search
+    follows): the orthorhombic search of a noisy aP list finds no cell of the lattice and its best score stops rising
+    after a batch or two, yet without patience it runs every batch (the agreement test wants a cell that indexes the
+    lines). With patience 2 it stops after the first batches that do not raise the best and says so (``stalled``),
+    unless its best is above ``stall_below``;
+    the batches it ran are the same as without (same keys). Shipped generated list, small budget (CFG's shapes)."""
+    from analysis.indexing import read_peak_file
+
+    pk = read_peak_file(DATA / "ap_noisy_zero_generated.txt")
+    g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
+    cfg = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6, refine_zero=True)
+    full = search_mod.search_cells(pk.inv_d2, "orthorhombic", cfg, prior=load_prior(), g_zero=g)
+    cut = search_mod.search_cells(
+        pk.inv_d2,
+        "orthorhombic",
+        dataclasses.replace(cfg, stopping=dataclasses.replace(cfg.stopping, patience=2)),
+        prior=load_prior(),
+        g_zero=g,
+    )
+    assert full.n_batches == 6 and not full.stalled
+    assert cut.stalled and cut.n_batches == 3, cut.n_batches  # measured (x64 test process): best M ≈ 5.0 from batch 1
+    # stall_below (search.BLIND_STALL_BELOW): a search stalled on a cell of M above the bound goes on (true cells)
+    high = dataclasses.replace(cfg, stopping=dataclasses.replace(cfg.stopping, patience=2, stall_below=4.0))
+    assert search_mod.search_cells(pk.inv_d2, "orthorhombic", high, prior=load_prior(), g_zero=g).n_batches == 6
+    # what the stalled search kept: its best is the full search's best within one cell's score scatter (0.25 in log M)
+    assert cut.score[0] > full.score[0] - 0.25
