@@ -27,7 +27,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
-from dmd.forces.nonbonded import lj_pair_energy, switch_factor
+from dmd.forces.nonbonded import apart, lj_pair_energy, pair_energy_full, row_sums, safe_sqrt, switch_factor
 from dmd.system import System
 
 __all__ = ["lj_fluid", "harmonic_chain", "harmonic_oscillator", "ARGON"]
@@ -93,6 +93,7 @@ def lj_fluid(
     dtype=jnp.float32,
     seed: int = 0,
     neighbor_impl: str = "dmd",
+    half_list: bool = True,
 ) -> System:
     """A periodic Lennard-Jones fluid in a cubic box.
 
@@ -115,6 +116,11 @@ def lj_fluid(
       seed: numpy seed of the lattice jitter.
       neighbor_impl: "dmd" (:mod:`dmd.neighbors`, cell-sorted, fast) or "jax_md"
         (``jax_md.partition.neighbor_list``, dense format).
+      half_list: with ``neighbor_impl="dmd"``, list each pair once (:func:`dmd.neighbors.half_pair_filter`) and
+        evaluate it once (:func:`dmd.forces.nonbonded.pair_energy_full` with ``half=True``, each pair's partner share
+        scattered in its row-block loop); False: each pair from both atoms, forces as row sums. Same energies and
+        forces to float32 round-off; the half list is ~40% cheaper per force (docs/engine.md, "LJ fluid: fused
+        pair values and half list").
 
     Returns:
       System with θ = ``{"lj": {"sigma": [n_types] nm, "epsilon": [n_types] kJ/mol}}`` labelled by
@@ -155,36 +161,47 @@ def lj_fluid(
         eps = jnp.sqrt(eps_t[i_types] * eps_t[j_types])
         return sig, eps
 
-    def _dense_energy(params, pos, box, idx):
-        """E from a dense neighbour list (padding = N, each pair listed from both atoms)."""
+    def _pairs(params, pos, box, idx):
+        """Minimum-image vectors ``dr [N, C, 3]`` (x_i − x_j), pair σ, ε and the valid mask of a dense list."""
         n = pos.shape[0]
         valid = idx < n
         jdx = jnp.where(valid, idx, 0)
         dr = pos[:, None, :] - pos[jdx]
         dr = dr - box * jnp.round(dr / box)
-        r2 = jnp.sum(dr * dr, -1)
         sig, eps = _pair_params(params, types_j[:, None], types_j[jdx])
-        mask = valid & (r2 < r_cut * r_cut)
-        return 0.5 * jnp.sum(_lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch))
+        return dr, sig, eps, valid
+
+    def _energies_of_r2(r2, sig, eps, valid):
+        return _lj_pair_energy(r2, sig, eps, valid & (r2 < r_cut * r_cut), r_cut, r_switch)
+
+    def _half_sum(dr, sig, eps, valid):
+        return 0.5 * jnp.sum(_energies_of_r2(jnp.sum(dr * dr, -1), sig, eps, valid))
+
+    def _weight(dr, sig, eps, valid):
+        """2 de/dr² per pair (de/dr² by forward mode: elementwise, so a unit tangent gives the derivative)."""
+        r2 = jnp.sum(dr * dr, -1)
+        _, de = jax.jvp(lambda q: _energies_of_r2(q, sig, eps, valid), (r2,), (jnp.ones_like(r2),))
+        return 2 * de
+
+    def _dense_energy(params, pos, box, idx):
+        """E from a dense neighbour list (padding = N, each pair listed from both atoms)."""
+        return _half_sum(*_pairs(params, pos, box, idx))
 
     def _dense_energy_grad(params, pos, box, idx):
         """(E, ∇_x E) computed row by row: ∇_i E = Σ_j 2 (de/dr²)(r_ij²) dr_ij over row i.
 
         Exact for a symmetric list (every pair listed from both atoms, as both neighbour lists
         here build it). Autodiff of the gather ``pos[jdx]`` would instead scatter-add N·C
-        contributions, which on XLA CPU costs ~5× the energy itself.
+        contributions, which on XLA CPU costs ~5× the energy itself. The energy and the pair weight
+        are each computed in a fused loop of their own and the three force components summed as one
+        reduction (:func:`dmd.forces.nonbonded.apart`, :func:`~dmd.forces.nonbonded.row_sums`:
+        docs/engine.md, "LJ fluid: fused pair values").
         """
-        n = pos.shape[0]
-        valid = idx < n
-        jdx = jnp.where(valid, idx, 0)
-        dr = pos[:, None, :] - pos[jdx]
-        dr = dr - box * jnp.round(dr / box)
-        r2 = jnp.sum(dr * dr, -1)
-        sig, eps = _pair_params(params, types_j[:, None], types_j[jdx])
-        mask = valid & (r2 < r_cut * r_cut)
-        # e and de/dr² in one forward-mode pass (elementwise, so a unit tangent gives the derivative)
-        e, de = jax.jvp(lambda q: _lj_pair_energy(q, sig, eps, mask, r_cut, r_switch), (r2,), (jnp.ones_like(r2),))
-        return 0.5 * jnp.sum(e), jnp.sum((2 * de)[..., None] * dr, axis=1)
+        geo = _pairs(params, pos, box, idx)
+        dr = geo[0]
+        e = apart(_half_sum, *geo)
+        w = apart(_weight, *geo)
+        return e, jnp.stack(row_sums(w * dr[..., 0], w * dr[..., 1], w * dr[..., 2]), axis=-1)
 
     @jax.custom_jvp
     def _dense_energy_cjvp(params, pos, box, idx):
@@ -213,6 +230,8 @@ def lj_fluid(
             t = t + t2
         return e, t
 
+    half_pairs = pair_energy_full("LJ", r_cut, switch=r_switch, half=True)
+
     def energy_fn(params, pos, *, box=box, neighbor=None):
         box = jnp.asarray(box, pos.dtype)
         n = pos.shape[0]
@@ -223,6 +242,10 @@ def lj_fluid(
             r2 = jnp.sum(dr * dr, -1)
             sig, eps = _pair_params(params, types_j[i], types_j[j])
             return jnp.sum(_lj_pair_energy(r2, sig, eps, r2 < r_cut * r_cut, r_cut, r_switch))
+        if not getattr(neighbor, "full", True):  # half list: each pair once (pair_energy_full's own custom jvp)
+            sig_a = params["lj"]["sigma"][types_j]
+            seps_a = safe_sqrt(params["lj"]["epsilon"])[types_j]
+            return half_pairs(pos, box, neighbor.idx, jnp.zeros((n,), pos.dtype), sig_a, seps_a)
         # dense list [N, C], padding = N, each pair appears twice; forces row-wise (custom_jvp)
         return _dense_energy_cjvp(params, pos, box, neighbor.idx)
 
@@ -248,7 +271,9 @@ def lj_fluid(
     elif neighbor_impl == "dmd":
         from dmd.neighbors import cell_neighbor_list
 
-        neighbor_fn = cell_neighbor_list(box_length, r_cut, skin=skin, capacity_multiplier=capacity_multiplier)
+        neighbor_fn = cell_neighbor_list(
+            box_length, r_cut, skin=skin, capacity_multiplier=capacity_multiplier, half=half_list
+        )
     else:
         raise UserInputError(f"lj_fluid: neighbor_impl={neighbor_impl!r}; use 'dmd' or 'jax_md'")
 
@@ -279,6 +304,7 @@ def lj_fluid(
             "tau_ps": sigma * math.sqrt(mass / epsilon),
             "types": [names[t] for t in types],
             "neighbor_impl": neighbor_impl,
+            "half_list": bool(half_list and neighbor_impl == "dmd"),
         },
     )
 

@@ -54,6 +54,8 @@ __all__ = [
     "safe_sqrt",
     "pair_energy_full",
     "erfc_and_gaussian",
+    "apart",
+    "row_sums",
 ]
 
 
@@ -128,7 +130,7 @@ def erfc_and_gaussian(x):
     return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * gauss, gauss
 
 
-def _apart(f, *args):
+def apart(f, *args):
     """``f(*args)`` computed in a conditional branch of its own: an XLA fusion boundary.
 
     XLA:CPU fuses an elementwise chain into its consumer, but a chain with several consumers (the pair energy,
@@ -144,7 +146,7 @@ def _apart(f, *args):
     return jax.lax.cond(~jnp.isnan(x0), f, lambda *_: nan(), *args)
 
 
-def _row_sums(*xs):
+def row_sums(*xs):
     """Row sums (over axis 1) of several ``[B, M]`` arrays as one variadic reduction (XLA:CPU ran three
     separate row sums of products sharing a factor at ~4× the cost of one)."""
     zeros = tuple(jnp.zeros((), x.dtype) for x in xs)
@@ -157,11 +159,16 @@ def _pair_values(kind, rc, alpha, krf, crf, switch, d, ti, tj, valid, what):
     ``[B, 1, 6]``, ``tj`` ``[B, M, 6]`` packed rows (x, y, z, q, σ, √ε)."""
     r2 = jnp.sum(d * d, axis=-1)
     inside = valid & (r2 < rc * rc)
-    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
-    inv_r = 1.0 / r
     qj, sj, ej = tj[..., 3], tj[..., 4], tj[..., 5]
     sig_ij = 0.5 * (ti[..., 4] + sj)
-    s2 = (sig_ij * inv_r) ** 2
+    if kind == "LJ" and switch is None:  # LJ alone needs no r: 1/r² from r² (no sqrt)
+        r, inv_r, inv_r2 = None, None, 1.0 / jnp.where(inside, r2, 1.0)
+        s2 = sig_ij * sig_ij * inv_r2
+    else:
+        r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+        inv_r = 1.0 / r
+        inv_r2 = inv_r * inv_r
+        s2 = (sig_ij * inv_r) ** 2
     s6 = s2 * s2 * s2
     sw = switch_factor(r, rc, switch) if switch is not None else 1.0
     if what == "sigma":
@@ -174,15 +181,23 @@ def _pair_values(kind, rc, alpha, krf, crf, switch, d, ti, tj, valid, what):
     if kind == "PME":
         erfc, gauss = erfc_and_gaussian(alpha * r)
         f = erfc * inv_r
-    else:
+    elif kind == "RF":
         f = inv_r + krf * r2 - crf
+    else:  # "LJ": no Coulomb term (the LJ fluid, dmd.models)
+        f = jnp.zeros_like(r2)
     if what == "coulomb":  # ∂E/∂(q_i q_j)
         return jnp.where(inside, ONE_4PI_EPS0 * f, 0.0)
     qq = ONE_4PI_EPS0 * ti[..., 3] * qj
     eps_ij = ti[..., 5] * ej
     if what == "energy":
-        return jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
+        coulomb = 0.0 if kind == "LJ" else qq * f
+        return jnp.sum(jnp.where(inside, coulomb + sw * eps_ij * lj_shape, 0.0))
     # what == "weight": e'(r)/r
+    if kind == "LJ":
+        w = sw * eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r2
+        if switch is not None:
+            w = w + switch_derivative(r, rc, switch) * eps_ij * lj_shape * inv_r
+        return jnp.where(inside, w, 0.0)
     if kind == "PME":
         df = -(f + (2.0 * alpha / math.sqrt(math.pi)) * gauss) * inv_r
     else:
@@ -201,7 +216,7 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     ``half``: each pair listed once (energy not halved); the gradients then come with the partners' side as a third
     output, per pair ``[B, M(, 3)]`` (pos, q, σ, √ε; None where not needed), for the caller to scatter.
     Each per-pair quantity (the energy, the force weight e'(r)/r, ∂e/∂(q_i q_j), ∂e/∂σ_ij, ∂e/∂(√ε_i √ε_j)) is
-    computed in a fused loop of its own (:func:`_apart`) from the gathered rows and the minimum-image vectors.
+    computed in a fused loop of its own (:func:`apart`) from the gathered rows and the minimum-image vectors.
     """
     n = tab.shape[0]
     valid = (idx_rows < n) & (rows < n)[:, None]
@@ -212,18 +227,18 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     d, shift = minimum_image_shift(tj[..., :3] - ti[..., :3], box)
     values = functools.partial(_pair_values, kind, rc, alpha, krf, crf, switch)
     per_pair = 1.0 if half else 0.5  # a full list holds each pair twice
-    energy = per_pair * _apart(functools.partial(values, what="energy"), d, ti, tj, valid)
+    energy = per_pair * apart(functools.partial(values, what="energy"), d, ti, tj, valid)
     if need is None:
         return energy
     need_pos, need_box, need_q, need_sig, need_seps = need
     grads = [None] * 5
     other = [None] * 5  # half list: ∂E/∂(partner's x, -, q, σ, √ε) per pair
     if need_pos or need_box:
-        w = _apart(functools.partial(values, what="weight"), d, ti, tj, valid)
+        w = apart(functools.partial(values, what="weight"), d, ti, tj, valid)
         # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
         if need_pos:
             wd = (w * d[..., 0], w * d[..., 1], w * d[..., 2])
-            grads[0] = -jnp.stack(_row_sums(*wd), axis=-1)
+            grads[0] = -jnp.stack(row_sums(*wd), axis=-1)
             other[0] = jnp.stack(wd, axis=-1) if half else None
         # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
         # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
@@ -232,15 +247,15 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
         elif need_box:
             grads[1] = -per_pair * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
     if need_q:
-        c = _apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
+        c = apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
         grads[2] = jnp.sum(c * tj[..., 3], axis=1)
         other[2] = c * ti[..., 3] if half else None
     if need_sig:
-        ds = _apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
+        ds = apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
         grads[3] = jnp.sum(ds, axis=1)
         other[3] = ds if half else None
     if need_seps:
-        lj = _apart(functools.partial(values, what="lj"), d, ti, tj, valid)
+        lj = apart(functools.partial(values, what="lj"), d, ti, tj, valid)
         grads[4] = jnp.sum(lj * tj[..., 5], axis=1)
         other[4] = lj * ti[..., 5] if half else None
     if half:
@@ -255,7 +270,7 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
     """Pair energy over a full neighbour list and (optionally) its row-reduced gradients.
 
     Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
-    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME) or 1/r + k_rf r² − c_rf (reaction field).
+    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME), 1/r + k_rf r² − c_rf (reaction field) or 0 ("LJ": LJ alone).
     Because each pair appears in both rows, E = ½ Σ_i Σ_j e_ij and every gradient is a row sum:
     ∂E/∂x_i = Σ_j e'(r_ij) (x_i − x_j)/r_ij, ∂E/∂q_i = Σ_j ∂e_ij/∂q_i, and likewise for σ_i, √ε_i.
     Rows are processed in blocks (``lax.map``) so temporaries stay small. ``need``: static tuple of 5 bools
@@ -357,6 +372,8 @@ def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_sh
     The gradients are plain jnp functions of the inputs, so forward-over-reverse (Hessian-vector
     products for the sensitivity engine) works by ordinary autodiff.
 
+    ``kind``: "PME", "RF" or "LJ" (no Coulomb term; the LJ fluid of :func:`dmd.models.lj_fluid`, whose pair
+    weight then needs no square root without a switch).
     ``row_shards`` > 1 splits the rows over that many devices (:func:`_sharded_pair_terms`; on CPU, host devices
     from ``XLA_FLAGS=--xla_force_host_platform_device_count``): an opt-in measured by
     ``benchmarks/bench_engine.py --row-shards`` (docs/engine.md, "Both cores").
