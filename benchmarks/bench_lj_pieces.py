@@ -1,7 +1,7 @@
 """LJ fluid force pieces, an older checkout's ``dmd/models.py`` against this one, in ONE process.
 
 Arms: A = ``--base``'s ``dmd/models.py`` (e.g. a ``git worktree add /tmp/base 4af270b``: full list, its kernel),
-F = this checkout with ``half_list=False`` (full list), H = this checkout's default (half list). Each piece is jitted
+F = this checkout with ``half_list=False`` (full list), H = ``half_list=True`` (half list). Each piece is jitted
 alone (force = gradient of E, energy, one rebuild, a BAOAB step over 200 steps with its rebuilds) from the same
 fluid positions (200 BAOAB steps from the lattice, list fitted ×1.15 as ``bench_engine.py`` does); wall / CPU ms,
 min of 5 × 20 calls, rounds interleaved (docs/engine.md, "LJ fluid: fused pair values and half list").
@@ -50,7 +50,11 @@ def _arms(base_dir, n):
     base = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(base)
     kw = dict(density=0.8, cutoff=2.5 * SIG, skin=0.5 * SIG, dtype=jnp.float32)
-    return {"A": base.lj_fluid(n, **kw), "F": models.lj_fluid(n, half_list=False, **kw), "H": models.lj_fluid(n, **kw)}
+    return {
+        "A": base.lj_fluid(n, **kw),
+        "F": models.lj_fluid(n, half_list=False, **kw),
+        "H": models.lj_fluid(n, half_list=True, **kw),
+    }
 
 
 def main():

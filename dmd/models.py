@@ -28,7 +28,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from dmd.base.errors import UserInputError
 from dmd.base.units import KB_KJ_PER_MOL_K
-from dmd.forces.nonbonded import apart, lj_pair_energy, pair_energy_full, row_sums, safe_sqrt, switch_factor
+from dmd.forces.nonbonded import lj_pair_energy, pair_energy_full, safe_sqrt, switch_factor
 from dmd.system import System
 
 __all__ = ["lj_fluid", "harmonic_chain", "harmonic_oscillator", "ARGON"]
@@ -163,47 +163,36 @@ def lj_fluid(
         eps = jnp.sqrt(eps_t[i_types] * eps_t[j_types])
         return sig, eps
 
-    def _pairs(params, pos, box, idx):
-        """Minimum-image vectors ``dr [N, C, 3]`` (x_i − x_j), pair σ, ε and the valid mask of a dense list."""
+    def _dense_energy(params, pos, box, idx):
+        """E from a dense neighbour list (padding = N, each pair listed from both atoms)."""
         n = pos.shape[0]
         valid = idx < n
         jdx = jnp.where(valid, idx, 0)
         dr = pos[:, None, :] - pos[jdx]
         dr = dr - box * jnp.round(dr / box)
-        sig, eps = _pair_params(params, types_j[:, None], types_j[jdx])
-        return dr, sig, eps, valid
-
-    def _energies_of_r2(r2, sig, eps, valid):
-        return _lj_pair_energy(r2, sig, eps, valid & (r2 < r_cut * r_cut), r_cut, r_switch)
-
-    def _half_sum(dr, sig, eps, valid):
-        return 0.5 * jnp.sum(_energies_of_r2(jnp.sum(dr * dr, -1), sig, eps, valid))
-
-    def _weight(dr, sig, eps, valid):
-        """2 de/dr² per pair (de/dr² by forward mode: elementwise, so a unit tangent gives the derivative)."""
         r2 = jnp.sum(dr * dr, -1)
-        _, de = jax.jvp(lambda q: _energies_of_r2(q, sig, eps, valid), (r2,), (jnp.ones_like(r2),))
-        return 2 * de
-
-    def _dense_energy(params, pos, box, idx):
-        """E from a dense neighbour list (padding = N, each pair listed from both atoms)."""
-        return _half_sum(*_pairs(params, pos, box, idx))
+        sig, eps = _pair_params(params, types_j[:, None], types_j[jdx])
+        mask = valid & (r2 < r_cut * r_cut)
+        return 0.5 * jnp.sum(_lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch))
 
     def _dense_energy_grad(params, pos, box, idx):
         """(E, ∇_x E) computed row by row: ∇_i E = Σ_j 2 (de/dr²)(r_ij²) dr_ij over row i.
 
         Exact for a symmetric list (every pair listed from both atoms, as both neighbour lists
         here build it). Autodiff of the gather ``pos[jdx]`` would instead scatter-add N·C
-        contributions, which on XLA CPU costs ~5× the energy itself. The energy and the pair weight
-        are each computed in a fused loop of their own and the three force components summed as one
-        reduction (:func:`dmd.forces.nonbonded.apart`, :func:`~dmd.forces.nonbonded.row_sums`:
-        docs/engine.md, "LJ fluid: fused pair values").
+        contributions, which on XLA CPU costs ~5× the energy itself.
         """
-        geo = _pairs(params, pos, box, idx)
-        dr = geo[0]
-        e = apart(_half_sum, *geo)
-        w = apart(_weight, *geo)
-        return e, jnp.stack(row_sums(w * dr[..., 0], w * dr[..., 1], w * dr[..., 2]), axis=-1)
+        n = pos.shape[0]
+        valid = idx < n
+        jdx = jnp.where(valid, idx, 0)
+        dr = pos[:, None, :] - pos[jdx]
+        dr = dr - box * jnp.round(dr / box)
+        r2 = jnp.sum(dr * dr, -1)
+        sig, eps = _pair_params(params, types_j[:, None], types_j[jdx])
+        mask = valid & (r2 < r_cut * r_cut)
+        # e and de/dr² in one forward-mode pass (elementwise, so a unit tangent gives the derivative)
+        e, de = jax.jvp(lambda q: _lj_pair_energy(q, sig, eps, mask, r_cut, r_switch), (r2,), (jnp.ones_like(r2),))
+        return 0.5 * jnp.sum(e), jnp.sum((2 * de)[..., None] * dr, axis=1)
 
     @jax.custom_jvp
     def _dense_energy_cjvp(params, pos, box, idx):

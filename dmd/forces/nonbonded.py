@@ -54,8 +54,6 @@ __all__ = [
     "safe_sqrt",
     "pair_energy_full",
     "erfc_and_gaussian",
-    "apart",
-    "row_sums",
 ]
 
 
@@ -130,7 +128,7 @@ def erfc_and_gaussian(x):
     return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * gauss, gauss
 
 
-def apart(f, *args):
+def _apart(f, *args):
     """``f(*args)`` computed in a conditional branch of its own: an XLA fusion boundary.
 
     XLA:CPU fuses an elementwise chain into its consumer, but a chain with several consumers (the pair energy,
@@ -146,7 +144,7 @@ def apart(f, *args):
     return jax.lax.cond(~jnp.isnan(x0), f, lambda *_: nan(), *args)
 
 
-def row_sums(*xs):
+def _row_sums(*xs):
     """Row sums (over axis 1) of several ``[B, M]`` arrays as one variadic reduction (XLA:CPU ran three
     separate row sums of products sharing a factor at ~4× the cost of one)."""
     zeros = tuple(jnp.zeros((), x.dtype) for x in xs)
@@ -216,7 +214,7 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     ``half``: each pair listed once (energy not halved); the gradients then come with the partners' side as a third
     output, per pair ``[B, M(, 3)]`` (pos, q, σ, √ε; None where not needed), for the caller to scatter.
     Each per-pair quantity (the energy, the force weight e'(r)/r, ∂e/∂(q_i q_j), ∂e/∂σ_ij, ∂e/∂(√ε_i √ε_j)) is
-    computed in a fused loop of its own (:func:`apart`) from the gathered rows and the minimum-image vectors.
+    computed in a fused loop of its own (:func:`_apart`) from the gathered rows and the minimum-image vectors.
     """
     n = tab.shape[0]
     valid = (idx_rows < n) & (rows < n)[:, None]
@@ -227,18 +225,18 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     d, shift = minimum_image_shift(tj[..., :3] - ti[..., :3], box)
     values = functools.partial(_pair_values, kind, rc, alpha, krf, crf, switch)
     per_pair = 1.0 if half else 0.5  # a full list holds each pair twice
-    energy = per_pair * apart(functools.partial(values, what="energy"), d, ti, tj, valid)
+    energy = per_pair * _apart(functools.partial(values, what="energy"), d, ti, tj, valid)
     if need is None:
         return energy
     need_pos, need_box, need_q, need_sig, need_seps = need
     grads = [None] * 5
     other = [None] * 5  # half list: ∂E/∂(partner's x, -, q, σ, √ε) per pair
     if need_pos or need_box:
-        w = apart(functools.partial(values, what="weight"), d, ti, tj, valid)
+        w = _apart(functools.partial(values, what="weight"), d, ti, tj, valid)
         # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
         if need_pos:
             wd = (w * d[..., 0], w * d[..., 1], w * d[..., 2])
-            grads[0] = -jnp.stack(row_sums(*wd), axis=-1)
+            grads[0] = -jnp.stack(_row_sums(*wd), axis=-1)
             other[0] = jnp.stack(wd, axis=-1) if half else None
         # ∂E/∂L_k = ½ Σ e'(r) d_k (−n_k) / r  (d depends on the box through the image shift n); for box vectors
         # B (rows), d = raw − n B, so ∂E/∂B_kl = ½ Σ e'(r) (−n_k) d_l / r
@@ -247,15 +245,15 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
         elif need_box:
             grads[1] = -per_pair * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
     if need_q:
-        c = apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
+        c = _apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
         grads[2] = jnp.sum(c * tj[..., 3], axis=1)
         other[2] = c * ti[..., 3] if half else None
     if need_sig:
-        ds = apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
+        ds = _apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
         grads[3] = jnp.sum(ds, axis=1)
         other[3] = ds if half else None
     if need_seps:
-        lj = apart(functools.partial(values, what="lj"), d, ti, tj, valid)
+        lj = _apart(functools.partial(values, what="lj"), d, ti, tj, valid)
         grads[4] = jnp.sum(lj * tj[..., 5], axis=1)
         other[4] = lj * ti[..., 5] if half else None
     if half:
