@@ -17,7 +17,6 @@ d/dσ is the derivative at fixed r_c, which is what OpenMM would compute too.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -94,7 +93,7 @@ def lj_fluid(
     dtype=jnp.float32,
     seed: int = 0,
     neighbor_impl: str = "dmd",
-    half_list: bool | None = None,
+    half_list: bool = False,
 ) -> System:
     """A periodic Lennard-Jones fluid in a cubic box.
 
@@ -119,10 +118,10 @@ def lj_fluid(
         (``jax_md.partition.neighbor_list``, dense format).
       half_list: with ``neighbor_impl="dmd"``, list each pair once (:func:`dmd.neighbors.half_pair_filter`) and
         evaluate it once (:func:`dmd.forces.nonbonded.pair_energy_full` with ``half=True``, each pair's partner share
-        scattered in its row-block loop); False: each pair from both atoms, forces as row sums. None (default): half
-        when the cell grid has more than 3 cells per side (N = 8,000: force −30 to −45% CPU, step −17 to −25%);
-        with 3 (N = 1,000 at ρσ³ = 0.8: the all-pairs build) the half list measured ~20% more CPU per step.
-        Same energies and forces to float32 round-off (docs/engine.md, "LJ fluid: fused pair values and half list").
+        scattered in its row-block loop): −17 to −25% CPU per step at N = 8,000, but that loop runs on one thread,
+        so with a second core free the default full list (row sums XLA spreads over both cores) is faster
+        (0.93-1.04× against 0.72-0.75× OpenMM on a quiet machine); at N = 1,000 ~20% more CPU per step. Same
+        energies and forces to float32 round-off (docs/engine.md, "LJ fluid: fused pair values and half list").
 
     Returns:
       System with θ = ``{"lj": {"sigma": [n_types] nm, "epsilon": [n_types] kJ/mol}}`` labelled by
@@ -262,10 +261,9 @@ def lj_fluid(
     elif neighbor_impl == "dmd":
         from dmd.neighbors import cell_neighbor_list
 
-        neighbor_fn = cell_neighbor_list(box_length, r_cut, skin=skin, capacity_multiplier=capacity_multiplier)
-        if half_list is None:
-            half_list = min(neighbor_fn.cells_per_side) > 3
-        neighbor_fn = dataclasses.replace(neighbor_fn, half=bool(half_list))
+        neighbor_fn = cell_neighbor_list(
+            box_length, r_cut, skin=skin, capacity_multiplier=capacity_multiplier, half=half_list
+        )
     else:
         raise UserInputError(f"lj_fluid: neighbor_impl={neighbor_impl!r}; use 'dmd' or 'jax_md'")
 

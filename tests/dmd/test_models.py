@@ -112,12 +112,3 @@ def test_bad_model_arguments_are_refused():
         models.lj_fluid(500, switch_distance=2.0)
     with pytest.raises(UserInputError, match="n_atoms >= 2"):
         models.harmonic_chain(1)
-
-
-def test_lj_fluid_lists_each_pair_once_where_the_cell_grid_pays():
-    # default half_list=None: a half list with more than 3 cells per side (N = 2,000 at ρσ³ = 0.8: 4), a full list at
-    # 3 (N = 1,000: the all-pairs build, where the half list measured ~20% more CPU per step); explicit values win
-    assert models.lj_fluid(2000).neighbor_fn.half and models.lj_fluid(2000).metadata["half_list"]
-    assert not models.lj_fluid(1000).neighbor_fn.half and not models.lj_fluid(1000).metadata["half_list"]
-    assert models.lj_fluid(1000, half_list=True).neighbor_fn.half
-    assert not models.lj_fluid(2000, half_list=False).neighbor_fn.half

@@ -53,7 +53,7 @@ def test_cell_list_build_lists_exactly_the_pairs_in_range(half):
     # holds the pairs its parity rule puts in the row, so each pair is listed exactly once
     lj = models.lj_fluid(2000, density=0.8, dtype=jnp.float32, seed=3, half_list=half)
     fns = lj.neighbor_fn
-    assert fns.use_cells and fns.half == half  # explicit here; the default (None) is half at > 3 cells per side
+    assert fns.use_cells and fns.half == half  # half_list=False is the default
     nbr = fns.allocate(lj.positions)
     assert nbr.cell_capacity > 0 and 27 * nbr.cell_capacity < 2000 and nbr.full != half
     j = np.arange(2000)
