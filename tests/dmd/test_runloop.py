@@ -21,14 +21,9 @@ SIGMA = models.ARGON["sigma"]
 
 def _tight_and_ample():
     """The same 128-atom LJ fluid (float64) with ample capacity and with a list at exactly the start occupancy
-    (no slack: it overflows as soon as any atom gains a neighbour); full lists, whose longest row grows sooner than a
-    half list's."""
-    ample = models.lj_fluid(
-        128, cutoff=2.2 * SIGMA, dtype=jnp.float64, seed=4, capacity_multiplier=2.0, half_list=False
-    )
-    tight = models.lj_fluid(
-        128, cutoff=2.2 * SIGMA, dtype=jnp.float64, seed=4, capacity_multiplier=1.0, half_list=False
-    )
+    (no slack: it overflows as soon as any atom gains a neighbour)."""
+    ample = models.lj_fluid(128, cutoff=2.2 * SIGMA, dtype=jnp.float64, seed=4, capacity_multiplier=2.0)
+    tight = models.lj_fluid(128, cutoff=2.2 * SIGMA, dtype=jnp.float64, seed=4, capacity_multiplier=1.0)
     fns = tight.neighbor_fn
     occupancy = fns.allocate(tight.positions).max_occupancy  # capacity_multiplier 1 → occupancy + 4
 
@@ -117,7 +112,7 @@ def test_npt_redoes_an_overflowed_chunk():
             grown.append(neighbors.max_occupancy)
             return super().grow(neighbors, position, factor)
 
-    ample = models.lj_fluid(64, density=0.55, cutoff=1.8 * SIGMA, skin=0.1, dtype=jnp.float64, seed=4, half_list=False)
+    ample = models.lj_fluid(64, density=0.55, cutoff=1.8 * SIGMA, skin=0.1, dtype=jnp.float64, seed=4)
     fns = dict(dataclasses.asdict(ample.neighbor_fn), capacity_multiplier=1.0)
     tight = dataclasses.replace(ample, neighbor_fn=ExactCapacity(**fns))
     t_k, p_bar = state_point(2.0, 1.7668, SIGMA, models.ARGON["epsilon"])  # T* = 2, P* = 1.7668

@@ -95,15 +95,13 @@ def test_neighbor_rebuilds_counted_and_overflow_recovered(tmp_path):
     """Too small a neighbour capacity overflows inside a chunk: the run must reallocate, redo the
     chunk and end where a run with ample capacity ends (float64; the two differ only in the order
     of summation after reallocation, ~1e-13, grown by chaos over 300 steps to < 1e-7 nm)."""
-    # full lists: at exactly the start occupancy a full list overflows within the run (a half list's rows, ~half as
-    # long, did not in 300 steps); the recovery is what is tested
-    ample = _lj(dtype=jnp.float64, capacity_multiplier=2.0, half_list=False)
+    ample = _lj(dtype=jnp.float64, capacity_multiplier=2.0)
     ref = simulate(ample, _cfg(tmp_path, None, steps=300))
     assert ref.summary["neighbor_reallocations"] == 0
     rebuilds = ref.summary["neighbor_rebuilds"]
     assert 0 < rebuilds < 300 / 3, rebuilds  # rebuilt when needed, far from every step
 
-    tight = _lj(dtype=jnp.float64, capacity_multiplier=1.0, half_list=False)
+    tight = _lj(dtype=jnp.float64, capacity_multiplier=1.0)
     fns = tight.neighbor_fn
     occupancy = fns.allocate(tight.positions).max_occupancy  # capacity_multiplier 1 → occupancy + 4
 
