@@ -89,8 +89,13 @@ def bench_dmd(n, steps, chunk=100, skin=0.5):
     # equilibrate a little so the list sees fluid-like occupancy, then reallocate with room to spare
     st = run(st)
     st = st.replace(neighbor=system.neighbor_fn.grow(st.neighbor, st.positions, factor=1.15, fit=True))
-    wall, st = _time(run, st, max(1, steps // chunk))
-    assert not bool(st.neighbor.overflow)
+    for _ in range(3):  # a list that overflowed in the timed run (a half list's short rows vary more) grows, rerun
+        wall, end = _time(run, st, max(1, steps // chunk))
+        if not bool(end.neighbor.overflow):
+            break
+        st = st.replace(neighbor=system.neighbor_fn.grow(st.neighbor, st.positions, factor=1.15))
+    assert not bool(end.neighbor.overflow)
+    st = end
     rebuilds = int(st.neighbor.n_rebuilds)
     bench_dmd.util = _time.util
     return steps / wall, rebuilds

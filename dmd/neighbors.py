@@ -1,23 +1,20 @@
 """A cell-list neighbour list that rebuilds only when needed, with explicit capacities.
 
-Same contract as ``jax_md.partition.NeighborList`` (dense format) so energy functions and the run
-loop treat both alike: ``idx: [N, capacity] int32`` with padding value N (each pair listed from
-both atoms), ``reference_position``, ``update(pos)``, ``did_buffer_overflow``, ``max_occupancy``.
+Same contract as ``jax_md.partition.NeighborList`` (dense format) so energy functions and the run loop treat both
+alike: ``idx: [N, capacity] int32`` with padding value N (each pair listed from both atoms, or once with ``half``:
+:func:`half_pair_filter`), ``reference_position``, ``update(pos)``, ``did_buffer_overflow``, ``max_occupancy``.
 
 Differences from jax-md, each for speed or safety (docs/engine.md, "Neighbour lists"):
 
 * The rebuild test (two largest displacements sum past the skin, :func:`needs_rebuild`) runs inside the jitted step with
-  ``lax.cond``: no host round trip per step, and a rebuild counter ``n_rebuilds`` is carried as data
-  so tests and benchmarks can count rebuilds.
-* The cell list is a sort by cell id plus per-cell start offsets (no scatter into a padded cell
-  buffer); its per-cell capacity and the neighbour capacity are separate explicit sizes, so a retry
-  after overflow grows only what overflowed (jax-md's ``extra_capacity`` also inflates the cell list
-  and slows every step).
-* When the 27-cell stencil would hold as many padded candidates as there are atoms (3 cells per
-  side, e.g. N = 1,000 at ρσ³ = 0.8), the candidates are all atoms instead (``cell_capacity = 0``),
-  with distances from a broadcast rather than a gather.
-* Overflow is data (``overflow`` flag, sticky until reallocation): the run loop detects it after a
-  chunk, grows the capacity with :meth:`CellNeighborListFns.grow` and redoes the chunk.
+  ``lax.cond``: no host round trip per step, and a rebuild counter ``n_rebuilds`` is carried as data.
+* The cell list is a sort by cell id plus per-cell start offsets (no scatter into a padded cell buffer); its per-cell
+  capacity and the neighbour capacity are separate explicit sizes, so a retry after overflow grows only what
+  overflowed (jax-md's ``extra_capacity`` also inflates the cell list and slows every step).
+* When the 27-cell stencil would hold as many padded candidates as there are atoms (3 cells per side, e.g.
+  N = 1,000 at ρσ³ = 0.8), the candidates are all atoms instead (``cell_capacity = 0``), distances by broadcasting.
+* Overflow is data (``overflow`` flag, sticky until reallocation): the run loop detects it after a chunk, grows the
+  capacity with :meth:`CellNeighborListFns.grow` and redoes the chunk.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ __all__ = [
     "cell_neighbor_list",
     "compact_bits",
     "compact_rows",
+    "half_pair_filter",
     "needs_rebuild",
     "pack_rows",
 ]
@@ -54,6 +52,11 @@ BLOCK_ENTRIES = {"cpu": 500_000, "gpu": 2_000_000}
 # List slots per step of the compaction loop (default block sizes). CPU: 4M (LJ N = 8,000 in one step: rebuild 12.5 ->
 # 10.7 CPU ms; villin + water unchanged, 69-70 ms); elsewhere the earlier 2M / 8.
 COMPACT_SLOTS = {"cpu": 4_000_000, "gpu": 250_000}
+
+
+def half_pair_filter(rows, cand):
+    """Half lists (int32 ids ≥ 0, broadcasting): pair (i, j) in row i when i + j is even and j > i or odd and j < i."""
+    return jnp.where(((rows ^ cand) & 1) == 0, cand > rows, cand < rows)
 
 
 def needs_rebuild(disp2, skin: float):
@@ -84,9 +87,8 @@ def _select_bit(word, rank):
     """Position (0-31, int32) of the ``rank``-th (from 0) set bit of each uint32 ``word`` (same shapes; the rank is
     below the word's popcount).
 
-    Branch-free SWAR: per-byte popcounts and their running sums in one uint32, the byte holding the bit from three
-    compares, the bit within that byte from a 256 × 8 table. XLA CPU has no vector popcount, so the textbook binary
-    search (five popcounts of a masked word) ran scalar: ~90 ms of a villin + water rebuild, this about a tenth."""
+    Branch-free SWAR: per-byte popcounts and their running sums in one uint32, the byte from three compares, the bit
+    from a 256 × 8 table (XLA CPU has no vector popcount: a binary search of popcounts ran scalar, ~10× slower)."""
     m1, m2, m4 = jnp.uint32(0x55555555), jnp.uint32(0x33333333), jnp.uint32(0x0F0F0F0F)
     x = word - ((word >> 1) & m1)
     x = (x & m2) + ((x >> 2) & m2)
@@ -102,16 +104,8 @@ def _select_bit(word, rank):
     return shift.astype(jnp.int32) + bit
 
 
-def _byte_select_table() -> np.ndarray:
-    """``[256 · 8]`` int32: entry ``b · 8 + r`` is the position of the r-th set bit of byte b (0 where none)."""
-    table = np.zeros((256, 8), np.int32)
-    for b in range(256):
-        ones = [i for i in range(8) if b >> i & 1]
-        table[b, : len(ones)] = ones
-    return table.reshape(-1)
-
-
-_BYTE_SELECT = _byte_select_table()
+# [256 · 8] int32: entry b · 8 + r is the position of the r-th set bit of byte b (0 where none)
+_BYTE_SELECT = np.array([([i for i in range(8) if b >> i & 1] + [0] * 8)[:8] for b in range(256)], np.int32).ravel()
 
 
 def pack_rows(mask):
@@ -235,6 +229,10 @@ class CellNeighborList:
     def did_buffer_overflow(self):
         return self.overflow
 
+    @property
+    def full(self) -> bool:  # each pair in both rows (True) or once (CellNeighborListFns.half)
+        return not self.fns.half
+
     def set(self, **kwargs) -> CellNeighborList:
         return dataclasses.replace(self, **kwargs)
 
@@ -260,6 +258,7 @@ class CellNeighborListFns:
       capacity_multiplier: slack over the occupancy found at allocation.
       subdivision: m; cells of side ≥ (cutoff + skin)/m and a (2m+1)³ stencil. m = 2 pads less in dense
         systems with many atoms per cell (water with a 1 nm cutoff), m = 1 suits simple fluids.
+      half: list each pair once (:func:`half_pair_filter`) instead of from both atoms.
     """
 
     box: tuple  # see box_key
@@ -267,6 +266,7 @@ class CellNeighborListFns:
     skin: float
     capacity_multiplier: float = 1.25
     subdivision: int = 1
+    half: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "box", box_key(self.box))
@@ -437,7 +437,7 @@ class CellNeighborListFns:
             # columns padded to whole 32-bit mask words (padding N, never listed): a pad of the [N, N] mask inside
             # compact_rows is slow on XLA CPU
             cand = jnp.pad(cand, ((0, 0), (0, -n % 32)), constant_values=n)
-            ok = (cand < n) & (cand != jnp.arange(n, dtype=jnp.int32)[:, None])
+            ok = (cand < n) & self._keep(jnp.arange(n, dtype=jnp.int32)[:, None], cand)
             pos_c = jnp.pad(pos, ((0, cand.shape[1] - n), (0, 0)))
             dr = minimum_image(pos[:, None, :] - pos_c[None], box)  # all pairs: broadcast instead of gathering N² rows
             mask = ok & (jnp.sum(dr * dr, -1) < self.list_cutoff**2)
@@ -445,8 +445,11 @@ class CellNeighborListFns:
                 return None, jnp.max(jnp.sum(mask, axis=1, dtype=jnp.int32)), jnp.zeros((), bool)
             idx, occupancy = compact_rows(mask, cand, max_occupancy, n)
             return idx, occupancy, jnp.zeros((), bool)
-        idx, counts, cell_overflow = self.build_rows(pos, cell_capacity, max_occupancy, box=box)
+        idx, counts, cell_overflow = self.build_rows(pos, cell_capacity, max_occupancy, box=box, pair_filter=self._keep)
         return idx, jnp.max(counts), cell_overflow
+
+    def _keep(self, rows, cand):
+        return half_pair_filter(rows, cand) if self.half else cand != rows
 
     def _cell_capacity_for(self, count: int, n: int, factor: float, extra: int = 0) -> int:
         """Atoms-per-cell capacity for a max cell count (plus ``extra``), or 0 (all pairs) when the
@@ -482,9 +485,7 @@ class CellNeighborListFns:
             occ = self._occupancy(pos, int(cell_capacity), box)
             max_occupancy = max(int(occ * self.capacity_multiplier), occ + 4)
         max_occupancy = int(min(max_occupancy, max(n - 1, 1)))
-        # compiled (once per builder, shapes and capacities; _rebuild_compiled): op by op this build of a 2,000-atom
-        # LJ list took 4.7 CPU s of a fresh process's first call, compiled 2.2 (the list is the same element for
-        # element: tests/dmd/test_neighbors.py)
+        # compiled once per builder, shapes and capacities (_rebuild_compiled): op by op 4.7 CPU s at N = 2,000, 2.2
         return _rebuild_compiled(self, pos, max_occupancy, int(cell_capacity), jnp.zeros((), jnp.int32) - 1, box)
 
     def _occupancy(self, pos, cell_capacity: int, box) -> int:
@@ -539,12 +540,9 @@ class CellNeighborListFns:
         position = jnp.asarray(position)
         c = self._max_cell_count(position, box)
         n = int(jnp.shape(position)[0])
-        # grow from the count needed now (the old capacity already carries slack: growing it again by the full
-        # factor would compound the slack on every retry), yet by at least a quarter: a cell that overflowed later in
-        # the chunk (a lattice start melting) is not seen at these positions, and a retry at the same size loops
+        # grow from the count now (growing the old, slack-carrying capacity by the factor would compound the slack),
+        # yet by at least a quarter unless fitted (an overflow later in the chunk is not seen at these positions)
         cell_capacity = self._cell_capacity_for(c, n, factor)
-        # fit=True right-sizes a list that did not overflow (the LJ benchmark after equilibration: a lattice-sized 40
-        # slots per cell would grow to 50 for a fluid's ~30, fitted 34: rebuild 17.3 -> 11.3 ms at N = 8,000)
         if cell_capacity and neighbors.cell_capacity and not fit:
             cell_capacity = max(cell_capacity, neighbors.cell_capacity + max(1, neighbors.cell_capacity // 4))
             cell_capacity = 0 if len(self.stencil) * cell_capacity >= n else cell_capacity  # all pairs: cheaper
@@ -578,15 +576,17 @@ def _rebuild_compiled(fns: CellNeighborListFns, pos, max_occupancy: int, cell_ca
     return fns._rebuild(pos, max_occupancy, cell_capacity, n_rebuilds, box)
 
 
-def cell_neighbor_list(box, cutoff: float, *, skin: float, capacity_multiplier: float = 1.25) -> CellNeighborListFns:
+def cell_neighbor_list(
+    box, cutoff: float, *, skin: float, capacity_multiplier: float = 1.25, half: bool = False
+) -> CellNeighborListFns:
     """A :class:`CellNeighborListFns` for an orthorhombic or reduced triclinic box.
 
     Args:
       box: scalar or ``[3]`` box lengths, or ``[3, 3]`` reduced box vectors (rows), nm.
       cutoff: r_c, nm. skin: nm (rebuild when the two largest displacements sum past it).
-      capacity_multiplier: slack of the allocated capacities.
+      capacity_multiplier: slack of the allocated capacities. half: each pair once (:func:`half_pair_filter`).
     """
-    return CellNeighborListFns(box_key(box), float(cutoff), float(skin), float(capacity_multiplier))
+    return CellNeighborListFns(box_key(box), float(cutoff), float(skin), float(capacity_multiplier), half=bool(half))
 
 
 def box_key(box) -> tuple:

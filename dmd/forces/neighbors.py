@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import UserInputError
-from dmd.neighbors import CellNeighborListFns, box_key, needs_rebuild
+from dmd.neighbors import CellNeighborListFns, box_key, half_pair_filter, needs_rebuild
 from dmd.space import check_reduced_box, is_orthorhombic, max_cutoff, minimum_image
 
 __all__ = [
@@ -257,10 +257,8 @@ def pair_neighbor_list(
         return idx.at[wide_rows].set(jnp.where(excluded, n_atoms, sub))
 
     def _pair_filter(rows, cand):
-        if full:
-            return cand != rows
-        # the parity rule as a bit test (ids are non-negative): cheaper than % in the candidate loop
-        return jnp.where(((rows ^ cand) & 1) == 0, cand > rows, cand < rows)
+        # the parity rule as a bit test (half_pair_filter): cheaper than % in the candidate loop
+        return cand != rows if full else half_pair_filter(rows, cand)
 
     def _cell_build(pos, box, max_neighbors, cell_capacity):
         # excluded partners are blanked after compaction: testing all K candidates against the

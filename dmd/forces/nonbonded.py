@@ -157,11 +157,16 @@ def _pair_values(kind, rc, alpha, krf, crf, switch, d, ti, tj, valid, what):
     ``[B, 1, 6]``, ``tj`` ``[B, M, 6]`` packed rows (x, y, z, q, σ, √ε)."""
     r2 = jnp.sum(d * d, axis=-1)
     inside = valid & (r2 < rc * rc)
-    r = jnp.sqrt(jnp.where(inside, r2, 1.0))
-    inv_r = 1.0 / r
     qj, sj, ej = tj[..., 3], tj[..., 4], tj[..., 5]
     sig_ij = 0.5 * (ti[..., 4] + sj)
-    s2 = (sig_ij * inv_r) ** 2
+    if kind == "LJ" and switch is None:  # LJ alone needs no r: 1/r² from r² (no sqrt)
+        r, inv_r, inv_r2 = None, None, 1.0 / jnp.where(inside, r2, 1.0)
+        s2 = sig_ij * sig_ij * inv_r2
+    else:
+        r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+        inv_r = 1.0 / r
+        inv_r2 = inv_r * inv_r
+        s2 = (sig_ij * inv_r) ** 2
     s6 = s2 * s2 * s2
     sw = switch_factor(r, rc, switch) if switch is not None else 1.0
     if what == "sigma":
@@ -174,15 +179,23 @@ def _pair_values(kind, rc, alpha, krf, crf, switch, d, ti, tj, valid, what):
     if kind == "PME":
         erfc, gauss = erfc_and_gaussian(alpha * r)
         f = erfc * inv_r
-    else:
+    elif kind == "RF":
         f = inv_r + krf * r2 - crf
+    else:  # "LJ": no Coulomb term (the LJ fluid, dmd.models)
+        f = jnp.zeros_like(r2)
     if what == "coulomb":  # ∂E/∂(q_i q_j)
         return jnp.where(inside, ONE_4PI_EPS0 * f, 0.0)
     qq = ONE_4PI_EPS0 * ti[..., 3] * qj
     eps_ij = ti[..., 5] * ej
     if what == "energy":
-        return jnp.sum(jnp.where(inside, qq * f + sw * eps_ij * lj_shape, 0.0))
+        coulomb = 0.0 if kind == "LJ" else qq * f
+        return jnp.sum(jnp.where(inside, coulomb + sw * eps_ij * lj_shape, 0.0))
     # what == "weight": e'(r)/r
+    if kind == "LJ":
+        w = sw * eps_ij * 4.0 * (-12.0 * s6 * s6 + 6.0 * s6) * inv_r2
+        if switch is not None:
+            w = w + switch_derivative(r, rc, switch) * eps_ij * lj_shape * inv_r
+        return jnp.where(inside, w, 0.0)
     if kind == "PME":
         df = -(f + (2.0 * alpha / math.sqrt(math.pi)) * gauss) * inv_r
     else:
@@ -255,7 +268,7 @@ def _pair_terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, 
     """Pair energy over a full neighbour list and (optionally) its row-reduced gradients.
 
     Pair energy e(r) = ke q_i q_j f(r) + S(r)·4 ε_ij (s⁶² − s⁶), s⁶ = (σ_ij/r)⁶, σ_ij = (σ_i+σ_j)/2,
-    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME) or 1/r + k_rf r² − c_rf (reaction field).
+    ε_ij = √ε_i √ε_j; f(r) = erfc(α r)/r (PME), 1/r + k_rf r² − c_rf (reaction field) or 0 ("LJ": LJ alone).
     Because each pair appears in both rows, E = ½ Σ_i Σ_j e_ij and every gradient is a row sum:
     ∂E/∂x_i = Σ_j e'(r_ij) (x_i − x_j)/r_ij, ∂E/∂q_i = Σ_j ∂e_ij/∂q_i, and likewise for σ_i, √ε_i.
     Rows are processed in blocks (``lax.map``) so temporaries stay small. ``need``: static tuple of 5 bools
@@ -357,6 +370,8 @@ def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_sh
     The gradients are plain jnp functions of the inputs, so forward-over-reverse (Hessian-vector
     products for the sensitivity engine) works by ordinary autodiff.
 
+    ``kind``: "PME", "RF" or "LJ" (no Coulomb term; the LJ fluid of :func:`dmd.models.lj_fluid`, whose pair
+    weight then needs no square root without a switch).
     ``row_shards`` > 1 splits the rows over that many devices (:func:`_sharded_pair_terms`; on CPU, host devices
     from ``XLA_FLAGS=--xla_force_host_platform_device_count``): an opt-in measured by
     ``benchmarks/bench_engine.py --row-shards`` (docs/engine.md, "Both cores").

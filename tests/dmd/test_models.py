@@ -51,9 +51,11 @@ def test_lj_fluid_with_two_types_and_a_switch_matches_openmm():
     omm.addForce(nb)
     pos = np.asarray(lj.positions)
     e_ref, f_ref = _openmm_energy_forces(omm, pos, np.asarray(lj.box))
-    # all pairs and the neighbour-list route (its own custom derivative) against one reference
-    neighbor = lj.allocate_neighbors(lj.positions)
-    for nbr in (None, neighbor):
+    # all pairs and the neighbour-list routes (full list: its own custom derivative; half list, each pair once: the
+    # force-field pair kernel's) against one reference
+    lists = [dataclasses.replace(lj.neighbor_fn, half=half).allocate(lj.positions) for half in (False, True)]
+    assert [nbr.full for nbr in lists] == [True, False]
+    for nbr in (None, *lists):
         e, f = _dmd_energy_forces(lj, pos, nbr)
         # both double precision: the sums over ~4,000 pairs agree to rounding (measured 3e-15 relative)
         assert e == pytest.approx(e_ref, rel=1e-10)
