@@ -42,7 +42,7 @@ NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None,
              replica_gradient: str | None = None, max_step: float | None = None,
              restart: str | None = None, fit_out: str | None = None,
-             learning_rate: float | None = None) -> dict:  # fmt: skip
+             learning_rate: float | None = None, loss_guard: float | None = None) -> dict:  # fmt: skip
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
     import jax
     import numpy as np
@@ -62,6 +62,8 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
         cfg = dataclasses.replace(cfg, max_step=max_step)
     if learning_rate is not None:
         cfg = dataclasses.replace(cfg, learning_rate=learning_rate)
+    if loss_guard is not None:  # fitting.loss_guard: reject a round whose loss exceeds factor × the best
+        cfg = dataclasses.replace(cfg, loss_guard=loss_guard)
     if restart is not None:  # crystal: every round's replicas start again from the PDB (2000 steps equilibration)
         cfg = dataclasses.replace(
             cfg, restart=restart, equilibration=2000 if restart == "crystal" else cfg.equilibration
@@ -90,7 +92,9 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "load": os.getloadavg()[0], "steps": steps, "restart": cfg.restart,
             "equilibration": cfg.equilibration, "replica_gradient": cfg.replica_gradient,
             "snr_per_round": [h.get("gradient_snr") for h in res.history], "max_step": cfg.max_step,
-            "learning_rate": cfg.learning_rate, "loss_per_round": [h.get("loss") for h in res.history]}  # fmt: skip
+            "learning_rate": cfg.learning_rate, "loss_per_round": [h.get("loss") for h in res.history],
+            "loss_guard": cfg.loss_guard,
+            "rejected_rounds": [h["round"] for h in res.history if h.get("status") == "rejected"]}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -130,10 +134,12 @@ def _seed_line(r: dict, steps: int) -> str:
             f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}, max_step {r.get('max_step')}, "
             f"learning rate {r.get('learning_rate')}; "
             f"{r['backend']}; diverged: "
-            f"{r.get('diverged_rounds') or 'none'}), "
+            f"{r.get('diverged_rounds') or 'none'}; loss guard {r.get('loss_guard')}, rejected: "
+            f"{r.get('rejected_rounds') or 'none'}), "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
-            + " ".join(f"{t:.4f}" for t in r["theta_per_round"]))  # fmt: skip
+            + " ".join(f"{t:.4f}" for t in r["theta_per_round"])
+            + "; loss per round " + " ".join("-" if x is None else f"{x:.3g}" for x in r.get("loss_per_round") or []))  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
@@ -163,6 +169,7 @@ def main(argv=None):
     )
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--learning-rate", type=float, default=None, help="optimizer learning rate (default: example's)")
+    ap.add_argument("--loss-guard", type=float, default=None, help="loss-guard factor (default: the example's)")
     ap.add_argument("--fit-out", default=None, help="folder for each seed's fit outputs (history.json per round)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
@@ -171,7 +178,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.child is not None:
         row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step,
-                       a.restart, a.fit_out, a.learning_rate)  # fmt: skip
+                       a.restart, a.fit_out, a.learning_rate, a.loss_guard)  # fmt: skip
         print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
@@ -191,6 +198,7 @@ def main(argv=None):
         cmd += [] if a.restart is None else ["--restart", a.restart]
         cmd += [] if a.fit_out is None else ["--fit-out", a.fit_out]
         cmd += [] if a.learning_rate is None else ["--learning-rate", str(a.learning_rate)]
+        cmd += [] if a.loss_guard is None else ["--loss-guard", str(a.loss_guard)]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}

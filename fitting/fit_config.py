@@ -71,7 +71,7 @@ _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "fri
 _DENSITY_UNITS = {"g_cm3": "g_cm3", "g/cm3": "g_cm3", "number": "number_nm3", "number_nm3": "number_nm3"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
              "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states",
-             "replicas", "replica_gradient"}  # fmt: skip
+             "replicas", "replica_gradient", "loss_guard"}  # fmt: skip
 _STATE_KEYS = {"name", "system", "targets", "temperature"}
 
 
@@ -505,6 +505,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         max_reuse=int(raw.get("max_reuse", 5)),
         replicas=raw.get("replicas", 1),  # checked by fit (a positive whole number)
         replica_gradient=str(raw.get("replica_gradient", "pooled")),  # checked by fit
+        loss_guard=None if raw.get("loss_guard") is None else float(raw["loss_guard"]),
         out=out,
         resume=resume,
     )

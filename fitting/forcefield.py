@@ -70,7 +70,7 @@ from fitting.forcefield_estimators import (
     theta_dict,
 )
 from fitting.forcefield_objective import Objective, per_frame_all
-from fitting.forcefield_outputs import averaged_theta, load_checkpoint, plot_history, write_outputs
+from fitting.forcefield_outputs import averaged_theta, load_checkpoint, plot_history, route_advice, write_outputs
 from fitting.forcefield_sampling import (
     check_npt_settings,
     make_sampler,
@@ -82,6 +82,7 @@ from fitting.forcefield_sampling import (
     sample_states,
     sampled_energy_fn,
 )
+from fitting.loss_guard import LossGuard
 from fitting.observables import frame_values
 
 __all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit", "sample", "sample_npt",
@@ -384,6 +385,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             f"replica_gradient {cfg.replica_gradient!r}: use pooled, or cross (replicas ≥ 2, the fluctuation "
             "estimator and optimizer sgd or adam: a gradient, not an LM step)"
         )
+    LossGuard(cfg.loss_guard)  # checks the factor before any work
     states = list(states)
     multi = bool(states)
     npt = cfg.pressure is not None
@@ -412,7 +414,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     opt = _optimizer(cfg)
     z = jnp.asarray(mapping.z_of_params(system.params), dtype)
     opt_state = opt.init(z)
-    z_good = z
+    z_good, guard = z, LossGuard(cfg.loss_guard)
     start_round, step_scale, history = 0, 1.0, []
     out = None if cfg.out is None else Path(cfg.out)
     ckpt = None if out is None else out / "checkpoint.npz"
@@ -420,6 +422,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         if ckpt is None or not ckpt.exists():
             raise UserInputError(f"--resume: no checkpoint at {ckpt}; run without --resume first")
         z, z_good, opt_state, start_round, step_scale, positions, history, boxes = load_checkpoint(ckpt, opt_state)
+        with np.load(ckpt) as d:
+            guard = LossGuard.from_arrays(cfg.loss_guard, d)
         if len(positions) != len(evals):
             raise UserInputError(
                 f"--resume: {ckpt} holds {len(positions)} state(s) but the config has {len(evals)}; resume with the "
@@ -442,7 +446,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         if not writer:
             return
         write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, [e.positions for e in evals],
-                       history, mapping, boxes=[e.box for e in evals] if npt else None)  # fmt: skip
+                       history, mapping, boxes=[e.box for e in evals] if npt else None,
+                       extra=guard.to_arrays())  # fmt: skip
 
     from dmd.base.progress import track
 
@@ -476,6 +481,15 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         state_loss = [float(p[0] @ p[0]) for p in parts]
         n_frames = [int(e.frames.shape[0]) for e in evals]
         loss0 = float(r @ r)
+        if guard.rejects(loss0):  # a bad step (fitting.loss_guard): back to the best round's θ and ends, half the step
+            history.append(dict(row, status="rejected", loss=loss0, best_loss=guard.loss,
+                                theta=theta_dict(mapping, z), seconds=time.perf_counter() - t0))  # fmt: skip
+            z = z_good = jnp.asarray(guard.restore(evals), dtype)
+            step_scale *= 0.5
+            opt_state = opt.init(z)
+            bar.write(f"round {rnd}: loss {loss0:.3g} > {cfg.loss_guard:g} × best {guard.loss:.3g}; back to its θ")
+            save(rnd + 1)
+            continue
         n_updates, neff = 1, [float(n) for n in n_frames]
         if cfg.replica_gradient == "pooled":
             g = _direction(cfg, r, Jr)
@@ -510,6 +524,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         z = z_new
         for e in evals:
             e.end_round()
+        guard.accept(loss0, z_good, evals)
         step_scale = min(1.0, step_scale * 1.5)
         row.update(
             status="ok",
@@ -568,23 +583,3 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         write_json(out / "summary.json", summary)
         plot_history(out, history, mapping, fitted=values, last=last)
     return result
-
-
-ROUTE_ADVICE = {
-    "fluctuation": "fluctuation route (equilibrium covariances of the sampled ensemble): valid at any run length, "
-    "its noise falls as 1/sqrt(frames); trust it",
-    "reweighting": "reweighting route (finite steps from reweighted frames): trust it while N_eff/N stays high "
-    "(n_eff per round in history.csv)",
-}
-
-
-def route_advice(estimator: str, evals) -> str:
-    """Which gradient route this fit's θ rests on and whether to trust it, for ``summary.json``.
-
-    Pathwise fits give the chaos verdict of the last round's tangents per state (:func:`dmd.chaos.assess`;
-    pathwise holds only below the Lyapunov horizon), the other estimators a fixed sentence (docs/fitting.md,
-    "Gradient routes on the diffuse objective")."""
-    if estimator != "pathwise":
-        return ROUTE_ADVICE.get(estimator, estimator)
-    said = [f"{e.name}: {e.route_advice}" for e in evals if e.route_advice]
-    return "pathwise route: " + ("; ".join(said) if said else "no round completed")

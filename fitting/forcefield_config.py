@@ -145,6 +145,9 @@ class FitConfig:
       replica_gradient: "pooled" (2 J̄ᵀr of the replicas' mean prediction) or "cross" (each replica's Jacobian with
         the residual of the others' mean: :func:`fitting.forcefield_estimators.cross_replica_gradient`; replicas ≥
         2, fluctuation estimator, sgd or adam).
+      loss_guard: a factor > 1 or None (off): a round whose loss exceeds factor × the best accepted round's is
+        rejected: θ and every replica go back to that round's θ and last frames, the step halves, and the next
+        round's loss replaces the best (:class:`fitting.loss_guard.LossGuard`; docs/fitting.md).
     """
 
     rounds: int = 20
@@ -177,6 +180,7 @@ class FitConfig:
     replicas: int = 1
     restart: str = "continue"
     replica_gradient: str = "pooled"
+    loss_guard: float | None = None
 
 
 @dataclasses.dataclass

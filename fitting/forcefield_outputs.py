@@ -9,7 +9,7 @@ import numpy as np
 from dmd.base.io import atomic_path, write_json
 from dmd.base.plotting import save_figure
 
-__all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history", "averaged_theta"]
+__all__ = ["save_checkpoint", "load_checkpoint", "write_outputs", "plot_history", "averaged_theta", "route_advice"]
 
 
 def averaged_theta(history, n_last):
@@ -46,9 +46,10 @@ def averaged_theta(history, n_last):
     return mean, stderr, len(tail)
 
 
-def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history, boxes=None):
+def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, history, boxes=None, extra=None):
     """positions: one ``[N_s, 3]`` array per state (stored as ``positions``, ``positions_1``, ...); boxes: one box
-    per state (constant-pressure fits: ``box``, ``box_1``, ...) or None."""
+    per state (constant-pressure fits: ``box``, ``box_1``, ...) or None; extra: more arrays by key (the loss
+    guard's, :meth:`fitting.loss_guard.LossGuard.to_arrays`)."""
     leaves = jax.tree_util.tree_leaves(opt_state)
     pos = {("positions" if i == 0 else f"positions_{i}"): np.asarray(p) for i, p in enumerate(positions)}
     for i, b in enumerate(boxes or []):
@@ -65,6 +66,7 @@ def save_checkpoint(path, z, z_good, opt_state, round_, step_scale, positions, h
                 n_states=len(positions),
                 history=json.dumps(history),
                 **pos,
+                **(extra or {}),
                 **{f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
             )
 
@@ -89,11 +91,13 @@ def load_checkpoint(path, opt_state_template):
         )
 
 
-def write_outputs(out, ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, mapping, boxes=None):
+def write_outputs(
+    out, ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, mapping, boxes=None, extra=None
+):
     if out is None:
         return
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, boxes)
+    save_checkpoint(ckpt, z, z_good, opt_state, next_round, step_scale, positions, history, boxes, extra)
     write_json(out / "history.json", {"history": history})
     labels = [fp.label for fp in mapping.fit_params]
     with atomic_path(out / "history.csv") as tmp:
@@ -125,9 +129,14 @@ def plot_history(out, history, mapping, fitted=None, last=None):
     if not ok:
         return
     rounds = [h["round"] for h in ok]
-    bad = [h["round"] for h in history if h.get("status") not in ("ok", None)]
+    bad = [h["round"] for h in history if h.get("status") not in ("ok", None, "rejected")]
+    rej = [h for h in history if h.get("status") == "rejected"]  # the loss guard's (fitting.loss_guard)
+    rej_label = "rejected round (loss > guard × best: θ back to the best round's)"
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.semilogy(rounds, [max(h["loss"], 1e-300) for h in ok], "o-", label="loss at the round's θ")
+    if rej:
+        ax.semilogy([h["round"] for h in rej], [max(h["loss"], 1e-300) for h in rej], "x", color="tab:red",
+                    label=rej_label)  # fmt: skip
     for i, r in enumerate(bad):
         ax.axvline(r, color="tab:red", ls=":", lw=1, label="diverged round (θ stepped back)" if i == 0 else None)
     ax.set_xlabel("round")
@@ -152,6 +161,8 @@ def plot_history(out, history, mapping, fitted=None, last=None):
             ax.axhline(fp.truth, color="k", ls="-", lw=0.8, label=f"truth {fp.truth:.5g}")
         for i, r in enumerate(bad):
             ax.axvline(r, color="tab:red", ls=":", lw=1, label="diverged round" if i == 0 else None)
+        if rej:
+            ax.plot([h["round"] for h in rej], [h["theta"][lab] for h in rej], "x", color="tab:red", label=rej_label)
         unit = param_unit(fp.entries[0])
         ax.set_ylabel(f"{lab}" + (f" ({unit})" if unit else ""), fontsize=7)
         ax.legend(fontsize=6, loc="best")
@@ -160,3 +171,23 @@ def plot_history(out, history, mapping, fitted=None, last=None):
     fig.suptitle("force-field fit: parameters per round", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "params.png")
+
+
+ROUTE_ADVICE = {
+    "fluctuation": "fluctuation route (equilibrium covariances of the sampled ensemble): valid at any run length, "
+    "its noise falls as 1/sqrt(frames); trust it",
+    "reweighting": "reweighting route (finite steps from reweighted frames): trust it while N_eff/N stays high "
+    "(n_eff per round in history.csv)",
+}
+
+
+def route_advice(estimator: str, evals) -> str:
+    """Which gradient route this fit's θ rests on and whether to trust it, for ``summary.json``.
+
+    Pathwise fits give the chaos verdict of the last round's tangents per state (:func:`dmd.chaos.assess`;
+    pathwise holds only below the Lyapunov horizon), the other estimators a fixed sentence (docs/fitting.md,
+    "Gradient routes on the diffuse objective")."""
+    if estimator != "pathwise":
+        return ROUTE_ADVICE.get(estimator, estimator)
+    said = [f"{e.name}: {e.route_advice}" for e in evals if e.route_advice]
+    return "pathwise route: " + ("; ".join(said) if said else "no round completed")
