@@ -139,7 +139,8 @@ def _seed_line(r: dict, steps: int) -> str:
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
             + " ".join(f"{t:.4f}" for t in r["theta_per_round"])
-            + "; loss per round " + " ".join("-" if x is None else f"{x:.3g}" for x in r.get("loss_per_round") or []))  # fmt: skip
+            + "; loss per round "
+            + " ".join("-" if x is None else f"{x:.3g}" for x in r.get("loss_per_round") or []))  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
