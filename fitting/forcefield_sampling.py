@@ -26,12 +26,14 @@ from dmd.forces.nonbonded import lj_pair_energy
 from dmd.integrators import make_integrator, relax_overlaps
 from dmd.npt_run import BAROSTATS
 from dmd.runloop import (
+    LAZY_ENERGY_EVERY,
     MAX_REALLOCATIONS,
     compiled_for,
     grow_neighbors,
     is_cell_list,
     pad_neighbors,
     redo_on_overflow,
+    with_energy,
 )
 from dmd.space import minimum_image, wrap_positions
 
@@ -169,10 +171,13 @@ def _make_sampler(system, cfg):
     integ = make_integrator(cfg.integrator, system, dt=cfg.dt, temperature=cfg.temperature, friction=cfg.friction)
     every = int(cfg.report_every)
 
+    lazy = every >= LAZY_ENERGY_EVERY  # frames keep the energy of the report's step only (dmd.runloop)
+
     @jax.jit
     def advance(state, params, dummy):
         def report(st, _):
-            st = jax.lax.fori_loop(0, every, lambda _, s: integ.step(s, params), st)
+            st = jax.lax.fori_loop(0, every, lambda _, s: integ.step(s, params, energy=not lazy), st)
+            st = with_energy(system, params, (st,))[0] if lazy else st
             return st, (st.positions, st.potential_energy)
 
         return jax.lax.scan(report, state, None, length=dummy.shape[0])
