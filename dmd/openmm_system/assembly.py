@@ -24,8 +24,9 @@ HALF_LIST = True
 
 # neighbour capacity over the longest row at allocation. The pair kernel's cost is per column, padding included: villin
 # + water's half list (longest row 276 at the PDB start, 264-269 over 200 steps; the parity rule's rows spread as a
-# binomial, their longest over a long run a few % above) at 1.25 took 346 columns, at 1.1 304: a BAOAB step 44.4-45.2
-# -> 42.1-43.8 CPU ms (docs/engine.md, "Neighbour capacity"). A row past it is an overflow the run loop redoes wider.
+# binomial, their longest over a long run a few % above) at 1.25 took 346 columns, at 1.1 304: a BAOAB step -2.4 to
+# -7% CPU in one process (docs/engine.md, "Rebuild share and neighbour capacity"). A row past it is an overflow the
+# run loop redoes wider (dmd.runloop.grow_neighbors).
 OCCUPANCY_MULTIPLIER = 1.1
 
 _SUPPORTED = (
