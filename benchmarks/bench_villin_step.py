@@ -17,6 +17,7 @@ pieces (A = C, B = this checkout) interleaved ``--rounds`` times; results are co
 
     python benchmarks/bench_villin_step.py --skin 0.131
     python benchmarks/bench_villin_step.py --commit 4af270b --rounds 3 --only pme constraints
+    python benchmarks/bench_villin_step.py --columns 346 304 --rounds 4   # list width A/B, whole steps only
 """
 
 from __future__ import annotations
@@ -157,6 +158,47 @@ def step_pieces(system, integ, run, closures, carry, repeat):
     return out, f"{rebuilds} rebuilds / {rounds * 50} steps"
 
 
+def column_arms(system, run, carry, widths, rounds):
+    """Whole 50-step chunks (energy once per chunk where the integrator can) with the list at each of ``widths``
+    columns (padded with N, or cut where its longest row allows: the same pairs), from the same state, interleaved
+    ``rounds`` times; after each round every arm restarts from the first arm's end state. Prints CPU and wall ms per
+    step, rebuilds, overflow and the longest row."""
+    from dmd.runloop import pad_neighbors
+
+    n = system.n_atoms
+
+    def longest(st):
+        return int(jnp.max(jnp.sum(st.neighbor.idx < n, axis=1)))
+
+    def at_width(st, w):
+        nb = st.neighbor
+        if w >= nb.max_occupancy:
+            return st.replace(neighbor=pad_neighbors(nb, w))
+        assert longest(st) <= w, f"a row holds {longest(st)} partners: {w} columns would drop pairs"
+        return st.replace(neighbor=nb.set(idx=nb.idx[:, :w], max_occupancy=w))
+
+    zero = jnp.zeros((), jnp.int32)
+    states = {w: at_width(carry[0], w) for w in widths}
+    jax.block_until_ready([run((states[w], zero)) for w in widths])  # compiled, one program per width
+    cpu = {w: [] for w in widths}
+    for r in range(rounds):
+        for w in widths:
+            t0, c0 = time.perf_counter(), time.process_time()
+            new, rebuilds = jax.block_until_ready(run((states[w], zero)))
+            cpu[w].append((time.process_time() - c0) * 1e3 / 50)
+            wall = (time.perf_counter() - t0) * 1e3 / 50
+            print(
+                f"  round {r} {w} columns: CPU {cpu[w][-1]:7.2f} wall {wall:7.2f} ms per step, {int(rebuilds)} "
+                f"rebuilds, overflow {bool(new.neighbor.did_buffer_overflow)}, longest row {longest(new)} | {_load()}",
+                flush=True,
+            )
+            if w == widths[0]:
+                first = new
+        states = {w: at_width(first, w) for w in widths}
+    for w in widths:
+        print(f"  {w} columns: CPU min {min(cpu[w]):7.2f} median {float(np.median(cpu[w])):7.2f} ms per step")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skin", type=float, default=0.131, help="list skin, nm (default 0.131)")
@@ -164,6 +206,9 @@ def main():
     ap.add_argument("--commit", default=None, help="also time this commit's pme.py and constraints.py (A/B)")
     ap.add_argument("--rounds", type=int, default=2, help="A/B rounds (with --commit)")
     ap.add_argument("--only", nargs="+", default=None, help="pieces: forces constraints step pme (default all)")
+    ap.add_argument(
+        "--columns", type=int, nargs="+", default=None, help="whole steps with the list at these widths (A/B), only"
+    )
     args = ap.parse_args()
     only = set(args.only or ["forces", "constraints", "step"])
     print(f"jax {jax.__version__}, {os.cpu_count()} CPUs | {_load()}")
@@ -173,6 +218,8 @@ def main():
     system, integ, run, closures, carry = setup(args.skin)
     st = carry[0]
     print(f"villin + water {system.n_atoms} atoms, skin {args.skin} nm, {st.neighbor.idx.shape[1]} columns")
+    if args.columns:
+        return column_arms(system, run[1] or run[0], carry, args.columns, max(2, args.rounds))
     arms = [("", pme_b, cons_b)]
     if args.commit:
         pme_a = _old_module(args.commit, "dmd/forces/pme.py", "pme_a")

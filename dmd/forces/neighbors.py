@@ -169,6 +169,7 @@ def pair_neighbor_list(
     capacity_multiplier: float = 1.25,
     block: int = 256,
     full: bool = True,
+    occupancy_multiplier: float | None = None,
 ) -> NeighborListFns:
     """Neighbour-list functions for a periodic system.
 
@@ -179,7 +180,9 @@ def pair_neighbor_list(
       cutoff: interaction cutoff r_c, nm (absolute).
       skin: extra list radius, nm; rebuilt when the two largest displacements sum past it.
       excluded_pairs: ``[n_pairs, 2]`` atom pairs never to list.
-      capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation.
+      capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation, and of the cell
+        capacity over the fullest cell.
+      occupancy_multiplier: head-room of ``max_neighbors`` alone (default: ``capacity_multiplier``).
       block: rows per step of the blocked build.
       full: list each pair in both rows (True) or once (False), see the module docstring.
 
@@ -187,6 +190,7 @@ def pair_neighbor_list(
     list radius (jit constants); they form the :class:`NeighborListFns` returned together.
     """
     r_list = float(cutoff) + float(skin)
+    row_multiplier = capacity_multiplier if occupancy_multiplier is None else occupancy_multiplier
     default_box = np.asarray(box, dtype=np.float64)
     excl = exclusion_table(n_atoms, np.zeros((0, 2)) if excluded_pairs is None else excluded_pairs)
     n_blocks = -(-n_atoms // block)
@@ -298,7 +302,7 @@ def pair_neighbor_list(
             max_count = int(np.max(np.asarray(cell_counts_jit(pos, boxv, cell_capacity))))
         else:
             max_count = int(np.max(np.asarray(counts_jit(pos, boxv))))
-        max_neighbors = max(int(max_count * capacity_multiplier) + 1 + int(extra_capacity), 1)
+        max_neighbors = max(int(max_count * row_multiplier) + 1 + int(extra_capacity), 1)
         max_neighbors = min(max_neighbors, n_atoms)
         if not build:
             # a half-box shift (orthorhombic) or half of a + b + c (triclinic) is at least half the smallest box
@@ -336,7 +340,15 @@ def pair_neighbor_list(
 
     def with_skin(new_skin: float) -> NeighborListFns:
         return pair_neighbor_list(
-            n_atoms, box, cutoff, new_skin, excluded_pairs, capacity_multiplier, block=block, full=full
+            n_atoms,
+            box,
+            cutoff,
+            new_skin,
+            excluded_pairs,
+            capacity_multiplier,
+            block=block,
+            full=full,
+            occupancy_multiplier=occupancy_multiplier,
         )
 
     return NeighborListFns(allocate, update, float(cutoff), float(skin), max_cutoff(check_reduced_box(box)), with_skin)

@@ -22,6 +22,13 @@ from dmd.system import System
 # half the pair work of a full list (docs/engine.md, "Half lists")
 HALF_LIST = True
 
+# neighbour capacity over the longest row at allocation. The pair kernel's cost is per column, padding included: villin
+# + water's half list (longest row 276 at the PDB start, 264-269 over 200 steps; the parity rule's rows spread as a
+# binomial, their longest over a long run a few % above) at 1.25 took 346 columns, at 1.1 304: a BAOAB step -2.4 to
+# -7% CPU in one process (docs/engine.md, "Rebuild share and neighbour capacity"). A row past it is an overflow the
+# run loop redoes wider (dmd.runloop.grow_neighbors).
+OCCUPANCY_MULTIPLIER = 1.1
+
 _SUPPORTED = (
     "HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, CMAPTorsionForce, NonbondedForce "
     "(NoCutoff/CutoffPeriodic/PME), CHARMM's CustomTorsionForce/CustomNonbondedForce/CustomBondForce, CMMotionRemover"
@@ -70,7 +77,13 @@ def system_from_openmm(
     neighbor_fn = None
     if any(t[4] for t in build.terms):
         neighbor_fn = pair_neighbor_list(
-            n, box, build.neighbor_cutoff, skin=skin, excluded_pairs=build.excluded_for_nlist, full=not HALF_LIST
+            n,
+            box,
+            build.neighbor_cutoff,
+            skin=skin,
+            excluded_pairs=build.excluded_for_nlist,
+            full=not HALF_LIST,
+            occupancy_multiplier=OCCUPANCY_MULTIPLIER,
         )
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([value(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])

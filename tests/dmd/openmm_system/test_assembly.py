@@ -277,6 +277,19 @@ def test_neighbor_list_rebuild_and_overflow():
     assert bool(squeezed.did_buffer_overflow)
 
 
+def test_neighbor_capacity_is_a_tenth_over_the_longest_row():
+    # the pair kernel pays per list column, padding included, so OpenMM systems allocate 1.1x the longest row (+1)
+    # and not jax-md's 1.25x (docs/engine.md, "Rebuild share and neighbour capacity"); the allocation counts excluded
+    # partners before blanking them (a few per atom), so the count is at least the longest listed row
+    from dmd.openmm_system.assembly import OCCUPANCY_MULTIPLIER
+
+    c = get_case("ala-water-CutoffPeriodic")
+    nbrs = c.system.allocate_neighbors(jnp.asarray(c.pos))
+    longest = int(np.max(np.sum(np.asarray(nbrs.idx) < c.system.n_atoms, axis=1)))
+    assert OCCUPANCY_MULTIPLIER == 1.1 and longest > 100
+    assert int(1.1 * longest) + 1 <= nbrs.max_occupancy < int(1.25 * longest) + 1
+
+
 def test_energy_cli_matches_openmm(capsys):
     from dmd.cli import main
 
