@@ -336,6 +336,12 @@ def _upgrade(sols: list, inv_d2, system: str, kw: dict, n_convert: int = 3) -> l
     return out
 
 
+def zero_fixed_search_needed(ranked: list) -> bool:
+    """Blind mode, after the triclinic step: whether the triclinic search runs again with the zero shift fixed
+    (index_peaks), given the decided solutions so far: when no cell reaches M20 :data:`BLIND_STOP_M20`."""
+    return not ranked or ranked[0].M20 < BLIND_STOP_M20
+
+
 def smaller_lattice_pending(sol: Solution, sols: list, inv_d2, kw: dict, top: int, n_impurity: int) -> bool:
     """Before ``sol`` ends the blind descent: whether a triclinic cell 2-3× smaller than it (primitive_subcells) that
     indexes as many lines would take the decision from it, or one that indexes the data (all but ``n_impurity`` of
@@ -525,7 +531,7 @@ def index_peaks(
                 break
     if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic":
         ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
-        if not ranked or ranked[0].M20 < BLIND_STOP_M20:
+        if zero_fixed_search_needed(ranked):
             # no convincing cell (M20 < BLIND_STOP_M20; a right cell that only misses `settles`, e.g. noisy barite oP,
             # M20 26.1, keeps its answer without this search, which cost it 22 → 38 CPU s): search triclinic again
             # with the zero shift fixed (refined afterwards). With the zero free, six parameters and a zero fit wrong
