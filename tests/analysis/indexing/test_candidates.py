@@ -28,16 +28,16 @@ def _random_variates(fn, *args) -> int:
 
 
 def test_zone_and_prior_draws_use_a_few_random_numbers_per_candidate():
-    """A triclinic stage A makes 4096 zone constructions and 4096 prior solves per batch; drawing a Gumbel variate per
-    line pair (cross_term: 3 × (20² + 20)) and per vocabulary row (prior_x: 6 × 80) made the zone constructions 2/3
-    of its time (174 → 56 CPU ms per 4096, prior solves 57 → 9 ms; measured this session). Before the change: 1277
-    and 488 variates per candidate."""
+    """Triclinic (zone_x, prior_x with cdf_draw): a stage A makes 4096 zone constructions and 4096 prior solves per
+    batch; drawing a Gumbel variate per line pair (cross_term: 3 × (20² + 20)) and per vocabulary row (prior_x: 6 × 80)
+    made the zone constructions 2/3 of its time (174 → 56 CPU ms per 4096, prior solves 57 → 9 ms; measured this
+    session). Before the change: 1277 and 488 variates per candidate."""
     q = jnp.linspace(0.01, 0.2, 20)
     sig = 1e-4 * jnp.ones(20)
     key = jax.random.PRNGKey(0)
     n_zone = _random_variates(lambda k: candidates.zone_x(k, q, sig, 6), key)
     n_prior = _random_variates(
-        lambda k: candidates.prior_x(k, q, jnp.zeros((8, 80)), jnp.ones((80, 6)), 8, 6),
+        lambda k: candidates.prior_x(k, q, jnp.zeros((8, 80)), jnp.ones((80, 6)), 8, 6, cdf_draw=True),
         key,
     )
     assert n_zone <= 32, n_zone
@@ -69,10 +69,13 @@ def test_cross_term_draws_ito_pairs_in_proportion_to_their_gaussian_weight():
     w = np.exp(-0.5 * ((q[i] + q[j] - target) / (sig[i] + sig[j])) ** 2)
     values = np.round(np.abs(q[i] - q[j]) / 2, 6)
     keys = jax.random.split(jax.random.PRNGKey(2), 100_000)
-    f = jax.vmap(lambda k: candidates.cross_term(k, jnp.asarray(q), jnp.asarray(sig), target, target / 2, 1.0))
-    drawn = np.round(np.asarray(f(keys), np.float64), 6)
     uniq = np.unique(values)
     probs = np.array([w[values == v].sum() for v in uniq]) / w.sum()
-    counts = np.array([np.sum(np.isclose(drawn, v, atol=2e-6)) for v in uniq])
-    assert counts.sum() == drawn.size
-    _binomial_ok(counts, probs, drawn.size)
+    for cdf_draw in (True, False):  # inverse CDF (triclinic) and Gumbel-max (monoclinic): one distribution
+        f = jax.vmap(
+            lambda k, c=cdf_draw: candidates.cross_term(k, jnp.asarray(q), jnp.asarray(sig), target, target / 2, 1.0, c)
+        )
+        drawn = np.round(np.asarray(f(keys), np.float64), 6)
+        counts = np.array([np.sum(np.isclose(drawn, v, atol=2e-6)) for v in uniq])
+        assert counts.sum() == drawn.size
+        _binomial_ok(counts, probs, drawn.size)
