@@ -351,10 +351,10 @@ def _niggli_reported(sol: Solution, inv_d2, kw: dict) -> Solution:
 
 # blind mode, after the triclinic step: the triclinic search runs again with the zero shift fixed (index_peaks) only
 # when the decided cell's M20 is below this. Issue 21 (idx21i): on the 86 noisy lists of seeds 2024 / 2025 that
-# reached that point (two random streams of the triclinic search), the re-search changed the answer twice, both
-# times from a wrong leader of M20 10.8 (an hR cell on the shipped mC list) and 11.9 (an aP cell beside the truth,
-# zero −0.052°) to the truth; leaders of M20 13.1-19.8 kept their answer, right or wrong, and the re-search cost them
-# 1-7 CPU s (BLIND_STOP_M20, the trigger before, ran it up to M20 20)
+# reached that point (two random streams of the triclinic search), the re-search ran on 54 (the trigger before: M20 <
+# BLIND_STOP_M20 = 20) and made 2 right, both from wrong leaders of M20 10.8 (an hR cell on the shipped mC list) and
+# 11.9 (an aP cell beside the truth, zero −0.052°); the other 52 (leaders at M20 9.8-19.8) kept their answer, right or
+# wrong, and the re-search cost them 0.7-7 CPU s
 ZERO_FIXED_BELOW_M20 = 15.0
 
 
