@@ -90,6 +90,7 @@ __all__ = [
     "smaller_lattice_pending",
     "zero_fixed_search_needed",
     "ZERO_FIXED_BELOW_M20",
+    "niggli_reported",
 ]
 
 _BRAVAIS_SYSTEM = {b: s for (s, _), b in BRAVAIS_OF.items()}
@@ -338,7 +339,7 @@ def _upgrade(sols: list, inv_d2, system: str, kw: dict, n_convert: int = 3) -> l
     return out
 
 
-def _niggli_reported(sol: Solution, inv_d2, kw: dict) -> Solution:
+def niggli_reported(sol: Solution, inv_d2, kw: dict) -> Solution:
     """A reported triclinic cell in its Niggli setting (solution.standard_setting). Only the ``n_polish`` best cells of
     each system are re-set when found (index_peaks); the decision may report another: noisy aP list 5 of seed 2024
     (issue 21, idx21i) came out as a 10.58 × 13.95 × 16.87 Å, α 42.0° cell of the true lattice (Niggli: 10.58 × 11.38
@@ -582,6 +583,6 @@ def index_peaks(
         if blind
         else rank_solutions(sols, top=top)
     )
-    ranked = [_niggli_reported(s, inv_d2, kw) for s in ranked]
+    ranked = [niggli_reported(s, inv_d2, kw) for s in ranked]
     scale = data_sigma_scale(ranked[0], inv_d2, sig, config.tolerance.n_impurity) if ranked else None
     return IndexingResult(solutions=ranked, seconds=seconds, n_candidates=ncand, skipped=skipped, sigma_scale=scale)

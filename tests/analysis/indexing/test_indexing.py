@@ -15,13 +15,13 @@ from analysis.indexing import (
     PRIMITIVE_FALLBACK_SCORE,
     ErrorModel,
     SearchConfig,
-    _niggli_reported,
     data_sigma_scale,
     explains_data,
     index_peaks,
     line_coverage,
     needs_primitive_search,
     niggli_cell,
+    niggli_reported,
     peaks_from_values,
     read_peak_file,
     reduced_chi2,
@@ -255,7 +255,7 @@ def test_reported_triclinic_cell_is_put_in_its_niggli_setting():
     sol = refine_candidate(cell_mod.reciprocal_params(odd, "triclinic"), 0.0, pk.inv_d2, "triclinic", **kw)
     assert not np.allclose(sol.cell, niggli_cell(sol.cell, "P"), rtol=1e-3)  # unreduced as refined
     sol = dataclasses.replace(sol, reason="kept")
-    out = _niggli_reported(sol, pk.inv_d2, kw)
+    out = niggli_reported(sol, pk.inv_d2, kw)
     assert np.allclose(out.cell, niggli_cell(out.cell, "P"), rtol=1e-5, atol=1e-4)  # Niggli-reduced
     assert same_lattice(out.cell, "P", sol.cell, "P", 1e-4) and same_lattice(out.cell, "P", truth, "P", 2e-2)
     assert abs(out.score / sol.score - 1) < 1e-3 and out.reason == "kept"
