@@ -248,7 +248,6 @@ UNMIRRORED = frozenset(
         "dmd/openmm_system/bonded_forces.py",
         "dmd/openmm_system/constraints.py",
         "dmd/openmm_system/nonbonded_forces.py",
-        "analysis/indexing/candidates.py",
         "analysis/indexing/errors.py",
         "analysis/indexing/prior.py",
         "analysis/indexing/reference.py",
