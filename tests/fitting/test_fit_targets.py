@@ -1,4 +1,4 @@
-"""fitting.fit_config's powder target on any crystal cell: the same crystal described in its cubic conventional box
+"""fitting.fit_targets' powder target on any crystal cell: the same crystal described in its cubic conventional box
 and in a reduced triclinic (rhombohedral, 60°) primitive supercell gives the same pattern up to one scale, and the
 scattering factors come from the topology's elements."""
 
@@ -11,7 +11,8 @@ import pytest
 
 from dmd.base.errors import UserInputError
 from fitting import observables as ob
-from fitting.fit_config import fcc_positions, powder_observable
+from fitting.fit_config import fcc_positions
+from fitting.fit_targets import powder_observable
 
 A_NM = 0.53  # FCC lattice constant (argon-like), nm
 TT = np.linspace(15.0, 60.0, 451)  # 2θ grid, degrees (Cu Kα): (111) … (222) of a = 5.3 Å
