@@ -287,7 +287,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         replicas=raw.get("replicas", 1),  # checked by fit (a positive whole number)
         replica_gradient=str(raw.get("replica_gradient", "pooled")),  # checked by fit
         loss_guard=num(raw, "loss_guard", None),
-        start_scan=StartScan.from_spec(raw.get("start_scan"), f"{path}: start_scan"),
+        start_scan=StartScan.from_spec(raw.get("start_scan"), path),
         out=out,
         resume=resume,
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmd.base.config import number
 from dmd.base.errors import SimulationDiverged, UserInputError
 from dmd.base.io import atomic_path
 
@@ -60,23 +61,17 @@ class StartScan:
                                  "and its neighbours) or min (the lowest point)")  # fmt: skip
 
     @classmethod
-    def from_spec(cls, spec, where: str = "start_scan") -> StartScan | None:
-        """The config mapping (``None``: off), numbers parsed with the key named in any error."""
+    def from_spec(cls, spec, where: str = "config") -> StartScan | None:
+        """The config mapping (``None``: off), numbers parsed with the key and ``where`` (the file) named in any
+        error."""
         if spec is None:
             return None
         if not isinstance(spec, dict) or set(spec) - _KEYS:
             bad = sorted(set(spec) - _KEYS) if isinstance(spec, dict) else spec
-            raise UserInputError(f"{where}: {bad!r} is not a scan setting; give a mapping of "
+            raise UserInputError(f"{where}: start_scan: {bad!r} is not a scan setting; give a mapping of "
                                  f"{', '.join(sorted(_KEYS))}, {_HINT}")  # fmt: skip
-        kw = {}
-        for key, kind in (("points", int), ("step", float)):
-            if key in spec:
-                try:
-                    kw[key] = kind(spec[key])
-                except (TypeError, ValueError):
-                    raise UserInputError(f"{where}.{key}: {spec[key]!r} is not a number; {_HINT}") from None
-                if kind is int and kw[key] != spec[key]:
-                    raise UserInputError(f"{where}.points: {spec[key]!r} is not a whole number; {_HINT}")
+        kinds = {"points": int, "step": float}
+        kw = {k: number(spec[k], f"start_scan.{k}", where, kinds[k], _HINT) for k in kinds if k in spec}
         if "pick" in spec:
             kw["pick"] = str(spec["pick"])
         return cls(**kw)

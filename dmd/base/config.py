@@ -49,10 +49,9 @@ def number(value, key: str, where, kind=float, fix: str = ""):
         if (kind is int and out != float(value)) or not math.isfinite(out):
             raise ValueError(value)
     except (TypeError, ValueError, OverflowError):
-        what = "a whole number" if kind is int else "a number"
-        raise UserInputError(
-            f"{where}: {key}: {value!r} is not {what}; " + (fix or f"write {key}: as {what} (e.g. {key}: 1)")
-        ) from None
+        what, example = ("a whole number", 4) if kind is int else ("a number", 0.1)
+        fix = fix or f"write {what} there (e.g. {example})"
+        raise UserInputError(f"{where}: {key}: {value!r} is not {what}; {fix}") from None
     return out
 
 
