@@ -7,17 +7,19 @@ from 16 runs of one round's window at the truth) with the example's ``replicas``
 each replica's own I_D averaged. Each fit seed runs in a fresh process (its own peak memory), one after another, or
 all at once with ``--parallel-seeds`` (for one GPU: each process gets XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 unless
 set). Printed per seed, and written to ``--out`` as JSON with a Markdown table beside it (``.md``): start, the
-reported σ (the mean over the last ``average_last`` rounds, the example's 5 of 10) with its standard error, its
+reported σ (the mean over the last ``average_last`` rounds, the example's 4 of 8) with its standard error, its
 error % and error / s.e., the last iterate's error %, rounds, seconds per round (first, with compilation, and the
 mean of the rest), CPU seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use) and the load average.
 The peer in the same run: OpenMM's own time per Langevin step for the same system (CUDA platform where there is one,
 else CPU).
 
-    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --replicas 4
-                                                        --average-last 5 --parallel-seeds --out r.json]
+    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 8 --steps 3000 --replicas 4
+                                                        --average-last 4 --parallel-seeds --out r.json]
     # the levers measured on fit seed 6 (docs/fitting.md): a smaller trust region, fresh replicas every round
     nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --max-step 0.1 --skip-peer
     nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --restart crystal --skip-peer
+    # the start scan (fitting.start_scan; the example's since fit18i): "points,step[,pick]", or off
+    nice -n 10 python benchmarks/bench_fit_molecular.py --seeds 0,1,2,3,4,5,6,7 --start-scan 5,0.1 --skip-peer
     # one GPU, all 4 seeds at once:
     python benchmarks/bench_fit_molecular.py --parallel-seeds --out fit_molecular_gpu.json
 """

@@ -28,6 +28,9 @@ Several state points: the ``states:`` list adds further states, simulated every 
 each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, default the simulation's) and ``system:``
 (keys that override the main system's, as the other density above). ``average_last: n`` (instead of
 ``decay_after``) reports the mean θ of the last n rounds with its standard error (docs/fitting.md).
+``start_scan: {points: 5, step: 0.1}`` measures the round loss at θ₀ · e^(k · step), k = −2..2, before round 0 and
+starts the rounds at the lowest (``pick: parabola``: the vertex through it and its neighbours; 1 or 2 fitted
+parameters; :mod:`fitting.start_scan`).
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
