@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # files of an earlier fit in --out that a new one (without --resume / --overwrite) would replace
-OUTPUTS = ("checkpoint.npz", "history.json", "summary.json")
+OUTPUTS = ("checkpoint.npz", "history.json", "summary.json", "start_scan.npz")
 
 
 def check_config_numbers(path) -> None:
