@@ -7,17 +7,19 @@ from 16 runs of one round's window at the truth) with the example's ``replicas``
 each replica's own I_D averaged. Each fit seed runs in a fresh process (its own peak memory), one after another, or
 all at once with ``--parallel-seeds`` (for one GPU: each process gets XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 unless
 set). Printed per seed, and written to ``--out`` as JSON with a Markdown table beside it (``.md``): start, the
-reported σ (the mean over the last ``average_last`` rounds, the example's 5 of 10) with its standard error, its
+reported σ (the mean over the last ``average_last`` rounds, the example's 4 of 8) with its standard error, its
 error % and error / s.e., the last iterate's error %, rounds, seconds per round (first, with compilation, and the
 mean of the rest), CPU seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use) and the load average.
 The peer in the same run: OpenMM's own time per Langevin step for the same system (CUDA platform where there is one,
 else CPU).
 
-    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 10 --steps 3000 --replicas 4
-                                                        --average-last 5 --parallel-seeds --out r.json]
+    nice -n 19 python benchmarks/bench_fit_molecular.py [--seeds 0,1,2,3 --rounds 8 --steps 3000 --replicas 4
+                                                        --average-last 4 --parallel-seeds --out r.json]
     # the levers measured on fit seed 6 (docs/fitting.md): a smaller trust region, fresh replicas every round
     nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --max-step 0.1 --skip-peer
     nice -n 19 python benchmarks/bench_fit_molecular.py --seeds 6 --restart crystal --skip-peer
+    # the start scan (fitting.start_scan; the example's since fit18i): "points,step[,pick]", or off
+    nice -n 10 python benchmarks/bench_fit_molecular.py --seeds 0,1,2,3,4,5,6,7 --start-scan 5,0.1 --skip-peer
     # one GPU, all 4 seeds at once:
     python benchmarks/bench_fit_molecular.py --parallel-seeds --out fit_molecular_gpu.json
 """
@@ -39,10 +41,11 @@ CONFIG = ROOT / "examples" / "fit_diffraction" / "peptide_diffuse.yaml"
 NAME, TRUTH = "NonbondedForce/sigma/protein-O", 0.29599
 
 
-def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None, replicas: int | None = None,
+def one_seed(seed: int, rounds: int | None, steps: int, average_last: int | None = None, replicas: int | None = None,
              replica_gradient: str | None = None, max_step: float | None = None,
              restart: str | None = None, fit_out: str | None = None,
-             learning_rate: float | None = None, loss_guard: float | None = None) -> dict:  # fmt: skip
+             learning_rate: float | None = None, loss_guard: float | None = None,
+             start_scan: str | None = None) -> dict:  # fmt: skip
     """One fit of the example with fit seed ``seed`` (this process); returns its figures."""
     import jax
     import numpy as np
@@ -51,7 +54,9 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
     from fitting.forcefield import fit
 
     system, params, targets, cfg, states = load_fit_config(CONFIG)
-    cfg = dataclasses.replace(cfg, rounds=rounds, steps=steps, seed=seed, progress=False)
+    cfg = dataclasses.replace(cfg, steps=steps, seed=seed, progress=False)
+    if rounds is not None:
+        cfg = dataclasses.replace(cfg, rounds=rounds)
     if average_last is not None:
         cfg = dataclasses.replace(cfg, average_last=average_last)
     if replicas is not None:
@@ -64,6 +69,12 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
         cfg = dataclasses.replace(cfg, learning_rate=learning_rate)
     if loss_guard is not None:  # fitting.loss_guard: reject a round whose loss exceeds factor × the best
         cfg = dataclasses.replace(cfg, loss_guard=loss_guard)
+    if start_scan is not None:  # fitting.start_scan: "points,step[,pick]" or "off"
+        from fitting.start_scan import StartScan
+
+        spec = dict(zip(("points", "step", "pick"), start_scan.split(","), strict=False))
+        cfg = dataclasses.replace(cfg, start_scan=None if start_scan == "off" else StartScan.from_spec(
+            {k: int(v) if k == "points" else float(v) if k == "step" else v for k, v in spec.items()}))  # fmt: skip
     if restart is not None:  # crystal: every round's replicas start again from the PDB (2000 steps equilibration)
         cfg = dataclasses.replace(
             cfg, restart=restart, equilibration=2000 if restart == "crystal" else cfg.equilibration
@@ -74,8 +85,10 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
     start = float(np.asarray(system.params["NonbondedForce"]["sigma"])[labels.index("protein-O")])
     t0 = time.perf_counter()
     res = fit(system, params, targets, cfg, states=states)
-    secs = [h["seconds"] for h in res.history]
-    diverged = [h["round"] for h in res.history if h.get("status") == "diverged"]
+    scan = [h for h in res.history if h.get("status") == "scan"]  # the start scan's rows (fitting.start_scan)
+    rows = [h for h in res.history if h.get("status") != "scan"]
+    secs = [h["seconds"] for h in rows]
+    diverged = [h["round"] for h in rows if h.get("status") == "diverged"]
     final, last = float(res.values[NAME]), float(res.last[NAME])
     se = (res.stderr or {}).get(NAME)
     stats = jax.devices()[0].memory_stats() or {}
@@ -84,17 +97,20 @@ def one_seed(seed: int, rounds: int, steps: int, average_last: int | None = None
             "stderr": se, "stderr_pct": None if se is None else 100 * se / TRUTH, "average_last": cfg.average_last,
             "error_over_se": None if not se else (final - TRUTH) / se, "last": last,
             "last_error_pct": 100 * (last / TRUTH - 1), "replicas": cfg.replicas, "backend": jax.default_backend(),
-            "rounds": len(res.history), "diverged_rounds": diverged, "seconds_first_round": secs[0],
+            "rounds": len(rows), "diverged_rounds": diverged, "seconds_first_round": secs[0],
             "seconds_per_round": float(np.mean(secs[1:])) if len(secs) > 1 else secs[0],
-            "theta_per_round": [h["theta"][NAME] for h in res.history], "wall_s": time.perf_counter() - t0,
+            "theta_per_round": [h["theta"][NAME] for h in rows], "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_device_mb": None if peak_dev is None else peak_dev / 2**20,
             "load": os.getloadavg()[0], "steps": steps, "restart": cfg.restart,
             "equilibration": cfg.equilibration, "replica_gradient": cfg.replica_gradient,
-            "snr_per_round": [h.get("gradient_snr") for h in res.history], "max_step": cfg.max_step,
-            "learning_rate": cfg.learning_rate, "loss_per_round": [h.get("loss") for h in res.history],
+            "snr_per_round": [h.get("gradient_snr") for h in rows], "max_step": cfg.max_step,
+            "learning_rate": cfg.learning_rate, "loss_per_round": [h.get("loss") for h in rows],
             "loss_guard": cfg.loss_guard,
-            "rejected_rounds": [h["round"] for h in res.history if h.get("status") == "rejected"]}  # fmt: skip
+            "rejected_rounds": [h["round"] for h in rows if h.get("status") == "rejected"],
+            "scan_theta": [h["theta"][NAME] for h in scan], "scan_loss": [h["loss"] for h in scan],
+            "scan_seconds": sum(h["seconds"] for h in scan),
+            "rounds_start": rows[0]["theta"][NAME] if rows else None}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -127,6 +143,9 @@ def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
 def _seed_line(r: dict, steps: int) -> str:
     se = "" if r["stderr"] is None else f" ± {r['stderr']:.4f} (s.e., error/s.e. {r['error_over_se']:+.1f})"
     dev = "" if r.get("peak_device_mb") is None else f", peak device memory {r['peak_device_mb']:.0f} MB"
+    pts = " ".join(f"{t:.4f}:{x:.3g}" for t, x in zip(r.get("scan_theta") or [], r.get("scan_loss") or [], strict=True))
+    scan = f"start scan (σ:loss) {pts} in {r['scan_seconds']:.0f} s, rounds from σ {r['rounds_start']:.4f}; "
+    scan = scan if pts else ""
     return (f"seed {r['seed']}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), "
             f"error {r['error_pct']:+.2f}% "
             f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
@@ -136,6 +155,7 @@ def _seed_line(r: dict, steps: int) -> str:
             f"{r['backend']}; diverged: "
             f"{r.get('diverged_rounds') or 'none'}; loss guard {r.get('loss_guard')}, rejected: "
             f"{r.get('rejected_rounds') or 'none'}), "
+            f"{scan}"
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
             + " ".join(f"{t:.4f}" for t in r["theta_per_round"])
@@ -160,7 +180,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3")
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default: the example's)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--replicas", type=int, default=None, help="replicas per round (default: the example's)")
     ap.add_argument("--replica-gradient", default=None, help="pooled or cross (default: the example's)")
@@ -171,6 +191,11 @@ def main(argv=None):
     ap.add_argument("--average-last", type=int, default=None, help="rounds averaged (default: the example's)")
     ap.add_argument("--learning-rate", type=float, default=None, help="optimizer learning rate (default: example's)")
     ap.add_argument("--loss-guard", type=float, default=None, help="loss-guard factor (default: the example's)")
+    ap.add_argument(
+        "--start-scan",
+        default=None,
+        help='start scan "points,step[,pick]" (e.g. 5,0.1) or "off" (default: the example\'s)',
+    )
     ap.add_argument("--fit-out", default=None, help="folder for each seed's fit outputs (history.json per round)")
     ap.add_argument("--parallel-seeds", action="store_true", help="run every seed's process at once (one GPU)")
     ap.add_argument("--skip-peer", action="store_true", help="do not time OpenMM")
@@ -179,7 +204,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.child is not None:
         row = one_seed(a.child, a.rounds, a.steps, a.average_last, a.replicas, a.replica_gradient, a.max_step,
-                       a.restart, a.fit_out, a.learning_rate, a.loss_guard)  # fmt: skip
+                       a.restart, a.fit_out, a.learning_rate, a.loss_guard, a.start_scan)  # fmt: skip
         print("RESULT " + json.dumps(row), flush=True)
         return
     if a.out is not None and a.out.exists():
@@ -191,7 +216,8 @@ def main(argv=None):
     t0 = time.perf_counter()
 
     def start(seed):
-        cmd = [sys.executable, __file__, "--child", str(seed), "--rounds", str(a.rounds), "--steps", str(a.steps)]
+        cmd = [sys.executable, __file__, "--child", str(seed), "--steps", str(a.steps)]
+        cmd += [] if a.rounds is None else ["--rounds", str(a.rounds)]
         cmd += [] if a.average_last is None else ["--average-last", str(a.average_last)]
         cmd += [] if a.replicas is None else ["--replicas", str(a.replicas)]
         cmd += [] if a.replica_gradient is None else ["--replica-gradient", a.replica_gradient]
@@ -200,6 +226,7 @@ def main(argv=None):
         cmd += [] if a.fit_out is None else ["--fit-out", a.fit_out]
         cmd += [] if a.learning_rate is None else ["--learning-rate", str(a.learning_rate)]
         cmd += [] if a.loss_guard is None else ["--loss-guard", str(a.loss_guard)]
+        cmd += [] if a.start_scan is None else ["--start-scan", a.start_scan]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     procs = {s: start(s) for s in seeds} if a.parallel_seeds else {}

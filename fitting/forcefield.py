@@ -42,7 +42,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from dmd import distributed
 from dmd.base.errors import SimulationDiverged, UserInputError
@@ -51,7 +50,6 @@ from dmd.base.units import KB_KJ_PER_MOL_K
 from fitting import objectives
 from fitting.forcefield_config import (
     ESTIMATORS,
-    OPTIMIZERS,
     FitConfig,
     FitParam,
     FitResult,
@@ -71,6 +69,7 @@ from fitting.forcefield_estimators import (
 )
 from fitting.forcefield_objective import Objective, per_frame_all
 from fitting.forcefield_outputs import averaged_theta, load_checkpoint, plot_history, route_advice, write_outputs
+from fitting.forcefield_round import check_replicas, direction, optimizer, sample_round
 from fitting.forcefield_sampling import (
     check_npt_settings,
     make_sampler,
@@ -79,11 +78,12 @@ from fitting.forcefield_sampling import (
     replica_seed,
     sample,
     sample_npt,
-    sample_states,
     sampled_energy_fn,
 )
 from fitting.loss_guard import LossGuard
 from fitting.observables import frame_values
+from fitting.start_scan import resumes_scan, run_start_scan
+from fitting.start_scan import summary as scan_summary
 
 __all__ = ["FitParam", "FitTarget", "FitState", "FitConfig", "FitResult", "fit", "sample", "sample_npt",
            "sampled_energy_fn"]  # fmt: skip
@@ -100,36 +100,6 @@ def _kish(w):
 
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
-
-
-def _optimizer(cfg):
-    if cfg.optimizer not in OPTIMIZERS:
-        raise UserInputError(f"optimizer {cfg.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
-    base = {"lm": optax.sgd, "sgd": optax.sgd, "adam": optax.adam}[cfg.optimizer](cfg.learning_rate)
-    # the trust region scales the whole step (global norm), keeping the LM/gradient direction
-    return optax.chain(base, optax.clip_by_global_norm(cfg.max_step))
-
-
-def _direction(cfg, r, J):
-    """The 'gradient' fed to optax: 2Jᵀr (adam/sgd) or −Δz_LM (lm).
-
-    The LM step is a trust-region step: the damping λ grows until ‖Δz‖ ≤ max_step, so that an ill-determined
-    direction (a small singular value of J, amplified sampling noise) cannot dominate the step; as λ grows the
-    step turns towards the gradient, which the well-determined parameters dominate.
-    """
-    g = 2.0 * J.T @ r
-    if cfg.optimizer != "lm":
-        return g
-    jtj = J.T @ J
-    n = len(g)
-    scale = max(np.trace(jtj) / n, 1e-300)
-    lam = cfg.damping * scale
-    for _ in range(80):
-        step = np.linalg.solve(jtj + lam * np.eye(n), J.T @ r)
-        if np.linalg.norm(step) <= cfg.max_step:
-            break
-        lam *= 3.0
-    return step  # Δz = −step; optax.sgd(lr) applies −lr·step
 
 
 def _check_targets(system, targets, where: str, npt: bool = False) -> None:
@@ -330,25 +300,6 @@ class _StateEval:
         return r, Jr
 
 
-def _check_replicas(cfg, evals) -> bool:
-    """Whether this fit samples replicas (``cfg.replicas`` > 1, or several processes); refuses the routes that
-    cannot; gives every state R start configurations (the start positions, repeated)."""
-    r = cfg.replicas
-    if not (isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1):
-        raise UserInputError(f"replicas {r!r}: give a positive whole number of replicas per state point (e.g. 4)")
-    replicated = r > 1 or distributed.is_distributed()
-    if replicated and (cfg.pressure is not None or cfg.estimator == "pathwise"):
-        what = "simulation.pressure (NPT)" if cfg.pressure is not None else "estimator: pathwise"
-        raise UserInputError(
-            f"replicas: {r} / --distributed: replicated sampling is NVT with the fluctuation or reweighting estimator; "
-            f"{what} runs one replica in one process: set replicas: 1 and drop --distributed, or change the ensemble"
-        )
-    if replicated:
-        for e in evals:
-            e.positions = np.repeat(np.asarray(e.positions)[None], r, axis=0)
-    return replicated
-
-
 def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResult:
     """Fit ``fit_params`` of ``system`` so that ensemble observables match ``targets`` (module docstring).
 
@@ -409,16 +360,20 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if len({e.name for e in evals}) != len(evals):
         raise UserInputError(f"fit: state names must differ, got {[e.name for e in evals]}")
     dtype = jnp.asarray(system.positions).dtype
-    replicated = _check_replicas(cfg, evals)
+    replicated = check_replicas(cfg, evals)
 
-    opt = _optimizer(cfg)
+    opt = optimizer(cfg)
     z = jnp.asarray(mapping.z_of_params(system.params), dtype)
     opt_state = opt.init(z)
     z_good, guard = z, LossGuard(cfg.loss_guard)
     start_round, step_scale, history = 0, 1.0, []
     out = None if cfg.out is None else Path(cfg.out)
     ckpt = None if out is None else out / "checkpoint.npz"
-    if cfg.resume:
+    scan = cfg.start_scan  # fitting.start_scan: the loss on a grid about the start θ before round 0
+    if scan is not None:
+        scan.check(len(mapping.fit_params))
+    resumed = cfg.resume and not (scan is not None and resumes_scan(out, cfg.resume))
+    if resumed:
         if ckpt is None or not ckpt.exists():
             raise UserInputError(f"--resume: no checkpoint at {ckpt}; run without --resume first")
         z, z_good, opt_state, start_round, step_scale, positions, history, boxes = load_checkpoint(ckpt, opt_state)
@@ -449,6 +404,19 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
                        history, mapping, boxes=[e.box for e in evals] if npt else None,
                        extra=guard.to_arrays())  # fmt: skip
 
+    if scan is not None and not resumed:
+
+        def measure(zk, rnd):  # one round of the loop's own machinery at zk: its loss
+            zk = jnp.asarray(zk, dtype)
+            sample_round(evals, zk, rnd, cfg, replicated)
+            return sum(float(p[0] @ p[0]) for p in [e.estimate(zk) for e in evals])
+
+        log = print if cfg.progress and writer else (lambda _: None)
+        z, history = run_start_scan(scan, z, evals, measure, lambda zk: theta_dict(mapping, jnp.asarray(zk, dtype)),
+                                    out, cfg.resume, writer, log)  # fmt: skip
+        z = z_good = jnp.asarray(z, dtype)
+        opt_state = opt.init(z)
+        save(0)
     from dmd.base.progress import track
 
     bar = track(range(start_round, cfg.rounds), desc="fit", unit="round", enabled=cfg.progress and writer)
@@ -456,13 +424,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
         t0 = time.perf_counter()
         row = {"round": rnd, "estimator": cfg.estimator}
         try:
-            if replicated:  # R replicas per state, over devices and processes; every process gets every frame
-                jobs = [(e.name, e.system, e.mapping.params_of(z), e.cfg, e.positions, e.sampler) for e in evals]
-                for e, frames in zip(evals, sample_states(jobs, rnd, cfg.replicas), strict=True):
-                    e.set_replica_frames(frames)
-            else:
-                for e in evals:
-                    e.simulate(z, rnd)
+            sample_round(evals, z, rnd, cfg, replicated)
         except SimulationDiverged as exc:
             where = f" ({e.name})" if multi and not replicated else ""
             row.update(status="diverged", message=f"{exc}{where}", theta=theta_dict(mapping, z),
@@ -492,7 +454,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             continue
         n_updates, neff = 1, [float(n) for n in n_frames]
         if cfg.replica_gradient == "pooled":
-            g = _direction(cfg, r, Jr)
+            g = direction(cfg, r, Jr)
             grad_norm = float(np.linalg.norm(2 * Jr.T @ r))
         else:  # every state's R cross terms, summed over states per replica
             terms = np.sum([p[3] for p in parts], axis=0)
@@ -516,7 +478,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
                 parts_rw = [e.residuals_at(m, f, z) for e, (m, f, _) in zip(evals, rw, strict=True)]
                 r = np.concatenate([p[0] for p in parts_rw])
                 Jr = np.concatenate([p[1] for p in parts_rw])
-                g = _direction(cfg, r, Jr)
+                g = direction(cfg, r, Jr)
                 updates, opt_state = opt.update(jnp.asarray(g, dtype), opt_state, z)
                 z_new = z + step_scale * decay * updates
                 n_updates += 1
@@ -565,7 +527,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "last_iterate": last,
             "fitted_stderr": stderr,  # standard error of the averaged θ (fitting.forcefield_outputs.averaged_theta)
             "averaged_over_rounds": n_averaged,
-            "rounds": len(history),
+            "rounds": sum(h.get("status") != "scan" for h in history),
+            "start_scan": scan_summary(history),
             "diverged_rounds": sum(h.get("status") == "diverged" for h in history),
             "estimator": cfg.estimator,
             "gradient_route": route_advice(cfg.estimator, evals),

@@ -148,6 +148,8 @@ class FitConfig:
       loss_guard: a factor > 1 or None (off): a round whose loss exceeds factor × the best accepted round's is
         rejected: θ and every replica go back to that round's θ and last frames, the step halves, and the next
         round's loss replaces the best (:class:`fitting.loss_guard.LossGuard`; docs/fitting.md).
+      start_scan: a :class:`fitting.start_scan.StartScan` or None (off): before round 0, the round loss on a grid
+        symmetric about the start θ (1 or 2 fitted parameters); the rounds start at its lowest point.
     """
 
     rounds: int = 20
@@ -181,6 +183,7 @@ class FitConfig:
     restart: str = "continue"
     replica_gradient: str = "pooled"
     loss_guard: float | None = None
+    start_scan: object | None = None
 
 
 @dataclasses.dataclass

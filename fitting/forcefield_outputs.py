@@ -114,9 +114,11 @@ def write_outputs(
 def plot_history(out, history, mapping, fitted=None, last=None):
     """``loss.png`` (loss per round, log scale) and ``params.png`` (each fitted θ per round, in its unit).
 
-    ``params.png`` also shows the iterate after the last round's update (``last``, the summary's ``last_iterate``),
-    the reported value (``fitted``, the mean over the last rounds when averaging) and, for synthetic recoveries,
-    the true value (:attr:`FitParam.truth`), each in the legend, so the plot reads without the docs.
+    Points of a start scan (:mod:`fitting.start_scan`, history rows of ``status: scan``) are drawn at round −1,
+    with their own marker. ``params.png`` also shows the iterate after the last round's update (``last``, the
+    summary's ``last_iterate``), the reported value (``fitted``, the mean over the last rounds when averaging) and,
+    for synthetic recoveries, the true value (:attr:`FitParam.truth`), each in the legend, so the plot reads without
+    the docs.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -129,7 +131,9 @@ def plot_history(out, history, mapping, fitted=None, last=None):
     if not ok:
         return
     rounds = [h["round"] for h in ok]
-    bad = [h["round"] for h in history if h.get("status") not in ("ok", None, "rejected")]
+    bad = [h["round"] for h in history if h.get("status") not in ("ok", None, "rejected", "scan")]
+    scan = [h for h in history if h.get("status") == "scan" and np.isfinite(h["loss"])]  # fitting.start_scan
+    scan_label = "start scan (grid about the start θ, before round 0)"
     rej = [h for h in history if h.get("status") == "rejected"]  # the loss guard's (fitting.loss_guard)
     rej_label = "rejected round (loss > guard × best: θ back to the best round's)"
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -137,6 +141,9 @@ def plot_history(out, history, mapping, fitted=None, last=None):
     if rej:
         ax.semilogy([h["round"] for h in rej], [max(h["loss"], 1e-300) for h in rej], "x", color="tab:red",
                     label=rej_label)  # fmt: skip
+    if scan:
+        ax.semilogy([-1] * len(scan), [max(h["loss"], 1e-300) for h in scan], "D", mfc="none", color="tab:purple",
+                    label=scan_label)  # fmt: skip
     for i, r in enumerate(bad):
         ax.axvline(r, color="tab:red", ls=":", lw=1, label="diverged round (θ stepped back)" if i == 0 else None)
     ax.set_xlabel("round")
@@ -163,6 +170,9 @@ def plot_history(out, history, mapping, fitted=None, last=None):
             ax.axvline(r, color="tab:red", ls=":", lw=1, label="diverged round" if i == 0 else None)
         if rej:
             ax.plot([h["round"] for h in rej], [h["theta"][lab] for h in rej], "x", color="tab:red", label=rej_label)
+        if scan:
+            ax.plot([-1] * len(scan), [h["theta"][lab] for h in scan], "D", mfc="none", color="tab:purple",
+                    label=scan_label)  # fmt: skip
         unit = param_unit(fp.entries[0])
         ax.set_ylabel(f"{lab}" + (f" ({unit})" if unit else ""), fontsize=7)
         ax.legend(fontsize=6, loc="best")

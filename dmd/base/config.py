@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -34,6 +35,24 @@ def check_keys(data: dict, allowed: set[str] | frozenset[str], *, where: str) ->
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise UserInputError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(allowed)}")
+
+
+def number(value, key: str, where, kind=float, fix: str = ""):
+    """``value`` of config key ``key`` as ``kind`` (float or int), or a UserInputError naming the key, the file
+    (``where``) and the fix; None stays None. Booleans, non-finite floats and fractional ints are refused too."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        out = kind(value)
+        if (kind is int and out != float(value)) or not math.isfinite(out):
+            raise ValueError(value)
+    except (TypeError, ValueError, OverflowError):
+        what, example = ("a whole number", 4) if kind is int else ("a number", 0.1)
+        fix = fix or f"write {what} there (e.g. {example})"
+        raise UserInputError(f"{where}: {key}: {value!r} is not {what}; {fix}") from None
+    return out
 
 
 def name_list(value, *, if_empty: str) -> list:
@@ -73,4 +92,4 @@ def group_knobs(obj, names) -> dict:
     return out
 
 
-__all__ = ["check_keys", "group_knobs", "load_config", "name_list", "set_groups"]
+__all__ = ["check_keys", "group_knobs", "load_config", "name_list", "number", "set_groups"]

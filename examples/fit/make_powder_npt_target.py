@@ -4,7 +4,7 @@ Hidden truth: σ = 0.34 nm, ε = 0.996 kJ/mol; 108 atoms (3³ FCC cells) at 60 K
 0.6 nm over all pairs (no neighbour list: the box may shrink to 0.8× in the fit, and 0.6 nm stays under half of it),
 Langevin dt = 0.01 ps, γ = 2/ps, a Monte Carlo volume move every 10 steps (the fit's settings). The pattern (Cu Kα1,
 2θ 15–60° every 0.1°, a broad profile W = 25 deg², FWHM ≈ 5°) is the mean over ``--runs`` NPT runs of the per-frame
-pattern, each frame taken as the P 1 cell of its own box (:func:`fitting.fit_config.powder_observable` with
+pattern, each frame taken as the P 1 cell of its own box (:func:`fitting.fit_targets.powder_observable` with
 ``follow_box``), so the peak positions carry the lattice constant and with it σ.
 
 Why the broad profile: the fit starts 20% off in σ, i.e. every peak ~20% off in d (the (111) at 36.6° instead of
@@ -26,7 +26,8 @@ import numpy as np
 from dmd.base.io import atomic_path
 from dmd.models import lj_fluid
 from fitting import observables as ob
-from fitting.fit_config import fcc_positions, powder_observable
+from fitting.fit_config import fcc_positions
+from fitting.fit_targets import powder_observable
 from fitting.forcefield import FitConfig, sample_npt
 
 TRUTH = dict(sigma=0.34, epsilon=0.996)

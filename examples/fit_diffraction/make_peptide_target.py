@@ -42,7 +42,7 @@ from analysis.mtz_io import write_mtz
 from dmd.openmm_system import system_from_pdb
 from dmd.params import select
 from fitting import observables as ob
-from fitting.fit_config import box_cell, topology_elements
+from fitting.fit_targets import box_cell, topology_elements
 from fitting.forcefield import FitConfig, sample
 from fitting.forcefield_sampling import make_sampler
 

@@ -28,7 +28,8 @@ from analysis.mtz_io import write_mtz
 from dmd.base.io import atomic_path
 from dmd.models import lj_fluid
 from fitting import observables as ob
-from fitting.fit_config import fcc_positions, powder_observable
+from fitting.fit_config import fcc_positions
+from fitting.fit_targets import powder_observable
 from fitting.forcefield import FitConfig, sample
 
 TRUTH = dict(sigma=0.34, epsilon=0.996)

@@ -17,7 +17,8 @@ from analysis.diffuse import diffuse_hkl
 from analysis.mtz_io import write_mtz
 from dmd.base.errors import UserInputError
 from dmd.params import select
-from fitting.fit_config import box_cell, diffuse_target, load_fit_config, topology_elements
+from fitting.fit_config import load_fit_config
+from fitting.fit_targets import box_cell, diffuse_target, topology_elements
 from fitting.forcefield_sampling import make_sampler, replica_seed, sample
 from fitting.observables import frame_values
 

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # files of an earlier fit in --out that a new one (without --resume / --overwrite) would replace
-OUTPUTS = ("checkpoint.npz", "history.json", "summary.json")
+OUTPUTS = ("checkpoint.npz", "history.json", "summary.json", "start_scan.npz")
 
 
 def check_config_numbers(path) -> None:
@@ -92,14 +92,24 @@ def run(args) -> int:
         cfg = dataclasses.replace(cfg, rounds=args.rounds)
     res = fit(system, params, targets, cfg, states=states)
     n_states = f", {1 + len(states)} state points" if states else ""
-    lines = [f"dmd fit: {len(res.history)} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}"]
+    from fitting.start_scan import summary as scan_summary
+
+    n_rounds = sum(h.get("status") != "scan" for h in res.history)
+    lines = [f"dmd fit: {n_rounds} rounds{n_states}, estimator {cfg.estimator}, optimizer {cfg.optimizer}"]
+    scan = scan_summary(res.history)
+    if scan is not None:  # fitting.start_scan: the loss at each grid point, and where the rounds started
+        pts = ", ".join(f"{' '.join(f'{v:.5g}' for v in th.values())}: {lo:.3g}"
+                        for th, lo in zip(scan["theta"], scan["loss"], strict=True))  # fmt: skip
+        start = " ".join(f"{v:.5g}" for v in scan["rounds_start"].values()) if scan["rounds_start"] else "-"
+        lines.append(f"  start scan (θ: loss) {pts}; lowest point {scan['lowest_point']}, rounds started at {start}")
     for name, value in res.values.items():
         se = (res.stderr or {}).get(name)
         pm = "" if se is None else f" ± {se:.2g} (s.e. of the mean of the last rounds)"
         lines.append(f"  {name:40s} {value:.6g}{pm}   (last iterate {res.last[name]:.6g})")
     lines.append(f"  last loss {res.converged_loss:.4g}; outputs in {args.out}/ (summary.json, history.csv, loss.png)")
     summary = {
-        "rounds": len(res.history),
+        "rounds": n_rounds,
+        "start_scan": scan,
         "state_points": 1 + len(states),
         "estimator": cfg.estimator,
         "optimizer": cfg.optimizer,

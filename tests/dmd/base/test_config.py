@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dmd.base.config import check_keys, group_knobs, load_config, name_list, set_groups
+from dmd.base.config import check_keys, group_knobs, load_config, name_list, number, set_groups
 from dmd.base.errors import UserInputError
 
 
@@ -67,3 +67,11 @@ def test_set_groups_takes_groups_and_flat_knobs():
     assert group_knobs(_Grouped(size=0.5), ["step"]) == {"size": 0.5, "clip": 10.0}
     with pytest.raises(TypeError, match="_Grouped: unknown knob"):
         _Grouped(sise=0.5)
+
+
+def test_number_names_key_and_file_and_refuses_non_numbers():
+    assert number("0.5", "loss_guard", "f.yaml") == 0.5 and number(4.0, "rounds", "f.yaml", int) == 4
+    assert number(None, "decay_after", "f.yaml", int) is None
+    for value, kind in (("abc", float), (True, float), (float("nan"), float), (2.5, int), ([1], float)):
+        with pytest.raises(UserInputError, match=r"f\.yaml: key: .* is not a (whole )?number; write"):
+            number(value, "key", "f.yaml", kind)
