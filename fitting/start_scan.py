@@ -74,7 +74,10 @@ class StartScan:
         kw = {k: number(spec[k], f"start_scan.{k}", where, kinds[k], _HINT) for k in kinds if k in spec}
         if "pick" in spec:
             kw["pick"] = str(spec["pick"])
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except UserInputError as exc:  # name the file, as the number errors do
+            raise UserInputError(f"{where}: {exc}") from None
 
     def check(self, n_params: int) -> None:
         if n_params > 2:

@@ -53,6 +53,8 @@ def test_scan_settings_are_checked():
         StartScan(points=4)
     with pytest.raises(UserInputError, match="start_scan.step"):
         StartScan.from_spec({"points": 5, "step": -0.1})
+    with pytest.raises(UserInputError, match="fit.yaml: start_scan.points 4: give an odd number"):  # the file named
+        StartScan.from_spec({"points": 4}, "fit.yaml")
     with pytest.raises(UserInputError, match="config: start_scan.points: 'five' is not a whole number"):
         StartScan.from_spec({"points": "five"})
     with pytest.raises(UserInputError, match="3 fitted parameters.*remove start_scan"):
