@@ -170,6 +170,7 @@ def pair_neighbor_list(
     block: int = 256,
     full: bool = True,
     occupancy_multiplier: float | None = None,
+    min_headroom: int = 1,
 ) -> NeighborListFns:
     """Neighbour-list functions for a periodic system.
 
@@ -183,6 +184,8 @@ def pair_neighbor_list(
       capacity_multiplier: head-room of ``max_neighbors`` over the largest row at allocation, and of the cell
         capacity over the fullest cell.
       occupancy_multiplier: head-room of ``max_neighbors`` alone (default: ``capacity_multiplier``).
+      min_headroom: at least this many free slots over the largest row (short rows: a multiplier's few slots
+        overflow within a run, and each overflow redoes a chunk and compiles it wider).
       block: rows per step of the blocked build.
       full: list each pair in both rows (True) or once (False), see the module docstring.
 
@@ -302,7 +305,8 @@ def pair_neighbor_list(
             max_count = int(np.max(np.asarray(cell_counts_jit(pos, boxv, cell_capacity))))
         else:
             max_count = int(np.max(np.asarray(counts_jit(pos, boxv))))
-        max_neighbors = max(int(max_count * row_multiplier) + 1 + int(extra_capacity), 1)
+        headroom = max(int(max_count * row_multiplier) + 1, max_count + int(min_headroom))
+        max_neighbors = max(headroom + int(extra_capacity), 1)
         max_neighbors = min(max_neighbors, n_atoms)
         if not build:
             # a half-box shift (orthorhombic) or half of a + b + c (triclinic) is at least half the smallest box
@@ -349,6 +353,7 @@ def pair_neighbor_list(
             block=block,
             full=full,
             occupancy_multiplier=occupancy_multiplier,
+            min_headroom=min_headroom,
         )
 
     return NeighborListFns(allocate, update, float(cutoff), float(skin), max_cutoff(check_reduced_box(box)), with_skin)

@@ -28,6 +28,9 @@ HALF_LIST = True
 # -7% CPU in one process (docs/engine.md, "Rebuild share and neighbour capacity"). A row past it is an overflow the
 # run loop redoes wider (dmd.runloop.grow_neighbors).
 OCCUPANCY_MULTIPLIER = 1.1
+# ... but never fewer than 16 free slots: a 188-atom peptide crystal's rows (~60) got 7 at 1.1x, overflowed once in a
+# fit round and compiled the chunk again (+17 CPU s of 51 in its CI test; 16 slots, as 1.25x gave, none)
+MIN_ROW_HEADROOM = 16
 
 _SUPPORTED = (
     "HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, CMAPTorsionForce, NonbondedForce "
@@ -84,6 +87,7 @@ def system_from_openmm(
             excluded_pairs=build.excluded_for_nlist,
             full=not HALF_LIST,
             occupancy_multiplier=OCCUPANCY_MULTIPLIER,
+            min_headroom=MIN_ROW_HEADROOM,
         )
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([value(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])

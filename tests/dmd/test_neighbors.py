@@ -100,6 +100,24 @@ def test_force_field_cell_rebuild_lists_exactly_the_pairs_in_range_less_exclusio
         assert np.mean(np.sum(idx < n, 1)) > 50  # a real list (≈ 85 within 0.6 nm at this density, less exclusions)
 
 
+def test_short_rows_get_at_least_the_minimum_headroom():
+    # a 1.1x multiplier leaves a ~25-pair row 3 free slots: the 188-atom peptide fit overflowed once a round and
+    # compiled its chunk again (+17 CPU s in a CI test); OpenMM systems ask for 16 free slots at least
+    rng = np.random.default_rng(3)
+    box = np.array([2.0, 2.0, 2.0])
+    pos = jnp.asarray((rng.random((200, 3)) * box).astype(np.float32))  # 25 atoms/nm³: rows of ~9 within 0.45 nm
+    plain = pair_neighbor_list(200, box, cutoff=0.35, skin=0.1, occupancy_multiplier=1.1).allocate(pos)
+    floor = pair_neighbor_list(200, box, cutoff=0.35, skin=0.1, occupancy_multiplier=1.1, min_headroom=16)
+    longest = int(np.max(np.sum(np.asarray(plain.idx) < 200, axis=1)))
+    assert plain.max_occupancy == int(1.1 * longest) + 1 < longest + 16
+    assert floor.allocate(pos).max_occupancy == longest + 16
+    dense = jnp.asarray((rng.random((500, 3)) * box).astype(np.float32))  # 62.5 atoms/nm³: rows of ~260 within 1 nm
+    big = pair_neighbor_list(500, box, cutoff=0.9, skin=0.1, occupancy_multiplier=1.1, min_headroom=16)
+    big = big.allocate(dense)
+    wide = int(np.max(np.sum(np.asarray(big.idx) < 500, axis=1)))
+    assert wide > 160 and big.max_occupancy == int(1.1 * wide) + 1  # long rows: the multiplier rules
+
+
 @pytest.mark.parametrize("n", [2000, 300])  # 2,000: the cell path (cell capacity > 0); 300: all pairs (capacity 0)
 def test_allocate_is_compiled_once_and_equals_the_op_by_op_build(n, jax_compiles):
     lj = models.lj_fluid(n, density=0.8, dtype=jnp.float32, seed=3)
