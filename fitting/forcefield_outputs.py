@@ -181,6 +181,58 @@ def plot_history(out, history, mapping, fitted=None, last=None):
     fig.suptitle("force-field fit: parameters per round", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "params.png")
+    if scan:
+        plot_start_scan(out, scan, ok, fps, fitted)
+
+
+def plot_start_scan(out, scan, rounds, fps, fitted=None):
+    """``start_scan.png``: the loss against θ at the start scan's points (:mod:`fitting.start_scan`) with the
+    rounds' (θ, loss) beside them, the start the rounds took, the reported value and, for synthetic recoveries, the
+    truth. One fitted parameter: loss (log) against θ; two: θ₂ against θ₁, colour the loss. The round plots draw
+    the scan at round −1, where its θ cannot be read against its loss."""
+    from dmd.base.plotting import pyplot
+    from dmd.params import param_unit
+
+    plt = pyplot()
+    labs = [fp.label for fp in fps]
+    axis = [lab + (f" ({u})" if (u := param_unit(fp.entries[0])) else "") for lab, fp in zip(labs, fps, strict=True)]
+    picked = [h for h in scan if h.get("picked")]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if len(fps) == 1:
+        (lab,) = labs
+        th = [h["theta"][lab] for h in scan]
+        ax.semilogy(th, [max(h["loss"], 1e-300) for h in scan], "D--", mfc="none", color="tab:purple", lw=0.8,
+                    label="start scan: one round's loss at each θ")  # fmt: skip
+        ax.semilogy([h["theta"][lab] for h in rounds], [max(h["loss"], 1e-300) for h in rounds], "o", ms=4,
+                    color="tab:blue", alpha=0.6, label="gradient rounds")  # fmt: skip
+        if picked:
+            ax.semilogy([picked[0]["theta"][lab]], [picked[0]["loss"]], "D", color="tab:purple", label="lowest point")
+        if rounds:
+            ax.axvline(rounds[0]["theta"][lab], color="tab:blue", ls=":", lw=1,
+                       label=f"rounds started at {rounds[0]['theta'][lab]:.5g}")  # fmt: skip
+        if fitted is not None:
+            ax.axvline(fitted[lab], color="tab:green", ls="--", lw=1.2, label=f"reported {fitted[lab]:.5g}")
+        if fps[0].truth is not None:
+            ax.axvline(fps[0].truth, color="k", lw=0.8, label=f"truth {fps[0].truth:.5g}")
+        ax.set_xlabel(axis[0], fontsize=8)
+        ax.set_ylabel("loss (weighted sum over targets)")
+    else:
+        loss = np.log10(np.maximum([h["loss"] for h in scan], 1e-300))
+        sc = ax.scatter([h["theta"][labs[0]] for h in scan], [h["theta"][labs[1]] for h in scan], c=loss,
+                        marker="D", cmap="viridis", label="start scan points")  # fmt: skip
+        fig.colorbar(sc, ax=ax, label="log10 loss")
+        ax.plot([h["theta"][labs[0]] for h in rounds], [h["theta"][labs[1]] for h in rounds], "o-", ms=3,
+                color="tab:blue", alpha=0.6, label="gradient rounds")  # fmt: skip
+        if fitted is not None:
+            ax.plot([fitted[labs[0]]], [fitted[labs[1]]], "s", color="tab:green", label="reported")
+        if all(fp.truth is not None for fp in fps):
+            ax.plot([fps[0].truth], [fps[1].truth], "*", ms=12, color="k", label="truth")
+        ax.set_xlabel(axis[0], fontsize=8)
+        ax.set_ylabel(axis[1], fontsize=8)
+    ax.set_title("start scan: loss against θ (before round 0)", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    save_figure(fig, out / "start_scan.png")
 
 
 ROUTE_ADVICE = {

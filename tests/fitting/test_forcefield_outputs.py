@@ -49,3 +49,22 @@ def test_truth_is_read_from_the_config_and_drawn(tmp_path):
     plot_history(tmp_path, history, _Mapping(), fitted={"lj/sigma/A": 0.338}, last={"lj/sigma/A": 0.339})
     for name in ("loss.png", "params.png"):
         assert (tmp_path / name).stat().st_size > 10_000  # a drawn figure, not an empty canvas
+
+
+@pytest.mark.parametrize("n_params", [1, 2])
+def test_start_scan_plot_draws_the_loss_against_theta(tmp_path, n_params):
+    labs = ["lj/sigma/A", "lj/epsilon/A"][:n_params]
+
+    class _Mapping:
+        fit_params = tuple(FitParam((lab,), truth=0.34) for lab in labs)
+
+    def row(k, th, loss, **kw):
+        return {"round": -1, "status": "scan", "scan_point": k, "loss": loss, "theta": dict.fromkeys(labs, th), **kw}
+
+    scan = [row(0, 0.30, 0.5), row(1, 0.33, 0.1, picked=True), row(2, 0.37, 0.8)]
+    rounds = [{"round": r, "status": "ok", "loss": 0.1 / (r + 1), "theta": dict.fromkeys(labs, 0.33 + r / 1e3)}
+              for r in range(3)]  # fmt: skip
+    plot_history(tmp_path, rounds, _Mapping())
+    assert not (tmp_path / "start_scan.png").exists()  # no scan, no plot
+    plot_history(tmp_path, scan + rounds, _Mapping(), fitted=dict.fromkeys(labs, 0.332))
+    assert (tmp_path / "start_scan.png").stat().st_size > 10_000
