@@ -15,6 +15,7 @@ one rebuild of each list. Load printed with every timing.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -78,13 +79,16 @@ def reference_energy(s, idx):
     return total
 
 
+def _up(x, k):
+    return -(-int(x) // k) * k
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skin", type=float, default=0.131)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--block", type=int, default=8, help="I clusters per block of the tile kernel")
-    ap.add_argument("--headroom", type=float, default=1.1, help="cluster-list capacity over the longest row")
+    ap.add_argument("--headroom", type=float, default=1.1, help="list capacities over the probe's counts")
     args = ap.parse_args()
 
     from dmd.forces import cluster_pairs as cp
@@ -92,72 +96,119 @@ def main():
     from dmd.forces.nonbonded import pair_energy_full
 
     s = setup(args.skin)
-    n = len(s["pos"])
+    n, hr = len(s["pos"]), args.headroom
     f32 = jnp.float32
     pos, box = jnp.asarray(s["pos"], f32), jnp.asarray(s["box"], f32)
     q, sig, seps = (jnp.asarray(s[k], f32) for k in ("q", "sig", "seps"))
     rc, alpha, rlist = s["rc"], s["alpha"], s["rc"] + args.skin
-    print(f"villin + water: N = {n}, box {s['box']} nm, r_c {rc}, skin {args.skin}, alpha {alpha:.4f}")
+    print(f"villin + water: N = {n}, box {s['box']} nm, r_c {rc}, skin {args.skin}, alpha {alpha:.4f} | {_load()}")
 
-    # present: half list at 1.1x capacity
+    # present: half list at 1.1x capacity, as OpenMM systems allocate
     nfn = pair_neighbor_list(
-        n, s["box"], rc, skin=args.skin, excluded_pairs=s["excluded"], full=False,
-        occupancy_multiplier=1.1, min_headroom=16,
+        n,
+        s["box"],
+        rc,
+        skin=args.skin,
+        excluded_pairs=s["excluded"],
+        full=False,
+        occupancy_multiplier=1.1,
+        min_headroom=16,
     )
     nb = nfn.allocate(pos)
     pair = pair_energy_full("PME", rc, alpha=alpha, half=True)
-    present = jax.jit(jax.value_and_grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
+    present_vg = jax.jit(jax.value_and_grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
+    present_g = jax.jit(jax.grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
 
-    # cluster list
+    # cluster lists, capacities from a probe at the same positions
     columns = cp.column_grid(n, s["box"])
     slots = cp.n_slots(n, columns)
     c = slots // cp.CLUSTER
-    probe = jax.jit(functools_partial(cp.build_cluster_list, rlist=rlist, columns=columns, slots=slots,
-                                      capacity=c, excluded=s["excluded"]))
-    longest = int(probe(pos, box)[4])
-    cap = max(int(args.headroom * longest) + 1, longest + 4)
-    build = jax.jit(functools_partial(cp.build_cluster_list, rlist=rlist, columns=columns, slots=slots,
-                                      capacity=cap, excluded=s["excluded"]))
+    kw = dict(rlist=rlist, columns=columns, slots=slots, excluded=s["excluded"])
+    longest = int(jax.jit(functools.partial(cp.build_cluster_list, capacity=c, **kw))(pos, box)[4])
+    build = jax.jit(functools.partial(cp.build_cluster_list, capacity=max(int(hr * longest) + 1, longest + 4), **kw))
     cl = build(pos, box)
-    print(f"columns {columns}, slots {slots} ({slots - n} padding), clusters {c}, longest cluster row {longest}, "
-          f"capacity {cap}")
+    width = float(2 * jnp.max(cl[6]))
+    n_tiles = int(jnp.sum(cl[2] < c))
+    flat = jax.jit(lambda cj, al: cp.flat_tiles(cj, al, _up(hr * n_tiles, 1024)))
+    m8 = cl[2].shape[1] * cp.CLUSTER
 
-    def tiles(y, cl):
-        return cp.cluster_pair_terms("PME", rc, alpha, y, box, q, sig, seps, *cl[:4], block=args.block)
+    def groups_at(row_capacity, capacity):
+        return jax.jit(
+            lambda y, cl: cp.atom_groups(y, box, rlist, cl[0], cl[2], cl[3], cl[5], cl[6], row_capacity, capacity)
+        )
 
-    tile = jax.jit(tiles)
+    m8 = cl[2].shape[1] * cp.CLUSTER
+    gcap = _up(hr * int(groups_at(_up(m8, 8), 1)(pos, cl)[4]), 8)
+    groups = groups_at(gcap, _up(hr * int(groups_at(gcap, 1)(pos, cl)[3]), 1024))
+    fl, gr = flat(cl[2], cl[3]), groups(pos, cl)
+    print(
+        f"columns {columns}, slots {slots} ({slots - n} padding), clusters {c}, longest cluster row {longest}, "
+        f"widest cluster {width:.3f} nm (tile images exact while {2 * (rc + width + args.skin):.2f} < "
+        f"{min(s['box']):.2f} nm)"
+    )
 
-    # agreement
-    e_a, g_a = present(pos, nb.idx)
-    e_b, g_b = tile(pos, cl)
+    def rows_fn(shift):
+        return jax.jit(
+            lambda y, cl: cp.cluster_pair_terms(
+                "PME", rc, alpha, y, box, q, sig, seps, *cl[:4], block=16, tile_shift=shift
+            )
+        )
+
+    arms = {
+        "present half list, value_and_grad": (present_vg, (pos, nb.idx)),
+        "present half list, grad": (present_g, (pos, nb.idx)),
+        "8x8 tile rows, value+grad": (rows_fn(False), (pos, cl)),
+        "8x8 tile rows (tile shift), value+grad": (rows_fn(True), (pos, cl)),
+        "8x8 flat tiles, grad": (
+            jax.jit(lambda y, fl: cp.flat_tile_terms("PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *fl[:3])),
+            (pos, fl),
+        ),
+        "8 x 8-atom groups, value+grad": (
+            jax.jit(lambda y, gr: cp.group_terms("PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *gr[:3])),
+            (pos, gr),
+        ),
+        "8 x 8-atom groups, grad": (
+            jax.jit(
+                lambda y, gr: cp.group_terms(
+                    "PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *gr[:3], energy=False
+                )
+            ),
+            (pos, gr),
+        ),
+        "present rebuild (cell list)": (jax.jit(lambda y, nb: nb.update(y + 0.3)), (pos, nb)),
+        "cluster-list build": (build, (pos, box)),
+        "cluster-list build + flat tiles": (jax.jit(lambda y: flat(*build(y, box)[2:4])), (pos,)),
+        "cluster-list build + groups": (jax.jit(lambda y: groups(y, build(y, box))), (pos,)),
+    }
+
+    # agreement (float32) and fill
     e_ref = reference_energy(s, np.asarray(nb.idx))
-    fmax = float(jnp.max(jnp.abs(g_a)))
-    print(f"energy: present {float(e_a):.3f}, cluster {float(e_b):.3f}, float64 numpy {e_ref:.3f} kJ/mol; "
-          f"rel present-cluster {abs(float(e_a) - float(e_b)) / abs(e_ref):.2e}, present-ref "
-          f"{abs(float(e_a) - e_ref) / abs(e_ref):.2e}, cluster-ref {abs(float(e_b) - e_ref) / abs(e_ref):.2e}")
-    print(f"forces: max |Δ| {float(jnp.max(jnp.abs(g_a - g_b))):.4f} of max |F| {fmax:.1f} kJ/mol/nm; "
-          f"rms Δ {float(jnp.sqrt(jnp.mean((g_a - g_b) ** 2))):.2e}")
-
-    # fill
-    idx = np.asarray(nb.idx)
-    cj, allowed = np.asarray(cl[2]), np.asarray(cl[3])
-    inside_pairs = count_inside(s, idx)
-    listed_present = idx.size
-    tiles_listed = int(np.sum(cj < c))
-    print(f"present half list: {idx.shape[1]} columns x {n} rows = {listed_present} entries, "
-          f"{inside_pairs} pairs inside r_c: fill {inside_pairs / listed_present:.3f} "
-          f"(of listed pairs {inside_pairs / np.sum(idx < n):.3f})")
-    ent = cj.size * cp.CLUSTER**2
-    print(f"cluster list: {tiles_listed} tiles listed of {cj.size} slots ({cj.shape[1]} per row), "
-          f"{ent} entries computed, {int(allowed.sum())} allowed; fill {inside_pairs / ent:.3f} of computed, "
-          f"{inside_pairs / (tiles_listed * cp.CLUSTER**2):.3f} of listed tiles")
-
-    rebuild_present = jax.jit(lambda y, nb: nb.update(y + 0.3))
+    inside = count_inside(s, np.asarray(nb.idx))
+    g0 = arms["present half list, grad"][0](pos, nb.idx)
+    print(
+        f"float64 numpy real-space energy {e_ref:.3f} kJ/mol; {inside} pairs inside r_c; max |F| "
+        f"{float(jnp.max(jnp.abs(g0))):.1f} kJ/mol/nm"
+    )
+    entries = {
+        "present": (nb.idx.size, int(np.sum(np.asarray(nb.idx) < n))),
+        "rows": (cl[2].size * 64, n_tiles * 64),
+        "flat": (fl[0].size * 64, n_tiles * 64),
+        "groups": (gr[0].size * 64, int(gr[3]) * 64),
+    }
+    for name, (fn, a) in arms.items():
+        if "build" in name:
+            continue
+        out = fn(*a)
+        e, g = out if isinstance(out, tuple) else (None, out)
+        er = "" if name.endswith(", grad") else f"energy rel {abs(float(e) - e_ref) / abs(e_ref):.1e}, "
+        layout = "rows" if "rows" in name else next(k for k in ("present", "groups", "flat") if k in name)
+        comp, listed = entries[layout]
+        print(
+            f"  {name:40s} {er}max |dF| vs present {float(jnp.max(jnp.abs(g - g0))):.4f}; entries computed "
+            f"{comp} (listed {listed}), fill {inside / comp:.3f} computed / {inside / listed:.3f} listed"
+        )
     for r in range(args.rounds):
-        for name, fn, a in (("present pairs (value_and_grad)", present, (pos, nb.idx)),
-                            ("cluster tiles (value and grad)", tile, (pos, cl)),
-                            ("present rebuild", rebuild_present, (pos, nb)),
-                            ("cluster-list build", build, (pos, box))):
+        for name, (fn, a) in arms.items():
             jax.block_until_ready(fn(*a))
             cpu, wall = [], []
             for _ in range(args.repeat):
@@ -165,14 +216,11 @@ def main():
                 jax.block_until_ready(fn(*a))
                 wall.append((time.perf_counter() - t0) * 1e3)
                 cpu.append((time.process_time() - c0) * 1e3)
-            print(f"  round {r} {name:34s} CPU {min(cpu):7.2f} / {np.median(cpu):7.2f} ms (min / median), "
-                  f"wall min {min(wall):7.2f} | {_load()}", flush=True)
-
-
-def functools_partial(f, **kw):
-    import functools
-
-    return functools.partial(f, **kw)
+            print(
+                f"  round {r} {name:40s} CPU {min(cpu):7.2f} / {np.median(cpu):7.2f} ms (min / median), "
+                f"wall min {min(wall):7.2f} | {_load()}",
+                flush=True,
+            )
 
 
 def count_inside(s, idx):
