@@ -83,14 +83,9 @@ def _up(x, k):
     return -(-int(x) // k) * k
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--skin", type=float, default=0.131)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--headroom", type=float, default=1.1, help="list capacities over the probe's counts")
-    args = ap.parse_args()
-
+def build_arms(args):
+    """The system, the present list and the cluster lists (capacities from a probe at the same positions); returns
+    ``(s, nb, arms {name: (jitted fn, args)}, entries {layout: (computed, listed)})``."""
     from dmd.forces import cluster_pairs as cp
     from dmd.forces.neighbors import pair_neighbor_list
     from dmd.forces.nonbonded import pair_energy_full
@@ -181,20 +176,25 @@ def main():
         "cluster-list build + groups": (jax.jit(lambda y: groups(y, build(y, box))), (pos,)),
     }
 
-    # agreement (float32) and fill
-    e_ref = reference_energy(s, np.asarray(nb.idx))
-    inside = count_inside(s, np.asarray(nb.idx))
-    g0 = arms["present half list, grad"][0](pos, nb.idx)
-    print(
-        f"float64 numpy real-space energy {e_ref:.3f} kJ/mol; {inside} pairs inside r_c; max |F| "
-        f"{float(jnp.max(jnp.abs(g0))):.1f} kJ/mol/nm"
-    )
     entries = {
         "present": (nb.idx.size, int(np.sum(np.asarray(nb.idx) < n))),
         "rows": (cl[2].size * 64, n_tiles * 64),
         "flat": (fl[0].size * 64, n_tiles * 64),
         "groups": (gr[0].size * 64, int(gr[3]) * 64),
     }
+    return s, nb, arms, entries
+
+
+def agreement(s, nb, arms, entries):
+    """Energy against a float64 numpy sum, forces against the present kernel, and the fill of each layout."""
+    e_ref = reference_energy(s, np.asarray(nb.idx))
+    inside = count_inside(s, np.asarray(nb.idx))
+    fn, a = arms["present half list, grad"]
+    g0 = fn(*a)
+    print(
+        f"float64 numpy real-space energy {e_ref:.3f} kJ/mol; {inside} pairs inside r_c; max |F| "
+        f"{float(jnp.max(jnp.abs(g0))):.1f} kJ/mol/nm"
+    )
     for name, (fn, a) in arms.items():
         if "build" in name:
             continue
@@ -207,11 +207,15 @@ def main():
             f"  {name:40s} {er}max |dF| vs present {float(jnp.max(jnp.abs(g - g0))):.4f}; entries computed "
             f"{comp} (listed {listed}), fill {inside / comp:.3f} computed / {inside / listed:.3f} listed"
         )
-    for r in range(args.rounds):
+
+
+def timing(arms, rounds, repeat):
+    """CPU and wall ms of every arm, the arms interleaved round by round."""
+    for r in range(rounds):
         for name, (fn, a) in arms.items():
             jax.block_until_ready(fn(*a))
             cpu, wall = [], []
-            for _ in range(args.repeat):
+            for _ in range(repeat):
                 t0, c0 = time.perf_counter(), time.process_time()
                 jax.block_until_ready(fn(*a))
                 wall.append((time.perf_counter() - t0) * 1e3)
@@ -221,6 +225,18 @@ def main():
                 f"wall min {min(wall):7.2f} | {_load()}",
                 flush=True,
             )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skin", type=float, default=0.131)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--headroom", type=float, default=1.1, help="list capacities over the probe's counts")
+    args = ap.parse_args()
+    s, nb, arms, entries = build_arms(args)
+    agreement(s, nb, arms, entries)
+    timing(arms, args.rounds, args.repeat)
 
 
 def count_inside(s, idx):
