@@ -138,8 +138,9 @@ def build_arms(args):
     fl, gr = flat(cl[2], cl[3]), groups(pos, cl)
     print(
         f"columns {columns}, slots {slots} ({slots - n} padding), clusters {c}, longest cluster row {longest}, "
-        f"widest cluster {width:.3f} nm (tile images exact while {2 * (rc + width + args.skin):.2f} < "
-        f"{min(s['box']):.2f} nm)"
+        f"widest cluster {width:.3f} nm; box {min(s['box']):.2f} nm against the bounds for group images "
+        f"2 (r_c + w + skin) = {2 * (rc + width + args.skin):.2f} and tile shifts 2 (r_c + 2 (w + skin)) = "
+        f"{2 * (rc + 2 * (width + args.skin)):.2f} nm"
     )
 
     def rows_fn(shift):

@@ -198,8 +198,9 @@ def cluster_pair_terms(
     (:func:`build_cluster_list`): blocks of ``block`` I clusters, each against its row of J clusters.
 
     ``tile_shift``: each cluster made whole around its first atom and one lattice shift per tile (the minimum image
-    of the first atoms' difference) instead of a minimum image per entry; exact while the box is longer than
-    2 (r_c + the widest cluster) along each axis (not checked here)."""
+    of the first atoms' difference) instead of a minimum image per entry: exact for every pair inside r_c while
+    the box is longer than 2 (r_c + 2 × the widest cluster) along each axis (a bound, not checked here; villin +
+    water misses it, 5.3 against 3.9 nm, yet the forces agree: the bound is loose)."""
     c, m = cj.shape
     cl = allowed.shape[-1]
     box = jnp.asarray(box, pos.dtype)
@@ -308,7 +309,7 @@ def atom_groups(pos, box, rlist: float, slot_atom, cj, allowed, cen, half, row_c
 def group_terms(kind, rc, alpha, pos, box, q, sig, seps, slot_atom, atom_slot, gi, gj, bits, block=1024, energy=True):
     """Real-space ``(energy or 0, ∂E/∂x [N, 3])`` over cluster × atom groups (:func:`atom_groups`): per group the
     cluster's rows are one gather, its eight atoms one gather each, placed at their image nearest the cluster's
-    first atom (exact while the box is longer than 2 (r_c + the widest cluster))."""
+    first atom (exact while the box is longer than 2 (r_c + the widest cluster + the skin))."""
     cl = bits.shape[-1]
     s = slot_atom.shape[0]
     c = s // cl

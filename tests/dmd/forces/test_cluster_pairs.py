@@ -50,7 +50,9 @@ def test_cluster_kernels_equal_the_half_list_kernel_in_float64():
     longest = int(jax.jit(functools.partial(cp.build_cluster_list, capacity=c, **kw))(x, b)[4])
     cl = jax.jit(functools.partial(cp.build_cluster_list, capacity=longest, **kw))(x, b)
     assert int(cl[4]) == longest  # no row truncated
-    # one image per tile is exact while the box is longer than 2 (r_c + the widest cluster)
+    # groups (atoms at their image nearest the cluster's first atom) are exact while the box is longer than
+    # 2 (r_c + the widest cluster); one shift per tile has no such guarantee here (2 (r_c + 2 × widest) = 3.6 nm):
+    # its equality below is measured, not implied
     assert 2 * (RC + 2 * float(jnp.max(cl[6]))) < box.min()
     data = (x, b, qj, sj, ej)
 
