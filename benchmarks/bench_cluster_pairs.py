@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_rebuild import _time
 
 
 def _load():
@@ -52,14 +52,14 @@ def setup(skin, dtype=jnp.float32):
     return dict(pos=pos, box=box, q=q, sig=sig, seps=seps, excluded=spec.excluded, alpha=alpha, rc=spec.cutoff)
 
 
-def reference_energy(s, idx):
-    """float64 numpy real-space energy over a half list ``idx`` (padding N)."""
+def reference(s, idx):
+    """float64 numpy real-space energy over a half list ``idx`` (padding N) and the number of its pairs inside r_c."""
+    from scipy.special import erfc
+
     from dmd.forces.pme import ONE_4PI_EPS0
 
     pos, box, n = s["pos"], s["box"], len(s["pos"])
-    from scipy.special import erfc
-
-    total = 0.0
+    total, inside_pairs = 0.0, 0
     for i0 in range(0, n, 1024):
         rows = np.arange(i0, min(n, i0 + 1024))
         j = idx[rows]
@@ -69,6 +69,7 @@ def reference_energy(s, idx):
         d -= box * np.round(d / box)
         r = np.sqrt(np.sum(d * d, axis=-1))
         inside = ok & (r < s["rc"])
+        inside_pairs += int(np.sum(inside))
         r = np.where(inside, r, 1.0)
         qq = ONE_4PI_EPS0 * s["q"][rows][:, None] * s["q"][jc]
         sg = 0.5 * (s["sig"][rows][:, None] + s["sig"][jc])
@@ -76,7 +77,7 @@ def reference_energy(s, idx):
         s6 = (sg / r) ** 6
         e = qq * erfc(s["alpha"] * r) / r + 4 * ep * (s6 * s6 - s6)
         total += float(np.sum(np.where(inside, e, 0.0)))
-    return total
+    return total, inside_pairs
 
 
 def _up(x, k):
@@ -155,8 +156,16 @@ def build_arms(args):
         "present half list, grad": (present_g, (pos, nb.idx)),
         "8x8 tile rows, value+grad": (rows_fn(False), (pos, cl)),
         "8x8 tile rows (tile shift), value+grad": (rows_fn(True), (pos, cl)),
-        "8x8 flat tiles, grad": (
+        "8x8 flat tiles, value+grad": (
             jax.jit(lambda y, fl: cp.flat_tile_terms("PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *fl[:3])),
+            (pos, fl),
+        ),
+        "8x8 flat tiles, grad": (
+            jax.jit(
+                lambda y, fl: cp.flat_tile_terms(
+                    "PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *fl[:3], energy=False
+                )[1]
+            ),
             (pos, fl),
         ),
         "8 x 8-atom groups, value+grad": (
@@ -188,8 +197,7 @@ def build_arms(args):
 
 def agreement(s, nb, arms, entries):
     """Energy against a float64 numpy sum, forces against the present kernel, and the fill of each layout."""
-    e_ref = reference_energy(s, np.asarray(nb.idx))
-    inside = count_inside(s, np.asarray(nb.idx))
+    e_ref, inside = reference(s, np.asarray(nb.idx))
     fn, a = arms["present half list, grad"]
     g0 = fn(*a)
     print(
@@ -214,16 +222,10 @@ def timing(arms, rounds, repeat):
     """CPU and wall ms of every arm, the arms interleaved round by round."""
     for r in range(rounds):
         for name, (fn, a) in arms.items():
-            jax.block_until_ready(fn(*a))
-            cpu, wall = [], []
-            for _ in range(repeat):
-                t0, c0 = time.perf_counter(), time.process_time()
-                jax.block_until_ready(fn(*a))
-                wall.append((time.perf_counter() - t0) * 1e3)
-                cpu.append((time.process_time() - c0) * 1e3)
+            wall, _, cpu, cpu_med = _time(fn, a, repeat)
             print(
-                f"  round {r} {name:40s} CPU {min(cpu):7.2f} / {np.median(cpu):7.2f} ms (min / median), "
-                f"wall min {min(wall):7.2f} | {_load()}",
+                f"  round {r} {name:40s} CPU {cpu:7.2f} / {cpu_med:7.2f} ms (min / median), wall min {wall:7.2f} | "
+                f"{_load()}",
                 flush=True,
             )
 
@@ -238,19 +240,6 @@ def main():
     s, nb, arms, entries = build_arms(args)
     agreement(s, nb, arms, entries)
     timing(arms, args.rounds, args.repeat)
-
-
-def count_inside(s, idx):
-    pos, box, n = s["pos"], s["box"], len(s["pos"])
-    total = 0
-    for i0 in range(0, n, 1024):
-        rows = np.arange(i0, min(n, i0 + 1024))
-        j = idx[rows]
-        ok = j < n
-        d = pos[np.where(ok, j, 0)] - pos[rows][:, None]
-        d -= box * np.round(d / box)
-        total += int(np.sum(ok & (np.sum(d * d, axis=-1) < s["rc"] ** 2)))
-    return total
 
 
 if __name__ == "__main__":

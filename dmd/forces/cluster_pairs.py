@@ -247,29 +247,34 @@ def flat_tiles(cj, allowed, capacity: int):
     return rows[k], cols[k], al[k], jnp.sum(listed)
 
 
-def flat_tile_terms(kind, rc, alpha, pos, box, q, sig, seps, slot_atom, atom_slot, ti_, tj_, allowed, block=1024):
-    """∂E/∂x ``[N, 3]`` over a flat tile list (:func:`flat_tiles`), tile shifts as :func:`cluster_pair_terms`:
-    blocks of ``block`` tiles, each tile's two sides scatter-added to its two clusters."""
+def flat_tile_terms(
+    kind, rc, alpha, pos, box, q, sig, seps, slot_atom, atom_slot, ti_, tj_, allowed, block=1024, energy=True
+):
+    """``(energy or 0, ∂E/∂x [N, 3])`` over a flat tile list (:func:`flat_tiles`), tile shifts as
+    :func:`cluster_pair_terms`: blocks of ``block`` tiles, each tile's two sides scatter-added to its two clusters."""
     cl = allowed.shape[-1]
     c = slot_atom.shape[0] // cl
     box = jnp.asarray(box, pos.dtype)
     t, ts, ref = _tables(pos, box, q, sig, seps, slot_atom, cl, True)
     values = functools.partial(_tile_values, kind, rc, alpha)
 
-    def body(acc, args):
+    def body(carry, args):
+        e_sum, acc = carry
         r, j, al = args  # [B], [B], [B, c, c]
         ti, tj = t[r], t[j][:, None]  # [B, 6, c], [B, 1, 6, c]
         raw = ref[j] - ref[r]
         tj = tj.at[:, 0, :3, :].add((_min_image(raw, box) - raw)[..., None])
+        if energy:
+            e_sum = e_sum + apart(functools.partial(values, "energy", None), ti, tj, al[:, None])
         w = apart(functools.partial(values, "weight", None), ti, tj, al[:, None])
         wd = [w * dk for dk in _tile_d(None, ti, tj)]
         fi = jnp.stack(_sums(wd, (1, 3)), axis=1)  # [B, 3, c]
         fj = jnp.stack(_sums(wd, (1, 2)), axis=1)  # [B, 3, c]
-        return acc.at[r].add(-fi, mode="drop").at[j].add(fj, mode="drop"), None
+        return (e_sum, acc.at[r].add(-fi, mode="drop").at[j].add(fj, mode="drop")), None
 
     args = (_blocks(ti_, block, c), _blocks(tj_, block, c), _blocks(allowed, block, False))
-    acc, _ = jax.lax.scan(body, jnp.zeros((c + 1, 3, cl), pos.dtype), args)
-    return _to_atoms(acc, jnp.zeros(ts.shape[:1] + (3,), pos.dtype), atom_slot)
+    (e, acc), _ = jax.lax.scan(body, (jnp.zeros((), pos.dtype), jnp.zeros((c + 1, 3, cl), pos.dtype)), args)
+    return e, _to_atoms(acc, jnp.zeros(ts.shape[:1] + (3,), pos.dtype), atom_slot)
 
 
 def atom_groups(pos, box, rlist: float, slot_atom, cj, allowed, cen, half, row_capacity: int, capacity: int):
