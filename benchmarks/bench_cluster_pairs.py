@@ -84,6 +84,41 @@ def _up(x, k):
     return -(-int(x) // k) * k
 
 
+def cluster_lists(s, pos, box, rlist, hr):
+    """The jitted cluster-list builds (rows, + flat tiles, + groups), capacities ``hr`` × a probe's counts at
+    ``pos``, and the three lists there."""
+    from dmd.forces import cluster_pairs as cp
+
+    n = len(s["pos"])
+    columns = cp.column_grid(n, s["box"])
+    slots = cp.n_slots(n, columns)
+    c = slots // cp.CLUSTER
+    kw = dict(rlist=rlist, columns=columns, slots=slots, excluded=s["excluded"])
+    longest = int(jax.jit(functools.partial(cp.build_cluster_list, capacity=c, **kw))(pos, box)[4])
+    build = jax.jit(functools.partial(cp.build_cluster_list, capacity=max(int(hr * longest) + 1, longest + 4), **kw))
+    cl = build(pos, box)
+    width = float(2 * jnp.max(cl[6]))
+    n_tiles = int(jnp.sum(cl[2] < c))
+    flat = jax.jit(lambda cj, al: cp.flat_tiles(cj, al, _up(hr * n_tiles, 1024)))
+
+    def groups_at(row_capacity, capacity):
+        return jax.jit(
+            lambda y, cl: cp.atom_groups(y, box, rlist, cl[0], cl[2], cl[3], cl[5], cl[6], row_capacity, capacity)
+        )
+
+    m8 = cl[2].shape[1] * cp.CLUSTER
+    gcap = _up(hr * int(groups_at(_up(m8, 8), 1)(pos, cl)[4]), 8)
+    groups = groups_at(gcap, _up(hr * int(groups_at(gcap, 1)(pos, cl)[3]), 1024))
+    rc, skin = s["rc"], rlist - s["rc"]
+    print(
+        f"columns {columns}, slots {slots} ({slots - n} padding), clusters {c}, longest cluster row {longest}, "
+        f"widest cluster {width:.3f} nm; box {min(s['box']):.2f} nm against the bounds for group images "
+        f"2 (r_c + w + skin) = {2 * (rc + width + skin):.2f} and tile shifts 2 (r_c + 2 (w + skin)) = "
+        f"{2 * (rc + 2 * (width + skin)):.2f} nm"
+    )
+    return build, flat, groups, cl, flat(cl[2], cl[3]), groups(pos, cl)
+
+
 def build_arms(args):
     """The system, the present list and the cluster lists (capacities from a probe at the same positions); returns
     ``(s, nb, arms {name: (jitted fn, args)}, entries {layout: (computed, listed)})``."""
@@ -115,34 +150,9 @@ def build_arms(args):
     present_vg = jax.jit(jax.value_and_grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
     present_g = jax.jit(jax.grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
 
-    # cluster lists, capacities from a probe at the same positions
-    columns = cp.column_grid(n, s["box"])
-    slots = cp.n_slots(n, columns)
-    c = slots // cp.CLUSTER
-    kw = dict(rlist=rlist, columns=columns, slots=slots, excluded=s["excluded"])
-    longest = int(jax.jit(functools.partial(cp.build_cluster_list, capacity=c, **kw))(pos, box)[4])
-    build = jax.jit(functools.partial(cp.build_cluster_list, capacity=max(int(hr * longest) + 1, longest + 4), **kw))
-    cl = build(pos, box)
-    width = float(2 * jnp.max(cl[6]))
+    build, flat, groups, cl, fl, gr = cluster_lists(s, pos, box, rlist, hr)
+    c = cl[2].shape[0]
     n_tiles = int(jnp.sum(cl[2] < c))
-    flat = jax.jit(lambda cj, al: cp.flat_tiles(cj, al, _up(hr * n_tiles, 1024)))
-    m8 = cl[2].shape[1] * cp.CLUSTER
-
-    def groups_at(row_capacity, capacity):
-        return jax.jit(
-            lambda y, cl: cp.atom_groups(y, box, rlist, cl[0], cl[2], cl[3], cl[5], cl[6], row_capacity, capacity)
-        )
-
-    m8 = cl[2].shape[1] * cp.CLUSTER
-    gcap = _up(hr * int(groups_at(_up(m8, 8), 1)(pos, cl)[4]), 8)
-    groups = groups_at(gcap, _up(hr * int(groups_at(gcap, 1)(pos, cl)[3]), 1024))
-    fl, gr = flat(cl[2], cl[3]), groups(pos, cl)
-    print(
-        f"columns {columns}, slots {slots} ({slots - n} padding), clusters {c}, longest cluster row {longest}, "
-        f"widest cluster {width:.3f} nm; box {min(s['box']):.2f} nm against the bounds for group images "
-        f"2 (r_c + w + skin) = {2 * (rc + width + args.skin):.2f} and tile shifts 2 (r_c + 2 (w + skin)) = "
-        f"{2 * (rc + 2 * (width + args.skin)):.2f} nm"
-    )
 
     def rows_fn(shift):
         return jax.jit(
