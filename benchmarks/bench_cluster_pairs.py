@@ -161,35 +161,18 @@ def build_arms(args):
             )
         )
 
+    def on_list(fn, **kw):  # a kernel over a flat list (tiles or groups) of the cluster order cl[0], cl[1]
+        return jax.jit(lambda y, lst: fn("PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *lst[:3], **kw))
+
     arms = {
         "present half list, value_and_grad": (present_vg, (pos, nb.idx)),
         "present half list, grad": (present_g, (pos, nb.idx)),
         "8x8 tile rows, value+grad": (rows_fn(False), (pos, cl)),
         "8x8 tile rows (tile shift), value+grad": (rows_fn(True), (pos, cl)),
-        "8x8 flat tiles, value+grad": (
-            jax.jit(lambda y, fl: cp.flat_tile_terms("PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *fl[:3])),
-            (pos, fl),
-        ),
-        "8x8 flat tiles, grad": (
-            jax.jit(
-                lambda y, fl: cp.flat_tile_terms(
-                    "PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *fl[:3], energy=False
-                )[1]
-            ),
-            (pos, fl),
-        ),
-        "8 x 8-atom groups, value+grad": (
-            jax.jit(lambda y, gr: cp.group_terms("PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *gr[:3])),
-            (pos, gr),
-        ),
-        "8 x 8-atom groups, grad": (
-            jax.jit(
-                lambda y, gr: cp.group_terms(
-                    "PME", rc, alpha, y, box, q, sig, seps, cl[0], cl[1], *gr[:3], energy=False
-                )
-            ),
-            (pos, gr),
-        ),
+        "8x8 flat tiles, value+grad": (on_list(cp.flat_tile_terms), (pos, fl)),
+        "8x8 flat tiles, grad": (on_list(cp.flat_tile_terms, energy=False), (pos, fl)),
+        "8 x 8-atom groups, value+grad": (on_list(cp.group_terms), (pos, gr)),
+        "8 x 8-atom groups, grad": (on_list(cp.group_terms, energy=False), (pos, gr)),
         "present rebuild (cell list)": (jax.jit(lambda y, nb: nb.update(y + 0.3)), (pos, nb)),
         "cluster-list build": (build, (pos, box)),
         "cluster-list build + flat tiles": (jax.jit(lambda y: flat(*build(y, box)[2:4])), (pos,)),
