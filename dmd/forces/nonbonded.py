@@ -128,7 +128,7 @@ def erfc_and_gaussian(x):
     return t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * gauss, gauss
 
 
-def _apart(f, *args):
+def apart(f, *args):
     """``f(*args)`` computed in a conditional branch of its own: an XLA fusion boundary.
 
     XLA:CPU fuses an elementwise chain into its consumer, but a chain with several consumers (the pair energy,
@@ -214,7 +214,7 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     ``half``: each pair listed once (energy not halved); the gradients then come with the partners' side as a third
     output, per pair ``[B, M(, 3)]`` (pos, q, σ, √ε; None where not needed), for the caller to scatter.
     Each per-pair quantity (the energy, the force weight e'(r)/r, ∂e/∂(q_i q_j), ∂e/∂σ_ij, ∂e/∂(√ε_i √ε_j)) is
-    computed in a fused loop of its own (:func:`_apart`) from the gathered rows and the minimum-image vectors.
+    computed in a fused loop of its own (:func:`apart`) from the gathered rows and the minimum-image vectors.
     """
     n = tab.shape[0]
     valid = (idx_rows < n) & (rows < n)[:, None]
@@ -225,14 +225,14 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
     d, shift = minimum_image_shift(tj[..., :3] - ti[..., :3], box)
     values = functools.partial(_pair_values, kind, rc, alpha, krf, crf, switch)
     per_pair = 1.0 if half else 0.5  # a full list holds each pair twice
-    energy = per_pair * _apart(functools.partial(values, what="energy"), d, ti, tj, valid)
+    energy = per_pair * apart(functools.partial(values, what="energy"), d, ti, tj, valid)
     if need is None:
         return energy
     need_pos, need_box, need_q, need_sig, need_seps = need
     grads = [None] * 5
     other = [None] * 5  # half list: ∂E/∂(partner's x, -, q, σ, √ε) per pair
     if need_pos or need_box:
-        w = _apart(functools.partial(values, what="weight"), d, ti, tj, valid)
+        w = apart(functools.partial(values, what="weight"), d, ti, tj, valid)
         # ∂E/∂x_i = Σ_j e'(r) ∂r/∂x_i, ∂r/∂x_i = −d_ij / r  (d_ij = x_j − x_i, minimum image)
         if need_pos:
             wd = (w * d[..., 0], w * d[..., 1], w * d[..., 2])
@@ -245,15 +245,15 @@ def _pair_rows(kind, rc, alpha, krf, crf, switch, tab, box, rows, idx_rows, need
         elif need_box:
             grads[1] = -per_pair * jnp.einsum("ij,ijk,ijl->kl", w, shift, d)
     if need_q:
-        c = _apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
+        c = apart(functools.partial(values, what="coulomb"), d, ti, tj, valid)
         grads[2] = jnp.sum(c * tj[..., 3], axis=1)
         other[2] = c * ti[..., 3] if half else None
     if need_sig:
-        ds = _apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
+        ds = apart(functools.partial(values, what="sigma"), d, ti, tj, valid)
         grads[3] = jnp.sum(ds, axis=1)
         other[3] = ds if half else None
     if need_seps:
-        lj = _apart(functools.partial(values, what="lj"), d, ti, tj, valid)
+        lj = apart(functools.partial(values, what="lj"), d, ti, tj, valid)
         grads[4] = jnp.sum(lj * tj[..., 5], axis=1)
         other[4] = lj * ti[..., 5] if half else None
     if half:
