@@ -102,7 +102,7 @@ AGREE_BATCHES = {"triclinic": 2}
 BLIND_PATIENCE = {"cubic": 1, "tetragonal": 1, "hexagonal": 1, "orthorhombic": 3, "monoclinic": 4}
 BLIND_STALL_BELOW = 8.0
 # stage-A draws by inverse CDF (candidates._draw), not Gumbel-max: same distributions, another stream (flips lists of
-# a stochastic search either way); the monoclinic search keeps Gumbel-max: its batches got ~10% cheaper, more ran (idx21j)
+# a stochastic search either way); monoclinic keeps Gumbel-max: its batches got ~10% cheaper, more ran (idx21j)
 CDF_DRAW_SYSTEMS = ("triclinic",)
 
 
