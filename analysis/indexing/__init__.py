@@ -424,7 +424,7 @@ def index_peaks(
         :data:`PRIMITIVE_FALLBACK_SCORE` and does not explain the data (:func:`needs_primitive_search`),
         "always" or "never".
       exhaustive: blind mode searches every system instead of stopping once a cell settles the data
-        (:func:`settles`), and runs every batch of each (otherwise a stalled orthorhombic / monoclinic search stops
+        (:func:`settles`), and runs every batch of each (otherwise a stalled cubic…monoclinic search stops
         when the triclinic search follows: search.BLIND_PATIENCE).
       error_model: "data" (default): precise lists are judged under their own error, estimated from the
         residuals of the best cell (:func:`data_sigma_scale`, :func:`needs_primitive_search`); "fixed":

@@ -91,16 +91,16 @@ SYSTEM_BUDGET = {
 AGREE_BATCHES = {"triclinic": 2}
 
 
-# blind mode, when the triclinic search follows (index_peaks): the orthorhombic / monoclinic search stops once this many
-# batches in a row have not raised its best approximate M by more than the scatter of one cell (×1.28) while that best
-# is below BLIND_STALL_BELOW (Stopping.patience, stall_below). A lattice such a search would still have found is left to
-# the triclinic search, whose cells are converted to the system (index_peaks: the deferred fallback). Issue 21, noisy
-# blind lists of seeds 2024 / 2025 (base 4af270b, the best per batch): the stalled orthorhombic searches of aP lists
-# sat at M 4.6-7.6 from batch 1-3 and ran all 12 batches, the monoclinic ones at 5.6-7.5 for 8; a true oP list's search
-# sat at a wrong cell of M 10.1 for 8 batches and found the truth (17.1) in the 9th; a true mC list's monoclinic search
-# rose 4.8 → 8.6 after 3 flat batches (so 4 there); true cells of these systems reached ≥ 7.9 (oF, P-lattice M).
+# blind mode, when the triclinic search follows (index_peaks): a search stops once this many batches in a row have not
+# raised its best approximate M by more than the scatter of one cell (×1.28) while that best is below BLIND_STALL_BELOW
+# (Stopping.patience, stall_below); what it would still have found is left to the triclinic search, whose cells are
+# converted (index_peaks: deferred fallback). Issue 21, noisy blind lists of seeds 2024 / 2025 (base 4af270b, the best
+# per batch): the stalled orthorhombic searches of aP lists sat at M 4.6-7.6 from batch 1-3 and ran all 12 batches, the
+# monoclinic ones at 5.6-7.5 for 8; a true oP list's search sat at a wrong cell of M 10.1 for 8 batches and found the
+# truth (17.1) in the 9th; a true mC list's monoclinic search rose 4.8 → 8.6 after 3 flat batches (so 4 there; 2 for
+# orthorhombic, idx21j: on 180 traces only wrong-system cells rose later); true cells reached ≥ 7.9 (oF, P-lattice M).
 # Cubic-hexagonal (idx21j): 1-2 parameters, one batch all but exhausts them; on aP lists they sat at M 2-7 for 6 batches
-BLIND_PATIENCE = {"cubic": 1, "tetragonal": 1, "hexagonal": 1, "orthorhombic": 3, "monoclinic": 4}
+BLIND_PATIENCE = {"cubic": 1, "tetragonal": 1, "hexagonal": 1, "orthorhombic": 2, "monoclinic": 4}
 BLIND_STALL_BELOW = 8.0
 # stage-A draws by inverse CDF (candidates._draw), not Gumbel-max: same distributions, another stream (flips lists of
 # a stochastic search either way); monoclinic keeps Gumbel-max: its batches got ~10% cheaper, more ran (idx21j)
