@@ -178,7 +178,7 @@ def test_blind_patience_stops_a_hopeless_tetragonal_search_after_one_flat_batch(
     search's best stays at M ≈ 4 and without patience it runs all 6 batches (no cell indexes the lines, so no
     agreement): the blind cubic…hexagonal searches of the 20 noisy aP lists ran 116-123 batches, 59-65 of them after
     the best had stopped rising (the per-batch traces of seeds 2024 / 2025)."""
-    from analysis.indexing import read_peak_file
+    from analysis.indexing import STALLED_REFINED, n_refined, read_peak_file
 
     pk = read_peak_file(DATA / "ap_noisy_generated.txt")
     g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
@@ -194,3 +194,5 @@ def test_blind_patience_stops_a_hopeless_tetragonal_search_after_one_flat_batch(
     assert cut.stalled and cut.n_batches == 2, cut.n_batches
     assert np.exp(full.score[0]) < search_mod.BLIND_STALL_BELOW  # hopeless: far from the M20 ≥ 20 of a settled list
     assert cut.score[0] > full.score[0] - 0.25  # the batches it skipped raised the best by less than one cell's scatter
+    # a stalled search has its few best candidates refined, not all 24 (index_peaks; the full search's 24)
+    assert n_refined(cut, 24) == STALLED_REFINED < 24 and n_refined(full, 24) == 24
