@@ -358,6 +358,16 @@ def niggli_reported(sol: Solution, inv_d2, kw: dict) -> Solution:
 # wrong, and the re-search cost them 0.7-7 CPU s
 ZERO_FIXED_BELOW_M20 = 15.0
 
+# a search stalled below M 8 (search.BLIND_PATIENCE) found no convincing cell: its first STALLED_REFINED distinct
+# candidates are refined in float64, not n_candidates_refined (24). Issue 21, idx21j: the same answer on all 240 blind
+# lists (noisy / clean, seeds 2024 / 2025), noisy aP lists 4-6 % less CPU (docs/indexing.md)
+STALLED_REFINED = 8
+
+
+def n_refined(res, n: int) -> int:
+    """Candidates of search result ``res`` refined in float64: ``n``, at most STALLED_REFINED when it stalled."""
+    return min(n, STALLED_REFINED) if res.stalled else n
+
 
 def zero_fixed_search_needed(ranked: list) -> bool:
     """Blind mode, after the triclinic step: whether the triclinic search runs again with the zero shift fixed
@@ -424,7 +434,7 @@ def index_peaks(
         :data:`PRIMITIVE_FALLBACK_SCORE` and does not explain the data (:func:`needs_primitive_search`),
         "always" or "never".
       exhaustive: blind mode searches every system instead of stopping once a cell settles the data
-        (:func:`settles`), and runs every batch of each (otherwise a stalled orthorhombic / monoclinic search stops
+        (:func:`settles`), and runs every batch of each (otherwise a stalled cubic…monoclinic search stops
         when the triclinic search follows: search.BLIND_PATIENCE).
       error_model: "data" (default): precise lists are judged under their own error, estimated from the
         residuals of the best cell (:func:`data_sigma_scale`, :func:`needs_primitive_search`); "fixed":
@@ -490,7 +500,7 @@ def index_peaks(
                 )
                 cfg = dataclasses.replace(config, stopping=stop)
             res = search_cells(inv_d2, system, cfg, prior=prior, g_zero=g, progress=cb, generated=gen)
-        new = _refine_distinct(res, inv_d2, kw, n_candidates_refined)
+        new = _refine_distinct(res, inv_d2, kw, n_refined(res, n_candidates_refined))
         if system == "triclinic" and "res" not in tri_cache:  # the deferred fallbacks convert these cells
             tri_cache.update(res=res, tri=new)
         sols += new

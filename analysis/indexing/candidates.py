@@ -159,14 +159,14 @@ def zone_from_axes(keys, inv_d2_obs, sig, pos, p_pair: float = 0.75):
     return jnp.stack([a, b, c, d, e, f])
 
 
-def zone_mono_x(key, inv_d2_obs, sig, n_axes: int, p_pair: float = 0.75):
+def zone_mono_x(key, inv_d2_obs, sig, n_axes: int, p_pair: float = 0.75, cdf_draw: bool = False):
     """Monoclinic candidate: axial lines for A, B, C and the a*c* cross term E from a zone.
 
     Three lines (:func:`axis_positions`) are taken as m²·A, m²·B, m²·C with m = 1 or 2
     (2 covers axial lines absent by centring or screw axes, e.g. 200 in mC). E comes from
     the lines 1k1 and 1k-1 (k = 0 or 1, drawn): q²(1k1) + q²(1k-1) = 2(A + k²B + C) and
     their difference is 2E (:func:`cross_term`; 11±1 covers C-centring, where 10±1 is absent).
-    E ≥ 0 (the sign of the a*c* angle is a setting choice).
+    E ≥ 0 (the sign of the a*c* angle is a setting choice). ``cdf_draw``: see :func:`cross_term`.
     """
     k1, k2, k3, ke = jax.random.split(key, 4)
     pos = axis_positions(k1, n_axes, inv_d2_obs.shape[0])
@@ -175,5 +175,5 @@ def zone_mono_x(key, inv_d2_obs, sig, n_axes: int, p_pair: float = 0.75):
     a, b, c = abc[0], abc[1], abc[2]
     kk = jnp.where(jax.random.uniform(k3) < 0.5, 0.0, 1.0).astype(inv_d2_obs.dtype)
     base = a + kk * b + c
-    e = cross_term(ke, inv_d2_obs, sig, 2 * base, base, p_pair)
+    e = cross_term(ke, inv_d2_obs, sig, 2 * base, base, p_pair, cdf_draw=cdf_draw)
     return jnp.stack([a, b, c, e])

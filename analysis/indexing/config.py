@@ -119,8 +119,8 @@ class Stopping:
         (None: ``search.AGREE_BATCHES`` per system, 1 but triclinic 2, where wrong cells that index every noisy line
         are common and a single agreement is no proof).
       patience: stop once this many batches in a row have not raised the best approximate log M by more than the
-        score scatter of one cell between batches (None: never; blind mode sets it for the orthorhombic and
-        monoclinic searches when the triclinic search follows, ``search.BLIND_PATIENCE``).
+        score scatter of one cell between batches (None: never; blind mode sets it for the cubic…monoclinic
+        searches when the triclinic search follows, ``search.BLIND_PATIENCE``).
       stall_below: with ``patience``, stop only when the best approximate M (P lattice) is below this (None: any).
     """
 

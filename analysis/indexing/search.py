@@ -53,6 +53,7 @@ __all__ = [
     "AGREE_BATCHES",
     "BLIND_PATIENCE",
     "BLIND_STALL_BELOW",
+    "CDF_DRAW_SYSTEMS",
     "SystemBudget",
     "SearchConfig",
     "SearchResult",
@@ -90,16 +91,20 @@ SYSTEM_BUDGET = {
 AGREE_BATCHES = {"triclinic": 2}
 
 
-# blind mode, when the triclinic search follows (index_peaks): the orthorhombic / monoclinic search stops once this many
-# batches in a row have not raised its best approximate M by more than the scatter of one cell (×1.28) while that best
-# is below BLIND_STALL_BELOW (Stopping.patience, stall_below). A lattice such a search would still have found is left to
-# the triclinic search, whose cells are converted to the system (index_peaks: the deferred fallback). Issue 21, noisy
-# blind lists of seeds 2024 / 2025 (base 4af270b, the best per batch): the stalled orthorhombic searches of aP lists
-# sat at M 4.6-7.6 from batch 1-3 and ran all 12 batches, the monoclinic ones at 5.6-7.5 for 8; a true oP list's search
-# sat at a wrong cell of M 10.1 for 8 batches and found the truth (17.1) in the 9th; a true mC list's monoclinic search
-# rose 4.8 → 8.6 after 3 flat batches (so 4 there); true cells of these systems reached ≥ 7.9 (oF, P-lattice M)
-BLIND_PATIENCE = {"orthorhombic": 3, "monoclinic": 4}
+# blind mode, when the triclinic search follows (index_peaks): a search stops once this many batches in a row have not
+# raised its best approximate M by more than the scatter of one cell (×1.28) while that best is below BLIND_STALL_BELOW
+# (Stopping.patience, stall_below); what it would still have found is left to the triclinic search, whose cells are
+# converted (index_peaks: deferred fallback). Issue 21, noisy blind lists of seeds 2024 / 2025 (base 4af270b, the best
+# per batch): the stalled orthorhombic searches of aP lists sat at M 4.6-7.6 from batch 1-3 and ran all 12 batches, the
+# monoclinic ones at 5.6-7.5 for 8; a true oP list's search sat at a wrong cell of M 10.1 for 8 batches and found the
+# truth (17.1) in the 9th; a true mC list's monoclinic search rose 4.8 → 8.6 after 3 flat batches (so 4 there; 2 for
+# orthorhombic, idx21j: on 180 traces only wrong-system cells rose later); true cells reached ≥ 7.9 (oF, P-lattice M).
+# Cubic-hexagonal (idx21j): 1-2 parameters, one batch all but exhausts them; on aP lists they sat at M 2-7 for 6 batches
+BLIND_PATIENCE = {"cubic": 1, "tetragonal": 1, "hexagonal": 1, "orthorhombic": 2, "monoclinic": 4}
 BLIND_STALL_BELOW = 8.0
+# stage-A draws by inverse CDF (candidates._draw), not Gumbel-max: same distributions, another stream (flips lists of
+# a stochastic search either way); monoclinic keeps Gumbel-max: its batches got ~10% cheaper, more ran (idx21j)
+CDF_DRAW_SYSTEMS = ("triclinic",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +192,7 @@ def _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_
     return s, idx, idx2, r, r2
 
 
-@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "use_zones"))
+@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "use_zones", "cdf_draw"))
 def _generate_batch(
     key,
     inv_d2_obs,
@@ -207,6 +212,7 @@ def _generate_batch(
     n_first: int,
     n_axes: int,
     use_zones: bool = True,
+    cdf_draw: bool = False,
 ):
     """Stage A of a batch: ``n_gen`` exact-solve candidates from the prior (and zone constructions),
     one quick test each; returns the best ``n_sel`` (x ``[n_sel, p]``, score ``[n_sel]``), best first.
@@ -221,15 +227,17 @@ def _generate_batch(
     # monoclinic / triclinic: half of the draws from zone constructions (the first half of the keys), the rest exact
     # solves; only the solves kept are made (the whole batch was solved before, half of it thrown away)
     n_zone = n_gen // 2 if system in ("triclinic", "monoclinic") and use_zones else 0
-    # triclinic: inverse-CDF draws (candidates.prior_x, cross_term), 2× faster stage A; the other systems keep the
-    # Gumbel-max streams their answers were measured with (a new stream flips lists of a stochastic search either way)
-    fast = system == "triclinic"
-    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, fast))(
+    # cdf_draw (CDF_DRAW_SYSTEMS): inverse-CDF draws (candidates.prior_x, cross_term), 2× faster stage A
+    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, cdf_draw))(
         gen_keys[n_zone:]
     )
     if n_zone:
-        zone_fn = candidates.zone_x if system == "triclinic" else candidates.zone_mono_x
-        x_zone = jax.vmap(lambda k: zone_fn(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_zone])
+        if system == "triclinic":
+            x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_zone])
+        else:
+            x_zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))(
+                gen_keys[:n_zone]
+            )
         x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen], axis=0)
     x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
     s_gen = jax.vmap(lambda x: _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom))(x_gen)
@@ -527,6 +535,7 @@ def search_cells(
                 n_first=n_first,
                 n_axes=min(source.n_axes, n_obs),
                 use_zones=source.candidates != "random",
+                cdf_draw=system in CDF_DRAW_SYSTEMS,
             )
             if generated is not None:
                 generated[nb] = (x_sel, s_sel)

@@ -169,3 +169,30 @@ def test_patience_stops_a_stalled_search_of_the_wrong_system():
     assert search_mod.search_cells(pk.inv_d2, "orthorhombic", high, prior=load_prior(), g_zero=g).n_batches == 6
     # what the stalled search kept: its best is the full search's best within one cell's score scatter (0.25 in log M)
     assert cut.score[0] > full.score[0] - 0.25
+
+
+def test_blind_patience_stops_a_hopeless_tetragonal_search_after_one_flat_batch():
+    """search.BLIND_PATIENCE for cubic / tetragonal / hexagonal (issue 21, idx21j): one or two free parameters, one
+    batch all but exhausts the cells a list allows, so a search whose second batch does not raise a best below
+    BLIND_STALL_BELOW stops there (blind mode, the triclinic search follows). On the noisy aP list the tetragonal
+    search's best stays at M ≈ 4 and without patience it runs all 6 batches (no cell indexes the lines, so no
+    agreement): the blind cubic…hexagonal searches of the 20 noisy aP lists ran 116-123 batches, 59-65 of them after
+    the best had stopped rising (the per-batch traces of seeds 2024 / 2025)."""
+    from analysis.indexing import STALLED_REFINED, n_refined, read_peak_file
+
+    pk = read_peak_file(DATA / "ap_noisy_generated.txt")
+    g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
+    cfg = SearchConfig(n_generate=2048, n_candidates=256, n_iter=6, max_batches=6, refine_zero=True)
+    stop = dataclasses.replace(
+        cfg.stopping, patience=search_mod.BLIND_PATIENCE["tetragonal"], stall_below=search_mod.BLIND_STALL_BELOW
+    )
+    full = search_mod.search_cells(pk.inv_d2, "tetragonal", cfg, prior=load_prior(), g_zero=g)
+    cut = search_mod.search_cells(
+        pk.inv_d2, "tetragonal", dataclasses.replace(cfg, stopping=stop), prior=load_prior(), g_zero=g
+    )
+    assert full.n_batches == 6 and not full.stalled  # measured (x64 test process; 6 in float32 too)
+    assert cut.stalled and cut.n_batches == 2, cut.n_batches
+    assert np.exp(full.score[0]) < search_mod.BLIND_STALL_BELOW  # hopeless: far from the M20 ≥ 20 of a settled list
+    assert cut.score[0] > full.score[0] - 0.25  # the batches it skipped raised the best by less than one cell's scatter
+    # a stalled search has its few best candidates refined, not all 24 (index_peaks; the full search's 24)
+    assert n_refined(cut, 24) == STALLED_REFINED < 24 and n_refined(full, 24) == 24
