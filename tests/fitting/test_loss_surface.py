@@ -29,7 +29,10 @@ def test_vertex_of_an_exact_parabola_in_ln_theta_leaves_the_plateau_out():
     sigma = 0.29599 * np.exp([-0.12, -0.02, 0.01, 0.03, 0.08])
     rows = _rows(sigma, 0.01 + 2 * (np.log(sigma) - z_star) ** 2)
     rows += _rows([0.3552, 0.3925, 0.4338], [0.25, 0.054, 0.097], status="scan")  # the plateau: left out at factor 4
-    rows += [{"status": "diverged", "theta": {LABEL: 0.5}, "loss": 0.001}, {"status": "rejected", "theta": {LABEL: 0.4}}]
+    rows += [
+        {"status": "diverged", "theta": {LABEL: 0.5}, "loss": 0.001},
+        {"status": "rejected", "theta": {LABEL: 0.4}},
+    ]
     v = loss_vertex(rows, math.log, math.exp, 4.0)
     assert v["label"] == LABEL and v["points"] == 5 and not v["clipped"]
     assert v["value"] == pytest.approx(0.29599, rel=1e-9) and v["curvature"] == pytest.approx(2.0, rel=1e-9)
