@@ -77,7 +77,9 @@ def one_seed(seed: int, rounds: int | None, steps: int, average_last: int | None
             {k: int(v) if k == "points" else float(v) if k == "step" else v for k, v in spec.items()}))  # fmt: skip
     if restart is not None:  # crystal: every round's replicas start again from the PDB (2000 steps equilibration)
         cfg = dataclasses.replace(
-            cfg, restart=restart, equilibration=2000 if restart == "crystal" else cfg.equilibration
+            cfg,
+            restart=restart,
+            equilibration=2000 if restart == "crystal" else 1000,  # continue: the former 1000
         )
     if fit_out is not None:  # history.json etc. written after every round (watch a long run)
         cfg = dataclasses.replace(cfg, out=Path(fit_out) / f"seed{seed}")
@@ -90,6 +92,12 @@ def one_seed(seed: int, rounds: int | None, steps: int, average_last: int | None
     secs = [h["seconds"] for h in rows]
     diverged = [h["round"] for h in rows if h.get("status") == "diverged"]
     final, last = float(res.values[NAME]), float(res.last[NAME])
+    # both estimates from the same rounds, whichever the config reports: iterates averaged, loss parabola's vertex
+    from fitting.forcefield_outputs import averaged_theta
+    from fitting.loss_surface import loss_vertex
+
+    avg = (averaged_theta(res.history, cfg.average_last)[0] or {}).get(NAME)
+    vertex = loss_vertex(res.history, np.log, lambda v: float(np.exp(v)), cfg.loss_surface or 4.0)
     se = (res.stderr or {}).get(NAME)
     stats = jax.devices()[0].memory_stats() or {}
     peak_dev = stats.get("peak_bytes_in_use")
@@ -110,7 +118,11 @@ def one_seed(seed: int, rounds: int | None, steps: int, average_last: int | None
             "rejected_rounds": [h["round"] for h in rows if h.get("status") == "rejected"],
             "scan_theta": [h["theta"][NAME] for h in scan], "scan_loss": [h["loss"] for h in scan],
             "scan_seconds": sum(h["seconds"] for h in scan),
-            "rounds_start": rows[0]["theta"][NAME] if rows else None}  # fmt: skip
+            "rounds_start": rows[0]["theta"][NAME] if rows else None, "loss_surface": cfg.loss_surface,
+            "iterate_average_error_pct": None if avg is None else 100 * (avg / TRUTH - 1),
+            "loss_vertex_error_pct": None if vertex is None else 100 * (vertex["value"] / TRUTH - 1),
+            "loss_vertex_stderr_pct": None if not (vertex and vertex["stderr"]) else 100 * vertex["stderr"] / TRUTH,
+            "loss_vertex_points": None if vertex is None else vertex["points"]}  # fmt: skip
 
 
 def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
@@ -140,6 +152,10 @@ def openmm_step_seconds(n: int = 200) -> tuple[float, str]:
     raise RuntimeError("OpenMM has neither a CUDA nor a CPU platform")
 
 
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:+.2f}%"
+
+
 def _seed_line(r: dict, steps: int) -> str:
     se = "" if r["stderr"] is None else f" ± {r['stderr']:.4f} (s.e., error/s.e. {r['error_over_se']:+.1f})"
     dev = "" if r.get("peak_device_mb") is None else f", peak device memory {r['peak_device_mb']:.0f} MB"
@@ -156,6 +172,9 @@ def _seed_line(r: dict, steps: int) -> str:
             f"{r.get('diverged_rounds') or 'none'}; loss guard {r.get('loss_guard')}, rejected: "
             f"{r.get('rejected_rounds') or 'none'}), "
             f"{scan}"
+            f"iterate average {_pct(r.get('iterate_average_error_pct'))}, loss vertex "
+            f"{_pct(r.get('loss_vertex_error_pct'))} ± {_pct(r.get('loss_vertex_stderr_pct'))} over "
+            f"{r.get('loss_vertex_points')} rounds (loss_surface {r.get('loss_surface')}); "
             f"{r['seconds_per_round']:.1f} s/round (first {r['seconds_first_round']:.1f} s), CPU {r['cpu_s']:.0f} s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB{dev}, load {r['load']:.1f}; θ per round "
             + " ".join(f"{t:.4f}" for t in r["theta_per_round"])

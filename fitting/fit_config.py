@@ -30,7 +30,8 @@ each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, defau
 ``decay_after``) reports the mean θ of the last n rounds with its standard error (docs/fitting.md).
 ``start_scan: {points: 5, step: 0.1}`` measures the round loss at θ₀ · e^(k · step), k = −2..2, before round 0 and
 starts the rounds at the lowest (``pick: parabola``: the vertex through it and its neighbours; 1 or 2 fitted
-parameters; :mod:`fitting.start_scan`).
+parameters; :mod:`fitting.start_scan`). ``loss_surface: 3`` reports the vertex of a parabola fitted to the scan's
+and rounds' losses within 3 × the lowest instead of the iterates (one parameter; :mod:`fitting.loss_surface`).
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are
@@ -71,7 +72,8 @@ _SIM_KEYS = {"steps", "equilibration", "report_every", "dt", "temperature", "fri
 _DENSITY_UNITS = {"g_cm3": "g_cm3", "g/cm3": "g_cm3", "number": "number_nm3", "number_nm3": "number_nm3"}
 _TOP_KEYS = {"system", "parameters", "targets", "estimator", "optimizer", "rounds", "simulation", "average_last",
              "decay_after", "sensitivity_method", "window", "neff_fraction", "max_reuse", "states",
-             "replicas", "replica_gradient", "loss_guard", "start_scan"}  # fmt: skip
+             "replicas", "replica_gradient", "loss_guard", "start_scan",
+             "loss_surface"}  # fmt: skip
 _STATE_KEYS = {"name", "system", "targets", "temperature"}
 
 
@@ -291,6 +293,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         replica_gradient=str(raw.get("replica_gradient", "pooled")),  # checked by fit
         loss_guard=num(raw, "loss_guard", None),
         start_scan=StartScan.from_spec(raw.get("start_scan"), path),
+        loss_surface=num(raw, "loss_surface", None),
         out=out,
         resume=resume,
     )

@@ -56,6 +56,7 @@ from fitting.forcefield_config import (
     FitState,
     FitTarget,
     ParamMapping,
+    from_internal,
     to_internal,
 )
 from fitting.forcefield_estimators import (
@@ -81,6 +82,8 @@ from fitting.forcefield_sampling import (
     sampled_energy_fn,
 )
 from fitting.loss_guard import LossGuard
+from fitting.loss_surface import check_factor as check_loss_surface
+from fitting.loss_surface import loss_vertex
 from fitting.observables import frame_values
 from fitting.start_scan import resumes_scan, run_start_scan
 from fitting.start_scan import summary as scan_summary
@@ -337,6 +340,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "estimator and optimizer sgd or adam: a gradient, not an LM step)"
         )
     LossGuard(cfg.loss_guard)  # checks the factor before any work
+    check_loss_surface(cfg.loss_surface, len(fit_params))
     states = list(states)
     multi = bool(states)
     npt = cfg.pressure is not None
@@ -516,6 +520,13 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     good = [h for h in history if h.get("status") == "ok"]
     averaged, stderr, n_averaged = averaged_theta(history, cfg.average_last)
     values = dict(last) if averaged is None else averaged
+    vertex = None
+    if cfg.loss_surface is not None:  # θ from the rounds' losses (fitting.loss_surface), else the iterates
+        (fp,), (kind,) = mapping.fit_params, mapping.kinds
+        vertex = loss_vertex(history, lambda t: to_internal(kind, fp.lower, fp.upper, t),
+                             lambda v: float(from_internal(kind, fp.lower, fp.upper, v)), cfg.loss_surface)  # fmt: skip
+        if vertex is not None:
+            values, stderr = {fp.label: vertex["value"]}, {fp.label: vertex["stderr"]}
     final_loss = good[-1]["loss"] if good else float("nan")
     z_val = jnp.asarray(mapping.z_of_params(mapping.params_of(jnp.asarray(z))), dtype)
     for fp, kind, i in zip(mapping.fit_params, mapping.kinds, range(len(mapping.kinds)), strict=True):
@@ -527,6 +538,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
             "last_iterate": last,
             "fitted_stderr": stderr,  # standard error of the averaged θ (fitting.forcefield_outputs.averaged_theta)
             "averaged_over_rounds": n_averaged,
+            "iterate_average": averaged,
+            "loss_surface": vertex,  # the reported θ when set and found (fitting.loss_surface)
             "rounds": sum(h.get("status") != "scan" for h in history),
             "start_scan": scan_summary(history),
             "diverged_rounds": sum(h.get("status") == "diverged" for h in history),

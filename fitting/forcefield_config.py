@@ -150,6 +150,9 @@ class FitConfig:
         round's loss replaces the best (:class:`fitting.loss_guard.LossGuard`; docs/fitting.md).
       start_scan: a :class:`fitting.start_scan.StartScan` or None (off): before round 0, the round loss on a grid
         symmetric about the start θ (1 or 2 fitted parameters); the rounds start at its lowest point.
+      loss_surface: a factor > 1 or None (off): report the vertex of a parabola in z fitted to the scan's and the
+        rounds' losses within factor × the lowest (one fitted parameter; fresh replicas, ``restart: crystal``),
+        instead of the iterates (:func:`fitting.loss_surface.loss_vertex`; docs/fitting.md, peptide).
     """
 
     rounds: int = 20
@@ -184,6 +187,7 @@ class FitConfig:
     replica_gradient: str = "pooled"
     loss_guard: float | None = None
     start_scan: object | None = None
+    loss_surface: float | None = None
 
 
 @dataclasses.dataclass

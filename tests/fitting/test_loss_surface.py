@@ -1,0 +1,99 @@
+"""θ from the fit's round losses (fitting.loss_surface, ``loss_surface: factor``): the vertex of a parabola in z fitted
+to the scan's and rounds' losses within factor × the lowest, with its standard error."""
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dmd.base.errors import UserInputError
+from dmd.base.units import KB_KJ_PER_MOL_K
+from dmd.models import harmonic_oscillator
+from fitting import observables as ob
+from fitting.forcefield import FitConfig, FitParam, FitTarget, fit
+from fitting.loss_surface import check_factor, loss_vertex
+from fitting.start_scan import StartScan
+
+LABEL = "NonbondedForce/sigma/protein-O"
+
+
+def _rows(theta, loss, status="ok"):
+    return [{"status": status, "theta": {LABEL: float(t)}, "loss": float(x)} for t, x in zip(theta, loss, strict=True)]
+
+
+def test_vertex_of_an_exact_parabola_in_ln_theta_leaves_the_plateau_out():
+    # loss 0.01 + 2 (z − z*)² in z = ln σ at the peptide's scale, z* = ln 0.296; plateau points (+20..+47%) far above
+    z_star = math.log(0.29599)
+    sigma = 0.29599 * np.exp([-0.12, -0.02, 0.01, 0.03, 0.08])
+    rows = _rows(sigma, 0.01 + 2 * (np.log(sigma) - z_star) ** 2)
+    rows += _rows([0.3552, 0.3925, 0.4338], [0.25, 0.054, 0.097], status="scan")  # the plateau: left out at factor 4
+    rows += [
+        {"status": "diverged", "theta": {LABEL: 0.5}, "loss": 0.001},
+        {"status": "rejected", "theta": {LABEL: 0.4}},
+    ]
+    v = loss_vertex(rows, math.log, math.exp, 4.0)
+    assert v["label"] == LABEL and v["points"] == 5 and not v["clipped"]
+    assert v["value"] == pytest.approx(0.29599, rel=1e-9) and v["curvature"] == pytest.approx(2.0, rel=1e-9)
+    assert v["stderr"] == pytest.approx(0.0, abs=1e-9)  # an exact parabola: no residual scatter
+    # with the plateau in (factor 30) no parabola fits (its curvature is negative): the factor is what keeps it out
+    assert loss_vertex(rows, math.log, math.exp, 30.0) is None
+
+
+def test_vertex_standard_error_covers_the_truth_under_noise():
+    # 12 rounds' losses at the peptide's measured scatter (sd 0.003 about 0.01 + 2 z², z within ±12%): over 400
+    # draws the vertex falls within 2 s.e. of the truth in ≥ 88% (a Gaussian 95%; the delta method is rough with a
+    # noisy curvature) and within 5% of θ in ≥ 90%
+    rng = np.random.default_rng(0)
+    z = np.array([-0.118, -0.018, 0.082, 0.0, 0.01, 0.02, 0.03, 0.035, 0.04, 0.03, 0.025, 0.04])
+    inside = within5 = 0
+    for _ in range(400):
+        loss = 0.01 + 2 * z**2 + rng.normal(0, 0.003, z.size)
+        v = loss_vertex(_rows(np.exp(z), loss), math.log, math.exp, 1e9)
+        if v is None or v["stderr"] is None:
+            continue
+        inside += abs(math.log(v["value"])) <= 2 * v["stderr"] / v["value"]
+        within5 += abs(v["value"] - 1) <= 0.05
+    assert inside >= 0.88 * 400 and within5 >= 0.90 * 400, (inside, within5)
+
+
+def test_vertex_clipped_to_the_points_or_none():
+    sigma = np.exp([0.0, 0.1, 0.2])
+    v = loss_vertex(_rows(sigma, (np.log(sigma) + 0.5) ** 2 + 0.01), math.log, math.exp, 1e9)
+    assert v["clipped"] and v["value"] == pytest.approx(1.0) and v["stderr"] is None  # the minimum beyond: the end
+    assert loss_vertex(_rows(sigma, [0.01, 0.03, 0.01]), math.log, math.exp, 1e9) is None  # curvature < 0
+    assert loss_vertex(_rows([1.0, 1.0, 1.1], [0.1, 0.1, 0.2]), math.log, math.exp, 1e9) is None  # 2 distinct θ
+    two = [{"status": "ok", "theta": {"a": 1.0, "b": 2.0}, "loss": 0.1}] * 3
+    assert loss_vertex(two, math.log, math.exp, 3.0) is None
+
+
+def test_factor_and_parameter_count_checked():
+    check_factor(None, 2)
+    check_factor(3, 1)
+    for bad in (1.0, 0.5, True, float("nan"), "3"):
+        with pytest.raises(UserInputError, match="loss_surface .*give a factor > 1"):
+            check_factor(bad, 1, "fit.yaml")
+    with pytest.raises(UserInputError, match="one fitted parameter \\(2 given\\)"):
+        check_factor(3, 2)
+
+
+def test_fit_reports_the_loss_vertex(tmp_path):
+    # ⟨x²⟩ = kT/k of harmonic oscillators: target k = 150, start k = 120, a 5-point scan and 1 round; the reported k
+    # is the vertex of the rows' losses (summary.json: loss_surface, and the iterate average beside it)
+    T = 300.0
+    kt = KB_KJ_PER_MOL_K * T
+    system = harmonic_oscillator(64, 3, k=120.0, mass=10.0, temperature=T, dtype=jnp.float64)
+    cfg = FitConfig(rounds=1, steps=200, equilibration=100, report_every=10, dt=0.01, temperature=T, friction=5.0,
+                    optimizer="sgd", learning_rate=1e3, max_step=0.05, progress=False, out=tmp_path, average_last=1,
+                    start_scan=StartScan(points=5, step=0.2), loss_surface=1e6, restart="crystal")  # fmt: skip
+    target = FitTarget(ob.custom(lambda pos: jnp.mean(pos**2), name="msd"), np.array([kt / 150]))
+    res = fit(system, [FitParam(("spring/k",), lower=0.0)], [target], cfg)
+    v = loss_vertex(res.history, math.log, math.exp, 1e6)
+    assert res.values["spring/k"] == pytest.approx(v["value"], rel=1e-12) and v["points"] == 6
+    assert abs(v["value"] / 150 - 1) < 0.1, v  # 6 rounds of 64 × 20 frames: a few % of sampling noise
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["fitted"]["spring/k"] == pytest.approx(v["value"], rel=1e-12)
+    assert summary["loss_surface"]["points"] == 6 and summary["iterate_average"] is not None
+    with pytest.raises(UserInputError, match="one fitted parameter"):
+        fit(system, [FitParam(("spring/k",), lower=0.0)] * 2, [target], cfg)
