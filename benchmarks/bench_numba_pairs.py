@@ -284,6 +284,40 @@ def callback_energy(kernel, box, q, sig, seps, rc, alpha, table, shape):
     return energy
 
 
+def openmm_arms(threads):
+    """OpenMM CPU (``threads``) on the same system: its direct-space nonbonded (group 1: real-space PME + LJ and
+    the exceptions), its reciprocal part (group 2) and one LangevinMiddle 2 fs step, as timing callables."""
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as u
+
+    from dmd.openmm_system.loading import openmm_system_from_pdb
+
+    pdb = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
+    omm, structure, _ = openmm_system_from_pdb(
+        pdb, ["amber14-all.xml", "amber14/tip3p.xml"], "PME", 0.9, "HBonds", True
+    )
+    for f in omm.getForces():
+        f.setForceGroup(0)
+        if isinstance(f, mm.NonbondedForce):
+            f.setForceGroup(1)
+            f.setReciprocalSpaceForceGroup(2)
+    li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
+    plat = mm.Platform.getPlatformByName("CPU")
+    ctx = mm.Context(omm, li, plat, {"Threads": str(threads)})
+    ctx.setPositions(structure.positions)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
+
+    def group(g):
+        return lambda: ctx.getState(getForces=True, groups={g})
+
+    return {
+        f"OpenMM CPU({threads}) direct-space nonbonded": (group(1), ()),
+        f"OpenMM CPU({threads}) reciprocal PME": (group(2), ()),
+        f"OpenMM CPU({threads}) LangevinMiddle step": (lambda: li.step(1), ()),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--skin", type=float, default=0.131)
@@ -359,14 +393,17 @@ def main():
     for name, (fn, a) in arms.items():
         if not name.startswith("numba"):
             continue
+        t0 = time.perf_counter()
         out = fn(*a)
+        first = time.perf_counter() - t0  # numba's compilation where the kernel is new
         e1, g1 = out if isinstance(out, tuple) else (float("nan"), out)
         g1 = np.asarray(g1)
         rel = abs(float(e1) - float(e0)) / abs(float(e0))
         df = float(np.max(np.abs(g1 - g0)))
         r64 = abs(float(e1) - e64) / abs(e64)
         print(f"{name:40s} energy {float(e1):.3f} (rel {rel:.2e}, vs float64 {r64:.2e}); max |dF| {df:.4f}"
-              f" of |F|max {np.abs(g0).max():.0f}")  # fmt: skip
+              f" of |F|max {np.abs(g0).max():.0f}; first call {first:.1f} s")  # fmt: skip
+    arms.update(openmm_arms(nt))
     for r in range(args.rounds):
         for name, (fn, a) in arms.items():
             wmin, wmed, cmin, cmed = _time(fn, a, args.repeat)
