@@ -11,8 +11,9 @@ sums its own force (no scatter, twice the arithmetic). Arms, interleaved ``--rou
 evaluation (min and median over ``--repeat``): the present kernel (jitted ``value_and_grad`` and gradient), each
 numba kernel called from Python (2 threads, and the tabulated half-list kernel on 1), the tabulated half-list
 kernel as a ``jax.custom_vjp`` energy whose forward is a ``jax.pure_callback`` (the residual is the forces): its
-``jax.grad`` jitted alone and inside a 20-step ``lax.scan`` (per step). Agreement: energy against the present
-kernel and against float64, max |Δ force|.
+``jax.grad`` jitted alone and inside a 20-step ``lax.scan`` (per step); and OpenMM's CPU platform (same threads)
+on the same system: its direct-space nonbonded, reciprocal PME and one LangevinMiddle step. Agreement: energy
+against the present kernel and against float64, max |Δ force|.
 
     python benchmarks/bench_numba_pairs.py --rounds 3
 """
@@ -224,9 +225,7 @@ def pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, table, half, block):
                 s6 = s2 * s2 * s2
                 er += qq * tev * inv + ej * (s6 * s6 - s6)
                 gg[k] = (-qq * tgv * inv + ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6)) * inv2
-            sx = np.float32(0.0)
-            sy = np.float32(0.0)
-            sz = np.float32(0.0)
+            sx = sy = sz = np.float32(0.0)
             if not half:
                 for k in range(m):
                     sx += gg[k] * ddx[k]
