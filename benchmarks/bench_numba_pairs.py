@@ -4,7 +4,7 @@ kernel, in ONE process (issue 20 item 2, "multi-threaded custom calls where XLA 
 Not an integration: numba is not a dmd dependency (``pip install numba`` to run this). Villin + water as in
 ``bench_cluster_pairs.py`` (PDB positions, amber14 + TIP3P, PME 0.9 nm, OpenMM's α, float32 positions), the same
 half list (1.1× capacity, 16-slot floor, as OpenMM systems allocate) and its full-list twin. The kernels branch as
-OpenMM's CPU kernel does: a row stops at its padding, a partner beyond r_c is skipped, LJ is skipped where √ε of
+OpenMM's CPU kernel does: padding slots and partners beyond r_c are skipped, LJ is skipped where √ε of
 either atom is 0 (TIP3P hydrogens); erfc by A&S 7.1.26 (sharing the force's exp) or from a 4,096-point table.
 Half list: ``prange`` over row blocks, one float32 force buffer per thread, reduced after; full list: each row
 sums its own force (no scatter, twice the arithmetic). Arms, interleaved ``--rounds`` times, CPU and wall ms per
@@ -91,6 +91,21 @@ def _pair_terms(dx, dy, dz, qq, sij, ej, a, two_a_sqrtpi, table, tscale, tabulat
     return e, g
 
 
+@njit(fastmath=True, inline="always")
+def _add3(f, t, i, x, y, z):
+    f[t, i, 0] += x
+    f[t, i, 1] += y
+    f[t, i, 2] += z
+
+
+@njit(fastmath=True)
+def _sum_threads(f):
+    grad = f[0].copy()
+    for t in range(1, f.shape[0]):
+        grad += f[t]
+    return grad
+
+
 @njit(parallel=True, fastmath=True)
 def pairs_half(pos, box, idx, q, sig, seps, rc, alpha, table, tabulated, block):
     """(energy, dE/dx [N, 3]) over the half list ``idx [N, W]`` (rows compacted, sentinel N after the last partner).
@@ -132,22 +147,14 @@ def pairs_half(pos, box, idx, q, sig, seps, rc, alpha, table, tabulated, block):
                 ep, g = _pair_terms(dx, dy, dz, qi * q[j], np.float32(0.5) * (si + sig[j]), ei * seps[j], a,
                                     two_a_sqrtpi, table, tscale, tabulated)  # fmt: skip
                 er += ep
-                gx, gy, gz = g * dx, g * dy, g * dz
-                f[t, j, 0] += gx
-                f[t, j, 1] += gy
-                f[t, j, 2] += gz
-                sx += gx
-                sy += gy
-                sz += gz
-            f[t, i, 0] -= sx
-            f[t, i, 1] -= sy
-            f[t, i, 2] -= sz
+                _add3(f, t, j, g * dx, g * dy, g * dz)
+                sx += g * dx
+                sy += g * dy
+                sz += g * dz
+            _add3(f, t, i, -sx, -sy, -sz)
             eb += er
         e[t] += eb
-    grad = f[0].copy()
-    for t in range(1, nt):
-        grad += f[t]
-    return e.sum(), grad
+    return e.sum(), _sum_threads(f)
 
 
 @njit(parallel=True, fastmath=True)
@@ -226,30 +233,17 @@ def pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, table, half, block):
                 er += qq * tev * inv + ej * (s6 * s6 - s6)
                 gg[k] = (-qq * tgv * inv + ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6)) * inv2
             sx = sy = sz = np.float32(0.0)
-            if not half:
+            for k in range(m):  # the row's own share (a vectorised reduction)
+                sx += gg[k] * ddx[k]
+                sy += gg[k] * ddy[k]
+                sz += gg[k] * ddz[k]
+            if half:  # the partners' shares
                 for k in range(m):
-                    sx += gg[k] * ddx[k]
-                    sy += gg[k] * ddy[k]
-                    sz += gg[k] * ddz[k]
-                m = 0
-            for k in range(m):
-                j = jj[k]
-                gx, gy, gz = gg[k] * ddx[k], gg[k] * ddy[k], gg[k] * ddz[k]
-                f[t, j, 0] += gx
-                f[t, j, 1] += gy
-                f[t, j, 2] += gz
-                sx += gx
-                sy += gy
-                sz += gz
-            f[t, i, 0] -= sx
-            f[t, i, 1] -= sy
-            f[t, i, 2] -= sz
+                    _add3(f, t, jj[k], gg[k] * ddx[k], gg[k] * ddy[k], gg[k] * ddz[k])
+            _add3(f, t, i, -sx, -sy, -sz)
             eb += er
         e[t] += eb
-    grad = f[0].copy()
-    for t in range(1, nt):
-        grad += f[t]
-    return e.sum() * (1.0 if half else 0.5), grad
+    return e.sum() * (1.0 if half else 0.5), _sum_threads(f)
 
 
 def callback_energy(kernel, box, q, sig, seps, rc, alpha, table, shape):
