@@ -1,14 +1,19 @@
-"""Probe: a multi-threaded numba kernel for villin + water's real-space pair forces against dmd's XLA half-list
+"""Probe: multi-threaded numba kernels for villin + water's real-space pair forces against dmd's XLA half-list
 kernel, in ONE process (issue 20 item 2, "multi-threaded custom calls where XLA has none").
 
 Not an integration: numba is not a dmd dependency (``pip install numba`` to run this). Villin + water as in
 ``bench_cluster_pairs.py`` (PDB positions, amber14 + TIP3P, PME 0.9 nm, OpenMM's α, float32 positions), the same
-half list (1.1× capacity, 16-slot floor, as OpenMM systems allocate). The numba kernel runs over that list
-(``prange`` over rows, one force buffer per thread, reduced after; float32 arithmetic, float64 energy sum), LJ
-skipped where √ε of either atom is 0 (TIP3P hydrogens), as OpenMM's CPU kernel does. Arms, interleaved ``--rounds``
-times, CPU and wall ms per evaluation (min over ``--repeat``): the present kernel (``jax.value_and_grad``, jitted),
-numba called from Python, numba through ``jax.pure_callback`` in a jitted function, and in a 20-step ``lax.scan``
-(per call). Agreement: energy against the present kernel, max |Δ force|.
+half list (1.1× capacity, 16-slot floor, as OpenMM systems allocate) and its full-list twin. The kernels branch as
+OpenMM's CPU kernel does: padding slots and partners beyond r_c are skipped, LJ is skipped where √ε of
+either atom is 0 (TIP3P hydrogens); erfc by A&S 7.1.26 (sharing the force's exp) or from a 4,096-point table.
+Half list: ``prange`` over row blocks, one float32 force buffer per thread, reduced after; full list: each row
+sums its own force (no scatter, twice the arithmetic). Arms, interleaved ``--rounds`` times, CPU and wall ms per
+evaluation (min and median over ``--repeat``): the present kernel (jitted ``value_and_grad`` and gradient), each
+numba kernel called from Python (2 threads, and the tabulated half-list kernel on 1), the tabulated half-list
+kernel as a ``jax.custom_vjp`` energy whose forward is a ``jax.pure_callback`` (the residual is the forces): its
+``jax.grad`` jitted alone and inside a 20-step ``lax.scan`` (per step); and OpenMM's CPU platform (same threads)
+on the same system: its direct-space nonbonded, reciprocal PME and one LangevinMiddle step. Agreement: energy
+against the present kernel and against float64, max |Δ force|.
 
     python benchmarks/bench_numba_pairs.py --rounds 3
 """
@@ -41,41 +46,155 @@ _AS_P = 0.3275911
 _A1, _A2, _A3, _A4, _A5 = 0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429  # A&S 7.1.26
 
 
-@njit(parallel=True, fastmath=True, cache=False)
-def _pairs(pos, box, idx, q, sig, seps, rc, alpha, nthreads):
-    """(energy kJ/mol, dE/dx [N, 3]) over the half list ``idx [N, W]`` (sentinel N). Per row, one branch-free
-    loop over its W columns into scratch (vectorisable: gathers, A&S 7.1.26 erfc sharing the force's exp, the
-    minimum image by comparisons), then the partners' scatter; a row's padding and pairs past r_c get weight 0."""
+_TABLE = 4096  # points over [0, r_c] of the tabulated erfc (linear interpolation in r)
+
+
+def erfc_table(rc, alpha, size=_TABLE):
+    """[size + 2, 2] float32: erfc(αr) and erfc(αr) + 2αr/√π·exp(−α²r²) at r = k·r_c/size (energy and r·force)."""
+    from scipy.special import erfc
+
+    r = np.arange(size + 2, dtype=np.float64) * (rc / size)
+    ar = alpha * r
+    return np.stack([erfc(ar), erfc(ar) + 2.0 / math.sqrt(math.pi) * ar * np.exp(-ar * ar)], 1).astype(np.float32)
+
+
+@njit(fastmath=True, inline="always")
+def _pair_terms(dx, dy, dz, qq, sij, ej, a, two_a_sqrtpi, table, tscale, tabulated):
+    """(energy, dE/dr / r) of one pair inside r_c: PME real-space Coulomb (erfc by A&S 7.1.26 sharing the force's exp,
+    or from ``table``) plus LJ when ej = 4√ε_i√ε_j ≠ 0 (OpenMM's CPU kernel skips it for TIP3P hydrogens)."""
+    r2 = dx * dx + dy * dy + dz * dz
+    inv = np.float32(1.0) / np.sqrt(r2)
+    inv2 = inv * inv
+    if tabulated:
+        x = r2 * inv * tscale
+        k = int(x)
+        fr = x - np.float32(k)
+        te = table[k, 0] + fr * (table[k + 1, 0] - table[k, 0])
+        tg = table[k, 1] + fr * (table[k + 1, 1] - table[k, 1])
+        e = qq * te * inv
+        g = -qq * tg * inv * inv2
+    else:
+        ar = a * r2 * inv
+        gauss = np.exp(-ar * ar)
+        tt = np.float32(1.0) / (np.float32(1.0) + np.float32(_AS_P) * ar)
+        poly = tt * (
+            np.float32(_A1)
+            + tt * (np.float32(_A2) + tt * (np.float32(_A3) + tt * (np.float32(_A4) + tt * np.float32(_A5))))
+        )
+        e = qq * poly * gauss * inv
+        g = -(e + qq * two_a_sqrtpi * gauss) * inv2
+    if ej != np.float32(0.0):
+        s2 = sij * sij * inv2
+        s6 = s2 * s2 * s2
+        e += ej * (s6 * s6 - s6)
+        g += ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6) * inv2
+    return e, g
+
+
+@njit(fastmath=True, inline="always")
+def _add3(f, t, i, x, y, z):
+    f[t, i, 0] += x
+    f[t, i, 1] += y
+    f[t, i, 2] += z
+
+
+@njit(fastmath=True)
+def _sum_threads(f):
+    grad = f[0].copy()
+    for t in range(1, f.shape[0]):
+        grad += f[t]
+    return grad
+
+
+@njit(parallel=True, fastmath=True)
+def pairs_half(pos, box, idx, q, sig, seps, rc, alpha, table, tabulated, block):
+    """(energy, dE/dx [N, 3]) over the half list ``idx [N, W]`` (rows compacted, sentinel N after the last partner).
+    ``prange`` over row blocks; each thread scatters partner shares into its own force buffer (float32), reduced
+    after; row energies in float32, summed in float64. Skips the padding and partners beyond r_c."""
     n, w = idx.shape
-    f = np.zeros((nthreads, n + 1, 3), np.float32)
-    e = np.zeros(nthreads, np.float64)
+    nt = numba.get_num_threads()
+    f = np.zeros((nt, n, 3), np.float32)
+    e = np.zeros(nt, np.float64)
     rc2 = np.float32(rc * rc)
     a = np.float32(alpha)
     two_a_sqrtpi = np.float32(2.0 * alpha / math.sqrt(math.pi))
-    ke = np.float32(ONE_4PI_EPS0)
-    p = np.float32(_AS_P)
-    a1, a2, a3, a4, a5 = np.float32(_A1), np.float32(_A2), np.float32(_A3), np.float32(_A4), np.float32(_A5)
+    tscale = np.float32((table.shape[0] - 2) / rc)
     bx, by, bz = box[0], box[1], box[2]
     hx, hy, hz = np.float32(0.5) * bx, np.float32(0.5) * by, np.float32(0.5) * bz
-    # padded tables: row N is a far-away dummy atom with no charge and no LJ (the sentinel's partner)
+    nblocks = (n + block - 1) // block
+    for b in prange(nblocks):
+        t = numba.get_thread_id()
+        eb = np.float64(0.0)
+        for i in range(b * block, min(n, (b + 1) * block)):
+            xi, yi, zi = pos[i, 0], pos[i, 1], pos[i, 2]
+            qi, si, ei = np.float32(ONE_4PI_EPS0) * q[i], sig[i], np.float32(4.0) * seps[i]
+            sx = np.float32(0.0)
+            sy = np.float32(0.0)
+            sz = np.float32(0.0)
+            er = np.float32(0.0)
+            for k in range(w):
+                j = idx[i, k]
+                if j >= n:
+                    continue
+                dx = pos[j, 0] - xi
+                dy = pos[j, 1] - yi
+                dz = pos[j, 2] - zi
+                dx = dx - bx if dx > hx else (dx + bx if dx < -hx else dx)
+                dy = dy - by if dy > hy else (dy + by if dy < -hy else dy)
+                dz = dz - bz if dz > hz else (dz + bz if dz < -hz else dz)
+                if dx * dx + dy * dy + dz * dz >= rc2:
+                    continue
+                ep, g = _pair_terms(dx, dy, dz, qi * q[j], np.float32(0.5) * (si + sig[j]), ei * seps[j], a,
+                                    two_a_sqrtpi, table, tscale, tabulated)  # fmt: skip
+                er += ep
+                _add3(f, t, j, g * dx, g * dy, g * dz)
+                sx += g * dx
+                sy += g * dy
+                sz += g * dz
+            _add3(f, t, i, -sx, -sy, -sz)
+            eb += er
+        e[t] += eb
+    return e.sum(), _sum_threads(f)
+
+
+@njit(parallel=True, fastmath=True)
+def pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, table, half, block):
+    """``pairs_half`` with the tabulated erfc in passes per row so that LLVM vectorises the arithmetic (AVX-512
+    gathers): displacements and r² of every column, a branch-free compaction of the partners inside r_c, one loop
+    without branches over them (LJ always: ε = 0 gives 0), then the partners' scatter. ``half=False``: ``idx`` is a
+    full list (each pair in both rows): no scatter, twice the pairs, half the row energies."""
+    n, w = idx.shape
+    nt = numba.get_num_threads()
+    f = np.zeros((nt, n, 3), np.float32)
+    e = np.zeros(nt, np.float64)
+    rc2 = np.float32(rc * rc)
+    tscale = np.float32((table.shape[0] - 2) / rc)
+    te_tab = table[:, 0].copy()
+    tg_tab = table[:, 1].copy()
+    bx, by, bz = box[0], box[1], box[2]
+    hx, hy, hz = np.float32(0.5) * bx, np.float32(0.5) * by, np.float32(0.5) * bz
     px = np.zeros(n + 1, np.float32)
     py = np.zeros(n + 1, np.float32)
     pz = np.zeros(n + 1, np.float32)
-    qp = np.zeros(n + 1, np.float32)
-    sp = np.zeros(n + 1, np.float32)
-    ep = np.zeros(n + 1, np.float32)
     px[:n], py[:n], pz[:n] = pos[:, 0], pos[:, 1], pos[:, 2]
-    qp[:n], sp[:n], ep[:n] = q, sig, seps
-    chunk = (n + nthreads - 1) // nthreads
-    for t in prange(nthreads):
-        gx = np.empty(w, np.float32)
-        gy = np.empty(w, np.float32)
-        gz = np.empty(w, np.float32)
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+    px[n] = np.float32(1e4)  # the sentinel partner lies far outside r_c
+    nblocks = (n + block - 1) // block
+    for b in prange(nblocks):
+        t = numba.get_thread_id()
+        jj = np.empty(w + 1, np.int32)
+        ddx = np.empty(w + 1, np.float32)
+        ddy = np.empty(w + 1, np.float32)
+        ddz = np.empty(w + 1, np.float32)
+        gg = np.empty(w + 1, np.float32)
+        ax = np.empty(w, np.float32)
+        ay = np.empty(w, np.float32)
+        az = np.empty(w, np.float32)
+        ar2 = np.empty(w, np.float32)
+        eb = np.float64(0.0)
+        for i in range(b * block, min(n, (b + 1) * block)):
             xi, yi, zi = px[i], py[i], pz[i]
-            qi, si, ei = ke * qp[i], sp[i], ep[i]
-            et = np.float32(0.0)
-            for k in range(w):
+            qi, si, ei = np.float32(ONE_4PI_EPS0) * q[i], sig[i], np.float32(4.0) * seps[i]
+            for k in range(w):  # vectorised: gathers, minimum image by selects
                 j = idx[i, k]
                 dx = px[j] - xi
                 dy = py[j] - yi
@@ -83,50 +202,113 @@ def _pairs(pos, box, idx, q, sig, seps, rc, alpha, nthreads):
                 dx = dx - bx if dx > hx else (dx + bx if dx < -hx else dx)
                 dy = dy - by if dy > hy else (dy + by if dy < -hy else dy)
                 dz = dz - bz if dz > hz else (dz + bz if dz < -hz else dz)
+                ax[k] = dx
+                ay[k] = dy
+                az[k] = dz
+                ar2[k] = dx * dx + dy * dy + dz * dz
+            m = 0
+            for k in range(w):  # branch-free compaction of the partners inside r_c (the sentinel is far away)
+                jj[m] = idx[i, k]
+                ddx[m] = ax[k]
+                ddy[m] = ay[k]
+                ddz[m] = az[k]
+                m += ar2[k] < rc2
+            er = np.float32(0.0)
+            for k in range(m):
+                j = jj[k]
+                dx, dy, dz = ddx[k], ddy[k], ddz[k]
                 r2 = dx * dx + dy * dy + dz * dz
-                inside = (r2 < rc2) and (j < n)
-                r2 = r2 if inside else np.float32(1.0)
                 inv = np.float32(1.0) / np.sqrt(r2)
-                r = r2 * inv
-                ar = a * r
-                gauss = np.exp(-ar * ar)
-                tt = np.float32(1.0) / (np.float32(1.0) + p * ar)
-                erfc = tt * (a1 + tt * (a2 + tt * (a3 + tt * (a4 + tt * a5)))) * gauss
-                qq = qi * qp[j]
-                ec = qq * erfc * inv
-                sg = np.float32(0.5) * (si + sp[j]) * inv
-                s2 = sg * sg
+                inv2 = inv * inv
+                x = r2 * inv * tscale
+                kk = np.int32(x)
+                fr = x - np.float32(kk)
+                tev = te_tab[kk] + fr * (te_tab[kk + 1] - te_tab[kk])
+                tgv = tg_tab[kk] + fr * (tg_tab[kk + 1] - tg_tab[kk])
+                qq = qi * q[j]
+                sij = np.float32(0.5) * (si + sig[j])
+                ej = ei * seps[j]
+                s2 = sij * sij * inv2
                 s6 = s2 * s2 * s2
-                ej = np.float32(4.0) * ei * ep[j]
-                el = ej * (s6 * s6 - s6)
-                de = (
-                    -(ec + qq * two_a_sqrtpi * gauss) * inv
-                    + ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6) * inv
-                )
-                g = de * inv if inside else np.float32(0.0)
-                et += (ec + el) if inside else np.float32(0.0)
-                gx[k] = g * dx
-                gy[k] = g * dy
-                gz[k] = g * dz
-            sx = np.float32(0.0)
-            sy = np.float32(0.0)
-            sz = np.float32(0.0)
-            for k in range(w):
-                j = idx[i, k]
-                f[t, j, 0] += gx[k]
-                f[t, j, 1] += gy[k]
-                f[t, j, 2] += gz[k]
-                sx += gx[k]
-                sy += gy[k]
-                sz += gz[k]
-            f[t, i, 0] -= sx
-            f[t, i, 1] -= sy
-            f[t, i, 2] -= sz
-            e[t] += et
-    grad = np.zeros((n, 3), np.float32)
-    for t in range(nthreads):
-        grad += f[t, :n]
-    return e.sum(), grad
+                er += qq * tev * inv + ej * (s6 * s6 - s6)
+                gg[k] = (-qq * tgv * inv + ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6)) * inv2
+            sx = sy = sz = np.float32(0.0)
+            for k in range(m):  # the row's own share (a vectorised reduction)
+                sx += gg[k] * ddx[k]
+                sy += gg[k] * ddy[k]
+                sz += gg[k] * ddz[k]
+            if half:  # the partners' shares
+                for k in range(m):
+                    _add3(f, t, jj[k], gg[k] * ddx[k], gg[k] * ddy[k], gg[k] * ddz[k])
+            _add3(f, t, i, -sx, -sy, -sz)
+            eb += er
+        e[t] += eb
+    return e.sum() * (1.0 if half else 0.5), _sum_threads(f)
+
+
+def callback_energy(kernel, box, q, sig, seps, rc, alpha, table, shape):
+    """energy(pos, idx) as a ``jax.custom_vjp`` whose forward is one ``jax.pure_callback`` into ``kernel`` (energy and
+    forces together); the residual is the forces, so ``jax.grad`` inside a jitted step costs one kernel call."""
+    f32 = jnp.float32
+    n = shape[0]
+    out = (jax.ShapeDtypeStruct((), f32), jax.ShapeDtypeStruct((n, 3), f32))
+
+    def host(p, i):  # jax hands int32 buffers over with format '=i', which numba refuses: a view as '<i4' fixes it
+        p = np.asarray(p).view(np.float32)
+        i = np.asarray(i).view(np.int32)
+        e, g = kernel(p, box, i, q, sig, seps, rc, alpha, table, True, 64)
+        return np.float32(e), g
+
+    def call(p, i):
+        return jax.pure_callback(host, out, p, i)
+
+    @jax.custom_vjp
+    def energy(p, i):
+        return call(p, i)[0]
+
+    def fwd(p, i):
+        e, g = call(p, i)
+        return e, g
+
+    def bwd(g, ct):
+        return ct * g, None
+
+    energy.defvjp(fwd, bwd)
+    return energy
+
+
+def openmm_arms(threads):
+    """OpenMM CPU (``threads``) on the same system: its direct-space nonbonded (group 1: real-space PME + LJ and
+    the exceptions), its reciprocal part (group 2) and one LangevinMiddle 2 fs step, as timing callables."""
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as u
+
+    from dmd.openmm_system.loading import openmm_system_from_pdb
+
+    pdb = os.path.join(os.path.dirname(app.__file__), "data", "test.pdb")
+    omm, structure, _ = openmm_system_from_pdb(
+        pdb, ["amber14-all.xml", "amber14/tip3p.xml"], "PME", 0.9, "HBonds", True
+    )
+    for f in omm.getForces():
+        f.setForceGroup(0)
+        if isinstance(f, mm.NonbondedForce):
+            f.setForceGroup(1)
+            f.setReciprocalSpaceForceGroup(2)
+    li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
+    plat = mm.Platform.getPlatformByName("CPU")
+    ctx = mm.Context(omm, li, plat, {"Threads": str(threads)})
+    ctx.setPositions(structure.positions)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
+
+    def group(g):
+        return lambda: ctx.getState(getForces=True, groups={g})
+
+    return {
+        f"OpenMM CPU({threads}) direct-space nonbonded": (group(1), ()),
+        f"OpenMM CPU({threads}) reciprocal PME": (group(2), ()),
+        f"OpenMM CPU({threads}) LangevinMiddle step": (lambda: li.step(1), ()),
+    }
 
 
 def main():
@@ -135,6 +317,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
+    from bench_cluster_pairs import reference
+
     from dmd.forces.neighbors import pair_neighbor_list
     from dmd.forces.nonbonded import pair_energy_full
 
@@ -144,47 +328,75 @@ def main():
     pos, box = jnp.asarray(s["pos"], f32), jnp.asarray(s["box"], f32)
     q, sig, seps = (jnp.asarray(s[k], f32) for k in ("q", "sig", "seps"))
     rc, alpha = float(s["rc"]), float(s["alpha"])
-    nfn = pair_neighbor_list(n, s["box"], rc, skin=args.skin, excluded_pairs=s["excluded"], full=False,
-                             occupancy_multiplier=1.1, min_headroom=16)  # fmt: skip
-    nb = nfn.allocate(pos)
-    idx = nb.idx
+    lists = {}
+    for full in (False, True):
+        nfn = pair_neighbor_list(n, s["box"], rc, skin=args.skin, excluded_pairs=s["excluded"], full=full,
+                                 occupancy_multiplier=1.1, min_headroom=16)  # fmt: skip
+        lists[full] = nfn.allocate(pos).idx
+    idx, fidx = lists[False], lists[True]
     pair = pair_energy_full("PME", rc, alpha=alpha, half=True)
     present = jax.jit(jax.value_and_grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
+    present_grad = jax.jit(jax.grad(lambda y, idx: pair(y, box, idx, q, sig, seps)))
     nt = numba.get_num_threads()
-    host = [np.asarray(a) for a in (pos, box, idx, q, sig, seps)]
-    host[2] = host[2].astype(np.int32)
+    h = {k: np.asarray(a) for k, a in zip(("pos", "box", "q", "sig", "seps"), (pos, box, q, sig, seps), strict=True)}
+    hidx, hfidx = np.asarray(idx, np.int32), np.asarray(fidx, np.int32)
+    table = erfc_table(rc, alpha)
+    consts = (h["q"], h["sig"], h["seps"], rc, alpha, table)
 
-    def numba_direct(p):
-        return _pairs(np.asarray(p), host[1], host[2], host[3], host[4], host[5], rc, alpha, nt)
+    def half(tab):
+        return lambda p: pairs_half(np.asarray(p), h["box"], hidx, *consts, tab, 64)
 
-    def cb(p, i):  # callback buffers arrive with a '=i' buffer format numba refuses: view them as plain numpy
-        p = np.frombuffer(np.ascontiguousarray(p).tobytes(), np.float32).reshape(n, 3)
-        i = np.frombuffer(np.ascontiguousarray(i).tobytes(), np.int32).reshape(host[2].shape)
-        e, g = _pairs(p, host[1], i, host[3], host[4], host[5], rc, alpha, nt)
-        return np.float32(e), g
+    def vec(threads, half=True):
+        def fn(p):
+            numba.set_num_threads(threads)
+            out = pairs_vec(np.asarray(p), h["box"], hidx if half else hfidx, *consts, half, 64)
+            numba.set_num_threads(nt)
+            return out
 
-    shapes = (jax.ShapeDtypeStruct((), f32), jax.ShapeDtypeStruct((n, 3), f32))
-    via_cb = jax.jit(lambda p, i: jax.pure_callback(cb, shapes, p, i))
+        return fn
+
+    energy = callback_energy(pairs_vec, h["box"], *consts, hidx.shape)
+    cb_grad = jax.jit(jax.grad(energy))
 
     def scan20(p, i):
         def body(c, _):
-            e, g = jax.pure_callback(cb, shapes, c, i)
-            return c - 1e-9 * g, e  # a dependent chain, as a step would be
+            g = jax.grad(energy)(c, i)
+            return c - 1e-9 * g, None  # a dependent chain, as a step would be
 
-        return jax.lax.scan(body, p, None, length=20)
+        return jax.lax.scan(body, p, None, length=20)[0]
 
     scan_cb = jax.jit(scan20)
     e0, g0 = present(pos, idx)
-    e1, g1 = numba_direct(pos)
-    print(f"villin + water N = {n}, list width {idx.shape[1]}, numba {numba.__version__}, threads {nt} | {_load()}")
-    rel = abs(e1 - float(e0)) / abs(float(e0))
-    df, fmax = float(np.max(np.abs(g1 - np.asarray(g0)))), float(jnp.max(jnp.abs(g0)))
-    print(f"energy present {float(e0):.3f}, numba {e1:.3f} (rel {rel:.2e}); max |dF| {df:.4f} of |F|max {fmax:.0f}")
+    g0 = np.asarray(g0)
+    e64 = float(reference(s, np.asarray(idx))[0])
+    print(f"villin + water N = {n}, half list width {idx.shape[1]}, full {fidx.shape[1]}, numba {numba.__version__},"
+          f" threads {nt} | {_load()}")  # fmt: skip
     arms = {
         "present XLA half list, value_and_grad": (present, (pos, idx)),
-        "numba from Python": (numba_direct, (pos,)),
-        "numba via pure_callback (jit)": (via_cb, (pos, idx)),
+        "present XLA half list, grad": (present_grad, (pos, idx)),
+        "numba half, A&S erfc": (half(False), (pos,)),
+        "numba half, table erfc": (half(True), (pos,)),
+        "numba half, table erfc, vectorised": (vec(nt), (pos,)),
+        "numba half, table erfc, vectorised, 1 thread": (vec(1), (pos,)),
+        "numba full list, vectorised": (vec(nt, False), (pos,)),
+        "numba vectorised, custom_vjp grad (jit)": (cb_grad, (pos, idx)),
     }
+    print(f"{'float64 reference':40s} energy {e64:.3f}")
+    print(f"{'present':40s} energy {float(e0):.3f} (rel {abs(float(e0) - e64) / abs(e64):.2e} vs float64)")
+    for name, (fn, a) in arms.items():
+        if not name.startswith("numba"):
+            continue
+        t0 = time.perf_counter()
+        out = fn(*a)
+        first = time.perf_counter() - t0  # numba's compilation where the kernel is new
+        e1, g1 = out if isinstance(out, tuple) else (float("nan"), out)
+        g1 = np.asarray(g1)
+        rel = abs(float(e1) - float(e0)) / abs(float(e0))
+        df = float(np.max(np.abs(g1 - g0)))
+        r64 = abs(float(e1) - e64) / abs(e64)
+        print(f"{name:40s} energy {float(e1):.3f} (rel {rel:.2e}, vs float64 {r64:.2e}); max |dF| {df:.4f}"
+              f" of |F|max {np.abs(g0).max():.0f}; first call {first:.1f} s")  # fmt: skip
+    arms.update(openmm_arms(nt))
     for r in range(args.rounds):
         for name, (fn, a) in arms.items():
             wmin, wmed, cmin, cmed = _time(fn, a, args.repeat)
@@ -193,8 +405,9 @@ def main():
         jax.block_until_ready(scan_cb(pos, idx))
         t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(scan_cb(pos, idx))
-        print(f"round {r} {'numba in a 20-step lax.scan, per step':40s} wall {(time.perf_counter() - t0) * 50:6.2f} ms,"
-              f" CPU {(time.process_time() - c0) * 50:6.2f} ms | {_load()}")  # fmt: skip
+        print(f"round {r} {'numba vectorised, the same in a 20-step lax.scan, per step':40s}"
+              f" wall {(time.perf_counter() - t0) * 50:6.2f} ms, CPU {(time.process_time() - c0) * 50:6.2f} ms"
+              f" | {_load()}")  # fmt: skip
 
 
 if __name__ == "__main__":
