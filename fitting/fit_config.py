@@ -58,6 +58,7 @@ from dmd.base.config import check_keys, load_config, number
 from dmd.base.errors import UserInputError
 from fitting.fit_targets import diffuse_target, powder_target
 from fitting.forcefield import FitConfig, FitParam, FitState, FitTarget
+from fitting.loss_surface import check_factor as check_loss_surface
 from fitting.start_scan import StartScan
 
 __all__ = [
@@ -298,6 +299,7 @@ def load_fit_config(path, out=None, resume: bool = False):
         resume=resume,
     )
     cfg = dataclasses.replace(cfg, **sim)
+    check_loss_surface(cfg.loss_surface, len(raw.get("parameters") or []), str(path))  # named, before any work
     if npt:
         from fitting.forcefield_sampling import check_npt_settings
 

@@ -48,3 +48,13 @@ def test_numbers_as_strings_are_read(tmp_path):
     path = _config(tmp_path, lambda raw: raw.update(loss_guard="3", rounds="4"))
     cfg = load_fit_config(path)[3]
     assert cfg.loss_guard == 3.0 and cfg.rounds == 4
+
+
+def test_a_bad_loss_surface_is_refused_at_load_naming_the_file(tmp_path):
+    # lj_rdf.yaml fits 2 parameters: the loss parabola is for one; and a factor must exceed 1
+    path = _config(tmp_path, lambda raw: raw.update(loss_surface=3))
+    with pytest.raises(UserInputError, match=f"{path}: loss_surface: the loss parabola is for one fitted parameter"):
+        load_fit_config(path)
+    path = _config(tmp_path, lambda raw: (raw.update(loss_surface=0.5), raw.update(parameters=raw["parameters"][:1])))
+    with pytest.raises(UserInputError, match=f"{path}: loss_surface 0.5: give a factor > 1"):
+        load_fit_config(path)
