@@ -89,15 +89,15 @@ def one_seed(seed: int, rounds: int | None, steps: int, average_last: int | None
     res = fit(system, params, targets, cfg, states=states)
     scan = [h for h in res.history if h.get("status") == "scan"]  # the start scan's rows (fitting.start_scan)
     rows = [h for h in res.history if h.get("status") != "scan"]
-    secs = [h["seconds"] for h in rows]
+    secs = [h["seconds"] for h in rows] or [h["seconds"] for h in scan]  # no rounds: per scan/design point
     diverged = [h["round"] for h in rows if h.get("status") == "diverged"]
     final, last = float(res.values[NAME]), float(res.last[NAME])
     # both estimates from the same rounds, whichever the config reports: iterates averaged, loss parabola's vertex
     from fitting.forcefield_outputs import averaged_theta
-    from fitting.loss_surface import loss_vertex
+    from fitting.loss_surface import loss_vertex, surface_options
 
     avg = (averaged_theta(res.history, cfg.average_last)[0] or {}).get(NAME)
-    vertex = loss_vertex(res.history, np.log, lambda v: float(np.exp(v)), cfg.loss_surface or 4.0)
+    vertex = loss_vertex(res.history, np.log, lambda v: float(np.exp(v)), **surface_options(cfg.loss_surface or 4.0))
     se = (res.stderr or {}).get(NAME)
     stats = jax.devices()[0].memory_stats() or {}
     peak_dev = stats.get("peak_bytes_in_use")
@@ -118,7 +118,8 @@ def one_seed(seed: int, rounds: int | None, steps: int, average_last: int | None
             "rejected_rounds": [h["round"] for h in rows if h.get("status") == "rejected"],
             "scan_theta": [h["theta"][NAME] for h in scan], "scan_loss": [h["loss"] for h in scan],
             "scan_seconds": sum(h["seconds"] for h in scan),
-            "rounds_start": rows[0]["theta"][NAME] if rows else None, "loss_surface": cfg.loss_surface,
+            "rounds_start": rows[0]["theta"][NAME] if rows else None, "design_points": sum("design_centre" in h
+                                                                                            for h in scan), "loss_surface": cfg.loss_surface,
             "iterate_average_error_pct": None if avg is None else 100 * (avg / TRUTH - 1),
             "loss_vertex_error_pct": None if vertex is None else 100 * (vertex["value"] / TRUTH - 1),
             "loss_vertex_stderr_pct": None if not (vertex and vertex["stderr"]) else 100 * vertex["stderr"] / TRUTH,
@@ -160,7 +161,8 @@ def _seed_line(r: dict, steps: int) -> str:
     se = "" if r["stderr"] is None else f" ± {r['stderr']:.4f} (s.e., error/s.e. {r['error_over_se']:+.1f})"
     dev = "" if r.get("peak_device_mb") is None else f", peak device memory {r['peak_device_mb']:.0f} MB"
     pts = " ".join(f"{t:.4f}:{x:.3g}" for t, x in zip(r.get("scan_theta") or [], r.get("scan_loss") or [], strict=True))
-    scan = f"start scan (σ:loss) {pts} in {r['scan_seconds']:.0f} s, rounds from σ {r['rounds_start']:.4f}; "
+    rs = "–" if r["rounds_start"] is None else f"{r['rounds_start']:.4f}"
+    scan = f"start scan + design (σ:loss) {pts} in {r['scan_seconds']:.0f} s, rounds from σ {rs}; "
     scan = scan if pts else ""
     return (f"seed {r['seed']}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), "
             f"error {r['error_pct']:+.2f}% "

@@ -83,7 +83,7 @@ from fitting.forcefield_sampling import (
 )
 from fitting.loss_guard import LossGuard
 from fitting.loss_surface import check_factor as check_loss_surface
-from fitting.loss_surface import loss_vertex
+from fitting.loss_surface import loss_vertex, surface_options
 from fitting.observables import frame_values
 from fitting.start_scan import resumes_scan, run_start_scan
 from fitting.start_scan import summary as scan_summary
@@ -524,7 +524,7 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if cfg.loss_surface is not None:  # θ from the rounds' losses (fitting.loss_surface), else the iterates
         (fp,), (kind,) = mapping.fit_params, mapping.kinds
         vertex = loss_vertex(history, lambda t: to_internal(kind, fp.lower, fp.upper, t),
-                             lambda v: float(from_internal(kind, fp.lower, fp.upper, v)), cfg.loss_surface)  # fmt: skip
+                             lambda v: float(from_internal(kind, fp.lower, fp.upper, v)), **surface_options(cfg.loss_surface))  # fmt: skip
         if vertex is not None:
             values, stderr = {fp.label: vertex["value"]}, {fp.label: vertex["stderr"]}
     final_loss = good[-1]["loss"] if good else float("nan")

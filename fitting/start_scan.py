@@ -13,6 +13,12 @@ parameter and ``pick: parabola`` (the default), at the vertex of the parabola in
 two neighbours (within ±step/2 of the lowest point, by construction; an end point of the grid is taken as it is),
 from the lowest point's last frames. The grid is set by the start and ``step`` only, never by the truth.
 
+With one parameter, ``design: D`` (odd) then measures the loss at D more points about that start (the centre),
+z_c + j · ``design_step``, j = −(D−1)/2..(D−1)/2, each ``repeats`` times with fresh seeds: a designed experiment for
+the loss parabola (:mod:`fitting.loss_surface`, its ``window`` centred on z_c), in place of gradient rounds whose
+fixed point is biased where the estimator's Jacobian is (the peptide: docs/fitting.md, fit18k). These rows carry
+``design_centre`` (θ at z_c); the gradient rounds, if any, still start at z_c.
+
 Outputs: history rows of ``status: scan`` (``round: -1``, ``scan_point`` k, ``theta``, ``loss``, ``seconds``)
 before round 0, ``start_scan`` in summary.json, their own marker in loss.png and params.png. Each finished point is
 checkpointed in ``start_scan.npz`` (loss, θ and every state's last frames), so ``--resume`` during the scan redoes
@@ -36,18 +42,22 @@ __all__ = ["StartScan", "SCAN_ROUND", "SCAN_FILE", "grid", "pick", "run_start_sc
 
 SCAN_ROUND = 1_000_000  # scan point k samples with the round seed of round SCAN_ROUND + k (streams of their own)
 SCAN_FILE = "start_scan.npz"
-_KEYS = {"points", "step", "pick"}
+_KEYS = {"points", "step", "pick", "design", "design_step", "repeats"}
 _HINT = "e.g. start_scan: {points: 5, step: 0.1}"
 
 
 @dataclasses.dataclass(frozen=True)
 class StartScan:
     """``points``: odd, ≥ 3 (per fitted parameter); ``step``: grid spacing in z (0.1 in ln θ: ×1.105);
-    ``pick``: "parabola" (one parameter) or "min"."""
+    ``pick``: "parabola" (one parameter) or "min"; ``design``: 0 or odd, points about the start afterwards (one
+    parameter), ``design_step`` apart, each ``repeats`` times."""
 
     points: int = 5
     step: float = 0.1
     pick: str = "parabola"
+    design: int = 0
+    design_step: float = 0.06
+    repeats: int = 1
 
     def __post_init__(self):
         if not (isinstance(self.points, int) and self.points >= 3 and self.points % 2 == 1):
@@ -59,6 +69,11 @@ class StartScan:
         if self.pick not in ("parabola", "min"):
             raise UserInputError(f"start_scan.pick {self.pick!r}: use parabola (vertex through the lowest point "
                                  "and its neighbours) or min (the lowest point)")  # fmt: skip
+        if not (isinstance(self.design, int) and (self.design == 0 or self.design % 2 == 1)
+                and np.isfinite(self.design_step) and self.design_step > 0 and self.repeats >= 1):  # fmt: skip
+            raise UserInputError(f"start_scan design {self.design!r}, design_step {self.design_step!r}, repeats "
+                                 f"{self.repeats!r}: give design 0 or odd, design_step > 0 and repeats ≥ 1, e.g. "
+                                 "start_scan: {points: 7, step: 0.1, design: 5, design_step: 0.06, repeats: 2}")
 
     @classmethod
     def from_spec(cls, spec, where: str = "config") -> StartScan | None:
@@ -70,7 +85,7 @@ class StartScan:
             bad = sorted(set(spec) - _KEYS) if isinstance(spec, dict) else spec
             raise UserInputError(f"{where}: start_scan: {bad!r} is not a scan setting; give a mapping of "
                                  f"{', '.join(sorted(_KEYS))}, {_HINT}")  # fmt: skip
-        kinds = {"points": int, "step": float}
+        kinds = {"points": int, "step": float, "design": int, "design_step": float, "repeats": int}
         kw = {k: number(spec[k], f"start_scan.{k}", where, kinds[k], _HINT) for k in kinds if k in spec}
         if "pick" in spec:
             kw["pick"] = str(spec["pick"])
@@ -85,6 +100,9 @@ class StartScan:
                 f"start_scan: {n_params} fitted parameters, but the scan grids 1 or 2 (points^P rounds); remove "
                 "start_scan from the config, or fit at most 2 parameters"
             )
+        if n_params > 1 and self.design:
+            raise UserInputError("start_scan.design measures points about one fitted parameter's start; with 2 "
+                                 "fitted parameters leave design out")  # fmt: skip
         if n_params > 1 and self.pick == "parabola":
             raise UserInputError("start_scan.pick parabola fits one parameter; with 2 fitted parameters set "
                                  "pick: min (the lowest grid point)")  # fmt: skip
@@ -163,29 +181,40 @@ def run_start_scan(scan: StartScan, z0, evals, measure, theta_of, out=None, resu
         rows, ends = _load(path, z_grid, len(evals))
         log(f"start scan: resuming after {len(rows)} of {len(z_grid)} points ({path})")
     done = {r["scan_point"] for r in rows}
-    for k, zk in enumerate(z_grid):
-        if k in done:
-            continue
-        t0 = time.perf_counter()
-        for e, (pos, box) in zip(evals, start, strict=True):  # every point from the fit's start
-            e.positions, e.box = np.array(pos), None if box is None else np.array(box)
-        row = {"round": -1, "status": "scan", "scan_point": k, "theta": theta_of(zk)}
-        try:
-            loss = float(measure(zk, SCAN_ROUND + k))
-        except SimulationDiverged as exc:
-            loss, row["message"] = float("inf"), str(exc)
-        else:
-            for e in evals:
-                e.end_round()
-        ends[k] = [(np.array(e.positions), None if e.box is None else np.array(e.box)) for e in evals]
-        rows.append(dict(row, loss=loss, seconds=time.perf_counter() - t0))
-        log(f"start scan {len(rows)}/{len(z_grid)}: θ {row['theta']} loss {loss:.4g}")
-        if path is not None and writer:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save(path, z_grid, rows, ends)
+    n_all = len(z_grid) + scan.design * scan.repeats
+
+    def run(points, extra):
+        for k, zk in points:
+            if k in done:
+                continue
+            t0 = time.perf_counter()
+            for e, (pos, box) in zip(evals, start, strict=True):  # every point from the fit's start
+                e.positions, e.box = np.array(pos), None if box is None else np.array(box)
+            row = {"round": -1, "status": "scan", "scan_point": k, "theta": theta_of(zk), **extra}
+            try:
+                loss = float(measure(zk, SCAN_ROUND + k))
+            except SimulationDiverged as exc:
+                loss, row["message"] = float("inf"), str(exc)
+            else:
+                for e in evals:
+                    e.end_round()
+            ends[k] = [(np.array(e.positions), None if e.box is None else np.array(e.box)) for e in evals]
+            rows.append(dict(row, loss=loss, seconds=time.perf_counter() - t0))
+            log(f"start scan {len(rows)}/{n_all}: θ {row['theta']} loss {loss:.4g}")
+            if path is not None and writer:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _save(path, z_grid, rows, ends)
+
+    run(enumerate(z_grid), {})
     rows.sort(key=lambda r: r["scan_point"])
-    losses = [r["loss"] for r in rows]
+    losses = [r["loss"] for r in rows[: len(z_grid)]]
     z, i = pick(z_grid, losses, scan)
+    if scan.design:  # the designed points about the pick, each from the fit's start with its own seed
+        half = (scan.design - 1) // 2
+        offsets = np.tile(np.arange(-half, half + 1) * scan.design_step, scan.repeats)
+        (centre,) = theta_of(z).values()
+        run([(len(z_grid) + j, z + dz) for j, dz in enumerate(offsets)], {"design_centre": float(centre)})
+        rows.sort(key=lambda r: r["scan_point"])
     for e, (pos, box) in zip(evals, ends[i], strict=True):
         e.positions, e.box = np.array(pos), box
     rows[i]["picked"] = True

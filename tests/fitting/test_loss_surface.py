@@ -97,3 +97,28 @@ def test_fit_reports_the_loss_vertex(tmp_path):
     assert summary["loss_surface"]["points"] == 6 and summary["iterate_average"] is not None
     with pytest.raises(UserInputError, match="one fitted parameter"):
         fit(system, [FitParam(("spring/k",), lower=0.0)] * 2, [target], cfg)
+
+
+def test_designed_points_and_ln_loss_window_replace_the_rounds(tmp_path):
+    # the peptide example's scheme on ⟨x²⟩ = kT/k (target k = 150, start k = 120): a 5-point scan, then 3 designed
+    # points 0.1 apart about its vertex, each twice, no gradient rounds; k from ln loss within 0.25 of the centre
+    T = 300.0
+    kt = KB_KJ_PER_MOL_K * T
+    system = harmonic_oscillator(64, 3, k=120.0, mass=10.0, temperature=T, dtype=jnp.float64)
+    scan = StartScan(points=5, step=0.2, design=3, design_step=0.1, repeats=2)
+    surface = {"log": True, "window": 0.25}
+    cfg = FitConfig(rounds=0, steps=200, equilibration=100, report_every=10, dt=0.01, temperature=T, friction=5.0,
+                    optimizer="sgd", progress=False, out=tmp_path, start_scan=scan, loss_surface=surface,
+                    restart="crystal")  # fmt: skip
+    target = FitTarget(ob.custom(lambda pos: jnp.mean(pos**2), name="msd"), np.array([kt / 150]))
+    res = fit(system, [FitParam(("spring/k",), lower=0.0)], [target], cfg)
+    design = [h for h in res.history if "design_centre" in h]
+    assert len(res.history) == 11 and len(design) == 6  # 5 scan + 3 × 2 design rows, no round
+    centre = design[0]["design_centre"]
+    ks = sorted({round(h["theta"]["spring/k"], 9) for h in design})
+    assert ks == pytest.approx(centre * np.exp([-0.1, 0.0, 0.1]), rel=1e-6)
+    v = loss_vertex(res.history, math.log, math.exp, None, log=True, window=0.25)
+    assert res.values["spring/k"] == pytest.approx(v["value"], rel=1e-12)
+    assert abs(v["value"] / 150 - 1) < 0.1, v
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["rounds"] == 0 and summary["fitted"]["spring/k"] == pytest.approx(v["value"], rel=1e-12)
