@@ -294,7 +294,9 @@ def load_fit_config(path, out=None, resume: bool = False):
         replica_gradient=str(raw.get("replica_gradient", "pooled")),  # checked by fit
         loss_guard=num(raw, "loss_guard", None),
         start_scan=StartScan.from_spec(raw.get("start_scan"), path),
-        loss_surface=raw["loss_surface"] if isinstance(raw.get("loss_surface"), dict) else num(raw, "loss_surface", None),
+        loss_surface=surface
+        if isinstance(surface := raw.get("loss_surface"), dict)
+        else num(raw, "loss_surface", None),
         out=out,
         resume=resume,
     )

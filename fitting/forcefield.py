@@ -524,7 +524,8 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     if cfg.loss_surface is not None:  # θ from the rounds' losses (fitting.loss_surface), else the iterates
         (fp,), (kind,) = mapping.fit_params, mapping.kinds
         vertex = loss_vertex(history, lambda t: to_internal(kind, fp.lower, fp.upper, t),
-                             lambda v: float(from_internal(kind, fp.lower, fp.upper, v)), **surface_options(cfg.loss_surface))  # fmt: skip
+                             lambda v: float(from_internal(kind, fp.lower, fp.upper, v)),
+                             **surface_options(cfg.loss_surface))  # fmt: skip
         if vertex is not None:
             values, stderr = {fp.label: vertex["value"]}, {fp.label: vertex["stderr"]}
     final_loss = good[-1]["loss"] if good else float("nan")

@@ -26,18 +26,20 @@ import numpy as np
 
 from dmd.base.errors import UserInputError
 
-__all__ = ["check_factor", "loss_vertex", "surface_options"]
+__all__ = ["check_factor", "loss_vertex", "robust_weights", "surface_options"]
 
 
-_KEYS = {"factor", "log", "window"}
+_KEYS = {"factor", "log", "window", "robust"}
 
 
 def surface_options(spec) -> dict | None:
     """``loss_surface`` as ``{"factor", "log", "window"}``: a number is the factor (ln loss off, no window)."""
-    if spec is None or isinstance(spec, dict):
-        return None if spec is None else {"factor": spec.get("factor"), "log": spec.get("log", False),
-                                          "window": spec.get("window")}  # fmt: skip
-    return {"factor": spec, "log": False, "window": None}
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        return {"factor": spec, "log": False, "window": None, "robust": False}
+    return {"factor": spec.get("factor"), "log": spec.get("log", False), "window": spec.get("window"),
+            "robust": spec.get("robust", False)}  # fmt: skip
 
 
 def check_factor(spec, n_params: int, where: str = "") -> None:
@@ -47,11 +49,13 @@ def check_factor(spec, n_params: int, where: str = "") -> None:
     pre = f"{where}: " if where else ""
     factor = spec
     if isinstance(spec, dict):
-        window, log = spec.get("window"), spec.get("log", False)
-        if set(spec) - _KEYS or not isinstance(log, bool) or not (window is None or (
+        window, log, robust = spec.get("window"), spec.get("log", False), spec.get("robust", False)
+        if set(spec) - _KEYS or not isinstance(log, bool) or not isinstance(robust, bool) or not (window is None or (
                 isinstance(window, (int, float)) and not isinstance(window, bool) and window > 0)):  # fmt: skip
-            raise UserInputError(f"{pre}loss_surface {spec!r}: give a factor > 1, or a mapping of factor (> 1), log "
-                                 "(true/false) and window (> 0, in z), e.g. loss_surface: {log: true, window: 0.15}")
+            raise UserInputError(
+                f"{pre}loss_surface {spec!r}: give a factor > 1, or a mapping of factor (> 1), log "
+                "(true/false), window (> 0, in z) and robust (true/false), e.g. loss_surface: {log: true, window: 0.15}"
+            )
         factor = spec.get("factor")
         if factor is None:
             factor = 2.0  # no factor: only the window and the parameter count to check
@@ -63,8 +67,31 @@ def check_factor(spec, n_params: int, where: str = "") -> None:
                              "drop loss_surface or fit one parameter")  # fmt: skip
 
 
-def loss_vertex(history, to_z, from_z, factor: float | None, log: bool = False,
-                window: float | None = None) -> dict | None:
+def robust_weights(design, y, iterations: int = 30):
+    """``(coef, w)``: a least-squares fit of ``y`` on ``design`` made robust by iteratively reweighted least squares:
+    Huber weights (c 1.345) for 10 iterations, then Tukey's bisquare (c 4.685, weight 0 beyond), the residuals'
+    scale 1.4826 × their median absolute deviation each time (Huber's start keeps bisquare from a fit that one
+    outlier bent, e.g. a negative curvature)."""
+    w = np.ones(len(y))
+    for it in range(iterations):
+        sw = np.sqrt(w)
+        coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+        r = y - design @ coef
+        scale = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+        if scale <= 1e-12:
+            break
+        u = np.abs(r) / scale
+        w = (
+            np.minimum(1.0, 1.345 / np.maximum(u, 1e-12))
+            if it < 10
+            else np.where(u < 4.685, (1 - (u / 4.685) ** 2) ** 2, 0.0)
+        )
+    return coef, w
+
+
+def loss_vertex(
+    history, to_z, from_z, factor: float | None, log: bool = False, window: float | None = None, robust: bool = False
+) -> dict | None:
     """The vertex of the parabola L(z) = a z² + b z + c fitted to the scan and accepted rounds of ``history``.
 
     Args:
@@ -74,6 +101,7 @@ def loss_vertex(history, to_z, from_z, factor: float | None, log: bool = False,
       log: fit ln loss instead of the loss.
       window: only the points within ``window`` in z of the design's centre (the ``design_centre`` of the start
         scan's rows), or without one of the lowest point.
+      robust: fit by :func:`robust_weights` (an outlier's weight goes to 0) instead of least squares.
 
     Returns:
       ``{"label", "value", "stderr", "points", "curvature", "clipped", "z_range"}`` (θ units; ``stderr`` None with
@@ -98,7 +126,11 @@ def loss_vertex(history, to_z, from_z, factor: float | None, log: bool = False,
         return None
     x = z - z.mean()  # centred: a well-conditioned fit
     design = np.stack([x**2, x, np.ones_like(x)], axis=1)
-    coef, *_ = np.linalg.lstsq(design, loss, rcond=None)
+    w = np.ones(len(x))
+    if robust:
+        coef, w = robust_weights(design, loss)
+    else:
+        coef, *_ = np.linalg.lstsq(design, loss, rcond=None)
     a, b = float(coef[0]), float(coef[1])
     if a <= 0:
         return None
@@ -107,13 +139,14 @@ def loss_vertex(history, to_z, from_z, factor: float | None, log: bool = False,
     clipped = not lo <= v <= hi
     v = min(max(v, lo), hi)
     stderr = None
-    if len(x) >= 5 and not clipped:
-        dof = len(x) - 3
-        s2 = float(np.sum((design @ coef - loss) ** 2)) / dof
-        cov = s2 * np.linalg.inv(design.T @ design)
+    if np.sum(w > 0) >= 5 and not clipped:  # weighted: the rows an outlier test dropped count for nothing
+        dof = float(np.sum(w)) - 3
+        s2 = float(np.sum(w * (design @ coef - loss) ** 2)) / dof
+        cov = s2 * np.linalg.inv(design.T @ (w[:, None] * design))
         grad = np.array([b / (2 * a * a), -1 / (2 * a)])  # dv/da, dv/db
         se_z = float(np.sqrt(grad @ cov[:2, :2] @ grad))
         zv = v + z.mean()
         stderr = abs(from_z(zv + 1e-6) - from_z(zv - 1e-6)) / 2e-6 * se_z
     return {"label": label, "value": from_z(v + z.mean()), "stderr": stderr, "points": int(len(x)), "curvature": a,
-            "clipped": clipped, "z_range": [lo + z.mean(), hi + z.mean()]}  # fmt: skip
+            "clipped": clipped, "z_range": [lo + z.mean(), hi + z.mean()],
+            "downweighted": int(np.sum(w < 0.5))}  # fmt: skip

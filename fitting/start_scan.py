@@ -69,11 +69,13 @@ class StartScan:
         if self.pick not in ("parabola", "min"):
             raise UserInputError(f"start_scan.pick {self.pick!r}: use parabola (vertex through the lowest point "
                                  "and its neighbours) or min (the lowest point)")  # fmt: skip
-        if not (isinstance(self.design, int) and (self.design == 0 or self.design % 2 == 1)
+        if not (isinstance(self.design, int) and (self.design == 0 or self.design % 2 == 1 and self.design > 0)
                 and np.isfinite(self.design_step) and self.design_step > 0 and self.repeats >= 1):  # fmt: skip
-            raise UserInputError(f"start_scan design {self.design!r}, design_step {self.design_step!r}, repeats "
-                                 f"{self.repeats!r}: give design 0 or odd, design_step > 0 and repeats ≥ 1, e.g. "
-                                 "start_scan: {points: 7, step: 0.1, design: 5, design_step: 0.06, repeats: 2}")
+            raise UserInputError(
+                f"start_scan design {self.design!r}, design_step {self.design_step!r}, repeats "
+                f"{self.repeats!r}: give design 0 or odd, design_step > 0 and repeats ≥ 1, e.g. "
+                "start_scan: {points: 7, step: 0.1, design: 5, design_step: 0.06, repeats: 2}"
+            )
 
     @classmethod
     def from_spec(cls, spec, where: str = "config") -> StartScan | None:

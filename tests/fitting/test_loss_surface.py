@@ -13,7 +13,7 @@ from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.models import harmonic_oscillator
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, FitParam, FitTarget, fit
-from fitting.loss_surface import check_factor, loss_vertex
+from fitting.loss_surface import check_factor, loss_vertex, surface_options
 from fitting.start_scan import StartScan
 
 LABEL = "NonbondedForce/sigma/protein-O"
@@ -76,6 +76,40 @@ def test_factor_and_parameter_count_checked():
             check_factor(bad, 1, "fit.yaml")
     with pytest.raises(UserInputError, match="one fitted parameter \\(2 given\\)"):
         check_factor(3, 2)
+    check_factor({"log": True, "window": 0.15}, 1)
+    for bad in ({"window": 0}, {"log": "yes"}, {"windows": 0.1}, {"window": True}):
+        with pytest.raises(UserInputError, match="loss_surface .*or a mapping of factor"):
+            check_factor(bad, 1, "fit.yaml")
+    with pytest.raises(UserInputError, match="loss_surface 0.5: give a factor > 1"):
+        check_factor({"factor": 0.5}, 1)
+    with pytest.raises(UserInputError, match="one fitted parameter"):
+        check_factor({"log": True}, 2)
+    assert surface_options(4) == {"factor": 4, "log": False, "window": None, "robust": False}
+    assert surface_options({"log": True, "window": 0.15, "robust": True})["robust"]
+
+
+def test_ln_loss_in_a_window_about_the_design_centre():
+    # ln loss = ln 0.01 + 30 (z − z*)² (a parabola in ln loss) at the design's points, z* = ln 0.296, design centre
+    # 2% above; a far wall point (+20%, 10 × the valley) and a heavy-tailed outlier: the window 0.15 leaves the wall
+    # out, ln loss fits the rest exactly; the plain loss in the same window does not (the loss is not a parabola)
+    z_star = math.log(0.29599)
+    centre = z_star + 0.02
+    z = centre + np.array([-0.12, -0.06, 0.0, 0.06, 0.12, -0.14])
+    rows = _rows(np.exp(z), 0.01 * np.exp(30 * (z - z_star) ** 2))
+    for r in rows:
+        r["design_centre"] = float(math.exp(centre))
+    rows += _rows([math.exp(z_star + 0.182)], [0.15], status="scan")  # the wall: outside the window
+    v = loss_vertex(rows, math.log, math.exp, None, log=True, window=0.15)
+    assert v["points"] == 6 and v["value"] == pytest.approx(0.29599, rel=1e-9) and v["curvature"] == pytest.approx(30)
+    plain = loss_vertex(rows, math.log, math.exp, None, window=0.15)
+    assert abs(plain["value"] / 0.29599 - 1) > 1e-3  # 0.01 e^(30 x²) is no parabola: its vertex moves
+    # with the wall in (no window; ln 15 above the valley against 30 · 0.182² = 1.0) the vertex moves down 0.86%
+    wide = loss_vertex(rows, math.log, math.exp, None, log=True)
+    assert wide["points"] == 7 and wide["value"] / 0.29599 - 1 == pytest.approx(-0.0086, abs=5e-4)
+    # no centre in the rows: the window is about the lowest point; ln of a non-positive loss: no fit
+    bare = [{k: v for k, v in r.items() if k != "design_centre"} for r in rows]
+    assert loss_vertex(bare, math.log, math.exp, None, log=True, window=0.15)["points"] == 6
+    assert loss_vertex(_rows([1.0, 1.1, 1.2], [0.0, 0.1, 0.2]), math.log, math.exp, None, log=True) is None
 
 
 def test_fit_reports_the_loss_vertex(tmp_path):

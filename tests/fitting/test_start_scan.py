@@ -12,7 +12,7 @@ from dmd.base.units import KB_KJ_PER_MOL_K
 from dmd.models import harmonic_oscillator
 from fitting import observables as ob
 from fitting.forcefield import FitConfig, FitParam, FitTarget, fit
-from fitting.start_scan import SCAN_FILE, StartScan, grid, pick
+from fitting.start_scan import SCAN_FILE, SCAN_ROUND, StartScan, grid, pick, run_start_scan
 
 T = 300.0
 KT = KB_KJ_PER_MOL_K * T
@@ -63,6 +63,57 @@ def test_scan_settings_are_checked():
         StartScan().check(2)
     StartScan(pick="min").check(2)
     assert StartScan.from_spec(None) is None
+    for bad in ({"design": 4}, {"design": 5, "design_step": 0.0}, {"design": 5, "repeats": 0}, {"design": -1}):
+        with pytest.raises(UserInputError, match="fit.yaml: start_scan design .*give design 0 or odd"):
+            StartScan.from_spec(bad, "fit.yaml")
+    with pytest.raises(UserInputError, match="design measures points about one fitted parameter"):
+        StartScan(pick="min", design=3).check(2)
+    assert StartScan.from_spec({"design": 5, "design_step": 0.06, "repeats": 2}).design_step == 0.06
+
+
+class _State:  # the scan's view of a fit state: start positions, box, and end_round (the next round's start)
+    def __init__(self):
+        self.positions, self.box, self.rounds = np.zeros((2, 3)), None, 0
+
+    def end_round(self):
+        self.rounds += 1
+        self.positions = self.positions + 1.0
+
+
+def test_design_points_about_the_scans_vertex_each_repeated_and_resumed(tmp_path):
+    # loss (z − z*)² + 0.01, z* = ln 0.296: the 7-point grid about ln 0.35519 finds the vertex exactly, then 5
+    # designed points 0.06 apart about it, twice each, every one from the fit's start positions with its own seed
+    z_star, z0 = np.log(0.29599), np.log([0.35519])
+    seeds = []
+
+    def measure(z, rnd):
+        seeds.append(rnd)
+        return float((z[0] - z_star) ** 2 + 0.01)
+
+    scan = StartScan(points=7, step=0.1, design=5, design_step=0.06, repeats=2)
+    states = [_State()]
+    theta = lambda z: {"s": float(np.exp(z[0]))}  # noqa: E731
+    z, rows = run_start_scan(scan, z0, states, measure, theta, tmp_path, log=lambda _: None)
+    assert (
+        z[0] == pytest.approx(z_star, abs=1e-12)
+        and len(rows) == 17
+        and seeds == list(range(SCAN_ROUND, SCAN_ROUND + 17))
+    )
+    design = rows[7:]
+    assert all(r["design_centre"] == pytest.approx(0.29599, rel=1e-12) for r in design)
+    got = np.log([r["theta"]["s"] for r in design]) - z_star
+    np.testing.assert_allclose(got, np.tile([-0.12, -0.06, 0.0, 0.06, 0.12], 2), atol=1e-12)
+    assert [r["scan_point"] for r in rows] == list(range(17)) and "design_centre" not in rows[6]
+    # the states end at the lowest grid point's frames (the gradient rounds' start): one round from the start
+    assert states[0].rounds == 17 and np.all(states[0].positions == 1.0)
+    # --resume with 12 of 17 done: only the last 5 design points are measured again, with their own seeds
+    from fitting.start_scan import _save
+
+    _save(tmp_path / SCAN_FILE, grid(z0, scan), rows[:12], {k: [(np.zeros((2, 3)), None)] for k in range(12)})
+    seeds.clear()
+    z2, rows2 = run_start_scan(scan, z0, [_State()], measure, theta, tmp_path, resume=True, log=lambda _: None)
+    assert seeds == list(range(SCAN_ROUND + 12, SCAN_ROUND + 17)) and z2[0] == pytest.approx(z[0], abs=1e-12)
+    assert [r["theta"] for r in rows2] == [r["theta"] for r in rows]
 
 
 SYSTEM = []  # one system for every fit here: the sampler is compiled once
