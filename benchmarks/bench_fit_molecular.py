@@ -165,11 +165,12 @@ def _seed_line(r: dict, steps: int) -> str:
     dev = "" if r.get("peak_device_mb") is None else f", peak device memory {r['peak_device_mb']:.0f} MB"
     pts = " ".join(f"{t:.4f}:{x:.3g}" for t, x in zip(r.get("scan_theta") or [], r.get("scan_loss") or [], strict=True))
     rs = "–" if r["rounds_start"] is None else f"{r['rounds_start']:.4f}"
+    how = f"mean of the last {r['average_last']} rounds" if r["rounds"] else "loss vertex; the scan's vertex last"
     scan = f"start scan + design (σ:loss) {pts} in {r['scan_seconds']:.0f} s, rounds from σ {rs}; "
     scan = scan if pts else ""
     return (f"seed {r['seed']}: σ {r['start']:.4f} → {r['final']:.4f}{se} (truth {TRUTH}), "
             f"error {r['error_pct']:+.2f}% "
-            f"(mean of the last {r['average_last']} rounds; last iterate {r['last_error_pct']:+.2f}%), "
+            f"({how}; last iterate {r['last_error_pct']:+.2f}%), "
             f"{r['rounds']} rounds of {r.get('equilibration')} + {steps} steps × {r['replicas']} replicas (restart "
             f"{r.get('restart')}, gradient {r.get('replica_gradient', 'pooled')}, max_step {r.get('max_step')}, "
             f"learning rate {r.get('learning_rate')}; "
