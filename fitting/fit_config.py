@@ -31,7 +31,9 @@ each entry has ``targets:`` and optionally ``name:``, ``temperature:`` (K, defau
 ``start_scan: {points: 5, step: 0.1}`` measures the round loss at θ₀ · e^(k · step), k = −2..2, before round 0 and
 starts the rounds at the lowest (``pick: parabola``: the vertex through it and its neighbours; 1 or 2 fitted
 parameters; :mod:`fitting.start_scan`). ``loss_surface: 3`` reports the vertex of a parabola fitted to the scan's
-and rounds' losses within 3 × the lowest instead of the iterates (one parameter; :mod:`fitting.loss_surface`).
+and rounds' losses within 3 × the lowest instead of the iterates (one parameter; :mod:`fitting.loss_surface`);
+``start_scan: {..., design: 5, design_step: 0.06, repeats: 2}`` adds designed points about the scan's vertex and
+``loss_surface: {log: true, window: 0.2, robust: true}`` fits a robust ln-loss parabola near it (the peptide example).
 
 Target files are CSV with a header; the first column is the observable's axis (``r_nm`` for rdf, ``q_per_nm`` for
 structure_factor, ``harmonic_n`` for dihedral_cosines, ``index`` otherwise) and the second the values. Paths are

@@ -152,7 +152,9 @@ class FitConfig:
         symmetric about the start θ (1 or 2 fitted parameters); the rounds start at its lowest point.
       loss_surface: a factor > 1 or None (off): report the vertex of a parabola in z fitted to the scan's and the
         rounds' losses within factor × the lowest (one fitted parameter; fresh replicas, ``restart: crystal``),
-        instead of the iterates (:func:`fitting.loss_surface.loss_vertex`; docs/fitting.md, peptide).
+        instead of the iterates (:func:`fitting.loss_surface.loss_vertex`; docs/fitting.md, peptide); or a mapping
+        ``{factor, log, window, robust}``: ln loss, only the points within ``window`` in z of the scan's design
+        centre, a robust (IRLS) fit (:func:`fitting.loss_surface.surface_options`).
     """
 
     rounds: int = 20
@@ -187,7 +189,7 @@ class FitConfig:
     replica_gradient: str = "pooled"
     loss_guard: float | None = None
     start_scan: object | None = None
-    loss_surface: float | None = None
+    loss_surface: float | dict | None = None
 
 
 @dataclasses.dataclass
