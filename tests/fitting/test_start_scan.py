@@ -106,12 +106,18 @@ def test_design_points_about_the_scans_vertex_each_repeated_and_resumed(tmp_path
     assert [r["scan_point"] for r in rows] == list(range(17)) and "design_centre" not in rows[6]
     # the states end at the lowest grid point's frames (the gradient rounds' start): one round from the start
     assert states[0].rounds == 17 and np.all(states[0].positions == 1.0)
-    # --resume with 12 of 17 done: only the last 5 design points are measured again, with their own seeds
-    from fitting.start_scan import _save
 
-    _save(tmp_path / SCAN_FILE, grid(z0, scan), rows[:12], {k: [(np.zeros((2, 3)), None)] for k in range(12)})
+    # a run stopped after 12 of 17 points, then --resume: only the last 5 design points are measured, with their seeds
+    def stopping(z, rnd):
+        if rnd == SCAN_ROUND + 12:
+            raise KeyboardInterrupt
+        return measure(z, rnd)
+
+    other = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        run_start_scan(scan, z0, [_State()], stopping, theta, other, log=lambda _: None)
     seeds.clear()
-    z2, rows2 = run_start_scan(scan, z0, [_State()], measure, theta, tmp_path, resume=True, log=lambda _: None)
+    z2, rows2 = run_start_scan(scan, z0, [_State()], measure, theta, other, resume=True, log=lambda _: None)
     assert seeds == list(range(SCAN_ROUND + 12, SCAN_ROUND + 17)) and z2[0] == pytest.approx(z[0], abs=1e-12)
     assert [r["theta"] for r in rows2] == [r["theta"] for r in rows]
 
