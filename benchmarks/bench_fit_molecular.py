@@ -9,7 +9,8 @@ all at once with ``--parallel-seeds`` (for one GPU: each process gets XLA_PYTHON
 set). Printed per seed, and written to ``--out`` as JSON with a Markdown table beside it (``.md``): start, the
 reported σ (the example's loss vertex since fit18k; with gradient rounds the mean of the last ``average_last``),
 its s.e., its error % and error / s.e., the last iterate's error %, rounds, seconds per round (first, with
-compilation, and the mean of the rest), CPU seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use) and the load average.
+compilation, and the mean of the rest), CPU seconds, peak RSS, peak device memory (GPU: jax's peak_bytes_in_use)
+and the load average.
 The peer in the same run: OpenMM's own time per Langevin step for the same system (CUDA platform where there is one,
 else CPU).
 
