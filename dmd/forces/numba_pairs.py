@@ -76,8 +76,6 @@ def _why_not(pos, box, idx):
         return f"positions are {pos.dtype} (the kernel is float32 only: its erfc table is good to ~1e-7)"
     if jnp.ndim(box) != 1:
         return "the box is a [3, 3] matrix (the kernel takes an orthorhombic [3] box)"
-    if idx.dtype != jnp.int32:
-        return f"neighbour indices are {idx.dtype}, not int32"
     return None
 
 
@@ -128,7 +126,8 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
     def forces(pos, box, idx, q, sig, seps):
         why = _why_not(pos, box, idx)
         if why is None and (forced or jax.default_backend() == "cpu"):
-            return kernel(pos, box, idx, q, sig, seps)
+            f32 = (jnp.asarray(a, jnp.float32) for a in (box, q, sig, seps))  # θ may be float64 under x64
+            return kernel(pos, next(f32), idx.astype(jnp.int32), *f32)
         if forced and why is not None:
             raise ValueError(f"pair_kernel='numba' cannot serve: {why}; use 'auto' or 'xla'")
         return None
