@@ -52,6 +52,7 @@ DEFAULTS = {
     "barostat": "isotropic",
     "barostat_every": 25,
     "skin": "auto",
+    "pair_kernel": "auto",
     "minimize": False,
     "minimize_tolerance": 10.0,
 }
@@ -110,6 +111,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=S,
         help="also checkpoint every this many minutes of wall time (default 5; 0: off)",
+    )
+    p.add_argument(
+        "--pair-kernel",
+        dest="pair_kernel",
+        choices=["auto", "numba", "xla"],
+        default=S,
+        help="real-space pair force: auto (default): numba's compiled kernel on CPU in float32, XLA otherwise and "
+        "for sensitivities; numba; xla (dmd.forces.numba_pairs)",
     )
     p.add_argument(
         "--skin",
@@ -256,6 +265,7 @@ def build_system(cfg: dict):
         cutoff=float(cfg["cutoff"]),
         constraints=cfg["constraints"],
         rigid_water=bool(cfg["rigid_water"]),
+        pair_kernel=cfg["pair_kernel"],
     )
 
 
