@@ -59,6 +59,10 @@ DEFAULTS = {
 
 
 HELP = "run Langevin/Verlet dynamics of a PDB with OpenMM force fields"
+PAIR_KERNEL_HELP = (
+    "real-space pair force: auto (default): numba's compiled kernel on CPU in float32, XLA otherwise and for "
+    "sensitivities; numba; xla (dmd.forces.numba_pairs)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,14 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         help="also checkpoint every this many minutes of wall time (default 5; 0: off)",
     )
-    p.add_argument(
-        "--pair-kernel",
-        dest="pair_kernel",
-        choices=["auto", "numba", "xla"],
-        default=S,
-        help="real-space pair force: auto (default): numba's compiled kernel on CPU in float32, XLA otherwise and "
-        "for sensitivities; numba; xla (dmd.forces.numba_pairs)",
-    )
+    p.add_argument("--pair-kernel", choices=["auto", "numba", "xla"], default=S, help=PAIR_KERNEL_HELP)
     p.add_argument(
         "--skin",
         default=S,
