@@ -17,7 +17,7 @@ from dmd.integrators import make_integrator
 from dmd.openmm_system import openmm_system_from_pdb, system_from_openmm, system_from_pdb
 
 PDB = os.path.join(os.path.dirname(__file__), "..", "..", "data", "alanine_dipeptide_water.pdb")
-KW = dict(forcefield=["amber14-all.xml", "amber14/tip3pfb.xml"], nonbonded="PME", cutoff=0.9, constraints="HBonds")
+KW = dict(forcefield=["amber14-all.xml", "amber14/tip3pfb.xml"], nonbonded="PME", cutoff=0.9, rigid_water=False)
 F32_ULP = 2.0**-24  # float32's relative rounding
 
 
