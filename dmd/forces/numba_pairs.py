@@ -16,8 +16,9 @@ energy and for derivatives with respect to positions alone. Everything else stay
 ``pair_kernel``: "auto" (the kernel where it applies, else XLA; XLA too if numba cannot be imported), "numba" (the
 kernel; a clear error where it cannot serve: float64, a matrix box) or "xla". Vmapped calls (replicas) run the
 kernel once per replica (``vmap_method="sequential"``). numba is imported on the first call; the kernel is compiled
-on its first call in a process (~4 s) and cached on disk (``cache=True``: numba's cache beside this file, or its
-user cache directory where that is read-only), so later processes load it in a fraction of a second.
+on its first call in a process (4-7 CPU s) and cached on disk (``cache=True``: numba's cache beside this file, or its
+user cache directory where that is read-only), so later processes load it in 0.7 CPU s. JAX's persistent cache
+does not store programs holding a host callback, so those compile in every process (docs/engine.md).
 """
 
 from __future__ import annotations
