@@ -173,7 +173,7 @@ def bench_openmm_lj(n, steps, threads=2):
     return steps / clock.wall
 
 
-def villin_pieces(system, x, row_shards=1):
+def villin_pieces(system, x, row_shards=1, pair_kernel="xla"):
     """Milliseconds per evaluation of each piece of the villin force (float32, gradients w.r.t. positions):
     real-space pairs, PME reciprocal sum, exclusion/exception corrections, bonded terms, neighbour update
     (without and with a rebuild)."""
@@ -187,9 +187,11 @@ def villin_pieces(system, x, row_shards=1):
     moduli = tuple(bspline_moduli(k, 5) for k in grid)
     spec_sig = jnp.full(system.n_atoms, 0.3, x.dtype)
     spec_eps = jnp.full(system.n_atoms, 0.5, x.dtype)
-    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, half=not nb.full)
+    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, half=not nb.full, pair_kernel=pair_kernel)
     out = {"neighbours per row" + ("" if nb.full else " (half list)"): nb.idx.shape[1]}
-    out["real-space pairs"] = _time_call(jax.jit(jax.grad(lambda y: pair(y, box, nb.idx, q, spec_sig, spec_eps))), x)
+    out[f"real-space pairs ({pair_kernel})"] = _time_call(
+        jax.jit(jax.grad(lambda y: pair(y, box, nb.idx, q, spec_sig, spec_eps))), x
+    )
     if row_shards > 1:
         pair_k = pair_energy_full("PME", md["cutoff_nm"], alpha=alpha, row_shards=row_shards, half=not nb.full)
         out[f"real-space pairs, rows on {row_shards} devices"] = _time_call(
@@ -236,14 +238,14 @@ def _villin_runner(system, chunk=50, energy_every_step=False):
     return integ, jax.jit(run)
 
 
-def choose_villin_skin(pdb, kw, probe_skin=0.2, chunks=2, chunk=50):
+def choose_villin_skin(pdb, kw, probe_skin=0.2, chunks=2, chunk=50, pair_kernel="auto"):
     """The skin of :func:`dmd.skin.optimal_skin` for villin + water: displacement rate from ``chunks`` chunks at
     ``probe_skin`` (after one to settle), pair and rebuild costs timed at that skin. Returns (skin, facts)."""
     from dmd.forces.nonbonded import pair_energy_full
     from dmd.openmm_system import system_from_pdb
     from dmd.skin import displacement_rate, optimal_skin
 
-    system = system_from_pdb(pdb, dtype=jnp.float32, skin=probe_skin, **kw)
+    system = system_from_pdb(pdb, dtype=jnp.float32, skin=probe_skin, pair_kernel=pair_kernel, **kw)
     integ, run = _villin_runner(system, chunk)
     carry = run((integ.init(jax.random.PRNGKey(1), system.params), jnp.zeros((), jnp.int32)))
     carry = (carry[0], jnp.zeros((), jnp.int32))
@@ -254,7 +256,7 @@ def choose_villin_skin(pdb, kw, probe_skin=0.2, chunks=2, chunk=50):
     nb = system.neighbor_fn.allocate(x)
     q = p["NonbondedForce"]["charge"]
     sig = jnp.full(system.n_atoms, 0.3, x.dtype)
-    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=md["pme_alpha"], half=not nb.full)
+    pair = pair_energy_full("PME", md["cutoff_nm"], alpha=md["pme_alpha"], half=not nb.full, pair_kernel=pair_kernel)
     pair_ms = _time_call(jax.jit(jax.grad(lambda y: pair(y, system.box, nb.idx, q, sig, sig))), x)
     rebuild_ms = _time_call(jax.jit(lambda y, n: n.update(y + 0.3)), x, nb, repeat=3)
     rc = float(md["cutoff_nm"])
@@ -263,7 +265,7 @@ def choose_villin_skin(pdb, kw, probe_skin=0.2, chunks=2, chunk=50):
     return round(skin, 3), facts
 
 
-def bench_villin(steps, threads=2, pieces=True, row_shards=1, skin=None):
+def bench_villin(steps, threads=2, pieces=True, row_shards=1, skin=None, pair_kernel="auto"):
     import openmm as mm
     import openmm.app as app
     import openmm.unit as u
@@ -274,9 +276,9 @@ def bench_villin(steps, threads=2, pieces=True, row_shards=1, skin=None):
     kw = dict(forcefield=["amber14-all.xml", "amber14/tip3p.xml"], nonbonded="PME", cutoff=0.9, constraints="HBonds")
     res = {}
     if skin is None:  # chosen by dmd.skin's rule from a probe run
-        skin, res["skin rule"] = choose_villin_skin(pdb, kw)
+        skin, res["skin rule"] = choose_villin_skin(pdb, kw, pair_kernel=pair_kernel)
     res["skin"] = skin
-    system = system_from_pdb(pdb, dtype=jnp.float32, skin=skin, **kw)
+    system = system_from_pdb(pdb, dtype=jnp.float32, skin=skin, pair_kernel=pair_kernel, **kw)
     integ, run = _villin_runner(system)
     chunk = 50
     st = integ.init(jax.random.PRNGKey(0), system.params)
@@ -292,7 +294,7 @@ def bench_villin(steps, threads=2, pieces=True, row_shards=1, skin=None):
     res["lazy"] = _villin_runner.lazy
     res["rebuilds"] = f"{int(carry[1])} / {n_chunks * chunk} steps"
     if pieces:
-        res["pieces"] = villin_pieces(system, st.positions, row_shards)
+        res["pieces"] = villin_pieces(system, st.positions, row_shards, pair_kernel)
     omm, structure, _ = openmm_system_from_pdb(pdb, **kw)
     li = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.002 * u.picoseconds)
     ctx = mm.Context(omm, li, mm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
@@ -316,6 +318,13 @@ def main():
         "--row-shards", type=int, default=1, help="also time villin's real-space pairs with rows over K host devices"
     )
     ap.add_argument("--villin-only", action="store_true", help="only villin + water PME (with its force pieces)")
+    ap.add_argument(
+        "--pair-kernel",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "numba", "xla"],
+        help="villin's real-space pair kernel(s), each timed with OpenMM beside it (e.g. xla auto: before/after)",
+    )
     ap.add_argument("--no-jaxmd", action="store_true", help="skip stock jax-md (A/B runs of dmd vs OpenMM)")
     ap.add_argument("--no-pieces", action="store_true", help="skip the villin force-piece timings")
     ap.add_argument(
@@ -340,20 +349,25 @@ def main():
             f"dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x | {_load()}",
             flush=True,
         )
-    if args.villin_only or not (args.quick or args.no_villin):
+    for kernel in args.pair_kernel if args.villin_only or not (args.quick or args.no_villin) else ():
         try:
             r = bench_villin(
-                max(50, steps // 20), pieces=not args.no_pieces, row_shards=args.row_shards, skin=args.skin
+                max(50, steps // 20),
+                pieces=not args.no_pieces,
+                row_shards=args.row_shards,
+                skin=args.skin,
+                pair_kernel=kernel,
             )
             if "skin rule" in r:
                 print(f"  villin skin {r['skin']} nm from dmd.skin.optimal_skin ({r['skin rule']})")
             for k, v in r.get("pieces", {}).items():
                 print(f"  villin piece {k:38s} {v:9.2f}" + ("" if k.startswith("neighbours") else " ms"))
             print(
-                f"villin+water PME ({r['atoms']} atoms, skin {r['skin']} nm): dmd {r['dmd']:.1f} steps/s "
-                f"({r['rebuilds']} rebuilds, energy {'once per 50-step chunk' if r['lazy'] else 'every step'}, CPU"
-                f" {r['dmd util']:.2f}) | OpenMM CPU(2) {r['openmm']:.1f} (CPU {r['openmm util']:.2f}) | "
-                f"dmd/OpenMM {r['dmd'] / r['openmm']:.2f}x | {_load()}"
+                f"villin+water PME ({r['atoms']} atoms, skin {r['skin']} nm, pair kernel {kernel}): dmd {r['dmd']:.1f}"
+                f" steps/s ({r['rebuilds']} rebuilds, energy {'once per 50-step chunk' if r['lazy'] else 'every step'},"
+                f" CPU {r['dmd util']:.2f}) | OpenMM CPU(2) {r['openmm']:.1f} (CPU {r['openmm util']:.2f}) | "
+                f"dmd/OpenMM {r['dmd'] / r['openmm']:.2f}x | {_load()}",
+                flush=True,
             )
         except Exception as exc:  # the PME loader may be missing in this checkout: say so, do not hide it
             print(f"villin+water PME: not measured ({type(exc).__name__}: {exc})")

@@ -1,7 +1,7 @@
 """Probe: multi-threaded numba kernels for villin + water's real-space pair forces against dmd's XLA half-list
 kernel, in ONE process (issue 20 item 2, "multi-threaded custom calls where XLA has none").
 
-Not an integration: numba is not a dmd dependency (``pip install numba`` to run this). Villin + water as in
+The vectorised kernel is now the engine's (``dmd/forces/numba_pairs.py``, numba a dependency). Villin + water as in
 ``bench_cluster_pairs.py`` (PDB positions, amber14 + TIP3P, PME 0.9 nm, OpenMM's α, float32 positions), the same
 half list (1.1× capacity, 16-slot floor, as OpenMM systems allocate) and its full-list twin. The kernels branch as
 OpenMM's CPU kernel does: padding slots and partners beyond r_c are skipped, LJ is skipped where √ε of
@@ -34,28 +34,19 @@ try:
     import numba
     from numba import njit, prange
 except ImportError:  # a probe of an optional library: say how to get it, no traceback
-    sys.exit("bench_numba_pairs.py needs numba (not a dmd dependency): pip install numba")
+    sys.exit("bench_numba_pairs.py needs numba (a dmd dependency): pip install numba")
 
 from bench_cluster_pairs import _load, setup
 from bench_rebuild import _time
+
+from dmd.forces.numba_pairs import erfc_table
+from dmd.forces.numba_pairs import pairs_vec as dmd_pairs_vec
 
 ONE_4PI_EPS0 = 138.935456
 
 
 _AS_P = 0.3275911
 _A1, _A2, _A3, _A4, _A5 = 0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429  # A&S 7.1.26
-
-
-_TABLE = 4096  # points over [0, r_c] of the tabulated erfc (linear interpolation in r)
-
-
-def erfc_table(rc, alpha, size=_TABLE):
-    """[size + 2, 2] float32: erfc(αr) and erfc(αr) + 2αr/√π·exp(−α²r²) at r = k·r_c/size (energy and r·force)."""
-    from scipy.special import erfc
-
-    r = np.arange(size + 2, dtype=np.float64) * (rc / size)
-    ar = alpha * r
-    return np.stack([erfc(ar), erfc(ar) + 2.0 / math.sqrt(math.pi) * ar * np.exp(-ar * ar)], 1).astype(np.float32)
 
 
 @njit(fastmath=True, inline="always")
@@ -157,93 +148,12 @@ def pairs_half(pos, box, idx, q, sig, seps, rc, alpha, table, tabulated, block):
     return e.sum(), _sum_threads(f)
 
 
-@njit(parallel=True, fastmath=True)
 def pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, table, half, block):
-    """``pairs_half`` with the tabulated erfc in passes per row so that LLVM vectorises the arithmetic (AVX-512
-    gathers): displacements and r² of every column, a branch-free compaction of the partners inside r_c, one loop
-    without branches over them (LJ always: ε = 0 gives 0), then the partners' scatter. ``half=False``: ``idx`` is a
-    full list (each pair in both rows): no scatter, twice the pairs, half the row energies."""
-    n, w = idx.shape
-    nt = numba.get_num_threads()
-    f = np.zeros((nt, n, 3), np.float32)
-    e = np.zeros(nt, np.float64)
-    rc2 = np.float32(rc * rc)
-    tscale = np.float32((table.shape[0] - 2) / rc)
-    te_tab = table[:, 0].copy()
-    tg_tab = table[:, 1].copy()
-    bx, by, bz = box[0], box[1], box[2]
-    hx, hy, hz = np.float32(0.5) * bx, np.float32(0.5) * by, np.float32(0.5) * bz
-    px = np.zeros(n + 1, np.float32)
-    py = np.zeros(n + 1, np.float32)
-    pz = np.zeros(n + 1, np.float32)
-    px[:n], py[:n], pz[:n] = pos[:, 0], pos[:, 1], pos[:, 2]
-    px[n] = np.float32(1e4)  # the sentinel partner lies far outside r_c
-    nblocks = (n + block - 1) // block
-    for b in prange(nblocks):
-        t = numba.get_thread_id()
-        jj = np.empty(w + 1, np.int32)
-        ddx = np.empty(w + 1, np.float32)
-        ddy = np.empty(w + 1, np.float32)
-        ddz = np.empty(w + 1, np.float32)
-        gg = np.empty(w + 1, np.float32)
-        ax = np.empty(w, np.float32)
-        ay = np.empty(w, np.float32)
-        az = np.empty(w, np.float32)
-        ar2 = np.empty(w, np.float32)
-        eb = np.float64(0.0)
-        for i in range(b * block, min(n, (b + 1) * block)):
-            xi, yi, zi = px[i], py[i], pz[i]
-            qi, si, ei = np.float32(ONE_4PI_EPS0) * q[i], sig[i], np.float32(4.0) * seps[i]
-            for k in range(w):  # vectorised: gathers, minimum image by selects
-                j = idx[i, k]
-                dx = px[j] - xi
-                dy = py[j] - yi
-                dz = pz[j] - zi
-                dx = dx - bx if dx > hx else (dx + bx if dx < -hx else dx)
-                dy = dy - by if dy > hy else (dy + by if dy < -hy else dy)
-                dz = dz - bz if dz > hz else (dz + bz if dz < -hz else dz)
-                ax[k] = dx
-                ay[k] = dy
-                az[k] = dz
-                ar2[k] = dx * dx + dy * dy + dz * dz
-            m = 0
-            for k in range(w):  # branch-free compaction of the partners inside r_c (the sentinel is far away)
-                jj[m] = idx[i, k]
-                ddx[m] = ax[k]
-                ddy[m] = ay[k]
-                ddz[m] = az[k]
-                m += ar2[k] < rc2
-            er = np.float32(0.0)
-            for k in range(m):
-                j = jj[k]
-                dx, dy, dz = ddx[k], ddy[k], ddz[k]
-                r2 = dx * dx + dy * dy + dz * dz
-                inv = np.float32(1.0) / np.sqrt(r2)
-                inv2 = inv * inv
-                x = r2 * inv * tscale
-                kk = np.int32(x)
-                fr = x - np.float32(kk)
-                tev = te_tab[kk] + fr * (te_tab[kk + 1] - te_tab[kk])
-                tgv = tg_tab[kk] + fr * (tg_tab[kk + 1] - tg_tab[kk])
-                qq = qi * q[j]
-                sij = np.float32(0.5) * (si + sig[j])
-                ej = ei * seps[j]
-                s2 = sij * sij * inv2
-                s6 = s2 * s2 * s2
-                er += qq * tev * inv + ej * (s6 * s6 - s6)
-                gg[k] = (-qq * tgv * inv + ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6)) * inv2
-            sx = sy = sz = np.float32(0.0)
-            for k in range(m):  # the row's own share (a vectorised reduction)
-                sx += gg[k] * ddx[k]
-                sy += gg[k] * ddy[k]
-                sz += gg[k] * ddz[k]
-            if half:  # the partners' shares
-                for k in range(m):
-                    _add3(f, t, jj[k], gg[k] * ddx[k], gg[k] * ddy[k], gg[k] * ddz[k])
-            _add3(f, t, i, -sx, -sy, -sz)
-            eb += er
-        e[t] += eb
-    return e.sum() * (1.0 if half else 0.5), _sum_threads(f)
+    """The vectorised kernel, now dmd's own (:func:`dmd.forces.numba_pairs.pairs_vec`: its own table and 64-row
+    blocks; ``table`` and ``block`` are ignored): per row, displacements and r² of every column without branches
+    (AVX-512 gathers), a branch-free compaction of the partners inside r_c, one loop without branches over them
+    (tabulated erfc; LJ always: ε = 0 gives 0), then the partners' scatter. ``half=False``: a full list."""
+    return dmd_pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, half)
 
 
 def callback_energy(kernel, box, q, sig, seps, rc, alpha, table, shape):

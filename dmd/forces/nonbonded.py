@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from dmd.forces.numba_pairs import pair_forces
 from dmd.forces.pme import ONE_4PI_EPS0, bspline_moduli, pme_reciprocal_energy
 from dmd.space import box_volume, minimum_image, minimum_image_shift
 
@@ -361,7 +362,7 @@ def _sharded_pair_terms(n_shards, kind, rc, alpha, krf, crf, switch, pos, box, i
     return e, tuple(g[:n] if (g is not None and row) else g for g, row in zip(grads, row_kinds, strict=True))
 
 
-def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_shards: int = 1, half: bool = False):
+def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_shards=1, half=False, pair_kernel="xla"):
     """``E(pos, box, idx, q, sig, seps)`` over a full neighbour list (``half``: a half list), with an analytic JVP.
 
     The JVP is ``Σ_i ∂E/∂x_i·ẋ_i + ∂E/∂L·L̇ + Σ_i (∂E/∂q_i q̇_i + ∂E/∂σ_i σ̇_i + ∂E/∂√ε_i (√ε_i)˙)``
@@ -374,30 +375,27 @@ def pair_energy_full(kind, rc, alpha=None, krf=0.0, crf=0.0, switch=None, row_sh
     weight then needs no square root without a switch).
     ``row_shards`` > 1 splits the rows over that many devices (:func:`_sharded_pair_terms`; on CPU, host devices
     from ``XLA_FLAGS=--xla_force_host_platform_device_count``): an opt-in measured by
-    ``benchmarks/bench_engine.py --row-shards`` (docs/engine.md, "Both cores").
+    ``benchmarks/bench_engine.py --row-shards`` (docs/engine.md, "Both cores"). ``pair_kernel``: "xla" (this
+    kernel), "auto" or "numba": the energy and position-only derivatives from :mod:`dmd.forces.numba_pairs`.
     """
-    if row_shards > 1:
-        terms = functools.partial(_sharded_pair_terms, row_shards, half=half)
-    else:
-        terms = functools.partial(_pair_terms, half=half)
+    terms = functools.partial(_sharded_pair_terms, row_shards) if row_shards > 1 else _pair_terms
+    terms = functools.partial(terms, kind, rc, alpha, krf, crf, switch, half=half)
+    xla = functools.partial(pair_energy_full, kind, rc, alpha, krf, crf, switch, row_shards, half)  # the XLA twin
+    fast = pair_forces(pair_kernel, kind, rc, alpha, switch, half, row_shards, xla)
 
     @jax.custom_jvp
-    def energy(pos, box, idx, q, sig, seps):
-        return terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, None)[0]
+    def energy(*args):  # pos, box, idx, q, sig, seps
+        return (fast and fast(*args) or terms(*args, None))[0]
 
     @functools.partial(energy.defjvp, symbolic_zeros=True)
     def _energy_jvp(primals, tangents):
-        pos, box, idx, q, sig, seps = primals
         # only the terms whose tangent is not a symbolic zero are computed (plain MD differentiates positions
         # only: no per-pair work for the box, charge, σ or ε gradients)
         dts = (tangents[0], tangents[1], tangents[3], tangents[4], tangents[5])
         need = tuple(not isinstance(dt, SymbolicZero) for dt in dts)
-        e, grads = terms(kind, rc, alpha, krf, crf, switch, pos, box, idx, q, sig, seps, need)
-        t = jnp.zeros((), e.dtype)
-        for g, dt in zip(grads, dts, strict=True):
-            if g is not None:
-                t = t + jnp.sum(g * dt)
-        return e, t
+        out = need == (True,) + (False,) * 4 and fast and fast(*primals)  # positions alone: the fast kernel
+        e, grads = (out[0], (out[1],) + (None,) * 4) if out else terms(*primals, need)
+        return e, sum((jnp.sum(g * dt) for g, dt in zip(grads, dts, strict=True) if g is not None), jnp.zeros_like(e))
 
     return energy
 
@@ -423,6 +421,7 @@ class NonbondedSpec:
       dispersion_correction: add E_disp (PME/CutoffPeriodic).
       alpha, grid, order: PME α (1/nm), grid sizes, B-spline order.
       nocutoff_pairs: ``[P, 2]`` non-excluded pairs for NoCutoff.
+      pair_kernel: real-space pair kernel, "auto", "numba" or "xla" (:mod:`dmd.forces.numba_pairs`).
     """
 
     method: str
@@ -445,6 +444,7 @@ class NonbondedSpec:
     grid: tuple[int, int, int] | None = None
     order: int = 5
     nocutoff_pairs: np.ndarray | None = None
+    pair_kernel: str = "auto"
 
 
 def dispersion_correction(sigma_t, epsilon_t, type_counts, cutoff, volume):
@@ -502,15 +502,14 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
         raise ValueError(f"{spec.method} needs box= and neighbor= (allocate with system.neighbor_fn)")
     boxv = _box_vector(box, dt)
     rc = spec.cutoff
-    if spec.method == "PME":
-        pair = pair_energy_full("PME", rc, alpha=spec.alpha, switch=spec.switch_distance, half=not neighbor.full)
-    elif spec.method == "CutoffPeriodic":
-        eps_rf = spec.rf_dielectric
-        krf = (eps_rf - 1.0) / ((2.0 * eps_rf + 1.0) * rc**3)
-        crf = 3.0 * eps_rf / ((2.0 * eps_rf + 1.0) * rc)
-        pair = pair_energy_full("RF", rc, krf=krf, crf=crf, switch=spec.switch_distance, half=not neighbor.full)
-    else:
+    if spec.method not in ("PME", "CutoffPeriodic"):
         raise ValueError(f"unsupported nonbonded method {spec.method!r}")
+    eps_rf = spec.rf_dielectric
+    krf, crf = (eps_rf - 1.0) / ((2.0 * eps_rf + 1.0) * rc**3), 3.0 * eps_rf / ((2.0 * eps_rf + 1.0) * rc)
+    kind, kw = ("PME", {"alpha": spec.alpha}) if spec.method == "PME" else ("RF", {"krf": krf, "crf": crf})
+    pair = pair_energy_full(
+        kind, rc, **kw, switch=spec.switch_distance, half=not neighbor.full, pair_kernel=spec.pair_kernel
+    )
     e = pair(pos, boxv, neighbor.idx, q, sig_a, seps_a)
     e = e + _exceptions_energy(spec, q, sig_a, seps_a, pos, boxv)
     volume = box_volume(boxv)

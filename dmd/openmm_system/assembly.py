@@ -47,7 +47,15 @@ def _on_device(v, dtype):
 
 
 def system_from_openmm(
-    openmm_system, positions_nm, topology=None, box=None, atom_types=None, skin: float = 0.2, dtype=None, **_private
+    openmm_system,
+    positions_nm,
+    topology=None,
+    box=None,
+    atom_types=None,
+    skin: float = 0.2,
+    dtype=None,
+    pair_kernel: str = "auto",
+    **_private,
 ) -> System:
     """A :class:`dmd.System` reproducing an ``openmm.System``.
 
@@ -59,6 +67,9 @@ def system_from_openmm(
       atom_types: optional per-atom type names for LJ θ labels (default: group by (σ, ε) values).
       skin: neighbour-list skin, nm.
       dtype: dtype for θ and positions.
+      pair_kernel: real-space pair kernel of a cutoff NonbondedForce: "auto" (numba's compiled kernel for the
+        energy and position forces on CPU in float32, XLA for the rest), "numba" or "xla"
+        (:mod:`dmd.forces.numba_pairs`).
     """
     import openmm.unit as unit
 
@@ -69,6 +80,7 @@ def system_from_openmm(
         pos = vsites.place(pos)  # start on the sites, as OpenMM's computeVirtualSites would put them
     box = _periodic_box(openmm_system, box)
     build = _Terms()
+    build.pair_kernel = pair_kernel
     _convert_forces(build, openmm_system, pos, box, atom_labels(topology, n), atom_types)
 
     # default: float64 values, which jax keeps as float64 under x64 and as float32 otherwise (no warning)
@@ -157,6 +169,7 @@ class _Terms:
         self.excluded_for_nlist = None
         self.metadata = {"nonbonded_method": "NoCutoff", "cutoff_nm": None}
         self._names_used = defaultdict(int)
+        self.pair_kernel = "auto"
 
     def add(self, name, params, labels, fn, needs_nbr=False):
         self._names_used[name] += 1
@@ -180,7 +193,7 @@ def _convert_forces(build: _Terms, openmm_system, pos, box, labels_of_atoms, ato
             build.add(name, *convert(force))
         elif isinstance(force, mm.NonbondedForce):
             spec, params, labels, fn = nonbonded_term(
-                force, openmm_system, n, atom_types, labels_of_atoms, box, pos, build.metadata
+                force, openmm_system, n, atom_types, labels_of_atoms, box, pos, build.metadata, build.pair_kernel
             )
             if spec.method != "NoCutoff":
                 build.neighbor_cutoff = spec.cutoff

@@ -137,6 +137,7 @@ def system_from_pdb(
     rigid_water: bool = True,
     skin: float = 0.2,
     dtype=None,
+    pair_kernel: str = "auto",
 ) -> System:
     """A :class:`dmd.System` for a PDB/mmCIF file and OpenMM force-field XML names.
 
@@ -150,6 +151,7 @@ def system_from_pdb(
       rigid_water: rigid waters (SETTLE geometry in ``system.constraints``).
       skin: neighbour-list skin, nm.
       dtype: dtype of θ and positions (default float64 numpy, which jax turns into float32 unless x64).
+      pair_kernel: "auto", "numba" or "xla" (:func:`dmd.openmm_system.assembly.system_from_openmm`).
     """
     omm_system, structure, ff = openmm_system_from_pdb(
         pdb_path, forcefield, nonbonded, cutoff, constraints, rigid_water
@@ -160,7 +162,14 @@ def system_from_pdb(
     files = [forcefield] if isinstance(forcefield, str) else list(forcefield)
     types = atom_type_names(ff, structure.topology)
     system = system_from_openmm(
-        omm_system, pos, topology=structure.topology, atom_types=types, skin=skin, dtype=dtype, _check_vsites=True
+        omm_system,
+        pos,
+        topology=structure.topology,
+        atom_types=types,
+        skin=skin,
+        dtype=dtype,
+        pair_kernel=pair_kernel,
+        _check_vsites=True,
     )
     meta = dict(system.metadata)
     meta.update(forcefield=files, source=os.fspath(pdb_path), constraints=constraints, rigid_water=rigid_water)

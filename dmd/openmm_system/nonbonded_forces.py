@@ -9,6 +9,7 @@ import numpy as np
 
 from dmd.base.errors import UserInputError
 from dmd.forces import nonbonded
+from dmd.forces.numba_pairs import KERNELS
 from dmd.forces.pme import pme_grid_parameters
 from dmd.openmm_system.common import index_label, unique_labels, value
 
@@ -240,15 +241,20 @@ def convert_tabulated_lj(force, n, atom_types):
     return spec, params, labels
 
 
-def nonbonded_term(force, openmm_system, n, atom_types, atom_labels, box, pos, metadata):
-    """NonbondedForce as ``(spec, params, labels, fn)``; records the method, cutoff and PME grid in ``metadata``."""
+def nonbonded_term(force, openmm_system, n, atom_types, atom_labels, box, pos, metadata, pair_kernel="auto"):
+    """NonbondedForce as ``(spec, params, labels, fn)``; records the method, cutoff and PME grid in ``metadata``.
+    ``pair_kernel``: :attr:`dmd.forces.nonbonded.NonbondedSpec.pair_kernel`."""
     spec, params, labels = convert_nonbonded(force, n, atom_types, atom_labels, box)
+    if pair_kernel not in KERNELS:
+        raise UserInputError(f"pair_kernel {pair_kernel!r}: pass one of {', '.join(KERNELS)}")
+    spec = dataclasses.replace(spec, pair_kernel=pair_kernel)
     if spec.method != "NoCutoff":
         metadata.update(
             nonbonded_method=spec.method,
             cutoff_nm=spec.cutoff,
             dispersion_correction=spec.dispersion_correction,
             switch_distance_nm=spec.switch_distance,
+            pair_kernel=pair_kernel,
         )
         if spec.method == "PME":
             alpha, grid = pme_parameters(openmm_system, force, pos)

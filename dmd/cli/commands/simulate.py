@@ -52,12 +52,17 @@ DEFAULTS = {
     "barostat": "isotropic",
     "barostat_every": 25,
     "skin": "auto",
+    "pair_kernel": "auto",
     "minimize": False,
     "minimize_tolerance": 10.0,
 }
 
 
 HELP = "run Langevin/Verlet dynamics of a PDB with OpenMM force fields"
+PAIR_KERNEL_HELP = (
+    "real-space pair force: auto (default): numba's compiled kernel on CPU in float32, XLA otherwise and for "
+    "sensitivities; numba; xla (dmd.forces.numba_pairs)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,6 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         help="also checkpoint every this many minutes of wall time (default 5; 0: off)",
     )
+    p.add_argument("--pair-kernel", choices=["auto", "numba", "xla"], default=S, help=PAIR_KERNEL_HELP)
     p.add_argument(
         "--skin",
         default=S,
@@ -256,6 +262,7 @@ def build_system(cfg: dict):
         cutoff=float(cfg["cutoff"]),
         constraints=cfg["constraints"],
         rigid_water=bool(cfg["rigid_water"]),
+        pair_kernel=cfg["pair_kernel"],
     )
 
 

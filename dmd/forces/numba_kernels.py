@@ -1,0 +1,112 @@
+"""numba kernels of :mod:`dmd.forces.numba_pairs` (this module imports numba: import it only where they run).
+
+Module-level functions, so that ``cache=True`` keeps their machine code on disk between processes.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from dmd.forces.pme import ONE_4PI_EPS0
+
+
+@njit(fastmath=True, cache=True)
+def sum_threads(f):
+    grad = f[0].copy()
+    for t in range(1, f.shape[0]):
+        grad += f[t]
+    return grad
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def pairs(pos, box, idx, q, sig, seps, rc, te_tab, tg_tab, half, block, nt):
+    """(energy, dE/dx ``[N, 3]``) of real-space PME Coulomb + LJ over ``idx`` (half list, or full with
+    ``half=False``; padding = N). Per row: displacements and r² of every slot (vectorised gathers, minimum image
+    by selects), a branch-free compaction of the partners inside r_c, the pair terms without branches (ε = 0
+    gives 0), then the partners' scatter into the thread's own float32 force buffer (``numba.get_thread_id``),
+    reduced after; ``nt``: ``numba.get_num_threads()`` (read in the kernel, it would keep numba from caching it).
+    Row energies in float32, summed in float64."""
+    n, w = idx.shape
+    f = np.zeros((nt, n, 3), np.float32)
+    e = np.zeros(nt, np.float64)
+    rc2 = np.float32(rc * rc)
+    tscale = np.float32((te_tab.shape[0] - 2) / rc)
+    bx, by, bz = box[0], box[1], box[2]
+    hx, hy, hz = np.float32(0.5) * bx, np.float32(0.5) * by, np.float32(0.5) * bz
+    px = np.zeros(n + 1, np.float32)
+    py = np.zeros(n + 1, np.float32)
+    pz = np.zeros(n + 1, np.float32)
+    px[:n], py[:n], pz[:n] = pos[:, 0], pos[:, 1], pos[:, 2]
+    px[n] = np.float32(1e4)  # the padding partner lies far outside r_c
+    for b in prange((n + block - 1) // block):
+        t = numba.get_thread_id()
+        jj = np.empty(w + 1, np.int32)
+        ddx = np.empty(w + 1, np.float32)
+        ddy = np.empty(w + 1, np.float32)
+        ddz = np.empty(w + 1, np.float32)
+        gg = np.empty(w + 1, np.float32)
+        ax = np.empty(w, np.float32)
+        ay = np.empty(w, np.float32)
+        az = np.empty(w, np.float32)
+        ar2 = np.empty(w, np.float32)
+        eb = np.float64(0.0)
+        for i in range(b * block, min(n, (b + 1) * block)):
+            xi, yi, zi = px[i], py[i], pz[i]
+            qi, si, ei = np.float32(ONE_4PI_EPS0) * q[i], sig[i], np.float32(4.0) * seps[i]
+            for k in range(w):
+                j = idx[i, k]
+                dx = px[j] - xi
+                dy = py[j] - yi
+                dz = pz[j] - zi
+                dx = dx - bx if dx > hx else (dx + bx if dx < -hx else dx)
+                dy = dy - by if dy > hy else (dy + by if dy < -hy else dy)
+                dz = dz - bz if dz > hz else (dz + bz if dz < -hz else dz)
+                ax[k] = dx
+                ay[k] = dy
+                az[k] = dz
+                ar2[k] = dx * dx + dy * dy + dz * dz
+            m = 0
+            for k in range(w):
+                jj[m] = idx[i, k]
+                ddx[m] = ax[k]
+                ddy[m] = ay[k]
+                ddz[m] = az[k]
+                m += ar2[k] < rc2
+            er = np.float32(0.0)
+            for k in range(m):
+                j = jj[k]
+                dx, dy, dz = ddx[k], ddy[k], ddz[k]
+                r2 = dx * dx + dy * dy + dz * dz
+                inv = np.float32(1.0) / np.sqrt(r2)
+                inv2 = inv * inv
+                x = r2 * inv * tscale
+                kk = np.int32(x)
+                fr = x - np.float32(kk)
+                tev = te_tab[kk] + fr * (te_tab[kk + 1] - te_tab[kk])
+                tgv = tg_tab[kk] + fr * (tg_tab[kk + 1] - tg_tab[kk])
+                qq = qi * q[j]
+                sij = np.float32(0.5) * (si + sig[j])
+                ej = ei * seps[j]
+                s2 = sij * sij * inv2
+                s6 = s2 * s2 * s2
+                er += qq * tev * inv + ej * (s6 * s6 - s6)
+                gg[k] = (-qq * tgv * inv + ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6)) * inv2
+            sx = sy = sz = np.float32(0.0)
+            for k in range(m):
+                sx += gg[k] * ddx[k]
+                sy += gg[k] * ddy[k]
+                sz += gg[k] * ddz[k]
+            if half:
+                for k in range(m):
+                    j = jj[k]
+                    f[t, j, 0] += gg[k] * ddx[k]
+                    f[t, j, 1] += gg[k] * ddy[k]
+                    f[t, j, 2] += gg[k] * ddz[k]
+            f[t, i, 0] -= sx
+            f[t, i, 1] -= sy
+            f[t, i, 2] -= sz
+            eb += er
+        e[t] += eb
+    return e.sum() * (1.0 if half else 0.5), sum_threads(f)
