@@ -212,8 +212,8 @@ def pair_neighbor_list(
         overflow within a run, and each overflow redoes a chunk and compiles it wider).
       block: rows per step of the blocked build.
       full: list each pair in both rows (True) or once (False), see the module docstring.
-      rebuild_kernel: ``"auto"``, ``"numba"`` or ``"xla"`` (:data:`REBUILD_KERNELS`, :func:`resolve_rebuild_kernel`; default
-        the environment's ``DMD_REBUILD_KERNEL`` or auto): the same list element for element either way.
+      rebuild_kernel: ``"auto"``, ``"numba"`` or ``"xla"`` (:data:`REBUILD_KERNELS`, :func:`resolve_rebuild_kernel`;
+        default the environment's ``DMD_REBUILD_KERNEL`` or auto): the same list element for element either way.
 
     Over 100 lines: allocate, update, grow and the blocked build are closures over one exclusion table, padding and
     list radius (jit constants); they form the :class:`NeighborListFns` returned together.
@@ -443,10 +443,14 @@ class _NumbaRows:
         def host(*a):
             a = [np.asarray(x) for x in a]
             lead = a[0].shape[:-2]  # vmap (broadcast_all): leading batch axes on every argument
+            cid = a[1] if cell_capacity else None
+            if not lead:
+                idx, max_count, overflow = self._rows(a[0], cid, a[-1], capacity, cell_capacity)
+                return idx, np.int32(max_count), np.bool_(overflow)
             out = (np.empty(lead + (n, capacity), np.int32), np.empty(lead, np.int32), np.empty(lead, bool))
             for k in np.ndindex(lead):
                 pos_k, box_k = a[0][k], a[-1][k]
-                cid_k = a[1][k] if cell_capacity else None
+                cid_k = None if cid is None else cid[k]
                 for o, v in zip(out, self._rows(pos_k, cid_k, box_k, capacity, cell_capacity), strict=True):
                     o[k] = v
             return out

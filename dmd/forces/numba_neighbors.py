@@ -54,18 +54,18 @@ def _cell_sort(cid, n_cells):
 @numba.njit(cache=True, inline="always")
 def _blank_and_pad(row, buf, count, i, n, excl, n_excl):
     """The first ``min(count, capacity)`` entries of ``buf`` into ``row``, excluded partners of ``i`` as ``n``, the
-    rest padding ``n``."""
+    rest padding ``n``. A copy, then one select sweep per excluded partner: both vectorise (a test of each entry
+    against the exclusions did not: +3.7 CPU ms a villin + water rebuild)."""
     capacity = row.shape[0]
     w = min(count, capacity)
-    ne = n_excl[i]
     for k in range(w):
-        j = buf[k]
-        hit = False
-        for e in range(ne):
-            hit |= excl[i, e] == j
-        row[k] = n if hit else j
+        row[k] = buf[k]
     for k in range(w, capacity):
         row[k] = n
+    for e in range(n_excl[i]):
+        x = excl[i, e]
+        for k in range(w):
+            row[k] = n if row[k] == x else row[k]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -116,7 +116,7 @@ def _cell_rows(wrapped, cid, nc, stencil, box, rl2, half, out, counts, excl, n_e
                 cy[k] = ys[m] + shift[s, 1]
                 cz[k] = zs[m] + shift[s, 2]
                 k += 1
-        keep = np.empty(k_all, np.int32)
+        keep = np.empty(k_all, np.uint8)  # uint8: the distance loop vectorises (int32: 3x slower)
         buf = np.empty(k_all + 1, np.int32)
         for m in range(lo, hi):
             i = order[m]
@@ -230,7 +230,7 @@ def all_pair_rows(pos, box, list_cutoff, half, capacity, excl, n_excl):
     n = pos.shape[0]
     out = np.empty((n, int(capacity)), np.int32)
     counts = np.empty(n, np.int32)
-    _all_pair_rows(pos, np.ascontiguousarray(box), ortho, pos.dtype.type(list_cutoff**2), bool(half), out, counts,
-                   excl, n_excl)
+    _all_pair_rows(
+        pos, np.ascontiguousarray(box), ortho, pos.dtype.type(list_cutoff**2), bool(half), out, counts, excl, n_excl
+    )
     return out, counts
-
