@@ -408,13 +408,13 @@ class _NumbaRows:
 
     def _rows(self, pos, cid, box, capacity, cell_capacity):
         """One list from numpy arrays: ``(idx, max_count, cell_overflow)``; ``cid`` None: the all-pairs build."""
-        from dmd.forces import numba_neighbors
+        from dmd.forces.numba_neighbors import all_pair_rows, cell_rows
 
         if cid is None:
-            idx, counts = numba_neighbors.all_pair_rows(pos, box, self.r_list, self.half, capacity, *self._excl())
+            idx, counts = all_pair_rows(pos, box, self.r_list, self.half, capacity, *self._excl())
             return idx, counts.max(), False
         cells = self.cells
-        idx, counts, largest = numba_neighbors.cell_rows(
+        idx, counts, largest = cell_rows(
             pos, cid, cells.cells_per_side, cells.stencil, box, self.r_list, self.half, capacity, *self._excl()
         )
         return idx, counts.max(), largest > cell_capacity
