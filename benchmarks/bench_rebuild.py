@@ -1,4 +1,5 @@
-"""One neighbour-list rebuild, this checkout against an older commit, in ONE process (A/B interleaved).
+"""One neighbour-list rebuild, this checkout against an older commit (or the XLA rebuild against the numba one,
+``--kernels``), in ONE process (A/B interleaved).
 
 The older ``dmd/neighbors.py`` and ``dmd/forces/neighbors.py`` are read with ``git show <commit>:<path>`` and run as
 separate modules next to this checkout's, on the same positions: LJ N = 8,000 (ρσ³ = 0.8, r_c 2.5σ, skin 0.5σ,
@@ -7,7 +8,12 @@ after 200 BAOAB steps, capacities fitted as ``bench_engine.py`` fits them) and v
 past the skin; both arms must give the same list, element for element (checked). Prints min and median wall and
 CPU ms per arm and round, with the machine load (a shared machine: compare CPU ms within a round).
 
+``--kernels``: villin + water only, both arms this checkout's force-field builder, A with ``rebuild_kernel="xla"``,
+B with ``"numba"`` (:mod:`dmd.forces.numba_neighbors`); also a triclinic copy of the box (the same positions in a
+box with tilted b and c vectors, as a crystal has), where both must again agree.
+
     python benchmarks/bench_rebuild.py --commit d2b5c65 --rounds 3
+    python benchmarks/bench_rebuild.py --kernels --rounds 3
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def lj_arms(old_nb, steps=200):
     return label, st.positions, old, new, lambda nb: nb.idx
 
 
-def villin_arms(old_ffnb):
+def villin_arms(old_ffnb, kernels=False):
     import openmm.app as app
 
     import dmd.openmm_system.assembly as assembly
@@ -80,6 +86,10 @@ def villin_arms(old_ffnb):
     made, ours = {}, assembly.pair_neighbor_list
 
     def both(*a, **k):  # the old builder from the same arguments (exclusions included) as this checkout's
+        if kernels:
+            made["args"] = (a, k)
+            made["old"] = ours(*a, **k, rebuild_kernel="xla")
+            return ours(*a, **k, rebuild_kernel="numba")
         made["old"] = old_ffnb.pair_neighbor_list(*a, **k)
         return ours(*a, **k)
 
@@ -92,7 +102,15 @@ def villin_arms(old_ffnb):
     new = system.neighbor_fn.allocate(pos)
     old = made["old"].allocate(pos)
     label = f"villin + water (skin 0.131 nm, {new.max_occupancy} columns, half list)"
-    return label, pos, old, new, lambda nb: nb.idx
+    cases = [(label, pos, old, new, lambda nb: nb.idx)]
+    if kernels:  # the same atoms in a triclinic box: b and c tilted by a fifth of a (reduced form)
+        (n, box, *rest), k = made["args"]
+        a = float(np.asarray(box).reshape(-1)[0])
+        tri = np.diag(np.diag(np.asarray(box)) if np.ndim(box) == 2 else np.asarray(box))
+        tri[1, 0], tri[2, 0], tri[2, 1] = 0.2 * a, -0.2 * a, 0.15 * a
+        arms = [ours(n, tri, *rest, **k, rebuild_kernel=kern).allocate(pos) for kern in ("xla", "numba")]
+        cases.append((f"villin + water in a triclinic box ({arms[1].max_occupancy} columns)", pos, *arms, cases[0][-1]))
+    return cases
 
 
 def main():
@@ -101,7 +119,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=9, help="compiled calls per arm and round")
     ap.add_argument("--only", choices=["lj", "villin"], default=None)
+    ap.add_argument("--kernels", action="store_true", help="A = XLA rebuild, B = numba rebuild (villin + water)")
     args = ap.parse_args()
+    if args.kernels:
+        args.only = "villin"
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     old_nb = _old_module(args.commit, "dmd/neighbors.py", "_old_neighbors")
     old_ffnb = _old_module(
@@ -114,8 +135,10 @@ def main():
     if args.only in (None, "lj"):
         cases.append(lj_arms(old_nb))
     if args.only in (None, "villin"):
-        cases.append(villin_arms(old_ffnb))
-    print(f"commit {args.commit} (A) against this checkout (B); jax {jax.__version__}, {os.cpu_count()} CPUs")
+        cases += villin_arms(old_ffnb, args.kernels)
+    arm_a = "the XLA rebuild" if args.kernels else f"commit {args.commit}"
+    arm_b = "the numba rebuild" if args.kernels else "this checkout"
+    print(f"{arm_a} (A) against {arm_b} (B); jax {jax.__version__}, {os.cpu_count()} CPUs")
     for label, pos, old, new, idx_of in cases:
         moved = pos + 0.3  # past any skin: update rebuilds
         upd = jax.jit(lambda y, nb: nb.update(y))

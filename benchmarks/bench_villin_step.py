@@ -18,6 +18,10 @@ pieces (A = C, B = this checkout) interleaved ``--rounds`` times; results are co
     python benchmarks/bench_villin_step.py --skin 0.131
     python benchmarks/bench_villin_step.py --commit 4af270b --rounds 3 --only pme constraints
     python benchmarks/bench_villin_step.py --columns 346 304 --rounds 4   # list width A/B, whole steps only
+    python benchmarks/bench_villin_step.py --kernels xla numba --rounds 4  # rebuild kernel A/B, whole steps only
+
+``--kernels``: one system per neighbour-list rebuild kernel (``DMD_REBUILD_KERNEL``, dmd.forces.neighbors), each
+from the same start; their 50-step chunks (energy once per chunk) and one rebuild each, interleaved.
 """
 
 from __future__ import annotations
@@ -199,6 +203,42 @@ def column_arms(system, run, carry, widths, rounds):
         print(f"  {w} columns: CPU min {min(cpu[w]):7.2f} median {float(np.median(cpu[w])):7.2f} ms per step")
 
 
+def kernel_arms(skin, kernels, rounds, repeat):
+    """Whole 50-step chunks and single rebuilds with each rebuild kernel in ``kernels``, interleaved ``rounds`` times
+    (each arm its own system and state, all from the same start: with equal lists the trajectories agree)."""
+    arms = {}
+    for k in kernels:
+        os.environ["DMD_REBUILD_KERNEL"] = k
+        system, _, run, _, carry = setup(skin)
+        assert system.neighbor_fn.rebuild_kernel == k
+        rebuild = jax.jit(lambda y, n: n.update(y + 0.3))
+        arms[k] = [run[1] or run[0], carry[0], rebuild, [], []]
+    zero = jnp.zeros((), jnp.int32)
+    for r in range(rounds):
+        for k, arm in arms.items():
+            run, st, rebuild = arm[:3]
+            t0, c0 = time.perf_counter(), time.process_time()
+            new, n_rebuilds = jax.block_until_ready(run((st, zero)))
+            cpu, wall = (time.process_time() - c0) * 1e3 / 50, (time.perf_counter() - t0) * 1e3 / 50
+            arm[1] = new
+            arm[3].append((cpu, wall))
+            t = timed(rebuild, new.positions, new.neighbor, repeat=repeat)
+            arm[4].append(t[1:])
+            print(
+                f"  round {r} {k:5s}: step CPU {cpu:6.2f} wall {wall:6.2f} ms ({int(n_rebuilds)} rebuilds / 50) | "
+                f"one rebuild CPU {t[1]:6.2f} / {t[2]:6.2f} wall {t[3]:6.2f} ms (min / median, min) | {_load()}",
+                flush=True,
+            )
+        xs = [np.asarray(a[1].positions) for a in arms.values()]
+        print(f"  round {r}: max |Δx| between the arms {max(np.max(np.abs(x - xs[0])) for x in xs):.3g} nm")
+    for k, arm in arms.items():
+        step, reb = np.asarray(arm[3]), np.asarray(arm[4])
+        print(
+            f"  {k:5s}: step CPU min {step[:, 0].min():6.2f} median {np.median(step[:, 0]):6.2f}, wall min "
+            f"{step[:, 1].min():6.2f} ms | rebuild CPU min {reb[:, 0].min():6.2f}, wall min {reb[:, 2].min():6.2f} ms"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skin", type=float, default=0.131, help="list skin, nm (default 0.131)")
@@ -209,9 +249,12 @@ def main():
     ap.add_argument(
         "--columns", type=int, nargs="+", default=None, help="whole steps with the list at these widths (A/B), only"
     )
+    ap.add_argument("--kernels", nargs="+", default=None, help="whole steps with these rebuild kernels (A/B), only")
     args = ap.parse_args()
     only = set(args.only or ["forces", "constraints", "step"])
     print(f"jax {jax.__version__}, {os.cpu_count()} CPUs | {_load()}")
+    if args.kernels:
+        return kernel_arms(args.skin, args.kernels, max(2, args.rounds), args.repeat)
     import dmd.constraints as cons_b
     import dmd.forces.pme as pme_b
 

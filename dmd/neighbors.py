@@ -244,6 +244,12 @@ class CellNeighborListFns:
         row_of = cid * cc + jnp.minimum(rank - starts[cid], cc - 1)  # past the capacity: flagged as overflow
         return members, rows_pos, table, cand_pos, row_of, cid, jnp.max(counts) > cc
 
+    def wrapped_cells(self, pos, box=None):
+        """``(wrapped [N, 3], cid [N])``: the positions wrapped into the box and their cells, as the cell build takes
+        them (for a build outside XLA: :func:`dmd.forces.numba_neighbors.cell_rows`)."""
+        box = self._box(pos.dtype, box)
+        return from_fractional(self._wrapped_fractional(pos, box), box), self._cell_ids(pos, box)[1]
+
     def _wrapped_fractional(self, pos, box):
         if self.triclinic:
             s = to_fractional(pos, box)
