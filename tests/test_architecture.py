@@ -251,7 +251,6 @@ UNMIRRORED = frozenset(
         "analysis/indexing/errors.py",
         "analysis/indexing/prior.py",
         "analysis/indexing/reference.py",
-        "analysis/indexing/solution.py",
         "analysis/indexing/synth.py",
         "analysis/indexing/train_prior.py",
         "analysis/merging/classical.py",

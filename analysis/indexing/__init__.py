@@ -26,6 +26,7 @@ from analysis.indexing.config import CandidateSource, RefineMoves, SearchBudget,
 from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide, fits_noise
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2, sigma_inv_d2
 from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
+from analysis.indexing.lepage import from_primitive
 from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read_peak_file
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
@@ -33,7 +34,6 @@ from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows,
 from analysis.indexing.search import BLIND_PATIENCE, BLIND_STALL_BELOW, search_cells
 from analysis.indexing.solution import (
     Solution,
-    from_primitive,
     primitive_subcells,
     rank_solutions,
     refine_candidate,
@@ -308,7 +308,7 @@ def _refine_distinct(res, inv_d2, kw: dict, n_max: int) -> list:
 
 
 def _via_primitive(inv_d2, system, config, prior, g, kw, n_refine, cache: dict, n_convert: int = 3) -> tuple[list, int]:
-    """Solutions of ``system`` from the triclinic search (centred lattices; see solution.from_primitive),
+    """Solutions of ``system`` from the triclinic search (centred lattices; see lepage.from_primitive),
     and the number of triclinic candidates generated (0 when ``cache`` already held the search: the
     triclinic search of one peak list is deterministic, so the orthorhombic and monoclinic fallbacks and
     the blind triclinic step share one)."""
@@ -331,7 +331,7 @@ def _defer_fallback(system: str, later: list) -> bool:
 
 
 def _upgrade(sols: list, inv_d2, system: str, kw: dict, n_convert: int = 3) -> list:
-    """Cells of ``system`` on the lattices of the ``n_convert`` best of ``sols`` (solution.from_primitive)."""
+    """Cells of ``system`` on the lattices of the ``n_convert`` best of ``sols`` (lepage.from_primitive)."""
     out = []
     for sol in sorted(sols, key=lambda s: s.score, reverse=True)[:n_convert]:
         for new in from_primitive(sol, inv_d2, system, **kw):

@@ -56,7 +56,7 @@ def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p: int, cdf_draw:
       vocab_rows: ``[n_vocab, p]`` design rows of the vocabulary.
       cdf_draw: draw the indices by inverse CDF (one uniform per peak) instead of Gumbel-max (one Gumbel variate
         per vocabulary row and peak, ``jax.random.categorical``): the same distribution, another random stream.
-        The triclinic search uses it (search._generate_batch; 57 → 9 CPU ms per 4096 solves, issue 21).
+        The triclinic search uses it (batch.generate_batch; 57 → 9 CPU ms per 4096 solves, issue 21).
     """
     k1, k2 = jax.random.split(key)
     pos = jnp.argsort(jax.random.uniform(k1, (n_first,)))[:p]

@@ -13,8 +13,6 @@ within a factor ``SYMMETRY_MARGIN``, the higher symmetry.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 
 import numpy as np
 
@@ -30,8 +28,6 @@ __all__ = [
     "standard_setting",
     "smaller_cells",
     "primitive_subcells",
-    "from_primitive",
-    "twofold_axes",
     "rank_solutions",
     "c_centred_cell",
     "cell_of",
@@ -167,8 +163,10 @@ def refine_candidate(
     n_fom: int = 20,
     centrings=None,
     zero_sigma: float | None = None,
+    better_than: tuple | None = None,
 ) -> Solution | None:
-    """Refine one candidate and choose its centring (module docstring). None if it breaks down.
+    """Refine one candidate and choose its centring (module docstring). None if it breaks down, or, with
+    ``better_than`` = (n, s), if it indexes fewer than n lines or scores ≤ s (smaller_cells: nothing more is computed).
 
     Ranking score (``Solution.score``): M20 with each unindexed line among the first 20 counted
     at max(n_σ·σ, Q_20/(2 N_calc)) (what a random line would score), except the first
@@ -189,15 +187,16 @@ def refine_candidate(
         allowed = ref.allowed[cen]
         rows = ref.rows[allowed]
         x, z = np.asarray(x0, float).copy(), float(z0)
-        cov = None
+        cov = prev = None  # prev: the last solve's assignment; the same again would give the same solve (converged)
         for _ in range(6):
             inv_d2_ref = rows @ x
             inv_d2_model = inv_d2 - g * z
             idx = np.argmin(np.abs(inv_d2_model[:, None] - inv_d2_ref[None, :]), axis=1)
             r = inv_d2_model - inv_d2_ref[idx]
             ok = np.abs(r) <= n_sigma * sig
-            if ok.sum() < rows.shape[1] + 2:
+            if ok.sum() < rows.shape[1] + 2 or (prev and np.array_equal(idx, prev[0]) and np.array_equal(ok, prev[1])):
                 break
+            prev = (idx, ok)
             sol, cov = _lsq(inv_d2, rows[idx], g, ok / sig**2, refine_zero, zero_sigma)
             if sol is None or not np.all(np.isfinite(sol)):
                 cov = None
@@ -233,6 +232,8 @@ def refine_candidate(
     if best is None:
         return None
     cen, x, z, cov, idx, inv_d2_calc, ok, score, inv_d2_ref = best
+    if better_than is not None and (ok.sum() < better_than[0] or score <= better_than[1]):
+        return None
     m20 = fom.de_wolff_m(inv_d2, inv_d2_calc, inv_d2_ref, n=n_fom, indexed=ok)
     n_par = x.size + (1 if refine_zero else 0)
     dof = max(int(ok.sum()) - n_par, 1)
@@ -240,14 +241,15 @@ def refine_candidate(
     chi2 = float(np.sum((r[ok] / sig[ok]) ** 2))
     cov = cov * (chi2 / dof)
     cell = cell_of(x, system)
-    # esd of the cell: J cov Jᵀ with J = ∂cell/∂x by central differences
-    jac = np.zeros((6, x.size))
-    for i in range(x.size):
-        hstep = 1e-6 * abs(x[i]) + 1e-12
-        xp, xm = x.copy(), x.copy()
-        xp[i] += hstep
-        xm[i] -= hstep
-        jac[:, i] = (cell_of(xp, system) - cell_of(xm, system)) / (2 * hstep)
+    # esd of the cell: J cov Jᵀ with J = ∂cell/∂x by central differences (the 2p cells in one batched call)
+    hstep = 1e-6 * np.abs(x) + 1e-12
+    xpm = np.concatenate([x + np.diag(hstep), x - np.diag(hstep)])
+    try:
+        with np.errstate(invalid="ignore"):
+            cpm = np.asarray(cell_mod.cell_from_reciprocal_params(xpm, system), float)
+    except np.linalg.LinAlgError:
+        cpm = np.stack([cell_of(v, system) for v in xpm])
+    jac = ((cpm[: x.size] - cpm[x.size :]) / (2 * hstep[:, None])).T
     cov_x = cov[: x.size, : x.size]
     esd = np.sqrt(np.maximum(np.diag(jac @ cov_x @ jac.T), 0.0))
     f20 = dtt = nposs = None
@@ -358,6 +360,11 @@ def _x_from_gstar(gs: np.ndarray, system: str, tol: float = 1e-6):
     return x if np.all(np.abs(full - back) < tol * np.sum(full[:3])) else None
 
 
+def _beats(best: Solution) -> tuple:
+    """smaller_cells: a cell that replaces ``best`` indexes as many lines and scores 1 % more."""
+    return best.n_indexed, best.score * 1.01
+
+
 def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
     """Replace a solution by an index-2/3 smaller cell that indexes the same lines better.
 
@@ -373,9 +380,8 @@ def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
         # every cF line, primitive volumes 5.66 apart): try a smaller cell a/√r for the ratios of
         # h²+k²+l² sums that relate P, I and F cells; M20 (fewer calculated lines) decides
         for r in (4 / 3, 3 / 2, 2, 8 / 3, 3, 4, 16 / 3, 6, 8):
-            new = refine_candidate(np.asarray(sol.x, float) * r, sol.zero_shift, inv_d2, "cubic", **kw)
-            if new is not None and new.n_indexed >= best.n_indexed and new.score > best.score * 1.01:
-                best = new
+            x = np.asarray(sol.x, float) * r  # better_than: None unless it beats best
+            best = refine_candidate(x, sol.zero_shift, inv_d2, "cubic", **kw, better_than=_beats(best)) or best
     for _ in range(3):
         improved = False
         gs = np.asarray(cell_mod.reciprocal_metric_from_params(np.asarray(best.x, float), best.system), float)
@@ -386,8 +392,8 @@ def smaller_cells(sol: Solution, inv_d2, **kw) -> Solution:
                     continue
                 if best.system == "triclinic":
                     x = reduce.reduce_x(x, "triclinic")
-                new = refine_candidate(x, best.zero_shift, inv_d2, best.system, **kw)
-                if new is not None and new.n_indexed >= best.n_indexed and new.score > best.score * 1.01:
+                new = refine_candidate(x, best.zero_shift, inv_d2, best.system, **kw, better_than=_beats(best))
+                if new is not None:
                     best, improved = new, True
         if not improved:
             break
@@ -404,12 +410,12 @@ def primitive_subcells(sol: Solution, inv_d2, n_max: int = 3, slack: int = 0, **
     whose index-2 superlattices include kyanite's (issue 21).
     """
     gs = np.linalg.inv(reduce.primitive_metric(sol.cell, sol.centring))  # reciprocal metric, Å⁻²
-    out = []
+    out, floor = [], (sol.n_indexed - slack, -np.inf)
     for n in range(2, n_max + 1):
         for h in reduce.sublattice_bases(n):
             x = reduce.reduce_x(cell_mod.reciprocal_params_from_metric(h.T @ gs @ h, "triclinic"), "triclinic")
-            new = refine_candidate(x, sol.zero_shift, inv_d2, "triclinic", **kw)
-            if new is not None and new.n_indexed >= sol.n_indexed - slack:
+            new = refine_candidate(x, sol.zero_shift, inv_d2, "triclinic", **kw, better_than=floor)
+            if new is not None:  # indexes at least sol.n_indexed - slack lines
                 out.append(new)
     return out
 
@@ -464,127 +470,3 @@ def rank_solutions(solutions: list[Solution], top: int = 10, rel_tol: float = 5e
             pass
     kept.sort(key=_rank_key, reverse=True)
     return kept[:top]
-
-
-@functools.lru_cache(maxsize=1)
-def _small_vectors() -> np.ndarray:
-    """Primitive integer vectors with entries in −2..2, one of each ± pair ``[62, 3]``."""
-    v = np.array(list(itertools.product(range(-2, 3), repeat=3)), dtype=np.int64)
-    v = v[np.gcd.reduce(np.abs(v), axis=1) == 1]
-    first = v[np.arange(len(v)), np.argmax(v != 0, axis=1)]
-    return v[first > 0]
-
-
-def twofold_axes(g: np.ndarray, max_deg: float = 1.0) -> list:
-    """Lattice twofold axes of the metric ``g`` (Å², a Niggli-reduced primitive cell), Le Page (1982).
-
-    A twofold axis is a lattice row u perpendicular to a lattice plane h with |u·h| = 1 or 2;
-    on a Niggli-reduced cell every such pair has indices in −2..2. Returns ``(u, h, δ)`` with
-    δ (degrees) the angle between the row and the plane normal, smallest first, δ ≤ ``max_deg``.
-
-    Le Page (1982), J. Appl. Cryst. 15, 255-259, doi:10.1107/S0021889882011959.
-    """
-    vec = _small_vectors().astype(float)
-    gi = np.linalg.inv(g)
-    uu = np.sqrt(np.einsum("ui,ij,uj->u", vec, g, vec))
-    hh = np.sqrt(np.einsum("hi,ij,hj->h", vec, gi, vec))
-    dot = vec @ vec.T  # [u, h] = u·h
-    ok = (np.abs(dot) == 1) | (np.abs(dot) == 2)
-    cos = np.clip(np.abs(dot) / (uu[:, None] * hh[None, :]), -1.0, 1.0)
-    delta = np.rad2deg(np.arccos(cos))
-    iu, ih = np.nonzero(ok & (delta <= max_deg))
-    order = np.argsort(delta[iu, ih], kind="stable")
-    return [(vec[iu[k]].astype(int), vec[ih[k]].astype(int), float(delta[iu[k], ih[k]])) for k in order]
-
-
-def _plane_basis(h: np.ndarray) -> np.ndarray:
-    """Integer basis ``[2, 3]`` of the lattice rows v with h·v = 0 (h primitive)."""
-    vec = _small_vectors()
-    vs = vec[vec @ h == 0]
-    for i, j in itertools.combinations(range(len(vs)), 2):
-        if np.array_equal(np.abs(np.cross(vs[i], vs[j])), np.abs(h)):
-            return np.array([vs[i], vs[j]])
-    # larger indices (not reached for h in −2..2, kept for safety)
-    big = np.array(list(itertools.product(range(-4, 5), repeat=3)))
-    vs = big[(big @ h == 0) & np.any(big != 0, axis=1)]
-    for i, j in itertools.combinations(range(len(vs)), 2):
-        if np.array_equal(np.abs(np.cross(vs[i], vs[j])), np.abs(h)):
-            return np.array([vs[i], vs[j]])
-    raise ValueError(f"no plane basis for h = {h}")
-
-
-def _conventional_metrics(g: np.ndarray, system: str, max_deg: float) -> list:
-    """Metrics ``[3, 3]`` (Å²) of conventional ``system`` cells of the lattice with primitive metric g."""
-    axes = twofold_axes(g, max_deg)
-    out = []
-    if system == "monoclinic":
-        for u, h, _ in axes:
-            ac = _plane_basis(h)
-            m = np.stack([ac[0], u, ac[1]], axis=1).astype(float)  # columns: a, b, c
-            if np.linalg.det(m) < 0:
-                m[:, 2] *= -1
-            gm = m.T @ g @ m
-            # Lagrange reduction of a, c in the plane (shortest pair), then β ≥ 90°
-            for _ in range(50):
-                if gm[2, 2] < gm[0, 0]:
-                    m = m[:, [2, 1, 0]]
-                    m[:, 1] *= -1
-                    gm = m.T @ g @ m
-                mu = np.round(gm[0, 2] / gm[0, 0])
-                if mu == 0:
-                    break
-                m[:, 2] -= mu * m[:, 0]
-                gm = m.T @ g @ m
-            if gm[0, 2] > 0:
-                m[:, [0, 1]] *= -1
-                gm = m.T @ g @ m
-            out.append(gm)
-    else:  # orthorhombic: three mutually perpendicular twofold axes
-        rows = [u.astype(float) for u, _, _ in axes]
-        for i, j, k in itertools.combinations(range(len(rows)), 3):
-            m = np.stack([rows[i], rows[j], rows[k]], axis=1)
-            if abs(np.linalg.det(m)) < 0.5:
-                continue
-            gm = m.T @ g @ m
-            d = np.sqrt(np.diag(gm))
-            off = np.abs(gm - np.diag(np.diag(gm))) / np.outer(d, d)
-            if np.max(off) <= np.sin(np.deg2rad(max_deg)):
-                out.append(gm)
-    return out
-
-
-def from_primitive(sol: Solution, inv_d2, system: str, max_deg: float = 1.0, n_max: int = 8, **kw) -> list:
-    """Conventional cells of ``system`` whose lattice is the primitive lattice of ``sol``.
-
-    A centred monoclinic or orthorhombic lattice is a triclinic lattice with extra metric
-    symmetry; the triclinic search finds its primitive cell more easily than the centred search
-    finds the conventional one (fewer absences to get right). The lattice's twofold axes
-    (:func:`twofold_axes`, Le Page) give the conventional cells: monoclinic b along one axis,
-    a and c a reduced basis of the lattice plane perpendicular to it; orthorhombic a, b, c
-    along three mutually perpendicular axes. The ``n_max`` smallest distinct cells are refined
-    in ``system`` (which tests the centrings); the transformation to the conventional cell may
-    need indices up to 2 on the Niggli cell (e.g. mC from an F-type setting), beyond a
-    {−1, 0, 1} basis-change search.
-    """
-    g = reduce.primitive_metric(sol.cell, sol.centring)
-    cand = _conventional_metrics(g, system, max_deg)
-    cand.sort(key=lambda gm: float(np.linalg.det(gm)))
-    out, seen = [], set()
-    for gm in cand:
-        gm = gm.copy()
-        if system == "monoclinic":
-            gm[0, 1] = gm[1, 0] = gm[1, 2] = gm[2, 1] = 0.0
-        else:
-            gm = np.diag(np.diag(gm))
-        cell = np.asarray(cell_mod.cell_from_metric(gm), float)
-        key = tuple(np.round(np.r_[np.sort(cell[:3]), cell[4]], 2))
-        if key in seen or not np.all(np.isfinite(cell)):
-            continue
-        seen.add(key)
-        x = np.asarray(cell_mod.reciprocal_params(cell, system), float)
-        new = refine_candidate(x, sol.zero_shift, inv_d2, system, **kw)
-        if new is not None:
-            out.append(new)
-        if len(seen) >= n_max:
-            break
-    return out

@@ -83,9 +83,9 @@ def test_search_does_not_recompile():
     # stop_m20 unreachable: both stages of the batch run (an exact solve would skip the iterations)
     cfg = dataclasses.replace(cfg, stop_m20=1e30)
     search_mod.search_cells(p1.inv_d2, "tetragonal", cfg, prior=load_prior())
-    n = (search_mod._generate_batch._cache_size(), search_mod._run_batch._cache_size())
+    n = (search_mod.generate_batch._cache_size(), search_mod.run_batch._cache_size())
     search_mod.search_cells(p2.inv_d2, "tetragonal", cfg, prior=load_prior())
-    assert (search_mod._generate_batch._cache_size(), search_mod._run_batch._cache_size()) == n
+    assert (search_mod.generate_batch._cache_size(), search_mod.run_batch._cache_size()) == n
 
 
 def test_shipped_prior_beats_uniform_on_fresh_patterns():

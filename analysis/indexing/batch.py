@@ -1,0 +1,280 @@
+"""One batch of the generate-and-test unit-cell search (SVD-Index / ML-Index style), in JAX.
+
+One batch, all candidates in parallel (``vmap`` inside two ``jit`` stages: the exact solves with
+one quick test each, :func:`generate_batch`, then the iterations, :func:`run_batch`, which exact
+cubic-hexagonal data skip when an exact solve already reaches ``stop_m20``)::
+
+    candidates x₀  ── random cells in volume bounds (SVD-Index)  or
+                   ── exact solves H_S x = q_S of n_params peaks with Miller indices
+                      drawn from the learned prior (prior.py), or zone constructions
+                      (all generators in candidates.py)
+    repeat n_iter:   Miller-index assignment against the reference rows H_ref
+                        nearest:  j_k = argmin_j |q²_k − H_j·x|
+                        soft:     j_k ~ softmax_j(−(q²_k − H_j·x)² / 2s_k²)   (Gumbel-max)
+                     random peak subsampling m_k ~ Bernoulli(p_keep) and SVD-Index
+                     weights (d_k/d_1)^m, m ~ U(0, 4) (Coelho 2003, Eq. 18 of the seed)
+                     weighted least squares  x ← argmin Σ_k w_k (q²_k − H_k·x − g_k·z)²
+                        w_k = m_k (d_k/d_1)^m / (σ_k² + r_k²)   (robust; σ_k error model)
+                     optional MALA noise x += s·chol((HᵀWH)⁻¹)·ε and Metropolis
+                     acceptance on the score (temperature T)
+                     reduction of the reciprocal basis (Selling for triclinic,
+                     Lagrange in the a*c* plane for monoclinic) so indices stay small
+    score: log M = log(Q_N / (2 ε̄ N_calc)), ε̄ with each unindexed line counted at
+           max(n_σ·σ_k, Q_N / (2 N_calc)) (half the mean calculated-line spacing)
+
+Linear model q²(hkl) = H(hkl)·x from :func:`analysis.cell.design_matrix`; zero shift
+z (degrees 2θ) enters linearly through g_k = ∂q²/∂(2θ) at the observed line.
+
+References: Coelho (2003), J. Appl. Cryst. 36, 86-95, doi:10.1107/S0021889802019878
+(SVD-Index); seed "ML-Index Methods" (assignment, subsampling/resampling, MALA-style
+acceptance, Eqs. 29-34).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+import analysis.indexing.candidates as candidates
+from analysis.cell import reciprocal_metric_from_params as gstar_from_x
+from analysis.indexing.reduce import reduce_x
+
+__all__ = ["volume_from_x", "generate_batch", "run_batch"]
+
+
+# ---------------------------------------------------------------------------- metric helpers
+def volume_from_x(x, system: str):
+    """Cell volume (Å³) = 1/sqrt(det G*); NaN where G* is not positive definite."""
+    g = gstar_from_x(x, system)
+    det = jnp.linalg.det(g)
+    ok = _positive_definite(g) & (det > 0)
+    return jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, det, 1.0)), jnp.nan)
+
+
+def _positive_definite(g):
+    m1 = g[..., 0, 0]
+    m2 = g[..., 0, 0] * g[..., 1, 1] - g[..., 0, 1] ** 2
+    m3 = jnp.linalg.det(g)
+    return (m1 > 0) & (m2 > 0) & (m3 > 0)
+
+
+# ---------------------------------------------------------------------------- one batch (jit)
+def _assign(x, z, inv_d2_obs, sig, g, rows, n_sigma, n_fom):
+    """Nearest-row assignment, second-nearest row, residuals and approximate log M_N (P lattice)."""
+    inv_d2_ref = rows @ x
+    q_model = inv_d2_obs - g * z  # observed line moved back by the zero shift
+    adiff = jnp.abs(q_model[:, None] - inv_d2_ref[None, :])
+    idx = jnp.argmin(adiff, axis=1)
+    idx2 = jnp.argmin(adiff.at[jnp.arange(inv_d2_obs.shape[0]), idx].set(jnp.inf), axis=1)
+    r = q_model - inv_d2_ref[idx]
+    r2 = q_model - inv_d2_ref[idx2]
+    return _log_m(jnp.abs(r), inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom), idx, idx2, r, r2
+
+
+def _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom):
+    """Approximate log M_N (P lattice) from each line's distance ``abs_r`` ``[n]`` to its nearest calculated line."""
+    inv_d2_n = inv_d2_obs[n_fom - 1]  # n_fom traced: padded lists share one compilation (search_cells)
+    fom_mask = (jnp.arange(inv_d2_obs.shape[0]) < n_fom).astype(inv_d2_ref.dtype)
+    n_calc = jnp.sum(inv_d2_ref <= inv_d2_n * (1 + 1e-6)).astype(inv_d2_ref.dtype)
+    # an unindexed line costs half the mean calculated-line spacing (what a random line would
+    # score), never less than the tolerance: small cells that index a few lines cannot win
+    cap = jnp.maximum(n_sigma * sig, inv_d2_n / (2 * jnp.maximum(n_calc, 1.0)))
+    e = jnp.where(abs_r <= n_sigma * sig, abs_r, cap)
+    eps = (jnp.sum(e * fom_mask) + 1e-4 * jnp.sum(sig * fom_mask)) / n_fom
+    return jnp.log(inv_d2_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
+
+
+def _valid(x, system, vlo, vhi):
+    v = volume_from_x(x, system)
+    return jnp.all(jnp.isfinite(x)) & jnp.isfinite(v) & (v >= vlo) & (v <= vhi)
+
+
+def _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
+    """:func:`_evaluate`'s score of one candidate at zero shift 0, without the assignment (stage A: the nearest
+    distance is a min, not an argmin and two gathers; a third of a triclinic stage A, issue 21)."""
+    inv_d2_ref = rows @ x
+    abs_r = jnp.min(jnp.abs(inv_d2_obs[:, None] - inv_d2_ref[None, :]), axis=1)
+    s = _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom)
+    return jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
+
+
+def _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
+    """Score (−inf when invalid or outside the volume bounds) and assignment of one candidate."""
+    s, idx, idx2, r, r2 = _assign(x, z, inv_d2_obs, sig, g, rows, n_sigma, n_fom)
+    s = jnp.where(_valid(x, system, vlo, vhi) & jnp.isfinite(s), s, -jnp.inf)
+    return s, idx, idx2, r, r2
+
+
+@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "use_zones", "cdf_draw"))
+def generate_batch(
+    key,
+    inv_d2_obs,
+    sig,
+    g,
+    rows,
+    logits,
+    vocab_rows,
+    vlo,
+    vhi,
+    n_sigma,
+    n_fom,
+    *,
+    system: str,
+    n_gen: int,
+    n_sel: int,
+    n_first: int,
+    n_axes: int,
+    use_zones: bool = True,
+    cdf_draw: bool = False,
+):
+    """Stage A of a batch: ``n_gen`` exact-solve candidates from the prior (and zone constructions),
+    one quick test each; returns the best ``n_sel`` (x ``[n_sel, p]``, score ``[n_sel]``), best first.
+
+    Kept apart from the iterative stage (:func:`run_batch`) so that exact cubic-hexagonal data, where
+    an exact solve already reaches ``stop_m20``, skip the refinement iterations (search_cells).
+    """
+    dtype = inv_d2_obs.dtype
+    p = rows.shape[1]
+    kgen, _, _ = jax.random.split(key, 3)  # the same split as run_batch: krand, kref are its own
+    gen_keys = jax.random.split(kgen, n_gen)
+    # monoclinic / triclinic: half of the draws from zone constructions (the first half of the keys), the rest exact
+    # solves; only the solves kept are made (the whole batch was solved before, half of it thrown away)
+    n_zone = n_gen // 2 if system in ("triclinic", "monoclinic") and use_zones else 0
+    # cdf_draw (CDF_DRAW_SYSTEMS): inverse-CDF draws (candidates.prior_x, cross_term), 2× faster stage A
+    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, cdf_draw))(
+        gen_keys[n_zone:]
+    )
+    if n_zone:
+        if system == "triclinic":
+            x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_zone])
+        else:
+            x_zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))(
+                gen_keys[:n_zone]
+            )
+        x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen], axis=0)
+    x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
+    s_gen = jax.vmap(lambda x: _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom))(x_gen)
+    s_sel, sel = jax.lax.top_k(s_gen, n_sel)
+    return x_gen[sel], s_sel
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "system",
+        "n_cand",
+        "n_iter",
+        "n_random",
+        "refine_zero",
+        "acceptance",
+        "top_k",
+    ),
+)
+def run_batch(
+    key,
+    x_sel,
+    inv_d2_obs,
+    sig,
+    g,
+    rows,
+    vlo,
+    vhi,
+    p_keep,
+    p_soft,
+    temperature,
+    mala_scale,
+    n_sigma,
+    n_fom,
+    n_real,
+    *,
+    system: str,
+    n_cand: int,
+    n_iter: int,
+    n_random: int,
+    refine_zero: bool,
+    acceptance: str,
+    top_k: int,
+):
+    """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` plus
+    ``n_random`` random cells, refined iteratively (module docstring); returns the best ``top_k``.
+
+    Over 100 lines: the assignment step, the acceptance rule and the iteration are closures over the batch's
+    observed lines, weights and candidate rows, traced once into one jitted program.
+    """
+    dtype = inv_d2_obs.dtype
+    p = rows.shape[1]
+    n_obs = inv_d2_obs.shape[0]
+    _, krand, kref = jax.random.split(key, 3)
+    x_rand = jax.vmap(lambda k: candidates.random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
+    x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
+    d_rel = jnp.sqrt(inv_d2_obs[0] / inv_d2_obs)  # d_k / d_1
+    valid = jnp.arange(n_obs) < n_real  # padded lines (copies of the last one) carry no weight
+
+    def evaluate(x, z):
+        return _evaluate(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)
+
+    def step(x, z, s, ev, key, use_soft):
+        """One assignment + weighted-least-squares move of one candidate."""
+        _, idx, idx2, r, r2 = ev
+        k1, k3, k4, k5, k6 = jax.random.split(key, 5)
+        # soft assignment: choose between the two nearest rows with Gaussian weights
+        scale = 2.0 * jnp.maximum(jnp.nanmedian(jnp.where(valid, jnp.abs(r), jnp.nan)), sig)
+        p2 = jax.nn.sigmoid((r**2 - r2**2) / (2 * scale**2))
+        pick2 = use_soft & (jax.random.uniform(k1, (n_obs,), dtype) < p2)
+        idx = jnp.where(pick2, idx2, idx)
+        r = jnp.where(pick2, r2, r)
+        h = rows[idx]
+        keep = (jax.random.uniform(k3, (n_obs,)) < p_keep) & valid
+        m = jax.random.uniform(k4, (), dtype, 0.0, 4.0)
+        w = keep * d_rel**m / (sig**2 + r**2)
+        hz = jnp.concatenate([h, g[:, None]], axis=1) if refine_zero else h
+        a = (hz * w[:, None]).T @ hz
+        b = (hz * w[:, None]).T @ inv_d2_obs
+        cs = jnp.sqrt(jnp.diag(a)) + 1e-30
+        a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
+        sol = jnp.linalg.solve(a_s, b / cs) / cs
+        if mala_scale is not None:
+            cov = jnp.linalg.inv(a_s) / (cs[:, None] * cs[None, :])
+            chol = jnp.linalg.cholesky(cov + 1e-30 * jnp.eye(a.shape[0], dtype=dtype))
+            noise = chol @ jax.random.normal(k5, (a.shape[0],), dtype)
+            sol = sol + mala_scale * jnp.where(jnp.all(jnp.isfinite(noise)), noise, 0.0)
+        x_new = sol[:p]
+        z_new = sol[p] if refine_zero else z
+        x_new = reduce_x(jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), system)
+        ev_new = evaluate(x_new, z_new)
+        s_new = ev_new[0]
+        if acceptance == "always":
+            acc = jnp.isfinite(s_new)
+        elif acceptance == "metropolis":
+            u = jax.random.uniform(k6, (), dtype)
+            acc = jnp.isfinite(s_new) & (jnp.log(u) * temperature < s_new - s)
+        else:
+            acc = s_new >= s
+        ev = jax.tree_util.tree_map(lambda a_new, a_old: jnp.where(acc, a_new, a_old), ev_new, ev)
+        return jnp.where(acc, x_new, x), jnp.where(acc, z_new, z), jnp.where(acc, s_new, s), ev
+
+    # stage A (generate_batch) gave the best n_sel exact-solve candidates; the random cells join them
+    x0 = jnp.concatenate([x_rand, x_sel.astype(dtype)], axis=0) if x_sel.shape[0] > 0 else x_rand
+    z0 = jnp.zeros((n_cand,), dtype)
+    ev0 = jax.vmap(evaluate)(x0, z0)
+    s0 = ev0[0]
+
+    def body(it, carry):
+        x, z, s, ev, bx, bz, bs, key = carry
+        key, ks, kc = jax.random.split(key, 3)
+        use_soft = (jax.random.uniform(ks) < p_soft) & (it < n_iter - 1)  # batch-level switch: no wasted work
+        x, z, s, ev = jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None))(x, z, s, ev, jax.random.split(kc, n_cand), use_soft)
+        better = s > bs
+        bx = jnp.where(better[:, None], x, bx)
+        bz = jnp.where(better, z, bz)
+        bs = jnp.where(better, s, bs)
+        return x, z, s, ev, bx, bz, bs, key
+
+    carry = (x0, z0, s0, ev0, x0, z0, s0, kref)
+    carry = jax.lax.fori_loop(0, n_iter, body, carry)
+    bx, bz, bs = carry[4], carry[5], carry[6]
+    bs = jnp.where(jnp.isfinite(bs), bs, -jnp.inf)
+    top_s, top_i = jax.lax.top_k(bs, top_k)
+    return bx[top_i], bz[top_i], top_s
