@@ -55,6 +55,7 @@ def system_from_openmm(
     skin: float = 0.2,
     dtype=None,
     pair_kernel: str = "auto",
+    rebuild_kernel: str | None = None,
     **_private,
 ) -> System:
     """A :class:`dmd.System` reproducing an ``openmm.System``.
@@ -70,6 +71,8 @@ def system_from_openmm(
       pair_kernel: real-space pair kernel of a cutoff NonbondedForce: "auto" (numba's compiled kernel for the
         energy and position forces on CPU in float32, XLA for the rest), "numba" or "xla"
         (:mod:`dmd.forces.numba_pairs`).
+      rebuild_kernel: the neighbour-list rebuild: "auto" (numba's on CPU), "numba" or "xla"; None: the
+        environment's ``DMD_REBUILD_KERNEL``, else auto (:func:`dmd.forces.neighbors.resolve_rebuild_kernel`).
     """
     import openmm.unit as unit
 
@@ -100,6 +103,7 @@ def system_from_openmm(
             full=not HALF_LIST,
             occupancy_multiplier=OCCUPANCY_MULTIPLIER,
             min_headroom=MIN_ROW_HEADROOM,
+            rebuild_kernel=rebuild_kernel,
         )
         metadata["neighbor_skin_nm"] = skin
     masses = np.array([value(openmm_system.getParticleMass(i), unit.dalton) for i in range(n)])

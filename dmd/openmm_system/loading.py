@@ -138,6 +138,7 @@ def system_from_pdb(
     skin: float = 0.2,
     dtype=None,
     pair_kernel: str = "auto",
+    rebuild_kernel: str | None = None,
 ) -> System:
     """A :class:`dmd.System` for a PDB/mmCIF file and OpenMM force-field XML names.
 
@@ -151,7 +152,7 @@ def system_from_pdb(
       rigid_water: rigid waters (SETTLE geometry in ``system.constraints``).
       skin: neighbour-list skin, nm.
       dtype: dtype of θ and positions (default float64 numpy, which jax turns into float32 unless x64).
-      pair_kernel: "auto", "numba" or "xla" (:func:`dmd.openmm_system.assembly.system_from_openmm`).
+      pair_kernel, rebuild_kernel: "auto", "numba" or "xla" (:func:`dmd.openmm_system.assembly.system_from_openmm`).
     """
     omm_system, structure, ff = openmm_system_from_pdb(
         pdb_path, forcefield, nonbonded, cutoff, constraints, rigid_water
@@ -169,6 +170,7 @@ def system_from_pdb(
         skin=skin,
         dtype=dtype,
         pair_kernel=pair_kernel,
+        rebuild_kernel=rebuild_kernel,
         _check_vsites=True,
     )
     meta = dict(system.metadata)

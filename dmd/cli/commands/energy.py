@@ -67,7 +67,11 @@ def run(args) -> int:
         from dmd.openmm_system import read_structure
 
         method = "PME" if read_structure(args.pdb).topology.getPeriodicBoxVectors() is not None else "NoCutoff"
-    system = system_from_pdb(args.pdb, args.forcefield, nonbonded=method, cutoff=args.cutoff)
+    # one evaluation: XLA kernels, whose programs JAX's persistent cache stores (a program with numba's host
+    # callback is compiled again in every process and would not repay numba's speed here)
+    system = system_from_pdb(
+        args.pdb, args.forcefield, nonbonded=method, cutoff=args.cutoff, pair_kernel="xla", rebuild_kernel="xla"
+    )
     nbrs = system.allocate_neighbors()
     terms = jax.jit(lambda p, x, nb: system.terms_fn(p, x, box=system.box, neighbor=nb))(
         system.params, system.positions, nbrs

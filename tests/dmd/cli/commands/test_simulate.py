@@ -214,3 +214,33 @@ def test_bad_settings_are_refused_before_the_minimising_line(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert message in err and "minimising" not in err, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("steps,cached,callbacks", [(10, True, False), (10, False, True), (500, True, True)])
+def test_short_cached_runs_keep_both_kernels_on_xla(monkeypatch, steps, cached, callbacks):
+    """JAX's persistent cache does not store a program with a host callback: a short cached run takes XLA's pair
+    force and rebuild (no callback in its energy or list update); a long or uncached run takes numba's."""
+    import jax
+    import jax.numpy as jnp
+
+    from dmd.cli.commands.simulate import SHORT_CACHED_RUN, build_system
+
+    assert SHORT_CACHED_RUN == 500
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true" if cached else "false")
+    pdb = Path(__file__).parents[3] / "data" / "alanine_dipeptide_water.pdb"
+    cfg = dict(
+        pdb=str(pdb),
+        forcefield=["amber14-all.xml", "amber14/tip3pfb.xml"],
+        nonbonded="PME",
+        cutoff=0.9,
+        constraints="HBonds",
+        rigid_water=True,
+        pair_kernel="auto",
+        steps=steps,
+    )
+    system = build_system(cfg)
+    assert system.neighbor_fn.rebuild_kernel == ("numba" if callbacks else "xla")
+    x = jnp.asarray(system.positions, jnp.float32)
+    nb = system.neighbor_fn.allocate(x, box=system.box)
+    jaxpr = str(jax.make_jaxpr(lambda y: system.energy_fn(system.params, y, box=system.box, neighbor=nb))(x))
+    assert ("pure_callback" in jaxpr) == callbacks
