@@ -5,11 +5,15 @@ Module-level functions, so that ``cache=True`` keeps their machine code on disk 
 
 from __future__ import annotations
 
-import numba
-import numpy as np
-from numba import njit, prange
+from dmd.base.numba_env import prepare_numba
 
-from dmd.forces.pme import ONE_4PI_EPS0
+prepare_numba()  # before numba is imported: its cache directory and thread waits
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+from dmd.forces.pme import ONE_4PI_EPS0  # noqa: E402
 
 
 @njit(fastmath=True, cache=True)

@@ -24,8 +24,12 @@ docs/engine.md, "Numba neighbour-list rebuild", has the measurements.
 
 from __future__ import annotations
 
-import numba
-import numpy as np
+from dmd.base.numba_env import prepare_numba
+
+prepare_numba()  # before numba is imported: its cache directory and thread waits
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 __all__ = ["all_pair_rows", "cell_rows"]
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from dmd.base.numba_env import prepare_numba
 
 __all__ = ["KERNELS", "pair_forces", "erfc_table", "pairs_vec", "TABLE_SIZE"]
 
@@ -51,9 +52,7 @@ def erfc_table(rc, alpha, size=TABLE_SIZE):
 def pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, half=True):
     """``(energy, dE/dx)`` of the kernel from NumPy float32 arrays (``idx`` int32, padding = N)."""
     te, tg = _tables(float(rc), float(alpha))
-    # numba's OpenMP threads wait for work passively: spinning ones cost 3× the kernel's CPU time on a loaded
-    # machine (villin at load 13: 53-60 against 17-18 CPU ms) and nothing measurable on a quiet one
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the OpenMP runtime loads (first kernel call)
+    prepare_numba()  # numba's cache directory and passive OpenMP waits, before numba is imported
     import numba
 
     from dmd.forces.numba_kernels import pairs  # numba is imported here, on the first call
@@ -85,6 +84,7 @@ def _why_not(pos, box, idx):
 
 
 def _numba_available():
+    prepare_numba()
     try:
         import numba  # noqa: F401
     except ImportError:
