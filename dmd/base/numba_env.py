@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 
+from dmd.base.paths import user_cache_dir
+
 __all__ = ["numba_cache_dir", "prepare_numba"]
 
 
 def numba_cache_dir() -> str:
     """``$XDG_CACHE_HOME/dmd/numba`` (default ``~/.cache/dmd/numba``): numba's cache index keys each kernel by the
     CPU's name and features, so one directory serves every kind of CPU that shares a home directory."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "dmd", "numba")
+    return user_cache_dir("numba")
 
 
 def prepare_numba() -> None:

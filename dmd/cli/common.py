@@ -113,10 +113,9 @@ def compilation_cache_dir() -> str:
     ``~/.cache/dmd/jax/CPU``), where CPU names the processor model and its instruction-set flags
     (:func:`host_cpu_id`): a home directory shared by the nodes of a cluster holds one cache per kind of CPU,
     so a node never loads a program compiled for instructions it lacks (JAX's cache key does not include them)."""
-    import os
+    from dmd.base.paths import user_cache_dir
 
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "dmd", "jax", host_cpu_id())
+    return user_cache_dir("jax", host_cpu_id())
 
 
 def host_cpu_id() -> str:
