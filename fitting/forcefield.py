@@ -322,6 +322,9 @@ def fit(system, fit_params, targets, config: FitConfig, *, states=()) -> FitResu
     (θ, history, checkpoints, per-state caches); the pieces are in fitting.forcefield_* and this loop sequences them.
     """
     cfg = config
+    if not (isinstance(cfg.rounds, int) and (cfg.rounds > 0 or cfg.rounds == 0 and cfg.start_scan is not None)):
+        raise UserInputError(f"rounds {cfg.rounds!r}: give rounds > 0, or rounds: 0 with a start_scan (θ from its "
+                             "losses, e.g. with loss_surface)")  # fmt: skip
     if cfg.estimator not in ESTIMATORS:
         raise UserInputError(f"estimator {cfg.estimator!r}: use one of {', '.join(ESTIMATORS)}")
     if cfg.restart not in ("continue", "crystal"):

@@ -42,7 +42,8 @@ def check_config_numbers(path) -> None:
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: expected a mapping of keys (system:, parameters:, targets:, ...)")
     sim = raw.get("simulation") or {}
-    checks = [("rounds", raw.get("rounds"), True)]
+    # rounds: 0 is a fit measured by its start scan alone (θ from the loss surface: the peptide example)
+    checks = [("rounds", raw.get("rounds"), raw.get("start_scan") is None)]
     if isinstance(sim, dict):
         checks += [(f"simulation.{k}", sim.get(k), True) for k in ("steps", "report_every", "dt")]
         checks += [(f"simulation.{k}", sim.get(k), False) for k in ("equilibration", "temperature")]
@@ -66,8 +67,8 @@ def run(args) -> int:
     from dmd.base.errors import UserInputError
     from dmd.cli.common import check_input, check_outputs, emit
 
-    if args.rounds is not None and args.rounds <= 0:
-        raise UserInputError(f"--rounds {args.rounds}: must be a positive number of rounds")
+    if args.rounds is not None and args.rounds < 0:
+        raise UserInputError(f"--rounds {args.rounds}: must be a number of rounds >= 0 (0: the start scan alone)")
     overwrite = args.resume or args.overwrite
     check_input(args.config, "", "fit config (YAML)")
     # every process: the same config, target files and (resuming) checkpoint, or all stop before any output
