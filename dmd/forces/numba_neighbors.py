@@ -31,6 +31,8 @@ prepare_numba()  # before numba is imported: its cache directory and thread wait
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dmd.forces import numba_ffi as ffi  # noqa: E402
+
 __all__ = ["all_pair_rows", "cell_rows"]
 
 
@@ -238,3 +240,74 @@ def all_pair_rows(pos, box, list_cutoff, half, capacity, excl, n_excl):
         pos, np.ascontiguousarray(box), ortho, pos.dtype.type(list_cutoff**2), bool(half), out, counts, excl, n_excl
     )
     return out, counts
+
+
+# XLA FFI handlers (dmd.forces.xla_custom_call): one per kernel and positions' dtype. Operands of the cell build:
+# wrapped [N, 3], cid [N] int32, cells per side [3] int32, stencil [S, 3] int32, box [3, 3], (cutoff + skin)² [],
+# half [] int32, excl [N, E] int32, n_excl [N] int32; of the all-pairs build: pos [N, 3], box [3, 3], (cutoff +
+# skin)², (half, orthorhombic) [2] int32, excl, n_excl. Results: idx [N, capacity] int32, the longest row's count []
+# int32 and (cell build) the fullest cell's count [] int32.
+@numba.njit(cache=True, inline="always")
+def _cell_handler(frame, like):
+    if ffi.is_query(frame):
+        return 0
+    i4 = np.int32(0)
+    wrapped, cid = ffi.arg2(frame, 0, like), ffi.arg1(frame, 1, i4)
+    nc, stencil = ffi.arg1(frame, 2, i4).astype(np.int64), ffi.arg2(frame, 3, i4).astype(np.int64)
+    out = ffi.ret2(frame, 0, i4)
+    counts = np.empty(wrapped.shape[0], np.int32)
+    largest = _cell_rows(
+        wrapped,
+        cid,
+        nc,
+        stencil,
+        ffi.arg2(frame, 4, like),
+        ffi.scalar(frame, 5, like),
+        ffi.scalar(frame, 6, i4) != 0,
+        out,
+        counts,
+        ffi.arg2(frame, 7, i4),
+        ffi.arg1(frame, 8, i4),
+    )
+    ffi.ret1(frame, 1, i4, 1)[0] = counts.max()
+    ffi.ret1(frame, 2, i4, 1)[0] = largest
+    return 0
+
+
+def cell_rows_handler_f32(frame):
+    return _cell_handler(frame, np.float32(0))
+
+
+def cell_rows_handler_f64(frame):
+    return _cell_handler(frame, np.float64(0))
+
+
+@numba.njit(cache=True, inline="always")
+def _all_pair_handler(frame, like):
+    if ffi.is_query(frame):
+        return 0
+    i4 = np.int32(0)
+    pos = ffi.arg2(frame, 0, like)
+    flags = ffi.arg1(frame, 3, i4)
+    counts = np.empty(pos.shape[0], np.int32)
+    _all_pair_rows(
+        pos,
+        ffi.arg2(frame, 1, like),
+        flags[1] != 0,
+        ffi.scalar(frame, 2, like),
+        flags[0] != 0,
+        ffi.ret2(frame, 0, i4),
+        counts,
+        ffi.arg2(frame, 4, i4),
+        ffi.arg1(frame, 5, i4),
+    )
+    ffi.ret1(frame, 1, i4, 1)[0] = counts.max()
+    return 0
+
+
+def all_pair_rows_handler_f32(frame):
+    return _all_pair_handler(frame, np.float32(0))
+
+
+def all_pair_rows_handler_f64(frame):
+    return _all_pair_handler(frame, np.float64(0))
