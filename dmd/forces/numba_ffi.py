@@ -9,12 +9,11 @@ once at registration with a metadata extension and no buffers), and :func:`arg1`
 extension_start, api, ctx, stage, args{struct_size, extension_start, size, types, args}, rets{...}, ...}; Buffer
 {struct_size, extension_start, dtype, data, rank, dims}. Errors are not reported through XLA (the kernels cannot
 fail once the Python side has checked their inputs). :mod:`dmd.forces.xla_custom_call` registers the handlers.
-
-numba's cache checks only the handler's own source file: after editing this module, clear numba's cache
-(:func:`dmd.base.numba_env.numba_cache_dir`) or the handlers keep the old helpers inlined.
 """
 
 from __future__ import annotations
+
+import os
 
 from dmd.base.numba_env import prepare_numba
 
@@ -34,14 +33,28 @@ _API_MINOR = 3  # the FFI API version (0, 3) whose layouts these helpers read
 
 
 def ffi_cfunc(pyfunc):
-    """``pyfunc(frame: int64) -> int64`` (0) compiled as an XLA FFI handler, cached on disk (``cache=True``).
+    """``pyfunc(frame: int64) -> int64`` (0) compiled as an XLA FFI handler, cached on disk.
 
-    numba's threading layer is started first: a ``parallel=True`` kernel loaded from numba's cache into a ``cfunc``
-    does not start it (a segfault on the first call in a fresh process)."""
+    numba's cache checks only ``pyfunc``'s own source file for changes, but the handler inlines this module's
+    helpers: its cache entry is stamped with both files (a stale handler after an edit here answered XLA's metadata
+    query wrongly). numba's threading layer is started first: a ``parallel=True`` kernel loaded from numba's cache
+    into a ``cfunc`` does not start it (a segfault on the first call in a fresh process)."""
+    import inspect
+
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
     from numba.np.ufunc.parallel import _launch_threads
 
     _launch_threads()
-    return numba.cfunc(SIGNATURE, cache=True)(pyfunc)
+    handler = CFunc(pyfunc, sigutils.normalize_signature(SIGNATURE), locals={}, options={})  # numba.cfunc's steps
+    handler.enable_caching()
+    stamps = []
+    for path in (inspect.getfile(pyfunc), __file__):
+        st = os.stat(path)
+        stamps.append((st.st_mtime, st.st_size))
+    handler._cache._cache_file._source_stamp = tuple(stamps)  # numba's (mtime, size) of pyfunc's file, and ours
+    handler.compile()
+    return handler
 
 
 @intrinsic

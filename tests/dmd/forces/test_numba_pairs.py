@@ -181,9 +181,11 @@ def test_vmapped_replicas_match_one_by_one(ala):
         np.testing.assert_allclose(np.asarray(batched[r]), one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
 
 
-def test_custom_call_gives_the_kernels_numbers_bit_for_bit(ala):
+def test_custom_call_gives_the_kernels_numbers(ala):
     """The XLA custom call hands XLA's buffers to the numba kernel in place: energy and dE/dx equal the kernel's own
-    (called from NumPy) to the bit, alone and for each member of a vmapped batch (one call per member)."""
+    (called from NumPy), alone and for each member of a vmapped batch (one call per member). Measured: equal to the
+    bit; allowed: the order of the per-thread partial sums (a few float32 ulps of Σ|e_ij| and of each atom's
+    Σ_j|∂e_ij/∂r|), which is all that may differ between two calls of a multi-threaded kernel."""
     from dmd.forces.numba_pairs import pairs_vec
 
     box, idx = ala["box"], ala["nb"].idx
@@ -195,6 +197,8 @@ def test_custom_call_gives_the_kernels_numbers_bit_for_bit(ala):
     host = [np.asarray(a) for a in (box, idx, q, sig, seps)]
     for r in range(2):
         e, g = pairs_vec(np.asarray(xs[r]), *host, ala["rc"], ala["alpha"], True)
-        e1, g1 = one(xs[r])
-        assert float(e1) == float(np.float32(e)) and float(batch[0][r]) == float(np.float32(e))
-        assert np.array_equal(np.asarray(g1), g) and np.array_equal(np.asarray(batch[1][r]), g)
+        e_abs, g_abs = _abs_sums(xs[r], box, idx, *ala["qse"], ala["rc"], ala["alpha"])
+        for e1, g1 in (one(xs[r]), (batch[0][r], batch[1][r])):
+            assert abs(float(e1) - float(np.float32(e))) <= 4 * F32_ULP * e_abs
+            df = np.linalg.norm(np.asarray(g1, np.float64) - g, axis=1)
+            assert np.all(df <= 4 * F32_ULP * g_abs), float(np.max(df / g_abs))
