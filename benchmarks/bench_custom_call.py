@@ -100,10 +100,8 @@ def main():
 
 def _numba_rows(system):
     """The list function's numba rebuild (``dmd.forces.neighbors._NumbaRows``) from its ``update`` closure."""
-    from dmd.forces.neighbors import _NumbaRows
-
     for cell in system.neighbor_fn.update.__closure__:
-        if isinstance(cell.cell_contents, _NumbaRows):
+        if type(cell.cell_contents).__name__ == "_NumbaRows":
             return cell.cell_contents
     raise SystemExit("no numba rebuild in this system's list (rebuild kernel xla?)")
 

@@ -173,6 +173,9 @@ def resolve_rebuild_kernel(kernel: str | None = None) -> str:
         raise UserInputError("the numba rebuild kernel needs numba (pip install numba), or use rebuild kernel xla")
     if kernel == "auto":
         return "numba" if has_numba and jax.default_backend() == "cpu" else "xla"
+    if kernel == "numba" and jax.default_backend() != "cpu":
+        raise UserInputError(f"the numba rebuild kernel is an XLA CPU custom call; the backend is "
+                             f"{jax.default_backend()}: use rebuild kernel auto or xla")  # fmt: skip
     return kernel
 
 

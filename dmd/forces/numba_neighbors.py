@@ -31,7 +31,7 @@ prepare_numba()  # before numba is imported: its cache directory and thread wait
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dmd.forces import numba_ffi as ffi  # noqa: E402
+from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2, scalar  # noqa: E402
 
 __all__ = ["all_pair_rows", "cell_rows"]
 
@@ -249,28 +249,28 @@ def all_pair_rows(pos, box, list_cutoff, half, capacity, excl, n_excl):
 # int32 and (cell build) the fullest cell's count [] int32.
 @numba.njit(cache=True, inline="always")
 def _cell_handler(frame, like):
-    if ffi.is_query(frame):
+    if is_query(frame):
         return 0
     i4 = np.int32(0)
-    wrapped, cid = ffi.arg2(frame, 0, like), ffi.arg1(frame, 1, i4)
-    nc, stencil = ffi.arg1(frame, 2, i4).astype(np.int64), ffi.arg2(frame, 3, i4).astype(np.int64)
-    out = ffi.ret2(frame, 0, i4)
+    wrapped, cid = arg2(frame, 0, like), arg1(frame, 1, i4)
+    nc, stencil = arg1(frame, 2, i4).astype(np.int64), arg2(frame, 3, i4).astype(np.int64)
+    out = ret2(frame, 0, i4)
     counts = np.empty(wrapped.shape[0], np.int32)
     largest = _cell_rows(
         wrapped,
         cid,
         nc,
         stencil,
-        ffi.arg2(frame, 4, like),
-        ffi.scalar(frame, 5, like),
-        ffi.scalar(frame, 6, i4) != 0,
+        arg2(frame, 4, like),
+        scalar(frame, 5, like),
+        scalar(frame, 6, i4) != 0,
         out,
         counts,
-        ffi.arg2(frame, 7, i4),
-        ffi.arg1(frame, 8, i4),
+        arg2(frame, 7, i4),
+        arg1(frame, 8, i4),
     )
-    ffi.ret1(frame, 1, i4, 1)[0] = counts.max()
-    ffi.ret1(frame, 2, i4, 1)[0] = largest
+    ret1(frame, 1, i4, 1)[0] = counts.max()
+    ret1(frame, 2, i4, 1)[0] = largest
     return 0
 
 
@@ -284,24 +284,24 @@ def cell_rows_handler_f64(frame):
 
 @numba.njit(cache=True, inline="always")
 def _all_pair_handler(frame, like):
-    if ffi.is_query(frame):
+    if is_query(frame):
         return 0
     i4 = np.int32(0)
-    pos = ffi.arg2(frame, 0, like)
-    flags = ffi.arg1(frame, 3, i4)
+    pos = arg2(frame, 0, like)
+    flags = arg1(frame, 3, i4)
     counts = np.empty(pos.shape[0], np.int32)
     _all_pair_rows(
         pos,
-        ffi.arg2(frame, 1, like),
+        arg2(frame, 1, like),
         flags[1] != 0,
-        ffi.scalar(frame, 2, like),
+        scalar(frame, 2, like),
         flags[0] != 0,
-        ffi.ret2(frame, 0, i4),
+        ret2(frame, 0, i4),
         counts,
-        ffi.arg2(frame, 4, i4),
-        ffi.arg1(frame, 5, i4),
+        arg2(frame, 4, i4),
+        arg1(frame, 5, i4),
     )
-    ffi.ret1(frame, 1, i4, 1)[0] = counts.max()
+    ret1(frame, 1, i4, 1)[0] = counts.max()
     return 0
 
 

@@ -127,15 +127,16 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
         return numba_call(TARGET, HANDLER, out, pos, box, idx, q, sig, seps, te, tg, np.float32(rc), cfg)
 
     @kernel.defjvp
-    def _kernel_jvp(primals, tangents):  # forward mode: the XLA kernel, value and tangent (no callback)
+    def _kernel_jvp(primals, tangents):  # forward mode: the XLA kernel, value and tangent (no custom call)
         pos, box, idx, q, sig, seps = primals
         dpos, dbox, _, dq, dsig, dseps = tangents
         fn = functools.partial(lambda i, p, b, qq, s, e: xla_forces(p, b, i, qq, s, e), idx)
         return jax.jvp(fn, (pos, box, q, sig, seps), (dpos, dbox, dq, dsig, dseps))
 
     def forces(pos, box, idx, q, sig, seps):
-        why = _why_not(pos, box, idx)
-        if why is None and (forced or jax.default_backend() == "cpu"):
+        backend = jax.default_backend()
+        why = _why_not(pos, box, idx) or (backend != "cpu" and f"the backend is {backend} (an XLA CPU custom call)")
+        if why is None:
             f32 = (jnp.asarray(a, jnp.float32) for a in (box, q, sig, seps))  # θ may be float64 under x64
             return kernel(pos, next(f32), idx.astype(jnp.int32), *f32)
         if forced and why is not None:
