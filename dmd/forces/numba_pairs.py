@@ -135,7 +135,9 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
 
     def forces(pos, box, idx, q, sig, seps):
         backend = jax.default_backend()
-        why = _why_not(pos, box, idx) or (backend != "cpu" and f"the backend is {backend} (an XLA CPU custom call)")
+        why = _why_not(pos, box, idx)
+        if why is None and backend != "cpu":
+            why = f"the backend is {backend} (the kernel is an XLA CPU custom call)"
         if why is None:
             f32 = (jnp.asarray(a, jnp.float32) for a in (box, q, sig, seps))  # θ may be float64 under x64
             return kernel(pos, next(f32), idx.astype(jnp.int32), *f32)
