@@ -1,9 +1,10 @@
 """The force-field neighbour-list rebuild as compiled numba kernels (CPU), in the XLA builder's exact list format.
 
-:func:`dmd.forces.neighbors.pair_neighbor_list` calls these through ``jax.pure_callback`` when its rebuild kernel is
-numba (``rebuild_kernel="numba"``, or ``"auto"`` on a CPU backend); this module imports numba, so only that path
-imports it. The kernels take and return numpy arrays and are compiled once per dtype (``cache=True``: later
-processes load the machine code from ``__pycache__``).
+:func:`dmd.forces.neighbors.pair_neighbor_list` calls these as XLA custom calls (the ``*_handler_f32/f64`` functions
+at the end, :mod:`dmd.forces.xla_custom_call`) when its rebuild kernel is numba (``rebuild_kernel="numba"``, or
+``"auto"`` on a CPU backend), and directly from numpy at allocation; this module imports numba, so only that path
+imports it. The kernels are compiled once per dtype and cached on disk (``cache=True``, in
+:func:`dmd.base.numba_env.numba_cache_dir`).
 
 Both kernels give what the XLA builds give, element for element (the same float arithmetic in the positions' dtype, the
 same candidate order):
