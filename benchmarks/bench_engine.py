@@ -365,7 +365,9 @@ def main():
             print(
                 f"villin+water PME ({r['atoms']} atoms, skin {r['skin']} nm, pair kernel {kernel}): dmd {r['dmd']:.1f}"
                 f" steps/s ({r['rebuilds']} rebuilds, energy {'once per 50-step chunk' if r['lazy'] else 'every step'},"
-                f" CPU {r['dmd util']:.2f}) | OpenMM CPU(2) {r['openmm']:.1f} (CPU {r['openmm util']:.2f}) | "
+                f" CPU {r['dmd util']:.2f}, {1e3 * r['dmd util'] / r['dmd']:.1f} CPU ms/step) | OpenMM CPU(2)"
+                f" {r['openmm']:.1f} (CPU {r['openmm util']:.2f}, {1e3 * r['openmm util'] / r['openmm']:.1f} CPU"
+                " ms/step) | "
                 f"dmd/OpenMM {r['dmd'] / r['openmm']:.2f}x | {_load()}",
                 flush=True,
             )

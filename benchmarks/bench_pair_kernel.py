@@ -1,5 +1,5 @@
 """villin + water's real-space pair force (gradient w.r.t. positions, jitted) by the XLA kernel and by the numba
-kernel the engine uses on CPU in float32 (``pair_energy_full(pair_kernel="numba")``: a ``jax.pure_callback``),
+kernel the engine uses on CPU in float32 (``pair_energy_full(pair_kernel="numba")``: an XLA custom call),
 interleaved in ONE process; wall and CPU ms (min and median of ``--repeat``), numba's threading layer and threads.
 
     python benchmarks/bench_pair_kernel.py --rounds 3 [--skin 0.13] [--threads 1] [--replicas 4]
@@ -25,6 +25,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="numba threads (default: all cores)")
     ap.add_argument("--replicas", type=int, default=0, help="also time jax.vmap over this many replicas' positions")
     args = ap.parse_args()
+    if args.threads:  # numba's pool size, before numba loads: XLA's threads call the kernel (set_num_threads is
+        os.environ["NUMBA_NUM_THREADS"] = str(args.threads)  # per calling thread, and this one is not XLA's)
     import openmm.app as app
 
     from dmd.forces.nonbonded import pair_energy_full
@@ -49,8 +51,6 @@ def main():
         jax.block_until_ready(f(inputs[k]))  # compile (numba: load its cache or compile)
     import numba
 
-    if args.threads:
-        numba.set_num_threads(args.threads)
     print(f"numba {numba.__version__}, layer {numba.threading_layer()}, threads {numba.get_num_threads()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, list width {nb.idx.shape[1]}")  # fmt: skip
     for r in range(args.rounds):

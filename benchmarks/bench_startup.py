@@ -18,6 +18,7 @@ shared: compare ratios from one run).
 
     python benchmarks/bench_startup.py
     python benchmarks/bench_startup.py --steps 100 --repeat 1 --jobs energy villin
+    python benchmarks/bench_startup.py --repeat 1 --jobs villin --kernels auto xla   # numba's kernels and XLA's
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def main() -> int:
     ap.add_argument(
         "--jobs", nargs="+", default=["import", "energy", "simulate", "villin"], help="which jobs (default: all)"
     )
+    ap.add_argument(
+        "--kernels",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "xla"],
+        help="villin's kernels, one set of rows each: auto (numba's pair force and rebuild as XLA custom calls on "
+        "CPU) or xla (--pair-kernel xla, DMD_REBUILD_KERNEL=xla)",
+    )
     args = ap.parse_args()
     py = sys.executable
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  ({os.cpu_count()} CPUs)")
@@ -113,26 +122,29 @@ def main() -> int:
                 + ["--report-every", "100", "--out", "traj.dcd", *sim],
                 [str(ALA), str(args.steps), "omm.dcd"],
             ),
-            "villin": (
+        }
+        for kernels in args.kernels:  # villin with each kernel set
+            jobs[f"villin {kernels}" if len(args.kernels) > 1 else "villin"] = (
                 ["simulate", "--pdb", str(VILLIN), "--forcefield", "amber14-all.xml", "amber14/tip3p.xml"]
                 + ["--nonbonded", "PME", "--cutoff", "0.9", "--steps", "10", "--report-every", "10"]
-                + ["--out", "villin.dcd", *sim],
+                + ["--out", "villin.dcd", "--pair-kernel", kernels, *sim],
                 [str(VILLIN), "10", "omm_villin.dcd"],
-            ),
-        }
+            )
         for job, (dmd_args, omm_args) in jobs.items():
-            if job not in args.jobs:
+            if job.split()[0] not in args.jobs:
                 continue
+            rebuild = {"DMD_REBUILD_KERNEL": "xla"} if job == "villin xla" else {}
+            job_env = {**_env(None), **rebuild}
             name = f"simulate {args.steps}" if job == "simulate" else job
-            omm = best([py, script, *omm_args], lambda: env0)
+            omm = best([py, script, *omm_args], lambda e=job_env: e)
             rows.append((f"{name}: OpenMM CPU script", omm, None))
-            nocache = best([py, "-m", "dmd", "--no-cache", *dmd_args], lambda: env0)
+            nocache = best([py, "-m", "dmd", "--no-cache", *dmd_args], lambda e=job_env: e)
             rows.append((f"{name}: dmd --no-cache", nocache, omm))
             firsts, seconds = [], []
             for _ in range(args.repeat):
                 cache = tempfile.mkdtemp(dir=work)
-                firsts.append(_wall([py, "-m", "dmd", *dmd_args], _env(cache), work))
-                seconds.append(_wall([py, "-m", "dmd", *dmd_args], _env(cache), work))
+                firsts.append(_wall([py, "-m", "dmd", *dmd_args], {**_env(cache), **rebuild}, work))
+                seconds.append(_wall([py, "-m", "dmd", *dmd_args], {**_env(cache), **rebuild}, work))
             rows.append((f"{name}: dmd, empty cache", min(firsts), omm))
             rows.append((f"{name}: dmd, cached", min(seconds), omm))
     print(f"{'job':<36} {'wall s':>8} {'CPU s':>7} {'wall ÷ OpenMM':>14} {'CPU ÷ OpenMM':>13}")

@@ -22,7 +22,7 @@ build runs only when the two largest displacements since the last build sum past
 which stays set until the caller reallocates.
 
 On CPU the rebuild (and the allocation's build) runs as a compiled numba kernel by default
-(:mod:`dmd.forces.numba_neighbors` through ``jax.pure_callback``; ``rebuild_kernel`` / ``DMD_REBUILD_KERNEL``:
+(:mod:`dmd.forces.numba_neighbors` as an XLA custom call; ``rebuild_kernel`` / ``DMD_REBUILD_KERNEL``:
 auto, numba or xla), giving the XLA build's list element for element at about a quarter of its CPU time
 (docs/engine.md, "Numba neighbour-list rebuild").
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib.util
 import os
 from collections.abc import Callable
@@ -51,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.errors import UserInputError
+from dmd.forces.xla_custom_call import numba_call
 from dmd.neighbors import CellNeighborListFns, box_key, half_pair_filter, needs_rebuild
 from dmd.space import check_reduced_box, is_orthorhombic, max_cutoff, minimum_image
 
@@ -66,7 +68,7 @@ __all__ = [
 ]
 
 # how the list is rebuilt: "xla" (the cell or all-pairs build in jax), "numba" (the compiled kernels of
-# dmd.forces.numba_neighbors through jax.pure_callback, CPU) or "auto" (numba on a CPU backend when numba imports)
+# dmd.forces.numba_neighbors as XLA custom calls, CPU) or "auto" (numba on a CPU backend when numba imports)
 REBUILD_KERNELS = ("auto", "numba", "xla")
 
 
@@ -171,6 +173,9 @@ def resolve_rebuild_kernel(kernel: str | None = None) -> str:
         raise UserInputError("the numba rebuild kernel needs numba (pip install numba), or use rebuild kernel xla")
     if kernel == "auto":
         return "numba" if has_numba and jax.default_backend() == "cpu" else "xla"
+    if kernel == "numba" and jax.default_backend() != "cpu":
+        raise UserInputError(f"the numba rebuild kernel is an XLA CPU custom call; the backend is "
+                             f"{jax.default_backend()}: use rebuild kernel auto or xla")  # fmt: skip
     return kernel
 
 
@@ -401,10 +406,14 @@ def pair_neighbor_list(
     return NeighborListFns(allocate, update, float(cutoff), float(skin), r_max, with_skin, kernel)
 
 
+_HANDLERS = "dmd.forces.numba_neighbors:"  # the module of the numba rebuild's XLA FFI handlers
+
+
 class _NumbaRows:
     """The numba rebuild (:mod:`dmd.forces.numba_neighbors`, imported on first use) for one builder: called inside jit
-    (``jax.pure_callback``, batched over leading axes under vmap) it returns ``(idx, max_count, cell_overflow)`` as
-    the XLA builds do; :meth:`host` runs it on concrete arrays (allocation, no XLA compilation of a build)."""
+    (an XLA custom call, :func:`dmd.forces.xla_custom_call.numba_call`; one call per member under vmap) it returns
+    ``(idx, max_count, cell_overflow)`` as the XLA builds do; :meth:`host` runs it on concrete arrays (allocation, no
+    XLA compilation of a build)."""
 
     def __init__(self, n_atoms, cells, r_list, full, excl, n_excl):
         self.n, self.cells, self.r_list, self.half = n_atoms, cells, r_list, not full
@@ -437,27 +446,21 @@ class _NumbaRows:
     def __call__(self, pos, box, capacity, cell_capacity):
         # positions -> integer indices: no derivative flows through the list (stop_gradient: jvp/grad pass it by)
         pos, box = jax.lax.stop_gradient(pos), jax.lax.stop_gradient(box)
-        args = (*self.cells.wrapped_cells(pos, box), box) if cell_capacity else (pos, box)
-        n = self.n
-        shapes = (
-            jax.ShapeDtypeStruct((n, capacity), jnp.int32),
-            jax.ShapeDtypeStruct((), jnp.int32),
-            jax.ShapeDtypeStruct((), jnp.bool_),
-        )
-
-        def host(*a):
-            a = [np.asarray(x) for x in a]
-            lead = a[0].shape[:-2]  # vmap (broadcast_all): leading batch axes on every argument
-            cid = a[1] if cell_capacity else None
-            if not lead:
-                idx, max_count, overflow = self._rows(a[0], cid, a[-1], capacity, cell_capacity)
-                return idx, np.int32(max_count), np.bool_(overflow)
-            out = (np.empty(lead + (n, capacity), np.int32), np.empty(lead, np.int32), np.empty(lead, bool))
-            for k in np.ndindex(lead):
-                pos_k, box_k = a[0][k], a[-1][k]
-                cid_k = None if cid is None else cid[k]
-                for o, v in zip(out, self._rows(pos_k, cid_k, box_k, capacity, cell_capacity), strict=True):
-                    o[k] = v
-            return out
-
-        return jax.pure_callback(host, shapes, *args, vmap_method="broadcast_all")
+        n, dt = self.n, pos.dtype
+        box3 = jnp.diag(box) if box.ndim == 1 else box
+        rl2 = np.asarray(self.r_list**2, dt)  # compared in the positions' dtype, as XLA does with a Python float
+        i32 = functools.partial(np.asarray, dtype=np.int32)
+        idx, count = jax.ShapeDtypeStruct((n, capacity), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32)
+        kind = "f64" if dt == jnp.float64 else "f32"
+        if not cell_capacity:
+            name = f"dmd_all_pair_rows_{kind}_v1"
+            args = (pos, box3, rl2, i32([self.half, box.ndim == 1]), self.excl, self.n_excl)
+            idx, max_count = numba_call(name, _HANDLERS + f"all_pair_rows_handler_{kind}", (idx, count), *args)
+            return idx, max_count, jnp.zeros((), bool)
+        cells = self.cells
+        wrapped, cid = cells.wrapped_cells(pos, box)
+        args = (wrapped, cid, i32(cells.cells_per_side), i32(cells.stencil), box3, rl2, i32(self.half))
+        name = f"dmd_cell_rows_{kind}_v1"
+        out = numba_call(name, _HANDLERS + f"cell_rows_handler_{kind}", (idx, count, count), *args, *self._excl())
+        idx, max_count, largest = out
+        return idx, max_count, largest > cell_capacity

@@ -13,6 +13,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2, scalar  # noqa: E402
 from dmd.forces.pme import ONE_4PI_EPS0  # noqa: E402
 
 
@@ -114,3 +115,30 @@ def pairs(pos, box, idx, q, sig, seps, rc, te_tab, tg_tab, half, block, nt):
             eb += er
         e[t] += eb
     return e.sum() * (1.0 if half else 0.5), sum_threads(f)
+
+
+def pairs_handler(frame):
+    """:func:`pairs` as an XLA FFI handler (:mod:`dmd.forces.xla_custom_call`). Operands: pos ``[N, 3]``, box
+    ``[3]``, idx ``[N, W]`` int32, q, sig, seps ``[N]``, the two erfc tables, r_c ``[]``, ``(half, block, threads)``
+    int32; results: energy ``[]`` (the float64 sum rounded to float32) and dE/dx ``[N, 3]``, float32."""
+    if is_query(frame):
+        return 0
+    f4, i4 = np.float32(0), np.int32(0)
+    cfg = arg1(frame, 9, i4)
+    e, g = pairs(
+        arg2(frame, 0, f4),
+        arg1(frame, 1, f4),
+        arg2(frame, 2, i4),
+        arg1(frame, 3, f4),
+        arg1(frame, 4, f4),
+        arg1(frame, 5, f4),
+        scalar(frame, 8, f4),
+        arg1(frame, 6, f4),
+        arg1(frame, 7, f4),
+        cfg[0] != 0,
+        np.int64(cfg[1]),
+        np.int64(cfg[2]),
+    )
+    ret1(frame, 0, f4, 1)[0] = np.float32(e)
+    ret2(frame, 1, f4)[:] = g
+    return 0

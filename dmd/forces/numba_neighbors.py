@@ -1,9 +1,10 @@
 """The force-field neighbour-list rebuild as compiled numba kernels (CPU), in the XLA builder's exact list format.
 
-:func:`dmd.forces.neighbors.pair_neighbor_list` calls these through ``jax.pure_callback`` when its rebuild kernel is
-numba (``rebuild_kernel="numba"``, or ``"auto"`` on a CPU backend); this module imports numba, so only that path
-imports it. The kernels take and return numpy arrays and are compiled once per dtype (``cache=True``: later
-processes load the machine code from ``__pycache__``).
+:func:`dmd.forces.neighbors.pair_neighbor_list` calls these as XLA custom calls (the ``*_handler_f32/f64`` functions
+at the end, :mod:`dmd.forces.xla_custom_call`) when its rebuild kernel is numba (``rebuild_kernel="numba"``, or
+``"auto"`` on a CPU backend), and directly from numpy at allocation; this module imports numba, so only that path
+imports it. The kernels are compiled once per dtype and cached on disk (``cache=True``, in
+:func:`dmd.base.numba_env.numba_cache_dir`).
 
 Both kernels give what the XLA builds give, element for element (the same float arithmetic in the positions' dtype, the
 same candidate order):
@@ -30,6 +31,8 @@ prepare_numba()  # before numba is imported: its cache directory and thread wait
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+
+from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2, scalar  # noqa: E402
 
 __all__ = ["all_pair_rows", "cell_rows"]
 
@@ -238,3 +241,74 @@ def all_pair_rows(pos, box, list_cutoff, half, capacity, excl, n_excl):
         pos, np.ascontiguousarray(box), ortho, pos.dtype.type(list_cutoff**2), bool(half), out, counts, excl, n_excl
     )
     return out, counts
+
+
+# XLA FFI handlers (dmd.forces.xla_custom_call): one per kernel and positions' dtype. Operands of the cell build:
+# wrapped [N, 3], cid [N] int32, cells per side [3] int32, stencil [S, 3] int32, box [3, 3], (cutoff + skin)² [],
+# half [] int32, excl [N, E] int32, n_excl [N] int32; of the all-pairs build: pos [N, 3], box [3, 3], (cutoff +
+# skin)², (half, orthorhombic) [2] int32, excl, n_excl. Results: idx [N, capacity] int32, the longest row's count []
+# int32 and (cell build) the fullest cell's count [] int32.
+@numba.njit(cache=True, inline="always")
+def _cell_handler(frame, like):
+    if is_query(frame):
+        return 0
+    i4 = np.int32(0)
+    wrapped, cid = arg2(frame, 0, like), arg1(frame, 1, i4)
+    nc, stencil = arg1(frame, 2, i4).astype(np.int64), arg2(frame, 3, i4).astype(np.int64)
+    out = ret2(frame, 0, i4)
+    counts = np.empty(wrapped.shape[0], np.int32)
+    largest = _cell_rows(
+        wrapped,
+        cid,
+        nc,
+        stencil,
+        arg2(frame, 4, like),
+        scalar(frame, 5, like),
+        scalar(frame, 6, i4) != 0,
+        out,
+        counts,
+        arg2(frame, 7, i4),
+        arg1(frame, 8, i4),
+    )
+    ret1(frame, 1, i4, 1)[0] = counts.max()
+    ret1(frame, 2, i4, 1)[0] = largest
+    return 0
+
+
+def cell_rows_handler_f32(frame):
+    return _cell_handler(frame, np.float32(0))
+
+
+def cell_rows_handler_f64(frame):
+    return _cell_handler(frame, np.float64(0))
+
+
+@numba.njit(cache=True, inline="always")
+def _all_pair_handler(frame, like):
+    if is_query(frame):
+        return 0
+    i4 = np.int32(0)
+    pos = arg2(frame, 0, like)
+    flags = arg1(frame, 3, i4)
+    counts = np.empty(pos.shape[0], np.int32)
+    _all_pair_rows(
+        pos,
+        arg2(frame, 1, like),
+        flags[1] != 0,
+        scalar(frame, 2, like),
+        flags[0] != 0,
+        ret2(frame, 0, i4),
+        counts,
+        arg2(frame, 4, i4),
+        arg1(frame, 5, i4),
+    )
+    ret1(frame, 1, i4, 1)[0] = counts.max()
+    return 0
+
+
+def all_pair_rows_handler_f32(frame):
+    return _all_pair_handler(frame, np.float32(0))
+
+
+def all_pair_rows_handler_f64(frame):
+    return _all_pair_handler(frame, np.float64(0))

@@ -3,22 +3,23 @@
 XLA:CPU evaluates every slot of a neighbour row (padding and partners beyond r_c included) and runs the pair loop
 on one core; this kernel compacts each row to the partners inside r_c, vectorises the arithmetic over them and
 splits the rows over numba's threads (all cores): villin + water's pair force costs 5.8 ms against XLA's 17.3 ms
-and OpenMM CPU(2)'s direct space 9.2 ms (docs/engine.md, "Numba pair kernels"). JAX calls it through
-``jax.pure_callback`` from :func:`dmd.forces.nonbonded.pair_energy_full`'s ``forces`` hook, which uses it for the
+and OpenMM CPU(2)'s direct space 9.2 ms (docs/engine.md, "Numba pair kernels"). XLA calls it as a custom call
+(:mod:`dmd.forces.xla_custom_call`, target ``dmd_pair_forces_v1``: the buffers in place, the program cacheable)
+from :func:`dmd.forces.nonbonded.pair_energy_full`'s ``forces`` hook, which uses it for the
 energy and for derivatives with respect to positions alone. Everything else stays on XLA:
 
 * float64 (the OpenMM parity tests): the kernel's erfc table is good to ~1e-7, not 1e-12;
 * gradients with respect to θ or the box (fitting, virials): the hook's ``need`` is then more than positions;
-* forward-mode tangents of the forces (:mod:`dmd.sensitivity`): the callback has no JVP, so the forces carry a
-  ``custom_jvp`` whose rule evaluates the XLA kernel, value and tangent, with no callback at all;
+* forward-mode tangents of the forces (:mod:`dmd.sensitivity`): the custom call has no JVP, so the forces carry a
+  ``custom_jvp`` whose rule evaluates the XLA kernel, value and tangent, with no custom call at all;
 * GPU backends, triclinic ``[3, 3]`` boxes, a LJ switch, reaction field, rows over several devices.
 
 ``pair_kernel``: "auto" (the kernel where it applies, else XLA; XLA too if numba cannot be imported), "numba" (the
 kernel; a clear error where it cannot serve: float64, a matrix box) or "xla". Vmapped calls (replicas) run the
-kernel once per replica (``vmap_method="sequential"``). numba is imported on the first call; the kernel is compiled
-on its first call in a process (4-7 CPU s) and cached on disk (``cache=True``: numba's cache beside this file, or its
-user cache directory where that is read-only), so later processes load it in 0.7 CPU s. JAX's persistent cache
-does not store programs holding a host callback, so those compile in every process (docs/engine.md).
+kernel once per replica (``vmap_method="sequential"``). numba is imported when a program with the kernel is first
+traced; the kernel and its handler are compiled once per machine (4-7 CPU s) and cached on disk (``cache=True``, in
+:func:`dmd.base.numba_env.numba_cache_dir`), so later processes load them in ~1 CPU s. JAX's persistent cache
+stores programs holding the custom call like any other (docs/engine.md, "numba kernels as XLA custom calls").
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmd.base.numba_env import prepare_numba
+from dmd.forces.xla_custom_call import numba_call, register_numba_target
 
 __all__ = ["KERNELS", "pair_forces", "erfc_table", "pairs_vec", "TABLE_SIZE"]
 
 KERNELS = ("auto", "numba", "xla")
 TABLE_SIZE = 4096  # points over [0, r_c] of the tabulated erfc terms (linear interpolation in r)
 _BLOCK = 64  # rows per prange task (the probe's best, benchmarks/bench_numba_pairs.py)
+TARGET, HANDLER = "dmd_pair_forces_v1", "dmd.forces.numba_kernels:pairs_handler"  # the XLA custom call
 
 
 def erfc_table(rc, alpha, size=TABLE_SIZE):
@@ -66,12 +69,12 @@ def _tables(rc, alpha):
     return np.ascontiguousarray(t[:, 0]), np.ascontiguousarray(t[:, 1])
 
 
-def _host(rc, alpha, half, pos, box, idx, q, sig, seps):
-    # jax hands buffers over with byte-order format '=' which numba refuses: a view as the native dtype fixes it
-    arrs = [np.asarray(a).view(np.float32) for a in (pos, box, q, sig, seps)]
-    pos, box, q, sig, seps = arrs
-    e, g = pairs_vec(pos, box, np.asarray(idx).view(np.int32), q, sig, seps, rc, alpha, half)
-    return np.float32(e), g
+def _pool_threads():
+    """numba's thread pool size (the kernel's per-thread force buffers: thread ids stay below it)."""
+    prepare_numba()
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def _why_not(pos, box, idx):
@@ -110,7 +113,6 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
     if unsupported:
         raise ValueError(f"pair_kernel='numba' has no kernel for {unsupported}: use 'xla' or 'auto'")
     rc, alpha, xla_energy = float(rc), float(alpha), xla_energy()
-    host = functools.partial(_host, rc, alpha, half)
 
     def xla_forces(pos, box, idx, q, sig, seps):
         return jax.value_and_grad(xla_energy)(pos, box, idx, q, sig, seps)
@@ -119,18 +121,24 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
     def kernel(pos, box, idx, q, sig, seps):
         n = pos.shape[0]
         out = (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct((n, 3), jnp.float32))
-        return jax.pure_callback(host, out, pos, box, idx, q, sig, seps, vmap_method="sequential")
+        register_numba_target(TARGET, HANDLER)  # imports numba: before reading its pool size
+        te, tg = _tables(rc, alpha)
+        cfg = np.array([half, _BLOCK, _pool_threads()], np.int32)
+        return numba_call(TARGET, HANDLER, out, pos, box, idx, q, sig, seps, te, tg, np.float32(rc), cfg)
 
     @kernel.defjvp
-    def _kernel_jvp(primals, tangents):  # forward mode: the XLA kernel, value and tangent (no callback)
+    def _kernel_jvp(primals, tangents):  # forward mode: the XLA kernel, value and tangent (no custom call)
         pos, box, idx, q, sig, seps = primals
         dpos, dbox, _, dq, dsig, dseps = tangents
         fn = functools.partial(lambda i, p, b, qq, s, e: xla_forces(p, b, i, qq, s, e), idx)
         return jax.jvp(fn, (pos, box, q, sig, seps), (dpos, dbox, dq, dsig, dseps))
 
     def forces(pos, box, idx, q, sig, seps):
+        backend = jax.default_backend()
         why = _why_not(pos, box, idx)
-        if why is None and (forced or jax.default_backend() == "cpu"):
+        if why is None and backend != "cpu":
+            why = f"the backend is {backend} (the kernel is an XLA CPU custom call)"
+        if why is None:
             f32 = (jnp.asarray(a, jnp.float32) for a in (box, q, sig, seps))  # θ may be float64 under x64
             return kernel(pos, next(f32), idx.astype(jnp.int32), *f32)
         if forced and why is not None:

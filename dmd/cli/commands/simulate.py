@@ -18,7 +18,6 @@ constraints.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from dmd.base.defaults import DEFAULT_CONSTRAINTS, DEFAULT_FORCEFIELD, DEFAULT_INTEGRATOR
@@ -242,23 +241,6 @@ def _check_values_and_out(cfg: dict, config: str | None = None) -> None:
     check_input(cfg["pdb"], "--pdb", "structure")
 
 
-# Below this many steps a cached `dmd simulate` keeps both kernels on XLA: JAX's persistent cache does not store a
-# program with a host callback (the numba pair force and rebuild), so a cached start recompiles the step (+4-8 CPU s
-# for villin + water, docs/engine.md "Numba kernels and the compilation cache"), which numba's ~25 CPU ms a step
-# repays only after a few hundred villin steps.
-SHORT_CACHED_RUN = 500
-
-
-def kernels_for(cfg: dict) -> tuple[str, str | None]:
-    """``(pair_kernel, rebuild_kernel)`` for a config: XLA for both on a short run with the compilation cache on
-    and the pair kernel left at auto (a cached start then compiles nothing); else the config's pair kernel and the
-    default rebuild kernel (None: ``DMD_REBUILD_KERNEL``, else auto)."""
-    cached = os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() == "true"
-    if cfg["pair_kernel"] == "auto" and cached and int(cfg["steps"]) < SHORT_CACHED_RUN:
-        return "xla", "xla"
-    return cfg["pair_kernel"], None
-
-
 def build_system(cfg: dict):
     """The :class:`dmd.System` for a config (nonbonded method defaults from the structure's box)."""
     from dmd.openmm_system import system_from_pdb
@@ -266,7 +248,6 @@ def build_system(cfg: dict):
     pdb = Path(cfg["pdb"])
     if not pdb.exists():
         raise UserInputError(f"--pdb {pdb}: file not found; pass an existing PDB or mmCIF file")
-    pair_kernel, rebuild_kernel = kernels_for(cfg)
     nonbonded = cfg["nonbonded"]
     if nonbonded is None:
         import openmm.app as app
@@ -281,8 +262,7 @@ def build_system(cfg: dict):
         cutoff=float(cfg["cutoff"]),
         constraints=cfg["constraints"],
         rigid_water=bool(cfg["rigid_water"]),
-        pair_kernel=pair_kernel,
-        rebuild_kernel=rebuild_kernel,
+        pair_kernel=cfg["pair_kernel"],  # the rebuild kernel: DMD_REBUILD_KERNEL, else auto
     )
 
 

@@ -93,7 +93,7 @@ def _listed_sum(x, nb):
 
 def test_numba_rebuild_under_grad_jvp_and_vmap_in_float64():
     # positions -> indices: no derivative flows through the rebuild; the derivatives through the list's use, the
-    # rebuild inside vmap (replicas: one callback for the batch) and float64 positions all work as the XLA build's
+    # rebuild inside vmap (replicas: one custom call per member) and float64 positions all work as the XLA build's
     n, pos, excl = _water_case(0.5)
     x = jnp.asarray(pos, jnp.float64)
     xs = jnp.stack([x + 0.2, x, x - 0.15])

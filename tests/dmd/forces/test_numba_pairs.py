@@ -19,6 +19,7 @@ from dmd.openmm_system import openmm_system_from_pdb, system_from_openmm, system
 PDB = os.path.join(os.path.dirname(__file__), "..", "..", "data", "alanine_dipeptide_water.pdb")
 KW = dict(forcefield=["amber14-all.xml", "amber14/tip3pfb.xml"], nonbonded="PME", cutoff=0.9, rigid_water=False)
 F32_ULP = 2.0**-24  # float32's relative rounding
+KERNEL_CALL = "dmd_pair_forces_v1"  # the numba kernel's XLA custom call (dmd.forces.numba_pairs.TARGET)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_system_kernels_agree_and_auto_uses_numba_in_float32(ala):
     for k, s in ala["systems"].items():
         fn = jax.value_and_grad(lambda y, s=s: s.energy_fn(s.params, y, box=box, neighbor=nb))
         res[k] = jax.jit(fn)(x)
-        assert ("pure_callback" in str(jax.make_jaxpr(fn)(x))) == (k != "xla"), k
+        assert (KERNEL_CALL in str(jax.make_jaxpr(fn)(x))) == (k != "xla"), k
     _, g_abs = _abs_sums(x, box, nb.idx, *ala["qse"], ala["rc"], ala["alpha"])
     for k in ("numba", "auto"):
         df = np.linalg.norm(np.asarray(res[k][1], np.float64) - np.asarray(res["xla"][1], np.float64), axis=1)
@@ -146,16 +147,16 @@ def test_auto_keeps_float64_theta_gradients_and_tangents_on_xla(ala):
 
     # θ gradients (fitting): the jvp asks for more than positions, so XLA; same values as the XLA system
     gp = {k: jax.jit(jax.grad(lambda p, s=s: u(s, p, x)))(s.params) for k, s in (("auto", auto), ("xla", xla))}
-    assert "pure_callback" not in str(jax.make_jaxpr(jax.grad(lambda p: u(auto, p, x)))(auto.params))
+    assert KERNEL_CALL not in str(jax.make_jaxpr(jax.grad(lambda p: u(auto, p, x)))(auto.params))
     for a, b in zip(jax.tree.leaves(gp["auto"]), jax.tree.leaves(gp["xla"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
-    # forward over reverse (dmd.sensitivity's force tangents): no callback, the XLA kernel's tangent
+    # forward over reverse (dmd.sensitivity's force tangents): no kernel call, the XLA kernel's tangent
     v = jax.random.normal(jax.random.PRNGKey(0), x.shape, jnp.float32) * 1e-3
 
     def hvp(s):
         return lambda y: jax.jvp(lambda z: jax.grad(lambda w: u(s, s.params, w))(z), (y,), (v,))[1]
 
-    assert "pure_callback" not in str(jax.make_jaxpr(hvp(auto))(x))
+    assert KERNEL_CALL not in str(jax.make_jaxpr(hvp(auto))(x))
     ta, tx = jax.jit(hvp(auto))(x), jax.jit(hvp(xla))(x)
     np.testing.assert_allclose(np.asarray(ta), np.asarray(tx), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(tx))))
     # float64: XLA (the parity tests' 1e-12), and a forced numba kernel says why it cannot serve
@@ -163,7 +164,7 @@ def test_auto_keeps_float64_theta_gradients_and_tangents_on_xla(ala):
     x64 = s64.positions
     nb64 = s64.neighbor_fn.allocate(x64, box=s64.box)
     f64 = jax.grad(lambda y: s64.energy_fn(s64.params, y, box=s64.box, neighbor=nb64))
-    assert "pure_callback" not in str(jax.make_jaxpr(f64)(x64))
+    assert KERNEL_CALL not in str(jax.make_jaxpr(f64)(x64))
     forced = system_from_pdb(PDB, dtype=jnp.float64, pair_kernel="numba", **KW)
     with pytest.raises(ValueError, match="float32 only"):
         forced.energy_fn(forced.params, x64, box=forced.box, neighbor=nb64)
@@ -173,8 +174,31 @@ def test_vmapped_replicas_match_one_by_one(ala):
     s, box, nb = ala["systems"]["numba"], ala["box"], ala["nb"]
     xs = ala["x"][None] + jax.random.normal(jax.random.PRNGKey(1), (2,) + ala["x"].shape, jnp.float32) * 1e-3
     g = jax.grad(lambda y: s.energy_fn(s.params, y, box=box, neighbor=nb))
-    assert "pure_callback" in str(jax.make_jaxpr(jax.vmap(g))(xs))  # one kernel call per replica
+    assert KERNEL_CALL in str(jax.make_jaxpr(jax.vmap(g))(xs))  # one kernel call per replica
     batched = jax.jit(jax.vmap(g))(xs)
     for r in range(2):
         one = np.asarray(jax.jit(g)(xs[r]))  # the pairs equal; PME's float32 sums may round differently vmapped
         np.testing.assert_allclose(np.asarray(batched[r]), one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
+
+
+def test_custom_call_gives_the_kernels_numbers(ala):
+    """The XLA custom call hands XLA's buffers to the numba kernel in place: energy and dE/dx equal the kernel's own
+    (called from NumPy), alone and for each member of a vmapped batch (one call per member). Measured: equal to the
+    bit; allowed: the order of the per-thread partial sums (a few float32 ulps of Σ|e_ij| and of each atom's
+    Σ_j|∂e_ij/∂r|), which is all that may differ between two calls of a multi-threaded kernel."""
+    from dmd.forces.numba_pairs import pairs_vec
+
+    box, idx = ala["box"], ala["nb"].idx
+    q, sig, seps = (jnp.asarray(a, jnp.float32) for a in ala["qse"])
+    pair = pair_energy_full("PME", ala["rc"], alpha=ala["alpha"], half=True, pair_kernel="numba")
+    xs = ala["x"][None] + jax.random.normal(jax.random.PRNGKey(2), (2,) + ala["x"].shape, jnp.float32) * 1e-3
+    one = jax.jit(jax.value_and_grad(lambda y: pair(y, box, idx, q, sig, seps)))
+    batch = jax.jit(jax.vmap(jax.value_and_grad(lambda y: pair(y, box, idx, q, sig, seps))))(xs)
+    host = [np.asarray(a) for a in (box, idx, q, sig, seps)]
+    for r in range(2):
+        e, g = pairs_vec(np.asarray(xs[r]), *host, ala["rc"], ala["alpha"], True)
+        e_abs, g_abs = _abs_sums(xs[r], box, idx, *ala["qse"], ala["rc"], ala["alpha"])
+        for e1, g1 in (one(xs[r]), (batch[0][r], batch[1][r])):
+            assert abs(float(e1) - float(np.float32(e))) <= 4 * F32_ULP * e_abs
+            df = np.linalg.norm(np.asarray(g1, np.float64) - g, axis=1)
+            assert np.all(df <= 4 * F32_ULP * g_abs), float(np.max(df / g_abs))

@@ -216,17 +216,21 @@ def test_bad_settings_are_refused_before_the_minimising_line(tmp_path, capsys, m
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("steps,cached,callbacks", [(10, True, False), (10, False, True), (500, True, True)])
-def test_short_cached_runs_keep_both_kernels_on_xla(monkeypatch, steps, cached, callbacks):
-    """JAX's persistent cache does not store a program with a host callback: a short cached run takes XLA's pair
-    force and rebuild (no callback in its energy or list update); a long or uncached run takes numba's."""
+@pytest.mark.parametrize("rebuild_env", [None, "xla"])
+def test_short_cached_runs_take_the_numba_kernels_and_the_rebuild_kernel_from_the_environment(monkeypatch, rebuild_env):
+    """The numba kernels are XLA custom calls, which JAX's persistent cache stores: a short cached run takes them
+    too (the pair force's and the rebuild's custom calls in its programs; no 500-step rule), and a user's
+    DMD_REBUILD_KERNEL chooses the rebuild whatever the run length (it was ignored on short cached runs)."""
     import jax
     import jax.numpy as jnp
 
-    from dmd.cli.commands.simulate import SHORT_CACHED_RUN, build_system
+    from dmd.cli.commands.simulate import build_system
 
-    assert SHORT_CACHED_RUN == 500
-    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true" if cached else "false")
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true")
+    if rebuild_env is None:
+        monkeypatch.delenv("DMD_REBUILD_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("DMD_REBUILD_KERNEL", rebuild_env)
     pdb = Path(__file__).parents[3] / "data" / "alanine_dipeptide_water.pdb"
     cfg = dict(
         pdb=str(pdb),
@@ -236,11 +240,14 @@ def test_short_cached_runs_keep_both_kernels_on_xla(monkeypatch, steps, cached, 
         constraints="HBonds",
         rigid_water=True,
         pair_kernel="auto",
-        steps=steps,
+        steps=10,
     )
     system = build_system(cfg)
-    assert system.neighbor_fn.rebuild_kernel == ("numba" if callbacks else "xla")
+    assert system.neighbor_fn.rebuild_kernel == (rebuild_env or "numba")
     x = jnp.asarray(system.positions, jnp.float32)
-    nb = system.neighbor_fn.allocate(x, box=system.box)
-    jaxpr = str(jax.make_jaxpr(lambda y: system.energy_fn(system.params, y, box=system.box, neighbor=nb))(x))
-    assert ("pure_callback" in jaxpr) == callbacks
+    nb = system.neighbor_fn.allocate(x, box=system.box, build=False)
+    energy = str(jax.make_jaxpr(lambda y: system.energy_fn(system.params, y, box=system.box, neighbor=nb))(x))
+    update = str(jax.make_jaxpr(lambda y: system.neighbor_fn.update(y, nb, box=system.box))(x))
+    assert "dmd_pair_forces_v1" in energy and "pure_callback" not in energy
+    numba_rebuild = any(f"dmd_{build}_f32_v1" in update for build in ("cell_rows", "all_pair_rows"))
+    assert numba_rebuild == (rebuild_env is None) and "pure_callback" not in update

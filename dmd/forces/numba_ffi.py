@@ -1,0 +1,137 @@
+"""numba helpers for writing XLA FFI handlers (this module imports numba: import it only where they run).
+
+An XLA CPU custom call of the typed FFI (``api_version=1``) is a C function ``XLA_FFI_Error* h(XLA_FFI_CallFrame*)``.
+:func:`ffi_cfunc` compiles a Python function ``h(frame) -> 0`` with that ABI (both pointers as 64-bit integers) as a
+numba ``cfunc`` cached on disk. Inside it, :func:`is_query` answers XLA's metadata query (XLA calls every handler
+once at registration with a metadata extension and no buffers), and :func:`arg1`, :func:`arg2`, :func:`scalar`,
+:func:`ret1` and :func:`ret2` view the call's buffers as numpy arrays without a copy. The layouts follow
+``jaxlib/include/xla/ffi/api/c_api.h`` (FFI API 0.3), read as 64-bit words: CallFrame {struct_size,
+extension_start, api, ctx, stage, args{struct_size, extension_start, size, types, args}, rets{...}, ...}; Buffer
+{struct_size, extension_start, dtype, data, rank, dims}. Errors are not reported through XLA (the kernels cannot
+fail once the Python side has checked their inputs). :mod:`dmd.forces.xla_custom_call` registers the handlers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dmd.base.numba_env import prepare_numba
+
+prepare_numba()  # before numba is imported: its cache directory and thread waits
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
+__all__ = ["SIGNATURE", "arg1", "arg2", "ffi_cfunc", "is_query", "ret1", "ret2", "scalar"]
+
+SIGNATURE = types.int64(types.int64)  # XLA_FFI_Error* (NULL: success) of an XLA_FFI_CallFrame*
+_EXECUTE = 3  # XLA_FFI_ExecutionStage_EXECUTE
+_METADATA = 1  # XLA_FFI_Extension_Metadata
+_API_MINOR = 3  # the FFI API version (0, 3) whose layouts these helpers read
+
+
+def ffi_cfunc(pyfunc):
+    """``pyfunc(frame: int64) -> int64`` (0) compiled as an XLA FFI handler, cached on disk.
+
+    numba's cache checks only ``pyfunc``'s own source file for changes, but the handler inlines this module's
+    helpers: its cache entry is stamped with both files (a stale handler after an edit here answered XLA's metadata
+    query wrongly). numba's threading layer is started first: a ``parallel=True`` kernel loaded from numba's cache
+    into a ``cfunc`` does not start it (a segfault on the first call in a fresh process)."""
+    import inspect
+
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+    handler = CFunc(pyfunc, sigutils.normalize_signature(SIGNATURE), locals={}, options={})  # numba.cfunc's steps
+    handler.enable_caching()
+    stamps = []
+    for path in (inspect.getfile(pyfunc), __file__):
+        st = os.stat(path)
+        stamps.append((st.st_mtime, st.st_size))
+    handler._cache._cache_file._source_stamp = tuple(stamps)  # numba's (mtime, size) of pyfunc's file, and ours
+    handler.compile()
+    return handler
+
+
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """``addr`` (int64) as a pointer to ``like``'s scalar type."""
+    ptr = types.CPointer(like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(types.int64, like), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _words(addr, n):
+    return numba.carray(_pointer(addr, np.int64(0)), (n,))
+
+
+@numba.njit(cache=True)
+def is_query(frame):
+    """True when this call is not an execution: XLA's metadata query (the metadata is then filled in: FFI API
+    (0, 3), no traits, no state) or another stage."""
+    fr = _words(frame, 5)
+    if fr[1] != 0:
+        ext = _words(fr[1], 4)  # XLA_FFI_Metadata_Extension {struct_size, type, next, metadata*}
+        if (ext[1] & 0xFFFFFFFF) == _METADATA:
+            md = _words(ext[3], 6)  # XLA_FFI_Metadata {struct_size, api_version{3 words}, traits, state_type_id}
+            md[1] = 24  # XLA_FFI_Api_Version's struct_size (as the C++ API's PopulateMetadata writes them)
+            md[2] = 0
+            md[3] = _API_MINOR << 32  # major 0 (low word), minor
+            md[4] = 0
+            md[5] = 0
+            return True
+    return (fr[4] & 0xFFFFFFFF) != _EXECUTE
+
+
+@numba.njit(cache=True, inline="always")
+def _buffer(frame, k, out):
+    fr = _words(frame, 15)
+    table = _words(fr[14] if out else fr[9], k + 1)  # rets.rets / args.args: pointers to XLA_FFI_Buffer
+    return _words(table[k], 6)
+
+
+@numba.njit(cache=True, inline="always")
+def _dims(frame, k, out):
+    b = _buffer(frame, k, out)
+    return b[3], _words(b[5], 2)
+
+
+@numba.njit(cache=True, inline="always")
+def arg1(frame, k, like):
+    """Operand ``k`` (rank 1) as a C-contiguous array of ``like``'s dtype (no copy)."""
+    data, dims = _dims(frame, k, False)
+    return numba.carray(_pointer(data, like), (dims[0],))
+
+
+@numba.njit(cache=True, inline="always")
+def arg2(frame, k, like):
+    """Operand ``k`` (rank 2), as :func:`arg1`."""
+    data, dims = _dims(frame, k, False)
+    return numba.carray(_pointer(data, like), (dims[0], dims[1]))
+
+
+@numba.njit(cache=True, inline="always")
+def scalar(frame, k, like):
+    """The value of operand ``k`` (rank 0, or the first element)."""
+    return _pointer(_buffer(frame, k, False)[3], like)[0]
+
+
+@numba.njit(cache=True, inline="always")
+def ret1(frame, k, like, n):
+    """Result ``k``'s buffer as a flat array of ``n`` elements of ``like``'s dtype (written in place)."""
+    return numba.carray(_pointer(_buffer(frame, k, True)[3], like), (n,))
+
+
+@numba.njit(cache=True, inline="always")
+def ret2(frame, k, like):
+    """Result ``k``'s buffer (rank 2) as a C-contiguous array (written in place)."""
+    data, dims = _dims(frame, k, True)
+    return numba.carray(_pointer(data, like), (dims[0], dims[1]))

@@ -1,0 +1,73 @@
+"""numba kernels called from XLA programs as CPU custom calls (XLA's typed FFI), not as Python host callbacks.
+
+A ``jax.pure_callback`` leaves XLA for the interpreter at every call (copies of its operands and results, the GIL),
+and JAX's persistent compilation cache refuses programs that hold one ("uses host callbacks"), so every process
+compiled a step with numba's kernels again. A custom call is a plain HLO instruction naming a registered C function:
+the operands are handed over in place, and the program is cached like any other (docs/engine.md, "numba kernels as
+XLA custom calls").
+
+Usage: write the handler as a module-level Python function ``h(frame) -> 0`` in a module that imports numba, reading
+its buffers with :mod:`dmd.forces.numba_ffi` (``arg1``/``arg2``/``scalar``/``ret1``/``ret2``, ``is_query``), and
+call it from JAX with :func:`numba_call`::
+
+    numba_call("dmd_pair_forces_v1", "dmd.forces.numba_kernels:pairs_handler", results, *operands)
+
+The first use in a process imports that module, compiles the handler (``numba.cfunc``, cached on disk by numba) and
+registers it with XLA under the name; this happens while the caller's program is traced, i.e. before XLA compiles it
+or loads it from the persistent cache, so a cached program always finds its target. Change the name (``_v2``) when
+a handler's operands change: the persistent cache keys programs by their HLO, which holds only the name.
+Operands and results are row-major; a vmapped call runs once per batch member (``vmap_method="sequential"``).
+CPU only: the targets are registered for the CPU platform.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import threading
+from collections.abc import Callable, Sequence
+
+import jax
+
+__all__ = ["numba_call", "register_numba_target"]
+
+_TARGETS: dict[str, object] = {}  # name -> the compiled cfunc (kept alive: XLA holds only its address)
+_LOCK = threading.Lock()
+
+
+def _capsule(address: int):
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype = ctypes.py_object
+    new.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
+    return new(address, b"xla._CUSTOM_CALL_TARGET", None)
+
+
+def _load(handler: str | Callable[[], object]):
+    if callable(handler):
+        return handler()
+    from dmd.forces.numba_ffi import ffi_cfunc
+
+    module, _, attr = handler.partition(":")
+    return ffi_cfunc(getattr(importlib.import_module(module), attr))
+
+
+def register_numba_target(name: str, handler: str | Callable[[], object]) -> None:
+    """Register ``handler`` as the XLA CPU FFI target ``name`` (once per process; later calls do nothing).
+
+    ``handler``: ``"module:function"`` (a Python function ``h(frame) -> 0`` compiled by
+    :func:`dmd.forces.numba_ffi.ffi_cfunc`), or a callable returning a compiled cfunc with ``.address``."""
+    with _LOCK:
+        if name in _TARGETS:
+            return
+        cfunc = _load(handler)
+        jax.ffi.register_ffi_target(name, _capsule(cfunc.address), platform="cpu", api_version=1)
+        _TARGETS[name] = cfunc
+
+
+def numba_call(name: str, handler, results, *operands, vmap_method: str = "sequential"):
+    """Call the numba handler ``handler`` (see :func:`register_numba_target`) as the XLA custom call ``name`` on
+    ``operands`` (arrays, row-major); ``results``: a ``jax.ShapeDtypeStruct`` or a sequence of them."""
+    register_numba_target(name, handler)
+    multiple = isinstance(results, Sequence)
+    out = jax.ffi.ffi_call(name, results, vmap_method=vmap_method)(*operands)
+    return tuple(out) if multiple else out
