@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -53,7 +54,7 @@ SCRIPT = textwrap.dedent(
     sha = lambda a: hashlib.sha1(np.asarray(a).tobytes()).hexdigest()
     print(json.dumps(dict(
         first_call_s=t2 - t1, process_s=t2 - t0, events=run_events, callback_events=list(events), e=float(e),
-        g=sha(g), idx=sha(idx), rows=int(np.sum(np.asarray(idx) < n)),
+        g=np.asarray(g).ravel().tolist(), idx=sha(idx), rows=int(np.sum(np.asarray(idx) < n)),
         targets=[t for t in ("dmd_cell_rows_f32_v1", "dmd_pair_forces_v1") if t in hlo])))
     """
 )
@@ -82,7 +83,14 @@ def test_programs_with_the_custom_calls_are_cached_across_processes(tmp_path):
     second = _run(tmp_path)
     assert "/jax/compilation_cache/cache_hits" in second["events"]
     assert "/jax/compilation_cache/cache_misses" not in second["events"]
-    assert (second["e"], second["g"], second["idx"]) == (first["e"], first["g"], first["idx"])
+    assert second["idx"] == first["idx"]  # the same list, element for element
+    # the same numbers to float32 round-off: a process that compiled numba's handler (an empty numba cache, as on a
+    # fresh CI machine) and one that loaded it may add the per-thread partial sums in another order (measured:
+    # 2.4e-4 on forces of median 2.7e3; here up to 3e-5 on components near 1 that cancel terms of ~1e4, the median
+    # |g|): 1e-6 of the energy; per component 1e-5 of itself plus 1e-6 of the median (a dropped pair moves one by ≫ 1)
+    g1, g2 = np.asarray(first["g"]), np.asarray(second["g"])
+    assert abs(second["e"] - first["e"]) <= 1e-6 * abs(first["e"])
+    assert np.all(np.abs(g2 - g1) <= 1e-5 * np.abs(g1) + 1e-6 * np.median(np.abs(g1)))
     # the control: a program with a host callback is not stored, so it is compiled again in the second process
     assert "/jax/compilation_cache/cache_hits" not in second["callback_events"]
     assert not any(p.name.startswith("jit_control-") for p in tmp_path.iterdir())
