@@ -240,7 +240,6 @@ UNMIRRORED = frozenset(
         "dmd/base/progress.py",
         "dmd/cli/commands/crystal.py",
         "dmd/cli/commands/energy.py",
-        "dmd/cli/commands/fit.py",
         "dmd/crystal/modeller.py",
         "dmd/crystal/reader.py",
         "dmd/crystal/writer.py",
