@@ -421,7 +421,7 @@ class NonbondedSpec:
       dispersion_correction: add E_disp (PME/CutoffPeriodic).
       alpha, grid, order: PME α (1/nm), grid sizes, B-spline order.
       nocutoff_pairs: ``[P, 2]`` non-excluded pairs for NoCutoff.
-      pair_kernel: real-space pair kernel, "auto", "numba" or "xla" (:mod:`dmd.forces.numba_pairs`).
+      pair_kernel: "auto", "numba" or "xla": real-space pairs and PME spreading (numba_pairs, pme_kernel).
     """
 
     method: str
@@ -525,7 +525,7 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
         # neutralising background for a net charge Q (zero for neutral systems)
         e = e - ONE_4PI_EPS0 * np.pi * jnp.sum(q) ** 2 / (2.0 * volume * spec.alpha**2)
         moduli = tuple(bspline_moduli(k, spec.order) for k in spec.grid)
-        e = e + pme_reciprocal_energy(q, pos, boxv, spec.alpha, spec.grid, spec.order, moduli)
+        e = e + pme_reciprocal_energy(q, pos, boxv, spec.alpha, spec.grid, spec.order, moduli, spec.pair_kernel)
     return e
 
 

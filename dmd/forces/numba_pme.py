@@ -1,0 +1,132 @@
+"""numba kernels of PME's charge spreading and force gathering (:mod:`dmd.forces.pme_kernel` calls them; this module
+imports numba: import it only where they run).
+
+Plain module-level ``@njit`` functions (``cache=True`` keeps their machine code on disk between processes), float32,
+an orthorhombic ``[3]`` box, B-spline order ``P`` = 5. Both compute each atom's window exactly as
+:func:`dmd.forces.pme.charge_grid` does: s = x / L, t = (s − ⌊s⌋) K, base = ⌊t⌋ mod K, weights of offset
+f = t − ⌊t⌋ by the recursion of :func:`dmd.forces.pme._bspline_data` (OpenMM's ``pme_update_bsplines``), their
+derivatives dM_p/df = M_{p−1}(f) − M_{p−1}(f − 1) from the order p − 1 weights.
+"""
+
+from __future__ import annotations
+
+from dmd.base.numba_env import prepare_numba
+
+prepare_numba()  # before numba is imported: its cache directory and thread waits
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+P = 5  # B-spline order (OpenMM's): a compile-time constant, so numba unrolls the window loops
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def _raise_order(data, fr, k):
+    """Order k − 1 → k of the B-spline weights in ``data`` (in place, top down: each entry reads only older ones)."""
+    div = np.float32(1.0 / (k - 1.0))
+    data[k - 1] = div * fr * data[k - 2]
+    for m in range(1, k - 1):
+        data[k - m - 1] = div * ((fr + np.float32(m)) * data[k - m - 2] + (np.float32(k - m) - fr) * data[k - m - 1])
+    data[0] = div * (np.float32(1.0) - fr) * data[0]
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def _window(x, box_d, k_d, w, dw, need_dw):
+    """One coordinate's window: its lower grid index in [0, K) (returned), its weights into ``w`` (and their
+    derivatives wrt f into ``dw``)."""
+    order = P
+    s = x / box_d
+    t = (s - np.floor(s)) * np.float32(k_d)
+    ti = np.floor(t)
+    fr = t - ti
+    for m in range(order):
+        w[m] = np.float32(0.0)
+    w[0] = np.float32(1.0) - fr
+    w[1] = fr
+    for k in range(3, order):
+        _raise_order(w, fr, k)
+    if need_dw:
+        dw[0] = -w[0]
+        for m in range(1, order):
+            dw[m] = w[m - 1] - w[m]
+    _raise_order(w, fr, order)
+    base = np.int64(ti)
+    return 0 if base >= k_d else base  # s − ⌊s⌋ rounded up to 1: XLA's ⌊t⌋ mod K
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def spread(pos, q, box, kx, ky, kz, block, nt):
+    """Q ``[kx, ky, kz]`` float32: Σ_i q_i Π_d M_p(...). Each thread adds its atoms' windows into its own grid
+    (``numba.get_thread_id``), padded by P − 1 on each axis so that a window is contiguous (no wrap-around); the
+    threads' grids are summed and the overhang folded back after. ``nt``: ``numba.get_num_threads()`` (read in the
+    kernel, it would keep numba from caching it)."""
+    n = pos.shape[0]
+    g = np.zeros((nt, kx + P - 1, ky + P - 1, kz + P - 1), np.float32)
+    for b in prange((n + block - 1) // block):
+        t = numba.get_thread_id()
+        wx = np.empty(P, np.float32)
+        wy = np.empty(P, np.float32)
+        wz = np.empty(P, np.float32)
+        for i in range(b * block, min(n, (b + 1) * block)):
+            bx = _window(pos[i, 0], box[0], kx, wx, wx, False)
+            by = _window(pos[i, 1], box[1], ky, wy, wy, False)
+            bz = _window(pos[i, 2], box[2], kz, wz, wz, False)
+            for a in range(P):
+                qa = q[i] * wx[a]
+                for c in range(P):
+                    qab = qa * wy[c]
+                    row = g[t, bx + a, by + c]
+                    for d in range(P):
+                        row[bz + d] += qab * wz[d]
+    p = g[0]
+    for t in range(1, nt):
+        p += g[t]
+    p[: P - 1] += p[kx:]
+    p[:, : P - 1] += p[:, ky:]
+    p[:, :, : P - 1] += p[:, :, kz:]
+    return np.ascontiguousarray(p[:kx, :ky, :kz])
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def gather(phi, pos, q, box, block):
+    """dE/dx ``[N, 3]`` float32 for φ = dE/dQ on the grid: q_i Σ_k φ(k) ∇_x Π_d M_p(...) (threads over atoms; φ is
+    first copied into a periodically padded grid so that each window is contiguous)."""
+    n = pos.shape[0]
+    kx, ky, kz = phi.shape
+    ph = np.empty((kx + P - 1, ky + P - 1, kz + P - 1), np.float32)
+    for x in range(kx + P - 1):  # scalar loops: a slice assignment here would be a parallel region each
+        xs = x - kx if x >= kx else x
+        for y in range(ky + P - 1):
+            ys = y - ky if y >= ky else y
+            for z in range(kz + P - 1):
+                ph[x, y, z] = phi[xs, ys, z - kz if z >= kz else z]
+    grad = np.empty((n, 3), np.float32)
+    sx, sy, sz = np.float32(kx) / box[0], np.float32(ky) / box[1], np.float32(kz) / box[2]
+    for b in prange((n + block - 1) // block):
+        wx = np.empty(P, np.float32)
+        wy = np.empty(P, np.float32)
+        wz = np.empty(P, np.float32)
+        dx = np.empty(P, np.float32)
+        dy = np.empty(P, np.float32)
+        dz = np.empty(P, np.float32)
+        for i in range(b * block, min(n, (b + 1) * block)):
+            bx = _window(pos[i, 0], box[0], kx, wx, dx, True)
+            by = _window(pos[i, 1], box[1], ky, wy, dy, True)
+            bz = _window(pos[i, 2], box[2], kz, wz, dz, True)
+            gx = gy = gz = np.float32(0.0)
+            for a in range(P):
+                for c in range(P):
+                    row = ph[bx + a, by + c]
+                    s0 = s1 = np.float32(0.0)
+                    for d in range(P):
+                        v = row[bz + d]
+                        s0 += v * wz[d]
+                        s1 += v * dz[d]
+                    gx += dx[a] * wy[c] * s0
+                    gy += wx[a] * dy[c] * s0
+                    gz += wx[a] * wy[c] * s1
+            grad[i, 0] = q[i] * gx * sx
+            grad[i, 1] = q[i] * gy * sy
+            grad[i, 2] = q[i] * gz * sz
+    return grad
