@@ -63,6 +63,7 @@ def pair_pieces(system, st, repeat):
 
 def pme_pieces(system, st, repeat, kernels):
     from dmd.forces import pme
+    from dmd.forces.pme_kernel import reciprocal_energy
 
     p, box, md, x = system.params, system.box, system.metadata, st.positions
     q = p["NonbondedForce"]["charge"]
@@ -70,7 +71,7 @@ def pme_pieces(system, st, repeat, kernels):
     mod = tuple(pme.bspline_moduli(k, 5) for k in grid)
     out = {}
     for k in kernels:
-        e = jax.jit(jax.value_and_grad(lambda y, k=k: pme.pme_reciprocal_energy(q, y, box, alpha, grid, 5, mod, k)))
+        e = jax.jit(jax.value_and_grad(lambda y, k=k: reciprocal_energy(q, y, box, alpha, grid, 5, mod, k)))
         out[f"PME reciprocal ({k}) value_and_grad"] = timed(e, x, repeat=repeat)
 
     def weights(y):

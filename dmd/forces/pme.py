@@ -155,10 +155,9 @@ def charge_grid(charges, pos, box, grid: tuple[int, int, int], order: int = 5):
     return spread_windows(vals, base, grid)
 
 
-def pme_reciprocal_energy(
-    charges, pos, box, alpha: float, grid: tuple[int, int, int], order: int = 5, moduli=None, kernel: str = "xla"
-):
-    """SPME reciprocal-space energy (kJ/mol) for an orthorhombic or reduced triclinic box.
+def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int, int], order: int = 5, moduli=None):
+    """SPME reciprocal-space energy (kJ/mol) for an orthorhombic or reduced triclinic box (XLA; numba's spreading
+    and gathering where they serve: :func:`dmd.forces.pme_kernel.reciprocal_energy`).
 
     Args:
       charges: ``[n_atoms]`` e.
@@ -168,17 +167,9 @@ def pme_reciprocal_energy(
       grid: (K_x, K_y, K_z) (static).
       order: B-spline order p (OpenMM: 5).
       moduli: optional precomputed ``(b_x, b_y, b_z)`` from :func:`bspline_moduli`.
-      kernel: "xla", or "auto" / "numba": spreading and gathering by the numba kernels of
-        :mod:`dmd.forces.numba_pme` where they serve (float32, ``[3]`` box, CPU; :mod:`dmd.forces.pme_kernel`).
     """
     if moduli is None:
         moduli = tuple(bspline_moduli(k, order) for k in grid)
-    if kernel != "xla":
-        from dmd.forces.pme_kernel import numba_reciprocal_energy
-
-        e = numba_reciprocal_energy(kernel, charges, pos, box, alpha, grid, order, moduli)
-        if e is not None:
-            return e
     return grid_energy(charge_grid(charges, pos, box, grid, order), box, alpha, grid, moduli)
 
 

@@ -14,22 +14,25 @@ and only where the derivative is with respect to positions alone. Everything els
   XLA's value and gradient, with no callback.
 
 ``kernel``: "auto" (the kernels where they serve, else XLA; XLA too if numba cannot be imported), "numba" (a clear
-error where they cannot serve) or "xla" (:func:`dmd.forces.pme.pme_reciprocal_energy` never calls this module).
+error where they cannot serve) or "xla" (:func:`dmd.forces.pme.pme_reciprocal_energy`). NonbondedForce takes
+it from :attr:`dmd.forces.nonbonded.NonbondedSpec.pair_kernel` (one switch for both kernels).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from dmd.forces.numba_pairs import KERNELS, _numba_available
-from dmd.forces.pme import charge_grid, grid_energy
+from dmd.base.numba_env import prepare_numba
+from dmd.forces.numba_pairs import KERNELS
+from dmd.forces.pme import bspline_moduli, charge_grid, grid_energy, pme_reciprocal_energy
 
-__all__ = ["host_gather", "host_spread", "numba_reciprocal_energy"]
+__all__ = ["host_gather", "host_spread", "numba_reciprocal_energy", "reciprocal_energy"]
 
 _BLOCK = 32  # atoms per prange task
 
@@ -68,6 +71,14 @@ def _why_not(pos, box, order):
     return None
 
 
+def reciprocal_energy(charges, pos, box, alpha, grid, order=5, moduli=None, kernel="auto"):
+    """:func:`dmd.forces.pme.pme_reciprocal_energy` with ``kernel`` "auto" | "numba" | "xla" (module docstring)."""
+    if moduli is None:
+        moduli = tuple(bspline_moduli(k, order) for k in grid)
+    e = numba_reciprocal_energy(kernel, charges, pos, box, alpha, grid, order, moduli)
+    return pme_reciprocal_energy(charges, pos, box, alpha, grid, order, moduli) if e is None else e
+
+
 def numba_reciprocal_energy(kernel, charges, pos, box, alpha, grid, order, moduli):
     """:func:`dmd.forces.pme.pme_reciprocal_energy` by the numba kernels, or None where XLA serves (see the module
     docstring for ``kernel``)."""
@@ -78,7 +89,8 @@ def numba_reciprocal_energy(kernel, charges, pos, box, alpha, grid, order, modul
         raise ValueError(f"kernel='numba' cannot serve PME: {why}; use 'auto' or 'xla'")
     if kernel == "xla" or why is not None or (kernel == "auto" and jax.default_backend() != "cpu"):
         return None
-    if not _numba_available():
+    prepare_numba()  # before numba is imported (find_spec imports nothing)
+    if importlib.util.find_spec("numba") is None:
         if kernel == "numba":
             raise ValueError("kernel='numba' needs numba installed; use 'auto' or 'xla'")
         return None
