@@ -55,6 +55,15 @@ def _window(x, box_d, k_d, w, dw, need_dw):
     return 0 if base >= k_d else base  # s − ⌊s⌋ rounded up to 1: XLA's ⌊t⌋ mod K
 
 
+@njit(inline="always", fastmath=True, cache=True)
+def _windows(pos, i, box, kx, ky, kz, w, dw, need_dw):
+    """Atom i's windows on the three axes: lower grid indices (returned), weights into ``w[3, P]`` (derivatives
+    into ``dw[3, P]``)."""
+    bx = _window(pos[i, 0], box[0], kx, w[0], dw[0], need_dw)
+    by = _window(pos[i, 1], box[1], ky, w[1], dw[1], need_dw)
+    return bx, by, _window(pos[i, 2], box[2], kz, w[2], dw[2], need_dw)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def spread(pos, q, box, kx, ky, kz, block, nt):
     """Q ``[kx, ky, kz]`` float32: Σ_i q_i Π_d M_p(...). Each thread adds its atoms' windows into its own grid
@@ -65,13 +74,10 @@ def spread(pos, q, box, kx, ky, kz, block, nt):
     g = np.zeros((nt, kx + P - 1, ky + P - 1, kz + P - 1), np.float32)
     for b in prange((n + block - 1) // block):
         t = numba.get_thread_id()
-        wx = np.empty(P, np.float32)
-        wy = np.empty(P, np.float32)
-        wz = np.empty(P, np.float32)
+        w = np.empty((3, P), np.float32)
+        wx, wy, wz = w[0], w[1], w[2]
         for i in range(b * block, min(n, (b + 1) * block)):
-            bx = _window(pos[i, 0], box[0], kx, wx, wx, False)
-            by = _window(pos[i, 1], box[1], ky, wy, wy, False)
-            bz = _window(pos[i, 2], box[2], kz, wz, wz, False)
+            bx, by, bz = _windows(pos, i, box, kx, ky, kz, w, w, False)
             for a in range(P):
                 qa = q[i] * wx[a]
                 for c in range(P):
@@ -104,16 +110,11 @@ def gather(phi, pos, q, box, block):
     grad = np.empty((n, 3), np.float32)
     sx, sy, sz = np.float32(kx) / box[0], np.float32(ky) / box[1], np.float32(kz) / box[2]
     for b in prange((n + block - 1) // block):
-        wx = np.empty(P, np.float32)
-        wy = np.empty(P, np.float32)
-        wz = np.empty(P, np.float32)
-        dx = np.empty(P, np.float32)
-        dy = np.empty(P, np.float32)
-        dz = np.empty(P, np.float32)
+        w = np.empty((3, P), np.float32)
+        dw = np.empty((3, P), np.float32)
+        wx, wy, wz, dx, dy, dz = w[0], w[1], w[2], dw[0], dw[1], dw[2]
         for i in range(b * block, min(n, (b + 1) * block)):
-            bx = _window(pos[i, 0], box[0], kx, wx, dx, True)
-            by = _window(pos[i, 1], box[1], ky, wy, dy, True)
-            bz = _window(pos[i, 2], box[2], kz, wz, dz, True)
+            bx, by, bz = _windows(pos, i, box, kx, ky, kz, w, dw, True)
             gx = gy = gz = np.float32(0.0)
             for a in range(P):
                 for c in range(P):
