@@ -100,6 +100,13 @@ def pme_pieces(system, st, repeat, kernels):
         g = np.asarray(phi, np.float32)
         out["PME numba: spread kernel on NumPy"] = timed(lambda: host_spread(*a, grid), repeat=repeat)
         out["PME numba: gather kernel on NumPy"] = timed(lambda: host_gather(g, *a), repeat=repeat)
+        grid_t = jax.ShapeDtypeStruct(grid, jnp.float32)
+        spread_cb = jax.jit(lambda y: jax.pure_callback(lambda *v: host_spread(*v, grid), grid_t, y, q, box))
+        out["PME numba: spread through its callback (jit)"] = timed(spread_cb, x, repeat=repeat)
+        gather_cb = jax.jit(
+            lambda y, ph: jax.pure_callback(host_gather, jax.ShapeDtypeStruct(x.shape, x.dtype), ph, y, q, box)
+        )
+        out["PME numba: gather through its callback (jit)"] = timed(gather_cb, x, phi, repeat=repeat)
     return out
 
 
