@@ -14,7 +14,8 @@ and only where the derivative is with respect to positions alone. Everything els
 * forward-mode tangents of the forces (:mod:`dmd.sensitivity`): the forces carry a ``custom_jvp`` whose rule is
   XLA's value and gradient, with no callback.
 
-``kernel``: "auto" (the kernels where they serve, else XLA; XLA too if numba cannot be imported), "numba" (a clear
+``kernel``: "auto" (the kernels where they serve and the system has ``AUTO_MIN_ATOMS`` atoms or more, else XLA; XLA
+too if numba cannot be imported), "numba" (a clear
 error where they cannot serve) or "xla" (:func:`dmd.forces.pme.pme_reciprocal_energy`). NonbondedForce takes
 it from :attr:`dmd.forces.nonbonded.NonbondedSpec.pair_kernel` (one switch for both kernels).
 """
@@ -33,9 +34,13 @@ from dmd.base.numba_env import prepare_numba
 from dmd.forces.numba_pairs import KERNELS
 from dmd.forces.pme import bspline_moduli, charge_grid, grid_energy, pme_reciprocal_energy
 
-__all__ = ["host_gather", "host_spread", "numba_reciprocal_energy", "reciprocal_energy"]
+__all__ = ["AUTO_MIN_ATOMS", "host_gather", "host_spread", "numba_reciprocal_energy", "reciprocal_energy"]
 
 _BLOCK = 32  # atoms per prange task
+# "auto" takes the kernels from this many atoms: below, the two callbacks' launches (~0.9 ms) eat the gain (alanine
+# dipeptide + water, 1,447 atoms, grid 23³: gradient 0.63-1.10 ms by XLA against 0.89-1.19 by the kernels; villin +
+# water, 8,867 atoms: 4.7 against 3.5)
+AUTO_MIN_ATOMS = 4000
 
 
 def _f32(*arrays):
@@ -86,7 +91,8 @@ def numba_reciprocal_energy(kernel, charges, pos, box, alpha, grid, order, modul
     why = _why_not(pos, box, order)
     if kernel == "numba" and why is not None:
         raise ValueError(f"kernel='numba' cannot serve PME: {why}; use 'auto' or 'xla'")
-    if kernel == "xla" or why is not None or (kernel == "auto" and jax.default_backend() != "cpu"):
+    auto_skips = jax.default_backend() != "cpu" or pos.shape[-2] < AUTO_MIN_ATOMS
+    if kernel == "xla" or why is not None or (kernel == "auto" and auto_skips):
         return None
     prepare_numba()  # before numba is imported (find_spec imports nothing)
     if importlib.util.find_spec("numba") is None:
@@ -113,8 +119,7 @@ def _energy_fn(grid, alpha, order, moduli):
     def value_and_grad(q, pos, box):  # (E, ∂E/∂x): spread (numba), FFTs (XLA), gather (numba)
         e, phi = jax.value_and_grad(e_grid)(spread_cb(q, pos, box), box)
         out = jax.ShapeDtypeStruct(pos.shape, jnp.float32)
-        host = lambda ph, p, qq, b: host_gather(ph, p, qq, b)  # noqa: E731
-        return e, jax.pure_callback(host, out, phi, pos, q, box, vmap_method="sequential")
+        return e, jax.pure_callback(host_gather, out, phi, pos, q, box, vmap_method="sequential")
 
     @value_and_grad.defjvp
     def _value_and_grad_jvp(primals, tangents):  # forward mode: XLA's value and gradient, no callback
