@@ -38,7 +38,8 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from dmd.forces.numba_pairs import pair_forces
-from dmd.forces.pme import ONE_4PI_EPS0, bspline_moduli, pme_reciprocal_energy
+from dmd.forces.pme import ONE_4PI_EPS0
+from dmd.forces.pme_kernel import reciprocal_energy
 from dmd.space import box_volume, minimum_image, minimum_image_shift
 
 __all__ = [
@@ -421,7 +422,7 @@ class NonbondedSpec:
       dispersion_correction: add E_disp (PME/CutoffPeriodic).
       alpha, grid, order: PME α (1/nm), grid sizes, B-spline order.
       nocutoff_pairs: ``[P, 2]`` non-excluded pairs for NoCutoff.
-      pair_kernel: real-space pair kernel, "auto", "numba" or "xla" (:mod:`dmd.forces.numba_pairs`).
+      pair_kernel: "auto", "numba" or "xla": real-space pairs and PME spreading (numba_pairs, pme_kernel).
     """
 
     method: str
@@ -524,8 +525,7 @@ def nonbonded_energy(spec: NonbondedSpec, params: dict, pos, box=None, neighbor=
         e = e - ONE_4PI_EPS0 * spec.alpha / math.sqrt(math.pi) * jnp.sum(q * q)
         # neutralising background for a net charge Q (zero for neutral systems)
         e = e - ONE_4PI_EPS0 * np.pi * jnp.sum(q) ** 2 / (2.0 * volume * spec.alpha**2)
-        moduli = tuple(bspline_moduli(k, spec.order) for k in spec.grid)
-        e = e + pme_reciprocal_energy(q, pos, boxv, spec.alpha, spec.grid, spec.order, moduli)
+        e = e + reciprocal_energy(q, pos, boxv, spec.alpha, spec.grid, spec.order, kernel=spec.pair_kernel)
     return e
 
 

@@ -37,6 +37,9 @@ __all__ = [
     "bspline_weights",
     "pme_grid_parameters",
     "pme_reciprocal_energy",
+    "charge_grid",
+    "fractional_windows",
+    "grid_energy",
     "spread_windows",
 ]
 
@@ -134,8 +137,27 @@ def spread_windows(vals, base, grid: tuple[int, int, int]):
     return q[:, :, :kz].at[:, :, : p - 1].add(q[:, :, kz:])
 
 
+def fractional_windows(pos, box, grid: tuple[int, int, int]):
+    """``(base [N, 3] int32, frac [N, 3])``: each atom's lower grid index in [0, K) and its offset in [0, 1) there
+    (s = x / L, or x B⁻¹ in a triclinic box; t = (s − ⌊s⌋) K)."""
+    n = jnp.asarray(grid, pos.dtype)
+    s = pos @ reciprocal_box(box, pos.dtype) if jnp.ndim(box) == 2 else pos / box
+    t = (s - jnp.floor(s)) * n
+    ti = jnp.floor(t)
+    return ti.astype(jnp.int32) % jnp.asarray(grid, jnp.int32), t - ti
+
+
+def charge_grid(charges, pos, box, grid: tuple[int, int, int], order: int = 5):
+    """Q(k) = Σ_i q_i Π_d M_p(K_d s_id − k_d): the charges spread onto the ``[K_x, K_y, K_z]`` grid."""
+    base, frac = fractional_windows(pos, box, grid)
+    w = bspline_weights(frac, order)  # [N, 3, p]
+    vals = charges[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]
+    return spread_windows(vals, base, grid)
+
+
 def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int, int], order: int = 5, moduli=None):
-    """SPME reciprocal-space energy (kJ/mol) for an orthorhombic or reduced triclinic box.
+    """SPME reciprocal-space energy (kJ/mol) for an orthorhombic or reduced triclinic box (XLA; numba's spreading
+    and gathering where they serve: :func:`dmd.forces.pme_kernel.reciprocal_energy`).
 
     Args:
       charges: ``[n_atoms]`` e.
@@ -146,21 +168,17 @@ def pme_reciprocal_energy(charges, pos, box, alpha: float, grid: tuple[int, int,
       order: B-spline order p (OpenMM: 5).
       moduli: optional precomputed ``(b_x, b_y, b_z)`` from :func:`bspline_moduli`.
     """
-    dtype = pos.dtype
-    kx, ky, kz = grid
-    n = jnp.asarray(grid, dtype)
     if moduli is None:
         moduli = tuple(bspline_moduli(k, order) for k in grid)
+    return grid_energy(charge_grid(charges, pos, box, grid, order), box, alpha, grid, moduli)
+
+
+def grid_energy(q_grid, box, alpha: float, grid: tuple[int, int, int], moduli):
+    """E_rec = ½ Σ_{m≠0} ke · exp(−π² |m|² / α²) / (π V |m|² B(m)) · |Q̂(m)|² from the charge grid Q (real FFT)."""
+    dtype = q_grid.dtype
+    kx, ky, kz = grid
     triclinic = jnp.ndim(box) == 2
     recip = reciprocal_box(box, dtype) if triclinic else None
-    s = pos @ recip if triclinic else pos / box
-    t = (s - jnp.floor(s)) * n
-    ti = jnp.floor(t)
-    frac = t - ti
-    base = ti.astype(jnp.int32) % jnp.asarray(grid, jnp.int32)  # [N, 3]
-    w = bspline_weights(frac, order)  # [N, 3, p]
-    vals = charges[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]
-    q_grid = spread_windows(vals, base, grid)
     q_hat = jnp.fft.rfftn(q_grid)
     struct2 = jnp.real(q_hat) ** 2 + jnp.imag(q_hat) ** 2
 
