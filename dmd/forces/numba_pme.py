@@ -17,6 +17,8 @@ prepare_numba()  # before numba is imported: its cache directory and thread wait
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2  # noqa: E402
+
 P = 5  # B-spline order (OpenMM's): a compile-time constant, so numba unrolls the window loops
 
 
@@ -125,3 +127,28 @@ def gather(phi, pos, q, box, block):
             grad[i, 1] = q[i] * gy * sy
             grad[i, 2] = q[i] * gz * sz
     return grad
+
+
+def spread_handler(frame):
+    """:func:`spread` as an XLA FFI handler (:mod:`dmd.forces.xla_custom_call`). Operands: pos ``[N, 3]``, q ``[N]``,
+    box ``[3]`` float32, the grid ``(kx, ky, kz)`` int32; result: Q flat ``[kx·ky·kz]`` float32 (row-major)."""
+    if is_query(frame):
+        return 0
+    f4, i4 = np.float32(0), np.int32(0)
+    k = arg1(frame, 3, i4)
+    kx, ky, kz = np.int64(k[0]), np.int64(k[1]), np.int64(k[2])
+    g = spread(arg2(frame, 0, f4), arg1(frame, 1, f4), arg1(frame, 2, f4), kx, ky, kz)
+    ret1(frame, 0, f4, kx * ky * kz)[:] = g.ravel()
+    return 0
+
+
+def gather_handler(frame):
+    """:func:`gather` as an XLA FFI handler. Operands: φ flat ``[kx·ky·kz]``, pos ``[N, 3]``, q ``[N]``, box ``[3]``
+    float32, ``(kx, ky, kz, block)`` int32; result: dE/dx ``[N, 3]`` float32."""
+    if is_query(frame):
+        return 0
+    f4, i4 = np.float32(0), np.int32(0)
+    k = arg1(frame, 4, i4)
+    phi = arg1(frame, 0, f4).reshape((np.int64(k[0]), np.int64(k[1]), np.int64(k[2])))
+    ret2(frame, 0, f4)[:] = gather(phi, arg2(frame, 1, f4), arg1(frame, 2, f4), arg1(frame, 3, f4), np.int64(k[3]))
+    return 0

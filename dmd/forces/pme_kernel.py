@@ -4,8 +4,9 @@ XLA:CPU spreads the charges by a windowed scatter on one core (~1.5 ms for villi
 and gathers by the scatter's transpose (~2.4 ms); :mod:`dmd.forces.numba_pme` spreads (one core, 0.7 ms) and
 gathers (all cores, 1.0 ms CPU). The FFTs and the η(m)·Q̂ product stay on XLA (:func:`dmd.forces.pme.grid_energy`
 and its gradient φ = ∂E/∂Q). The kernels run
-through ``jax.pure_callback`` (``vmap_method="sequential"``), as the pair kernel (:mod:`dmd.forces.numba_pairs`),
-and only where the derivative is with respect to positions alone. Everything else stays on XLA
+as XLA custom calls (:func:`dmd.forces.xla_custom_call.numba_call`, one per replica under vmap), as the pair kernel
+(:mod:`dmd.forces.numba_pairs`), so programs holding them are stored in JAX's persistent cache, and only where the
+derivative is with respect to positions alone. Everything else stays on XLA
 (:func:`dmd.forces.pme.charge_grid`):
 
 * float64 (the OpenMM parity tests), triclinic ``[3, 3]`` boxes, non-CPU backends;
@@ -33,10 +34,14 @@ from jax.custom_derivatives import SymbolicZero
 from dmd.base.numba_env import prepare_numba
 from dmd.forces.numba_pairs import KERNELS
 from dmd.forces.pme import bspline_moduli, charge_grid, grid_energy, pme_reciprocal_energy
+from dmd.forces.xla_custom_call import numba_call
 
 __all__ = ["AUTO_MIN_ATOMS", "host_gather", "host_spread", "numba_reciprocal_energy", "reciprocal_energy"]
 
 _BLOCK = 32  # atoms per prange task
+# the XLA FFI targets of dmd.forces.numba_pme's handlers (a new name when their operands change: the persistent
+# compilation cache keys programs by their HLO, which holds only the name)
+SPREAD, GATHER = "dmd_pme_spread_v1", "dmd_pme_gather_v1"
 # "auto" takes the kernels from this many atoms: below, the two callbacks' launches (~0.9 ms) eat the gain (alanine
 # dipeptide + water, 1,447 atoms, grid 23³: gradient 0.63-1.10 ms by XLA against 0.89-1.19 by the kernels; villin +
 # water, 8,867 atoms: 4.7 against 3.5)
@@ -109,17 +114,19 @@ def _energy_fn(grid, alpha, order, moduli):
     def e_grid(qg, box):
         return grid_energy(qg, box, alpha, grid, moduli)
 
-    out_grid = jax.ShapeDtypeStruct(grid, jnp.float32)
+    out_flat = jax.ShapeDtypeStruct((int(np.prod(grid)),), jnp.float32)
+    dims = jnp.asarray(grid, jnp.int32)
 
     def spread_cb(q, pos, box):
-        host = lambda p, qq, b: host_spread(p, qq, b, grid)  # noqa: E731
-        return jax.pure_callback(host, out_grid, pos, q, box, vmap_method="sequential")
+        flat = numba_call(SPREAD, "dmd.forces.numba_pme:spread_handler", out_flat, pos, q, box, dims)
+        return flat.reshape(grid)
 
     @jax.custom_jvp
     def value_and_grad(q, pos, box):  # (E, ∂E/∂x): spread (numba), FFTs (XLA), gather (numba)
         e, phi = jax.value_and_grad(e_grid)(spread_cb(q, pos, box), box)
         out = jax.ShapeDtypeStruct(pos.shape, jnp.float32)
-        return e, jax.pure_callback(host_gather, out, phi, pos, q, box, vmap_method="sequential")
+        cfg = jnp.asarray([*grid, _BLOCK], jnp.int32)
+        return e, numba_call(GATHER, "dmd.forces.numba_pme:gather_handler", out, phi.reshape(-1), pos, q, box, cfg)
 
     @value_and_grad.defjvp
     def _value_and_grad_jvp(primals, tangents):  # forward mode: XLA's value and gradient, no callback

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from dmd.forces.pme import ONE_4PI_EPS0, bspline_moduli
-from dmd.forces.pme_kernel import reciprocal_energy
+from dmd.forces.pme_kernel import SPREAD, reciprocal_energy
 from dmd.openmm_system import openmm_system_from_pdb
 
 PDB = os.path.join(os.path.dirname(__file__), "..", "..", "data", "alanine_dipeptide_water.pdb")
+# SPREAD: the numba spreading's XLA custom call, in every program that runs the kernels (energy and forces)
 KW = dict(forcefield=["amber14-all.xml", "amber14/tip3pfb.xml"], nonbonded="PME", cutoff=0.9, rigid_water=False)
 
 
@@ -73,7 +74,7 @@ def test_numba_reciprocal_energy_and_forces_match_openmm_and_xla(ala):
     out = {}
     for k in ("xla", "numba"):
         fn = jax.value_and_grad(_energy(ala, k))
-        assert ("pure_callback" in str(jax.make_jaxpr(fn)(x))) == (k == "numba")
+        assert (SPREAD in str(jax.make_jaxpr(fn)(x))) == (k == "numba")
         e, g = jax.jit(fn)(x)
         out[k] = float(e), -np.asarray(g, np.float64)
     f_ref, f_scale = ala["f"], np.sqrt(np.mean(ala["f"] ** 2))
@@ -100,7 +101,7 @@ def test_charge_and_box_gradients_tangents_and_float64_stay_on_xla(ala):
     # them for 1,447 atoms at all)
     for argnums in (0, 2):
         fn = jax.grad(u("numba"), argnums=argnums)
-        assert "pure_callback" not in str(jax.make_jaxpr(fn)(q, x, box))
+        assert SPREAD not in str(jax.make_jaxpr(fn)(q, x, box))
         a, b = jax.jit(fn)(q, x, box), jax.jit(jax.grad(u("xla"), argnums=argnums))(q, x, box)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # forward over reverse (dmd.sensitivity's force tangents): XLA's tangent, no callback
@@ -109,16 +110,16 @@ def test_charge_and_box_gradients_tangents_and_float64_stay_on_xla(ala):
     def hvp(kernel):
         return lambda y: jax.jvp(lambda z: jax.grad(u(kernel), argnums=1)(q, z, box), (y,), (v,))[1]
 
-    assert "pure_callback" not in str(jax.make_jaxpr(hvp("numba"))(x))
+    assert SPREAD not in str(jax.make_jaxpr(hvp("numba"))(x))
     ta, tx = np.asarray(jax.jit(hvp("numba"))(x)), np.asarray(jax.jit(hvp("xla"))(x))
     # the same XLA arithmetic traced through another structure (value_and_grad's tangent): float32 round-off
     np.testing.assert_allclose(ta, tx, rtol=1e-4, atol=1e-4 * np.abs(tx).max())
     # "auto" leaves a system this small on XLA (AUTO_MIN_ATOMS); float64 too; a forced numba kernel says why not
-    assert "pure_callback" not in str(jax.make_jaxpr(_energy(ala, "auto"))(x))
-    assert "pure_callback" in str(jax.make_jaxpr(_energy(ala, "numba"))(x))
+    assert SPREAD not in str(jax.make_jaxpr(_energy(ala, "auto"))(x))
+    assert SPREAD in str(jax.make_jaxpr(_energy(ala, "numba"))(x))
     with jax.enable_x64(True):
         x64 = jnp.asarray(ala["pos"], jnp.float64)
-        assert "pure_callback" not in str(jax.make_jaxpr(_energy(ala, "auto", jnp.float64))(x64))
+        assert SPREAD not in str(jax.make_jaxpr(_energy(ala, "auto", jnp.float64))(x64))
         with pytest.raises(ValueError, match="float32 only"):
             _energy(ala, "numba", jnp.float64)(x64)
 
@@ -127,7 +128,7 @@ def test_vmapped_replicas_match_one_by_one(ala):
     x = jnp.asarray(ala["pos"], jnp.float32)
     xs = x[None] + jax.random.normal(jax.random.PRNGKey(1), (2,) + x.shape, jnp.float32) * 1e-3
     g = jax.grad(_energy(ala, "numba"))
-    assert "pure_callback" in str(jax.make_jaxpr(jax.vmap(g))(xs))  # one kernel call per replica
+    assert SPREAD in str(jax.make_jaxpr(jax.vmap(g))(xs))  # one kernel call per replica
     batched = jax.jit(jax.vmap(g))(xs)
     for r in range(2):
         np.testing.assert_array_equal(np.asarray(batched[r]), np.asarray(jax.jit(g)(xs[r])))
