@@ -84,10 +84,24 @@ def spread(pos, q, box, kx, ky, kz):
                 row = g[bx + a, by + c]
                 for d in range(P):
                     row[bz + d] += qab * wz[d]
-    g[: P - 1] += g[kx:]
-    g[:, : P - 1] += g[:, ky:]
-    g[:, :, : P - 1] += g[:, :, kz:]
-    return np.ascontiguousarray(g[:kx, :ky, :kz])
+    out = np.empty((kx, ky, kz), np.float32)
+    for x in range(kx + P - 1):  # fold the padding back (scalar loops: array expressions compile slowly)
+        xs = x - kx if x >= kx else x
+        for y in range(ky + P - 1):
+            ys = y - ky if y >= ky else y
+            first = x < kx and y < ky
+            for z in range(kz + P - 1):
+                zs = z - kz if z >= kz else z
+                if first and z < kz:
+                    out[xs, ys, zs] = g[x, y, z]
+    for x in range(kx + P - 1):
+        xs = x - kx if x >= kx else x
+        for y in range(ky + P - 1):
+            ys = y - ky if y >= ky else y
+            for z in range(kz + P - 1):
+                if x >= kx or y >= ky or z >= kz:
+                    out[xs, ys, z - kz if z >= kz else z] += g[x, y, z]
+    return out
 
 
 @njit(parallel=True, fastmath=True, cache=True)
