@@ -16,7 +16,9 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    best cell's extra free parameters buy on noisy lines), not half of it, unless the best cell is itself implausible
    (:func:`implausible`: it fits better than the data's errors allow, or it is a monoclinic / triclinic cell with a
    translation below :data:`SHORT_AXIS`) and the higher-symmetry cell's χ² is consistent with the errors
-   (:func:`fits_noise`); the answer is the candidate of the
+   (:func:`fits_noise`), or the data are exact (computed positions: the best cell's χ²_ν below errors.EXACT_CHI2)
+   and the cell fits them as exactly, indexing as many lines (scores of exact fits differ only by the calculated
+   lines counted, not by how well the extra parameters fit); the answer is the candidate of the
    highest symmetry, then of the best score (equal scores: the smallest volume; cells of one lattice are
    merged before, so candidates of one system are unrelated lattices); the others follow in that order,
    then the rest by score.
@@ -170,6 +172,11 @@ def misfit(high: Solution, leader: Solution, scale: float = 1.0, alpha: float = 
     return fits_noise(leader, scale, alpha) and chi2_quantile(high, scale) > 1.0 - alpha
 
 
+def _exact(sol: Solution) -> bool:
+    """Whether ``sol`` fits its indexed lines exactly (χ²_ν < EXACT_CHI2: computed positions, errors.py)."""
+    return sol.chi2 / max(sol.dof, 1) < EXACT_CHI2
+
+
 def _n_bad(sol: Solution, n_fom: int) -> int:
     return sum(1 for i in sol.unindexed if i < n_fom)
 
@@ -191,6 +198,12 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     # Triclinic only (the last step: the choice cannot end the blind descent): on a clean aP list (seed 2024) an
     # overfitting mP leader at the monoclinic step gave way to a wrong mC cell (M20 12.3) that then settled the descent
     overfit = doubt.startswith("χ²") and leader.system == "triclinic"
+    # exact data (the best cell's χ²_ν < EXACT_CHI2, residuals at the score's 1e-3 σ floor): every cell that fits as
+    # exactly and indexes as many lines ties with it. parameter_factor's premise, extra parameters buying a better
+    # fit of noisy lines, does not hold there, and the scores differ only by the calculated lines counted (∝ 1/N_calc);
+    # issue 21, a clean cP list (6.336 Å, P n -3 n, seed 2024): an mP cell of 45.7 Å3 indexing the 20 lines as
+    # exactly (score 29 426) beat the cP cell (26 578 < 0.92 × 29 426) as the lower-symmetry "better" fit
+    exact = leader is not None and _exact(leader)
     # an unrelated higher-symmetry cell: within parameter_factor of the best score, or, when the best cell is
     # implausible, any score ≥ FOM_FACTOR × the best with a χ² consistent with the data's errors
     cand = [
@@ -203,6 +216,7 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
             or (related(s, leader) and not misfit(s, leader, scale))
             or (doubt and SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[leader.system] and fits_noise(s, scale))
             or (overfit and s.system == leader.system and s.volume < leader.volume and fits_noise(s, scale))
+            or (exact and _exact(s) and _n_bad(s, n_fom) <= _n_bad(leader, n_fom))
         )
     ]
     # within one system the score decides, the volume only breaks ties: cells of one lattice (sub/supercells) are
@@ -225,6 +239,7 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
                     f"with a score ≥ {FOM_FACTOR:g} × the best ({best:.1f}; unrelated lattices: ≥ "
                     f"{parameter_factor(s, leader, n_fom):.2f} ×"
                     + (f", or a χ² within the errors, the best cell being implausible: {doubt})" if doubt else ")")
+                    + ("; exact data: every exact fit indexing as many lines ties" if exact else "")
                 )
             else:
                 why = f"indexes the data, score within {FOM_FACTOR:g} × the best, lower symmetry or larger volume"

@@ -349,3 +349,22 @@ def test_higher_symmetry_derivative_cell_that_misfits_does_not_win():
     ranked = decide(rank_solutions([mc, ap], top=10), n_impurity=1)
     assert ranked[0].bravais == "aP" and same_lattice(ranked[0].cell, "P", truth, "P", 2e-2), ranked[0].reason
     assert "decide.misfit" in ranked[1].reason
+
+
+def test_exact_data_tie_goes_to_the_higher_symmetry_not_the_better_scoring_cell():
+    """A generated clean cP list (6.336 Å, P n -3 n; bench_indexing.py --blind, seed 2024, cubic list 17): an mP cell
+    of 45.7 Å3 (no sub/supercell of the cP lattice) indexes the 20 exact lines as exactly as the cP cell. Exact fits
+    sit at the score's 1e-3 σ floor, so their scores differ only by the calculated lines counted; the mP cell's
+    29 426 against the cP's 26 578 beat the parameter_factor (0.92) test and the mP won. Exact ties now go to the
+    higher symmetry, as the issue's decision rule says."""
+    pk = read_peak_file(DATA / "cp_clean_17_generated.txt")
+    cp, mp = (
+        refine_candidate(cell_mod.reciprocal_params(np.array(c, float), s), 0.0, pk.inv_d2, s, wavelength=pk.wavelength)
+        for c, s in (([6.336, 6.336, 6.336, 90, 90, 90], "cubic"), ([3.219, 3.168, 4.552, 90, 100.182, 90], "monoclinic"))
+    )
+    assert cp.n_indexed == mp.n_indexed == 20 and max(cp.chi2 / cp.dof, mp.chi2 / mp.dof) < 1e-6  # both exact
+    assert parameter_factor(cp, mp) * mp.score > cp.score  # the situation of the failure
+    ranked = decide(rank_solutions([mp, cp], top=10), n_impurity=1)
+    assert ranked[0].bravais == "cP" and "exact data" in ranked[0].reason, ranked[0].reason
+    np.testing.assert_allclose(ranked[0].cell[0], 6.336, atol=1e-3)  # the generating cell, 4 decimals in the header
+
