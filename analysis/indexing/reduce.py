@@ -234,7 +234,7 @@ def same_lattice(cell1, centring1: str, cell2, centring2: str, rel_tol: float = 
 
 
 def metric_tolerance(cell, cell_esd, n_esd: float = 4.0) -> float:
-    """``rel_tol`` of :func:`same_lattice` that ``n_esd`` esds of a refined cell's metric span: n_esd · max σ(G_ij) / ⟨a²⟩.
+    """``rel_tol`` of :func:`same_lattice` spanning ``n_esd`` esds of a refined cell's metric: n_esd·max σ(G_ij)/⟨a²⟩.
 
     σ(G_ij) from the cell esds (taken as independent): σ(a²) = 2aσ(a), and for G_ij = a_i a_j cos γ the three terms
     a_j cos γ σ(a_i), a_i cos γ σ(a_j), a_i a_j sin γ σ(γ) in quadrature. For a cell refined on a noisy list this is

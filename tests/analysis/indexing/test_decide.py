@@ -360,11 +360,13 @@ def test_exact_data_tie_goes_to_the_higher_symmetry_not_the_better_scoring_cell(
     pk = read_peak_file(DATA / "cp_clean_17_generated.txt")
     cp, mp = (
         refine_candidate(cell_mod.reciprocal_params(np.array(c, float), s), 0.0, pk.inv_d2, s, wavelength=pk.wavelength)
-        for c, s in (([6.336, 6.336, 6.336, 90, 90, 90], "cubic"), ([3.219, 3.168, 4.552, 90, 100.182, 90], "monoclinic"))
+        for c, s in (
+            ([6.336, 6.336, 6.336, 90, 90, 90], "cubic"),
+            ([3.219, 3.168, 4.552, 90, 100.182, 90], "monoclinic"),
+        )
     )
     assert cp.n_indexed == mp.n_indexed == 20 and max(cp.chi2 / cp.dof, mp.chi2 / mp.dof) < 1e-6  # both exact
     assert parameter_factor(cp, mp) * mp.score > cp.score  # the situation of the failure
     ranked = decide(rank_solutions([mp, cp], top=10), n_impurity=1)
     assert ranked[0].bravais == "cP" and "exact data" in ranked[0].reason, ranked[0].reason
     np.testing.assert_allclose(ranked[0].cell[0], 6.336, atol=1e-3)  # the generating cell, 4 decimals in the header
-
