@@ -258,7 +258,9 @@ def smaller_lattice_pending(sol: Solution, sols: list, inv_d2, kw: dict, top: in
     better = [
         s for s in subs if s.score > sol.score and fits_noise(s) and sum(1 for i in s.unindexed if i < 20) <= n_impurity
     ]
-    if not better and (not strict or decide(rank_solutions(sols + strict, top=4 * top), n_impurity)[0] is sol):
+    if not better and (
+        not strict or decide(rank_solutions(sols + strict, top=4 * top), n_impurity, inv_d2=inv_d2)[0] is sol
+    ):
         return False
     sols += strict + [s for s in better if not any(s is t for t in strict)]
     return True
@@ -411,7 +413,7 @@ def index_peaks(
             upgraded.append(target)
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
-            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
+            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
             if (
                 ranked
                 and ranked[0].system in (system, *upgraded)
@@ -427,7 +429,7 @@ def index_peaks(
                     )
                 break
     if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic":
-        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
+        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
         if zero_fixed_search_needed(ranked):
             # no convincing cell (M20 < ZERO_FIXED_BELOW_M20; a right cell that only misses `settles`, e.g. barite oP,
             # M20 26.1, keeps its answer without this search, which cost it 22 → 38 CPU s): search triclinic again
@@ -453,7 +455,7 @@ def index_peaks(
             ncand["triclinic, zero fixed"] = res.n_evaluated
             seconds["triclinic"] += time.perf_counter() - t0
     ranked = (
-        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top)
+        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top, inv_d2=inv_d2)
         if blind
         else rank_solutions(sols, top=top)
     )

@@ -32,8 +32,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from analysis import cell as cell_mod
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2
+from analysis.indexing.fom import count_distinct
 from analysis.indexing.reduce import same_lattice, supercell_index
+from analysis.indexing.reference import refine_rows
 from analysis.indexing.solution import SYMMETRY_ORDER, Solution
 
 __all__ = [
@@ -52,6 +55,8 @@ __all__ = [
     "fits_noise",
     "implausible",
     "misfit",
+    "line_coverage",
+    "unsupported_supercell",
     "decide",
 ]
 
@@ -172,6 +177,31 @@ def misfit(high: Solution, leader: Solution, scale: float = 1.0, alpha: float = 
     return fits_noise(leader, scale, alpha) and chi2_quantile(high, scale) > 1.0 - alpha
 
 
+def line_coverage(sol: Solution, inv_d2, n_fom: int = 20) -> float:
+    """Share of the calculated lines that are observed: indexed lines among the first ``n_fom`` over the
+    distinct calculated lines (allowed by the centring) up to Q_N."""
+    inv_d2 = np.asarray(inv_d2, float)
+    n = min(n_fom, inv_d2.size)
+    ref = refine_rows(sol.system)
+    inv_d2_ref = ref.rows[ref.allowed[sol.centring]] @ np.asarray(sol.x, float)
+    n_calc = max(count_distinct(inv_d2_ref, inv_d2[n - 1]), 1)
+    n_idx = n - sum(1 for i in sol.unindexed if i < n)
+    return n_idx / n_calc
+
+
+def unsupported_supercell(high: Solution, leader: Solution, inv_d2) -> bool:
+    """Whether ``high``, a derivative cell of ``leader`` with a larger primitive cell (a supercell, index 2..4), has
+    less support in the lines than ``leader``: a smaller share of its calculated lines observed (:func:`line_coverage`).
+    The supercell's extra lattice points predict lines of their own; when they are missing more often than the
+    smaller cell's, the data hold no evidence of the larger cell, whatever symmetry it has (de Wolff's reason for
+    counting calculated lines in M20). Issue 21 (idx21l), noisy oP list 19 of seed 2024 (7.25 × 7.22 × 6.32 Å): an hP
+    cell of four times its volume (14.58, 7.23 Å; score 12.6 against 23.1, coverage 0.45 against 0.61) won as the
+    higher symmetry within FOM_FACTOR. Noisy calcite keeps its hR cell, a twice larger cell than the mC half-cell
+    that outscores it (coverage 0.63 against 0.54)."""
+    v_high, v_lead = (float(cell_mod.volume(s.niggli_cell)) for s in (high, leader))
+    return v_high > 1.5 * v_lead and line_coverage(high, inv_d2) < line_coverage(leader, inv_d2)
+
+
 def _exact(sol: Solution) -> bool:
     """Whether ``sol`` fits its indexed lines exactly (χ²_ν < EXACT_CHI2: computed positions, errors.py)."""
     return sol.chi2 / max(sol.dof, 1) < EXACT_CHI2
@@ -181,8 +211,9 @@ def _n_bad(sol: Solution, n_fom: int) -> int:
     return sum(1 for i in sol.unindexed if i < n_fom)
 
 
-def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = None) -> list:
-    """Order merged solutions by the blind decision rule (module docstring) and set their ``reason``."""
+def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = None, inv_d2=None) -> list:
+    """Order merged solutions by the blind decision rule (module docstring) and set their ``reason``. ``inv_d2``: the
+    observed lines (Å⁻²), for :func:`unsupported_supercell` (without them a higher-symmetry supercell is not tested)."""
     sols = [s for s in solutions if s is not None]
     if not sols:
         return []
@@ -213,7 +244,11 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
         and (
             s is leader
             or s.score >= parameter_factor(s, leader, n_fom) * best
-            or (related(s, leader) and not misfit(s, leader, scale))
+            or (
+                related(s, leader)
+                and not misfit(s, leader, scale)
+                and not (inv_d2 is not None and unsupported_supercell(s, leader, inv_d2))
+            )
             or (doubt and SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[leader.system] and fits_noise(s, scale))
             or (overfit and s.system == leader.system and s.volume < leader.volume and fits_noise(s, scale))
             or (exact and _exact(s) and _n_bad(s, n_fom) <= _n_bad(leader, n_fom))

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.indexing.decide import fits_noise
+from analysis.indexing.decide import fits_noise, line_coverage
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2
-from analysis.indexing.fom import count_distinct
-from analysis.indexing.reference import refine_rows
 from analysis.indexing.solution import Solution
 
 __all__ = [
@@ -62,18 +60,6 @@ def reduced_chi2(sol: Solution, inv_d2, sigma) -> float:
     r = (inv_d2 - sol.inv_d2_calc) / np.asarray(sigma, float)
     dof = max(int(ok.sum()) - sol.x.size - (1 if sol.zero_shift != 0.0 else 0), 1)
     return float(np.sum(r[ok] ** 2) / dof)
-
-
-def line_coverage(sol: Solution, inv_d2, n_fom: int = 20) -> float:
-    """Share of the calculated lines that are observed: indexed lines among the first ``n_fom`` over the
-    distinct calculated lines (allowed by the centring) up to Q_N."""
-    inv_d2 = np.asarray(inv_d2, float)
-    n = min(n_fom, inv_d2.size)
-    ref = refine_rows(sol.system)
-    inv_d2_ref = ref.rows[ref.allowed[sol.centring]] @ np.asarray(sol.x, float)
-    n_calc = max(count_distinct(inv_d2_ref, inv_d2[n - 1]), 1)
-    n_idx = n - sum(1 for i in sol.unindexed if i < n)
-    return n_idx / n_calc
 
 
 def explains_data(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> bool:
