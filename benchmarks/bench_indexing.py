@@ -155,6 +155,18 @@ def run_ours(pattern, config: SearchConfig, tol: float, info: dict | None = None
     return bool(ok), dt, best
 
 
+def refine_kw(pk, config: SearchConfig) -> dict:
+    """refine_candidate's keywords for a peak list under the search's error model and zero-shift restraint."""
+    return dict(
+        sigma=sigma_inv_d2(pk.inv_d2, config.tolerance.tol_k),
+        g_zero=cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength),
+        refine_zero=config.tolerance.refine_zero,
+        n_sigma=config.tolerance.n_sigma,
+        n_impurity=config.tolerance.n_impurity,
+        zero_sigma=config.tolerance.zero_sigma,
+    )
+
+
 # the success test's tolerance on a noisy list (success_tolerance): this many esds of the truth's metric refined on it.
 # The largest of 6 metric deviations of two refinements of one lattice exceeds 4 esds with probability ~4e-4 under
 # Gaussian errors. Measured (idx21l, the 53 noisy monoclinic / triclinic blind records of seed 2024): the found cells
@@ -174,20 +186,8 @@ def success_tolerance(pattern, config: SearchConfig, base: float) -> float:
     4.011 × 7.262 × 11.959 Å, α 84.14°, M20 23.6: c off by 2.2 esd, the 2e-2 test failed it at 2.6e-2). Large cells
     of low-angle lines get the wider tolerance their lines allow (σ(q²) has a constant term), small ones keep 2e-2."""
     pk = peaks_from_values(pattern.two_theta, "2theta", wavelength=pattern.wavelength)
-    q = pk.inv_d2
-    cell = niggli_cell(np.asarray(pattern.cell, float), truth_centring(pattern))
-    truth = refine_candidate(
-        cell_mod.reciprocal_params(cell, "triclinic"),
-        0.0,
-        q,
-        "triclinic",
-        sigma=sigma_inv_d2(q, config.tolerance.tol_k),
-        g_zero=cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength),
-        refine_zero=config.tolerance.refine_zero,
-        n_sigma=config.tolerance.n_sigma,
-        n_impurity=config.tolerance.n_impurity,
-        zero_sigma=config.tolerance.zero_sigma,
-    )
+    x = cell_mod.reciprocal_params(niggli_cell(np.asarray(pattern.cell, float), truth_centring(pattern)), "triclinic")
+    truth = refine_candidate(x, 0.0, pk.inv_d2, "triclinic", **refine_kw(pk, config))
     if truth is None:
         return base
     return max(base, metric_tolerance(truth.cell, truth.cell_esd, SUCCESS_N_ESD))
@@ -200,14 +200,7 @@ def as_good_as_truth(pattern, pk, best, config: SearchConfig) -> bool:
     true lattice is refined as its primitive Niggli cell (triclinic); if that breaks down too, False: a failed
     refinement is no evidence that the data are ambiguous (it counted as "as good" before issue 21, idx21i)."""
     q = pk.inv_d2
-    kw = dict(
-        sigma=sigma_inv_d2(q, config.tolerance.tol_k),
-        g_zero=cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength),
-        refine_zero=config.tolerance.refine_zero,
-        n_sigma=config.tolerance.n_sigma,
-        n_impurity=config.tolerance.n_impurity,
-        zero_sigma=config.tolerance.zero_sigma,
-    )
+    kw = refine_kw(pk, config)
     x = np.asarray(cell_mod.reciprocal_params(np.asarray(pattern.cell, float), pattern.system), float)
     truth = refine_candidate(x, 0.0, q, pattern.system, **kw)
     if truth is None:
