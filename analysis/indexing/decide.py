@@ -11,7 +11,8 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    cells failing this are demoted below every sensible one, never dropped;
 3. among the sensible cells that index the data, those with a ranking score (≈ M20, solution.py)
    of at least :data:`FOM_FACTOR` × the best are *candidates* when they are derivatives of the best-scoring
-   cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`); a higher-symmetry cell
+   cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`; a supercell only when it observes
+   as large a share of its calculated lines, :func:`unsupported_supercell`); a higher-symmetry cell
    of an *unrelated* lattice must score at least :func:`parameter_factor` × the best (≈ 0.86-0.97: what the
    best cell's extra free parameters buy on noisy lines), not half of it, unless the best cell is itself implausible
    (:func:`implausible`: it fits better than the data's errors allow, or it is a monoclinic / triclinic cell with a
@@ -278,6 +279,17 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
                 )
             else:
                 why = f"indexes the data, score within {FOM_FACTOR:g} × the best, lower symmetry or larger volume"
+        elif (
+            any(s is c for c in sensible)
+            and s.score >= FOM_FACTOR * best
+            and related(s, leader)
+            and inv_d2 is not None
+            and unsupported_supercell(s, leader, inv_d2)
+        ):
+            why = (
+                f"a supercell of the best cell observing {line_coverage(s, inv_d2):.2f} of its calculated lines, "
+                f"the best cell {line_coverage(leader, inv_d2):.2f} (decide.unsupported_supercell)"
+            )
         elif any(s is c for c in sensible) and s.score >= FOM_FACTOR * best and related(s, leader):
             why = (
                 f"a derivative of the best cell whose χ² quantile {chi2_quantile(s, scale):.3g} is above "

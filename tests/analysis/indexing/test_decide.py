@@ -393,6 +393,7 @@ def test_higher_symmetry_supercell_with_unobserved_lines_does_not_win():
     ranked = decide(rank_solutions([hp, op], top=10), n_impurity=1, inv_d2=pk.inv_d2)
     # noisy positions: the generating cell to 2e-2 (bench_indexing.py)
     assert ranked[0].bravais == "oP" and same_lattice(ranked[0].cell, "P", [7.253, 7.221, 6.322, 90, 90, 90], "P", 2e-2)
+    assert "unsupported_supercell" in ranked[1].reason, ranked[1].reason
 
 
 def test_noisy_calcite_hr_supercell_keeps_its_place_with_the_lines_given():
