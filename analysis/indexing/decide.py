@@ -279,20 +279,12 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
                 )
             else:
                 why = f"indexes the data, score within {FOM_FACTOR:g} × the best, lower symmetry or larger volume"
-        elif (
-            any(s is c for c in sensible)
-            and s.score >= FOM_FACTOR * best
-            and related(s, leader)
-            and inv_d2 is not None
-            and unsupported_supercell(s, leader, inv_d2)
-        ):
+        elif any(s is c for c in sensible) and s.score >= FOM_FACTOR * best and related(s, leader):
             why = (
                 f"a supercell of the best cell observing {line_coverage(s, inv_d2):.2f} of its calculated lines, "
                 f"the best cell {line_coverage(leader, inv_d2):.2f} (decide.unsupported_supercell)"
-            )
-        elif any(s is c for c in sensible) and s.score >= FOM_FACTOR * best and related(s, leader):
-            why = (
-                f"a derivative of the best cell whose χ² quantile {chi2_quantile(s, scale):.3g} is above "
+                if inv_d2 is not None and unsupported_supercell(s, leader, inv_d2)
+                else f"a derivative of the best cell whose χ² quantile {chi2_quantile(s, scale):.3g} is above "
                 f"{1 - FIT_ALPHA:g} while the best cell fits within the errors (decide.misfit)"
             )
         elif any(s is c for c in sensible) and s.score >= FOM_FACTOR * best:
