@@ -25,12 +25,12 @@ from analysis import cell as cell_mod
 from analysis.indexing.config import CandidateSource, RefineMoves, SearchBudget, SearchConfig, Stopping, Tolerance
 from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide, fits_noise
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2, sigma_inv_d2
-from analysis.indexing.fom import count_distinct, de_wolff_m, smith_snyder_f
+from analysis.indexing.fom import de_wolff_m, smith_snyder_f
 from analysis.indexing.lepage import from_primitive
 from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read_peak_file
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
-from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, refine_rows, search_system
+from analysis.indexing.reference import BRAVAIS_OF, SEARCH_SYSTEMS, search_system
 from analysis.indexing.search import BLIND_PATIENCE, BLIND_STALL_BELOW, search_cells
 from analysis.indexing.solution import (
     Solution,
@@ -39,6 +39,19 @@ from analysis.indexing.solution import (
     refine_candidate,
     smaller_cells,
     standard_setting,
+)
+from analysis.indexing.stopping import (
+    BLIND_STOP_M20,
+    BLIND_STOP_M20_MONOCLINIC,
+    OUTLIER_RATIO,
+    PRIMITIVE_FALLBACK_SCORE,
+    data_sigma_scale,
+    explains_data,
+    line_coverage,
+    needs_primitive_search,
+    reduced_chi2,
+    residual_outlier_ratio,
+    settles,
 )
 from analysis.indexing.synth import ErrorModel, SyntheticPattern, synthetic_pattern
 
@@ -139,155 +152,6 @@ def lattice_systems_for(lattice: str | None) -> tuple[list[str], list[str] | Non
             f"--lattice {lattice!r} is not a lattice system or Bravais lattice; use e.g. monoclinic or mP"
         ) from exc
     return [system], (["R"] if lattice == "rhombohedral" else None)
-
-
-# below this ranking score (≈ M20) a monoclinic / orthorhombic search may also run the triclinic
-# search and convert its cells (exact data: true cells score ≥ 5e3); noisy data never reach it,
-# so there the decision is :func:`explains_data`
-PRIMITIVE_FALLBACK_SCORE = 1000.0
-# largest reduced χ² of the indexed lines, Σ(Δq²/σ)²/(n_indexed − n_params), of a cell that "explains"
-# the data: the true cell gives χ²_ν ≈ 1 under the σ(q²) error model (sd ≈ 0.4 with ~15 dof); a
-# wrong cell that indexes every line only through its dense calculated lines spreads the residuals
-# over ±n_σ·σ, χ²_ν ≈ n_σ²/3 ≈ 5
-EXPLAINS_CHI2 = 2.5
-# a fit far better than the error model (χ²_ν below this; probability ~1e-3 under the model with ~15
-# dof) means the data are more precise than σ assumes: the true cell would then fit to that precision
-# and score above PRIMITIVE_FALLBACK_SCORE, so a lower score proves nothing and the triclinic search runs
-# (exact data: a wrong cell with χ²_ν = 0.05 and score 96 in the clean benchmark)
-EXPLAINS_CHI2_MIN = 0.2
-# smallest share of the calculated lines (up to Q₂₀, distinct, allowed by the centring) that are observed:
-# a wrong, larger cell can index every line within the noise (χ²_ν ≈ 1) but leaves many of its own lines
-# unobserved. On 90 noisy monoclinic / orthorhombic benchmark patterns (the ones the benchmark draws first,
-# seed 2024) the wrong cells that indexed all lines within χ²_ν ≤ 2.5 reached at most 0.61, the true
-# cells 0.56-1.2 (above 1: overlapping lines); below the threshold the triclinic search runs
-EXPLAINS_COVERAGE = 0.65
-
-
-def reduced_chi2(sol: Solution, inv_d2, sigma) -> float:
-    """Reduced χ² Σ(Δq²/σ)²/(n_indexed − n_params) of the indexed lines of ``sol`` (σ: ``[n]`` Å⁻²)."""
-    inv_d2 = np.asarray(inv_d2, float)
-    ok = np.ones(inv_d2.size, bool)
-    ok[sol.unindexed] = False
-    r = (inv_d2 - sol.inv_d2_calc) / np.asarray(sigma, float)
-    dof = max(int(ok.sum()) - sol.x.size - (1 if sol.zero_shift != 0.0 else 0), 1)
-    return float(np.sum(r[ok] ** 2) / dof)
-
-
-def line_coverage(sol: Solution, inv_d2, n_fom: int = 20) -> float:
-    """Share of the calculated lines that are observed: indexed lines among the first ``n_fom`` over the
-    distinct calculated lines (allowed by the centring) up to Q_N."""
-    inv_d2 = np.asarray(inv_d2, float)
-    n = min(n_fom, inv_d2.size)
-    ref = refine_rows(sol.system)
-    inv_d2_ref = ref.rows[ref.allowed[sol.centring]] @ np.asarray(sol.x, float)
-    n_calc = max(count_distinct(inv_d2_ref, inv_d2[n - 1]), 1)
-    n_idx = n - sum(1 for i in sol.unindexed if i < n)
-    return n_idx / n_calc
-
-
-def explains_data(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> bool:
-    """True when ``sol`` accounts for the peak list as well as the error model allows.
-
-    Every line among the first ``n_fom`` is indexed except at most ``n_impurity`` (impurity
-    phases), the reduced χ² of the indexed lines lies in [:data:`EXPLAINS_CHI2_MIN`, :data:`EXPLAINS_CHI2`]
-    (consistent with the σ(q²) error model), and at least
-    :data:`EXPLAINS_COVERAGE` of the cell's calculated lines are observed (:func:`line_coverage`).
-    A monoclinic / orthorhombic search whose best solution explains the data skips the triclinic
-    fallback (:func:`index_peaks`).
-    """
-    if sol is None:
-        return False
-    n = min(n_fom, np.asarray(inv_d2).size)
-    n_bad = sum(1 for i in sol.unindexed if i < n)
-    return (
-        n_bad <= n_impurity
-        and EXPLAINS_CHI2_MIN <= reduced_chi2(sol, inv_d2, sigma) <= EXPLAINS_CHI2
-        and line_coverage(sol, inv_d2, n_fom) >= EXPLAINS_COVERAGE
-    )
-
-
-def data_sigma_scale(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> float | None:
-    """The data's own error in units of the σ(q²) model, √χ²_ν of ``sol`` (:func:`reduced_chi2`), when ``sol``
-    indexes the data (at most ``n_impurity`` of the first ``n_fom`` lines unindexed, at least
-    :data:`EXPLAINS_COVERAGE` of its calculated lines observed); None otherwise."""
-    if sol is None:
-        return None
-    n = min(n_fom, np.asarray(inv_d2).size)
-    if sum(1 for i in sol.unindexed if i < n) > n_impurity or line_coverage(sol, inv_d2, n_fom) < EXPLAINS_COVERAGE:
-        return None
-    return float(np.sqrt(reduced_chi2(sol, inv_d2, sigma)))
-
-
-def needs_primitive_search(best: Solution | None, inv_d2, sigma, n_impurity: int, error_model: str = "data") -> bool:
-    """Whether a monoclinic / orthorhombic search also runs the triclinic search (see :func:`index_peaks`).
-
-    Precise data (the best cell fits with EXACT_CHI2 ≤ χ²_ν < PRECISE_CHI2) are judged under their own
-    error model σ·:func:`data_sigma_scale` instead of the built-in one, so a synchrotron list whose best
-    cell indexes every line to a few % of σ no longer runs the triclinic search for nothing
-    (``error_model="fixed"``: the built-in model only, the behaviour before issue 21).
-    """
-    if best is not None and best.score >= PRIMITIVE_FALLBACK_SCORE:
-        return False
-    k = data_sigma_scale(best, inv_d2, sigma, n_impurity) if error_model == "data" else None
-    if k is not None and EXACT_CHI2 <= k * k < PRECISE_CHI2:
-        sigma = k * np.asarray(sigma, float)
-    return not explains_data(best, inv_d2, sigma, n_impurity)
-
-
-# blind mode searches the systems from cubic down and stops descending once a cell of the current
-# system explains the data (explains_data without the lower χ² bound: precise data are no reason to
-# doubt a cell) with M20 ≥ this: de Wolff (1968) — an M20 above 10 with no unindexed lines is rarely
-# wrong; 20 leaves margin. Lower-symmetry systems could only add cells with more free parameters,
-# which the decision rule (decide.py) would not prefer unless they score 1/FOM_FACTOR times better.
-BLIND_STOP_M20 = 20.0
-# a monoclinic cell also settles from M20 ≥ this when its χ² is consistent with the errors (decide.fits_noise, two-sided
-# 1 %): a monoclinic cell has about twice the calculated lines of an orthorhombic one of its volume, so its M20 is
-# lower. Issue 21, noisy blind lists of seeds 2024 and 2025 at the monoclinic step: the true mP cells that missed 20
-# had M20 13.2-19.5 (χ²_ν 0.68-1.1), and each then ran the triclinic search for nothing (~10 of ~16 CPU s); the
-# wrong monoclinic / orthorhombic cells of the 20 aP lists that index the data reached 11.7 (χ²_ν 2.0) and below
-BLIND_STOP_M20_MONOCLINIC = 12.0
-
-
-# a cell whose largest residual (first 20 lines, indexed) exceeds this many times the robust scale of its
-# residuals, 1.4826 · median |Δq²/σ|, does not settle the data: the lines are more precise than its fit, the
-# misfit sits in a few lines (split by a lower symmetry). Issue 21: a precise mP list (0.002° errors, a
-# pseudo-orthorhombic lattice, β' = 90.4°) stopped on the oP cell of the same lattice (M20 25.7, χ²_ν 1.2;
-# two lines 2.1-3.0 σ off, the rest within 0.5 σ): ratio 9.8. The true cells of 60 generated lists per system
-# (seed 2024) reach at most 5.8 (noisy cubic…orthorhombic), 7.5 (noisy monoclinic), 4.2 (0.002° errors)
-OUTLIER_RATIO = 8.0
-
-
-def residual_outlier_ratio(sol: Solution, inv_d2, sigma, n_fom: int = 20) -> float:
-    """Largest |Δq²/σ| of the indexed lines among the first ``n_fom`` over their robust scale
-    1.4826 · median |Δq²/σ| (≈ 2-4 for Gaussian residuals of 20 lines; see :data:`OUTLIER_RATIO`)."""
-    inv_d2 = np.asarray(inv_d2, float)
-    ok = np.ones(inv_d2.size, bool)
-    ok[sol.unindexed] = False
-    ok[n_fom:] = False
-    r = np.abs(inv_d2 - sol.inv_d2_calc)[ok] / np.asarray(sigma, float)[ok]
-    if r.size == 0:
-        return 0.0
-    return float(r.max() / max(1.4826 * np.median(r), 1e-300))
-
-
-def settles(sol: Solution | None, inv_d2, sigma, n_impurity: int, n_fom: int = 20) -> bool:
-    """Whether ``sol`` ends the blind descent through the lattice systems (see :data:`BLIND_STOP_M20`; a monoclinic
-    cell from :data:`BLIND_STOP_M20_MONOCLINIC` when its χ² is consistent with the errors, decide.fits_noise):
-    it indexes the data (at most ``n_impurity`` of the first ``n_fom`` lines unindexed, χ²_ν ≤
-    :data:`EXPLAINS_CHI2`, ≥ :data:`EXPLAINS_COVERAGE` of its lines observed) and, unless the list is exact
-    (χ²_ν < :data:`EXACT_CHI2`), no residual stands out of the others (:data:`OUTLIER_RATIO`)."""
-    if sol is None or sol.M20 < (BLIND_STOP_M20_MONOCLINIC if sol.system == "monoclinic" else BLIND_STOP_M20):
-        return False
-    if sol.M20 < BLIND_STOP_M20 and not fits_noise(sol):
-        return False
-    n = min(n_fom, np.asarray(inv_d2).size)
-    chi2 = reduced_chi2(sol, inv_d2, sigma)
-    return (
-        sum(1 for i in sol.unindexed if i < n) <= n_impurity
-        and chi2 <= EXPLAINS_CHI2
-        and line_coverage(sol, inv_d2, n_fom) >= EXPLAINS_COVERAGE
-        and (chi2 < EXACT_CHI2 or residual_outlier_ratio(sol, inv_d2, sigma, n_fom) <= OUTLIER_RATIO)
-    )
 
 
 def _refine_distinct(res, inv_d2, kw: dict, n_max: int) -> list:
@@ -394,7 +258,9 @@ def smaller_lattice_pending(sol: Solution, sols: list, inv_d2, kw: dict, top: in
     better = [
         s for s in subs if s.score > sol.score and fits_noise(s) and sum(1 for i in s.unindexed if i < 20) <= n_impurity
     ]
-    if not better and (not strict or decide(rank_solutions(sols + strict, top=4 * top), n_impurity)[0] is sol):
+    if not better and (
+        not strict or decide(rank_solutions(sols + strict, top=4 * top), n_impurity, inv_d2=inv_d2)[0] is sol
+    ):
         return False
     sols += strict + [s for s in better if not any(s is t for t in strict)]
     return True
@@ -547,7 +413,7 @@ def index_peaks(
             upgraded.append(target)
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
-            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
+            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
             if (
                 ranked
                 and ranked[0].system in (system, *upgraded)
@@ -563,7 +429,7 @@ def index_peaks(
                     )
                 break
     if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic":
-        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity)
+        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
         if zero_fixed_search_needed(ranked):
             # no convincing cell (M20 < ZERO_FIXED_BELOW_M20; a right cell that only misses `settles`, e.g. barite oP,
             # M20 26.1, keeps its answer without this search, which cost it 22 → 38 CPU s): search triclinic again
@@ -589,7 +455,7 @@ def index_peaks(
             ncand["triclinic, zero fixed"] = res.n_evaluated
             seconds["triclinic"] += time.perf_counter() - t0
     ranked = (
-        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top)
+        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top, inv_d2=inv_d2)
         if blind
         else rank_solutions(sols, top=top)
     )

@@ -11,12 +11,15 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    cells failing this are demoted below every sensible one, never dropped;
 3. among the sensible cells that index the data, those with a ranking score (≈ M20, solution.py)
    of at least :data:`FOM_FACTOR` × the best are *candidates* when they are derivatives of the best-scoring
-   cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`); a higher-symmetry cell
+   cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`; a supercell only when it observes
+   as large a share of its calculated lines, :func:`unsupported_supercell`); a higher-symmetry cell
    of an *unrelated* lattice must score at least :func:`parameter_factor` × the best (≈ 0.86-0.97: what the
    best cell's extra free parameters buy on noisy lines), not half of it, unless the best cell is itself implausible
    (:func:`implausible`: it fits better than the data's errors allow, or it is a monoclinic / triclinic cell with a
    translation below :data:`SHORT_AXIS`) and the higher-symmetry cell's χ² is consistent with the errors
-   (:func:`fits_noise`); the answer is the candidate of the
+   (:func:`fits_noise`), or the data are exact (computed positions: the best cell's χ²_ν below errors.EXACT_CHI2)
+   and the cell fits them as exactly, indexing as many lines (scores of exact fits differ only by the calculated
+   lines counted, not by how well the extra parameters fit); the answer is the candidate of the
    highest symmetry, then of the best score (equal scores: the smallest volume; cells of one lattice are
    merged before, so candidates of one system are unrelated lattices); the others follow in that order,
    then the rest by score.
@@ -30,8 +33,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from analysis import cell as cell_mod
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2
+from analysis.indexing.fom import count_distinct
 from analysis.indexing.reduce import same_lattice, supercell_index
+from analysis.indexing.reference import refine_rows
 from analysis.indexing.solution import SYMMETRY_ORDER, Solution
 
 __all__ = [
@@ -50,6 +56,8 @@ __all__ = [
     "fits_noise",
     "implausible",
     "misfit",
+    "line_coverage",
+    "unsupported_supercell",
     "decide",
 ]
 
@@ -170,12 +178,48 @@ def misfit(high: Solution, leader: Solution, scale: float = 1.0, alpha: float = 
     return fits_noise(leader, scale, alpha) and chi2_quantile(high, scale) > 1.0 - alpha
 
 
+def line_coverage(sol: Solution, inv_d2, n_fom: int = 20) -> float:
+    """Share of the calculated lines that are observed: indexed lines among the first ``n_fom`` over the
+    distinct calculated lines (allowed by the centring) up to Q_N."""
+    inv_d2 = np.asarray(inv_d2, float)
+    n = min(n_fom, inv_d2.size)
+    ref = refine_rows(sol.system)
+    inv_d2_ref = ref.rows[ref.allowed[sol.centring]] @ np.asarray(sol.x, float)
+    n_calc = max(count_distinct(inv_d2_ref, inv_d2[n - 1]), 1)
+    n_idx = n - sum(1 for i in sol.unindexed if i < n)
+    return n_idx / n_calc
+
+
+def unsupported_supercell(high: Solution, leader: Solution, inv_d2) -> bool:
+    """Whether ``high``, a derivative cell of ``leader`` with a larger primitive cell (a supercell, index 2..4), has
+    less support in the lines than ``leader``: a smaller share of its calculated lines observed (:func:`line_coverage`).
+    The supercell's extra lattice points predict lines of their own; when they are missing more often than the
+    smaller cell's, the data hold no evidence of the larger cell, whatever symmetry it has (de Wolff's reason for
+    counting calculated lines in M20). Issue 21 (idx21l), noisy oP list 19 of seed 2024 (7.25 × 7.22 × 6.32 Å): an hP
+    cell of four times its volume (14.58, 7.23 Å; score 12.6 against 23.1, coverage 0.45 against 0.61) won as the
+    higher symmetry within FOM_FACTOR. Noisy calcite keeps its hR cell, a twice larger cell than the mC half-cell
+    that outscores it (coverage 0.63 against 0.54). A supercell that indexes more of the first 20 lines than
+    ``leader`` has evidence of its own and is never unsupported: without this, the first version of the test lost a
+    noisy hP list (7.62, 14.57 Å: 20 lines, coverage 0.87, against a 3× smaller mC cell, 19 lines, 0.90) and a noisy
+    oC list (20 lines, 0.69, against a 3× smaller aP cell, 18 lines, 0.75) of the blind table, seed 2024."""
+    v_high, v_lead = (float(cell_mod.volume(s.niggli_cell)) for s in (high, leader))
+    if v_high <= 1.5 * v_lead or _n_bad(high, 20) < _n_bad(leader, 20):  # lines only the supercell indexes: evidence
+        return False
+    return line_coverage(high, inv_d2) < line_coverage(leader, inv_d2)
+
+
+def _exact(sol: Solution) -> bool:
+    """Whether ``sol`` fits its indexed lines exactly (χ²_ν < EXACT_CHI2: computed positions, errors.py)."""
+    return sol.chi2 / max(sol.dof, 1) < EXACT_CHI2
+
+
 def _n_bad(sol: Solution, n_fom: int) -> int:
     return sum(1 for i in sol.unindexed if i < n_fom)
 
 
-def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = None) -> list:
-    """Order merged solutions by the blind decision rule (module docstring) and set their ``reason``."""
+def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = None, inv_d2=None) -> list:
+    """Order merged solutions by the blind decision rule (module docstring) and set their ``reason``. ``inv_d2``: the
+    observed lines (Å⁻²), for :func:`unsupported_supercell` (without them a higher-symmetry supercell is not tested)."""
     sols = [s for s in solutions if s is not None]
     if not sols:
         return []
@@ -191,6 +235,12 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     # Triclinic only (the last step: the choice cannot end the blind descent): on a clean aP list (seed 2024) an
     # overfitting mP leader at the monoclinic step gave way to a wrong mC cell (M20 12.3) that then settled the descent
     overfit = doubt.startswith("χ²") and leader.system == "triclinic"
+    # exact data (the best cell's χ²_ν < EXACT_CHI2, residuals at the score's 1e-3 σ floor): every cell that fits as
+    # exactly and indexes as many lines ties with it. parameter_factor's premise, extra parameters buying a better
+    # fit of noisy lines, does not hold there, and the scores differ only by the calculated lines counted (∝ 1/N_calc);
+    # issue 21, a clean cP list (6.336 Å, P n -3 n, seed 2024): an mP cell of 45.7 Å3 indexing the 20 lines as
+    # exactly (score 29 426) beat the cP cell (26 578 < 0.92 × 29 426) as the lower-symmetry "better" fit
+    exact = leader is not None and _exact(leader)
     # an unrelated higher-symmetry cell: within parameter_factor of the best score, or, when the best cell is
     # implausible, any score ≥ FOM_FACTOR × the best with a χ² consistent with the data's errors
     cand = [
@@ -200,9 +250,14 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
         and (
             s is leader
             or s.score >= parameter_factor(s, leader, n_fom) * best
-            or (related(s, leader) and not misfit(s, leader, scale))
+            or (
+                related(s, leader)
+                and not misfit(s, leader, scale)
+                and not (inv_d2 is not None and unsupported_supercell(s, leader, inv_d2))
+            )
             or (doubt and SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[leader.system] and fits_noise(s, scale))
             or (overfit and s.system == leader.system and s.volume < leader.volume and fits_noise(s, scale))
+            or (exact and _exact(s) and _n_bad(s, n_fom) <= _n_bad(leader, n_fom))
         )
     ]
     # within one system the score decides, the volume only breaks ties: cells of one lattice (sub/supercells) are
@@ -225,12 +280,16 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
                     f"with a score ≥ {FOM_FACTOR:g} × the best ({best:.1f}; unrelated lattices: ≥ "
                     f"{parameter_factor(s, leader, n_fom):.2f} ×"
                     + (f", or a χ² within the errors, the best cell being implausible: {doubt})" if doubt else ")")
+                    + ("; exact data: every exact fit indexing as many lines ties" if exact else "")
                 )
             else:
                 why = f"indexes the data, score within {FOM_FACTOR:g} × the best, lower symmetry or larger volume"
         elif any(s is c for c in sensible) and s.score >= FOM_FACTOR * best and related(s, leader):
             why = (
-                f"a derivative of the best cell whose χ² quantile {chi2_quantile(s, scale):.3g} is above "
+                f"a supercell of the best cell observing {line_coverage(s, inv_d2):.2f} of its calculated lines, "
+                f"the best cell {line_coverage(leader, inv_d2):.2f} (decide.unsupported_supercell)"
+                if inv_d2 is not None and unsupported_supercell(s, leader, inv_d2)
+                else f"a derivative of the best cell whose χ² quantile {chi2_quantile(s, scale):.3g} is above "
                 f"{1 - FIT_ALPHA:g} while the best cell fits within the errors (decide.misfit)"
             )
         elif any(s is c for c in sensible) and s.score >= FOM_FACTOR * best:

@@ -40,6 +40,7 @@ __all__ = [
     "primitive_metric",
     "sublattice_bases",
     "same_lattice",
+    "metric_tolerance",
     "supercell_index",
     "lattice_key",
 ]
@@ -230,6 +231,24 @@ def same_lattice(cell1, centring1: str, cell2, centring2: str, rel_tol: float = 
     cells whose lengths agree to ~0.25 %, well above refined-cell esds on 20 lines.
     """
     return _same_lattice(_key(cell1), centring1, _key(cell2), centring2, float(rel_tol))
+
+
+def metric_tolerance(cell, cell_esd, n_esd: float = 4.0) -> float:
+    """``rel_tol`` of :func:`same_lattice` spanning ``n_esd`` esds of a refined cell's metric: n_esd·max σ(G_ij)/⟨a²⟩.
+
+    σ(G_ij) from the cell esds (taken as independent): σ(a²) = 2aσ(a), and for G_ij = a_i a_j cos γ the three terms
+    a_j cos γ σ(a_i), a_i cos γ σ(a_j), a_i a_j sin γ σ(γ) in quadrature. For a cell refined on a noisy list this is
+    how far the list lets two refinements of one lattice differ; a fixed tolerance cannot be right for both a 4 Å
+    cell of 20 high-angle lines and a 2 900 Å3 triclinic cell whose lines sit where σ(q²) is largest relative to q².
+    """
+    cell, esd = np.asarray(cell, float), np.asarray(cell_esd, float)
+    a, s = cell[:3], esd[:3]
+    ang, s_ang = np.deg2rad(cell[3:]), np.deg2rad(esd[3:])
+    sig = [2 * a[i] * s[i] for i in range(3)]
+    for k, (i, j) in enumerate(((1, 2), (0, 2), (0, 1))):
+        c, sn = np.cos(ang[k]), np.sin(ang[k])
+        sig.append(np.sqrt((a[j] * c * s[i]) ** 2 + (a[i] * c * s[j]) ** 2 + (a[i] * a[j] * sn * s_ang[k]) ** 2))
+    return float(n_esd * max(sig) / np.mean(a**2))
 
 
 def _key(cell) -> tuple:

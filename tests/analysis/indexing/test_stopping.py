@@ -1,0 +1,86 @@
+"""The blind descent's stopping rules (analysis/indexing/stopping.py): when a cell explains the data, so that a
+monoclinic / orthorhombic search skips the triclinic search, and the data's own error model on precise lists."""
+
+import numpy as np
+
+from analysis import cell as cell_mod
+from analysis.indexing import (
+    EXACT_CHI2,
+    PRECISE_CHI2,
+    PRIMITIVE_FALLBACK_SCORE,
+    ErrorModel,
+    data_sigma_scale,
+    explains_data,
+    line_coverage,
+    needs_primitive_search,
+    reduced_chi2,
+    refine_candidate,
+    synthetic_pattern,
+)
+from analysis.indexing.errors import sigma_inv_d2
+
+MONO = [7.21, 9.13, 11.32, 90.0, 104.3, 90.0]
+
+
+def _noisy_mp(seed: int):
+    errors = ErrorModel(k=1.0, p_missing=0.0, n_impurity=1, zero_shift_deg=0.0)
+    return synthetic_pattern("mP", np.random.default_rng(seed), errors=errors, cell=MONO, spacegroup="P 1 21/c 1")
+
+
+def _refine(cell, p, tol_k: float = 1.0):
+    q = p.inv_d2
+    x = np.asarray(cell_mod.reciprocal_params(np.asarray(cell, float), "monoclinic"), float)
+    sig = sigma_inv_d2(q, tol_k)
+    return refine_candidate(x, 0.0, q, "monoclinic", sigma=sig, n_impurity=1), sig
+
+
+def test_fallback_decision_on_true_cell_supercell_and_precise_data():
+    p = _noisy_mp(11)
+    q = p.inv_d2
+    truth, sig = _refine(MONO, p)
+    # the true cell under the error model it was drawn from: χ²_ν ≈ 1 (sd ≈ 0.4 at ~15 dof), most of its
+    # calculated lines observed (P 21/c absences h0l l odd, 0k0 k odd: measured coverage 0.7-0.9)
+    assert truth.n_indexed >= q.size - 1  # all but the impurity line (which may fall on a calculated line)
+    assert 0.3 < reduced_chi2(truth, q, sig) < 2.0
+    assert line_coverage(truth, q) > 0.65
+    assert truth.score < PRIMITIVE_FALLBACK_SCORE  # noisy data never reach it: the old test always ran the fallback
+    assert explains_data(truth, q, sig, n_impurity=1)
+    assert not needs_primitive_search(truth, q, sig, n_impurity=1)
+    # the doubled cell (a' = 2a) indexes the same lines with the same residuals but half of its calculated
+    # lines are absent: it does not explain the data (coverage about half the truth's)
+    big, _ = _refine([2 * MONO[0], *MONO[1:]], p)
+    assert big.n_indexed == truth.n_indexed
+    assert 0.2 < reduced_chi2(big, q, sig) < 2.5  # passes the χ² test: only the coverage rejects it
+    assert line_coverage(big, q) < 0.6 * line_coverage(truth, q)
+    assert needs_primitive_search(big, q, sig, n_impurity=1)
+    # a σ three times the real error: χ²_ν ≈ 0.1, between PRECISE_CHI2 and EXPLAINS_CHI2_MIN: inconclusive,
+    # the triclinic search runs (exact benchmark data had a wrong cell at χ²_ν = 0.05)
+    loose, sig3 = _refine(MONO, p, tol_k=3.0)
+    assert PRECISE_CHI2 < reduced_chi2(loose, q, sig3) < 0.2
+    assert needs_primitive_search(loose, q, sig3, n_impurity=1)
+
+
+def test_error_model_from_the_data_on_precise_lists():
+    """Data 30 times more precise than the σ(q²) model (synchrotron lists, issue 21): judged on their own error."""
+    p = _noisy_mp(11)
+    q = p.inv_d2
+    precise, sig30 = _refine(MONO, p, tol_k=30.0)
+    chi2 = reduced_chi2(precise, q, sig30)
+    assert EXACT_CHI2 < chi2 < PRECISE_CHI2  # ≈ 1/30² ≈ 1.1e-3
+    k = data_sigma_scale(precise, q, sig30, n_impurity=1)
+    assert abs(k - 1 / 30) < 0.5 / 30  # the data's error recovered within the χ² scatter at ~15 dof (sd ≈ 20 %)
+    assert precise.score < PRIMITIVE_FALLBACK_SCORE
+    # the fixed model doubts the cell (χ²_ν below EXPLAINS_CHI2_MIN) and would run the triclinic search
+    assert needs_primitive_search(precise, q, sig30, n_impurity=1, error_model="fixed")
+    assert not needs_primitive_search(precise, q, sig30, n_impurity=1)
+    # the doubled cell still does not explain the data under the data's own error (coverage)
+    big, _ = _refine([2 * MONO[0], *MONO[1:]], p, tol_k=30.0)
+    assert data_sigma_scale(big, q, sig30, n_impurity=1) is None
+    assert needs_primitive_search(big, q, sig30, n_impurity=1)
+    # exact data (χ²_ν < EXACT_CHI2): no data scale, the ranking score alone decides as before
+    clean = synthetic_pattern("mP", np.random.default_rng(11), cell=MONO, spacegroup="P 1 21/c 1")
+    exact, sig_e = _refine(MONO, clean)
+    assert reduced_chi2(exact, clean.inv_d2, sig_e) < EXACT_CHI2
+    assert data_sigma_scale(exact, clean.inv_d2, sig_e, n_impurity=1) < 1e-3
+    # ... the true cell of exact data scores above PRIMITIVE_FALLBACK_SCORE, so no fallback either way
+    assert exact.score >= PRIMITIVE_FALLBACK_SCORE
