@@ -310,7 +310,10 @@ def add_overwrite_argument(parser, what: str = "the outputs", **kwargs) -> None:
 
 _STATE = {"verbosity": 0}
 _PLAIN_FORMATWARNING = warnings.formatwarning
-THIRD_PARTY = ("jax", "jaxlib", "absl", "openmm", "mdtraj", "matplotlib", "h5py", "tables", "PIL", "numexpr")
+THIRD_PARTY = ("jax", "jaxlib", "absl", "openmm", "mdtraj", "matplotlib", "h5py", "tables", "PIL", "numexpr", "numba")
+# numba's DEBUG records are its compiler's trace (11,700 lines for the engine's kernels on a first run, with the
+# tracebacks of lowering attempts it recovers from): never shown, not even at -vv (NUMBA_DEBUG_* give them)
+COMPILER_TRACES = ("numba",)
 
 
 def verbosity() -> int:
@@ -346,7 +349,7 @@ def setup_output(verbosity_level: int) -> None:
     root.addHandler(handler)
     root.setLevel(ours)
     for name in THIRD_PARTY:
-        logging.getLogger(name).setLevel(theirs)
+        logging.getLogger(name).setLevel(max(theirs, logging.INFO) if name in COMPILER_TRACES else theirs)
     if level < 2:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if level == 1 else "3")  # XLA/absl C++ INFO lines
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

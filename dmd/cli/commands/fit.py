@@ -28,9 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 OUTPUTS = ("checkpoint.npz", "history.json", "summary.json", "start_scan.npz")
 
 
-def check_config_numbers(path) -> None:
-    """Refuse non-positive ``rounds`` and ``simulation: {steps, report_every, dt}`` (and a negative
-    ``equilibration`` or ``temperature``) in a fit config, before any system is built."""
+def check_config_numbers(path, rounds: int | None = None) -> None:
+    """Refuse non-positive ``rounds`` (0 only with a ``start_scan``) and ``simulation: {steps, report_every, dt}``
+    (and a negative ``equilibration`` or ``temperature``) in a fit config, before any system is built. ``rounds``:
+    the command line's ``--rounds``, which replaces the config's."""
     import yaml
 
     from dmd.base.errors import UserInputError
@@ -42,6 +43,9 @@ def check_config_numbers(path) -> None:
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: expected a mapping of keys (system:, parameters:, targets:, ...)")
     sim = raw.get("simulation") or {}
+    if rounds == 0 and raw.get("start_scan") is None:
+        raise UserInputError(f"--rounds 0: a fit of no rounds needs a start_scan in {path} (θ from its losses); give "
+                             "--rounds > 0")  # fmt: skip
     # rounds: 0 is a fit measured by its start scan alone (θ from the loss surface: the peptide example)
     checks = [("rounds", raw.get("rounds"), raw.get("start_scan") is None)]
     if isinstance(sim, dict):
@@ -83,7 +87,7 @@ def run(args) -> int:
         raise UserInputError(f"--distributed: another process refused --out {args.out} (see its message); nothing run")
     if refused is not None:
         raise refused
-    check_config_numbers(args.config)
+    check_config_numbers(args.config, args.rounds)
 
     from fitting.fit_config import load_fit_config
     from fitting.forcefield import fit

@@ -207,6 +207,12 @@ def test_quiet_silences_bars_info_and_third_party_logs(capsys):
         logging.getLogger("dmd.test").info("an info record")
         err = capsys.readouterr().err
         assert "dmd: WARNING jax._src.xla_bridge: GPU?" in err and "dmd: INFO dmd.test: an info record" in err
+        setup_output(2)  # -vv: DEBUG everywhere but numba's compiler trace (11,700 lines, tracebacks included)
+        logging.getLogger("jax._src.dispatch").debug("jax debug")
+        logging.getLogger("numba.core.lowering").debug("Traceback (most recent call last): ...")
+        logging.getLogger("numba.core.lowering").warning("a numba warning")
+        err = capsys.readouterr().err
+        assert "jax debug" in err and "Traceback" not in err and "a numba warning" in err, err
 
 
 def test_a_command_run_in_process_leaves_logging_warnings_and_bars_as_they_were(tmp_path):

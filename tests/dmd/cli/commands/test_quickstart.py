@@ -56,8 +56,10 @@ def test_simulate_bad_inputs_answered_in_one_line_before_work(tmp_path, capsys):
 def test_fit_rejects_zero_rounds_and_file_out_up_front(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("x: 1\n")
-    assert main(["fit", str(cfg), "--out", str(tmp_path / "o"), "--rounds", "0"]) == 2
-    assert "--rounds 0: must be a positive" in capsys.readouterr().err
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "o"), "--rounds", "-1"]) == 2
+    assert "--rounds -1: must be a number of rounds >= 0" in capsys.readouterr().err
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "o"), "--rounds", "0"]) == 2  # 0 needs a start scan
+    assert "--rounds 0: a fit of no rounds needs a start_scan" in capsys.readouterr().err
     assert main(["fit", str(cfg), "--out", str(cfg)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
