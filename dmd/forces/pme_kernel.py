@@ -13,7 +13,7 @@ derivative is with respect to positions alone. Everything else stays on XLA
 * derivatives with respect to the charges (θ) or the box (virial, barostat): the energy's ``custom_jvp`` takes XLA's
   tangent where the charge or box tangent is not a symbolic zero;
 * forward-mode tangents of the forces (:mod:`dmd.sensitivity`): the forces carry a ``custom_jvp`` whose rule is
-  XLA's value and gradient, with no callback.
+  XLA's value and gradient, with no custom call.
 
 ``kernel``: "auto" (the kernels where they serve and the system has ``AUTO_MIN_ATOMS`` atoms or more, else XLA; XLA
 too if numba cannot be imported), "numba" (a clear
@@ -42,9 +42,9 @@ _BLOCK = 32  # atoms per prange task
 # the XLA FFI targets of dmd.forces.numba_pme's handlers (a new name when their operands change: the persistent
 # compilation cache keys programs by their HLO, which holds only the name)
 SPREAD, GATHER = "dmd_pme_spread_v1", "dmd_pme_gather_v1"
-# "auto" takes the kernels from this many atoms: below, the two callbacks' launches (~0.9 ms) eat the gain (alanine
-# dipeptide + water, 1,447 atoms, grid 23³: gradient 0.63-1.10 ms by XLA against 0.89-1.19 by the kernels; villin +
-# water, 8,867 atoms: 4.7 against 3.5)
+# "auto" takes the kernels from this many atoms: below, the two calls' launches eat the gain (measured with the
+# former pure_callbacks, ~0.9 ms: alanine dipeptide + water, 1,447 atoms, grid 23³: gradient 0.63-1.10 ms by XLA
+# against 0.89-1.19 by the kernels; villin + water, 8,867 atoms: 4.7 against 3.5; not re-measured as custom calls)
 AUTO_MIN_ATOMS = 4000
 
 
@@ -129,7 +129,7 @@ def _energy_fn(grid, alpha, order, moduli):
         return e, numba_call(GATHER, "dmd.forces.numba_pme:gather_handler", out, phi.reshape(-1), pos, q, box, cfg)
 
     @value_and_grad.defjvp
-    def _value_and_grad_jvp(primals, tangents):  # forward mode: XLA's value and gradient, no callback
+    def _value_and_grad_jvp(primals, tangents):  # forward mode: XLA's value and gradient, no custom call
         return jax.jvp(jax.value_and_grad(xla_energy, argnums=1), primals, tangents)
 
     @jax.custom_jvp
