@@ -66,6 +66,8 @@ else:
 
 def _env(cache: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    if cache:  # dmd's numba cache lives under XDG_CACHE_HOME too (dmd.base.numba_env)
+        env.pop("NUMBA_CACHE_DIR", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if cache:
         env["XDG_CACHE_HOME"] = cache
@@ -99,6 +101,17 @@ def main() -> int:
         help="villin's kernels, one set of rows each: auto (numba's pair force and rebuild as XLA custom calls on "
         "CPU) or xla (--pair-kernel xla, DMD_REBUILD_KERNEL=xla)",
     )
+    ap.add_argument(
+        "--prefetch",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="villin with the numba kernels compiled in worker processes on an empty cache (on: the default, "
+        "dmd.forces.numba_prefetch) and without (off: DMD_NUMBA_PREFETCH=0), one set of rows each, alternating",
+    )
+    ap.add_argument(
+        "--workers", default="auto", help="DMD_NUMBA_PREFETCH for --prefetch on: auto (idle cores) or a number"
+    )
     args = ap.parse_args()
     py = sys.executable
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  ({os.cpu_count()} CPUs)")
@@ -123,8 +136,12 @@ def main() -> int:
                 [str(ALA), str(args.steps), "omm.dcd"],
             ),
         }
-        for kernels in args.kernels:  # villin with each kernel set
-            jobs[f"villin {kernels}" if len(args.kernels) > 1 else "villin"] = (
+        variants = [(k, p) for k in args.kernels for p in args.prefetch]
+        for kernels, pre in variants:  # villin with each kernel set, with and without prefetching
+            label = " ".join(
+                ([kernels] if len(args.kernels) > 1 else []) + ([f"prefetch {pre}"] if len(args.prefetch) > 1 else [])
+            )
+            jobs[f"villin {label}".strip()] = (
                 ["simulate", "--pdb", str(VILLIN), "--forcefield", "amber14-all.xml", "amber14/tip3p.xml"]
                 + ["--nonbonded", "PME", "--cutoff", "0.9", "--steps", "10", "--report-every", "10"]
                 + ["--out", "villin.dcd", "--pair-kernel", kernels, *sim],
@@ -133,7 +150,9 @@ def main() -> int:
         for job, (dmd_args, omm_args) in jobs.items():
             if job.split()[0] not in args.jobs:
                 continue
-            rebuild = {"DMD_REBUILD_KERNEL": "xla"} if job == "villin xla" else {}
+            rebuild = {"DMD_REBUILD_KERNEL": "xla"} if job.startswith("villin xla") else {}
+            pre = job.rsplit(" ", 1)[-1] if "prefetch" in job else None
+            rebuild.update({"DMD_NUMBA_PREFETCH": {"off": "0", "on": args.workers}[pre]} if pre else {})
             job_env = {**_env(None), **rebuild}
             name = f"simulate {args.steps}" if job == "simulate" else job
             omm = best([py, script, *omm_args], lambda e=job_env: e)

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from numba import types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-__all__ = ["SIGNATURE", "arg1", "arg2", "ffi_cfunc", "is_query", "put1", "put2", "ret1", "ret2", "scalar"]
+__all__ = ["SIGNATURE", "arg1", "arg2", "ffi_cfunc", "is_cached", "is_query", "put1", "put2", "ret1", "ret2", "scalar"]
 
 SIGNATURE = types.int64(types.int64)  # XLA_FFI_Error* (NULL: success) of an XLA_FFI_CallFrame*
 _EXECUTE = 3  # XLA_FFI_ExecutionStage_EXECUTE
@@ -39,13 +39,29 @@ def ffi_cfunc(pyfunc):
     helpers: its cache entry is stamped with both files (a stale handler after an edit here answered XLA's metadata
     query wrongly). numba's threading layer is started first: a ``parallel=True`` kernel loaded from numba's cache
     into a ``cfunc`` does not start it (a segfault on the first call in a fresh process)."""
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+    handler = _cfunc(pyfunc)
+    handler.compile()
+    return handler
+
+
+def is_cached(pyfunc) -> bool:
+    """Whether numba's on-disk cache holds ``pyfunc``'s handler for this source and this CPU (nothing compiled)."""
+    handler = _cfunc(pyfunc)
+    cache = handler._cache
+    key = cache._index_key(handler._sig, handler._targetdescr.target_context.codegen())
+    return key in cache._cache_file._load_index()
+
+
+def _cfunc(pyfunc):
+    """The (not yet compiled) ``cfunc`` of ``pyfunc`` with its cache, stamped as :func:`ffi_cfunc` says."""
     import inspect
 
     from numba.core import sigutils
     from numba.core.ccallback import CFunc
-    from numba.np.ufunc.parallel import _launch_threads
 
-    _launch_threads()
     handler = CFunc(pyfunc, sigutils.normalize_signature(SIGNATURE), locals={}, options={})  # numba.cfunc's steps
     handler.enable_caching()
     stamps = []
@@ -53,7 +69,6 @@ def ffi_cfunc(pyfunc):
         st = os.stat(path)
         stamps.append((st.st_mtime, st.st_size))
     handler._cache._cache_file._source_stamp = tuple(stamps)  # numba's (mtime, size) of pyfunc's file, and ours
-    handler.compile()
     return handler
 
 

@@ -163,6 +163,7 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
     """
     wrapped = _array(wrapped)
     dt = wrapped.dtype.type
+    _wait(f"cell_rows_handler_{'f64' if dt is np.float64 else 'f32'}")
     box = np.asarray(box, wrapped.dtype)
     box = np.diag(box) if box.ndim == 1 else box
     n = wrapped.shape[0]
@@ -182,6 +183,14 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
         _array(n_excl, np.int32),
     )
     return out, counts, int(largest)
+
+
+def _wait(handler):
+    """A worker of :mod:`dmd.forces.numba_prefetch` compiling ``handler`` (whose kernel this host call shares): wait
+    for it, then numba loads the kernel from its cache."""
+    from dmd.forces.numba_prefetch import wait
+
+    wait(f"{__name__}:{handler}")
 
 
 def _array(a, dtype=None):
@@ -238,6 +247,7 @@ def all_pair_rows(pos, box, list_cutoff, half, capacity, excl, n_excl):
     (and not counted). ``pos [N, 3]`` (float32 or float64), ``box`` ``[3]`` or ``[3, 3]`` nm; the other arguments as
     :func:`cell_rows`'s."""
     pos = _array(pos)
+    _wait(f"all_pair_rows_handler_{'f64' if pos.dtype == np.float64 else 'f32'}")
     box = np.asarray(box, pos.dtype)
     ortho = box.ndim == 1
     box = np.diag(box) if ortho else box

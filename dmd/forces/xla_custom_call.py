@@ -46,7 +46,9 @@ def _load(handler: str | Callable[[], object]):
     if callable(handler):
         return handler()
     from dmd.forces.numba_ffi import ffi_cfunc
+    from dmd.forces.numba_prefetch import wait
 
+    wait(handler)  # a worker of dmd.forces.numba_prefetch compiling it: from numba's cache once it has stored it
     module, _, attr = handler.partition(":")
     return ffi_cfunc(getattr(importlib.import_module(module), attr))
 
