@@ -30,17 +30,19 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["CELL_ROWS", "GATHER", "PAIRS", "SPREAD", "forcefield_handlers", "idle_cores", "prefetch", "wait"]
+__all__ = ["CELL_ROWS", "GATHER", "PAIRS", "SPREAD", "forcefield_handlers", "idle_cores", "prefetch", "take", "wait"]
 
 _MOD = "dmd.forces."
-CELL_ROWS = _MOD + "numba_neighbors:cell_rows_handler_f32"  # in the order a run first needs them
+CELL_ROWS = _MOD + "numba_neighbors:cell_rows_handler_f32"
 PAIRS = _MOD + "numba_kernels:pairs_handler"
 SPREAD = _MOD + "numba_pme:spread_handler"
 GATHER = _MOD + "numba_pme:gather_handler"
 WAIT_S = 600.0  # the longest wait for a worker's handler before compiling it here
 
 _WORKERS: dict[str, _Worker] = {}  # handler -> the worker compiling it
-_LOCK = threading.Lock()
+_OWN: list[str] = []  # this process's share, not compiled yet
+_READY: dict[str, object] = {}  # handler -> its cfunc, compiled here while waiting for a worker
+_LOCK = threading.RLock()
 
 
 class _Worker:
@@ -56,27 +58,29 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
-            text=True,
+            bufsize=0,
         )
-        self.handlers, self.done = set(handlers), set()
-        self.lock = threading.Lock()
+        self.handlers, self.done, self.buf, self.closed = set(handlers), set(), b"", False
+
+    def read(self, timeout: float) -> None:
+        """Take the names the worker printed within ``timeout`` s (0: those already there) into ``done``."""
+        fd = self.proc.stdout.fileno()
+        if self.closed or not select.select([fd], [], [], timeout)[0]:
+            return
+        chunk = os.read(fd, 4096)
+        if not chunk:  # the worker exited: reap it (its CPU time is then counted as this process's children's)
+            self.closed = True
+            self.proc.wait()
+            return
+        *lines, self.buf = (self.buf + chunk).split(b"\n")
+        self.done.update(line.decode() for line in lines)
 
     def wait_for(self, handler: str, timeout: float) -> bool:
         """Block until the worker has stored ``handler`` (True) or exited / timed out without it (False)."""
         end = time.monotonic() + timeout
-        with self.lock:
-            while handler not in self.done:
-                left = end - time.monotonic()
-                if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                    return False
-                line = self.proc.stdout.readline()
-                if not line:  # the worker exited
-                    self.proc.wait()
-                    return False
-                self.done.add(line.strip())
-                if self.done >= self.handlers:  # its last one: it exits now (reaped, its CPU time counted)
-                    self.proc.wait()
-            return True
+        while handler not in self.done and not self.closed and time.monotonic() < end:
+            self.read(end - time.monotonic())
+        return handler in self.done
 
 
 def _handler(name: str):
@@ -98,7 +102,7 @@ def forcefield_handlers(nonbonded: str | None, pair_kernel: str, n_atoms: int) -
 
         out.append(PAIRS)
         if n_atoms >= AUTO_MIN_ATOMS or pair_kernel == "numba":
-            out += [SPREAD, GATHER]
+            out += [GATHER, SPREAD]  # dealt round-robin: with one worker this process takes cell rows and gather
     return out
 
 
@@ -137,6 +141,8 @@ def prefetch(handlers: list[str], workers: int | None = None) -> list[str]:
             worker = _Worker(share)
             _WORKERS.update(dict.fromkeys(share, worker))
             started += share
+        if started:
+            _OWN.extend(todo[:: k + 1])
     return started
 
 
@@ -148,9 +154,29 @@ def idle_cores() -> int:
 
 def wait(handler: str, timeout: float = WAIT_S) -> bool:
     """Wait until a worker started by :func:`prefetch` has cached ``handler``; False if none was compiling it (or
-    it failed): the caller then compiles it itself."""
+    it failed): the caller then compiles it itself. While the worker is not done, this process first compiles
+    its own share (kept for :func:`take`)."""
     worker = _WORKERS.get(handler)
-    return worker is not None and worker.wait_for(handler, timeout)
+    if worker is None:
+        return False
+    with _LOCK:
+        worker.read(0)
+        while _OWN and handler not in worker.done:
+            name = _OWN.pop(0)
+            from dmd.forces.numba_ffi import ffi_cfunc
+
+            _READY[name] = ffi_cfunc(_handler(name))
+            worker.read(0)
+        return worker.wait_for(handler, timeout)
+
+
+def take(handler: str):
+    """The handler's cfunc if :func:`wait` compiled it here while waiting, else None (the caller compiles it:
+    it leaves this process's share)."""
+    with _LOCK:
+        if handler in _OWN:
+            _OWN.remove(handler)
+        return _READY.pop(handler, None)
 
 
 def _main(names: list[str]) -> int:
