@@ -93,22 +93,22 @@ def main() -> int:
     ap.add_argument(
         "--jobs", nargs="+", default=["import", "energy", "simulate", "villin"], help="which jobs (default: all)"
     )
-    ap.add_argument(
-        "--kernels",
-        nargs="+",
-        default=["auto"],
-        choices=["auto", "xla"],
-        help="villin's kernels, one set of rows each: auto (numba's pair force and rebuild as XLA custom calls on "
-        "CPU) or xla (--pair-kernel xla, DMD_REBUILD_KERNEL=xla)",
+    villin_sets = (  # one set of villin rows each, the first the default
+        (
+            "--kernels",
+            ["auto", "xla"],
+            "villin's kernels: auto (numba's pair force and rebuild as XLA custom calls on CPU) or xla "
+            "(--pair-kernel xla, DMD_REBUILD_KERNEL=xla)",
+        ),
+        (
+            "--prefetch",
+            ["on", "off"],
+            "villin with the numba kernels compiled in worker processes on an empty cache (on: the default, "
+            "dmd.forces.numba_prefetch) or without (off: DMD_NUMBA_PREFETCH=0)",
+        ),
     )
-    ap.add_argument(
-        "--prefetch",
-        nargs="+",
-        default=["on"],
-        choices=["on", "off"],
-        help="villin with the numba kernels compiled in worker processes on an empty cache (on: the default, "
-        "dmd.forces.numba_prefetch) and without (off: DMD_NUMBA_PREFETCH=0), one set of rows each, alternating",
-    )
+    for flag, choices, text in villin_sets:
+        ap.add_argument(flag, nargs="+", default=choices[:1], choices=choices, help=text + "; one set of rows each")
     ap.add_argument(
         "--workers", default="auto", help="DMD_NUMBA_PREFETCH for --prefetch on: auto (idle cores) or a number"
     )
