@@ -113,7 +113,8 @@ def _cpu_backend() -> bool:
         return platforms.split(",")[0].strip() == "cpu"
     from importlib.metadata import entry_points
 
-    return not any(ep.name.startswith(("cuda", "rocm", "tpu")) for ep in entry_points(group="jax_plugins"))
+    gpu = ("cuda", "rocm", "tpu")  # e.g. jax-cuda12-plugin's "xla_cuda12 = jax_cuda12_plugin"
+    return not any(g in ep.name + ep.value for ep in entry_points(group="jax_plugins") for g in gpu)
 
 
 def prefetch(handlers: list[str], workers: int | None = None) -> list[str]:
