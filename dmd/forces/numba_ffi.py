@@ -159,7 +159,7 @@ def ret2(frame, k, like):
 def put1(frame, k, src):
     """Result ``k`` (a flat buffer of ``src.size`` elements) = ``src`` (any rank, C order), copied element by
     element: ``ret1(...)[:] = src`` compiles numba's shape-mismatch error message (its int and str formatting: ~2.6
-    CPU s per process on an empty cache, docs/engine.md "Start-up on an empty cache")."""
+    CPU s per process on an empty cache, docs/engine.md "Start-up on an empty numba cache")."""
     flat = src.reshape(src.size)
     dst = ret1(frame, k, flat, flat.size)
     for i in range(flat.size):

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2, scalar  # noqa: E402
 
-__all__ = ["all_pair_rows", "cell_rows"]
+__all__ = ["all_pair_rows", "cell_rows", "cell_rows_signatures"]
 
 
 @numba.njit(cache=True)
@@ -183,6 +183,12 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
         _array(n_excl, np.int32),
     )
     return out, counts, int(largest)
+
+
+def cell_rows_signatures():
+    """The operand types the cell build has been compiled for in this process (one per positions' dtype: the
+    handler's, which allocation's host calls share)."""
+    return list(_cell_rows.signatures)
 
 
 def _wait(handler):

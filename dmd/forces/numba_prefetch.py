@@ -88,20 +88,19 @@ def _handler(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def forcefield_handlers(nonbonded: str | None, pair_kernel: str, n_atoms: int) -> list[str]:
+def forcefield_handlers(nonbonded: str | None, pair_kernel: str, n_atoms: int, pme_min_atoms: int) -> list[str]:
     """The handlers a float32 force-field run on CPU will call: the cell-list rebuild for a cutoff method
     (unless ``DMD_REBUILD_KERNEL=xla``), the pair force for PME (unless ``pair_kernel`` is "xla"), PME's spreading
-    and gathering from :data:`dmd.forces.pme_kernel.AUTO_MIN_ATOMS` atoms. Empty where the backend is not CPU."""
+    and gathering from ``pme_min_atoms`` atoms (:data:`dmd.forces.pme_kernel.AUTO_MIN_ATOMS`). Empty where the
+    backend is not CPU."""
     if not _cpu_backend():
         return []
     out = []
     if nonbonded not in (None, "NoCutoff") and (os.environ.get("DMD_REBUILD_KERNEL") or "auto") != "xla":
         out.append(CELL_ROWS)
     if nonbonded == "PME" and pair_kernel != "xla":
-        from dmd.forces.pme_kernel import AUTO_MIN_ATOMS
-
         out.append(PAIRS)
-        if n_atoms >= AUTO_MIN_ATOMS or pair_kernel == "numba":
+        if n_atoms >= pme_min_atoms or pair_kernel == "numba":
             out += [GATHER, SPREAD]  # dealt round-robin: with one worker this process takes cell rows and gather
     return out
 

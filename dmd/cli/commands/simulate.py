@@ -272,10 +272,11 @@ def prefetch_kernels(pdb: Path, nonbonded: str, pair_kernel: str) -> list[str]:
     machine's first run): they compile while the force field is built and the step traced
     (:mod:`dmd.forces.numba_prefetch`)."""
     from dmd.forces.numba_prefetch import forcefield_handlers, prefetch
+    from dmd.forces.pme_kernel import AUTO_MIN_ATOMS
 
     with open(pdb, "rb") as f:  # PDB and mmCIF: one ATOM / HETATM record per atom
         n_atoms = sum(line.startswith((b"ATOM", b"HETATM")) for line in f)
-    return prefetch(forcefield_handlers(nonbonded, pair_kernel, n_atoms))
+    return prefetch(forcefield_handlers(nonbonded, pair_kernel, n_atoms, AUTO_MIN_ATOMS))
 
 
 def run_config(cfg: dict, system=None, stop=None):

@@ -67,7 +67,7 @@ def test_host_rebuild_uses_the_handlers_specialisation():
     operand types of its XLA handler (C-contiguous, writeable): one specialisation, not two (3-4 CPU s each)."""
     from numba import types
 
-    from dmd.forces.numba_neighbors import _cell_rows, cell_rows
+    from dmd.forces.numba_neighbors import cell_rows, cell_rows_signatures
 
     rng = np.random.default_rng(0)
     n = 64
@@ -86,5 +86,5 @@ def test_host_rebuild_uses_the_handlers_specialisation():
     f4, i4, i8 = types.float32, types.int32, types.int64
     handler_types = (arr(f4, 2), arr(i4, 1), arr(i8, 1), arr(i8, 2), arr(f4, 2), f4, types.boolean)
     handler_types += (arr(i4, 2), arr(i4, 1), arr(i4, 2), arr(i4, 1))
-    assert handler_types in _cell_rows.signatures
-    assert all(s == handler_types for s in _cell_rows.signatures if s[0].dtype == f4)
+    assert handler_types in cell_rows_signatures()
+    assert all(s == handler_types for s in cell_rows_signatures() if s[0].dtype == f4)
