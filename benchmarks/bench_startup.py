@@ -66,6 +66,8 @@ else:
 
 def _env(cache: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    if cache:  # dmd's numba cache lives under XDG_CACHE_HOME too (dmd.base.numba_env)
+        env.pop("NUMBA_CACHE_DIR", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if cache:
         env["XDG_CACHE_HOME"] = cache
@@ -91,13 +93,24 @@ def main() -> int:
     ap.add_argument(
         "--jobs", nargs="+", default=["import", "energy", "simulate", "villin"], help="which jobs (default: all)"
     )
+    villin_sets = (  # one set of villin rows each, the first the default
+        (
+            "--kernels",
+            ["auto", "xla"],
+            "villin's kernels: auto (numba's pair force and rebuild as XLA custom calls on CPU) or xla "
+            "(--pair-kernel xla, DMD_REBUILD_KERNEL=xla)",
+        ),
+        (
+            "--prefetch",
+            ["on", "off"],
+            "villin with the numba kernels compiled in worker processes on an empty cache (on: the default, "
+            "dmd.forces.numba_prefetch) or without (off: DMD_NUMBA_PREFETCH=0)",
+        ),
+    )
+    for flag, choices, text in villin_sets:
+        ap.add_argument(flag, nargs="+", default=choices[:1], choices=choices, help=text + "; one set of rows each")
     ap.add_argument(
-        "--kernels",
-        nargs="+",
-        default=["auto"],
-        choices=["auto", "xla"],
-        help="villin's kernels, one set of rows each: auto (numba's pair force and rebuild as XLA custom calls on "
-        "CPU) or xla (--pair-kernel xla, DMD_REBUILD_KERNEL=xla)",
+        "--workers", default="auto", help="DMD_NUMBA_PREFETCH for --prefetch on: auto (idle cores) or a number"
     )
     args = ap.parse_args()
     py = sys.executable
@@ -123,8 +136,12 @@ def main() -> int:
                 [str(ALA), str(args.steps), "omm.dcd"],
             ),
         }
-        for kernels in args.kernels:  # villin with each kernel set
-            jobs[f"villin {kernels}" if len(args.kernels) > 1 else "villin"] = (
+        variants = [(k, p) for k in args.kernels for p in args.prefetch]
+        for kernels, pre in variants:  # villin with each kernel set, with and without prefetching
+            label = " ".join(
+                ([kernels] if len(args.kernels) > 1 else []) + ([f"prefetch {pre}"] if len(args.prefetch) > 1 else [])
+            )
+            jobs[f"villin {label}".strip()] = (
                 ["simulate", "--pdb", str(VILLIN), "--forcefield", "amber14-all.xml", "amber14/tip3p.xml"]
                 + ["--nonbonded", "PME", "--cutoff", "0.9", "--steps", "10", "--report-every", "10"]
                 + ["--out", "villin.dcd", "--pair-kernel", kernels, *sim],
@@ -133,7 +150,9 @@ def main() -> int:
         for job, (dmd_args, omm_args) in jobs.items():
             if job.split()[0] not in args.jobs:
                 continue
-            rebuild = {"DMD_REBUILD_KERNEL": "xla"} if job == "villin xla" else {}
+            rebuild = {"DMD_REBUILD_KERNEL": "xla"} if job.startswith("villin xla") else {}
+            pre = job.rsplit(" ", 1)[-1] if "prefetch" in job else None
+            rebuild.update({"DMD_NUMBA_PREFETCH": {"off": "0", "on": args.workers}[pre]} if pre else {})
             job_env = {**_env(None), **rebuild}
             name = f"simulate {args.steps}" if job == "simulate" else job
             omm = best([py, script, *omm_args], lambda e=job_env: e)

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from numba import types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-__all__ = ["SIGNATURE", "arg1", "arg2", "ffi_cfunc", "is_query", "ret1", "ret2", "scalar"]
+__all__ = ["SIGNATURE", "arg1", "arg2", "ffi_cfunc", "is_cached", "is_query", "put1", "put2", "ret1", "ret2", "scalar"]
 
 SIGNATURE = types.int64(types.int64)  # XLA_FFI_Error* (NULL: success) of an XLA_FFI_CallFrame*
 _EXECUTE = 3  # XLA_FFI_ExecutionStage_EXECUTE
@@ -39,13 +39,29 @@ def ffi_cfunc(pyfunc):
     helpers: its cache entry is stamped with both files (a stale handler after an edit here answered XLA's metadata
     query wrongly). numba's threading layer is started first: a ``parallel=True`` kernel loaded from numba's cache
     into a ``cfunc`` does not start it (a segfault on the first call in a fresh process)."""
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+    handler = _cfunc(pyfunc)
+    handler.compile()
+    return handler
+
+
+def is_cached(pyfunc) -> bool:
+    """Whether numba's on-disk cache holds ``pyfunc``'s handler for this source and this CPU (nothing compiled)."""
+    handler = _cfunc(pyfunc)
+    cache = handler._cache
+    key = cache._index_key(handler._sig, handler._targetdescr.target_context.codegen())
+    return key in cache._cache_file._load_index()
+
+
+def _cfunc(pyfunc):
+    """The (not yet compiled) ``cfunc`` of ``pyfunc`` with its cache, stamped as :func:`ffi_cfunc` says."""
     import inspect
 
     from numba.core import sigutils
     from numba.core.ccallback import CFunc
-    from numba.np.ufunc.parallel import _launch_threads
 
-    _launch_threads()
     handler = CFunc(pyfunc, sigutils.normalize_signature(SIGNATURE), locals={}, options={})  # numba.cfunc's steps
     handler.enable_caching()
     stamps = []
@@ -53,14 +69,13 @@ def ffi_cfunc(pyfunc):
         st = os.stat(path)
         stamps.append((st.st_mtime, st.st_size))
     handler._cache._cache_file._source_stamp = tuple(stamps)  # numba's (mtime, size) of pyfunc's file, and ours
-    handler.compile()
     return handler
 
 
 @intrinsic
 def _pointer(typingctx, addr, like):
-    """``addr`` (int64) as a pointer to ``like``'s scalar type."""
-    ptr = types.CPointer(like)
+    """``addr`` (int64) as a pointer to ``like``'s scalar type (``like``: a scalar, or an array of that dtype)."""
+    ptr = types.CPointer(like.dtype if isinstance(like, types.Array) else like)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(ptr))
@@ -91,47 +106,70 @@ def is_query(frame):
     return (fr[4] & 0xFFFFFFFF) != _EXECUTE
 
 
-@numba.njit(cache=True, inline="always")
-def _buffer(frame, k, out):
-    fr = _words(frame, 15)
-    table = _words(fr[14] if out else fr[9], k + 1)  # rets.rets / args.args: pointers to XLA_FFI_Buffer
-    return _words(table[k], 6)
+@intrinsic
+def _word(typingctx, addr, i):
+    """The int64 at ``addr + 8 i``. An intrinsic, not an inlined ``njit`` helper: numba inlines those at its IR
+    level, copying and re-running its passes on them for every call site (80 inlinings in a handler once cost
+    ~40% of its ``cfunc``'s compilation)."""
 
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.int64)))
+        return builder.load(builder.gep(ptr, [args[1]]))
 
-@numba.njit(cache=True, inline="always")
-def _dims(frame, k, out):
-    b = _buffer(frame, k, out)
-    return b[3], _words(b[5], 2)
+    return types.int64(types.int64, types.int64), codegen
 
 
 @numba.njit(cache=True, inline="always")
 def arg1(frame, k, like):
-    """Operand ``k`` (rank 1) as a C-contiguous array of ``like``'s dtype (no copy)."""
-    data, dims = _dims(frame, k, False)
-    return numba.carray(_pointer(data, like), (dims[0],))
+    """Operand ``k`` (rank 1) as a C-contiguous array of ``like``'s dtype (no copy). The call frame's words 9 and
+    14 point to the operands' and results' XLA_FFI_Buffer pointers; a buffer's words 3 and 5: data, dims."""
+    b = _word(_word(frame, 9), k)
+    return numba.carray(_pointer(_word(b, 3), like), (_word(_word(b, 5), 0),))
 
 
 @numba.njit(cache=True, inline="always")
 def arg2(frame, k, like):
     """Operand ``k`` (rank 2), as :func:`arg1`."""
-    data, dims = _dims(frame, k, False)
-    return numba.carray(_pointer(data, like), (dims[0], dims[1]))
+    b = _word(_word(frame, 9), k)
+    dims = _word(b, 5)
+    return numba.carray(_pointer(_word(b, 3), like), (_word(dims, 0), _word(dims, 1)))
 
 
 @numba.njit(cache=True, inline="always")
 def scalar(frame, k, like):
     """The value of operand ``k`` (rank 0, or the first element)."""
-    return _pointer(_buffer(frame, k, False)[3], like)[0]
+    return _pointer(_word(_word(_word(frame, 9), k), 3), like)[0]
 
 
 @numba.njit(cache=True, inline="always")
 def ret1(frame, k, like, n):
     """Result ``k``'s buffer as a flat array of ``n`` elements of ``like``'s dtype (written in place)."""
-    return numba.carray(_pointer(_buffer(frame, k, True)[3], like), (n,))
+    return numba.carray(_pointer(_word(_word(_word(frame, 14), k), 3), like), (n,))
 
 
 @numba.njit(cache=True, inline="always")
 def ret2(frame, k, like):
     """Result ``k``'s buffer (rank 2) as a C-contiguous array (written in place)."""
-    data, dims = _dims(frame, k, True)
-    return numba.carray(_pointer(data, like), (dims[0], dims[1]))
+    b = _word(_word(frame, 14), k)
+    dims = _word(b, 5)
+    return numba.carray(_pointer(_word(b, 3), like), (_word(dims, 0), _word(dims, 1)))
+
+
+@numba.njit(cache=True, inline="always")
+def put1(frame, k, src):
+    """Result ``k`` (a flat buffer of ``src.size`` elements) = ``src`` (any rank, C order), copied element by
+    element: ``ret1(...)[:] = src`` compiles numba's shape-mismatch error message (its int and str formatting: ~2.6
+    CPU s per process on an empty cache, docs/engine.md "Start-up on an empty numba cache")."""
+    flat = src.reshape(src.size)
+    dst = ret1(frame, k, flat, flat.size)
+    for i in range(flat.size):
+        dst[i] = flat[i]
+
+
+@numba.njit(cache=True, inline="always")
+def put2(frame, k, src):
+    """Result ``k`` (rank 2, ``src``'s shape) = ``src``, element by element (see :func:`put1`)."""
+    dst = ret2(frame, k, src)
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]

@@ -13,7 +13,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
-from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2, scalar  # noqa: E402
+from dmd.forces.numba_ffi import arg1, arg2, is_query, put2, ret1, scalar  # noqa: E402
 from dmd.forces.pme import ONE_4PI_EPS0  # noqa: E402
 
 
@@ -140,5 +140,5 @@ def pairs_handler(frame):
         np.int64(cfg[2]),
     )
     ret1(frame, 0, f4, 1)[0] = np.float32(e)
-    ret2(frame, 1, f4)[:] = g
+    put2(frame, 1, g)
     return 0

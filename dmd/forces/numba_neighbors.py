@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2, scalar  # noqa: E402
 
-__all__ = ["all_pair_rows", "cell_rows"]
+__all__ = ["all_pair_rows", "cell_rows", "cell_rows_signatures"]
 
 
 @numba.njit(cache=True)
@@ -161,8 +161,9 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
       list_cutoff: cutoff + skin, nm. half: the parity rule (:func:`dmd.neighbors.half_pair_filter`), else j ≠ i.
       capacity: row width (0: counts only). excl: ``[N, E]`` excluded partners, padded. n_excl: ``[N]`` how many.
     """
-    wrapped = np.ascontiguousarray(wrapped)
+    wrapped = _array(wrapped)
     dt = wrapped.dtype.type
+    _wait(f"cell_rows_handler_{'f64' if dt is np.float64 else 'f32'}")
     box = np.asarray(box, wrapped.dtype)
     box = np.diag(box) if box.ndim == 1 else box
     n = wrapped.shape[0]
@@ -170,18 +171,39 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
     counts = np.empty(n, np.int32)
     largest = _cell_rows(
         wrapped,
-        np.ascontiguousarray(cid, np.int32),
-        np.asarray(cells_per_side, np.int64),
-        np.ascontiguousarray(stencil, np.int64),
-        np.ascontiguousarray(box),
+        _array(cid, np.int32),
+        _array(cells_per_side, np.int64),
+        _array(stencil, np.int64),
+        _array(box),
         dt(list_cutoff**2),  # compared in the positions' dtype, as XLA does with a Python float
         bool(half),
         out,
         counts,
-        excl,
-        n_excl,
+        _array(excl, np.int32),
+        _array(n_excl, np.int32),
     )
     return out, counts, int(largest)
+
+
+def cell_rows_signatures():
+    """The operand types the cell build has been compiled for in this process (one per positions' dtype: the
+    handler's, which allocation's host calls share)."""
+    return list(_cell_rows.signatures)
+
+
+def _wait(handler):
+    """A worker of :mod:`dmd.forces.numba_prefetch` compiling ``handler`` (whose kernel this host call shares): wait
+    for it, then numba loads the kernel from its cache."""
+    from dmd.forces.numba_prefetch import wait
+
+    wait(f"{__name__}:{handler}")
+
+
+def _array(a, dtype=None):
+    """``a`` as a C-contiguous, writeable numpy array: the handlers' operands have that type, so the host calls
+    (allocation) reuse their compiled kernel. A read-only array (``np.asarray`` of a jax array) is another numba
+    type, another specialisation: a second compilation of the cell build, ~3-4 CPU s on an empty cache."""
+    return np.require(a, dtype, ["C", "W"])
 
 
 @numba.njit(cache=True, inline="always")
@@ -230,17 +252,28 @@ def all_pair_rows(pos, box, list_cutoff, half, capacity, excl, n_excl):
     """Rows of the all-pairs build: ``(idx [N, capacity] int32, counts [N] int32)``, excluded partners left out
     (and not counted). ``pos [N, 3]`` (float32 or float64), ``box`` ``[3]`` or ``[3, 3]`` nm; the other arguments as
     :func:`cell_rows`'s."""
-    pos = np.ascontiguousarray(pos)
+    pos = _array(pos)
+    _wait(f"all_pair_rows_handler_{'f64' if pos.dtype == np.float64 else 'f32'}")
     box = np.asarray(box, pos.dtype)
     ortho = box.ndim == 1
     box = np.diag(box) if ortho else box
     n = pos.shape[0]
     out = np.empty((n, int(capacity)), np.int32)
     counts = np.empty(n, np.int32)
+    rl2 = pos.dtype.type(list_cutoff**2)
     _all_pair_rows(
-        pos, np.ascontiguousarray(box), ortho, pos.dtype.type(list_cutoff**2), bool(half), out, counts, excl, n_excl
+        pos, _array(box), ortho, rl2, bool(half), out, counts, _array(excl, np.int32), _array(n_excl, np.int32)
     )
     return out, counts
+
+
+@numba.njit(cache=True)
+def _largest(counts):
+    """``counts.max()`` (N > 0) by a loop: numba's ``max`` compiles a reduction with its empty-array error path."""
+    m = counts[0]
+    for c in counts:
+        m = max(m, c)
+    return m
 
 
 # XLA FFI handlers (dmd.forces.xla_custom_call): one per kernel and positions' dtype. Operands of the cell build:
@@ -270,7 +303,7 @@ def _cell_handler(frame, like):
         arg2(frame, 7, i4),
         arg1(frame, 8, i4),
     )
-    ret1(frame, 1, i4, 1)[0] = counts.max()
+    ret1(frame, 1, i4, 1)[0] = _largest(counts)
     ret1(frame, 2, i4, 1)[0] = largest
     return 0
 
@@ -302,7 +335,7 @@ def _all_pair_handler(frame, like):
         arg2(frame, 4, i4),
         arg1(frame, 5, i4),
     )
-    ret1(frame, 1, i4, 1)[0] = counts.max()
+    ret1(frame, 1, i4, 1)[0] = _largest(counts)
     return 0
 
 

@@ -17,7 +17,7 @@ prepare_numba()  # before numba is imported: its cache directory and thread wait
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
-from dmd.forces.numba_ffi import arg1, arg2, is_query, ret1, ret2  # noqa: E402
+from dmd.forces.numba_ffi import arg1, arg2, is_query, put1, put2  # noqa: E402
 
 P = 5  # B-spline order (OpenMM's): a compile-time constant, so numba unrolls the window loops
 
@@ -152,7 +152,7 @@ def spread_handler(frame):
     k = arg1(frame, 3, i4)
     kx, ky, kz = np.int64(k[0]), np.int64(k[1]), np.int64(k[2])
     g = spread(arg2(frame, 0, f4), arg1(frame, 1, f4), arg1(frame, 2, f4), kx, ky, kz)
-    ret1(frame, 0, f4, kx * ky * kz)[:] = g.ravel()
+    put1(frame, 0, g)
     return 0
 
 
@@ -164,5 +164,5 @@ def gather_handler(frame):
     f4, i4 = np.float32(0), np.int32(0)
     k = arg1(frame, 4, i4)
     phi = arg1(frame, 0, f4).reshape((np.int64(k[0]), np.int64(k[1]), np.int64(k[2])))
-    ret2(frame, 0, f4)[:] = gather(phi, arg2(frame, 1, f4), arg1(frame, 2, f4), arg1(frame, 3, f4), np.int64(k[3]))
+    put2(frame, 0, gather(phi, arg2(frame, 1, f4), arg1(frame, 2, f4), arg1(frame, 3, f4), np.int64(k[3])))
     return 0

@@ -46,7 +46,12 @@ def _load(handler: str | Callable[[], object]):
     if callable(handler):
         return handler()
     from dmd.forces.numba_ffi import ffi_cfunc
+    from dmd.forces.numba_prefetch import take, wait
 
+    wait(handler)  # a worker of dmd.forces.numba_prefetch compiling it: from numba's cache once it has stored it
+    ready = take(handler)  # compiled here while waiting for another
+    if ready is not None:
+        return ready
     module, _, attr = handler.partition(":")
     return ffi_cfunc(getattr(importlib.import_module(module), attr))
 

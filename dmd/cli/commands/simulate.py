@@ -255,6 +255,7 @@ def build_system(cfg: dict):
         reader = app.PDBxFile if pdb.suffix.lower() in (".cif", ".mmcif") else app.PDBFile
         nonbonded = "PME" if reader(str(pdb)).topology.getPeriodicBoxVectors() is not None else "NoCutoff"
         cfg["nonbonded"] = nonbonded
+    prefetch_kernels(pdb, nonbonded, cfg["pair_kernel"])
     return system_from_pdb(
         str(pdb),
         forcefield=list(cfg["forcefield"]),
@@ -266,14 +267,26 @@ def build_system(cfg: dict):
     )
 
 
+def prefetch_kernels(pdb: Path, nonbonded: str, pair_kernel: str) -> list[str]:
+    """Start compiling the numba kernels this run will use in worker processes, where numba's cache lacks them (a
+    machine's first run): they compile while the force field is built and the step traced
+    (:mod:`dmd.forces.numba_prefetch`)."""
+    from dmd.forces.numba_prefetch import forcefield_handlers, prefetch
+    from dmd.forces.pme_kernel import AUTO_MIN_ATOMS
+
+    with open(pdb, "rb") as f:  # PDB and mmCIF: one ATOM / HETATM record per atom
+        n_atoms = sum(line.startswith((b"ATOM", b"HETATM")) for line in f)
+    return prefetch(forcefield_handlers(nonbonded, pair_kernel, n_atoms, AUTO_MIN_ATOMS))
+
+
 def run_config(cfg: dict, system=None, stop=None):
     """Run a simulation (and sensitivities) for a config dict; returns the :class:`RunResult`.
 
     ``stop``: see :class:`dmd.simulate.RunConfig` (the CLI passes :func:`dmd.cli.common.stop_on_signals`'s).
     """
+    system = build_system(cfg) if system is None else system  # first: it starts the numba kernels' compilation
     from dmd.simulate import RunConfig, default_paths, simulate
 
-    system = build_system(cfg) if system is None else system
     inputs = [cfg["pdb"]] + [f for f in cfg["forcefield"] if Path(f).exists()]
     run_cfg = RunConfig(
         steps=int(cfg["steps"]),
