@@ -138,6 +138,9 @@ class CellNeighborListFns:
       subdivision: m; cells of side ≥ (cutoff + skin)/m and a (2m+1)³ stencil. m = 2 pads less in dense
         systems with many atoms per cell (water with a 1 nm cutoff), m = 1 suits simple fluids.
       half: list each pair once (:func:`half_pair_filter`) instead of from both atoms.
+      rebuild_kernel: "xla" (the builds here) or "numba" (:mod:`dmd.forces.numba_neighbors` as an XLA CPU custom
+        call: the same list element for element, :func:`dmd.forces.neighbors.resolve_rebuild_kernel` resolves
+        "auto").
     """
 
     box: tuple  # see box_key
@@ -146,6 +149,7 @@ class CellNeighborListFns:
     capacity_multiplier: float = 1.25
     subdivision: int = 1
     half: bool = False
+    rebuild_kernel: str = "xla"
 
     def __post_init__(self):
         object.__setattr__(self, "box", box_key(self.box))
@@ -317,6 +321,8 @@ class CellNeighborListFns:
         with a cell list from :meth:`build_rows`."""
         n = pos.shape[0]
         box = self._box(pos.dtype, box)
+        if self.rebuild_kernel == "numba":
+            return self._numba_build(pos, max_occupancy, cell_capacity, box)
         if not self._cells_used(cell_capacity):
             cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :], (n, n))
             # columns padded to whole 32-bit mask words (padding N, never listed): a pad of the [N, N] mask inside
@@ -332,6 +338,15 @@ class CellNeighborListFns:
             return idx, occupancy, jnp.zeros((), bool)
         idx, counts, cell_overflow = self.build_rows(pos, cell_capacity, max_occupancy, box=box, pair_filter=self._keep)
         return idx, jnp.max(counts), cell_overflow
+
+    def _numba_build(self, pos, max_occupancy, cell_capacity, box):
+        """:meth:`_build` by the numba rebuild (no exclusions; counts only when ``max_occupancy`` is None)."""
+        from dmd.forces.neighbors import numba_rows
+
+        rows = numba_rows(self, pos.shape[0])
+        cells = cell_capacity if self._cells_used(cell_capacity) else 0
+        idx, occ, cell_overflow = rows(pos, box, 0 if max_occupancy is None else max_occupancy, cells)
+        return (None if max_occupancy is None else idx), occ, cell_overflow
 
     def _keep(self, rows, cand):
         return half_pair_filter(rows, cand) if self.half else cand != rows
@@ -462,7 +477,13 @@ def _rebuild_compiled(fns: CellNeighborListFns, pos, max_occupancy: int, cell_ca
 
 
 def cell_neighbor_list(
-    box, cutoff: float, *, skin: float, capacity_multiplier: float = 1.25, half: bool = False
+    box,
+    cutoff: float,
+    *,
+    skin: float,
+    capacity_multiplier: float = 1.25,
+    half: bool = False,
+    rebuild_kernel: str = "xla",
 ) -> CellNeighborListFns:
     """A :class:`CellNeighborListFns` for an orthorhombic or reduced triclinic box.
 
@@ -470,8 +491,11 @@ def cell_neighbor_list(
       box: scalar or ``[3]`` box lengths, or ``[3, 3]`` reduced box vectors (rows), nm.
       cutoff: r_c, nm. skin: nm (rebuild when the two largest displacements sum past it).
       capacity_multiplier: slack of the allocated capacities. half: each pair once (:func:`half_pair_filter`).
+      rebuild_kernel: "xla" or "numba" (:attr:`CellNeighborListFns.rebuild_kernel`).
     """
-    return CellNeighborListFns(box_key(box), float(cutoff), float(skin), float(capacity_multiplier), half=bool(half))
+    return CellNeighborListFns(
+        box_key(box), float(cutoff), float(skin), float(capacity_multiplier), half=bool(half), rebuild_kernel=rebuild_kernel
+    )
 
 
 def box_key(box) -> tuple:

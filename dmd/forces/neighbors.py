@@ -409,6 +409,13 @@ def pair_neighbor_list(
 _HANDLERS = "dmd.forces.numba_neighbors:"  # the module of the numba rebuild's XLA FFI handlers
 
 
+@functools.lru_cache(maxsize=32)
+def numba_rows(cells: CellNeighborListFns, n_atoms: int) -> _NumbaRows:
+    """The numba rebuild of a :class:`dmd.neighbors.CellNeighborListFns` with no exclusions (the LJ fluid's list,
+    ``rebuild_kernel="numba"``), one per builder and size."""
+    return _NumbaRows(n_atoms, cells, cells.list_cutoff, not cells.half, exclusion_table(n_atoms, ()), np.zeros(n_atoms))
+
+
 class _NumbaRows:
     """The numba rebuild (:mod:`dmd.forces.numba_neighbors`, imported on first use) for one builder: called inside jit
     (an XLA custom call, :func:`dmd.forces.xla_custom_call.numba_call`; one call per member under vmap) it returns

@@ -117,6 +117,111 @@ def pairs(pos, box, idx, q, sig, seps, rc, te_tab, tg_tab, half, block, nt):
     return e.sum() * (1.0 if half else 0.5), sum_threads(f)
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def lj_pairs(pos, box, idx, sig, seps, rc, half, block, nt):
+    """(energy, dE/dx ``[N, 3]``) of plain (unswitched, unshifted) LJ over ``idx`` (half list, or full with
+    ``half=False``; padding = N), ε_ij = √ε_i √ε_j, σ_ij = (σ_i + σ_j)/2: :func:`pairs` without the Coulomb term
+    and its table (no square root: the weight comes from 1/r²). Same row layout: displacements and r² of every
+    slot, a branch-free compaction of the partners inside r_c, the pair terms, the partners' scatter into the
+    thread's own force buffer."""
+    n, w = idx.shape
+    f = np.zeros((nt, n, 3), np.float32)
+    e = np.zeros(nt, np.float64)
+    rc2 = np.float32(rc * rc)
+    bx, by, bz = box[0], box[1], box[2]
+    hx, hy, hz = np.float32(0.5) * bx, np.float32(0.5) * by, np.float32(0.5) * bz
+    px = np.zeros(n + 1, np.float32)
+    py = np.zeros(n + 1, np.float32)
+    pz = np.zeros(n + 1, np.float32)
+    px[:n], py[:n], pz[:n] = pos[:, 0], pos[:, 1], pos[:, 2]
+    px[n] = np.float32(1e4)  # the padding partner lies far outside r_c
+    for b in prange((n + block - 1) // block):
+        t = numba.get_thread_id()
+        jj = np.empty(w + 1, np.int32)
+        ddx = np.empty(w + 1, np.float32)
+        ddy = np.empty(w + 1, np.float32)
+        ddz = np.empty(w + 1, np.float32)
+        gg = np.empty(w + 1, np.float32)
+        ax = np.empty(w, np.float32)
+        ay = np.empty(w, np.float32)
+        az = np.empty(w, np.float32)
+        ar2 = np.empty(w, np.float32)
+        eb = np.float64(0.0)
+        for i in range(b * block, min(n, (b + 1) * block)):
+            xi, yi, zi = px[i], py[i], pz[i]
+            si, ei = sig[i], np.float32(4.0) * seps[i]
+            for k in range(w):
+                j = idx[i, k]
+                dx = px[j] - xi
+                dy = py[j] - yi
+                dz = pz[j] - zi
+                dx = dx - bx if dx > hx else (dx + bx if dx < -hx else dx)
+                dy = dy - by if dy > hy else (dy + by if dy < -hy else dy)
+                dz = dz - bz if dz > hz else (dz + bz if dz < -hz else dz)
+                ax[k] = dx
+                ay[k] = dy
+                az[k] = dz
+                ar2[k] = dx * dx + dy * dy + dz * dz
+            m = 0
+            for k in range(w):
+                jj[m] = idx[i, k]
+                ddx[m] = ax[k]
+                ddy[m] = ay[k]
+                ddz[m] = az[k]
+                m += ar2[k] < rc2
+            er = np.float32(0.0)
+            for k in range(m):
+                j = jj[k]
+                dx, dy, dz = ddx[k], ddy[k], ddz[k]
+                inv2 = np.float32(1.0) / (dx * dx + dy * dy + dz * dz)
+                sij = np.float32(0.5) * (si + sig[j])
+                ej = ei * seps[j]
+                s2 = sij * sij * inv2
+                s6 = s2 * s2 * s2
+                er += ej * (s6 * s6 - s6)
+                gg[k] = ej * (np.float32(-12.0) * s6 * s6 + np.float32(6.0) * s6) * inv2
+            sx = sy = sz = np.float32(0.0)
+            for k in range(m):
+                sx += gg[k] * ddx[k]
+                sy += gg[k] * ddy[k]
+                sz += gg[k] * ddz[k]
+            if half:
+                for k in range(m):
+                    j = jj[k]
+                    f[t, j, 0] += gg[k] * ddx[k]
+                    f[t, j, 1] += gg[k] * ddy[k]
+                    f[t, j, 2] += gg[k] * ddz[k]
+            f[t, i, 0] -= sx
+            f[t, i, 1] -= sy
+            f[t, i, 2] -= sz
+            eb += er
+        e[t] += eb
+    return e.sum() * (1.0 if half else 0.5), sum_threads(f)
+
+
+def lj_pairs_handler(frame):
+    """:func:`lj_pairs` as an XLA FFI handler. Operands: pos ``[N, 3]``, box ``[3]``, idx ``[N, W]`` int32, sig,
+    seps ``[N]``, r_c ``[]``, ``(half, block, threads)`` int32; results as :func:`pairs_handler`'s."""
+    if is_query(frame):
+        return 0
+    f4, i4 = np.float32(0), np.int32(0)
+    cfg = arg1(frame, 6, i4)
+    e, g = lj_pairs(
+        arg2(frame, 0, f4),
+        arg1(frame, 1, f4),
+        arg2(frame, 2, i4),
+        arg1(frame, 3, f4),
+        arg1(frame, 4, f4),
+        scalar(frame, 5, f4),
+        cfg[0] != 0,
+        np.int64(cfg[1]),
+        np.int64(cfg[2]),
+    )
+    ret1(frame, 0, f4, 1)[0] = np.float32(e)
+    ret2(frame, 1, f4)[:] = g
+    return 0
+
+
 def pairs_handler(frame):
     """:func:`pairs` as an XLA FFI handler (:mod:`dmd.forces.xla_custom_call`). Operands: pos ``[N, 3]``, box
     ``[3]``, idx ``[N, W]`` int32, q, sig, seps ``[N]``, the two erfc tables, r_c ``[]``, ``(half, block, threads)``
