@@ -357,7 +357,8 @@ def main():
         stock = float("nan") if args.no_jaxmd else bench_jaxmd(n, max(100, s // 4))
         omm = bench_openmm_lj(n, s)
         print(
-            f"LJ N={n:5d} ({kernel}): dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps, CPU {bench_dmd.util:.2f}) | "
+            f"LJ N={n:5d} ({kernel}): dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps, "
+            f"CPU {bench_dmd.util:.2f}) | "
             f"stock jax-md {stock:7.1f} | OpenMM CPU(2) {omm:7.1f} (CPU {bench_openmm_lj.util:.2f}) | "
             f"dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x | {_load()}",
             flush=True,

@@ -493,9 +493,8 @@ def cell_neighbor_list(
       capacity_multiplier: slack of the allocated capacities. half: each pair once (:func:`half_pair_filter`).
       rebuild_kernel: "xla" or "numba" (:attr:`CellNeighborListFns.rebuild_kernel`).
     """
-    return CellNeighborListFns(
-        box_key(box), float(cutoff), float(skin), float(capacity_multiplier), half=bool(half), rebuild_kernel=rebuild_kernel
-    )
+    key, args = box_key(box), (float(cutoff), float(skin), float(capacity_multiplier))
+    return CellNeighborListFns(key, *args, half=bool(half), rebuild_kernel=rebuild_kernel)
 
 
 def box_key(box) -> tuple:

@@ -413,7 +413,8 @@ _HANDLERS = "dmd.forces.numba_neighbors:"  # the module of the numba rebuild's X
 def numba_rows(cells: CellNeighborListFns, n_atoms: int) -> _NumbaRows:
     """The numba rebuild of a :class:`dmd.neighbors.CellNeighborListFns` with no exclusions (the LJ fluid's list,
     ``rebuild_kernel="numba"``), one per builder and size."""
-    return _NumbaRows(n_atoms, cells, cells.list_cutoff, not cells.half, exclusion_table(n_atoms, ()), np.zeros(n_atoms))
+    excl = exclusion_table(n_atoms, ())
+    return _NumbaRows(n_atoms, cells, cells.list_cutoff, not cells.half, excl, np.zeros(n_atoms))
 
 
 class _NumbaRows:
