@@ -137,7 +137,10 @@ def lj_pairs(pos, box, idx, sig, seps, rc, half, block, nt):
     pz = np.zeros(n + 1, np.float32)
     sg = np.ones(n + 1, np.float32)
     se = np.zeros(n + 1, np.float32)
-    px[:n], py[:n], pz[:n] = pos[:, 0], pos[:, 1], pos[:, 2]
+    for i in range(n):  # wrapped into the box (a run's positions drift out of it): one image shift then suffices
+        px[i] = pos[i, 0] - bx * np.floor(pos[i, 0] / bx)
+        py[i] = pos[i, 1] - by * np.floor(pos[i, 1] / by)
+        pz[i] = pos[i, 2] - bz * np.floor(pos[i, 2] / bz)
     sg[:n], se[:n] = sig, seps
     px[n] = np.float32(1e4)  # the padding partner lies far outside r_c (and has ε = 0)
     for b in prange((n + block - 1) // block):

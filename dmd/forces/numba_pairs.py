@@ -14,6 +14,9 @@ energy and for derivatives with respect to positions alone. Everything else stay
   ``custom_jvp`` whose rule evaluates the XLA kernel, value and tangent, with no custom call at all;
 * GPU backends, triclinic ``[3, 3]`` boxes, a LJ switch, reaction field, rows over several devices.
 
+Kind "LJ" (the LJ fluid, :func:`dmd.models.lj_fluid`) has its own kernel (``lj_pairs``, target ``dmd_lj_pairs_v1``:
+no Coulomb term, no table, no square root) under the same rules.
+
 ``pair_kernel``: "auto" (the kernel where it applies, else XLA; XLA too if numba cannot be imported), "numba" (the
 kernel; a clear error where it cannot serve: float64, a matrix box) or "xla". Vmapped calls (replicas) run the
 kernel once per replica (``vmap_method="sequential"``). numba is imported when a program with the kernel is first
