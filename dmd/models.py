@@ -18,6 +18,7 @@ d/dσ is the derivative at fixed r_c, which is what OpenMM would compute too.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 
 import jax
@@ -79,13 +80,14 @@ def _lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch):
 
 def _numba_lj_serves(pair_kernel, dtype, r_switch) -> bool:
     """True when :func:`lj_fluid`'s energy runs on the numba LJ kernel (float32, no switch, a CPU backend)."""
-    from dmd.forces.numba_pairs import KERNELS, _numba_available
+    from dmd.forces.numba_pairs import KERNELS
 
     if pair_kernel not in KERNELS:
         raise UserInputError(f"lj_fluid: pair_kernel={pair_kernel!r}; use one of {', '.join(KERNELS)}")
     if pair_kernel == "xla" or r_switch is not None or jnp.dtype(dtype) != jnp.float32:
         return False
-    return pair_kernel == "numba" or (jax.default_backend() == "cpu" and _numba_available())
+    has_numba = importlib.util.find_spec("numba") is not None
+    return pair_kernel == "numba" or (jax.default_backend() == "cpu" and has_numba)
 
 
 def lj_fluid(

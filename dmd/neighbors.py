@@ -341,7 +341,7 @@ class CellNeighborListFns:
 
     def _numba_build(self, pos, max_occupancy, cell_capacity, box):
         """:meth:`_build` by the numba rebuild (no exclusions; counts only when ``max_occupancy`` is None)."""
-        from dmd.forces.neighbors import numba_rows
+        from dmd.forces.numba_rows import numba_rows
 
         rows = numba_rows(self, pos.shape[0])
         cells = cell_capacity if self._cells_used(cell_capacity) else 0

@@ -1,5 +1,7 @@
-"""The LJ fluid on numba kernels (dmd.models.lj_fluid's defaults on a CPU: the numba LJ pair kernel over a half list
-and the numba cell rebuild) against the XLA kernels it replaced (full list, XLA row sums, XLA cell build).
+"""The numba rebuild called from JAX (dmd.forces.numba_rows) on the LJ fluid's list, and the LJ fluid on numba kernels
+(dmd.models.lj_fluid's defaults on a CPU: the numba LJ pair kernel over a half list and the numba cell rebuild)
+against the XLA kernels it replaced (full list, XLA row sums, XLA cell build). The force-field lists' use of the
+same rebuild is tested in test_numba_neighbors.py.
 
 Oracles: the XLA kernels of the same System (themselves checked against OpenMM in float64, tests/dmd/test_models.py)
 and, for the lists, the XLA builds element for element (same distances in the same dtype, same candidate order).
