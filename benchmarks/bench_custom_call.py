@@ -99,9 +99,9 @@ def main():
 
 
 def _numba_rows(system):
-    """The list function's numba rebuild (``dmd.forces.neighbors._NumbaRows``) from its ``update`` closure."""
+    """The list function's numba rebuild (``dmd.forces.numba_rows.NumbaRows``) from its ``update`` closure."""
     for cell in system.neighbor_fn.update.__closure__:
-        if type(cell.cell_contents).__name__ == "_NumbaRows":
+        if type(cell.cell_contents).__name__ == "NumbaRows":
             return cell.cell_contents
     raise SystemExit("no numba rebuild in this system's list (rebuild kernel xla?)")
 

@@ -81,8 +81,14 @@ def _time_call(fn, *args, repeat=10):
     return (time.perf_counter() - t0) / repeat * 1e3
 
 
-def bench_dmd(n, steps, chunk=100, skin=0.5):
-    system = models.lj_fluid(n, density=0.8, cutoff=2.5 * SIGMA, skin=skin * SIGMA, dtype=jnp.float32)
+# the LJ kernels --lj-kernel names: "auto" = lj_fluid's defaults (numba half list + numba rebuild on a CPU), "xla" =
+# the XLA full list and XLA cell build (the engine before the numba LJ kernel)
+LJ_KERNELS = {"auto": {}, "xla": dict(half_list=False, pair_kernel="xla", rebuild_kernel="xla")}
+
+
+def bench_dmd(n, steps, chunk=100, skin=0.5, kernel="auto"):
+    kw = LJ_KERNELS[kernel]
+    system = models.lj_fluid(n, density=0.8, cutoff=2.5 * SIGMA, skin=skin * SIGMA, dtype=jnp.float32, **kw)
     integ = make_integrator("baoab", system, dt=0.01, temperature=T_STAR, friction=1.0)
     st = integ.init(jax.random.PRNGKey(0), system.params)
     run = jax.jit(lambda s: jax.lax.scan(lambda c, _: (integ.step(c, system.params), None), s, None, length=chunk)[0])
@@ -325,6 +331,13 @@ def main():
         choices=["auto", "numba", "xla"],
         help="villin's real-space pair kernel(s), each timed with OpenMM beside it (e.g. xla auto: before/after)",
     )
+    ap.add_argument(
+        "--lj-kernel",
+        nargs="+",
+        default=["auto"],
+        choices=sorted(LJ_KERNELS),
+        help="LJ fluid kernel(s), each timed with OpenMM beside it (xla auto: before/after the numba LJ kernels)",
+    )
     ap.add_argument("--no-jaxmd", action="store_true", help="skip stock jax-md (A/B runs of dmd vs OpenMM)")
     ap.add_argument("--no-pieces", action="store_true", help="skip the villin force-piece timings")
     ap.add_argument(
@@ -338,13 +351,14 @@ def main():
         f"{os.environ.get('XLA_FLAGS', '')!r} (timings on a shared machine are noisy: compare the ratios, measured "
         f"in this same run; CPU = process CPU seconds per wall second, 2.0 = both cores) | {_load()}"
     )
-    for n in sizes:
+    for n, kernel in ((n, k) for n in sizes for k in args.lj_kernel):
         s = steps if n <= 1000 else max(200, steps // 4)
-        ours, rebuilds = bench_dmd(n, s)
+        ours, rebuilds = bench_dmd(n, s, kernel=kernel)
         stock = float("nan") if args.no_jaxmd else bench_jaxmd(n, max(100, s // 4))
         omm = bench_openmm_lj(n, s)
         print(
-            f"LJ N={n:5d}: dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps, CPU {bench_dmd.util:.2f}) | "
+            f"LJ N={n:5d} ({kernel}): dmd {ours:8.1f} steps/s ({rebuilds} rebuilds / {s} steps, "
+            f"CPU {bench_dmd.util:.2f}) | "
             f"stock jax-md {stock:7.1f} | OpenMM CPU(2) {omm:7.1f} (CPU {bench_openmm_lj.util:.2f}) | "
             f"dmd/jax-md {ours / stock:5.2f}x | dmd/OpenMM {ours / omm:5.2f}x | {_load()}",
             flush=True,

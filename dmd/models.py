@@ -18,6 +18,7 @@ d/dσ is the derivative at fixed r_c, which is what OpenMM would compute too.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 
 import jax
@@ -77,6 +78,18 @@ def _lj_pair_energy(r2, sig, eps, mask, r_cut, r_switch):
     return jnp.where(mask, e, 0.0)
 
 
+def _numba_lj_serves(pair_kernel, dtype, r_switch) -> bool:
+    """True when :func:`lj_fluid`'s energy runs on the numba LJ kernel (float32, no switch, a CPU backend)."""
+    from dmd.forces.numba_pairs import KERNELS
+
+    if pair_kernel not in KERNELS:
+        raise UserInputError(f"lj_fluid: pair_kernel={pair_kernel!r}; use one of {', '.join(KERNELS)}")
+    if pair_kernel == "xla" or r_switch is not None or jnp.dtype(dtype) != jnp.float32:
+        return False
+    has_numba = importlib.util.find_spec("numba") is not None
+    return pair_kernel == "numba" or (jax.default_backend() == "cpu" and has_numba)
+
+
 def lj_fluid(
     n_atoms: int = 500,
     density: float = 0.8,
@@ -93,7 +106,9 @@ def lj_fluid(
     dtype=jnp.float32,
     seed: int = 0,
     neighbor_impl: str = "dmd",
-    half_list: bool = False,
+    half_list: bool | None = None,
+    pair_kernel: str = "auto",
+    rebuild_kernel: str | None = None,
 ) -> System:
     """A periodic Lennard-Jones fluid in a cubic box.
 
@@ -122,6 +137,12 @@ def lj_fluid(
         so with a second core free the default full list (row sums XLA spreads over both cores) is faster
         (0.93-1.04× against 0.72-0.75× OpenMM on a quiet machine); at N = 1,000 ~20% more CPU per step. Same
         energies and forces to float32 round-off (docs/engine.md, "LJ fluid: fused pair values and half list").
+        None (default): the half list where the numba pair kernel serves (``pair_kernel``), else the full list.
+      pair_kernel: "auto", "numba" or "xla" (:func:`dmd.forces.numba_pairs.pair_forces`): with a half list, the
+        energy and forces (position derivatives) from the multi-threaded numba LJ kernel where it serves (float32,
+        no switch, CPU); θ and box derivatives and tangents stay on XLA.
+      rebuild_kernel: "auto", "numba" or "xla" (:func:`dmd.forces.neighbors.resolve_rebuild_kernel`, default the
+        environment's ``DMD_REBUILD_KERNEL`` or auto): the list rebuild, the same list either way.
 
     Returns:
       System with θ = ``{"lj": {"sigma": [n_types] nm, "epsilon": [n_types] kJ/mol}}`` labelled by
@@ -220,7 +241,9 @@ def lj_fluid(
             t = t + t2
         return e, t
 
-    half_pairs = pair_energy_full("LJ", r_cut, switch=r_switch, half=True)
+    if half_list is None:
+        half_list = neighbor_impl == "dmd" and _numba_lj_serves(pair_kernel, dtype, r_switch)
+    half_pairs = pair_energy_full("LJ", r_cut, switch=r_switch, half=True, pair_kernel=pair_kernel)
 
     def energy_fn(params, pos, *, box=box, neighbor=None):
         box = jnp.asarray(box, pos.dtype)
@@ -259,10 +282,16 @@ def lj_fluid(
             lambda pos, extra_capacity=0, **kw: fns.allocate(pos, extra_capacity), fns.update
         )
     elif neighbor_impl == "dmd":
+        from dmd.forces.neighbors import resolve_rebuild_kernel
         from dmd.neighbors import cell_neighbor_list
 
         neighbor_fn = cell_neighbor_list(
-            box_length, r_cut, skin=skin, capacity_multiplier=capacity_multiplier, half=half_list
+            box_length,
+            r_cut,
+            skin=skin,
+            capacity_multiplier=capacity_multiplier,
+            half=half_list,
+            rebuild_kernel=resolve_rebuild_kernel(rebuild_kernel),
         )
     else:
         raise UserInputError(f"lj_fluid: neighbor_impl={neighbor_impl!r}; use 'dmd' or 'jax_md'")

@@ -14,6 +14,9 @@ energy and for derivatives with respect to positions alone. Everything else stay
   ``custom_jvp`` whose rule evaluates the XLA kernel, value and tangent, with no custom call at all;
 * GPU backends, triclinic ``[3, 3]`` boxes, a LJ switch, reaction field, rows over several devices.
 
+Kind "LJ" (the LJ fluid, :func:`dmd.models.lj_fluid`) has its own kernel (``lj_pairs``, target ``dmd_lj_pairs_v1``:
+no Coulomb term, no table, no square root) under the same rules.
+
 ``pair_kernel``: "auto" (the kernel where it applies, else XLA; XLA too if numba cannot be imported), "numba" (the
 kernel; a clear error where it cannot serve: float64, a matrix box) or "xla". Vmapped calls (replicas) run the
 kernel once per replica (``vmap_method="sequential"``). numba is imported when a program with the kernel is first
@@ -34,12 +37,13 @@ import numpy as np
 from dmd.base.numba_env import prepare_numba
 from dmd.forces.xla_custom_call import numba_call, register_numba_target
 
-__all__ = ["KERNELS", "pair_forces", "erfc_table", "pairs_vec", "TABLE_SIZE"]
+__all__ = ["KERNELS", "pair_forces", "erfc_table", "lj_pairs_vec", "pairs_vec", "TABLE_SIZE"]
 
 KERNELS = ("auto", "numba", "xla")
 TABLE_SIZE = 4096  # points over [0, r_c] of the tabulated erfc terms (linear interpolation in r)
 _BLOCK = 64  # rows per prange task (the probe's best, benchmarks/bench_numba_pairs.py)
 TARGET, HANDLER = "dmd_pair_forces_v1", "dmd.forces.numba_kernels:pairs_handler"  # the XLA custom call
+LJ_TARGET, LJ_HANDLER = "dmd_lj_pairs_v1", "dmd.forces.numba_kernels:lj_pairs_handler"  # kind "LJ" (lj_fluid)
 
 
 def erfc_table(rc, alpha, size=TABLE_SIZE):
@@ -61,6 +65,16 @@ def pairs_vec(pos, box, idx, q, sig, seps, rc, alpha, half=True):
     from dmd.forces.numba_kernels import pairs  # numba is imported here, on the first call
 
     return pairs(pos, box, idx, q, sig, seps, np.float32(rc), te, tg, half, _BLOCK, numba.get_num_threads())
+
+
+def lj_pairs_vec(pos, box, idx, sig, seps, rc, half=True):
+    """``(energy, dE/dx)`` of the LJ-only kernel (kind "LJ", no switch) from NumPy float32 arrays."""
+    prepare_numba()
+    import numba
+
+    from dmd.forces.numba_kernels import lj_pairs
+
+    return lj_pairs(pos, box, idx, sig, seps, np.float32(rc), half, _BLOCK, numba.get_num_threads())
 
 
 @functools.lru_cache(maxsize=8)
@@ -106,13 +120,14 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
     if pair_kernel not in KERNELS:
         raise ValueError(f"pair_kernel {pair_kernel!r}: pass one of {', '.join(KERNELS)}")
     forced = pair_kernel == "numba"
-    unsupported = (kind != "PME" and "reaction field and LJ-only kernels") or (switch is not None and "a LJ switch")
+    unsupported = (kind not in ("PME", "LJ") and "reaction field") or (switch is not None and "a LJ switch")
     unsupported = unsupported or (row_shards > 1 and "rows over several devices")
     if pair_kernel == "xla" or (unsupported and not forced) or (not forced and not _numba_available()):
         return None
     if unsupported:
         raise ValueError(f"pair_kernel='numba' has no kernel for {unsupported}: use 'xla' or 'auto'")
-    rc, alpha, xla_energy = float(rc), float(alpha), xla_energy()
+    rc, xla_energy = float(rc), xla_energy()
+    alpha = float(alpha) if kind == "PME" else None
 
     def xla_forces(pos, box, idx, q, sig, seps):
         return jax.value_and_grad(xla_energy)(pos, box, idx, q, sig, seps)
@@ -121,6 +136,10 @@ def pair_forces(pair_kernel, kind, rc, alpha=None, switch=None, half=True, row_s
     def kernel(pos, box, idx, q, sig, seps):
         n = pos.shape[0]
         out = (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct((n, 3), jnp.float32))
+        if kind == "LJ":  # no Coulomb term, no table
+            register_numba_target(LJ_TARGET, LJ_HANDLER)
+            cfg = np.array([half, _BLOCK, _pool_threads()], np.int32)
+            return numba_call(LJ_TARGET, LJ_HANDLER, out, pos, box, idx, sig, seps, np.float32(rc), cfg)
         register_numba_target(TARGET, HANDLER)  # imports numba: before reading its pool size
         te, tg = _tables(rc, alpha)
         cfg = np.array([half, _BLOCK, _pool_threads()], np.int32)

@@ -47,8 +47,14 @@ def test_box_changes_compile_once_and_the_list_stays_complete():
     again = dataclasses.replace(system, positions=st.positions, box=st.box)
     out2 = _run(again, cache, 40, seed=2)
     assert out2["compilations"] == 1 and out2["rebuilds"] == 0
-    # a box the grid does not serve (20% smaller than the grid's smallest): a new grid, one more compilation
-    small = np.asarray(nbr.fns.box) * 0.8
-    shrunk = dataclasses.replace(system, positions=st.positions * (small / np.asarray(st.box)), box=small)
+    # a box the grid does not serve (1% smaller than the grid's smallest): a new grid, one more compilation. The
+    # start is a lattice at that box's density, ρσ³ ~ 1.5 (the fluid squeezed into a box 20% smaller, ρσ³ ~ 3,
+    # overlapped and blew up to 1e16 nm, which only the XLA all-pairs build's counts happened to tolerate)
+    small = np.asarray(nbr.fns.box) * 0.99
+    dense = lj_fluid(256, density=256 * (SIG / small[0]) ** 3, temperature=T, cutoff=1.2 * SIG, skin=0.05)
+    np.testing.assert_allclose(np.asarray(dense.box), small, rtol=1e-6)
+    shrunk = dataclasses.replace(system, positions=dense.positions, box=small)
     out3 = _run(shrunk, cache, 40, seed=3)
+    assert np.all(np.isfinite(np.asarray(out3["state"].positions)))
+    assert np.max(np.abs(np.asarray(out3["state"].positions))) < 10 * small.max()
     assert out3["compilations"] == 2
