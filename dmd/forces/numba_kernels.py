@@ -205,7 +205,7 @@ def lj_pairs_handler(frame):
     half, block, nt = arg1(frame, 6, i4)
     e, g = lj_pairs(pos, box, idx, arg1(frame, 3, f4), arg1(frame, 4, f4), scalar(frame, 5, f4), half != 0, block, nt)
     ret1(frame, 0, f4, 1)[0] = np.float32(e)
-    ret2(frame, 1, f4)[:] = g
+    put2(frame, 1, g)
     return 0
 
 
