@@ -412,7 +412,9 @@ def index_peaks(
             deferred.append(system)
             fallback = False
         t0 = time.perf_counter()
-        run_now = ([system] if fallback else []) + (deferred if system == "triclinic" or k + 1 == len(systems) else [])
+        # deferred fallbacks wait for a triclinic step that is no probe: a probe means a cell above settled the data
+        last = (system == "triclinic" or k + 1 == len(systems)) and not probing
+        run_now = ([system] if fallback else []) + (deferred if last else [])
         for target in dict.fromkeys(run_now):
             via, n_tri = _via_primitive(inv_d2, target, config, prior, g, kw, n_candidates_refined, tri_cache)
             sols += via
@@ -421,9 +423,16 @@ def index_peaks(
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
             ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
+            if probing and ranked:  # one probe per descent (stopping.PROBE_BATCHES): the decision after it stands
+                for rest in systems[k + 1 :]:
+                    skipped[rest] = (
+                        f"not searched: the {probe.bravais} cell settles the data with a line unindexed (M20 "
+                        f"{probe.M20:.1f}); after the {system} probe the {ranked[0].bravais} cell leads"
+                    )
+                break
             if (
                 ranked
-                and (ranked[0].system in (system, *upgraded) or (probing and ranked[0].system == probe.system))
+                and ranked[0].system in (system, *upgraded)
                 and settles(ranked[0], inv_d2, sig, config.tolerance.n_impurity)
                 and not (
                     "triclinic" in systems[k + 1 :]
@@ -431,7 +440,7 @@ def index_peaks(
                 )
             ):
                 if probe is None and probe_needed(ranked[0]):
-                    probe, probe_k = ranked[0], k + 1  # one probe per descent: the next system, then the decision
+                    probe, probe_k = ranked[0], k + 1  # the next system is searched briefly, then the decision
                     continue
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (
