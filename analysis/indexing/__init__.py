@@ -45,10 +45,12 @@ from analysis.indexing.stopping import (
     BLIND_STOP_M20_MONOCLINIC,
     OUTLIER_RATIO,
     PRIMITIVE_FALLBACK_SCORE,
+    PROBE_BATCHES,
     data_sigma_scale,
     explains_data,
     line_coverage,
     needs_primitive_search,
+    probe_needed,
     reduced_chi2,
     residual_outlier_ratio,
     settles,
@@ -99,6 +101,8 @@ __all__ = [
     "BLIND_STOP_M20_MONOCLINIC",
     "OUTLIER_RATIO",
     "settles",
+    "probe_needed",
+    "PROBE_BATCHES",
     "residual_outlier_ratio",
     "smaller_lattice_pending",
     "zero_fixed_search_needed",
@@ -346,8 +350,9 @@ def index_peaks(
     # the triclinic search's stage-A candidates ("gen") are shared with the zero-fixed re-search (search_cells)
     sols, seconds, ncand, tri_cache = [], {}, {}, {"gen": {}}
     deferred = []  # blind: systems whose triclinic fallback waits for the triclinic step (see _defer_fallback)
+    probe, probe_k = None, None  # blind: a settled cell leaving a line unindexed; the step probing the next system
     for k, system in enumerate(systems):
-        t0 = time.perf_counter()
+        probing, t0 = k == probe_k, time.perf_counter()
         cb = None if progress is None else (lambda b, s, _sys=system: progress(_sys, b, s))
         if system == "triclinic" and "res" in tri_cache:  # already searched by a fallback: reuse it
             res = dataclasses.replace(tri_cache["res"], n_evaluated=0)
@@ -365,8 +370,10 @@ def index_peaks(
                     config.stopping, patience=BLIND_PATIENCE.get(system), stall_below=BLIND_STALL_BELOW
                 )
                 cfg = dataclasses.replace(config, stopping=stop)
+            if probing:
+                cfg = dataclasses.replace(cfg, stopping=dataclasses.replace(cfg.stopping, max_batches=PROBE_BATCHES))
             res = search_cells(inv_d2, system, cfg, prior=prior, g_zero=g, progress=cb, generated=gen)
-        new = _refine_distinct(res, inv_d2, kw, n_refined(res, n_candidates_refined))
+        new = _refine_distinct(res, inv_d2, kw, STALLED_REFINED if probing else n_refined(res, n_candidates_refined))
         if system == "triclinic" and "res" not in tri_cache:  # the deferred fallbacks convert these cells
             tri_cache.update(res=res, tri=new)
         sols += new
@@ -405,7 +412,9 @@ def index_peaks(
             deferred.append(system)
             fallback = False
         t0 = time.perf_counter()
-        run_now = ([system] if fallback else []) + (deferred if system == "triclinic" or k + 1 == len(systems) else [])
+        # deferred fallbacks wait for a triclinic step that is no probe: a probe means a cell above settled the data
+        last = (system == "triclinic" or k + 1 == len(systems)) and not probing
+        run_now = ([system] if fallback else []) + (deferred if last else [])
         for target in dict.fromkeys(run_now):
             via, n_tri = _via_primitive(inv_d2, target, config, prior, g, kw, n_candidates_refined, tri_cache)
             sols += via
@@ -414,6 +423,13 @@ def index_peaks(
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
             ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
+            if probing and ranked:  # one probe per descent (stopping.PROBE_BATCHES): the decision after it stands
+                for rest in systems[k + 1 :]:
+                    skipped[rest] = (
+                        f"not searched: the {probe.bravais} cell settles the data with a line unindexed (M20 "
+                        f"{probe.M20:.1f}); after the {system} probe the {ranked[0].bravais} cell leads"
+                    )
+                break
             if (
                 ranked
                 and ranked[0].system in (system, *upgraded)
@@ -423,12 +439,15 @@ def index_peaks(
                     and smaller_lattice_pending(ranked[0], sols, inv_d2, kw, top, config.tolerance.n_impurity)
                 )
             ):
+                if probe is None and probe_needed(ranked[0]):
+                    probe, probe_k = ranked[0], k + 1  # the next system is searched briefly, then the decision
+                    continue
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (
                         f"not searched: the {ranked[0].bravais} cell settles the data (M20 {ranked[0].M20:.1f})"
                     )
                 break
-    if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic":
+    if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic" and probe_k != k:
         ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
         if zero_fixed_search_needed(ranked):
             # no convincing cell (M20 < ZERO_FIXED_BELOW_M20; a right cell that only misses `settles`, e.g. barite oP,

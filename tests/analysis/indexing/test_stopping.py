@@ -1,6 +1,8 @@
 """The blind descent's stopping rules (analysis/indexing/stopping.py): when a cell explains the data, so that a
 monoclinic / orthorhombic search skips the triclinic search, and the data's own error model on precise lists."""
 
+from pathlib import Path
+
 import numpy as np
 
 from analysis import cell as cell_mod
@@ -11,14 +13,19 @@ from analysis.indexing import (
     ErrorModel,
     data_sigma_scale,
     explains_data,
+    index_peaks,
     line_coverage,
     needs_primitive_search,
+    probe_needed,
+    read_peak_file,
     reduced_chi2,
     refine_candidate,
+    settles,
     synthetic_pattern,
 )
 from analysis.indexing.errors import sigma_inv_d2
 
+DATA = Path(__file__).resolve().parents[2] / "data" / "indexing"
 MONO = [7.21, 9.13, 11.32, 90.0, 104.3, 90.0]
 
 
@@ -84,3 +91,20 @@ def test_error_model_from_the_data_on_precise_lists():
     assert data_sigma_scale(exact, clean.inv_d2, sig_e, n_impurity=1) < 1e-3
     # ... the true cell of exact data scores above PRIMITIVE_FALLBACK_SCORE, so no fallback either way
     assert exact.score >= PRIMITIVE_FALLBACK_SCORE
+
+
+def test_settling_cell_with_an_unindexed_line_probes_the_next_lower_system():
+    """A generated clean hR list (8.366, 12.525 Å, R -3; bench_indexing.py --blind, seed 2024, hexagonal list 4): a tI
+    cell (8.365, 9.474 Å) indexes 19 of the 20 exact lines within the σ(q²) model (M20 56, χ²_ν 0.5) and settled the
+    blind descent at the tetragonal step before the hexagonal search ran. A settling cell that leaves a line unindexed
+    now has the next lower system searched first (stopping.probe_needed, PROBE_BATCHES); the hR cell indexes all 20
+    lines exactly and wins the decision."""
+    pk = read_peak_file(DATA / "hr_clean_4_generated.txt")
+    sig = sigma_inv_d2(pk.inv_d2, 1.0)
+    x = cell_mod.reciprocal_params(np.array([8.365, 8.365, 9.474, 90, 90, 90], float), "tetragonal")
+    ti = refine_candidate(x, 0.0, pk.inv_d2, "tetragonal", sigma=sig, centrings=["I"], wavelength=pk.wavelength)
+    assert ti.bravais == "tI" and ti.n_indexed == 19 and ti.M20 > 20  # the wrong cell of the failure
+    assert settles(ti, pk.inv_d2, sig, 1) and probe_needed(ti)
+    best = index_peaks(pk).solutions[0]
+    assert best.bravais == "hR" and best.n_indexed == 20, best.reason
+    np.testing.assert_allclose(best.cell[[0, 2]], [8.3664, 12.5253], atol=2e-3)  # the generating cell (header)
