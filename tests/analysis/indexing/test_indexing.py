@@ -93,7 +93,8 @@ def test_blind_defers_the_orthorhombic_fallback_to_the_monoclinic_search():
     """Blind, noisy azurite (P2₁/c, bench_index_blind.py list): no orthorhombic cell explains the list, so the
     orthorhombic step ran the triclinic fallback (24 of the 21.5 CPU s of the list with the default search at
     load 5: 6.6 CPU s now) before the monoclinic search, which settles the data by itself. Blind, the fallback
-    now waits for the triclinic step and runs only if nothing above triclinic settled the data. The test's
+    now waits for the triclinic step and runs only if nothing above triclinic settled the data (a probe of the
+    triclinic step, after a settling cell that leaves a line unindexed, is no such step). The test's
     smaller search (CFG) keeps it quick."""
     import json
     import pathlib
@@ -107,7 +108,10 @@ def test_blind_defers_the_orthorhombic_fallback_to_the_monoclinic_search():
     # noisy positions (σ(q²) model, ±0.03° zero shift): the literature lattice to 2e-2 (bench_index_blind.py)
     assert top.bravais == "mP" and same_lattice(top.cell, "P", lit, "P", 2e-2), top.reason
     assert "orthorhombic via triclinic" not in res.n_candidates  # ran before the change
-    assert "triclinic" not in res.n_candidates and "settles" in res.skipped["triclinic"]
+    # the monoclinic cell settles the data with a line unindexed, so the triclinic step runs only as the probe
+    # (stopping.PROBE_BATCHES = 2 batches: 4,608 candidates here; the full search under CFG draws 13,824) and
+    # neither the zero-fixed re-search nor a deferred fallback follows it
+    assert res.n_candidates["triclinic"] <= 4608 and "triclinic, zero fixed" not in res.n_candidates
 
 
 def test_blind_descent_goes_on_past_a_supercell_when_a_smaller_lattice_fits_better():
