@@ -2,11 +2,11 @@
 
 On a machine whose numba cache is empty, the handlers that a force-field run on CPU uses (the neighbour-list
 rebuild, the pair force, PME's spreading and gathering) cost ~15-25 CPU s of numba compilation, one after the
-other in the process that needs them. :func:`prefetch` shares them between that process and up to one worker
-process per idle core but one (``python -m dmd.forces.numba_prefetch HANDLER ...``): each worker compiles its
-share into numba's on-disk cache (:func:`dmd.forces.numba_ffi.ffi_cfunc`, the same cache entries the caller
-reads) and prints each handler's name when it is stored. The caller goes on (reads the structure, builds the force
-field, traces, compiles its own share); where it needs a worker's handler
+other in the process that needs them. :func:`prefetch` shares them between that process and one worker process
+per idle core, all cores but one at most (:func:`auto_workers`; ``python -m dmd.forces.numba_prefetch HANDLER
+...``): each worker compiles its share into numba's on-disk cache (:func:`dmd.forces.numba_ffi.ffi_cfunc`, the
+same cache entries the caller reads) and prints each handler's name when it is stored. The caller goes on
+(reads the structure, builds the force field, traces, compiles its own share); where it needs a worker's handler
 (:func:`dmd.forces.xla_custom_call.register_numba_target`, the rebuild's host call at allocation) it
 :func:`wait`\\ s for it and then loads it from the cache. numba compiles under one lock per process, so threads
 would compile one handler at a time; processes compile them side by side.
@@ -30,7 +30,18 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["CELL_ROWS", "GATHER", "PAIRS", "SPREAD", "forcefield_handlers", "idle_cores", "prefetch", "take", "wait"]
+__all__ = [
+    "CELL_ROWS",
+    "GATHER",
+    "PAIRS",
+    "SPREAD",
+    "auto_workers",
+    "forcefield_handlers",
+    "idle_cores",
+    "prefetch",
+    "take",
+    "wait",
+]
 
 _MOD = "dmd.forces."
 CELL_ROWS = _MOD + "numba_neighbors:cell_rows_handler_f32"
@@ -118,16 +129,16 @@ def _cpu_backend() -> bool:
 
 def prefetch(handlers: list[str], workers: int | None = None) -> list[str]:
     """Start compiling some of those of ``handlers`` that numba's cache lacks in worker processes. The handlers
-    are dealt round-robin, in the order given, over this process and ``workers`` workers (default: the idle cores
-    but one, from the load average); this process compiles its share when it first needs them. Returns the
-    handlers given to workers (none where no core is idle: a worker would only take CPU from this process)."""
+    are dealt round-robin, in the order given, over this process and ``workers`` workers (default:
+    :func:`auto_workers`); this process compiles its share when it first needs them. Returns the handlers given to
+    workers (none where no core is idle: a worker would only take CPU from this process)."""
     from dmd.base.numba_env import prepare_numba
 
     setting = os.environ.get("DMD_NUMBA_PREFETCH", "auto")
     if setting == "0" or importlib.util.find_spec("numba") is None:
         return []
     if workers is None:
-        workers = int(setting) if setting.isdigit() else idle_cores() - 1
+        workers = int(setting) if setting.isdigit() else auto_workers()
     if workers < 1:
         return []
     prepare_numba()  # before numba is imported; the workers inherit its cache directory
@@ -146,10 +157,21 @@ def prefetch(handlers: list[str], workers: int | None = None) -> list[str]:
     return started
 
 
+def auto_workers() -> int:
+    """Workers for ``DMD_NUMBA_PREFETCH=auto``: the idle cores, at most all cores but this process's one. The 1-minute
+    load average lags (a job that just ended still counts ~1 for a minute), so one idle core by it is enough.
+    Measured (docs/engine.md, "Start-up on an empty numba cache"): quiet 2-core machine, villin's first run with
+    empty caches 24.3 → 16.3 s wall with one worker; at load 7 a forced worker cost +1.2 CPU s and gained nothing."""
+    return min(idle_cores(), _cores() - 1)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def idle_cores() -> int:
     """Usable cores minus the 1-minute load average (rounded): the cores a worker would not take from others."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, round(cores - os.getloadavg()[0]))
+    return max(0, round(_cores() - os.getloadavg()[0]))
 
 
 def wait(handler: str, timeout: float = WAIT_S) -> bool:
