@@ -23,6 +23,7 @@ the workers (whatever the load), ``auto`` (the default) as above. docs/engine.md
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import itertools
@@ -42,6 +43,7 @@ __all__ = [
     "idle_cores",
     "pending",
     "prefetch",
+    "release",
     "take",
     "wait",
 ]
@@ -58,6 +60,8 @@ _EVENTS: dict[str, threading.Event] = {}  # handler -> set when the worker that 
 _DONE: set[str] = set()  # the handlers workers have stored in numba's cache
 _OWN: list[str] = []  # this process's share, not compiled yet
 _READY: dict[str, object] = {}  # handler -> its cfunc, compiled here while waiting for a worker
+_FEEDING = [0]  # the workers still taking handlers from the queue
+_WORKERS: list = []
 _LOCK = threading.RLock()
 
 
@@ -81,7 +85,12 @@ class _Worker:
             bufsize=0,
         )
         _EVENTS[first] = threading.Event()  # taken now: a wait() right after prefetch() finds it started
-        threading.Thread(target=self._serve, args=(first,), name="dmd-numba-prefetch", daemon=True).start()
+        _FEEDING[0] += 1
+        self.thread = threading.Thread(target=self._serve, args=(first,), name="dmd-numba-prefetch", daemon=True)
+        self.thread.start()
+        if not _WORKERS:
+            atexit.register(_reap)
+        _WORKERS.append(self)
 
     def _serve(self, name: str) -> None:
         try:
@@ -97,12 +106,22 @@ class _Worker:
                 event.set()
                 with _LOCK:
                     if not stored or not _QUEUE:  # a failed worker leaves the rest of the queue to this process
+                        _FEEDING[0] -= 1
                         return
                     name = _QUEUE.pop(0)
                     _EVENTS[name] = threading.Event()
         finally:
             self.proc.stdin.close()
             self.proc.wait()
+
+
+def _reap(timeout: float = 2.0) -> None:
+    """At exit: no more handlers for the workers; give each a moment to finish and be reaped (a worker reaped here
+    counts in this process's children's CPU time; one still compiling is left to finish filling numba's cache)."""
+    with _LOCK:
+        _QUEUE.clear()
+    for worker in _WORKERS:
+        worker.thread.join(timeout)
 
 
 def _handler(name: str):
@@ -192,18 +211,19 @@ def pending(handler: str) -> bool:
         return handler in _QUEUE or handler in _EVENTS
 
 
-def wait(handler: str, timeout: float = WAIT_S) -> bool:
+def wait(handler: str, timeout: float = WAIT_S, steal: bool = True) -> bool:
     """Wait until a worker started by :func:`prefetch` has cached ``handler``; False if none took it (or it failed):
-    the caller then compiles it itself (a queued handler no worker has started leaves the queue). While the worker
-    is not done, this process compiles its own share first, then the queue's last handlers (kept for
-    :func:`take`)."""
+    the caller then compiles it itself (a queued handler no worker has started leaves the queue, unless ``steal``
+    is False: the rebuild's host call needs only the kernel it shares). While the worker is not done, this process
+    compiles its own share first, then the queue's last handlers (kept for :func:`take`)."""
     from dmd.forces.numba_ffi import ffi_cfunc
 
     with _LOCK:
         if handler in _QUEUE:
-            _QUEUE.remove(handler)
+            if steal:
+                _QUEUE.remove(handler)
             return False
-        event = _EVENTS.get(handler)
+    event = _EVENTS.get(handler)
     if event is None:
         return False
     while not event.is_set():
@@ -216,6 +236,19 @@ def wait(handler: str, timeout: float = WAIT_S) -> bool:
             _READY[name] = cfunc
     event.wait(timeout)
     return handler in _DONE
+
+
+def release(handler: str) -> bool:
+    """Hand this process's ``handler`` to the workers (the end of their queue) once its kernel is compiled here:
+    the rebuild's host call at allocation compiles the kernel its handler shares, and a worker then compiles the
+    handler's own layer around it (~1 CPU s), loading the kernel from numba's cache. True if queued (a worker is
+    still taking handlers)."""
+    with _LOCK:
+        if handler not in _OWN or not _FEEDING[0]:
+            return False
+        _OWN.remove(handler)
+        _QUEUE.append(handler)
+        return True
 
 
 def take(handler: str):

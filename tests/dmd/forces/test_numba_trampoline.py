@@ -48,7 +48,8 @@ def test_a_program_compiles_before_its_handler_exists_and_runs_it_when_first_exe
     assert loads == []  # XLA compiled the program (and queried the target's metadata) with no handler at all
     grid = np.asarray(compiled(pos, q, box))
     assert loads == [1]  # the first execution loaded it
-    direct = np.asarray(jax.jit(lambda p, c, b: numba_call("dmd_pme_spread_v1", SPREAD, out, p, c, b, dims))(pos, q, box))
+    direct = jax.jit(lambda p, c, b: numba_call("dmd_pme_spread_v1", SPREAD, out, p, c, b, dims))(pos, q, box)
+    direct = np.asarray(direct)
     np.testing.assert_array_equal(grid, direct)  # the same handler, the same bits (spread runs on one thread)
     assert abs(float(grid.sum()) - float(q.sum())) < 1e-4 * float(np.abs(q).sum())  # B-spline weights sum to 1
     again = np.asarray(compiled(pos + 0.01, q, box))  # later calls jump straight to the handler: no second load
