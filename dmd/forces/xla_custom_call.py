@@ -69,6 +69,7 @@ def register_numba_target(name: str, handler: str | Callable[[], object], defer:
     with _LOCK:
         if name in _TARGETS:
             return
+        address = None
         if defer if defer is not None else deferred(handler):
             from dmd.forces.numba_trampoline import stand_in
 
@@ -76,9 +77,12 @@ def register_numba_target(name: str, handler: str | Callable[[], object], defer:
                 _TARGETS[name] = cfunc = _load(handler)  # kept alive: the stand-in jumps to its address
                 return cfunc.address
 
-            _TARGETS[name] = None
-            address = stand_in(resolve)
-        else:
+            try:
+                address = stand_in(resolve)
+                _TARGETS[name] = None
+            except OSError:  # no executable page here (a hardened kernel): wait for the handler instead
+                address = None
+        if address is None:
             _TARGETS[name] = cfunc = _load(handler)
             address = cfunc.address
         jax.ffi.register_ffi_target(name, _capsule(address), platform="cpu", api_version=1)
