@@ -19,6 +19,8 @@ shared: compare ratios from one run).
     python benchmarks/bench_startup.py
     python benchmarks/bench_startup.py --steps 100 --repeat 1 --jobs energy villin
     python benchmarks/bench_startup.py --repeat 1 --jobs villin --kernels auto xla   # numba's kernels and XLA's
+    # A/B: an older checkout and this one, alternating in each of 3 rounds, only the empty-cache rows
+    python benchmarks/bench_startup.py --jobs villin --rows empty --trees /tmp/base . --rounds 3 --repeat 1
 """
 
 from __future__ import annotations
@@ -64,11 +66,15 @@ else:
 """
 
 
+TREE = [ROOT]  # the source tree whose dmd runs (--trees: each in turn)
+ROWS = ("openmm", "nocache", "empty", "cached")
+
+
 def _env(cache: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     if cache:  # dmd's numba cache lives under XDG_CACHE_HOME too (dmd.base.numba_env)
         env.pop("NUMBA_CACHE_DIR", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(TREE[0]), env.get("PYTHONPATH", "")])
     if cache:
         env["XDG_CACHE_HOME"] = cache
     return env
@@ -112,9 +118,30 @@ def main() -> int:
     ap.add_argument(
         "--workers", default="auto", help="DMD_NUMBA_PREFETCH for --prefetch on: auto (idle cores) or a number"
     )
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="which rows of each job (default: all)")
+    ap.add_argument(
+        "--trees", nargs="+", type=Path, default=[ROOT], help="source trees of dmd to time, in turn (A/B: old new)"
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="rounds over --trees (interleaved A/B)")
     args = ap.parse_args()
+    rows = []
+    for r in range(args.rounds):
+        for tree in args.trees:
+            TREE[0] = tree.resolve()
+            label = f"[{tree} r{r + 1}] " if len(args.trees) > 1 or args.rounds > 1 else ""
+            rows += [(label + name, t, ref) for name, t, ref in _measure(args)]
+    print(f"{'job':<36} {'wall s':>8} {'CPU s':>7} {'wall ÷ OpenMM':>14} {'CPU ÷ OpenMM':>13}")
+    for name, (sec, cpu), ref in rows:
+        ratios = "" if ref is None else f"{sec / ref[0]:14.1f} {cpu / ref[1]:13.1f}"
+        print(f"{name:<36} {sec:8.2f} {cpu:7.2f} {ratios}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+def _measure(args) -> list:
+    """The rows of one pass over the jobs with the dmd of ``TREE[0]``."""
     py = sys.executable
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  ({os.cpu_count()} CPUs)")
+    print(f"{TREE[0]}: load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  ({os.cpu_count()} CPUs)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as work:
         env0 = _env(None)
@@ -155,23 +182,24 @@ def main() -> int:
             rebuild.update({"DMD_NUMBA_PREFETCH": {"off": "0", "on": args.workers}[pre]} if pre else {})
             job_env = {**_env(None), **rebuild}
             name = f"simulate {args.steps}" if job == "simulate" else job
-            omm = best([py, script, *omm_args], lambda e=job_env: e)
-            rows.append((f"{name}: OpenMM CPU script", omm, None))
-            nocache = best([py, "-m", "dmd", "--no-cache", *dmd_args], lambda e=job_env: e)
-            rows.append((f"{name}: dmd --no-cache", nocache, omm))
+            omm = best([py, script, *omm_args], lambda e=job_env: e) if "openmm" in args.rows else None
+            if omm is not None:
+                rows.append((f"{name}: OpenMM CPU script", omm, None))
+            if "nocache" in args.rows:
+                nocache = best([py, "-m", "dmd", "--no-cache", *dmd_args], lambda e=job_env: e)
+                rows.append((f"{name}: dmd --no-cache", nocache, omm))
             firsts, seconds = [], []
-            for _ in range(args.repeat):
+            for _ in range(args.repeat if {"empty", "cached"} & set(args.rows) else 0):
                 cache = tempfile.mkdtemp(dir=work)
                 firsts.append(_wall([py, "-m", "dmd", *dmd_args], {**_env(cache), **rebuild}, work))
-                seconds.append(_wall([py, "-m", "dmd", *dmd_args], {**_env(cache), **rebuild}, work))
-            rows.append((f"{name}: dmd, empty cache", min(firsts), omm))
-            rows.append((f"{name}: dmd, cached", min(seconds), omm))
-    print(f"{'job':<36} {'wall s':>8} {'CPU s':>7} {'wall ÷ OpenMM':>14} {'CPU ÷ OpenMM':>13}")
-    for name, (sec, cpu), ref in rows:
-        ratios = "" if ref is None else f"{sec / ref[0]:14.1f} {cpu / ref[1]:13.1f}"
-        print(f"{name:<36} {sec:8.2f} {cpu:7.2f} {ratios}")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    return 0
+                if "cached" in args.rows:
+                    seconds.append(_wall([py, "-m", "dmd", *dmd_args], {**_env(cache), **rebuild}, work))
+                print(f"  {name}: {firsts[-1][0]:.2f} s ({firsts[-1][1]:.2f} CPU s), load {os.getloadavg()[0]:.2f}")
+            if "empty" in args.rows:
+                rows.append((f"{name}: dmd, empty cache", min(firsts), omm))
+            if seconds:
+                rows.append((f"{name}: dmd, cached", min(seconds), omm))
+    return rows
 
 
 if __name__ == "__main__":

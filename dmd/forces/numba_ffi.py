@@ -24,12 +24,13 @@ import numpy as np  # noqa: E402
 from numba import types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
+from dmd.forces.numba_trampoline import API_MINOR as _API_MINOR  # noqa: E402
+from dmd.forces.numba_trampoline import EXECUTE as _EXECUTE  # noqa: E402
+from dmd.forces.numba_trampoline import METADATA as _METADATA  # noqa: E402
+
 __all__ = ["SIGNATURE", "arg1", "arg2", "ffi_cfunc", "is_cached", "is_query", "put1", "put2", "ret1", "ret2", "scalar"]
 
 SIGNATURE = types.int64(types.int64)  # XLA_FFI_Error* (NULL: success) of an XLA_FFI_CallFrame*
-_EXECUTE = 3  # XLA_FFI_ExecutionStage_EXECUTE
-_METADATA = 1  # XLA_FFI_Extension_Metadata
-_API_MINOR = 3  # the FFI API version (0, 3) whose layouts these helpers read
 
 
 def ffi_cfunc(pyfunc):

@@ -13,8 +13,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+from dmd.base.units import ONE_4PI_EPS0  # noqa: E402
 from dmd.forces.numba_ffi import arg1, arg2, is_query, put2, ret1, scalar  # noqa: E402
-from dmd.forces.pme import ONE_4PI_EPS0  # noqa: E402
 
 
 @njit(fastmath=True, cache=True)

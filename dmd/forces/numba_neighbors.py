@@ -163,7 +163,7 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
     """
     wrapped = _array(wrapped)
     dt = wrapped.dtype.type
-    _wait(f"cell_rows_handler_{'f64' if dt is np.float64 else 'f32'}")
+    handler = _wait(f"cell_rows_handler_{'f64' if dt is np.float64 else 'f32'}")
     box = np.asarray(box, wrapped.dtype)
     box = np.diag(box) if box.ndim == 1 else box
     n = wrapped.shape[0]
@@ -182,6 +182,7 @@ def cell_rows(wrapped, cid, cells_per_side, stencil, box, list_cutoff, half, cap
         _array(excl, np.int32),
         _array(n_excl, np.int32),
     )
+    _release(handler)
     return out, counts, int(largest)
 
 
@@ -193,10 +194,18 @@ def cell_rows_signatures():
 
 def _wait(handler):
     """A worker of :mod:`dmd.forces.numba_prefetch` compiling ``handler`` (whose kernel this host call shares): wait
-    for it, then numba loads the kernel from its cache."""
+    for it, then numba loads the kernel from its cache. Returns the handler's full name."""
     from dmd.forces.numba_prefetch import wait
 
-    wait(f"{__name__}:{handler}")
+    wait(f"{__name__}:{handler}", steal=False)
+    return f"{__name__}:{handler}"
+
+
+def _release(handler):
+    """The kernel is compiled (and cached) here: a prefetch worker may compile the handler's layer around it."""
+    from dmd.forces.numba_prefetch import release
+
+    release(handler)
 
 
 def _array(a, dtype=None):

@@ -2,14 +2,17 @@
 
 On a machine whose numba cache is empty, the handlers that a force-field run on CPU uses (the neighbour-list
 rebuild, the pair force, PME's spreading and gathering) cost ~15-25 CPU s of numba compilation, one after the
-other in the process that needs them. :func:`prefetch` shares them between that process and one worker process
-per idle core, all cores but one at most (:func:`auto_workers`; ``python -m dmd.forces.numba_prefetch HANDLER
-...``): each worker compiles its share into numba's on-disk cache (:func:`dmd.forces.numba_ffi.ffi_cfunc`, the
-same cache entries the caller reads) and prints each handler's name when it is stored. The caller goes on
-(reads the structure, builds the force field, traces, compiles its own share); where it needs a worker's handler
-(:func:`dmd.forces.xla_custom_call.register_numba_target`, the rebuild's host call at allocation) it
-:func:`wait`\\ s for it and then loads it from the cache. numba compiles under one lock per process, so threads
-would compile one handler at a time; processes compile them side by side.
+other in the process that needs them. :func:`prefetch` keeps the first needed (the rebuild's host call at
+allocation) for this process and queues the rest for one worker process per idle core, all cores but one at most
+(:func:`auto_workers`; ``python -m dmd.forces.numba_prefetch``, fed one handler name at a time on its stdin by a
+thread here): each worker compiles the next queued handler into numba's on-disk cache
+(:func:`dmd.forces.numba_ffi.ffi_cfunc`, the same cache entries the caller reads) and prints its name when it is
+stored. The caller goes on (reads the structure, builds the force field, compiles its own share, traces); a queued
+handler's XLA target is a stand-in (:mod:`dmd.forces.numba_trampoline`, via :func:`pending`), so XLA compiles the
+step while the workers still compile, and only the step's first execution :func:`wait` for the handlers (then
+loaded from the cache); while it waits, this process takes the handlers no worker has started from the queue's end.
+numba compiles under one lock per process, so threads would compile one handler at a time; processes compile them
+side by side.
 
 Handlers already cached are not prefetched (no worker on a second run), nor any where no core is idle (load
 average: a worker there only adds its own start-up); a worker that fails only costs its time: the caller then
@@ -20,14 +23,14 @@ the workers (whatever the load), ``auto`` (the default) as above. docs/engine.md
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
+import itertools
 import os
-import select
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 __all__ = [
@@ -38,7 +41,9 @@ __all__ = [
     "auto_workers",
     "forcefield_handlers",
     "idle_cores",
+    "pending",
     "prefetch",
+    "release",
     "take",
     "wait",
 ]
@@ -50,48 +55,73 @@ SPREAD = _MOD + "numba_pme:spread_handler"
 GATHER = _MOD + "numba_pme:gather_handler"
 WAIT_S = 600.0  # the longest wait for a worker's handler before compiling it here
 
-_WORKERS: dict[str, _Worker] = {}  # handler -> the worker compiling it
+_QUEUE: list[str] = []  # the workers' handlers not started yet, in order of need (this process may take them)
+_EVENTS: dict[str, threading.Event] = {}  # handler -> set when the worker that took it has stored it (or failed)
+_DONE: set[str] = set()  # the handlers workers have stored in numba's cache
 _OWN: list[str] = []  # this process's share, not compiled yet
 _READY: dict[str, object] = {}  # handler -> its cfunc, compiled here while waiting for a worker
+_FEEDING = [0]  # the workers still taking handlers from the queue
+_WORKERS: list = []
 _LOCK = threading.RLock()
 
 
 class _Worker:
-    def __init__(self, handlers: list[str]):
+    """One worker process and the thread that feeds it: the thread takes the next handler from the queue, sends its
+    name on the worker's stdin and waits for the worker to print it back (stored), until the queue is empty; it then
+    closes the worker's stdin and reaps it (its CPU time counts as this process's children's)."""
+
+    def __init__(self, first: str):
         import dmd
 
         env = dict(os.environ)  # NUMBA_CACHE_DIR and OMP_WAIT_POLICY from prepare_numba: the caller's cache
         root = str(Path(dmd.__file__).resolve().parents[1])  # the same dmd as the caller's (its cache entries)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dmd.forces.numba_prefetch", *handlers],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "dmd.forces.numba_prefetch"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=env,
             bufsize=0,
         )
-        self.handlers, self.done, self.buf, self.closed = set(handlers), set(), b"", False
+        _EVENTS[first] = threading.Event()  # taken now: a wait() right after prefetch() finds it started
+        _FEEDING[0] += 1
+        self.thread = threading.Thread(target=self._serve, args=(first,), name="dmd-numba-prefetch", daemon=True)
+        self.thread.start()
+        if not _WORKERS:
+            atexit.register(_reap)
+        _WORKERS.append(self)
 
-    def read(self, timeout: float) -> None:
-        """Take the names the worker printed within ``timeout`` s (0: those already there) into ``done``."""
-        fd = self.proc.stdout.fileno()
-        if self.closed or not select.select([fd], [], [], timeout)[0]:
-            return
-        chunk = os.read(fd, 4096)
-        if not chunk:  # the worker exited: reap it (its CPU time is then counted as this process's children's)
-            self.closed = True
+    def _serve(self, name: str) -> None:
+        try:
+            while True:
+                event = _EVENTS[name]
+                try:
+                    self.proc.stdin.write(name.encode() + b"\n")
+                    stored = self.proc.stdout.readline().decode().strip() == name
+                except OSError:
+                    stored = False
+                if stored:
+                    _DONE.add(name)
+                event.set()
+                with _LOCK:
+                    if not stored or not _QUEUE:  # a failed worker leaves the rest of the queue to this process
+                        _FEEDING[0] -= 1
+                        return
+                    name = _QUEUE.pop(0)
+                    _EVENTS[name] = threading.Event()
+        finally:
+            self.proc.stdin.close()
             self.proc.wait()
-            return
-        *lines, self.buf = (self.buf + chunk).split(b"\n")
-        self.done.update(line.decode() for line in lines)
 
-    def wait_for(self, handler: str, timeout: float) -> bool:
-        """Block until the worker has stored ``handler`` (True) or exited / timed out without it (False)."""
-        end = time.monotonic() + timeout
-        while handler not in self.done and not self.closed and time.monotonic() < end:
-            self.read(end - time.monotonic())
-        return handler in self.done
+
+def _reap(timeout: float = 2.0) -> None:
+    """At exit: no more handlers for the workers; give each a moment to finish and be reaped (a worker reaped here
+    counts in this process's children's CPU time; one still compiling is left to finish filling numba's cache)."""
+    with _LOCK:
+        _QUEUE.clear()
+    for worker in _WORKERS:
+        worker.thread.join(timeout)
 
 
 def _handler(name: str):
@@ -145,15 +175,15 @@ def prefetch(handlers: list[str], workers: int | None = None) -> list[str]:
     from dmd.forces.numba_ffi import is_cached
 
     with _LOCK:
-        todo = [h for h in dict.fromkeys(handlers) if h not in _WORKERS and not is_cached(_handler(h))]
-        k = min(len(todo) - 1, workers)
-        started = []
-        for share in (todo[i :: k + 1] for i in range(1, k + 1)):  # share 0, the first needed: this process
-            worker = _Worker(share)
-            _WORKERS.update(dict.fromkeys(share, worker))
-            started += share
-        if started:
-            _OWN.extend(todo[:: k + 1])
+        known = set(_QUEUE) | set(_EVENTS) | set(_OWN)
+        todo = [h for h in dict.fromkeys(handlers) if h not in known and not is_cached(_handler(h))]
+        if len(todo) < 2:  # one handler: compiled here when first needed, as without prefetching
+            return []
+        _OWN.append(todo[0])  # the first needed (the rebuild's host call at allocation): this process
+        _QUEUE.extend(todo[1:])
+        for _ in range(min(workers, len(todo) - 1)):
+            _Worker(_QUEUE.pop(0))
+        started = todo[1:]
     return started
 
 
@@ -174,22 +204,51 @@ def idle_cores() -> int:
     return max(0, round(_cores() - os.getloadavg()[0]))
 
 
-def wait(handler: str, timeout: float = WAIT_S) -> bool:
-    """Wait until a worker started by :func:`prefetch` has cached ``handler``; False if none was compiling it (or
-    it failed): the caller then compiles it itself. While the worker is not done, this process first compiles
-    its own share (kept for :func:`take`)."""
-    worker = _WORKERS.get(handler)
-    if worker is None:
-        return False
+def pending(handler: str) -> bool:
+    """Whether ``handler`` was given to the workers by :func:`prefetch` (queued, or taken by one): its XLA target
+    may then be a stand-in (:mod:`dmd.forces.numba_trampoline`) until the program first runs."""
     with _LOCK:
-        worker.read(0)
-        while _OWN and handler not in worker.done:
-            name = _OWN.pop(0)
-            from dmd.forces.numba_ffi import ffi_cfunc
+        return handler in _QUEUE or handler in _EVENTS
 
-            _READY[name] = ffi_cfunc(_handler(name))
-            worker.read(0)
-        return worker.wait_for(handler, timeout)
+
+def wait(handler: str, timeout: float = WAIT_S, steal: bool = True) -> bool:
+    """Wait until a worker started by :func:`prefetch` has cached ``handler``; False if none took it (or it failed):
+    the caller then compiles it itself (a queued handler no worker has started leaves the queue, unless ``steal``
+    is False: the rebuild's host call needs only the kernel it shares). While the worker is not done, this process
+    compiles its own share first, then the queue's last handlers (kept for :func:`take`)."""
+    from dmd.forces.numba_ffi import ffi_cfunc
+
+    with _LOCK:
+        if handler in _QUEUE:
+            if steal:
+                _QUEUE.remove(handler)
+            return False
+    event = _EVENTS.get(handler)
+    if event is None:
+        return False
+    while not event.is_set():
+        with _LOCK:
+            name = _OWN.pop(0) if _OWN else _QUEUE.pop() if _QUEUE else None
+        if name is None:
+            break
+        cfunc = ffi_cfunc(_handler(name))
+        with _LOCK:
+            _READY[name] = cfunc
+    event.wait(timeout)
+    return handler in _DONE
+
+
+def release(handler: str) -> bool:
+    """Hand this process's ``handler`` to the workers (the end of their queue) once its kernel is compiled here:
+    the rebuild's host call at allocation compiles the kernel its handler shares, and a worker then compiles the
+    handler's own layer around it (~1 CPU s), loading the kernel from numba's cache. True if queued (a worker is
+    still taking handlers)."""
+    with _LOCK:
+        if handler not in _OWN or not _FEEDING[0]:
+            return False
+        _OWN.remove(handler)
+        _QUEUE.append(handler)
+        return True
 
 
 def take(handler: str):
@@ -202,11 +261,14 @@ def take(handler: str):
 
 
 def _main(names: list[str]) -> int:
+    """Compile the handlers named in ``names``, then those named on stdin (one a line, until it closes), printing
+    each name once numba has stored the handler in its cache."""
     from dmd.forces.numba_ffi import ffi_cfunc
 
-    for name in names:
-        ffi_cfunc(_handler(name))
-        print(name, flush=True)
+    for name in itertools.chain(names, iter(sys.stdin.readline, "")):
+        if name.strip():
+            ffi_cfunc(_handler(name.strip()))
+            print(name.strip(), flush=True)
     return 0
 
 

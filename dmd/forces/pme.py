@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from dmd.base.units import ONE_4PI_EPS0
 from dmd.space import box_volume, reciprocal_box
 
 __all__ = [
@@ -42,9 +43,6 @@ __all__ = [
     "grid_energy",
     "spread_windows",
 ]
-
-# 1/(4π ε0) in kJ nm / (mol e²): the value OpenMM 8 uses (measured from a two-charge system).
-ONE_4PI_EPS0 = 138.93545764438198
 
 
 def bspline_weights(frac, order: int):

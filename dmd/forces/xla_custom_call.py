@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 
 import jax
 
-__all__ = ["numba_call", "register_numba_target"]
+__all__ = ["deferred", "numba_call", "register_numba_target"]
 
 _TARGETS: dict[str, object] = {}  # name -> the compiled cfunc (kept alive: XLA holds only its address)
 _LOCK = threading.Lock()
@@ -56,17 +58,46 @@ def _load(handler: str | Callable[[], object]):
     return ffi_cfunc(getattr(importlib.import_module(module), attr))
 
 
-def register_numba_target(name: str, handler: str | Callable[[], object]) -> None:
+def register_numba_target(name: str, handler: str | Callable[[], object], defer: bool | None = None) -> None:
     """Register ``handler`` as the XLA CPU FFI target ``name`` (once per process; later calls do nothing).
 
     ``handler``: ``"module:function"`` (a Python function ``h(frame) -> 0`` compiled by
-    :func:`dmd.forces.numba_ffi.ffi_cfunc`), or a callable returning a compiled cfunc with ``.address``."""
+    :func:`dmd.forces.numba_ffi.ffi_cfunc`), or a callable returning a compiled cfunc with ``.address``.
+    ``defer``: register a stand-in (:func:`dmd.forces.numba_trampoline.stand_in`) whose first execution loads the
+    handler, so that XLA can compile programs calling ``name`` before it exists; default: where a worker of
+    :mod:`dmd.forces.numba_prefetch` has it (:func:`deferred`)."""
     with _LOCK:
         if name in _TARGETS:
             return
-        cfunc = _load(handler)
-        jax.ffi.register_ffi_target(name, _capsule(cfunc.address), platform="cpu", api_version=1)
-        _TARGETS[name] = cfunc
+        address = None
+        if defer if defer is not None else deferred(handler):
+            from dmd.forces.numba_trampoline import stand_in
+
+            def resolve():
+                _TARGETS[name] = cfunc = _load(handler)  # kept alive: the stand-in jumps to its address
+                return cfunc.address
+
+            try:
+                address = stand_in(resolve)
+                _TARGETS[name] = None
+            except OSError:  # no executable page here (a hardened kernel): wait for the handler instead
+                address = None
+        if address is None:
+            _TARGETS[name] = cfunc = _load(handler)
+            address = cfunc.address
+        jax.ffi.register_ffi_target(name, _capsule(address), platform="cpu", api_version=1)
+
+
+def deferred(handler) -> bool:
+    """Whether :func:`register_numba_target` registers a stand-in for ``handler``: a worker of
+    :mod:`dmd.forces.numba_prefetch` has it (queued or compiling), stand-ins work here
+    (:func:`dmd.forces.numba_trampoline.supported`) and ``DMD_NUMBA_STAND_INS`` is not ``0``."""
+    prefetch = sys.modules.get("dmd.forces.numba_prefetch")
+    if not isinstance(handler, str) or prefetch is None or os.environ.get("DMD_NUMBA_STAND_INS") == "0":
+        return False
+    from dmd.forces.numba_trampoline import supported
+
+    return supported() and prefetch.pending(handler)
 
 
 def numba_call(name: str, handler, results, *operands, vmap_method: str = "sequential"):

@@ -1,5 +1,6 @@
 """Start-up on an empty numba cache (issue 20 item 5): a worker of dmd.forces.numba_prefetch compiles its handler
-into numba's cache while the caller compiles its own share, the caller then loads it instead of compiling it; the
+into numba's cache while the caller compiles a program calling it (the target a stand-in until the program first
+runs, dmd.forces.numba_trampoline) and its own share, the caller then loads it instead of compiling it; the
 handlers compile no error-message formatting and the host rebuild shares the handler's kernel specialisation."""
 
 import os
@@ -11,10 +12,12 @@ import pytest
 
 pytest.importorskip("numba")
 
-# In a fresh process with an empty numba cache: the worker takes spread; waiting for it, this process compiles
-# gather (its share) while the worker runs, then loads spread from the cache.
+# In a fresh process with an empty numba cache: the worker takes spread; XLA compiles a program calling spread's
+# target at once (a stand-in); its first run waits for the worker, compiling gather (this process's share)
+# meanwhile, then loads spread from the cache; the numbers are those of spread registered directly.
 SCRIPT = r"""
 import time
+import jax, jax.numpy as jnp, numpy as np
 from dmd.base.numba_env import prepare_numba
 prepare_numba()
 import numba.core.event as ev
@@ -31,14 +34,27 @@ class Names(ev.Listener):
         pass
 ev.register("numba:compile", Names())
 started = p.prefetch([p.GATHER, p.SPREAD], workers=1)
+from dmd.forces import xla_custom_call as xc
+
+rng = np.random.default_rng(1)
+pos = jnp.asarray(rng.uniform(0.0, 2.0, (300, 3)), jnp.float32)
+q, box = jnp.asarray(rng.uniform(-1, 1, 300), jnp.float32), jnp.full(3, 2.0, jnp.float32)
+dims = jnp.asarray([8, 8, 8], jnp.int32)
+out = jax.ShapeDtypeStruct((512,), jnp.float32)
+def spread(name):
+    return jax.jit(lambda x, c, b: xc.numba_call(name, p.SPREAD, out, x, c, b, dims)).lower(pos, q, box).compile()
+program = spread("dmd_pme_spread_v1")  # XLA compiles it now, its target a stand-in
+stand_in = xc._TARGETS["dmd_pme_spread_v1"] is None and len(names) == 0  # no handler here yet, nothing compiled
 c0 = time.process_time()
-ok = p.wait(p.SPREAD)  # compiles this process's share (gather) first, beside the worker
+grid = np.asarray(program(pos, q, box))  # waits for spread, compiling this process's share (gather) meanwhile
 cpu = time.process_time() - c0
+ok = p.wait(p.SPREAD)
 n_gather = len(names)
-ffi_cfunc(spread_handler)  # from the cache the worker filled: nothing compiled here
+direct = np.asarray(spread("dmd_test_spread_direct")(pos, q, box))  # registered directly, from numba's cache
 own = p.take(p.GATHER) is not None
 again = p.prefetch([p.SPREAD], workers=1)
-print(started == [p.SPREAD], ok, own, is_cached(spread_handler), len(names) - n_gather, again)
+print(started == [p.SPREAD], stand_in, ok, own, is_cached(spread_handler), len(names) - n_gather, again)
+print(np.array_equal(grid, direct), abs(grid.sum() - float(q.sum())) < 1e-4 * float(jnp.abs(q).sum()))
 print(cpu, "gather" in names, sorted({n for n in names if "raise" in n or "str" in n}))
 """
 
@@ -48,10 +64,13 @@ def test_a_worker_compiles_beside_the_caller_which_then_loads_its_handler(tmp_pa
     env["XDG_CACHE_HOME"] = str(tmp_path)  # empty numba cache (dmd.base.numba_env)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    first, second = out.stdout.splitlines()[-2:]
-    # the worker took spread; while waiting for it this process compiled gather (its share); spread was cached when
-    # wait returned; loading it compiled nothing here; a second prefetch of a cached handler starts no worker
-    assert first == "True True True True 0 []"
+    first, same, second = out.stdout.splitlines()[-3:]
+    # the worker took spread; XLA compiled the program before any handler existed here (a stand-in target); while
+    # its first run waited for spread this process compiled gather (its share); spread was cached when the wait
+    # returned; loading it compiled nothing here; a second prefetch of a cached handler starts no worker
+    assert first == "True True True True True 0 []"
+    # the stand-in ran the same handler: the same grid as spread registered directly, bit for bit; its charges sum
+    assert same == "True True"
     cpu, gather_compiled, formatting = second.split(" ", 2)
     assert gather_compiled == "True"
     # no error-message formatting compiled (a `ret2(...)[:] = g` result copy compiles numba's int and str
