@@ -55,3 +55,21 @@ def test_centred_monoclinic_cell_from_its_primitive_cell():
     best_o = max(from_primitive(tri_o, po.inv_d2, "orthorhombic"), key=lambda s: s.score)
     assert best_o.bravais == "oF"
     np.testing.assert_allclose(np.sort(best_o.cell[:3]), truth_o[:3], rtol=1e-6)
+
+
+def test_hexagonal_cells_from_a_primitive_cell():
+    """hP and hR lattices from their triclinic (Niggli) cells' twofold axes (lepage._hexagonal_cells): two axes of
+    equal length at 120° span the hexagonal net, c is the shortest row normal to it. Blind mode converts the triclinic
+    search's cells so (issue 21, idx21n: a noisy hR list of seed 2024 was found only as a triclinic cell)."""
+    for bravais, cell, sg, cen in (
+        ("hR", [17.77, 17.77, 4.81, 90.0, 90.0, 120.0], "R -3 m:H", "R"),
+        ("hP", [6.31, 6.31, 9.87, 90.0, 90.0, 120.0], "P 63/m m c", "P"),
+    ):
+        truth = np.array(cell)
+        p = synthetic_pattern(bravais, np.random.default_rng(3), cell=truth, spacegroup=sg)
+        prim = niggli_cell(truth, cen)
+        tri = refine_candidate(cell_mod.reciprocal_params(prim, "triclinic"), 0.0, p.inv_d2, "triclinic")
+        best = max(from_primitive(tri, p.inv_d2, "hexagonal"), key=lambda s: s.score)
+        # exact data: the refined conventional cell is the true lattice to float64 round-off (tolerance 1e-6)
+        assert best.bravais == bravais and best.n_indexed == p.inv_d2.size
+        np.testing.assert_allclose(best.cell, truth, rtol=1e-6)
