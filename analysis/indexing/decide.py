@@ -260,27 +260,6 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
             or (exact and _exact(s) and _n_bad(s, n_fom) <= _n_bad(leader, n_fom))
         )
     ]
-    # a derivative of a candidate is a candidate too (the rule above, applied to each candidate as to the leader): a
-    # higher-symmetry sub/supercell of a candidate c with a score ≥ FOM_FACTOR × c's, not a misfit against c and not an
-    # unsupported supercell of it. Issue 21 (idx21n), noisy hP list 5 of seed 2024 (18.25, 18.16 Å): its oP half-cell
-    # (score 11.1) was a candidate as an unrelated lattice within parameter_factor of an aP leader (11.3), the true hP
-    # (9.7, observing 0.66 of its calculated lines against the oP's 0.54) was not, and the oP won
-    grown = True
-    while grown:
-        grown = False
-        for s in sensible:
-            if s.score < FOM_FACTOR * best or any(s is c for c in cand):
-                continue
-            if any(
-                SYMMETRY_ORDER[s.system] < SYMMETRY_ORDER[c.system]
-                and s.score >= FOM_FACTOR * c.score
-                and related(s, c)
-                and not misfit(s, c, scale)
-                and not (inv_d2 is not None and unsupported_supercell(s, c, inv_d2))
-                for c in cand
-            ):
-                cand.append(s)
-                grown = True
     # within one system the score decides, the volume only breaks ties: cells of one lattice (sub/supercells) are
     # merged before (rank_solutions), so two candidates of one system are unrelated lattices, and a smaller wrong cell
     # within FOM_FACTOR beat the true one (a noisy oC list, 17.7 × 6.0 × 16.5 Å, score 18.8, lost to an oP cell

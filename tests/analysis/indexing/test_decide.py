@@ -428,29 +428,3 @@ def test_supercell_that_indexes_more_lines_is_supported():
     ranked = decide(rank_solutions([mc, hp], top=10), n_impurity=1, inv_d2=pk.inv_d2)
     # noisy positions: the generating cell to 2e-2 (bench_indexing.py)
     assert ranked[0].bravais == "hP" and same_lattice(ranked[0].cell, "P", truth, "P", 2e-2), ranked[0].reason
-
-
-def test_higher_symmetry_derivative_of_a_candidate_is_a_candidate():
-    """A generated noisy hP list (18.25, 18.16 Å; bench_indexing.py --blind, seed 2024, hexagonal list 5): an oP
-    half-cell (9.05 × 15.80 × 18.25 Å) is a candidate as an unrelated lattice within parameter_factor of an aP leader
-    (10.4 against 0.91 × 11.3); the true hP, a supercell of the oP observing more of its calculated lines (0.66
-    against 0.53), was not (it is unrelated to the aP and below 0.88 × its score), and the oP won. The rule that makes
-    a derivative of the leader a candidate applies to each candidate (idx21n)."""
-    pk = read_peak_file(DATA / "hp_noisy_5_generated.txt")
-    g = cell_mod.inv_d2_slope_two_theta(pk.two_theta, pk.wavelength)
-    kw = dict(wavelength=pk.wavelength, g_zero=g, refine_zero=True, zero_sigma=0.05)
-    truth = [18.2491, 18.2491, 18.1557, 90.0, 90.0, 120.0]
-    hp, op, ap = (
-        refine_candidate(cell_mod.reciprocal_params(np.array(c, float), s), 0.0, pk.inv_d2, s, centrings=cen, **kw)
-        for c, s, cen in (
-            (truth, "hexagonal", ["P"]),
-            ([9.05, 15.81, 18.24, 90, 90, 90], "orthorhombic", ["P"]),
-            ([7.06, 8.24, 15.67, 90.2, 92.36, 103.64], "triclinic", None),
-        )
-    )
-    assert ap.score > op.score >= parameter_factor(op, ap) * ap.score > hp.score  # the situation of the failure
-    assert related(hp, op) and not related(hp, ap) and not related(op, ap)
-    assert line_coverage(hp, pk.inv_d2) > line_coverage(op, pk.inv_d2)
-    ranked = decide(rank_solutions([hp, op, ap], top=10), n_impurity=1, inv_d2=pk.inv_d2)
-    # noisy positions: the generating cell to 2e-2 (bench_indexing.py)
-    assert ranked[0].bravais == "hP" and same_lattice(ranked[0].cell, "P", truth, "P", 2e-2), ranked[0].reason
