@@ -51,6 +51,7 @@ from analysis.indexing.stopping import (
     line_coverage,
     needs_primitive_search,
     probe_needed,
+    probe_system,
     reduced_chi2,
     residual_outlier_ratio,
     settles,
@@ -102,6 +103,7 @@ __all__ = [
     "OUTLIER_RATIO",
     "settles",
     "probe_needed",
+    "probe_system",
     "PROBE_BATCHES",
     "residual_outlier_ratio",
     "smaller_lattice_pending",
@@ -350,8 +352,12 @@ def index_peaks(
     # the triclinic search's stage-A candidates ("gen") are shared with the zero-fixed re-search (search_cells)
     sols, seconds, ncand, tri_cache = [], {}, {}, {"gen": {}}
     deferred = []  # blind: systems whose triclinic fallback waits for the triclinic step (see _defer_fallback)
-    probe, probe_k = None, None  # blind: a settled cell leaving a line unindexed; the step probing the next system
+    # blind: a settled cell that needs a probe (stopping.probe_needed), the step probing the system below, the probes
+    probe, probe_k, n_probes = None, None, 0
     for k, system in enumerate(systems):
+        if probe_k is not None and k < probe_k:  # an overfitting cell is probed in a subgroup's system (probe_system)
+            skipped[system] = f"not searched: the {probe.bravais} cell is probed in {systems[probe_k]} first"
+            continue
         probing, t0 = k == probe_k, time.perf_counter()
         cb = None if progress is None else (lambda b, s, _sys=system: progress(_sys, b, s))
         if system == "triclinic" and "res" in tri_cache:  # already searched by a fallback: reuse it
@@ -385,6 +391,11 @@ def index_peaks(
             for i, sol in enumerate(mine)
         ]
         sols += polished
+        if blind and system == "triclinic" and "hexagonal" in systems:
+            # hexagonal lattices the hexagonal search missed, from the triclinic cells' twofold axes (lepage). Issue 21
+            # (idx21n), noisy hR list 24 of seed 2024 (17.77, 4.81 Å): only the triclinic search found its lattice
+            # (an aP cell, score 14.9, 10th of 24); an mP half-cell (score 28.9) won, the hR cell scores 38.7
+            sols += [h for t in new for h in from_primitive(t, inv_d2, "hexagonal", **kw)]
         upgraded = []
         if system == "monoclinic" and "orthorhombic" in deferred:
             # an orthorhombic lattice the orthorhombic search missed is a monoclinic one with β = 90° (centred:
@@ -423,10 +434,22 @@ def index_peaks(
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
             ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
-            if probing and ranked:  # one probe per descent (stopping.PROBE_BATCHES): the decision after it stands
+            if (  # a cell of the probed system took the decision and needs a probe itself: one more probe
+                probing
+                and ranked
+                and n_probes < 2
+                and ranked[0].system == system
+                and settles(ranked[0], inv_d2, sig, config.tolerance.n_impurity)
+                and probe_needed(ranked[0])
+            ):
+                probe, probe_k, n_probes = ranked[0], systems.index(probe_system(ranked[0], systems[k + 1 :])), 2
+                continue
+            if probing and ranked:  # at most two probes per descent (stopping.PROBE_BATCHES): the decision stands
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (
-                        f"not searched: the {probe.bravais} cell settles the data with a line unindexed (M20 "
+                        f"not searched: the {probe.bravais} cell settles the data with "
+                        + ("a line unindexed" if probe.unindexed else "a χ² below the errors")
+                        + f" (M20 "
                         f"{probe.M20:.1f}); after the {system} probe the {ranked[0].bravais} cell leads"
                     )
                 break
@@ -439,8 +462,8 @@ def index_peaks(
                     and smaller_lattice_pending(ranked[0], sols, inv_d2, kw, top, config.tolerance.n_impurity)
                 )
             ):
-                if probe is None and probe_needed(ranked[0]):
-                    probe, probe_k = ranked[0], k + 1  # the next system is searched briefly, then the decision
+                if probe is None and probe_needed(ranked[0]):  # a lower system is searched briefly, then the decision
+                    probe, probe_k, n_probes = ranked[0], systems.index(probe_system(ranked[0], systems[k + 1 :])), 1
                     continue
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (

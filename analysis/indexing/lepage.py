@@ -109,6 +109,34 @@ def _conventional_metrics(g: np.ndarray, system: str, max_deg: float) -> list:
     return out
 
 
+def _hexagonal_cells(g: np.ndarray, max_deg: float) -> list:
+    """Conventional hexagonal cells ``(a, a, c, 90, 90, 120)`` of the lattice with primitive metric g: two twofold
+    axes of equal length at 120° (or 60°) span the hexagonal net, c is the shortest lattice row normal to it; the
+    cell holds 1 (hP) or 3 (hR, obverse or reverse: one powder pattern) lattice points."""
+    axes = [u.astype(float) for u, _, _ in twofold_axes(g, max_deg)]
+    tol = np.sin(np.deg2rad(max_deg))
+    big = np.array(list(itertools.product(range(-3, 4), repeat=3)), float)
+    big = big[np.any(big != 0, axis=1)]
+    out = []
+    for u1, u2 in itertools.combinations(axes, 2):
+        l1, l2 = np.sqrt(u1 @ g @ u1), np.sqrt(u2 @ g @ u2)
+        cos = (u1 @ g @ u2) / (l1 * l2)
+        if abs(l1 - l2) > 2 * tol * max(l1, l2) or abs(abs(cos) - 0.5) > tol:
+            continue
+        v = np.linalg.solve(g, np.cross(u1, u2))  # the plane's normal, lattice coordinates
+        lv = np.sqrt(v @ g @ v)
+        lw = np.sqrt(np.einsum("wi,ij,wj->w", big, g, big))
+        par = np.abs(big @ g @ v) / (lw * lv) >= np.cos(np.deg2rad(max_deg))
+        if not np.any(par):
+            continue
+        w = big[par][np.argmin(lw[par])]
+        if round(abs(np.linalg.det(np.stack([u1, u2, w])))) not in (1, 3):
+            continue
+        a, c = 0.5 * (l1 + l2), float(np.sqrt(w @ g @ w))
+        out.append(np.array([a, a, c, 90.0, 90.0, 120.0]))
+    return out
+
+
 def from_primitive(sol: Solution, inv_d2, system: str, max_deg: float = 1.0, n_max: int = 8, **kw) -> list:
     """Conventional cells of ``system`` whose lattice is the primitive lattice of ``sol``.
 
@@ -117,22 +145,28 @@ def from_primitive(sol: Solution, inv_d2, system: str, max_deg: float = 1.0, n_m
     finds the conventional one (fewer absences to get right). The lattice's twofold axes
     (:func:`twofold_axes`, Le Page) give the conventional cells: monoclinic b along one axis,
     a and c a reduced basis of the lattice plane perpendicular to it; orthorhombic a, b, c
-    along three mutually perpendicular axes. The ``n_max`` smallest distinct cells are refined
+    along three mutually perpendicular axes; hexagonal (hP / hR) from two twofold axes of equal length at 120°
+    (:func:`_hexagonal_cells`). The ``n_max`` smallest distinct cells are refined
     in ``system`` (which tests the centrings); the transformation to the conventional cell may
     need indices up to 2 on the Niggli cell (e.g. mC from an F-type setting), beyond a
     {−1, 0, 1} basis-change search.
     """
     g = reduce.primitive_metric(sol.cell, sol.centring)
-    cand = _conventional_metrics(g, system, max_deg)
-    cand.sort(key=lambda gm: float(np.linalg.det(gm)))
+    if system == "hexagonal":
+        cells = _hexagonal_cells(g, max_deg)
+    else:
+        cand = _conventional_metrics(g, system, max_deg)
+        cand.sort(key=lambda gm: float(np.linalg.det(gm)))
+        cells = []
+        for gm in cand:
+            gm = gm.copy()
+            if system == "monoclinic":
+                gm[0, 1] = gm[1, 0] = gm[1, 2] = gm[2, 1] = 0.0
+            else:
+                gm = np.diag(np.diag(gm))
+            cells.append(np.asarray(cell_mod.cell_from_metric(gm), float))
     out, seen = [], set()
-    for gm in cand:
-        gm = gm.copy()
-        if system == "monoclinic":
-            gm[0, 1] = gm[1, 0] = gm[1, 2] = gm[2, 1] = 0.0
-        else:
-            gm = np.diag(np.diag(gm))
-        cell = np.asarray(cell_mod.cell_from_metric(gm), float)
+    for cell in cells:
         key = tuple(np.round(np.r_[np.sort(cell[:3]), cell[4]], 2))
         if key in seen or not np.all(np.isfinite(cell)):
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.indexing.decide import fits_noise, line_coverage
+from analysis.indexing.decide import FIT_ALPHA, chi2_quantile, fits_noise, line_coverage
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2
 from analysis.indexing.solution import Solution
 
@@ -30,6 +30,8 @@ __all__ = [
     "settles",
     "PROBE_BATCHES",
     "probe_needed",
+    "PROBE_BELOW",
+    "probe_system",
 ]
 
 # below this ranking score (≈ M20) a monoclinic / orthorhombic search may also run the triclinic
@@ -181,6 +183,41 @@ PROBE_BATCHES = 2
 
 
 def probe_needed(sol: Solution, n_fom: int = 20) -> bool:
-    """Whether the settling cell ``sol`` leaves one of the first ``n_fom`` lines unindexed, so that the blind descent
-    searches the next lower system before it stops (:data:`PROBE_BATCHES`)."""
-    return any(i < n_fom for i in sol.unindexed)
+    """Whether the blind descent searches the next lower system before it stops on the settling cell ``sol``
+    (:data:`PROBE_BATCHES`): ``sol`` leaves one of the first ``n_fom`` lines unindexed, or it fits better than the
+    errors allow (χ² quantile below decide.FIT_ALPHA) without fitting them exactly (χ²_ν ≥ EXACT_CHI2, errors.py).
+
+    The second: a cell that fits a list better than the σ(q²) model allows is either matching noise or, on precise or
+    exact data, a pseudo-symmetric cell that only approximates the true lattice. Issue 21 (idx21n), clean lists of
+    seed 2024 / 2025: a tP cell (6.78, 16.59 Å) indexed the 20 exact lines of oP list 11 (16.60 × 6.77 × 6.79 Å, b/c
+    = 0.997) at χ²_ν 0.36 on 18 dof (quantile 0.007) and settled the descent at the tetragonal step, the oP cell fits
+    them exactly (score 13 813 against 46); a tI cell (4.59, 4.22 Å) those of oF list 2 of seed 2025 (6.48 × 6.49 ×
+    4.22 Å) at χ²_ν 0.02 (score 358 against 26 244). Real precise lists (11-BM, χ²_ν ≈ 1e-4) probe too: a brief
+    search of one system more."""
+    if any(i < n_fom for i in sol.unindexed):
+        return True
+    chi2_nu = sol.chi2 / max(sol.dof, 1)
+    return bool(chi2_nu >= EXACT_CHI2 and chi2_quantile(sol) < FIT_ALPHA)
+
+
+# the system an overfitting settling cell (probe_needed's second reason) is probed in: the next lower lattice system
+# whose lattices include the cell's own with one metric constraint released (a pseudo-symmetric cell's true lattice)
+PROBE_BELOW = {
+    "cubic": "tetragonal",
+    "tetragonal": "orthorhombic",
+    "hexagonal": "orthorhombic",
+    "orthorhombic": "monoclinic",
+    "monoclinic": "triclinic",
+}
+
+
+def probe_system(sol: Solution, later: list, n_fom: int = 20) -> str | None:
+    """The lattice system the blind descent probes before it stops on ``sol`` (probe_needed), among the systems
+    ``later`` still to search: the next one when ``sol`` leaves a line unindexed (a lower-symmetry cell may index it),
+    else :data:`PROBE_BELOW` of ``sol``'s system (the next one when that is not searched); None when none is left."""
+    if not later:
+        return None
+    below = PROBE_BELOW.get(sol.system)
+    if not any(i < n_fom for i in sol.unindexed) and below in later:
+        return below
+    return later[0]
