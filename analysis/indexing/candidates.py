@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from analysis import cell as cell_mod
 
@@ -107,7 +108,12 @@ def cross_term(key, inv_d2_obs, sig, target, base, p_pair, cdf_draw: bool = Fals
         pick = _draw(jnp.cumsum(single_ok.astype(u.dtype)), u[1])
         u_pair = u[2]
     else:  # Gumbel-max: the monoclinic search's stream (zone_mono_x)
-        flat = jnp.argmax(logw + jax.random.gumbel(k1, (n * n,), inv_d2_obs.dtype))
+        # over the n(n+1)/2 pairs of the upper triangle only (the others are −inf and never win): the same variates
+        # and the same argmax (first of ties in flat order), a third less CPU for the log-log of the variates and the
+        # argmax (issue 21, idx21o: 0.048 → 0.034 s per 4096 draws; bit for bit the same indices)
+        iu = np.flatnonzero(np.triu(np.ones((n, n), bool)))
+        gumbel = jax.random.gumbel(k1, (n * n,), inv_d2_obs.dtype)[iu]
+        flat = jnp.asarray(iu)[jnp.argmax(logw[iu] + gumbel)]
         pick = jnp.argmax(jnp.where(single_ok, jax.random.gumbel(k2, (n,), inv_d2_obs.dtype), -jnp.inf))
         u_pair = jax.random.uniform(k3)
     use_pair = pair_ok & ((u_pair < p_pair) | ~jnp.any(single_ok))
