@@ -25,6 +25,9 @@ cubic-hexagonal data skip when an exact solve already reaches ``stop_m20``)::
 Linear model q²(hkl) = H(hkl)·x from :func:`analysis.cell.design_matrix`; zero shift
 z (degrees 2θ) enters linearly through g_k = ∂q²/∂(2θ) at the observed line.
 
+The line-to-calculated-line distances (the score and the assignment, most of a batch's work) run on the whole batch
+at once, candidate axis minor (:func:`_nearest_abs`, :func:`_nearest_two`); the moves are per candidate (vmap).
+
 References: Coelho (2003), J. Appl. Cryst. 36, 86-95, doi:10.1107/S0021889802019878
 (SVD-Index); seed "ML-Index Methods" (assignment, subsampling/resampling, MALA-style
 acceptance, Eqs. 29-34).
