@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from analysis import cell as cell_mod
 
@@ -101,13 +102,18 @@ def cross_term(key, inv_d2_obs, sig, target, base, p_pair, cdf_draw: bool = Fals
     pair_ok = top > -8.0  # some pair within 4σ
     single = jnp.abs(inv_d2_obs - base)
     single_ok = single <= 0.5 * base
+    iu = np.flatnonzero(np.triu(np.ones((n, n), bool)))  # the pairs (i ≤ j); the others weigh 0 / are −inf
     if cdf_draw:
         u = jax.random.uniform(k1, (3,), inv_d2_obs.dtype)
-        flat = _draw(jnp.cumsum(jnp.exp(logw - top)), u[0])
+        flat = jnp.asarray(iu)[_draw(jnp.cumsum(jnp.exp(logw[iu] - top)), u[0])]
         pick = _draw(jnp.cumsum(single_ok.astype(u.dtype)), u[1])
         u_pair = u[2]
     else:  # Gumbel-max: the monoclinic search's stream (zone_mono_x)
-        flat = jnp.argmax(logw + jax.random.gumbel(k1, (n * n,), inv_d2_obs.dtype))
+        # over the n(n+1)/2 pairs of the upper triangle only (the others are −inf and never win): the same variates
+        # and the same argmax (first of ties in flat order), a third less CPU for the log-log of the variates and the
+        # argmax (issue 21, idx21o: 0.048 → 0.034 s per 4096 draws; bit for bit the same indices)
+        gumbel = jax.random.gumbel(k1, (n * n,), inv_d2_obs.dtype)[iu]
+        flat = jnp.asarray(iu)[jnp.argmax(logw[iu] + gumbel)]
         pick = jnp.argmax(jnp.where(single_ok, jax.random.gumbel(k2, (n,), inv_d2_obs.dtype), -jnp.inf))
         u_pair = jax.random.uniform(k3)
     use_pair = pair_ok & ((u_pair < p_pair) | ~jnp.any(single_ok))
