@@ -22,6 +22,7 @@ import ctypes
 import mmap
 import os
 import platform
+import signal
 import sys
 import threading
 import traceback
@@ -80,10 +81,23 @@ def answer_query(frame: int) -> bool:
     return (_word(frame, 4).value & 0xFFFFFFFF) != EXECUTE
 
 
+def _stop_interrupted() -> None:
+    """End the process as an uncaught Ctrl-C would (killed by SIGINT: exit status 130 in a shell), with one line
+    instead of a traceback: an exception cannot unwind through XLA's call into this stand-in, and returning without
+    the handler would hand XLA an unfilled result. Only a program's first execution waits here, before it has
+    produced anything."""
+    sys.stderr.write("\ninterrupted while a compiled kernel was loading (a program's first run); stopped\n")
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # KeyboardInterrupt is raised on the main thread only
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(130)  # where the signal did not end the process
+
+
 def stand_in(resolve: Callable[[], int]) -> int:
     """The address of a new stand-in FFI handler: its first executing call runs ``resolve()`` (the real handler's
     address; called once, under a lock), later calls jump to that handler. A failing ``resolve`` aborts the process
-    with its traceback (the call cannot return an XLA error, and an unfilled result must not pass as one)."""
+    with its traceback (the call cannot return an XLA error, and an unfilled result must not pass as one); a Ctrl-C
+    while it runs ends the process as an uncaught one would, with one line (:func:`_stop_interrupted`)."""
     with _LOCK:
         pages = _pages()
         mem, code, table, k = pages
@@ -98,6 +112,8 @@ def stand_in(resolve: Callable[[], int]) -> int:
                 if k in _PENDING:
                     try:
                         address = int(resolve())
+                    except KeyboardInterrupt:  # Ctrl-C while the handler loads: XLA runs this on the main thread
+                        _stop_interrupted()
                     except BaseException:  # reported, then the process ends
                         traceback.print_exc()
                         sys.stderr.flush()

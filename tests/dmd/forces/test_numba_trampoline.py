@@ -55,3 +55,42 @@ def test_a_program_compiles_before_its_handler_exists_and_runs_it_when_first_exe
     again = np.asarray(compiled(pos + 0.01, q, box))  # later calls jump straight to the handler: no second load
     assert loads == [1] and not np.array_equal(again, grid)
     np.testing.assert_array_equal(np.asarray(jax.vmap(spread, (0, None, None))(jnp.stack([pos, pos]), q, box))[1], grid)
+
+
+_CTRL_C = """
+import os, signal, sys, time
+import jax
+from dmd.forces.numba_ffi import ffi_cfunc
+from dmd.forces.numba_pme import spread_handler
+from dmd.forces.xla_custom_call import register_numba_target
+sys.path.insert(0, sys.argv[1])
+from test_numba_trampoline import _inputs
+
+out, pos, q, box, dims = _inputs()
+
+
+def late():  # a Ctrl-C arrives while the first execution waits for the handler
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1.0)
+    return ffi_cfunc(spread_handler)
+
+
+register_numba_target("dmd_test_ctrl_c_v1", late, defer=True)
+f = jax.jit(lambda p, c, b: jax.ffi.ffi_call("dmd_test_ctrl_c_v1", out, vmap_method="sequential")(p, c, b, dims))
+f(pos, q, box).block_until_ready()
+print("ran on")
+"""
+
+
+def test_ctrl_c_while_a_stand_in_loads_stops_the_process_with_one_line():
+    """XLA runs the stand-in on the main thread, where Python raises KeyboardInterrupt: the process must end as an
+    uncaught Ctrl-C does (killed by SIGINT), with one line and no traceback or core dump (it aborted before)."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", _CTRL_C, here], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -2, (r.returncode, r.stderr[-2000:])  # -SIGINT: not SIGABRT (-6), not a normal exit
+    assert "interrupted while a compiled kernel was loading" in r.stderr
+    assert "Traceback" not in r.stderr and "ran on" not in r.stdout
