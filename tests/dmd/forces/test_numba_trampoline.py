@@ -66,6 +66,7 @@ from dmd.forces.xla_custom_call import register_numba_target
 sys.path.insert(0, sys.argv[1])
 from test_numba_trampoline import _inputs
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Python (xdist's workers ignore SIGINT)
 out, pos, q, box, dims = _inputs()
 
 
