@@ -4,6 +4,8 @@
   fitted from the profile without a cell; certified a = 4.1569162 Å (Pm-3m, cP).
 * ``si_srm640d_cu.txt``: NIST SRM 640d Si, positions computed from the certified a = 5.43123 Å at Cu Kα1
   (1.5405929 Å), 11 lines below 140° 2θ rounded to 0.001° (Fd-3m, cF).
+* ``sucrose_11bm.txt``: sucrose (P2₁, mP) measured at APS 11-BM, 100 K (GSAS-II tutorial data), 20 lines fitted from
+  the profile without a cell; the low-symmetry organic: every system down to triclinic is searched.
 
 Both run with the default search configuration (the compilation test_decide uses).
 """
@@ -52,3 +54,23 @@ def test_si_srm640d_blind_eleven_lines():
     np.testing.assert_allclose(best.cell[:3], 5.43123, atol=1e-4)
     # 11 lines cannot determine a triclinic cell: skipped with the minimum stated
     assert "needs at least 12 lines, 11 given" in res.skipped["triclinic"]
+
+
+def test_sucrose_11bm_blind_monoclinic():
+    pk = read_peak_file(DATA / "sucrose_11bm.txt")
+    res = index_peaks(pk)
+    best = res.solutions[0]
+    assert pk.n == 20 and best.bravais == "mP" and best.unindexed == []
+    # standard setting of mP: b unique (α = γ = 90°), β obtuse. The cell the file header gives was refined from these
+    # lines (10.8096, 8.6635, 7.7158 Å, 102.99°); blind mode reports the reduced setting, c < a (a and c swapped,
+    # the same lattice). Fitted positions scatter by ~5e-4° at 2θ ≈ 3-14° (λ 0.41 Å): the 20-line fit pins each edge
+    # to a few 1e-4 Å; 2e-3 Å / 0.02° also covers the header's rounding
+    np.testing.assert_allclose(sorted(best.cell[:3]), [7.7158, 8.6635, 10.8096], atol=2e-3)
+    np.testing.assert_allclose([best.cell[3], best.cell[5]], 90.0, atol=1e-9)
+    assert abs(best.cell[4] - 102.99) < 0.02
+    # 11-BM positions are far more precise than the lab error model: the data's own error is judged on its own scale
+    assert res.sigma_scale is not None and res.sigma_scale < 0.2
+    # the published room-temperature cell (Brown & Levy 1973: a 10.8631, b 8.7044, c 7.7624 Å) is larger: at 100 K
+    # each edge is 0.5-0.6 % shorter (sucrose's thermal expansion), so within 1 % but not within 0.3 %
+    ratio = np.array(sorted(best.cell[:3])) / np.array([7.7624, 8.7044, 10.8631])
+    assert np.all((ratio > 0.99) & (ratio < 0.997)), ratio
