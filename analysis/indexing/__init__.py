@@ -448,7 +448,7 @@ def index_peaks(
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (
                         f"not searched: the {probe.bravais} cell settles the data with "
-                        + ("a line unindexed" if probe.unindexed else "a χ² below the errors")
+                        + ("a line unindexed" if probe.unindexed else "a χ² outside the errors")
                         + f" (M20 "
                         f"{probe.M20:.1f}); after the {system} probe the {ranked[0].bravais} cell leads"
                     )
