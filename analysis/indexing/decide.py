@@ -20,9 +20,10 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    (:func:`fits_noise`), or the data are exact (computed positions: the best cell's χ²_ν below errors.EXACT_CHI2)
    and the cell fits them as exactly, indexing as many lines (scores of exact fits differ only by the calculated
    lines counted, not by how well the extra parameters fit); the answer is the candidate of the
-   highest symmetry, then of the best score (equal scores: the smallest volume; cells of one lattice are
-   merged before, so candidates of one system are unrelated lattices); the others follow in that order,
-   then the rest by score.
+   highest symmetry, then of a χ² within the errors (:func:`chi2_quantile` ≤ 1 − :data:`FIT_ALPHA`; not on exact
+   data), then of the best score (equal scores: the smallest volume; cells of one lattice are merged before, so
+   candidates of one system are unrelated lattices or derivatives); the others follow in that order, then the rest
+   by score.
 
 Every solution gets ``reason``: the figures the choice rests on (M20, F20, symmetry, volume) and why it
 ranks where it does.
@@ -264,8 +265,19 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     # merged before (rank_solutions), so two candidates of one system are unrelated lattices, and a smaller wrong cell
     # within FOM_FACTOR beat the true one (a noisy oC list, 17.7 × 6.0 × 16.5 Å, score 18.8, lost to an oP cell
     # 4.8 × 8.9 × 16.5 Å, score 15.6; test_within_one_system_the_better_score_wins_not_the_smaller_unrelated_cell)
+    # within one system a cell that fits within the errors goes before one that fits worse than they allow (χ² above
+    # the 1 − FIT_ALPHA quantile; not on exact data, where every inexact cell is above it): the misfitting cell's
+    # score comes from lines it matches only loosely. Issue 21 (idx21q), noisy mP list 29 of seed 2024: an mP
+    # half-cell (V 848, 19 lines, χ² quantile 0.997, score 11.8) won over the true mP cell (V 1696, 20 lines, 0.69,
+    # 10.3), a candidate as its derivative within FOM_FACTOR
     cand.sort(
-        key=lambda s: (SYMMETRY_ORDER[s.system], overfit and not fits_noise(s, scale), -round(s.score, 6), s.volume)
+        key=lambda s: (
+            SYMMETRY_ORDER[s.system],
+            overfit and not fits_noise(s, scale),
+            not exact and chi2_quantile(s, scale) > 1.0 - FIT_ALPHA,
+            -round(s.score, 6),
+            s.volume,
+        )
     )
     rest = sorted([s for s in sols if not any(s is c for c in cand)], key=lambda s: s.score, reverse=True)
     rest.sort(key=lambda s: 0 if any(s is c for c in sensible) else 1 if indexes[id(s)] else 2)  # stable
