@@ -7,8 +7,8 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
 
 1. *indexes the data*: at most ``n_impurity`` of the first 20 lines unindexed;
 2. *physically sensible*: the shortest lattice translation (Niggli cell) is at least
-   :data:`MIN_AXIS` Å, and the indexed lines do not all lie in one zone (:func:`one_zone`);
-   cells failing this are demoted below every sensible one, never dropped;
+   :data:`MIN_AXIS` Å, and the indexed lines do not all lie in one zone that leaves a cell parameter to the few
+   other lines (:func:`one_zone`); cells failing this are demoted below every sensible one, never dropped;
 3. among the sensible cells that index the data, those with a ranking score (≈ M20, solution.py)
    of at least :data:`FOM_FACTOR` × the best are *candidates* when they are derivatives of the best-scoring
    cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`; a supercell only when it observes
@@ -95,7 +95,11 @@ def shortest_translation(sol: Solution) -> float:
 
 
 def one_zone(sol: Solution) -> bool:
-    """True when at least :data:`ZONE_SHARE` of the indexed lines lie in one zone [uvw] (|u|,|v|,|w| ≤ 2)."""
+    """True when at least :data:`ZONE_SHARE` of the indexed lines lie in one zone [uvw] (|u|,|v|,|w| ≤ 2) whose lines
+    do not determine the cell (their design matrix in ``sol``'s system has rank below its parameter count), so the
+    few other lines alone fix the rest. Issue 21 (idx21q), clean hP list 39 of seed 2024 (4.93, 24.71 Å): 19 of 20
+    lines are 00l and 10l, which fix a hexagonal cell's a and c; the true cell (exact, score 25 426) was demoted
+    and an mP cell of another lattice (7 705) won. The halite mC sub-cell's hk0 zone fixes two of four parameters."""
     hkl = np.asarray(sol.hkl, float)
     ok = np.ones(hkl.shape[0], bool)
     ok[list(sol.unindexed)] = False
@@ -105,8 +109,13 @@ def one_zone(sol: Solution) -> bool:
     uvw = np.array(
         [(u, v, w) for u in range(-2, 3) for v in range(-2, 3) for w in range(-2, 3) if (u, v, w) > (0, 0, 0)]
     )
-    share = np.mean(np.abs(hkl @ uvw.T) < 0.5, axis=0)
-    return bool(np.max(share) >= ZONE_SHARE)
+    in_zone = np.abs(hkl @ uvw.T) < 0.5
+    n_par = np.asarray(sol.x).size
+    for j in np.flatnonzero(np.mean(in_zone, axis=0) >= ZONE_SHARE):
+        h = np.asarray(cell_mod.design_matrix(hkl[in_zone[:, j]], sol.system), float)
+        if np.linalg.matrix_rank(h, tol=1e-9) < n_par:  # the zone's lines leave a cell parameter to the few others
+            return True
+    return False
 
 
 def related(a: Solution, b: Solution, rel_tol: float = RELATED_TOL) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 from analysis.indexing import SearchConfig, probe_needed, probe_system, read_peak_file, refine_candidate, settles
-from analysis.indexing.decide import FIT_ALPHA, chi2_quantile, decide, related
+from analysis.indexing.decide import FIT_ALPHA, chi2_quantile, decide, one_zone, related
 from analysis.indexing.errors import sigma_inv_d2
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "indexing"
@@ -62,3 +62,24 @@ def test_within_one_system_a_cell_within_the_errors_goes_before_a_misfitting_one
     assert chi2_quantile(half) > 1.0 - FIT_ALPHA > chi2_quantile(true) > FIT_ALPHA
     ranked = decide([half, true], 1, inv_d2=pk.inv_d2)
     assert ranked[0] is true and abs(ranked[0].volume - 1696) < 10
+
+
+def test_a_zone_whose_lines_determine_the_cell_is_no_one_zone_explanation():
+    """A generated clean hP list (4.933, 24.713 Å; bench_indexing.py --blind, seed 2024, hexagonal list 39): 19 of
+    its 20 lines are 00l and 10l, the zone [010] of the true cell. decide.one_zone demoted the true hP cell (score
+    25 426, exact) as a one-zone explanation and an mP cell of another lattice (7 705) won; in a hexagonal cell the
+    h0l lines fix a and c, so the zone leaves no parameter undetermined (its design matrix has full rank). The
+    one-zone sub-cells the rule is for keep their demotion: an mC cell whose hk0 lines fix only a and b
+    (test_decide.py's halite case)."""
+    pk = read_peak_file(DATA / "hp_clean_39_generated.txt")
+    hp = refine_candidate(
+        cell_mod.reciprocal_params(np.array([4.9332, 4.9332, 24.7126, 90.0, 90.0, 120.0]), "hexagonal"),
+        0.0,
+        pk.inv_d2,
+        "hexagonal",
+        wavelength=pk.wavelength,
+    )
+    assert hp.bravais == "hP" and not hp.unindexed and hp.score > 2e4
+    in_zone = np.sum(np.asarray(hp.hkl)[:, 1] == 0)  # h0l: the zone [010]
+    assert in_zone >= 0.9 * 20
+    assert not one_zone(hp)
