@@ -14,6 +14,13 @@ from analysis.indexing.errors import sigma_inv_d2
 DATA = Path(__file__).resolve().parents[2] / "data" / "indexing"
 
 
+def _exact_fit(cell, system: str, pk):
+    """``cell`` refined on the clean list ``pk`` in ``system`` (the built-in error model, no zero shift)."""
+    return refine_candidate(
+        cell_mod.reciprocal_params(np.array(cell), system), 0.0, pk.inv_d2, system, wavelength=pk.wavelength
+    )
+
+
 def test_a_settling_cell_that_fits_worse_than_the_errors_is_probed_below():
     """A generated clean aP list (8.04 × 9.07 × 9.09 Å, α 67.1°, β 75.4°, γ 75.0°; bench_indexing.py --blind, seed
     2024, triclinic list 12): an mC cell of a pseudo-monoclinic description of its lattice (15.14 × 10.04 × 8.04 Å,
@@ -23,13 +30,7 @@ def test_a_settling_cell_that_fits_worse_than_the_errors_is_probed_below():
     the blind run, ~60 s with its compilations here, answers aP, in the benchmark)."""
     pk = read_peak_file(DATA / "ap_clean_12_generated.txt")
     sig = sigma_inv_d2(pk.inv_d2)
-    mc = refine_candidate(
-        cell_mod.reciprocal_params(np.array([15.141, 10.0412, 8.0438, 90.0, 107.8523, 90.0]), "monoclinic"),
-        0.0,
-        pk.inv_d2,
-        "monoclinic",
-        wavelength=pk.wavelength,
-    )
+    mc = _exact_fit([15.141, 10.0412, 8.0438, 90.0, 107.8523, 90.0], "monoclinic", pk)
     assert mc.bravais == "mC" and not mc.unindexed and settles(mc, pk.inv_d2, sig, 1)  # the settling cell
     assert 1.5 < mc.chi2 / mc.dof < 3.0 and chi2_quantile(mc) > 1.0 - FIT_ALPHA  # fits worse than the errors allow
     assert probe_needed(mc)
@@ -72,13 +73,7 @@ def test_a_zone_whose_lines_determine_the_cell_is_no_one_zone_explanation():
     one-zone sub-cells the rule is for keep their demotion: an mC cell whose hk0 lines fix only a and b
     (test_decide.py's halite case)."""
     pk = read_peak_file(DATA / "hp_clean_39_generated.txt")
-    hp = refine_candidate(
-        cell_mod.reciprocal_params(np.array([4.9332, 4.9332, 24.7126, 90.0, 90.0, 120.0]), "hexagonal"),
-        0.0,
-        pk.inv_d2,
-        "hexagonal",
-        wavelength=pk.wavelength,
-    )
+    hp = _exact_fit([4.9332, 4.9332, 24.7126, 90.0, 90.0, 120.0], "hexagonal", pk)
     assert hp.bravais == "hP" and not hp.unindexed and hp.score > 2e4
     in_zone = np.sum(np.asarray(hp.hkl)[:, 1] == 0)  # h0l: the zone [010]
     assert in_zone >= 0.9 * 20
