@@ -26,7 +26,7 @@ from analysis.indexing.config import CandidateSource, RefineMoves, SearchBudget,
 from analysis.indexing.decide import FOM_FACTOR, MIN_AXIS, decide, fits_noise
 from analysis.indexing.errors import EXACT_CHI2, PRECISE_CHI2, sigma_inv_d2
 from analysis.indexing.fom import de_wolff_m, smith_snyder_f
-from analysis.indexing.lepage import from_primitive
+from analysis.indexing.lepage import from_primitive, tetragonal_cells
 from analysis.indexing.peaks import PeakList, min_peaks, peaks_from_values, read_peak_file
 from analysis.indexing.prior import IndexPrior, load_prior
 from analysis.indexing.reduce import niggli_cell, same_lattice, supercell_index
@@ -448,7 +448,7 @@ def index_peaks(
                 for rest in systems[k + 1 :]:
                     skipped[rest] = (
                         f"not searched: the {probe.bravais} cell settles the data with "
-                        + ("a line unindexed" if probe.unindexed else "a χ² below the errors")
+                        + ("a line unindexed" if probe.unindexed else "a χ² outside the errors")
                         + f" (M20 "
                         f"{probe.M20:.1f}); after the {system} probe the {ranked[0].bravais} cell leads"
                     )
@@ -496,6 +496,8 @@ def index_peaks(
                 sols += _via_primitive(inv_d2, target, config, prior, g, kw, n_candidates_refined, fixed)[0]
             ncand["triclinic, zero fixed"] = res.n_evaluated
             seconds["triclinic"] += time.perf_counter() - t0
+    if blind and "tetragonal" in systems:  # tetragonal lattices refined as orthorhombic cells (lepage.tetragonal_cells)
+        sols += [t for s in rank_solutions(sols, top=4 * top) for t in tetragonal_cells(s, inv_d2, **kw)]
     ranked = (
         decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top, inv_d2=inv_d2)
         if blind

@@ -7,8 +7,8 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
 
 1. *indexes the data*: at most ``n_impurity`` of the first 20 lines unindexed;
 2. *physically sensible*: the shortest lattice translation (Niggli cell) is at least
-   :data:`MIN_AXIS` Å, and the indexed lines do not all lie in one zone (:func:`one_zone`);
-   cells failing this are demoted below every sensible one, never dropped;
+   :data:`MIN_AXIS` Å, and the indexed lines do not all lie in one zone that leaves a cell parameter to the few
+   other lines (:func:`one_zone`); cells failing this are demoted below every sensible one, never dropped;
 3. among the sensible cells that index the data, those with a ranking score (≈ M20, solution.py)
    of at least :data:`FOM_FACTOR` × the best are *candidates* when they are derivatives of the best-scoring
    cell (the same lattice or an index-2..4 sub/supercell within :data:`RELATED_TOL`; a supercell only when it observes
@@ -20,9 +20,10 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    (:func:`fits_noise`), or the data are exact (computed positions: the best cell's χ²_ν below errors.EXACT_CHI2)
    and the cell fits them as exactly, indexing as many lines (scores of exact fits differ only by the calculated
    lines counted, not by how well the extra parameters fit); the answer is the candidate of the
-   highest symmetry, then of the best score (equal scores: the smallest volume; cells of one lattice are
-   merged before, so candidates of one system are unrelated lattices); the others follow in that order,
-   then the rest by score.
+   highest symmetry, then of a χ² within the errors (:func:`chi2_quantile` ≤ 1 − :data:`FIT_ALPHA`; not on exact
+   data), then of the best score (equal scores: the smallest volume; cells of one lattice are merged before, so
+   candidates of one system are unrelated lattices or derivatives); the others follow in that order, then the rest
+   by score.
 
 Every solution gets ``reason``: the figures the choice rests on (M20, F20, symmetry, volume) and why it
 ranks where it does.
@@ -94,7 +95,11 @@ def shortest_translation(sol: Solution) -> float:
 
 
 def one_zone(sol: Solution) -> bool:
-    """True when at least :data:`ZONE_SHARE` of the indexed lines lie in one zone [uvw] (|u|,|v|,|w| ≤ 2)."""
+    """True when at least :data:`ZONE_SHARE` of the indexed lines lie in one zone [uvw] (|u|,|v|,|w| ≤ 2) whose lines
+    do not determine the cell (their design matrix in ``sol``'s system has rank below its parameter count), so the
+    few other lines alone fix the rest. Issue 21 (idx21q), clean hP list 39 of seed 2024 (4.93, 24.71 Å): 19 of 20
+    lines are 00l and 10l, which fix a hexagonal cell's a and c; the true cell (exact, score 25 426) was demoted
+    and an mP cell of another lattice (7 705) won. The halite mC sub-cell's hk0 zone fixes two of four parameters."""
     hkl = np.asarray(sol.hkl, float)
     ok = np.ones(hkl.shape[0], bool)
     ok[list(sol.unindexed)] = False
@@ -104,8 +109,13 @@ def one_zone(sol: Solution) -> bool:
     uvw = np.array(
         [(u, v, w) for u in range(-2, 3) for v in range(-2, 3) for w in range(-2, 3) if (u, v, w) > (0, 0, 0)]
     )
-    share = np.mean(np.abs(hkl @ uvw.T) < 0.5, axis=0)
-    return bool(np.max(share) >= ZONE_SHARE)
+    in_zone = np.abs(hkl @ uvw.T) < 0.5
+    n_par = np.asarray(sol.x).size
+    for j in np.flatnonzero(np.mean(in_zone, axis=0) >= ZONE_SHARE):
+        h = np.asarray(cell_mod.design_matrix(hkl[in_zone[:, j]], sol.system), float)
+        if np.linalg.matrix_rank(h, tol=1e-9) < n_par:  # the zone's lines leave a cell parameter to the few others
+            return True
+    return False
 
 
 def related(a: Solution, b: Solution, rel_tol: float = RELATED_TOL) -> bool:
@@ -264,8 +274,19 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     # merged before (rank_solutions), so two candidates of one system are unrelated lattices, and a smaller wrong cell
     # within FOM_FACTOR beat the true one (a noisy oC list, 17.7 × 6.0 × 16.5 Å, score 18.8, lost to an oP cell
     # 4.8 × 8.9 × 16.5 Å, score 15.6; test_within_one_system_the_better_score_wins_not_the_smaller_unrelated_cell)
+    # within one system a cell that fits within the errors goes before one that fits worse than they allow (χ² above
+    # the 1 − FIT_ALPHA quantile; not on exact data, where every inexact cell is above it): the misfitting cell's
+    # score comes from lines it matches only loosely. Issue 21 (idx21q), noisy mP list 29 of seed 2024: an mP
+    # half-cell (V 848, 19 lines, χ² quantile 0.997, score 11.8) won over the true mP cell (V 1696, 20 lines, 0.69,
+    # 10.3), a candidate as its derivative within FOM_FACTOR
     cand.sort(
-        key=lambda s: (SYMMETRY_ORDER[s.system], overfit and not fits_noise(s, scale), -round(s.score, 6), s.volume)
+        key=lambda s: (
+            SYMMETRY_ORDER[s.system],
+            overfit and not fits_noise(s, scale),
+            not exact and chi2_quantile(s, scale) > 1.0 - FIT_ALPHA,
+            -round(s.score, 6),
+            s.volume,
+        )
     )
     rest = sorted([s for s in sols if not any(s is c for c in cand)], key=lambda s: s.score, reverse=True)
     rest.sort(key=lambda s: 0 if any(s is c for c in sensible) else 1 if indexes[id(s)] else 2)  # stable

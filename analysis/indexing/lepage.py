@@ -19,7 +19,7 @@ import analysis.indexing.reduce as reduce
 from analysis import cell as cell_mod
 from analysis.indexing.solution import Solution, refine_candidate
 
-__all__ = ["twofold_axes", "from_primitive"]
+__all__ = ["twofold_axes", "from_primitive", "SQUARE_TOL", "tetragonal_cells"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -177,4 +177,35 @@ def from_primitive(sol: Solution, inv_d2, system: str, max_deg: float = 1.0, n_m
             out.append(new)
         if len(seen) >= n_max:
             break
+    return out
+
+
+# two orthorhombic axes are equal, the cell a tetragonal lattice's (tetragonal_cells), when their squares differ by at
+# most this share: decide.RELATED_TOL's metric tolerance (~1 % in the axes), the one under which two refined cells
+# are one lattice
+SQUARE_TOL = 2e-2
+
+
+def tetragonal_cells(sol: Solution, inv_d2, **kw) -> list:
+    """Tetragonal cells of a primitive or body-centred orthorhombic cell ``sol`` with two equal axes (squares within
+    :data:`SQUARE_TOL`): the pair becomes a = b, the third axis c, refined in the tetragonal system (which tests the P
+    and I centrings). The orthorhombic search refines a tetragonal lattice's cell with a ≠ b when its lines are noisy,
+    and nothing else turns it back: the decision rule (decide.py) then compares that cell, with one parameter too many,
+    against the lattice's supercells. Issue 21 (idx21q), noisy tP lists 29 and 43 of seed 2024: the true lattice
+    came out only as oP cells (5.057 × 17.249 × 5.045 Å, score 35.4; 17.728 × 4.091 × 17.813 Å, 10.8) and a
+    tetragonal supercell / the oP cell won; refined as tP they score 37.2 and 12.2. C- and F-centred cells (a
+    tetragonal lattice's cells rotated by 45°) are left out."""
+    if sol.system != "orthorhombic" or sol.centring not in ("P", "I"):
+        return []
+    ax = np.asarray(sol.cell, float)[:3]
+    out = []
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        if abs(ax[i] ** 2 - ax[j] ** 2) > SQUARE_TOL * ax[i] * ax[j]:
+            continue
+        a = float(np.sqrt(0.5 * (ax[i] ** 2 + ax[j] ** 2)))
+        c = float(ax[3 - i - j])
+        x = np.asarray(cell_mod.reciprocal_params(np.array([a, a, c, 90.0, 90.0, 90.0]), "tetragonal"), float)
+        new = refine_candidate(x, sol.zero_shift, inv_d2, "tetragonal", **kw)
+        if new is not None:
+            out.append(new)
     return out

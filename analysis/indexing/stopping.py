@@ -193,11 +193,14 @@ def probe_needed(sol: Solution, n_fom: int = 20) -> bool:
     = 0.997) at χ²_ν 0.36 on 18 dof (quantile 0.007) and settled the descent at the tetragonal step, the oP cell fits
     them exactly (score 13 813 against 46); a tI cell (4.59, 4.22 Å) those of oF list 2 of seed 2025 (6.48 × 6.49 ×
     4.22 Å) at χ²_ν 0.02 (score 358 against 26 244). Real precise lists (11-BM, χ²_ν ≈ 1e-4) probe too: a brief
-    search of one system more."""
+    search of one system more. The third: a cell that fits worse than the errors allow (quantile above 1 − FIT_ALPHA)
+    imposes a symmetry the lines do not have, the pseudo-symmetric cell of a lower-symmetry lattice. Issue 21
+    (idx21q), clean aP list 12 of seed 2024 (8.04 × 9.07 × 9.09 Å): an mC cell indexed the 20 exact lines at χ²_ν
+    2.1 (quantile 0.995, M20 21.1) and settled the descent at the monoclinic step; the aP cell fits them exactly."""
     if any(i < n_fom for i in sol.unindexed):
         return True
-    chi2_nu = sol.chi2 / max(sol.dof, 1)
-    return bool(chi2_nu >= EXACT_CHI2 and chi2_quantile(sol) < FIT_ALPHA)
+    chi2_nu, quantile = sol.chi2 / max(sol.dof, 1), chi2_quantile(sol)
+    return bool((chi2_nu >= EXACT_CHI2 and quantile < FIT_ALPHA) or quantile > 1.0 - FIT_ALPHA)
 
 
 # the system an overfitting settling cell (probe_needed's second reason) is probed in: the next lower lattice system
