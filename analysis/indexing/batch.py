@@ -199,15 +199,9 @@ def generate_batch(
         gen_keys[n_zone:]
     )
     if n_zone:
-        if system == "triclinic":
-            # half of the zone constructions draw their cross terms from Ito pairs and single lines (zone_x), half
-            # from the batch's table of zones (zone_table, made once: no key); neither finds more cells of the true
-            # lattice on every list (candidates.ZONE_BETA)
-            n_ito = n_zone // 2
-            x_ito = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_ito])
+        if system == "triclinic":  # cross terms from the batch's table of zones (made once: no key)
             table = candidates.zone_table(inv_d2_obs, sig, n_fom)
-            x_tab = jax.vmap(lambda k: candidates.zone_table_x(k, inv_d2_obs, table, n_axes))(gen_keys[n_ito:n_zone])
-            x_zone = jnp.concatenate([x_ito, x_tab.astype(x_ito.dtype)], axis=0)
+            x_zone = jax.vmap(lambda k: candidates.zone_table_x(k, inv_d2_obs, table, n_axes))(gen_keys[:n_zone])
         else:
             x_zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))(
                 gen_keys[:n_zone]
