@@ -2,15 +2,11 @@
 replaced Gumbel-max sampling (issue 21, idx21i) draw from the same distributions with a few random numbers per
 candidate."""
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from analysis.indexing import candidates
-
-DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "indexing"
 
 
 def _random_variates(fn, *args) -> int:
@@ -96,36 +92,3 @@ def test_monoclinic_zone_draw_uses_a_few_random_numbers_per_candidate():
     n_gumbel = _random_variates(lambda k: candidates.zone_mono_x(k, q, sig, 6), key)
     assert n_cdf <= 24, n_cdf
     assert n_gumbel >= 420, n_gumbel
-
-
-def _true_lattice_draws(fn, q, truth, n: int = 4096) -> int:
-    """Draws of ``fn(key)`` (triclinic x) whose lattice is the truth's within 0.1 of ⟨a²⟩ (same_lattice): a cell
-    built from noisy lines is this close, and the search's refinement takes it from there (the success test's
-    tolerance on these lists is 2-3e-2)."""
-    from analysis import cell as cell_mod
-    from analysis.indexing.reduce import same_lattice
-
-    x = np.asarray(jax.jit(jax.vmap(fn))(jax.random.split(jax.random.PRNGKey(0), n)), float)
-    cells = np.asarray(cell_mod.cell_from_reciprocal_params(x, "triclinic"), float)  # NaN: not positive definite
-    v = np.asarray(cell_mod.volume(np.nan_to_num(cells, nan=1.0)), float)
-    v_true = float(cell_mod.volume(np.asarray(truth, float)))
-    near = np.all(np.isfinite(cells), axis=1) & (np.abs(v / v_true - 1) < 0.25)
-    return sum(same_lattice(truth, "P", c, "P", 0.1) for c in cells[near])
-
-
-def test_zone_table_draws_the_true_lattice_where_ito_pairs_do_not():
-    """Noisy aP list 23 of seed 2024 (6.07 × 10.30 × 13.63 Å, α β γ 89.5°, 88.2°, 82.3°; the blind search never
-    refined its lattice on the base): cross terms drawn from the zone table (each zone weighted by the lines it
-    indexes) give cells of the true lattice, the Ito-pair / single-line draws (zone_x, which the search used before)
-    almost none: measured, 49 152 draws each, 449 against 1; here 4096 draws (42 with this key; zone_x gives 0 with
-    it, not asserted: it would double the test's compilation), asserted ≥ 15 (a third of the expected 37)."""
-    from analysis.indexing import read_peak_file
-    from analysis.indexing.errors import sigma_inv_d2
-
-    pk = read_peak_file(DATA / "ap_noisy_23_generated.txt")
-    q = jnp.asarray(pk.inv_d2, jnp.float32)
-    sig = jnp.asarray(sigma_inv_d2(pk.inv_d2), jnp.float32)
-    truth = [6.0712, 10.3046, 13.6300, 89.4640, 88.2259, 82.2755]
-    table = jax.jit(candidates.zone_table)(q, sig, 20)
-    new = _true_lattice_draws(lambda k: candidates.zone_table_x(k, q, table, 12), q, truth)
-    assert new >= 15, new
