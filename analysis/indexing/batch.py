@@ -199,9 +199,8 @@ def generate_batch(
         gen_keys[n_zone:]
     )
     if n_zone:
-        if system == "triclinic":  # cross terms from the batch's table of zones (made once: no key)
-            table = candidates.zone_table(inv_d2_obs, sig, n_fom)
-            x_zone = jax.vmap(lambda k: candidates.zone_table_x(k, inv_d2_obs, table, n_axes))(gen_keys[:n_zone])
+        if system == "triclinic":
+            x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_zone])
         else:
             x_zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))(
                 gen_keys[:n_zone]

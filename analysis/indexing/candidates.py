@@ -4,9 +4,7 @@
 * :func:`prior_x`: exact solves H_S x = q_S of ``n_params`` peaks with Miller indices drawn from the
   learned prior (prior.py);
 * :func:`zone_x` (triclinic) and :func:`zone_mono_x` (monoclinic): axial lines plus cross terms from
-  zones (Ito 1949; de Wolff 1957), :func:`cross_term`, with axial positions from :func:`axis_positions`;
-* :func:`zone_table_x` (triclinic, the search's zone constructions): the same, with each cross term drawn from a
-  per-batch table of every line pair's zones weighted by the lines each zone indexes (:func:`zone_table`).
+  zones (Ito 1949; de Wolff 1957), :func:`cross_term`, with axial positions from :func:`axis_positions`.
 
 All return reciprocal-metric parameters x ``[n_params]`` (Å⁻²; NaN for a singular draw) in the dtype of
 the observed lines ``q_obs`` (1/d², Å⁻²).
@@ -20,20 +18,7 @@ import numpy as np
 
 from analysis import cell as cell_mod
 
-__all__ = [
-    "random_x",
-    "prior_x",
-    "cross_term",
-    "zone_x",
-    "axis_positions",
-    "zone_from_axes",
-    "zone_mono_x",
-    "ZONE_LINES",
-    "ZONE_BETA",
-    "ZONE_N_SIGMA",
-    "zone_table",
-    "zone_table_x",
-]
+__all__ = ["random_x", "prior_x", "cross_term", "zone_x", "axis_positions", "zone_from_axes", "zone_mono_x"]
 
 
 def _draw(cdf, u):
@@ -198,64 +183,3 @@ def zone_mono_x(key, inv_d2_obs, sig, n_axes: int, p_pair: float = 0.75, cdf_dra
     base = a + kk * b + c
     e = cross_term(ke, inv_d2_obs, sig, 2 * base, base, p_pair, cdf_draw=cdf_draw)
     return jnp.stack([a, b, c, e])
-
-
-# zone tables (zone_table): the first ZONE_LINES lines are axes and cross-term sources; a zone's weight is
-# exp(ZONE_BETA × the lines within ZONE_N_SIGMA·σ of its rows). Issue 21 (idx21p), noisy aP lists of seed 2024: drawn
-# this way, 49 152 triclinic constructions held 24 / 90 / 355 / 582 cells of the true lattice (metric within 0.1) on
-# lists 16 / 18 / 23 / 2, against 0 / 53 / 1 / 348 from cross_term's Ito pairs and single lines; β 0.5 / 1 / 2 / 3
-# gave 23-24-50-39 (list 16), 270-355-449-417 (23), 360-582-633-605 (2); 3σ instead of 2σ: 56, 605, 365
-ZONE_LINES = 20
-ZONE_BETA = 2.0
-ZONE_N_SIGMA = 2.0
-# (h, k) of the line a cross term is solved from, q² = h²A + k²B + hk·D (the sign of D is a setting choice)
-_ZONE_SOURCES = np.array([(1, 1), (1, 2), (2, 1)], float)
-# the rows of a zone counted as its lines: h = 0..3, k = −3..3 (one of each ± pair)
-_ZONE_ROWS = np.array([(0, k) for k in (1, 2, 3)] + [(h, k) for h in (1, 2, 3) for k in range(-3, 4)], float)
-
-
-def zone_table(inv_d2_obs, sig, n_fom):
-    """Every zone of two of the first :data:`ZONE_LINES` lines as axes (Ito 1949): its cross terms and their weights.
-
-    For axes u, v on lines i, j (A = q²_i, B = q²_j) each line l gives |D| = |q²_l − h²A − k²B| / hk for (h, k) in
-    (1, 1), (1, 2), (2, 1) (the line taken as hu ± kv); a cross term is kept when the zone's metric is positive
-    definite (D² < 4AB) and weighs exp(β n), n the lines among the first ``n_fom`` (traced) within
-    :data:`ZONE_N_SIGMA` σ of the zone's rows hu + kv (|h|, |k| ≤ 3). The table does not depend on the key: under the
-    search's vmap it is made once per batch ([m, m, 3m] for m lines; 20 lines: 2.9 · 10⁵ zones of 24 rows).
-
-    Returns:
-      (|D| ``[m, m, 3m]``, cumulative weights ``[m, m, 3m]``; a pair without a valid cross term has a zero row).
-    """
-    m = min(ZONE_LINES, inv_d2_obs.shape[0])
-    q, s = inv_d2_obs[:m], sig[:m]
-    dt = q.dtype
-    a, b = q[:, None, None, None], q[None, :, None, None]
-    h, k = (jnp.asarray(_ZONE_SOURCES[:, c], dt) for c in (0, 1))
-    d = jnp.abs((q[None, None, :, None] - h * h * a - k * k * b) / (h * k)).reshape(m, m, -1)
-    ok = d * d < 4 * a[..., 0] * b[..., 0]
-    zh, zk = (jnp.asarray(_ZONE_ROWS[:, c], dt) for c in (0, 1))
-    q_zone = zh * zh * a + zk * zk * b + zh * zk * d[..., None]  # [m, m, 3m, rows]
-    near = jnp.min(jnp.abs(q_zone[..., None] - q), axis=-2) <= ZONE_N_SIGMA * s  # [m, m, 3m, lines]
-    n_in = jnp.sum(near & (jnp.arange(m) < n_fom), axis=-1).astype(dt)
-    logw = jnp.where(ok, ZONE_BETA * n_in, -jnp.inf)
-    top = jnp.max(logw, axis=-1, keepdims=True)
-    w = jnp.where(ok, jnp.exp(logw - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
-    return d, jnp.cumsum(w, axis=-1)
-
-
-def zone_table_x(key, inv_d2_obs, table, n_axes: int):
-    """Triclinic candidate: three axial lines (:func:`axis_positions` among the table's lines) as 100, 010, 001 and
-    each zone's cross term drawn from ``table`` (:func:`zone_table`) by its weight; signs as :func:`zone_x` (D, E ≤ 0,
-    F of random sign). NaN when a pair has no valid cross term."""
-    d_tab, cdf = table
-    k0, k1, k2, k3, ks = jax.random.split(key, 5)
-    m = d_tab.shape[0]
-    pos = axis_positions(k0, min(n_axes, m), m)
-
-    def cross(k, u, v):
-        c = cdf[u, v]
-        return jnp.where(c[-1] > 0, d_tab[u, v][_draw(c, jax.random.uniform(k, (), c.dtype))], jnp.nan)
-
-    d, e, f = -cross(k1, pos[0], pos[1]), -cross(k2, pos[0], pos[2]), cross(k3, pos[1], pos[2])
-    f = f * jnp.where(jax.random.uniform(ks) < 0.5, -1.0, 1.0)
-    return jnp.stack([inv_d2_obs[pos[0]], inv_d2_obs[pos[1]], inv_d2_obs[pos[2]], d, e, f])
