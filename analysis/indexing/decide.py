@@ -291,6 +291,15 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
     rest = sorted([s for s in sols if not any(s is c for c in cand)], key=lambda s: s.score, reverse=True)
     rest.sort(key=lambda s: 0 if any(s is c for c in sensible) else 1 if indexes[id(s)] else 2)  # stable
     out = cand + rest
+    _set_reasons(out, cand, sensible, indexes, short, leader, best, doubt, exact, scale, inv_d2, n_fom, n_impurity)
+    return out if top is None else out[:top]
+
+
+def _set_reasons(out, cand, sensible, indexes, short, leader, best, doubt, exact, scale, inv_d2, n_fom, n_impurity):
+    """Set each ordered solution's ``reason`` (figures of merit, then why it ranks where it does), for :func:`decide`:
+    ``cand`` the candidates of the rule, ``sensible`` those that index the data without a demotion, ``indexes`` /
+    ``short`` per ``id(solution)``, ``leader`` / ``best`` the best-scoring sensible cell and its score, ``doubt`` why
+    the leader is implausible ("" if not), ``exact`` exact data, ``scale`` the data's variance scale."""
     for i, s in enumerate(out):
         f20 = "" if s.F20 is None else f", F20 {s.F20:.1f}"
         figs = f"M20 {s.M20:.1f}{f20}, score {s.score:.1f}, {s.system}, V {s.volume:.1f} Å3"
@@ -330,4 +339,3 @@ def decide(solutions: list, n_impurity: int, n_fom: int = 20, top: int | None = 
         else:
             why = f"{_n_bad(s, n_fom)} of the first {n_fom} lines unindexed (> {n_impurity} impurity lines allowed)"
         s.reason = f"{figs}: {why}"
-    return out if top is None else out[:top]
