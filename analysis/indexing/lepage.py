@@ -17,6 +17,7 @@ import numpy as np
 
 import analysis.indexing.reduce as reduce
 from analysis import cell as cell_mod
+from analysis.indexing.decide import RELATED_TOL
 from analysis.indexing.solution import Solution, refine_candidate
 
 __all__ = ["twofold_axes", "from_primitive", "SQUARE_TOL", "tetragonal_cells"]
@@ -181,9 +182,8 @@ def from_primitive(sol: Solution, inv_d2, system: str, max_deg: float = 1.0, n_m
 
 
 # two orthorhombic axes are equal, the cell a tetragonal lattice's (tetragonal_cells), when their squares differ by at
-# most this share: decide.RELATED_TOL's metric tolerance (~1 % in the axes), the one under which two refined cells
-# are one lattice
-SQUARE_TOL = 2e-2
+# most this share: the metric tolerance under which two refined cells are one lattice (~1 % in the axes)
+SQUARE_TOL = RELATED_TOL
 
 
 def tetragonal_cells(sol: Solution, inv_d2, **kw) -> list:

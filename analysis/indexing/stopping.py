@@ -183,9 +183,10 @@ PROBE_BATCHES = 2
 
 
 def probe_needed(sol: Solution, n_fom: int = 20) -> bool:
-    """Whether the blind descent searches the next lower system before it stops on the settling cell ``sol``
-    (:data:`PROBE_BATCHES`): ``sol`` leaves one of the first ``n_fom`` lines unindexed, or it fits better than the
-    errors allow (χ² quantile below decide.FIT_ALPHA) without fitting them exactly (χ²_ν ≥ EXACT_CHI2, errors.py).
+    """Whether the blind descent searches a lower system (:func:`probe_system`, :data:`PROBE_BATCHES`) before it stops
+    on the settling cell ``sol``: ``sol`` leaves one of the first ``n_fom`` lines unindexed, or it fits better than
+    the errors allow (χ² quantile below decide.FIT_ALPHA) without fitting them exactly (χ²_ν ≥ EXACT_CHI2, errors.py),
+    or it fits worse than they allow (quantile above 1 − FIT_ALPHA).
 
     The second: a cell that fits a list better than the σ(q²) model allows is either matching noise or, on precise or
     exact data, a pseudo-symmetric cell that only approximates the true lattice. Issue 21 (idx21n), clean lists of
@@ -203,8 +204,9 @@ def probe_needed(sol: Solution, n_fom: int = 20) -> bool:
     return bool((chi2_nu >= EXACT_CHI2 and quantile < FIT_ALPHA) or quantile > 1.0 - FIT_ALPHA)
 
 
-# the system an overfitting settling cell (probe_needed's second reason) is probed in: the next lower lattice system
-# whose lattices include the cell's own with one metric constraint released (a pseudo-symmetric cell's true lattice)
+# the system a settling cell that indexes every line but fits outside the errors (probe_needed's second and third
+# reasons) is probed in: the next lower lattice system whose lattices include the cell's own with one metric
+# constraint released (a pseudo-symmetric cell's true lattice)
 PROBE_BELOW = {
     "cubic": "tetragonal",
     "tetragonal": "orthorhombic",
