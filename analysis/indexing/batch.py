@@ -41,29 +41,19 @@ import jax
 import jax.numpy as jnp
 
 import analysis.indexing.candidates as candidates
-from analysis.cell import reciprocal_metric_from_params as gstar_from_x
-from analysis.indexing.reduce import reduce_x
+from analysis.indexing.padded import P_MAX, active, pad_columns, random6, reduce6, volume6, volume_from_x
 
-__all__ = ["volume_from_x", "generate_batch", "run_batch"]
-
-
-# ---------------------------------------------------------------------------- metric helpers
-def volume_from_x(x, system: str):
-    """Cell volume (Å³) = 1/sqrt(det G*); NaN where G* is not positive definite."""
-    g = gstar_from_x(x, system)
-    det = jnp.linalg.det(g)
-    ok = _positive_definite(g) & (det > 0)
-    return jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, det, 1.0)), jnp.nan)
-
-
-def _positive_definite(g):
-    m1 = g[..., 0, 0]
-    m2 = g[..., 0, 0] * g[..., 1, 1] - g[..., 0, 1] ** 2
-    m3 = jnp.linalg.det(g)
-    return (m1 > 0) & (m2 > 0) & (m3 > 0)
+__all__ = ["volume_from_x", "generate_batch", "run_batch", "GEN_KINDS"]
 
 
 # ---------------------------------------------------------------------------- one batch (jit)
+# one program for every lattice system (issue 21 item 1): the system a traced code (padded.py), x padded to 6
+# parameters, rows to a common count; XLA's backend at optimisation level 1 (measured in docs/indexing.md)
+_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+import os  # noqa: E402  EXPERIMENT
+_COMPILER_OPTIONS = {} if os.environ.get("IDX21R_NOOPT") else _COMPILER_OPTIONS
+
+
 def _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom):
     """Approximate log M_N (P lattice) from each line's distance ``abs_r`` ``[n]`` to its nearest calculated line."""
     inv_d2_n = inv_d2_obs[n_fom - 1]  # n_fom traced: padded lists share one compilation (search_cells)
@@ -77,36 +67,41 @@ def _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom):
     return jnp.log(inv_d2_n) - jnp.log(2 * eps * jnp.maximum(n_calc, 1.0))
 
 
-def _valid(x, system, vlo, vhi):
-    v = volume_from_x(x, system)
+def _valid(x, code, vlo, vhi):
+    v = volume6(x, code)
     return jnp.all(jnp.isfinite(x)) & jnp.isfinite(v) & (v >= vlo) & (v <= vhi)
 
 
-def _calc_lines(x, rows):
-    """q² of every search row for a batch of candidates ``x`` ``[N, p]``: ``[N, R]`` and its transpose ``[R, N]``.
+def _calc_lines(x, rows, n_rows):
+    """q² of every search row for a batch of candidates ``x`` ``[N, p]``: ``[N, R]`` and its transpose ``[R, N]``;
+    rows from ``n_rows`` on (padding) are +inf: never the nearest, never counted.
 
     The product is the per-candidate ``rows @ x`` under vmap (the same bits as the per-candidate form this replaced);
     the barrier keeps XLA from folding the transpose into a dot of another summation order.
     """
-    ref = jax.lax.optimization_barrier(jax.vmap(lambda xx: rows @ xx)(x))
+    ref = jax.vmap(lambda xx: rows @ xx)(x)
+    ref = jax.lax.optimization_barrier(jnp.where(jnp.arange(rows.shape[0]) < n_rows, ref, jnp.inf))
     return ref, ref.T
 
 
-def _nearest_abs(q, ref_t):
-    """min_j |q − ref_j| per line and candidate: ``q`` ``[n, N]`` (or ``[n, 1]``), ``ref_t`` ``[R, N]`` → ``[n, N]``.
+def _nearest_abs(q, ref_t, n_rows=None):
+    """min_j |q − ref_j| per line and candidate: ``q`` ``[n, N]`` (or ``[n, 1]``), ``ref_t`` ``[R, N]`` → ``[n, N]``
+    over the first ``n_rows`` rows (all by default).
 
     A loop over the R rows on ``[n, N]`` arrays, the candidate axis minor: XLA vectorises it along N. The
     per-candidate form (a ``[n, R]`` broadcast reduced over its minor axis under vmap) took 10× the CPU
     (8192 monoclinic candidates × 240 rows: 0.075 → 0.008 s; issue 21, idx21o); min is exact: the same values.
     """
     init = jnp.full((q.shape[0], ref_t.shape[1]), jnp.inf, ref_t.dtype)
-    return jax.lax.fori_loop(0, ref_t.shape[0], lambda j, m: jnp.minimum(m, jnp.abs(q - ref_t[j])), init)
+    n = ref_t.shape[0] if n_rows is None else n_rows
+    return jax.lax.fori_loop(0, n, lambda j, m: jnp.minimum(m, jnp.abs(q - ref_t[j])), init)
 
 
-def _nearest_two(q, ref_t):
-    """Nearest and second-nearest rows per line and candidate (``q`` ``[n, N]``, ``ref_t`` ``[R, N]``): their indices
-    and the residuals q − ref, each ``[n, N]``; ties go to the lower row index, as argmin's first occurrence, and a NaN
-    line (a candidate whose zero shift broke down) gets rows 0 and 1 with NaN residuals, as argmin gave."""
+def _nearest_two(q, ref_t, n_rows=None):
+    """Nearest and second-nearest rows per line and candidate (``q`` ``[n, N]``, ``ref_t`` ``[R, N]``, the first
+    ``n_rows`` rows): their indices and the residuals q − ref, each ``[n, N]``; ties go to the lower row index, as
+    argmin's first occurrence, and a NaN line (a candidate whose zero shift broke down) gets rows 0 and 1 with NaN
+    residuals, as argmin gave."""
     r0 = q - ref_t[0]
     ones = jnp.ones(r0.shape, jnp.int32)
 
@@ -123,15 +118,18 @@ def _nearest_two(q, ref_t):
         return a1, r1, i1, a2, r2, i2
 
     init = (jnp.abs(r0), r0, 0 * ones, jnp.full(r0.shape, jnp.inf, r0.dtype), r0, ones)
-    _, r1, i1, _, r2, i2 = jax.lax.fori_loop(1, ref_t.shape[0], body, init)
+    n = ref_t.shape[0] if n_rows is None else n_rows
+    _, r1, i1, _, r2, i2 = jax.lax.fori_loop(1, n, body, init)
     return i1, i2, r1, r2
 
 
-def _score_batch(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system: str, n_fom):
+def _score_batch(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom, n_rows=None):
     """Scores ``[N]`` of candidates ``x`` ``[N, p]`` at zero shift 0 (−inf when invalid or outside the volume
-    bounds), without the assignment (stage A: the nearest distance only, a min, not an argmin)."""
-    ref, ref_t = _calc_lines(x, rows)
-    abs_r = _nearest_abs(inv_d2_obs[:, None], ref_t).T
+    bounds), without the assignment (stage A: the nearest distance only, a min, not an argmin). ``system``: a name
+    (x unpadded) or a traced code (x padded, padded.py); rows from ``n_rows`` on are padding."""
+    n_rows = rows.shape[0] if n_rows is None else n_rows
+    ref, ref_t = _calc_lines(x, rows, n_rows)
+    abs_r = _nearest_abs(inv_d2_obs[:, None], ref_t, n_rows).T
 
     def one(x, ref, abs_r):
         s = _log_m(abs_r, ref, inv_d2_obs, sig, n_sigma, n_fom)
@@ -140,17 +138,18 @@ def _score_batch(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system: str, n_fom
     return jax.vmap(one)(x, ref, abs_r)
 
 
-def _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system: str, n_fom: int):
+def _score(x, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom: int):
     """:func:`_score_batch` of one candidate ``x`` ``[p]``."""
     return _score_batch(x[None], inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom)[0]
 
 
-def _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: str, n_fom):
+def _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom, n_rows=None):
     """Scores ``[N]`` (−inf when invalid or outside the volume bounds) and assignments of candidates ``x`` ``[N, p]``
     with zero shifts ``z`` ``[N]``: nearest and second-nearest row per line and the residuals to them, ``[N, n]``."""
-    ref, ref_t = _calc_lines(x, rows)
+    n_rows = rows.shape[0] if n_rows is None else n_rows
+    ref, ref_t = _calc_lines(x, rows, n_rows)
     q_model = inv_d2_obs[:, None] - g[:, None] * z[None, :]  # observed lines moved back by the zero shift
-    idx, idx2, r, r2 = (a.T for a in _nearest_two(q_model, ref_t))
+    idx, idx2, r, r2 = (a.T for a in _nearest_two(q_model, ref_t, n_rows))
 
     def one(x, ref, r):
         s = _log_m(jnp.abs(r), ref, inv_d2_obs, sig, n_sigma, n_fom)
@@ -159,70 +158,83 @@ def _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system: s
     return jax.vmap(one)(x, ref, r), idx, idx2, r, r2
 
 
-@functools.partial(jax.jit, static_argnames=("system", "n_gen", "n_sel", "n_first", "n_axes", "use_zones", "cdf_draw"))
+# stage-A generator kinds (a traced index): (zone constructions, inverse-CDF draws); search.py picks one per system
+GEN_KINDS = (("none", False), ("monoclinic", False), ("triclinic", True))
+
+
+def _generate(kind, n_first, n_axes, keys, inv_d2_obs, sig, logits, vocab_rows, p):
+    """The padded candidates ``[n, 6]`` of one generator kind (:data:`GEN_KINDS`): with zone constructions, half of
+    the draws (the first half of the keys) are zone constructions, the rest exact solves from the prior."""
+    zones, cdf_draw = kind
+    n_zone = keys.shape[0] // 2 if zones != "none" else 0
+    x = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, cdf_draw))(keys[n_zone:])
+    if zones == "triclinic":
+        x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(keys[:n_zone])
+    elif zones == "monoclinic":
+        zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))
+        x_zone = pad_columns(zone(keys[:n_zone]))
+    if n_zone:
+        x = jnp.concatenate([x_zone.astype(x.dtype), x], axis=0)
+    return x
+
+
+@functools.partial(jax.jit, static_argnames=("n_gen", "n_sel", "n_first", "n_axes"), compiler_options=_COMPILER_OPTIONS)
 def generate_batch(
     key,
     inv_d2_obs,
     sig,
-    g,
     rows,
+    n_rows,
     logits,
     vocab_rows,
     vlo,
     vhi,
     n_sigma,
     n_fom,
+    code,
+    kind,
     *,
-    system: str,
     n_gen: int,
     n_sel: int,
     n_first: int,
     n_axes: int,
-    use_zones: bool = True,
-    cdf_draw: bool = False,
 ):
-    """Stage A of a batch: ``n_gen`` exact-solve candidates from the prior (and zone constructions),
-    one quick test each; returns the best ``n_sel`` (x ``[n_sel, p]``, score ``[n_sel]``), best first.
+    """Stage A of a batch: ``n_gen`` candidates of generator ``kind`` (:data:`GEN_KINDS`: exact solves from the
+    prior, zone constructions) for lattice system ``code`` (padded.py), one quick test each; returns the best
+    ``n_sel`` (x ``[n_sel, 6]``, score ``[n_sel]``), best first.
 
     Kept apart from the iterative stage (:func:`run_batch`) so that exact cubic-hexagonal data, where
     an exact solve already reaches ``stop_m20``, skip the refinement iterations (search_cells).
     """
     dtype = inv_d2_obs.dtype
-    p = rows.shape[1]
     kgen, _, _ = jax.random.split(key, 3)  # the same split as run_batch: krand, kref are its own
     gen_keys = jax.random.split(kgen, n_gen)
-    # monoclinic / triclinic: half of the draws from zone constructions (the first half of the keys), the rest exact
-    # solves; only the solves kept are made (the whole batch was solved before, half of it thrown away)
-    n_zone = n_gen // 2 if system in ("triclinic", "monoclinic") and use_zones else 0
-    # cdf_draw (CDF_DRAW_SYSTEMS): inverse-CDF draws (candidates.prior_x, cross_term), 2× faster stage A
-    x_gen = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, cdf_draw))(
-        gen_keys[n_zone:]
-    )
-    if n_zone:
-        if system == "triclinic":
-            x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(gen_keys[:n_zone])
-        else:
-            x_zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))(
-                gen_keys[:n_zone]
-            )
-        x_gen = jnp.concatenate([x_zone.astype(x_gen.dtype), x_gen], axis=0)
-    x_gen = jax.vmap(lambda x: reduce_x(jnp.where(jnp.isfinite(x), x, 1.0), system))(x_gen.astype(dtype))
-    s_gen = _score_batch(x_gen, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, system, n_fom)
+    p = jnp.sum(active(code))
+    branches = [functools.partial(_generate, kd, n_first, n_axes) for kd in GEN_KINDS]
+    x_gen = jax.lax.switch(kind, branches, gen_keys, inv_d2_obs, sig, logits, vocab_rows, p)
+    on = active(code)
+    x_gen = jnp.where(on, jnp.where(jnp.isfinite(x_gen), x_gen, 1.0), 0.0).astype(dtype)
+    x_gen = jax.vmap(lambda x: reduce6(x, code))(x_gen)
+    s_gen = _score_batch(x_gen, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, code, n_fom, n_rows)
     s_sel, sel = jax.lax.top_k(s_gen, n_sel)
     return x_gen[sel], s_sel
 
 
+def _solve_masked(a, b, on, dtype):
+    """The column-scaled normal equations ``a s = b`` restricted to the parameters ``on`` (the others solve to 0:
+    an identity block, scale 1; scaling a zero column by sqrt(0) would make 0/0): the scaled matrix and scales."""
+    mm = on[:, None] & on[None, :]
+    a = jnp.where(mm, a, jnp.eye(a.shape[0], dtype=dtype))
+    b = jnp.where(on, b, 0.0)
+    cs = jnp.sqrt(jnp.diag(a)) + 1e-30
+    a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
+    return jnp.linalg.solve(a_s, b / cs) / cs, a_s, cs
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "system",
-        "n_cand",
-        "n_iter",
-        "n_random",
-        "refine_zero",
-        "acceptance",
-        "top_k",
-    ),
+    static_argnames=("n_cand", "n_iter", "n_random", "acceptance", "top_k"),
+    compiler_options=_COMPILER_OPTIONS,
 )
 def run_batch(
     key,
@@ -231,6 +243,7 @@ def run_batch(
     sig,
     g,
     rows,
+    n_rows,
     vlo,
     vhi,
     p_keep,
@@ -240,32 +253,34 @@ def run_batch(
     n_sigma,
     n_fom,
     n_real,
+    code,
+    refine_zero,
     *,
-    system: str,
     n_cand: int,
     n_iter: int,
     n_random: int,
-    refine_zero: bool,
     acceptance: str,
     top_k: int,
 ):
-    """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` plus
-    ``n_random`` random cells, refined iteratively (module docstring); returns the best ``top_k``.
+    """Stage B of a batch: the ``n_sel`` = n_cand − n_random selected candidates ``x_sel`` ``[n_sel, 6]`` (padded,
+    system ``code``) plus ``n_random`` random cells, refined iteratively (module docstring); returns the best
+    ``top_k``. ``refine_zero`` (traced bool): the zero shift is a seventh parameter of the least squares.
 
     Over 100 lines: the assignment step, the acceptance rule and the iteration are closures over the batch's
     observed lines, weights and candidate rows, traced once into one jitted program.
     """
     dtype = inv_d2_obs.dtype
-    p = rows.shape[1]
+    p = P_MAX
     n_obs = inv_d2_obs.shape[0]
     _, krand, kref = jax.random.split(key, 3)
-    x_rand = jax.vmap(lambda k: candidates.random_x(k, system, vlo, vhi, dtype))(jax.random.split(krand, n_random))
-    x_rand = jax.vmap(lambda x: reduce_x(x, system))(x_rand.astype(dtype))
+    x_rand = jax.vmap(lambda k: random6(k, code, vlo, vhi, dtype))(jax.random.split(krand, n_random))
+    x_rand = jax.vmap(lambda x: reduce6(x, code))(x_rand.astype(dtype))
     d_rel = jnp.sqrt(inv_d2_obs[0] / inv_d2_obs)  # d_k / d_1
     valid = jnp.arange(n_obs) < n_real  # padded lines (copies of the last one) carry no weight
+    on = jnp.concatenate([active(code), jnp.reshape(refine_zero, (1,))])  # the parameters solved, zero shift last
 
     def evaluate(x, z):  # a batch [N, p], [N]: the line-row distances run candidate-minor (_nearest_two)
-        return _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n_fom)
+        return _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, code, n_fom, n_rows)
 
     def move(x, z, ev, key, use_soft):
         """One assignment + weighted-least-squares move of one candidate: the proposed x, z."""
@@ -277,24 +292,21 @@ def run_batch(
         pick2 = use_soft & (jax.random.uniform(k1, (n_obs,), dtype) < p2)
         idx = jnp.where(pick2, idx2, idx)
         r = jnp.where(pick2, r2, r)
-        h = rows[idx]
         keep = (jax.random.uniform(k3, (n_obs,)) < p_keep) & valid
         m = jax.random.uniform(k4, (), dtype, 0.0, 4.0)
         w = keep * d_rel**m / (sig**2 + r**2)
-        hz = jnp.concatenate([h, g[:, None]], axis=1) if refine_zero else h
+        hz = jnp.concatenate([rows[idx], g[:, None]], axis=1)
         a = (hz * w[:, None]).T @ hz
         b = (hz * w[:, None]).T @ inv_d2_obs
-        cs = jnp.sqrt(jnp.diag(a)) + 1e-30
-        a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
-        sol = jnp.linalg.solve(a_s, b / cs) / cs
+        sol, a_s, cs = _solve_masked(a, b, on, dtype)
         if mala_scale is not None:
             cov = jnp.linalg.inv(a_s) / (cs[:, None] * cs[None, :])
             chol = jnp.linalg.cholesky(cov + 1e-30 * jnp.eye(a.shape[0], dtype=dtype))
-            noise = chol @ jax.random.normal(k5, (a.shape[0],), dtype)
+            noise = jnp.where(on, chol @ jax.random.normal(k5, (a.shape[0],), dtype), 0.0)
             sol = sol + mala_scale * jnp.where(jnp.all(jnp.isfinite(noise)), noise, 0.0)
         x_new = sol[:p]
-        z_new = sol[p] if refine_zero else z
-        return reduce_x(jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), system), z_new
+        z_new = jnp.where(refine_zero, sol[p], z)
+        return reduce6(jnp.where(jnp.all(jnp.isfinite(x_new)), x_new, x), code), z_new
 
     def accept(x, z, s, ev, x_new, z_new, ev_new, key):
         """The acceptance rule of one candidate (its key as in ``move``): the new or the old state."""

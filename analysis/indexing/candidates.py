@@ -49,33 +49,39 @@ def random_x(key, system: str, vlo, vhi, dtype):
     return cell_mod.reciprocal_params(cell, system)
 
 
-def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p: int, cdf_draw: bool = False):
+def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p, cdf_draw: bool = False):
     """Exact solve H_S x = q_S for p peaks among the first n_first, indices drawn from the prior.
 
     Args:
       logits: ``[n_first, n_vocab]`` log-probabilities of each vocabulary row per peak position.
-      vocab_rows: ``[n_vocab, p]`` design rows of the vocabulary.
+      vocab_rows: ``[n_vocab, p_max]`` design rows of the vocabulary; ``p`` ≤ p_max (may be traced: the one search
+        program of every lattice system pads x to 6 parameters, padded.py) parameters are solved, the others are 0.
       cdf_draw: draw the indices by inverse CDF (one uniform per peak) instead of Gumbel-max (one Gumbel variate
         per vocabulary row and peak, ``jax.random.categorical``): the same distribution, another random stream.
         The triclinic search uses it (batch.generate_batch; 57 → 9 CPU ms per 4096 solves, issue 21).
     """
     k1, k2 = jax.random.split(key)
-    pos = jnp.argsort(jax.random.uniform(k1, (n_first,)))[:p]
-    pos = jnp.sort(pos)
+    p_max = vocab_rows.shape[1]
+    on = jnp.arange(p_max) < p
+    perm = jnp.argsort(jax.random.uniform(k1, (n_first,)))[: min(n_first, p_max)]
+    perm = jnp.concatenate([perm, jnp.zeros(p_max - perm.shape[0], perm.dtype)])
+    # the p drawn positions sorted first, the unused ones after them (clipped to a valid line, masked below)
+    pos = jnp.minimum(jnp.sort(jnp.where(on, perm, n_first + jnp.arange(p_max))), n_first - 1)
     # inverse-CDF draw from the prior (one uniform per peak instead of a Gumbel per vocabulary row; the cumulative
     # table does not depend on the key, so under vmap it is made once per batch)
     if cdf_draw:
         cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-        lab = jax.vmap(_draw)(cdf[pos], jax.random.uniform(k2, (p,), cdf.dtype))
+        lab = jax.vmap(_draw)(cdf[pos], jax.random.uniform(k2, (p_max,), cdf.dtype))
     else:
         lab = jax.random.categorical(k2, logits[pos], axis=-1)
-    hs = vocab_rows[lab]
-    qs = inv_d2_obs[pos]
+    eye = jnp.eye(p_max, dtype=vocab_rows.dtype)
+    hs = jnp.where(on[:, None] & on[None, :], vocab_rows[lab], eye)
+    qs = jnp.where(on, inv_d2_obs[pos], 0.0)
     det = jnp.linalg.det(hs)
     scale = jnp.prod(jnp.max(jnp.abs(hs), axis=1) + 1e-30)
     ok = jnp.abs(det) > 1e-6 * scale
-    x = jnp.linalg.solve(jnp.where(ok, hs, jnp.eye(p, dtype=hs.dtype)), qs)
-    return jnp.where(ok, x, jnp.nan)
+    x = jnp.linalg.solve(jnp.where(ok, hs, eye), qs)
+    return jnp.where(on, jnp.where(ok, x, jnp.nan), 0.0)
 
 
 def cross_term(key, inv_d2_obs, sig, target, base, p_pair, cdf_draw: bool = False):

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.cell import reciprocal_metric_from_params as gstar_from_x
-from analysis.indexing.batch import generate_batch, run_batch, volume_from_x
+from analysis.indexing.batch import GEN_KINDS, generate_batch, run_batch, volume_from_x
 from analysis.indexing.config import SearchConfig
 from analysis.indexing.errors import sigma_inv_d2
+from analysis.indexing.padded import N_PARAMS, P_MAX, pad_rows, system_code
 from analysis.indexing.reduce import reduce_x
 from analysis.indexing.reference import search_system
 
@@ -85,6 +86,14 @@ BLIND_STALL_BELOW = 8.0
 # stage-A draws by inverse CDF (candidates._draw), not Gumbel-max: same distributions, another stream (flips lists of
 # a stochastic search either way); monoclinic keeps Gumbel-max: its batches got ~10% cheaper, more ran (idx21j)
 CDF_DRAW_SYSTEMS = ("triclinic",)
+# one program for every lattice system (issue 21 item 1; batch.py, padded.py): a batch's stage A runs in chunks of
+# GEN_CHUNK draws, each keeping its best GEN_KEEP (the best n_sel of the batch are among them), and its stage B in
+# chunks of RUN_CHUNK candidates (RUN_CHUNK_RANDOM of them random cells): the per-system batch sizes (SYSTEM_BUDGET)
+# are multiples of these, so every system calls the same two compiled programs. Budgets that are not (a SearchConfig
+# of other sizes) run as one chunk of their own shape.
+GEN_CHUNK, GEN_KEEP, RUN_CHUNK = 1024, 384, 128
+N_ROWS_PAD = 240  # search rows padded to (prior.N_SEARCH_ROWS: at most 240); the programs skip the padding rows
+VOCAB_PAD = 80  # stage-A vocabulary padded to (prior.VOCAB_SIZE: at most 80), the padding never drawn (logit −inf)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +185,49 @@ def _batches_agree(
     )
 
 
+def _chunks(n: int, size: int) -> int:
+    """Chunks of ``size`` that make ``n`` (1, one chunk of its own shape, when n is not a multiple of size)."""
+    return n // size if n >= size and n % size == 0 else 1
+
+
+def _stage_a(key, gen_args, n_gen: int, n_sel: int, static: dict):
+    """The best ``n_sel`` of ``n_gen`` stage-A candidates (numpy x ``[n_sel, 6]``, scores), best first: chunks of
+    GEN_CHUNK draws (:func:`batch.generate_batch`, key folded with the chunk), each keeping its best GEN_KEEP."""
+    n_chunks = _chunks(n_gen, GEN_CHUNK)
+    size = n_gen // n_chunks
+    keep = min(size, max(n_sel, GEN_KEEP))
+    out = [
+        generate_batch(jax.random.fold_in(key, i), *gen_args, n_gen=size, n_sel=keep, **static) for i in range(n_chunks)
+    ]
+    x, s = (np.concatenate([np.asarray(o[j]) for o in out]) for j in (0, 1))
+    order = np.argsort(-s, kind="stable")[:n_sel]
+    return x[order], s[order]
+
+
+def _stage_b(key, x_sel, run_args, n_cand: int, n_random: int, top_k: int, static: dict):
+    """Stage B (:func:`batch.run_batch`) in chunks of RUN_CHUNK candidates (the same random share in each, key folded
+    with the chunk as in :func:`_stage_a`): the best ``top_k`` x ``[top_k, 6]``, zero shifts and scores (numpy)."""
+    n_chunks = _chunks(n_cand, RUN_CHUNK)
+    n_chunks = n_chunks if n_random % n_chunks == 0 else 1
+    size, n_r = n_cand // n_chunks, n_random // n_chunks
+    n_s = size - n_r
+    out = [
+        run_batch(
+            jax.random.fold_in(key, i),
+            x_sel[i * n_s : (i + 1) * n_s],
+            *run_args,
+            n_cand=size,
+            n_random=n_r,
+            top_k=min(top_k, size),
+            **static,
+        )
+        for i in range(n_chunks)
+    ]
+    bx, bz, bs = (np.concatenate([np.asarray(o[j]) for o in out]) for j in (0, 1, 2))
+    order = np.argsort(-bs, kind="stable")[:top_k]
+    return bx[order], bz[order], bs[order]
+
+
 def search_cells(
     inv_d2,
     system: str,
@@ -226,17 +278,28 @@ def search_cells(
     refine_zero = bool(tol.refine_zero and g_zero is not None)
     g = np.zeros(n_obs) if g_zero is None else np.asarray(g_zero, float)
     sig = sigma_inv_d2(inv_d2, tol.tol_k)
-    # one compilation per lattice system and padded length (20 up to 20 lines, then multiples of 16):
-    # the lines are padded with copies of the last one, which carry no weight and no figure of merit
+    # one compilation for every lattice system and padded length (20 up to 20 lines, then multiples of 16): the lines
+    # are padded with copies of the last one, which carry no weight and no figure of merit; x to 6 parameters, the
+    # rows and the vocabulary to common sizes (padded.py), the system a traced code
     n_pad = padded_length(n_obs) - n_obs
-    args = [jnp.asarray(np.concatenate([a, np.repeat(a[-1:], n_pad)]), dtype) for a in (inv_d2, sig, g)] + [
-        jnp.asarray(a, dtype) for a in (rows, logits, vocab)
-    ]
-    n_fom_j, n_real_j = jnp.asarray(n_fom, jnp.int32), jnp.asarray(n_obs, jnp.int32)
+    obs = [jnp.asarray(np.concatenate([a, np.repeat(a[-1:], n_pad)]), dtype) for a in (inv_d2, sig, g)]
+    logits = np.concatenate([logits, np.full((logits.shape[0], max(VOCAB_PAD - logits.shape[1], 0)), -np.inf)], 1)
+    rows_j, vocab_j, logits_j = (
+        jnp.asarray(a, dtype) for a in (pad_rows(rows, N_ROWS_PAD), pad_rows(vocab, VOCAB_PAD), logits)
+    )
+    n_fom_j, n_real_j, n_rows_j = (jnp.asarray(v, jnp.int32) for v in (n_fom, n_obs, rows.shape[0]))
+    code_j = jnp.asarray(system_code(system), jnp.int32)
     rows_np = np.asarray(rows, np.float64)
-    scal = [jnp.asarray(v, dtype) for v in (vlo, vhi, moves.p_keep, moves.p_soft, moves.temperature)]
+    vlo_j, vhi_j, n_sigma_j = (jnp.asarray(v, dtype) for v in (vlo, vhi, tol.n_sigma))
     mala = None if moves.mala_scale <= 0 else jnp.asarray(moves.mala_scale, dtype)
-    n_sigma_j = jnp.asarray(tol.n_sigma, dtype)
+    zones = system if system in ("triclinic", "monoclinic") and source.candidates != "random" else "none"
+    kind_j = jnp.asarray(GEN_KINDS.index((zones, system in CDF_DRAW_SYSTEMS)), jnp.int32)
+    gen_args = (obs[0], obs[1], rows_j, n_rows_j, logits_j, vocab_j, vlo_j, vhi_j, n_sigma_j, n_fom_j, code_j, kind_j)
+    gen_static = dict(n_first=n_first, n_axes=min(source.n_axes, n_obs))
+    moves_j = [jnp.asarray(v, dtype) for v in (moves.p_keep, moves.p_soft, moves.temperature)]
+    run_args = (*obs, rows_j, n_rows_j, vlo_j, vhi_j, *moves_j, mala, n_sigma_j, n_fom_j, n_real_j, code_j)
+    run_args = (*run_args, jnp.asarray(refine_zero))
+    run_static = dict(n_iter=budget.n_iter, acceptance=moves.acceptance)
     # agreement between batches (stop_agree). Monoclinic / orthorhombic: the same cell returns with its
     # parameters scattered by about the relative error σ(q²)/q² of the first line (the largest) and its
     # approximate log M by ~0.1, and counts only when it indexes the lines. Triclinic too, but it stops only on
@@ -266,47 +329,18 @@ def search_cells(
             x_sel, s_sel = generated[nb]
             n_reused += 1
         elif n_sel > 0:
-            x_sel, s_sel = generate_batch(
-                sub,
-                *args,
-                scal[0],
-                scal[1],
-                n_sigma_j,
-                n_fom_j,
-                system=system,
-                n_gen=n_gen,
-                n_sel=n_sel,
-                n_first=n_first,
-                n_axes=min(source.n_axes, n_obs),
-                use_zones=source.candidates != "random",
-                cdf_draw=system in CDF_DRAW_SYSTEMS,
-            )
+            x_sel, s_sel = _stage_a(sub, gen_args, n_gen, n_sel, gen_static)
             if generated is not None:
                 generated[nb] = (x_sel, s_sel)
         else:
-            x_sel, s_sel = jnp.zeros((0, rows.shape[1]), dtype), jnp.zeros((0,), dtype)
+            x_sel, s_sel = np.zeros((0, P_MAX), np.float32), np.zeros((0,), np.float32)
         if early_exit and n_sel >= budget.top_k and float(s_sel[0]) >= np.log(stop.stop_m20):
             # exact data: an exact solve already indexes every line (the search stops at this batch),
             # the refinement iterations would not change the answer
-            bx, bz, bs = x_sel[: budget.top_k], jnp.zeros((budget.top_k,), dtype), s_sel[: budget.top_k]
+            bx, bz, bs = x_sel[: budget.top_k], np.zeros((budget.top_k,)), s_sel[: budget.top_k]
         else:
-            bx, bz, bs = run_batch(
-                sub,
-                x_sel,
-                *args[:4],
-                *scal,
-                mala,
-                n_sigma_j,
-                n_fom_j,
-                n_real_j,
-                system=system,
-                n_cand=n_cand,
-                n_iter=budget.n_iter,
-                n_random=n_random,
-                refine_zero=refine_zero,
-                acceptance=moves.acceptance,
-                top_k=budget.top_k,
-            )
+            bx, bz, bs = _stage_b(sub, x_sel, run_args, n_cand, n_random, budget.top_k, run_static)
+        bx = bx[:, : N_PARAMS[system]]
         xs.append(np.asarray(bx, np.float64))
         zs.append(np.asarray(bz, np.float64))
         ss.append(np.asarray(bs, np.float64))
