@@ -50,8 +50,6 @@ __all__ = ["volume_from_x", "generate_batch", "run_batch", "GEN_KINDS"]
 # one program for every lattice system (issue 21 item 1): the system a traced code (padded.py), x padded to 6
 # parameters, rows to a common count; XLA's backend at optimisation level 1 (measured in docs/indexing.md)
 _COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-import os  # noqa: E402  EXPERIMENT
-_COMPILER_OPTIONS = {} if os.environ.get("IDX21R_NOOPT") else _COMPILER_OPTIONS
 
 
 def _log_m(abs_r, inv_d2_ref, inv_d2_obs, sig, n_sigma, n_fom):
