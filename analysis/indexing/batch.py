@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 import analysis.indexing.candidates as candidates
+from analysis.indexing.linsolve import solve_small
 from analysis.indexing.padded import P_MAX, active, pad_columns, random6, reduce6, volume6, volume_from_x
 
 __all__ = ["volume_from_x", "generate_batch", "run_batch", "GEN_KINDS"]
@@ -156,16 +157,19 @@ def _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n
     return jax.vmap(one)(x, ref, r), idx, idx2, r, r2
 
 
-# stage-A generator kinds (a traced index): (zone constructions, inverse-CDF draws); search.py picks one per system
+# stage-A generator kinds (a traced index): (zone constructions, inverse-CDF cross-term draws of the monoclinic zones);
+# search.py picks one per system. The exact solves always draw by inverse CDF: Gumbel-max over the padded six
+# positions × 80 rows made the cubic-orthorhombic stage A 4-5× slower than their own-shape programs
 GEN_KINDS = (("none", False), ("monoclinic", False), ("triclinic", True))
 
 
 def _generate(kind, n_first, n_axes, keys, inv_d2_obs, sig, logits, vocab_rows, p):
     """The padded candidates ``[n, 6]`` of one generator kind (:data:`GEN_KINDS`): with zone constructions, half of
-    the draws (the first half of the keys) are zone constructions, the rest exact solves from the prior."""
+    the draws (the first half of the keys) are zone constructions, the rest exact solves from the prior (inverse-CDF
+    draws, :func:`candidates.prior_x`)."""
     zones, cdf_draw = kind
     n_zone = keys.shape[0] // 2 if zones != "none" else 0
-    x = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, cdf_draw))(keys[n_zone:])
+    x = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, True))(keys[n_zone:])
     if zones == "triclinic":
         x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(keys[:n_zone])
     elif zones == "monoclinic":
@@ -226,7 +230,7 @@ def _solve_masked(a, b, on, dtype):
     b = jnp.where(on, b, 0.0)
     cs = jnp.sqrt(jnp.diag(a)) + 1e-30
     a_s = a / (cs[:, None] * cs[None, :]) + 1e-9 * jnp.eye(a.shape[0], dtype=dtype)
-    return jnp.linalg.solve(a_s, b / cs) / cs, a_s, cs
+    return solve_small(a_s, b / cs)[0] / cs, a_s, cs
 
 
 @functools.partial(

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis import cell as cell_mod
+from analysis.indexing.linsolve import solve_small
 
 __all__ = ["random_x", "prior_x", "cross_term", "zone_x", "axis_positions", "zone_from_axes", "zone_mono_x"]
 
@@ -74,13 +75,11 @@ def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p, cdf_draw: bool
         lab = jax.vmap(_draw)(cdf[pos], jax.random.uniform(k2, (p_max,), cdf.dtype))
     else:
         lab = jax.random.categorical(k2, logits[pos], axis=-1)
-    eye = jnp.eye(p_max, dtype=vocab_rows.dtype)
-    hs = jnp.where(on[:, None] & on[None, :], vocab_rows[lab], eye)
+    hs = jnp.where(on[:, None] & on[None, :], vocab_rows[lab], jnp.eye(p_max, dtype=vocab_rows.dtype))
     qs = jnp.where(on, inv_d2_obs[pos], 0.0)
-    det = jnp.linalg.det(hs)
+    x, det = solve_small(hs, qs)  # one elimination for both (the unused parameters an identity block)
     scale = jnp.prod(jnp.max(jnp.abs(hs), axis=1) + 1e-30)
     ok = jnp.abs(det) > 1e-6 * scale
-    x = jnp.linalg.solve(jnp.where(ok, hs, eye), qs)
     return jnp.where(on, jnp.where(ok, x, jnp.nan), 0.0)
 
 

@@ -83,8 +83,9 @@ AGREE_BATCHES = {"triclinic": 2}
 # Cubic-hexagonal (idx21j): 1-2 parameters, one batch all but exhausts them; on aP lists they sat at M 2-7 for 6 batches
 BLIND_PATIENCE = {"cubic": 1, "tetragonal": 1, "hexagonal": 1, "orthorhombic": 2, "monoclinic": 4}
 BLIND_STALL_BELOW = 8.0
-# stage-A draws by inverse CDF (candidates._draw), not Gumbel-max: same distributions, another stream (flips lists of
-# a stochastic search either way); monoclinic keeps Gumbel-max: its batches got ~10% cheaper, more ran (idx21j)
+# the zone constructions' cross-term draws by inverse CDF (candidates._draw), not Gumbel-max: same distributions,
+# another stream (flips lists of a stochastic search either way); monoclinic keeps Gumbel-max: its batches got ~10%
+# cheaper, more ran (idx21j). The exact solves of every system draw by inverse CDF since the one program (batch.py)
 CDF_DRAW_SYSTEMS = ("triclinic",)
 # one program for every lattice system (issue 21 item 1; batch.py, padded.py): a batch's stage A runs in chunks of
 # GEN_CHUNK draws, each keeping its best GEN_KEEP (the best n_sel of the batch are among them), and its stage B in
