@@ -8,20 +8,12 @@ from analysis import cell as cell_mod
 from analysis.indexing import padded
 from analysis.indexing.reduce import reduce_x
 
-CELLS = {
-    "cubic": [5.1, 5.1, 5.1, 90, 90, 90],
-    "tetragonal": [5.1, 5.1, 7.3, 90, 90, 90],
-    "hexagonal": [5.1, 5.1, 7.3, 90, 90, 120],
-    "orthorhombic": [7.3, 5.1, 6.2, 90, 90, 90],
-    "monoclinic": [7.3, 5.1, 6.2, 90, 101.5, 90],
-    "triclinic": [7.3, 5.1, 6.2, 83.0, 101.5, 95.0],
-}
 
-
-def test_traced_code_selects_the_systems_reduction_and_volume():
+def test_traced_code_selects_the_systems_reduction_and_volume(family_cells):
     reduce6 = jax.jit(padded.reduce6)
     volume6 = jax.jit(padded.volume6)
-    for system, cell in CELLS.items():
+    for system in padded.SYSTEMS:
+        cell = family_cells[system]
         x = np.asarray(cell_mod.reciprocal_params(np.array(cell, float), system), np.float32)
         p = padded.N_PARAMS[system]
         x6 = jnp.asarray(padded.pad_columns(x), jnp.float32)
@@ -35,13 +27,14 @@ def test_traced_code_selects_the_systems_reduction_and_volume():
 
 
 def test_random_cells_have_the_systems_form_and_volume_bounds():
+    draw = jax.jit(jax.vmap(lambda k, c: padded.random6(k, c, 100.0, 1000.0, jnp.float32), in_axes=(0, None)))
+    volume = jax.jit(jax.vmap(padded.volume6, in_axes=(0, None)))
+    keys = jax.random.split(jax.random.PRNGKey(1), 64)
     for system in padded.SYSTEMS:
         code = jnp.int32(padded.system_code(system))
-        keys = jax.random.split(jax.random.PRNGKey(1), 64)
-        x6 = jax.vmap(lambda k, c=code: padded.random6(k, c, 100.0, 1000.0, jnp.float32))(keys)
-        p = padded.N_PARAMS[system]
-        assert np.all(np.asarray(x6)[:, p:] == 0.0)
-        v = np.asarray(jax.vmap(lambda x, c=code: padded.volume6(x, c))(x6))
+        x6 = draw(keys, code)
+        assert np.all(np.asarray(x6)[:, padded.N_PARAMS[system] :] == 0.0)
+        v = np.asarray(volume(x6, code))
         assert np.all((v > 100.0 * 0.999) & (v < 1000.0 * 1.001)), (system, v.min(), v.max())
     rows = padded.pad_rows(np.ones((80, 1)), 240)
     assert rows.shape == (240, 6) and rows[:80, 0].sum() == 80 and rows.sum() == 80
