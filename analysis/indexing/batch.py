@@ -163,21 +163,23 @@ def _evaluate_batch(x, z, inv_d2_obs, sig, g, rows, n_sigma, vlo, vhi, system, n
 GEN_KINDS = (("none", False), ("monoclinic", False), ("triclinic", True))
 
 
-def _generate(kind, n_first, n_axes, keys, inv_d2_obs, sig, logits, vocab_rows, p):
-    """The padded candidates ``[n, 6]`` of one generator kind (:data:`GEN_KINDS`): with zone constructions, half of
-    the draws (the first half of the keys) are zone constructions, the rest exact solves from the prior (inverse-CDF
-    draws, :func:`candidates.prior_x`)."""
+def _solves(n_first, keys, inv_d2_obs, logits, vocab_rows, p):
+    """Exact solves from the prior (inverse-CDF draws, :func:`candidates.prior_x`), ``[n, 6]``."""
+    return jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, True))(keys)
+
+
+def _first_half(kind, n_first, n_axes, keys, inv_d2_obs, sig, logits, vocab_rows, p):
+    """The first half of a chunk's draws, ``[n, 6]``, by generator kind (:data:`GEN_KINDS`): zone constructions
+    (monoclinic, triclinic) or exact solves; the second half is always exact solves (one copy of them in the program:
+    a shorter compilation)."""
     zones, cdf_draw = kind
-    n_zone = keys.shape[0] // 2 if zones != "none" else 0
-    x = jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, True))(keys[n_zone:])
     if zones == "triclinic":
-        x_zone = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(keys[:n_zone])
+        x = jax.vmap(lambda k: candidates.zone_x(k, inv_d2_obs, sig, n_axes))(keys)
     elif zones == "monoclinic":
-        zone = jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))
-        x_zone = pad_columns(zone(keys[:n_zone]))
-    if n_zone:
-        x = jnp.concatenate([x_zone.astype(x.dtype), x], axis=0)
-    return x
+        x = pad_columns(jax.vmap(lambda k: candidates.zone_mono_x(k, inv_d2_obs, sig, n_axes, cdf_draw=cdf_draw))(keys))
+    else:
+        x = _solves(n_first, keys, inv_d2_obs, logits, vocab_rows, p)
+    return x.astype(inv_d2_obs.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("n_gen", "n_sel", "n_first", "n_axes"), compiler_options=_COMPILER_OPTIONS)
@@ -212,8 +214,11 @@ def generate_batch(
     kgen, _, _ = jax.random.split(key, 3)  # the same split as run_batch: krand, kref are its own
     gen_keys = jax.random.split(kgen, n_gen)
     p = jnp.sum(active(code))
-    branches = [functools.partial(_generate, kd, n_first, n_axes) for kd in GEN_KINDS]
-    x_gen = jax.lax.switch(kind, branches, gen_keys, inv_d2_obs, sig, logits, vocab_rows, p)
+    branches = [functools.partial(_first_half, kd, n_first, n_axes) for kd in GEN_KINDS]
+    half = n_gen // 2
+    x_first = jax.lax.switch(kind, branches, gen_keys[:half], inv_d2_obs, sig, logits, vocab_rows, p)
+    x_rest = _solves(n_first, gen_keys[half:], inv_d2_obs, logits, vocab_rows, p).astype(dtype)
+    x_gen = jnp.concatenate([x_first, x_rest], axis=0)
     on = active(code)
     x_gen = jnp.where(on, jnp.where(jnp.isfinite(x_gen), x_gen, 1.0), 0.0).astype(dtype)
     x_gen = jax.vmap(lambda x: reduce6(x, code))(x_gen)
