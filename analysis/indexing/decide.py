@@ -19,9 +19,13 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    translation below :data:`SHORT_AXIS`) and the higher-symmetry cell's χ² is consistent with the errors
    (:func:`fits_noise`), or the data are exact (computed positions: the best cell's χ²_ν below errors.EXACT_CHI2)
    and the cell fits them as exactly, indexing as many lines (scores of exact fits differ only by the calculated
-   lines counted, not by how well the extra parameters fit); the answer is the candidate of the
+   lines counted, not by how well the extra parameters fit), or, on data with errors, the cell is of the best
+   cell's system or a higher one, fits within the errors and explains the lines more likely (:func:`likelier`,
+   :func:`log_likelihood`: a Gaussian of the known σ(q²) that saturates at the errors, where the score keeps
+   rewarding a closer fit of the noise); the answer is the candidate of the
    highest symmetry, then of a χ² within the errors (:func:`chi2_quantile` ≤ 1 − :data:`FIT_ALPHA`; not on exact
-   data), then of the best score (equal scores: the smallest volume; cells of one lattice are merged before, so
+   data), then of the best score (data with errors: the best log-likelihood; equal: the smallest volume; cells of
+   one lattice are merged before, so
    candidates of one system are unrelated lattices or derivatives); the others follow in that order, then the rest
    by score.
 
