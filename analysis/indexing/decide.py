@@ -29,6 +29,10 @@ fit better), and among equals the smaller volume wins. Here, over the merged sol
    candidates of one system are unrelated lattices or derivatives); the others follow in that order, then the rest
    by score.
 
+4. on data with errors (the best cell not exact), the sensible cell of the highest :func:`evidence` (the
+   log-likelihood less :data:`EVIDENCE_PER_PARAMETER` nats per free cell parameter) goes first, the order above
+   following (issue 21, idx21s: Bayesian model comparison between cells of different systems and volumes).
+
 Every solution gets ``reason``: the figures the choice rests on (M20, F20, symmetry, volume) and why it
 ranks where it does.
 """
