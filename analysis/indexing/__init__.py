@@ -265,7 +265,8 @@ def smaller_lattice_pending(sol: Solution, sols: list, inv_d2, kw: dict, top: in
         s for s in subs if s.score > sol.score and fits_noise(s) and sum(1 for i in s.unindexed if i < 20) <= n_impurity
     ]
     if not better and (
-        not strict or decide(rank_solutions(sols + strict, top=4 * top), n_impurity, inv_d2=inv_d2)[0] is sol
+        not strict
+        or decide(rank_solutions(sols + strict, top=4 * top), n_impurity, inv_d2=inv_d2, sigma=kw["sigma"])[0] is sol
     ):
         return False
     sols += strict + [s for s in better if not any(s is t for t in strict)]
@@ -433,7 +434,7 @@ def index_peaks(
             upgraded.append(target)
         seconds[system] += time.perf_counter() - t0
         if blind and not exhaustive and k + 1 < len(systems):
-            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
+            ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2, sigma=sig)
             if (  # a cell of the probed system took the decision and needs a probe itself: one more probe
                 probing
                 and ranked
@@ -471,7 +472,7 @@ def index_peaks(
                     )
                 break
     if blind and not exhaustive and refine_zero and "res" in tri_cache and systems[-1] == "triclinic" and probe_k != k:
-        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2)
+        ranked = decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, inv_d2=inv_d2, sigma=sig)
         if zero_fixed_search_needed(ranked):
             # no convincing cell (M20 < ZERO_FIXED_BELOW_M20; a right cell that only misses `settles`, e.g. barite oP,
             # M20 26.1, keeps its answer without this search, which cost it 22 → 38 CPU s): search triclinic again
@@ -499,7 +500,7 @@ def index_peaks(
     if blind and "tetragonal" in systems:  # tetragonal lattices refined as orthorhombic cells (lepage.tetragonal_cells)
         sols += [t for s in rank_solutions(sols, top=4 * top) for t in tetragonal_cells(s, inv_d2, **kw)]
     ranked = (
-        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top, inv_d2=inv_d2)
+        decide(rank_solutions(sols, top=4 * top), config.tolerance.n_impurity, top=top, inv_d2=inv_d2, sigma=sig)
         if blind
         else rank_solutions(sols, top=top)
     )
