@@ -165,7 +165,7 @@ GEN_KINDS = (("none", False), ("monoclinic", False), ("triclinic", True))
 
 def _solves(n_first, keys, inv_d2_obs, logits, vocab_rows, p):
     """Exact solves from the prior (inverse-CDF draws, :func:`candidates.prior_x`), ``[n, 6]``."""
-    return jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p, True))(keys)
+    return jax.vmap(lambda k: candidates.prior_x(k, inv_d2_obs, logits, vocab_rows, n_first, p))(keys)
 
 
 def _first_half(kind, n_first, n_axes, keys, inv_d2_obs, sig, logits, vocab_rows, p):
@@ -213,13 +213,13 @@ def generate_batch(
     dtype = inv_d2_obs.dtype
     kgen, _, _ = jax.random.split(key, 3)  # the same split as run_batch: krand, kref are its own
     gen_keys = jax.random.split(kgen, n_gen)
-    p = jnp.sum(active(code))
+    on = active(code)
+    p = jnp.sum(on)
     branches = [functools.partial(_first_half, kd, n_first, n_axes) for kd in GEN_KINDS]
     half = n_gen // 2
     x_first = jax.lax.switch(kind, branches, gen_keys[:half], inv_d2_obs, sig, logits, vocab_rows, p)
     x_rest = _solves(n_first, gen_keys[half:], inv_d2_obs, logits, vocab_rows, p).astype(dtype)
     x_gen = jnp.concatenate([x_first, x_rest], axis=0)
-    on = active(code)
     x_gen = jnp.where(on, jnp.where(jnp.isfinite(x_gen), x_gen, 1.0), 0.0).astype(dtype)
     x_gen = jax.vmap(lambda x: reduce6(x, code))(x_gen)
     s_gen = _score_batch(x_gen, inv_d2_obs, sig, rows, n_sigma, vlo, vhi, code, n_fom, n_rows)

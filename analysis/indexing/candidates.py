@@ -50,16 +50,15 @@ def random_x(key, system: str, vlo, vhi, dtype):
     return cell_mod.reciprocal_params(cell, system)
 
 
-def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p, cdf_draw: bool = False):
-    """Exact solve H_S x = q_S for p peaks among the first n_first, indices drawn from the prior.
+def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p):
+    """Exact solve H_S x = q_S for p peaks among the first n_first, indices drawn from the prior by inverse CDF
+    (one uniform per peak; Gumbel-max, one variate per vocabulary row and peak, is the same distribution and was
+    4-5× slower over the padded vocabulary of the one search program, batch.py).
 
     Args:
       logits: ``[n_first, n_vocab]`` log-probabilities of each vocabulary row per peak position.
       vocab_rows: ``[n_vocab, p_max]`` design rows of the vocabulary; ``p`` ≤ p_max (may be traced: the one search
         program of every lattice system pads x to 6 parameters, padded.py) parameters are solved, the others are 0.
-      cdf_draw: draw the indices by inverse CDF (one uniform per peak) instead of Gumbel-max (one Gumbel variate
-        per vocabulary row and peak, ``jax.random.categorical``): the same distribution, another random stream.
-        The triclinic search uses it (batch.generate_batch; 57 → 9 CPU ms per 4096 solves, issue 21).
     """
     k1, k2 = jax.random.split(key)
     p_max = vocab_rows.shape[1]
@@ -70,11 +69,8 @@ def prior_x(key, inv_d2_obs, logits, vocab_rows, n_first: int, p, cdf_draw: bool
     pos = jnp.minimum(jnp.sort(jnp.where(on, perm, n_first + jnp.arange(p_max))), n_first - 1)
     # inverse-CDF draw from the prior (one uniform per peak instead of a Gumbel per vocabulary row; the cumulative
     # table does not depend on the key, so under vmap it is made once per batch)
-    if cdf_draw:
-        cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
-        lab = jax.vmap(_draw)(cdf[pos], jax.random.uniform(k2, (p_max,), cdf.dtype))
-    else:
-        lab = jax.random.categorical(k2, logits[pos], axis=-1)
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+    lab = jax.vmap(_draw)(cdf[pos], jax.random.uniform(k2, (p_max,), cdf.dtype))
     hs = jnp.where(on[:, None] & on[None, :], vocab_rows[lab], jnp.eye(p_max, dtype=vocab_rows.dtype))
     qs = jnp.where(on, inv_d2_obs[pos], 0.0)
     x, det = solve_small(hs, qs)  # one elimination for both (the unused parameters an identity block)

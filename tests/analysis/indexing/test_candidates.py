@@ -37,7 +37,7 @@ def test_zone_and_prior_draws_use_a_few_random_numbers_per_candidate():
     key = jax.random.PRNGKey(0)
     n_zone = _random_variates(lambda k: candidates.zone_x(k, q, sig, 6), key)
     n_prior = _random_variates(
-        lambda k: candidates.prior_x(k, q, jnp.zeros((8, 80)), jnp.ones((80, 6)), 8, 6, cdf_draw=True),
+        lambda k: candidates.prior_x(k, q, jnp.zeros((8, 80)), jnp.ones((80, 6)), 8, 6),
         key,
     )
     assert n_zone <= 32, n_zone
